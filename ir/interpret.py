@@ -1,0 +1,144 @@
+"""Reference semantics: a small numpy interpreter of ``Kernel``.
+
+This is the ground truth every backend is checked against. Floats are evaluated in
+float64 (casts round to their dtype), integers in int64 (casts wrap), so a backend's
+only licence is its own rounding.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import dtype as dt
+from .kernel import Kernel
+from .node import Node, Ops, toposort
+
+_NP_BIN = {Ops.ADD: np.add, Ops.MUL: np.multiply, Ops.MAX: np.maximum, Ops.CMPLT: np.less,
+           Ops.CMPEQ: np.equal, Ops.CMPNE: np.not_equal, Ops.IDIV: np.floor_divide, Ops.MOD: np.mod,
+           Ops.AND: np.bitwise_and, Ops.OR: np.bitwise_or, Ops.XOR: np.bitwise_xor,
+           Ops.SHL: np.left_shift, Ops.SHR: np.right_shift}
+
+
+def _unary(op: Ops, x: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        if op is Ops.NEG: return np.negative(x) if x.dtype != np.bool_ else ~x
+        if op is Ops.EXP2: return np.exp2(x)
+        if op is Ops.LOG2: return np.log2(x)
+        if op is Ops.RECIP: return 1.0 / x
+        if op is Ops.SQRT: return np.sqrt(x)
+        if op is Ops.SIN: return np.sin(x)
+    raise ValueError(f"unknown unary op {op}")
+
+
+def compute_dtype(d: dt.DType) -> np.dtype:
+    return np.dtype(np.float64) if d.is_float else np.dtype(np.bool_) if d.kind == "b" else np.dtype(np.int64)
+
+
+def cast_values(x: np.ndarray, to: dt.DType) -> np.ndarray:
+    """Round/wrap values to ``to`` and return them in compute precision."""
+    with np.errstate(all="ignore"):
+        if to is dt.bool_: return x != 0
+        if to.is_float:
+            if to is dt.float64: return x.astype(np.float64)
+            return dt.to_values(dt.to_storage(x.astype(np.float64), to), to).astype(np.float64)
+        if np.issubdtype(x.dtype, np.floating):
+            x = np.trunc(np.nan_to_num(x, nan=0.0, posinf=2**62, neginf=-2**62))
+        return x.astype(np.int64).astype(to.np).astype(np.int64)
+
+
+def apply(op: Ops, out_dt: dt.DType, vals: list[np.ndarray], src_dts: Sequence[dt.DType]) -> np.ndarray:
+    if op is Ops.CAST: return cast_values(vals[0], out_dt)
+    if op is Ops.WHERE: return np.where(vals[0], vals[1], vals[2])
+    if len(vals) == 1: return _unary(op, vals[0])
+    with np.errstate(all="ignore"):
+        if op in (Ops.IDIV, Ops.MOD) and src_dts[0].is_float:
+            raise ValueError("integer division on floats")
+        r = _NP_BIN[op](vals[0], vals[1])
+    if out_dt.is_int and op in (Ops.ADD, Ops.MUL, Ops.SHL):  # wrap like the machine
+        r = r.astype(out_dt.np).astype(np.int64)
+    return r
+
+
+def eval_scalar(op: Ops, out_dt: dt.DType, args: list[Any], src_dts: Sequence[dt.DType]) -> Any:
+    vals = [np.asarray(a, dtype=compute_dtype(d)) for a, d in zip(args, src_dts)]
+    return apply(op, out_dt, vals, src_dts).item()
+
+
+def identity(op: str, d: dt.DType) -> float:
+    if op == "sum": return 0
+    return -math.inf if d.is_float else np.iinfo(d.np).min
+
+
+def run_kernel(k: Kernel, inputs: Sequence[np.ndarray], points: np.ndarray | None = None,
+               chunk: int = 1 << 22) -> np.ndarray:
+    """Evaluate ``k`` on storage arrays. Without ``points``, returns the whole output
+    (storage dtype, output shape); with ``points`` (output linear indices), returns just
+    those values (compute precision) — cheap checks of large kernels."""
+    ins = [np.asarray(dt.to_values(a, b.dtype)).reshape(-1).astype(compute_dtype(b.dtype))
+           for a, b in zip(inputs, k.inputs)]
+    for a, b in zip(inputs, k.inputs):
+        if np.asarray(a).size != b.size:
+            raise ValueError(f"input {b.name}: expected {b.size} elements, got {np.asarray(a).size}")
+    out_axes, red_axes = k.output_axes, k.reduce_axes
+    red_pts = math.prod(k.axes[a].size for a in red_axes)
+    step = max(1, chunk // max(1, red_pts))
+    if points is not None:
+        return np.concatenate([_eval(k, ins, points[i:i + step]) for i in range(0, len(points), step)] or [np.zeros(0)])
+    out = np.zeros(k.output.size, dtype=compute_dtype(k.output.dtype))
+    total = k.out_points
+    for i in range(0, total, step):
+        pts = np.arange(i, min(total, i + step))
+        vals, where = _eval(k, ins, pts, with_store=True)
+        out[where] = vals
+    return dt.to_storage(cast_values(out, k.output.dtype), k.output.dtype).reshape(k.output.shape)
+
+
+def _eval(k: Kernel, ins: list[np.ndarray], pts: np.ndarray, with_store: bool = False):
+    out_axes, red_axes = k.output_axes, k.reduce_axes
+    nd = 1 + len(red_axes)
+    env: dict[int, np.ndarray] = {}
+    rem = pts.astype(np.int64)
+    for a in reversed(out_axes):  # unravel points over the output axes
+        env[a] = (rem % k.axes[a].size).reshape((-1,) + (1,) * (nd - 1))
+        rem = rem // k.axes[a].size
+    for j, a in enumerate(red_axes):
+        shp = [1] * nd
+        shp[1 + j] = k.axes[a].size
+        env[a] = np.arange(k.axes[a].size, dtype=np.int64).reshape(shp)
+    vals = _eval_node(k.body, env, ins, nd)
+    vals = np.broadcast_to(vals, (len(pts),) + vals.shape[1:]).reshape(len(pts))
+    if not with_store: return vals
+    st = np.broadcast_to(_eval_node(k.store, env, ins, nd), (len(pts),) + (1,) * (nd - 1)).reshape(len(pts))
+    return vals, st
+
+
+def _eval_node(root: Node, env: dict[int, np.ndarray], ins: list[np.ndarray], nd: int) -> np.ndarray:
+    val: dict[Node, np.ndarray] = {}
+    for n in toposort(root):
+        if n.op is Ops.CONST:
+            v = np.asarray(n.arg, dtype=compute_dtype(n.dtype)).reshape((1,) * nd)
+        elif n.op is Ops.VAR:
+            v = env[n.arg[0]]
+        elif n.op is Ops.LOAD:
+            idx, ok = val[n.src[0]], val[n.src[1]]
+            buf = ins[n.arg]
+            safe = np.where(ok, idx, 0)
+            if safe.size and (safe.min() < 0 or safe.max() >= buf.size):
+                raise IndexError(f"load from input {n.arg} out of bounds (index range {safe.min()}..{safe.max()}, size {buf.size})")
+            v = np.where(ok, buf[safe], np.zeros((), buf.dtype))
+        elif n.op is Ops.REDUCE:
+            x = val[n.src[0]]
+            axes = tuple(1 + j for j in range(nd - 1))
+            full = np.broadcast_to(x, x.shape[:1] + tuple(max(x.shape[i], _size(env, i, nd)) for i in range(1, nd)))
+            v = (np.sum if n.arg[0] == "sum" else np.max)(full, axis=axes, keepdims=True)
+        else:
+            v = apply(n.op, n.dtype, [val[s] for s in n.src], [s.dtype for s in n.src])
+            if n.dtype.is_float and v.dtype != np.float64: v = v.astype(np.float64)
+        val[n] = v
+    return val[root]
+
+
+def _size(env: dict[int, np.ndarray], dim: int, nd: int) -> int:
+    return max((a.shape[dim] for a in env.values() if a.ndim == nd), default=1)

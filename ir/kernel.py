@@ -1,0 +1,201 @@
+"""The canonical kernel: a loop nest over axes, input buffers read through index
+expressions, one body expression, one store."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from . import dtype as dt
+from .node import Node, Ops, TRUE, ALU, render, toposort
+
+KERNEL_FORMAT = "superopt.kernel"
+KERNEL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Buffer:
+    name: str
+    dtype: dt.DType
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int: return math.prod(self.shape)
+    @property
+    def nbytes(self) -> int: return self.size * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class Axis:
+    size: int
+    reduce: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Kernel:
+    """``out[store] = body`` for every point of the output axes.
+
+    ``body`` reads ``inputs[i]`` through ``LOAD(index, valid)`` nodes (arg=i) whose index
+    and valid are expressions over ``VAR(axis, size)``; at most one ``REDUCE`` node folds
+    the reduce axes. A masked load (valid false) reads nothing and yields 0.
+    """
+    name: str
+    axes: tuple[Axis, ...]
+    inputs: tuple[Buffer, ...]
+    output: Buffer
+    body: Node
+    store: Node  # linear index into output, over output axes only
+
+    def __post_init__(self):
+        _check(self)
+
+    def __reduce__(self):
+        return (Kernel, (self.name, self.axes, self.inputs, self.output, self.body, self.store))
+
+    def __eq__(self, other) -> bool: return isinstance(other, Kernel) and self.key == other.key
+    def __hash__(self) -> int: return hash(self.key)
+
+    # ---- derived facts ------------------------------------------------------
+    @property
+    def output_axes(self) -> list[int]: return [i for i, a in enumerate(self.axes) if not a.reduce]
+    @property
+    def reduce_axes(self) -> list[int]: return [i for i, a in enumerate(self.axes) if a.reduce]
+    @property
+    def out_points(self) -> int: return math.prod(self.axes[i].size for i in self.output_axes)
+    @property
+    def points(self) -> int: return math.prod(a.size for a in self.axes)
+
+    @cached_property
+    def reduce(self) -> Node | None:
+        return next((n for n in self.body.toposort() if n.op is Ops.REDUCE), None)
+
+    @cached_property
+    def loads(self) -> list[Node]:
+        return [n for n in self.body.toposort() if n.op is Ops.LOAD]
+
+    @cached_property
+    def flops(self) -> int:
+        """ALU ops executed (a multiply-add counts 2), index math excluded."""
+        inner = set(self.reduce.src[0].toposort()) if self.reduce else set()
+        total = 0
+        for n in self.body.toposort():
+            if n.op in ALU and n.dtype is not dt.bool_ and not _is_index(n):
+                total += self.points if n in inner else self.out_points
+            elif n.op is Ops.REDUCE:
+                total += self.points
+        return total
+
+    @property
+    def min_bytes(self) -> int:
+        """Bytes that must cross DRAM at least once: each input and the output."""
+        return sum(b.nbytes for b in self.inputs) + self.output.nbytes
+
+    @property
+    def intensity(self) -> float: return self.flops / max(1, self.min_bytes)
+
+    @property
+    def kind(self) -> str:
+        """Coarse class used by hand rules and reports."""
+        if self.reduce is None: return "elementwise"
+        inner = self.reduce.src[0]
+        muls = [n for n in inner.toposort() if n.op is Ops.MUL and not _is_index(n)]
+        if self.reduce.arg[0] == "sum" and muls and len(self.loads) >= 2:
+            vars_per_load = [{v.arg[0] for v in l.src[0].toposort() if v.op is Ops.VAR} for l in self.loads]
+            if any(len(set(self.output_axes) - vs) > 0 for vs in vars_per_load):
+                return "conv" if any(l.src[1] is not TRUE or _has_window(l) for l in self.loads) else "gemm"
+        return "reduce"
+
+    # ---- identity -----------------------------------------------------------
+    @cached_property
+    def key(self) -> str:
+        """Stable content key: independent of kernel and buffer names."""
+        d = self.to_dict()
+        d.pop("name")
+        for b in d["inputs"] + [d["output"]]:
+            b.pop("name")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        nodes = toposort(self.body, self.store)
+        ids = {n: i for i, n in enumerate(nodes)}
+        return {"format": KERNEL_FORMAT, "version": KERNEL_VERSION, "name": self.name,
+                "axes": [[a.size, a.reduce] for a in self.axes],
+                "inputs": [_buf_dict(b) for b in self.inputs], "output": _buf_dict(self.output),
+                "nodes": [[n.op.value, n.dtype.name, [ids[s] for s in n.src], _arg_json(n.arg)] for n in nodes],
+                "body": ids[self.body], "store": ids[self.store]}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Kernel":
+        if not isinstance(d, dict) or d.get("format") != KERNEL_FORMAT:
+            raise ValueError("not a superopt kernel (missing format tag)")
+        if d.get("version") != KERNEL_VERSION:
+            raise ValueError(f"unsupported kernel format version {d.get('version')!r} (this superopt reads {KERNEL_VERSION})")
+        nodes: list[Node] = []
+        for op, dtn, src, arg in d["nodes"]:
+            nodes.append(Node(Ops(op), dt.dtype_by_name(dtn), tuple(nodes[i] for i in src), _arg_py(arg)))
+        return Kernel(d["name"], tuple(Axis(int(s), bool(r)) for s, r in d["axes"]),
+                      tuple(_buf_py(b) for b in d["inputs"]), _buf_py(d["output"]),
+                      nodes[d["body"]], nodes[d["store"]])
+
+    def describe(self) -> str:
+        names = {i: f"{'r' if a.reduce else 'o'}{i}" for i, a in enumerate(self.axes)}
+        lines = [f"kernel {self.name}  [{self.kind}]  key {self.key}",
+                 "axes: " + "  ".join(f"{names[i]}={a.size}{' (reduce)' if a.reduce else ''}" for i, a in enumerate(self.axes))]
+        for i, b in enumerate(self.inputs):
+            idx = sorted({render(l.src[0], names) + ("" if l.src[1] is TRUE else f"  valid: {render(l.src[1], names)}")
+                          for l in self.loads if l.arg == i})
+            lines.append(f"in{i} {b.name}: {b.dtype.name}{list(b.shape)}")
+            lines += [f"    index: {s}" for s in idx]
+        lines.append(f"out {self.output.name}: {self.output.dtype.name}{list(self.output.shape)}  index: {render(self.store, names)}")
+        lines.append(f"body: {render(self.body, names)}")
+        lines.append(f"flops: {self.flops:,}   min bytes: {self.min_bytes:,}   intensity: {self.intensity:.2f} flop/byte")
+        return "\n".join(lines)
+
+
+def _is_index(n: Node) -> bool: return n.dtype is dt.int32 and any(s.op is Ops.VAR for s in n.toposort())
+
+
+def _has_window(load: Node) -> bool:
+    """An index that adds an output and a reduce variable (sliding window)."""
+    return load.src[0].op is Ops.ADD and any(s.op in (Ops.IDIV, Ops.MOD) for s in load.src[0].toposort())
+
+
+def _buf_dict(b: Buffer) -> dict: return {"name": b.name, "dtype": b.dtype.name, "shape": list(b.shape)}
+def _buf_py(d: dict) -> Buffer: return Buffer(str(d["name"]), dt.dtype_by_name(d["dtype"]), tuple(int(x) for x in d["shape"]))
+
+
+def _arg_json(a: Any) -> Any:
+    if isinstance(a, tuple): return [_arg_json(x) for x in a]
+    if isinstance(a, float) and not math.isfinite(a): return {"float": repr(a)}
+    return a
+
+
+def _arg_py(a: Any) -> Any:
+    if isinstance(a, list): return tuple(_arg_py(x) for x in a)
+    if isinstance(a, dict): return float(a["float"])
+    return a
+
+
+def _check(k: Kernel) -> None:
+    """Structural invariants; raise ValueError with a clear message."""
+    if not k.axes: raise ValueError("kernel has no axes")
+    nodes = k.body.toposort()
+    for n in nodes + k.store.toposort():
+        if n.op is Ops.VAR:
+            ax, size = n.arg
+            if not (0 <= ax < len(k.axes)) or k.axes[ax].size != size:
+                raise ValueError(f"index variable {n.arg} does not match the kernel axes")
+        if n.op is Ops.LOAD and not (0 <= n.arg < len(k.inputs)):
+            raise ValueError(f"load from input {n.arg}, kernel has {len(k.inputs)}")
+        if n.op in (Ops.BUFFER,) or n.op.value in ("reshape", "permute", "expand", "pad", "shrink"):
+            raise ValueError(f"{n.op.name} cannot appear in a kernel body")
+    reduces = [n for n in nodes if n.op is Ops.REDUCE]
+    if len(reduces) > 1: raise ValueError("a kernel holds at most one reduction")
+    red_axes = set(reduces[0].arg[1]) if reduces else set()
+    if red_axes != set(k.reduce_axes):
+        raise ValueError(f"reduce node folds axes {sorted(red_axes)} but the kernel's reduce axes are {k.reduce_axes}")
+    if any(v.op is Ops.VAR and v.arg[0] in red_axes for v in k.store.toposort()):
+        raise ValueError("store index uses a reduce axis")

@@ -1,0 +1,200 @@
+"""``Schedule``: how a kernel's loop nest is mapped onto a machine.
+
+One type whoever made it (Z3, BEAM, hand rules) and whichever backend runs it.
+Per axis, an ordered list of splits (outer -> inner) over the levels below; the index
+along the axis is the mixed-radix number formed by the pieces. A product larger than
+the axis size pads the axis and guards the excess.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, Protocol
+
+SCHEDULE_VERSION = 1
+
+
+class Level(str, Enum):
+    GRID = "grid"      # GPU blocks / CPU parallel chunks shared by `workers` threads
+    THREAD = "thread"  # GPU threads of a block (on a reduce axis: split reduce across threads)
+    LOOP = "loop"      # serial loop
+    UPCAST = "upcast"  # register tile, fully unrolled, separate accumulators (output axes)
+    UNROLL = "unroll"  # unrolled loop (reduce axes)
+
+
+@dataclass(frozen=True)
+class Split:
+    level: Level
+    size: int
+
+
+@dataclass(frozen=True)
+class TensorCore:
+    """A matrix instruction and which kernel axes feed its M, N, K."""
+    instr: str  # e.g. "mma.m16n8k16.f16.f32"
+    m_axis: int
+    n_axis: int
+    k_axis: int
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Input ``input`` staged in shared memory with a layout."""
+    input: int
+    pad: int = 0        # elements appended to each row
+    swizzle: int = 0    # XOR swizzle bits
+    vector: int = 1     # elements per global->shared copy
+
+
+@dataclass(frozen=True)
+class Schedule:
+    splits: tuple[tuple[Split, ...], ...]
+    order: tuple[int, ...] = ()     # axes' serial loops, outer -> inner; () = axis order
+    vector: int = 1                 # SIMD lanes along the output's contiguous axis upcast
+    workers: int = 1                # CPU threads
+    tensor_core: TensorCore | None = None
+    staging: tuple[Staging, ...] = ()
+    stages: int = 1                 # software pipeline depth of staged copies
+    version: int = field(default=SCHEDULE_VERSION)
+
+    # ---- construction helpers ------------------------------------------------
+    @staticmethod
+    def naive(kernel) -> "Schedule":
+        """Every axis a plain serial loop."""
+        return Schedule(tuple((Split(Level.LOOP, a.size),) for a in kernel.axes))
+
+    def size(self, axis: int, level: Level) -> int:
+        return math.prod(s.size for s in self.splits[axis] if s.level is level)
+
+    def threads(self) -> int: return math.prod(self.size(a, Level.THREAD) for a in range(len(self.splits)))
+    def blocks(self) -> int: return math.prod(self.size(a, Level.GRID) for a in range(len(self.splits)))
+    def upcast(self) -> int: return math.prod(self.size(a, Level.UPCAST) for a in range(len(self.splits)))
+
+    def with_axis(self, axis: int, splits: tuple[Split, ...]) -> "Schedule":
+        return replace(self, splits=self.splits[:axis] + (tuple(splits),) + self.splits[axis + 1:])
+
+    def loop_order(self) -> tuple[int, ...]:
+        return self.order or tuple(range(len(self.splits)))
+
+    # ---- serialization -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"version": self.version,
+                             "splits": [[[s.level.value, s.size] for s in ax] for ax in self.splits]}
+        if self.order: d["order"] = list(self.order)
+        if self.vector != 1: d["vector"] = self.vector
+        if self.workers != 1: d["workers"] = self.workers
+        if self.tensor_core: d["tensor_core"] = vars(self.tensor_core).copy()
+        if self.staging: d["staging"] = [vars(s).copy() for s in self.staging]
+        if self.stages != 1: d["stages"] = self.stages
+        return d
+
+    def to_json(self) -> str: return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Schedule":
+        if not isinstance(d, dict): raise ValueError("schedule must be a JSON object")
+        if d.get("version") != SCHEDULE_VERSION:
+            raise ValueError(f"unsupported schedule version {d.get('version')!r} (this superopt reads {SCHEDULE_VERSION})")
+        try:
+            splits = tuple(tuple(Split(Level(lv), int(n)) for lv, n in ax) for ax in d["splits"])
+            return Schedule(splits, tuple(d.get("order", ())), int(d.get("vector", 1)), int(d.get("workers", 1)),
+                            TensorCore(**d["tensor_core"]) if d.get("tensor_core") else None,
+                            tuple(Staging(**s) for s in d.get("staging", ())), int(d.get("stages", 1)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed schedule: {e}") from None
+
+    @staticmethod
+    def from_json(s: str) -> "Schedule":
+        try:
+            return Schedule.from_dict(json.loads(s))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"schedule is not valid JSON: {e}") from None
+
+    def describe(self, kernel=None) -> str:
+        parts = []
+        for i, ax in enumerate(self.splits):
+            tag = ("r" if kernel is not None and kernel.axes[i].reduce else "o") + str(i)
+            parts.append(f"{tag}: " + " x ".join(f"{s.level.value} {s.size}" for s in ax))
+        extra = [f"order {list(self.order)}"] if self.order else []
+        if self.vector > 1: extra.append(f"vector {self.vector}")
+        if self.workers > 1: extra.append(f"workers {self.workers}")
+        if self.tensor_core: extra.append(f"tensor core {self.tensor_core.instr}")
+        if self.staging: extra.append(f"staged inputs {[s.input for s in self.staging]}")
+        if self.stages > 1: extra.append(f"stages {self.stages}")
+        return "; ".join(parts + extra)
+
+
+class MachineLike(Protocol):
+    kind: str               # "cpu" | "gpu" | "hexagon"
+    max_threads: int        # per block (GPU); 1 on CPU
+    max_upcast: int         # register tile elements per thread
+    cores: int
+
+
+def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
+    """Every reason ``s`` is illegal for ``kernel`` on ``machine`` (empty: legal).
+    The one legality check shared by every producer of schedules."""
+    errs: list[str] = []
+    if s.version != SCHEDULE_VERSION: errs.append(f"schedule version {s.version}, expected {SCHEDULE_VERSION}")
+    if len(s.splits) != len(kernel.axes):
+        return errs + [f"schedule has {len(s.splits)} axes, kernel has {len(kernel.axes)}"]
+    for i, (ax, sp) in enumerate(zip(kernel.axes, s.splits)):
+        if not sp: errs.append(f"axis {i}: no splits"); continue  # noqa: E702
+        if any(p.size < 1 for p in sp): errs.append(f"axis {i}: split sizes must be >= 1")
+        levels = [p.level for p in sp]
+        if len(set(levels)) != len(levels): errs.append(f"axis {i}: a level appears twice")
+        prod = math.prod(p.size for p in sp)
+        if prod < ax.size: errs.append(f"axis {i}: splits cover {prod} < size {ax.size}")
+        if prod >= 2 * ax.size and prod > ax.size + 64:
+            errs.append(f"axis {i}: splits pad {ax.size} to {prod} (too much waste)")
+        if ax.reduce and Level.UPCAST in levels: errs.append(f"axis {i}: reduce axes unroll, they do not upcast")
+        if ax.reduce and Level.GRID in levels and s.size(i, Level.GRID) > 1:
+            errs.append(f"axis {i}: splitting a reduction across the grid (split-K) is not supported yet")
+        if machine.kind != "gpu" and Level.THREAD in levels and s.size(i, Level.THREAD) > 1:
+            errs.append(f"axis {i}: thread level exists on GPUs only")
+    if sorted(s.loop_order()) != list(range(len(kernel.axes))): errs.append(f"order {s.order} is not a permutation of the axes")
+    if s.threads() > machine.max_threads: errs.append(f"{s.threads()} threads per block > {machine.max_threads}")
+    if s.upcast() > machine.max_upcast: errs.append(f"register tile {s.upcast()} > {machine.max_upcast}")
+    unroll = math.prod(s.size(a, Level.UNROLL) for a in range(len(s.splits)))
+    if unroll * s.upcast() > 4 * machine.max_upcast: errs.append(f"unroll x upcast {unroll * s.upcast()} too large")
+    if s.workers < 1 or (machine.kind == "cpu" and s.workers > machine.cores):
+        errs.append(f"workers {s.workers} not in 1..{machine.cores}")
+    if s.vector not in (1, 2, 4, 8, 16): errs.append(f"vector width {s.vector} not in 1,2,4,8,16")
+    elif s.vector > 1:
+        errs += _check_vector(kernel, s)
+    if s.tensor_core is not None and machine.kind != "gpu": errs.append("tensor cores exist on GPUs only")
+    if s.staging and machine.kind != "gpu": errs.append("shared-memory staging exists on GPUs only")
+    if s.stages < 1 or s.stages > 8: errs.append(f"stages {s.stages} not in 1..8")
+    return errs
+
+
+def vector_axis(kernel) -> int | None:
+    """The output axis whose unit step moves the store by one element, if any."""
+    from .node import Ops, var
+    for a in kernel.output_axes:
+        if _stride(kernel.store, a, kernel.axes[a].size) == 1: return a
+    return None
+
+
+def _stride(expr, axis: int, size: int) -> int | None:
+    from .node import Ops, substitute, var, const
+    from . import dtype as dt
+    v = var(axis, size)
+    if v not in expr.toposort(): return 0
+    if size < 2: return None
+    a = substitute(expr, {v: const(0, dt.int32)}); b = substitute(expr, {v: const(1, dt.int32)})  # noqa: E702
+    d = b - a
+    return int(d.arg) if d.op is Ops.CONST else None
+
+
+def _check_vector(kernel, s: Schedule) -> list[str]:
+    a = vector_axis(kernel)
+    if a is None: return [f"vector width {s.vector}: the output has no contiguous axis"]
+    sp = s.splits[a]
+    if sp[-1].level is not Level.UPCAST or sp[-1].size % s.vector:
+        return [f"vector width {s.vector}: axis {a} must end in an upcast that it divides"]
+    if math.prod(p.size for p in sp) != kernel.axes[a].size:
+        return [f"vector width {s.vector}: axis {a} is padded"]
+    return []

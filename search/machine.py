@@ -1,0 +1,98 @@
+"""Machine descriptions: the numbers the cost model and legality checks need.
+
+Datasheet defaults here; ``superopt calibrate`` measures the real ceilings and stores
+them in the user's cache dir, and ``load(name)`` prefers those measurements.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    kind: str                       # "cpu" | "gpu" | "hexagon"
+    cores: int                      # CPU cores / GPU SMs / DSP hardware threads
+    max_threads: int = 1            # threads per block (GPU)
+    max_upcast: int = 64            # register-tile elements per thread
+    simd_bytes: int = 16            # CPU vector register / HVX vector
+    warp: int = 1
+    regs_per_sm: int = 0
+    max_regs_per_thread: int = 255
+    smem_per_block: int = 0         # bytes
+    smem_per_sm: int = 0
+    max_threads_per_sm: int = 0
+    max_blocks_per_sm: int = 0
+    smem_banks: int = 32
+    l2_bytes: int = 0
+    # ceilings (per second); calibration overwrites these
+    dram_bw: float = 20e9           # bytes/s, read + write
+    flops_fp32: float = 100e9       # FMA counted as 2
+    flops_tc_fp16: float = 0.0      # tensor-core fp16/bf16, fp32 accumulate
+    smem_bw: float = 0.0
+    launch_s: float = 5e-6
+    calibrated: bool = False
+    notes: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict: return asdict(self)
+
+
+def _cpu_simd_bytes() -> int:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 16
+    if " avx512f" in flags: return 64
+    if " avx2" in flags: return 32
+    return 16
+
+
+def host_cpu() -> Machine:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    simd = _cpu_simd_bytes()
+    # peak: 2 FMA pipes x lanes x 2 flops x ~3 GHz per core (refined by calibration)
+    return Machine("cpu", "cpu", cores, max_threads=1, max_upcast=128, simd_bytes=simd,
+                   dram_bw=20e9, flops_fp32=cores * 2 * (simd // 4) * 2 * 3.0e9, launch_s=2e-6)
+
+
+H100 = Machine("h100", "gpu", 132, max_threads=1024, max_upcast=256, simd_bytes=16, warp=32,
+               regs_per_sm=65536, max_regs_per_thread=255, smem_per_block=227 * 1024, smem_per_sm=228 * 1024,
+               max_threads_per_sm=2048, max_blocks_per_sm=32, l2_bytes=50 * 2**20,
+               dram_bw=3.0e12, flops_fp32=67e12, flops_tc_fp16=989e12, smem_bw=132 * 128 * 1.98e9,
+               launch_s=4e-6)
+H200 = replace(H100, name="h200", l2_bytes=60 * 2**20, dram_bw=4.3e12)
+
+BUILTIN = {"h100": H100, "h200": H200}
+
+
+def calibration_dir() -> Path:
+    base = os.environ.get("SUPEROPT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "superopt")
+    return Path(base)
+
+
+def load(name: str) -> Machine:
+    """A machine by name ('cpu', 'h100', 'h200'), with stored calibration applied."""
+    base = host_cpu() if name == "cpu" else BUILTIN.get(name)
+    if base is None: raise ValueError(f"unknown machine {name!r} (known: cpu, {', '.join(BUILTIN)})")
+    path = calibration_dir() / f"machine-{name}.json"
+    if path.exists():
+        try:
+            measured = json.loads(path.read_text())
+            known = {k: v for k, v in measured.items() if k in base.__dataclass_fields__ and k != "name"}
+            return replace(base, **known, calibrated=True)
+        except (ValueError, TypeError):
+            pass  # a damaged calibration file falls back to datasheet numbers
+    return base
+
+
+def save_calibration(m: Machine) -> Path:
+    path = calibration_dir() / f"machine-{m.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(m.to_dict(), indent=1))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,48 @@
+"""The ``superopt`` command line. Each subcommand lives in ``superopt/commands/<name>.py``
+and defines ``HELP`` (one line), ``add_args(parser)`` and ``run(args) -> int``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["new", "show", "tune", "run", "calibrate"]
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _available() -> dict:
+    mods = {}
+    for name in COMMANDS:
+        try:
+            mods[name] = importlib.import_module(f"superopt.commands.{name.replace('-', '_')}")
+        except ModuleNotFoundError as e:
+            if e.name != f"superopt.commands.{name.replace('-', '_')}": raise
+    return mods
+
+
+def main(argv: list[str] | None = None) -> int:
+    mods = _available()
+    p = argparse.ArgumentParser(prog="superopt", description="Constraint-solver-driven kernel superoptimizer.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, mod in mods.items():
+        sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_args(sp)
+    args = p.parse_args(argv)
+    if not args.command:
+        p.print_help()
+        return 2
+    try:
+        return int(mods[args.command].run(args) or 0)
+    except UserError as e:
+        print(f"superopt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("superopt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
