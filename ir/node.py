@@ -22,6 +22,10 @@ class Ops(Enum):
     CONST = "const"    # arg=python scalar
     VAR = "var"        # kernel axis index: arg=(axis, size)
     LOAD = "load"      # src=(index, valid): arg=input slot
+    # lowered programs only (ir/program.py)
+    SPECIAL = "special"  # block/thread/lane/loop index: arg=(name, size), value in [0, size)
+    REG = "reg"          # read a per-thread register array: src=(index,), arg=name
+    SHARED = "shared"    # read a block-shared buffer: src=(index,), arg=name
     # unary
     NEG = "neg"; EXP2 = "exp2"; LOG2 = "log2"; RECIP = "recip"; SQRT = "sqrt"; SIN = "sin"  # noqa: E702
     CAST = "cast"
@@ -153,6 +157,11 @@ def const_like(n: Node, x: Any) -> Node: return as_node(x, n.dtype)
 
 
 def var(axis: int, size: int) -> Node: return Node(Ops.VAR, dt.int32, (), (axis, size))
+
+
+def special(name: str, size: int) -> Node:
+    """A named index of a lowered program (block, thread, lane or loop variable)."""
+    return Node(Ops.SPECIAL, dt.int32, (), (name, size))
 
 
 TRUE = const(True, dt.bool_)
@@ -327,7 +336,7 @@ def _range(n: Node) -> tuple[float, float]:
     if not n.dtype.is_int:
         return (n.arg, n.arg) if n.op is Ops.CONST else (-inf, inf)
     if n.op is Ops.CONST: return (n.arg, n.arg)
-    if n.op is Ops.VAR: return (0, n.arg[1] - 1)
+    if n.op in (Ops.VAR, Ops.SPECIAL): return (0, n.arg[1] - 1)
     if n.op in (Ops.ADD, Ops.MUL, Ops.MAX):
         (a0, a1), (b0, b1) = n.src[0]._range(), n.src[1]._range()
         if n.op is Ops.ADD: return (a0 + b0, a1 + b1)
@@ -375,6 +384,8 @@ def render(n: Node, names: dict[int, str] | None = None) -> str:
     """Readable infix form of an expression (used by `superopt show` and errors)."""
     if n.op is Ops.CONST: return repr(n.arg)
     if n.op is Ops.VAR: return (names or {}).get(n.arg[0], f"i{n.arg[0]}")
+    if n.op is Ops.SPECIAL: return str(n.arg[0])
+    if n.op in (Ops.REG, Ops.SHARED): return f"{n.arg}[{render(n.src[0], names)}]"
     if n.op is Ops.LOAD:
         idx = render(n.src[0], names)
         valid = "" if n.src[1] is TRUE else f" if {render(n.src[1], names)}"

@@ -1,0 +1,206 @@
+"""``Program``: a kernel lowered for one schedule — what every backend renders or emulates.
+
+A Program is explicit about everything the schedule decided; a backend makes no
+scheduling choice of its own.
+
+Execution model (GPU-like, a CPU runs it too)
+---------------------------------------------
+- ``blocks`` independent blocks; each has ``threads`` threads; each thread executes
+  ``body`` once. On a CPU ``threads == 1`` and ``workers`` OS threads share the blocks
+  (block b goes to worker ``b * workers // blocks``: contiguous chunks).
+- Within a thread, each statement runs for ``lanes`` SIMD lanes in lockstep (``lanes``
+  is the schedule's vector width, 1 when scalar). Every expression is evaluated per
+  lane; an expression that does not depend on the lane variable is lane-uniform.
+  Loop bounds, ``If`` conditions, register and shared-memory *array sizes* are uniform;
+  values stored in registers are per lane (a register element is ``lanes`` wide).
+- The block, thread and lane indices are the ``SPECIAL`` nodes ``special("block",
+  blocks)``, ``special("thread", threads)``, ``special("lane", lanes)`` (see
+  ``Program.block``/``.thread``/``.lane``). Loop variables are ``SPECIAL`` nodes too,
+  with any other name (unique in the program).
+
+Expressions are ``Node``s (ir/node.py). Inside a Program they use:
+- ``LOAD(index, valid)`` arg=input slot: a global read of ``inputs[slot]`` (element
+  index; a load whose valid is false reads nothing and yields 0), exactly as in Kernel;
+- ``REG(index)`` arg=name: read element ``index`` of the thread's register array;
+- ``SHARED(index)`` arg=name: read element ``index`` of the block's shared buffer;
+- ``SPECIAL`` indices, ``CONST`` and ALU ops. Never ``VAR`` (kernel axes are gone) and
+  never ``REDUCE`` (reductions are explicit register updates).
+
+Vector memory access is implicit in the index: a load/store whose index has stride 1 in
+the lane variable and whose valid is lane-uniform is a vector access of width ``lanes``;
+stride 0 is a broadcast; anything else a gather/scatter. ``lane_stride`` is the one
+classifier every backend uses.
+
+Statements: ``Loop`` (serial, or ``unroll=True``: fully unrolled by the backend, see
+``unrolled``), ``If``, ``Reg``/``Assign`` (per-thread register arrays: register tiles
+from UPCAST are separate elements with constant indices), ``Store`` (global output
+write), ``Shared``/``SharedStore``/``Barrier`` (block-shared memory; ``Barrier`` is
+``__syncthreads``: every thread of the block reaches it, never inside ``If``).
+
+Reductions split across threads (THREAD level on a reduce axis) are lowered explicitly
+to: partial accumulators per thread -> ``SharedStore`` of every partial -> ``Barrier``
+-> ``If(reduce-thread index == 0)`` which folds the other threads' partials read with
+``SHARED`` and stores the output. No special construct: backends only need shared
+memory and barriers (a CUDA renderer may still pattern-match it into warp shuffles).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Union
+
+from . import dtype as dt
+from .dtype import DType
+from .kernel import Buffer
+from .node import Node, Ops, TRUE, const, render, substitute, special
+
+
+@dataclass(frozen=True)
+class Loop:
+    """``for var in range(var.size): body`` (``unroll``: the backend unrolls it fully)."""
+    var: Node  # SPECIAL (name, size)
+    body: tuple["Stmt", ...]
+    unroll: bool = False
+
+    @property
+    def size(self) -> int: return self.var.arg[1]
+
+
+@dataclass(frozen=True)
+class If:
+    """``if cond: body`` (cond lane-uniform)."""
+    cond: Node
+    body: tuple["Stmt", ...]
+
+
+@dataclass(frozen=True)
+class Reg:
+    """Declare a per-thread register array ``name[size]`` of ``dtype`` (uninitialized)."""
+    name: str
+    dtype: DType
+    size: int
+
+
+@dataclass(frozen=True)
+class Assign:
+    """``name[index] = value`` on a register array (index lane-uniform)."""
+    name: str
+    index: Node
+    value: Node
+
+
+@dataclass(frozen=True)
+class Store:
+    """``output[index] = value`` where ``valid`` (value cast to the output dtype)."""
+    index: Node
+    value: Node
+    valid: Node = TRUE
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Declare a block-shared buffer ``name[size]`` of ``dtype`` (GPU shared memory)."""
+    name: str
+    dtype: DType
+    size: int
+
+
+@dataclass(frozen=True)
+class SharedStore:
+    """``name[index] = value`` on a shared buffer, where ``valid``."""
+    name: str
+    index: Node
+    value: Node
+    valid: Node = TRUE
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """Every thread of the block waits here (``__syncthreads``)."""
+
+
+Stmt = Union[Loop, If, Reg, Assign, Store, Shared, SharedStore, Barrier]
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    name: str
+    inputs: tuple[Buffer, ...]
+    output: Buffer
+    blocks: int
+    threads: int
+    lanes: int
+    workers: int
+    body: tuple[Stmt, ...]
+    kernel: object = None     # the Kernel it came from (metadata only)
+    schedule: object = None   # the Schedule it came from (metadata only)
+
+    @property
+    def block(self) -> Node: return special("block", self.blocks)
+    @property
+    def thread(self) -> Node: return special("thread", self.threads)
+    @property
+    def lane(self) -> Node: return special("lane", self.lanes)
+
+    def walk(self) -> Iterator[Stmt]: return walk(self.body)
+
+    def describe(self) -> str:
+        """Readable pseudo-code (for `superopt show`, errors and debugging)."""
+        head = f"program {self.name}: blocks {self.blocks} x threads {self.threads} x lanes {self.lanes}" + \
+            (f", workers {self.workers}" if self.workers > 1 else "")
+        ins = [f"  in{i} {b.name}: {b.dtype.name}[{b.size}]" for i, b in enumerate(self.inputs)]
+        return "\n".join([head, *ins, f"  out {self.output.name}: {self.output.dtype.name}[{self.output.size}]",
+                          *_describe(self.body, 1)])
+
+
+def walk(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
+    """Every statement, depth first, parents before children."""
+    for s in body:
+        yield s
+        if isinstance(s, (Loop, If)):
+            yield from walk(s.body)
+
+
+def unrolled(loop: Loop) -> tuple[Stmt, ...]:
+    """The loop body repeated for var = 0..size-1 with the variable substituted."""
+    return tuple(subst_stmt(s, {loop.var: const(i, dt.int32)}) for i in range(loop.size) for s in loop.body)
+
+
+def subst_stmt(s: Stmt, m: dict[Node, Node]) -> Stmt:
+    """A statement with nodes replaced in every expression it holds."""
+    f = lambda n: substitute(n, m)  # noqa: E731
+    if isinstance(s, Loop): return Loop(s.var, tuple(subst_stmt(x, m) for x in s.body), s.unroll)
+    if isinstance(s, If): return If(f(s.cond), tuple(subst_stmt(x, m) for x in s.body))
+    if isinstance(s, Assign): return Assign(s.name, f(s.index), f(s.value))
+    if isinstance(s, Store): return Store(f(s.index), f(s.value), f(s.valid))
+    if isinstance(s, SharedStore): return SharedStore(s.name, f(s.index), f(s.value), f(s.valid))
+    return s
+
+
+def lane_stride(expr: Node, lane: Node) -> int | None:
+    """How ``expr`` moves per lane: 0 (lane-uniform), k (affine, step k), None (irregular
+    or not an integer index)."""
+    if lane not in expr.toposort(): return 0
+    if not expr.dtype.is_int: return None
+    vals = [substitute(expr, {lane: const(i, dt.int32)}) for i in range(lane.arg[1])]
+    steps = {(b - a).arg if (b - a).op is Ops.CONST else None for a, b in zip(vals, vals[1:])}
+    return steps.pop() if len(steps) == 1 else None
+
+
+def _describe(body: tuple[Stmt, ...], depth: int) -> list[str]:
+    pad, out = "  " * depth, []
+    for s in body:
+        if isinstance(s, Loop):
+            out.append(f"{pad}for {s.var.arg[0]} in {s.size}{' (unrolled)' if s.unroll else ''}:")
+            out += _describe(s.body, depth + 1)
+        elif isinstance(s, If):
+            out.append(f"{pad}if {render(s.cond)}:")
+            out += _describe(s.body, depth + 1)
+        elif isinstance(s, Reg): out.append(f"{pad}reg {s.name}: {s.dtype.name}[{s.size}]")
+        elif isinstance(s, Shared): out.append(f"{pad}shared {s.name}: {s.dtype.name}[{s.size}]")
+        elif isinstance(s, Assign): out.append(f"{pad}{s.name}[{render(s.index)}] = {render(s.value)}")
+        elif isinstance(s, Store):
+            out.append(f"{pad}out[{render(s.index)}] = {render(s.value)}" + ("" if s.valid is TRUE else f"  if {render(s.valid)}"))
+        elif isinstance(s, SharedStore):
+            out.append(f"{pad}{s.name}[{render(s.index)}] = {render(s.value)}" + ("" if s.valid is TRUE else f"  if {render(s.valid)}"))
+        elif isinstance(s, Barrier): out.append(f"{pad}barrier")
+    return out
