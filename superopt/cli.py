@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["new", "show", "tune", "run", "calibrate"]
+COMMANDS = ["new", "show", "tune", "run", "calibrate", "cache", "capture", "tune-cache"]
 
 
 class UserError(Exception):

@@ -1,0 +1,310 @@
+"""The kernel cache: tuned schedules in SQLite (WAL), shared by the tuner and the runtime.
+
+A row is keyed by (kernel content key, backend, device, schedule-format version) and holds
+the schedule JSON, measured/modeled/baseline times, verification status, method, tuner
+version and date. Writers take SQLite's write lock (``BEGIN IMMEDIATE``) with a long busy
+timeout, so several processes can tune into one cache at once without losing rows; WAL
+keeps readers (the runtime) unblocked and survives a writer killed mid-transaction.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Iterator
+
+from superopt.ir.schedule import SCHEDULE_VERSION, Schedule
+
+CACHE_FORMAT = "superopt.kernel-cache"
+CACHE_VERSION = 1
+EXPORT_FORMAT = "superopt.kernel-cache.row"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    kernel_key TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, schedule_version INTEGER NOT NULL,
+    schedule TEXT NOT NULL, measured_s REAL, modeled_s REAL, baseline_s REAL, baseline_method TEXT,
+    verified INTEGER NOT NULL, method TEXT NOT NULL, tuner_version TEXT NOT NULL, created TEXT NOT NULL,
+    name TEXT, kernel TEXT, tunes INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (kernel_key, backend, device, schedule_version));
+CREATE TABLE IF NOT EXISTS failures (
+    kernel_key TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, tuner_version TEXT NOT NULL,
+    error TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (kernel_key, backend, device, tuner_version));
+"""
+
+
+class CacheError(Exception):
+    """The cache file is unusable (corrupt, foreign, newer format); the message is one line."""
+
+
+def tuner_version() -> str:
+    import superopt
+    return superopt.__version__
+
+
+def default_path() -> Path:
+    """``<user cache dir>/superopt/kernels.sqlite`` (``SUPEROPT_CACHE_DIR`` overrides the dir)."""
+    from superopt.search.machine import calibration_dir
+    return calibration_dir() / "kernels.sqlite"
+
+
+def device_id(backend: str) -> str:
+    """What a tuned schedule is valid for. CPU: architecture and model name (a schedule tuned
+    on one CPU model is not assumed best on another); other backends name their machine."""
+    if backend != "cpu": return backend
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip(); break  # noqa: E702
+    except OSError:
+        pass
+    return f"{platform.machine()}:{' '.join(model.split())}" if model else platform.machine()
+
+
+def now() -> str: return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tuned kernel. Times in seconds; ``schedule`` is the Schedule's JSON."""
+    kernel_key: str
+    backend: str
+    device: str
+    schedule: str
+    method: str                        # who produced the schedule: "hand", "z3", "beam", ...
+    verified: bool
+    measured_s: float | None = None
+    modeled_s: float | None = None
+    baseline_s: float | None = None    # measured time of the baseline the tuner compared against
+    baseline_method: str | None = None
+    name: str | None = None
+    kernel: str | None = None          # the kernel's JSON, so `cache show`/export are self-contained
+    schedule_version: int = SCHEDULE_VERSION
+    tuner_version: str = ""
+    created: str = ""
+    tunes: int = 1                     # how many tuning runs wrote this row (resume tests read it)
+
+    def schedule_obj(self) -> Schedule: return Schedule.from_json(self.schedule)
+
+    @property
+    def speedup(self) -> float | None:
+        if self.baseline_s and self.measured_s: return self.baseline_s / self.measured_s
+        return None
+
+
+_COLS = [f.name for f in fields(Entry)]
+
+
+def _row_entry(row: sqlite3.Row) -> Entry:
+    d = {k: row[k] for k in row.keys() if k in _COLS}
+    d["verified"] = bool(d["verified"])
+    return Entry(**d)
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a non-SQLite file before sqlite3 gets to rewrite or misread it."""
+    if not path.exists() or path.stat().st_size == 0: return
+    with open(path, "rb") as f:
+        head = f.read(len(_SQLITE_MAGIC))
+    if head != _SQLITE_MAGIC:
+        raise CacheError(f"{path} is not a superopt kernel cache (not an SQLite database); move it away or pass --cache")
+
+
+class Cache:
+    """``Cache(path)`` opens (creating if needed) a kernel cache. Use as a context manager
+    or call ``close()``. Every method raises ``CacheError`` for a damaged file."""
+
+    def __init__(self, path: str | os.PathLike | None = None, readonly: bool = False):
+        self.path = Path(path) if path is not None else default_path()
+        if self.path.is_dir(): raise CacheError(f"{self.path} is a directory, not a cache file")
+        _check_file(self.path)
+        if readonly and not self.path.exists(): raise CacheError(f"{self.path}: no such cache")
+        if not readonly: self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            self.db = sqlite3.connect(uri, uri=readonly, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            if not readonly: self._init()
+            self._check_format()
+        except sqlite3.DatabaseError as e:
+            raise CacheError(f"{self.path} is corrupt or not a superopt kernel cache ({e})") from None
+
+    # ---- setup ----------------------------------------------------------------
+    def _init(self) -> None:
+        for attempt in range(50):  # journal-mode change needs a moment without other writers
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 49: raise
+                time.sleep(0.05)
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise CacheError(f"{self.path} is an SQLite database of another program, not a superopt kernel cache")
+        with self._write():
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                self.db.execute(stmt)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('version', ?)",
+                            (CACHE_FORMAT, str(CACHE_VERSION)))
+
+    def _check_format(self) -> None:
+        try:
+            meta = dict(self.db.execute("SELECT k, v FROM meta").fetchall())
+        except sqlite3.OperationalError:
+            raise CacheError(f"{self.path} is an SQLite database of another program, not a superopt kernel cache") from None
+        if meta.get("format") != CACHE_FORMAT:
+            raise CacheError(f"{self.path} is an SQLite database of another program, not a superopt kernel cache")
+        if meta.get("version") != str(CACHE_VERSION):
+            raise CacheError(f"{self.path} has cache format version {meta.get('version')}; this superopt reads {CACHE_VERSION}")
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction holding SQLite's write lock from the start (no upgrade deadlocks)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _q(self, sql: str, args=()) -> list[sqlite3.Row]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise CacheError(f"{self.path} is corrupt ({e})") from None
+
+    def close(self) -> None: self.db.close()
+    def __enter__(self) -> "Cache": return self
+    def __exit__(self, *exc) -> None: self.close()
+
+    # ---- reads ----------------------------------------------------------------
+    def get(self, kernel_key: str, backend: str, device: str | None = None) -> Entry | None:
+        """The verified entry for this kernel on this backend/device, if any."""
+        rows = self._q("SELECT * FROM results WHERE kernel_key=? AND backend=? AND device=? AND schedule_version=? "
+                       "AND verified=1", (kernel_key, backend, device or device_id(backend), SCHEDULE_VERSION))
+        return _row_entry(rows[0]) if rows else None
+
+    def entries(self, backend: str | None = None, device: str | None = None, prefix: str = "") -> list[Entry]:
+        sql, args = "SELECT * FROM results WHERE kernel_key LIKE ?", [prefix + "%"]
+        if backend: sql, args = sql + " AND backend=?", args + [backend]
+        if device: sql, args = sql + " AND device=?", args + [device]
+        return [_row_entry(r) for r in self._q(sql + " ORDER BY created, kernel_key", args)]
+
+    def failure(self, kernel_key: str, backend: str, device: str | None = None) -> str | None:
+        rows = self._q("SELECT error FROM failures WHERE kernel_key=? AND backend=? AND device=? AND tuner_version=?",
+                       (kernel_key, backend, device or device_id(backend), tuner_version()))
+        return rows[0][0] if rows else None
+
+    def __len__(self) -> int: return int(self._q("SELECT COUNT(*) FROM results")[0][0])
+
+    # ---- writes ---------------------------------------------------------------
+    def put(self, e: Entry, force: bool = False) -> bool:
+        """Store ``e`` unless a better verified row exists (``force`` overrides).
+        Returns whether the row was written. Atomic against concurrent writers."""
+        e = _stamped(e)
+        Schedule.from_json(e.schedule)  # never store a schedule that does not parse
+        try:
+            with self._write():
+                old = self.db.execute("SELECT verified, measured_s, tunes FROM results WHERE kernel_key=? AND backend=? "
+                                      "AND device=? AND schedule_version=?",
+                                      (e.kernel_key, e.backend, e.device, e.schedule_version)).fetchone()
+                if old is not None and not force and not _better(e, old): return False
+                d = asdict(e)
+                d["verified"] = int(e.verified)
+                d["tunes"] = (old["tunes"] + 1) if old is not None else e.tunes
+                self.db.execute(f"INSERT OR REPLACE INTO results ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})",
+                                [d[c] for c in _COLS])
+                self.db.execute("DELETE FROM failures WHERE kernel_key=? AND backend=? AND device=?",
+                                (e.kernel_key, e.backend, e.device))
+        except sqlite3.DatabaseError as err:
+            raise CacheError(f"{self.path}: cannot write ({err})") from None
+        return True
+
+    def put_failure(self, kernel_key: str, backend: str, device: str | None, error: str) -> None:
+        """Remember that tuning this kernel failed with this tuner version (not retried unless asked)."""
+        with self._write():
+            self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                            (kernel_key, backend, device or device_id(backend), tuner_version(), error[:2000], now()))
+
+    def clear_failures(self) -> int:
+        with self._write():
+            return self.db.execute("DELETE FROM failures").rowcount
+
+    def prune(self, older_than_days: float | None = None, other_versions: bool = False,
+              unverified: bool = True, backend: str | None = None) -> int:
+        """Delete rows: unverified ones, rows of other schedule-format/tuner versions,
+        rows older than a number of days; optionally only for one backend. Returns the count."""
+        conds: list[str] = []
+        args: list = []
+        if unverified: conds.append("verified=0")
+        if other_versions:
+            conds.append("(schedule_version<>? OR tuner_version<>?)")
+            args += [SCHEDULE_VERSION, tuner_version()]
+        if older_than_days is not None:
+            conds.append("created<?")
+            cutoff = datetime.fromtimestamp(time.time() - older_than_days * 86400, timezone.utc)
+            args.append(cutoff.replace(microsecond=0).isoformat())
+        if not conds: return 0
+        sql = f"DELETE FROM results WHERE ({' OR '.join(conds)})"
+        if backend: sql, args = sql + " AND backend=?", args + [backend]
+        with self._write():
+            n = self.db.execute(sql, args).rowcount
+        return n
+
+    # ---- JSON lines -----------------------------------------------------------
+    def export_jsonl(self, out: IO[str], backend: str | None = None) -> int:
+        n = 0
+        for e in self.entries(backend=backend):
+            out.write(json.dumps({"format": EXPORT_FORMAT, **asdict(e)}, sort_keys=True) + "\n")
+            n += 1
+        return n
+
+    def import_jsonl(self, src: IO[str], force: bool = False) -> tuple[int, int]:
+        """Read rows written by ``export_jsonl``; returns (written, kept existing)."""
+        written = kept = 0
+        for lineno, line in enumerate(src, 1):
+            if not line.strip(): continue
+            e = _entry_from_json(line, lineno)
+            if self.put(e, force=force): written += 1
+            else: kept += 1
+        return written, kept
+
+
+def _stamped(e: Entry) -> Entry:
+    from dataclasses import replace
+    return replace(e, tuner_version=e.tuner_version or tuner_version(), created=e.created or now())
+
+
+def _better(new: Entry, old: sqlite3.Row) -> bool:
+    """A verified row beats an unverified one; between verified rows the faster measurement wins."""
+    if new.verified != bool(old["verified"]): return new.verified
+    if new.measured_s is None: return False
+    return old["measured_s"] is None or new.measured_s < old["measured_s"]
+
+
+def _entry_from_json(line: str, lineno: int) -> Entry:
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise CacheError(f"line {lineno}: not JSON ({e})") from None
+    if not isinstance(d, dict) or d.pop("format", None) != EXPORT_FORMAT:
+        raise CacheError(f"line {lineno}: not an exported superopt cache row")
+    unknown = set(d) - set(_COLS)
+    if unknown: raise CacheError(f"line {lineno}: unknown fields {sorted(unknown)}")
+    try:
+        e = Entry(**d)
+        Schedule.from_json(e.schedule)
+    except (TypeError, ValueError) as err:
+        raise CacheError(f"line {lineno}: bad row ({err})") from None
+    return e
