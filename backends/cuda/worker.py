@@ -1,0 +1,173 @@
+"""Run risky CUDA work in a child process, so an illegal address, a sticky CUDA error
+or a hang costs that one candidate and never the caller.
+
+The wire format is ours and carries no code: each message is a length-prefixed JSON
+header followed by raw array bytes (sizes listed in the header). ``Worker`` is the parent
+side; ``python -m superopt.backends.cuda.worker`` is the child.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import BinaryIO
+
+import numpy as np
+
+from .runtime import CudaError, Device, _drv, check
+
+
+# ---- framing ---------------------------------------------------------------------------
+def send(f: BinaryIO, header: dict, blobs: list[bytes | memoryview] = ()) -> None:
+    header = dict(header, blobs=[len(b) for b in blobs])
+    h = json.dumps(header).encode()
+    f.write(struct.pack("<Q", len(h)) + h)
+    for b in blobs: f.write(b)
+    f.flush()
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        c = f.read(n - got)
+        if not c: raise EOFError("peer closed the pipe")
+        chunks.append(c); got += len(c)  # noqa: E702
+    return b"".join(chunks)
+
+
+def recv(f: BinaryIO) -> tuple[dict, list[bytes]]:
+    n, = struct.unpack("<Q", _read_exact(f, 8))
+    header = json.loads(_read_exact(f, n))
+    return header, [_read_exact(f, k) for k in header.get("blobs", [])]
+
+
+# ---- child -----------------------------------------------------------------------------
+def _run(dev: Device, req: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+    fn = dev.compile(req["source"], req["name"], req.get("options", []))
+    specs = req["buffers"]
+    timing = req.get("time")
+    sets = max(1, int(timing.get("sets", 1))) if timing else 1
+    bufsets: list[list] = []
+    try:
+        first = []
+        for s in specs:
+            a = dev.alloc(s["nbytes"])
+            first.append(a)
+            if s.get("blob") is not None: a.upload(np.frombuffer(blobs[s["blob"]], np.uint8))
+            else: a.fill_bytes(0xFF)  # poison outputs: unwritten elements read as NaN / -1
+        bufsets.append(first)
+        dev.launch(fn, req["grid"], req["block"], first, req.get("smem", 0))
+        dev.synchronize()
+        outs = [first[i].download(np.uint8, specs[i]["nbytes"]).tobytes() for i in req["outputs"]]
+        resp = {"ok": True, "registers": fn.registers, "local_bytes": fn.local_bytes, "static_smem": fn.static_smem}
+        if timing:
+            for _ in range(1, sets):  # more input sets: the same data at other addresses
+                cp = [dev.alloc(s["nbytes"]) for s in specs]
+                for a, b in zip(first, cp):
+                    check(_drv.cuMemcpyDtoD(b.ptr, a.ptr, a.nbytes), "memory", "cuMemcpyDtoD")
+                bufsets.append(cp)
+            run = lambda i: dev.launch(fn, req["grid"], req["block"], bufsets[i % sets], req.get("smem", 0))  # noqa: E731
+            resp["times"] = dev.time(run, reps=int(timing.get("reps", 50)), warmup=int(timing.get("warmup", 3)),
+                                     flush=bool(timing.get("flush", True)), budget_s=float(timing.get("budget_s", 2.0)))
+        return resp, outs
+    finally:
+        for bs in bufsets:
+            for a in bs:
+                try: dev.free(a)
+                except CudaError: pass  # a sticky error already reported; the process exits next
+
+
+def child_main() -> int:
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but framed messages on the pipe
+    dev = None
+    while True:
+        try:
+            req, blobs = recv(inp)
+        except EOFError:
+            return 0
+        try:
+            if dev is None: dev = Device.get()
+            if req["op"] == "info": send(out, {"ok": True, "info": dev.info()})
+            elif req["op"] == "run":
+                resp, outs = _run(dev, req, blobs)
+                send(out, resp, outs)
+            else: send(out, {"ok": False, "stage": "protocol", "error": f"unknown op {req['op']!r}"})
+        except CudaError as e:
+            send(out, {"ok": False, "stage": e.stage, "code": e.code, "error": str(e)})
+            if e.sticky or e.code == "NO_DEVICE": return 1
+        except Exception as e:  # noqa: BLE001 - report, stay alive
+            send(out, {"ok": False, "stage": "worker", "error": f"{type(e).__name__}: {e}"})
+
+
+# ---- parent ----------------------------------------------------------------------------
+class WorkerFailed(RuntimeError):
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+
+
+class Worker:
+    """A child process holding the CUDA context; restarted after a crash or timeout."""
+
+    def __init__(self, timeout_s: float = 60.0):
+        self.timeout_s = timeout_s
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._err = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child never blocks on it
+        self.proc = subprocess.Popen([sys.executable, "-m", "superopt.backends.cuda.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._err, env=env)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill(); self.proc.wait()  # noqa: E702
+            self.proc = None
+
+    def __del__(self):
+        try: self.close()
+        except Exception: pass  # noqa: BLE001, E701 - interpreter shutdown
+
+    def _stderr_tail(self) -> str:
+        try:
+            self._err.seek(0)
+            return self._err.read()[-2000:].decode(errors="replace").strip()
+        except (OSError, ValueError, AttributeError):
+            return ""
+
+    def request(self, header: dict, blobs: list = (), timeout_s: float | None = None) -> tuple[dict, list[bytes]]:
+        """Send one request; raise ``WorkerFailed`` on a crash or timeout (the child is then
+        restarted on the next request). CUDA errors come back as ``ok: False`` replies."""
+        if self.proc is None or self.proc.poll() is not None: self._start()
+        limit = timeout_s or self.timeout_s
+        try:
+            send(self.proc.stdin, header, blobs)
+        except (BrokenPipeError, OSError):
+            err = self._stderr_tail(); self.proc = None  # noqa: E702
+            raise WorkerFailed("crash", f"CUDA worker died before the request: {err}") from None
+        ready, _, _ = select.select([self.proc.stdout], [], [], limit)
+        if not ready:
+            self.proc.kill(); self.proc.wait(); self.proc = None  # noqa: E702
+            raise WorkerFailed("timeout", f"no answer within {limit:.0f} s (hang?); worker killed")
+        try:
+            resp, outs = recv(self.proc.stdout)
+        except (EOFError, OSError, ValueError):
+            self.proc.wait(); err = self._stderr_tail(); code = self.proc.returncode; self.proc = None  # noqa: E702
+            raise WorkerFailed("crash", f"CUDA worker exited with status {code}: {err}") from None
+        if not resp.get("ok") and self.proc.poll() is None:
+            time.sleep(0.05)  # a sticky error makes the child exit; next request restarts it
+        return resp, outs
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())

@@ -1,0 +1,251 @@
+"""Execute a lowered ``Program`` in numpy with GPU semantics, counting what the memory
+system would see.
+
+All threads of the executed blocks run each statement together, vectorized as arrays of
+shape ``(blocks, threads, lanes)``; ``If`` masks threads off. Warps are 32 consecutive
+threads of a block; every evaluation of a load or shared access is one instruction per
+warp (one per lane too when the lanes are not one contiguous vector). Values follow the
+reference interpreter (floats in float64, rounded where the program casts or writes a
+register, shared buffer or output), so results match ``ir.interpret.run_kernel`` up to
+summation order. Because threads run in lockstep a missing barrier would go unnoticed, so
+shared memory remembers which thread wrote each element since the last barrier and
+counts every cross-thread read/write in between as a race.
+
+Large grids are sampled: at most ``max_blocks`` blocks run (first, last, evenly spaced);
+the result says which output elements were written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from superopt.ir import dtype as dt
+from superopt.ir.interpret import apply, cast_values, compute_dtype
+from superopt.ir.node import Node, Ops, toposort
+from superopt.ir.program import Barrier, Assign, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride, walk
+
+from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
+
+WARP = 32
+SFU = {Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT, Ops.RECIP}
+_UNINIT_INT = -0x2152411  # what an unwritten integer register/shared element reads as
+
+
+class EmuError(RuntimeError):
+    """The program did something a GPU would fault on or that breaks Program's rules."""
+
+
+@dataclass
+class EmuResult:
+    output: np.ndarray     # storage dtype, output shape; unwritten elements NaN / sentinel
+    written: np.ndarray    # bool, output shape
+    counters: Counters
+
+
+def sample_blocks(n: int, max_blocks: int) -> np.ndarray:
+    if n <= max_blocks: return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_blocks).round().astype(np.int64))
+
+
+class _Run:
+    def __init__(self, p: Program, inputs: list[np.ndarray], blocks: np.ndarray):
+        self.p, self.c = p, Counters(blocks_run=len(blocks), blocks_total=p.blocks)
+        self.ins = [np.asarray(dt.to_values(np.asarray(a).reshape(-1), b.dtype)).astype(compute_dtype(b.dtype))
+                    for a, b in zip(inputs, p.inputs)]
+        B, T, L = len(blocks), p.threads, p.lanes
+        self.shape = (B, T, L)
+        self.env: dict[Node, np.ndarray] = {p.block: blocks.reshape(B, 1, 1), p.thread: np.arange(T).reshape(1, T, 1),
+                                            p.lane: np.arange(L).reshape(1, 1, L)}
+        self.tid = np.broadcast_to(np.arange(T).reshape(1, T, 1), self.shape)
+        self.regs: dict[str, np.ndarray] = {}
+        self.reg_dt: dict[str, dt.DType] = {}
+        self.shared: dict[str, np.ndarray] = {}
+        self.shared_dt: dict[str, dt.DType] = {}
+        self.shared_base: dict[str, int] = {}
+        self.writer: dict[str, np.ndarray] = {}   # thread that wrote each element since the last barrier (-1: none)
+        self.smem_bytes = 0
+        od = p.output.dtype
+        self.out = np.full(p.output.size, np.nan if od.is_float else 0, dtype=compute_dtype(od))
+        self.written = np.zeros(p.output.size, dtype=bool)
+        self.warps = -(-T // WARP)
+        self.lane_cache: dict[Node, int | None] = {}
+
+    # ---- helpers -------------------------------------------------------------
+    def full(self, x: np.ndarray) -> np.ndarray: return np.broadcast_to(x, self.shape)
+
+    def warp_rows(self, x: np.ndarray, per_lane: bool) -> np.ndarray:
+        """Arrange a (B, T, L) array as one row per warp instruction."""
+        B, T, L = self.shape
+        pad = self.warps * WARP - T
+        x = np.asarray(x)
+        if pad: x = np.concatenate([x, np.zeros((B, pad, L), x.dtype)], axis=1)
+        x = x.reshape(B, self.warps, WARP, L)
+        if per_lane: return x.transpose(0, 1, 3, 2).reshape(-1, WARP)
+        return x.reshape(B * self.warps, WARP * L)
+
+    def active_warps(self, mask: np.ndarray) -> int:
+        return int(self.warp_rows(self.full(mask), False).any(axis=1).sum())
+
+    def stride(self, idx: Node) -> int | None:
+        if idx not in self.lane_cache: self.lane_cache[idx] = lane_stride(idx, self.p.lane) if self.p.lanes > 1 else 0
+        return self.lane_cache[idx]
+
+    # ---- expressions -----------------------------------------------------------
+    def eval(self, root: Node, mask: np.ndarray) -> np.ndarray:
+        val: dict[Node, np.ndarray] = {}
+        warps = None
+        for n in toposort(root):
+            if n in self.env: v = self.env[n]
+            elif n.op is Ops.CONST: v = np.asarray(n.arg, dtype=compute_dtype(n.dtype)).reshape(1, 1, 1)
+            elif n.op is Ops.SPECIAL: raise EmuError(f"index {n.arg[0]} used outside its loop")
+            elif n.op is Ops.LOAD: v = self.load(n, val[n.src[0]], val[n.src[1]], mask)
+            elif n.op is Ops.REG: v = self.reg_read(n, val[n.src[0]])
+            elif n.op is Ops.SHARED: v = self.shared_read(n, val[n.src[0]], mask)
+            elif n.op is Ops.VAR or n.op is Ops.REDUCE: raise EmuError(f"{n.op.name} cannot appear in a Program")
+            else:
+                v = apply(n.op, n.dtype, [val[s] for s in n.src], [s.dtype for s in n.src])
+                if n.dtype.is_float and v.dtype != np.float64: v = v.astype(np.float64)
+                if warps is None: warps = self.active_warps(mask)
+                cls = "sfu" if n.op in SFU else "fp" if n.dtype.is_float or any(s.dtype.is_float for s in n.src) else "int"
+                self.c.count(cls, warps * (self.p.lanes if v.ndim == 3 and v.shape[2] > 1 else 1))
+            val[n] = v
+        return val[root]
+
+    def _index(self, idx: np.ndarray, ok: np.ndarray, size: int, what: str) -> np.ndarray:
+        idx, ok = self.full(idx).astype(np.int64), self.full(ok)
+        if ok.any():
+            lo, hi = idx[ok].min(), idx[ok].max()
+            if lo < 0 or hi >= size: raise EmuError(f"{what}: index {lo}..{hi} out of bounds (size {size})")
+        return np.where(ok, idx, 0)
+
+    def load(self, n: Node, idx: np.ndarray, valid: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        buf, b = self.ins[n.arg], self.p.inputs[n.arg]
+        ok = self.full(valid.astype(bool) & mask)
+        safe = self._index(idx, ok, buf.size, f"load from input {n.arg} ({b.name})")
+        self.global_access("ld.global", safe, ok, b.dtype.itemsize, self.stride(n.src[0]))
+        return np.where(ok, buf[safe], np.zeros((), buf.dtype))
+
+    def global_access(self, cls: str, idx: np.ndarray, ok: np.ndarray, itemsize: int, stride: int | None) -> None:
+        per_lane = stride not in (0, 1)
+        rows, m = self.warp_rows(idx * itemsize, per_lane), self.warp_rows(ok, per_lane)
+        s, mn = sectors(rows, m, itemsize)
+        self.c.global_sectors += s; self.c.global_min_sectors += mn  # noqa: E702
+        self.c.global_bytes += int(np.count_nonzero(ok)) * itemsize
+        self.c.count(cls, int(m.any(axis=1).sum()))
+
+    def shared_access(self, name: str, idx: np.ndarray, ok: np.ndarray, stride: int | None, write: bool) -> None:
+        itemsize = self.shared_dt[name].itemsize
+        per_lane = stride not in (0, 1)
+        addr = self.shared_base[name] + idx * itemsize
+        rows, m = self.warp_rows(addr, per_lane), self.warp_rows(ok, per_lane)
+        w, ideal = bank_wavefronts(rows, m, itemsize)
+        self.c.shared_wavefronts += w; self.c.shared_ideal += ideal  # noqa: E702
+        self.c.count("st.shared" if write else "ld.shared", int(m.any(axis=1).sum()))
+        # races: another thread wrote this element since the last barrier
+        wr = np.take_along_axis(self.writer[name], idx.reshape(self.shape[0], -1), axis=1).reshape(self.shape)
+        self.c.races += int(np.count_nonzero(ok & (wr >= 0) & (wr != self.tid)))
+
+    def reg_read(self, n: Node, idx: np.ndarray) -> np.ndarray:
+        if n.arg not in self.regs: raise EmuError(f"register array {n.arg} read before its declaration")
+        r = self.regs[n.arg]
+        i = np.asarray(idx)
+        if i.size == 1:
+            k = int(i.reshape(-1)[0])
+            if not 0 <= k < r.shape[0]: raise EmuError(f"register {n.arg}[{k}] out of bounds (size {r.shape[0]})")
+            return r[k]
+        raise EmuError(f"register {n.arg} indexed by a per-thread value (registers need uniform indices)")
+
+    def shared_read(self, n: Node, idx: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if n.arg not in self.shared: raise EmuError(f"shared buffer {n.arg} read before its declaration")
+        buf = self.shared[n.arg]
+        ok = self.full(mask)
+        safe = self._index(idx, ok, buf.shape[1], f"shared read {n.arg}")
+        self.shared_access(n.arg, safe, ok, self.stride(n.src[0]), write=False)
+        return np.take_along_axis(buf, safe.reshape(self.shape[0], -1), axis=1).reshape(self.shape)
+
+    # ---- statements --------------------------------------------------------------
+    def block(self, body, mask: np.ndarray) -> None:
+        for s in body: self.stmt(s, mask)
+
+    def stmt(self, s, mask: np.ndarray) -> None:
+        if isinstance(s, Loop):
+            for i in range(s.size):
+                self.env[s.var] = np.asarray(i, dtype=np.int64).reshape(1, 1, 1)
+                self.block(s.body, mask)
+            self.env.pop(s.var, None)
+        elif isinstance(s, If):
+            if any(isinstance(x, Barrier) for x in walk(s.body)): raise EmuError("barrier inside a conditional")
+            cond = self.eval(s.cond, mask).astype(bool)
+            if cond.ndim == 3 and cond.shape[2] > 1 and not (cond == cond[..., :1]).all():
+                raise EmuError(f"If condition depends on the lane: {s.cond}")
+            self.c.count("branch", self.active_warps(mask))
+            sub = mask & (cond[..., :1] if cond.ndim == 3 else cond)
+            if np.any(sub): self.block(s.body, sub)
+        elif isinstance(s, Reg):
+            fill = np.nan if s.dtype.is_float else _UNINIT_INT
+            self.regs[s.name] = np.full((s.size,) + self.shape, fill, dtype=compute_dtype(s.dtype))
+            self.reg_dt[s.name] = s.dtype
+        elif isinstance(s, Assign):
+            if s.name not in self.regs: raise EmuError(f"assignment to undeclared register {s.name}")
+            v = cast_values(np.asarray(self.eval(s.value, mask)), self.reg_dt[s.name])
+            i = np.asarray(self.eval(s.index, mask))
+            if i.size != 1: raise EmuError(f"register {s.name} indexed by a per-thread value")
+            k = int(i.reshape(-1)[0])
+            r = self.regs[s.name]
+            if not 0 <= k < r.shape[0]: raise EmuError(f"register {s.name}[{k}] out of bounds (size {r.shape[0]})")
+            r[k] = np.where(mask, v, r[k])
+        elif isinstance(s, Store):
+            self.store(s, mask)
+        elif isinstance(s, Shared):
+            fill = np.nan if s.dtype.is_float else _UNINIT_INT
+            self.shared[s.name] = np.full((self.shape[0], s.size), fill, dtype=compute_dtype(s.dtype))
+            self.writer[s.name] = np.full((self.shape[0], s.size), -1, dtype=np.int64)
+            self.shared_dt[s.name] = s.dtype
+            self.smem_bytes = -(-self.smem_bytes // 128) * 128  # every buffer starts 128-byte aligned
+            self.shared_base[s.name] = self.smem_bytes
+            self.smem_bytes += s.size * s.dtype.itemsize
+        elif isinstance(s, SharedStore):
+            self.shared_store(s, mask)
+        elif isinstance(s, Barrier):
+            if not np.all(mask): raise EmuError("barrier reached by only some threads of a block")
+            for w in self.writer.values(): w.fill(-1)
+            self.c.count("bar", self.active_warps(mask))
+        else:
+            raise EmuError(f"unknown statement {type(s).__name__}")
+
+    def store(self, s: Store, mask: np.ndarray) -> None:
+        ok = self.full(self.eval(s.valid, mask).astype(bool) & mask)
+        idx = self.eval(s.index, mask)
+        v = self.full(cast_values(np.asarray(self.eval(s.value, mask)), self.p.output.dtype))
+        safe = self._index(idx, ok, self.out.size, "store to the output")
+        self.global_access("st.global", safe, ok, self.p.output.dtype.itemsize, self.stride(s.index))
+        self.out[safe[ok]] = v[ok]
+        self.written[safe[ok]] = True
+
+    def shared_store(self, s: SharedStore, mask: np.ndarray) -> None:
+        if s.name not in self.shared: raise EmuError(f"store to undeclared shared buffer {s.name}")
+        buf = self.shared[s.name]
+        ok = self.full(self.eval(s.valid, mask).astype(bool) & mask)
+        safe = self._index(self.eval(s.index, mask), ok, buf.shape[1], f"shared store {s.name}")
+        v = self.full(cast_values(np.asarray(self.eval(s.value, mask)), self.shared_dt[s.name]))
+        self.shared_access(s.name, safe, ok, self.stride(s.index), write=True)
+        B = self.shape[0]
+        rows = np.broadcast_to(np.arange(B).reshape(B, 1, 1), self.shape)
+        buf[rows[ok], safe[ok]] = v[ok]
+        self.writer[s.name][rows[ok], safe[ok]] = self.tid[ok]
+
+
+def run_program(p: Program, inputs: list[np.ndarray], max_blocks: int = 64, blocks: np.ndarray | None = None) -> EmuResult:
+    """Execute ``p`` on storage arrays; at most ``max_blocks`` blocks (sampled) run."""
+    if len(inputs) != len(p.inputs): raise EmuError(f"program takes {len(p.inputs)} inputs, got {len(inputs)}")
+    for a, b in zip(inputs, p.inputs):
+        if np.asarray(a).size != b.size: raise EmuError(f"input {b.name}: expected {b.size} elements, got {np.asarray(a).size}")
+    r = _Run(p, list(inputs), sample_blocks(p.blocks, max_blocks) if blocks is None else np.asarray(blocks))
+    r.block(p.body, np.ones((len(r.env[p.block]), p.threads, 1), dtype=bool))
+    od = p.output.dtype
+    out = dt.to_storage(cast_values(r.out, od), od) if od.is_float else r.out.astype(od.np)
+    return EmuResult(out.reshape(p.output.shape), r.written.reshape(p.output.shape), r.c)
+
+
+__all__ = ["run_program", "EmuResult", "EmuError", "Counters", "sample_blocks", "BANK_BYTES"]
