@@ -1,0 +1,65 @@
+"""numpy references of the library's workloads, written independently of the IR.
+
+Every function takes values (float64 for floats, int64 for integers) and returns the
+exact result: float64 accumulation, no rounding to the output dtype, integers exact.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(..., M, K) @ (..., K, N); integer inputs give exact integer results."""
+    return np.matmul(a, b)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, pad: int = 0, groups: int = 1,
+           layout: str = "nchw") -> np.ndarray:
+    """nchw: x (N,C,H,W), w (K,C/g,R,S) -> (N,K,OH,OW); nhwc: x (N,H,W,C), w (K,R,S,C/g) -> (N,OH,OW,K)."""
+    if layout == "nhwc":
+        return conv2d(x.transpose(0, 3, 1, 2), w.transpose(0, 3, 1, 2), stride, pad, groups).transpose(0, 2, 3, 1)
+    n, c, h, wd = x.shape
+    k, cg, r, s = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - r) // stride + 1, (wd + 2 * pad - s) // stride + 1
+    kg = k // groups
+    out = np.zeros((n, k, oh, ow), dtype=np.result_type(x, w))
+    for g in range(groups):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        ws = w[g * kg:(g + 1) * kg]
+        for i in range(r):
+            for j in range(s):
+                win = xs[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]  # (N, Cg, OH, OW)
+                out[:, g * kg:(g + 1) * kg] += np.einsum("nchw,kc->nkhw", win, ws[:, :, i, j])
+    return out
+
+
+def requantize(acc: np.ndarray, bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """int32 accumulator + per-channel bias, times per-channel float32 scale, rounded half
+    away from zero, saturated to int8. Channels are the last axis."""
+    v = (acc + bias).astype(np.float32).astype(np.float64) * scale
+    r = np.trunc(v + np.where(v < 0, -0.5, 0.5))
+    return np.clip(r, -128, 127).astype(np.int64)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def rmsnorm(x: np.ndarray, gamma: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * gamma
+
+
+def rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate-half rotary embedding. x (S, H, D); cos, sin (S, D/2)."""
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    c, s = cos[:, None, :], sin[:, None, :]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
