@@ -78,11 +78,12 @@ class Kernel:
 
     @cached_property
     def flops(self) -> int:
-        """ALU ops executed (a multiply-add counts 2), index math excluded."""
+        """ALU ops executed (a multiply-add counts 2); index math and casts (dtype
+        conversions, e.g. fp16 loads widened for fp32 accumulation) excluded."""
         inner = set(self.reduce.src[0].toposort()) if self.reduce else set()
         total = 0
         for n in self.body.toposort():
-            if n.op in ALU and n.dtype is not dt.bool_ and not _is_index(n):
+            if n.op in ALU and n.op is not Ops.CAST and n.dtype is not dt.bool_ and not _is_index(n):
                 total += self.points if n in inner else self.out_points
             elif n.op is Ops.REDUCE:
                 total += self.points
@@ -155,7 +156,14 @@ class Kernel:
         return "\n".join(lines)
 
 
-def _is_index(n: Node) -> bool: return n.dtype is dt.int32 and any(s.op is Ops.VAR for s in n.toposort())
+def _is_index(n: Node) -> bool:
+    """Index math: integer arithmetic over axis variables that reads no data (an int32
+    product of two loads, as in an int8 GEMM, is data)."""
+    if "is_index" not in n._cache:
+        srcs = n.toposort()
+        n._cache["is_index"] = n.dtype is dt.int32 and any(s.op is Ops.VAR for s in srcs) and \
+            not any(s.op is Ops.LOAD for s in srcs)
+    return n._cache["is_index"]
 
 
 def _has_window(load: Node) -> bool:

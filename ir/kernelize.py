@@ -2,7 +2,11 @@
 
 First fusion rule (to be replaced by the solver's plan in search/fusion): every
 elementwise chain fuses into its consumer, each reduction ends a kernel, and the
-graph's output ends one.
+graph's output ends one. One exception keeps GEMMs and convs whole: the output's
+elementwise tail is fused into a reduction as an epilogue (``body = f(REDUCE(...))``)
+when that reduction feeds nothing else and each output point reads exactly one of its
+results (a cast back to fp16, a requantize); a tail that would recompute a reduction
+per output point (softmax's normalize) stays a separate kernel.
 """
 from __future__ import annotations
 
@@ -53,11 +57,70 @@ def kernelize(root: Node, out_name: str = "out") -> list[Step]:
     realized = [n for n in toposort(base) if n.op is Ops.REDUCE]
     if base not in realized: realized.append(base)
     names = {n: (out_name if n is base else f"t{i}") for i, n in enumerate(realized)}
+    fused = None
+    if base.op is not Ops.REDUCE:
+        for r in _epilogue_candidates(base, realized):
+            try:
+                fused = _build_epilogue(base, r, names, shape(root), f"r{len(realized) - 2}")
+            except _NoFuse:
+                continue
+            realized.remove(r)
+            break
     steps = []
     for n in realized:
+        if n is base and fused is not None:
+            steps.append(fused)
+            continue
         out_shape = shape(root) if n is base else shape(n)
         steps.append(_build(n, names, out_shape, f"{'r' if n.op is Ops.REDUCE else 'e'}{len(steps)}"))
     return steps
+
+
+class _NoFuse(Exception):
+    """The output's tail cannot be fused into this reduction."""
+
+
+def _direct_deps(n: Node, realized: set[Node]) -> set[Node]:
+    """Realized nodes that n's kernel reads (its graph, stopping at realized nodes)."""
+    out, stack, seen = set(), list(n.src), set()
+    while stack:
+        x = stack.pop()
+        if x in seen: continue
+        seen.add(x)
+        if x in realized: out.add(x)
+        elif x.op is not Ops.BUFFER: stack.extend(x.src)
+    return out
+
+
+def _epilogue_candidates(base: Node, realized: list[Node]) -> list[Node]:
+    """Reductions read directly by the output's kernel and by no other kernel."""
+    rs = set(realized)
+    mine = _direct_deps(base, rs)
+    others = set().union(*(_direct_deps(n, rs) for n in realized if n is not base))
+    return [r for r in realized if r in mine and r not in others]
+
+
+def _build_epilogue(root: Node, r: Node, names: dict[Node, str], out_shape: tuple[int, ...], kname: str) -> Step:
+    """The output kernel with reduction ``r`` computed inside it (raises _NoFuse)."""
+    full, rfull = shape(root), shape(r.src[0])
+    out_dims = [i for i, d in enumerate(full) if d > 1]
+    red_dims = [i for i in r.arg[1] if rfull[i] > 1]
+    axes = tuple(Axis(full[i]) for i in out_dims) + tuple(Axis(rfull[i], True) for i in red_dims)
+    idx = [const(0, dt.int32)] * len(full)
+    for a, i in enumerate(out_dims):
+        idx[i] = var(a, full[i])
+    b = _Builder(root, names)
+    b.fuse, b.n_out = r, len(out_dims)
+    b.red_vars = {i: var(len(out_dims) + j, rfull[i]) for j, i in enumerate(red_dims)}
+    body = b.visit(root, tuple(idx), TRUE)
+    if b.fused is None: raise _NoFuse()
+    store = linear(idx, full)
+    out = Buffer(names[root], root.dtype, out_shape)
+    try:
+        k = Kernel(kname, axes, tuple(b.buffers), out, body, store)
+    except ValueError:
+        raise _NoFuse() from None
+    return Step(k, tuple(x.name for x in b.buffers), out.name)
 
 
 def _build(root: Node, names: dict[Node, str], out_shape: tuple[int, ...], kname: str) -> Step:
@@ -84,6 +147,9 @@ class _Builder:
         self.root, self.names = root, names
         self.buffers: list[Buffer] = []
         self.memo: dict[tuple, Node] = {}
+        self.fuse: Node | None = None  # a reduction computed inside this kernel (epilogue fusion)
+        self.fused: Node | None = None
+        self.n_out, self.red_vars = 0, {}
 
     def slot(self, buf: Buffer) -> int:
         for i, b in enumerate(self.buffers):
@@ -98,6 +164,8 @@ class _Builder:
         return self.memo[key]
 
     def _visit(self, n: Node, idx: tuple[Node, ...], gate: Node) -> Node:
+        if n is self.fuse:
+            return self._fused(n, idx, gate)
         if n.op is Ops.BUFFER or (n in self.names and n is not self.root):
             name = n.arg[0] if n.op is Ops.BUFFER else self.names[n]
             s = self.slot(Buffer(name, n.dtype, shape(n)))
@@ -128,3 +196,19 @@ class _Builder:
                 return inner
             return alu(Ops.WHERE, cond, inner, const(0, inner.dtype))
         raise ValueError(f"cannot kernelize {n.op}")
+
+    def _fused(self, r: Node, idx: tuple[Node, ...], gate: Node) -> Node:
+        """REDUCE inside the kernel, valid when each output point reads exactly one of
+        its results: r's kept dimensions are indexed by distinct output variables."""
+        kept = [i for i, d in enumerate(shape(r)) if d > 1]
+        vs = [idx[i] for i in kept]
+        if gate is not TRUE or any(v.op is not Ops.VAR or v.arg[0] >= self.n_out for v in vs) \
+                or len({v.arg[0] for v in vs}) != self.n_out or len(vs) != self.n_out:
+            raise _NoFuse()
+        inner_idx = tuple(self.red_vars.get(i, idx[i] if i in kept else const(0, dt.int32)) for i in range(len(idx)))
+        inner = self.visit(r.src[0], inner_idx, TRUE)
+        red = tuple(v.arg[0] for v in self.red_vars.values())
+        out = Node(Ops.REDUCE, inner.dtype, (inner,), (r.arg[0], red)) if red else inner
+        if self.fused is not None and self.fused is not out: raise _NoFuse()
+        self.fused = out
+        return out

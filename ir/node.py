@@ -396,5 +396,5 @@ def render(n: Node, names: dict[int, str] | None = None) -> str:
         return f"where({', '.join(render(s, names) for s in n.src)})"
     if n.op is Ops.CAST: return f"{n.dtype.name}({render(n.src[0], names)})"
     if n.op is Ops.REDUCE:
-        return f"{n.arg[0]}[{','.join(f'i{a}' for a in n.arg[1])}]({render(n.src[0], names)})"
+        return f"{n.arg[0]}[{','.join((names or {}).get(a, f'i{a}') for a in n.arg[1])}]({render(n.src[0], names)})"
     return f"{n.op.value}({', '.join(render(s, names) for s in n.src)})"
