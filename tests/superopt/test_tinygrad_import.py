@@ -1,0 +1,125 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+tinygrad = pytest.importorskip("tinygrad")
+os.environ.setdefault("DEV", "CPU")
+from tinygrad import Tensor as TT, dtypes as tdt  # noqa: E402
+
+from superopt.ir.interpret import run_kernel  # noqa: E402
+from superopt.tinygrad_import import (capture_tensors, from_ast, is_tinygrad_pickle, kernel_asts,  # noqa: E402
+                                      kernels_from_tensor, load_ast, load_asts, loads_asts)
+
+rng = np.random.default_rng(0)
+
+
+def run_by_size(k, arrays):
+    """Run kernel k feeding each input the array with its element count (sizes are distinct in these tests)."""
+    by_size = {a.size: a for a in arrays}
+    return run_kernel(k, [by_size[b.size].reshape(-1) for b in k.inputs])
+
+
+def test_matmul_matches_numpy_and_tinygrad():
+    a, b = rng.standard_normal((16, 8)).astype(np.float32), rng.standard_normal((8, 12)).astype(np.float32)
+    t = TT(a).realize() @ TT(b).realize()
+    want = (TT(a) @ TT(b)).numpy()  # schedule_linear() consumes t's schedule: realize a twin
+    [k] = kernels_from_tensor(t)
+    assert k.kind == "gemm" and [ax.size for ax in k.axes] == [16, 12, 8]
+    got = run_by_size(k, [a, b]).reshape(16, 12)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_with_padding_and_stride():
+    x, w = rng.standard_normal((1, 2, 8, 8)).astype(np.float32), rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    for stride in (1, 2):
+        t = TT(x).realize().conv2d(TT(w).realize(), stride=stride, padding=1)
+        want = TT(x).conv2d(TT(w), stride=stride, padding=1).numpy()
+        [k] = kernels_from_tensor(t)
+        assert k.kind == "conv"
+        np.testing.assert_allclose(run_by_size(k, [x, w]).reshape(want.shape), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["ewise", "sum", "max", "where", "gelu", "transpose"])
+def test_elementwise_and_reductions(op):
+    x = rng.standard_normal((6, 10)).astype(np.float32)
+    f = {"ewise": lambda t: (t * 2 + 1).exp(), "sum": lambda t: t.sum(1), "max": lambda t: t.max(0),
+         "where": lambda t: (t > 0).where(t, 3.0), "gelu": lambda t: t.gelu(), "transpose": lambda t: t.T + 1}[op]
+    want = f(TT(x)).numpy()
+    [k] = kernels_from_tensor(f(TT(x).realize()))
+    np.testing.assert_allclose(run_kernel(k, [x.reshape(-1)]).reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+
+
+def test_half_and_int8_casts():
+    h = rng.standard_normal((4, 8)).astype(np.float16)
+    [k] = kernels_from_tensor(TT(h).realize().cast(tdt.float) + 1)
+    assert k.inputs[0].dtype.name == "float16" and k.output.dtype.name == "float32"
+    np.testing.assert_allclose(run_kernel(k, [h.reshape(-1)]).reshape(4, 8), (TT(h).cast(tdt.float) + 1).numpy(), rtol=1e-6)
+    q = rng.integers(-100, 100, (4, 4)).astype(np.int8)
+    [k] = kernels_from_tensor(TT(q).realize().cast(tdt.int) * 3)
+    np.testing.assert_array_equal(run_kernel(k, [q.reshape(-1)]).reshape(4, 4), (TT(q).cast(tdt.int) * 3).numpy())
+
+
+def test_multi_kernel_program_imports_every_kernel():
+    x = TT(rng.standard_normal((4, 8)).astype(np.float32)).realize()
+    ks = kernels_from_tensor(x.softmax(1))
+    assert [k.kind for k in ks] == ["reduce", "reduce", "elementwise"]
+
+
+def test_pickled_ast_roundtrip(tmp_path):
+    t = TT.empty(16, 8) @ TT.empty(8, 12)
+    lin = t.schedule_linear()
+    p = tmp_path / "mm.pkl"
+    p.write_bytes(pickle.dumps(kernel_asts(lin)[0]))
+    assert is_tinygrad_pickle(p.read_bytes())
+    k = load_ast(p)
+    assert k.key == from_ast(kernel_asts(lin)[0]).key and k.kind == "gemm"
+    p2 = tmp_path / "all.pkl"
+    p2.write_bytes(pickle.dumps(TT.empty(4, 8).softmax(1).schedule_linear()))
+    assert len(load_asts(p2)) == 3
+    with pytest.raises(ValueError, match="holds 3"):
+        load_ast(p2)
+
+
+class _Evil:
+    def __reduce__(self): return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    t = TT.empty(4, 4) + 1
+    payload = pickle.dumps([kernel_asts(t.schedule_linear())[0], _Evil()])
+    with pytest.raises(ValueError, match="refusing to load posix.system|refusing to load os.system"):
+        loads_asts(payload)
+    with pytest.raises(ValueError, match="truncated|cannot read"):
+        loads_asts(payload[:len(payload) // 2])
+
+
+def test_load_kernel_accepts_tinygrad_pickles_and_refuses_payloads(tmp_path):
+    io = pytest.importorskip("superopt.io")
+    p = tmp_path / "k.pkl"
+    p.write_bytes(pickle.dumps(kernel_asts((TT.empty(16, 8) @ TT.empty(8, 12)).schedule_linear())[0]))
+    assert io.load_kernel(p).kind == "gemm"
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps([kernel_asts((TT.empty(4, 4) + 1).schedule_linear())[0], _Evil()]))
+    with pytest.raises(io.KernelFileError, match="refusing to load"):
+        io.load_kernel(bad)
+
+
+def test_unsupported_kernel_is_a_clear_error():
+    from tinygrad.uop.ops import UOp, Ops as TOps
+    with pytest.raises(ValueError, match="expected a SINK"):
+        from_ast(UOp(TOps.NOOP, tdt.void))
+    with pytest.raises(ValueError, match="not a kernel AST"):
+        kernel_asts(UOp(TOps.NOOP, tdt.void))
+
+
+def test_capture_tensors_writes_a_tunable_directory(tmp_path):
+    pytest.importorskip("superopt.io")
+    from superopt.capture import read_manifest
+    capture_tensors([TT.empty(4, 8).softmax(1), TT.empty(4, 8).softmax(1), TT.empty(4, 8).sum(1)], tmp_path)
+    m = read_manifest(tmp_path)
+    counts = sorted(e["count"] for e in m["kernels"])
+    # softmax: max, sum(exp), divide; twice; the plain row sum shares no key with softmax's sums
+    assert sum(counts) == 7 and len(m["kernels"]) == 4
