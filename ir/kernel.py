@@ -142,7 +142,7 @@ class Kernel:
                       nodes[d["body"]], nodes[d["store"]])
 
     def describe(self) -> str:
-        names = {i: f"{'r' if a.reduce else 'o'}{i}" for i, a in enumerate(self.axes)}
+        names: dict[Any, str] = {i: f"{'r' if a.reduce else 'o'}{i}" for i, a in enumerate(self.axes)}
         lines = [f"kernel {self.name}  [{self.kind}]  key {self.key}",
                  "axes: " + "  ".join(f"{names[i]}={a.size}{' (reduce)' if a.reduce else ''}" for i, a in enumerate(self.axes))]
         for i, b in enumerate(self.inputs):
@@ -151,9 +151,23 @@ class Kernel:
             lines.append(f"in{i} {b.name}: {b.dtype.name}{list(b.shape)}")
             lines += [f"    index: {s}" for s in idx]
         lines.append(f"out {self.output.name}: {self.output.dtype.name}{list(self.output.shape)}  index: {render(self.store, names)}")
+        lets = _shared(self.body)
+        for i, n in enumerate(lets):
+            lines.append(f"let v{i} = {render(n, names)}")
+            names[n] = f"v{i}"
         lines.append(f"body: {render(self.body, names)}")
         lines.append(f"flops: {self.flops:,}   min bytes: {self.min_bytes:,}   intensity: {self.intensity:.2f} flop/byte")
         return "\n".join(lines)
+
+
+def _shared(body: Node) -> list[Node]:
+    """Data subexpressions used more than once (printed once by ``describe``), sources first."""
+    users: dict[Node, int] = {}
+    for n in body.toposort():
+        if n.op is Ops.LOAD: continue  # index expressions are printed inside their load
+        for s in n.src: users[s] = users.get(s, 0) + 1
+    return [n for n in body.toposort() if users.get(n, 0) > 1 and n.op not in (Ops.CONST, Ops.VAR)
+            and n.dtype is not dt.bool_ and not _is_index(n)]
 
 
 def _is_index(n: Node) -> bool:

@@ -380,8 +380,11 @@ _INFIX = {Ops.ADD: "+", Ops.MUL: "*", Ops.IDIV: "//", Ops.MOD: "%", Ops.CMPLT: "
           Ops.CMPNE: "!=", Ops.AND: "&", Ops.OR: "|", Ops.XOR: "^", Ops.SHL: "<<", Ops.SHR: ">>"}
 
 
-def render(n: Node, names: dict[int, str] | None = None) -> str:
-    """Readable infix form of an expression (used by `superopt show` and errors)."""
+def render(n: Node, names: dict[Any, str] | None = None) -> str:
+    """Readable infix form of an expression (used by `superopt show` and errors).
+    ``names`` maps axis numbers to variable names and, optionally, Nodes to names
+    (shared subexpressions printed once)."""
+    if names and n in names: return names[n]
     if n.op is Ops.CONST: return repr(n.arg)
     if n.op is Ops.VAR: return (names or {}).get(n.arg[0], f"i{n.arg[0]}")
     if n.op is Ops.SPECIAL: return str(n.arg[0])

@@ -14,7 +14,7 @@ The reference checks the program's final output, i.e. running every step in orde
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Callable, Sequence
 
@@ -141,8 +141,11 @@ class Workload:
 
     @cached_property
     def steps(self) -> list[Step]:
-        """The kernels of the program, dependencies first; the last writes ``out``."""
-        return self._graph[0].schedule("out")
+        """The kernels of the program, dependencies first; the last writes ``out``.
+        Kernels are named after the workload (``NAME``, or ``NAME_r0``... for programs)."""
+        steps = self._graph[0].schedule("out")
+        name = (lambda k: self.name) if len(steps) == 1 else (lambda k: f"{self.name}_{k.name}")
+        return [Step(replace(s.kernel, name=name(s.kernel)), s.inputs, s.output) for s in steps]
 
     @property
     def kernels(self) -> list[Kernel]: return [s.kernel for s in self.steps]

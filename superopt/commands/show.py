@@ -1,0 +1,34 @@
+"""``superopt show FILE``: print a kernel file (axes, buffers, index expressions, sizes)."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "print a kernel file: axes, buffers, index expressions, flops, bytes, intensity"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="a .pkl or .json kernel file")
+    p.add_argument("--step", type=int, metavar="I", help="only step I of a multi-kernel program")
+
+
+def run(args: argparse.Namespace) -> int:
+    from superopt.cli import UserError
+    from superopt.io import KernelFileError, load_steps
+    try:
+        steps, main = load_steps(args.file)
+    except KernelFileError as e:
+        raise UserError(str(e)) from None
+    if args.step is not None:
+        if not 0 <= args.step < len(steps):
+            raise UserError(f"{args.file}: no step {args.step} (the file holds {len(steps)})")
+        print(steps[args.step].kernel.describe())
+        return 0
+    if len(steps) == 1:
+        print(steps[0].kernel.describe())
+        return 0
+    flops = sum(s.kernel.flops for s in steps)
+    print(f"program: {len(steps)} kernels, main kernel: step {main}; total {flops:,} flops")
+    for i, s in enumerate(steps):
+        print(f"\n== step {i}{' (main)' if i == main else ''}: {', '.join(s.inputs)} -> {s.output}")
+        print(s.kernel.describe())
+    return 0

@@ -1,0 +1,271 @@
+"""Safe kernel files: ``save_kernel`` / ``load_kernel`` for ``.pkl`` and ``.json``.
+
+A file holds one kernel or a *program* (several kernels run in order, e.g. softmax's
+max, sum-of-exp and normalize). Both encodings carry a format tag and a version:
+
+- JSON, one kernel: ``Kernel.to_dict()`` (``{"format": "superopt.kernel", "version": 1, ...}``).
+- JSON, program: ``{"format": "superopt.program", "version": 1, "main": i,
+  "steps": [{"kernel": <kernel dict>, "inputs": [names], "output": name}, ...]}``.
+- pickle (protocol 4): the same envelopes as dicts, with ``Kernel`` objects in place of
+  kernel dicts: ``{"format": "superopt.kernel", "version": 1, "kernel": Kernel}`` or
+  ``{"format": "superopt.program", "version": 1, "main": i, "steps": [{"kernel": Kernel, ...}]}``.
+
+The encoding is recognised from the content, not the file name. Pickles are read with an
+allow-list unpickler: the only globals a stream may name are the IR's ``Node``, ``Ops``,
+``dtype_by_name``, ``Kernel``, ``Buffer`` and ``Axis`` (each constructor checks its
+arguments' types); everything else is plain data (dict, list, tuple, str, numbers).
+A tinygrad kernel-AST pickle is handed to ``superopt.tinygrad_import`` (its own
+allow-list). Any problem — missing, truncated or foreign file, a disallowed global, a
+wrong type, an unknown version — raises ``KernelFileError`` with one line naming the file.
+
+``load_kernel(path)`` returns a program's *main* kernel (the one ``superopt new``
+recorded: most flops); ``load_kernel(path, index=i)`` picks step i, and
+``load_steps(path)`` returns every step with the main index.
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+from typing import Any, Sequence
+
+from superopt.ir import dtype as dt
+from superopt.ir.kernel import KERNEL_FORMAT, KERNEL_VERSION, Axis, Buffer, Kernel
+from superopt.ir.kernelize import Step
+from superopt.ir.node import Node, Ops
+
+PROGRAM_FORMAT = "superopt.program"
+PROGRAM_VERSION = 1
+PICKLE_PROTOCOL = 4
+
+
+class KernelFileError(ValueError):
+    """A kernel file that cannot be read safely; the message is one line."""
+
+
+# ---- saving ---------------------------------------------------------------------------
+def save_kernel(what: Kernel | Sequence[Step], path: str | Path, main: int | None = None) -> Path:
+    """Write a kernel, or a program (a list of ``Step``s with its main index), to ``path``;
+    ``.json`` writes JSON, ``.pkl``/``.pickle`` a pickle."""
+    path = Path(path)
+    fmt = _encoding_for(path)
+    if isinstance(what, Kernel):
+        obj = what.to_dict() if fmt == "json" else {"format": KERNEL_FORMAT, "version": KERNEL_VERSION, "kernel": what}
+    else:
+        steps = list(what)
+        if not steps or not all(isinstance(s, Step) for s in steps): raise TypeError("save_kernel: expected a Kernel or a list of Steps")
+        if main is None:
+            from superopt.kernels.registry import main_step
+            main = main_step(steps)
+        if not 0 <= main < len(steps): raise ValueError(f"main={main} is not a step index (0..{len(steps) - 1})")
+        obj = {"format": PROGRAM_FORMAT, "version": PROGRAM_VERSION, "main": main,
+               "steps": [{"kernel": s.kernel.to_dict() if fmt == "json" else s.kernel, "inputs": list(s.inputs),
+                          "output": s.output} for s in steps]}
+    data = json.dumps(obj, indent=1).encode() if fmt == "json" else pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def _encoding_for(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json": return "json"
+    if suffix in (".pkl", ".pickle"): return "pickle"
+    raise ValueError(f"{path}: unknown kernel file extension {suffix!r} (use .pkl or .json)")
+
+
+# ---- loading --------------------------------------------------------------------------
+def load_kernel(path: str | Path, index: int | None = None) -> Kernel:
+    """The kernel in ``path``; for a program, its main kernel or step ``index``."""
+    steps, main = load_steps(path)
+    i = main if index is None else index
+    if not -len(steps) <= i < len(steps):
+        raise KernelFileError(f"{path}: no step {index} (the file holds {len(steps)} kernel{'s' * (len(steps) != 1)})")
+    return steps[i].kernel
+
+
+def load_steps(path: str | Path) -> tuple[list[Step], int]:
+    """Every step of the file (a single-kernel file gives one) and the main index."""
+    data = _read(path)
+    try:
+        if data[:1] == b"\x80":
+            if _is_tinygrad(data): return _tinygrad_steps(path, data)
+            return _from_envelope(_SafeUnpickler(io.BytesIO(data)).load(), from_json=False)
+        if data.lstrip()[:1] == b"{":
+            return _from_envelope(json.loads(data.decode("utf-8")), from_json=True)
+    except KernelFileError as e:
+        raise KernelFileError(f"{path}: {e}") from None
+    except pickle.UnpicklingError as e:
+        raise KernelFileError(f"{path}: unsafe or corrupt pickle: {_one_line(e)}") from None
+    except json.JSONDecodeError as e:
+        raise KernelFileError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (EOFError, UnicodeDecodeError):
+        raise KernelFileError(f"{path}: file is truncated or corrupt") from None
+    except Exception as e:  # a garbled stream can raise almost anything; never a traceback
+        raise KernelFileError(f"{path}: not a valid superopt kernel file ({type(e).__name__}: {_one_line(e)})") from None
+    raise KernelFileError(f"{path}: not a superopt kernel file (neither a pickle nor JSON)")
+
+
+def _read(path: str | Path) -> bytes:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise KernelFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise KernelFileError(f"{path}: is a directory, not a kernel file") from None
+    except OSError as e:
+        raise KernelFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not data: raise KernelFileError(f"{path}: file is empty")
+    return data
+
+
+def _one_line(e: BaseException) -> str: return " ".join(str(e).split())[:300]
+
+
+def _from_envelope(obj: Any, from_json: bool) -> tuple[list[Step], int]:
+    if not isinstance(obj, dict):
+        raise KernelFileError(f"holds a {type(obj).__name__}, not a superopt kernel file")
+    fmt, ver = obj.get("format"), obj.get("version")
+    if fmt == KERNEL_FORMAT:
+        _version(ver, KERNEL_VERSION, "kernel")
+        k = _kernel_field(obj if from_json else obj.get("kernel"), from_json)
+        return [Step(k, tuple(b.name for b in k.inputs), k.output.name)], 0
+    if fmt == PROGRAM_FORMAT:
+        _version(ver, PROGRAM_VERSION, "program")
+        steps, main = obj.get("steps"), obj.get("main")
+        if not isinstance(steps, list) or not steps: raise KernelFileError("program has no steps")
+        out = []
+        for s in steps:
+            if not isinstance(s, dict): raise KernelFileError("malformed program step")
+            k = _kernel_field(s.get("kernel"), from_json)
+            ins, o = s.get("inputs"), s.get("output")
+            if not isinstance(ins, list) or not all(isinstance(n, str) for n in ins) or not isinstance(o, str) \
+                    or len(ins) != len(k.inputs):
+                raise KernelFileError("malformed program step (inputs/output)")
+            out.append(Step(k, tuple(ins), o))
+        if type(main) is not int or not 0 <= main < len(out): raise KernelFileError(f"bad main step {main!r}")
+        return out, main
+    if fmt is None: raise KernelFileError("not a superopt kernel file (no format tag)")
+    raise KernelFileError(f"unknown file format {str(fmt)[:60]!r} (expected {KERNEL_FORMAT!r} or {PROGRAM_FORMAT!r})")
+
+
+def _version(got: Any, want: int, what: str) -> None:
+    if got != want or type(got) is not int:
+        raise KernelFileError(f"unsupported {what} file version {str(got)[:20]!r} (this superopt reads version {want})")
+
+
+def _kernel_field(x: Any, from_json: bool) -> Kernel:
+    if from_json:
+        if not isinstance(x, dict): raise KernelFileError("malformed kernel entry")
+        nodes = x.get("nodes")
+        if not isinstance(nodes, list) or not all(isinstance(n, list) and len(n) == 4 and isinstance(n[2], list)
+                                                  and all(type(i) is int and 0 <= i < j for i in n[2])
+                                                  for j, n in enumerate(nodes)):
+            raise KernelFileError("malformed kernel node list")
+        try:
+            k = Kernel.from_dict(x)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise KernelFileError(f"invalid kernel: {_one_line(e)}") from None
+    else:
+        k = x
+    if type(k) is not Kernel: raise KernelFileError(f"expected a Kernel, found {type(k).__name__}")
+    _check_kernel(k)
+    # rebuild from the checked parts: a pickle may have planted attributes (e.g. a cached key)
+    return Kernel(k.name, tuple(Axis(a.size, a.reduce) for a in k.axes),
+                  tuple(Buffer(b.name, b.dtype, b.shape) for b in k.inputs),
+                  Buffer(k.output.name, k.output.dtype, k.output.shape), k.body, k.store)
+
+
+# ---- the allow-list unpickler ----------------------------------------------------------------
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _plain(x: Any) -> bool:
+    return isinstance(x, _PLAIN) or (type(x) is tuple and all(_plain(v) for v in x))
+
+
+def _node(op: Any, dtype: Any, src: Any = (), arg: Any = None) -> Node:
+    if not isinstance(op, Ops) or not isinstance(dtype, dt.DType) or type(src) is not tuple \
+            or not all(isinstance(s, Node) for s in src) or not _plain(arg):
+        raise KernelFileError("malformed IR node in pickle")
+    return Node(op, dtype, src, arg)
+
+
+def _kernel(name: Any, axes: Any, inputs: Any, output: Any, body: Any, store: Any) -> Kernel:
+    if not isinstance(name, str) or type(axes) is not tuple or not all(type(a) is Axis for a in axes) \
+            or type(inputs) is not tuple or not all(type(b) is Buffer for b in inputs) or type(output) is not Buffer \
+            or not isinstance(body, Node) or not isinstance(store, Node):
+        raise KernelFileError("malformed Kernel in pickle")
+    for a in axes: _check_axis(a)
+    for b in inputs + (output,): _check_buffer(b)
+    return Kernel(name, axes, inputs, output, body, store)
+
+
+def _dtype(name: Any) -> dt.DType:
+    if not isinstance(name, str): raise KernelFileError("malformed dtype in pickle")
+    return dt.dtype_by_name(name)
+
+
+def _ops(value: Any) -> Ops:
+    if not isinstance(value, str): raise KernelFileError("malformed op in pickle")
+    return Ops(value)
+
+
+_ALLOWED = {("superopt.ir.node", "Node"): _node, ("superopt.ir.node", "Ops"): _ops,
+            ("superopt.ir.dtype", "dtype_by_name"): _dtype, ("superopt.ir.kernel", "Kernel"): _kernel,
+            ("superopt.ir.kernel", "Buffer"): Buffer, ("superopt.ir.kernel", "Axis"): Axis}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        f = _ALLOWED.get((module, name))
+        if f is None:
+            raise pickle.UnpicklingError(f"refusing to load {module[:60]}.{name[:60]}: not a superopt IR class")
+        return f
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent references are not allowed")
+
+
+def _check_axis(a: Any) -> None:
+    if type(a) is not Axis or type(a.size) is not int or a.size <= 0 or type(a.reduce) is not bool:
+        raise KernelFileError("malformed axis")
+
+
+def _check_buffer(b: Any) -> None:
+    if type(b) is not Buffer or not isinstance(b.name, str) or not isinstance(b.dtype, dt.DType) \
+            or type(b.shape) is not tuple or not all(type(d) is int and d > 0 for d in b.shape):
+        raise KernelFileError("malformed buffer")
+
+
+def _check_kernel(k: Kernel) -> None:
+    """Types all the way down (Axis/Buffer state comes from the stream unchecked)."""
+    for a in k.axes: _check_axis(a)
+    for b in k.inputs + (k.output,): _check_buffer(b)
+    for n in k.body.toposort() + k.store.toposort():
+        if not isinstance(n.op, Ops) or not isinstance(n.dtype, dt.DType) or not _plain(n.arg):
+            raise KernelFileError("malformed IR node")
+
+
+# ---- tinygrad ASTs ---------------------------------------------------------------------------------
+def _is_tinygrad(data: bytes) -> bool:
+    try:
+        from superopt.tinygrad_import import is_tinygrad_pickle
+    except ImportError:
+        return False
+    return is_tinygrad_pickle(data)
+
+
+def _tinygrad_steps(path: str | Path, data: bytes) -> tuple[list[Step], int]:
+    from superopt.tinygrad_import import from_ast, loads_asts
+    try:
+        ks = [from_ast(a, name=f"{Path(path).stem}_{i}" if i else Path(path).stem) for i, a in enumerate(loads_asts(data))]
+    except ValueError as e:
+        raise KernelFileError(_one_line(e)) from None
+    if not ks: raise KernelFileError("tinygrad pickle holds no kernels")
+    steps = [Step(k, tuple(b.name for b in k.inputs), k.output.name) for k in ks]
+    from superopt.kernels.registry import main_step
+    return steps, main_step(steps)
