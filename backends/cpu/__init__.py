@@ -1,0 +1,96 @@
+"""The host-CPU backend: C rendered from a ``Program``, built with the system compiler
+into a shared library (cached by source hash), run through ctypes in a worker process
+so that a crash or a hang of generated code is reported against that candidate only."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from superopt.ir.program import Program
+from ..base import Backend, Compiled, Failure, Timing
+from .render import render
+from .worker import WorkerPool
+
+CFLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-std=gnu11"]
+
+
+def cache_dir() -> Path:
+    from superopt.search.machine import calibration_dir
+    d = calibration_dir() / "cpu-build"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc: raise RuntimeError("no C compiler found (set CC)")
+    return cc
+
+
+class CPUBackend(Backend):
+    name = "cpu"
+
+    def __init__(self, machine=None, timeout_s: float = 60.0, compile_timeout_s: float = 120.0):
+        from superopt.search.machine import load
+        self.machine = machine or load("cpu")
+        self.timeout_s, self.compile_timeout_s = timeout_s, compile_timeout_s
+        self.pool = WorkerPool()
+
+    def render(self, program: Program) -> str: return render(program)
+
+    def compile(self, program: Program) -> Compiled | Failure:
+        try:
+            src = render(program)
+        except Exception as e:  # a renderer gap is this candidate's failure
+            return Failure("compile", f"render: {type(e).__name__}: {e}")
+        cc = compiler()
+        h = hashlib.sha256((cc + " ".join(CFLAGS) + src).encode()).hexdigest()[:24]
+        so = cache_dir() / f"k_{h}.so"
+        if not so.exists():
+            c = so.with_suffix(".c")
+            c.write_text(src)
+            tmp = so.with_suffix(f".{os.getpid()}.tmp")
+            try:
+                r = subprocess.run([cc, *CFLAGS, str(c), "-o", str(tmp), "-lm"], capture_output=True, text=True,
+                                   timeout=self.compile_timeout_s)
+            except subprocess.TimeoutExpired:
+                return Failure("compile", f"compiler timed out after {self.compile_timeout_s:.0f} s")
+            if r.returncode != 0:
+                return Failure("compile", (r.stderr or r.stdout).strip()[-2000:])
+            os.replace(tmp, so)
+        return Compiled(program, str(so), src)
+
+    def run(self, compiled: Compiled, inputs: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray | Failure:
+        err = _check_args(compiled.program, inputs, out)
+        if err: return err
+        r = self.pool.call(("run", compiled.handle, list(inputs), out, compiled.program.workers), self.timeout_s)
+        if isinstance(r, Failure): return r
+        out.reshape(-1)[:] = r.reshape(-1)
+        return out
+
+    def time(self, compiled: Compiled, inputs: Sequence[np.ndarray], out: np.ndarray,
+             warmup: int = 2, runs: int = 15, min_s: float = 1e-3) -> Timing | Failure:
+        err = _check_args(compiled.program, inputs, out)
+        if err: return err
+        r = self.pool.call(("time", compiled.handle, list(inputs), out, compiled.program.workers, warmup, runs, min_s),
+                           self.timeout_s * 4)
+        return r if isinstance(r, Failure) else Timing.of(r)
+
+    def close(self) -> None: self.pool.close()
+
+
+def _check_args(p: Program, inputs: Sequence[np.ndarray], out: np.ndarray) -> Failure | None:
+    if len(inputs) != len(p.inputs): return Failure("launch", f"expected {len(p.inputs)} inputs, got {len(inputs)}")
+    for a, b in zip(list(inputs) + [out], list(p.inputs) + [p.output]):
+        if a.dtype != b.dtype.np or a.size != b.size:
+            return Failure("launch", f"buffer {b.name}: expected {b.dtype.name}[{b.size}], got {a.dtype}[{a.size}]")
+    return None
+
+
+def backend(machine=None) -> CPUBackend: return CPUBackend(machine)
