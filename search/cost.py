@@ -1,0 +1,287 @@
+"""The analytic cost model, written once.
+
+Every formula is a function of an arithmetic backend ``B`` (``max``, ``min``, ``ceil``,
+``floor``, ``log2``, ``select_le``) and of ``Vars``, the per-axis level sizes of a
+schedule. With ``NUMERIC`` and plain numbers it returns seconds as a float (BEAM,
+reports, fidelity); with the Z3 backend of ``search.z3opt`` and finite-choice values it
+returns the same quantity as Z3 terms, so the solver and the reports cannot disagree.
+
+CPU: time = launch + per-worker start + max(compute, memory), where compute is the
+busiest worker's chunks x per-chunk cycles, and per-chunk cycles =
+max(ALU issue, load/store issue) + loop overhead. ALU issue is scaled by SIMD use
+(vector width / lanes) and by ILP (independent accumulators / FMA chain), penalized by
+register spills; loads per step follow the register tile's reuse; memory traffic is
+each chunk's footprint, inflated when the chunk's working set overflows the cache.
+
+GPU: time = launch + max(compute, DRAM, L2, latency), with occupancy from threads and
+registers, waves (and their tail) over SMs, latency of each thread's serial steps,
+uncoalesced sectors, lanes wasted by partial warps and the split-reduce combine.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any, Sequence
+
+from ..ir import dtype as dt
+from ..ir.kernel import Kernel
+from ..ir.node import ALU, Ops
+from ..ir.schedule import Level, Schedule, _stride, vector_axis
+
+# ALU ops that cost more than one issue slot per lane (transcendentals run as short
+# polynomial sequences).
+OP_WEIGHT = {Ops.EXP2: 8.0, Ops.LOG2: 8.0, Ops.SIN: 16.0, Ops.SQRT: 4.0, Ops.RECIP: 4.0}
+
+
+# ---- arithmetic backends ----------------------------------------------------------
+class Numeric:
+    """Plain floats."""
+    @staticmethod
+    def max(a, b): return a if a >= b else b
+    @staticmethod
+    def min(a, b): return a if a <= b else b
+    @staticmethod
+    def ceil(a): return float(math.ceil(a - 1e-9))
+    @staticmethod
+    def floor(a): return float(math.floor(a + 1e-9))
+    @staticmethod
+    def log2(a): return math.log2(a)
+    @staticmethod
+    def select_le(x, c, a, b):
+        """``a`` if ``x <= c`` else ``b``."""
+        return a if x <= c else b
+
+
+NUMERIC = Numeric()
+
+
+# ---- what the model knows about a kernel --------------------------------------------
+@dataclass(frozen=True)
+class Access:
+    """How one buffer (an input, or the output) is touched."""
+    itemsize: int
+    axes: frozenset[int]     # axes its index uses
+    contig: int | None       # axis whose unit step moves the index by one element
+    output: bool = False
+
+
+@dataclass(frozen=True)
+class Facts:
+    sizes: tuple[int, ...]
+    reduce: tuple[bool, ...]
+    work: float              # weighted ALU ops over the whole iteration space
+    accesses: tuple[Access, ...]
+    vector_axis: int | None
+    itemsize: int            # of the output (SIMD lanes are counted in it)
+
+    @property
+    def outs(self) -> list[int]: return [a for a, r in enumerate(self.reduce) if not r]
+    @property
+    def reds(self) -> list[int]: return [a for a, r in enumerate(self.reduce) if r]
+    @property
+    def points(self) -> int: return math.prod(self.sizes)
+
+
+def facts(k: Kernel) -> Facts:
+    """The kernel's sizes, weighted work and buffer access patterns."""
+    inner = set(k.reduce.src[0].toposort()) if k.reduce else set()
+    work = 0.0
+    for n in k.body.toposort():
+        idx = n.dtype is dt.int32 and any(s.op is Ops.VAR for s in n.toposort())
+        if (n.op in ALU and n.dtype is not dt.bool_ and not idx) or n.op is Ops.REDUCE:
+            w = OP_WEIGHT.get(n.op, 1.0)
+            work += w * (k.points if (n in inner or n.op is Ops.REDUCE) else k.out_points)
+    acc: list[Access] = []
+    for i, b in enumerate(k.inputs):
+        loads = [l for l in k.loads if l.arg == i]
+        axes = frozenset(v.arg[0] for l in loads for v in l.src[0].toposort() if v.op is Ops.VAR)
+        acc.append(Access(b.dtype.itemsize, axes, _contig(loads[0].src[0], axes, k) if loads else None))
+    out_axes = frozenset(v.arg[0] for v in k.store.toposort() if v.op is Ops.VAR)
+    acc.append(Access(k.output.dtype.itemsize, out_axes, _contig(k.store, out_axes, k), output=True))
+    return Facts(tuple(a.size for a in k.axes), tuple(a.reduce for a in k.axes), work, tuple(acc),
+                 vector_axis(k), k.output.dtype.itemsize)
+
+
+def _contig(expr, axes, k: Kernel) -> int | None:
+    for a in sorted(axes, reverse=True):
+        if _stride(expr, a, k.axes[a].size) == 1: return a
+    return None
+
+
+# ---- the model's view of a schedule -------------------------------------------------
+@dataclass(frozen=True)
+class Vars:
+    """Per axis the size at each level (numbers, or Z3 finite-choice values)."""
+    grid: tuple
+    thread: tuple
+    loop: tuple
+    upcast: tuple
+    unroll: tuple
+    vector: Any
+    workers: Any
+
+    def padded(self, a: int): return self.grid[a] * self.thread[a] * self.loop[a] * self.upcast[a] * self.unroll[a]
+
+
+def vars_of(s: Schedule) -> Vars:
+    n = range(len(s.splits))
+    lv = lambda level: tuple(float(s.size(a, level)) for a in n)  # noqa: E731
+    return Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL),
+                float(s.vector), float(s.workers))
+
+
+# ---- parameters -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Params:
+    """Model constants beyond the Machine's ceilings; ``machine.notes['cost']`` overrides."""
+    freq: float = 3.0e9            # CPU core clock (Hz), derived from the peak when absent
+    fma_pipes: float = 2.0
+    fma_latency: float = 4.0       # cycles: chains needed = pipes x latency
+    vregs: float = 32.0            # vector registers
+    loads_per_cycle: float = 2.0
+    stores_per_cycle: float = 1.0
+    loop_cycles: float = 1.5       # per executed innermost loop body
+    cache_bytes: float = 1.0 * 2**20   # per core, the level chunks are blocked for
+    worker_s: float = 8e-6         # starting one more worker thread
+    # GPU
+    base_regs: float = 24.0
+    mem_latency_s: float = 5e-7    # one dependent global-memory round trip
+    l2_bw_factor: float = 3.0      # L2 bandwidth / DRAM bandwidth
+    sector_bytes: float = 32.0
+    combine_s: float = 2e-7        # one shared-memory combine step of a split reduce
+
+
+def params(machine) -> Params:
+    p = Params()
+    if machine.kind == "cpu":
+        lanes32 = max(1, machine.simd_bytes // 4)
+        p = replace(p, freq=machine.flops_fp32 / max(1, machine.cores) / (p.fma_pipes * lanes32 * 2))
+    extra = (getattr(machine, "notes", None) or {}).get("cost", {})
+    known = {f.name for f in fields(Params)}
+    return replace(p, **{k: float(v) for k, v in extra.items() if k in known})
+
+
+# ---- the model ------------------------------------------------------------------------
+def _prod(xs) -> Any:
+    out: Any = 1.0
+    for x in xs: out = x * out
+    return out
+
+
+def time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
+    """Modeled seconds of schedule ``x`` (numbers or Z3 terms, following ``B``)."""
+    return gpu_time(B, f, x, machine, p) if machine.kind == "gpu" else cpu_time(B, f, x, machine, p)
+
+
+def _footprint(acc: Access, ext: Sequence) -> Any:
+    """Elements of a buffer touched while the axes run over the extents ``ext``."""
+    return _prod(ext[a] for a in sorted(acc.axes))
+
+
+def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
+    outs, reds, n = f.outs, f.reds, len(f.sizes)
+    chunks = _prod(x.grid[a] for a in outs)
+    rounds = B.ceil(chunks / x.workers)                 # chunks of the busiest worker
+    tile = _prod(x.upcast[a] for a in outs)
+    unroll = _prod(x.unroll[a] for a in reds)
+    padded = [x.padded(a) for a in range(n)]
+    waste = _prod(padded[a] / f.sizes[a] for a in range(n))   # masked points still issued
+    steps = _prod(x.loop[a] * x.grid[a] for a in range(n))      # innermost bodies executed
+    lanes = max(1.0, machine.simd_bytes / f.itemsize)
+    core_ops = machine.flops_fp32 / max(1, machine.cores) / p.freq  # ops per cycle per core
+    vec = x.vector
+    if reds:   # independent accumulator chains hide the FMA latency
+        chains = tile / vec
+        ilp = B.min(1.0, chains / (p.fma_pipes * p.fma_latency))
+        spill = B.max(1.0, (chains + 2.0) / p.vregs)
+    else:
+        ilp, spill = 1.0, B.max(1.0, (tile / vec) / p.vregs)
+    alu_cycles = f.work * waste * spill * (lanes / vec) / (core_ops * ilp)
+    # loads per innermost body: each input's footprint over the register tile
+    tile_ext = [x.upcast[a] * x.unroll[a] for a in range(n)]
+    loads = 0.0
+    for acc in f.accesses:
+        if acc.output: continue
+        per = _footprint(acc, tile_ext)
+        loads = loads + (per / vec if acc.contig is not None and acc.contig == f.vector_axis else per)
+    out_pts = _prod(padded[a] for a in outs)
+    mem_ops = steps * loads / p.loads_per_cycle + out_pts / vec / p.stores_per_cycle
+    cycles = B.max(alu_cycles, mem_ops) + steps * p.loop_cycles
+    compute_s = rounds * (cycles / chunks) / p.freq
+    # traffic: each chunk reads its footprint; a working set past the cache is re-read.
+    # (Written term-first: the solver keeps products linear when one factor is a table.)
+    ws = 0.0
+    for acc in f.accesses:
+        ws = ws + _footprint(acc, [padded[a] / x.grid[a] for a in range(n)]) * acc.itemsize
+    overflow = B.max(1.0, ws / p.cache_bytes)
+    traffic = 0.0
+    for acc in f.accesses:
+        t = overflow * float(acc.itemsize)
+        for a in range(n):   # chunks x footprint per chunk, axis by axis
+            if a in acc.axes: t = t * padded[a]
+            elif not f.reduce[a]: t = t * x.grid[a]
+        traffic = traffic + t
+    memory_s = traffic / machine.dram_bw
+    return machine.launch_s + (x.workers - 1.0) * p.worker_s + B.max(compute_s, memory_s)
+
+
+def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
+    outs, reds, n = f.outs, f.reds, len(f.sizes)
+    blocks = _prod(x.grid[a] for a in range(n))
+    threads = _prod(x.thread[a] for a in range(n))
+    warps = B.ceil(threads / machine.warp)
+    lane_use = threads / (warps * machine.warp)
+    tile = _prod(x.upcast[a] for a in outs)
+    unroll = _prod(x.unroll[a] for a in reds)
+    tile_ext = [x.upcast[a] * x.unroll[a] for a in range(n)]
+    live = 0.0
+    for acc in f.accesses:
+        if not acc.output: live = live + _footprint(acc, tile_ext)
+    regs = B.min(float(machine.max_regs_per_thread), p.base_regs + tile + live)
+    per_sm = B.min(float(machine.max_blocks_per_sm),
+                   B.min(B.floor(machine.max_threads_per_sm / (warps * machine.warp)),
+                         B.floor(machine.regs_per_sm / (regs * warps * machine.warp))))
+    per_sm = B.max(1.0, per_sm)
+    waves = B.ceil(blocks / (per_sm * machine.cores))   # the last wave may be a tail
+    padded = [x.padded(a) for a in range(n)]
+    waste = _prod(padded[a] / f.sizes[a] for a in range(n))
+    chains = tile * per_sm * warps                      # independent work per SM
+    issue = B.min(1.0, chains / 64.0)
+    slots_per_wave = per_sm * machine.cores
+    compute_s = waves * slots_per_wave * (f.work * waste / blocks) / (machine.flops_fp32 * issue * lane_use)
+    # a thread's serial steps each wait one memory round trip
+    t_red = _prod(x.thread[a] for a in reds)
+    steps = _prod(x.loop[a] for a in range(n))
+    latency_s = waves * (steps * p.mem_latency_s + B.log2(t_red) * p.combine_s)
+    # traffic: every block reads its footprint through L2; DRAM sees each buffer once
+    blk_ext = [padded[a] / x.grid[a] for a in range(n)]
+    l2, dram = 0.0, 0.0
+    for i, acc in enumerate(f.accesses):
+        c = acc.contig
+        if c is None: run = 1.0
+        else:
+            inner = _prod(x.thread[a] for a in range(n) if _thread_rank(f, a) > _thread_rank(f, c))
+            run = x.upcast[c] * B.select_le(inner, 1.0, x.thread[c], 1.0)
+        coalesce = B.min(1.0, run * acc.itemsize / p.sector_bytes)
+        l2 = l2 + blocks * _footprint(acc, blk_ext) * acc.itemsize / coalesce
+        dram = dram + _prod(float(f.sizes[a]) for a in sorted(acc.axes)) * acc.itemsize
+    memory_s = B.max(dram / machine.dram_bw, l2 / (p.l2_bw_factor * machine.dram_bw))
+    return machine.launch_s + B.max(B.max(compute_s, memory_s), latency_s)
+
+
+def _thread_rank(f: Facts, a: int) -> int:
+    """Position of axis ``a`` in the thread index (higher = faster varying): output axes
+    outer, reduce axes inner, as ``ir.lower`` lays them out."""
+    order = f.outs + f.reds
+    return order.index(a)
+
+
+# ---- numeric entry points --------------------------------------------------------------
+def modeled_time(kernel: Kernel, schedule: Schedule, machine, f: Facts | None = None) -> float:
+    """Modeled seconds of ``schedule`` for ``kernel`` on ``machine``."""
+    return float(time(NUMERIC, f or facts(kernel), vars_of(schedule), machine, params(machine)))
+
+
+def roofline_s(kernel: Kernel, machine) -> float:
+    """Lower bound: the larger of peak-rate compute and compulsory traffic."""
+    return max(kernel.flops / machine.flops_fp32, kernel.min_bytes / machine.dram_bw)

@@ -1,0 +1,367 @@
+"""The Z3 schedule solver.
+
+Decision variables are one-hot booleans: one split option per axis (from
+``search.space``), a vector width, a worker count. The cost model of ``search.cost`` is
+evaluated with ``Z3Ops`` over finite-choice values: a ``Sym`` is either a finite map
+value -> condition over the booleans (products, ceilings, maxima of such maps stay
+exact tables), or a linear Z3 real term. A product of a term and a choice becomes a
+fresh real constrained case by case (``cond -> y == v * term``), so the whole model is
+linear real arithmetic over boolean cases: exact, and fast for Z3.
+
+``z3.Optimize`` minimizes the modeled time T exactly (a sat answer proves the optimum
+under the model; measured faster here than bisection on T with a plain ``Solver``).
+Top-k: block each solution and optimize again, incrementally.
+"""
+from __future__ import annotations
+
+import math
+import time as _time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable
+
+import z3
+
+from ..ir.kernel import Kernel
+from ..ir.schedule import Level, Schedule, check, vector_axis
+from . import cost
+from .space import Space, build
+
+CHOICE_LIMIT = 256  # combined table rows before a choice is turned into a real term
+
+
+class NonlinearError(ValueError):
+    """The model multiplied two solver terms; it must keep one side a finite choice."""
+
+
+def _q(v: float) -> z3.ArithRef:
+    f = Fraction(v)
+    return z3.RealVal(f"{f.numerator}/{f.denominator}")
+
+
+class Model:
+    """Side constraints and fresh variables of one symbolic evaluation."""
+    def __init__(self) -> None:
+        self.side: list[z3.BoolRef] = []
+        self.n = 0
+
+    def fresh(self, lo: float, hi: float) -> z3.ArithRef:
+        self.n += 1
+        r = z3.Real(f"t{self.n}")
+        self.side += [r >= _q(lo), r <= _q(hi)]
+        return r
+
+
+@dataclass(eq=False)
+class Sym:
+    """A finite choice (``table``: value -> condition) or a linear term with bounds."""
+    m: Model
+    table: dict[float, z3.BoolRef] | None = None
+    term: z3.ArithRef | None = None
+    lo: float = 0.0
+    hi: float = 0.0
+    _real: z3.ArithRef | None = field(default=None, repr=False)
+
+    @staticmethod
+    def choice(m: Model, pairs) -> "Sym":
+        t: dict[float, list] = {}
+        for v, c in pairs: t.setdefault(float(v), []).append(c)
+        table = {v: (cs[0] if len(cs) == 1 else z3.Or(*cs)) for v, cs in t.items()}
+        return Sym(m, table=table, lo=min(table), hi=max(table))
+
+    def real(self) -> z3.ArithRef:
+        """This value as a linear term (a fresh real fixed case by case)."""
+        if self.term is not None: return self.term
+        if self._real is None:
+            if len(self.table) == 1: self._real = _q(next(iter(self.table)))
+            else:
+                r = self.m.fresh(self.lo, self.hi)
+                self.m.side += [z3.Implies(c, r == _q(v)) for v, c in self.table.items()]
+                self._real = r
+        return self._real
+
+    # ---- combination ------------------------------------------------------------
+    def _lift(self, o) -> "Sym":
+        return o if isinstance(o, Sym) else Sym(self.m, table={float(o): z3.BoolVal(True)}, lo=float(o), hi=float(o))
+
+    def _combine(self, o, fn: Callable[[float, float], float], linear: Callable | None, name: str) -> "Sym":
+        o = self._lift(o)
+        a, b = self, o
+        if a.table is not None and b.table is not None and len(a.table) * len(b.table) <= CHOICE_LIMIT:
+            pairs = [(fn(va, vb), _and(ca, cb)) for va, ca in a.table.items() for vb, cb in b.table.items()]
+            return Sym.choice(self.m, pairs)
+        if name == "mul" or name == "div":
+            return _scale(a, b, fn, name)
+        if linear is None: raise NonlinearError(f"{name} of two solver terms")
+        lo, hi = _bounds(fn, a, b)
+        return Sym(self.m, term=linear(a.real(), b.real()), lo=lo, hi=hi)
+
+    def __add__(self, o): return self._combine(o, lambda x, y: x + y, lambda x, y: x + y, "add")
+    def __radd__(self, o): return self._lift(o)._combine(self, lambda x, y: x + y, lambda x, y: x + y, "add")
+    def __sub__(self, o): return self._combine(o, lambda x, y: x - y, lambda x, y: x - y, "sub")
+    def __rsub__(self, o): return self._lift(o)._combine(self, lambda x, y: x - y, lambda x, y: x - y, "sub")
+    def __mul__(self, o): return self._combine(o, lambda x, y: x * y, None, "mul")
+    def __rmul__(self, o): return self._lift(o)._combine(self, lambda x, y: x * y, None, "mul")
+    def __truediv__(self, o): return self._combine(o, lambda x, y: x / y, None, "div")
+    def __rtruediv__(self, o): return self._lift(o)._combine(self, lambda x, y: x / y, None, "div")
+
+    def map(self, fn: Callable[[float], float], name: str) -> "Sym":
+        if self.table is None: raise NonlinearError(f"{name} of a solver term")
+        return Sym.choice(self.m, [(fn(v), c) for v, c in self.table.items()])
+
+    def le(self, c: float) -> z3.BoolRef:
+        if self.table is not None:
+            return _or([cond for v, cond in self.table.items() if v <= c])
+        return self.term <= _q(c)
+
+
+def _and(a, b):
+    if z3.is_true(a): return b
+    if z3.is_true(b): return a
+    return z3.And(a, b)
+
+
+def _or(cs):
+    return z3.BoolVal(False) if not cs else cs[0] if len(cs) == 1 else z3.Or(*cs)
+
+
+def _bounds(fn, a: Sym, b: Sym) -> tuple[float, float]:
+    vals = [fn(x, y) for x in (a.lo, a.hi) for y in (b.lo, b.hi)]
+    return min(vals), max(vals)
+
+
+def _scale(a: Sym, b: Sym, fn, name: str) -> Sym:
+    """Product/quotient where at least one side must stay (or be made) a finite choice."""
+    if name == "div":
+        if b.table is None: raise NonlinearError("division by a solver term")
+        b = b.map(lambda v: 1.0 / v, "recip")
+        fn = lambda x, y: x * y  # noqa: E731
+    if a.table is not None and b.table is not None:  # both tables, too many rows: make the larger a term
+        if len(a.table) > len(b.table): a = Sym(a.m, term=a.real(), lo=a.lo, hi=a.hi)
+        else: b = Sym(b.m, term=b.real(), lo=b.lo, hi=b.hi)
+    if a.table is None and b.table is None: raise NonlinearError(f"{name} of two solver terms")
+    term, tab = (a, b) if b.table is not None else (b, a)
+    lo, hi = _bounds(fn, term, tab)
+    if len(tab.table) == 1:
+        v = next(iter(tab.table))
+        return Sym(a.m, term=term.real() * _q(v), lo=lo, hi=hi)
+    y = a.m.fresh(lo, hi)
+    a.m.side += [z3.Implies(c, y == term.real() * _q(v)) for v, c in tab.table.items()]
+    return Sym(a.m, term=y, lo=lo, hi=hi)
+
+
+class Z3Ops:
+    """The arithmetic backend of ``search.cost`` for Syms (and plain numbers)."""
+    def __init__(self, m: Model): self.m = m
+
+    def _ext(self, a, b, pick_a_if_ge: bool) -> Any:
+        if not isinstance(a, Sym) and not isinstance(b, Sym):
+            return (a if a >= b else b) if pick_a_if_ge else (a if a <= b else b)
+        a = a if isinstance(a, Sym) else Sym(self.m)._lift(a)
+        b = b if isinstance(b, Sym) else Sym(self.m)._lift(b)
+        fn = (lambda x, y: x if x >= y else y) if pick_a_if_ge else (lambda x, y: x if x <= y else y)
+        if a.table is not None and b.table is not None and len(a.table) * len(b.table) <= CHOICE_LIMIT:
+            return a._combine(b, fn, None, "max")
+        if pick_a_if_ge and a.lo >= b.hi or not pick_a_if_ge and a.hi <= b.lo: return a
+        if pick_a_if_ge and b.lo >= a.hi or not pick_a_if_ge and b.hi <= a.lo: return b
+        ra, rb = a.real(), b.real()
+        lo, hi = _bounds(fn, a, b)
+        r = self.m.fresh(lo, hi)
+        if pick_a_if_ge: self.m.side += [r >= ra, r >= rb, z3.Or(r == ra, r == rb)]
+        else: self.m.side += [r <= ra, r <= rb, z3.Or(r == ra, r == rb)]
+        return Sym(self.m, term=r, lo=lo, hi=hi)
+
+    def max(self, a, b): return self._ext(a, b, True)
+    def min(self, a, b): return self._ext(a, b, False)
+
+    def ceil(self, a): return self._round(a, cost.NUMERIC.ceil)
+    def floor(self, a): return self._round(a, cost.NUMERIC.floor)
+
+    def _round(self, a, fn) -> Any:
+        """Tables round row by row; a term gets an integer k with k-1 < a <= k (ceil)
+        or k <= a < k+1 (floor), matching ``cost.Numeric``'s 1e-9 slack."""
+        if not isinstance(a, Sym): return fn(a)
+        if a.table is not None: return a.map(fn, "round")
+        self.m.n += 1
+        k = z3.Int(f"k{self.m.n}")
+        r, eps = a.real(), _q(1e-9)
+        if fn is cost.NUMERIC.ceil: self.m.side += [z3.ToReal(k) >= r - eps, z3.ToReal(k) < r - eps + 1]
+        else: self.m.side += [z3.ToReal(k) <= r + eps, z3.ToReal(k) > r + eps - 1]
+        return Sym(self.m, term=z3.ToReal(k), lo=fn(a.lo), hi=fn(a.hi))
+    def log2(self, a): return a.map(math.log2, "log2") if isinstance(a, Sym) else math.log2(a)
+
+    def select_le(self, x, c, a, b):
+        if not isinstance(x, Sym): return a if x <= c else b
+        cond = x.le(c)
+        a = a if isinstance(a, Sym) else Sym(self.m)._lift(a)
+        b = b if isinstance(b, Sym) else Sym(self.m)._lift(b)
+        if a.table is not None and b.table is not None:
+            return Sym.choice(self.m, [(v, _and(cond, ca)) for v, ca in a.table.items()] +
+                              [(v, _and(z3.Not(cond), cb)) for v, cb in b.table.items()])
+        return Sym(self.m, term=z3.If(cond, a.real(), b.real()), lo=min(a.lo, b.lo), hi=max(a.hi, b.hi))
+
+
+# ---- the formulation ---------------------------------------------------------------------
+@dataclass
+class Formulation:
+    space: Space
+    model: Model
+    axis_sel: list[list[z3.BoolRef]]
+    vec_sel: dict[int, z3.BoolRef]
+    work_sel: dict[int, z3.BoolRef]
+    T: Sym
+    constraints: list[z3.BoolRef]
+
+    def decisions(self) -> list[z3.BoolRef]:
+        return [b for bs in self.axis_sel for b in bs] + list(self.vec_sel.values()) + list(self.work_sel.values())
+
+    def fix(self, s: Schedule) -> list[z3.BoolRef]:
+        """Constraints pinning the decision variables to schedule ``s`` (which must be in the space)."""
+        idx = self.space.index_of(s)
+        if idx is None: raise ValueError("schedule is not in the space")
+        out = [b if i == j else z3.Not(b) for bs, j in zip(self.axis_sel, idx) for i, b in enumerate(bs)]
+        out += [b if v == s.vector else z3.Not(b) for v, b in self.vec_sel.items()]
+        out += [b if w == s.workers else z3.Not(b) for w, b in self.work_sel.items()]
+        return out
+
+    def schedule_of(self, mdl: z3.ModelRef) -> Schedule:
+        pick = lambda bs: next(i for i, b in enumerate(bs) if z3.is_true(mdl.eval(b, model_completion=True)))  # noqa: E731
+        choice = [pick(bs) for bs in self.axis_sel]
+        v = next(v for v, b in self.vec_sel.items() if z3.is_true(mdl.eval(b, model_completion=True)))
+        w = next(w for w, b in self.work_sel.items() if z3.is_true(mdl.eval(b, model_completion=True)))
+        return self.space.schedule(choice, v, w)
+
+    def value(self, mdl: z3.ModelRef) -> float:
+        r = mdl.eval(self.T.real(), model_completion=True)
+        return float(Fraction(r.as_fraction())) if z3.is_rational_value(r) else float(r.as_decimal(20).rstrip("?"))
+
+
+def _level_choice(m: Model, sp: Space, sel, a: int, level: Level) -> Sym:
+    return Sym.choice(m, [(math.prod(p.size for p in opt if p.level is level), b)
+                          for opt, b in zip(sp.axis_options[a], sel[a])])
+
+
+def formulate(kernel: Kernel, machine, sp: Space | None = None) -> Formulation:
+    """The Z3 model of ``kernel``'s schedule choice on ``machine``."""
+    sp = sp or build(kernel, machine)
+    m = Model()
+    sel = [[z3.Bool(f"a{a}_{i}") for i in range(len(opts))] for a, opts in enumerate(sp.axis_options)]
+    vec = {v: z3.Bool(f"vec{v}") for v in sp.vectors}
+    wrk = {w: z3.Bool(f"w{w}") for w in sp.workers}
+    cons: list[z3.BoolRef] = [_exactly_one(bs) for bs in sel] + [_exactly_one(list(vec.values())),
+                                                                  _exactly_one(list(wrk.values()))]
+    lv = lambda level: tuple(_level_choice(m, sp, sel, a, level) for a in range(len(sel)))  # noqa: E731
+    x = cost.Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL),
+                  Sym.choice(m, [(v, b) for v, b in vec.items()]), Sym.choice(m, [(w, b) for w, b in wrk.items()]))
+    cons += _resources(kernel, machine, sp, sel, vec, x)
+    T = cost.time(Z3Ops(m), cost.facts(kernel), x, machine, cost.params(machine))
+    if not isinstance(T, Sym): T = Sym(m)._lift(T)
+    return Formulation(sp, m, sel, vec, wrk, T, cons + m.side)
+
+
+def _exactly_one(bs: list) -> z3.BoolRef:
+    return z3.PbEq([(b, 1) for b in bs], 1) if len(bs) > 1 else bs[0]
+
+
+def _resources(kernel: Kernel, machine, sp: Space, sel, vec, x: cost.Vars) -> list[z3.BoolRef]:
+    """Register-tile, unroll and thread limits, and where a vector width may go."""
+    n = range(len(sel))
+    up = cost._prod(x.upcast[a] for a in n)
+    un = cost._prod(x.unroll[a] for a in n)
+    th = cost._prod(x.thread[a] for a in n)
+    out = [_as_sym(up).le(machine.max_upcast), _as_sym(un * up).le(4 * machine.max_upcast),
+           _as_sym(th).le(machine.max_threads)]
+    va = vector_axis(kernel)
+    for v, b in vec.items():
+        if v == 1: continue
+        ok = [s for i, s in enumerate(sel[va]) if _vector_fits(sp.axis_options[va][i], v, kernel.axes[va].size)]
+        out.append(z3.Implies(b, _or(ok)))
+    return [c for c in out if not z3.is_true(c)]
+
+
+def _as_sym(v) -> Sym:
+    return v if isinstance(v, Sym) else Sym(Model())._lift(v)
+
+
+def _vector_fits(opt, v: int, size: int) -> bool:
+    return opt[-1].level is Level.UPCAST and opt[-1].size % v == 0 and math.prod(p.size for p in opt) == size
+
+
+# ---- solving --------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    schedule: Schedule
+    modeled_s: float
+
+
+@dataclass
+class SolveResult:
+    best: Schedule
+    modeled_s: float
+    candidates: list[Candidate]       # best first, distinct
+    proved_optimal: bool
+    solve_s: float
+    fallback: str | None = None       # None, or why the result did not come from a finished solve
+
+    def to_dict(self, kernel=None) -> dict:
+        return {"schedule": self.best.to_dict(), "modeled_s": self.modeled_s, "proved_optimal": self.proved_optimal,
+                "solve_s": self.solve_s, "fallback": self.fallback,
+                "candidates": [{"schedule": c.schedule.to_dict(), "modeled_s": c.modeled_s} for c in self.candidates]}
+
+
+def _optimum(opt: z3.Optimize, F: Formulation, deadline: float) -> tuple[z3.ModelRef | None, bool]:
+    """Minimize T. Returns (model, proved): on a timeout, the best model found so far, unproved."""
+    opt.set("timeout", max(1, int((deadline - _time.monotonic()) * 1000)))
+    r = opt.check()
+    if r == z3.sat: return opt.model(), True
+    if r == z3.unsat: return None, True
+    try:
+        mdl = opt.model()   # best so far, when Z3 has one
+        F.schedule_of(mdl)  # a partial model picks no option somewhere
+    except (z3.Z3Exception, StopIteration):
+        return None, False
+    return mdl, False
+
+
+def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
+          space: Space | None = None) -> SolveResult:
+    """Best schedule under the cost model, plus up to ``top_k - 1`` distinct runners-up.
+
+    ``proved_optimal``: no schedule of the space is modeled faster than ``best``. On timeout, the best schedule found so far is returned; when none
+    was found, the hand rules' schedule (``fallback`` says why)."""
+    t0 = _time.monotonic()
+    deadline = t0 + timeout_s
+    F = formulate(kernel, machine, space)
+    opt = z3.Optimize()
+    opt.add(*F.constraints)
+    opt.minimize(F.T.real())
+    cands: list[Candidate] = []
+    proved, fallback = False, None
+    while len(cands) < top_k and _time.monotonic() < deadline:
+        mdl, ok = _optimum(opt, F, deadline)
+        if mdl is None:
+            if not ok and not cands: fallback = "z3 found no schedule before the time limit"
+            break
+        s = F.schedule_of(mdl)
+        opt.add(z3.Not(z3.And(*[b for b in F.decisions() if z3.is_true(mdl.eval(b, model_completion=True))])))
+        if check(kernel, s, machine): continue  # the legality check is the authority: skip and look again
+        if not cands: proved = ok
+        cands.append(Candidate(s, cost.modeled_time(kernel, s, machine)))
+        if not ok: break
+    if not cands:
+        s = _hand_schedule(kernel, machine)
+        fallback = fallback or "z3 found no legal schedule"
+        cands = [Candidate(s, cost.modeled_time(kernel, s, machine))]
+    cands.sort(key=lambda c: c.modeled_s)
+    return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, proved, _time.monotonic() - t0, fallback)
+
+
+def _hand_schedule(kernel: Kernel, machine) -> Schedule:
+    """The hand rules' schedule (a plain loop nest when no hand rules are installed)."""
+    try:
+        from .hand import schedule as hand
+        s = hand(kernel, machine)
+        if not check(kernel, s, machine): return s
+    except ImportError:
+        pass
+    return Schedule.naive(kernel)
