@@ -1,0 +1,462 @@
+"""HVX (Hexagon V66, 128-byte mode) VLIW machine description and a Z3 packet scheduler.
+
+Machine description (sources):
+- Packets hold up to 4 instructions in slots 0-3 (Hexagon V66 Programmer's Reference
+  Manual, 80-N2040-42, "Instruction packets"; "Instruction classes": ALU32 any slot,
+  XTYPE and J slots 2/3, LD/ST slots 0/1, CR slot 3).
+- HVX execution resources: load, store, shift, permute (xlane) and two multipliers;
+  "double vector" instructions take a pair (both multipliers, or shift + permute)
+  (Hexagon V66 HVX Programmer's Reference Manual, 80-N2040-44, "VLIW packing rules";
+  the same split appears as the CVI_LD/CVI_ST/CVI_SHIFT/CVI_XLANE/CVI_MPY0/CVI_MPY1
+  units and the per-class slot lists of LLVM's HexagonDepIICHVX.td itineraries, whose
+  comments name the classes used below: VA = any one of the four compute units, VA_DV
+  = a pair, VX = one multiplier in slot 2/3, VX_DV = both multipliers, VS = shift,
+  VP = permute, VP_VS = permute + shift, aligned LOAD in slot 0/1, STORE in slot 0,
+  unaligned load/store in slot 0 blocking slot 1 and using the permute unit).
+- Latency (HVX PRM, "Instruction latency"): an HVX result is usable by the next packet,
+  except by an *early source* operand (the inputs of a multiply other than its
+  accumulator, the shifted/counted input of a shift, the permuted input of a permute,
+  unaligned store data): that consumer interlocks for one packet unless a packet
+  separates it from its producer. Scalar loads and multiplies are modeled at 2 packets
+  (LLVM's V66 scalar itineraries); other scalar results at 1. ``.new`` operands are read
+  in the producer's packet (latency 0). Reads happen before writes within a packet, so
+  a write-after-read pair may share a packet.
+
+The scheduler takes a straight-line block (a loop body) as parsed ``Instr``s, builds its
+dependence DAG and asks Z3 for the fewest packets (cycles, stalls included as empty
+packets) and, for loops, the smallest initiation interval of a modulo schedule
+(software pipelining). ``replay`` prices an existing packet sequence (clang's) under the
+same model so both are measured with one ruler.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+import z3
+
+SLOTS = 4
+UNITS = ("ld", "st", "mpy0", "mpy1", "shift", "xlane")
+_ANY1 = (("mpy0",), ("mpy1",), ("shift",), ("xlane",))
+_PAIR = (("mpy0", "mpy1"), ("shift", "xlane"))
+
+
+@dataclass(frozen=True)
+class IClass:
+    """Slot and HVX-unit needs of one instruction class."""
+    name: str
+    slots: tuple[int, ...]
+    units: tuple[tuple[str, ...], ...] = ((),)  # alternatives, each a set of units taken together
+    noslot1: bool = False                        # occupies slot 0 and blocks slot 1
+    early: bool = False                          # its vector inputs are early sources
+    latency: int = 1                             # packets until the result is usable
+    hvx: bool = False
+
+
+CLASSES = {c.name: c for c in (
+    IClass("VA", (0, 1, 2, 3), _ANY1, hvx=True),
+    IClass("VA_DV", (0, 1, 2, 3), _PAIR, hvx=True),
+    IClass("VX", (2, 3), (("mpy0",), ("mpy1",)), early=True, hvx=True),
+    IClass("VX_DV", (2, 3), (("mpy0", "mpy1"),), early=True, hvx=True),
+    IClass("VS", (0, 1, 2, 3), (("shift",),), early=True, hvx=True),
+    IClass("VP", (0, 1, 2, 3), (("xlane",),), early=True, hvx=True),
+    IClass("VP_VS", (0, 1, 2, 3), (("xlane", "shift"),), early=True, hvx=True),
+    IClass("VLOAD", (0, 1), (("ld",),), hvx=True),
+    IClass("VLOADCUR", (0, 1), tuple(("ld",) + a for a in _ANY1), latency=0, hvx=True),  # .cur/.tmp: used in its packet
+    IClass("VLOADU", (0,), (("ld", "xlane"),), noslot1=True, hvx=True),
+    IClass("VSTORE", (0,), (("st",),), hvx=True),
+    IClass("VSTOREU", (0,), (("st", "xlane"),), noslot1=True, early=True, hvx=True),
+    IClass("ALU32", (0, 1, 2, 3)),
+    IClass("XTYPE", (2, 3)),
+    IClass("MPY", (2, 3), latency=2),
+    IClass("LD", (0, 1), latency=2),
+    IClass("ST", (0, 1)),
+    IClass("J", (2, 3)),
+    IClass("CR", (3,)),
+)}
+
+# ---- classification of clang's Hexagon assembly -------------------------------------
+_VP_OPS = ("valign", "vlalign", "vror", "vdelta", "vrdelta", "vshuff", "vdeal", "vpack", "vsetq",
+           "vlut", "vswap", "vsplat") 
+_VS_OPS = ("vasr", "vasl", "vlsr", "vnormamt", "vpopcount", "vcl0", "vround", "vrotr")
+_VX_OPS = ("vmpy", "vrmpy", "vdmpy", "vtmpy", "vmpa", "vrsad", "vdsad", "vabsdiff")
+_ALU32 = ("add", "sub", "and", "or", "xor", "combine", "mux", "sxtb", "sxth", "zxtb", "zxth", "aslh",
+          "asrh", "cmp", "tfr", "nop", "not", "neg")
+_REG = re.compile(r"\b([rvqp])(\d+)(?::(\d+))?(\.new|\.cur|\.tmp)?\b", re.I)
+
+
+@dataclass(frozen=True)
+class Instr:
+    text: str
+    cls: str
+    defs: tuple[str, ...]
+    uses: tuple[str, ...]
+    new_uses: tuple[str, ...] = ()     # read as .new in the producer's packet
+    early_uses: tuple[str, ...] = ()   # early-source operands
+    mem: str = ""                       # "" | "load" | "store"
+    branch: bool = False
+
+    @property
+    def iclass(self) -> IClass: return CLASSES[self.cls]
+
+
+def _regs(s: str) -> list[tuple[str, str]]:
+    out = []
+    for m in _REG.finditer(s):
+        k, a, b, suf = m.group(1).lower(), int(m.group(2)), m.group(3), (m.group(4) or "").lower()
+        for n in ([a, int(b)] if b is not None else [a]):
+            out.append((f"{k}{n}", suf))
+    return out
+
+
+def classify(text: str) -> Instr:
+    """One assembly instruction -> class, registers defined/used, memory effect."""
+    t = text.strip().rstrip(";")
+    low = t.lower()
+    branch = bool(re.search(r"\bjump\b|\bcall\b|\bjumpr\b", low))
+    pred = re.match(r"if\s*\((!?)([pq]\d+)(\.new)?\)\s*", low)
+    body = low[pred.end():] if pred else low
+    uses: list[str] = []
+    new_uses: list[str] = []
+    if pred:
+        (new_uses if pred.group(3) else uses).append(pred.group(2))
+    lhs, op, rhs = _split_assign(body)
+    store = bool(re.match(r"\s*(v?mem\w*)\s*\(", lhs))
+    load = not store and bool(re.search(r"\bv?mem\w*\s*\(", rhs))
+    defs: list[str] = []
+    if store:
+        uses += [r for r, _ in _regs(lhs)]
+    else:
+        for r, _ in _regs(lhs):
+            defs.append(r)
+        if op != "=" and op:   # accumulate: the destination is read too
+            uses += defs
+        if pred and not store:  # a conditional write keeps the old value otherwise
+            uses += defs
+    for r, suf in _regs(rhs):
+        (new_uses if suf == ".new" else uses).append(r)
+    # post-increment addressing writes its base register
+    for m2 in re.finditer(r"\(\s*(r\d+)\s*\+\+", low):
+        defs.append(m2.group(1))
+    cls = _class_of(body, lhs, rhs, store, load, bool(pred))
+    early: list[str] = []
+    c = CLASSES[cls]
+    if c.early:
+        src = rhs if not store else rhs
+        early = [r for r, _ in _regs(src) if r.startswith("v")]
+        if op != "=" and op:
+            early = [r for r in early if r not in defs]
+    return Instr(t, cls, tuple(dict.fromkeys(defs)), tuple(dict.fromkeys(uses)), tuple(dict.fromkeys(new_uses)),
+                 tuple(dict.fromkeys(early)), "store" if store else "load" if load else "", branch)
+
+
+def _split_assign(body: str) -> tuple[str, str, str]:
+    """``lhs op rhs`` at the top-level assignment (op is =, +=, -=, |=, &=, ^=)."""
+    depth = 0
+    for k, ch in enumerate(body):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and ch == "=" and body[k + 1:k + 2] != "=" and body[k - 1:k] not in ("=", "!", "<", ">"):
+            j = k - 1 if body[k - 1:k] in ("+", "-", "|", "&", "^") else k
+            return body[:j].strip(), body[j:k + 1], body[k + 1:].strip()
+    return "", "", body
+
+
+def _class_of(body: str, lhs: str, rhs: str, store: bool, load: bool, pred: bool) -> str:
+    vec = bool(re.search(r"\bv\d+", body)) or "vmem" in body
+    if re.search(r"\bjump|\bcall|endloop", body): return "J"
+    if re.match(r"\s*loop[01]|\s*p3:0|\s*lc\d|\s*sa\d|\s*usr|\s*m\d\b", body) or re.search(r"\bloop[01]\s*\(", body):
+        return "CR"
+    if vec:
+        if store: return "VSTOREU" if "vmemu" in lhs else "VSTORE"
+        if load: return "VLOADU" if "vmemu" in rhs else "VLOADCUR" if re.search(r"\.(cur|tmp)\b", lhs) else "VLOAD"
+        name = re.search(r"\b(v[a-z0-9_]+)\s*\(", rhs)
+        fn = name.group(1) if name else ""
+        pair_dst = ":" in lhs
+        if any(fn.startswith(o) for o in _VX_OPS): return "VX_DV" if pair_dst or fn.startswith("vmpyi") and ".h" in rhs else "VX"
+        if fn.startswith(("vunpack", "vzxt", "vsxt", "vzb", "vsb", "vzh", "vsh")): return "VP_VS"
+        if fn.startswith(("vshuff", "vdeal")) and pair_dst: return "VP_VS"
+        if any(fn.startswith(o) for o in _VS_OPS): return "VS"
+        if any(fn.startswith(o) for o in _VP_OPS): return "VP"
+        if not fn and re.match(r"\s*v\d+(:\d+)?\s*$", rhs): return "VA_DV" if pair_dst else "VA"  # vector copy
+        return "VA_DV" if pair_dst or "vcombine" in fn else "VA"
+    if store: return "ST"
+    if load: return "LD"
+    fn = re.search(r"\b([a-z_0-9]+)\s*\(", rhs)
+    f = fn.group(1) if fn else ""
+    if f.startswith("mpy") or f.startswith("vmpy") or f.startswith("vrmpy") or f.startswith("vdmpy"): return "MPY"
+    if not f or f in _ALU32 or f.startswith("cmp"): return "ALU32"
+    return "XTYPE"
+
+
+# ---- parsing clang -S output ----------------------------------------------------------
+@dataclass
+class Loop:
+    label: str
+    packets: list[list[Instr]]
+    function: str = ""
+
+    @property
+    def instrs(self) -> list[Instr]: return [i for p in self.packets for i in p]
+    @property
+    def hvx(self) -> int: return sum(i.iclass.hvx for i in self.instrs)
+
+
+def parse_packets(lines: list[str]) -> list[list[str]]:
+    """Assembly lines of one basic block -> packets (lists of instruction texts)."""
+    packets, cur, inside = [], [], False
+    for raw in lines:
+        s = raw.split("//")[0].strip()
+        if not s or s.startswith("."): continue
+        if s.startswith("{"):
+            inside, cur = True, []
+            s = s[1:].strip()
+            if not s: continue
+        if s.startswith("}"):
+            packets.append(cur); inside = False  # noqa: E702
+            continue
+        if s.endswith("}") or "}" in s and s.rstrip().endswith(("endloop0", "endloop1", "endloop01")):
+            part = s.split("}")[0].strip()
+            cur += [x.strip() for x in part.split(";") if x.strip()]
+            packets.append(cur); inside = False  # noqa: E702
+            continue
+        parts = [x.strip() for x in s.split(";") if x.strip()]
+        if inside: cur += parts
+        else: packets.append(parts)
+    return [p for p in packets if p]
+
+
+def innermost_loops(asm: str) -> list[Loop]:
+    """Single-block loops (hardware ``endloop0`` or a branch back to their own label)."""
+    loops: list[Loop] = []
+    label, block, func = None, [], ""
+    for raw in asm.splitlines():
+        s = raw.strip()
+        if re.match(r"^[A-Za-z_.$][\w.$]*:", s) and not s.startswith("//"):
+            name = s.split(":")[0]
+            if not name.startswith(".L") or name.startswith(".LBB"):
+                if not name.startswith(".LBB"): func = name
+                _close(loops, label, block, func)
+                label, block = name, []
+            continue
+        block.append(raw)
+    _close(loops, label, block, func)
+    return loops
+
+
+def _close(loops: list[Loop], label: str | None, block: list[str], func: str) -> None:
+    if label is None or not block: return
+    text = "\n".join(block)
+    back = re.search(r"endloop0|jump(:\w+)?\s+" + re.escape(label) + r"\b", text)
+    if not back: return
+    loops.append(Loop(label, [[classify(i) for i in p] for p in parse_packets(block)], func))
+
+
+# ---- dependences ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dep:
+    src: int
+    dst: int
+    latency: int
+    distance: int = 0   # iterations between producer and consumer (loop-carried when > 0)
+
+
+def dependences(instrs: list[Instr], loop: bool = True) -> list[Dep]:
+    """RAW/WAR/WAW register deps and conservative memory ordering; loop-carried ones with
+    distance 1 when ``loop``."""
+    deps: list[Dep] = []
+    n = len(instrs)
+    order = [(i, j, 0) for i in range(n) for j in range(i + 1, n)]
+    if loop: order += [(i, j, 1) for i in range(n) for j in range(0, i + 1)]
+    for i, j, dist in order:
+        a, b = instrs[i], instrs[j]
+        lat = None
+        for r in a.defs:
+            if r in b.new_uses and dist == 0: lat = max(lat or 0, 0)
+            if r in b.uses:
+                l = _raw_latency(a, b, r)
+                if dist and _redefined_between(instrs, i, j, r, dist): continue
+                if not dist and any(r in instrs[k].defs for k in range(i + 1, j)): continue
+                lat = max(lat or 0, l)
+            if r in b.defs: lat = max(lat or 0, 1)
+        for r in a.uses:   # write after read: may share the packet
+            if r in b.defs: lat = max(lat or 0, 0)
+        if a.mem == "store" and b.mem or a.mem and b.mem == "store":
+            lat = max(lat or 0, 1 if a.mem == "store" else 0)
+        if b.branch and not dist and not (lat and lat > 0): lat = max(lat or 0, 0)
+        if lat is not None and not (dist and i == j and lat == 0):
+            deps.append(Dep(i, j, lat, dist))
+    return deps
+
+
+def _raw_latency(a: Instr, b: Instr, r: str) -> int:
+    lat = a.iclass.latency
+    if a.iclass.hvx and a.cls != "VLOADCUR" and r in b.early_uses: lat = max(lat, 2)
+    return lat
+
+
+def _redefined_between(instrs: list[Instr], i: int, j: int, r: str, dist: int) -> bool:
+    """Across the back edge: is r written again after i (rest of this iteration) or before j?"""
+    return any(r in instrs[k].defs for k in range(i + 1, len(instrs))) or any(r in instrs[k].defs for k in range(0, j))
+
+
+# ---- schedules -------------------------------------------------------------------------
+@dataclass
+class PackResult:
+    packets: int          # cycles of the block, stalls included (= packets issued + empty ones)
+    issued: int           # non-empty packets
+    assignment: list[int]
+    proved: bool          # optimality under the model proved
+    solve_s: float
+    ii: int | None = None # modulo schedule: packets per iteration in steady state
+    notes: list[str] = field(default_factory=list)
+
+
+def _resource_constraints(instrs: list[Instr], res: list, nres: int) -> list:
+    """Per packet (``res[i]`` = the packet, or the packet modulo II): slots form a matching
+    (Hall's condition over every slot subset) and each HVX unit serves at most one
+    instruction (alternatives are chosen by Bool variables)."""
+    cons = []
+    n = len(instrs)
+    at = [[res[i] == r for r in range(nres)] for i in range(n)]
+    # slot demands: an unaligned vector access needs slot 0 and blocks slot 1
+    items = []
+    for i, ins in enumerate(instrs):
+        c = ins.iclass
+        items += [(i, (0,)), (i, (1,))] if c.noslot1 else [(i, c.slots)]
+    subsets = [tuple(k for k in range(SLOTS) if m >> k & 1) for m in range(1, 1 << SLOTS)]
+    # unit usage: fixed for single-alternative classes, chosen otherwise
+    use: list[dict[str, object]] = []
+    for i, ins in enumerate(instrs):
+        alts = ins.iclass.units
+        if len(alts) == 1:
+            use.append({u: True for u in alts[0]})
+            continue
+        ch = [z3.Bool(f"alt{i}_{k}") for k in range(len(alts))]
+        cons.append(z3.PbEq([(c, 1) for c in ch], 1))
+        use.append({u: z3.Or([ch[k] for k, a in enumerate(alts) if u in a]) for u in UNITS if any(u in a for a in alts)})
+    for r in range(nres):
+        for sub in subsets:
+            terms = [at[i][r] for i, sl in items if set(sl) <= set(sub)]
+            if len(terms) > len(sub): cons.append(z3.PbLe([(t, 1) for t in terms], len(sub)))
+        for u in UNITS:
+            terms = [at[i][r] if use[i][u] is True else z3.And(at[i][r], use[i][u]) for i in range(n) if u in use[i]]
+            if len(terms) > 1: cons.append(z3.PbLe([(t, 1) for t in terms], 1))
+    return cons
+
+
+def _lower_bound(instrs: list[Instr]) -> int:
+    n = len(instrs)
+    lb = math.ceil(n / SLOTS)
+    hv_units = sum(min(len(a) for a in i.iclass.units) for i in instrs if i.iclass.hvx and not i.mem)
+    lb = max(lb, math.ceil(hv_units / 4))
+    for kind in ("ld", "st"):
+        lb = max(lb, sum(1 for i in instrs if all(kind in a for a in i.iclass.units)))
+    mpy = sum(2 if i.cls == "VX_DV" else 1 for i in instrs if i.cls in ("VX", "VX_DV"))
+    lb = max(lb, math.ceil(mpy / 2))
+    return max(lb, 1)
+
+
+def pack(instrs: list[Instr], timeout_s: float = 20.0) -> PackResult:
+    """Fewest packets (cycles) for one straight pass through the block."""
+    t0 = time.perf_counter()
+    n = len(instrs)
+    deps = [d for d in dependences(instrs, loop=False)]
+    cp = _critical_path(n, deps)
+    lo = max(_lower_bound(instrs), cp)
+    cyc = [z3.Int(f"c{i}") for i in range(n)]
+    proved = True
+    for p in range(lo, 4 * n + 8):
+        s = z3.Solver()
+        s.set("timeout", int(timeout_s * 1000))
+        s.add([z3.And(c >= 0, c < p) for c in cyc])
+        s.add(_resource_constraints(instrs, cyc, p))
+        for d in deps: s.add(cyc[d.dst] >= cyc[d.src] + d.latency)
+        s.add([cyc[i] == p - 1 for i in range(n) if instrs[i].branch])
+        r = s.check()
+        if r == z3.sat:
+            m = s.model()
+            asg = [m.eval(c).as_long() for c in cyc]
+            return PackResult(p, len(set(asg)), asg, proved, time.perf_counter() - t0)
+        if r == z3.unknown: proved = False
+    raise RuntimeError("no packing found")
+
+
+def _critical_path(n: int, deps: list[Dep]) -> int:
+    dist = [1] * n
+    for d in sorted((d for d in deps if d.distance == 0), key=lambda d: d.dst):
+        dist[d.dst] = max(dist[d.dst], dist[d.src] + d.latency)
+    return max(dist) if n else 0
+
+
+def modulo(instrs: list[Instr], timeout_s: float = 20.0, max_stages: int = 4) -> PackResult:
+    """Software pipelining: the smallest initiation interval II such that iteration k's
+    instructions issue at t_i + k*II with every resource used once per packet slot modulo
+    II and every dependence (loop-carried ones too) met. Register renaming across the
+    overlapped iterations (modulo variable expansion) is assumed, as in a pipelined loop
+    the renderer unrolls."""
+    t0 = time.perf_counter()
+    n = len(instrs)
+    deps = dependences(instrs, loop=True)
+    # anti/output dependences vanish under modulo variable expansion; true ones stay
+    deps = [d for d in deps if _is_true(instrs, d)]
+    lo = _lower_bound(instrs)
+    straight = _critical_path(n, deps)
+    proved = True
+    for ii in range(lo, 4 * n + 8):
+        horizon = max(straight, ii) + ii * max_stages
+        t = [z3.Int(f"t{i}") for i in range(n)]
+        k = [z3.Int(f"k{i}") for i in range(n)]
+        r = [z3.Int(f"r{i}") for i in range(n)]
+        s = z3.Solver()
+        s.set("timeout", int(timeout_s * 1000))
+        for i in range(n):
+            s.add(t[i] == ii * k[i] + r[i], r[i] >= 0, r[i] < ii, k[i] >= 0, t[i] < horizon)
+        s.add(_resource_constraints(instrs, r, ii))
+        for d in deps: s.add(t[d.dst] >= t[d.src] + d.latency - ii * d.distance)
+        br = [i for i in range(n) if instrs[i].branch]
+        s.add([r[i] == ii - 1 for i in br])
+        res = s.check()
+        if res == z3.sat:
+            m = s.model()
+            asg = [m.eval(x).as_long() for x in t]
+            stages = max(asg) // ii + 1
+            return PackResult(max(asg) + 1, len({a % ii for a in asg}), asg, proved, time.perf_counter() - t0, ii,
+                              [f"{stages} stages"])
+        if res == z3.unknown: proved = False
+    raise RuntimeError("no modulo schedule found")
+
+
+def _is_true(instrs: list[Instr], d: Dep) -> bool:
+    a, b = instrs[d.src], instrs[d.dst]
+    if any(r in b.uses or r in b.new_uses for r in a.defs): return True
+    if a.mem == "store" and b.mem: return True
+    if b.branch: return True
+    return a.mem == "load" and b.mem == "store" and d.distance == 0 and d.latency > 0
+
+
+def replay(packets: list[list[Instr]], iterations: int = 1) -> int:
+    """Cycles an in-order core spends on a given packet sequence (repeated ``iterations``
+    times, as a loop), stalling each packet until its operands are ready."""
+    flat = [i for p in packets for i in p]
+    pk = [k for k, p in enumerate(packets) for _ in p]
+    deps = dependences(flat, loop=iterations > 1)
+    start: dict[tuple[int, int], int] = {}
+    cyc = -1
+    for it in range(iterations):
+        for k in range(len(packets)):
+            ready = cyc + 1
+            for d in deps:
+                if pk[d.dst] != k: continue
+                src_it = it - d.distance
+                if src_it < 0 or (d.distance == 0 and pk[d.src] >= k): continue
+                ready = max(ready, start[(src_it, pk[d.src])] + d.latency)
+            start[(it, k)] = cyc = ready
+    return cyc + 1
+
+
+def steady_cycles(packets: list[list[Instr]]) -> float:
+    """Cycles per iteration of a loop in steady state (replayed, warm-up excluded)."""
+    return (replay(packets, 6) - replay(packets, 2)) / 4
