@@ -1,0 +1,132 @@
+"""Check a kernel's schedule on a backend against the reference interpreter.
+
+Fresh random inputs on every call (never all zeros; integers in a small range), the
+output poisoned first (NaN for floats, a sentinel for integers) so unwritten elements
+show, the reference from ``ir.interpret.run_kernel`` (all points for small outputs, a
+random sample for large ones), and a per-dtype tolerance on the relative error norm.
+NaN where the reference is finite never passes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from superopt.ir import dtype as dt
+from superopt.ir.interpret import _eval_node, cast_values, run_kernel
+from superopt.ir.kernel import Kernel
+from superopt.ir.lower import LoweringError, lower
+from superopt.ir.schedule import Schedule
+
+# relative error norm allowed per output dtype (integers and bools: exact)
+TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2, "float64": 1e-9}
+SAMPLE_POINTS = 4096            # reference points checked on large outputs
+FULL_CHECK_WORK = 1 << 24       # output points x reduce points below which everything is checked
+INT_SENTINEL = {"int8": -77, "uint8": 177, "int32": -123456789, "bool": 2}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    max_abs_err: float = 0.0
+    rel_err: float = 0.0          # ||got - ref|| / ||ref|| over the checked points
+    checked: int = 0              # output points compared
+    reason: str = ""              # why not ok ("" when ok)
+    failure_kind: str = ""        # "compile" | "crash" | "timeout" | "launch" | "wrong" | "illegal"
+
+    def __bool__(self) -> bool: return self.ok
+
+
+def random_inputs(kernel: Kernel, rng: np.random.Generator) -> list[np.ndarray]:
+    """Fresh inputs in storage dtype: floats in [-1, 1) away from 0, ints in a small range."""
+    out = []
+    for b in kernel.inputs:
+        if b.dtype.is_float:
+            x = rng.uniform(0.1, 1.0, b.size) * rng.choice([-1.0, 1.0], b.size)
+        elif b.dtype.kind == "b":
+            x = rng.integers(0, 2, b.size)
+            x[0] = 1
+        elif b.dtype.kind == "u":
+            x = rng.integers(1, 8, b.size)
+        else:
+            x = rng.integers(-8, 8, b.size)
+            x[x == 0] = 1
+        out.append(dt.to_storage(x, b.dtype).reshape(b.shape))
+    return out
+
+
+def poison(buf) -> np.ndarray:
+    """An output buffer filled with a value no correct kernel leaves behind."""
+    if buf.dtype.is_float:
+        return dt.to_storage(np.full(buf.size, np.nan), buf.dtype)
+    return np.full(buf.size, INT_SENTINEL.get(buf.dtype.name, 77), dtype=buf.dtype.np)
+
+
+def compare(kernel: Kernel, got: np.ndarray, inputs: list[np.ndarray], rng: np.random.Generator) -> VerifyResult:
+    """Compare a backend's output (storage) with the reference, on all or sampled points."""
+    ob = kernel.output
+    red = math.prod(kernel.axes[a].size for a in kernel.reduce_axes)
+    flat_got = dt.to_values(got.reshape(-1), ob.dtype).astype(np.float64)
+    if kernel.out_points * red <= FULL_CHECK_WORK or kernel.out_points <= SAMPLE_POINTS:
+        pts = np.arange(kernel.out_points)
+        ref = dt.to_values(run_kernel(kernel, inputs), ob.dtype).reshape(-1).astype(np.float64)[_store_of(kernel, pts)]
+    else:
+        pts = np.sort(rng.choice(kernel.out_points, SAMPLE_POINTS, replace=False))
+        ref = cast_values(run_kernel(kernel, inputs, points=pts), ob.dtype).astype(np.float64)
+    return _judge(ob.dtype, flat_got[_store_of(kernel, pts)], ref)
+
+
+def _store_of(kernel: Kernel, pts: np.ndarray) -> np.ndarray:
+    """Output element written for each output point (the reference's own store index)."""
+    env, rem = {}, pts.astype(np.int64)
+    for a in reversed(kernel.output_axes):
+        env[a] = rem % kernel.axes[a].size
+        rem = rem // kernel.axes[a].size
+    return np.broadcast_to(_eval_node(kernel.store, env, [], 1), pts.shape).astype(np.int64)
+
+
+def _judge(d: dt.DType, got: np.ndarray, ref: np.ndarray) -> VerifyResult:
+    n = len(ref)
+    bad_nan = np.isnan(got) & ~np.isnan(ref)
+    if bad_nan.any():
+        return VerifyResult(False, math.inf, math.inf, n, f"{int(bad_nan.sum())} of {n} outputs are NaN or never written", "wrong")
+    if not d.is_float:
+        wrong = got != ref
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            return VerifyResult(False, float(np.abs(got - ref).max()), 1.0, n,
+                                f"{int(wrong.sum())} of {n} outputs differ (first: got {got[i]:g}, expected {ref[i]:g})", "wrong")
+        return VerifyResult(True, 0.0, 0.0, n)
+    finite = np.isfinite(ref)
+    if (np.isinf(ref) != np.isinf(got)).any() or (np.isinf(ref) & (np.sign(ref) != np.sign(got))).any():
+        return VerifyResult(False, math.inf, math.inf, n, "infinities differ from the reference", "wrong")
+    diff = np.abs(got[finite] - ref[finite])
+    max_abs = float(diff.max(initial=0.0))
+    norm = float(np.linalg.norm(ref[finite]))
+    rel = float(np.linalg.norm(diff)) / max(norm, 1e-30) if len(diff) else 0.0
+    tol = TOLERANCE.get(d.name, 1e-4)
+    if not math.isfinite(rel) or rel > tol:
+        return VerifyResult(False, max_abs, rel, n, f"relative error {rel:.3g} > tolerance {tol:g}", "wrong")
+    return VerifyResult(True, max_abs, rel, n)
+
+
+def verify(kernel: Kernel, schedule: Schedule, backend, seed: int | None = None) -> VerifyResult:
+    """Lower, compile, run on fresh random inputs and compare with the reference."""
+    rng = np.random.default_rng(seed)
+    try:
+        program = lower(kernel, schedule, backend.machine)
+    except LoweringError as e:
+        return VerifyResult(False, reason=f"illegal schedule: {e}", failure_kind="illegal")
+    compiled = backend.compile(program)
+    if not hasattr(compiled, "handle"):
+        return VerifyResult(False, reason=str(compiled), failure_kind=compiled.kind)
+    return verify_compiled(kernel, compiled, backend, rng)
+
+
+def verify_compiled(kernel: Kernel, compiled, backend, rng: np.random.Generator) -> VerifyResult:
+    inputs = random_inputs(kernel, rng)
+    out = backend.run(compiled, [a.reshape(-1) for a in inputs], poison(kernel.output))
+    if not isinstance(out, np.ndarray):
+        return VerifyResult(False, reason=str(out), failure_kind=out.kind)
+    return compare(kernel, out, inputs, rng)
