@@ -54,7 +54,9 @@ def host_cpu() -> Machine:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     simd = _cpu_simd_bytes()
     # peak: 2 FMA pipes x lanes x 2 flops x ~3 GHz per core (refined by calibration)
-    return Machine("cpu", "cpu", cores, max_threads=1, max_upcast=128, simd_bytes=simd,
+    # register tile: half the vector register file in fp32 elements (AVX-512: 32 x 16 / 2)
+    max_upcast = max(128, (32 if simd == 64 else 16) * (simd // 4) // 2)
+    return Machine("cpu", "cpu", cores, max_threads=1, max_upcast=max_upcast, simd_bytes=simd,
                    dram_bw=20e9, flops_fp32=cores * 2 * (simd // 4) * 2 * 3.0e9, launch_s=2e-6)
 
 
