@@ -94,6 +94,10 @@ def child_main() -> int:
         try:
             if dev is None: dev = Device.get()
             if req["op"] == "info": send(out, {"ok": True, "info": dev.info()})
+            elif req["op"] == "compile":
+                fn = dev.compile(req["source"], req["name"], req.get("options", []))
+                send(out, {"ok": True, "registers": fn.registers, "local_bytes": fn.local_bytes,
+                           "static_smem": fn.static_smem, "max_threads": fn.max_threads, "log": fn.log})
             elif req["op"] == "run":
                 resp, outs = _run(dev, req, blobs)
                 send(out, resp, outs)

@@ -1,0 +1,311 @@
+"""Render a lowered ``Program`` as CUDA C++ (one ``extern "C" __global__`` function).
+
+Decisions are the Program's; this module only spells them:
+- ``block``/``thread`` are ``blockIdx.x``/``threadIdx.x``; ``__launch_bounds__(threads)``.
+- Lanes (the schedule's vector width) are written out per lane; a global load or store
+  whose index moves by 1 per lane, whose mask is lane-uniform and whose first element is
+  provably aligned becomes 16-byte (or narrower) vector accesses.
+- Unrolled loops are expanded here (``ir.program.unrolled``), so register arrays are
+  indexed by constants and stay in registers; other loops stay ``for`` loops.
+- Floats compute in fp32 whatever their storage (fp16/bf16 are stored as 16-bit patterns
+  and converted with ``cvt``; a CAST to them rounds), as the reference does in float64.
+- Loads of inputs are computed once per scope (inputs are read-only), so register tiles
+  reuse a loaded value across slots.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+from superopt.ir import dtype as dt
+from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
+from superopt.ir.program import (Assign, Barrier, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride,
+                                 unrolled)
+
+STATIC_SMEM_LIMIT = 48 * 1024
+
+PRELUDE = r"""
+__device__ __forceinline__ float h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ unsigned short f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float b2f(unsigned short b) { return __uint_as_float(((unsigned int)b) << 16); }
+__device__ __forceinline__ unsigned short f2b(float f) { unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ int fdiv(int a, int b) { int q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
+__device__ __forceinline__ int fmod_(int a, int b) { int r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }
+"""
+
+STORAGE = {"float32": "float", "float16": "unsigned short", "bfloat16": "unsigned short", "int8": "signed char",
+           "uint8": "unsigned char", "int32": "int", "bool": "bool"}
+VEC = {4: "unsigned int", 8: "uint2", 16: "uint4"}
+
+
+def compute_type(d: dt.DType) -> str:
+    return "float" if d.is_float else "bool" if d.kind == "b" else "int"
+
+
+def kernel_name(p: Program) -> str:
+    return "k_" + re.sub(r"\W", "_", p.name)
+
+
+def to_compute(expr: str, d: dt.DType) -> str:
+    """A storage value as its compute type."""
+    if d is dt.float16: return f"h2f({expr})"
+    if d is dt.bfloat16: return f"b2f({expr})"
+    if d.is_float: return f"(float)({expr})"
+    return expr
+
+
+def to_storage(expr: str, d: dt.DType) -> str:
+    if d is dt.float16: return f"f2h({expr})"
+    if d is dt.bfloat16: return f"f2b({expr})"
+    if d.kind == "b": return f"(bool)({expr})"
+    return f"({STORAGE[d.name]})({expr})"
+
+
+def literal(v, d: dt.DType) -> str:
+    if d.is_float:
+        v = float(v)
+        if math.isnan(v): return "__int_as_float(0x7fc00000)"
+        if math.isinf(v): return "__int_as_float(0x7f800000)" if v > 0 else "__int_as_float(0xff800000)"
+        return f"{v!r}f" if "e" in repr(v) or "." in repr(v) else f"{v!r}.0f"
+    if d.kind == "b": return "true" if v else "false"
+    v = int(v)
+    return f"({v + 1}-1)" if v == -2**31 else str(v)
+
+
+def divisible(n: Node, k: int) -> bool:
+    """Whether integer expression ``n`` is always a multiple of ``k`` (conservative)."""
+    if k == 1: return True
+    if n.op is Ops.CONST: return int(n.arg) % k == 0
+    if n.op is Ops.ADD: return divisible(n.src[0], k) and divisible(n.src[1], k)
+    if n.op is Ops.MUL:
+        a, b = n.src
+        return any(x.op is Ops.CONST and int(x.arg) % k == 0 for x in (a, b)) or divisible(a, k) or divisible(b, k)
+    if n.op is Ops.MOD and n.src[1].op is Ops.CONST: return int(n.src[1].arg) % k == 0 and divisible(n.src[0], k)
+    return False
+
+
+class _Renderer:
+    def __init__(self, p: Program):
+        self.p = p
+        self.lines: list[str] = []
+        self.n = 0
+        self.scopes: list[dict[Node, str]] = [{}]
+        self.reg_dt: dict[str, dt.DType] = {}
+        self.shared_dt: dict[str, dt.DType] = {}
+        self.lane = p.lane if p.lanes > 1 else None
+        self._pure: dict[Node, bool] = {}
+
+    # ---- plumbing ----------------------------------------------------------------
+    def emit(self, line: str) -> None: self.lines.append("  " * len(self.scopes) + line)
+
+    def tmp(self) -> str:
+        self.n += 1
+        return f"t{self.n}"
+
+    def cached(self, n: Node) -> str | None:
+        for s in reversed(self.scopes):
+            if n in s: return s[n]
+        return None
+
+    def pure(self, n: Node) -> bool:
+        """Depends only on indices and inputs (never on registers or shared memory)."""
+        if n not in self._pure: self._pure[n] = all(x.op not in (Ops.REG, Ops.SHARED) for x in toposort(n))
+        return self._pure[n]
+
+    # ---- expressions -------------------------------------------------------------
+    def expr(self, root: Node, lane: int = 0) -> str:
+        """C expression for ``root`` at ``lane`` (the lane variable already substituted;
+        register elements are ``lanes`` wide); loads and shared values become temporaries."""
+        local: dict[Node, str] = {}
+        for n in toposort(root):
+            c = self.cached(n)
+            if c is not None: local[n] = c; continue  # noqa: E702
+            local[n] = s = self.node(n, local, lane)
+            if n.op in (Ops.LOAD, Ops.SHARED, Ops.REG) or (len(s) > 60 and n.op is not Ops.CONST):
+                t = self.tmp()
+                self.emit(f"const {compute_type(n.dtype)} {t} = {s};")
+                local[n] = t
+                if self.pure(n) and n.op is not Ops.REG: self.scopes[-1][n] = t
+        return local[root]
+
+    def node(self, n: Node, v: dict[Node, str], lane: int) -> str:
+        op, src = n.op, [v[s] for s in n.src]
+        if op is Ops.CONST: return literal(n.arg, n.dtype)
+        if op is Ops.SPECIAL:
+            name = n.arg[0]
+            if name == "block": return "(int)blockIdx.x"
+            if name == "thread": return "(int)threadIdx.x"
+            return name
+        if op is Ops.LOAD:
+            b = self.p.inputs[n.arg]
+            val = to_compute(f"in{n.arg}[{src[0]}]", b.dtype)
+            return val if n.src[1] is TRUE else f"({src[1]} ? {val} : {literal(0, b.dtype)})"
+        if op is Ops.REG: return f"{n.arg}[({src[0]}) * {self.p.lanes} + {lane}]" if self.p.lanes > 1 else f"{n.arg}[{src[0]}]"
+        if op is Ops.SHARED: return to_compute(f"{n.arg}[{src[0]}]", self.shared_dt[n.arg])
+        f = n.dtype.is_float
+        if op is Ops.ADD: return f"({src[0]} + {src[1]})" if n.dtype.kind != "b" else f"({src[0]} || {src[1]})"
+        if op is Ops.MUL: return f"({src[0]} * {src[1]})" if n.dtype.kind != "b" else f"({src[0]} && {src[1]})"
+        if op is Ops.MAX: return f"fmaxf({src[0]}, {src[1]})" if f else f"max({src[0]}, {src[1]})"
+        if op is Ops.CMPLT: return f"({src[0]} < {src[1]})"
+        if op is Ops.CMPEQ: return f"({src[0]} == {src[1]})"
+        if op is Ops.CMPNE: return f"({src[0]} != {src[1]})"
+        if op in (Ops.IDIV, Ops.MOD):
+            nonneg = n.src[0].vmin >= 0 and n.src[1].vmin > 0
+            if nonneg: return f"({src[0]} {'/' if op is Ops.IDIV else '%'} {src[1]})"
+            return f"{'fdiv' if op is Ops.IDIV else 'fmod_'}({src[0]}, {src[1]})"
+        if op in (Ops.AND, Ops.OR, Ops.XOR):
+            if n.dtype.kind == "b": return f"({src[0]} {dict(AND='&&', OR='||', XOR='!=')[op.name]} {src[1]})"
+            return f"({src[0]} {dict(AND='&', OR='|', XOR='^')[op.name]} {src[1]})"
+        if op is Ops.SHL: return f"({src[0]} << {src[1]})"
+        if op is Ops.SHR: return f"({src[0]} >> {src[1]})"
+        if op is Ops.WHERE: return f"({src[0]} ? {src[1]} : {src[2]})"
+        if op is Ops.NEG: return f"(-{src[0]})" if n.dtype.kind != "b" else f"(!{src[0]})"
+        if op is Ops.EXP2: return f"exp2f({src[0]})"
+        if op is Ops.LOG2: return f"log2f({src[0]})"
+        if op is Ops.SIN: return f"sinf({src[0]})"
+        if op is Ops.SQRT: return f"sqrtf({src[0]})"
+        if op is Ops.RECIP: return f"(1.0f / {src[0]})"
+        if op is Ops.CAST: return self.cast(src[0], n.src[0].dtype, n.dtype)
+        raise ValueError(f"cannot render {op} in a CUDA program")
+
+    def cast(self, x: str, frm: dt.DType, to: dt.DType) -> str:
+        if to.kind == "b": return f"({x} != 0)"
+        if to.is_float:
+            y = f"(float)({x})"
+            if to is dt.float16: return f"h2f(f2h({y}))"
+            if to is dt.bfloat16: return f"b2f(f2b({y}))"
+            return y
+        if frm.is_float:  # truncate toward zero, NaN -> 0 like the reference, then wrap
+            x = f"(isnan({x}) ? 0 : (int)fmaxf(fminf({x}, 2147483520.0f), -2147483648.0f))"
+        return f"(int)({STORAGE[to.name]})({x})" if to is not dt.int32 else f"(int)({x})"
+
+    # ---- vector memory --------------------------------------------------------------
+    def lanes_of(self, n: Node) -> list[Node]:
+        return [substitute(n, {self.lane: const(i, dt.int32)}) for i in range(self.p.lanes)] if self.lane is not None else [n]
+
+    def vector_loads(self, root: Node) -> None:
+        """Emit vector loads for every contiguous, aligned, lane-uniformly masked load in
+        ``root`` and cache each lane's element."""
+        if self.lane is None: return
+        for ld in toposort(root):
+            if ld.op is not Ops.LOAD or self.lane not in toposort(ld) or not self.pure(ld): continue
+            if self.cached(substitute(ld, {self.lane: const(0, dt.int32)})) is not None: continue
+            idx, valid = ld.src
+            if lane_stride(idx, self.lane) != 1 or lane_stride(valid, self.lane) != 0: continue
+            b = self.p.inputs[ld.arg]
+            base = substitute(idx, {self.lane: const(0, dt.int32)})
+            per = 16 // b.dtype.itemsize
+            chunk = min(self.p.lanes, per)
+            if chunk * b.dtype.itemsize not in VEC or not divisible(base, chunk) or self.p.lanes % chunk: continue
+            vt = VEC[chunk * b.dtype.itemsize]
+            ok = None if valid is TRUE else self.expr(substitute(valid, {self.lane: const(0, dt.int32)}))
+            bidx = self.expr(base)
+            elems = self.lanes_of(ld)
+            for c0 in range(0, self.p.lanes, chunk):
+                t = self.tmp()
+                load = f"*reinterpret_cast<const {vt}*>(in{ld.arg} + {bidx} + {c0})"
+                self.emit(f"const {vt} {t} = " + (load if ok is None else f"{ok} ? {load} : {vt}{{}}") + ";")
+                for i in range(chunk):
+                    e = self.tmp()
+                    val = to_compute(f"reinterpret_cast<const {STORAGE[b.dtype.name]}*>(&{t})[{i}]", b.dtype)
+                    self.emit(f"const {compute_type(b.dtype)} {e} = {val};")
+                    self.scopes[-1][elems[c0 + i]] = e
+
+    # ---- statements ----------------------------------------------------------------
+    def body(self, stmts) -> None:
+        for s in stmts: self.stmt(s)
+
+    def scoped(self, head: str, stmts) -> None:
+        self.emit(head + " {")
+        self.scopes.append({})
+        self.body(stmts)
+        self.scopes.pop()
+        self.emit("}")
+
+    def stmt(self, s) -> None:
+        if isinstance(s, Loop):
+            if s.unroll: self.body(unrolled(s)); return  # noqa: E702
+            v = s.var.arg[0]
+            self.scoped(f"for (int {v} = 0; {v} < {s.size}; ++{v})", s.body)
+        elif isinstance(s, If):
+            self.vector_loads(s.cond)
+            cond = self.expr(self.lanes_of(s.cond)[0])
+            self.scoped(f"if ({cond})", s.body)
+        elif isinstance(s, Reg):
+            self.reg_dt[s.name] = s.dtype
+            self.emit(f"{compute_type(s.dtype)} {s.name}[{s.size * self.p.lanes}];")
+        elif isinstance(s, Shared):
+            pass  # declared at the top of the kernel
+        elif isinstance(s, Assign):
+            self.vector_loads(s.value)
+            d = self.reg_dt[s.name]
+            idx = self.expr(s.index)
+            vals = [self.expr(x, i) for i, x in enumerate(self.lanes_of(s.value))]
+            for i, x in enumerate(vals):
+                x = self.cast(x, d, d) if d in (dt.float16, dt.bfloat16) else x
+                at = f"({idx}) * {self.p.lanes} + {i}" if self.p.lanes > 1 else idx
+                self.emit(f"{s.name}[{at}] = {x};")
+            self.forget_regs(s.name)
+        elif isinstance(s, Store):
+            self.store(s)
+        elif isinstance(s, SharedStore):
+            self.vector_loads(s.value)
+            d = self.shared_dt[s.name]
+            for i, (idx, val, ok) in enumerate(zip(self.lanes_of(s.index), self.lanes_of(s.value), self.lanes_of(s.valid))):
+                line = f"{s.name}[{self.expr(idx, i)}] = {to_storage(self.expr(val, i), d)};"
+                self.emit(line if ok is TRUE else f"if ({self.expr(ok, i)}) {line}")
+        elif isinstance(s, Barrier):
+            self.emit("__syncthreads();")
+        else:
+            raise ValueError(f"cannot render statement {type(s).__name__}")
+
+    def forget_regs(self, name: str) -> None:
+        for sc in self.scopes:
+            for n in [n for n in sc if any(x.op is Ops.REG and x.arg == name for x in toposort(n))]: del sc[n]
+
+    def store(self, s: Store) -> None:
+        d = self.p.output.dtype
+        self.vector_loads(s.value)
+        idxs, vals, oks = self.lanes_of(s.index), self.lanes_of(s.value), self.lanes_of(s.valid)
+        L = self.p.lanes
+        chunk = min(L, 16 // d.itemsize)
+        vec = (self.lane is not None and lane_stride(s.index, self.lane) == 1 and lane_stride(s.valid, self.lane) == 0
+               and chunk * d.itemsize in VEC and L % chunk == 0 and divisible(idxs[0], chunk))
+        if not vec:
+            for i, (idx, val, ok) in enumerate(zip(idxs, vals, oks)):
+                line = f"out[{self.expr(idx, i)}] = {to_storage(self.expr(val, i), d)};"
+                self.emit(line if ok is TRUE else f"if ({self.expr(ok, i)}) {line}")
+            return
+        cv = [to_storage(self.expr(v, i), d) for i, v in enumerate(vals)]
+        base = self.expr(idxs[0])
+        ok = None if oks[0] is TRUE else self.expr(oks[0])
+        for c0 in range(0, L, chunk):
+            t = self.tmp()
+            self.emit(f"__align__(16) {STORAGE[d.name]} {t}[{chunk}] = {{{', '.join(cv[c0:c0 + chunk])}}};")
+            line = f"*reinterpret_cast<{VEC[chunk * d.itemsize]}*>(out + {base} + {c0}) = *reinterpret_cast<const {VEC[chunk * d.itemsize]}*>({t});"
+            self.emit(line if ok is None else f"if ({ok}) {line}")
+
+
+def render(p: Program) -> tuple[str, int]:
+    """CUDA C++ source of ``p`` and the dynamic shared memory (bytes) it launches with."""
+    r = _Renderer(p)
+    shared = [s for s in p.body if isinstance(s, Shared)]
+    for s in shared: r.shared_dt[s.name] = s.dtype
+    total = sum(-(-s.size * s.dtype.itemsize // 16) * 16 for s in shared)
+    dynamic = total > STATIC_SMEM_LIMIT
+    r.scopes.append({})
+    if dynamic:
+        r.emit("extern __shared__ __align__(16) unsigned char smem_[];")
+        off = 0
+        for s in shared:
+            r.emit(f"{STORAGE[s.dtype.name]}* {s.name} = reinterpret_cast<{STORAGE[s.dtype.name]}*>(smem_ + {off});")
+            off += -(-s.size * s.dtype.itemsize // 16) * 16
+    else:
+        for s in shared: r.emit(f"__shared__ __align__(16) {STORAGE[s.dtype.name]} {s.name}[{s.size}];")
+    r.body(p.body)
+    params = [f"{STORAGE[p.output.dtype.name]}* __restrict__ out"] + \
+             [f"const {STORAGE[b.dtype.name]}* __restrict__ in{i}" for i, b in enumerate(p.inputs)]
+    head = f'extern "C" __global__ void __launch_bounds__({p.threads}) {kernel_name(p)}({", ".join(params)}) {{'
+    src = "\n".join([PRELUDE.strip(), "", f"// {p.name}: {p.blocks} blocks x {p.threads} threads x {p.lanes} lanes",
+                     head, *r.lines, "}", ""])
+    return src, total if dynamic else 0
