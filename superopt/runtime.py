@@ -1,0 +1,132 @@
+"""Run lazy Tensors on a backend with tuned schedules from the kernel cache.
+
+    superopt.runtime.use("cpu")        # every realize now looks kernels up in the cache
+    y = model(x).numpy()
+    superopt.runtime.reset()           # back to the reference interpreter (the default)
+
+A cache hit runs the stored schedule; a miss runs the hand-rule schedule (or, with
+``on_miss="tune"``, tunes the kernel now and stores the result). Compiled kernels are
+kept per process. If a backend run fails, the step is computed by the reference
+interpreter and a warning names the kernel: a result is never silently wrong or lost.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from superopt.cache import Cache, device_id
+from superopt.ir.interpret import run_kernel
+from superopt.ir.kernel import Kernel
+from superopt.ir.kernelize import Step
+from superopt.ir.schedule import Schedule, check
+from superopt.ir.tensor import Tensor, _runner_default
+
+
+def hand_schedule(kernel: Kernel, machine) -> Schedule:
+    """The hand-rule schedule for a cache miss."""
+    from superopt.search.hand import hand_schedule as rule
+    return rule(kernel, machine)
+
+
+class Runtime:
+    """A ``Tensor.runner``: cache lookup, compile (memoized), run on the backend."""
+
+    def __init__(self, backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand",
+                 tune: Callable | None = None):
+        from superopt.backends.base import get
+        if on_miss not in ("hand", "tune"): raise ValueError(f"on_miss must be 'hand' or 'tune', not {on_miss!r}")
+        self.backend = get(backend)
+        self.device = device_id(backend)
+        self.cache = cache if isinstance(cache, Cache) else Cache(cache)
+        self.on_miss, self.tune = on_miss, tune
+        self.compiled: dict[tuple[str, str], object] = {}
+        self.schedules: dict[str, tuple[Schedule, str]] = {}
+        self.stats: Counter = Counter()
+
+    def schedule_for(self, k: Kernel) -> tuple[Schedule, str]:
+        """(schedule, source) where source is 'cache', 'hand' or 'tuned'."""
+        if k.key in self.schedules: return self.schedules[k.key]
+        e = self.cache.get(k.key, self.backend.name, self.device)
+        got: tuple[Schedule, str] | None = None
+        if e is not None:
+            s = e.schedule_obj()
+            if not check(k, s, self.backend.machine): got = (s, "cache")
+        if got is None and self.on_miss == "tune":
+            got = self._tune(k)
+        if got is None: got = (hand_schedule(k, self.backend.machine), "hand")
+        self.schedules[k.key] = got
+        return got
+
+    def _tune(self, k: Kernel) -> tuple[Schedule, str] | None:
+        from superopt.tune_cache import tune_and_store
+        e = tune_and_store(k, self.cache, self.backend.name, tune=self.tune)
+        return (e.schedule_obj(), "tuned") if e is not None and e.verified else None
+
+    def __call__(self, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
+        from superopt.backends.base import Failure
+        from superopt.ir.lower import lower
+        k = step.kernel
+        inputs = [np.ascontiguousarray(bufs[n]) for n in step.inputs]
+        s, source = self.schedule_for(k)
+        self.stats[source] += 1
+        ck = (k.key, s.to_json())
+        if ck not in self.compiled:
+            try:
+                self.compiled[ck] = self.backend.compile(lower(k, s, self.backend.machine))
+            except ValueError as e:  # a schedule the lowering rejects: same as a compile failure
+                self.compiled[ck] = Failure("compile", str(e))
+        c = self.compiled[ck]
+        if not isinstance(c, Failure):
+            out = np.empty(k.output.shape, dtype=k.output.dtype.np)
+            r = self.backend.run(c, inputs, out)
+            if not isinstance(r, Failure): return out
+            c = r
+        warnings.warn(f"superopt runtime: kernel {k.name} ({k.key[:12]}) failed on {self.backend.name} ({c}); "
+                      "computed by the reference interpreter", RuntimeWarning, stacklevel=2)
+        self.stats["interpreter"] += 1
+        return run_kernel(k, inputs)
+
+    def close(self) -> None:
+        self.backend.close()
+        self.cache.close()
+
+
+_active: Runtime | None = None
+
+
+def use(backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand") -> Runtime:
+    """Install a runtime as ``Tensor.runner``; returns it (its ``stats`` count hits and misses)."""
+    global _active
+    reset()
+    _active = Runtime(backend, cache, on_miss)
+    Tensor.runner = staticmethod(_active)
+    return _active
+
+
+def reset() -> None:
+    """Back to the reference interpreter."""
+    global _active
+    if _active is not None: _active.close()
+    _active = None
+    Tensor.runner = staticmethod(_runner_default)
+
+
+@contextmanager
+def using(backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand") -> Iterator[Runtime]:
+    """``with runtime.using("cpu") as rt:`` — installed inside the block, previous runner restored after."""
+    global _active
+    prev_runner, prev_active = Tensor.runner, _active
+    rt = Runtime(backend, cache, on_miss)
+    _active = rt
+    Tensor.runner = staticmethod(rt)
+    try:
+        yield rt
+    finally:
+        Tensor.runner = staticmethod(prev_runner)
+        _active = prev_active
+        rt.close()

@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import pytest
+
+from superopt import runtime
+from superopt.cache import Cache, Entry, device_id
+from superopt.ir.schedule import Level, Schedule, Split
+from superopt.ir.tensor import Tensor, _runner_default
+
+rng = np.random.default_rng(1)
+
+
+def _model(x, w):
+    return (Tensor(x) @ Tensor(w)).relu().softmax(1)
+
+
+def _ref(x, w):
+    h = np.maximum(x @ w, 0)
+    e = np.exp(h - h.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_misses_run_hand_rules_on_the_backend(tmp_path):
+    x, w = rng.standard_normal((16, 8)).astype(np.float32), rng.standard_normal((8, 12)).astype(np.float32)
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
+        got = _model(x, w).numpy()
+        assert rt.stats["hand"] == len(_model(x, w).schedule()) and rt.stats["cache"] == 0
+    assert Tensor.runner is _runner_default
+    np.testing.assert_allclose(got, _ref(x, w), rtol=1e-4, atol=1e-6)
+
+
+def test_hits_use_the_cached_schedule(tmp_path):
+    x, w = rng.standard_normal((16, 8)).astype(np.float32), rng.standard_normal((8, 12)).astype(np.float32)
+    steps = _model(x, w).schedule()
+    with Cache(tmp_path / "c.sqlite") as c:
+        for st in steps:   # a legal, non-default schedule: every axis a plain loop
+            k = st.kernel
+            c.put(Entry(k.key, "cpu", device_id("cpu"), Schedule.naive(k).to_json(), "naive", True, 1e-6,
+                        kernel=json.dumps(k.to_dict())))
+        # an illegal cached schedule (wrong axis count) for a kernel not in this model is ignored safely
+        c.put(Entry("f" * 32, "cpu", device_id("cpu"), Schedule(((Split(Level.LOOP, 4),),)).to_json(), "x", True, 1e-6))
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
+        got = _model(x, w).numpy()
+        assert rt.stats["cache"] == len(steps) and rt.stats["hand"] == 0
+        assert all(rt.schedule_for(st.kernel) == (Schedule.naive(st.kernel), "cache") for st in steps)
+    np.testing.assert_allclose(got, _ref(x, w), rtol=1e-4, atol=1e-6)
+
+
+def test_illegal_cached_schedule_falls_back_to_hand_rules(tmp_path):
+    x = rng.standard_normal((8, 8)).astype(np.float32)
+    [st] = (Tensor(x) + 1).schedule()
+    k = st.kernel
+    bad = Schedule(tuple((Split(Level.LOOP, 1),) for _ in k.axes))   # covers 1 < size: illegal
+    with Cache(tmp_path / "c.sqlite") as c:
+        c.put(Entry(k.key, "cpu", device_id("cpu"), bad.to_json(), "broken", True, 1e-9))
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
+        np.testing.assert_allclose((Tensor(x) + 1).numpy(), x + 1, rtol=1e-6)
+        assert rt.stats["hand"] == 1
+
+
+def test_use_and_reset(tmp_path):
+    rt = runtime.use("cpu", cache=tmp_path / "c.sqlite")
+    try:
+        assert Tensor.runner is rt
+        np.testing.assert_allclose((Tensor(np.ones(5, np.float32)) * 3).numpy(), np.full(5, 3.0))
+    finally:
+        runtime.reset()
+    assert Tensor.runner is _runner_default
+    with pytest.raises(ValueError, match="on_miss"):
+        runtime.Runtime("cpu", cache=tmp_path / "c.sqlite", on_miss="guess")
