@@ -105,7 +105,7 @@ def _build_epilogue(root: Node, r: Node, names: dict[Node, str], out_shape: tupl
     full, rfull = shape(root), shape(r.src[0])
     out_dims = [i for i, d in enumerate(full) if d > 1]
     red_dims = [i for i in r.arg[1] if rfull[i] > 1]
-    axes = tuple(Axis(full[i]) for i in out_dims) + tuple(Axis(rfull[i], True) for i in red_dims)
+    axes = tuple(Axis(full[i]) for i in out_dims) + tuple(Axis(rfull[i], True) for i in red_dims) or (Axis(1),)
     idx = [const(0, dt.int32)] * len(full)
     for a, i in enumerate(out_dims):
         idx[i] = var(a, full[i])
@@ -128,7 +128,7 @@ def _build(root: Node, names: dict[Node, str], out_shape: tuple[int, ...], kname
     full = shape(src)
     red = set(root.arg[1]) if root.op is Ops.REDUCE else set()
     dims = [i for i, d in enumerate(full) if d > 1 and i not in red] + [i for i, d in enumerate(full) if d > 1 and i in red]
-    axes = tuple(Axis(full[i], i in red) for i in dims)
+    axes = tuple(Axis(full[i], i in red) for i in dims) or (Axis(1),)  # all dims 1: one point
     idx = [const(0, dt.int32)] * len(full)
     for a, i in enumerate(dims):
         idx[i] = var(a, full[i])
