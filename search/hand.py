@@ -1,4 +1,18 @@
-"""Hand-written scheduling rules: the baseline every search is compared with.
+"""Hand rules: the heuristic schedules every solver result is compared with.
+
+``hand_schedule(kernel, machine)`` picks the rule for the machine's kind; the result
+always passes ``ir.schedule.check``.
+
+CPU rules (``cpu``), per kernel class:
+- gemm / conv: a register tile rows x vector columns (8 x 32 with 16-lane vectors on
+  AVX-512) along the store-contiguous axis, the reduction innermost, the column loop
+  outside the row loop (the reused panel of the other operand stays in cache), rows in
+  GRID chunks shared by all cores;
+- elementwise: vectors along the contiguous axis, a few per iteration, rows or chunks
+  over the cores;
+- reduce: vectors along the output's contiguous axis when every load is contiguous
+  there, otherwise 8 independent scalar accumulators; the reduction unrolled by 4.
+
 
 GPU rules (``gpu``), per kernel class:
 - elementwise: 16-byte vectors on the store-contiguous axis, 2 vectors per thread,
@@ -131,5 +145,157 @@ def _plain_variant(rule):
     return make
 
 
-__all__ = ["gpu"]
-_ = (math, Ops)  # imported for readers extending the rules
+
+# ---- CPU ---------------------------------------------------------------------------
+def hand_schedule(kernel: Kernel, machine) -> Schedule:
+    """The hand-rule schedule of ``kernel`` for ``machine`` (always legal)."""
+    if machine.kind == "gpu": return gpu(kernel, machine)
+    s = cpu(kernel, machine)
+    if not check(kernel, s, machine): return s
+    fallback = _cpu_fallback(kernel, machine)
+    return fallback if not check(kernel, fallback, machine) else Schedule.naive(kernel)
+
+
+schedule = hand_schedule  # the name the solver's fallback looks for
+
+
+def cpu(k: Kernel, m) -> Schedule:
+    """The CPU rule for the kernel's class (may be illegal only in corner cases; see hand_schedule)."""
+    if k.kind in ("gemm", "conv"): return _cpu_tile(k, m)
+    if k.kind == "reduce": return _cpu_reduce(k, m)
+    return _cpu_elementwise(k, m)
+
+
+def load_strides(kernel: Kernel, axis: int) -> set[int | None]:
+    """Strides of every load's index along ``axis`` (None: irregular, or its mask moves)."""
+    from superopt.ir import dtype as dt
+    from superopt.ir.node import const, substitute, var
+    v = var(axis, kernel.axes[axis].size)
+    out: set[int | None] = set()
+    for ld in kernel.loads:
+        if v not in ld.toposort():
+            out.add(0); continue  # noqa: E702
+        if kernel.axes[axis].size < 2 or v in ld.src[1].toposort():
+            out.add(None); continue  # noqa: E702
+        d = substitute(ld.src[0], {v: const(1, dt.int32)}) - substitute(ld.src[0], {v: const(0, dt.int32)})
+        out.add(int(d.arg) if d.op is Ops.CONST else None)
+    return out
+
+
+def cpu_lanes(machine) -> int:
+    """fp32 SIMD lanes (fp16/bf16/int compute in 32-bit on the CPU too)."""
+    return max(1, min(16, machine.simd_bytes // 4))
+
+
+def _divisor(n: int, options) -> int:
+    return next((c for c in options if c <= n and n % c == 0), 1)
+
+
+def _vector_ok(k: Kernel, axis: int | None) -> bool:
+    return axis is not None and load_strides(k, axis) <= {0, 1}
+
+
+def _chunks(size: int, inner: int, workers: int, loop_pref: int = 1) -> tuple[Split, ...]:
+    """``size`` = GRID x LOOP x UPCAST ``inner`` (inner divides size); the loop as large as
+    ``loop_pref`` allows while GRID keeps >= 2 chunks per worker (when there are enough)."""
+    n = size // inner
+    loop = 1
+    for c in range(min(loop_pref, n), 0, -1):
+        if n % c == 0 and n // c >= min(n, 2 * workers):
+            loop = c
+            break
+    parts = [(G, n // loop), (L, loop), (U, inner)]
+    return tuple(Split(lv, s) for lv, s in parts if s > 1) or (Split(L, 1),)
+
+
+def _no_grid(sp: tuple[Split, ...]) -> tuple[Split, ...]:
+    """The same pieces with GRID and LOOP merged into one LOOP."""
+    loops = math.prod(p.size for p in sp if p.level in (G, L))
+    rest = tuple(p for p in sp if p.level not in (G, L))
+    return ((Split(L, loops),) if loops > 1 else ()) + rest or (Split(L, 1),)
+
+
+def _cpu_elementwise(k: Kernel, m) -> Schedule:
+    w, nl = m.cores, cpu_lanes(m)
+    va = vector_axis(k)
+    splits: dict[int, tuple[Split, ...]] = {}
+    vec = 1
+    outer = [a for a in k.output_axes if a != va]
+    if va is not None:
+        n = k.axes[va].size
+        vec = _divisor(n, [nl, 8, 4]) if _vector_ok(k, va) else 1
+        vec = vec if vec > 1 else 1
+        up = vec * _divisor(n // vec, [4, 2]) if vec > 1 else _divisor(n, [4, 2])
+        splits[va] = _chunks(n, up, w, loop_pref=n)
+        if outer: splits[va] = _no_grid(splits[va])
+    for i, a in enumerate(outer):  # the outermost axis over the cores, the rest serial
+        splits[a] = (Split(G if i == 0 else L, k.axes[a].size),)
+    return Schedule(tuple(splits[a] for a in range(len(k.axes))), vector=vec, workers=w)
+
+
+def _cpu_reduce(k: Kernel, m) -> Schedule:
+    w, nl = m.cores, cpu_lanes(m)
+    va = vector_axis(k)
+    splits: dict[int, tuple[Split, ...]] = {}
+    vec, tile_axis, tile = 1, None, 1
+    if _vector_ok(k, va) and k.axes[va].size % nl == 0:
+        vec, tile_axis = nl, va
+        tile = nl * _divisor(k.axes[va].size // nl, [2])
+    elif k.output_axes:  # independent scalar accumulators break the add chain
+        tile_axis = max(k.output_axes, key=lambda a: (k.axes[a].size, a))
+        tile = _divisor(k.axes[tile_axis].size, [8, 4, 2])
+    outs = [a for a in k.output_axes if a != tile_axis]
+    if tile_axis is not None:
+        splits[tile_axis] = _chunks(k.axes[tile_axis].size, tile, w, loop_pref=k.axes[tile_axis].size)
+        if outs: splits[tile_axis] = _no_grid(splits[tile_axis])
+    for i, a in enumerate(outs):
+        splits[a] = (Split(G if i == 0 else L, k.axes[a].size),)
+    for j, a in enumerate(k.reduce_axes):
+        n = k.axes[a].size
+        u = _divisor(n, [4, 2]) if j == len(k.reduce_axes) - 1 else 1
+        splits[a] = tuple(Split(lv, s) for lv, s in ((L, n // u), (R, u)) if s > 1) or (Split(L, 1),)
+    order = tuple(k.output_axes) + tuple(k.reduce_axes)
+    return Schedule(tuple(splits[a] for a in range(len(k.axes))), order=order, vector=vec, workers=w)
+
+
+def _cpu_tile(k: Kernel, m) -> Schedule:
+    """Register tile rows x columns; column loop outside the row loop; reduction innermost."""
+    w, nl = m.cores, cpu_lanes(m)
+    va = vector_axis(k)
+    splits: dict[int, tuple[Split, ...]] = {}
+    vec, ncols = 1, 1
+    if va is not None:
+        n = k.axes[va].size
+        if _vector_ok(k, va) and n % nl == 0:
+            vec, ncols = nl, nl * _divisor(n // nl, [2])
+        elif _vector_ok(k, va) and n % 8 == 0:
+            vec, ncols = 8, 8 * _divisor(n // 8, [2])
+        else:
+            ncols = _divisor(n, [8, 4, 2])
+        splits[va] = tuple(Split(lv, s) for lv, s in ((L, n // ncols), (U, ncols)) if s > 1) or (Split(L, 1),)
+    outs = [a for a in k.output_axes if a != va]
+    # rows: an output axis some load does not depend on (that operand is reused), largest first
+    reuse = [a for a in outs if 0 in load_strides(k, a)]
+    rows = max(reuse or outs, key=lambda a: (k.axes[a].size, a), default=None)
+    others = [a for a in outs if a != rows]
+    if rows is not None:
+        cap = max(1, m.max_upcast // max(1, ncols))
+        rtile = _divisor(k.axes[rows].size, [c for c in (8, 6, 4, 3, 2) if c <= cap])
+        splits[rows] = _chunks(k.axes[rows].size, rtile, 1 if others else w, loop_pref=4)
+    for a in others:  # batch-like axes over the grid
+        splits[a] = (Split(G, k.axes[a].size),)
+    for a in k.reduce_axes:
+        splits[a] = (Split(L, k.axes[a].size),)
+    order = tuple(others) + ((va,) if va is not None else ()) + ((rows,) if rows is not None else ()) + tuple(k.reduce_axes)
+    return Schedule(tuple(splits[a] for a in range(len(k.axes))), order=order, vector=vec, workers=w)
+
+
+def _cpu_fallback(k: Kernel, m) -> Schedule:
+    """Plain loops with the outermost output axis over the cores."""
+    sp = [(Split(L, a.size),) for a in k.axes]
+    if k.output_axes:
+        sp[k.output_axes[0]] = (Split(G, k.axes[k.output_axes[0]].size),)
+    return Schedule(tuple(sp), workers=m.cores)
+
+
+__all__ = ["hand_schedule", "schedule", "cpu", "gpu"]
