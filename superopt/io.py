@@ -154,7 +154,7 @@ def _from_envelope(obj: Any, from_json: bool) -> tuple[list[Step], int]:
 
 def _version(got: Any, want: int, what: str) -> None:
     if got != want or type(got) is not int:
-        raise KernelFileError(f"unsupported {what} file version {str(got)[:20]!r} (this superopt reads version {want})")
+        raise KernelFileError(f"unsupported {what} file version {repr(got)[:20]} (this superopt reads version {want})")
 
 
 def _kernel_field(x: Any, from_json: bool) -> Kernel:
