@@ -1,0 +1,146 @@
+"""``superopt tune FILE``: choose a schedule for a kernel, verify it and time it.
+
+Until the Z3 solver is wired in, the schedule comes from the hand rules, and the
+output says so (``method: hand``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+
+from superopt.ir.kernel import Kernel
+from superopt.ir.schedule import Schedule
+
+HELP = "tune a kernel file: pick a schedule, verify it against the reference, time it"
+METHOD_NOTE = "hand rules (the Z3 solver is not wired into `superopt tune` yet)"
+
+
+@dataclass
+class Measured:
+    """A schedule checked and timed on a backend."""
+    kernel: Kernel
+    backend: str
+    schedule: Schedule
+    method: str
+    verified: bool
+    reason: str = ""                # why not verified
+    measured_s: float | None = None  # median
+    samples: tuple[float, ...] = ()
+    tuning_s: float = 0.0
+    rel_err: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def gflops(self) -> float | None:
+        return self.kernel.flops / self.measured_s / 1e9 if self.measured_s else None
+
+    @property
+    def gbps(self) -> float | None:
+        return self.kernel.min_bytes / self.measured_s / 1e9 if self.measured_s else None
+
+    def to_json(self) -> dict:
+        return {"kernel": self.kernel.key, "name": self.kernel.name, "kind": self.kernel.kind, "backend": self.backend,
+                "method": self.method, "schedule": self.schedule.to_dict(), "verified": self.verified,
+                "reason": self.reason, "rel_err": self.rel_err, "time_s": self.measured_s,
+                "samples_s": list(self.samples), "gflops": self.gflops, "gbps": self.gbps, "tuning_s": self.tuning_s,
+                **self.extra}
+
+
+def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int | None = None) -> Measured:
+    """Verify on fresh inputs, then time (median of repeated runs). Never raises for a bad candidate."""
+    import numpy as np
+    from superopt.ir.lower import LoweringError, lower
+    from superopt.verify import poison, random_inputs, verify_compiled
+    m = Measured(kernel, backend.name, schedule, method, False)
+    try:
+        program = lower(kernel, schedule, backend.machine)
+    except LoweringError as e:
+        m.reason = f"illegal schedule: {e}"
+        return m
+    compiled = backend.compile(program)
+    if not hasattr(compiled, "handle"):
+        m.reason = str(compiled)
+        return m
+    rng = np.random.default_rng(seed)
+    v = verify_compiled(kernel, compiled, backend, rng)
+    m.verified, m.reason, m.rel_err = v.ok, v.reason, v.rel_err
+    if not v.ok: return m
+    inputs = [a.reshape(-1) for a in random_inputs(kernel, rng)]
+    t = backend.time(compiled, inputs, poison(kernel.output))
+    if hasattr(t, "median_s"):
+        m.measured_s, m.samples = t.median_s, t.samples
+    else:
+        m.verified, m.reason = False, f"timing failed: {t}"
+    return m
+
+
+def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=None) -> Measured:
+    """Pick a schedule for ``kernel`` on ``backend`` (a name or a Backend), verify and time it."""
+    from superopt.backends.base import get
+    from superopt.search.hand import hand_schedule
+    own = isinstance(backend, str)
+    be = get(backend, machine) if own else backend
+    try:
+        t0 = time.perf_counter()
+        s = hand_schedule(kernel, be.machine)
+        m = measure(kernel, s, be, "hand")
+        m.tuning_s = time.perf_counter() - t0
+        m.extra["method_note"] = METHOD_NOTE
+        m.baseline_s, m.baseline_method = m.measured_s, "hand"
+        return m
+    finally:
+        if own: be.close()
+
+
+def report(m: Measured) -> str:
+    k = m.kernel
+    lines = [f"kernel {k.name}  [{k.kind}]  key {k.key}",
+             "axes: " + "  ".join(f"{'r' if a.reduce else 'o'}{i}={a.size}" for i, a in enumerate(k.axes)) +
+             f"   flops {k.flops:,}   min bytes {k.min_bytes:,}",
+             f"backend: {m.backend}   method: {m.method}" + (f" — {m.extra['method_note']}" if m.extra.get("method_note") else ""),
+             f"schedule: {m.schedule.describe(k)}",
+             f"schedule json: {m.schedule.to_json()}",
+             f"verified: {'yes' if m.verified else 'NO'}" + (f" (relative error {m.rel_err:.2g})" if m.verified else f" — {m.reason}")]
+    if m.measured_s:
+        lines.append(f"time: {m.measured_s * 1e6:,.1f} us (median of {len(m.samples)})   "
+                     f"{m.gflops:,.2f} GFLOP/s   {m.gbps:,.2f} GB/s")
+    lines.append(f"tuning: {m.tuning_s:.2f} s")
+    return "\n".join(lines)
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="a .pkl or .json kernel file")
+    p.add_argument("--backend", default="cpu", help="backend to tune for (default: cpu)")
+    p.add_argument("--step", type=int, metavar="I", help="tune step I of a multi-kernel file (default: its main kernel)")
+    p.add_argument("--budget", type=float, default=10.0, metavar="S", help="tuning budget in seconds")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def load(args) -> Kernel:
+    from superopt.cli import UserError
+    from superopt.io import KernelFileError, load_kernel
+    try:
+        return load_kernel(args.file, args.step)
+    except KernelFileError as e:
+        raise UserError(str(e)) from None
+
+
+def get_backend(name: str):
+    from superopt.backends.base import get
+    from superopt.cli import UserError
+    try:
+        return get(name)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(str(e)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    k = load(args)
+    be = get_backend(args.backend)
+    try:
+        m = tune_kernel(k, be, args.budget)
+    finally:
+        be.close()
+    print(json.dumps(m.to_json()) if args.json else report(m))
+    return 0 if m.verified else 1
