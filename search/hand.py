@@ -21,7 +21,8 @@ GPU rules (``gpu``), per kernel class:
   reduction, interleaved (``LOOP x UNROLL 4 x THREAD``) so every warp load is coalesced;
   reduce over a strided axis: threads along the contiguous output axis, serial reduce;
 - gemm / conv (no tensor cores yet): a 16x16 thread block of 4x4 register tiles over the
-  two largest output axes (the store-contiguous one vectorized), K in LOOP x UNROLL 4.
+  two largest output axes (the store-contiguous one vectorized), K in LOOP x UNROLL 4;
+  a GEMV (one output row, contiguous K) is scheduled like a reduction.
 Every rule's result is checked with ``ir.schedule.check``; on a failure the rule falls
 back to a plainer variant, ending at one thread per output point.
 """
@@ -80,6 +81,10 @@ def _elementwise(k: Kernel, m) -> Schedule:
         t = min(threads_left, max(1, n // u))
         splits[va] = _pieces(n, [(T, t), (U, u)])
         threads_left //= max(1, t)
+        for a in reversed(k.output_axes):  # leftover threads go to the next axes out
+            if a == va or threads_left < 2: continue
+            ta = min(threads_left, _pow2_divisor(k.axes[a].size, threads_left))
+            if ta > 1: splits[a] = _pieces(k.axes[a].size, [(T, ta)]); threads_left //= ta  # noqa: E702
         s = Schedule(tuple(splits), vector=v if v > 1 else 1)
     else:
         last = max(k.output_axes, key=lambda a: k.axes[a].size)
@@ -126,9 +131,15 @@ def _contraction(k: Kernel, m) -> Schedule:
     return Schedule(tuple(splits), vector=vec)
 
 
+def _is_gemv(k: Kernel) -> bool:
+    big = [a for a in k.output_axes if k.axes[a].size > 1]
+    return len(big) <= 1 and _contiguous_reduce(k)
+
+
 def gpu(k: Kernel, machine) -> Schedule:
     """A reasonable GPU schedule for any kernel (legal for ``machine`` by ``check``)."""
     rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction}[k.kind]
+    if k.kind == "gemm" and _is_gemv(k): rule = _reduce  # one output row: split K over threads instead
     for make in (rule, _plain_variant(rule), lambda k, m: _naive_gpu(k)):
         s = make(k, machine)
         if not check(k, s, machine): return s
