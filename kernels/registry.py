@@ -115,19 +115,20 @@ class Workload:
     @staticmethod
     def make(kind: str, name: str | None = None, **params: Any) -> "Workload":
         k = get_kind(kind)
-        for p in params: k.param(p)  # unknown parameter -> ValueError
-        full = tuple((p.name, params.get(p.name, p.default)) for p in k.params)
+        # every value goes through the same parser as the command line (types, ranges, choices)
+        given = {n: k.param(n).parse(v.name if isinstance(v, dt.DType) else str(v)) for n, v in params.items()}
+        full = tuple((p.name, given.get(p.name, p.default)) for p in k.params)
         return Workload(name or _auto_name(k, dict(full)), kind, full)
 
     @staticmethod
     def from_args(kind: str, assignments: Sequence[str]) -> "Workload":
         """``kind`` plus ``key=value`` strings, as typed on the command line."""
-        k = get_kind(kind)
+        get_kind(kind)
         params: dict[str, Any] = {}
         for a in assignments:
             if "=" not in a: raise ValueError(f"expected key=value, got {a!r}")
             key, val = a.split("=", 1)
-            params[key] = k.param(key).parse(val)
+            params[key] = val
         return Workload.make(kind, **params)
 
     @property

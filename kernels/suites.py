@@ -25,10 +25,7 @@ H16 = "float16"
 
 
 def _w(name: str, kind: str, full: dict[str, Any], small: dict[str, Any], is_small: bool) -> Workload:
-    from superopt.ir import dtypes as dt
-    p = {**full, **small} if is_small else dict(full)
-    p = {k: dt.dtype_by_name(v) if k == "dtype" else v for k, v in p.items()}
-    return Workload.make(kind, name=name, **p)
+    return Workload.make(kind, name=name, **({**full, **small} if is_small else full))
 
 
 def _bert(s: bool) -> list[Workload]:
