@@ -1,0 +1,130 @@
+"""``superopt tune-cache DIR``: tune every captured kernel into the kernel cache (resumable)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from superopt.cli import UserError
+from superopt.commands.cache import add_cache_arg, console
+
+HELP = "tune every kernel of a captured model into the cache (prioritized, parallel, resumable)"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="capture directory (manifest.json from `superopt capture`) or a folder of kernel files")
+    p.add_argument("--budget-per-kernel", type=float, default=10.0, metavar="S", help="tuning budget per kernel, seconds")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="parallel tuning processes (on cpu, concurrent timings disturb each other: keep 1 for "
+                        "final numbers)")
+    p.add_argument("--backend", default="cpu")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="kill a kernel's tuning after S seconds (default 4 x budget + 120)")
+    p.add_argument("--retry-failed", action="store_true", help="retry kernels whose tuning failed before")
+    p.add_argument("--summary", metavar="FILE", default=None,
+                   help="also write the summary table as Markdown (default DIR/summary-BACKEND.md)")
+    p.add_argument("--tune-fn", default=None, metavar="MODULE:FUNC", help=argparse.SUPPRESS)  # plug-in / tests
+    p.add_argument("--no-progress", action="store_true")
+    add_cache_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from superopt.cache import CacheError, default_path, device_id
+    from superopt.tune_cache import load_jobs, prioritize, run_batch
+    if args.workers < 1: raise UserError("--workers must be >= 1")
+    if args.budget_per_kernel <= 0: raise UserError("--budget-per-kernel must be > 0")
+    try:
+        jobs = load_jobs(args.dir)
+    except (ValueError, OSError) as e:
+        raise UserError(str(e)) from None
+    cache_path = Path(args.cache) if args.cache else default_path()
+    jobs = prioritize(jobs, _machine(args.backend))
+    out = console()
+    try:
+        if args.no_progress or not sys.stderr.isatty():
+            res = run_batch(jobs, cache_path, args.backend, args.budget_per_kernel, args.workers, args.timeout,
+                            args.retry_failed, args.tune_fn, progress=_plain_progress(jobs))
+        else:
+            res = _with_bar(jobs, cache_path, args)
+    except CacheError as e:
+        raise UserError(str(e)) from None
+    table, md = summary(res, args.backend, device_id(args.backend))
+    out.print(table)
+    path = Path(args.summary) if args.summary else Path(args.dir) / f"summary-{args.backend}.md"
+    try:
+        path.write_text(md)
+        out.print(f"summary written to {path}")
+    except OSError as e:
+        out.print(f"could not write {path}: {e}")
+    if res.interrupted:
+        print("superopt tune-cache: interrupted; every finished kernel is in the cache; rerun to resume", file=sys.stderr)
+        return 130
+    return 1 if [o for o in res.failed if not o.skipped] else 0
+
+
+def _machine(backend: str):
+    """The machine the priorities are modeled on (the backend's own, datasheet H100 if it cannot start here)."""
+    from superopt.backends.base import get
+    from superopt.search.machine import load
+    if backend == "cpu": return load("cpu")
+    try:
+        b = get(backend)
+    except Exception:
+        return load("h100")
+    try:
+        return b.machine
+    finally:
+        b.close()
+
+
+def _plain_progress(jobs):
+    last = [-1]
+
+    def report(done: int, total: int, running: list[str]) -> None:
+        if done != last[0]:
+            print(f"tune-cache: {done}/{total} kernels tuned" + (f"; running {', '.join(running)}" if running else ""),
+                  file=sys.stderr, flush=True)
+            last[0] = done
+    return report
+
+
+def _with_bar(jobs, cache_path, args):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from superopt.tune_cache import run_batch
+    with Progress(TextColumn("[bold]tune-cache"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"), transient=False) as bar:
+        task = bar.add_task("", total=None)
+
+        def report(done: int, total: int, running: list[str]) -> None:
+            bar.update(task, completed=done, total=total, description=", ".join(running)[:60])
+        return run_batch(jobs, cache_path, args.backend, args.budget_per_kernel, args.workers, args.timeout,
+                         args.retry_failed, args.tune_fn, progress=report)
+
+
+def _t(s: float | None) -> str:
+    if s is None: return "-"
+    return f"{s * 1e6:,.1f} us" if s < 1e-2 else f"{s * 1e3:,.2f} ms"
+
+
+def summary(res, backend: str, device: str):
+    """(rich table, Markdown text) of the batch: per kernel before/after/speed-up/method, and the whole model."""
+    from rich.table import Table
+    cols = ["kernel", "kind", "count", "before", "after", "speed-up", "method", "status"]
+    rows = []
+    for o in sorted(res.outcomes, key=lambda o: -o.job.priority):
+        e = o.entry
+        status = ("cached" if o.skipped else "tuned") if e is not None else f"failed: {o.error}"[:70]
+        rows.append([o.job.name, o.job.kind, str(o.job.count), _t(e.baseline_s if e else None),
+                     _t(e.measured_s if e else None), f"{e.speedup:.2f}x" if e and e.speedup else "-",
+                     e.method if e else "-", status])
+    before, after, n = res.model_estimate()
+    total = (f"whole model ({n} of {len(res.outcomes)} kernels, time x count): before {_t(before)}, after {_t(after)}"
+             + (f", speed-up {before / after:.2f}x" if after else ""))
+    t = Table(title=f"tune-cache on {backend} ({device})", caption=total)
+    for c in cols: t.add_column(c, justify="right" if c in ("count", "before", "after", "speed-up") else "left")
+    for r in rows: t.add_row(*r)
+    md = [f"# tune-cache on {backend} ({device})", "", "| " + " | ".join(cols) + " |",
+          "|" + "|".join("---" for _ in cols) + "|"]
+    md += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+    md += ["", total, ""]
+    return t, "\n".join(md)

@@ -1,0 +1,236 @@
+"""Batch tuning of a captured kernel set into the kernel cache.
+
+Kernels are tuned most-valuable first (expected gain x launch count), each in its own
+worker process (a crash, hang or runaway tune costs that kernel only), and each result is
+committed to the cache by the worker the moment it is done. Resuming is therefore just
+running again: kernels with a verified row for this backend/device are skipped, kernels
+whose tuning failed with this tuner version are skipped unless retried, and nothing else
+is ever redone. A worker dies with its parent (Linux parent-death signal), so a killed
+batch leaves no orphan tuning behind that a rerun could duplicate.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from superopt.cache import Cache, Entry, device_id
+from superopt.ir.kernel import Kernel
+
+
+@dataclass
+class Job:
+    key: str
+    name: str
+    kind: str
+    count: int
+    kernel: Kernel
+    priority: float = 0.0
+
+
+@dataclass
+class Outcome:
+    job: Job
+    entry: Entry | None = None
+    error: str | None = None
+    skipped: bool = False      # done in an earlier run (or failed earlier and not retried)
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def tuned(self) -> list[Outcome]: return [o for o in self.outcomes if o.entry is not None]
+    @property
+    def failed(self) -> list[Outcome]: return [o for o in self.outcomes if o.error is not None]
+
+    def model_estimate(self) -> tuple[float, float, int]:
+        """(sum count x baseline time, sum count x tuned time, kernels counted): over kernels with both."""
+        before = after = 0.0
+        n = 0
+        for o in self.tuned:
+            e = o.entry
+            if e.baseline_s is not None and e.measured_s is not None:
+                before += o.job.count * e.baseline_s
+                after += o.job.count * e.measured_s
+                n += 1
+        return before, after, n
+
+
+# ---- the kernel set -----------------------------------------------------------------------
+def load_jobs(d: str | Path) -> list[Job]:
+    """Kernels of a capture directory (manifest.json with counts), or every kernel file
+    (.json/.pkl, count 1) of a directory without a manifest."""
+    from superopt.capture import MANIFEST, read_manifest
+    from superopt.io import load_kernel
+    d = Path(d)
+    if not d.is_dir(): raise ValueError(f"{d}: not a directory")
+    jobs: dict[str, Job] = {}
+    if (d / MANIFEST).exists():
+        for e in read_manifest(d)["kernels"]:
+            k = load_kernel(d / e["file"])
+            if k.key in jobs: jobs[k.key].count += int(e["count"]); continue  # noqa: E702
+            jobs[k.key] = Job(k.key, e.get("name", k.name), k.kind, int(e["count"]), k)
+    else:
+        for p in sorted([*d.glob("*.json"), *d.glob("*.pkl")]):
+            k = load_kernel(p)
+            if k.key in jobs: jobs[k.key].count += 1
+            else: jobs[k.key] = Job(k.key, p.stem, k.kind, 1, k)
+    if not jobs: raise ValueError(f"{d}: no kernels (expected manifest.json from `superopt capture`, or .json/.pkl kernel files)")
+    return list(jobs.values())
+
+
+def expected_gain_s(k: Kernel, machine) -> float:
+    """Modeled time of the hand-rule schedule minus the roofline bound: what tuning could win."""
+    from superopt.search import cost
+    from superopt.runtime import hand_schedule
+    try:
+        base = cost.modeled_time(k, hand_schedule(k, machine), machine)
+    except Exception:  # a kernel the model or hand rules do not cover still gets tuned, last
+        return 0.0
+    return max(0.0, base - cost.roofline_s(k, machine))
+
+
+def prioritize(jobs: list[Job], machine) -> list[Job]:
+    for j in jobs: j.priority = j.count * expected_gain_s(j.kernel, machine)
+    return sorted(jobs, key=lambda j: (-j.priority, -j.count, j.key))
+
+
+# ---- tuning one kernel -------------------------------------------------------------------
+def default_tune() -> Callable:
+    """The engine behind ``superopt tune``: ``tune_kernel(kernel, backend, budget_s) -> result``."""
+    from superopt.commands.tune import tune_kernel
+    return tune_kernel
+
+
+def tune_and_store(k: Kernel, cache: Cache, backend: str, budget_s: float = 10.0,
+                   tune: Callable | None = None) -> Entry | None:
+    """Tune ``k`` with the tune engine and commit the result; returns the stored entry
+    (or the better one already there). Raises if tuning fails."""
+    r = (tune or default_tune())(k, backend=backend, budget_s=budget_s)
+    e = entry_from_result(k, r, backend)
+    cache.put(e)
+    return cache.get(k.key, backend, e.device) or e
+
+
+def entry_from_result(k: Kernel, r, backend: str) -> Entry:
+    """A cache row from the tune engine's result (``superopt.commands.tune.Measured``)."""
+    modeled = getattr(r, "modeled_s", None)
+    if modeled is None and backend == "cpu":
+        from superopt.search import cost
+        from superopt.search.machine import load
+        try:
+            modeled = cost.modeled_time(k, r.schedule, load("cpu"))
+        except Exception:  # the model not covering a schedule must not lose a measured result
+            modeled = None
+    return Entry(kernel_key=k.key, backend=backend, device=device_id(backend), schedule=r.schedule.to_json(),
+                 method=r.method, verified=bool(r.verified), measured_s=r.measured_s,
+                 modeled_s=modeled, baseline_s=getattr(r, "baseline_s", None),
+                 baseline_method=getattr(r, "baseline_method", None), name=k.name, kernel=json.dumps(k.to_dict()))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphans after kill -9)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent: os._exit(3)  # parent already gone
+
+
+def _worker(kernel_json: str, cache_path: str, backend: str, budget_s: float, parent: int, tune_ref: str | None) -> None:
+    _die_with_parent(parent)
+    k = Kernel.from_dict(json.loads(kernel_json))
+    tune = _resolve(tune_ref) if tune_ref else None
+    with Cache(cache_path) as c:
+        try:
+            e = tune_and_store(k, c, backend, budget_s, tune)
+            err = None if e.verified else f"no verified schedule (method {e.method})"
+        except Exception as ex:
+            err = f"{type(ex).__name__}: {' '.join(str(ex).split())}"
+        if err:
+            c.put_failure(k.key, backend, None, err)
+            sys.exit(1)
+
+
+def _resolve(ref: str) -> Callable:
+    """'module:function' -> the function (lets tests and plug-ins supply a tune engine)."""
+    import importlib
+    mod, _, fn = ref.partition(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+# ---- the batch ----------------------------------------------------------------------------
+@dataclass
+class _Running:
+    job: Job
+    proc: mp.Process
+    started: float
+
+
+def run_batch(jobs: list[Job], cache_path: str | Path, backend: str = "cpu", budget_s: float = 10.0,
+              workers: int = 1, timeout_s: float | None = None, retry_failed: bool = False,
+              tune_ref: str | None = None, progress=None) -> BatchResult:
+    """Tune every job not already in the cache; ``progress(done, total, running_names)`` is
+    called as things change. Ctrl-C stops workers and returns what finished (all of it is in the cache)."""
+    dev = device_id(backend)
+    timeout_s = timeout_s or 4 * budget_s + 120
+    res = BatchResult()
+    todo: list[Job] = []
+    with Cache(cache_path) as c:
+        for j in jobs:
+            e = c.get(j.key, backend, dev)
+            err = None if retry_failed else c.failure(j.key, backend, dev)
+            if e is not None: res.outcomes.append(Outcome(j, entry=e, skipped=True))
+            elif err is not None: res.outcomes.append(Outcome(j, error=err, skipped=True))
+            else: todo.append(j)
+    ctx = mp.get_context("spawn")
+    running: list[_Running] = []
+    total, done = len(todo), 0
+    report = progress or (lambda *a: None)
+    report(0, total, [])
+    try:
+        while todo or running:
+            while todo and len(running) < max(1, workers):
+                j = todo.pop(0)
+                p = ctx.Process(target=_worker, args=(json.dumps(j.kernel.to_dict()), str(cache_path), backend,
+                                                       budget_s, os.getpid(), tune_ref), daemon=True)
+                p.start()
+                running.append(_Running(j, p, time.monotonic()))
+                report(done, total, [r.job.name for r in running])
+            time.sleep(0.05)
+            for r in list(running):
+                late = time.monotonic() - r.started > timeout_s
+                if r.proc.is_alive() and not late: continue
+                if r.proc.is_alive():
+                    r.proc.kill()
+                r.proc.join()
+                running.remove(r)
+                res.outcomes.append(_collect(r, cache_path, backend, dev, late, timeout_s))
+                done += 1
+                report(done, total, [x.job.name for x in running])
+    except KeyboardInterrupt:
+        for r in running: r.proc.kill()
+        for r in running: r.proc.join()
+        res.interrupted = True
+    return res
+
+
+def _collect(r: _Running, cache_path, backend: str, dev: str, late: bool, timeout_s: float) -> Outcome:
+    with Cache(cache_path) as c:
+        e = c.get(r.job.key, backend, dev)
+        if e is not None: return Outcome(r.job, entry=e)  # committed (even if the worker died after)
+        err = c.failure(r.job.key, backend, dev)
+        if err is None:
+            err = f"timed out after {timeout_s:.0f} s" if late else f"worker died (exit code {r.proc.exitcode})"
+            c.put_failure(r.job.key, backend, dev, err)
+        return Outcome(r.job, entry=e, error=err)

@@ -1,0 +1,197 @@
+"""Batch tuning: end to end on captured model kernels, kill -9 and resume, failures, priorities."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import superopt
+from superopt import runtime
+from superopt.cache import Cache, device_id
+from superopt.capture import read_manifest
+from superopt.cli import main
+from superopt.ir.tensor import Tensor
+from superopt.tune_cache import load_jobs, prioritize
+
+BERT_LAYER = """
+import numpy as np
+from superopt import Tensor
+T, H, NH, F = 16, 32, 2, 64          # tokens, hidden, heads, FFN (BERT structure, small shapes)
+D = H // NH
+rng = np.random.default_rng(0)
+def p(*s): return Tensor((rng.standard_normal(s) * 0.1).astype(np.float32))
+x = p(T, H)
+wq, wk, wv, wo, w1, w2 = p(H, H), p(H, H), p(H, H), p(H, H), p(H, F), p(F, H)
+q = (x @ wq).reshape(T, NH, D).permute(1, 0, 2)
+k = (x @ wk).reshape(T, NH, D).permute(1, 2, 0)
+v = (x @ wv).reshape(T, NH, D).permute(1, 0, 2)
+att = ((q @ k) * (1.0 / D ** 0.5)).softmax(-1)
+ctx = (att @ v).permute(1, 0, 2).reshape(T, H)
+h = (x + ctx @ wo).layernorm()
+out = (h + (h @ w1).gelu() @ w2).layernorm()
+RESULT = out.numpy()
+"""
+
+RESNET_BLOCK = """
+import numpy as np
+from superopt import Tensor
+N, C, HW = 2, 8, 8
+rng = np.random.default_rng(0)
+def p(*s): return Tensor((rng.standard_normal(s) * 0.1).astype(np.float32))
+x = p(N, C, HW, HW)
+w1, w2 = p(C, C, 3, 3), p(C, C, 3, 3)
+RESULT = (x.conv2d(w1, padding=1).relu().conv2d(w2, padding=1) + x).relu().numpy()
+"""
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ, SUPEROPT_CACHE_DIR=str(tmp_path / "user-cache"))
+    return env
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    """BERT layer + ResNet block kernels captured into one directory."""
+    monkeypatch.setenv("SUPEROPT_CACHE_DIR", str(tmp_path / "user-cache"))
+    d = tmp_path / "model_kernels"
+    for name, src in (("bert_layer.py", BERT_LAYER), ("resnet_block.py", RESNET_BLOCK)):
+        (tmp_path / name).write_text(textwrap.dedent(src))
+        assert main(["capture", str(tmp_path / name), "-o", str(d)]) == 0
+    return d
+
+
+def _run_script(src: str) -> np.ndarray:
+    ns: dict = {}
+    exec(compile(textwrap.dedent(src), "<model>", "exec"), ns)
+    return ns["RESULT"]
+
+
+def test_tune_capture_end_to_end_then_runtime_uses_it(model_dir, tmp_path, capsys):
+    cache = tmp_path / "kernels.sqlite"
+    rc = main(["tune-cache", str(model_dir), "--cache", str(cache), "--budget-per-kernel", "2", "--workers", "2",
+               "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    m = read_manifest(model_dir)
+    with Cache(cache) as c:
+        rows = {e.kernel_key: e for e in c.entries()}
+    assert set(rows) == {e["key"] for e in m["kernels"]}
+    assert all(e.verified and e.measured_s > 0 and e.tunes == 1 and e.device == device_id("cpu") for e in rows.values())
+    assert "whole model" in out and "speed-up" in out
+    md = (model_dir / "summary-cpu.md").read_text()
+    assert md.count("| tuned |") == len(rows)
+    # the runtime now runs every kernel of both models from the cache, with the right numbers
+    want = [_run_script(BERT_LAYER), _run_script(RESNET_BLOCK)]
+    with runtime.using("cpu", cache=cache) as rt:
+        got = [_run_script(BERT_LAYER), _run_script(RESNET_BLOCK)]
+        assert rt.stats["cache"] == sum(e["count"] for e in m["kernels"]) and rt.stats["hand"] == 0
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
+    # a rerun finds everything done and tunes nothing
+    assert main(["tune-cache", str(model_dir), "--cache", str(cache), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("cached") >= len(rows)
+    with Cache(cache) as c:
+        assert all(e.tunes == 1 for e in c.entries())
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid: out.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="needs Linux /proc")
+def test_kill_9_then_resume_tunes_every_kernel_exactly_once(model_dir, tmp_path):
+    cache = tmp_path / "kernels.sqlite"
+    cmd = [sys.executable, "-m", "superopt", "tune-cache", str(model_dir), "--cache", str(cache),
+           "--budget-per-kernel", "1", "--workers", "2", "--no-progress"]
+    n = len(read_manifest(model_dir)["kernels"])
+    proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows, workers, t0 = 0, [], time.monotonic()
+    while time.monotonic() - t0 < 300:
+        workers = _children(proc.pid) or workers
+        if cache.exists():
+            try:
+                with Cache(cache) as c: rows = len(c)
+            except Exception:
+                rows = 0
+        if rows >= 1 or proc.poll() is not None: break
+        time.sleep(0.02)
+    assert proc.poll() is None and 1 <= rows < n, f"could not catch the batch mid-run (rows {rows} of {n})"
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline: time.sleep(0.05)
+    assert not any(_alive(w) for w in workers), "tuning workers outlived the killed batch"
+    with Cache(cache) as c:
+        before = {e.kernel_key: e.created for e in c.entries()}
+    assert 1 <= len(before) < n
+    r = subprocess.run(cmd, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Cache(cache) as c:
+        after = {e.kernel_key: e for e in c.entries()}
+    assert set(after) == {e["key"] for e in read_manifest(model_dir)["kernels"]}
+    assert all(e.tunes == 1 and e.verified for e in after.values())     # tuned exactly once, nothing lost
+    assert all(after[k].created == t for k, t in before.items())         # rows of the first run kept as they were
+
+
+def test_timeouts_are_recorded_and_not_retried_unless_asked(model_dir, tmp_path, capsys):
+    cache = tmp_path / "kernels.sqlite"
+    args = ["tune-cache", str(model_dir), "--cache", str(cache), "--timeout", "0.01", "--no-progress"]
+    assert main(args) == 1
+    with Cache(cache) as c:
+        assert len(c) == 0
+        keys = [e["key"] for e in read_manifest(model_dir)["kernels"]]
+        assert all("timed out" in c.failure(k, "cpu") for k in keys)
+    capsys.readouterr()
+    assert main(args) == 0                                      # nothing new to do: failures are not retried
+    assert "failed: timed out" in capsys.readouterr().out
+    assert main(["tune-cache", str(model_dir), "--cache", str(cache), "--retry-failed", "--no-progress",
+                 "--budget-per-kernel", "1"]) == 0
+    with Cache(cache) as c:
+        assert len(c) == len(keys) and all(c.failure(k, "cpu") is None for k in keys)
+
+
+def test_priority_is_gain_times_count(tmp_path):
+    from superopt.search.machine import load
+    from superopt.tune_cache import expected_gain_s
+    with superopt.capture(tmp_path) as cap:
+        x = Tensor(np.ones((64, 64), np.float32))
+        for _ in range(5): (x + 1).numpy()
+        (x @ x).numpy()
+    jobs = prioritize(load_jobs(tmp_path), load("cpu"))
+    m = load("cpu")
+    for j in jobs:
+        assert j.priority == pytest.approx(j.count * expected_gain_s(j.kernel, m))
+    assert [j.priority for j in jobs] == sorted((j.priority for j in jobs), reverse=True)
+    assert {j.key: j.count for j in jobs} == dict(cap.counts)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    assert main(["tune-cache", str(tmp_path / "nope"), "--no-progress"]) == 2
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
+    assert main(["tune-cache", str(tmp_path), "--no-progress"]) == 2
+    assert "not a superopt capture manifest" in capsys.readouterr().err
+    (tmp_path / "manifest.json").unlink()
+    assert main(["tune-cache", str(tmp_path), "--no-progress"]) == 2
+    assert "no kernels" in capsys.readouterr().err
