@@ -5,7 +5,7 @@ from .runtime import CudaError, NoDevice
 
 def backend(machine=None):
     """The CUDA backend (raises ``NoDevice`` with a clear message where there is no GPU)."""
-    from .backend import CudaBackend
+    from .cuda_backend import CudaBackend
     return CudaBackend(machine)
 
 

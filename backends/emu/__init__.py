@@ -5,7 +5,7 @@ from .executor import EmuError, EmuResult, run_program, sample_blocks
 
 
 def backend(machine=None):
-    from .backend import EmuBackend
+    from .emu_backend import EmuBackend
     return EmuBackend(machine)
 
 

@@ -1,0 +1,123 @@
+"""``superopt calibrate --backend cuda|cpu``: measure the machine's ceilings and store them
+(JSON in the user's cache dir) for the cost model; ``search.machine.load`` applies them."""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import replace
+
+HELP = "measure copy bandwidth, FMA rate, shared-memory bandwidth and launch overhead; store them"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("cuda", "cpu"), default="cpu")
+    p.add_argument("--reps", type=int, default=30, help="timed runs per measurement (median taken)")
+    p.add_argument("--json", action="store_true", help="print the measurements as one JSON object")
+    p.add_argument("--no-save", action="store_true", help="measure only; keep the stored calibration")
+
+
+def run(args: argparse.Namespace) -> int:
+    from superopt.cli import UserError
+    from superopt.search import machine as M
+    if args.reps < 3: raise UserError("--reps must be at least 3")
+    if args.backend == "cuda":
+        from superopt.backends.cuda.cuda_backend import machine_for, probe
+        ok, why = probe()
+        if not ok: raise UserError(f"no CUDA device is present ({why})")
+        from superopt.backends.cuda.calibrate import measure
+        r = measure(reps=args.reps)
+        base = machine_for(r["device"])
+        m = replace(base, dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], smem_bw=r["smem_bytes_per_s"],
+                    launch_s=r["launch_s"], cores=r["device"]["sms"], l2_bytes=r["device"]["l2_bytes"], calibrated=True,
+                    notes={"device": r["device"], "launch_host_s": r["launch_host_s"],
+                           "tensor_core_fp16": r["tensor_core_fp16"], "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    else:
+        r = measure_cpu(M.host_cpu(), args.reps)
+        m = replace(M.host_cpu(), dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], calibrated=True,
+                    notes={"compiler": r["compiler"], "threads": r["threads"],
+                           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    path = None if args.no_save else M.save_calibration(m)
+    if args.json:
+        print(json.dumps({"machine": m.name, **r, "saved": str(path) if path else None}))
+        return 0
+    print(f"machine {m.name}" + (f" ({r['device']['name']}, {r['device']['sms']} SMs)" if "device" in r else ""))
+    print(f"  copy bandwidth (read + write)  {r['copy_bytes_per_s'] / 1e9:10.1f} GB/s")
+    print(f"  fp32 FMA rate                  {r['fma_flops_per_s'] / 1e12:10.2f} TFLOP/s")
+    if "smem_bytes_per_s" in r:
+        print(f"  shared-memory bandwidth        {r['smem_bytes_per_s'] / 1e12:10.2f} TB/s")
+        print(f"  launch overhead                {r['launch_s'] * 1e6:10.2f} us (host side {r['launch_host_s'] * 1e6:.2f} us)")
+        print(f"  fp16 tensor-core rate          {r['tensor_core_fp16']}")
+    print(f"saved to {path}" if path else "not saved (--no-save)")
+    return 0
+
+
+# ---- CPU: small C kernels built with the system compiler ---------------------------------
+CPU_SOURCE = r"""
+#include <stddef.h>
+typedef float vf __attribute__((vector_size(VB)));
+void copy(float* restrict d, const float* restrict s, long n) {
+  #pragma omp parallel for schedule(static)
+  for (long i = 0; i < n; ++i) d[i] = s[i];
+}
+double fma_chains(long iters, int* threads) {
+  double total = 0;
+  #pragma omp parallel reduction(+:total)
+  {
+    vf a[8], b = (vf){0} + 0.999f, c = (vf){0} + 0.001f;
+    for (int j = 0; j < 8; ++j) a[j] = (vf){0} + (float)j;
+    for (long i = 0; i < iters; ++i)
+      for (int j = 0; j < 8; ++j) a[j] = a[j] * b + c;
+    float s = 0;
+    for (int j = 0; j < 8; ++j) for (int l = 0; l < (int)(VB / 4); ++l) s += a[j][l];
+    total += s;
+    #ifdef _OPENMP
+    #pragma omp master
+    *threads = omp_get_num_threads();
+    #else
+    *threads = 1;
+    #endif
+  }
+  return total;
+}
+"""
+
+
+def measure_cpu(machine, reps: int = 30) -> dict:
+    import numpy as np
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        from superopt.cli import UserError
+        raise UserError("no C compiler found (set CC)")
+    with tempfile.TemporaryDirectory() as d:
+        src, lib = os.path.join(d, "cal.c"), os.path.join(d, "cal.so")
+        with open(src, "w") as f: f.write("#include <omp.h>\n" + CPU_SOURCE)
+        flags = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", f"-DVB={machine.simd_bytes}"]
+        proc = subprocess.run([cc, *flags, src, "-o", lib], capture_output=True, text=True)
+        if proc.returncode != 0:
+            from superopt.cli import UserError
+            raise UserError(f"{cc} could not build the calibration kernels: {proc.stderr.strip()[:400]}")
+        so = ctypes.CDLL(lib)
+        so.copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+        so.fma_chains.argtypes = [ctypes.c_long, ctypes.POINTER(ctypes.c_int)]
+        so.fma_chains.restype = ctypes.c_double
+        n = 1 << 26  # 256 MiB each way: far past the caches
+        a, b = np.ones(n, np.float32), np.empty(n, np.float32)
+        so.copy(b.ctypes.data, a.ctypes.data, n)
+        times = []
+        for _ in range(max(3, reps // 5)):
+            t0 = time.perf_counter(); so.copy(b.ctypes.data, a.ctypes.data, n); times.append(time.perf_counter() - t0)  # noqa: E702
+        copy_bw = 2 * n * 4 / statistics.median(times)
+        thr, iters = ctypes.c_int(0), 1 << 22
+        so.fma_chains(1 << 16, ctypes.byref(thr))
+        times = []
+        for _ in range(max(3, reps // 5)):
+            t0 = time.perf_counter(); so.fma_chains(iters, ctypes.byref(thr)); times.append(time.perf_counter() - t0)  # noqa: E702
+        flops = 2 * 8 * (machine.simd_bytes // 4) * iters * thr.value / statistics.median(times)
+    return {"copy_bytes_per_s": copy_bw, "fma_flops_per_s": flops, "threads": thr.value, "compiler": cc}

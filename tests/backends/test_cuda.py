@@ -1,0 +1,172 @@
+"""The CUDA backend. Without a GPU: the renderer's output parses as C++ (g++ with a small
+stand-in header for the CUDA builtins) and asking for the backend says no device is
+present. With a GPU (and cuda-python): kernels verify against the interpreter, failures
+(compile error, illegal address, hang) are reported per candidate and the process goes on,
+and calibration measures sane ceilings."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from superopt.backends.base import Failure, get
+from superopt.backends.cuda.cuda_backend import probe
+from superopt.backends.cuda.render import render
+from superopt.ir import dtypes as dt
+from superopt.ir.kernel import Buffer
+from superopt.ir.lower import lower
+from superopt.ir.node import Node, Ops, TRUE, const, special
+from superopt.ir.program import Program, Store
+from superopt.kernels.suites import suite
+from superopt.search.hand import gpu
+from superopt.search.machine import H100
+from superopt.verify import verify
+
+from test_emu import kernel_and_schedule  # noqa: E402 - same folder (pytest prepends it to sys.path)
+
+HAVE_GPU, WHY = probe()
+needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no CUDA device: {WHY}")
+
+STUB = r"""
+#include <cstring>
+#include <cmath>
+#include <algorithm>
+using std::max; using std::min; using std::isnan;
+#define __device__
+#define __forceinline__ inline
+#define __global__
+#define __launch_bounds__(x)
+#define __shared__ static
+#define __align__(x) __attribute__((aligned(x)))
+#define asm(...) (void)0
+struct dim3_ { unsigned x, y, z; }; static dim3_ blockIdx, threadIdx;
+struct uint2 { unsigned x, y; }; struct uint4 { unsigned x, y, z, w; };
+inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline float __int_as_float(int u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline void __syncthreads() {}
+"""
+
+
+def _parses(src: str, tmp_path) -> str:
+    f = tmp_path / "k.cpp"
+    f.write_text(STUB + src)
+    r = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-w", str(f)], capture_output=True, text=True)
+    return r.stderr
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ for the syntax check")
+def test_hand_schedules_of_every_small_suite_render_valid_cpp(tmp_path):
+    for name in ("bert", "resnet", "llm", "membound"):
+        for w in suite(name, small=True):
+            for k in w.kernels:
+                src, _ = render(lower(k, gpu(k, H100), H100))
+                assert not _parses(src, tmp_path), f"{k.name}:\n{src}"
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ for the syntax check")
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(kernel_and_schedule())
+def test_random_schedules_render_valid_cpp(tmp_path, ks):
+    k, s = ks
+    src, _ = render(lower(k, s, H100))
+    assert not _parses(src, tmp_path), src
+
+
+def test_vector_access_only_when_aligned():
+    lane = special("lane", 4)
+    t = special("thread", 32)
+    mk = lambda idx: Program("v", (Buffer("x", dt.float32, (256,)),), Buffer("out", dt.float32, (256,)), 1, 32, 4, 1,  # noqa: E731
+                             (Store(t * 4 + lane, Node(Ops.LOAD, dt.float32, (idx, TRUE), 0)),))
+    aligned, _ = render(mk(t * 4 + lane))
+    shifted, _ = render(mk(t * 4 + lane + 1))
+    vload = re.compile(r"const uint4 t\d+ = ")
+    assert vload.search(aligned) and "uint4*>(out" in aligned    # one 16-byte load and one 16-byte store
+    assert not vload.search(shifted) and "in0[" in shifted        # a misaligned load stays scalar
+    assert "uint4*>(out" in shifted                               # the store is still aligned
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="a CUDA device is present")
+def test_no_device_is_said_clearly():
+    with pytest.raises(RuntimeError, match="no CUDA device is present"):
+        get("cuda")
+
+
+# ---- on a GPU -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cuda():
+    be = get("cuda")
+    yield be
+    be.close()
+
+
+@needs_gpu
+def test_small_suites_verify_on_cuda(cuda):
+    bad = []
+    for name in ("bert", "resnet", "llm", "membound"):
+        for w in suite(name, small=True):
+            for k in w.kernels:
+                r = verify(k, gpu(k, cuda.machine), cuda, seed=1)
+                if not r.ok: bad.append(f"{k.name}: {r.reason}")
+    assert not bad, "\n".join(bad)
+
+
+@needs_gpu
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(kernel_and_schedule())
+def test_random_schedules_verify_on_cuda(cuda, ks):
+    k, s = ks
+    r = verify(k, s, cuda, seed=0)
+    assert r.ok, f"{r.reason}\n{s.describe(k)}"
+
+
+def _store_program(index: Node) -> Program:
+    t = special("thread", 32)
+    return Program("st", (Buffer("x", dt.float32, (32,)),), Buffer("out", dt.float32, (32,)), 1, 32, 1, 1,
+                   (Store(index, Node(Ops.LOAD, dt.float32, (t, TRUE), 0)),))
+
+
+@needs_gpu
+def test_illegal_address_is_a_failure_and_the_backend_goes_on(cuda):
+    t = special("thread", 32)
+    bad = cuda.compile(_store_program(t + const(2_000_000_000, dt.int32)))
+    assert not isinstance(bad, Failure)
+    r = cuda.run(bad, [np.ones(32, np.float32)], np.zeros(32, np.float32))
+    assert isinstance(r, Failure) and r.kind in ("launch", "crash"), r
+    good = cuda.compile(_store_program(t))
+    x = np.arange(32, dtype=np.float32)
+    out = cuda.run(good, [x], np.zeros(32, np.float32))
+    assert isinstance(out, np.ndarray) and np.array_equal(out, x)
+
+
+@needs_gpu
+def test_compile_error_and_hang_are_failures():
+    from superopt.backends.cuda.worker import Worker, WorkerFailed
+    w = Worker(timeout_s=60)
+    resp, _ = w.request({"op": "compile", "source": "extern \"C\" __global__ void k() { undefined_thing(); }", "name": "k"})
+    assert not resp["ok"] and resp["stage"] == "compile" and "undefined_thing" in resp["error"]
+    spin = 'extern "C" __global__ void spin(int* o) { volatile int x = 1; while (x) { } o[0] = x; }'
+    with pytest.raises(WorkerFailed, match="no answer"):
+        w.request({"op": "run", "source": spin, "name": "spin", "grid": [1], "block": [1], "buffers": [{"nbytes": 4}],
+                   "outputs": [0]}, timeout_s=5)
+    resp, _ = w.request({"op": "info"})  # a fresh worker answers
+    assert resp["ok"] and resp["info"]["sms"] > 0
+    w.close()
+
+
+@needs_gpu
+def test_timing_and_calibration_are_sane(cuda):
+    from superopt.backends.cuda.calibrate import measure
+    from superopt.kernels.suites import suite as s
+    w = s("membound", small=True)[-1]
+    k = w.kernels[0]
+    c = cuda.compile(lower(k, gpu(k, cuda.machine), cuda.machine))
+    t = cuda.time(c, w.random_inputs(), np.zeros(k.output.size, k.output.dtype.np), runs=10)
+    assert not isinstance(t, Failure) and 0 < t.median_s < 0.01 and len(t.samples) >= 5
+    m = measure(reps=5)
+    assert 1e11 < m["copy_bytes_per_s"] < 2e13 and 1e12 < m["fma_flops_per_s"] < 2e14
+    assert 1e12 < m["smem_bytes_per_s"] and 0 < m["launch_s"] < 1e-3
