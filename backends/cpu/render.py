@@ -16,7 +16,7 @@ from superopt.ir import dtype as dt
 from superopt.ir.dtype import DType
 from superopt.ir.node import Node, Ops
 from superopt.ir.program import (Assign, Barrier, If, Loop, Program, Reg, Shared, SharedStore, Stmt, Store,
-                                 lane_stride, unrolled)
+                                 lane_stride, subst_stmt, unrolled)
 from superopt.ir.node import const, substitute
 
 STORAGE = {"float32": "float", "float16": "_Float16", "bfloat16": "uint16_t", "int8": "int8_t", "uint8": "uint8_t",
@@ -144,7 +144,7 @@ class CRenderer:
             self.volatile.clear()
 
     def block(self, head: str, body: tuple[Stmt, ...], d: int) -> None:
-        self.emit(head + " {", d)
+        self.emit((head + " {").lstrip(), d)
         self.scopes.append({})
         self.stmts(body, d + 1)
         self.scopes.pop()
@@ -153,7 +153,10 @@ class CRenderer:
     def stmt(self, s: Stmt, d: int) -> None:
         L = self.L
         if isinstance(s, Loop):
-            if s.unroll:
+            if s.unroll and any(isinstance(x, Reg) for x in s.body):  # each copy declares its registers
+                for i in range(s.size):
+                    self.block("", tuple(subst_stmt(x, {s.var: const(i, dt.int32)}) for x in s.body), d)
+            elif s.unroll:
                 self.stmts(unrolled(s), d)
             else:
                 v = f"s_{s.var.arg[0]}"
