@@ -44,6 +44,7 @@ class CudaError(RuntimeError):
 class NoDevice(CudaError):
     def __init__(self, why: str):
         super().__init__("init", f"no CUDA device is present ({why})", "NO_DEVICE")
+        self.args = (f"no CUDA device is present ({why})",)  # said plainly, without the stage
 
 
 def available() -> tuple[bool, str]:

@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from typing import BinaryIO
 
 import numpy as np
@@ -103,8 +102,9 @@ def child_main() -> int:
                 send(out, resp, outs)
             else: send(out, {"ok": False, "stage": "protocol", "error": f"unknown op {req['op']!r}"})
         except CudaError as e:
-            send(out, {"ok": False, "stage": e.stage, "code": e.code, "error": str(e)})
-            if e.sticky or e.code == "NO_DEVICE": return 1
+            fatal = e.sticky or e.code == "NO_DEVICE"  # the context is unusable: say so, then exit
+            send(out, {"ok": False, "stage": e.stage, "code": e.code, "error": str(e), "exiting": fatal})
+            if fatal: return 1
         except Exception as e:  # noqa: BLE001 - report, stay alive
             send(out, {"ok": False, "stage": "worker", "error": f"{type(e).__name__}: {e}"})
 
@@ -168,8 +168,12 @@ class Worker:
         except (EOFError, OSError, ValueError):
             self.proc.wait(); err = self._stderr_tail(); code = self.proc.returncode; self.proc = None  # noqa: E702
             raise WorkerFailed("crash", f"CUDA worker exited with status {code}: {err}") from None
-        if not resp.get("ok") and self.proc.poll() is None:
-            time.sleep(0.05)  # a sticky error makes the child exit; next request restarts it
+        if resp.get("exiting"):  # a sticky CUDA error: the child exits; the next request starts a fresh one
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill(); self.proc.wait()  # noqa: E702
+            self.proc = None
         return resp, outs
 
 

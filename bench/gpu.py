@@ -1,0 +1,177 @@
+"""GPU benchmark: our hand-rule schedules on the CUDA backend vs PyTorch, in one run.
+
+For every workload of the chosen suites: each kernel is scheduled by the hand rules,
+lowered, rendered, compiled, checked on fresh random inputs against the reference
+interpreter, and timed (CUDA events, L2 flushed before every launch, input sets rotated,
+median); the workload's time is the sum over its kernels. PyTorch runs the same workload
+in the same process, timed the same way (events, L2 flush, median). Prints a table last
+and writes every number to JSON together with the command that made it. "% roof" is the
+share of the calibrated roofline: max(flops / fp32 FMA rate, min bytes / copy bandwidth)
+(no tensor cores yet, so fp16 GEMMs are held to the fp32 FMA rate).
+
+    python3 bench/gpu.py --suites membound,bert --out results.json [--small] [--calibrate]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from superopt.backends.base import Failure, get
+from superopt.ir.lower import lower
+from superopt.kernels.suites import suite
+from superopt.search.hand import gpu
+from superopt.verify import compare, poison, random_inputs
+
+
+# ---- torch side ---------------------------------------------------------------------------
+def torch_fn(w, xs):
+    """A PyTorch callable computing workload ``w`` on device tensors ``xs``."""
+    import torch
+    import torch.nn.functional as F
+    p = w.args
+    k = w.kind
+    if k == "matmul": return lambda: xs[0] @ xs[1]
+    if k == "bmm": return (lambda: xs[0] @ xs[1].transpose(-1, -2)) if p["b_layout"] == "nk" else (lambda: xs[0] @ xs[1])
+    if k == "gemv": return lambda: xs[0] @ xs[1].T
+    if k == "conv2d":
+        if p["layout"] != "nchw": return None
+        return lambda: F.conv2d(xs[0], xs[1], stride=p["stride"], padding=p["pad"], groups=p["groups"])
+    if k == "rowsum": return lambda: xs[0].sum(dim=1, dtype=torch.float32)
+    if k == "softmax": return lambda: torch.softmax(xs[0], dim=-1)
+    if k == "layernorm": return lambda: F.layer_norm(xs[0], (p["N"],), xs[1], xs[2], p["eps"])
+    if k == "rmsnorm": return lambda: F.rms_norm(xs[0], (p["N"],), xs[1], p["eps"])
+    if k == "fma": return lambda: torch.addcmul(xs[2], xs[0], xs[1])
+    if k == "rotary":
+        h = p["D"] // 2
+        x, c, s = xs[0], xs[1][:, None, :], xs[2][:, None, :]
+        return lambda: torch.cat([x[..., :h] * c - x[..., h:] * s, x[..., h:] * c + x[..., :h] * s], dim=-1)
+    return None
+
+
+def time_torch(fn, reps: int, l2_bytes: int) -> list[float]:
+    import torch
+    flush = torch.empty(max(2 * l2_bytes, 8 << 20) // 4, dtype=torch.float32, device="cuda")
+    for _ in range(3): fn()
+    torch.cuda.synchronize()
+    evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for a, b in evs:
+        flush.fill_(1.0)
+        a.record(); fn(); b.record()  # noqa: E702
+    torch.cuda.synchronize()
+    return [a.elapsed_time(b) / 1e3 for a, b in evs]
+
+
+def torch_inputs(w, arrays):
+    import torch
+    return [torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).cuda().view(torch.bfloat16)
+            if b.dtype.name == "bfloat16" else torch.from_numpy(np.ascontiguousarray(a)).cuda()
+            for a, b in zip(arrays, w.inputs)]
+
+
+# ---- our side ---------------------------------------------------------------------------------
+def run_ours(w, be, reps: int, rng) -> dict:
+    kernels, total = [], 0.0
+    for k in w.kernels:
+        s = gpu(k, be.machine)
+        rec = {"kernel": k.name, "kind": k.kind, "schedule": s.to_dict(), "describe": s.describe(k)}
+        kernels.append(rec)
+        c = be.compile(lower(k, s, be.machine))
+        if isinstance(c, Failure):
+            rec.update(ok=False, failure=str(c)); return {"kernels": kernels, "ok": False}  # noqa: E702
+        rec.update(registers=c.handle.registers, local_bytes=c.handle.local_bytes, threads=c.handle.block, blocks=c.handle.grid)
+        ins = random_inputs(k, rng)
+        out = poison(k.output)
+        t = be.time(c, [a.reshape(-1) for a in ins], out, runs=reps)  # first launch: poisoned output, checked below
+        if isinstance(t, Failure):
+            rec.update(ok=False, failure=str(t)); return {"kernels": kernels, "ok": False}  # noqa: E702
+        v = compare(k, out, ins, rng)
+        rec.update(ok=v.ok, rel_err=v.rel_err, checked=v.checked, reason=v.reason, median_s=t.median_s,
+                   spread=(min(t.samples), max(t.samples)), runs=len(t.samples))
+        if not v.ok: return {"kernels": kernels, "ok": False}
+        total += t.median_s
+    return {"kernels": kernels, "ok": True, "median_s": total}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suites", default="membound", help="comma-separated: bert,resnet,llm,membound")
+    ap.add_argument("--small", action="store_true", help="the small CI shapes")
+    ap.add_argument("--only", default="", help="comma-separated workload names to keep")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--out", default="", help="JSON file to write")
+    ap.add_argument("--calibrate", action="store_true", help="measure and store the machine's ceilings first")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse_args(argv)
+    command = "python3 bench/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cal = None
+    if args.calibrate:
+        from superopt.backends.cuda.calibrate import measure
+        cal = measure()
+        print(f"calibration: copy {cal['copy_bytes_per_s'] / 1e9:.0f} GB/s, fp32 FMA {cal['fma_flops_per_s'] / 1e12:.1f} TFLOP/s, "
+              f"smem {cal['smem_bytes_per_s'] / 1e12:.1f} TB/s, launch {cal['launch_s'] * 1e6:.2f} us", flush=True)
+    be = get("cuda")
+    m = be.machine
+    if cal:
+        from dataclasses import replace
+        m = replace(m, dram_bw=cal["copy_bytes_per_s"], flops_fp32=cal["fma_flops_per_s"], smem_bw=cal["smem_bytes_per_s"],
+                    launch_s=cal["launch_s"], calibrated=True)
+        from superopt.search.machine import save_calibration
+        save_calibration(m)
+    rng = np.random.default_rng(0)
+    rows, results = [], []
+    only = {x for x in args.only.split(",") if x}
+    for sname in args.suites.split(","):
+        for w in suite(sname, small=args.small):
+            if only and w.name not in only: continue
+            t0 = time.time()
+            r = {"suite": sname, "workload": w.name, "kind": w.kind, "flops": w.flops, "min_bytes": w.min_bytes,
+                 "kernel_bytes": w.kernel_bytes, **run_ours(w, be, args.reps, rng)}
+            fn = None if args.no_torch else torch_fn(w, torch_inputs(w, w.random_inputs(seed=1)))
+            if fn is not None:
+                ts = time_torch(fn, args.reps, m.l2_bytes)
+                r["torch_s"], r["torch_spread"] = statistics.median(ts), (min(ts), max(ts))
+            roof = max(w.flops / m.flops_fp32, w.min_bytes / m.dram_bw)
+            r["roofline_s"] = roof
+            r["wall_s"] = time.time() - t0
+            results.append(r)
+            rows.append(_row(r))
+            print(_fmt(rows[-1]), flush=True)
+    out = {"command": command, "device": be.device, "machine": m.to_dict(), "calibration": cal,
+           "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}
+    be.close()
+    if args.out:
+        with open(args.out, "w") as f: json.dump(out, f, indent=1, default=str)
+    print("\n" + _fmt(HEADER))
+    for row in rows: print(_fmt(row))
+    ok = sum(r["ok"] for r in results)
+    ratios = [r["torch_s"] / r["median_s"] for r in results if r["ok"] and r.get("torch_s")]
+    print(f"\n{ok}/{len(results)} workloads verified; geomean speed vs torch "
+          f"{math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float('nan'):.3f}x  ({be.device['name']})")
+    return 0 if ok == len(results) else 1
+
+
+HEADER = ("workload", "ok", "ours ms", "torch ms", "vs torch", "ours rate", "torch rate", "% roof")
+
+
+def _row(r) -> tuple:
+    ours, th = r.get("median_s"), r.get("torch_s")
+    mem = r["flops"] / max(1, r["min_bytes"]) < 10  # memory-bound: GB/s, else TFLOP/s
+    rate = (lambda s: f"{r['min_bytes'] / s / 1e9:.0f} GB/s") if mem else (lambda s: f"{r['flops'] / s / 1e12:.2f} TF/s")
+    return (r["workload"][:34], "yes" if r["ok"] else "NO", f"{ours * 1e3:.3f}" if ours else "-",
+            f"{th * 1e3:.3f}" if th else "-", f"{th / ours:.2f}x" if ours and th else "-",
+            rate(ours) if ours else "-", rate(th) if th else "-", f"{100 * r['roofline_s'] / ours:.0f}%" if ours else "-")
+
+
+def _fmt(row) -> str:
+    w = (34, 4, 9, 9, 8, 13, 13, 7)
+    return " ".join(str(c).ljust(n) if i == 0 else str(c).rjust(n) for i, (c, n) in enumerate(zip(row, w)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
