@@ -109,8 +109,9 @@ def capture_tensors(tensors: Iterable[Any], out_dir: str | Path) -> Path:
     return cap.save(out_dir, source="tinygrad")
 
 
-def from_ast(sink: Any, name: str = "tinygrad") -> Kernel:
-    """One tinygrad kernel AST (a SINK) -> ``Kernel``; ValueError if not expressible."""
+def axis_ranges(sink: Any) -> tuple[Any, list[Any], int]:
+    """(STORE, the RANGE of each of our kernel axes in axis order, number of output axes):
+    output ranges in END order, then the reduction's ranges. The exporter maps axes back with it."""
     from tinygrad.uop.ops import Ops as TOps
     if sink.op is not TOps.SINK: raise ValueError(f"expected a SINK, got {sink.op.name}")
     if len(sink.src) != 1: raise ValueError(f"kernel has {len(sink.src)} stores; only single-output kernels are supported")
@@ -122,7 +123,14 @@ def from_ast(sink: Any, name: str = "tinygrad") -> Kernel:
     red_ranges = reduces[0].src[1:] if reduces else ()
     ranges = list(out_ranges) + list(red_ranges)
     if not ranges: raise ValueError("kernel has no loops (scalar kernels are not supported)")
-    axes = tuple(Axis(_range_size(r), i >= len(out_ranges)) for i, r in enumerate(ranges))
+    return store, ranges, len(out_ranges)
+
+
+def from_ast(sink: Any, name: str = "tinygrad") -> Kernel:
+    """One tinygrad kernel AST (a SINK) -> ``Kernel``; ValueError if not expressible."""
+    from tinygrad.uop.ops import Ops as TOps
+    store, ranges, n_out = axis_ranges(sink)
+    axes = tuple(Axis(_range_size(r), i >= n_out) for i, r in enumerate(ranges))
     c = _Converter({r: var(i, axes[i].size) for i, r in enumerate(ranges)})
     out_param, out_idx = _index_parts(store.src[0])
     params = sorted({u for u in store.src[1].toposort() if u.op is TOps.PARAM}, key=lambda p: p.arg.slot)
