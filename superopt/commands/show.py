@@ -27,8 +27,16 @@ def run(args: argparse.Namespace) -> int:
         print(steps[0].kernel.describe())
         return 0
     flops = sum(s.kernel.flops for s in steps)
-    print(f"program: {len(steps)} kernels, main kernel: step {main}; total {flops:,} flops")
+    print(f"program: {len(steps)} kernels, main kernel: step {main}; total {flops:,} flops, "
+          f"min bytes {_program_bytes(steps):,} (inputs and output once), {sum(s.kernel.min_bytes for s in steps):,} over kernels")
     for i, s in enumerate(steps):
         print(f"\n== step {i}{' (main)' if i == main else ''}: {', '.join(s.inputs)} -> {s.output}")
         print(s.kernel.describe())
     return 0
+
+
+def _program_bytes(steps) -> int:
+    """Bytes of the program's own inputs (read by some step, written by none) and final output."""
+    made = {s.output for s in steps}
+    ext = {n: b.nbytes for s in steps for n, b in zip(s.inputs, s.kernel.inputs) if n not in made}
+    return sum(ext.values()) + steps[-1].kernel.output.nbytes

@@ -101,12 +101,22 @@ def _movement(data, p: Prog) -> Prog:
     return Prog(t.shrink(tuple(box)), v[tuple(slice(b, e) for b, e in box)])
 
 
+def _self(data, p: Prog) -> Prog:
+    """Programs that read a value twice: x*x, and x minus a reduction of itself broadcast back."""
+    if data.draw(st.booleans(), label="square"):
+        return Prog(p.t * p.t, p.v * p.v)
+    nd = p.v.ndim
+    axes = tuple(sorted(data.draw(st.sets(st.integers(0, nd - 1), min_size=1, max_size=nd), label="axes")))
+    if data.draw(st.booleans(), label="max"):
+        return Prog(p.t - p.t.max(axes, keepdim=True), p.v - p.v.max(axis=axes, keepdims=True))
+    return Prog(p.t - p.t.mean(axes, keepdim=True), p.v - p.v.mean(axis=axes, keepdims=True))
+
+
 def _program(data, depth: int) -> Prog:
     p = _leaf(data, _shape(data))
     for _ in range(depth):
-        kind = data.draw(st.sampled_from(["unary", "binary", "reduce", "movement", "movement"]), label="kind")
-        if kind == "reduce" and p.v.ndim == 0: kind = "unary"
-        p = {"unary": _unary, "binary": _binary, "reduce": _reduce, "movement": _movement}[kind](data, p)
+        kind = data.draw(st.sampled_from(["unary", "binary", "reduce", "movement", "movement", "self"]), label="kind")
+        p = {"unary": _unary, "binary": _binary, "reduce": _reduce, "movement": _movement, "self": _self}[kind](data, p)
         if p.v.ndim == 0:  # a full reduction without keepdim: keep working on a rank-1 tensor
             p = Prog(p.t.reshape(1), p.v.reshape(1))
     return p
