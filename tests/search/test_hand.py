@@ -1,0 +1,67 @@
+"""Hand rules: legal on every machine, correct on the cpu, sensible shapes."""
+from __future__ import annotations
+
+import pytest
+
+from superopt import Tensor
+from superopt.backends.cpu import CPUBackend
+from superopt.ir import dtypes
+from superopt.ir.schedule import Level, check
+from superopt.search.hand import hand_schedule
+from superopt.search.machine import H100, load
+from superopt.verify import verify
+
+CPU = load("cpu")
+
+
+def _programs():
+    a, b = Tensor.empty(96, 40, name="a"), Tensor.empty(40, 64, name="b")
+    yield "gemm", a @ b
+    yield "gemm-odd", Tensor.empty(13, 7, name="a") @ Tensor.empty(7, 5, name="b")
+    yield "bmm", Tensor.empty(3, 16, 8, name="a") @ Tensor.empty(3, 8, 32, name="b")
+    x = Tensor.empty(48, 64, name="x")
+    yield "softmax", x.softmax()
+    yield "colsum", x.sum(0)
+    yield "layernorm", x.layernorm()
+    yield "ew-1d", Tensor.empty(1000, name="y") * 2 + 1
+    yield "ew-half", (Tensor.empty(24, 32, dtype=dtypes.float16, name="h") * 3).relu()
+    yield "conv", Tensor.empty(2, 3, 8, 8, name="x").conv2d(Tensor.empty(8, 3, 3, 3, name="w"), padding=1)
+    yield "conv-s2", Tensor.empty(1, 4, 9, 9, name="x").conv2d(Tensor.empty(4, 4, 3, 3, name="w"), stride=2)
+
+
+KERNELS = [(f"{name}:{i}", st.kernel) for name, t in _programs() for i, st in enumerate(t.schedule())]
+
+
+@pytest.fixture(scope="module")
+def be():
+    b = CPUBackend(CPU)
+    yield b
+    b.close()
+
+
+@pytest.mark.parametrize("name,k", KERNELS, ids=[n for n, _ in KERNELS])
+def test_hand_rules_are_legal_and_correct_on_cpu(be, name, k):
+    s = hand_schedule(k, CPU)
+    assert check(k, s, CPU) == []
+    r = verify(k, s, be)
+    assert r.ok, f"{name}: {s.describe(k)}: {r}"
+
+
+@pytest.mark.parametrize("name,k", KERNELS, ids=[n for n, _ in KERNELS])
+def test_hand_rules_are_legal_on_gpu(name, k):
+    assert check(k, hand_schedule(k, H100), H100) == []
+
+
+def test_cpu_gemm_gets_a_vector_register_tile_over_all_cores():
+    k = (Tensor.empty(512, 512, name="a") @ Tensor.empty(512, 512, name="b")).schedule()[0].kernel
+    s = hand_schedule(k, CPU)
+    assert s.vector > 1 and s.upcast() >= 4 * s.vector and s.workers == CPU.cores
+    assert s.blocks() >= CPU.cores
+    assert s.loop_order()[-1] == 2  # the reduction innermost
+    assert s.size(2, Level.LOOP) == 512
+
+
+def test_cpu_reduce_breaks_the_add_chain():
+    k = Tensor.empty(64, 256, name="x").sum(1).schedule()[0].kernel
+    s = hand_schedule(k, CPU)
+    assert s.upcast() >= 4  # independent accumulators

@@ -1,0 +1,49 @@
+"""`superopt tune` and `superopt run` end to end on the cpu."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from superopt.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "kernels" / "examples"
+
+
+def test_tune_json_has_the_promised_fields(capsys):
+    assert main(["tune", str(EXAMPLES / "matmul_512.pkl"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("kernel", "backend", "method", "schedule", "verified", "time_s", "gflops", "gbps", "tuning_s"):
+        assert key in out
+    assert out["backend"] == "cpu" and out["method"] == "hand" and out["verified"] is True
+    assert out["time_s"] > 0 and out["gflops"] > 0 and out["schedule"]["version"] == 1
+
+
+def test_tune_text_says_it_used_hand_rules(capsys):
+    assert main(["tune", str(EXAMPLES / "softmax_1024.json")]) == 0
+    text = capsys.readouterr().out
+    assert "hand rules" in text and "verified: yes" in text and "GFLOP/s" in text and "GB/s" in text
+
+
+def test_run_with_a_given_schedule(capsys, tmp_path):
+    sched = '{"version":1,"splits":[[["grid",8],["loop",64]],[["loop",512]],[["loop",512]]],"workers":2}'
+    f = tmp_path / "s.json"
+    f.write_text(sched)
+    assert main(["run", str(EXAMPLES / "matmul_512.pkl"), "--schedule", str(f), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "given" and out["verified"] and out["schedule"]["workers"] == 2
+
+
+@pytest.mark.parametrize("sched,msg", [('{"version":1,"splits":[[["loop",500]],[["loop",512]],[["loop",512]]]}', "cover"),
+                                       ("{not json", "not valid JSON"),
+                                       ('{"version":9,"splits":[]}', "version")])
+def test_run_rejects_bad_schedules_with_one_line(capsys, sched, msg):
+    assert main(["run", str(EXAMPLES / "matmul_512.pkl"), "--schedule", sched]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_file_is_a_user_error(capsys, tmp_path):
+    assert main(["tune", str(tmp_path / "nope.pkl")]) == 2
+    assert "error" in capsys.readouterr().err
