@@ -70,6 +70,14 @@ def device_id(backend: str) -> str:
     return f"{platform.machine()}:{' '.join(model.split())}" if model else platform.machine()
 
 
+def device_of(b) -> str:
+    """``device_id`` for a live backend: GPUs are named by model and architecture."""
+    if b.name == "cpu": return device_id("cpu")
+    info = getattr(b, "device", None)
+    if isinstance(info, dict) and info.get("name"): return f"{info['name']}:{info.get('arch', '')}"
+    return f"{b.name}:{b.machine.name}"
+
+
 def now() -> str: return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from superopt.cache import Cache, device_id
+from superopt.cache import Cache, device_of
 from superopt.ir.interpret import run_kernel
 from superopt.ir.kernel import Kernel
 from superopt.ir.kernelize import Step
@@ -41,7 +41,7 @@ class Runtime:
         from superopt.backends.base import get
         if on_miss not in ("hand", "tune"): raise ValueError(f"on_miss must be 'hand' or 'tune', not {on_miss!r}")
         self.backend = get(backend)
-        self.device = device_id(backend)
+        self.device = device_of(self.backend)
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
         self.on_miss, self.tune = on_miss, tune
         self.compiled: dict[tuple[str, str], object] = {}
@@ -64,7 +64,7 @@ class Runtime:
 
     def _tune(self, k: Kernel) -> tuple[Schedule, str] | None:
         from superopt.tune_cache import tune_and_store
-        e = tune_and_store(k, self.cache, self.backend.name, tune=self.tune)
+        e = tune_and_store(k, self.cache, self.backend.name, tune=self.tune, device=self.device)
         return (e.schedule_obj(), "tuned") if e is not None and e.verified else None
 
     def __call__(self, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:

@@ -112,17 +112,30 @@ def default_tune() -> Callable:
     return tune_kernel
 
 
+def identify(backend: str):
+    """(device id for cache rows, Machine) of a backend; starts it briefly for GPUs."""
+    from superopt.backends.base import get
+    from superopt.cache import device_of
+    from superopt.search.machine import load
+    if backend == "cpu": return device_id("cpu"), load("cpu")
+    b = get(backend)
+    try:
+        return device_of(b), b.machine
+    finally:
+        b.close()
+
+
 def tune_and_store(k: Kernel, cache: Cache, backend: str, budget_s: float = 10.0,
-                   tune: Callable | None = None) -> Entry | None:
+                   tune: Callable | None = None, device: str | None = None) -> Entry | None:
     """Tune ``k`` with the tune engine and commit the result; returns the stored entry
     (or the better one already there). Raises if tuning fails."""
     r = (tune or default_tune())(k, backend=backend, budget_s=budget_s)
-    e = entry_from_result(k, r, backend)
+    e = entry_from_result(k, r, backend, device)
     cache.put(e)
     return cache.get(k.key, backend, e.device) or e
 
 
-def entry_from_result(k: Kernel, r, backend: str) -> Entry:
+def entry_from_result(k: Kernel, r, backend: str, device: str | None = None) -> Entry:
     """A cache row from the tune engine's result (``superopt.commands.tune.Measured``)."""
     modeled = getattr(r, "modeled_s", None)
     if modeled is None and backend == "cpu":
@@ -132,7 +145,7 @@ def entry_from_result(k: Kernel, r, backend: str) -> Entry:
             modeled = cost.modeled_time(k, r.schedule, load("cpu"))
         except Exception:  # the model not covering a schedule must not lose a measured result
             modeled = None
-    return Entry(kernel_key=k.key, backend=backend, device=device_id(backend), schedule=r.schedule.to_json(),
+    return Entry(kernel_key=k.key, backend=backend, device=device or device_id(backend), schedule=r.schedule.to_json(),
                  method=r.method, verified=bool(r.verified), measured_s=r.measured_s,
                  modeled_s=modeled, baseline_s=getattr(r, "baseline_s", None),
                  baseline_method=getattr(r, "baseline_method", None), name=k.name, kernel=json.dumps(k.to_dict()))
@@ -147,18 +160,20 @@ def _die_with_parent(parent: int) -> None:
     if os.getppid() != parent: os._exit(3)  # parent already gone
 
 
-def _worker(kernel_json: str, cache_path: str, backend: str, budget_s: float, parent: int, tune_ref: str | None) -> None:
+def _worker(kernel_json: str, cache_path: str, backend: str, budget_s: float, parent: int, tune_ref: str | None,
+            device: str, gpu: str | None) -> None:
     _die_with_parent(parent)
+    if gpu is not None: os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything opens the GPU
     k = Kernel.from_dict(json.loads(kernel_json))
     tune = _resolve(tune_ref) if tune_ref else None
     with Cache(cache_path) as c:
         try:
-            e = tune_and_store(k, c, backend, budget_s, tune)
+            e = tune_and_store(k, c, backend, budget_s, tune, device)
             err = None if e.verified else f"no verified schedule (method {e.method})"
         except Exception as ex:
             err = f"{type(ex).__name__}: {' '.join(str(ex).split())}"
         if err:
-            c.put_failure(k.key, backend, None, err)
+            c.put_failure(k.key, backend, device, err)
             sys.exit(1)
 
 
@@ -175,14 +190,18 @@ class _Running:
     job: Job
     proc: mp.Process
     started: float
+    gpu: str | None = None
 
 
 def run_batch(jobs: list[Job], cache_path: str | Path, backend: str = "cpu", budget_s: float = 10.0,
               workers: int = 1, timeout_s: float | None = None, retry_failed: bool = False,
-              tune_ref: str | None = None, progress=None) -> BatchResult:
+              tune_ref: str | None = None, progress=None, device: str | None = None,
+              gpus: list[str] | None = None) -> BatchResult:
     """Tune every job not already in the cache; ``progress(done, total, running_names)`` is
-    called as things change. Ctrl-C stops workers and returns what finished (all of it is in the cache)."""
-    dev = device_id(backend)
+    called as things change. With ``gpus``, one worker per GPU (it sees only that GPU), so
+    timings never share a device. Ctrl-C stops workers and returns what finished (all of it is in the cache)."""
+    dev = device or device_id(backend)
+    if gpus: workers = len(gpus)
     timeout_s = timeout_s or 4 * budget_s + 120
     res = BatchResult()
     todo: list[Job] = []
@@ -202,10 +221,11 @@ def run_batch(jobs: list[Job], cache_path: str | Path, backend: str = "cpu", bud
         while todo or running:
             while todo and len(running) < max(1, workers):
                 j = todo.pop(0)
+                gpu = next(g for g in gpus if g not in {r.gpu for r in running}) if gpus else None
                 p = ctx.Process(target=_worker, args=(json.dumps(j.kernel.to_dict()), str(cache_path), backend,
-                                                       budget_s, os.getpid(), tune_ref), daemon=True)
+                                                       budget_s, os.getpid(), tune_ref, dev, gpu), daemon=True)
                 p.start()
-                running.append(_Running(j, p, time.monotonic()))
+                running.append(_Running(j, p, time.monotonic(), gpu))
                 report(done, total, [r.job.name for r in running])
             time.sleep(0.05)
             for r in list(running):

@@ -18,6 +18,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="parallel tuning processes (on cpu, concurrent timings disturb each other: keep 1 for "
                         "final numbers)")
     p.add_argument("--backend", default="cpu")
+    p.add_argument("--gpus", default=None, metavar="LIST",
+                   help="comma-separated GPU ordinals: one worker per GPU, each timing on its own device")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="kill a kernel's tuning after S seconds (default 4 x budget + 120)")
     p.add_argument("--retry-failed", action="store_true", help="retry kernels whose tuning failed before")
@@ -29,8 +31,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superopt.cache import CacheError, default_path, device_id
-    from superopt.tune_cache import load_jobs, prioritize, run_batch
+    from superopt.cache import CacheError, default_path
+    from superopt.tune_cache import identify, load_jobs, prioritize, run_batch
     if args.workers < 1: raise UserError("--workers must be >= 1")
     if args.budget_per_kernel <= 0: raise UserError("--budget-per-kernel must be > 0")
     try:
@@ -38,17 +40,24 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         raise UserError(str(e)) from None
     cache_path = Path(args.cache) if args.cache else default_path()
-    jobs = prioritize(jobs, _machine(args.backend))
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    if gpus is not None and not gpus: raise UserError("--gpus needs at least one GPU ordinal")
+    try:
+        device, machine = identify(args.backend)
+    except Exception as e:  # no such backend, or its device cannot start here
+        raise UserError(f"backend {args.backend!r} is not usable here: {' '.join(str(e).split())[:200]}") from None
+    jobs = prioritize(jobs, machine)
+    opts = dict(device=device, gpus=gpus)
     out = console()
     try:
         if args.no_progress or not sys.stderr.isatty():
             res = run_batch(jobs, cache_path, args.backend, args.budget_per_kernel, args.workers, args.timeout,
-                            args.retry_failed, args.tune_fn, progress=_plain_progress(jobs))
+                            args.retry_failed, args.tune_fn, progress=_plain_progress(jobs), **opts)
         else:
-            res = _with_bar(jobs, cache_path, args)
+            res = _with_bar(jobs, cache_path, args, opts)
     except CacheError as e:
         raise UserError(str(e)) from None
-    table, md = summary(res, args.backend, device_id(args.backend))
+    table, md = summary(res, args.backend, device)
     out.print(table)
     path = Path(args.summary) if args.summary else Path(args.dir) / f"summary-{args.backend}.md"
     try:
@@ -62,21 +71,6 @@ def run(args: argparse.Namespace) -> int:
     return 1 if [o for o in res.failed if not o.skipped] else 0
 
 
-def _machine(backend: str):
-    """The machine the priorities are modeled on (the backend's own, datasheet H100 if it cannot start here)."""
-    from superopt.backends.base import get
-    from superopt.search.machine import load
-    if backend == "cpu": return load("cpu")
-    try:
-        b = get(backend)
-    except Exception:
-        return load("h100")
-    try:
-        return b.machine
-    finally:
-        b.close()
-
-
 def _plain_progress(jobs):
     last = [-1]
 
@@ -88,7 +82,7 @@ def _plain_progress(jobs):
     return report
 
 
-def _with_bar(jobs, cache_path, args):
+def _with_bar(jobs, cache_path, args, opts):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from superopt.tune_cache import run_batch
     with Progress(TextColumn("[bold]tune-cache"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -98,7 +92,7 @@ def _with_bar(jobs, cache_path, args):
         def report(done: int, total: int, running: list[str]) -> None:
             bar.update(task, completed=done, total=total, description=", ".join(running)[:60])
         return run_batch(jobs, cache_path, args.backend, args.budget_per_kernel, args.workers, args.timeout,
-                         args.retry_failed, args.tune_fn, progress=report)
+                         args.retry_failed, args.tune_fn, progress=report, **opts)
 
 
 def _t(s: float | None) -> str:
@@ -109,19 +103,21 @@ def _t(s: float | None) -> str:
 def summary(res, backend: str, device: str):
     """(rich table, Markdown text) of the batch: per kernel before/after/speed-up/method, and the whole model."""
     from rich.table import Table
-    cols = ["kernel", "kind", "count", "before", "after", "speed-up", "method", "status"]
+    cols = ["kernel", "key", "kind", "count", "before", "after", "speed-up", "method", "status"]
     rows = []
     for o in sorted(res.outcomes, key=lambda o: -o.job.priority):
         e = o.entry
         status = ("cached" if o.skipped else "tuned") if e is not None else f"failed: {o.error}"[:70]
-        rows.append([o.job.name, o.job.kind, str(o.job.count), _t(e.baseline_s if e else None),
+        rows.append([o.job.name, o.job.key[:8], o.job.kind, str(o.job.count), _t(e.baseline_s if e else None),
                      _t(e.measured_s if e else None), f"{e.speedup:.2f}x" if e and e.speedup else "-",
                      e.method if e else "-", status])
     before, after, n = res.model_estimate()
     total = (f"whole model ({n} of {len(res.outcomes)} kernels, time x count): before {_t(before)}, after {_t(after)}"
              + (f", speed-up {before / after:.2f}x" if after else ""))
     t = Table(title=f"tune-cache on {backend} ({device})", caption=total)
-    for c in cols: t.add_column(c, justify="right" if c in ("count", "before", "after", "speed-up") else "left")
+    for c in cols:
+        t.add_column(c, justify="right" if c in ("count", "before", "after", "speed-up") else "left",
+                     overflow="fold", no_wrap=c not in ("kernel", "status"))
     for r in rows: t.add_row(*r)
     md = [f"# tune-cache on {backend} ({device})", "", "| " + " | ".join(cols) + " |",
           "|" + "|".join("---" for _ in cols) + "|"]
