@@ -1,10 +1,10 @@
 """Batch tuning: end to end on captured model kernels, kill -9 and resume, failures, priorities."""
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,35 +19,7 @@ from superopt.cli import main
 from superopt.ir.tensor import Tensor
 from superopt.tune_cache import load_jobs, prioritize
 
-BERT_LAYER = """
-import numpy as np
-from superopt import Tensor
-T, H, NH, F = 16, 32, 2, 64          # tokens, hidden, heads, FFN (BERT structure, small shapes)
-D = H // NH
-rng = np.random.default_rng(0)
-def p(*s): return Tensor((rng.standard_normal(s) * 0.1).astype(np.float32))
-x = p(T, H)
-wq, wk, wv, wo, w1, w2 = p(H, H), p(H, H), p(H, H), p(H, H), p(H, F), p(F, H)
-q = (x @ wq).reshape(T, NH, D).permute(1, 0, 2)
-k = (x @ wk).reshape(T, NH, D).permute(1, 2, 0)
-v = (x @ wv).reshape(T, NH, D).permute(1, 0, 2)
-att = ((q @ k) * (1.0 / D ** 0.5)).softmax(-1)
-ctx = (att @ v).permute(1, 0, 2).reshape(T, H)
-h = (x + ctx @ wo).layernorm()
-out = (h + (h @ w1).gelu() @ w2).layernorm()
-RESULT = out.numpy()
-"""
-
-RESNET_BLOCK = """
-import numpy as np
-from superopt import Tensor
-N, C, HW = 2, 8, 8
-rng = np.random.default_rng(0)
-def p(*s): return Tensor((rng.standard_normal(s) * 0.1).astype(np.float32))
-x = p(N, C, HW, HW)
-w1, w2 = p(C, C, 3, 3), p(C, C, 3, 3)
-RESULT = (x.conv2d(w1, padding=1).relu().conv2d(w2, padding=1) + x).relu().numpy()
-"""
+MODELS = Path(__file__).resolve().parents[2] / "bench" / "models"   # the scripts the H100 run tunes at full size
 
 
 def _env(tmp_path: Path) -> dict:
@@ -60,16 +32,19 @@ def model_dir(tmp_path, monkeypatch):
     """BERT layer + ResNet block kernels captured into one directory."""
     monkeypatch.setenv("SUPEROPT_CACHE_DIR", str(tmp_path / "user-cache"))
     d = tmp_path / "model_kernels"
-    for name, src in (("bert_layer.py", BERT_LAYER), ("resnet_block.py", RESNET_BLOCK)):
-        (tmp_path / name).write_text(textwrap.dedent(src))
-        assert main(["capture", str(tmp_path / name), "-o", str(d)]) == 0
+    for name in ("bert_layer.py", "resnet_block.py"):
+        assert main(["capture", str(MODELS / name), "-o", str(d), "small"]) == 0
     return d
 
 
-def _run_script(src: str) -> np.ndarray:
-    ns: dict = {}
-    exec(compile(textwrap.dedent(src), "<model>", "exec"), ns)
-    return ns["RESULT"]
+def _run_model(name: str) -> np.ndarray:
+    """Run a model script at its small shapes in this process; its output array."""
+    argv = sys.argv
+    sys.argv = [name, "small"]
+    try:
+        return runpy.run_path(str(MODELS / name))["RESULT"]
+    finally:
+        sys.argv = argv
 
 
 def test_tune_capture_end_to_end_then_runtime_uses_it(model_dir, tmp_path, capsys):
@@ -87,9 +62,9 @@ def test_tune_capture_end_to_end_then_runtime_uses_it(model_dir, tmp_path, capsy
     md = (model_dir / "summary-cpu.md").read_text()
     assert md.count("| tuned |") == len(rows)
     # the runtime now runs every kernel of both models from the cache, with the right numbers
-    want = [_run_script(BERT_LAYER), _run_script(RESNET_BLOCK)]
+    want = [_run_model("bert_layer.py"), _run_model("resnet_block.py")]
     with runtime.using("cpu", cache=cache) as rt:
-        got = [_run_script(BERT_LAYER), _run_script(RESNET_BLOCK)]
+        got = [_run_model("bert_layer.py"), _run_model("resnet_block.py")]
         assert rt.stats["cache"] == sum(e["count"] for e in m["kernels"]) and rt.stats["hand"] == 0
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
