@@ -235,3 +235,31 @@ def test_shape_errors_are_value_errors():
     with pytest.raises(ValueError): a.shrink(((0, 4), (0, 4)))
     with pytest.raises(ValueError): a.pad(((1, 1),))
     with pytest.raises(ValueError): a + Tensor.empty(2, 4)
+
+
+def _int_leaf(data, shape) -> Prog:
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    arr = np.random.default_rng(seed).integers(-3, 4, shape).astype(np.int32)
+    return Prog(Tensor(arr), arr.astype(np.int64))
+
+
+@SETTINGS
+@given(st.data(), st.integers(1, 5))
+def test_random_int32_program_is_exact(data, depth):
+    """Integer data arithmetic goes through the simplifying constructors too: it must stay exact."""
+    p = _int_leaf(data, _shape(data))
+    for _ in range(depth):
+        kind = data.draw(st.sampled_from(["add", "mul", "neg", "max", "min_where", "sum", "movement"]), label="kind")
+        if kind == "neg": p = Prog(-p.t, -p.v)
+        elif kind == "sum":
+            ax = data.draw(st.integers(0, p.v.ndim - 1), label="axis")
+            p = Prog(p.t.sum(ax, keepdim=True), p.v.sum(axis=ax, keepdims=True))
+        elif kind == "movement": p = _movement(data, p)
+        else:
+            q = _int_leaf(data, p.v.shape)
+            p = {"add": lambda: Prog(p.t + q.t, p.v + q.v), "mul": lambda: Prog(p.t * q.t, p.v * q.v),
+                 "max": lambda: Prog(p.t.maximum(q.t), np.maximum(p.v, q.v)),
+                 "min_where": lambda: Prog((p.t < q.t).where(p.t, q.t), np.minimum(p.v, q.v))}[kind]()
+    got = p.t.numpy()
+    assert p.t.dtype is dt.int32
+    np.testing.assert_array_equal(got, p.v)
