@@ -108,6 +108,28 @@ class CudaBackend(Backend):
         out.reshape(-1)[:] = r[1]
         return Timing.of(r[0]["times"])
 
+    def run_sequence(self, compiled: Sequence[Compiled], args: Sequence[Sequence[int]], buffers: Sequence[np.ndarray],
+                     outputs: Sequence[int], runs: int = 0, warmup: int = 2) -> tuple[list[np.ndarray], Timing | None] | Failure:
+        """Run kernels back to back over shared buffers (kernel i gets ``buffers[j] for j in
+        args[i]``: its output first, then its inputs), as a program runs them; returns the
+        ``outputs`` after the first run and, with ``runs``, the median time of the whole
+        sequence (L2 flushed once before each run, input sets rotated)."""
+        arrays = [np.ascontiguousarray(b).reshape(-1) for b in buffers]
+        seq = [{"source": c.source, "name": c.handle.name, "grid": [c.handle.grid], "block": [c.handle.block],
+                "smem": c.handle.smem, "args": list(a)} for c, a in zip(compiled, args)]
+        nbytes = sum(a.nbytes for a in arrays)
+        timing = {"reps": max(runs, 5), "warmup": max(1, warmup), "sets": max(1, min(4, int(8e9 // max(1, nbytes)))),
+                  "flush": True, "budget_s": 5.0} if runs else None
+        req = {"op": "run", "kernels": seq, "buffers": [{"nbytes": a.nbytes, "blob": i} for i, a in enumerate(arrays)],
+               "outputs": list(outputs), "time": timing}
+        try:
+            resp, outs = self.worker.request(req, [memoryview(a).cast("B") for a in arrays])
+        except WorkerFailed as e:
+            return Failure(e.stage, str(e))
+        if not resp["ok"]: return Failure(_STAGE.get(resp.get("stage"), "launch"), resp["error"])
+        got = [np.frombuffer(o, dtype=arrays[i].dtype) for o, i in zip(outs, outputs)]
+        return got, (Timing.of(resp["times"]) if runs else None)
+
     def close(self) -> None: self.worker.close()
 
 

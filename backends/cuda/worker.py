@@ -47,32 +47,45 @@ def recv(f: BinaryIO) -> tuple[dict, list[bytes]]:
 
 # ---- child -----------------------------------------------------------------------------
 def _run(dev: Device, req: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
-    fn = dev.compile(req["source"], req["name"], req.get("options", []))
+    """Launch one kernel (``source``/``name``/``grid``/``block``/``smem`` over all buffers
+    in order) or a sequence (``kernels``: each with ``args``, indices into ``buffers``),
+    check it, return the ``outputs`` after the first run and, if asked, timings of the
+    whole sequence (L2 flushed once before each run of it)."""
     specs = req["buffers"]
+    seq = req.get("kernels") or [{**{k: req[k] for k in ("source", "name", "grid", "block")}, "smem": req.get("smem", 0),
+                                  "args": list(range(len(specs)))}]
+    fns = [dev.compile(k["source"], k["name"], req.get("options", [])) for k in seq]
     timing = req.get("time")
     sets = max(1, int(timing.get("sets", 1))) if timing else 1
     bufsets: list[list] = []
+
+    def launch_all(bufs) -> None:
+        for k, fn in zip(seq, fns): dev.launch(fn, k["grid"], k["block"], [bufs[i] for i in k["args"]], k.get("smem", 0))
+
     try:
         first = []
-        for s in specs:
-            a = dev.alloc(s["nbytes"])
+        for sp in specs:
+            a = dev.alloc(sp["nbytes"])
             first.append(a)
-            if s.get("blob") is not None: a.upload(np.frombuffer(blobs[s["blob"]], np.uint8))
-            else: a.fill_bytes(0xFF)  # poison outputs: unwritten elements read as NaN / -1
+            if sp.get("blob") is not None: a.upload(np.frombuffer(blobs[sp["blob"]], np.uint8))
+            else: a.fill_bytes(0xFF)  # poison: unwritten elements read as NaN / -1
         bufsets.append(first)
-        dev.launch(fn, req["grid"], req["block"], first, req.get("smem", 0))
+        launch_all(first)
         dev.synchronize()
         outs = [first[i].download(np.uint8, specs[i]["nbytes"]).tobytes() for i in req["outputs"]]
-        resp = {"ok": True, "registers": fn.registers, "local_bytes": fn.local_bytes, "static_smem": fn.static_smem}
+        resp = {"ok": True, "registers": [f.registers for f in fns], "local_bytes": [f.local_bytes for f in fns],
+                "static_smem": [f.static_smem for f in fns]}
+        if not req.get("kernels"):
+            resp = {k: v[0] for k, v in resp.items() if k != "ok"} | {"ok": True}
         if timing:
             for _ in range(1, sets):  # more input sets: the same data at other addresses
-                cp = [dev.alloc(s["nbytes"]) for s in specs]
+                cp = [dev.alloc(sp["nbytes"]) for sp in specs]
+                bufsets.append(cp)
                 for a, b in zip(first, cp):
                     check(_drv.cuMemcpyDtoD(b.ptr, a.ptr, a.nbytes), "memory", "cuMemcpyDtoD")
-                bufsets.append(cp)
-            run = lambda i: dev.launch(fn, req["grid"], req["block"], bufsets[i % sets], req.get("smem", 0))  # noqa: E731
-            resp["times"] = dev.time(run, reps=int(timing.get("reps", 50)), warmup=int(timing.get("warmup", 3)),
-                                     flush=bool(timing.get("flush", True)), budget_s=float(timing.get("budget_s", 2.0)))
+            resp["times"] = dev.time(lambda i: launch_all(bufsets[i % sets]), reps=int(timing.get("reps", 50)),
+                                     warmup=int(timing.get("warmup", 3)), flush=bool(timing.get("flush", True)),
+                                     budget_s=float(timing.get("budget_s", 2.0)))
         return resp, outs
     finally:
         for bs in bufsets:

@@ -149,10 +149,12 @@ def test_compile_error_and_hang_are_failures():
     w = Worker(timeout_s=60)
     resp, _ = w.request({"op": "compile", "source": "extern \"C\" __global__ void k() { undefined_thing(); }", "name": "k"})
     assert not resp["ok"] and resp["stage"] == "compile" and "undefined_thing" in resp["error"]
-    spin = 'extern "C" __global__ void spin(int* o) { volatile int x = 1; while (x) { } o[0] = x; }'
+    spin = ('extern "C" __global__ void spin(long long* o) { long long t0 = clock64(), t = t0;'
+            ' while (t - t0 >= 0) t = clock64(); o[0] = t; }')  # runs for ~centuries of clock ticks
     with pytest.raises(WorkerFailed, match="no answer"):
-        w.request({"op": "run", "source": spin, "name": "spin", "grid": [1], "block": [1], "buffers": [{"nbytes": 4}],
-                   "outputs": [0]}, timeout_s=5)
+        resp = w.request({"op": "run", "source": spin, "name": "spin", "grid": [1], "block": [1], "buffers": [{"nbytes": 8}],
+                          "outputs": [0]}, timeout_s=5)
+        print("the spinning kernel returned:", resp)
     resp, _ = w.request({"op": "info"})  # a fresh worker answers
     assert resp["ok"] and resp["info"]["sms"] > 0
     w.close()
