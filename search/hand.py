@@ -30,6 +30,7 @@ back to a plainer variant, ending at one thread per output point.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from superopt.ir.kernel import Kernel
 from superopt.ir.node import Ops
@@ -178,11 +179,15 @@ def hand_schedule(kernel: Kernel, machine) -> Schedule:
 schedule = hand_schedule  # the name the solver's fallback looks for
 
 
+SMALL_POINTS = 1 << 18  # below this many loop-nest points, waking a second core costs more than it saves
+
+
 def cpu(k: Kernel, m) -> Schedule:
     """The CPU rule for the kernel's class (may be illegal only in corner cases; see hand_schedule)."""
-    if k.kind in ("gemm", "conv"): return _cpu_tile(k, m)
-    if k.kind == "reduce": return _cpu_reduce(k, m)
-    return _cpu_elementwise(k, m)
+    if k.kind in ("gemm", "conv"): s = _cpu_tile(k, m)
+    elif k.kind == "reduce": s = _cpu_reduce(k, m)
+    else: s = _cpu_elementwise(k, m)
+    return replace(s, workers=1) if k.points < SMALL_POINTS else s
 
 
 def load_strides(kernel: Kernel, axis: int) -> set[int | None]:

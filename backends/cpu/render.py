@@ -215,8 +215,9 @@ class CRenderer:
         fn = [f"static void block_(int s_block, {', '.join(args)}) {{", *lanes, *self.lines, "}"]
         casts = [f"({a.rsplit(' ', 1)[0]})bufs[{i}]" for i, a in enumerate(args)]
         entry = ["int superopt_run(void** bufs, int workers) {",
+                 f"  if (workers > {p.blocks}) workers = {p.blocks};  /* never wake a thread with no block */",
                  "  if (workers > 1) {",
-                 f"    #pragma omp parallel for num_threads(workers) schedule(static)",
+                 "    #pragma omp parallel for num_threads(workers) schedule(static)",
                  f"    for (int b = 0; b < {p.blocks}; b++) block_(b, {', '.join(casts)});",
                  "  } else {",
                  f"    for (int b = 0; b < {p.blocks}; b++) block_(b, {', '.join(casts)});",
