@@ -94,6 +94,7 @@ class _Renderer:
         self.shared_dt: dict[str, dt.DType] = {}
         self.lane = p.lane if p.lanes > 1 else None
         self._pure: dict[Node, bool] = {}
+        self.shuffled: set[str] = set()   # shared buffers replaced by warp shuffles
 
     # ---- plumbing ----------------------------------------------------------------
     def emit(self, line: str) -> None: self.lines.append("  " * len(self.scopes) + line)
@@ -213,7 +214,50 @@ class _Renderer:
 
     # ---- statements ----------------------------------------------------------------
     def body(self, stmts) -> None:
-        for s in stmts: self.stmt(s)
+        stmts, i = list(stmts), 0
+        while i < len(stmts):
+            m = self.warp_combine(stmts[i:i + 4])
+            if m is not None:
+                self.shuffle_combine(*m)
+                i += 4
+                continue
+            self.stmt(stmts[i])
+            i += 1
+
+    # ---- split reductions inside a warp: shuffles instead of shared memory -------------
+    def warp_combine(self, w: list):
+        """Recognize lowering's combine of partials (SharedStore of every partial, Barrier,
+        If(thread % tr < 1) folding the others' partials then storing, Barrier) when the
+        ``tr`` threads of a reduction sit in one warp; returns (register, size, tr, fold op,
+        stores) or None."""
+        if len(w) < 4 or not isinstance(w[1], Barrier) or not isinstance(w[3], Barrier) or not isinstance(w[2], If): return None
+        put, cond = w[0], w[2].cond
+        if not (isinstance(put, Loop) and len(put.body) == 1 and isinstance(put.body[0], SharedStore)): return None
+        st = put.body[0]
+        if st.value.op is not Ops.REG or st.value.src[0] is not put.var: return None
+        if not (cond.op is Ops.CMPLT and cond.src[1].op is Ops.CONST and cond.src[1].arg == 1 and cond.src[0].op is Ops.MOD
+                and cond.src[0].src[0] is self.p.thread and cond.src[0].src[1].op is Ops.CONST): return None
+        tr = int(cond.src[0].src[1].arg)
+        if tr > 32 or tr & (tr - 1) or self.p.threads % tr: return None
+        take = w[2].body[0]
+        if not (isinstance(take, Loop) and len(take.body) == 1 and isinstance(take.body[0], Loop)): return None
+        inner = take.body[0].body
+        if len(inner) != 1 or not isinstance(inner[0], Assign) or inner[0].value.op not in (Ops.ADD, Ops.MAX): return None
+        if any(x.op is Ops.SHARED and x.arg != st.name for x in toposort(inner[0].value)): return None
+        if any(isinstance(x, (SharedStore, Barrier, Shared)) for x in w[2].body[1:]): return None
+        self.shuffled.add(st.name)
+        return st.value.arg, put.size, tr, inner[0].value.op, w[2].cond, w[2].body[1:]
+
+    def shuffle_combine(self, reg: str, n: int, tr: int, op, cond: Node, stores) -> None:
+        mask = "0xffffffffu" if self.p.threads >= 32 else hex((1 << self.p.threads) - 1) + "u"
+        fold = "fmaxf" if op is Ops.MAX and self.reg_dt[reg].is_float else "max" if op is Ops.MAX else None
+        self.emit(f"// {tr} threads' partials folded with warp shuffles")
+        for e in range(n * self.p.lanes):
+            for off in (1 << i for i in reversed(range(tr.bit_length() - 1))):
+                other = f"__shfl_xor_sync({mask}, {reg}[{e}], {off})"
+                self.emit(f"{reg}[{e}] = " + (f"{fold}({reg}[{e}], {other});" if fold else f"{reg}[{e}] + {other};"))
+        self.forget_regs(reg)
+        self.scoped(f"if ({self.expr(cond)})", stores)
 
     def scoped(self, head: str, stmts) -> None:
         self.emit(head + " {")
@@ -291,21 +335,21 @@ def render(p: Program) -> tuple[str, int]:
     r = _Renderer(p)
     shared = [s for s in p.body if isinstance(s, Shared)]
     for s in shared: r.shared_dt[s.name] = s.dtype
+    r.scopes.append({})
+    r.body(p.body)
+    shared = [s for s in shared if s.name not in r.shuffled]
     total = sum(-(-s.size * s.dtype.itemsize // 16) * 16 for s in shared)
     dynamic = total > STATIC_SMEM_LIMIT
-    r.scopes.append({})
-    if dynamic:
-        r.emit("extern __shared__ __align__(16) unsigned char smem_[];")
-        off = 0
-        for s in shared:
-            r.emit(f"{STORAGE[s.dtype.name]}* {s.name} = reinterpret_cast<{STORAGE[s.dtype.name]}*>(smem_ + {off});")
-            off += -(-s.size * s.dtype.itemsize // 16) * 16
-    else:
-        for s in shared: r.emit(f"__shared__ __align__(16) {STORAGE[s.dtype.name]} {s.name}[{s.size}];")
-    r.body(p.body)
+    decl, off = [], 0
+    for s in shared:
+        st = STORAGE[s.dtype.name]
+        decl.append(f"{st}* {s.name} = reinterpret_cast<{st}*>(smem_ + {off});" if dynamic
+                    else f"__shared__ __align__(16) {st} {s.name}[{s.size}];")
+        off += -(-s.size * s.dtype.itemsize // 16) * 16
+    if dynamic: decl.insert(0, "extern __shared__ __align__(16) unsigned char smem_[];")
     params = [f"{STORAGE[p.output.dtype.name]}* __restrict__ out"] + \
              [f"const {STORAGE[b.dtype.name]}* __restrict__ in{i}" for i, b in enumerate(p.inputs)]
     head = f'extern "C" __global__ void __launch_bounds__({p.threads}) {kernel_name(p)}({", ".join(params)}) {{'
     src = "\n".join([PRELUDE.strip(), "", f"// {p.name}: {p.blocks} blocks x {p.threads} threads x {p.lanes} lanes",
-                     head, *r.lines, "}", ""])
+                     head, *("    " + d for d in decl), *r.lines, "}", ""])
     return src, total if dynamic else 0

@@ -48,6 +48,7 @@ struct uint2 { unsigned x, y; }; struct uint4 { unsigned x, y, z, w; };
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline float __int_as_float(int u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline void __syncthreads() {}
+template <class T> T __shfl_xor_sync(unsigned, T v, int) { return v; }
 """
 
 
@@ -75,6 +76,18 @@ def test_random_schedules_render_valid_cpp(tmp_path, ks):
     k, s = ks
     src, _ = render(lower(k, s, H100))
     assert not _parses(src, tmp_path), src
+
+
+def test_split_reduce_within_a_warp_uses_shuffles():
+    from superopt import Tensor
+    from superopt.ir.schedule import Level, Schedule, Split
+    k = Tensor.empty(64, 256, name="a").sum(axis=1).schedule()[-1].kernel
+    warp = Schedule(((Split(Level.GRID, 8), Split(Level.THREAD, 8)), (Split(Level.LOOP, 8), Split(Level.THREAD, 32))))
+    block = Schedule(((Split(Level.GRID, 64),), (Split(Level.LOOP, 4), Split(Level.THREAD, 64))))
+    src_w, _ = render(lower(k, warp, H100))
+    src_b, _ = render(lower(k, block, H100))
+    assert "__shfl_xor_sync" in src_w and "__syncthreads" not in src_w and "__shared__" not in src_w
+    assert "__shfl_xor_sync" not in src_b and "__syncthreads" in src_b   # 64 threads span two warps
 
 
 def test_vector_access_only_when_aligned():
