@@ -17,7 +17,7 @@ from ..base import Backend, Compiled, Failure, Timing
 from .render import render
 from .worker import WorkerPool
 
-CFLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-std=gnu11"]
+CFLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno", "-std=gnu11"]
 
 
 def cache_dir() -> Path:

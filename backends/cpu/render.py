@@ -42,6 +42,21 @@ static inline long long f2i(float x) {
   return (long long)x;
 }
 static inline float maxf_nan(float a, float b) { return (a != a || a > b) ? a : b; }
+/* 2^x without libm calls, so lane loops vectorize: x = n + f, |f| <= 1/2, Taylor to f^7
+   (relative error ~1e-7), 2^n applied in two halves so no intermediate overflows. */
+static inline float exp2_(float x) {
+  float c = x > 129.0f ? 129.0f : (x < -152.0f ? -152.0f : x);
+  float n = __builtin_rintf(c), f = c - n;
+  float p = 1.5252733804059841e-05f;
+  p = p * f + 1.5403530393381609e-04f; p = p * f + 1.3333558146428443e-03f;
+  p = p * f + 9.6181291076284772e-03f; p = p * f + 5.5504108664821580e-02f;
+  p = p * f + 2.4022650695910071e-01f; p = p * f + 6.9314718055994531e-01f; p = p * f + 1.0f;
+  int e = (int)n, h = e / 2;
+  uint32_t b1 = (uint32_t)(h + 127) << 23, b2 = (uint32_t)(e - h + 127) << 23;
+  float s1, s2; memcpy(&s1, &b1, 4); memcpy(&s2, &b2, 4);
+  float r = p * s1 * s2;
+  return x != x ? x : r;
+}
 """
 
 
@@ -288,7 +303,7 @@ def _op(n: Node, a: list[str]) -> str:
     if op is Ops.NEG:
         if d.kind == "b": return f"(!{a[0]})"
         return f"(-{a[0]})" if fl else _wrap(f"(int)(0u - (unsigned){a[0]})", d)
-    if op is Ops.EXP2: return f"exp2f({a[0]})"
+    if op is Ops.EXP2: return f"exp2_({a[0]})"
     if op is Ops.LOG2: return f"log2f({a[0]})"
     if op is Ops.RECIP: return f"(1.0f / {a[0]})"
     if op is Ops.SQRT: return f"sqrtf({a[0]})"
