@@ -77,6 +77,13 @@ def check(result, stage: str, what: str):
     return vals[0] if len(vals) == 1 else tuple(vals) if vals else None
 
 
+def _out_buffer(size: int) -> bytes:
+    """A fresh bytes object for NVRTC to write into. Never ``b" " * size``: for size 1
+    that is CPython's shared one-byte object, and writing a NUL into it corrupts every
+    b" " in the process."""
+    return b"\0" * (size + 2)
+
+
 def _nvrtc_check(result, what: str):
     err, *vals = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
@@ -185,14 +192,14 @@ class Device:
         opts = [f"--gpu-architecture={self.arch}", "-default-device", "-std=c++17", *options]
         err, = _nvrtc.nvrtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
         size = _nvrtc_check(_nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
-        buf = b" " * size
+        buf = _out_buffer(size)
         _nvrtc_check(_nvrtc.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog")
         log = buf.decode(errors="replace").rstrip("\0 \n")
         if int(err) != 0:
             _nvrtc.nvrtcDestroyProgram(prog)
             raise CudaError("compile", f"NVRTC could not compile {name}:\n{log}", "NVRTC")
         size = _nvrtc_check(_nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
-        cubin = b" " * size
+        cubin = _out_buffer(size)
         _nvrtc_check(_nvrtc.nvrtcGetCUBIN(prog, cubin), "nvrtcGetCUBIN")
         _nvrtc.nvrtcDestroyProgram(prog)
         mod = check(_drv.cuModuleLoadData(cubin), "compile", "cuModuleLoadData")
