@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from superopt.ir import dtype as dt
 from superopt.ir.kernel import Axis, Buffer, Kernel
@@ -91,7 +93,8 @@ def kernel_asts(obj: Any) -> list[Any]:
     if not isinstance(obj, UOp): raise ValueError(f"not a tinygrad UOp: {type(obj).__name__}")
     if obj.op is TOps.SINK: return [obj]
     if obj.op is TOps.CALL: return kernel_asts(obj.src[0])
-    if obj.op is TOps.LINEAR: return [s for c in obj.src if c.op is TOps.CALL for s in kernel_asts(c)]
+    if obj.op is TOps.LINEAR:  # copies and other non-kernel calls are skipped
+        return [c.src[0] for c in obj.src if c.op is TOps.CALL and c.src[0].op is TOps.SINK]
     raise ValueError(f"not a kernel AST (top op {obj.op.name}); pass a SINK, CALL or LINEAR")
 
 
@@ -124,6 +127,33 @@ def axis_ranges(sink: Any) -> tuple[Any, list[Any], int]:
     ranges = list(out_ranges) + list(red_ranges)
     if not ranges: raise ValueError("kernel has no loops (scalar kernels are not supported)")
     return store, ranges, len(out_ranges)
+
+
+@contextmanager
+def capture_tinygrad(out_dir: str | Path | None = None) -> Iterator[Any]:
+    """Record every kernel a tinygrad program realizes (``Tensor.realize`` and everything built
+    on it), as superopt kernels with counts; written like ``superopt.capture`` on exit.
+    Kernels the importer does not support are counted in ``cap.skipped`` (reason -> count)."""
+    import tinygrad.tensor as tt
+    from superopt.capture import Capture
+    cap = Capture()
+    cap.skipped = Counter()
+    inner = tt.run_linear
+
+    def run_linear(linear, *args, **kw):
+        for a in kernel_asts(linear):
+            try:
+                cap.record(from_ast(a))
+            except ValueError as e:
+                cap.skipped[str(e)] += 1
+        return inner(linear, *args, **kw)
+
+    tt.run_linear = run_linear
+    try:
+        yield cap
+    finally:
+        tt.run_linear = inner
+        if out_dir is not None and cap.kernels: cap.save(out_dir, source="tinygrad")
 
 
 def from_ast(sink: Any, name: str = "tinygrad") -> Kernel:

@@ -21,6 +21,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="record without computing (outputs read as zeros): fast for big shapes, "
                         "only for scripts whose control flow does not depend on tensor values")
     p.add_argument("--replace", action="store_true", help="start a fresh manifest instead of adding counts to DIR's")
+    p.add_argument("--tinygrad", action="store_true",
+                   help="the script is a tinygrad program: record the kernels tinygrad realizes (needs superopt[tinygrad])")
 
 
 def _own_options(args: argparse.Namespace) -> None:
@@ -33,12 +35,26 @@ def _own_options(args: argparse.Namespace) -> None:
         elif a.startswith("--out="): args.out = a.split("=", 1)[1]; rest.pop(0)  # noqa: E702
         elif a == "--no-execute": args.no_execute = True; rest.pop(0)  # noqa: E702
         elif a == "--replace": args.replace = True; rest.pop(0)  # noqa: E702
+        elif a == "--tinygrad": args.tinygrad = True; rest.pop(0)  # noqa: E702
         else: break
     args.script_args = rest
 
 
+def _recorder(args: argparse.Namespace, out: Path, script: Path):
+    if args.tinygrad:
+        if args.no_execute: raise UserError("--no-execute applies to superopt Tensor programs, not --tinygrad")
+        try:
+            from superopt.tinygrad_import import capture_tinygrad
+            import tinygrad  # noqa: F401
+        except ImportError:
+            raise UserError("--tinygrad needs the optional extra: pip install 'superopt[tinygrad]'") from None
+        return capture_tinygrad(out)
+    from superopt.capture import capture
+    return capture(out, execute=not args.no_execute, source=script.name)
+
+
 def run(args: argparse.Namespace) -> int:
-    from superopt.capture import MANIFEST, capture
+    from superopt.capture import MANIFEST
     _own_options(args)
     if not args.out: raise UserError("-o DIR is required (where the kernel files and manifest go)")
     script = Path(args.script)
@@ -51,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     sys.path[0] = str(script.parent.resolve())
     status = 0
     try:
-        with capture(out, execute=not args.no_execute, source=script.name) as cap:
+        with _recorder(args, out, script) as cap:
             try:
                 runpy.run_path(str(script), run_name="__main__")
             except SystemExit as e:
@@ -65,5 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print("superopt capture: the script realized no kernels (call .numpy() on a Tensor)", file=sys.stderr)
         return status or 1
     note = " (script failed; kernels realized before the failure were saved)" if status else ""
+    for reason, n in getattr(cap, "skipped", {}).items():
+        print(f"superopt capture: skipped {n} tinygrad kernel(s): {reason}", file=sys.stderr)
     print(f"captured {len(cap.kernels)} distinct kernels from {cap.launches} launches into {out}/{note}")
     return status

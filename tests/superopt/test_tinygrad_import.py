@@ -211,3 +211,23 @@ def test_tinygrad_matmul_and_conv_tune_and_verify_on_cpu(tmp_path, capsys):
         assert main(["tune", str(p), "--json"]) == 0       # the CLI takes the tinygrad pickle directly
         out = capsys.readouterr().out
         assert f'"kernel": "{k.key}"' in out and '"verified": true' in out
+
+
+def test_capture_tinygrad_program_counts_kernels(tmp_path, capsys):
+    from superopt.capture import read_manifest
+    from superopt.cli import main
+    from superopt.tinygrad_import import capture_tinygrad
+    x = TT(rng.standard_normal((8, 16)).astype(np.float32)).realize()
+    w = TT(rng.standard_normal((16, 16)).astype(np.float32)).realize()
+    with capture_tinygrad(tmp_path / "k") as cap:
+        outs = [(x @ w).relu().numpy() for _ in range(3)]
+    assert cap.launches == 3 and list(cap.counts.values()) == [3]
+    [k] = cap.kernels.values()
+    xs, ws = x.numpy(), w.numpy()
+    np.testing.assert_allclose(run_by_size(k, [xs, ws]).reshape(8, 16), outs[0], rtol=1e-5, atol=1e-5)
+    assert read_manifest(tmp_path / "k")["kernels"][0]["count"] == 3
+    script = tmp_path / "tg.py"
+    script.write_text("import numpy as np\nfrom tinygrad import Tensor\n"
+                      "x = Tensor(np.ones((4, 8), np.float32))\nprint(x.softmax(1).numpy().sum())\n")
+    assert main(["capture", str(script), "-o", str(tmp_path / "k2"), "--tinygrad"]) == 0
+    assert "captured 3 distinct kernels" in capsys.readouterr().out
