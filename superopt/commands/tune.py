@@ -1,7 +1,10 @@
 """``superopt tune FILE``: choose a schedule for a kernel, verify it and time it.
 
-Until the Z3 solver is wired in, the schedule comes from the hand rules, and the
-output says so (``method: hand``)."""
+``--method hand`` (the default while the solver matures) uses the hand rules and says
+so. ``--method z3`` asks the Z3 solver (search/z3opt) for its top candidates, verifies
+and times each of them and the hand rules' schedule, and keeps the fastest verified one,
+so it is never worse than the hand rules; a solver failure falls back to the hand rules
+and the output says why."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +32,9 @@ class Measured:
     samples: tuple[float, ...] = ()
     tuning_s: float = 0.0
     rel_err: float = 0.0
+    modeled_s: float | None = None         # the cost model's time for this schedule (solver methods)
+    baseline_s: float | None = None        # the hand rules' measured time
+    baseline_method: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -44,6 +50,7 @@ class Measured:
                 "method": self.method, "schedule": self.schedule.to_dict(), "verified": self.verified,
                 "reason": self.reason, "rel_err": self.rel_err, "time_s": self.measured_s,
                 "samples_s": list(self.samples), "gflops": self.gflops, "gbps": self.gbps, "tuning_s": self.tuning_s,
+                "modeled_s": self.modeled_s, "baseline_s": self.baseline_s, "baseline_method": self.baseline_method,
                 **self.extra}
 
 
@@ -75,22 +82,50 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
     return m
 
 
-def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=None) -> Measured:
+def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=None, method: str = "hand") -> Measured:
     """Pick a schedule for ``kernel`` on ``backend`` (a name or a Backend), verify and time it."""
     from superopt.backends.base import get
     from superopt.search.hand import hand_schedule
+    if method not in METHODS: raise ValueError(f"unknown method {method!r} (methods: {', '.join(METHODS)})")
     own = isinstance(backend, str)
     be = get(backend, machine) if own else backend
     try:
         t0 = time.perf_counter()
-        s = hand_schedule(kernel, be.machine)
-        m = measure(kernel, s, be, "hand")
-        m.tuning_s = time.perf_counter() - t0
-        m.extra["method_note"] = METHOD_NOTE
-        m.baseline_s, m.baseline_method = m.measured_s, "hand"
-        return m
+        hand = measure(kernel, hand_schedule(kernel, be.machine), be, "hand")
+        hand.baseline_s, hand.baseline_method = hand.measured_s, "hand"
+        best = _solver(kernel, be, budget_s, hand) if method == "z3" else hand
+        if method == "hand": best.extra["method_note"] = METHOD_NOTE
+        best.tuning_s = time.perf_counter() - t0
+        return best
     finally:
         if own: be.close()
+
+
+METHODS = ("hand", "z3")
+
+
+def _solver(kernel: Kernel, be, budget_s: float, hand: Measured) -> Measured:
+    """The fastest verified of the solver's candidates and the hand rules' schedule."""
+    try:
+        from superopt.search.z3opt import solve
+        r = solve(kernel, be.machine, timeout_s=max(1.0, budget_s / 2))
+    except Exception as e:  # the solver is one candidate source; it must not take tuning down
+        hand.extra["method_note"] = f"hand rules (the Z3 solver failed: {type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        return hand
+    tried = []
+    best = hand
+    for c in r.candidates:
+        m = measure(kernel, c.schedule, be, "z3")
+        m.modeled_s = c.modeled_s
+        tried.append({"schedule": c.schedule.to_dict(), "modeled_s": c.modeled_s, "verified": m.verified,
+                      "time_s": m.measured_s, "reason": m.reason})
+        if m.verified and m.measured_s and (best.measured_s is None or m.measured_s < best.measured_s):
+            best = m
+    best.baseline_s, best.baseline_method = hand.measured_s, "hand"
+    best.extra.update({"solver": {"proved_optimal": r.proved_optimal, "solve_s": r.solve_s, "fallback": r.fallback,
+                                  "candidates": tried}})
+    if best is hand: best.extra["method_note"] = "hand rules (no solver candidate measured faster)"
+    return best
 
 
 def report(m: Measured) -> str:
@@ -105,6 +140,12 @@ def report(m: Measured) -> str:
     if m.measured_s:
         lines.append(f"time: {m.measured_s * 1e6:,.1f} us (median of {len(m.samples)})   "
                      f"{m.gflops:,.2f} GFLOP/s   {m.gbps:,.2f} GB/s")
+    if m.modeled_s: lines.append(f"modeled: {m.modeled_s * 1e6:,.1f} us")
+    if m.baseline_s and m.method != "hand": lines.append(f"hand rules: {m.baseline_s * 1e6:,.1f} us "
+                                                         f"({m.baseline_s / m.measured_s:.2f}x slower)")
+    for c in m.extra.get("solver", {}).get("candidates", []):
+        t = f"{c['time_s'] * 1e6:,.1f} us" if c["time_s"] else f"failed: {c['reason'][:80]}"
+        lines.append(f"  z3 candidate: modeled {c['modeled_s'] * 1e6:,.1f} us, measured {t}")
     lines.append(f"tuning: {m.tuning_s:.2f} s")
     return "\n".join(lines)
 
@@ -113,7 +154,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a .pkl or .json kernel file")
     p.add_argument("--backend", default="cpu", help="backend to tune for (default: cpu)")
     p.add_argument("--step", type=int, metavar="I", help="tune step I of a multi-kernel file (default: its main kernel)")
-    p.add_argument("--budget", type=float, default=10.0, metavar="S", help="tuning budget in seconds")
+    p.add_argument("--method", choices=METHODS, default="hand",
+                   help="hand: hand rules (default); z3: the solver's top candidates, measured, vs the hand rules")
+    p.add_argument("--budget", type=float, default=10.0, metavar="S", help="tuning budget in seconds (solver time)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -139,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     k = load(args)
     be = get_backend(args.backend)
     try:
-        m = tune_kernel(k, be, args.budget)
+        m = tune_kernel(k, be, args.budget, method=args.method)
     finally:
         be.close()
     print(json.dumps(m.to_json()) if args.json else report(m))

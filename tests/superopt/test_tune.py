@@ -47,3 +47,18 @@ def test_run_rejects_bad_schedules_with_one_line(capsys, sched, msg):
 def test_missing_file_is_a_user_error(capsys, tmp_path):
     assert main(["tune", str(tmp_path / "nope.pkl")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_tune_with_the_solver_keeps_a_verified_schedule(capsys, tmp_path):
+    from superopt import Tensor
+    from superopt.io import save_kernel
+    k = (Tensor.empty(32, 16, name="a") @ Tensor.empty(16, 32, name="b")).schedule()[0].kernel
+    f = save_kernel(k, tmp_path / "mm.json")
+    assert main(["tune", str(f), "--method", "z3", "--budget", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verified"] and out["method"] in ("z3", "hand") and out["baseline_method"] == "hand"
+    assert out["baseline_s"] > 0
+    if out["method"] == "z3":
+        assert out["modeled_s"] > 0 and out["solver"]["candidates"]
+    else:
+        assert "method_note" in out
