@@ -69,3 +69,16 @@ def test_use_and_reset(tmp_path):
     assert Tensor.runner is _runner_default
     with pytest.raises(ValueError, match="on_miss"):
         runtime.Runtime("cpu", cache=tmp_path / "c.sqlite", on_miss="guess")
+
+
+def test_on_miss_tune_fills_the_cache(tmp_path):
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite", on_miss="tune") as rt:
+        np.testing.assert_allclose((Tensor(x) * 2).sum(1).numpy(), (x * 2).sum(1), rtol=1e-5)
+        assert rt.stats["tuned"] == 1
+    with Cache(tmp_path / "c.sqlite") as c:
+        [e] = c.entries()
+        assert e.verified and e.measured_s > 0 and e.device == device_id("cpu")
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:   # the next process finds it
+        (Tensor(x) * 2).sum(1).numpy()
+        assert rt.stats["cache"] == 1
