@@ -53,7 +53,7 @@ class CPUBackend(Backend):
         h = hashlib.sha256((cc + " ".join(CFLAGS) + src).encode()).hexdigest()[:24]
         so = cache_dir() / f"k_{h}.so"
         if not so.exists():
-            c = so.with_suffix(".c")
+            c = so.with_suffix(f".{os.getpid()}.c")  # per process: concurrent builds of one source never collide
             c.write_text(src)
             tmp = so.with_suffix(f".{os.getpid()}.tmp")
             try:
@@ -63,6 +63,7 @@ class CPUBackend(Backend):
                 return Failure("compile", f"compiler timed out after {self.compile_timeout_s:.0f} s")
             if r.returncode != 0:
                 return Failure("compile", (r.stderr or r.stdout).strip()[-2000:])
+            os.replace(c, so.with_suffix(".c"))  # kept next to the library for reading
             os.replace(tmp, so)
         return Compiled(program, str(so), src)
 
