@@ -135,11 +135,11 @@ class Cache:
         self.path = Path(path) if path is not None else default_path()
         if self.path.is_dir(): raise CacheError(f"{self.path} is a directory, not a cache file")
         _check_file(self.path)
-        if readonly and not self.path.exists(): raise CacheError(f"{self.path}: no such cache")
+        if readonly and not self.path.exists(): raise CacheError(f"{self.path}: no kernel cache there yet (nothing tuned)")
         if not readonly: self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
-            self.db = sqlite3.connect(uri, uri=readonly, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            target = self.path.resolve().as_uri() + "?mode=ro" if readonly else str(self.path)
+            self.db = sqlite3.connect(target, uri=readonly, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
             self.db.row_factory = sqlite3.Row
             if not readonly: self._init()
             self._check_format()
