@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 
@@ -22,28 +21,9 @@ import numpy as np
 
 from superopt.backends.base import Failure, get
 from superopt.commands.tune import measure
-from superopt.kernels.registry import values
 from superopt.kernels.suites import SUITES, suite
 from superopt.search.hand import hand_schedule
-
-
-def numpy_time(w, runs: int = 15, min_s: float = 1e-3) -> float | None:
-    """Median seconds of the workload's numpy reference on float32 (or int64) arrays."""
-    arrs = [values(a, b) for a, b in zip(w.random_inputs(), w.inputs)]
-    arrs = [a.astype(np.float32) if a.dtype == np.float64 else a for a in arrs]
-    fn = lambda: w.spec.reference(w.args, *arrs)  # noqa: E731
-    try:
-        fn()
-    except Exception:
-        return None
-    t0 = time.perf_counter(); fn(); one = time.perf_counter() - t0  # noqa: E702
-    reps = max(1, int(min_s / max(one, 1e-9)))
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        for _ in range(reps): fn()
-        samples.append((time.perf_counter() - t0) / reps)
-    return statistics.median(samples)
+from superopt.vendor import numpy_time  # shared with `superopt bench`
 
 
 def bench_workload(w, be) -> dict:

@@ -28,52 +28,8 @@ from superopt.backends.base import Failure, get
 from superopt.ir.lower import lower
 from superopt.kernels.suites import suite
 from superopt.search.hand import gpu
+from superopt.vendor import time_torch, torch_fn, torch_inputs  # shared with `superopt bench`
 from superopt.verify import compare, poison, random_inputs
-
-
-# ---- torch side ---------------------------------------------------------------------------
-def torch_fn(w, xs):
-    """A PyTorch callable computing workload ``w`` on device tensors ``xs``."""
-    import torch
-    import torch.nn.functional as F
-    p = w.args
-    k = w.kind
-    if k == "matmul": return lambda: xs[0] @ xs[1]
-    if k == "bmm": return (lambda: xs[0] @ xs[1].transpose(-1, -2)) if p["b_layout"] == "nk" else (lambda: xs[0] @ xs[1])
-    if k == "gemv": return lambda: xs[0] @ xs[1].T
-    if k == "conv2d":
-        if p["layout"] != "nchw": return None
-        return lambda: F.conv2d(xs[0], xs[1], stride=p["stride"], padding=p["pad"], groups=p["groups"])
-    if k == "rowsum": return lambda: xs[0].sum(dim=1, dtype=torch.float32)
-    if k == "softmax": return lambda: torch.softmax(xs[0], dim=-1)
-    if k == "layernorm": return lambda: F.layer_norm(xs[0], (p["N"],), xs[1], xs[2], p["eps"])
-    if k == "rmsnorm": return lambda: F.rms_norm(xs[0], (p["N"],), xs[1], p["eps"])
-    if k == "fma": return lambda: torch.addcmul(xs[2], xs[0], xs[1])
-    if k == "rotary":
-        h = p["D"] // 2
-        x, c, s = xs[0], xs[1][:, None, :], xs[2][:, None, :]
-        return lambda: torch.cat([x[..., :h] * c - x[..., h:] * s, x[..., h:] * c + x[..., :h] * s], dim=-1)
-    return None
-
-
-def time_torch(fn, reps: int, l2_bytes: int) -> list[float]:
-    import torch
-    flush = torch.empty(max(2 * l2_bytes, 8 << 20) // 4, dtype=torch.float32, device="cuda")
-    for _ in range(3): fn()
-    torch.cuda.synchronize()
-    evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    for a, b in evs:
-        flush.fill_(1.0)
-        a.record(); fn(); b.record()  # noqa: E702
-    torch.cuda.synchronize()
-    return [a.elapsed_time(b) / 1e3 for a, b in evs]
-
-
-def torch_inputs(w, arrays):
-    import torch
-    return [torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).cuda().view(torch.bfloat16)
-            if b.dtype.name == "bfloat16" else torch.from_numpy(np.ascontiguousarray(a)).cuda()
-            for a, b in zip(arrays, w.inputs)]
 
 
 # ---- our side ---------------------------------------------------------------------------------
