@@ -17,9 +17,10 @@ CPU rules (``cpu``), per kernel class:
 GPU rules (``gpu``), per kernel class:
 - elementwise: 16-byte vectors on the store-contiguous axis, 2 vectors per thread,
   256 threads a block, everything else on the grid;
-- reduce over a contiguous axis: threads split the reduction, interleaved (``LOOP x
-  UNROLL 4 x THREAD``) so every warp load is coalesced: 256 threads a row for rows of
-  8192 or more, else one warp a row and 8 rows a block;
+- reduce over a contiguous axis: threads split the reduction, ``LOOP x THREAD x UNROLL
+  v`` with v elements = 16 bytes, so each thread's unrolled loads merge into one vector
+  load and a warp reads 512 contiguous bytes (else ``LOOP x UNROLL 4 x THREAD``): 256
+  threads a row for rows of 8192 or more, else one warp a row and 8 rows a block;
   reduce over a strided axis: threads along the contiguous output axis, serial reduce;
 - gemm / conv (no tensor cores yet): a 16x16 thread block of 4x4 register tiles over the
   two largest output axes (the store-contiguous one vectorized), K in LOOP x UNROLL 4;
@@ -104,8 +105,12 @@ def _reduce(k: Kernel, m) -> Schedule:
         # long rows: a block of 256 threads per row; shorter ones: a warp per row and several
         # rows a block (the partials are folded serially, so fewer threads fold faster)
         t = min(256 if n >= 8192 else 32, 1 << (n.bit_length() - 1))
-        unroll = 4 if n % (t * 4) == 0 else 1
-        splits[ra] = tuple(Split(lv, s) for lv, s in ((L, -(-n // (t * unroll))), (R, unroll), (T, t)) if s > 1)
+        vec = 16 // max(ld.dtype.itemsize for ld in k.loads)
+        if n % (t * vec) == 0:  # each thread reads 16 contiguous bytes a step (one vector load)
+            splits[ra] = tuple(Split(lv, s) for lv, s in ((L, n // (t * vec)), (T, t), (R, vec)) if s > 1)
+        else:
+            unroll = 4 if n % (t * 4) == 0 else 1
+            splits[ra] = tuple(Split(lv, s) for lv, s in ((L, -(-n // (t * unroll))), (R, unroll), (T, t)) if s > 1)
         outs = [a for a in k.output_axes if k.axes[a].size > 1]
         if t < 256 and outs:
             out = max(outs, key=lambda a: k.axes[a].size)

@@ -72,6 +72,15 @@ def literal(v, d: dt.DType) -> str:
     return f"({v + 1}-1)" if v == -2**31 else str(v)
 
 
+def _split_const(n: Node) -> tuple[Node, int]:
+    """``base + c`` with ``c`` a constant (0 when there is none)."""
+    if n.op is Ops.ADD:
+        if n.src[1].op is Ops.CONST: return n.src[0], int(n.src[1].arg)
+        if n.src[0].op is Ops.CONST: return n.src[1], int(n.src[0].arg)
+    if n.op is Ops.CONST: return const(0, dt.int32), int(n.arg)
+    return n, 0
+
+
 def divisible(n: Node, k: int) -> bool:
     """Whether integer expression ``n`` is always a multiple of ``k`` (conservative)."""
     if k == 1: return True
@@ -198,19 +207,48 @@ class _Renderer:
             per = 16 // b.dtype.itemsize
             chunk = min(self.p.lanes, per)
             if chunk * b.dtype.itemsize not in VEC or not divisible(base, chunk) or self.p.lanes % chunk: continue
-            vt = VEC[chunk * b.dtype.itemsize]
             ok = None if valid is TRUE else self.expr(substitute(valid, {self.lane: const(0, dt.int32)}))
             bidx = self.expr(base)
             elems = self.lanes_of(ld)
             for c0 in range(0, self.p.lanes, chunk):
-                t = self.tmp()
-                load = f"*reinterpret_cast<const {vt}*>(in{ld.arg} + {bidx} + {c0})"
-                self.emit(f"const {vt} {t} = " + (load if ok is None else f"{ok} ? {load} : {vt}{{}}") + ";")
-                for i in range(chunk):
-                    e = self.tmp()
-                    val = to_compute(f"reinterpret_cast<const {STORAGE[b.dtype.name]}*>(&{t})[{i}]", b.dtype)
-                    self.emit(f"const {compute_type(b.dtype)} {e} = {val};")
-                    self.scopes[-1][elems[c0 + i]] = e
+                self.emit_vector(ld.arg, bidx, c0, elems[c0:c0 + chunk], ok)
+
+    def emit_vector(self, slot: int, base: str, c0: int, elems: list[Node], ok: str | None) -> None:
+        """One vector load of ``len(elems)`` elements of input ``slot`` at ``base + c0``;
+        each element's value cached for ``elems`` (the scalar loads it replaces)."""
+        b = self.p.inputs[slot]
+        vt = VEC[len(elems) * b.dtype.itemsize]
+        t = self.tmp()
+        load = f"*reinterpret_cast<const {vt}*>(in{slot} + {base} + {c0})"
+        self.emit(f"const {vt} {t} = " + (load if ok is None else f"{ok} ? {load} : {vt}{{}}") + ";")
+        for i, node in enumerate(elems):
+            e = self.tmp()
+            self.emit(f"const {compute_type(b.dtype)} {e} = {to_compute(f'reinterpret_cast<const {STORAGE[b.dtype.name]}*>(&{t})[{i}]', b.dtype)};")
+            self.scopes[-1][node] = e
+
+    def combine_loads(self, stmts) -> None:
+        """In an unrolled block, loads of one input at ``base + c`` for consecutive constants
+        ``c`` (same mask, aligned base) become vector loads of up to 16 bytes."""
+        groups: dict[tuple, dict[int, Node]] = {}
+        for st in stmts:
+            if not isinstance(st, (Assign, Store)): continue
+            for root in ((st.index, st.value) if isinstance(st, Assign) else (st.index, st.value, st.valid)):
+                for ld in toposort(root):
+                    if ld.op is not Ops.LOAD or not self.pure(ld) or self.cached(ld) is not None: continue
+                    if self.lane is not None and self.lane in toposort(ld): continue
+                    base, c = _split_const(ld.src[0])
+                    groups.setdefault((ld.arg, base, ld.src[1]), {})[c] = ld
+        for (slot, base, valid), by_off in groups.items():
+            size = self.p.inputs[slot].dtype.itemsize
+            done: set[int] = set()
+            for c0 in sorted(by_off):
+                if c0 in done: continue
+                for w in (16 // size, 8 // size, 4 // size):
+                    if w < 2 or c0 % w or not divisible(base, w) or not all(c0 + i in by_off for i in range(w)): continue
+                    ok = None if valid is TRUE else self.expr(valid)
+                    self.emit_vector(slot, self.expr(base), c0, [by_off[c0 + i] for i in range(w)], ok)
+                    done.update(range(c0, c0 + w))
+                    break
 
     # ---- statements ----------------------------------------------------------------
     def body(self, stmts) -> None:
@@ -268,7 +306,11 @@ class _Renderer:
 
     def stmt(self, s) -> None:
         if isinstance(s, Loop):
-            if s.unroll: self.body(unrolled(s)); return  # noqa: E702
+            if s.unroll:
+                stmts = unrolled(s)
+                self.combine_loads(stmts)
+                self.body(stmts)
+                return
             v = s.var.arg[0]
             self.scoped(f"for (int {v} = 0; {v} < {s.size}; ++{v})", s.body)
         elif isinstance(s, If):
