@@ -54,8 +54,9 @@ class Measured:
                 **self.extra}
 
 
-def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int | None = None) -> Measured:
-    """Verify on fresh inputs, then time (median of repeated runs). Never raises for a bad candidate."""
+def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int | None = None,
+            runs: int = 15) -> Measured:
+    """Verify on fresh inputs, then time (median of ``runs`` runs). Never raises for a bad candidate."""
     import numpy as np
     from superopt.ir.lower import LoweringError, lower
     from superopt.verify import poison, random_inputs, verify_compiled
@@ -74,7 +75,7 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
     m.verified, m.reason, m.rel_err = v.ok, v.reason, v.rel_err
     if not v.ok: return m
     inputs = [a.reshape(-1) for a in random_inputs(kernel, rng)]
-    t = backend.time(compiled, inputs, poison(kernel.output))
+    t = backend.time(compiled, inputs, poison(kernel.output), runs=runs)
     if hasattr(t, "median_s"):
         m.measured_s, m.samples = t.median_s, t.samples
     else:
