@@ -310,9 +310,9 @@ def not_(x: Node) -> Node:
 
 
 def and_(a: Node, b: Any) -> Node:
-    b = as_node(b, dt.bool_)
-    if a.dtype is not dt.bool_:
-        return alu(Ops.AND, a, b) if not (a.op is Ops.CONST and b.op is Ops.CONST) else \
+    b = as_node(b, a.dtype)
+    if a.dtype is not dt.bool_:  # bitwise and of integers (alu() routes here: build the node directly)
+        return Node(Ops.AND, a.dtype, (a, b)) if not (a.op is Ops.CONST and b.op is Ops.CONST) else \
             const(a.arg & b.arg, a.dtype)
     for x, y in ((a, b), (b, a)):
         if x.op is Ops.CONST:
