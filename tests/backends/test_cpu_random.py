@@ -34,8 +34,9 @@ def elementwise(draw, shape, dtype):
     y = Tensor.empty(*shape, dtype=dtype, name="y")
     t = x
     for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["add", "mul", "relu", "max", "neg", "where", "exp", "sq", "bcast"] if dtype.is_float
-                                  else ["add", "mul", "max", "neg", "where", "bcast"]))
+        op = draw(st.sampled_from(["add", "mul", "relu", "max", "neg", "where", "exp", "sq", "bcast", "sqrt", "recip",
+                                   "sin", "cast"] if dtype.is_float
+                                  else ["add", "mul", "max", "neg", "where", "bcast", "cast", "bits"]))
         if op == "add": t = t + y
         elif op == "mul": t = t * y
         elif op == "relu": t = t.relu()
@@ -44,6 +45,12 @@ def elementwise(draw, shape, dtype):
         elif op == "where": t = (t < y).where(t, y)
         elif op == "exp": t = (t * 0.5).exp()
         elif op == "sq": t = t * t + 1.0
+        elif op == "sqrt": t = (t * t + 0.5).sqrt()
+        elif op == "recip": t = (t * t + 0.5).reciprocal()
+        elif op == "sin": t = t.sin()
+        elif op == "cast" and dtype.is_float: t = t.cast(dtypes.float16).cast(dtype)
+        elif op == "cast": t = (t * 37).cast(dtypes.int8).cast(dtype)  # wraps
+        elif op == "bits": t = (t & y) ^ (t >> 1)
         elif op == "bcast":
             b = Tensor.empty(*shape[:-1], 1, dtype=dtype, name="b")
             t = t + b.expand(*shape)
