@@ -1,0 +1,300 @@
+"""The research benchmark behind ``superopt bench``: hand rules vs the Z3 solver vs BEAM
+(vs vendor libraries) on the same kernels, with the same timer, in one run.
+
+What is timed: every kernel (step) of every workload is tuned by every method and then
+verified and timed with ``commands.tune.measure`` (fresh random inputs checked against
+the reference interpreter, then the backend's timer: median of ``repeat`` samples). A
+workload's time under a method is the sum of its steps' medians; vendor baselines
+(``superopt.vendor``) time the whole workload as one call. A schedule that did not verify
+has no time: it is reported as unverified and never counted as a win.
+
+Tuning time of a method is its wall time end to end: choosing, compiling, verifying and
+timing its candidates. For z3 that is the solve (``search.z3opt.solve``, time limit =
+the budget) plus measuring its top-k, the fastest verified of which is its answer;
+``modeled_s`` is the cost model's time of that answer and ``solve_s`` the solver's time.
+BEAM (``search.beam``) gets the budget; its progress callback gives the trace of best
+measured time against elapsed tuning time. z3+beam refines the z3 answer with BEAM for
+the budget left after z3 (at least a fifth of it); its trace starts at z3's point.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from superopt.commands.tune import Measured, measure
+from superopt.ir.kernel import Kernel
+from superopt.kernels.registry import Workload
+from superopt.search import cost
+from superopt.search.hand import hand_schedule
+
+TUNERS = ("hand", "z3", "beam", "z3+beam")
+VENDORS = ("numpy", "torch")
+TINYGRAD = ("tinygrad-hand", "tinygrad-beam")
+METHODS = TUNERS + TINYGRAD + VENDORS
+Z3_TOP_K = 4
+MIN_REFINE_FRACTION = 0.2  # z3+beam: BEAM keeps at least this share of the budget
+
+
+@dataclass(frozen=True)
+class Config:
+    suites: tuple[str, ...]
+    backend: str
+    methods: tuple[str, ...]
+    budget_s: float = 10.0
+    repeat: int = 15
+    small: bool = False
+    command: str = ""
+    only: tuple[str, ...] = ()   # workload names to keep (all when empty)
+
+    @property
+    def tuners(self) -> list[str]: return [m for m in TUNERS if m in self.methods]
+    @property
+    def vendors(self) -> list[str]: return [m for m in VENDORS if m in self.methods]
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """Comma-separated method names -> tuple (ValueError with the known names)."""
+    ms = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in ms if m not in METHODS]
+    if bad or not ms:
+        raise ValueError(f"unknown method(s) {', '.join(bad) or '(none)'} (known: {', '.join(METHODS)})")
+    return tuple(dict.fromkeys(ms))
+
+
+# ---- one kernel, one method --------------------------------------------------------------
+@dataclass
+class Trace:
+    """Best measured seconds so far against elapsed tuning seconds (BEAM's progress)."""
+    points: list[tuple[float, float]] = field(default_factory=list)
+    evaluated: list[dict] = field(default_factory=list)   # every candidate BEAM timed
+
+    def add(self, elapsed_s: float, best_s: float | None) -> None:
+        if best_s is None or not math.isfinite(best_s): return
+        if not self.points or best_s < self.points[-1][1]: self.points.append((elapsed_s, best_s))
+
+
+def run_hand(k: Kernel, be, cfg: Config) -> Measured:
+    t0 = time.perf_counter()
+    m = measure(k, hand_schedule(k, be.machine), be, "hand", runs=cfg.repeat)
+    m.tuning_s = time.perf_counter() - t0
+    return m
+
+
+def run_z3(k: Kernel, be, cfg: Config) -> Measured:
+    """Solve, measure the top-k, keep the fastest verified (the model's top-1 when none verifies)."""
+    from superopt.search import z3opt
+    t0 = time.perf_counter()
+    r = z3opt.solve(k, be.machine, top_k=Z3_TOP_K, timeout_s=cfg.budget_s)
+    ms = [measure(k, c.schedule, be, "z3", runs=cfg.repeat) for c in r.candidates]
+    ok = [i for i, m in enumerate(ms) if m.verified and m.measured_s]
+    pick = min(ok, key=lambda i: ms[i].measured_s) if ok else 0
+    best = ms[pick]
+    best.tuning_s = time.perf_counter() - t0
+    best.extra.update(
+        modeled_s=r.candidates[pick].modeled_s, solve_s=r.solve_s, proved_optimal=r.proved_optimal,
+        fallback=r.fallback, model_rank=pick,
+        candidates=[{"modeled_s": c.modeled_s, "time_s": m.measured_s, "verified": m.verified, "schedule": c.schedule.to_dict()}
+                    for c, m in zip(r.candidates, ms)])
+    return best
+
+
+def run_beam(k: Kernel, be, cfg: Config, start: Measured | None = None, budget_s: float | None = None,
+             t_offset: float = 0.0) -> Measured:
+    """BEAM for ``budget_s`` (default: the budget), from ``start``'s schedule when given;
+    the trace is shifted by ``t_offset`` (time already spent before BEAM started)."""
+    from superopt.search import beam
+    budget = cfg.budget_s if budget_s is None else budget_s
+    trace = Trace()
+    if start is not None and start.verified: trace.add(t_offset, start.measured_s)
+    t0 = time.perf_counter()
+
+    def progress(ev) -> None:
+        trace.add(t_offset + time.perf_counter() - t0, _field(ev, "best_s"))
+        sched, meas = _field(ev, "schedule"), _field(ev, "measured_s")
+        if sched is not None and meas is not None:
+            trace.evaluated.append({"schedule": sched.to_dict(), "time_s": meas,
+                                    "modeled_s": cost.modeled_time(k, sched, be.machine)})
+
+    res = beam.search(k, be, budget_s=budget, start=start.schedule if start is not None else None, progress=progress)
+    method = "z3+beam" if start is not None else "beam"
+    m = measure(k, res.best, be, method, runs=cfg.repeat)
+    m.tuning_s = t_offset + time.perf_counter() - t0
+    trace.add(m.tuning_s, _field(res, "best_s"))
+    m.extra.update(trace=trace.points, evaluated=trace.evaluated, beam_steps=_field(res, "steps"),
+                   beam_timed=_field(res, "timed"))
+    return m
+
+
+def _field(obj, name: str):
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def run_z3_beam(k: Kernel, be, cfg: Config, z3: Measured | None) -> Measured:
+    z3 = z3 or run_z3(k, be, cfg)
+    left = max(cfg.budget_s * MIN_REFINE_FRACTION, cfg.budget_s - z3.tuning_s)
+    m = run_beam(k, be, cfg, start=z3, budget_s=left, t_offset=z3.tuning_s)
+    if z3.verified and (not m.verified or (m.measured_s or math.inf) > (z3.measured_s or math.inf)):
+        m.extra["refine_kept_z3"] = True  # BEAM found nothing faster in its re-measurement
+    m.extra.update(solve_s=z3.extra.get("solve_s"), z3_time_s=z3.measured_s)
+    return m
+
+
+# ---- records -------------------------------------------------------------------------------
+def throughput(flops: float, nbytes: float, seconds: float | None, machine) -> tuple[float | None, str]:
+    """GFLOP/s for compute-heavy work (intensity past the machine's ridge), else GB/s."""
+    if not seconds: return None, ""
+    ridge = machine.flops_fp32 / machine.dram_bw
+    if flops / max(1, nbytes) >= ridge / 4: return flops / seconds / 1e9, "GFLOP/s"
+    return nbytes / seconds / 1e9, "GB/s"
+
+
+def method_record(m: Measured, k: Kernel, machine, roof_s: float) -> dict:
+    d = m.to_json()
+    d.pop("samples_s", None)
+    d["describe"] = m.schedule.describe(k)
+    d["model_s"] = cost.modeled_time(k, m.schedule, machine)  # modeled time of the schedule it ended with
+    t = m.measured_s if m.verified else None
+    d["time_s"] = t
+    d["rate"], d["rate_unit"] = throughput(k.flops, k.min_bytes, t, machine)
+    d["roofline_pct"] = 100.0 * roof_s / t if t else None
+    return d
+
+
+def kernel_record(k: Kernel, step: int, machine) -> dict:
+    roof = cost.roofline_s(k, machine)
+    return {"name": k.name, "key": k.key, "step": step, "kind": k.kind, "flops": k.flops, "min_bytes": k.min_bytes,
+            "intensity": k.flops / max(1, k.min_bytes), "roofline_s": roof, "methods": {}}
+
+
+def bench_kernel(k: Kernel, step: int, be, cfg: Config) -> dict:
+    rec = kernel_record(k, step, be.machine)
+    got: dict[str, Measured] = {}
+    for name in cfg.tuners:
+        if name == "hand": got[name] = run_hand(k, be, cfg)
+        elif name == "z3": got[name] = run_z3(k, be, cfg)
+        elif name == "beam": got[name] = run_beam(k, be, cfg)
+        elif name == "z3+beam": got[name] = run_z3_beam(k, be, cfg, got.get("z3"))
+        rec["methods"][name] = method_record(got[name], k, be.machine, rec["roofline_s"])
+    hand = rec["methods"].get("hand", {}).get("time_s")
+    for d in rec["methods"].values():
+        d["speedup_vs_hand"] = hand / d["time_s"] if hand and d["time_s"] else None
+    return rec
+
+
+def bench_workload(w: Workload, suite: str, be, cfg: Config, log: Callable[[str], None]) -> dict:
+    kernels = []
+    for i, k in enumerate(w.kernels):
+        rec = bench_kernel(k, i, be, cfg)
+        kernels.append(rec)
+        log(progress_line(suite, rec, cfg))
+    methods = {}
+    for name in cfg.tuners:
+        ts = [r["methods"][name]["time_s"] for r in kernels]
+        methods[name] = {"time_s": sum(ts) if all(ts) else None, "verified": all(ts),
+                         "tuning_s": sum(r["methods"][name]["tuning_s"] for r in kernels)}
+    for name in cfg.vendors:
+        methods[name] = {"time_s": _vendor(name, w, cfg, be), "verified": None, "tuning_s": 0.0}
+    roof = sum(r["roofline_s"] for r in kernels)
+    hand = methods.get("hand", {}).get("time_s")
+    for d in methods.values():
+        d["speedup_vs_hand"] = hand / d["time_s"] if hand and d["time_s"] else None
+        d["roofline_pct"] = 100.0 * roof / d["time_s"] if d["time_s"] else None
+    return {"suite": suite, "workload": w.name, "kind": w.kind,
+            "params": {n: getattr(v, "name", v) for n, v in w.args.items()},
+            "timed": "the only kernel" if len(kernels) == 1 else f"all {len(kernels)} steps (sum of per-kernel medians)",
+            "flops": w.flops, "min_bytes": w.min_bytes, "roofline_s": roof, "kernels": kernels, "methods": methods}
+
+
+def _vendor(name: str, w: Workload, cfg: Config, be) -> float | None:
+    from superopt.vendor import vendor_time
+    try:
+        return vendor_time(name, w, cfg.repeat, be.machine)
+    except Exception as e:  # a vendor library failing on one workload is recorded, not fatal
+        print(f"  {name} failed on {w.name}: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def progress_line(suite: str, rec: dict, cfg: Config) -> str:
+    parts = []
+    for name, d in rec["methods"].items():
+        t = d["time_s"]
+        s = f"{name} {_us(t)}" if t else f"{name} UNVERIFIED"
+        if name != "hand" and d.get("speedup_vs_hand"): s += f" ({d['speedup_vs_hand']:.2f}x)"
+        parts.append(s + f" [{d['tuning_s']:.1f}s]")
+    return f"{suite:9s} {rec['name'][:44]:44s} " + "  ".join(parts)
+
+
+def _us(t: float) -> str: return f"{t * 1e6:.3g}us"
+
+
+# ---- a whole run ------------------------------------------------------------------------------
+def run(cfg: Config, be, workloads: list[tuple[str, Workload]], log: Callable[[str], None] = print) -> dict:
+    """Benchmark ``workloads`` ((suite, workload) pairs) on backend ``be``; the JSON document."""
+    t0 = time.time()
+    rows = [bench_workload(w, s, be, cfg, log) for s, w in workloads]
+    return {"tool": "superopt bench", "command": cfg.command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "wall_s": time.time() - t0, "config": {"suites": list(cfg.suites), "backend": cfg.backend,
+                                                   "methods": list(cfg.methods), "budget_s": cfg.budget_s,
+                                                   "repeat": cfg.repeat, "small": cfg.small, "only": list(cfg.only)},
+            "machine": be.machine.to_dict(), "device": getattr(be, "device", None), "host": host_info(),
+            "versions": versions(cfg), "notes": NOTES, "workloads": rows}
+
+
+NOTES = [
+    "time: median of `repeat` samples of the backend's timer (cpu: timed inside the compiled code; "
+    "cuda: CUDA events, L2 flushed before each launch); a workload's time is the sum of its kernels' medians",
+    "every schedule is verified on fresh random inputs against the reference interpreter before it is timed; "
+    "an unverified result has no time and never counts as a win",
+    "vendor baselines time the whole workload as one library call (numpy: wall clock around the reference "
+    "function on float32 arrays, Python overhead included; torch: CUDA events, L2 flushed)",
+    "% roofline: max(flops / peak FLOP/s, compulsory bytes / DRAM bandwidth) of the (calibrated) machine over "
+    "the measured time",
+    "tuning time: wall time of the method end to end (solve or search, compile, verify, time its candidates)",
+]
+
+
+def host_info() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip(); break  # noqa: E702
+    except OSError:
+        pass
+    return info
+
+
+def versions(cfg: Config) -> dict:
+    import numpy as np
+    import z3
+    out = {"numpy": np.__version__, "z3": z3.get_version_string()}
+    try:
+        from importlib.metadata import version
+        out["superopt"] = version("superopt")
+    except Exception:
+        pass
+    out["git"] = _git_head()
+    for mod in ("matplotlib", "torch", "tinygrad", "scipy"):
+        v = getattr(sys.modules.get(mod), "__version__", None)
+        if v: out[mod] = v
+    if cfg.backend == "cpu":
+        from superopt.backends.cpu import compiler
+        try:
+            cc = compiler()
+            out["cc"] = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
+        except Exception:
+            pass
+    return out
+
+
+def _git_head() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() or None
+    except Exception:
+        return None

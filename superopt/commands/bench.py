@@ -1,0 +1,97 @@
+"""``superopt bench``: hand rules vs the Z3 solver vs BEAM (vs vendor libraries) on shape
+suites, one run, the same timer; Markdown table, JSON and PNG plots into ``--out``.
+See ``superopt.benchmark`` for what is timed and ``bench/README.md`` for reading the output."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+HELP = "research benchmark: hand rules vs Z3 vs BEAM (vs numpy/torch) on suites; tables, JSON, plots"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", required=True, metavar="NAME[,NAME]", help="suites: bert, resnet, llm, membound, dsp")
+    p.add_argument("--backend", default="cpu", help="cpu | cuda | hexagon (default: cpu)")
+    p.add_argument("--methods", default="hand,z3,beam", metavar="M[,M]",
+                   help="hand, z3, beam, z3+beam, numpy (cpu), torch (cuda) (default: hand,z3,beam)")
+    p.add_argument("--budget", type=float, default=10.0, metavar="S",
+                   help="tuning budget per kernel in seconds: z3's time limit, BEAM's search time (default 10)")
+    p.add_argument("--repeat", type=int, default=15, metavar="R", help="timing samples per median (default 15)")
+    p.add_argument("--small", action="store_true", help="the small CI shapes of each suite")
+    p.add_argument("--only", default="", metavar="NAME[,NAME]", help="keep only these workloads")
+    p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default: bench-out)")
+    p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
+
+
+def command_line(a: argparse.Namespace) -> str:
+    """The exact command that reproduces this run."""
+    parts = ["superopt", "bench", "--suite", a.suite, "--backend", a.backend, "--methods", a.methods,
+             "--budget", f"{a.budget:g}", "--repeat", str(a.repeat)]
+    parts += ["--small"] * a.small + (["--only", a.only] if a.only else []) + ["--out", a.out] + ["--no-plots"] * a.no_plots
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def config(a: argparse.Namespace):
+    from superopt.benchmark import TINYGRAD, Config, parse_methods
+    from superopt.cli import UserError
+    from superopt.kernels.suites import SUITES
+    from superopt.vendor import VENDORS, available
+    try:
+        methods = parse_methods(a.methods)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    suites = tuple(s.strip() for s in a.suite.split(",") if s.strip())
+    bad = [s for s in suites if s not in SUITES]
+    if bad or not suites: raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (suites: {', '.join(SUITES)})")
+    if a.budget <= 0 or a.repeat < 1: raise UserError("--budget must be > 0 and --repeat >= 1")
+    for m in methods:
+        if m in TINYGRAD: raise UserError(f"{m}: tinygrad baselines are not part of superopt bench yet")
+        if m in VENDORS:
+            if VENDORS[m] != a.backend: raise UserError(f"{m} is the vendor baseline of --backend {VENDORS[m]}, not {a.backend}")
+            why = available(m)
+            if why: raise UserError(f"{m}: {why}")
+    if any(m in ("beam", "z3+beam") for m in methods):
+        try:
+            from superopt.search import beam  # noqa: F401
+        except ImportError as e:
+            raise UserError(f"BEAM is not available here ({e})") from None
+    return Config(suites, a.backend, methods, a.budget, a.repeat, a.small, command_line(a),
+                  tuple(x for x in a.only.split(",") if x))
+
+
+def run(args: argparse.Namespace) -> int:
+    from superopt import benchmark, report
+    from superopt.cli import UserError
+    from superopt.commands.tune import get_backend
+    from superopt.kernels.suites import suite
+    from superopt.plots import MISSING, have_matplotlib
+    cfg = config(args)
+    work = [(s, w) for s in cfg.suites for w in suite(s, small=cfg.small) if not cfg.only or w.name in cfg.only]
+    if not work: raise UserError(f"no workload of {', '.join(cfg.suites)} matches --only {args.only}")
+    plots = not args.no_plots
+    if plots and not have_matplotlib():
+        print(f"superopt bench: {MISSING}; writing the table and JSON only", file=sys.stderr)
+        plots = False
+    try:
+        be = get_backend(cfg.backend)
+    except Exception as e:  # e.g. no GPU: one line, not a traceback
+        if isinstance(e, UserError): raise
+        raise UserError(f"backend {cfg.backend}: {e}") from None
+    n = sum(len(w.steps) for _, w in work)
+    print(f"superopt bench: {len(work)} workloads, {n} kernels, methods {','.join(cfg.methods)}, "
+          f"budget {cfg.budget_s:g} s, backend {cfg.backend}", flush=True)
+    try:
+        doc = benchmark.run(cfg, be, work, log=lambda line: print(line, flush=True))
+    finally:
+        be.close()
+    files = report.write(doc, args.out, plots=plots)
+    s = doc["summary"]
+    for name, d in s["methods"].items():
+        gm = d["geomean_speedup_vs_hand"]
+        print(f"{name:8s} geomean speed-up vs hand {gm:.2f}x" if gm else f"{name:8s} -", end="")
+        print(f"  faster/slower {d['faster_than_hand']}/{d['slower_than_hand']}  unverified {d['unverified']}  "
+              f"median tuning {d['median_tuning_s']:.2f} s")
+    print(f"wrote {', '.join(str(f) for f in files)}  ({doc['wall_s']:.0f} s)")
+    unverified = sum(d["unverified"] for d in s["methods"].values())
+    return 0 if unverified == 0 else 1

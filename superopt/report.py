@@ -1,0 +1,188 @@
+"""Reports of a ``superopt bench`` run: summary figures, the Markdown tables and the JSON
+file (the document ``superopt.benchmark.run`` returns). Plots live in ``superopt.plots``."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+
+# ---- statistics ---------------------------------------------------------------------------
+def ranks(x: Iterable[float]) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank."""
+    a = np.asarray(list(x), dtype=np.float64)
+    order = np.argsort(a, kind="stable")
+    r = np.empty(len(a))
+    r[order] = np.arange(1, len(a) + 1)
+    for v in np.unique(a):
+        tie = a == v
+        if tie.sum() > 1: r[tie] = r[tie].mean()
+    return r
+
+
+def spearman(x: Iterable[float], y: Iterable[float]) -> float | None:
+    """Spearman rank correlation (Pearson on tie-averaged ranks); None for < 3 points or a constant side."""
+    rx, ry = ranks(x), ranks(y)
+    if len(rx) < 3 or rx.std() == 0 or ry.std() == 0: return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def geomean(xs: Iterable[float | None]) -> float | None:
+    v = [x for x in xs if x and x > 0 and math.isfinite(x)]
+    return math.exp(sum(map(math.log, v)) / len(v)) if v else None
+
+
+# ---- gathering from the document ------------------------------------------------------------
+def kernels(doc: dict) -> list[dict]:
+    """Every kernel record of the run, with its suite and workload."""
+    return [{**k, "suite": w["suite"], "workload": w["workload"]} for w in doc["workloads"] for k in w["kernels"]]
+
+
+def fidelity_points(doc: dict) -> list[dict]:
+    """(modeled, measured) of every verified schedule the run timed, once per kernel and schedule."""
+    pts, seen = [], set()
+
+    def add(k: dict, sched: dict | None, modeled: float | None, measured: float | None, method: str) -> None:
+        key = (k["key"], json.dumps(sched, sort_keys=True))
+        if modeled and measured and key not in seen:
+            seen.add(key)
+            pts.append({"kernel": k["name"], "modeled_s": modeled, "measured_s": measured, "method": method})
+
+    for k in kernels(doc):
+        for name, m in k["methods"].items():
+            add(k, m.get("schedule"), m.get("model_s"), m.get("time_s"), name)
+            for c in m.get("candidates") or []:
+                if c.get("verified"): add(k, c["schedule"], c["modeled_s"], c["time_s"], name)
+            for c in m.get("evaluated") or []:
+                add(k, c["schedule"], c["modeled_s"], c["time_s"], name)
+    return pts
+
+
+def fidelity(doc: dict) -> dict:
+    """Spearman rho pooled over all points, and per kernel (kernels with >= 5 schedules)."""
+    pts = fidelity_points(doc)
+    per: dict[str, list[dict]] = {}
+    for p in pts: per.setdefault(p["kernel"], []).append(p)
+    per_rho = {n: spearman([p["modeled_s"] for p in ps], [p["measured_s"] for p in ps]) for n, ps in per.items() if len(ps) >= 5}
+    good = [r for r in per_rho.values() if r is not None]
+    return {"points": len(pts), "rho_pooled": spearman([p["modeled_s"] for p in pts], [p["measured_s"] for p in pts]),
+            "rho_per_kernel": per_rho, "rho_per_kernel_median": float(np.median(good)) if good else None}
+
+
+def summary(doc: dict) -> dict:
+    """Per method: geomean speed-up over hand rules, wins/losses against hand rules, unverified count,
+    median tuning time; per vendor the geomean speed of each tuner against it; model fidelity."""
+    ks = kernels(doc)
+    methods = doc["config"]["methods"]
+    out: dict = {"kernels": len(ks), "workloads": len(doc["workloads"]), "methods": {}}
+    for name in methods:
+        ms = [k["methods"][name] for k in ks if name in k["methods"]]
+        if not ms: continue
+        sp = [m.get("speedup_vs_hand") for m in ms]
+        z = [m.get("solve_s") for m in ms if m.get("solve_s") is not None]
+        out["methods"][name] = {
+            "geomean_speedup_vs_hand": geomean(sp), "faster_than_hand": sum(1 for s in sp if s and s > 1.0),
+            "slower_than_hand": sum(1 for s in sp if s and s < 1.0), "unverified": sum(1 for m in ms if not m["time_s"]),
+            "median_tuning_s": float(np.median([m["tuning_s"] for m in ms])),
+            **({"median_solve_s": float(np.median(z)), "proved_optimal": sum(1 for m in ms if m.get("proved_optimal"))} if z else {})}
+    for v in [m for m in methods if m in ("numpy", "torch")]:
+        for name in [m for m in methods if m in out["methods"]]:
+            ws = [w["methods"] for w in doc["workloads"]]
+            r = geomean(w[v]["time_s"] / w[name]["time_s"] for w in ws if w[v]["time_s"] and w[name]["time_s"])
+            out["methods"][name][f"geomean_speed_vs_{v}"] = r
+    out["fidelity"] = fidelity(doc)
+    return out
+
+
+# ---- Markdown --------------------------------------------------------------------------------
+def _us(t: float | None) -> str:
+    if t is None: return "—"
+    return f"{t * 1e6:.3g}" if t < 1e-3 else f"{t * 1e6:,.0f}"
+
+
+def _x(s: float | None) -> str: return f"{s:.2f}×" if s else "—"
+def _pct(p: float | None) -> str: return f"{p:.1f}%" if p is not None else "—"
+
+
+def _cell_time(m: dict) -> str:
+    if not m["time_s"]: return "**unverified**"
+    return _us(m["time_s"]) + (f" ({_x(m['speedup_vs_hand'])})" if m.get("speedup_vs_hand") and m["method"] != "hand" else "")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(doc: dict, plots: list[str] | None = None) -> str:
+    cfg, m = doc["config"], doc["machine"]
+    tuners = [t for t in cfg["methods"] if t in ("hand", "z3", "beam", "z3+beam")]
+    vendors = [t for t in cfg["methods"] if t in ("numpy", "torch")]
+    s = summary(doc)
+    dev = (doc.get("device") or {}).get("name") or doc["host"].get("cpu") or m["name"]
+    out = [f"# superopt bench: {', '.join(cfg['suites'])}{' (small)' if cfg['small'] else ''} on {cfg['backend']}", "",
+           f"- command: `{doc['command']}`", f"- when: {doc['date']}, {doc['wall_s']:.0f} s wall",
+           f"- device: {dev}; machine `{m['name']}` ({m['cores']} cores/SMs, peak {m['flops_fp32'] / 1e9:,.0f} GFLOP/s fp32, "
+           f"DRAM {m['dram_bw'] / 1e9:,.0f} GB/s, {'calibrated' if m['calibrated'] else 'datasheet, not calibrated'})",
+           f"- budget {cfg['budget_s']:g} s per kernel and method; timer: median of {cfg['repeat']} samples",
+           "- versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), "", "## Summary", ""]
+    rows = []
+    for name, d in s["methods"].items():
+        vs = "; ".join(f"{_x(d[k])} vs {k.split('_vs_')[1]}" for k in d if k.startswith("geomean_speed_vs_") and d[k])
+        rows.append([name, _x(d["geomean_speedup_vs_hand"]), f"{d['faster_than_hand']}/{d['slower_than_hand']}",
+                     str(d["unverified"]), f"{d['median_tuning_s']:.2f}",
+                     f"{d['median_solve_s']:.2f} ({d['proved_optimal']} proved)" if "median_solve_s" in d else "—", vs or "—"])
+    out += _table(["method", "geomean speed-up vs hand", "faster/slower than hand", "unverified", "median tuning s",
+                   "median solve s", "whole workloads vs vendor"], rows)
+    f = s["fidelity"]
+    out += ["", f"Model fidelity: Spearman ρ(modeled, measured) = {_rho(f['rho_pooled'])} pooled over {f['points']} "
+                f"verified schedules; median per kernel {_rho(f['rho_per_kernel_median'])} "
+                f"({len(f['rho_per_kernel'])} kernels with ≥ 5 schedules).", ""]
+    out += ["## Kernels: median time in µs (speed-up over hand rules)", ""]
+    head = ["suite", "kernel", "kind"] + tuners + (["z3 modeled µs", "z3 solve s"] if "z3" in tuners else [])
+    rows = []
+    for k in kernels(doc):
+        r = [k["suite"], k["name"], k["kind"]] + [_cell_time(k["methods"][t]) for t in tuners]
+        if "z3" in tuners:
+            z = k["methods"]["z3"]
+            r += [_us(z.get("modeled_s")), f"{z['solve_s']:.2f}" + ("" if z.get("proved_optimal") else " (not proved)")]
+        rows.append(r)
+    out += _table(head, rows)
+    out += ["", "## Kernels: throughput and % of roofline; tuning time in s", ""]
+    head = ["kernel"] + [f"{t} rate" for t in tuners] + [f"{t} % roof" for t in tuners] + [f"{t} tuning s" for t in tuners]
+    rows = []
+    for k in kernels(doc):
+        ms = [k["methods"][t] for t in tuners]
+        rows.append([k["name"]] + [f"{d['rate']:.3g} {d['rate_unit']}" if d["rate"] else "—" for d in ms] +
+                    [_pct(d["roofline_pct"]) for d in ms] + [f"{d['tuning_s']:.2f}" for d in ms])
+    out += _table(head, rows)
+    out += ["", "## Workloads: what is timed, and vendor libraries (median µs; speed-up over hand rules)", ""]
+    head = ["suite", "workload", "timed"] + tuners + vendors
+    rows = [[w["suite"], w["workload"], w["timed"]] + [_cell_time({**w["methods"][t], "method": t}) for t in tuners + vendors]
+            for w in doc["workloads"]]
+    out += _table(head, rows)
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    out += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def _rho(r: float | None) -> str: return f"{r:.2f}" if r is not None else "n/a"
+
+
+# ---- files ---------------------------------------------------------------------------------
+def write(doc: dict, out_dir: str | Path, plots: bool = True) -> list[Path]:
+    """Write results.json, the plots (when matplotlib is present) and results.md into ``out_dir``."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    doc["summary"] = summary(doc)
+    made: list[Path] = []
+    if plots:
+        from superopt import plots as P
+        made = P.write_all(doc, d)
+    (d / "results.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    (d / "results.md").write_text(markdown(doc, [str(p) for p in made]))
+    return [d / "results.json", d / "results.md", *made]
