@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import z3
 
@@ -97,9 +97,47 @@ class Instr:
     early_uses: tuple[str, ...] = ()   # early-source operands
     mem: str = ""                       # "" | "load" | "store"
     branch: bool = False
+    words: int = 1                      # 2 with a constant extender (immext takes a slot too)
 
     @property
     def iclass(self) -> IClass: return CLASSES[self.cls]
+
+
+def classify_packet(texts: list[str]) -> list[Instr]:
+    """Instructions of one packet; a constant extender (``immext``) is fused into the
+    instruction it extends, which then takes two of the four slots."""
+    out: list[Instr] = []
+    ext = False
+    for t in texts:
+        if t.strip().startswith("immext"):
+            ext = True
+            continue
+        ins = classify(t)
+        out.append(replace(ins, words=2) if ext else ins)
+        ext = False
+    return _sequential(out)
+
+
+def _sequential(pk: list[Instr]) -> list[Instr]:
+    """Order a packet's instructions as a sequential program with the same meaning: a
+    packet reads old values, so a reader goes before the writer of the same register,
+    except a ``.new`` reader, which goes after it."""
+    n = len(pk)
+    before = {j: set() for j in range(n)}   # j must come after every i in before[j]
+    for i in range(n):
+        for j in range(n):
+            if i == j: continue
+            if any(r in pk[j].defs for r in pk[i].uses) and not any(r in pk[i].defs for r in pk[j].uses):
+                before[j].add(i)            # i reads the old value j overwrites
+            if any(r in pk[i].defs for r in pk[j].new_uses):
+                before[j].add(i)
+    order, done = [], set()
+    while len(order) < n:
+        ready = [j for j in range(n) if j not in done and before[j] <= done]
+        j = ready[0] if ready else next(j for j in range(n) if j not in done)
+        order.append(j)
+        done.add(j)
+    return [pk[j] for j in order]
 
 
 def _regs(s: str) -> list[tuple[str, str]]:
@@ -251,7 +289,7 @@ def _close(loops: list[Loop], label: str | None, block: list[str], func: str) ->
     text = "\n".join(block)
     back = re.search(r"endloop0|jump(:\w+)?\s+" + re.escape(label) + r"\b", text)
     if not back: return
-    loops.append(Loop(label, [[classify(i) for i in p] for p in parse_packets(block)], func))
+    loops.append(Loop(label, [classify_packet(p) for p in parse_packets(block)], func))
 
 
 # ---- dependences ----------------------------------------------------------------------
@@ -326,6 +364,7 @@ def _resource_constraints(instrs: list[Instr], res: list, nres: int) -> list:
     for i, ins in enumerate(instrs):
         c = ins.iclass
         items += [(i, (0,)), (i, (1,))] if c.noslot1 else [(i, c.slots)]
+        items += [(i, tuple(range(SLOTS)))] * (ins.words - 1)
     subsets = [tuple(k for k in range(SLOTS) if m >> k & 1) for m in range(1, 1 << SLOTS)]
     # unit usage: fixed for single-alternative classes, chosen otherwise
     use: list[dict[str, object]] = []
@@ -349,7 +388,7 @@ def _resource_constraints(instrs: list[Instr], res: list, nres: int) -> list:
 
 def _lower_bound(instrs: list[Instr]) -> int:
     n = len(instrs)
-    lb = math.ceil(n / SLOTS)
+    lb = math.ceil(sum(i.words for i in instrs) / SLOTS)
     hv_units = sum(min(len(a) for a in i.iclass.units) for i in instrs if i.iclass.hvx and not i.mem)
     lb = max(lb, math.ceil(hv_units / 4))
     for kind in ("ld", "st"):

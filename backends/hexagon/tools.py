@@ -6,8 +6,8 @@ syscall numbers: read 63, write 64, exit_group 94) and the few memory helpers th
 compiler may call. A program reads its inputs from stdin and writes its output bytes to
 stdout; the host side packs and unpacks them with numpy.
 
-Every failure is returned as a ``Failure`` (stage, message) so that one bad candidate
-never takes the caller down.
+Every failure is returned as a ``backends.base.Failure`` (compile, crash, timeout) so
+that one bad candidate never takes the caller down.
 """
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..base import Failure
+
 CPU = "hexagonv66"
 CFLAGS = ("--target=hexagon", f"-mcpu={CPU}", "-mhvx", "-mhvx-length=128b", "-O2",
-          "-ffreestanding", "-fno-builtin", "-nostdlib", "-fno-stack-protector")
+          "-ffreestanding", "-nostdlib", "-fno-stack-protector")
 HVX_BYTES = 128
 
 STARTUP = r"""
@@ -58,15 +60,6 @@ void *memmove(void *d, const void *s, unsigned long n) {
 int so_main(void);
 void _start(void) { so_exit(so_main()); }
 """
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a candidate produced no result: stage in compile|link|run|timeout|crash|output."""
-    stage: str
-    message: str
-
-    def __str__(self) -> str: return f"{self.stage}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +108,7 @@ def compile_program(source: str, timeout: float = 120.0) -> Path | Failure:
         tmp = d / f"{key}.{os.getpid()}.tmp"
         r = subprocess.run([tools.lld, "-static", "-e", "_start", str(obj), "-o", str(tmp)],
                            capture_output=True, text=True, timeout=timeout)
-        if r.returncode: return Failure("link", _tail(r.stderr))
+        if r.returncode: return Failure("compile", _tail(r.stderr))
         os.replace(tmp, exe)
     except subprocess.TimeoutExpired:
         return Failure("timeout", f"compiler ran longer than {timeout:.0f}s")
@@ -139,18 +132,18 @@ def assembly(source: str, timeout: float = 120.0) -> str | Failure:
 def run_program(exe: Path, stdin: bytes, out_bytes: int, timeout: float = 60.0) -> bytes | Failure:
     """Run under qemu; the program must exit 0 and write exactly ``out_bytes`` bytes."""
     tools = find_tools()
-    if tools is None: return Failure("run", missing_message())
+    if tools is None: return Failure("launch", missing_message())
     try:
         r = subprocess.run([tools.qemu, str(exe)], input=stdin, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return Failure("timeout", f"ran longer than {timeout:.0f}s under qemu")
     except OSError as e:
-        return Failure("run", str(e))
+        return Failure("launch", str(e))
     if r.returncode < 0 or r.returncode > 128:
         return Failure("crash", f"exit status {r.returncode}; {_tail(r.stderr.decode(errors='replace'), 500)}")
-    if r.returncode: return Failure("run", f"exit status {r.returncode}")
+    if r.returncode: return Failure("crash", f"exit status {r.returncode}")
     if len(r.stdout) != out_bytes:
-        return Failure("output", f"wrote {len(r.stdout)} bytes, expected {out_bytes}")
+        return Failure("crash", f"wrote {len(r.stdout)} bytes, expected {out_bytes}")
     return r.stdout
 
 
