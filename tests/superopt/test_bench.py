@@ -1,0 +1,101 @@
+"""superopt bench: a tiny run end to end (JSON fields, table, plots), the statistics it
+reports, and its errors on bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from superopt import report
+from superopt.benchmark import parse_methods
+from superopt.cli import main
+
+TINY = ["bench", "--suite", "membound", "--small", "--only", "fma_2^26", "--backend", "cpu", "--budget", "1",
+        "--repeat", "3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    pytest.importorskip("superopt.search.beam")
+    out = tmp_path_factory.mktemp("bench")
+    rc = main(TINY + ["--methods", "hand,z3,beam,numpy", "--out", str(out)])
+    return rc, out
+
+
+def test_tiny_run_writes_json_with_every_figure(tiny_run):
+    rc, out = tiny_run
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["command"].startswith("superopt bench --suite membound")
+    assert doc["config"]["methods"] == ["hand", "z3", "beam", "numpy"]
+    assert doc["machine"]["name"] == "cpu" and doc["versions"]["numpy"] == np.__version__
+    (w,) = doc["workloads"]
+    assert w["workload"] == "fma_2^26" and w["timed"] == "the only kernel"
+    (k,) = w["kernels"]
+    assert k["flops"] > 0 and k["roofline_s"] > 0
+    for name in ("hand", "z3", "beam"):
+        m = k["methods"][name]
+        assert m["verified"] is True and m["time_s"] > 0 and m["tuning_s"] > 0
+        assert m["rate"] > 0 and m["rate_unit"] in ("GB/s", "GFLOP/s") and m["roofline_pct"] > 0
+        assert m["model_s"] > 0 and m["schedule"]["version"] >= 1
+    assert k["methods"]["hand"]["speedup_vs_hand"] == pytest.approx(1.0)
+    z3 = k["methods"]["z3"]
+    assert z3["modeled_s"] > 0 and z3["solve_s"] > 0 and isinstance(z3["proved_optimal"], bool)
+    assert z3["candidates"] and all("modeled_s" in c for c in z3["candidates"])
+    trace = k["methods"]["beam"]["trace"]
+    assert trace and all(b2 <= b1 for (_, b1), (_, b2) in zip(trace, trace[1:]))   # best so far never worsens
+    assert all(t2 >= t1 for (t1, _), (t2, _) in zip(trace, trace[1:]))
+    assert w["methods"]["numpy"]["time_s"] > 0
+    s = doc["summary"]
+    assert set(s["methods"]) == {"hand", "z3", "beam"} and s["fidelity"]["points"] >= 2
+
+
+def test_tiny_run_writes_table_and_plots(tiny_run):
+    _, out = tiny_run
+    md = (out / "results.md").read_text()
+    assert "| fma_2^26 |" in md.replace("membound | ", "") and "Spearman" in md
+    if pytest.importorskip("matplotlib"):
+        for name in ("speedup", "quality_vs_time", "quality_vs_time_kernels", "roofline", "model_fidelity"):
+            png = out / f"{name}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f"({name}.png)" in md
+
+
+def test_without_matplotlib_writes_table_and_json_only(tmp_path, monkeypatch, capsys):
+    import superopt.plots as P
+    monkeypatch.setattr(P, "have_matplotlib", lambda: False)
+    rc = main(TINY + ["--methods", "hand", "--out", str(tmp_path)])
+    assert rc == 0
+    assert "matplotlib" in capsys.readouterr().err
+    assert (tmp_path / "results.json").exists() and (tmp_path / "results.md").exists()
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_spearman_matches_definition():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert report.spearman(x, [10, 20, 30, 40, 50]) == pytest.approx(1.0)
+    assert report.spearman(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert report.spearman([1, 2], [1, 2]) is None
+    assert report.spearman([1, 1, 1], [1, 2, 3]) is None
+    # ties share their average rank; without ties rho = 1 - 6 sum d^2 / (n (n^2 - 1))
+    assert list(report.ranks([3.0, 1.0, 3.0, 2.0])) == [3.5, 1.0, 3.5, 2.0]
+    a, b = [0.3, 0.1, 0.7, 0.2, 0.9], [2.0, 1.0, 5.0, 4.0, 3.0]
+    d = report.ranks(a) - report.ranks(b)
+    assert report.spearman(a, b) == pytest.approx(1 - 6 * (d ** 2).sum() / (5 * 24))
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    u, v = rng.random(40), rng.integers(0, 5, 40).astype(float)
+    assert report.spearman(u, v) == pytest.approx(scipy_stats.spearmanr(u, v)[0])
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_methods("hand,simulated-annealing")
+    assert parse_methods("hand,z3,hand") == ("hand", "z3")
+    for args, msg in ((["--suite", "nope"], "unknown suite"), (["--suite", "bert", "--methods", "hand,torch"], "torch"),
+                      (["--suite", "bert", "--methods", "hand,foo"], "unknown method"),
+                      (["--suite", "bert", "--methods", "hand", "--only", "nothing_like_it"], "no workload")):
+        assert main(["bench", *args, "--small", "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1
