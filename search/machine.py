@@ -67,7 +67,15 @@ H100 = Machine("h100", "gpu", 132, max_threads=1024, max_upcast=256, simd_bytes=
                launch_s=4e-6)
 H200 = replace(H100, name="h200", l2_bytes=60 * 2**20, dram_bw=4.3e12)
 
-BUILTIN = {"h100": H100, "h200": H200}
+# Hexagon V66 cDSP with 128-byte HVX: 4 hardware threads with HVX contexts; one thread
+# issues one packet (<= 4 instructions) per cycle; ~1 GHz class clocks. HVX v66 has no
+# float; flops_fp32 holds the int8 peak (2 multipliers x 128 byte MACs x 2 ops per
+# packet, 4 threads). Times come from the VLIW model (search/vliw.py), not these ceilings.
+HEXAGON = Machine("hexagon", "hexagon", 4, max_threads=1, max_upcast=128, simd_bytes=128,
+                  dram_bw=12e9, flops_fp32=4 * 1.0e9 * 2 * 2 * 128, launch_s=50e-6,
+                  notes={"cpu": "hexagonv66", "hvx_bytes": 128, "packet_slots": 4})
+
+BUILTIN = {"h100": H100, "h200": H200, "hexagon": HEXAGON}
 
 
 def calibration_dir() -> Path:
