@@ -5,7 +5,7 @@
     superopt.runtime.reset()           # back to the reference interpreter (the default)
 
 A cache hit runs the stored schedule; a miss runs the hand-rule schedule (or, with
-``on_miss="tune"``, tunes the kernel now and stores the result). Compiled kernels are
+``on_miss="tune"``, tunes the kernel now with the solver and stores the result). Compiled kernels are
 kept per process. If a backend run fails, the step is computed by the reference
 interpreter and a warning names the kernel: a result is never silently wrong or lost.
 """
@@ -37,13 +37,13 @@ class Runtime:
     """A ``Tensor.runner``: cache lookup, compile (memoized), run on the backend."""
 
     def __init__(self, backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand",
-                 tune: Callable | None = None):
+                 tune: Callable | None = None, tune_budget_s: float = 5.0):
         from superopt.backends.base import get
         if on_miss not in ("hand", "tune"): raise ValueError(f"on_miss must be 'hand' or 'tune', not {on_miss!r}")
         self.backend = get(backend)
         self.device = device_of(self.backend)
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
-        self.on_miss, self.tune = on_miss, tune
+        self.on_miss, self.tune, self.tune_budget_s = on_miss, tune, tune_budget_s
         self.compiled: dict[tuple[str, str], object] = {}
         self.schedules: dict[str, tuple[Schedule, str]] = {}
         self.stats: Counter = Counter()
@@ -64,7 +64,8 @@ class Runtime:
 
     def _tune(self, k: Kernel) -> tuple[Schedule, str] | None:
         from superopt.tune_cache import tune_and_store
-        e = tune_and_store(k, self.cache, self.backend.name, tune=self.tune, device=self.device)
+        e = tune_and_store(k, self.cache, self.backend.name, budget_s=self.tune_budget_s, tune=self.tune,
+                           device=self.device)
         return (e.schedule_obj(), "tuned") if e is not None and e.verified else None
 
     def __call__(self, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:

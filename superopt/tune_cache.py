@@ -107,7 +107,7 @@ def prioritize(jobs: list[Job], machine) -> list[Job]:
 
 # ---- tuning one kernel -------------------------------------------------------------------
 def default_tune() -> Callable:
-    """The engine behind ``superopt tune``: ``tune_kernel(kernel, backend, budget_s) -> result``."""
+    """The engine behind ``superopt tune``: ``tune_kernel(kernel, backend, budget_s, method) -> result``."""
     from superopt.commands.tune import tune_kernel
     return tune_kernel
 
@@ -126,10 +126,11 @@ def identify(backend: str):
 
 
 def tune_and_store(k: Kernel, cache: Cache, backend: str, budget_s: float = 10.0,
-                   tune: Callable | None = None, device: str | None = None) -> Entry | None:
-    """Tune ``k`` with the tune engine and commit the result; returns the stored entry
-    (or the better one already there). Raises if tuning fails."""
-    r = (tune or default_tune())(k, backend=backend, budget_s=budget_s)
+                   tune: Callable | None = None, device: str | None = None, method: str = "z3") -> Entry | None:
+    """Tune ``k`` with the tune engine (``method``: "z3" = solver candidates vs hand rules, or
+    "hand") and commit the result; returns the stored entry (or the better one already there).
+    Raises if tuning fails."""
+    r = (tune or default_tune())(k, backend=backend, budget_s=budget_s, method=method)
     e = entry_from_result(k, r, backend, device)
     cache.put(e)
     return cache.get(k.key, backend, e.device) or e
@@ -161,14 +162,14 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker(kernel_json: str, cache_path: str, backend: str, budget_s: float, parent: int, tune_ref: str | None,
-            device: str, gpu: str | None) -> None:
+            device: str, gpu: str | None, method: str) -> None:
     _die_with_parent(parent)
     if gpu is not None: os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything opens the GPU
     k = Kernel.from_dict(json.loads(kernel_json))
     tune = _resolve(tune_ref) if tune_ref else None
     with Cache(cache_path) as c:
         try:
-            e = tune_and_store(k, c, backend, budget_s, tune, device)
+            e = tune_and_store(k, c, backend, budget_s, tune, device, method)
             err = None if e.verified else f"no verified schedule (method {e.method})"
         except Exception as ex:
             err = f"{type(ex).__name__}: {' '.join(str(ex).split())}"
@@ -196,7 +197,7 @@ class _Running:
 def run_batch(jobs: list[Job], cache_path: str | Path, backend: str = "cpu", budget_s: float = 10.0,
               workers: int = 1, timeout_s: float | None = None, retry_failed: bool = False,
               tune_ref: str | None = None, progress=None, device: str | None = None,
-              gpus: list[str] | None = None) -> BatchResult:
+              gpus: list[str] | None = None, method: str = "z3") -> BatchResult:
     """Tune every job not already in the cache; ``progress(done, total, running_names)`` is
     called as things change. With ``gpus``, one worker per GPU (it sees only that GPU), so
     timings never share a device. Ctrl-C stops workers and returns what finished (all of it is in the cache)."""
@@ -223,7 +224,7 @@ def run_batch(jobs: list[Job], cache_path: str | Path, backend: str = "cpu", bud
                 j = todo.pop(0)
                 gpu = next(g for g in gpus if g not in {r.gpu for r in running}) if gpus else None
                 p = ctx.Process(target=_worker, args=(json.dumps(j.kernel.to_dict()), str(cache_path), backend,
-                                                       budget_s, os.getpid(), tune_ref, dev, gpu), daemon=True)
+                                                       budget_s, os.getpid(), tune_ref, dev, gpu, method), daemon=True)
                 p.start()
                 running.append(_Running(j, p, time.monotonic(), gpu))
                 report(done, total, [r.job.name for r in running])

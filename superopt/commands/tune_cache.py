@@ -18,6 +18,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="parallel tuning processes (on cpu, concurrent timings disturb each other: keep 1 for "
                         "final numbers)")
     p.add_argument("--backend", default="cpu")
+    p.add_argument("--method", choices=("z3", "hand"), default="z3",
+                   help="z3: the solver's candidates measured against the hand rules, fastest verified kept (default); "
+                        "hand: hand rules only")
     p.add_argument("--gpus", default=None, metavar="LIST",
                    help="comma-separated GPU ordinals: one worker per GPU, each timing on its own device")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # no such backend, or its device cannot start here
         raise UserError(f"backend {args.backend!r} is not usable here: {' '.join(str(e).split())[:200]}") from None
     jobs = prioritize(jobs, machine)
-    opts = dict(device=device, gpus=gpus)
+    opts = dict(device=device, gpus=gpus, method=args.method)
     out = console()
     try:
         if args.no_progress or not sys.stderr.isatty():
