@@ -15,6 +15,7 @@ Top-k: block each solution and optimize again, incrementally.
 from __future__ import annotations
 
 import math
+import threading
 import time as _time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -27,28 +28,42 @@ from ..ir.schedule import Level, Schedule, check, vector_axis
 from . import cost
 from .space import Space, build
 
-CHOICE_LIMIT = 256  # combined table rows before a choice is turned into a real term
+CHOICE_LIMIT = 256   # combined table rows before a choice is turned into a real term
+RUNNER_UP_SPAN = 2.0  # top-k alternatives are sought within this factor of the optimum
 
 
 class NonlinearError(ValueError):
     """The model multiplied two solver terms; it must keep one side a finite choice."""
 
 
-def _q(v: float) -> z3.ArithRef:
+def _q(v: float, ctx: z3.Context | None = None) -> z3.ArithRef:
     f = Fraction(v)
-    return z3.RealVal(f"{f.numerator}/{f.denominator}")
+    return z3.RealVal(f"{f.numerator}/{f.denominator}", ctx)
 
 
 class Model:
-    """Side constraints and fresh variables of one symbolic evaluation."""
-    def __init__(self) -> None:
+    """Side constraints and fresh variables of one symbolic evaluation, in its own Z3
+    context (so one solve can be interrupted without touching others)."""
+    def __init__(self, ctx: z3.Context | None = None) -> None:
+        self.ctx = ctx or z3.Context()
         self.side: list[z3.BoolRef] = []
         self.n = 0
 
+    def q(self, v: float) -> z3.ArithRef: return _q(v, self.ctx)
+    def true(self) -> z3.BoolRef: return z3.BoolVal(True, self.ctx)
+
+    def name(self, cond: z3.BoolRef) -> z3.BoolRef:
+        """A boolean standing for ``cond`` (keeps combined tables' conditions small)."""
+        if z3.is_true(cond) or z3.is_false(cond) or z3.is_const(cond): return cond
+        self.n += 1
+        b = z3.Bool(f"c{self.n}", self.ctx)
+        self.side.append(b == cond)
+        return b
+
     def fresh(self, lo: float, hi: float) -> z3.ArithRef:
         self.n += 1
-        r = z3.Real(f"t{self.n}")
-        self.side += [r >= _q(lo), r <= _q(hi)]
+        r = z3.Real(f"t{self.n}", self.ctx)
+        self.side += [r >= self.q(lo), r <= self.q(hi)]
         return r
 
 
@@ -66,23 +81,23 @@ class Sym:
     def choice(m: Model, pairs) -> "Sym":
         t: dict[float, list] = {}
         for v, c in pairs: t.setdefault(float(v), []).append(c)
-        table = {v: (cs[0] if len(cs) == 1 else z3.Or(*cs)) for v, cs in t.items()}
+        table = {v: m.name(cs[0] if len(cs) == 1 else z3.Or(*cs)) for v, cs in t.items()}
         return Sym(m, table=table, lo=min(table), hi=max(table))
 
     def real(self) -> z3.ArithRef:
         """This value as a linear term (a fresh real fixed case by case)."""
         if self.term is not None: return self.term
         if self._real is None:
-            if len(self.table) == 1: self._real = _q(next(iter(self.table)))
+            if len(self.table) == 1: self._real = self.m.q(next(iter(self.table)))
             else:
                 r = self.m.fresh(self.lo, self.hi)
-                self.m.side += [z3.Implies(c, r == _q(v)) for v, c in self.table.items()]
+                self.m.side += [z3.Implies(c, r == self.m.q(v)) for v, c in self.table.items()]
                 self._real = r
         return self._real
 
     # ---- combination ------------------------------------------------------------
     def _lift(self, o) -> "Sym":
-        return o if isinstance(o, Sym) else Sym(self.m, table={float(o): z3.BoolVal(True)}, lo=float(o), hi=float(o))
+        return o if isinstance(o, Sym) else Sym(self.m, table={float(o): self.m.true()}, lo=float(o), hi=float(o))
 
     def _combine(self, o, fn: Callable[[float, float], float], linear: Callable | None, name: str) -> "Sym":
         o = self._lift(o)
@@ -111,8 +126,8 @@ class Sym:
 
     def le(self, c: float) -> z3.BoolRef:
         if self.table is not None:
-            return _or([cond for v, cond in self.table.items() if v <= c])
-        return self.term <= _q(c)
+            return _or([cond for v, cond in self.table.items() if v <= c], self.m.ctx)
+        return self.term <= self.m.q(c)
 
 
 def _and(a, b):
@@ -121,8 +136,8 @@ def _and(a, b):
     return z3.And(a, b)
 
 
-def _or(cs):
-    return z3.BoolVal(False) if not cs else cs[0] if len(cs) == 1 else z3.Or(*cs)
+def _or(cs, ctx: z3.Context):
+    return z3.BoolVal(False, ctx) if not cs else cs[0] if len(cs) == 1 else z3.Or(*cs)
 
 
 def _bounds(fn, a: Sym, b: Sym) -> tuple[float, float]:
@@ -144,9 +159,9 @@ def _scale(a: Sym, b: Sym, fn, name: str) -> Sym:
     lo, hi = _bounds(fn, term, tab)
     if len(tab.table) == 1:
         v = next(iter(tab.table))
-        return Sym(a.m, term=term.real() * _q(v), lo=lo, hi=hi)
+        return Sym(a.m, term=term.real() * a.m.q(v), lo=lo, hi=hi)
     y = a.m.fresh(lo, hi)
-    a.m.side += [z3.Implies(c, y == term.real() * _q(v)) for v, c in tab.table.items()]
+    a.m.side += [z3.Implies(c, y == term.real() * a.m.q(v)) for v, c in tab.table.items()]
     return Sym(a.m, term=y, lo=lo, hi=hi)
 
 
@@ -183,8 +198,8 @@ class Z3Ops:
         if not isinstance(a, Sym): return fn(a)
         if a.table is not None: return a.map(fn, "round")
         self.m.n += 1
-        k = z3.Int(f"k{self.m.n}")
-        r, eps = a.real(), _q(1e-9)
+        k = z3.Int(f"k{self.m.n}", self.m.ctx)
+        r, eps = a.real(), self.m.q(1e-9)
         if fn is cost.NUMERIC.ceil: self.m.side += [z3.ToReal(k) >= r - eps, z3.ToReal(k) < r - eps + 1]
         else: self.m.side += [z3.ToReal(k) <= r + eps, z3.ToReal(k) > r + eps - 1]
         return Sym(self.m, term=z3.ToReal(k), lo=fn(a.lo), hi=fn(a.hi))
@@ -241,19 +256,19 @@ def _level_choice(m: Model, sp: Space, sel, a: int, level: Level) -> Sym:
                           for opt, b in zip(sp.axis_options[a], sel[a])])
 
 
-def formulate(kernel: Kernel, machine, sp: Space | None = None) -> Formulation:
+def formulate(kernel: Kernel, machine, sp: Space | None = None, ctx: z3.Context | None = None) -> Formulation:
     """The Z3 model of ``kernel``'s schedule choice on ``machine``."""
     sp = sp or build(kernel, machine)
-    m = Model()
-    sel = [[z3.Bool(f"a{a}_{i}") for i in range(len(opts))] for a, opts in enumerate(sp.axis_options)]
-    vec = {v: z3.Bool(f"vec{v}") for v in sp.vectors}
-    wrk = {w: z3.Bool(f"w{w}") for w in sp.workers}
+    m = Model(ctx)
+    sel = [[z3.Bool(f"a{a}_{i}", m.ctx) for i in range(len(opts))] for a, opts in enumerate(sp.axis_options)]
+    vec = {v: z3.Bool(f"vec{v}", m.ctx) for v in sp.vectors}
+    wrk = {w: z3.Bool(f"w{w}", m.ctx) for w in sp.workers}
     cons: list[z3.BoolRef] = [_exactly_one(bs) for bs in sel] + [_exactly_one(list(vec.values())),
                                                                   _exactly_one(list(wrk.values()))]
     lv = lambda level: tuple(_level_choice(m, sp, sel, a, level) for a in range(len(sel)))  # noqa: E731
     x = cost.Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL),
                   Sym.choice(m, [(v, b) for v, b in vec.items()]), Sym.choice(m, [(w, b) for w, b in wrk.items()]))
-    cons += _resources(kernel, machine, sp, sel, vec, x)
+    cons += _resources(kernel, machine, sp, sel, vec, x, m)
     T = cost.time(Z3Ops(m), cost.facts(kernel), x, machine, cost.params(machine))
     if not isinstance(T, Sym): T = Sym(m)._lift(T)
     return Formulation(sp, m, sel, vec, wrk, T, cons + m.side)
@@ -263,24 +278,20 @@ def _exactly_one(bs: list) -> z3.BoolRef:
     return z3.PbEq([(b, 1) for b in bs], 1) if len(bs) > 1 else bs[0]
 
 
-def _resources(kernel: Kernel, machine, sp: Space, sel, vec, x: cost.Vars) -> list[z3.BoolRef]:
+def _resources(kernel: Kernel, machine, sp: Space, sel, vec, x: cost.Vars, m: Model) -> list[z3.BoolRef]:
     """Register-tile, unroll and thread limits, and where a vector width may go."""
     n = range(len(sel))
     up = cost._prod(x.upcast[a] for a in n)
     un = cost._prod(x.unroll[a] for a in n)
     th = cost._prod(x.thread[a] for a in n)
-    out = [_as_sym(up).le(machine.max_upcast), _as_sym(un * up).le(4 * machine.max_upcast),
-           _as_sym(th).le(machine.max_threads)]
+    sym = lambda v: v if isinstance(v, Sym) else Sym(m)._lift(v)  # noqa: E731
+    out = [sym(up).le(machine.max_upcast), sym(un * up).le(4 * machine.max_upcast), sym(th).le(machine.max_threads)]
     va = vector_axis(kernel)
     for v, b in vec.items():
         if v == 1: continue
         ok = [s for i, s in enumerate(sel[va]) if _vector_fits(sp.axis_options[va][i], v, kernel.axes[va].size)]
-        out.append(z3.Implies(b, _or(ok)))
+        out.append(z3.Implies(b, _or(ok, m.ctx)))
     return [c for c in out if not z3.is_true(c)]
-
-
-def _as_sym(v) -> Sym:
-    return v if isinstance(v, Sym) else Sym(Model())._lift(v)
 
 
 def _vector_fits(opt, v: int, size: int) -> bool:
@@ -309,51 +320,109 @@ class SolveResult:
                 "candidates": [{"schedule": c.schedule.to_dict(), "modeled_s": c.modeled_s} for c in self.candidates]}
 
 
-def _optimum(opt: z3.Optimize, F: Formulation, deadline: float) -> tuple[z3.ModelRef | None, bool]:
-    """Minimize T. Returns (model, proved): on a timeout, the best model found so far, unproved."""
-    opt.set("timeout", max(1, int((deadline - _time.monotonic()) * 1000)))
+def _optimum(opt: z3.Optimize, F: Formulation) -> tuple[z3.ModelRef | None, bool]:
+    """Minimize T. Returns (model, proved): after an interrupt, Z3's best model so far, unproved."""
     r = opt.check()
     if r == z3.sat: return opt.model(), True
     if r == z3.unsat: return None, True
     try:
-        mdl = opt.model()   # best so far, when Z3 has one
+        mdl = opt.model()
         F.schedule_of(mdl)  # a partial model picks no option somewhere
     except (z3.Z3Exception, StopIteration):
         return None, False
     return mdl, False
 
 
+def seeds(kernel: Kernel, machine, sp: Space, samples: int = 48, starts: int = 3, rng_seed: int = 0
+          ) -> list[Candidate]:
+    """Model-guided descent from random legal schedules (and the hand rules): distinct
+    local optima, best first. They bound Z3's search from above (which is what makes
+    the optimization fast) and are the answer when Z3 runs out of time."""
+    import random
+    rnd = random.Random(rng_seed)
+    f, p = cost.facts(kernel), cost.params(machine)
+    val = lambda s: float(cost.time(cost.NUMERIC, f, cost.vars_of(s), machine, p))  # noqa: E731
+    pool = {}
+    hand = _hand_schedule(kernel, machine)
+    if sp.contains(hand): pool[hand] = val(hand)
+    for _ in range(samples):
+        s = sp.schedule([rnd.randrange(len(o)) for o in sp.axis_options], rnd.choice(sp.vectors),
+                        rnd.choice(sp.workers))
+        if s not in pool and sp.legal(s): pool[s] = val(s)
+    found: dict[Schedule, float] = {}
+    for s in sorted(pool, key=pool.get)[:starts]:
+        t = pool[s]
+        while True:  # steepest descent over the space's neighbours
+            nb = [(val(n), n) for n in sp.neighbors(s) if not n.order]
+            if not nb: break
+            tn, n = min(nb, key=lambda x: x[0])
+            if tn >= t: break
+            s, t = n, tn
+        found[s] = t
+    return [Candidate(s, t) for s, t in sorted(found.items(), key=lambda x: x[1])]
+
+
 def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
           space: Space | None = None) -> SolveResult:
     """Best schedule under the cost model, plus up to ``top_k - 1`` distinct runners-up.
 
-    ``proved_optimal``: no schedule of the space is modeled faster than ``best``. On timeout, the best schedule found so far is returned; when none
-    was found, the hand rules' schedule (``fallback`` says why)."""
+    ``proved_optimal``: Z3 showed no schedule of the space is modeled faster than
+    ``best``. On timeout, the best schedule found so far (Z3's, or the model-guided
+    descent's) is returned; when the space is empty, the hand rules' (``fallback`` says
+    why)."""
     t0 = _time.monotonic()
-    deadline = t0 + timeout_s
-    F = formulate(kernel, machine, space)
-    opt = z3.Optimize()
+    sp = space or build(kernel, machine)
+    start = seeds(kernel, machine, sp)
+    F = formulate(kernel, machine, sp)
+    ctx = F.model.ctx
+    opt = z3.Optimize(ctx=ctx)
     opt.add(*F.constraints)
-    opt.minimize(F.T.real())
+    T = F.T.real()
+    opt.minimize(T)
+    opt.push()
+    pushed = True
+    if start:  # nothing slower than the descent's best can win: a strong upper bound
+        opt.add(T <= F.model.q(start[0].modeled_s * (1 + 1e-9)))
+    timer = _interrupt(ctx, timeout_s - (_time.monotonic() - t0))
     cands: list[Candidate] = []
     proved, fallback = False, None
-    while len(cands) < top_k and _time.monotonic() < deadline:
-        mdl, ok = _optimum(opt, F, deadline)
-        if mdl is None:
-            if not ok and not cands: fallback = "z3 found no schedule before the time limit"
-            break
-        s = F.schedule_of(mdl)
-        opt.add(z3.Not(z3.And(*[b for b in F.decisions() if z3.is_true(mdl.eval(b, model_completion=True))])))
-        if check(kernel, s, machine): continue  # the legality check is the authority: skip and look again
-        if not cands: proved = ok
-        cands.append(Candidate(s, cost.modeled_time(kernel, s, machine)))
-        if not ok: break
-    if not cands:
-        s = _hand_schedule(kernel, machine)
-        fallback = fallback or "z3 found no legal schedule"
-        cands = [Candidate(s, cost.modeled_time(kernel, s, machine))]
+    try:
+        while len(cands) < top_k and _time.monotonic() - t0 < timeout_s:
+            mdl, ok = _optimum(opt, F)
+            if mdl is None:
+                if not ok and not cands: fallback = "z3 timed out: best schedule of the model-guided descent"
+                break
+            s = F.schedule_of(mdl)
+            if pushed:  # runners-up: anything within RUNNER_UP_SPAN of the optimum, in bounded time
+                opt.pop(); pushed = False  # noqa: E702
+                opt.add(T <= F.model.q(F.value(mdl) * RUNNER_UP_SPAN))
+                timer.cancel()
+                used = _time.monotonic() - t0
+                timer = _interrupt(ctx, min(timeout_s - used, max(0.5, used)))
+            opt.add(z3.Not(z3.And(*[b for b in F.decisions() if z3.is_true(mdl.eval(b, model_completion=True))])))
+            if check(kernel, s, machine): continue  # the legality check is the authority: look again
+            if not cands: proved = ok
+            cands.append(Candidate(s, cost.modeled_time(kernel, s, machine)))
+            if not ok: break
+    finally:
+        timer.cancel()
+    if not cands and not start:
+        fallback = fallback or "the schedule space is empty: hand rules"
+        start = [Candidate(_hand_schedule(kernel, machine), 0.0)]
+        start[0].modeled_s = cost.modeled_time(kernel, start[0].schedule, machine)
+    have = {c.schedule for c in cands}
+    cands += [c for c in start if c.schedule not in have][:max(0, top_k - len(cands))]
     cands.sort(key=lambda c: c.modeled_s)
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, proved, _time.monotonic() - t0, fallback)
+
+
+def _interrupt(ctx: z3.Context, after_s: float) -> threading.Timer:
+    """Stop this context's running check after ``after_s`` seconds (Z3's own timeout
+    is not reliably honoured by Optimize)."""
+    t = threading.Timer(max(0.0, after_s), ctx.interrupt)
+    t.daemon = True
+    t.start()
+    return t
 
 
 def _hand_schedule(kernel: Kernel, machine) -> Schedule:
