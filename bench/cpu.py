@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from superopt.backends.base import Failure, get
+from superopt.backends.base import get
 from superopt.commands.tune import measure
 from superopt.kernels.suites import SUITES, suite
 from superopt.search.hand import hand_schedule

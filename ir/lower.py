@@ -108,10 +108,7 @@ class _Lowerer:
             used = {v.arg[0] for v in ld.toposort() if v.op is Ops.VAR}
             g = self.guard(sorted(used), m)
             if g is not TRUE: rep[ld] = Node(Ops.LOAD, ld.dtype, (ld.src[0], and_(ld.src[1], g)), ld.arg)
-        if rep:
-            n = _replace(n, rep, m)
-            return n
-        return substitute(n, m)
+        return substitute(substitute(n, rep) if rep else n, m)
 
     # ---- statements ------------------------------------------------------------
     def program(self) -> Program:
@@ -165,7 +162,7 @@ class _Lowerer:
             upd.append(Assign(ACC, at(slot), new if g is TRUE else alu(Ops.WHERE, g, new, reg(slot))))
         upd = _nest([self.unroll_var[a] for a in k.reduce_axes if a in self.unroll_var], upd, unroll=True)
         loops = _nest([self.loop_var[a] for a in rest], upd)
-        stores = inner_nest(self._stores(lambda slot, m: self.expr(_replace_reduce(k.body, red, reg(slot)), m)))
+        stores = inner_nest(self._stores(lambda slot, m: self.expr(substitute(k.body, {red: reg(slot)}), m)))
         body: list[Stmt] = [Reg(ACC, rdt, nacc), *init, *loops]
         if self.tr > 1:
             body += self._combine(nacc, rdt, fold, stores)
@@ -211,12 +208,3 @@ def _nest(vars_: list[Node], body: list[Stmt], unroll: bool = False) -> list[Stm
     for v in reversed(vars_):
         body = [Loop(v, tuple(body), unroll)]
     return body
-
-
-def _replace(n: Node, rep: dict[Node, Node], m: dict[Node, Node]) -> Node:
-    """Replace whole nodes first (masked loads), then substitute axis variables."""
-    return substitute(substitute(n, rep), m)
-
-
-def _replace_reduce(body: Node, red: Node, with_: Node) -> Node:
-    return substitute(body, {red: with_})
