@@ -23,7 +23,9 @@ GPU rules (``gpu``), per kernel class:
   threads a row for rows of 8192 or more, else one warp a row and 8 rows a block;
   reduce over a strided axis: threads along the contiguous output axis, serial reduce;
 - gemm / conv (no tensor cores yet): a 16x16 thread block of 4x4 register tiles over the
-  two largest output axes (the store-contiguous one vectorized), K in LOOP x UNROLL 4;
+  two largest output axes (the store-contiguous one vectorized where an operand is
+  contiguous along it too), K in LOOP x UNROLL (16 bytes of K); a narrow contiguous axis
+  shares the threads with the next output axis;
   a GEMV (one output row, contiguous K) is scheduled like a reduction.
 Every rule's result is checked with ``ir.schedule.check``; on a failure the rule falls
 back to a plainer variant, ending at one thread per output point.
@@ -126,6 +128,7 @@ def _reduce(k: Kernel, m) -> Schedule:
 
 
 def _contraction(k: Kernel, m) -> Schedule:
+    from superopt.ir.schedule import _stride
     outs = k.output_axes
     va = vector_axis(k)
     n_ax = va if va is not None else max(outs, key=lambda a: k.axes[a].size)
@@ -137,11 +140,20 @@ def _contraction(k: Kernel, m) -> Schedule:
     splits[n_ax] = _pieces(nn, [(T, 16), (U, un)])
     if m_ax is not None:
         splits[m_ax] = _pieces(k.axes[m_ax].size, [(T, 16), (U, 4)])
+    tn = min(16, -(-nn // un))
+    rest = [a for a in others if a != m_ax and k.axes[a].size > 1]
+    if tn < 16 and rest:  # a narrow contiguous axis (a 7- or 14-wide image row): threads on the next axis too
+        a3 = min(rest, key=lambda a: _stride(k.store, a, k.axes[a].size) or 1 << 40)  # the next axis out in memory
+        splits[a3] = _pieces(k.axes[a3].size, [(T, 16 // tn)])
     for a in k.reduce_axes: splits[a] = (Split(L, k.axes[a].size),)
     ra = k.reduce_axes[-1]
-    r = _pow2_divisor(k.axes[ra].size, 4)
+    # unroll K so that loads contiguous along K merge into 16-byte vector loads
+    r = _pow2_divisor(k.axes[ra].size, 16 // max(ld.dtype.itemsize for ld in k.loads))
     splits[ra] = tuple(Split(lv, s) for lv, s in ((L, k.axes[ra].size // r), (R, r)) if s > 1) or (Split(L, 1),)
-    vec = un if va is not None and un > 1 else 1
+    # vector lanes along N only where some operand is contiguous along N (else each
+    # register-tile slot loads on its own and merges along K)
+    along_n = any(_stride(ld.src[0], n_ax, nn) == 1 for ld in k.loads)
+    vec = un if va is not None and un > 1 and along_n else 1
     return Schedule(tuple(splits), vector=vec)
 
 
