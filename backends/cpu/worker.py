@@ -115,7 +115,10 @@ def _recv(f):
 
 class _Conn:
     def __init__(self):
-        self.i, self.o = sys.stdin.buffer, sys.stdout.buffer
+        import os
+        proto = os.dup(1)
+        os.dup2(2, 1)  # anything the loaded code prints goes to stderr, never into the replies
+        self.i, self.o = sys.stdin.buffer, os.fdopen(proto, "wb")
     def recv(self): return _recv(self.i)
     def send(self, obj): _send(self.o, obj)
 
