@@ -33,12 +33,15 @@ CREATE TABLE IF NOT EXISTS results (
     kernel_key TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, schedule_version INTEGER NOT NULL,
     schedule TEXT NOT NULL, measured_s REAL, modeled_s REAL, baseline_s REAL, baseline_method TEXT,
     verified INTEGER NOT NULL, method TEXT NOT NULL, tuner_version TEXT NOT NULL, created TEXT NOT NULL,
-    name TEXT, kernel TEXT, tunes INTEGER NOT NULL DEFAULT 1,
+    name TEXT, kernel TEXT, tunes INTEGER NOT NULL DEFAULT 1, note TEXT,
     PRIMARY KEY (kernel_key, backend, device, schedule_version));
 CREATE TABLE IF NOT EXISTS failures (
     kernel_key TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, tuner_version TEXT NOT NULL,
     error TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (kernel_key, backend, device, tuner_version));
 """
+
+
+_ADDED_COLUMNS = ("note",)
 
 
 class CacheError(Exception):
@@ -100,6 +103,7 @@ class Entry:
     tuner_version: str = ""
     created: str = ""
     tunes: int = 1                     # how many tuning runs wrote this row (resume tests read it)
+    note: str | None = None            # the tuner's remark (e.g. why the solver's schedule was not kept)
 
     def schedule_obj(self) -> Schedule: return Schedule.from_json(self.schedule)
 
@@ -164,6 +168,9 @@ class Cache:
                 self.db.execute(stmt)
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('version', ?)",
                             (CACHE_FORMAT, str(CACHE_VERSION)))
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+            for col in _ADDED_COLUMNS:  # columns added after a cache file was first written
+                if col not in have: self.db.execute(f"ALTER TABLE results ADD COLUMN {col} TEXT")
 
     def _check_format(self) -> None:
         try:

@@ -149,7 +149,8 @@ def entry_from_result(k: Kernel, r, backend: str, device: str | None = None) -> 
     return Entry(kernel_key=k.key, backend=backend, device=device or device_id(backend), schedule=r.schedule.to_json(),
                  method=r.method, verified=bool(r.verified), measured_s=r.measured_s,
                  modeled_s=modeled, baseline_s=getattr(r, "baseline_s", None),
-                 baseline_method=getattr(r, "baseline_method", None), name=k.name, kernel=json.dumps(k.to_dict()))
+                 baseline_method=getattr(r, "baseline_method", None), name=k.name, kernel=json.dumps(k.to_dict()),
+                 note=(getattr(r, "extra", None) or {}).get("method_note"))
 
 
 def _die_with_parent(parent: int) -> None:

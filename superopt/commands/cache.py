@@ -97,6 +97,7 @@ def _show(c: Cache, args) -> int:
             print("schedule:", e.schedule_obj().describe())
         print(f"method {e.method}  verified {'yes' if e.verified else 'NO'}  tuned {_fmt_s(e.measured_s)}  "
               f"modeled {_fmt_s(e.modeled_s)}  baseline {_fmt_s(e.baseline_s)} ({e.baseline_method or '-'})")
+        if e.note: print(f"note: {e.note}")
         print(f"tuner {e.tuner_version}  schedule format v{e.schedule_version}  date {e.created}\n")
     return 0
 

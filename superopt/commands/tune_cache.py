@@ -126,4 +126,6 @@ def summary(res, backend: str, device: str):
           "|" + "|".join("---" for _ in cols) + "|"]
     md += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
     md += ["", total, ""]
+    notes = [f"- {o.job.name} ({o.job.key[:8]}): {o.entry.note}" for o in res.outcomes if o.entry and o.entry.note]
+    if notes: md += ["Tuner notes:", ""] + notes + [""]
     return t, "\n".join(md)

@@ -148,3 +148,15 @@ def test_cli_ls_show_export_import_prune(tmp_path, capsys):
 
 def test_device_id_names_cpu_architecture():
     assert device_id("cpu") and device_id("cuda") == "cuda"
+
+
+def test_older_file_without_note_column_is_upgraded(tmp_path):
+    p = tmp_path / "c.sqlite"
+    with Cache(p) as c:
+        c.put(entry("a" * 32))
+        c.db.execute("ALTER TABLE results DROP COLUMN note")
+    with Cache(p, readonly=True) as c:
+        assert c.get("a" * 32, "cpu", "dev0").note is None
+    with Cache(p) as c:
+        c.put(entry("b" * 32, note="solver failed"))
+        assert c.get("b" * 32, "cpu", "dev0").note == "solver failed" and len(c) == 2
