@@ -21,6 +21,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small", action="store_true", help="the small CI shapes of each suite")
     p.add_argument("--only", default="", metavar="NAME[,NAME]", help="keep only these workloads")
     p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default: bench-out)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure the machine's ceilings first and use them for this run (not stored; "
+                        "`superopt calibrate` stores them)")
     p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
 
 
@@ -28,7 +31,8 @@ def command_line(a: argparse.Namespace) -> str:
     """The exact command that reproduces this run."""
     parts = ["superopt", "bench", "--suite", a.suite, "--backend", a.backend, "--methods", a.methods,
              "--budget", f"{a.budget:g}", "--repeat", str(a.repeat)]
-    parts += ["--small"] * a.small + (["--only", a.only] if a.only else []) + ["--out", a.out] + ["--no-plots"] * a.no_plots
+    parts += ["--small"] * a.small + (["--only", a.only] if a.only else []) + ["--out", a.out]
+    parts += ["--calibrate"] * a.calibrate + ["--no-plots"] * a.no_plots
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -63,7 +67,7 @@ def config(a: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from superopt import benchmark, report
     from superopt.cli import UserError
-    from superopt.commands.tune import get_backend
+    from superopt.backends.base import get
     from superopt.kernels.suites import suite
     from superopt.plots import MISSING, have_matplotlib
     cfg = config(args)
@@ -73,10 +77,14 @@ def run(args: argparse.Namespace) -> int:
     if plots and not have_matplotlib():
         print(f"superopt bench: {MISSING}; writing the table and JSON only", file=sys.stderr)
         plots = False
+    machine, calibration = None, None
+    if args.calibrate:
+        from superopt.commands.calibrate import measured_machine
+        machine, calibration = measured_machine(cfg.backend)
+        print(f"calibrated: DRAM {machine.dram_bw / 1e9:,.1f} GB/s, fp32 {machine.flops_fp32 / 1e9:,.0f} GFLOP/s", flush=True)
     try:
-        be = get_backend(cfg.backend)
+        be = get(cfg.backend, machine)
     except Exception as e:  # e.g. no GPU: one line, not a traceback
-        if isinstance(e, UserError): raise
         raise UserError(f"backend {cfg.backend}: {e}") from None
     n = sum(len(w.steps) for _, w in work)
     print(f"superopt bench: {len(work)} workloads, {n} kernels, methods {','.join(cfg.methods)}, "
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         doc = benchmark.run(cfg, be, work, log=lambda line: print(line, flush=True))
     finally:
         be.close()
+    doc["calibration"] = calibration
     files = report.write(doc, args.out, plots=plots)
     s = doc["summary"]
     for name, d in s["methods"].items():

@@ -23,26 +23,37 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-save", action="store_true", help="measure only; keep the stored calibration")
 
 
-def run(args: argparse.Namespace) -> int:
+def measured_machine(backend: str, reps: int = 30):
+    """Measure ``backend``'s ceilings; returns (the calibrated Machine, the raw measurements).
+    Stores nothing (``run`` and ``superopt bench --calibrate`` share this)."""
     from superopt.cli import UserError
     from superopt.search import machine as M
-    if args.reps < 3: raise UserError("--reps must be at least 3")
-    if args.backend == "cuda":
+    if backend == "cuda":
         from superopt.backends.cuda.cuda_backend import machine_for, probe
         ok, why = probe()
         if not ok: raise UserError(f"no CUDA device is present ({why})")
         from superopt.backends.cuda.calibrate import measure
-        r = measure(reps=args.reps)
+        r = measure(reps=reps)
         base = machine_for(r["device"])
         m = replace(base, dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], smem_bw=r["smem_bytes_per_s"],
                     launch_s=r["launch_s"], cores=r["device"]["sms"], l2_bytes=r["device"]["l2_bytes"], calibrated=True,
                     notes={"device": r["device"], "launch_host_s": r["launch_host_s"],
                            "tensor_core_fp16": r["tensor_core_fp16"], "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    else:
-        r = measure_cpu(M.host_cpu(), args.reps)
+    elif backend == "cpu":
+        r = measure_cpu(M.host_cpu(), reps)
         m = replace(M.host_cpu(), dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], calibrated=True,
                     notes={"compiler": r["compiler"], "threads": r["threads"],
                            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    else:
+        raise UserError(f"calibration is available for cpu and cuda, not {backend}")
+    return m, r
+
+
+def run(args: argparse.Namespace) -> int:
+    from superopt.cli import UserError
+    from superopt.search import machine as M
+    if args.reps < 3: raise UserError("--reps must be at least 3")
+    m, r = measured_machine(args.backend, args.reps)
     path = None if args.no_save else M.save_calibration(m)
     if args.json:
         print(json.dumps({"machine": m.name, **r, "saved": str(path) if path else None}))
