@@ -8,6 +8,7 @@ float32 arrays (float inputs; integer inputs as int64), timed the same way (medi
 repeated calls). Prints a table and writes every number, with the command, to JSON.
 
     python3 bench/cpu.py --suites membound,bert --small --out bench/results/cpu-small.json
+    python3 bench/cpu.py --medium --out bench/results/cpu-medium.json
 """
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ from superopt.commands.tune import measure
 from superopt.kernels.suites import SUITES, suite
 from superopt.search.hand import hand_schedule
 from superopt.vendor import numpy_time  # shared with `superopt bench`
+
+
+# CPU-sized workloads (the suites' full shapes are GPU-sized), fp32: figures worth reading
+MEDIUM = [("matmul", dict(M=512, N=512, K=512)), ("matmul", dict(M=1024, N=1024, K=1024)),
+          ("rowsum", dict(M=4096, N=4096)), ("softmax", dict(M=2048, N=2048)), ("layernorm", dict(M=4096, N=1024)),
+          ("fma", dict(n=1 << 22)), ("conv2d", dict(N=4, C=64, H=56, W=56, K=64))]
+
+
+def medium() -> list:
+    from superopt.kernels.registry import Workload
+    return [Workload.make(kind, **params) for kind, params in MEDIUM]
 
 
 def bench_workload(w, be) -> dict:
@@ -48,13 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated ({', '.join(SUITES)})")
     p.add_argument("--small", action="store_true", help="the CI shapes of each suite")
+    p.add_argument("--medium", action="store_true", help="CPU-sized fp32 workloads instead of the suites")
     p.add_argument("--out", default=None, help="JSON file to write")
     args = p.parse_args(argv)
     be = get("cpu")
     rows = []
     try:
-        for name in args.suites.split(","):
-            for w in suite(name, small=args.small):
+        groups = [("medium", medium())] if args.medium else \
+            [(name, suite(name, small=args.small)) for name in args.suites.split(",")]
+        for name, ws in groups:
+            for w in ws:
                 r = bench_workload(w, be)
                 r["suite"] = name
                 rows.append(r)
@@ -65,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"command": "python3 " + " ".join(["bench/cpu.py", *(argv if argv is not None else sys.argv[1:])]),
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": {"name": m.name, "cores": m.cores, "simd_bytes": m.simd_bytes, "cpu": platform.processor() or platform.machine()},
+           "load_average": [round(x, 2) for x in __import__("os").getloadavg()],  # other processes share the cores
            "method": "hand rules", "numpy": np.__version__,
            "notes": "ours: sum of per-kernel medians timed inside the compiled code; numpy: median of the reference "
                     "function on float32 arrays, including Python call overhead",
