@@ -54,7 +54,9 @@ class Config:
     @property
     def tuners(self) -> list[str]: return [m for m in TUNERS if m in self.methods]
     @property
-    def vendors(self) -> list[str]: return [m for m in VENDORS if m in self.methods]
+    def baselines(self) -> list[str]:
+        """Whole-workload baselines: tinygrad's own kernels, vendor libraries."""
+        return [m for m in TINYGRAD + VENDORS if m in self.methods]
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -197,8 +199,8 @@ def bench_workload(w: Workload, suite: str, be, cfg: Config, log: Callable[[str]
         ts = [r["methods"][name]["time_s"] for r in kernels]
         methods[name] = {"time_s": sum(ts) if all(ts) else None, "verified": all(ts),
                          "tuning_s": sum(r["methods"][name]["tuning_s"] for r in kernels)}
-    for name in cfg.vendors:
-        methods[name] = {"time_s": _vendor(name, w, cfg, be), "verified": None, "tuning_s": 0.0}
+    for name in cfg.baselines:
+        methods[name] = _baseline(name, w, cfg, be)
     roof = sum(r["roofline_s"] for r in kernels)
     hand = methods.get("hand", {}).get("time_s")
     for d in methods.values():
@@ -210,13 +212,17 @@ def bench_workload(w: Workload, suite: str, be, cfg: Config, log: Callable[[str]
             "flops": w.flops, "min_bytes": w.min_bytes, "roofline_s": roof, "kernels": kernels, "methods": methods}
 
 
-def _vendor(name: str, w: Workload, cfg: Config, be) -> float | None:
-    from superopt.vendor import vendor_time
+def _baseline(name: str, w: Workload, cfg: Config, be) -> dict:
+    """A whole-workload baseline; a library failing on one workload is recorded, not fatal."""
+    from superopt.vendor import tinygrad_run, vendor_time
     try:
-        return vendor_time(name, w, cfg.repeat, be.machine)
-    except Exception as e:  # a vendor library failing on one workload is recorded, not fatal
+        if name in TINYGRAD:
+            r = tinygrad_run(w, cfg.backend, 2 if name == "tinygrad-beam" else 0, cfg.repeat)
+            return r or {"time_s": None, "verified": None, "tuning_s": 0.0, "reason": "no tinygrad equivalent"}
+        return {"time_s": vendor_time(name, w, cfg.repeat, be.machine), "verified": None, "tuning_s": 0.0}
+    except Exception as e:
         print(f"  {name} failed on {w.name}: {type(e).__name__}: {e}", file=sys.stderr)
-        return None
+        return {"time_s": None, "verified": False, "tuning_s": 0.0, "reason": f"{type(e).__name__}: {e}"}
 
 
 def progress_line(suite: str, rec: dict, cfg: Config) -> str:

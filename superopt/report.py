@@ -88,7 +88,7 @@ def summary(doc: dict) -> dict:
             "slower_than_hand": sum(1 for s in sp if s and s < 1.0), "unverified": sum(1 for m in ms if not m["time_s"]),
             "median_tuning_s": float(np.median([m["tuning_s"] for m in ms])),
             **({"median_solve_s": float(np.median(z)), "proved_optimal": sum(1 for m in ms if m.get("proved_optimal"))} if z else {})}
-    for v in [m for m in methods if m in ("numpy", "torch")]:
+    for v in [m for m in methods if m in ("tinygrad-hand", "tinygrad-beam", "numpy", "torch")]:
         for name in [m for m in methods if m in out["methods"]]:
             ws = [w["methods"] for w in doc["workloads"]]
             r = geomean(w[v]["time_s"] / w[name]["time_s"] for w in ws if w[v]["time_s"] and w[name]["time_s"])
@@ -108,8 +108,9 @@ def _pct(p: float | None) -> str: return f"{p:.1f}%" if p is not None else "—"
 
 
 def _cell_time(m: dict) -> str:
-    if not m["time_s"]: return "**unverified**"
-    return _us(m["time_s"]) + (f" ({_x(m['speedup_vs_hand'])})" if m.get("speedup_vs_hand") and m["method"] != "hand" else "")
+    if not m["time_s"]: return "**unverified**" if m.get("verified") is False else "n/a"
+    cell = _us(m["time_s"]) + (f" ({_x(m['speedup_vs_hand'])})" if m.get("speedup_vs_hand") and m["method"] != "hand" else "")
+    return cell + (f", tuned {m['tuning_s']:.1f} s" if m["method"].startswith("tinygrad") else "")
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -120,7 +121,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(doc: dict, plots: list[str] | None = None) -> str:
     cfg, m = doc["config"], doc["machine"]
     tuners = [t for t in cfg["methods"] if t in ("hand", "z3", "beam", "z3+beam")]
-    vendors = [t for t in cfg["methods"] if t in ("numpy", "torch")]
+    vendors = [t for t in cfg["methods"] if t in ("tinygrad-hand", "tinygrad-beam", "numpy", "torch")]
     s = summary(doc)
     dev = (doc.get("device") or {}).get("name") or doc["host"].get("cpu") or m["name"]
     out = [f"# superopt bench: {', '.join(cfg['suites'])}{' (small)' if cfg['small'] else ''} on {cfg['backend']}", "",

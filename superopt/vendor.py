@@ -119,3 +119,58 @@ def vendor_time(name: str, w: Workload, repeat: int, machine) -> float | None:
     if name == "numpy": return numpy_time(w, runs=repeat)
     if name == "torch": return torch_time(w, repeat, machine.l2_bytes)
     raise ValueError(f"unknown vendor {name!r}")
+
+
+# ---- tinygrad ------------------------------------------------------------------------------
+TINYGRAD_DEVICE = {"cpu": "CPU", "cuda": "CUDA"}
+
+
+def tinygrad_program(w: Workload, xs):
+    """The workload as tinygrad Tensor ops on inputs ``xs`` (None: no such op here)."""
+    p, k = w.args, w.kind
+    if k == "matmul": return xs[0] @ xs[1]
+    if k == "bmm": return xs[0] @ xs[1].transpose(-1, -2) if p["b_layout"] == "nk" else xs[0] @ xs[1]
+    if k == "gemv": return xs[0] @ xs[1].T
+    if k == "conv2d":
+        return xs[0].conv2d(xs[1], groups=p["groups"], stride=p["stride"], padding=p["pad"]) if p["layout"] == "nchw" else None
+    if k == "rowsum": return xs[0].sum(axis=1)
+    if k == "softmax": return xs[0].softmax(-1)
+    if k == "layernorm": return xs[0].layernorm(-1, p["eps"]) * xs[1] + xs[2]
+    if k == "rmsnorm": return xs[0] * (xs[0].square().mean(-1, keepdim=True) + p["eps"]).rsqrt() * xs[1]
+    if k == "fma": return xs[0] * xs[1] + xs[2]
+    if k == "rotary":
+        h = p["D"] // 2
+        x, c, s = xs[0], xs[1].unsqueeze(1), xs[2].unsqueeze(1)
+        return (x[..., :h] * c - x[..., h:] * s).cat(x[..., h:] * c + x[..., :h] * s, dim=-1)
+    return None
+
+
+def tinygrad_run(w: Workload, backend: str, beam: int, repeat: int) -> dict | None:
+    """tinygrad's own kernels for the workload (BEAM=``beam``; 0 = its hand rules):
+    ``tuning_s`` = the first run (scheduling, search with its BEAM cache ignored,
+    compiling), ``time_s`` = median over ``repeat`` runs of the sum of tinygrad's
+    per-kernel times, ``verified`` = the output matches the workload's reference.
+    None when the workload has no tinygrad equivalent here."""
+    from tinygrad import Tensor
+    from tinygrad.engine.realize import run_linear
+    from tinygrad.helpers import Context, GlobalCounters
+    if any(b.dtype.name == "bfloat16" for b in w.inputs): return None
+    arrays = w.random_inputs(seed=3)
+    xs = [Tensor(np.ascontiguousarray(a), device=TINYGRAD_DEVICE[backend]).realize() for a in arrays]
+    out = tinygrad_program(w, xs)
+    if out is None: return None
+    linear, var_vals = out.linear_with_vars()
+    t0 = time.perf_counter()
+    with Context(BEAM=beam, IGNORE_BEAM_CACHE=1):
+        run_linear(linear, var_vals, wait=True)
+    tuning_s = time.perf_counter() - t0
+    got = out.numpy()
+    ok = w.matches(got.reshape(w.output.shape), w.reference(arrays))
+    samples = []
+    with Context(BEAM=beam):
+        for _ in range(repeat):
+            GlobalCounters.reset()
+            run_linear(linear, var_vals, wait=True)
+            samples.append(GlobalCounters.time_sum_s)
+    return {"time_s": statistics.median(samples) if ok else None, "verified": ok, "tuning_s": tuning_s,
+            "kernels": GlobalCounters.kernel_count, "reason": "" if ok else "output differs from the reference"}

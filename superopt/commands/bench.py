@@ -14,7 +14,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", required=True, metavar="NAME[,NAME]", help="suites: bert, resnet, llm, membound, dsp")
     p.add_argument("--backend", default="cpu", help="cpu | cuda | hexagon (default: cpu)")
     p.add_argument("--methods", default="hand,z3,beam", metavar="M[,M]",
-                   help="hand, z3, beam, z3+beam, numpy (cpu), torch (cuda) (default: hand,z3,beam)")
+                   help="hand, z3, beam, z3+beam, tinygrad-hand, tinygrad-beam, numpy (cpu), torch (cuda) "
+                        "(default: hand,z3,beam)")
     p.add_argument("--budget", type=float, default=10.0, metavar="S",
                    help="tuning budget per kernel in seconds: z3's time limit, BEAM's search time (default 10)")
     p.add_argument("--repeat", type=int, default=15, metavar="R", help="timing samples per median (default 15)")
@@ -50,7 +51,13 @@ def config(a: argparse.Namespace):
     if bad or not suites: raise UserError(f"unknown suite(s) {', '.join(bad) or '(none)'} (suites: {', '.join(SUITES)})")
     if a.budget <= 0 or a.repeat < 1: raise UserError("--budget must be > 0 and --repeat >= 1")
     for m in methods:
-        if m in TINYGRAD: raise UserError(f"{m}: tinygrad baselines are not part of superopt bench yet")
+        if m in TINYGRAD:
+            from superopt.vendor import TINYGRAD_DEVICE
+            if a.backend not in TINYGRAD_DEVICE: raise UserError(f"{m}: tinygrad runs on cpu and cuda here, not {a.backend}")
+            try:
+                import tinygrad  # noqa: F401
+            except ImportError:
+                raise UserError(f"{m}: tinygrad is not installed (pip install 'superopt[tinygrad]')") from None
         if m in VENDORS:
             if VENDORS[m] != a.backend: raise UserError(f"{m} is the vendor baseline of --backend {VENDORS[m]}, not {a.backend}")
             why = available(m)
