@@ -61,7 +61,7 @@ def _parses(src: str, tmp_path) -> str:
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ for the syntax check")
 def test_hand_schedules_of_every_small_suite_render_valid_cpp(tmp_path):
-    for name in ("bert", "resnet", "llm", "membound"):
+    for name in ("bert", "resnet", "llm", "membound", "dsp"):
         for w in suite(name, small=True):
             for k in w.kernels:
                 src, _ = render(lower(k, gpu(k, H100), H100))
@@ -120,7 +120,7 @@ def cuda():
 @needs_gpu
 def test_small_suites_verify_on_cuda(cuda):
     bad = []
-    for name in ("bert", "resnet", "llm", "membound"):
+    for name in ("bert", "resnet", "llm", "membound", "dsp"):
         for w in suite(name, small=True):
             for k in w.kernels:
                 r = verify(k, gpu(k, cuda.machine), cuda, seed=1)
