@@ -137,6 +137,11 @@ class CRenderer:
                 else:
                     fill = f"for (int l_ = 0; l_ < {L}; l_++) @[l_] = {_from_storage(f'in{n.arg}[{base} + l_]', buf.dtype)};"
                 return "=" + (fill if ok == "1" else f"if ({ok}) {{ {fill} }} else @ = ({vt}){{0}};")
+            if lane_stride(n.src[0], self.p.lane) == 1:  # contiguous under a moving mask: a masked vector load
+                base = self.ex(substitute(n.src[0], {self.p.lane: const(0, dt.int32)}), d)
+                ok = self.ex(n.src[1], d)
+                val = _from_storage(f"in{n.arg}[{base} + l_]", buf.dtype)
+                return f"=for (int l_ = 0; l_ < {L}; l_++) @[l_] = {ok}[l_] ? {val} : 0;"
             idx, ok = self.ex(n.src[0], d), self.ex(n.src[1], d)
             il = f"{idx}[l_]" if self.is_vec(n.src[0]) else idx
             okl = f"{ok}[l_]" if ok_vec else ok

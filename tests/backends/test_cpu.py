@@ -120,3 +120,15 @@ def test_get_by_name():
         b.close()
     with pytest.raises(ValueError, match="unknown backend"):
         get("no-such-backend")
+
+
+def test_contiguous_loads_under_a_moving_mask_vectorize(be):
+    from superopt.verify import verify
+    x, w = Tensor.empty(1, 4, 10, 16, name="x"), Tensor.empty(8, 4, 3, 3, name="w")
+    k = x.conv2d(w, padding=1).schedule()[0].kernel  # the pad mask moves along the contiguous output axis
+    assert [a.size for a in k.axes] == [8, 10, 16, 4, 3, 3]  # cout, oh, ow | cin, kh, kw
+    s = Schedule(((Split(L.LOOP, 2), Split(L.UPCAST, 4)), (Split(L.GRID, 10),), (Split(L.UPCAST, 16),),
+                  (Split(L.LOOP, 4),), (Split(L.LOOP, 3),), (Split(L.UNROLL, 3),)), vector=16, workers=2)
+    src = be.render(lower(k, s, CPU))
+    assert "+ l_] : 0;" in src  # masked vector load, not a gather through an index vector
+    assert verify(k, s, be).ok
