@@ -220,7 +220,8 @@ class _Renderer:
         vt = VEC[len(elems) * b.dtype.itemsize]
         t = self.tmp()
         load = f"*reinterpret_cast<const {vt}*>(in{slot} + {base} + {c0})"
-        self.emit(f"const {vt} {t} = " + (load if ok is None else f"{ok} ? {load} : {vt}{{}}") + ";")
+        zero = "0u" if vt == "unsigned int" else f"{vt}{{}}"
+        self.emit(f"const {vt} {t} = " + (load if ok is None else f"{ok} ? {load} : {zero}") + ";")
         for i, node in enumerate(elems):
             e = self.tmp()
             self.emit(f"const {compute_type(b.dtype)} {e} = {to_compute(f'reinterpret_cast<const {STORAGE[b.dtype.name]}*>(&{t})[{i}]', b.dtype)};")
