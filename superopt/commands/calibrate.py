@@ -81,12 +81,12 @@ double fma_chains(long iters, int* threads) {
   double total = 0;
   #pragma omp parallel reduction(+:total)
   {
-    vf a[8], b = (vf){0} + 0.999f, c = (vf){0} + 0.001f;
-    for (int j = 0; j < 8; ++j) a[j] = (vf){0} + (float)j;
+    vf a[16], b = (vf){0} + 0.999f, c = (vf){0} + 0.001f;
+    for (int j = 0; j < 16; ++j) a[j] = (vf){0} + (float)j;
     for (long i = 0; i < iters; ++i)
-      for (int j = 0; j < 8; ++j) a[j] = a[j] * b + c;
+      for (int j = 0; j < 16; ++j) a[j] = a[j] * b + c;
     float s = 0;
-    for (int j = 0; j < 8; ++j) for (int l = 0; l < (int)(VB / 4); ++l) s += a[j][l];
+    for (int j = 0; j < 16; ++j) for (int l = 0; l < (int)(VB / 4); ++l) s += a[j][l];
     total += s;
     #ifdef _OPENMP
     #pragma omp master
@@ -130,5 +130,5 @@ def measure_cpu(machine, reps: int = 30) -> dict:
         times = []
         for _ in range(max(3, reps // 5)):
             t0 = time.perf_counter(); so.fma_chains(iters, ctypes.byref(thr)); times.append(time.perf_counter() - t0)  # noqa: E702
-        flops = 2 * 8 * (machine.simd_bytes // 4) * iters * thr.value / statistics.median(times)
+        flops = 2 * 16 * (machine.simd_bytes // 4) * iters * thr.value / statistics.median(times)
     return {"copy_bytes_per_s": copy_bw, "fma_flops_per_s": flops, "threads": thr.value, "compiler": cc}
