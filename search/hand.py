@@ -300,6 +300,9 @@ def _cpu_reduce(k: Kernel, m) -> Schedule:
     return Schedule(tuple(splits[a] for a in range(len(k.axes))), order=order, vector=vec, workers=w)
 
 
+COLUMN_VECTORS = [2, 4, 3, 7, 5, 6]  # vectors per tile row, first that divides (2: 8 x 32 on AVX-512 gemms)
+
+
 def _cpu_tile(k: Kernel, m) -> Schedule:
     """Register tile rows x columns; column loop outside the row loop; reduction innermost."""
     w, nl = m.cores, cpu_lanes(m)
@@ -309,9 +312,9 @@ def _cpu_tile(k: Kernel, m) -> Schedule:
     if va is not None:
         n = k.axes[va].size
         if _vector_ok(k, va) and n % nl == 0:
-            vec, ncols = nl, nl * _divisor(n // nl, [2])
+            vec, ncols = nl, nl * _divisor(n // nl, COLUMN_VECTORS)
         elif _vector_ok(k, va) and n % 8 == 0:
-            vec, ncols = 8, 8 * _divisor(n // 8, [2])
+            vec, ncols = 8, 8 * _divisor(n // 8, COLUMN_VECTORS)
         else:
             ncols = _divisor(n, [8, 4, 2])
         splits[va] = tuple(Split(lv, s) for lv, s in ((L, n // ncols), (U, ncols)) if s > 1) or (Split(L, 1),)
