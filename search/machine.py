@@ -92,7 +92,7 @@ def load(name: str) -> Machine:
     if path.exists():
         try:
             measured = json.loads(path.read_text())
-            known = {k: v for k, v in measured.items() if k in base.__dataclass_fields__ and k != "name"}
+            known = {k: v for k, v in measured.items() if k in base.__dataclass_fields__ and k not in ("name", "calibrated")}
             return replace(base, **known, calibrated=True)
         except (ValueError, TypeError):
             pass  # a damaged calibration file falls back to datasheet numbers
