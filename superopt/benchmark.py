@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from superopt.commands.tune import Measured, measure
 from superopt.ir.kernel import Kernel
@@ -50,6 +50,7 @@ class Config:
     small: bool = False
     command: str = ""
     only: tuple[str, ...] = ()   # workload names to keep (all when empty)
+    ceilings: Any = None         # Machine whose peak and bandwidth make the roofline (None: the backend's)
 
     @property
     def tuners(self) -> list[str]: return [m for m in TUNERS if m in self.methods]
@@ -155,14 +156,14 @@ def throughput(flops: float, nbytes: float, seconds: float | None, machine) -> t
     return nbytes / seconds / 1e9, "GB/s"
 
 
-def method_record(m: Measured, k: Kernel, machine, roof_s: float) -> dict:
+def method_record(m: Measured, k: Kernel, machine, roof_s: float, ceilings) -> dict:
     d = m.to_json()
     d.pop("samples_s", None)
     d["describe"] = m.schedule.describe(k)
     d["model_s"] = cost.modeled_time(k, m.schedule, machine)  # modeled time of the schedule it ended with
     t = m.measured_s if m.verified else None
     d["time_s"] = t
-    d["rate"], d["rate_unit"] = throughput(k.flops, k.min_bytes, t, machine)
+    d["rate"], d["rate_unit"] = throughput(k.flops, k.min_bytes, t, ceilings)
     d["roofline_pct"] = 100.0 * roof_s / t if t else None
     return d
 
@@ -174,14 +175,15 @@ def kernel_record(k: Kernel, step: int, machine) -> dict:
 
 
 def bench_kernel(k: Kernel, step: int, be, cfg: Config) -> dict:
-    rec = kernel_record(k, step, be.machine)
+    ceilings = cfg.ceilings or be.machine
+    rec = kernel_record(k, step, ceilings)
     got: dict[str, Measured] = {}
     for name in cfg.tuners:
         if name == "hand": got[name] = run_hand(k, be, cfg)
         elif name == "z3": got[name] = run_z3(k, be, cfg)
         elif name == "beam": got[name] = run_beam(k, be, cfg)
         elif name == "z3+beam": got[name] = run_z3_beam(k, be, cfg, got.get("z3"))
-        rec["methods"][name] = method_record(got[name], k, be.machine, rec["roofline_s"])
+        rec["methods"][name] = method_record(got[name], k, be.machine, rec["roofline_s"], ceilings)
     hand = rec["methods"].get("hand", {}).get("time_s")
     for d in rec["methods"].values():
         d["speedup_vs_hand"] = hand / d["time_s"] if hand and d["time_s"] else None
@@ -247,8 +249,12 @@ def run(cfg: Config, be, workloads: list[tuple[str, Workload]], log: Callable[[s
             "wall_s": time.time() - t0, "config": {"suites": list(cfg.suites), "backend": cfg.backend,
                                                    "methods": list(cfg.methods), "budget_s": cfg.budget_s,
                                                    "repeat": cfg.repeat, "small": cfg.small, "only": list(cfg.only)},
-            "machine": be.machine.to_dict(), "device": getattr(be, "device", None), "host": host_info(),
+            "machine": be.machine.to_dict(), "roofline": _ceilings(cfg.ceilings or be.machine), "device": getattr(be, "device", None), "host": host_info(),
             "versions": versions(cfg), "notes": NOTES, "workloads": rows}
+
+
+def _ceilings(m) -> dict:
+    return {"flops_fp32": m.flops_fp32, "dram_bw": m.dram_bw, "calibrated": m.calibrated}
 
 
 NOTES = [
@@ -258,8 +264,9 @@ NOTES = [
     "an unverified result has no time and never counts as a win",
     "vendor baselines time the whole workload as one library call (numpy: wall clock around the reference "
     "function on float32 arrays, Python overhead included; torch: CUDA events, L2 flushed)",
-    "% roofline: max(flops / peak FLOP/s, compulsory bytes / DRAM bandwidth) of the (calibrated) machine over "
-    "the measured time",
+    "% roofline: max(flops / peak FLOP/s, compulsory bytes / DRAM bandwidth) over the measured time, with the "
+    "ceilings in `roofline` (measured in this run with --calibrate, else the machine's: stored calibration or "
+    "datasheet); the cost model and solver always use `machine`",
     "tuning time: wall time of the method end to end (solve or search, compile, verify, time its candidates)",
 ]
 

@@ -187,7 +187,7 @@ def roofline(doc: dict, path: Path) -> Path | None:
     methods = _tuners(doc, hand=True)
     if not ks or not methods: return None
     plt = _plt()
-    m = doc["machine"]
+    m = doc.get("roofline") or doc["machine"]
     peak, bw = m["flops_fp32"] / 1e9, m["dram_bw"] / 1e9
     xs = np.array([k["intensity"] for k in ks])
     x = np.geomspace(min(xs.min(), peak / bw) / 4, max(xs.max(), peak / bw) * 4, 200)

@@ -126,8 +126,8 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
     dev = (doc.get("device") or {}).get("name") or doc["host"].get("cpu") or m["name"]
     out = [f"# superopt bench: {', '.join(cfg['suites'])}{' (small)' if cfg['small'] else ''} on {cfg['backend']}", "",
            f"- command: `{doc['command']}`", f"- when: {doc['date']}, {doc['wall_s']:.0f} s wall",
-           f"- device: {dev}; machine `{m['name']}` ({m['cores']} cores/SMs, peak {m['flops_fp32'] / 1e9:,.0f} GFLOP/s fp32, "
-           f"DRAM {m['dram_bw'] / 1e9:,.0f} GB/s, {'calibrated' if m['calibrated'] else 'datasheet, not calibrated'})",
+           f"- device: {dev}; machine `{m['name']}` ({m['cores']} cores/SMs) as the cost model sees it: {_ceil(m)}",
+           f"- roofline: {_ceil(doc.get('roofline') or m)}{' (measured in this run, --calibrate)' if doc.get('calibration') else ''}",
            f"- budget {cfg['budget_s']:g} s per kernel and method; timer: median of {cfg['repeat']} samples",
            "- versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), "", "## Summary", ""]
     rows = []
@@ -169,6 +169,11 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
         out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     out += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
     return "\n".join(out) + "\n"
+
+
+def _ceil(m: dict) -> str:
+    return (f"peak {m['flops_fp32'] / 1e9:,.0f} GFLOP/s fp32, DRAM {m['dram_bw'] / 1e9:,.0f} GB/s "
+            f"({'calibrated' if m['calibrated'] else 'datasheet, not calibrated'})")
 
 
 def _rho(r: float | None) -> str: return f"{r:.2f}" if r is not None else "n/a"

@@ -23,8 +23,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default="", metavar="NAME[,NAME]", help="keep only these workloads")
     p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default: bench-out)")
     p.add_argument("--calibrate", action="store_true",
-                   help="measure the machine's ceilings first and use them for this run (not stored; "
-                        "`superopt calibrate` stores them)")
+                   help="measure the machine's ceilings first and use them as the roofline of this run (not "
+                        "stored, and not given to the cost model: `superopt calibrate` does that)")
     p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
 
 
@@ -84,13 +84,15 @@ def run(args: argparse.Namespace) -> int:
     if plots and not have_matplotlib():
         print(f"superopt bench: {MISSING}; writing the table and JSON only", file=sys.stderr)
         plots = False
-    machine, calibration = None, None
+    calibration = None
     if args.calibrate:
+        from dataclasses import replace
         from superopt.commands.calibrate import measured_machine
-        machine, calibration = measured_machine(cfg.backend)
-        print(f"calibrated: DRAM {machine.dram_bw / 1e9:,.1f} GB/s, fp32 {machine.flops_fp32 / 1e9:,.0f} GFLOP/s", flush=True)
+        ceilings, calibration = measured_machine(cfg.backend)
+        cfg = replace(cfg, ceilings=ceilings)
+        print(f"roofline (measured): DRAM {ceilings.dram_bw / 1e9:,.1f} GB/s, fp32 {ceilings.flops_fp32 / 1e9:,.0f} GFLOP/s", flush=True)
     try:
-        be = get(cfg.backend, machine)
+        be = get(cfg.backend)
     except Exception as e:  # e.g. no GPU: one line, not a traceback
         raise UserError(f"backend {cfg.backend}: {e}") from None
     n = sum(len(w.steps) for _, w in work)
