@@ -165,6 +165,10 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
     rows = [[w["suite"], w["workload"], w["timed"]] + [_cell_time({**w["methods"][t], "method": t}) for t in tuners + vendors]
             for w in doc["workloads"]]
     out += _table(head, rows)
+    bad = [(k["name"], t, d.get("reason") or "") for k in kernels(doc) for t, d in k["methods"].items() if not d["time_s"]]
+    if bad:
+        out += ["", "## Unverified (no time reported, never a win)", ""]
+        out += [f"- {n} / {t}: {r[:240].replace(chr(10), ' ')}" for n, t, r in bad]
     if plots:
         out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     out += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
