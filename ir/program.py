@@ -7,7 +7,7 @@ Execution model (GPU-like, a CPU runs it too)
 ---------------------------------------------
 - ``blocks`` independent blocks; each has ``threads`` threads; each thread executes
   ``body`` once. On a CPU ``threads == 1`` and ``workers`` OS threads share the blocks
-  (block b goes to worker ``b * workers // blocks``: contiguous chunks).
+  in contiguous chunks (at most one worker per block).
 - Within a thread, each statement runs for ``lanes`` SIMD lanes in lockstep (``lanes``
   is the schedule's vector width, 1 when scalar). Every expression is evaluated per
   lane; an expression that does not depend on the lane variable is lane-uniform.
@@ -35,7 +35,8 @@ Statements: ``Loop`` (serial, or ``unroll=True``: fully unrolled by the backend,
 ``unrolled``), ``If``, ``Reg``/``Assign`` (per-thread register arrays: register tiles
 from UPCAST are separate elements with constant indices), ``Store`` (global output
 write), ``Shared``/``SharedStore``/``Barrier`` (block-shared memory; ``Barrier`` is
-``__syncthreads``: every thread of the block reaches it, never inside ``If``).
+``__syncthreads``: every thread of the block reaches it, never inside ``If``). ``lower``
+puts every ``Shared`` declaration at the top of ``body`` (allocated once per block).
 
 Reductions split across threads (THREAD level on a reduce axis) are lowered explicitly
 to: partial accumulators per thread -> ``SharedStore`` of every partial -> ``Barrier``
