@@ -28,7 +28,7 @@ from ..ir.schedule import Level, Schedule, check, vector_axis
 from . import cost
 from .space import Space, build
 
-CHOICE_LIMIT = 256   # combined table rows before a choice is turned into a real term
+CHOICE_LIMITS = (256, 4096)  # combined table rows before a choice becomes a real term: tried in turn
 RUNNER_UP_SPAN = 2.0  # top-k alternatives are sought within this factor of the optimum
 
 
@@ -44,8 +44,9 @@ def _q(v: float, ctx: z3.Context | None = None) -> z3.ArithRef:
 class Model:
     """Side constraints and fresh variables of one symbolic evaluation, in its own Z3
     context (so one solve can be interrupted without touching others)."""
-    def __init__(self, ctx: z3.Context | None = None) -> None:
+    def __init__(self, ctx: z3.Context | None = None, limit: int = CHOICE_LIMITS[0]) -> None:
         self.ctx = ctx or z3.Context()
+        self.limit = limit
         self.side: list[z3.BoolRef] = []
         self.n = 0
 
@@ -102,7 +103,7 @@ class Sym:
     def _combine(self, o, fn: Callable[[float, float], float], linear: Callable | None, name: str) -> "Sym":
         o = self._lift(o)
         a, b = self, o
-        if a.table is not None and b.table is not None and len(a.table) * len(b.table) <= CHOICE_LIMIT:
+        if a.table is not None and b.table is not None and len(a.table) * len(b.table) <= self.m.limit:
             pairs = [(fn(va, vb), _and(ca, cb)) for va, ca in a.table.items() for vb, cb in b.table.items()]
             return Sym.choice(self.m, pairs)
         if name == "mul" or name == "div":
@@ -175,7 +176,7 @@ class Z3Ops:
         a = a if isinstance(a, Sym) else Sym(self.m)._lift(a)
         b = b if isinstance(b, Sym) else Sym(self.m)._lift(b)
         fn = (lambda x, y: x if x >= y else y) if pick_a_if_ge else (lambda x, y: x if x <= y else y)
-        if a.table is not None and b.table is not None and len(a.table) * len(b.table) <= CHOICE_LIMIT:
+        if a.table is not None and b.table is not None and len(a.table) * len(b.table) <= self.m.limit:
             return a._combine(b, fn, None, "max")
         if pick_a_if_ge and a.lo >= b.hi or not pick_a_if_ge and a.hi <= b.lo: return a
         if pick_a_if_ge and b.lo >= a.hi or not pick_a_if_ge and b.hi <= a.lo: return b
@@ -256,10 +257,19 @@ def _level_choice(m: Model, sp: Space, sel, a: int, level: Level) -> Sym:
                           for opt, b in zip(sp.axis_options[a], sel[a])])
 
 
-def formulate(kernel: Kernel, machine, sp: Space | None = None, ctx: z3.Context | None = None) -> Formulation:
-    """The Z3 model of ``kernel``'s schedule choice on ``machine``."""
+def formulate(kernel: Kernel, machine, sp: Space | None = None, ctx: z3.Context | None = None,
+              limit: int | None = None) -> Formulation:
+    """The Z3 model of ``kernel``'s schedule choice on ``machine``. Without ``limit``,
+    the smallest table limit under which the model stays linear."""
+    if limit is None:
+        for lim in CHOICE_LIMITS[:-1]:
+            try:
+                return formulate(kernel, machine, sp, ctx, lim)
+            except NonlinearError:
+                pass
+        limit = CHOICE_LIMITS[-1]
     sp = sp or build(kernel, machine)
-    m = Model(ctx)
+    m = Model(ctx, limit)
     sel = [[z3.Bool(f"a{a}_{i}", m.ctx) for i in range(len(opts))] for a, opts in enumerate(sp.axis_options)]
     vec = {v: z3.Bool(f"vec{v}", m.ctx) for v in sp.vectors}
     wrk = {w: z3.Bool(f"w{w}", m.ctx) for w in sp.workers}
@@ -373,7 +383,10 @@ def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
     t0 = _time.monotonic()
     sp = space or build(kernel, machine)
     start = seeds(kernel, machine, sp)
-    F = formulate(kernel, machine, sp)
+    try:
+        F = formulate(kernel, machine, sp)
+    except NonlinearError as e:  # the model is not expressible for this kernel: descent's best
+        return _fallback(kernel, machine, start, top_k, t0, f"z3 model not linear for this kernel ({e})")
     ctx = F.model.ctx
     opt = z3.Optimize(ctx=ctx)
     opt.add(*F.constraints)
@@ -406,14 +419,20 @@ def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
             if not ok: break
     finally:
         timer.cancel()
-    if not cands and not start:
-        fallback = fallback or "the schedule space is empty: hand rules"
-        start = [Candidate(_hand_schedule(kernel, machine), 0.0)]
-        start[0].modeled_s = cost.modeled_time(kernel, start[0].schedule, machine)
+    if not cands: return _fallback(kernel, machine, start, top_k, t0, fallback or "z3 found no legal schedule")
     have = {c.schedule for c in cands}
     cands += [c for c in start if c.schedule not in have][:max(0, top_k - len(cands))]
     cands.sort(key=lambda c: c.modeled_s)
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, proved, _time.monotonic() - t0, fallback)
+
+
+def _fallback(kernel: Kernel, machine, start: list[Candidate], top_k: int, t0: float, why: str) -> SolveResult:
+    """The descent's schedules, else the hand rules'."""
+    cands = list(start[:top_k])
+    if not cands:
+        hand = _hand_schedule(kernel, machine)
+        cands, why = [Candidate(hand, cost.modeled_time(kernel, hand, machine))], why + "; hand rules"
+    return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, False, _time.monotonic() - t0, why)
 
 
 def _interrupt(ctx: z3.Context, after_s: float) -> threading.Timer:
