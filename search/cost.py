@@ -142,7 +142,7 @@ class Params:
     stores_per_cycle: float = 1.0
     loop_cycles: float = 1.5       # per executed innermost loop body
     cache_bytes: float = 1.0 * 2**20   # per core, the level chunks are blocked for
-    worker_s: float = 8e-6         # starting one more worker thread
+    worker_s: float = 2e-5         # waking one more worker thread (a parallel region)
     # GPU
     base_regs: float = 24.0
     mem_latency_s: float = 5e-7    # one dependent global-memory round trip
@@ -222,7 +222,8 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
             elif not f.reduce[a]: t = t * x.grid[a]
         traffic = traffic + t
     memory_s = traffic / machine.dram_bw
-    return machine.launch_s + (x.workers - 1.0) * p.worker_s + B.max(compute_s, memory_s)
+    busy = B.min(chunks, x.workers)                     # workers that get a chunk
+    return machine.launch_s + (busy - 1.0) * p.worker_s + B.max(compute_s, memory_s)
 
 
 def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
