@@ -108,33 +108,58 @@ def run_z3(k: Kernel, be, cfg: Config) -> Measured:
 
 def run_beam(k: Kernel, be, cfg: Config, start: Measured | None = None, budget_s: float | None = None,
              t_offset: float = 0.0) -> Measured:
-    """BEAM for ``budget_s`` (default: the budget), from ``start``'s schedule when given;
-    the trace is shifted by ``t_offset`` (time already spent before BEAM started)."""
+    """``search.beam`` for ``budget_s`` (default: the budget): pure BEAM from the hand rules,
+    or ``refine`` from ``start``'s schedule. The trace (best time so far against elapsed
+    tuning time, shifted by ``t_offset``, the time spent before BEAM started) comes from
+    BEAM's progress callback, in BEAM's own measurements: compare it with ``trace_start_s``,
+    BEAM's time of its start schedule, never with other timings (two timings of one
+    sub-microsecond kernel can differ by tens of per cent). BEAM verifies only its pick,
+    so the trace is clamped at the verified pick's time: an unverified candidate never
+    shows as a win."""
     from superopt.search import beam
     budget = cfg.budget_s if budget_s is None else budget_s
-    trace = Trace()
-    if start is not None and start.verified: trace.add(t_offset, start.measured_s)
-    t0 = time.perf_counter()
-
-    def progress(ev) -> None:
-        trace.add(t_offset + time.perf_counter() - t0, _field(ev, "best_s"))
-        sched, meas = _field(ev, "schedule"), _field(ev, "measured_s")
-        if sched is not None and meas is not None:
-            trace.evaluated.append({"schedule": sched.to_dict(), "time_s": meas,
-                                    "modeled_s": cost.modeled_time(k, sched, be.machine)})
-
-    res = beam.search(k, be, budget_s=budget, start=start.schedule if start is not None else None, progress=progress)
     method = "z3+beam" if start is not None else "beam"
+    trace = Trace()
+    rec = _Recorder(be, k)
+    events: list[tuple[float, float]] = []
+
+    def progress(ev: dict) -> None:
+        if ev.get("time_s") is not None: events.append((t_offset + ev["elapsed_s"], ev["time_s"]))
+
+    t0 = time.perf_counter()
+    try:
+        if start is None: res = beam.beam(k, rec, budget_s=budget, progress=progress)
+        else: res = beam.refine(k, rec, start.schedule, budget_s=budget, progress=progress)
+    except ValueError as e:  # BEAM could not start (its start schedule does not run)
+        m = Measured(k, be.name, start.schedule if start else hand_schedule(k, be.machine), method, False, f"beam: {e}")
+        m.tuning_s = t_offset + time.perf_counter() - t0
+        return m
     m = measure(k, res.best, be, method, runs=cfg.repeat)
     m.tuning_s = t_offset + time.perf_counter() - t0
-    trace.add(m.tuning_s, _field(res, "best_s"))
-    m.extra.update(trace=trace.points, evaluated=trace.evaluated, beam_steps=_field(res, "steps"),
-                   beam_timed=_field(res, "timed"))
+    # the start was timed before any candidate (pure BEAM) or is z3's answer (refine)
+    trace.add(t_offset if start is not None else (events[0][0] if events else m.tuning_s), res.start_s)
+    floor = res.best_s if res.verified else math.inf
+    for e, t in events: trace.add(e, max(t, floor))
+    m.extra.update(trace=trace.points, trace_start_s=res.start_s, evaluated=rec.timed, beam_steps=res.steps, beam_timed=res.timed,
+                   beam_verified=res.verified, beam_elapsed_s=res.elapsed_s)
     return m
 
 
-def _field(obj, name: str):
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+class _Recorder:
+    """The backend, passed through, keeping each timed schedule's median (the model-fidelity
+    points of the run). BEAM's progress events carry times but not schedules."""
+    def __init__(self, be, kernel: Kernel):
+        self._be, self._k, self.timed = be, kernel, []
+
+    def __getattr__(self, name: str): return getattr(self._be, name)
+
+    def time(self, compiled, inputs, out, **kw):
+        t = self._be.time(compiled, inputs, out, **kw)
+        s = getattr(compiled.program, "schedule", None)
+        if hasattr(t, "median_s") and s is not None:
+            self.timed.append({"schedule": s.to_dict(), "time_s": t.median_s,
+                               "modeled_s": cost.modeled_time(self._k, s, self._be.machine)})
+        return t
 
 
 def run_z3_beam(k: Kernel, be, cfg: Config, z3: Measured | None) -> Measured:

@@ -98,11 +98,19 @@ def _times_axis(axis) -> None:
 
 
 # ---- quality vs tuning time ----------------------------------------------------------------------
-def _best_at(trace: list, t: np.ndarray, fallback: float) -> np.ndarray:
-    """Best measured time found by elapsed ``t`` (``fallback`` before the first point)."""
-    out = np.full(len(t), fallback, dtype=np.float64)
-    for e, best in trace:
-        out[t >= e] = np.minimum(out[t >= e], best)
+def speedup_curve(k: dict, method: str, t: np.ndarray) -> np.ndarray:
+    """Speed-up over the hand rules of what ``method`` (beam or z3+beam) had found by each
+    elapsed time ``t``: 1 (the hand rules) before its first point, then its start's
+    speed-up (1 for BEAM, z3's measured one for z3+beam) times the start's time over
+    the best so far, both in BEAM's own measurements."""
+    d = k["methods"][method]
+    base = 1.0
+    if method == "z3+beam":
+        hand, z3 = k["methods"]["hand"]["time_s"], d.get("z3_time_s")
+        base = hand / z3 if hand and z3 else 1.0
+    out = np.ones(len(t))
+    for e, best in d["trace"]:
+        out[t >= e] = base * d["trace_start_s"] / best
     return out
 
 
@@ -113,10 +121,7 @@ def _curves(doc: dict) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[float, 
     curves = {}
     for m in ("beam", "z3+beam"):
         rows = [k for k in ks if k["methods"].get(m, {}).get("trace")]
-        if rows:
-            hand = np.array([k["methods"]["hand"]["time_s"] for k in rows])[:, None]
-            best = np.array([_best_at(k["methods"][m]["trace"], t, k["methods"]["hand"]["time_s"]) for k in rows])
-            curves[m] = np.exp(np.log(hand / best).mean(axis=0))
+        if rows: curves[m] = np.exp(np.mean([np.log(speedup_curve(k, m, t)) for k in rows], axis=0))
     z3 = None
     zs = [k["methods"]["z3"] for k in ks if k["methods"].get("z3", {}).get("speedup_vs_hand")]
     if zs: z3 = (float(np.median([z["tuning_s"] for z in zs])), report.geomean(z["speedup_vs_hand"] for z in zs))
@@ -156,14 +161,11 @@ def quality_vs_time_kernels(doc: dict, path: Path) -> Path | None:
     rows = math.ceil(len(ks) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows + 0.6), squeeze=False)
     for ax, k in zip(axes.flat, ks):
-        hand = k["methods"]["hand"]["time_s"]
         tmax = max(m["tuning_s"] for m in k["methods"].values()) * 1.05
+        t = np.geomspace(1e-2, tmax, 300)
         for m in ("beam", "z3+beam"):
-            tr = k["methods"].get(m, {}).get("trace")
-            if tr:
-                xs = [max(e, 1e-2) for e, _ in tr] + [tmax]
-                ys = [hand / b for _, b in tr] + [hand / tr[-1][1]]
-                ax.step(xs, ys, where="post", color=STYLE[m][0], lw=1.5)
+            if k["methods"].get(m, {}).get("trace"):
+                ax.step(t, speedup_curve(k, m, t), where="post", color=STYLE[m][0], lw=1.5)
         z = k["methods"].get("z3")
         if z and z.get("speedup_vs_hand"):
             ax.plot([z["tuning_s"]], [z["speedup_vs_hand"]], STYLE["z3"][1], color=STYLE["z3"][0], ms=10)

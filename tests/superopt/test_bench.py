@@ -46,6 +46,8 @@ def test_tiny_run_writes_json_with_every_figure(tiny_run):
     trace = k["methods"]["beam"]["trace"]
     assert trace and all(b2 <= b1 for (_, b1), (_, b2) in zip(trace, trace[1:]))   # best so far never worsens
     assert all(t2 >= t1 for (t1, _), (t2, _) in zip(trace, trace[1:]))
+    beam = k["methods"]["beam"]
+    assert beam["trace_start_s"] > 0 and beam["evaluated"] and all(c["modeled_s"] > 0 for c in beam["evaluated"])
     assert w["methods"]["numpy"]["time_s"] > 0
     s = doc["summary"]
     assert set(s["methods"]) == {"hand", "z3", "beam"} and s["fidelity"]["points"] >= 2
