@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from superopt.commands.tune import Measured, measure
 from superopt.ir.kernel import Kernel
+from superopt.ir.schedule import Schedule
 from superopt.kernels.registry import Workload
 from superopt.search import cost
 from superopt.search.hand import hand_schedule
@@ -163,7 +164,7 @@ class _Recorder:
 
 
 def run_z3_beam(k: Kernel, be, cfg: Config, z3: Measured | None) -> Measured:
-    z3 = z3 or run_z3(k, be, cfg)
+    z3 = z3 if z3 is not None and "solve_s" in z3.extra else run_z3(k, be, cfg)
     left = max(cfg.budget_s * MIN_REFINE_FRACTION, cfg.budget_s - z3.tuning_s)
     m = run_beam(k, be, cfg, start=z3, budget_s=left, t_offset=z3.tuning_s)
     if z3.verified and (not m.verified or (m.measured_s or math.inf) > (z3.measured_s or math.inf)):
@@ -204,10 +205,15 @@ def bench_kernel(k: Kernel, step: int, be, cfg: Config) -> dict:
     rec = kernel_record(k, step, ceilings)
     got: dict[str, Measured] = {}
     for name in cfg.tuners:
-        if name == "hand": got[name] = run_hand(k, be, cfg)
-        elif name == "z3": got[name] = run_z3(k, be, cfg)
-        elif name == "beam": got[name] = run_beam(k, be, cfg)
-        elif name == "z3+beam": got[name] = run_z3_beam(k, be, cfg, got.get("z3"))
+        t0 = time.perf_counter()
+        try:
+            if name == "hand": got[name] = run_hand(k, be, cfg)
+            elif name == "z3": got[name] = run_z3(k, be, cfg)
+            elif name == "beam": got[name] = run_beam(k, be, cfg)
+            elif name == "z3+beam": got[name] = run_z3_beam(k, be, cfg, got.get("z3"))
+        except Exception as e:  # a method that breaks on one kernel is recorded against it; the run goes on
+            got[name] = Measured(k, be.name, Schedule.naive(k), name, False, f"{name} failed: {type(e).__name__}: {e}")
+            got[name].tuning_s = time.perf_counter() - t0
         rec["methods"][name] = method_record(got[name], k, be.machine, rec["roofline_s"], ceilings)
     hand = rec["methods"].get("hand", {}).get("time_s")
     for d in rec["methods"].values():

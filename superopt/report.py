@@ -149,7 +149,8 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
         r = [k["suite"], k["name"], k["kind"]] + [_cell_time(k["methods"][t]) for t in tuners]
         if "z3" in tuners:
             z = k["methods"]["z3"]
-            r += [_us(z.get("modeled_s")), f"{z['solve_s']:.2f}" + ("" if z.get("proved_optimal") else " (not proved)")]
+            r += [_us(z.get("modeled_s")), "—" if z.get("solve_s") is None else
+                  f"{z['solve_s']:.2f}" + ("" if z.get("proved_optimal") else " (not proved)")]
         rows.append(r)
     out += _table(head, rows)
     out += ["", "## Kernels: throughput and % of roofline; tuning time in s", ""]

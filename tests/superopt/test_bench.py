@@ -101,3 +101,20 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
         assert main(["bench", *args, "--small", "--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1
+
+
+def test_a_method_that_breaks_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    from superopt.search import z3opt
+
+    def broken(*a, **kw): raise RuntimeError("solver exploded")
+    monkeypatch.setattr(z3opt, "solve", broken)
+    rc = main(TINY + ["--methods", "hand,z3", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 1   # something did not verify
+    doc = json.loads((tmp_path / "results.json").read_text())
+    (k,) = doc["workloads"][0]["kernels"]
+    assert k["methods"]["hand"]["time_s"] > 0
+    z3 = k["methods"]["z3"]
+    assert z3["time_s"] is None and z3["speedup_vs_hand"] is None and "solver exploded" in z3["reason"]
+    assert doc["summary"]["methods"]["z3"]["unverified"] == 1
+    md = (tmp_path / "results.md").read_text()
+    assert "**unverified**" in md and "solver exploded" in md
