@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 import z3
 
 SLOTS = 4
+MAX_SOLVE = 96   # instructions per block handed to Z3; larger blocks keep clang's packets
 UNITS = ("ld", "st", "mpy0", "mpy1", "shift", "xlane")
 _ANY1 = (("mpy0",), ("mpy1",), ("shift",), ("xlane",))
 _PAIR = (("mpy0", "mpy1"), ("shift", "xlane"))
@@ -398,29 +399,42 @@ def _lower_bound(instrs: list[Instr]) -> int:
     return max(lb, 1)
 
 
-def pack(instrs: list[Instr], timeout_s: float = 20.0) -> PackResult:
-    """Fewest packets (cycles) for one straight pass through the block."""
+def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None) -> PackResult:
+    """Fewest packets (cycles) for one straight pass through the block. ``upper``: the
+    cycles of a known feasible schedule (clang's, replayed); the search is a bisection
+    below it, and an inconclusive solver answer keeps the bound unproved."""
     t0 = time.perf_counter()
     n = len(instrs)
-    deps = [d for d in dependences(instrs, loop=False)]
-    cp = _critical_path(n, deps)
-    lo = max(_lower_bound(instrs), cp)
-    cyc = [z3.Int(f"c{i}") for i in range(n)]
-    proved = True
-    for p in range(lo, 4 * n + 8):
-        s = z3.Solver()
-        s.set("timeout", int(timeout_s * 1000))
-        s.add([z3.And(c >= 0, c < p) for c in cyc])
-        s.add(_resource_constraints(instrs, cyc, p))
-        for d in deps: s.add(cyc[d.dst] >= cyc[d.src] + d.latency)
-        s.add([cyc[i] == p - 1 for i in range(n) if instrs[i].branch])
-        r = s.check()
+    deps = dependences(instrs, loop=False)
+    lo = max(_lower_bound(instrs), _critical_path(n, deps))
+    hi = upper if upper is not None else 2 * sum(max(1, d.latency) for d in deps) + n + 1
+    best, asg, proved = hi, [], True
+    if upper is not None and n > MAX_SOLVE: lo, proved = best, False  # too big for the solver: keep clang's
+    while lo < best:
+        mid = (lo + best - 1) // 2 if upper is not None else lo
+        r, a = _pack_check(instrs, deps, mid, timeout_s)
         if r == z3.sat:
-            m = s.model()
-            asg = [m.eval(c).as_long() for c in cyc]
-            return PackResult(p, len(set(asg)), asg, proved, time.perf_counter() - t0)
-        if r == z3.unknown: proved = False
-    raise RuntimeError("no packing found")
+            best, asg = mid, a
+        elif r == z3.unsat:
+            lo = mid + 1
+        else:
+            proved = False
+            lo = mid + 1
+        if upper is None and r == z3.sat: break
+    return PackResult(best, len(set(asg)) if asg else best, asg, proved, time.perf_counter() - t0)
+
+
+def _pack_check(instrs: list[Instr], deps: list[Dep], p: int, timeout_s: float):
+    n = len(instrs)
+    cyc = [z3.Int(f"c{i}") for i in range(n)]
+    s = z3.Solver()
+    s.set("timeout", int(timeout_s * 1000))
+    s.add([z3.And(c >= 0, c < p) for c in cyc])
+    s.add(_resource_constraints(instrs, cyc, p))
+    for d in deps: s.add(cyc[d.dst] >= cyc[d.src] + d.latency)
+    s.add([cyc[i] == p - 1 for i in range(n) if instrs[i].branch])
+    r = s.check()
+    return r, ([s.model().eval(c).as_long() for c in cyc] if r == z3.sat else [])
 
 
 def _critical_path(n: int, deps: list[Dep]) -> int:
@@ -430,7 +444,7 @@ def _critical_path(n: int, deps: list[Dep]) -> int:
     return max(dist) if n else 0
 
 
-def modulo(instrs: list[Instr], timeout_s: float = 20.0, max_stages: int = 4) -> PackResult:
+def modulo(instrs: list[Instr], timeout_s: float = 10.0, max_stages: int = 4, upper: int | None = None) -> PackResult:
     """Software pipelining: the smallest initiation interval II such that iteration k's
     instructions issue at t_i + k*II with every resource used once per packet slot modulo
     II and every dependence (loop-carried ones too) met. Register renaming across the
@@ -442,9 +456,10 @@ def modulo(instrs: list[Instr], timeout_s: float = 20.0, max_stages: int = 4) ->
     # anti/output dependences vanish under modulo variable expansion; true ones stay
     deps = [d for d in deps if _is_true(instrs, d)]
     lo = _lower_bound(instrs)
+    if upper is not None and n > MAX_SOLVE: lo = upper
     straight = _critical_path(n, deps)
     proved = True
-    for ii in range(lo, 4 * n + 8):
+    for ii in range(lo, (upper if upper is not None else 4 * n + 8)):
         horizon = max(straight, ii) + ii * max_stages
         t = [z3.Int(f"t{i}") for i in range(n)]
         k = [z3.Int(f"k{i}") for i in range(n)]
@@ -465,6 +480,8 @@ def modulo(instrs: list[Instr], timeout_s: float = 20.0, max_stages: int = 4) ->
             return PackResult(max(asg) + 1, len({a % ii for a in asg}), asg, proved, time.perf_counter() - t0, ii,
                               [f"{stages} stages"])
         if res == z3.unknown: proved = False
+    if upper is not None:  # the straight schedule repeated is always a valid one
+        return PackResult(upper, upper, [], proved, time.perf_counter() - t0, upper, ["not pipelined"])
     raise RuntimeError("no modulo schedule found")
 
 

@@ -116,13 +116,13 @@ def model(exe: Path, stdin: bytes, timeout_s: float = 20.0) -> KernelCycles | Fa
         instrs = [i for p in blk for i in p]
         if not instrs: continue
         llvm = vliw.replay(blk)
-        ours = vliw.pack(instrs, timeout_s)
+        ours = vliw.pack(instrs, timeout_s, upper=llvm)
         lp += n * len(blk)
         lc += n * llvm
         zc += n * ours.packets
         loops_to_self = n > 1 and _self_loop(packets, pc, blk)
         if loops_to_self:
-            pipe = vliw.modulo(instrs, timeout_s)
+            pipe = vliw.modulo(instrs, timeout_s, upper=ours.packets)
             zp += n * pipe.ii + max(0, ours.packets - pipe.ii)
             if n > hot.get("executions", 0):
                 hot = {"pc": hex(pc), "executions": n, "instructions": len(instrs), "llvm_packets": len(blk),

@@ -1,0 +1,117 @@
+"""Schedules for the DSP: the fixed hand rule per op, the candidates the model chooses
+among, and the choice itself (lowest modeled kernel cycles, qemu-verified).
+
+Hand rule (what a DSP engineer writes first): vectorize along the output's contiguous
+axis (channels in NHWC, N in a matmul) with as many lanes as divide it (up to 32, one
+128-byte vector of int32), fully unroll the innermost reduce axis, every other axis a
+serial loop, no register blocking.
+Candidates add register blocking along the next output axis (1, 2, 3 or 4 rows of
+accumulators that share the weight vectors), padding a 3-wide reduction to 4, and
+unrolling the channel reduction.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from superopt.ir.interpret import run_kernel
+from superopt.ir.kernel import Kernel
+from superopt.ir.lower import lower
+from superopt.ir.schedule import Level, Schedule, Split, check, vector_axis
+from ..base import Failure
+from . import backend as make_backend
+from . import profile
+
+MAX_LANES = 32
+
+
+def _lanes(size: int) -> int:
+    return max(v for v in (1, 2, 4, 8, 16, 32) if v <= MAX_LANES and size % v == 0)
+
+
+def _axis(size: int, upcast: int = 1, unroll: int = 1) -> tuple[Split, ...]:
+    if upcast > 1: return ((Split(Level.LOOP, size // upcast),) if size > upcast else ()) + (Split(Level.UPCAST, upcast),)
+    if unroll > 1:
+        outer = -(-size // unroll)
+        return ((Split(Level.LOOP, outer),) if outer > 1 else ()) + (Split(Level.UNROLL, unroll),)
+    return (Split(Level.LOOP, size),)
+
+
+def hand(kernel: Kernel, machine) -> Schedule:
+    """The fixed hand-coded schedule of the DSP rules."""
+    return _make(kernel, machine, block=1, pad=False, unroll_c=1)
+
+
+def candidates(kernel: Kernel, machine) -> list[Schedule]:
+    out = []
+    for block in (1, 2, 3, 4):
+        for pad in (False, True):
+            for unroll_c in (1, 4):
+                s = _make(kernel, machine, block, pad, unroll_c)
+                if s is not None and not check(kernel, s, machine) and s not in out: out.append(s)
+    return out
+
+
+def _make(k: Kernel, machine, block: int, pad: bool, unroll_c: int) -> Schedule | None:
+    va = vector_axis(k)
+    outs, reds = k.output_axes, k.reduce_axes
+    splits: list[tuple[Split, ...]] = []
+    lanes = _lanes(k.axes[va].size) if va is not None else 1
+    # register blocking on the output axis just outside the vector axis
+    blk_axis = max((a for a in outs if a != va and k.axes[a].size > 1), default=None)
+    for a, ax in enumerate(k.axes):
+        if a == va:
+            splits.append(_axis(ax.size, upcast=lanes) if lanes > 1 else _axis(ax.size))
+        elif a == blk_axis and block > 1:
+            if ax.size % block: return None
+            splits.append(_axis(ax.size, upcast=block))
+        elif a in reds and a == reds[-1] and len(reds) == 1 and unroll_c > 1:
+            if ax.size % unroll_c: return None
+            splits.append(_axis(ax.size, unroll=unroll_c))
+        elif a in reds and a == reds[-1]:
+            n = 4 if pad and ax.size == 3 else ax.size
+            if pad and ax.size != 3: return None
+            splits.append((Split(Level.UNROLL, n),))
+        elif a in reds and a == reds[0] and unroll_c > 1 and len(reds) > 1:
+            if ax.size % unroll_c: return None
+            splits.append(_axis(ax.size, unroll=unroll_c))
+        else:
+            splits.append(_axis(ax.size))
+    s = Schedule(tuple(splits), vector=lanes)
+    return None if check(k, s, machine) else s
+
+
+@dataclass
+class Evaluated:
+    schedule: Schedule
+    exact: bool | None
+    cycles: profile.KernelCycles | None
+    failure: str = ""
+
+
+def evaluate(kernel: Kernel, schedule: Schedule, machine, inputs: list[np.ndarray], be=None) -> Evaluated:
+    """Compile, run under qemu against the interpreter, and price with the VLIW model."""
+    be = be or make_backend(machine)
+    c = be.compile(lower(kernel, schedule, machine))
+    if isinstance(c, Failure): return Evaluated(schedule, None, None, str(c))
+    out = np.zeros(kernel.output.size, kernel.output.dtype.np)
+    r = be.run(c, inputs, out)
+    if isinstance(r, Failure): return Evaluated(schedule, None, None, str(r))
+    exact = bool(np.array_equal(np.asarray(run_kernel(kernel, inputs)).reshape(-1).astype(out.dtype), out))
+    kc = profile.model(c.handle, b"".join(np.ascontiguousarray(a).tobytes() for a in inputs))
+    if isinstance(kc, Failure): return Evaluated(schedule, exact, None, str(kc))
+    return Evaluated(schedule, exact, kc)
+
+
+def choose(kernel: Kernel, machine, inputs: list[np.ndarray]) -> tuple[Evaluated, list[Evaluated], float]:
+    """The candidate with the fewest modeled cycles (Z3-packed, pipelined hot loop) among
+    those that verified bit-exactly."""
+    t0 = time.perf_counter()
+    be = make_backend(machine)
+    evals = [evaluate(kernel, s, machine, inputs, be) for s in candidates(kernel, machine)]
+    ok = [e for e in evals if e.exact and e.cycles is not None]
+    if not ok: raise RuntimeError("no candidate verified: " + "; ".join(e.failure for e in evals))
+    best = min(ok, key=lambda e: e.cycles.z3_pipelined_cycles)
+    return best, evals, time.perf_counter() - t0

@@ -1,0 +1,103 @@
+"""Hexagon backend: compile with clang (hexagonv66, HVX 128 B), run under qemu-hexagon,
+compare bit-exactly with the numpy interpreter. Skips without clang/ld.lld/qemu."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from superopt.backends.base import Failure, get
+from superopt.backends.hexagon import profile, rules, tools
+from superopt.ir.interpret import run_kernel
+from superopt.ir.lower import lower
+from superopt.ir.schedule import Schedule
+from superopt.kernels.suites import suite
+from superopt.search.machine import load
+
+pytestmark = pytest.mark.skipif(tools.find_tools() is None, reason=tools.missing_message())
+
+M = load("hexagon")
+DSP = {w.name: w for w in suite("dsp", small=True)}
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "hexagon-dsp-small.json"
+
+
+def _run(w, schedule):
+    k = w.kernel
+    be = get("hexagon", M)
+    c = be.compile(lower(k, schedule, M))
+    assert not isinstance(c, Failure), str(c)
+    ins = w.random_inputs(1)
+    out = np.zeros(k.output.size, k.output.dtype.np)
+    r = be.run(c, ins, out)
+    assert not isinstance(r, Failure), str(r)
+    return out, np.asarray(run_kernel(k, ins)).reshape(-1).astype(out.dtype)
+
+
+def test_failures_are_values():
+    f = tools.compile_program("int so_main(void) { return undeclared; }")
+    assert isinstance(f, Failure) and f.kind == "compile" and "undeclared" in f.message
+    exe = tools.compile_program("int so_main(void) { volatile int *p = (int *)0; return *p; }")
+    assert isinstance(tools.run_program(exe, b"", 0), Failure) and tools.run_program(exe, b"", 0).kind == "crash"
+    exe = tools.compile_program("int so_main(void) { volatile int i = 0; for (;;) i++; return 0; }")
+    r = tools.run_program(exe, b"", 0, timeout=1.0)
+    assert isinstance(r, Failure) and r.kind == "timeout"
+
+
+def test_hvx_intrinsic_roundtrip():
+    """vrmpy under qemu: the 4-byte dot products of two int8 vectors."""
+    src = r"""
+static int8_t a[128] __attribute__((aligned(128))), b[128] __attribute__((aligned(128)));
+static int32_t o[32] __attribute__((aligned(128)));
+int so_main(void) {
+  if (so_read_all(a, 128) || so_read_all(b, 128)) return 3;
+  *(HVX_Vector *)o = Q6_Vw_vrmpy_VbVb(*(HVX_Vector *)a, *(HVX_Vector *)b);
+  return so_write_all(o, 128);
+}"""
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(-128, 128, 128).astype(np.int8), rng.integers(-128, 128, 128).astype(np.int8)
+    out = tools.run_program(tools.compile_program(src), a.tobytes() + b.tobytes(), 128)
+    want = (a.astype(np.int32) * b.astype(np.int32)).reshape(32, 4).sum(1)
+    assert np.array_equal(np.frombuffer(out, np.int32), want)
+
+
+@pytest.mark.parametrize("name", list(DSP))
+def test_dsp_hand_rule_bit_exact(name):
+    got, want = _run(DSP[name], rules.hand(DSP[name].kernel, M))
+    assert np.array_equal(got, want)
+
+
+def test_dsp_padded_reduction_bit_exact():
+    w = DSP["qdwconv3x3_nhwc_1x112x112x32"]
+    s = next(s for s in rules.candidates(w.kernel, M) if any(p.size == 4 for p in s.splits[-1]))
+    got, want = _run(w, s)
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.skipif(not RESULTS.exists(), reason="no committed hexagon benchmark results")
+@pytest.mark.parametrize("name", list(DSP))
+def test_dsp_solver_schedule_bit_exact(name):
+    rows = {r["kernel"]: r for r in json.loads(RESULTS.read_text())["kernels"]}
+    if name not in rows: pytest.skip(f"{name} not in the benchmark results")
+    got, want = _run(DSP[name], Schedule.from_dict(rows[name]["solver"]["schedule"]))
+    assert np.array_equal(got, want)
+
+
+def test_kernel_cycle_model():
+    w = DSP["qdwconv3x3s2_nhwc_1x112x112x64"]
+    k = w.kernel
+    c = get("hexagon", M).compile(lower(k, rules.hand(k, M), M))
+    ins = w.random_inputs(0)
+    kc = profile.model(c.handle, b"".join(a.tobytes() for a in ins))
+    assert not isinstance(kc, Failure), str(kc)
+    assert kc.llvm_packets > 0 and kc.llvm_cycles >= kc.llvm_packets
+    assert kc.z3_pipelined_cycles <= kc.z3_cycles <= kc.llvm_cycles
+
+
+def test_time_is_not_offered_under_qemu():
+    be = get("hexagon", M)
+    w = DSP["qmatmul_1024x1024x1024"]
+    c = be.compile(lower(w.kernel, Schedule.naive(w.kernel), M))
+    out = np.zeros(w.kernel.output.size, np.int32)
+    assert isinstance(be.time(c, w.random_inputs(0), out), Failure)

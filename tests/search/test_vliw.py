@@ -1,0 +1,121 @@
+"""The HVX VLIW model and the Z3 packet scheduler (no Hexagon tools needed)."""
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from superopt.search import vliw
+
+LOOP_ASM = """
+k:
+\t{
+\t\tloop0(.LBB0_6,r5)
+\t\tv2 = vmem(r0++#1)
+\t}
+.LBB0_6:                                // =>This Inner Loop Header: Depth=1
+\t{
+\t\tv1.w += vrmpy(v2.b,v3.b)
+\t\tv2 = vmem(r0++#1)
+\t}
+\t{
+\t\tv0.w += vrmpy(v2.b,v3.b)
+\t\tv3.cur = vmem(r1++#1)
+\t}
+\t{
+\t\tnop
+\t\tv3 = vmem(r3++#1)
+\t} :endloop0
+.LBB0_7:
+\t{
+\t\tv1.w += vrmpy(v2.b,v3.b)
+\t}
+"""
+
+
+def test_classify_hvx_and_scalar():
+    c = vliw.classify
+    acc = c("v1.w += vrmpy(v2.b,v3.b)")
+    assert acc.cls == "VX" and acc.defs == ("v1",) and set(acc.uses) == {"v1", "v2", "v3"}
+    assert set(acc.early_uses) == {"v2", "v3"}          # the accumulator is not an early source
+    ld = c("v2 = vmem(r0++#1)")
+    assert ld.cls == "VLOAD" and ld.mem == "load" and set(ld.defs) == {"v2", "r0"} and ld.uses == ("r0",)
+    assert c("v3.cur = vmem(r1+#0)").cls == "VLOADCUR"
+    assert c("v0 = vmemu(r1+#0)").cls == "VLOADU"
+    st_ = c("vmem(r2+#0) = v31.new")
+    assert st_.cls == "VSTORE" and st_.mem == "store" and st_.new_uses == ("v31",) and not st_.defs
+    assert c("v1:0.h = vmpy(v2.ub,v3.b)").cls == "VX_DV"
+    assert c("v1:0 = vshuff(v2,v3,r7)").cls == "VP_VS"
+    assert c("v4.w = vasr(v1.w,r4)").cls == "VS"
+    assert c("v4 = valign(v1,v2,r4)").cls == "VP"
+    assert c("v4.w = vadd(v1.w,v2.w)").cls == "VA"
+    assert c("r0 = add(r0,#128)").cls == "ALU32"
+    assert c("r9 = asl(r3,#7)").cls == "XTYPE"
+    assert c("r1 = memw(r0+#4)").cls == "LD"
+    assert c("loop0(.LBB0_10,r12)").cls == "CR"
+    j = c("if (!p0.new) jump:nt .LBB0_1")
+    assert j.cls == "J" and j.branch and j.new_uses == ("p0",)
+
+
+def test_packet_reads_old_values():
+    # in one packet the store reads r0 before the add writes it: sequentially, store first
+    seq = vliw.classify_packet(["r0 = add(r0,#4)", "memw(r1+#0) = r0"])
+    assert [i.mem for i in seq] == ["store", ""]
+    # a .new consumer goes after its producer
+    seq = vliw.classify_packet(["vmem(r2+#0) = v31.new", "v31.w = vasr(v1.w,r4)"])
+    assert seq[0].defs == ("v31",)
+
+
+def test_resources_bound_packets():
+    c = vliw.classify
+    assert vliw.pack([c(f"r{i} = add(r{i + 8},#1)") for i in range(4)]).packets == 1
+    assert vliw.pack([c(f"r{i} = add(r{i + 8},#1)") for i in range(5)]).packets == 2
+    # one vector load unit per packet
+    assert vliw.pack([c("v0 = vmem(r0+#0)"), c("v1 = vmem(r1+#0)")]).packets == 2
+    # two multipliers: two vrmpy and two vector adds share a packet, a third vrmpy cannot
+    two = [c("v0.w += vrmpy(v8.b,v9.b)"), c("v1.w += vrmpy(v10.b,v11.b)"),
+           c("v2.w = vadd(v12.w,v13.w)"), c("v3.w = vadd(v14.w,v15.w)")]
+    assert vliw.pack(two).packets == 1
+    assert vliw.pack(two[:2] + [c("v4.w += vrmpy(v16.b,v17.b)")]).packets == 2
+
+
+def test_early_source_latency():
+    c = vliw.classify
+    # an add feeding a multiplier input needs one packet between them; feeding the accumulator does not
+    assert vliw.pack([c("v0.w = vadd(v1.w,v2.w)"), c("v3.w = vrmpy(v0.b,v4.b)")]).packets == 3
+    assert vliw.pack([c("v0.w = vadd(v1.w,v2.w)"), c("v0.w += vrmpy(v5.b,v4.b)")]).packets == 2
+    assert vliw.replay([[c("v0.w = vadd(v1.w,v2.w)")], [c("v3.w = vrmpy(v0.b,v4.b)")]]) == 3
+
+
+def test_loop_parse_and_pipeline():
+    loops = vliw.innermost_loops(LOOP_ASM)
+    assert [l.label for l in loops] == [".LBB0_6"]
+    body = loops[0]
+    assert len(body.packets) == 3 and len(body.instrs) == 6 and body.hvx == 5
+    straight = vliw.pack(body.instrs)
+    piped = vliw.modulo(body.instrs, upper=straight.packets)
+    assert piped.ii <= straight.packets
+    assert piped.ii >= 3  # three vector loads, one load unit
+    assert vliw.steady_cycles(body.packets) >= piped.ii
+
+
+_OPS = ["v{d}.w = vadd(v{a}.w,v{b}.w)", "v{d}.w += vrmpy(v{a}.b,v{b}.b)", "v{d} = vmem(r{a}+#0)",
+        "v{d}.w = vasr(v{a}.w,r{b})", "r{d} = add(r{a},r{b})", "vmem(r{a}+#0) = v{b}", "v{d} = valign(v{a},v{b},r1)"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_OPS) - 1), st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)),
+                min_size=1, max_size=9))
+def test_pack_is_legal_and_no_worse_than_sequential(prog):
+    instrs = [vliw.classify(_OPS[o].format(d=d, a=a, b=b)) for o, d, a, b in prog]
+    r = vliw.pack(instrs)
+    assert r.packets <= vliw.replay([[i] for i in instrs])
+    # independent check of the assignment: dependences and per-packet resources
+    for d in vliw.dependences(instrs, loop=False):
+        assert r.assignment[d.dst] >= r.assignment[d.src] + d.latency
+    for p in set(r.assignment):
+        inp = [i for i, a in zip(instrs, r.assignment) if a == p]
+        assert len(inp) <= 4
+        assert sum(i.cls.startswith("VLOAD") for i in inp) <= 1
+        assert sum(i.cls == "VSTORE" for i in inp) <= 1
+        assert sum(i.cls == "VX" for i in inp) <= 2
+        assert sum(i.cls in ("VS", "VP") for i in inp) <= 2
+        assert sum(i.iclass.hvx and not i.mem for i in inp) <= 4
