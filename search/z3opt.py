@@ -343,8 +343,8 @@ def _optimum(opt: z3.Optimize, F: Formulation) -> tuple[z3.ModelRef | None, bool
     return mdl, False
 
 
-def seeds(kernel: Kernel, machine, sp: Space, samples: int = 48, starts: int = 3, rng_seed: int = 0
-          ) -> list[Candidate]:
+def seeds(kernel: Kernel, machine, sp: Space, samples: int = 48, starts: int = 3, rng_seed: int = 0,
+          deadline: float = math.inf) -> list[Candidate]:
     """Model-guided descent from random legal schedules (and the hand rules): distinct
     local optima, best first. They bound Z3's search from above (which is what makes
     the optimization fast) and are the answer when Z3 runs out of time."""
@@ -362,7 +362,7 @@ def seeds(kernel: Kernel, machine, sp: Space, samples: int = 48, starts: int = 3
     found: dict[Schedule, float] = {}
     for s in sorted(pool, key=pool.get)[:starts]:
         t = pool[s]
-        while True:  # steepest descent over the space's neighbours
+        while _time.monotonic() < deadline:  # steepest descent over the space's neighbours
             nb = [(val(n), n) for n in sp.neighbors(s) if not n.order]
             if not nb: break
             tn, n = min(nb, key=lambda x: x[0])
@@ -382,7 +382,7 @@ def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
     why)."""
     t0 = _time.monotonic()
     sp = space or build(kernel, machine)
-    start = seeds(kernel, machine, sp)
+    start = seeds(kernel, machine, sp, deadline=t0 + timeout_s / 2)
     try:
         F = formulate(kernel, machine, sp)
     except NonlinearError as e:  # the model is not expressible for this kernel: descent's best

@@ -1,0 +1,110 @@
+"""The cost model: one formula, numeric and Z3 evaluations agree; sensible rankings."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import z3
+from hypothesis import given, settings, strategies as st
+
+from superopt import Tensor
+from superopt.ir.schedule import Schedule
+from superopt.search import cost, space, z3opt
+from superopt.search.machine import H100, load
+
+CPU = load("cpu")
+
+
+def _kernels():
+    yield "gemm", (Tensor.empty(64, 48, name="a") @ Tensor.empty(48, 96, name="b")).schedule()[0].kernel
+    yield "softmax-sum", Tensor.empty(16, 64, name="x").softmax().schedule()[1].kernel
+    yield "ew", ((Tensor.empty(24, 40, name="x") * 3).relu()).schedule()[0].kernel
+    yield "conv", (Tensor.empty(1, 3, 6, 6, name="x").conv2d(Tensor.empty(4, 3, 3, 3, name="w"), padding=1)
+                   ).schedule()[0].kernel
+
+
+KERNELS = list(_kernels())
+_FORMS: dict = {}
+
+
+def _form(i: int, machine):
+    key = (i, machine.name)
+    if key not in _FORMS: _FORMS[key] = z3opt.formulate(KERNELS[i][1], machine)
+    return _FORMS[key]
+
+
+def _symbolic_value(F, s: Schedule) -> float:
+    solver = z3.Solver(ctx=F.model.ctx)
+    solver.add(*F.constraints)
+    solver.add(*F.fix(s))
+    assert solver.check() == z3.sat, "a legal schedule must satisfy the formulation"
+    return F.value(solver.model())
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), which=st.sampled_from(range(len(KERNELS))), gpu=st.booleans())
+def test_numeric_and_symbolic_agree(data, which, gpu):
+    machine = H100 if gpu else CPU
+    k = KERNELS[which][1]
+    F = _form(which, machine)
+    sp = F.space
+    for _ in range(50):  # draw until legal (the space is a superset of the legal schedules)
+        s = sp.schedule([data.draw(st.integers(0, len(o) - 1)) for o in sp.axis_options],
+                        data.draw(st.sampled_from(sp.vectors)), data.draw(st.sampled_from(sp.workers)))
+        if sp.legal(s): break
+    else:
+        return
+    num = cost.modeled_time(k, s, machine)
+    sym = _symbolic_value(F, s)
+    assert math.isfinite(num) and num > 0
+    assert sym == pytest.approx(num, rel=1e-9), s.describe(k)
+
+
+def test_symbolic_term_is_unique_for_a_fixed_schedule():
+    """With the decisions fixed, T has one value (no slack left for the solver)."""
+    F = _form(0, CPU)
+    s = next(iter(F.space.enumerate(orders=False)))
+    v = _symbolic_value(F, s)
+    solver = z3.Solver(ctx=F.model.ctx)
+    solver.add(*F.constraints, *F.fix(s))
+    solver.add(z3.Or(F.T.real() < F.model.q(v * (1 - 1e-9)), F.T.real() > F.model.q(v * (1 + 1e-9))))
+    assert solver.check() == z3.unsat
+
+
+def test_cpu_ranking_is_sensible():
+    k = (Tensor.empty(256, 256, name="a") @ Tensor.empty(256, 256, name="b")).schedule()[0].kernel
+    naive = Schedule.naive(k)
+    sp = space.build(k, CPU)
+    tiled = next(s for s in sp.enumerate(orders=False) if s.vector > 1 and s.upcast() >= 32 and s.workers == CPU.cores
+                 and s.blocks() >= CPU.cores)
+    t_naive, t_tiled = cost.modeled_time(k, naive, CPU), cost.modeled_time(k, tiled, CPU)
+    assert t_tiled < t_naive / 4
+    if CPU.cores > 1:  # the same tiling on one worker is slower
+        assert cost.modeled_time(k, replace(tiled, workers=1), CPU) > t_tiled
+    assert t_tiled >= cost.roofline_s(k, CPU)
+
+
+def test_gpu_ranking_is_sensible():
+    k = Tensor.empty(4096, 1024, name="x").sum(1).schedule()[0].kernel
+    sp = space.build(k, H100)
+    one_block = sp.schedule([0, 0])   # a single thread does everything
+    spread = min((s for s in sp.enumerate() if s.blocks() >= 132 and s.threads() >= 128),
+                 key=lambda s: cost.modeled_time(k, s, H100))
+    assert cost.modeled_time(k, spread, H100) < cost.modeled_time(k, one_block, H100) / 10
+
+
+def test_facts_accesses():
+    k = KERNELS[0][1]  # out[m, n] = sum_k a[m, k] * b[k, n]
+    f = cost.facts(k)
+    a, b, out = f.accesses
+    assert a.axes == {0, 2} and a.contig == 2
+    assert b.axes == {1, 2} and b.contig == 1
+    assert out.output and out.axes == {0, 1} and out.contig == 1
+    assert f.work == k.flops  # no transcendental ops: weighted work is the flop count
+
+
+def test_params_override_from_machine_notes():
+    m = replace(CPU, notes={"cost": {"loop_cycles": 3.0}})
+    assert cost.params(m).loop_cycles == 3.0
+    assert cost.params(CPU).freq > 1e8
