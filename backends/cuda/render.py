@@ -22,6 +22,8 @@ from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
 from superopt.ir.program import (Assign, Barrier, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride,
                                  unrolled)
 
+from .vectorize import divisible, merged_loads
+
 STATIC_SMEM_LIMIT = 48 * 1024
 
 PRELUDE = r"""
@@ -70,27 +72,6 @@ def literal(v, d: dt.DType) -> str:
     if d.kind == "b": return "true" if v else "false"
     v = int(v)
     return f"({v + 1}-1)" if v == -2**31 else str(v)
-
-
-def _split_const(n: Node) -> tuple[Node, int]:
-    """``base + c`` with ``c`` a constant (0 when there is none)."""
-    if n.op is Ops.ADD:
-        if n.src[1].op is Ops.CONST: return n.src[0], int(n.src[1].arg)
-        if n.src[0].op is Ops.CONST: return n.src[1], int(n.src[0].arg)
-    if n.op is Ops.CONST: return const(0, dt.int32), int(n.arg)
-    return n, 0
-
-
-def divisible(n: Node, k: int) -> bool:
-    """Whether integer expression ``n`` is always a multiple of ``k`` (conservative)."""
-    if k == 1: return True
-    if n.op is Ops.CONST: return int(n.arg) % k == 0
-    if n.op is Ops.ADD: return divisible(n.src[0], k) and divisible(n.src[1], k)
-    if n.op is Ops.MUL:
-        a, b = n.src
-        return any(x.op is Ops.CONST and int(x.arg) % k == 0 for x in (a, b)) or divisible(a, k) or divisible(b, k)
-    if n.op is Ops.MOD and n.src[1].op is Ops.CONST: return int(n.src[1].arg) % k == 0 and divisible(n.src[0], k)
-    return False
 
 
 class _Renderer:
@@ -230,26 +211,10 @@ class _Renderer:
     def combine_loads(self, stmts) -> None:
         """In an unrolled block, loads of one input at ``base + c`` for consecutive constants
         ``c`` (same mask, aligned base) become vector loads of up to 16 bytes."""
-        groups: dict[tuple, dict[int, Node]] = {}
-        for st in stmts:
-            if not isinstance(st, (Assign, Store)): continue
-            for root in ((st.index, st.value) if isinstance(st, Assign) else (st.index, st.value, st.valid)):
-                for ld in toposort(root):
-                    if ld.op is not Ops.LOAD or not self.pure(ld) or self.cached(ld) is not None: continue
-                    if self.lane is not None and self.lane in toposort(ld): continue
-                    base, c = _split_const(ld.src[0])
-                    groups.setdefault((ld.arg, base, ld.src[1]), {})[c] = ld
-        for (slot, base, valid), by_off in groups.items():
-            size = self.p.inputs[slot].dtype.itemsize
-            done: set[int] = set()
-            for c0 in sorted(by_off):
-                if c0 in done: continue
-                for w in (16 // size, 8 // size, 4 // size):
-                    if w < 2 or c0 % w or not divisible(base, w) or not all(c0 + i in by_off for i in range(w)): continue
-                    ok = None if valid is TRUE else self.expr(valid)
-                    self.emit_vector(slot, self.expr(base), c0, [by_off[c0 + i] for i in range(w)], ok)
-                    done.update(range(c0, c0 + w))
-                    break
+        skip = lambda ld: self.cached(ld) is not None or (self.lane is not None and self.lane in toposort(ld))  # noqa: E731
+        for slot, base, c0, valid, loads in merged_loads(stmts, self.p.inputs, skip):
+            ok = None if valid is TRUE else self.expr(valid)
+            self.emit_vector(slot, self.expr(base), c0, loads, ok)
 
     # ---- statements ----------------------------------------------------------------
     def body(self, stmts) -> None:

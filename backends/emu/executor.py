@@ -23,7 +23,9 @@ import numpy as np
 from superopt.ir import dtype as dt
 from superopt.ir.interpret import apply, cast_values, compute_dtype
 from superopt.ir.node import Node, Ops, toposort
-from superopt.ir.program import Barrier, Assign, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride, walk
+from superopt.ir.program import Barrier, Assign, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride, unrolled, walk
+
+from superopt.backends.cuda.vectorize import block_loads, merged_loads
 
 from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
 
@@ -70,15 +72,16 @@ class _Run:
         self.written = np.zeros(p.output.size, dtype=bool)
         self.warps = -(-T // WARP)
         self.lane_cache: dict[Node, int | None] = {}
+        self.pre: dict[Node, np.ndarray] = {}   # loads already read as part of a vector load
 
     # ---- helpers -------------------------------------------------------------
     def full(self, x: np.ndarray) -> np.ndarray: return np.broadcast_to(x, self.shape)
 
     def warp_rows(self, x: np.ndarray, per_lane: bool) -> np.ndarray:
         """Arrange a (B, T, L) array as one row per warp instruction."""
-        B, T, L = self.shape
-        pad = self.warps * WARP - T
         x = np.asarray(x)
+        B, T, L = self.shape[0], self.shape[1], x.shape[2]  # L: the lanes (x vector elements)
+        pad = self.warps * WARP - T
         if pad: x = np.concatenate([x, np.zeros((B, pad, L), x.dtype)], axis=1)
         x = x.reshape(B, self.warps, WARP, L)
         if per_lane: return x.transpose(0, 1, 3, 2).reshape(-1, WARP)
@@ -120,11 +123,35 @@ class _Run:
         return np.where(ok, idx, 0)
 
     def load(self, n: Node, idx: np.ndarray, valid: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if n in self.pre: return self.pre[n]
+        vals, safe, ok = self.load_values(n, idx, valid, mask)
+        self.global_access("ld.global", safe, ok, self.p.inputs[n.arg].dtype.itemsize, self.stride(n.src[0]))
+        return vals
+
+    def load_values(self, n: Node, idx: np.ndarray, valid: np.ndarray, mask: np.ndarray):
         buf, b = self.ins[n.arg], self.p.inputs[n.arg]
         ok = self.full(valid.astype(bool) & mask)
         safe = self._index(idx, ok, buf.size, f"load from input {n.arg} ({b.name})")
-        self.global_access("ld.global", safe, ok, b.dtype.itemsize, self.stride(n.src[0]))
-        return np.where(ok, buf[safe], np.zeros((), buf.dtype))
+        return np.where(ok, buf[safe], np.zeros((), buf.dtype)), safe, ok
+
+    def vector_loads(self, stmts, mask: np.ndarray) -> None:
+        """The loads of an unrolled block that the GPU reads as one vector load (the CUDA
+        renderer's rule): read them now, count each group as one warp instruction."""
+        lane_free = lambda ld: self.p.lanes > 1 and self.p.lane in toposort(ld)  # noqa: E731
+        merged = merged_loads(stmts, self.p.inputs, lane_free)
+        # the other lane-free input loads of the block are read once too (the renderer
+        # computes each once per scope)
+        done = {ld for g in merged for ld in g[4]}
+        for ld in block_loads(stmts):
+            if ld in done or lane_free(ld) or ld in self.pre: continue
+            self.pre[ld] = self.load(ld, self.eval(ld.src[0], mask), self.eval(ld.src[1], mask), mask)
+        for slot, _, _, _, loads in merged:
+            got = [self.load_values(ld, self.eval(ld.src[0], mask), self.eval(ld.src[1], mask), mask) for ld in loads]
+            for ld, (vals, _, _) in zip(loads, got): self.pre[ld] = vals
+            # element j of the vector sits next to element j-1: interleave them per thread
+            safe = np.stack([g[1] for g in got], axis=-1).reshape(self.shape[:2] + (-1,))
+            ok = np.stack([g[2] for g in got], axis=-1).reshape(self.shape[:2] + (-1,))
+            self.global_access("ld.global", safe, ok, self.p.inputs[slot].dtype.itemsize, 1)
 
     def global_access(self, cls: str, idx: np.ndarray, ok: np.ndarray, itemsize: int, stride: int | None) -> None:
         per_lane = stride not in (0, 1)
@@ -169,7 +196,12 @@ class _Run:
         for s in body: self.stmt(s, mask)
 
     def stmt(self, s, mask: np.ndarray) -> None:
-        if isinstance(s, Loop):
+        if isinstance(s, Loop) and s.unroll:
+            stmts, saved = unrolled(s), dict(self.pre)
+            self.vector_loads(stmts, mask)
+            self.block(stmts, mask)
+            self.pre = saved
+        elif isinstance(s, Loop):
             for i in range(s.size):
                 self.env[s.var] = np.asarray(i, dtype=np.int64).reshape(1, 1, 1)
                 self.block(s.body, mask)

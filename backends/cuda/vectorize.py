@@ -1,0 +1,66 @@
+"""Which scalar loads of an unrolled block become one vector load: the one rule shared by
+the CUDA renderer (which emits the vector loads) and the emulator (which counts them as
+the single warp instructions the GPU executes)."""
+from __future__ import annotations
+
+from superopt.ir import dtype as dt
+from superopt.ir.node import Node, Ops, const, toposort
+from superopt.ir.program import Assign, Store
+
+
+def split_const(n: Node) -> tuple[Node, int]:
+    """``base + c`` with ``c`` a constant (0 when there is none)."""
+    if n.op is Ops.ADD:
+        if n.src[1].op is Ops.CONST: return n.src[0], int(n.src[1].arg)
+        if n.src[0].op is Ops.CONST: return n.src[1], int(n.src[0].arg)
+    if n.op is Ops.CONST: return const(0, dt.int32), int(n.arg)
+    return n, 0
+
+
+def divisible(n: Node, k: int) -> bool:
+    """Whether integer expression ``n`` is always a multiple of ``k`` (conservative)."""
+    if k == 1: return True
+    if n.op is Ops.CONST: return int(n.arg) % k == 0
+    if n.op is Ops.ADD: return divisible(n.src[0], k) and divisible(n.src[1], k)
+    if n.op is Ops.MUL:
+        a, b = n.src
+        return any(x.op is Ops.CONST and int(x.arg) % k == 0 for x in (a, b)) or divisible(a, k) or divisible(b, k)
+    if n.op is Ops.MOD and n.src[1].op is Ops.CONST: return int(n.src[1].arg) % k == 0 and divisible(n.src[0], k)
+    return False
+
+
+def block_loads(stmts) -> list[Node]:
+    """The input loads (not reading registers or shared memory) in the top-level
+    ``Assign``/``Store`` statements of a block, each once, in order."""
+    seen: dict[Node, None] = {}
+    for st in stmts:
+        if not isinstance(st, (Assign, Store)): continue
+        for root in ((st.index, st.value) if isinstance(st, Assign) else (st.index, st.value, st.valid)):
+            for ld in toposort(root):
+                if ld.op is Ops.LOAD and not any(x.op in (Ops.REG, Ops.SHARED) for x in toposort(ld)): seen[ld] = None
+    return list(seen)
+
+
+def merged_loads(stmts, inputs, skip=lambda ld: False) -> list[tuple[int, Node, int, Node, list[Node]]]:
+    """In the top-level ``Assign``/``Store`` statements of an unrolled block, the groups of
+    loads of one input at ``base + c0 .. base + c0 + w - 1`` (one mask, ``base`` a multiple
+    of ``w``, ``w`` elements = 16, 8 or 4 bytes) that read as one vector load:
+    ``(input slot, base, c0, valid, loads in order)``. Loads reading registers or shared
+    memory, and those ``skip`` rejects, stay scalar."""
+    groups: dict[tuple, dict[int, Node]] = {}
+    for ld in block_loads(stmts):
+        if skip(ld): continue
+        base, c = split_const(ld.src[0])
+        groups.setdefault((ld.arg, base, ld.src[1]), {})[c] = ld
+    out = []
+    for (slot, base, valid), by_off in groups.items():
+        size = inputs[slot].dtype.itemsize
+        done: set[int] = set()
+        for c0 in sorted(by_off):
+            if c0 in done: continue
+            for w in (16 // size, 8 // size, 4 // size):
+                if w < 2 or c0 % w or not divisible(base, w) or not all(c0 + i in by_off for i in range(w)): continue
+                out.append((slot, base, c0, valid, [by_off[c0 + i] for i in range(w)]))
+                done.update(range(c0, c0 + w))
+                break
+    return out
