@@ -22,6 +22,8 @@ from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
 from superopt.ir.program import (Assign, Barrier, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride,
                                  unrolled)
 
+from . import shuffle
+from .shuffle import WarpCombine
 from .vectorize import divisible, merged_loads
 
 STATIC_SMEM_LIMIT = 48 * 1024
@@ -222,37 +224,20 @@ class _Renderer:
         while i < len(stmts):
             m = self.warp_combine(stmts[i:i + 4])
             if m is not None:
-                self.shuffle_combine(*m)
+                self.shuffle_combine(m)
                 i += 4
                 continue
             self.stmt(stmts[i])
             i += 1
 
     # ---- split reductions inside a warp: shuffles instead of shared memory -------------
-    def warp_combine(self, w: list):
-        """Recognize lowering's combine of partials (SharedStore of every partial, Barrier,
-        If(thread % tr < 1) folding the others' partials then storing, Barrier) when the
-        ``tr`` threads of a reduction sit in one warp; returns (register, size, tr, fold op,
-        stores) or None."""
-        if len(w) < 4 or not isinstance(w[1], Barrier) or not isinstance(w[3], Barrier) or not isinstance(w[2], If): return None
-        put, cond = w[0], w[2].cond
-        if not (isinstance(put, Loop) and len(put.body) == 1 and isinstance(put.body[0], SharedStore)): return None
-        st = put.body[0]
-        if st.value.op is not Ops.REG or st.value.src[0] is not put.var: return None
-        if not (cond.op is Ops.CMPLT and cond.src[1].op is Ops.CONST and cond.src[1].arg == 1 and cond.src[0].op is Ops.MOD
-                and cond.src[0].src[0] is self.p.thread and cond.src[0].src[1].op is Ops.CONST): return None
-        tr = int(cond.src[0].src[1].arg)
-        if tr > 32 or tr & (tr - 1) or self.p.threads % tr: return None
-        take = w[2].body[0]
-        if not (isinstance(take, Loop) and len(take.body) == 1 and isinstance(take.body[0], Loop)): return None
-        inner = take.body[0].body
-        if len(inner) != 1 or not isinstance(inner[0], Assign) or inner[0].value.op not in (Ops.ADD, Ops.MAX): return None
-        if any(x.op is Ops.SHARED and x.arg != st.name for x in toposort(inner[0].value)): return None
-        if any(isinstance(x, (SharedStore, Barrier, Shared)) for x in w[2].body[1:]): return None
-        self.shuffled.add(st.name)
-        return st.value.arg, put.size, tr, inner[0].value.op, w[2].cond, w[2].body[1:]
+    def warp_combine(self, w: list) -> WarpCombine | None:
+        m = shuffle.match(w, self.p)
+        if m is not None: self.shuffled.add(m.shared)
+        return m
 
-    def shuffle_combine(self, reg: str, n: int, tr: int, op, cond: Node, stores) -> None:
+    def shuffle_combine(self, m: WarpCombine) -> None:
+        reg, n, tr, op, cond, stores = m.reg, m.size, m.threads, m.op, m.cond, m.stores
         mask = "0xffffffffu" if self.p.threads >= 32 else hex((1 << self.p.threads) - 1) + "u"
         fold = "fmaxf" if op is Ops.MAX and self.reg_dt[reg].is_float else "max" if op is Ops.MAX else None
         self.emit(f"// {tr} threads' partials folded with warp shuffles")

@@ -25,6 +25,7 @@ from superopt.ir.interpret import apply, cast_values, compute_dtype
 from superopt.ir.node import Node, Ops, toposort
 from superopt.ir.program import Barrier, Assign, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride, unrolled, walk
 
+from superopt.backends.cuda import shuffle
 from superopt.backends.cuda.vectorize import block_loads, merged_loads
 
 from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
@@ -193,7 +194,27 @@ class _Run:
 
     # ---- statements --------------------------------------------------------------
     def block(self, body, mask: np.ndarray) -> None:
-        for s in body: self.stmt(s, mask)
+        body, i = list(body), 0
+        while i < len(body):
+            m = shuffle.match(body[i:i + 4], self.p)  # the GPU folds these with warp shuffles
+            if m is not None:
+                self.warp_fold(m, mask)
+                i += 4
+                continue
+            self.stmt(body[i], mask)
+            i += 1
+
+    def warp_fold(self, m: shuffle.WarpCombine, mask: np.ndarray) -> None:
+        """Every thread of each group of ``m.threads`` gets the group's total (an XOR
+        butterfly of shuffles), then the leader stores: no shared memory, no barrier."""
+        r = self.regs[m.reg]
+        B, T, L = self.shape
+        g = r.reshape(r.shape[0], B, T // m.threads, m.threads, L)
+        tot = g.sum(axis=3, keepdims=True) if m.op is Ops.ADD else g.max(axis=3, keepdims=True)
+        tot = cast_values(np.broadcast_to(tot, g.shape).reshape(r.shape), self.reg_dt[m.reg])
+        r[...] = np.where(mask, tot, r)
+        self.c.count("shfl", self.active_warps(mask) * r.shape[0] * L * (m.threads.bit_length() - 1))
+        self.stmt(If(m.cond, m.stores), mask)
 
     def stmt(self, s, mask: np.ndarray) -> None:
         if isinstance(s, Loop) and s.unroll:

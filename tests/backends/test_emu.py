@@ -210,3 +210,15 @@ def test_gpu_hand_rules_of_memory_bound_kernels_are_coalesced(kind, params):
         r = run_program(lower(k, gpu(k, H100), H100), ins, max_blocks=4)
         c = r.counters
         assert c.coalescing == 1.0 and c.bank_conflicts == 0 and c.races == 0, (k.name, c.to_dict())
+
+
+def test_warp_split_reduction_folds_with_shuffles_like_the_gpu():
+    k = Tensor.empty(16, 64, name="a").max(axis=1).schedule()[-1].kernel
+    warp = Schedule(((Split(Level.GRID, 2), Split(Level.THREAD, 8)), (Split(Level.LOOP, 4), Split(Level.THREAD, 16))))
+    block = Schedule(((Split(Level.GRID, 16),), (Split(Level.LOOP, 1), Split(Level.THREAD, 64))))
+    x = np.random.default_rng(4).standard_normal((16, 64)).astype(np.float32)
+    for s, shuffled in ((warp, True), (block, False)):
+        r = run_program(lower(k, s, H100), [x])
+        assert np.array_equal(r.output, x.max(axis=1))
+        c = r.counters.instructions
+        assert ("shfl" in c) == shuffled and ("ld.shared" in c) != shuffled and ("bar" in c) != shuffled
