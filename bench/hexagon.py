@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         print(f"{w.name:34s} hand: exact={h['qemu_exact']} llvm {h.get('llvm_cycles')} z3 {h.get('z3_cycles')} "
               f"pipelined {h.get('z3_pipelined_cycles')} | solver: exact={s['qemu_exact']} llvm {s.get('llvm_cycles')} "
               f"z3 {s.get('z3_cycles')} pipelined {s.get('z3_pipelined_cycles')} | ratio {r.get('solver_over_hand_cycles')} "
-              f"| hot loop clang {s.get('hot_loop', {}).get('llvm_packets')} pk vs z3 {s.get('hot_loop', {}).get('z3_packets')} "
+              f"| hot loop clang {s.get('hot_loop', {}).get('llvm_packets')} pk vs z3 {s.get('hot_loop', {}).get('z3_cycles')} "
               f"(II {s.get('hot_loop', {}).get('z3_ii')})", flush=True)
     path = Path(a.out or f"bench/results/hexagon-dsp-{'full' if a.full else 'small'}.json")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 import z3
 
 SLOTS = 4
-MAX_SOLVE = 96   # instructions per block handed to Z3; larger blocks keep clang's packets
+MAX_SOLVE = 64   # instructions per block handed to Z3; larger blocks keep clang's packets
 UNITS = ("ld", "st", "mpy0", "mpy1", "shift", "xlane")
 _ANY1 = (("mpy0",), ("mpy1",), ("shift",), ("xlane",))
 _PAIR = (("mpy0", "mpy1"), ("shift", "xlane"))

@@ -10,7 +10,7 @@ Execution counts are real (from the run); only the per-packet costs are modeled.
 """
 from __future__ import annotations
 
-import os
+import glob
 import re
 import shutil
 import subprocess
@@ -29,8 +29,8 @@ _LINE = re.compile(r"^\s*([0-9a-f]+):\s+(?:[0-9a-f]{2}\s){4}\s*[0-9a-f]{8}\s+(.*
 
 
 def objdump() -> str | None:
-    return shutil.which("llvm-objdump") or shutil.which("llvm-objdump-14") or \
-        next((p for p in ("/usr/lib/llvm-14/bin/llvm-objdump",) if os.path.exists(p)), None)
+    """llvm-objdump (Debian: package llvm, or any versioned install)."""
+    return shutil.which("llvm-objdump") or next(iter(sorted(glob.glob("/usr/lib/llvm-*/bin/llvm-objdump"))), None)
 
 
 def disassemble(exe: Path) -> dict[int, tuple[list[str], bool]]:
@@ -103,7 +103,7 @@ class KernelCycles:
     blocks: int = 0
 
 
-def model(exe: Path, stdin: bytes, timeout_s: float = 20.0) -> KernelCycles | Failure:
+def model(exe: Path, stdin: bytes, timeout_s: float = 3.0) -> KernelCycles | Failure:
     counts = tb_counts(exe, stdin)
     if isinstance(counts, Failure): return counts
     packets = disassemble(exe)
@@ -126,7 +126,8 @@ def model(exe: Path, stdin: bytes, timeout_s: float = 20.0) -> KernelCycles | Fa
             zp += n * pipe.ii + max(0, ours.packets - pipe.ii)
             if n > hot.get("executions", 0):
                 hot = {"pc": hex(pc), "executions": n, "instructions": len(instrs), "llvm_packets": len(blk),
-                       "llvm_cycles": vliw.steady_cycles(blk), "z3_packets": ours.packets, "z3_ii": pipe.ii,
+                       "llvm_cycles": vliw.steady_cycles(blk), "z3_cycles": ours.packets, "z3_issued": ours.issued,
+                       "z3_ii": pipe.ii,
                        "proved": ours.proved and pipe.proved}
         else:
             zp += n * ours.packets

@@ -7,12 +7,21 @@ register and int8 lanes to byte vectors). What differs here:
   point reads the inputs from stdin and writes the output to stdout (see ``tools``);
 - serial loops keep their shape (``unroll(disable)``), so the innermost loop in clang's
   assembly is the program's innermost loop and the VLIW model can price it;
-- the output is poisoned before the run, so an unwritten element shows.
+- the output is poisoned before the run, so an unwritten element shows;
+- int8 dot products use ``vrmpy``: within a run of unrolled reduction updates, every
+  four multiply-accumulates of int8 x int8 into the same int32 accumulator become one
+  ``vrmpy`` (4 byte products summed per 32-bit lane; integer addition is associative,
+  so the result is bit-identical). Operands are packed four bytes to a word: one
+  unaligned 32-bit load when the four bytes are adjacent in memory, byte packing
+  otherwise; a lane-uniform word is splat across the vector. A reduction padded from 3
+  to 4 (schedule) gives its fourth product from a masked load, i.e. zero.
 """
 from __future__ import annotations
 
 from superopt.backends.cpu.render import CRenderer, STORAGE
-from superopt.ir.program import Loop, Program, Stmt
+from superopt.ir import dtype as dt
+from superopt.ir.node import Node, Ops, TRUE, const
+from superopt.ir.program import Assign, Loop, Program, Stmt, unrolled
 
 PRELUDE = r"""
 #define NAN __builtin_nanf("")
@@ -34,6 +43,21 @@ static inline long long f2i(float x) {
   return (long long)x;
 }
 static inline float maxf_nan(float a, float b) { return (a != a || a > b) ? a : b; }
+static inline int so_ld32(const void *p) { int v; __builtin_memcpy(&v, p, 4); return v; }
+static inline int so_pack4(int a, int b, int c, int d) {
+  return (int)(((unsigned)a & 255u) | (((unsigned)b & 255u) << 8) | (((unsigned)c & 255u) << 16) | ((unsigned)d << 24)); }
+"""
+
+VRMPY = r"""
+typedef unsigned vu __attribute__((vector_size(4 * LANES)));
+static inline vi so_vpack4(vi a, vi b, vi c, vi d) {
+  return (vi)(((vu)a & 255u) | (((vu)b & 255u) << 8) | (((vu)c & 255u) << 16) | ((vu)d << 24)); }
+static inline HVX_Vector so_hvx(vi a) {
+  HVX_Vector x = Q6_V_vzero(); __builtin_memcpy(&x, &a, sizeof(vi)); return x; }
+static inline vi so_lanes(HVX_Vector x) { vi o; __builtin_memcpy(&o, &x, sizeof(vi)); return o; }
+/* acc += 4-byte dot products, per 32-bit lane (int8 x int8 -> int32) */
+static inline vi so_vrmpy_vv(vi acc, vi a, vi b) { return so_lanes(Q6_Vw_vrmpyacc_VwVbVb(so_hvx(acc), so_hvx(a), so_hvx(b))); }
+static inline vi so_vrmpy_sv(vi acc, int a, vi b) { return so_lanes(Q6_Vw_vrmpyacc_VwVbVb(so_hvx(acc), Q6_V_vsplat_R(a), so_hvx(b))); }
 """
 
 KERNEL_FN = "so_kernel"
@@ -41,6 +65,81 @@ POISON = 0xA5
 
 
 class HexagonRenderer(CRenderer):
+    def __init__(self, p: Program, vrmpy: bool = True):
+        super().__init__(p)
+        self.use_vrmpy = vrmpy and p.lanes > 1 and p.lanes * 4 <= 128
+        self.vrmpy_groups = 0
+
+    def stmts(self, body: tuple[Stmt, ...], d: int) -> None:
+        if not self.use_vrmpy: return super().stmts(body, d)
+        body = _flatten(body)
+        i = 0
+        while i < len(body):
+            j = i
+            while j < len(body) and isinstance(body[j], Assign) and _mac(body[j]) is not None: j += 1
+            if j - i >= 4 and self._vrmpy_run(body[i:j], d):
+                i = j
+                continue
+            super().stmts(body[i:max(j, i + 1)], d)
+            i = max(j, i + 1)
+
+    # ---- vrmpy ---------------------------------------------------------------------
+    def _vrmpy_run(self, run, d: int) -> bool:
+        macs = [_mac(a) for a in run]
+        if any(m is None for m in macs): return False
+        buckets: dict[tuple, list] = {}
+        for a, m in zip(run, macs): buckets.setdefault((a.name, a.index), []).append((a, m))
+        if all(len(v) < 4 for v in buckets.values()): return False
+        for (name, index), items in buckets.items():
+            full = len(items) - len(items) % 4
+            for g in range(0, full, 4):
+                grp = [m for _, m in items[g:g + 4]]
+                wa, ua = self._word([m[0] for m in grp], [m[2] for m in grp], d)
+                wb, ub = self._word([m[1] for m in grp], [m[2] for m in grp], d)
+                idx = self.ex(index, d)
+                if ua and ub: return_generic = True
+                else: return_generic = False
+                if return_generic:
+                    super().stmts(tuple(a for a, _ in items[g:g + 4]), d)
+                    continue
+                if ua: call = f"so_vrmpy_sv({name}[{idx}], {wa}, {wb})"
+                elif ub: call = f"so_vrmpy_sv({name}[{idx}], {wb}, {wa})"
+                else: call = f"so_vrmpy_vv({name}[{idx}], {wa}, {wb})"
+                self.emit(f"{name}[{idx}] = {call};", d)
+                self.vrmpy_groups += 1
+            if full < len(items): super().stmts(tuple(a for a, _ in items[full:]), d)
+        return True
+
+    def _word(self, loads: list[Node], guards: list[Node], d: int) -> tuple[str, bool]:
+        """Four int8 loads -> a packed 32-bit word per lane (C expression, lane-uniform?)."""
+        uniform = not any(x is not None and self.is_vec(x) for x in loads) and not any(self.is_vec(g) for g in guards)
+        base = loads[0]
+        adjacent = all(l is not None for l in loads) and all(l.arg == base.arg and l.src[1] is base.src[1] for l in loads) and \
+            all(g is TRUE for g in guards) and \
+            all((x := (l.src[0] - base.src[0])).op is Ops.CONST and x.arg == j for j, l in enumerate(loads))
+        if adjacent:
+            ok = self.ex(base.src[1], d)
+            idx = self.ex(base.src[0], d)
+            if uniform:
+                return f"({ok} ? so_ld32(&in{base.arg}[{idx}]) : 0)" if ok != "1" else f"so_ld32(&in{base.arg}[{idx}])", True
+            name = self.fresh()
+            il = f"{idx}[l_]" if self.is_vec(base.src[0]) else idx
+            okl = f"{ok}[l_]" if self.is_vec(base.src[1]) else ok
+            self.emit(f"vi {name}; for (int l_ = 0; l_ < {self.L}; l_++) {name}[l_] = ({okl}) ? "
+                      f"so_ld32(&in{base.arg}[{il}]) : 0;", d)
+            return name, False
+        vals = []
+        for l, g in zip(loads, guards):
+            if l is None:
+                vals.append("0")
+                continue
+            v = l if g is TRUE else Node(Ops.WHERE, l.dtype, (g, l, const(0, l.dtype)))
+            vals.append(self.ex(v, d))
+        if uniform: return f"so_pack4({', '.join(vals)})", True
+        vv = [v if l is not None and (self.is_vec(l) or self.is_vec(g)) else f"((vi){{0}} + {v})"
+              for v, l, g in zip(vals, loads, guards)]
+        return f"so_vpack4({', '.join(vv)})", False
+
     def stmt(self, s: Stmt, d: int) -> None:
         if isinstance(s, Loop) and not s.unroll:
             self.emit("#pragma clang loop unroll(disable) vectorize(disable)", d)
@@ -52,6 +151,7 @@ class HexagonRenderer(CRenderer):
         if L > 1:
             head += [f"typedef float vf __attribute__((vector_size({4 * L})));",
                      f"typedef int vi __attribute__((vector_size({4 * L})));"]
+            if self.use_vrmpy: head.append(VRMPY.replace("LANES", str(L)))
         args = [f"const {STORAGE[b.dtype.name]}* restrict in{i}" for i, b in enumerate(p.inputs)]
         args.append(f"{STORAGE[p.output.dtype.name]}* restrict out")
         self.stmts(p.body, 1)
@@ -71,5 +171,31 @@ class HexagonRenderer(CRenderer):
         return "\n".join(head + decl + [""] + fn + [""] + kernel + main) + "\n"
 
 
-def render(p: Program) -> str:
-    return HexagonRenderer(p).render()
+def render(p: Program, vrmpy: bool = True) -> str:
+    return HexagonRenderer(p, vrmpy).render()
+
+
+def _flatten(body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+    """Unrolled loops expanded in place (recursively), so runs of updates are visible."""
+    out: list[Stmt] = []
+    for s in body:
+        out += _flatten(unrolled(s)) if isinstance(s, Loop) and s.unroll else [s]
+    return tuple(out)
+
+
+def _mac(a: Assign) -> tuple[Node | None, Node | None, Node] | None:
+    """``acc = acc + int32(x) * int32(y)`` (x, y int8 loads; optionally under a guard
+    ``where(g, new, acc)``) -> (x, y, guard)."""
+    v, guard = a.value, TRUE
+    reg = lambda n: n.op is Ops.REG and n.arg == a.name and n.src[0] is a.index  # noqa: E731
+    if reg(v) and v.dtype is dt.int32: return None, None, TRUE  # a padded point: adds nothing
+    if v.op is Ops.WHERE and reg(v.src[2]): guard, v = v.src[0], v.src[1]
+    if v.op is not Ops.ADD or v.dtype is not dt.int32: return None
+    x, y = v.src
+    prod = y if reg(x) else x if reg(y) else None
+    if prod is None or prod.op is not Ops.MUL: return None
+    ops = []
+    for c in prod.src:
+        if c.op is not Ops.CAST or c.src[0].op is not Ops.LOAD or c.src[0].dtype is not dt.int8: return None
+        ops.append(c.src[0])
+    return ops[0], ops[1], guard

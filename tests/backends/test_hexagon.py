@@ -68,10 +68,38 @@ def test_dsp_hand_rule_bit_exact(name):
     assert np.array_equal(got, want)
 
 
-def test_dsp_padded_reduction_bit_exact():
+@pytest.mark.parametrize("name", list(DSP))
+def test_dsp_every_candidate_bit_exact(name):
+    """Register blocking, reduction unrolls and 3->4 padding: all of them verify."""
+    for s in rules.candidates(DSP[name].kernel, M):
+        got, want = _run(DSP[name], s)
+        assert np.array_equal(got, want), s.describe(DSP[name].kernel)
+
+
+def _renderer(program):
+    import sys
+    return sys.modules["superopt.backends.hexagon.render"].HexagonRenderer(program)
+
+
+def test_vrmpy_groups_four_products():
+    w = DSP["qconv5x5_nhwc_1x28x28x32_k32"]
+    k = w.kernel
+    s = next(s for s in rules.candidates(k, M) if s.splits[3][-1].level.value == "unroll")  # 4 input channels unrolled
+    r = _renderer(lower(k, s, M))
+    src = r.render()
+    assert "Q6_Vw_vrmpyacc_VwVbVb" in src and "so_ld32" in src   # adjacent channels: one word load
+    assert r.vrmpy_groups == 5 * s.upcast() // s.vector     # 4 channels x 5 taps per accumulator, 4 per vrmpy
+
+
+def test_padded_reduction_uses_vrmpy():
     w = DSP["qdwconv3x3_nhwc_1x112x112x32"]
-    s = next(s for s in rules.candidates(w.kernel, M) if any(p.size == 4 for p in s.splits[-1]))
-    got, want = _run(w, s)
+    k = w.kernel
+    padded = next(s for s in rules.candidates(k, M) if s.splits[-1][-1].size == 4 and s.upcast() == s.vector)
+    plain = rules.hand(k, M)
+    rp, rh = _renderer(lower(k, padded, M)), _renderer(lower(k, plain, M))
+    rp.render(), rh.render()
+    assert rp.vrmpy_groups == 1 and rh.vrmpy_groups == 0
+    got, want = _run(w, padded)
     assert np.array_equal(got, want)
 
 
@@ -84,6 +112,7 @@ def test_dsp_solver_schedule_bit_exact(name):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.skipif(profile.objdump() is None, reason="llvm-objdump not found (Debian: apt-get install llvm)")
 def test_kernel_cycle_model():
     w = DSP["qdwconv3x3s2_nhwc_1x112x112x64"]
     k = w.kernel
