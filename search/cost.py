@@ -6,7 +6,8 @@ schedule. With ``NUMERIC`` and plain numbers it returns seconds as a float (BEAM
 reports, fidelity); with the Z3 backend of ``search.z3opt`` and finite-choice values it
 returns the same quantity as Z3 terms, so the solver and the reports cannot disagree.
 
-CPU: time = launch + per-worker start + max(compute, memory), where compute is the
+CPU: time = launch + per-worker start + max(compute, memory) + a part of the smaller
+(overlap is never perfect), where compute is the
 busiest worker's chunks x per-chunk cycles, and per-chunk cycles =
 max(ALU issue, load/store issue) + loop overhead. ALU issue is scaled by SIMD use
 (vector width / lanes) and by ILP (independent accumulators / FMA chain), penalized by
@@ -136,11 +137,17 @@ class Params:
     """Model constants beyond the Machine's ceilings; ``machine.notes['cost']`` overrides."""
     freq: float = 3.0e9            # CPU core clock (Hz), derived from the peak when absent
     fma_pipes: float = 2.0
-    fma_latency: float = 4.0       # cycles: chains needed = pipes x latency
+    fma_latency: float = 8.0       # cycles: chains needed = pipes x latency (16 measured to fill AVX-512 pipes)
     vregs: float = 32.0            # vector registers
     loads_per_cycle: float = 2.0
     stores_per_cycle: float = 1.0
     loop_cycles: float = 1.5       # per executed innermost loop body
+    max_body: float = 512.0        # weighted ALU ops of one unrolled innermost body
+    overlap_loss: float = 0.25     # share of the smaller of compute and memory time not hidden
+    gather_cost: float = 2.0       # load slots per lane of a gathered (strided) vector
+    max_streams: float = 8.0       # rows one register tile may walk at once at full speed
+    l1_bytes: float = 32 * 1024.0  # an input's slice for one register tile beyond this streams from L2
+    l2_load_cost: float = 2.0      # load slots per load served by L2
     cache_bytes: float = 1.0 * 2**20   # per core, the level chunks are blocked for
     worker_s: float = 2e-5         # waking one more worker thread (a parallel region)
     # GPU
@@ -196,14 +203,25 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
         spill = B.max(1.0, (chains + 2.0) / p.vregs)
     else:
         ilp, spill = 1.0, B.max(1.0, (tile / vec) / p.vregs)
-    alu_cycles = f.work * waste * spill * (lanes / vec) / (core_ops * ilp)
-    # loads per innermost body: each input's footprint over the register tile
+    # an unrolled body past the instruction cache / decoder's comfort runs slower
+    body = tile * unroll / vec * (f.work / f.points)
+    alu_cycles = f.work * waste * spill * (lanes / vec) / (core_ops * ilp) * B.max(1.0, body / p.max_body)
+    # load slots per innermost body: each input's footprint over the register tile, as
+    # vector loads (contiguous along the vector axis), broadcasts (independent of it) or
+    # lane-by-lane gathers; dearer when the input's slice for one register tile misses
+    # L1, or when the tile walks more rows (streams) at once than L1 and the prefetchers follow
     tile_ext = [x.upcast[a] * x.unroll[a] for a in range(n)]
+    slice_ext = [x.upcast[a] if not f.reduce[a] else padded[a] for a in range(n)]
     loads = 0.0
     for acc in f.accesses:
         if acc.output: continue
         per = _footprint(acc, tile_ext)
-        loads = loads + (per / vec if acc.contig is not None and acc.contig == f.vector_axis else per)
+        if acc.contig is not None and acc.contig == f.vector_axis: per = per / vec
+        elif f.vector_axis in acc.axes: per = per * B.select_le(vec, 1.0, 1.0, p.gather_cost)
+        streams = _prod(tile_ext[a] for a in sorted(acc.axes) if a != acc.contig)
+        per = per * B.max(1.0, streams / p.max_streams)
+        l1 = _footprint(acc, slice_ext) * float(acc.itemsize)
+        loads = loads + per * B.select_le(l1, p.l1_bytes, 1.0, p.l2_load_cost)
     out_pts = _prod(padded[a] for a in outs)
     mem_ops = steps * loads / p.loads_per_cycle + out_pts / vec / p.stores_per_cycle
     cycles = B.max(alu_cycles, mem_ops) + steps * p.loop_cycles
@@ -223,7 +241,10 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
         traffic = traffic + t
     memory_s = traffic / machine.dram_bw
     busy = B.min(chunks, x.workers)                     # workers that get a chunk
-    return machine.launch_s + (busy - 1.0) * p.worker_s + B.max(compute_s, memory_s)
+    # compute and memory overlap, never perfectly: the smaller one shows through in part
+    # (max + loss x min, written as max and sum: one case split fewer for the solver)
+    return machine.launch_s + (busy - 1.0) * p.worker_s + (1.0 - p.overlap_loss) * B.max(compute_s, memory_s) + \
+        p.overlap_loss * (compute_s + memory_s)
 
 
 def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
