@@ -16,16 +16,34 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-def row(name, kernel, ev) -> dict:
+def row(kernel, ev) -> dict:
     c = ev.cycles
     return {"schedule": ev.schedule.to_dict(), "describe": ev.schedule.describe(kernel), "qemu_exact": ev.exact,
             "failure": ev.failure, **({} if c is None else {
                 "llvm_packets_dynamic": c.llvm_packets, "llvm_cycles": c.llvm_cycles, "z3_cycles": c.z3_cycles,
-                "z3_pipelined_cycles": c.z3_pipelined_cycles, "hot_loop": c.hot_loop, "model_solve_s": round(c.solve_s, 2)})}
+                "z3_pipelined_cycles": c.z3_pipelined_cycles, "hot_loop": c.hot_loop, "model_solve_s": round(c.solve_s, 2)}), "inner_loops": ev.loops}
+
+
+def bench_kernel(name: str, full: bool) -> dict:
+    from superopt.backends.hexagon import rules
+    from superopt.kernels.suites import suite
+    from superopt.search.machine import load
+    m = load("hexagon")
+    w = next(w for w in suite("dsp", small=not full) if w.name == name)
+    k = w.kernel
+    ins = w.random_inputs(0)
+    best, evals, solve_s = rules.choose(k, m, ins)
+    hs = rules.hand(k, m)
+    hand = next((e for e in evals if e.schedule == hs), None) or rules.evaluate(k, hs, m, ins)
+    r = {"kernel": w.name, "hand": row(k, hand), "solver": row(k, best),
+         "candidates": len(evals), "candidates_exact": sum(bool(e.exact) for e in evals), "choose_s": round(solve_s, 1)}
+    if hand.cycles and best.cycles:
+        r["solver_over_hand_cycles"] = round(best.cycles.z3_pipelined_cycles / hand.cycles.z3_pipelined_cycles, 3)
+    return r
 
 
 def main(argv=None) -> int:
@@ -33,33 +51,26 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true", help="full shapes (slow under qemu)")
     ap.add_argument("-o", "--out", default=None)
     ap.add_argument("--only", default=None, help="substring of kernel names")
+    ap.add_argument("-j", "--jobs", type=int, default=2, help="kernels benchmarked in parallel")
     a = ap.parse_args(argv)
-    from superopt.backends.hexagon import rules, tools
+    from superopt.backends.hexagon import tools
     from superopt.kernels.suites import suite
-    from superopt.search.machine import load
     if tools.find_tools() is None:
         print(tools.missing_message(), file=sys.stderr)
         return 1
-    m = load("hexagon")
     out = {"command": "python bench/hexagon.py" + (" --full" if a.full else ""), "tools": tools.tool_versions(),
            "cflags": list(tools.CFLAGS), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "kernels": []}
-    for w in suite("dsp", small=not a.full):
-        if a.only and a.only not in w.name: continue
-        k = w.kernel
-        ins = w.random_inputs(0)
-        hand = rules.evaluate(k, rules.hand(k, m), m, ins)
-        best, evals, solve_s = rules.choose(k, m, ins)
-        r = {"kernel": w.name, "hand": row(w.name, k, hand), "solver": row(w.name, k, best),
-             "candidates": len(evals), "candidates_exact": sum(bool(e.exact) for e in evals), "choose_s": round(solve_s, 1)}
-        if hand.cycles and best.cycles:
-            r["solver_over_hand_cycles"] = round(best.cycles.z3_pipelined_cycles / hand.cycles.z3_pipelined_cycles, 3)
-        out["kernels"].append(r)
-        h, s = r["hand"], r["solver"]
-        print(f"{w.name:34s} hand: exact={h['qemu_exact']} llvm {h.get('llvm_cycles')} z3 {h.get('z3_cycles')} "
-              f"pipelined {h.get('z3_pipelined_cycles')} | solver: exact={s['qemu_exact']} llvm {s.get('llvm_cycles')} "
-              f"z3 {s.get('z3_cycles')} pipelined {s.get('z3_pipelined_cycles')} | ratio {r.get('solver_over_hand_cycles')} "
-              f"| hot loop clang {s.get('hot_loop', {}).get('llvm_packets')} pk vs z3 {s.get('hot_loop', {}).get('z3_cycles')} "
-              f"(II {s.get('hot_loop', {}).get('z3_ii')})", flush=True)
+    names = [w.name for w in suite("dsp", small=not a.full) if not a.only or a.only in w.name]
+    with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        for r in pool.map(bench_kernel, names, [a.full] * len(names)):
+            out["kernels"].append(r)
+            h, s = r["hand"], r["solver"]
+            hl = s.get("hot_loop", {})
+            print(f"{r['kernel']:34s} hand: exact={h['qemu_exact']} llvm {h.get('llvm_cycles')} z3 {h.get('z3_cycles')} "
+                  f"pipelined {h.get('z3_pipelined_cycles')} | solver: exact={s['qemu_exact']} llvm {s.get('llvm_cycles')} "
+                  f"z3 {s.get('z3_cycles')} pipelined {s.get('z3_pipelined_cycles')} | ratio {r.get('solver_over_hand_cycles')} "
+                  f"| hot loop: clang {hl.get('llvm_packets')} packets / {hl.get('llvm_cycles')} cycles, "
+                  f"z3 {hl.get('z3_issued')} packets / {hl.get('z3_cycles')} cycles, II {hl.get('z3_ii')}", flush=True)
     path = Path(a.out or f"bench/results/hexagon-dsp-{'full' if a.full else 'small'}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))

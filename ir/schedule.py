@@ -161,7 +161,8 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
     if unroll * s.upcast() > 4 * machine.max_upcast: errs.append(f"unroll x upcast {unroll * s.upcast()} too large")
     if s.workers < 1 or (machine.kind == "cpu" and s.workers > machine.cores):
         errs.append(f"workers {s.workers} not in 1..{machine.cores}")
-    if s.vector not in (1, 2, 4, 8, 16): errs.append(f"vector width {s.vector} not in 1,2,4,8,16")
+    widths = (1, 2, 4, 8, 16, 32) if machine.kind == "hexagon" else (1, 2, 4, 8, 16)  # HVX: 32 int32 lanes = 128 B
+    if s.vector not in widths: errs.append(f"vector width {s.vector} not in {','.join(map(str, widths))}")
     elif s.vector > 1:
         errs += _check_vector(kernel, s)
     if s.tensor_core is not None and machine.kind != "gpu": errs.append("tensor cores exist on GPUs only")

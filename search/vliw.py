@@ -80,7 +80,7 @@ CLASSES = {c.name: c for c in (
 
 # ---- classification of clang's Hexagon assembly -------------------------------------
 _VP_OPS = ("valign", "vlalign", "vror", "vdelta", "vrdelta", "vshuff", "vdeal", "vpack", "vsetq",
-           "vlut", "vswap", "vsplat") 
+           "vlut", "vswap", "vsplat")
 _VS_OPS = ("vasr", "vasl", "vlsr", "vnormamt", "vpopcount", "vcl0", "vround", "vrotr")
 _VX_OPS = ("vmpy", "vrmpy", "vdmpy", "vtmpy", "vmpa", "vrsad", "vdsad", "vabsdiff")
 _ALU32 = ("add", "sub", "and", "or", "xor", "combine", "mux", "sxtb", "sxth", "zxtb", "zxth", "aslh",
@@ -183,8 +183,7 @@ def classify(text: str) -> Instr:
     early: list[str] = []
     c = CLASSES[cls]
     if c.early:
-        src = rhs if not store else rhs
-        early = [r for r, _ in _regs(src) if r.startswith("v")]
+        early = [r for r, _ in _regs(rhs) if r.startswith("v")]
         if op != "=" and op:
             early = [r for r in early if r not in defs]
     return Instr(t, cls, tuple(dict.fromkeys(defs)), tuple(dict.fromkeys(uses)), tuple(dict.fromkeys(new_uses)),
@@ -273,8 +272,9 @@ def innermost_loops(asm: str) -> list[Loop]:
     label, block, func = None, [], ""
     for raw in asm.splitlines():
         s = raw.strip()
-        if re.match(r"^[A-Za-z_.$][\w.$]*:", s) and not s.startswith("//"):
-            name = s.split(":")[0]
+        lab = re.match(r"^([A-Za-z_.$][\w.$]*):\s*(//.*)?$", s)
+        if lab:
+            name = lab.group(1)
             if not name.startswith(".L") or name.startswith(".LBB"):
                 if not name.startswith(".LBB"): func = name
                 _close(loops, label, block, func)
@@ -345,7 +345,7 @@ def _redefined_between(instrs: list[Instr], i: int, j: int, r: str, dist: int) -
 @dataclass
 class PackResult:
     packets: int          # cycles of the block, stalls included (= packets issued + empty ones)
-    issued: int           # non-empty packets
+    issued: int           # non-empty packets (-1: no schedule better than ``upper`` was found)
     assignment: list[int]
     proved: bool          # optimality under the model proved
     solve_s: float
@@ -421,7 +421,7 @@ def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None)
             proved = False
             lo = mid + 1
         if upper is None and r == z3.sat: break
-    return PackResult(best, len(set(asg)) if asg else best, asg, proved, time.perf_counter() - t0)
+    return PackResult(best, len(set(asg)) if asg else -1, asg, proved, time.perf_counter() - t0)
 
 
 def _pack_check(instrs: list[Instr], deps: list[Dep], p: int, timeout_s: float):

@@ -126,7 +126,7 @@ def model(exe: Path, stdin: bytes, timeout_s: float = 3.0) -> KernelCycles | Fai
             zp += n * pipe.ii + max(0, ours.packets - pipe.ii)
             if n > hot.get("executions", 0):
                 hot = {"pc": hex(pc), "executions": n, "instructions": len(instrs), "llvm_packets": len(blk),
-                       "llvm_cycles": vliw.steady_cycles(blk), "z3_cycles": ours.packets, "z3_issued": ours.issued,
+                       "llvm_cycles": vliw.steady_cycles(blk), "z3_cycles": ours.packets, "z3_issued": ours.issued if ours.issued >= 0 else len(blk),
                        "z3_ii": pipe.ii,
                        "proved": ours.proved and pipe.proved}
         else:
@@ -145,3 +145,22 @@ def _self_loop(packets, pc: int, blk) -> bool:
 def _endloop_to(pc: int, packets, last_pc: int) -> bool:
     # objdump marks ``:endloop0`` after the packet; the loop start is the loop0() target
     return packets[last_pc][1] and not any(re.search(r"\bjump", i) for i in packets[last_pc][0])
+
+
+def static_loops(source: str, timeout_s: float = 3.0) -> list[dict] | Failure:
+    """Every innermost loop of the kernel in ``clang -S`` output: clang's packets per
+    iteration (and their modeled cycles) next to the Z3 packing and modulo schedule of
+    the same instructions."""
+    asm = tools.assembly(source)
+    if isinstance(asm, Failure): return asm
+    rows = []
+    for lp in vliw.innermost_loops(asm):
+        if lp.function not in KERNEL_SYMBOLS: continue
+        llvm = vliw.replay(lp.packets)
+        ours = vliw.pack(lp.instrs, timeout_s, upper=llvm)
+        pipe = vliw.modulo(lp.instrs, timeout_s, upper=ours.packets)
+        rows.append({"label": lp.label, "instructions": len(lp.instrs), "hvx": lp.hvx,
+                     "clang_packets": len(lp.packets), "clang_cycles": llvm, "clang_steady_cycles": vliw.steady_cycles(lp.packets),
+                     "z3_packets": ours.issued if ours.issued >= 0 else len(lp.packets), "z3_cycles": ours.packets, "z3_ii": pipe.ii,
+                     "proved": ours.proved and pipe.proved, "solve_s": round(ours.solve_s + pipe.solve_s, 2)})
+    return rows

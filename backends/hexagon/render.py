@@ -97,9 +97,7 @@ class HexagonRenderer(CRenderer):
                 wa, ua = self._word([m[0] for m in grp], [m[2] for m in grp], d)
                 wb, ub = self._word([m[1] for m in grp], [m[2] for m in grp], d)
                 idx = self.ex(index, d)
-                if ua and ub: return_generic = True
-                else: return_generic = False
-                if return_generic:
+                if ua and ub:  # both lane-uniform: nothing to vectorize, keep the plain updates
                     super().stmts(tuple(a for a, _ in items[g:g + 4]), d)
                     continue
                 if ua: call = f"so_vrmpy_sv({name}[{idx}], {wa}, {wb})"

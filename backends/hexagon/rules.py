@@ -3,8 +3,8 @@ among, and the choice itself (lowest modeled kernel cycles, qemu-verified).
 
 Hand rule (what a DSP engineer writes first): vectorize along the output's contiguous
 axis (channels in NHWC, N in a matmul) with as many lanes as divide it (up to 32, one
-128-byte vector of int32), fully unroll the innermost reduce axis, every other axis a
-serial loop, no register blocking.
+128-byte vector of int32), unroll the innermost reduce axis, every other axis a
+serial loop, no register blocking. (Short innermost reductions, up to 8, unroll fully.)
 Candidates add register blocking along the next output axis (1, 2, 3 or 4 rows of
 accumulators that share the weight vectors), padding a 3-wide reduction to 4, and
 unrolling the channel reduction.
@@ -25,6 +25,7 @@ from . import backend as make_backend
 from . import profile
 
 MAX_LANES = 32
+MAX_FULL_UNROLL = 8   # the hand rule unrolls a short innermost reduction (a filter row) fully
 
 
 def _lanes(size: int) -> int:
@@ -71,9 +72,9 @@ def _make(k: Kernel, machine, block: int, pad: bool, unroll_c: int) -> Schedule 
             if ax.size % unroll_c: return None
             splits.append(_axis(ax.size, unroll=unroll_c))
         elif a in reds and a == reds[-1]:
-            n = 4 if pad and ax.size == 3 else ax.size
             if pad and ax.size != 3: return None
-            splits.append((Split(Level.UNROLL, n),))
+            n = 4 if pad else ax.size
+            splits.append((Split(Level.UNROLL, n),) if n <= MAX_FULL_UNROLL else _axis(ax.size))
         elif a in reds and a == reds[0] and unroll_c > 1 and len(reds) > 1:
             if ax.size % unroll_c: return None
             splits.append(_axis(ax.size, unroll=unroll_c))
@@ -89,6 +90,7 @@ class Evaluated:
     exact: bool | None
     cycles: profile.KernelCycles | None
     failure: str = ""
+    loops: list | None = None   # innermost loops of clang -S: clang vs Z3 packets
 
 
 def evaluate(kernel: Kernel, schedule: Schedule, machine, inputs: list[np.ndarray], be=None) -> Evaluated:
@@ -102,16 +104,21 @@ def evaluate(kernel: Kernel, schedule: Schedule, machine, inputs: list[np.ndarra
     exact = bool(np.array_equal(np.asarray(run_kernel(kernel, inputs)).reshape(-1).astype(out.dtype), out))
     kc = profile.model(c.handle, b"".join(np.ascontiguousarray(a).tobytes() for a in inputs))
     if isinstance(kc, Failure): return Evaluated(schedule, exact, None, str(kc))
-    return Evaluated(schedule, exact, kc)
+    loops = profile.static_loops(c.source)
+    return Evaluated(schedule, exact, kc, loops=None if isinstance(loops, Failure) else loops)
 
 
 def choose(kernel: Kernel, machine, inputs: list[np.ndarray]) -> tuple[Evaluated, list[Evaluated], float]:
-    """The candidate with the fewest modeled cycles (Z3-packed, pipelined hot loop) among
-    those that verified bit-exactly."""
+    """Evaluate every candidate; the best by ``pick``, all evaluations, seconds spent."""
     t0 = time.perf_counter()
     be = make_backend(machine)
     evals = [evaluate(kernel, s, machine, inputs, be) for s in candidates(kernel, machine)]
+    return pick(evals), evals, time.perf_counter() - t0
+
+
+def pick(evals: list[Evaluated]) -> Evaluated:
+    """Fewest modeled cycles (Z3-packed blocks, pipelined self-loops) among the
+    candidates that verified bit-exactly."""
     ok = [e for e in evals if e.exact and e.cycles is not None]
     if not ok: raise RuntimeError("no candidate verified: " + "; ".join(e.failure for e in evals))
-    best = min(ok, key=lambda e: e.cycles.z3_pipelined_cycles)
-    return best, evals, time.perf_counter() - t0
+    return min(ok, key=lambda e: e.cycles.z3_pipelined_cycles)
