@@ -80,7 +80,7 @@ def speedup(doc: dict, path: Path) -> Path | None:
     ax.set_xlim(10 ** (-1.15 * lim), 10 ** (1.15 * lim))
     _times_axis(ax.xaxis)
     ax.set_yticks(np.arange(n), [f"{k['suite']}: {k['name']}" for k in ks], fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(n - 0.5, -0.5)  # first kernel on top, no empty margins
     ax.set_xlabel("speed-up over hand rules (measured, log scale; > 1 is faster)")
     ax.set_title(_title(doc), fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
@@ -98,38 +98,8 @@ def _times_axis(axis) -> None:
 
 
 # ---- quality vs tuning time ----------------------------------------------------------------------
-def speedup_curve(k: dict, method: str, t: np.ndarray) -> np.ndarray:
-    """Speed-up over the hand rules of what ``method`` (beam or z3+beam) had found by each
-    elapsed time ``t``: 1 (the hand rules) before its first point, then its start's
-    speed-up (1 for BEAM, z3's measured one for z3+beam) times the start's time over
-    the best so far, both in BEAM's own measurements."""
-    d = k["methods"][method]
-    base = 1.0
-    if method == "z3+beam":
-        hand, z3 = k["methods"]["hand"]["time_s"], d.get("z3_time_s")
-        base = hand / z3 if hand and z3 else 1.0
-    out = np.ones(len(t))
-    for e, best in d["trace"]:
-        out[t >= e] = base * d["trace_start_s"] / best
-    return out
-
-
-def _curves(doc: dict) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[float, float] | None]:
-    ks = [k for k in report.kernels(doc) if k["methods"].get("hand", {}).get("time_s")]
-    tmax = max([m["tuning_s"] for k in ks for m in k["methods"].values()] + [doc["config"]["budget_s"], 1e-2])
-    t = np.geomspace(1e-2, tmax * 1.05, 400)
-    curves = {}
-    for m in ("beam", "z3+beam"):
-        rows = [k for k in ks if k["methods"].get(m, {}).get("trace")]
-        if rows: curves[m] = np.exp(np.mean([np.log(speedup_curve(k, m, t)) for k in rows], axis=0))
-    z3 = None
-    zs = [k["methods"]["z3"] for k in ks if k["methods"].get("z3", {}).get("speedup_vs_hand")]
-    if zs: z3 = (float(np.median([z["tuning_s"] for z in zs])), report.geomean(z["speedup_vs_hand"] for z in zs))
-    return t, curves, z3
-
-
 def quality_vs_time(doc: dict, path: Path) -> Path | None:
-    t, curves, z3 = _curves(doc)
+    t, curves, z3 = report.quality_curves(doc)
     if not curves and not z3: return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -165,7 +135,7 @@ def quality_vs_time_kernels(doc: dict, path: Path) -> Path | None:
         t = np.geomspace(1e-2, tmax, 300)
         for m in ("beam", "z3+beam"):
             if k["methods"].get(m, {}).get("trace"):
-                ax.step(t, speedup_curve(k, m, t), where="post", color=STYLE[m][0], lw=1.5)
+                ax.step(t, report.speedup_curve(k, m, t), where="post", color=STYLE[m][0], lw=1.5)
         z = k["methods"].get("z3")
         if z and z.get("speedup_vs_hand"):
             ax.plot([z["tuning_s"]], [z["speedup_vs_hand"]], STYLE["z3"][1], color=STYLE["z3"][0], ms=10)

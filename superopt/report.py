@@ -72,6 +72,51 @@ def fidelity(doc: dict) -> dict:
             "rho_per_kernel": per_rho, "rho_per_kernel_median": float(np.median(good)) if good else None}
 
 
+# ---- quality vs tuning time ---------------------------------------------------------------------
+def speedup_curve(k: dict, method: str, t: np.ndarray) -> np.ndarray:
+    """Speed-up over the hand rules of what ``method`` (beam or z3+beam) had found by each
+    elapsed time ``t``: 1 (the hand rules) before its first point, then its start's
+    speed-up (1 for BEAM, z3's measured one for z3+beam) times the start's time over
+    the best so far, both in BEAM's own measurements."""
+    d = k["methods"][method]
+    base = 1.0
+    if method == "z3+beam":
+        hand, z3 = k["methods"]["hand"]["time_s"], d.get("z3_time_s")
+        base = hand / z3 if hand and z3 else 1.0
+    out = np.ones(len(t))
+    for e, best in d["trace"]:
+        out[t >= e] = base * d["trace_start_s"] / best
+    return out
+
+
+def quality_curves(doc: dict) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[float, float] | None]:
+    """Elapsed-time grid, geomean speed-up curves of beam and z3+beam over kernels, and the
+    z3 point (median tuning time, geomean speed-up)."""
+    ks = [k for k in kernels(doc) if k["methods"].get("hand", {}).get("time_s")]
+    tmax = max([m["tuning_s"] for k in ks for m in k["methods"].values()] + [doc["config"]["budget_s"], 1e-2])
+    t = np.geomspace(1e-2, tmax * 1.05, 400)
+    curves = {}
+    for m in ("beam", "z3+beam"):
+        rows = [k for k in ks if k["methods"].get(m, {}).get("trace")]
+        if rows: curves[m] = np.exp(np.mean([np.log(speedup_curve(k, m, t)) for k in rows], axis=0))
+    z3 = None
+    zs = [k["methods"]["z3"] for k in ks if k["methods"].get("z3", {}).get("speedup_vs_hand")]
+    if zs: z3 = (float(np.median([z["tuning_s"] for z in zs])), geomean(z["speedup_vs_hand"] for z in zs))
+    return t, curves, z3
+
+
+def headline(doc: dict) -> dict | None:
+    """Z3's point against BEAM's curve: BEAM's geomean speed-up at Z3's median tuning time,
+    and how long BEAM needed to match Z3 (None: not within the run)."""
+    t, curves, z3 = quality_curves(doc)
+    if not z3 or "beam" not in curves: return None
+    c = curves["beam"]
+    at = float(c[np.searchsorted(t, z3[0], side="right") - 1]) if z3[0] >= t[0] else 1.0
+    match = np.nonzero(c >= z3[1])[0]
+    return {"z3_tuning_s": z3[0], "z3_speedup": z3[1], "beam_speedup_at_z3_time": at,
+            "beam_time_to_match_z3_s": float(t[match[0]]) if len(match) else None, "beam_final_speedup": float(c[-1])}
+
+
 def summary(doc: dict) -> dict:
     """Per method: geomean speed-up over hand rules, wins/losses against hand rules, unverified count,
     median tuning time; per vendor the geomean speed of each tuner against it; model fidelity."""
@@ -82,7 +127,7 @@ def summary(doc: dict) -> dict:
         ms = [k["methods"][name] for k in ks if name in k["methods"]]
         if not ms: continue
         sp = [m.get("speedup_vs_hand") for m in ms]
-        z = [m.get("solve_s") for m in ms if m.get("solve_s") is not None]
+        z = [m["solve_s"] for m in ms if m.get("solve_s") is not None and "proved_optimal" in m]  # z3's own rows
         out["methods"][name] = {
             "geomean_speedup_vs_hand": geomean(sp), "faster_than_hand": sum(1 for s in sp if s and s > 1.0),
             "slower_than_hand": sum(1 for s in sp if s and s < 1.0), "unverified": sum(1 for m in ms if not m["time_s"]),
@@ -94,6 +139,7 @@ def summary(doc: dict) -> dict:
             r = geomean(w[v]["time_s"] / w[name]["time_s"] for w in ws if w[v]["time_s"] and w[name]["time_s"])
             out["methods"][name][f"geomean_speed_vs_{v}"] = r
     out["fidelity"] = fidelity(doc)
+    out["headline"] = headline(doc)
     return out
 
 
@@ -103,7 +149,7 @@ def _us(t: float | None) -> str:
     return f"{t * 1e6:.3g}" if t < 1e-3 else f"{t * 1e6:,.0f}"
 
 
-def _x(s: float | None) -> str: return f"{s:.2f}×" if s else "—"
+def _x(s: float | None) -> str: return (f"{s:.2f}×" if s >= 0.1 else f"{s:.2g}×") if s else "—"
 def _pct(p: float | None) -> str: return f"{p:.1f}%" if p is not None else "—"
 
 
@@ -138,6 +184,13 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
                      f"{d['median_solve_s']:.2f} ({d['proved_optimal']} proved)" if "median_solve_s" in d else "—", vs or "—"])
     out += _table(["method", "geomean speed-up vs hand", "faster/slower than hand", "unverified", "median tuning s",
                    "median solve s", "whole workloads vs vendor"], rows)
+    h = s.get("headline")
+    if h:
+        match = f"BEAM matched it after {h['beam_time_to_match_z3_s']:.1f} s" if h["beam_time_to_match_z3_s"] else \
+            "BEAM did not match it within the run"
+        out += ["", f"Quality vs tuning time (geomean over kernels, BEAM in its own measurements): Z3 reached "
+                    f"{_x(h['z3_speedup'])} over the hand rules in a median {h['z3_tuning_s']:.1f} s per kernel; "
+                    f"BEAM had {_x(h['beam_speedup_at_z3_time'])} by then; {match}; BEAM ended at {_x(h['beam_final_speedup'])}."]
     f = s["fidelity"]
     out += ["", f"Model fidelity: Spearman ρ(modeled, measured) = {_rho(f['rho_pooled'])} pooled over {f['points']} "
                 f"verified schedules; median per kernel {_rho(f['rho_per_kernel_median'])} "
@@ -194,6 +247,7 @@ def write(doc: dict, out_dir: str | Path, plots: bool = True) -> list[Path]:
     if plots:
         from superopt import plots as P
         made = P.write_all(doc, d)
-    (d / "results.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    # compact: BEAM's timed candidates make this file large (read it with jq or Python)
+    (d / "results.json").write_text(json.dumps(doc, separators=(",", ":"), default=str) + "\n")
     (d / "results.md").write_text(markdown(doc, [str(p) for p in made]))
     return [d / "results.json", d / "results.md", *made]

@@ -118,3 +118,18 @@ def test_a_method_that_breaks_is_recorded_and_the_run_goes_on(tmp_path, monkeypa
     assert doc["summary"]["methods"]["z3"]["unverified"] == 1
     md = (tmp_path / "results.md").read_text()
     assert "**unverified**" in md and "solver exploded" in md
+
+
+def test_quality_curve_and_headline_arithmetic():
+    hand = {"time_s": 1.0, "tuning_s": 0.1}
+    z3 = {"time_s": 0.5, "tuning_s": 2.0, "speedup_vs_hand": 2.0}
+    beam = {"time_s": 0.4, "tuning_s": 5.0, "trace": [[1.0, 1.2], [3.0, 0.48]], "trace_start_s": 1.2}
+    doc = {"config": {"budget_s": 5.0}, "workloads": [{"suite": "s", "workload": "w", "kernels": [
+        {"name": "k", "methods": {"hand": hand, "z3": z3, "beam": beam}}]}]}
+    t = np.array([0.5, 1.0, 2.9, 3.0, 4.0])
+    # in BEAM's own timings: start 1.2 s, then 0.48 s -> 2.5x its start (= the hand rules)
+    assert list(report.speedup_curve(doc["workloads"][0]["kernels"][0], "beam", t)) == pytest.approx([1, 1, 1, 2.5, 2.5])
+    h = report.headline(doc)
+    assert h["z3_speedup"] == pytest.approx(2.0) and h["z3_tuning_s"] == pytest.approx(2.0)
+    assert h["beam_speedup_at_z3_time"] == pytest.approx(1.0) and h["beam_final_speedup"] == pytest.approx(2.5)
+    assert 2.9 < h["beam_time_to_match_z3_s"] <= 3.1
