@@ -133,3 +133,20 @@ def test_quality_curve_and_headline_arithmetic():
     assert h["z3_speedup"] == pytest.approx(2.0) and h["z3_tuning_s"] == pytest.approx(2.0)
     assert h["beam_speedup_at_z3_time"] == pytest.approx(1.0) and h["beam_final_speedup"] == pytest.approx(2.5)
     assert 2.9 < h["beam_time_to_match_z3_s"] <= 3.1
+
+
+def _cuda() -> bool:
+    from superopt.backends.cuda.cuda_backend import probe
+    return probe()[0]
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device")
+def test_tiny_run_on_cuda_with_torch(tmp_path):
+    pytest.importorskip("torch")
+    rc = main(["bench", "--suite", "membound", "--small", "--only", "rowsum_16384x16384", "--backend", "cuda",
+               "--methods", "hand,z3,beam,torch", "--budget", "2", "--repeat", "5", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    (w,) = doc["workloads"]
+    assert doc["device"]["name"] and w["methods"]["torch"]["time_s"] > 0
+    assert all(w["kernels"][0]["methods"][m]["time_s"] > 0 for m in ("hand", "z3", "beam"))
