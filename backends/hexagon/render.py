@@ -91,6 +91,7 @@ class HexagonRenderer(CRenderer):
         for a, m in zip(run, macs): buckets.setdefault((a.name, a.index), []).append((a, m))
         if all(len(v) < 4 for v in buckets.values()): return False
         for (name, index), items in buckets.items():
+            items = _quads(items)
             full = len(items) - len(items) % 4
             for g in range(0, full, 4):
                 grp = [m for _, m in items[g:g + 4]]
@@ -171,6 +172,38 @@ class HexagonRenderer(CRenderer):
 
 def render(p: Program, vrmpy: bool = True) -> str:
     return HexagonRenderer(p, vrmpy).render()
+
+
+def _adjacent(loads: list[Node | None]) -> bool:
+    """Four loads of one buffer at index, index+1, +2, +3 under one mask: one word."""
+    b = loads[0]
+    return all(l is not None for l in loads) and all(l.arg == b.arg and l.src[1] is b.src[1] for l in loads) and \
+        all((x := (l.src[0] - b.src[0])).op is Ops.CONST and x.arg == j for j, l in enumerate(loads))
+
+
+def _quads(items: list) -> list:
+    """Reorder one accumulator's updates so that each run of four reads adjacent bytes
+    where possible (any grouping is exact: integer addition is associative)."""
+    rest, out, singles = list(items), [], []
+    while rest:
+        head = rest[0]
+        for op in (1, 0):
+            base = head[1][op]
+            if base is None: continue
+            pick = [head]
+            for j in (1, 2, 3):
+                nxt = next((it for it in rest if it[1][op] is not None and it not in pick and it[1][2] is TRUE
+                            and (d := it[1][op].src[0] - base.src[0]).op is Ops.CONST and d.arg == j), None)
+                if nxt is None: break
+                pick.append(nxt)
+            if len(pick) == 4 and head[1][2] is TRUE and _adjacent([it[1][op] for it in pick]):
+                out += pick
+                rest = [it for it in rest if it not in pick]
+                break
+        else:
+            singles.append(head)
+            rest = rest[1:]
+    return out + singles
 
 
 def _flatten(body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
