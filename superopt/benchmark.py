@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from superopt import vendor
 from superopt.commands.tune import Measured, measure
 from superopt.ir.kernel import Kernel
 from superopt.ir.schedule import Schedule
@@ -34,7 +35,7 @@ from superopt.search import cost
 from superopt.search.hand import hand_schedule
 
 TUNERS = ("hand", "z3", "beam", "z3+beam")
-VENDORS = ("numpy", "torch")
+VENDORS = tuple(vendor.VENDORS)      # numpy (cpu), torch (cuda)
 TINYGRAD = ("tinygrad-hand", "tinygrad-beam")
 METHODS = TUNERS + TINYGRAD + VENDORS
 Z3_TOP_K = 4
@@ -75,7 +76,6 @@ def parse_methods(text: str) -> tuple[str, ...]:
 class Trace:
     """Best measured seconds so far against elapsed tuning seconds (BEAM's progress)."""
     points: list[tuple[float, float]] = field(default_factory=list)
-    evaluated: list[dict] = field(default_factory=list)   # every candidate BEAM timed
 
     def add(self, elapsed_s: float, best_s: float | None) -> None:
         if best_s is None or not math.isfinite(best_s): return
@@ -234,6 +234,9 @@ def bench_workload(w: Workload, suite: str, be, cfg: Config, log: Callable[[str]
                          "tuning_s": sum(r["methods"][name]["tuning_s"] for r in kernels)}
     for name in cfg.baselines:
         methods[name] = _baseline(name, w, cfg, be)
+    if cfg.baselines:
+        log(f"{suite:9s} {w.name[:44]:44s} (whole workload) " + "  ".join(
+            f"{n} {_us(methods[n]['time_s']) if methods[n]['time_s'] else 'n/a'}" for n in cfg.baselines))
     roof = sum(r["roofline_s"] for r in kernels)
     hand = methods.get("hand", {}).get("time_s")
     for d in methods.values():
@@ -247,12 +250,11 @@ def bench_workload(w: Workload, suite: str, be, cfg: Config, log: Callable[[str]
 
 def _baseline(name: str, w: Workload, cfg: Config, be) -> dict:
     """A whole-workload baseline; a library failing on one workload is recorded, not fatal."""
-    from superopt.vendor import tinygrad_run, vendor_time
     try:
         if name in TINYGRAD:
-            r = tinygrad_run(w, cfg.backend, 2 if name == "tinygrad-beam" else 0, cfg.repeat)
+            r = vendor.tinygrad_run(w, cfg.backend, 2 if name == "tinygrad-beam" else 0, cfg.repeat)
             return r or {"time_s": None, "verified": None, "tuning_s": 0.0, "reason": "no tinygrad equivalent"}
-        return {"time_s": vendor_time(name, w, cfg.repeat, be.machine), "verified": None, "tuning_s": 0.0}
+        return {"time_s": vendor.vendor_time(name, w, cfg.repeat, be.machine), "verified": None, "tuning_s": 0.0}
     except Exception as e:
         print(f"  {name} failed on {w.name}: {type(e).__name__}: {e}", file=sys.stderr)
         return {"time_s": None, "verified": False, "tuning_s": 0.0, "reason": f"{type(e).__name__}: {e}"}
