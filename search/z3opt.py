@@ -28,7 +28,7 @@ from ..ir.schedule import Level, Schedule, check, vector_axis
 from . import cost
 from .space import Space, build
 
-CHOICE_LIMITS = (256, 4096)  # combined table rows before a choice becomes a real term: tried in turn
+CHOICE_LIMITS = (256, 1024, 4096)  # combined table rows before a choice becomes a real term: tried in turn
 RUNNER_UP_SPAN = 2.0  # top-k alternatives are sought within this factor of the optimum
 
 
