@@ -13,6 +13,8 @@ padded outputs.
 A reduction keeps one register per (output point of the tile): output LOOPs nested
 inside the first reduce loop (by ``order``) index a register array around it, so any
 loop order is honoured.
+
+Tensor-core schedules lower in ``ir/lower_tc.py`` (shared staging, ldmatrix, mma).
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ class LoweringError(ValueError):
 def lower(kernel: Kernel, schedule: Schedule, machine) -> Program:
     errs = check(kernel, schedule, machine)
     if errs: raise LoweringError("; ".join(errs))
+    if schedule.tensor_core is not None:
+        from .lower_tc import lower_tensor_core
+        return lower_tensor_core(kernel, schedule, machine)
     return _Lowerer(kernel, schedule, machine).program()
 
 

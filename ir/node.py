@@ -357,6 +357,9 @@ def _range(n: Node) -> tuple[float, float]:
     if n.op is Ops.NEG:
         a0, a1 = n.src[0]._range()
         return (-a1, -a0)
+    if n.op in (Ops.XOR, Ops.OR):  # non-negative operands stay under the next power of two
+        (a0, a1), (b0, b1) = n.src[0]._range(), n.src[1]._range()
+        if min(a0, b0) >= 0 and math.isfinite(max(a1, b1)): return (0, (1 << int(max(a1, b1)).bit_length()) - 1)
     return (-inf, inf)
 
 

@@ -43,6 +43,22 @@ to: partial accumulators per thread -> ``SharedStore`` of every partial -> ``Bar
 -> ``If(reduce-thread index == 0)`` which folds the other threads' partials read with
 ``SHARED`` and stores the output. No special construct: backends only need shared
 memory and barriers (a CUDA renderer may still pattern-match it into warp shuffles).
+
+Tensor-core statements (GEMM schedules with ``Schedule.tensor_core``; lane layouts in
+``ir/tensorcore.py``). Threads are grouped in warps of 32 consecutive threads; these
+statements are executed by every thread of the block (never inside ``If`` except
+``SharedCopy``):
+- ``SharedCopy``: each thread copies ``width`` consecutive elements (16 bytes) of an input
+  to a shared buffer; ``async_`` copies (``cp.async``) land only when a ``CopyWait``
+  allows: ``CopyCommit`` closes the group of copies issued so far, ``CopyWait(n)`` waits
+  until at most ``n`` committed groups are still in flight (then a ``Barrier`` publishes
+  them to the other threads);
+- ``FragLoad`` (``ldmatrix.x4``): lanes 8j..8j+7 give the shared element index of the
+  rows of matrix j; register array ``name`` (16-bit) receives 2 elements per matrix at
+  ``offset + 2j``;
+- ``Mma``: D = A*B + C on a warp's fragments, in place on fp32 register array ``d``
+  (4 elements at ``d_off``), A = 8 elements of ``a`` at ``a_off``, B = 4 of ``b`` at ``b_off``.
+Register arrays touched by these are indexed by constants only.
 """
 from __future__ import annotations
 
@@ -119,7 +135,53 @@ class Barrier:
     """Every thread of the block waits here (``__syncthreads``)."""
 
 
-Stmt = Union[Loop, If, Reg, Assign, Store, Shared, SharedStore, Barrier]
+@dataclass(frozen=True)
+class SharedCopy:
+    """``name[dst : dst+width] = inputs[input][src : src+width]`` where ``valid`` (else zeros)."""
+    name: str
+    dst: Node
+    input: int
+    src: Node
+    width: int
+    valid: Node = TRUE
+    async_: bool = False
+
+
+@dataclass(frozen=True)
+class CopyCommit:
+    """Close the group of asynchronous copies issued so far (``cp.async.commit_group``)."""
+
+
+@dataclass(frozen=True)
+class CopyWait:
+    """Wait until at most ``pending`` committed copy groups are in flight."""
+    pending: int
+
+
+@dataclass(frozen=True)
+class FragLoad:
+    """``ldmatrix.sync.aligned.m8n8.x4[.trans].b16`` from shared ``shared`` (row element
+    index ``row`` per thread) into register array ``name`` at ``offset`` (8 elements)."""
+    name: str
+    offset: int
+    shared: str
+    row: Node
+    trans: bool = False
+
+
+@dataclass(frozen=True)
+class Mma:
+    """``mma.sync.aligned.m16n8k16.row.col.f32.<ab>.<ab>.f32``, accumulating in place."""
+    instr: str
+    d: str
+    d_off: int
+    a: str
+    a_off: int
+    b: str
+    b_off: int
+
+
+Stmt = Union[Loop, If, Reg, Assign, Store, Shared, SharedStore, Barrier, SharedCopy, CopyCommit, CopyWait, FragLoad, Mma]
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,6 +236,8 @@ def subst_stmt(s: Stmt, m: dict[Node, Node]) -> Stmt:
     if isinstance(s, Assign): return Assign(s.name, f(s.index), f(s.value))
     if isinstance(s, Store): return Store(f(s.index), f(s.value), f(s.valid))
     if isinstance(s, SharedStore): return SharedStore(s.name, f(s.index), f(s.value), f(s.valid))
+    if isinstance(s, SharedCopy): return SharedCopy(s.name, f(s.dst), s.input, f(s.src), s.width, f(s.valid), s.async_)
+    if isinstance(s, FragLoad): return FragLoad(s.name, s.offset, s.shared, f(s.row), s.trans)
     return s
 
 
@@ -204,4 +268,13 @@ def _describe(body: tuple[Stmt, ...], depth: int) -> list[str]:
         elif isinstance(s, SharedStore):
             out.append(f"{pad}{s.name}[{render(s.index)}] = {render(s.value)}" + ("" if s.valid is TRUE else f"  if {render(s.valid)}"))
         elif isinstance(s, Barrier): out.append(f"{pad}barrier")
+        elif isinstance(s, SharedCopy):
+            out.append(f"{pad}{s.name}[{render(s.dst)} +: {s.width}] = in{s.input}[{render(s.src)} +: {s.width}]"
+                       + (" async" if s.async_ else "") + ("" if s.valid is TRUE else f"  if {render(s.valid)}"))
+        elif isinstance(s, CopyCommit): out.append(f"{pad}copy commit")
+        elif isinstance(s, CopyWait): out.append(f"{pad}copy wait <= {s.pending} pending")
+        elif isinstance(s, FragLoad):
+            out.append(f"{pad}{s.name}[{s.offset} +: 8] = ldmatrix.x4{'.trans' if s.trans else ''} {s.shared}[{render(s.row)}]")
+        elif isinstance(s, Mma):
+            out.append(f"{pad}{s.d}[{s.d_off} +: 4] += {s.instr}({s.a}[{s.a_off} +: 8], {s.b}[{s.b_off} +: 4])")
     return out

@@ -4,6 +4,10 @@ One type whoever made it (Z3, BEAM, hand rules) and whichever backend runs it.
 Per axis, an ordered list of splits (outer -> inner) over the levels below; the index
 along the axis is the mixed-radix number formed by the pieces. A product larger than
 the axis size pads the axis and guards the excess.
+
+With ``tensor_core`` set, the M/N/K axes follow the convention of ``ir/tensorcore.py``
+(THREAD there counts warps of 32 threads; UPCAST is a warp's tile) and ``staging``
+gives the shared layout of each operand tile (pad, XOR swizzle of 16-byte units).
 """
 from __future__ import annotations
 
@@ -44,8 +48,9 @@ class Staging:
     """Input ``input`` staged in shared memory with a layout."""
     input: int
     pad: int = 0        # elements appended to each row
-    swizzle: int = 0    # XOR swizzle bits
+    swizzle: int = 0    # XOR swizzle bits (of the 16-byte unit index)
     vector: int = 1     # elements per global->shared copy
+    shift: int = 0      # the unit index bits XORed in start here (ir/tensorcore.smem_offset)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,9 @@ class Schedule:
     def size(self, axis: int, level: Level) -> int:
         return math.prod(s.size for s in self.splits[axis] if s.level is level)
 
-    def threads(self) -> int: return math.prod(self.size(a, Level.THREAD) for a in range(len(self.splits)))
+    def threads(self) -> int:
+        """Threads per block (with a tensor core, THREAD pieces count warps of 32)."""
+        return math.prod(self.size(a, Level.THREAD) for a in range(len(self.splits))) * (32 if self.tensor_core else 1)
     def blocks(self) -> int: return math.prod(self.size(a, Level.GRID) for a in range(len(self.splits)))
     def upcast(self) -> int: return math.prod(self.size(a, Level.UPCAST) for a in range(len(self.splits)))
 
@@ -156,9 +163,11 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
             errs.append(f"axis {i}: thread level exists on GPUs only")
     if sorted(s.loop_order()) != list(range(len(kernel.axes))): errs.append(f"order {s.order} is not a permutation of the axes")
     if s.threads() > machine.max_threads: errs.append(f"{s.threads()} threads per block > {machine.max_threads}")
-    if s.upcast() > machine.max_upcast: errs.append(f"register tile {s.upcast()} > {machine.max_upcast}")
+    tile = s.upcast() // (32 if s.tensor_core else 1)  # a warp's tile is spread over its 32 lanes
+    if tile > machine.max_upcast: errs.append(f"register tile {tile} > {machine.max_upcast}")
     unroll = math.prod(s.size(a, Level.UNROLL) for a in range(len(s.splits)))
-    if unroll * s.upcast() > 4 * machine.max_upcast: errs.append(f"unroll x upcast {unroll * s.upcast()} too large")
+    if s.tensor_core is None and unroll * s.upcast() > 4 * machine.max_upcast:
+        errs.append(f"unroll x upcast {unroll * s.upcast()} too large")
     if s.workers < 1 or (machine.kind == "cpu" and s.workers > machine.cores):
         errs.append(f"workers {s.workers} not in 1..{machine.cores}")
     widths = (1, 2, 4, 8, 16, 32) if machine.kind == "hexagon" else (1, 2, 4, 8, 16)  # HVX: 32 int32 lanes = 128 B
@@ -167,6 +176,8 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
         errs += _check_vector(kernel, s)
     if s.tensor_core is not None and machine.kind != "gpu": errs.append("tensor cores exist on GPUs only")
     if s.staging and machine.kind != "gpu": errs.append("shared-memory staging exists on GPUs only")
+    if s.tensor_core is not None and machine.kind == "gpu": errs += _check_tensor_core(kernel, s, machine)
+    elif s.staging: errs.append("shared-memory staging is implemented for tensor-core schedules only")
     if s.stages < 1 or s.stages > 8: errs.append(f"stages {s.stages} not in 1..8")
     return errs
 
@@ -199,3 +210,35 @@ def _check_vector(kernel, s: Schedule) -> list[str]:
     if math.prod(p.size for p in sp) != kernel.axes[a].size:
         return [f"vector width {s.vector}: axis {a} is padded"]
     return []
+
+
+def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
+    from . import tensorcore as tcm
+    tc = s.tensor_core
+    if tc.instr not in tcm.INSTRS: return [f"unknown tensor-core instruction {tc.instr!r} (know {sorted(tcm.INSTRS)})"]
+    if s.vector != 1 or s.order: return ["tensor-core schedules take no vector width or loop order"]
+    m = tcm.match(kernel, tc.m_axis, tc.n_axis)
+    if isinstance(m, str): return [f"tensor core: {m}"]
+    if tc.k_axis != m.k: return [f"tensor core: K is axis {m.k}, not {tc.k_axis}"]
+    if m.dtype is not tcm.INSTRS[tc.instr]: return [f"tensor core: {tc.instr} takes {tcm.INSTRS[tc.instr].name} operands, not {m.dtype.name}"]
+    errs = [f"axis {a}: batch axes of a tensor-core schedule are GRID only" for a in m.batch
+            if any(p.level is not Level.GRID and p.size > 1 for p in s.splits[a])]
+    t = tcm.tiles(kernel, s)
+    if isinstance(t, str): return errs + [f"tensor core: {t}"]
+    by_input = {st.input: st for st in s.staging}
+    if sorted(by_input) != sorted([m.a.input, m.b.input]) or len(s.staging) != 2:
+        return errs + ["tensor core: both operands must be staged exactly once"]
+    smem = 0
+    for op, outer in ((m.a, t.bm), (m.b, t.bn)):
+        st = by_input[op.input]
+        rows, width = tcm.tile_shape(op, outer, t.bk)
+        if st.vector != tcm.UNIT: errs.append(f"input {op.input}: staged copies are {tcm.UNIT} elements (16 bytes)")
+        if width & (width - 1): errs.append(f"input {op.input}: tile rows of {width} elements (a power of two is needed)")
+        if st.pad % tcm.UNIT or st.pad < 0: errs.append(f"input {op.input}: pad {st.pad} is not a multiple of {tcm.UNIT}")
+        if st.swizzle and (st.shift < st.swizzle or (rows * width // tcm.UNIT) % (1 << st.swizzle)):
+            errs.append(f"input {op.input}: swizzle {st.swizzle} bits at shift {st.shift} is not a bijection of the tile")
+        if (rows * width // tcm.UNIT) % t.threads: errs.append(f"input {op.input}: {rows}x{width} tile is not a whole number of 16-byte copies per thread")
+        smem += rows * (width + st.pad) * 2
+    smem *= s.stages
+    if smem > machine.smem_per_block: errs.append(f"shared memory {smem} B > {machine.smem_per_block} B per block")
+    return errs

@@ -11,6 +11,14 @@ summation order. Because threads run in lockstep a missing barrier would go unno
 shared memory remembers which thread wrote each element since the last barrier and
 counts every cross-thread read/write in between as a race.
 
+Tensor-core statements (ir/program.py) run per warp with the PTX lane layouts of
+``ir/tensorcore.py``: ``FragLoad`` gathers each lane's fragment from shared memory and
+counts one shared access per 8x8 matrix (8 rows of 16 bytes, the phase the hardware
+serves at once), a 16-byte ``SharedCopy`` one access per quarter warp; ``Mma`` multiplies
+the assembled 16x16 and 16x8 fragments in float64 and rounds to the fp32 accumulators.
+Asynchronous copies are held per commit group and land at the ``CopyWait`` that allows
+it, so a pipeline that reads a stage too early reads stale data.
+
 Large grids are sampled: at most ``max_blocks`` blocks run (first, last, evenly spaced);
 the result says which output elements were written.
 """
@@ -23,7 +31,8 @@ import numpy as np
 from superopt.ir import dtype as dt
 from superopt.ir.interpret import apply, cast_values, compute_dtype
 from superopt.ir.node import Node, Ops, toposort
-from superopt.ir.program import Barrier, Assign, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride, unrolled, walk
+from superopt.ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared, SharedCopy,
+                                 SharedStore, Store, lane_stride, unrolled, walk)
 
 from superopt.backends.cuda import shuffle
 from superopt.backends.cuda.vectorize import block_loads, merged_loads
@@ -74,6 +83,8 @@ class _Run:
         self.warps = -(-T // WARP)
         self.lane_cache: dict[Node, int | None] = {}
         self.pre: dict[Node, np.ndarray] = {}   # loads already read as part of a vector load
+        self.inflight: list[list] = []          # committed groups of async copies, oldest first
+        self.open_group: list = []              # async copies issued since the last commit
 
     # ---- helpers -------------------------------------------------------------
     def full(self, x: np.ndarray) -> np.ndarray: return np.broadcast_to(x, self.shape)
@@ -260,6 +271,17 @@ class _Run:
             self.smem_bytes += s.size * s.dtype.itemsize
         elif isinstance(s, SharedStore):
             self.shared_store(s, mask)
+        elif isinstance(s, SharedCopy):
+            self.shared_copy(s, mask)
+        elif isinstance(s, CopyCommit):
+            self.inflight.append(self.open_group); self.open_group = []  # noqa: E702
+        elif isinstance(s, CopyWait):
+            while len(self.inflight) > s.pending:
+                for args in self.inflight.pop(0): self.land(*args)
+        elif isinstance(s, FragLoad):
+            self.frag_load(s, mask)
+        elif isinstance(s, Mma):
+            self.mma(s, mask)
         elif isinstance(s, Barrier):
             if not np.all(mask): raise EmuError("barrier reached by only some threads of a block")
             for w in self.writer.values(): w.fill(-1)
@@ -287,6 +309,98 @@ class _Run:
         rows = np.broadcast_to(np.arange(B).reshape(B, 1, 1), self.shape)
         buf[rows[ok], safe[ok]] = v[ok]
         self.writer[s.name][rows[ok], safe[ok]] = self.tid[ok]
+
+
+    # ---- tensor cores ------------------------------------------------------------------
+    def shared_copy(self, s: SharedCopy, mask: np.ndarray) -> None:
+        if s.name not in self.shared: raise EmuError(f"copy to undeclared shared buffer {s.name}")
+        buf, w, b = self.shared[s.name], s.width, self.p.inputs[s.input]
+        ok = self.full(self.eval(s.valid, mask).astype(bool) & mask)
+        dst = self._index(self.eval(s.dst, mask), ok, buf.shape[1] - w + 1, f"copy to shared {s.name}")
+        src = self._index(self.eval(s.src, mask), ok, self.ins[s.input].size - w + 1, f"copy from input {s.input}")
+        nbytes = w * b.dtype.itemsize
+        if nbytes == 16 and (np.any(dst[ok] % w) or np.any(src[ok] % w)): raise EmuError("16-byte copy not 16-byte aligned")
+        span = np.arange(w)
+        vals = np.where(ok[..., None], self.ins[s.input][src[..., None] + span], 0.0)  # (B, T, 1, w)
+        self.global_access("ld.global", (src[..., None] + span).reshape(self.shape[:2] + (-1,)),
+                           np.repeat(ok, w, axis=2), b.dtype.itemsize, 1)
+        self.smem_rows(s.name, dst, ok, nbytes, write=True)
+        args = (s.name, dst, ok, vals)
+        if s.async_: self.open_group.append(args)
+        else: self.land(*args)
+
+    def land(self, name: str, dst: np.ndarray, ok: np.ndarray, vals: np.ndarray) -> None:
+        """Write copied vectors into shared memory (the thread that issued them owns them)."""
+        B, w = self.shape[0], vals.shape[-1]
+        rows = np.broadcast_to(np.arange(B).reshape(B, 1, 1), self.shape)[ok]
+        cols = dst[ok][:, None] + np.arange(w)
+        self.shared[name][rows[:, None], cols] = cast_values(vals[ok], self.shared_dt[name])
+        self.writer[name][rows[:, None], cols] = self.tid[ok][:, None]
+
+    def smem_rows(self, name: str, start: np.ndarray, ok: np.ndarray, nbytes: int, write: bool) -> None:
+        """Count a warp's access of one ``nbytes`` row per thread, served 128 bytes a phase."""
+        per = max(1, 128 // nbytes)            # threads per phase
+        addr = self.warp_rows(self.shared_base[name] + start * self.shared_dt[name].itemsize, False)
+        m = self.warp_rows(ok, False)
+        words = nbytes // BANK_BYTES
+        a = (addr.reshape(-1, per, 1) + BANK_BYTES * np.arange(words)).reshape(-1, per * words)
+        mm = np.repeat(m.reshape(-1, per), words, axis=1)
+        w, ideal = bank_wavefronts(a, mm, BANK_BYTES)
+        self.c.shared_wavefronts += w; self.c.shared_ideal += ideal  # noqa: E702
+        self.c.count("st.shared" if write else "ld.shared", int(m.any(axis=1).sum()))
+
+    def warp_view(self, x: np.ndarray) -> np.ndarray:
+        """(B, T, 1) -> (B, warps, 32)."""
+        B, T = self.shape[:2]
+        if T % WARP: raise EmuError("tensor-core statements need whole warps")
+        return np.broadcast_to(x, (B, T, 1)).reshape(B, T // WARP, WARP)
+
+    def frag_load(self, s: FragLoad, mask: np.ndarray) -> None:
+        if not np.all(mask): raise EmuError("ldmatrix executed by only part of a block")
+        buf = self.shared[s.shared]
+        ok = self.full(mask)
+        row = self._index(self.eval(s.row, mask), ok, buf.shape[1] - 7, f"ldmatrix from {s.shared}")
+        if np.any(row % 8): raise EmuError("ldmatrix row address not 16-byte aligned")
+        self.smem_rows(s.shared, row, ok, 16, write=False)
+        addr = self.warp_view(row)                                   # (B, W, 32): row starts
+        lane = np.arange(WARP)
+        B, W = addr.shape[:2]
+        out = np.empty((8, B, W, WARP))
+        idx_all = []
+        for j in range(4):
+            rows = addr[:, :, 8 * j:8 * j + 8]                       # the 8 row addresses of matrix j
+            for e in range(2):
+                if s.trans: idx = rows[:, :, 2 * (lane % 4) + e] + lane // 4
+                else: idx = rows[:, :, lane // 4] + 2 * (lane % 4) + e
+                idx_all.append(idx)
+                out[s.offset - s.offset + 2 * j + e] = np.take_along_axis(buf, idx.reshape(B, -1), axis=1).reshape(B, W, WARP)
+        rd = np.stack(idx_all, -1).reshape(B, -1)
+        wr = np.take_along_axis(self.writer[s.shared], rd, axis=1).reshape(B, self.shape[1], -1)
+        self.c.races += int(np.count_nonzero((wr >= 0) & (wr != self.tid[..., :1])))
+        r = self.regs[s.name]
+        if s.offset + 8 > r.shape[0]: raise EmuError(f"fragment {s.name}[{s.offset}:+8] out of bounds")
+        r[s.offset:s.offset + 8] = cast_values(out.reshape(8, B, -1, 1), self.reg_dt[s.name])
+        self.c.count("ldmatrix", B * W)
+
+    def mma(self, s: Mma, mask: np.ndarray) -> None:
+        if not np.all(mask): raise EmuError("mma executed by only part of a block")
+        a = np.stack([self.warp_view(self.regs[s.a][s.a_off + i]) for i in range(8)], -1)   # (B, W, 32, 8)
+        b = np.stack([self.warp_view(self.regs[s.b][s.b_off + i]) for i in range(4)], -1)
+        c = np.stack([self.warp_view(self.regs[s.d][s.d_off + i]) for i in range(4)], -1)
+        lane = np.arange(WARP)[:, None]
+        g, t = lane // 4, lane % 4
+        ia, ib, ic = np.arange(8), np.arange(4), np.arange(4)
+        B, W = a.shape[:2]
+        A = np.zeros((B, W, 16, 16)); Bm = np.zeros((B, W, 16, 8)); C = np.zeros((B, W, 16, 8))  # noqa: E702
+        A[:, :, g + 8 * ((ia // 2) % 2), 2 * t + ia % 2 + 8 * (ia // 4)] = a
+        Bm[:, :, 2 * t + ib % 2 + 8 * (ib // 2), np.broadcast_to(g, (WARP, 4))] = b
+        C[:, :, g + 8 * (ic // 2), 2 * t + ic % 2] = c
+        D = A @ Bm + C
+        d = D[:, :, g + 8 * (ic // 2), 2 * t + ic % 2]                        # (B, W, 32, 4)
+        r = self.regs[s.d]
+        for i in range(4):
+            r[s.d_off + i] = cast_values(d[..., i].reshape(B, -1, 1), self.reg_dt[s.d])
+        self.c.count("mma", B * W)
 
 
 def run_program(p: Program, inputs: list[np.ndarray], max_blocks: int = 64, blocks: np.ndarray | None = None) -> EmuResult:
