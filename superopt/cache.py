@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ CREATE TABLE IF NOT EXISTS results (
     verified INTEGER NOT NULL, method TEXT NOT NULL, tuner_version TEXT NOT NULL, created TEXT NOT NULL,
     name TEXT, kernel TEXT, tunes INTEGER NOT NULL DEFAULT 1, note TEXT,
     PRIMARY KEY (kernel_key, backend, device, schedule_version));
+CREATE TABLE IF NOT EXISTS claims (
+    kernel_key TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    since REAL NOT NULL, PRIMARY KEY (kernel_key, backend, device));
 CREATE TABLE IF NOT EXISTS failures (
     kernel_key TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, tuner_version TEXT NOT NULL,
     error TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (kernel_key, backend, device, tuner_version));
@@ -256,6 +260,26 @@ class Cache:
         with self._write():
             return self.db.execute("DELETE FROM failures").rowcount
 
+    # ---- claims: which batch is tuning a kernel right now ---------------------------------
+    def claim(self, kernel_key: str, backend: str, device: str, ttl_s: float) -> bool:
+        """Mark this kernel as being tuned by this process. False if another live process
+        holds a claim younger than ``ttl_s`` (a dead holder's or an expired claim is taken over),
+        so concurrent batches on one cache never tune the same kernel twice."""
+        host, pid, t = socket.gethostname(), os.getpid(), time.time()
+        with self._write():
+            r = self.db.execute("SELECT host, pid, since FROM claims WHERE kernel_key=? AND backend=? AND device=?",
+                                (kernel_key, backend, device)).fetchone()
+            if r is not None and (r["host"], r["pid"]) != (host, pid) and t - r["since"] < ttl_s \
+                    and _alive(r["host"], r["pid"]):
+                return False
+            self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)", (kernel_key, backend, device, host, pid, t))
+        return True
+
+    def release(self, kernel_key: str, backend: str, device: str) -> None:
+        with self._write():
+            self.db.execute("DELETE FROM claims WHERE kernel_key=? AND backend=? AND device=? AND host=? AND pid=?",
+                            (kernel_key, backend, device, socket.gethostname(), os.getpid()))
+
     def prune(self, older_than_days: float | None = None, other_versions: bool = False,
               unverified: bool = True, backend: str | None = None) -> int:
         """Delete rows: unverified ones, rows of other schedule-format/tuner versions,
@@ -294,6 +318,18 @@ class Cache:
             if self.put(e, force=force): written += 1
             else: kept += 1
         return written, kept
+
+
+def _alive(host: str, pid: int) -> bool:
+    """Whether a claim's holder still runs (other hosts cannot be asked: assumed alive until the claim expires)."""
+    if host != socket.gethostname(): return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _stamped(e: Entry) -> Entry:

@@ -6,7 +6,9 @@ committed to the cache by the worker the moment it is done. Resuming is therefor
 running again: kernels with a verified row for this backend/device are skipped, kernels
 whose tuning failed with this tuner version are skipped unless retried, and nothing else
 is ever redone. A worker dies with its parent (Linux parent-death signal), so a killed
-batch leaves no orphan tuning behind that a rerun could duplicate.
+batch leaves no orphan tuning behind that a rerun could duplicate; a batch claims each
+kernel in the cache before tuning it, so two batches sharing a cache split the work
+instead of repeating it (a dead batch's claims are taken over at once).
 """
 from __future__ import annotations
 
@@ -219,10 +221,18 @@ def run_batch(jobs: list[Job], cache_path: str | Path, backend: str = "cpu", bud
     total, done = len(todo), 0
     report = progress or (lambda *a: None)
     report(0, total, [])
+    waiting: list[Job] = []   # claimed by another live batch on this cache: looked at again later
     try:
-        while todo or running:
+        while todo or running or waiting:
+            if not todo and waiting and len(running) < max(1, workers):
+                time.sleep(0.5)
+                todo, waiting = waiting, []
             while todo and len(running) < max(1, workers):
                 j = todo.pop(0)
+                state = _take(j, cache_path, backend, dev, timeout_s)
+                if state == "busy": waiting.append(j); continue  # noqa: E702
+                if isinstance(state, Entry):  # another batch finished it meanwhile
+                    res.outcomes.append(Outcome(j, entry=state, skipped=True)); done += 1; continue  # noqa: E702
                 gpu = next(g for g in gpus if g not in {r.gpu for r in running}) if gpus else None
                 p = ctx.Process(target=_worker, args=(json.dumps(j.kernel.to_dict()), str(cache_path), backend,
                                                        budget_s, os.getpid(), tune_ref, dev, gpu, method), daemon=True)
@@ -243,12 +253,23 @@ def run_batch(jobs: list[Job], cache_path: str | Path, backend: str = "cpu", bud
     except KeyboardInterrupt:
         for r in running: r.proc.kill()
         for r in running: r.proc.join()
+        with Cache(cache_path) as c:
+            for r in running: c.release(r.job.key, backend, dev)
         res.interrupted = True
     return res
 
 
+def _take(j: Job, cache_path, backend: str, dev: str, timeout_s: float):
+    """Claim a job: "ok", "busy" (another live batch tunes it) or the Entry another batch stored."""
+    with Cache(cache_path) as c:
+        e = c.get(j.key, backend, dev)
+        if e is not None: return e
+        return "ok" if c.claim(j.key, backend, dev, ttl_s=timeout_s + 60) else "busy"
+
+
 def _collect(r: _Running, cache_path, backend: str, dev: str, late: bool, timeout_s: float) -> Outcome:
     with Cache(cache_path) as c:
+        c.release(r.job.key, backend, dev)
         e = c.get(r.job.key, backend, dev)
         if e is not None: return Outcome(r.job, entry=e)  # committed (even if the worker died after)
         err = c.failure(r.job.key, backend, dev)

@@ -1,6 +1,7 @@
 """Batch tuning: end to end on captured model kernels, kill -9 and resume, failures, priorities."""
 import json
 import os
+import re
 import runpy
 import signal
 import subprocess
@@ -172,3 +173,20 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "manifest.json").unlink()
     assert main(["tune-cache", str(tmp_path), "--no-progress"]) == 2
     assert "no kernels" in capsys.readouterr().err
+
+
+def test_two_concurrent_batches_split_the_work(model_dir, tmp_path):
+    cache = tmp_path / "kernels.sqlite"
+    cmd = [sys.executable, "-m", "superopt", "tune-cache", str(model_dir), "--cache", str(cache),
+           "--budget-per-kernel", "1", "--method", "hand", "--no-progress"]
+    procs = [subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
+    with Cache(cache) as c:
+        rows = c.entries()
+        assert not c.db.execute("SELECT * FROM claims").fetchall()        # every claim released
+    assert {e.kernel_key for e in rows} == {e["key"] for e in read_manifest(model_dir)["kernels"]}
+    assert all(e.tunes == 1 for e in rows)                                # nothing tuned twice
+    tuned_by = [len(re.findall(r"│ tuned\s+│", o[0])) for o in outs]
+    assert sum(tuned_by) == len(rows)                                     # each kernel tuned by exactly one batch
