@@ -458,31 +458,40 @@ def modulo(instrs: list[Instr], timeout_s: float = 10.0, max_stages: int = 4, up
     lo = _lower_bound(instrs)
     if upper is not None and n > MAX_SOLVE: lo = upper
     straight = _critical_path(n, deps)
+    hi = upper if upper is not None else 4 * n + 8
+    best: tuple[int, list[int]] | None = None
     proved = True
-    for ii in range(lo, (upper if upper is not None else 4 * n + 8)):
-        horizon = max(straight, ii) + ii * max_stages
-        t = [z3.Int(f"t{i}") for i in range(n)]
-        k = [z3.Int(f"k{i}") for i in range(n)]
-        r = [z3.Int(f"r{i}") for i in range(n)]
-        s = z3.Solver()
-        s.set("timeout", int(timeout_s * 1000))
-        for i in range(n):
-            s.add(t[i] == ii * k[i] + r[i], r[i] >= 0, r[i] < ii, k[i] >= 0, t[i] < horizon)
-        s.add(_resource_constraints(instrs, r, ii))
-        for d in deps: s.add(t[d.dst] >= t[d.src] + d.latency - ii * d.distance)
-        br = [i for i in range(n) if instrs[i].branch]
-        s.add([r[i] == ii - 1 for i in br])
-        res = s.check()
+    while lo < hi:   # bisection below ``upper``: feasibility is taken as monotone in II
+        ii = (lo + hi) // 2 if best is not None or upper is not None else lo
+        res, asg = _modulo_check(instrs, deps, ii, max(straight, ii) + ii * max_stages, timeout_s)
         if res == z3.sat:
-            m = s.model()
-            asg = [m.eval(x).as_long() for x in t]
-            stages = max(asg) // ii + 1
-            return PackResult(max(asg) + 1, len({a % ii for a in asg}), asg, proved, time.perf_counter() - t0, ii,
-                              [f"{stages} stages"])
-        if res == z3.unknown: proved = False
-    if upper is not None:  # the straight schedule repeated is always a valid one
+            best, hi = (ii, asg), ii
+        else:
+            proved &= res == z3.unsat
+            lo = ii + 1
+    if best is None:
+        if upper is None: raise RuntimeError("no modulo schedule found")
+        # the straight schedule repeated is always a valid one
         return PackResult(upper, upper, [], proved, time.perf_counter() - t0, upper, ["not pipelined"])
-    raise RuntimeError("no modulo schedule found")
+    ii, asg = best
+    return PackResult(max(asg) + 1, len({a % ii for a in asg}), asg, proved, time.perf_counter() - t0, ii,
+                      [f"{max(asg) // ii + 1} stages"])
+
+
+def _modulo_check(instrs: list[Instr], deps: list[Dep], ii: int, horizon: int, timeout_s: float):
+    n = len(instrs)
+    t = [z3.Int(f"t{i}") for i in range(n)]
+    k = [z3.Int(f"k{i}") for i in range(n)]
+    r = [z3.Int(f"r{i}") for i in range(n)]
+    s = z3.Solver()
+    s.set("timeout", int(timeout_s * 1000))
+    for i in range(n):
+        s.add(t[i] == ii * k[i] + r[i], r[i] >= 0, r[i] < ii, k[i] >= 0, t[i] < horizon)
+    s.add(_resource_constraints(instrs, r, ii))
+    for d in deps: s.add(t[d.dst] >= t[d.src] + d.latency - ii * d.distance)
+    s.add([r[i] == ii - 1 for i in range(n) if instrs[i].branch])
+    res = s.check()
+    return res, ([s.model().eval(x).as_long() for x in t] if res == z3.sat else [])
 
 
 def _is_true(instrs: list[Instr], d: Dep) -> bool:

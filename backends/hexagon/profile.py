@@ -25,6 +25,14 @@ from ..base import Failure
 from . import tools
 
 KERNEL_SYMBOLS = ("block_", "so_kernel")
+_SOLVED: dict = {}   # (instruction texts, upper, kind) -> PackResult: blocks recur across candidates
+
+
+def _solve(kind: str, instrs: list, upper: int, timeout_s: float):
+    key = (kind, tuple(i.text for i in instrs), upper)
+    if key not in _SOLVED:
+        _SOLVED[key] = (vliw.pack if kind == "pack" else vliw.modulo)(instrs, timeout_s, upper=upper)
+    return _SOLVED[key]
 _LINE = re.compile(r"^\s*([0-9a-f]+):\s+(?:[0-9a-f]{2}\s){4}\s*[0-9a-f]{8}\s+(.*)$")
 
 
@@ -103,7 +111,7 @@ class KernelCycles:
     blocks: int = 0
 
 
-def model(exe: Path, stdin: bytes, timeout_s: float = 3.0) -> KernelCycles | Failure:
+def model(exe: Path, stdin: bytes, timeout_s: float = 2.0) -> KernelCycles | Failure:
     counts = tb_counts(exe, stdin)
     if isinstance(counts, Failure): return counts
     packets = disassemble(exe)
@@ -116,13 +124,13 @@ def model(exe: Path, stdin: bytes, timeout_s: float = 3.0) -> KernelCycles | Fai
         instrs = [i for p in blk for i in p]
         if not instrs: continue
         llvm = vliw.replay(blk)
-        ours = vliw.pack(instrs, timeout_s, upper=llvm)
+        ours = _solve("pack", instrs, llvm, timeout_s)
         lp += n * len(blk)
         lc += n * llvm
         zc += n * ours.packets
         loops_to_self = n > 1 and _self_loop(packets, pc, blk)
         if loops_to_self:
-            pipe = vliw.modulo(instrs, timeout_s, upper=ours.packets)
+            pipe = _solve("modulo", instrs, ours.packets, timeout_s)
             zp += n * pipe.ii + max(0, ours.packets - pipe.ii)
             if n > hot.get("executions", 0):
                 hot = {"pc": hex(pc), "executions": n, "instructions": len(instrs), "llvm_packets": len(blk),
@@ -147,7 +155,7 @@ def _endloop_to(pc: int, packets, last_pc: int) -> bool:
     return packets[last_pc][1] and not any(re.search(r"\bjump", i) for i in packets[last_pc][0])
 
 
-def static_loops(source: str, timeout_s: float = 3.0) -> list[dict] | Failure:
+def static_loops(source: str, timeout_s: float = 2.0) -> list[dict] | Failure:
     """Every innermost loop of the kernel in ``clang -S`` output: clang's packets per
     iteration (and their modeled cycles) next to the Z3 packing and modulo schedule of
     the same instructions."""
@@ -157,8 +165,8 @@ def static_loops(source: str, timeout_s: float = 3.0) -> list[dict] | Failure:
     for lp in vliw.innermost_loops(asm):
         if lp.function not in KERNEL_SYMBOLS: continue
         llvm = vliw.replay(lp.packets)
-        ours = vliw.pack(lp.instrs, timeout_s, upper=llvm)
-        pipe = vliw.modulo(lp.instrs, timeout_s, upper=ours.packets)
+        ours = _solve("pack", lp.instrs, llvm, timeout_s)
+        pipe = _solve("modulo", lp.instrs, ours.packets, timeout_s)
         rows.append({"label": lp.label, "instructions": len(lp.instrs), "hvx": lp.hvx,
                      "clang_packets": len(lp.packets), "clang_cycles": llvm, "clang_steady_cycles": vliw.steady_cycles(lp.packets),
                      "z3_packets": ours.issued if ours.issued >= 0 else len(lp.packets), "z3_cycles": ours.packets, "z3_ii": pipe.ii,
