@@ -27,6 +27,10 @@ GPU rules (``gpu``), per kernel class:
   contiguous along it too), K in LOOP x UNROLL (16 bytes of K); a narrow contiguous axis
   shares the threads with the next output axis;
   a GEMV (one output row, contiguous K) is scheduled like a reduction.
+- fp16/bf16 GEMMs (and batched ones) whose sizes tile exactly: tensor cores
+  (``_tensor_core``): 128x128 block tiles (smaller where the sizes need) of 2x2 warps,
+  K 32 deep a step, a 3-stage cp.async pipeline, shared layouts from the Z3
+  bank-conflict solver (search/banks.py).
 Every rule's result is checked with ``ir.schedule.check``; on a failure the rule falls
 back to a plainer variant, ending at one thread per output point.
 """
@@ -162,8 +166,34 @@ def _is_gemv(k: Kernel) -> bool:
     return len(big) <= 1 and _contiguous_reduce(k)
 
 
+def _tensor_core(k: Kernel, machine) -> Schedule | None:
+    """A tensor-core schedule for an fp16/bf16 GEMM, or None where none fits."""
+    from superopt.ir import dtype as dt, tensorcore as tcm
+    from superopt.ir.schedule import TensorCore
+    from superopt.search import banks
+    mt = tcm.match(k)
+    if isinstance(mt, str): return None
+    M, N, K = k.axes[mt.m].size, k.axes[mt.n].size, k.axes[mt.k].size
+    pick = lambda n, opts: next((c for c in opts if n % c == 0), None)  # noqa: E731
+    bm, bn, bk = pick(M, (128, 64, 32, 16)), pick(N, (128, 64, 32, 16)), pick(K, (32, 16))
+    if None in (bm, bn, bk): return None
+    wm, wn = (2 if bm >= 32 else 1), (2 if bn >= 32 else 1)
+    kt = K // bk
+    splits: list[tuple[Split, ...]] = [(Split(G, ax.size),) for ax in k.axes]
+    splits[mt.m] = tuple(Split(lv, n) for lv, n in ((G, M // bm), (T, wm), (U, bm // wm)) if n > 1)
+    splits[mt.n] = tuple(Split(lv, n) for lv, n in ((G, N // bn), (T, wn), (U, bn // wn)) if n > 1)
+    splits[mt.k] = tuple(Split(lv, n) for lv, n in ((L, kt), (R, bk)) if n > 1)
+    instr = "mma.m16n8k16.bf16.f32" if mt.dtype is dt.bfloat16 else "mma.m16n8k16.f16.f32"
+    s = Schedule(tuple(splits), tensor_core=TensorCore(instr, mt.m, mt.n, mt.k), stages=min(3, kt) if kt > 1 else 1)
+    s = replace(s, staging=banks.staging(k, s)[0])
+    return None if check(k, s, machine) else s
+
+
 def gpu(k: Kernel, machine) -> Schedule:
     """A reasonable GPU schedule for any kernel (legal for ``machine`` by ``check``)."""
+    if k.kind == "gemm" and not _is_gemv(k):
+        s = _tensor_core(k, machine)
+        if s is not None: return s
     rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction}[k.kind]
     if k.kind == "gemm" and _is_gemv(k): rule = _reduce  # one output row: split K over threads instead
     for make in (rule, _plain_variant(rule), lambda k, m: _naive_gpu(k)):

@@ -11,6 +11,10 @@ Decisions are the Program's; this module only spells them:
   and converted with ``cvt``; a CAST to them rounds), as the reference does in float64.
 - Loads of inputs are computed once per scope (inputs are read-only), so register tiles
   reuse a loaded value across slots.
+- Tensor-core statements are inline PTX: ``SharedCopy`` a 16-byte ``cp.async.cg`` (or a
+  ``uint4`` copy), ``FragLoad`` ``ldmatrix.x4``, ``Mma`` ``mma.sync.m16n8k16``; fragment
+  register arrays (the targets of ``FragLoad``) hold two 16-bit elements per 32-bit
+  register, element 2r in the low half of register r, as the instructions expect.
 """
 from __future__ import annotations
 
@@ -19,8 +23,8 @@ import re
 
 from superopt.ir import dtype as dt
 from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
-from superopt.ir.program import (Assign, Barrier, If, Loop, Program, Reg, Shared, SharedStore, Store, lane_stride,
-                                 unrolled)
+from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared,
+                                 SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
 
 from . import shuffle
 from .shuffle import WarpCombine
@@ -87,6 +91,7 @@ class _Renderer:
         self.lane = p.lane if p.lanes > 1 else None
         self._pure: dict[Node, bool] = {}
         self.shuffled: set[str] = set()   # shared buffers replaced by warp shuffles
+        self.frags = {x.name for x in p.walk() if isinstance(x, FragLoad)}  # packed 16-bit pairs
 
     # ---- plumbing ----------------------------------------------------------------
     def emit(self, line: str) -> None: self.lines.append("  " * len(self.scopes) + line)
@@ -268,6 +273,8 @@ class _Renderer:
             self.vector_loads(s.cond)
             cond = self.expr(self.lanes_of(s.cond)[0])
             self.scoped(f"if ({cond})", s.body)
+        elif isinstance(s, Reg) and s.name in self.frags:
+            self.emit(f"unsigned {s.name}[{-(-s.size // 2)}];")
         elif isinstance(s, Reg):
             self.reg_dt[s.name] = s.dtype
             self.emit(f"{compute_type(s.dtype)} {s.name}[{s.size * self.p.lanes}];")
@@ -293,8 +300,39 @@ class _Renderer:
                 self.emit(line if ok is TRUE else f"if ({self.expr(ok, i)}) {line}")
         elif isinstance(s, Barrier):
             self.emit("__syncthreads();")
+        elif isinstance(s, SharedCopy):
+            self.shared_copy(s)
+        elif isinstance(s, CopyCommit):
+            self.emit('asm volatile("cp.async.commit_group;\\n" ::);')
+        elif isinstance(s, CopyWait):
+            self.emit(f'asm volatile("cp.async.wait_group {s.pending};\\n" ::: "memory");')
+        elif isinstance(s, FragLoad):
+            r = ", ".join(f'"=r"({s.name}[{s.offset // 2 + j}])' for j in range(4))
+            addr = f"(unsigned)__cvta_generic_to_shared(&{s.shared}[{self.expr(s.row)}])"
+            self.emit(f'asm volatile("ldmatrix.sync.aligned.m8n8.x4{".trans" if s.trans else ""}.shared.b16 '
+                      f'{{%0,%1,%2,%3}}, [%4];\\n" : {r} : "r"({addr}));')
+        elif isinstance(s, Mma):
+            ab = "bf16" if ".bf16." in s.instr else "f16"
+            d = ", ".join(f'"+f"({s.d}[{s.d_off + i}])' for i in range(4))
+            a = ", ".join(f'"r"({s.a}[{s.a_off // 2 + i}])' for i in range(4))
+            b = ", ".join(f'"r"({s.b}[{s.b_off // 2 + i}])' for i in range(2))
+            self.emit(f'asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32 {{%0,%1,%2,%3}}, '
+                      f'{{%4,%5,%6,%7}}, {{%8,%9}}, {{%0,%1,%2,%3}};\\n" : {d} : {a}, {b});')
         else:
             raise ValueError(f"cannot render statement {type(s).__name__}")
+
+    def shared_copy(self, s: SharedCopy) -> None:
+        nbytes = s.width * self.p.inputs[s.input].dtype.itemsize
+        if nbytes != 16: raise ValueError(f"shared copies of {nbytes} bytes are not rendered (16 only)")
+        dst, src = self.expr(s.dst), self.expr(s.src)
+        ok = None if s.valid is TRUE else self.expr(s.valid)
+        if s.async_:
+            size = "16" if ok is None else f"({ok}) ? 16 : 0"
+            self.emit(f'asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: '
+                      f'"r"((unsigned)__cvta_generic_to_shared(&{s.name}[{dst}])), "l"(in{s.input} + {src}), "r"({size}));')
+            return
+        load = f"*reinterpret_cast<const uint4*>(in{s.input} + {src})"
+        self.emit(f"*reinterpret_cast<uint4*>(&{s.name}[{dst}]) = " + (load if ok is None else f"({ok}) ? {load} : uint4{{}}") + ";")
 
     def forget_regs(self, name: str) -> None:
         for sc in self.scopes:
