@@ -17,7 +17,11 @@ from ..base import Backend, Compiled, Failure, Timing
 from .render import render
 from .worker import WorkerPool
 
-CFLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno", "-std=gnu11"]
+# -fno-tree-loop-if-convert: GCC 12.2 at -O3 -march=native (AVX-512) -fopenmp miscompiles a
+# select over an if-converted, OpenMP-outlined block loop (`c ? x : 0` came out as x; found by
+# the random-kernel test, reproduced outside superopt); without if-conversion the code is right.
+CFLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
+          "-fno-tree-loop-if-convert", "-std=gnu11"]
 
 
 def cache_dir() -> Path:
