@@ -212,7 +212,7 @@ def bench_kernel(k: Kernel, step: int, be, cfg: Config) -> dict:
             elif name == "beam": got[name] = run_beam(k, be, cfg)
             elif name == "z3+beam": got[name] = run_z3_beam(k, be, cfg, got.get("z3"))
         except Exception as e:  # a method that breaks on one kernel is recorded against it; the run goes on
-            got[name] = Measured(k, be.name, Schedule.naive(k), name, False, f"{name} failed: {type(e).__name__}: {e}")
+            got[name] = Measured(k, be.name, Schedule.naive(k), name, False, f"{name} failed: {_where(e)}")
             got[name].tuning_s = time.perf_counter() - t0
         rec["methods"][name] = method_record(got[name], k, be.machine, rec["roofline_s"], ceilings)
     hand = rec["methods"].get("hand", {}).get("time_s")
@@ -246,6 +246,14 @@ def bench_workload(w: Workload, suite: str, be, cfg: Config, log: Callable[[str]
             "params": {n: getattr(v, "name", v) for n, v in w.args.items()},
             "timed": "the only kernel" if len(kernels) == 1 else f"all {len(kernels)} steps (sum of per-kernel medians)",
             "flops": w.flops, "min_bytes": w.min_bytes, "roofline_s": roof, "kernels": kernels, "methods": methods}
+
+
+def _where(e: BaseException) -> str:
+    """The exception and the innermost place it was raised (for the report)."""
+    import traceback
+    tb = traceback.extract_tb(e.__traceback__)
+    at = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
+    return f"{type(e).__name__}: {e}{at}"
 
 
 def _baseline(name: str, w: Workload, cfg: Config, be) -> dict:

@@ -110,8 +110,9 @@ def quality_vs_time(doc: dict, path: Path) -> Path | None:
         ax.hlines(z3[1], z3[0], t[-1], colors=STYLE["z3"][0], linestyles="--", lw=1)
         if "beam" in curves:
             ahead = (t >= z3[0]) & (curves["beam"] < z3[1])
-            ax.fill_between(t, curves["beam"], z3[1], where=ahead, color=STYLE["z3"][0], alpha=0.15, step="post",
-                            label="Z3 ahead of BEAM")
+            if ahead.any():
+                ax.fill_between(t, curves["beam"], z3[1], where=ahead, color=STYLE["z3"][0], alpha=0.15, step="post",
+                                label="Z3 ahead of BEAM")
     ax.axhline(1.0, color=STYLE["hand"][0], lw=1, label="hand rules")
     ax.set_xscale("log")
     ax.set_xlabel("tuning time per kernel, s (log scale)")

@@ -25,6 +25,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="measure the machine's ceilings first and use them as the roofline of this run (not "
                         "stored, and not given to the cost model: `superopt calibrate` does that)")
+    p.add_argument("--warm", action="store_true",
+                   help="reuse kernels compiled by earlier runs (default: an empty build cache, so tuning times "
+                        "include every compile)")
     p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
 
 
@@ -33,7 +36,7 @@ def command_line(a: argparse.Namespace) -> str:
     parts = ["superopt", "bench", "--suite", a.suite, "--backend", a.backend, "--methods", a.methods,
              "--budget", f"{a.budget:g}", "--repeat", str(a.repeat)]
     parts += ["--small"] * a.small + (["--only", a.only] if a.only else []) + ["--out", a.out]
-    parts += ["--calibrate"] * a.calibrate + ["--no-plots"] * a.no_plots
+    parts += ["--calibrate"] * a.calibrate + ["--warm"] * a.warm + ["--no-plots"] * a.no_plots
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -95,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         be = get(cfg.backend)
     except Exception as e:  # e.g. no GPU: one line, not a traceback
         raise UserError(f"backend {cfg.backend}: {e}") from None
+    if not args.warm:  # every method pays for its own compiles: no kernels built by earlier runs
+        cold = _cold_build_cache()
     n = sum(len(w.steps) for _, w in work)
     print(f"superopt bench: {len(work)} workloads, {n} kernels, methods {','.join(cfg.methods)}, "
           f"budget {cfg.budget_s:g} s, backend {cfg.backend}", flush=True)
@@ -102,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
         doc = benchmark.run(cfg, be, work, log=lambda line: print(line, flush=True))
     finally:
         be.close()
+        if not args.warm: cold()
     doc["calibration"] = calibration
+    doc["config"]["cold_build_cache"] = not args.warm
     files = report.write(doc, args.out, plots=plots)
     s = doc["summary"]
     for name, d in s["methods"].items():
@@ -113,3 +120,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(f) for f in files)}  ({doc['wall_s']:.0f} s)")
     unverified = sum(d["unverified"] for d in s["methods"].values())
     return 0 if unverified == 0 else 1
+
+
+def _cold_build_cache():
+    """Point the build cache (under ``SUPEROPT_CACHE_DIR``) at an empty temporary folder
+    for the rest of the run, after the backend has loaded its machine description (which
+    lives there too); returns the function that restores it."""
+    import os
+    import shutil
+    import tempfile
+    old = os.environ.get("SUPEROPT_CACHE_DIR")
+    tmp = tempfile.mkdtemp(prefix="superopt-bench-")
+    os.environ["SUPEROPT_CACHE_DIR"] = tmp
+
+    def restore() -> None:
+        if old is None: os.environ.pop("SUPEROPT_CACHE_DIR", None)
+        else: os.environ["SUPEROPT_CACHE_DIR"] = old
+        shutil.rmtree(tmp, ignore_errors=True)
+    return restore
