@@ -185,3 +185,24 @@ def test_timing_and_calibration_are_sane(cuda):
     m = measure(reps=5)
     assert 1e11 < m["copy_bytes_per_s"] < 2e13 and 1e12 < m["fma_flops_per_s"] < 2e14
     assert 1e12 < m["smem_bytes_per_s"] and 0 < m["launch_s"] < 1e-3
+
+
+@needs_gpu
+def test_tensor_core_gemms_verify_on_cuda(cuda):
+    """mma.sync / ldmatrix / cp.async kernels (fp16, bf16, batched with both B layouts,
+    1 and 3 stages) compute the reference."""
+    from dataclasses import replace
+    from superopt.kernels.registry import Workload
+    cases = [Workload.make("matmul", M=128, N=128, K=64, dtype="float16"),
+             Workload.make("matmul", M=256, N=128, K=96, dtype="bfloat16"),
+             Workload.make("bmm", B=3, M=64, N=64, K=64, b_layout="nk", dtype="float16"),
+             Workload.make("bmm", B=2, M=128, N=64, K=128, b_layout="kn", dtype="bfloat16")]
+    bad = []
+    for w in cases:
+        k = w.kernels[0]
+        s = gpu(k, cuda.machine)
+        assert s.tensor_core is not None, k.name
+        for stages in (1, s.stages):
+            r = verify(k, replace(s, stages=stages), cuda, seed=3)
+            if not r.ok: bad.append(f"{k.name} stages {stages}: {r.reason}")
+    assert not bad, "\n".join(bad)

@@ -1,0 +1,179 @@
+"""Tensor-core GEMMs on the GPU vs PyTorch, in one run: the bert suite's GEMMs in fp16 and
+bf16 and matmul 4096^3 fp16.
+
+Per workload: the hand rule's tensor-core schedule (its tuning time includes the Z3
+shared-layout solve; the proof result and the layout are recorded), the emulator's bank
+conflict count of that schedule (first block only; ``--emu`` to compute, it is pure
+CPU work), then ``bench/gpu.py``'s own verify-and-time path (fresh random inputs against
+the reference, CUDA events, L2 flushed, rotated inputs, median) and torch timed the same
+way in the same process. ``--variants`` also times a few other tile shapes of each GEMM
+(verified the same way) to show where the hand rule stands. Prints a table last.
+
+    python3 bench/gpu_tc.py --out tc.json [--emu] [--variants] [--only NAME,...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu as bench_gpu  # noqa: E402  (bench/gpu.py: the verify-and-time path)
+
+from superopt.ir import tensorcore as tcm  # noqa: E402
+from superopt.ir.lower import lower  # noqa: E402
+from superopt.ir.schedule import Level, Schedule, Split, TensorCore, check  # noqa: E402
+from superopt.kernels.registry import Workload  # noqa: E402
+from superopt.kernels.suites import suite  # noqa: E402
+from superopt.search import banks  # noqa: E402
+from superopt.search.hand import gpu  # noqa: E402
+
+G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
+VARIANTS = [  # (bm, bn, bk, wm, wn, stages)
+    (128, 128, 32, 2, 2, 3), (128, 128, 32, 2, 2, 4), (128, 128, 64, 2, 2, 3), (128, 256, 32, 2, 4, 3),
+    (256, 128, 32, 4, 2, 3), (64, 128, 32, 2, 2, 4), (128, 64, 32, 2, 2, 4)]
+
+
+def workloads() -> list[Workload]:
+    out = []
+    for w in suite("bert"):
+        out.append(w)
+        p = dict(w.params); p["dtype"] = "bfloat16"  # noqa: E702
+        out.append(Workload.make(w.kind, name=w.name.replace("gemm", "gemm_bf16").replace("bmm", "bmm_bf16"), **p))
+    out.append(Workload.make("matmul", name="matmul_4096x4096x4096_fp16", M=4096, N=4096, K=4096, dtype="float16"))
+    return out
+
+
+def variant(k, bm, bn, bk, wm, wn, stages) -> Schedule | None:
+    mt = tcm.match(k)
+    M, N, K = (k.axes[a].size for a in (mt.m, mt.n, mt.k))
+    if M % bm or N % bn or K % bk: return None
+    sp = [(Split(G, ax.size),) for ax in k.axes]
+    sp[mt.m] = tuple(Split(lv, n) for lv, n in ((G, M // bm), (T, wm), (U, bm // wm)) if n > 1)
+    sp[mt.n] = tuple(Split(lv, n) for lv, n in ((G, N // bn), (T, wn), (U, bn // wn)) if n > 1)
+    sp[mt.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1)
+    instr = "mma.m16n8k16.bf16.f32" if mt.dtype.name == "bfloat16" else "mma.m16n8k16.f16.f32"
+    s = Schedule(tuple(sp), tensor_core=TensorCore(instr, mt.m, mt.n, mt.k), stages=min(stages, K // bk))
+    s = replace(s, staging=banks.staging(k, s)[0])
+    return None if check(k, s, bench_gpu_machine()) else s
+
+
+_M = None
+
+
+def bench_gpu_machine():
+    return _M
+
+
+def emu_conflicts(k, s, m) -> dict:
+    from superopt.backends.emu import run_program
+    from superopt.verify import random_inputs
+    r = run_program(lower(k, s, m), [a.reshape(-1) for a in random_inputs(k, np.random.default_rng(0))], blocks=np.array([0]))
+    return {"bank_conflicts": r.counters.bank_conflicts, "shared_wavefronts": r.counters.shared_wavefronts,
+            "races": r.counters.races, "blocks_run": 1}
+
+
+def time_schedule(k, s, be, reps, rng) -> dict:
+    from superopt.backends.base import Failure
+    from superopt.verify import compare, poison, random_inputs
+    c = be.compile(lower(k, s, be.machine))
+    if isinstance(c, Failure): return {"ok": False, "failure": str(c)}
+    ins = random_inputs(k, rng)
+    out = poison(k.output)
+    t = be.time(c, [a.reshape(-1) for a in ins], out, runs=reps)
+    if isinstance(t, Failure): return {"ok": False, "failure": str(t)}
+    v = compare(k, out, ins, rng)
+    return {"ok": v.ok, "rel_err": v.rel_err, "median_s": t.median_s, "registers": c.handle.registers,
+            "local_bytes": c.handle.local_bytes}
+
+
+def main(argv=None) -> int:
+    global _M
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--emu", action="store_true", help="count bank conflicts on the emulator (first block)")
+    ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--no-gpu", action="store_true", help="schedules, solver and emulator only")
+    args = ap.parse_args(argv)
+    command = "python3 bench/gpu_tc.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    be = None
+    if args.no_gpu:
+        from superopt.search.machine import H100
+        _M = H100
+    else:
+        from superopt.backends.base import get
+        be = get("cuda")
+        _M = be.machine
+    from superopt.vendor import time_torch, torch_fn, torch_inputs
+    only = {x for x in args.only.split(",") if x}
+    rng = np.random.default_rng(0)
+    results, rows = [], []
+    for w in workloads():
+        if only and w.name not in only: continue
+        (k,) = w.kernels
+        t0 = time.perf_counter()
+        banks._CACHE.clear()  # the solve counts in this kernel's tuning time
+        s = gpu(k, _M)
+        tune_s = time.perf_counter() - t0
+        r = {"workload": w.name, "flops": w.flops, "schedule": s.to_dict(), "describe": s.describe(k), "tune_s": tune_s}
+        if s.tensor_core is not None:
+            _, info = banks.staging(k, s)
+            r["layouts"] = {x: vars(lay) for x, lay in info.items()}
+        if args.emu: r["emu"] = emu_conflicts(k, s, _M)
+        if be is not None:
+            r.update(bench_gpu.run_ours(w, be, args.reps, rng))
+            r["verify_and_time_s"] = time.perf_counter() - t0 - tune_s
+            fn = torch_fn(w, torch_inputs(w, w.random_inputs(seed=1)))
+            ts = time_torch(fn, args.reps, _M.l2_bytes)
+            r["torch_s"] = statistics.median(ts)
+            if args.variants and s.tensor_core is not None:
+                r["variants"] = []
+                for v in VARIANTS:
+                    vs = variant(k, *v)
+                    if vs is not None: r["variants"].append({"tiles": v, **time_schedule(k, vs, be, args.reps, rng)})
+        results.append(r)
+        rows.append(_row(r))
+        print(_fmt(rows[-1]), flush=True)
+        for v in r.get("variants", []):
+            print(f"    variant {v['tiles']}: ok={v['ok']} "
+                  + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
+    out = {"command": command, "device": be.device if be else None, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "results": results}
+    if be is not None: be.close()
+    if args.out:
+        with open(args.out, "w") as f: json.dump(out, f, indent=1, default=str)
+    print("\n" + _fmt(HEADER))
+    for row in rows: print(_fmt(row))
+    ratios = [r["torch_s"] / r["median_s"] for r in results if r.get("ok") and r.get("torch_s") and r.get("median_s")]
+    if ratios: print(f"geomean vs torch {math.exp(sum(map(math.log, ratios)) / len(ratios)):.3f}x ({be.device['name']})")
+    return 0
+
+
+HEADER = ("workload", "ok", "ours ms", "torch ms", "vs torch", "ours TF/s", "torch TF/s", "tune s", "conflicts")
+
+
+def _row(r) -> tuple:
+    ours, th = r.get("median_s"), r.get("torch_s")
+    tf = lambda s: f"{r['flops'] / s / 1e12:.0f}" if s else "-"  # noqa: E731
+    conf = r.get("emu", {}).get("bank_conflicts", "-")
+    return (r["workload"][:36], {True: "yes", False: "NO"}.get(r.get("ok"), "-"), f"{ours * 1e3:.3f}" if ours else "-",
+            f"{th * 1e3:.3f}" if th else "-", f"{th / ours:.2f}x" if ours and th else "-", tf(ours), tf(th),
+            f"{r['tune_s']:.1f}", conf)
+
+
+def _fmt(row) -> str:
+    w = (36, 4, 9, 9, 8, 10, 10, 7, 9)
+    return " ".join(str(c).ljust(n) if i == 0 else str(c).rjust(n) for i, (c, n) in enumerate(zip(row, w)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
