@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results/solver-cpu.json")
     a = p.parse_args(argv)
     be = get("cpu")
+    load_before = os.getloadavg()  # timings on a shared machine: say how busy it was
     rows = []
     try:
         for kind, params in WORKLOADS:
@@ -104,6 +106,7 @@ def main(argv=None) -> int:
     print(json.dumps(summary, indent=1))
     doc = {"command": "python3 bench/solver_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": be.machine.to_dict(), "python": platform.python_version(),
+           "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
            "summary": summary, "kernels": rows}
     with open(a.out, "w") as f: json.dump(doc, f, indent=1)
     return 0

@@ -254,7 +254,6 @@ def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     warps = B.ceil(threads / machine.warp)
     lane_use = threads / (warps * machine.warp)
     tile = _prod(x.upcast[a] for a in outs)
-    unroll = _prod(x.unroll[a] for a in reds)
     tile_ext = [x.upcast[a] * x.unroll[a] for a in range(n)]
     live = 0.0
     for acc in f.accesses:

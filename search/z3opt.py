@@ -330,17 +330,30 @@ class SolveResult:
                 "candidates": [{"schedule": c.schedule.to_dict(), "modeled_s": c.modeled_s} for c in self.candidates]}
 
 
-def _optimum(opt: z3.Optimize, F: Formulation) -> tuple[z3.ModelRef | None, bool]:
-    """Minimize T. Returns (model, proved): after an interrupt, Z3's best model so far, unproved."""
-    r = opt.check()
-    if r == z3.sat: return opt.model(), True
+@dataclass
+class _Found:
+    schedule: Schedule
+    value: float
+    assignment: list          # the decision literals true in the model (to block it)
+    proved: bool
+
+
+def _optimum(opt: z3.Optimize, F: Formulation, limit_s: float) -> tuple[_Found | None, bool]:
+    """Minimize T for at most ``limit_s``. Returns (found, finished): after an interrupt,
+    Z3's best model so far (unproved), when it has one. Everything read from the model
+    is read here, with the interrupt disarmed; a late interrupt counts as a timeout."""
+    timer = _interrupt(F.model.ctx, limit_s)
+    try:
+        r = opt.check()
+    finally:
+        timer.cancel()
     if r == z3.unsat: return None, True
     try:
         mdl = opt.model()
-        F.schedule_of(mdl)  # a partial model picks no option somewhere
-    except (z3.Z3Exception, StopIteration):
+        true = [b for b in F.decisions() if z3.is_true(mdl.eval(b, model_completion=True))]
+        return _Found(F.schedule_of(mdl), F.value(mdl), true, r == z3.sat), r == z3.sat
+    except (z3.Z3Exception, StopIteration):  # no (complete) model, or cancelled while reading it
         return None, False
-    return mdl, False
 
 
 def seeds(kernel: Kernel, machine, sp: Space, samples: int = 48, starts: int = 3, rng_seed: int = 0,
@@ -396,29 +409,28 @@ def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
     pushed = True
     if start:  # nothing slower than the descent's best can win: a strong upper bound
         opt.add(T <= F.model.q(start[0].modeled_s * (1 + 1e-9)))
-    timer = _interrupt(ctx, timeout_s - (_time.monotonic() - t0))
     cands: list[Candidate] = []
     proved, fallback = False, None
-    try:
-        while len(cands) < top_k and _time.monotonic() - t0 < timeout_s:
-            mdl, ok = _optimum(opt, F)
-            if mdl is None:
-                if not ok and not cands: fallback = "z3 timed out: best schedule of the model-guided descent"
-                break
-            s = F.schedule_of(mdl)
+    limit = lambda: timeout_s - (_time.monotonic() - t0)  # noqa: E731
+    while len(cands) < top_k and limit() > 0:
+        found, finished = _optimum(opt, F, limit())
+        if found is None:
+            if not finished and not cands: fallback = "z3 timed out: best schedule of the model-guided descent"
+            break
+        try:
             if pushed:  # runners-up: anything within RUNNER_UP_SPAN of the optimum, in bounded time
                 opt.pop(); pushed = False  # noqa: E702
-                opt.add(T <= F.model.q(F.value(mdl) * RUNNER_UP_SPAN))
-                timer.cancel()
+                opt.add(T <= F.model.q(found.value * RUNNER_UP_SPAN))
                 used = _time.monotonic() - t0
-                timer = _interrupt(ctx, min(timeout_s - used, max(0.5, used)))
-            opt.add(z3.Not(z3.And(*[b for b in F.decisions() if z3.is_true(mdl.eval(b, model_completion=True))])))
-            if check(kernel, s, machine): continue  # the legality check is the authority: look again
-            if not cands: proved = ok
+                limit = lambda: min(timeout_s, 2 * used + 0.5) - (_time.monotonic() - t0)  # noqa: E731
+            opt.add(z3.Not(z3.And(*found.assignment)))
+        except z3.Z3Exception:  # a late interrupt: keep what was found
+            finished = False
+        s = found.schedule
+        if not check(kernel, s, machine):  # the legality check is the authority
+            if not cands: proved = found.proved
             cands.append(Candidate(s, cost.modeled_time(kernel, s, machine)))
-            if not ok: break
-    finally:
-        timer.cancel()
+        if not finished: break
     if not cands: return _fallback(kernel, machine, start, top_k, t0, fallback or "z3 found no legal schedule")
     have = {c.schedule for c in cands}
     cands += [c for c in start if c.schedule not in have][:max(0, top_k - len(cands))]
