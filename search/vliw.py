@@ -116,6 +116,14 @@ def classify_packet(texts: list[str]) -> list[Instr]:
         ins = classify(t)
         out.append(replace(ins, words=2) if ext else ins)
         ext = False
+    # a new-value operand written as ``Nx.new`` / ``Ox.new`` (qemu's disassembly: scalar /
+    # vector) names its producer by position; read it as a same-packet use of every
+    # register of that kind the packet writes
+    for k, ins in enumerate(out):
+        for kind, reg in (("n", "r"), ("o", "v")):
+            if re.search(rf"\b{kind}\d+\.new\b", ins.text.lower()):
+                prod = tuple(r for j, o in enumerate(out) if j != k for r in o.defs if r.startswith(reg))
+                out[k] = ins = replace(ins, new_uses=ins.new_uses + prod)
     return _sequential(out)
 
 

@@ -1,8 +1,9 @@
 """Kernel-level VLIW cycles: which packets ran how often, priced by the model.
 
-qemu-hexagon logs every translation block it executes (``-d nochain,exec``: chaining
-off, so each execution is logged). A translation block is a run of packets ending at a
-control transfer; its packets come from ``llvm-objdump -d`` of the same executable.
+qemu-hexagon logs every translation block it translates with its instructions
+(``-d in_asm``: qemu's own disassembler) and every execution (``exec``, chaining off, so
+each execution is logged). A translation block is a run of packets ending at a control
+transfer.
 Every executed block of the kernel is then priced twice under ``search/vliw.py``:
 LLVM's own packets replayed in order (stalls included), and the Z3 packing of the same
 instructions (straight-line; for a block that loops on itself also the modulo schedule).
@@ -10,9 +11,7 @@ Execution counts are real (from the run); only the per-packet costs are modeled.
 """
 from __future__ import annotations
 
-import glob
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -36,68 +35,63 @@ def _solve(kind: str, instrs: list, upper: int, timeout_s: float):
 _LINE = re.compile(r"^\s*([0-9a-f]+):\s+(?:[0-9a-f]{2}\s){4}\s*[0-9a-f]{8}\s+(.*)$")
 
 
-def objdump() -> str | None:
-    """llvm-objdump (Debian: package llvm, or any versioned install)."""
-    return shutil.which("llvm-objdump") or next(iter(sorted(glob.glob("/usr/lib/llvm-*/bin/llvm-objdump"))), None)
+@dataclass
+class Trace:
+    counts: Counter                           # translation block pc -> executions
+    blocks: dict[int, list[tuple[int, list[str]]]]  # pc -> packets (packet pc, instruction texts)
+    loops: set[int]                           # blocks whose last packet branches back to their start
 
 
-def disassemble(exe: Path) -> dict[int, tuple[list[str], bool]]:
-    """pc of each packet -> (instruction texts, ends a translation block)."""
-    tool = objdump()
-    if tool is None: raise RuntimeError("llvm-objdump not found")
-    text = subprocess.run([tool, "-d", str(exe)], capture_output=True, text=True, timeout=120).stdout
-    packets: dict[int, tuple[list[str], bool]] = {}
-    cur: list[str] = []
-    start = None
-    for raw in text.splitlines():
-        m = _LINE.match(raw)
-        if not m: continue
-        pc, body = int(m.group(1), 16), m.group(2)
-        if "{" in body:
-            start, cur = pc, []
-            body = body.split("{", 1)[1]
-        end = "}" in body
-        part = body.split("}", 1)[0]
-        cur += [x.strip() for x in part.split(";") if x.strip()]
-        if end and start is not None:
-            tail = body.split("}", 1)[1]
-            ends = "endloop" in tail or any(re.search(r"\b(jump|jumpr|call|callr|trap0|dealloc_return)\b", i) for i in cur)
-            packets[start] = ([i for i in cur if i], ends)
-            start = None
-    return packets
-
-
-def block_at(packets: dict[int, tuple[list[str], bool]], pc: int) -> list[list[str]]:
-    """The packets of the translation block starting at ``pc``."""
-    pcs = sorted(packets)
-    out = []
-    for p in pcs[pcs.index(pc):]:
-        instrs, ends = packets[p]
-        out.append(instrs)
-        if ends or len(out) >= 256: break
-    return out
-
-
-def tb_counts(exe: Path, stdin: bytes, timeout: float = 120.0) -> Counter | Failure:
-    """Executions of each translation block of the kernel's functions."""
+def trace(exe: Path, stdin: bytes, timeout: float = 120.0) -> Trace | Failure:
+    """Run under qemu logging each translated block's instructions (``in_asm``, qemu's
+    own Hexagon disassembler, HVX included) and each execution (``exec``, chaining off)."""
     t = tools.find_tools()
     if t is None: return Failure("launch", tools.missing_message())
     with tempfile.TemporaryDirectory() as d:
         log = Path(d) / "exec.log"
         try:
-            r = subprocess.run([t.qemu, "-d", "nochain,exec", "-D", str(log), str(exe)], input=stdin,
+            r = subprocess.run([t.qemu, "-d", "in_asm,nochain,exec", "-D", str(log), str(exe)], input=stdin,
                                capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return Failure("timeout", f"profiled run longer than {timeout:.0f}s")
         if r.returncode: return Failure("crash", f"exit status {r.returncode}")
-        counts: Counter = Counter()
-        with open(log) as f:
-            for line in f:
-                if not line.startswith("Trace"): continue
-                parts = line.split()
-                if parts[-1] in KERNEL_SYMBOLS:
-                    counts[int(parts[3].strip("[]").split("/")[1], 16)] += 1
-    return counts
+        return _parse(log.read_text(errors="replace"))
+
+
+_INSN = re.compile(r"^0x([0-9a-f]+):\s+0x[0-9a-f]+\s+(.*)$")
+
+
+def _parse(text: str) -> Trace:
+    counts: Counter = Counter()
+    blocks: dict[int, list[tuple[int, list[str]]]] = {}
+    loops: set[int] = set()
+    sym, cur, pk, pk_pc, start = None, None, None, None, None
+    for line in text.splitlines():
+        if line.startswith("IN: "):
+            sym, cur, pk, start = line[4:].strip(), [], None, None
+            continue
+        if line.startswith("Trace"):
+            parts = line.split()
+            if parts[-1] in KERNEL_SYMBOLS: counts[int(parts[3].strip("[]").split("/")[1], 16)] += 1
+            continue
+        m = _INSN.match(line.strip())
+        if not m or cur is None or sym not in KERNEL_SYMBOLS: continue
+        pc, body = int(m.group(1), 16), m.group(2)
+        if start is None:
+            start = pc
+            blocks[start] = cur
+        if "{" in body or pk is None:
+            pk, pk_pc = [], pc
+            body = body.split("{", 1)[-1]
+        end = "}" in body
+        pk += [x.strip() for x in body.split("}", 1)[0].split(";") if x.strip()]
+        if end:
+            cur.append((pk_pc, pk))
+            tail = body.split("}", 1)[1]
+            jm = re.search(r"jump(?::\w+)?\s+pc\+(-?\d+)", " ".join(pk).lower())
+            if "endloop" in tail or (jm and pk_pc + int(jm.group(1)) == start): loops.add(start)
+            pk = None
+    return Trace(counts, blocks, loops)
 
 
 @dataclass
@@ -112,15 +106,14 @@ class KernelCycles:
 
 
 def model(exe: Path, stdin: bytes, timeout_s: float = 2.0) -> KernelCycles | Failure:
-    counts = tb_counts(exe, stdin)
-    if isinstance(counts, Failure): return counts
-    packets = disassemble(exe)
+    tr = trace(exe, stdin)
+    if isinstance(tr, Failure): return tr
     t0 = time.perf_counter()
     lp = lc = zc = zp = 0
     hot: dict = {}
-    for pc, n in counts.items():
-        if pc not in packets: continue
-        blk = [vliw.classify_packet(p) for p in block_at(packets, pc)]
+    for pc, n in tr.counts.items():
+        if pc not in tr.blocks: continue
+        blk = [vliw.classify_packet(p) for _, p in tr.blocks[pc]]
         instrs = [i for p in blk for i in p]
         if not instrs: continue
         llvm = vliw.replay(blk)
@@ -128,31 +121,17 @@ def model(exe: Path, stdin: bytes, timeout_s: float = 2.0) -> KernelCycles | Fai
         lp += n * len(blk)
         lc += n * llvm
         zc += n * ours.packets
-        loops_to_self = n > 1 and _self_loop(packets, pc, blk)
-        if loops_to_self:
+        if n > 1 and pc in tr.loops:
             pipe = _solve("modulo", instrs, ours.packets, timeout_s)
             zp += n * pipe.ii + max(0, ours.packets - pipe.ii)
             if n > hot.get("executions", 0):
                 hot = {"pc": hex(pc), "executions": n, "instructions": len(instrs), "llvm_packets": len(blk),
-                       "llvm_cycles": vliw.steady_cycles(blk), "z3_cycles": ours.packets, "z3_issued": ours.issued if ours.issued >= 0 else len(blk),
-                       "z3_ii": pipe.ii,
-                       "proved": ours.proved and pipe.proved}
+                       "llvm_cycles": vliw.steady_cycles(blk), "z3_cycles": ours.packets,
+                       "z3_issued": ours.issued if ours.issued >= 0 else len(blk),
+                       "z3_ii": pipe.ii, "proved": ours.proved and pipe.proved}
         else:
             zp += n * ours.packets
-    return KernelCycles(lp, lc, zc, zp, hot, time.perf_counter() - t0, len(counts))
-
-
-def _self_loop(packets, pc: int, blk) -> bool:
-    """A block that branches back to its own start (hardware loop or jump)."""
-    pcs = sorted(packets)
-    last_pc = pcs[pcs.index(pc) + len(blk) - 1]
-    last = packets[last_pc][0]
-    return any(hex(pc)[2:] in i for i in last) or _endloop_to(pc, packets, last_pc)
-
-
-def _endloop_to(pc: int, packets, last_pc: int) -> bool:
-    # objdump marks ``:endloop0`` after the packet; the loop start is the loop0() target
-    return packets[last_pc][1] and not any(re.search(r"\bjump", i) for i in packets[last_pc][0])
+    return KernelCycles(lp, lc, zc, zp, hot, time.perf_counter() - t0, len(tr.counts))
 
 
 def static_loops(source: str, timeout_s: float = 2.0) -> list[dict] | Failure:

@@ -112,7 +112,6 @@ def test_dsp_solver_schedule_bit_exact(name):
     assert np.array_equal(got, want)
 
 
-@pytest.mark.skipif(profile.objdump() is None, reason="llvm-objdump not found (Debian: apt-get install llvm)")
 def test_kernel_cycle_model():
     w = DSP["qdwconv3x3s2_nhwc_1x112x112x64"]
     k = w.kernel

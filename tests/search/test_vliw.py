@@ -64,6 +64,16 @@ def test_packet_reads_old_values():
     assert seq[0].defs == ("v31",)
 
 
+def test_new_value_operands_by_position():
+    # qemu prints new-value stores as Nx.new (scalar) / Ox.new (vector): same-packet producers
+    seq = vliw.classify_packet(["V2.w += vrmpy(V31.b,V3.b)", "vmem(R22+#0x0) = O2.new"])
+    assert seq[1].new_uses == ("v2",)
+    r = vliw.pack(seq)
+    assert r.assignment[1] >= r.assignment[0]
+    seq = vliw.classify_packet(["immext(#0x10cc0)", "R0 = add(pc,##0x10cc0)", "memw(R29+#0x54) = N0.new"])
+    assert len(seq) == 2 and seq[0].words == 2 and seq[1].new_uses == ("r0",)
+
+
 def test_resources_bound_packets():
     c = vliw.classify
     assert vliw.pack([c(f"r{i} = add(r{i + 8},#1)") for i in range(4)]).packets == 1
