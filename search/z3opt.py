@@ -10,7 +10,12 @@ linear real arithmetic over boolean cases: exact, and fast for Z3.
 
 ``z3.Optimize`` minimizes the modeled time T exactly (a sat answer proves the optimum
 under the model; measured faster here than bisection on T with a plain ``Solver``).
-Top-k: block each solution and optimize again, incrementally.
+What makes it fast is an upper bound: a model-guided descent (``seeds``) from random
+legal schedules gives T <= its best, which prunes most of the space (a 64x32x32 GEMM:
+0.2 s with the bound, no answer in 450 s without). Top-k: block each solution and
+optimize again, incrementally, within ``RUNNER_UP_SPAN`` of the optimum. Time limits are
+enforced by interrupting the solve's own Z3 context; on timeout the best model so far,
+else the descent's best, is returned (``fallback`` says which).
 """
 from __future__ import annotations
 
