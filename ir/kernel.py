@@ -83,7 +83,7 @@ class Kernel:
         inner = set(self.reduce.src[0].toposort()) if self.reduce else set()
         total = 0
         for n in self.body.toposort():
-            if n.op in ALU and n.op is not Ops.CAST and n.dtype is not dt.bool_ and not _is_index(n):
+            if counts_as_flop(n):
                 total += self.points if n in inner else self.out_points
             elif n.op is Ops.REDUCE:
                 total += self.points
@@ -168,6 +168,11 @@ def _shared(body: Node) -> list[Node]:
         for s in n.src: users[s] = users.get(s, 0) + 1
     return [n for n in body.toposort() if users.get(n, 0) > 1 and n.op not in (Ops.CONST, Ops.VAR)
             and n.dtype is not dt.bool_ and not _is_index(n)]
+
+
+def counts_as_flop(n: Node) -> bool:
+    """An ALU node ``Kernel.flops`` counts: data arithmetic, not casts, predicates or index math."""
+    return n.op in ALU and n.op is not Ops.CAST and n.dtype is not dt.bool_ and not _is_index(n)
 
 
 def _is_index(n: Node) -> bool:

@@ -7,11 +7,19 @@ elementwise tail is fused into a reduction as an epilogue (``body = f(REDUCE(...
 when that reduction feeds nothing else and each output point reads exactly one of its
 results (a cast back to fp16, a requantize); a tail that would recompute a reduction
 per output point (softmax's normalize) stays a separate kernel.
+
+A fusion plan (``search.fusion``) replaces the rule: ``kernelize(root, plan=nodes)``
+writes exactly those nodes (and the output) to buffers, recomputes every other
+elementwise node inside each kernel that reads it, and computes a reduction that is not
+in the plan inside the one elementwise kernel that reads it (an epilogue, legal only
+when each output point reads one of its results). ``PLANNER``, when set, is asked for a
+plan for every root the lazy front end realizes.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from . import dtype as dt
 from .graph import shape
@@ -49,11 +57,40 @@ def unravel(flat: Node, shp: tuple[int, ...]) -> list[Node]:
     return out
 
 
-def kernelize(root: Node, out_name: str = "out") -> list[Step]:
-    """Split the graph under ``root`` into kernels, dependencies first."""
+# Given a root, the nodes to materialize (None: the default rule). The lazy front end
+# goes through kernelize, so installing a planner here schedules it through plans.
+PLANNER: Callable[[Node], "frozenset[Node] | None"] | None = None
+
+
+def kernelize(root: Node, out_name: str = "out", plan: "frozenset[Node] | None" = None) -> list[Step]:
+    """Split the graph under ``root`` into kernels, dependencies first; with ``plan``,
+    materialize exactly the plan's nodes (see the module docstring)."""
+    if plan is None and PLANNER is not None:
+        plan = PLANNER(root)
+    if plan is not None:
+        return _kernelize_plan(root, out_name, frozenset(plan))
+    base, realized, names, fused = _default(root, out_name)
+    steps = []
+    for n in realized:
+        if n is base and fused is not None:
+            steps.append(fused)
+            continue
+        out_shape = shape(root) if n is base else shape(n)
+        steps.append(_build(n, names, out_shape, f"{'r' if n.op is Ops.REDUCE else 'e'}{len(steps)}"))
+    return steps
+
+
+def output_node(root: Node) -> Node:
+    """The node whose kernel writes the output (a reshape of a reduction is written in place)."""
     base = root
     while base.op is Ops.RESHAPE and base.src[0].op is Ops.REDUCE:
-        base = base.src[0]  # a reshape of a contiguous result is free: write it in place
+        base = base.src[0]
+    return base
+
+
+def _default(root: Node, out_name: str) -> tuple[Node, list[Node], dict[Node, str], "Step | None"]:
+    """The first fusion rule: output node, realized nodes, buffer names, fused epilogue step."""
+    base = output_node(root)
     realized = [n for n in toposort(base) if n.op is Ops.REDUCE]
     if base not in realized: realized.append(base)
     names = {n: (out_name if n is base else f"t{i}") for i, n in enumerate(realized)}
@@ -66,14 +103,50 @@ def kernelize(root: Node, out_name: str = "out") -> list[Step]:
                 continue
             realized.remove(r)
             break
-    steps = []
+    return base, realized, names, fused
+
+
+def default_plan(root: Node) -> frozenset[Node]:
+    """The nodes the first fusion rule materializes, besides the output node."""
+    base, realized, _, _ = _default(root, "out")
+    return frozenset(realized) - {base}
+
+
+def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node]) -> list[Step]:
+    bad = [n for n in plan if n.op not in ALU and n.op is not Ops.REDUCE]
+    if bad: raise ValueError(f"a plan materializes elementwise or reduce nodes, not {sorted({n.op.name for n in bad})}")
+    base = output_node(root)
+    realized = [n for n in toposort(base) if n in plan or n is base]
+    names = {n: (out_name if n is base else f"t{i}") for i, n in enumerate(realized)}
+    done, steps = set(realized), []
     for n in realized:
-        if n is base and fused is not None:
-            steps.append(fused)
-            continue
         out_shape = shape(root) if n is base else shape(n)
-        steps.append(_build(n, names, out_shape, f"{'r' if n.op is Ops.REDUCE else 'e'}{len(steps)}"))
+        inner = inner_reductions(n, done)
+        if inner and (n.op is Ops.REDUCE or len(inner) > 1):
+            raise ValueError(f"plan puts {len(inner)} reductions inside one {'reduce' if n.op is Ops.REDUCE else 'elementwise'} "
+                             "kernel (a kernel holds at most one, never nested)")
+        if not inner:
+            steps.append(_build(n, names, out_shape, f"{'r' if n.op is Ops.REDUCE else 'e'}{len(steps)}"))
+            continue
+        try:
+            steps.append(_build_epilogue(n, inner[0], names, out_shape, f"r{len(steps)}"))
+        except _NoFuse:
+            raise ValueError("plan fuses a reduction into a kernel whose output points do not each read "
+                             "exactly one of its results") from None
     return steps
+
+
+def inner_reductions(n: Node, realized: set[Node]) -> list[Node]:
+    """Reductions, not realized, that n's kernel would compute (its graph, stopping at
+    realized nodes and inputs)."""
+    out, stack, seen = [], list(n.src), set()
+    while stack:
+        x = stack.pop()
+        if x in seen or x in realized or x.op is Ops.BUFFER: continue
+        seen.add(x)
+        if x.op is Ops.REDUCE: out.append(x)
+        else: stack.extend(x.src)
+    return out
 
 
 class _NoFuse(Exception):
@@ -111,7 +184,7 @@ def _build_epilogue(root: Node, r: Node, names: dict[Node, str], out_shape: tupl
         idx[i] = var(a, full[i])
     b = _Builder(root, names)
     b.fuse, b.n_out = r, len(out_dims)
-    b.red_vars = {i: var(len(out_dims) + j, rfull[i]) for j, i in enumerate(red_dims)}
+    b.red_vars = reduce_vars(r, len(out_dims))
     body = b.visit(root, tuple(idx), TRUE)
     if b.fused is None: raise _NoFuse()
     store = linear(idx, full)
@@ -198,17 +271,32 @@ class _Builder:
         raise ValueError(f"cannot kernelize {n.op}")
 
     def _fused(self, r: Node, idx: tuple[Node, ...], gate: Node) -> Node:
-        """REDUCE inside the kernel, valid when each output point reads exactly one of
-        its results: r's kept dimensions are indexed by distinct output variables."""
-        kept = [i for i, d in enumerate(shape(r)) if d > 1]
-        vs = [idx[i] for i in kept]
-        if gate is not TRUE or any(v.op is not Ops.VAR or v.arg[0] >= self.n_out for v in vs) \
-                or len({v.arg[0] for v in vs}) != self.n_out or len(vs) != self.n_out:
-            raise _NoFuse()
-        inner_idx = tuple(self.red_vars.get(i, idx[i] if i in kept else const(0, dt.int32)) for i in range(len(idx)))
+        """REDUCE inside the kernel (see ``epilogue_index``)."""
+        inner_idx = epilogue_index(r, idx, gate, self.n_out, self.red_vars)
+        if inner_idx is None: raise _NoFuse()
         inner = self.visit(r.src[0], inner_idx, TRUE)
         red = tuple(v.arg[0] for v in self.red_vars.values())
         out = Node(Ops.REDUCE, inner.dtype, (inner,), (r.arg[0], red)) if red else inner
         if self.fused is not None and self.fused is not out: raise _NoFuse()
         self.fused = out
         return out
+
+
+def reduce_vars(r: Node, n_out: int) -> dict[int, Node]:
+    """Axis variables of reduction r's reduced dimensions inside a kernel with n_out output axes."""
+    rfull = shape(r.src[0])
+    red_dims = [i for i in r.arg[1] if rfull[i] > 1]
+    return {i: var(n_out + j, rfull[i]) for j, i in enumerate(red_dims)}
+
+
+def epilogue_index(r: Node, idx: tuple[Node, ...], gate: Node, n_out: int,
+                   red_vars: dict[int, Node]) -> tuple[Node, ...] | None:
+    """Where r's source is read when r is computed inside a kernel with n_out output axes
+    that reads r at ``idx``; None unless each output point reads exactly one of r's
+    results (r's kept dimensions indexed by distinct output variables, no mask)."""
+    kept = [i for i, d in enumerate(shape(r)) if d > 1]
+    vs = [idx[i] for i in kept]
+    if gate is not TRUE or any(v.op is not Ops.VAR or v.arg[0] >= n_out for v in vs) \
+            or len({v.arg[0] for v in vs}) != n_out or len(vs) != n_out:
+        return None
+    return tuple(red_vars.get(i, idx[i] if i in kept else const(0, dt.int32)) for i in range(len(idx)))
