@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from superopt import vendor
@@ -252,8 +253,11 @@ def _where(e: BaseException) -> str:
     """The exception and the innermost place it was raised (for the report)."""
     import traceback
     tb = traceback.extract_tb(e.__traceback__)
-    at = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
-    return f"{type(e).__name__}: {e}{at}"
+    root = str(Path(__file__).resolve().parent.parent)
+    ours = [f for f in tb if f.filename.startswith(root)]  # the last frame in this project, then the library's
+    frames = ([ours[-1]] if ours else []) + ([tb[-1]] if tb and (not ours or tb[-1] is not ours[-1]) else [])
+    at = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in reversed(frames))
+    return f"{type(e).__name__}: {e}" + (f" (at {at})" if at else "")
 
 
 def _baseline(name: str, w: Workload, cfg: Config, be) -> dict:
