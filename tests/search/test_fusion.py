@@ -1,0 +1,163 @@
+"""Fusion plans: same results whatever is materialized, never slower under the model than
+the unfused plan or the default rule, and the solver's objective is the evaluated time."""
+from __future__ import annotations
+
+import importlib
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from superopt import Tensor
+from superopt.ir.interpret import run_kernel
+from superopt.ir.node import Ops
+from superopt.search import fusion
+from superopt.search.machine import load
+
+kz = importlib.import_module("superopt.ir.kernelize")
+CPU, H100 = load("cpu"), load("h100")
+
+
+def _run(steps) -> np.ndarray:
+    bufs = dict(Tensor._data)
+    for s in steps:
+        bufs[s.output] = run_kernel(s.kernel, [bufs[n] for n in s.inputs])
+    return bufs[steps[-1].output]
+
+
+@st.composite
+def graphs(draw):
+    """Random DAGs of elementwise, reduce and movement ops over (4, 6) tensors."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    pool = [Tensor(rng.uniform(-1, 1, (4, 6)).astype(np.float32)) for _ in range(draw(st.integers(1, 2)))]
+    for _ in range(draw(st.integers(2, 9))):
+        a, b = draw(st.sampled_from(pool)), draw(st.sampled_from(pool))
+        op = draw(st.sampled_from(["add", "mul", "max", "sin", "exp", "sum0", "max1", "shift", "scramble", "mean_sub"]))
+        if op == "add": y = a + b
+        elif op == "mul": y = a * b * 0.5
+        elif op == "max": y = a.maximum(b)
+        elif op == "sin": y = (a * 3.0).sin()
+        elif op == "exp": y = a.exp() - 1.0
+        elif op == "sum0": y = a.sum(0, keepdim=True) * 0.25 + b             # reduce, broadcast back
+        elif op == "max1": y = b - a.max(1, keepdim=True)
+        elif op == "shift": y = a.pad(((1, 0), (0, 1))).shrink(((0, 4), (1, 7))) + b   # masked window
+        elif op == "scramble": y = a.reshape(6, 4).permute(1, 0) * b
+        else: y = a - a.mean(1, keepdim=True)
+        pool.append(y)
+    out = pool[-1]
+    if len(pool) > 3 and draw(st.booleans()): out = out + pool[-2].sum(1, keepdim=True)
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs(), st.sampled_from([CPU, H100]), st.randoms(use_true_random=False))
+def test_plans_compute_the_same_and_are_never_slower(t, machine, rnd):
+    root = t.node
+    want = _run(kz.kernelize(root))
+    p = fusion.plan(root, machine, timeout_s=20)
+    assert p.cost.time_s <= p.unfused.time_s * (1 + 1e-12) and p.cost.time_s <= p.default.time_s * (1 + 1e-12)
+    np.testing.assert_allclose(_run(p.steps), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_run(kz.kernelize(root, plan=fusion.unfused_plan(root))), want, rtol=1e-5, atol=1e-6)
+    # any choice of elementwise nodes, reductions materialized, is a valid plan with the same result
+    cand = fusion.candidates(root)
+    some = frozenset(n for n in cand if n.op is Ops.REDUCE or rnd.random() < 0.5)
+    np.testing.assert_allclose(_run(kz.kernelize(root, plan=some)), want, rtol=1e-5, atol=1e-6)
+    if p.solver_time_s is not None and p.source == "solver":   # the Z3 objective is the evaluated time
+        assert p.solver_time_s == pytest.approx(p.cost.time_s, rel=1e-6)
+
+
+def test_default_plan_reproduces_the_default_kernels():
+    x, w = Tensor.empty(8, 16, name="x"), Tensor.empty(16, 4, name="w")
+    for t in [(x @ w).relu(), x.softmax(-1), x.layernorm(), (x.exp() + 1).sum(1)]:
+        a, b = kz.kernelize(t.node), kz.kernelize(t.node, plan=fusion.default_plan(t.node))
+        assert [s.kernel.key for s in a] == [s.kernel.key for s in b]
+        assert [(s.inputs, s.output) for s in a] == [(s.inputs, s.output) for s in b]
+
+
+def test_shared_expensive_intermediate_is_materialized_once():
+    rng = np.random.default_rng(0)
+    x, w = Tensor(rng.standard_normal((128, 128), dtype=np.float32)), Tensor(rng.standard_normal((128, 128), dtype=np.float32))
+    y = (x.sin() * 1.5).exp().sin().sqrt()              # transcendental chain
+    out = y @ w                                        # the default recomputes y for every output column
+    p = fusion.plan(out.node, CPU, timeout_s=30)
+    assert p.source == "solver" and p.cost.time_s < p.default.time_s
+    assert y.node in p.materialize
+    assert p.cost.flops < p.default.flops
+    np.testing.assert_allclose(_run(p.steps), _run(kz.kernelize(out.node)), rtol=1e-5)
+
+
+def test_cheap_intermediate_is_recomputed_not_written():
+    x = Tensor(np.random.default_rng(1).standard_normal((256, 256), dtype=np.float32))
+    y = x + 1.0
+    out = y * 2.0 + y.maximum(0.0)                       # two cheap reads at the same index
+    p = fusion.plan(out.node, H100, timeout_s=30)
+    assert y.node not in p.materialize and p.cost.kernels == 1 and p.proved
+
+
+def test_reduction_fuses_as_epilogue_of_an_inner_kernel():
+    rng = np.random.default_rng(2)
+    a, b, c = (Tensor(rng.standard_normal((128, 128), dtype=np.float32)) for _ in range(3))
+    h = (a @ b).sin().exp().sqrt()                       # gemm + expensive tail, then a second gemm
+    out = h @ c
+    p = fusion.plan(out.node, CPU, timeout_s=30)
+    assert p.cost.kernels == 2 and h.node in p.materialize        # first gemm + tail in one kernel
+    assert p.steps[0].kernel.reduce is not None
+    np.testing.assert_allclose(_run(p.steps), _run(kz.kernelize(out.node)), rtol=1e-5, atol=1e-4)  # h rounded to fp32
+
+
+def test_peak_limit_is_kept_or_refused():
+    rng = np.random.default_rng(3)
+    x = Tensor(rng.standard_normal((32, 32), dtype=np.float32))
+    out = (x.sin().exp() @ x.cos()).relu()
+    free = fusion.plan(out.node, CPU, timeout_s=30)
+    assert free.cost.peak_bytes == fusion.peak_bytes(free.steps) > 0
+    tight = fusion.plan(out.node, CPU, peak_limit=free.unfused.peak_bytes, timeout_s=30)
+    assert tight.cost.peak_bytes <= free.unfused.peak_bytes
+    with pytest.raises(ValueError, match="peak memory"):
+        fusion.plan(out.node, CPU, peak_limit=100, timeout_s=30)
+
+
+def test_bad_plans_are_refused():
+    x = Tensor.empty(8, 8, name="x")
+    s = x.softmax(-1)
+    with pytest.raises(ValueError, match="elementwise or reduce"):
+        kz.kernelize(s.node, plan={x.node})
+    with pytest.raises(ValueError, match="reductions"):
+        kz.kernelize(s.node, plan=frozenset())          # max and sum inside the normalize kernel
+
+
+def test_front_end_schedules_through_plans():
+    rng = np.random.default_rng(4)
+    x, w = Tensor(rng.standard_normal((16, 16), dtype=np.float32)), Tensor(rng.standard_normal((16, 16), dtype=np.float32))
+    out = x.sin().exp() @ w
+    want = out.numpy()
+    with fusion.planned(CPU, timeout_s=20) as plans:
+        got = out.numpy()
+    assert kz.PLANNER is None and len(plans) == 1
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    g = fusion.to_networkx(out.node)
+    assert g.number_of_nodes() == len(kz.output_node(out.node).toposort()) and all(g.nodes[n]["candidate"] for n in fusion.candidates(out.node))
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+def test_plans_run_on_cpu_with_hand_schedules():
+    from superopt.backends.cpu import CPUBackend
+    from superopt.ir import dtypes
+    from superopt.ir.lower import lower
+    from superopt.search.hand import hand_schedule
+    rng = np.random.default_rng(5)
+    x, w = Tensor(rng.standard_normal((16, 24), dtype=np.float32)), Tensor(rng.standard_normal((24, 8), dtype=np.float32))
+    be = CPUBackend(CPU, timeout_s=30)
+    try:
+        for t in [(x.sin().exp() @ w).relu(), x.softmax(-1) + x.pad(((1, 0), (0, 0))).shrink(((0, 16), (0, 24)))]:
+            want = _run(kz.kernelize(t.node))
+            for plan in (fusion.unfused_plan(t.node), fusion.plan(t.node, CPU, timeout_s=20).materialize):
+                bufs = dict(Tensor._data)
+                for s in kz.kernelize(t.node, plan=plan):
+                    c = be.compile(lower(s.kernel, hand_schedule(s.kernel, CPU), CPU))
+                    out = np.full(s.kernel.output.size, np.nan, dtypes.float32.np)
+                    bufs[s.output] = be.run(c, [bufs[n].reshape(-1) for n in s.inputs], out).reshape(s.kernel.output.shape)
+                np.testing.assert_allclose(bufs[s.output].reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+    finally:
+        be.close()
