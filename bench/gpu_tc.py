@@ -124,7 +124,9 @@ def main(argv=None) -> int:
         banks._CACHE.clear()  # the solve counts in this kernel's tuning time
         s = gpu(k, _M)
         tune_s = time.perf_counter() - t0
-        r = {"workload": w.name, "flops": w.flops, "schedule": s.to_dict(), "describe": s.describe(k), "tune_s": tune_s}
+        from superopt.search.cost import modeled_time
+        r = {"workload": w.name, "flops": w.flops, "schedule": s.to_dict(), "describe": s.describe(k), "tune_s": tune_s,
+             "modeled_s": modeled_time(k, s, _M)}
         if s.tensor_core is not None:
             _, info = banks.staging(k, s)
             r["layouts"] = {x: vars(lay) for x, lay in info.items()}

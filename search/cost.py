@@ -300,6 +300,9 @@ def _thread_rank(f: Facts, a: int) -> int:
 # ---- numeric entry points --------------------------------------------------------------
 def modeled_time(kernel: Kernel, schedule: Schedule, machine, f: Facts | None = None) -> float:
     """Modeled seconds of ``schedule`` for ``kernel`` on ``machine``."""
+    if schedule.tensor_core is not None:  # not in the symbolic model yet: its own numeric model
+        from .tc_cost import time_s
+        return time_s(kernel, schedule, machine)
     return float(time(NUMERIC, f or facts(kernel), vars_of(schedule), machine, params(machine)))
 
 
