@@ -375,3 +375,28 @@ def planned(machine, **kw) -> Iterator[dict[Node, Plan]]:
         yield made
     finally:
         kz.PLANNER = prev
+
+
+def kernel_nodes(root: Node, materialize: frozenset[Node]) -> list[tuple[Node, list[Node]]]:
+    """Per kernel of ``kernelize(root, plan=materialize)`` (same order): the node it writes
+    and the elementwise/reduce nodes it computes (recomputed ones appear in several)."""
+    base = kz.output_node(root)
+    written = [n for n in toposort(base) if n in materialize or n is base]
+    done, out = set(written), []
+    for k in written:
+        seen, stack, ops = set(), [k], []
+        while stack:
+            x = stack.pop()
+            if x in seen or x.op is Ops.BUFFER or (x in done and x is not k): continue
+            seen.add(x)
+            if x.op in ALU or x.op is Ops.REDUCE: ops.append(x)
+            stack.extend(x.src)
+        out.append((k, ops))
+    return out
+
+
+def describe_ops(nodes: Sequence[Node]) -> str:
+    """'REDUCE(sum) MUL×3 EXP2' — the ops of a kernel, most frequent first."""
+    from collections import Counter
+    c = Counter(f"REDUCE({n.arg[0]})" if n.op is Ops.REDUCE else n.op.name for n in nodes)
+    return " ".join(f"{k}×{v}" if v > 1 else k for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))

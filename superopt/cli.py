@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["new", "show", "tune", "run", "calibrate", "cache", "capture", "tune-cache", "bench"]
+COMMANDS = ["new", "show", "tune", "run", "calibrate", "cache", "capture", "tune-cache", "bench", "plan"]
 
 
 class UserError(Exception):

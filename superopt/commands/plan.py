@@ -1,0 +1,177 @@
+"""``superopt plan SCRIPT.py|GRAPH.json``: the fusion plan of every graph a lazy-Tensor
+script realizes: kernels, their fused ops, bytes moved, peak memory and modeled time,
+unfused / default rule / planned."""
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+from superopt.cli import UserError
+
+HELP = "plan fusion (what to store, what to recompute) for a lazy-Tensor script or graph file; compare with unfused and the default rule"
+GRAPH_FORMAT, GRAPH_VERSION = "superopt.graph", 1
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SCRIPT_OR_GRAPH", help="a Python script that builds and realizes superopt Tensors, or a graph .json")
+    p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script ('--' separates them)")
+    p.add_argument("--machine", default="cpu", help="machine model: cpu, h100, h200 (default cpu)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="solver time per graph (default 30 s)")
+    p.add_argument("--peak-limit", type=int, metavar="BYTES", help="keep intermediate buffers alive at once within BYTES")
+    p.add_argument("--execute", action="store_true",
+                   help="run the script's kernels (through the plans) instead of only recording its graphs")
+    p.add_argument("--kernels", choices=["planned", "all", "none"], default="planned",
+                   help="which plans' kernels to list (default: the planned one)")
+    p.add_argument("--save-graph", metavar="FILE", help="write the recorded graphs to FILE (.json) for later planning")
+
+
+def _own_options(args: argparse.Namespace) -> None:
+    """Options given after SCRIPT land in script_args (argparse.REMAINDER); take ours back."""
+    rest, takes = list(args.script_args), {"--machine": "machine", "--timeout": "timeout", "--peak-limit": "peak_limit",
+                                           "--kernels": "kernels", "--save-graph": "save_graph"}
+    while rest:
+        a = rest[0]
+        if a == "--": rest.pop(0); break  # noqa: E702
+        if a in takes and len(rest) > 1:
+            conv = {"timeout": float, "peak_limit": int}.get(takes[a], str)
+            try:
+                setattr(args, takes[a], conv(rest[1]))
+            except ValueError:
+                raise UserError(f"{a}: bad value {rest[1]!r}") from None
+            del rest[:2]
+        elif a == "--execute": args.execute = True; rest.pop(0)  # noqa: E702
+        else: break
+    args.script_args = rest
+
+
+# ---- graph files -------------------------------------------------------------------------
+def save_graphs(roots, path: Path) -> None:
+    from superopt.ir.kernel import _arg_json
+    from superopt.ir.node import toposort
+    nodes = toposort(*roots)
+    ids = {n: i for i, n in enumerate(nodes)}
+    d = {"format": GRAPH_FORMAT, "version": GRAPH_VERSION,
+         "nodes": [[n.op.value, n.dtype.name, [ids[s] for s in n.src], _arg_json(n.arg)] for n in nodes],
+         "roots": [ids[r] for r in roots]}
+    path.write_text(json.dumps(d))
+
+
+def load_graphs(path: Path) -> list:
+    from superopt.ir import dtype as dt
+    from superopt.ir.graph import shape
+    from superopt.ir.kernel import _arg_py
+    from superopt.ir.node import Node, Ops
+    try:
+        d = json.loads(path.read_text())
+        if not isinstance(d, dict) or d.get("format") != GRAPH_FORMAT: raise ValueError("not a superopt graph file")
+        if d.get("version") != GRAPH_VERSION: raise ValueError(f"graph format version {d.get('version')!r}, this superopt reads {GRAPH_VERSION}")
+        nodes: list = []
+        for op, dtn, src, arg in d["nodes"]:
+            if any(not 0 <= i < len(nodes) for i in src): raise ValueError("a node reads a later node")
+            nodes.append(Node(Ops(op), dt.dtype_by_name(dtn), tuple(nodes[i] for i in src), _arg_py(arg)))
+        roots = [nodes[i] for i in d["roots"]]
+        for r in roots: shape(r)   # checks the graph's shapes
+        return roots
+    except (ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: {' '.join(str(e).split())[:200]}") from None
+
+
+def _record(args, script: Path, machine) -> list:
+    """Run the script; return the roots it realized (kernelized through plans with --execute)."""
+    import importlib
+    from superopt.capture import capture
+    from superopt.search import fusion
+    kz = importlib.import_module("superopt.ir.kernelize")
+    roots: list = []
+    argv, path0, prev = sys.argv, sys.path[0], kz.PLANNER
+    sys.argv, sys.path[0] = [str(script)] + list(args.script_args), str(script.parent.resolve())
+
+    def planner(r):
+        if r not in roots: roots.append(r)
+        return fusion.plan(r, machine, args.peak_limit, args.timeout).materialize if args.execute else None
+
+    kz.PLANNER = planner
+    try:
+        with capture(execute=args.execute):
+            runpy.run_path(str(script), run_name="__main__")
+    except SystemExit:
+        pass
+    except Exception:
+        traceback.print_exc()
+        raise UserError(f"{script} failed (graphs realized before the failure: {len(roots)})") from None
+    finally:
+        kz.PLANNER, sys.argv, sys.path[0] = prev, argv, path0
+    return roots
+
+
+# ---- report ------------------------------------------------------------------------------
+def _b(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB": return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _t(s: float) -> str:
+    return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.3f} ms"
+
+
+def report(root, machine, args) -> None:
+    from superopt.capture import display_name
+    from superopt.ir.graph import shape
+    from superopt.search import fusion
+    try:
+        p = fusion.plan(root, machine, args.peak_limit, args.timeout)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    cand = fusion.candidates(root)
+    print(f"graph -> {shape(root)} {root.dtype.name}: {len(root.toposort())} nodes, {len(cand)} that may be stored; "
+          f"machine {machine.name}")
+    rows = [("unfused", fusion.unfused_plan(root), p.unfused), ("default", fusion.default_plan(root), p.default),
+            ("planned", p.materialize, p.cost)]
+    print(f"  {'plan':<9}{'kernels':>8}{'flops':>18}{'bytes moved':>14}{'peak memory':>14}{'modeled time':>15}")
+    for name, _, c in rows:
+        print(f"  {name:<9}{c.kernels:>8}{c.flops:>18,}{_b(c.bytes):>14}{_b(c.peak_bytes):>14}{_t(c.time_s):>15}")
+    how = "proved optimal under the model" if p.proved else f"best found in {args.timeout:g} s"
+    kept = {"solver": "the solver's plan", "default": "the default rule (the solver found nothing strictly better)",
+            "unfused": "the unfused plan"}[p.source]
+    print(f"  planned = {kept}; solver: {how}, {p.solve_s:.1f} s; "
+          f"{p.default.time_s / p.cost.time_s:.2f}x vs default, {p.unfused.time_s / p.cost.time_s:.2f}x vs unfused")
+    for name, mat, c in rows:
+        if args.kernels == "none" or (args.kernels == "planned" and name != "planned"): continue
+        print(f"  kernels ({name}):")
+        steps = p.steps if name == "planned" else kz_steps(root, mat)
+        for s, (_, ops) in zip(steps, fusion.kernel_nodes(root, mat)):
+            k = s.kernel
+            print(f"    {s.output:<6} {display_name(k):<28} {_b(k.min_bytes):>10} {_t(fusion.kernel_time(k, machine)):>11}  "
+                  f"{fusion.describe_ops(ops)}")
+
+
+def kz_steps(root, mat):
+    import importlib
+    return importlib.import_module("superopt.ir.kernelize").kernelize(root, plan=mat)
+
+
+def run(args: argparse.Namespace) -> int:
+    from superopt.search.machine import load
+    _own_options(args)
+    try:
+        machine = load(args.machine)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    src = Path(args.source)
+    if not src.is_file(): raise UserError(f"{src}: no such file")
+    if src.suffix == ".json":
+        roots = load_graphs(src)
+    else:
+        roots = _record(args, src, machine)
+    if not roots: raise UserError(f"{src}: realized no tensors (call .numpy() on a Tensor)")
+    if args.save_graph: save_graphs(roots, Path(args.save_graph))
+    for i, r in enumerate(roots):
+        if i: print()
+        report(r, machine, args)
+    return 0
