@@ -437,12 +437,23 @@ def _pack_check(instrs: list[Instr], deps: list[Dep], p: int, timeout_s: float):
     cyc = [z3.Int(f"c{i}") for i in range(n)]
     s = z3.Solver()
     s.set("timeout", int(timeout_s * 1000))
-    s.add([z3.And(c >= 0, c < p) for c in cyc])
+    asap, tail = _windows(n, deps)
+    s.add([z3.And(cyc[i] >= asap[i], cyc[i] < p - tail[i]) for i in range(n)])  # ASAP/ALAP windows prune the search
     s.add(_resource_constraints(instrs, cyc, p))
     for d in deps: s.add(cyc[d.dst] >= cyc[d.src] + d.latency)
     s.add([cyc[i] == p - 1 for i in range(n) if instrs[i].branch])
     r = s.check()
     return r, ([s.model().eval(c).as_long() for c in cyc] if r == z3.sat else [])
+
+
+def _windows(n: int, deps: list[Dep]) -> tuple[list[int], list[int]]:
+    """Earliest packet of each instruction, and packets that must follow it (dependences
+    within one pass only)."""
+    asap, tail = [0] * n, [0] * n
+    fwd = sorted((d for d in deps if d.distance == 0), key=lambda d: d.dst)
+    for d in fwd: asap[d.dst] = max(asap[d.dst], asap[d.src] + d.latency)
+    for d in sorted(fwd, key=lambda d: -d.src): tail[d.src] = max(tail[d.src], tail[d.dst] + d.latency)
+    return asap, tail
 
 
 def _critical_path(n: int, deps: list[Dep]) -> int:
@@ -493,8 +504,9 @@ def _modulo_check(instrs: list[Instr], deps: list[Dep], ii: int, horizon: int, t
     r = [z3.Int(f"r{i}") for i in range(n)]
     s = z3.Solver()
     s.set("timeout", int(timeout_s * 1000))
+    asap, _ = _windows(n, deps)
     for i in range(n):
-        s.add(t[i] == ii * k[i] + r[i], r[i] >= 0, r[i] < ii, k[i] >= 0, t[i] < horizon)
+        s.add(t[i] == ii * k[i] + r[i], r[i] >= 0, r[i] < ii, k[i] >= 0, t[i] >= asap[i], t[i] < horizon)
     s.add(_resource_constraints(instrs, r, ii))
     for d in deps: s.add(t[d.dst] >= t[d.src] + d.latency - ii * d.distance)
     s.add([r[i] == ii - 1 for i in range(n) if instrs[i].branch])
