@@ -1,10 +1,12 @@
 """``superopt tune FILE``: choose a schedule for a kernel, verify it and time it.
 
-``--method hand`` (the default while the solver matures) uses the hand rules and says
-so. ``--method z3`` asks the Z3 solver (search/z3opt) for its top candidates, verifies
-and times each of them and the hand rules' schedule, and keeps the fastest verified one,
-so it is never worse than the hand rules; a solver failure falls back to the hand rules
-and the output says why."""
+``--method z3`` (the default) asks the Z3 solver (search/z3opt) for its top candidates,
+verifies and times each of them and the hand rules' schedule, and keeps the fastest
+verified one, so it is never worse than the hand rules; a solver failure falls back to the
+hand rules and the output says why. ``--method hand`` uses the hand rules alone;
+``--method beam`` runs BEAM (search/beam) from the hand rules' schedule within the budget;
+``--method z3+beam`` refines the solver's pick with BEAM. The result is stored in the
+kernel cache (``--cache PATH``, ``--no-cache``)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +18,7 @@ from superopt.ir.kernel import Kernel
 from superopt.ir.schedule import Schedule
 
 HELP = "tune a kernel file: pick a schedule, verify it against the reference, time it"
-METHOD_NOTE = "hand rules (the Z3 solver is not wired into `superopt tune` yet)"
+METHOD_NOTE = "hand rules (asked for with --method hand)"
 
 
 @dataclass
@@ -94,15 +96,47 @@ def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=N
         t0 = time.perf_counter()
         hand = measure(kernel, hand_schedule(kernel, be.machine), be, "hand")
         hand.baseline_s, hand.baseline_method = hand.measured_s, "hand"
-        best = _solver(kernel, be, budget_s, hand) if method == "z3" else hand
-        if method == "hand": best.extra["method_note"] = METHOD_NOTE
+        if method == "hand":
+            best = hand
+            best.extra["method_note"] = METHOD_NOTE
+        elif method == "beam":
+            best = _beam(kernel, be, budget_s, hand, None)
+        else:
+            best = _solver(kernel, be, budget_s if method == "z3" else budget_s / 2, hand)
+            if method == "z3+beam":
+                best = _beam(kernel, be, max(1.0, budget_s - (time.perf_counter() - t0)), hand, best)
         best.tuning_s = time.perf_counter() - t0
         return best
     finally:
         if own: be.close()
 
 
-METHODS = ("hand", "z3")
+METHODS = ("z3", "hand", "beam", "z3+beam")
+
+
+def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured | None) -> Measured:
+    """BEAM from the hand rules' schedule (or refining ``start``); kept only if it measures
+    faster, verified, than what we already have."""
+    from superopt.search import beam
+    base = start or hand
+    try:
+        r = beam.refine(kernel, be, base.schedule, budget_s=budget_s) if start is not None else \
+            beam.beam(kernel, be, budget_s=budget_s)
+    except Exception as e:  # a search failure must not take tuning down
+        base.extra["method_note"] = f"{base.method} (BEAM failed: {type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        return base
+    info = {"steps": r.steps, "timed": r.timed, "failures": len(r.failures), "elapsed_s": r.elapsed_s}
+    if not r.verified or r.best == base.schedule:
+        base.extra["beam"] = info
+        return base
+    m = measure(kernel, r.best, be, "z3+beam" if start is not None else "beam")
+    if not (m.verified and m.measured_s and (base.measured_s is None or m.measured_s < base.measured_s)):
+        base.extra["beam"] = info
+        return base
+    m.baseline_s, m.baseline_method = hand.measured_s, "hand"
+    m.extra.update({k: v for k, v in base.extra.items() if k == "solver"})
+    m.extra["beam"] = info
+    return m
 
 
 def _solver(kernel: Kernel, be, budget_s: float, hand: Measured) -> Measured:
@@ -147,7 +181,11 @@ def report(m: Measured) -> str:
     for c in m.extra.get("solver", {}).get("candidates", []):
         t = f"{c['time_s'] * 1e6:,.1f} us" if c["time_s"] else f"failed: {c['reason'][:80]}"
         lines.append(f"  z3 candidate: modeled {c['modeled_s'] * 1e6:,.1f} us, measured {t}")
+    if m.extra.get("beam"):
+        b = m.extra["beam"]
+        lines.append(f"beam: {b['timed']} schedules timed in {b['elapsed_s']:.1f} s ({b['failures']} failed)")
     lines.append(f"tuning: {m.tuning_s:.2f} s")
+    if m.extra.get("cache"): lines.append(f"cache: {m.extra['cache']}")
     return "\n".join(lines)
 
 
@@ -155,8 +193,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a .pkl or .json kernel file")
     p.add_argument("--backend", default="cpu", help="backend to tune for (default: cpu)")
     p.add_argument("--step", type=int, metavar="I", help="tune step I of a multi-kernel file (default: its main kernel)")
-    p.add_argument("--method", choices=METHODS, default="hand",
-                   help="hand: hand rules (default); z3: the solver's top candidates, measured, vs the hand rules")
+    p.add_argument("--method", choices=METHODS, default="z3",
+                   help="z3 (default): the solver's top candidates, measured, vs the hand rules; hand: hand rules "
+                        "alone; beam: BEAM search timed on the device; z3+beam: BEAM refining the solver's pick")
+    p.add_argument("--cache", metavar="PATH", help="kernel cache file (default: the user's cache dir)")
+    p.add_argument("--no-cache", action="store_true", help="do not store the result in the kernel cache")
     p.add_argument("--budget", type=float, default=10.0, metavar="S", help="tuning budget in seconds (solver time)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -186,5 +227,19 @@ def run(args: argparse.Namespace) -> int:
         m = tune_kernel(k, be, args.budget, method=args.method)
     finally:
         be.close()
+    if not args.no_cache and m.verified:
+        m.extra["cache"] = _store(k, m, args.backend, args.cache)
     print(json.dumps(m.to_json()) if args.json else report(m))
     return 0 if m.verified else 1
+
+
+def _store(k: Kernel, m: Measured, backend: str, path: str | None) -> str:
+    """Put the verified result into the kernel cache; returns where (or why not)."""
+    from superopt.cache import Cache, CacheError
+    from superopt.tune_cache import entry_from_result
+    try:
+        with Cache(path) as c:
+            c.put(entry_from_result(k, m, backend, None))
+            return str(c.path) if hasattr(c, "path") else "stored"
+    except (CacheError, OSError) as e:
+        return f"not stored: {e}"

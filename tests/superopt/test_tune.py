@@ -12,7 +12,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "kernels" / "examples"
 
 
 def test_tune_json_has_the_promised_fields(capsys):
-    assert main(["tune", str(EXAMPLES / "matmul_512.pkl"), "--json"]) == 0
+    assert main(["tune", str(EXAMPLES / "matmul_512.pkl"), "--method", "hand", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     for key in ("kernel", "backend", "method", "schedule", "verified", "time_s", "gflops", "gbps", "tuning_s"):
         assert key in out
@@ -21,7 +21,7 @@ def test_tune_json_has_the_promised_fields(capsys):
 
 
 def test_tune_text_says_it_used_hand_rules(capsys):
-    assert main(["tune", str(EXAMPLES / "softmax_1024.json")]) == 0
+    assert main(["tune", str(EXAMPLES / "softmax_1024.json"), "--method", "hand"]) == 0
     text = capsys.readouterr().out
     assert "hand rules" in text and "verified: yes" in text and "GFLOP/s" in text and "GB/s" in text
 
@@ -62,3 +62,33 @@ def test_tune_with_the_solver_keeps_a_verified_schedule(capsys, tmp_path):
         assert out["modeled_s"] > 0 and out["solver"]["candidates"]
     else:
         assert "method_note" in out
+
+
+def _small_matmul(tmp_path):
+    from superopt import Tensor
+    from superopt.io import save_kernel
+    k = (Tensor.empty(32, 16, name="a") @ Tensor.empty(16, 32, name="b")).schedule()[0].kernel
+    return k, save_kernel(k, tmp_path / "mm.json")
+
+
+@pytest.mark.parametrize("method", ["beam", "z3+beam"])
+def test_tune_with_beam_never_loses_to_its_start(capsys, tmp_path, method):
+    _, f = _small_matmul(tmp_path)
+    assert main(["tune", str(f), "--method", method, "--budget", "4", "--json", "--no-cache"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verified"] and out["baseline_method"] == "hand" and out["time_s"] > 0
+    assert out["method"] in ("hand", "z3", "beam", "z3+beam")
+    assert "beam" in out and out["beam"]["timed"] >= 1
+    assert "cache" not in out
+
+
+def test_tune_stores_the_verified_result_in_the_cache(capsys, tmp_path):
+    from superopt.cache import Cache
+    k, f = _small_matmul(tmp_path)
+    db = tmp_path / "k.sqlite"
+    assert main(["tune", str(f), "--method", "hand", "--cache", str(db), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    with Cache(db) as c:
+        e = c.get(k.key, "cpu")
+    assert e is not None and e.verified and e.method == "hand"
+    assert e.schedule_obj().to_dict() == out["schedule"]
