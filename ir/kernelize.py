@@ -138,14 +138,14 @@ def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node]) -> list[St
 
 def inner_reductions(n: Node, realized: set[Node]) -> list[Node]:
     """Reductions, not realized, that n's kernel would compute (its graph, stopping at
-    realized nodes and inputs)."""
+    realized nodes and inputs), including any nested inside another."""
     out, stack, seen = [], list(n.src), set()
     while stack:
         x = stack.pop()
         if x in seen or x in realized or x.op is Ops.BUFFER: continue
         seen.add(x)
-        if x.op is Ops.REDUCE: out.append(x)
-        else: stack.extend(x.src)
+        if x.op is Ops.REDUCE: out.append(x)   # nested ones below it are listed too
+        stack.extend(x.src)
     return out
 
 

@@ -216,7 +216,7 @@ class Plan:
     materialize: frozenset[Node]
     steps: list[Step]
     cost: Cost
-    source: str                 # "solver", "default" or "unfused": which plan was kept
+    source: str                 # "solver", "local", "default" or "unfused": which plan was kept
     default: Cost
     unfused: Cost
     proved: bool = False        # the solver proved its plan optimal under the model
@@ -320,16 +320,18 @@ def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 
     dflt_p, unf_p = default_plan(root), unfused_plan(root)
     dflt_s, unf_s = kz.kernelize(root, plan=dflt_p), kz.kernelize(root, plan=unf_p)
     dflt, unf = cost_of(dflt_s, machine), cost_of(unf_s, machine)
+    chosen = [(dflt, dflt_p, dflt_s, "default"), (unf, unf_p, unf_s, "unfused")]
+    if peak_limit is None or dflt.peak_bytes <= peak_limit:
+        chosen.append(_improve(root, machine, chosen[0], peak_limit, t0 + timeout_s / 3))
     m = _Model(root, machine)
     opt = z3.Optimize()
-    opt.set(timeout=int(timeout_s * 1000))
+    opt.set(timeout=int(max(1.0, timeout_s - (_time.perf_counter() - t0)) * 1000))
     opt.add(*m.cons)
     if peak_limit is not None: opt.add(m.peak <= peak_limit)
-    start = default_plan(root)
-    for n in m.cand: opt.set_initial_value(m.m[n], n in start)   # a timeout returns the default or better
+    start = chosen[-1][1]
+    for n in m.cand: opt.set_initial_value(m.m[n], n in start)   # a timeout returns this plan or better
     opt.minimize(m.time_ns)
     res = opt.check()
-    chosen = [(dflt, dflt_p, dflt_s, "default"), (unf, unf_p, unf_s, "unfused")]
     proved, model_ns = res == z3.sat, None
     if res != z3.unsat:
         try:
@@ -357,6 +359,26 @@ def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 
     proved = proved and solved is not None and best[0].time_s <= solved.time_s * (1 + 1e-9)
     return Plan(best[1], best[2], best[0], best[3], dflt, unf, proved,
                 _time.perf_counter() - t0, solver_s)
+
+
+def _improve(root: Node, machine, start: tuple, peak_limit: int | None, deadline: float) -> tuple:
+    """Flip one node at a time (store <-> recompute) while the evaluated time drops: a
+    quick start for the solver on graphs it cannot close in the time given."""
+    best, improved = start, True
+    cand = candidates(root)
+    while improved and _time.perf_counter() < deadline:
+        improved = False
+        for n in cand:
+            if _time.perf_counter() >= deadline: break
+            p = best[1] ^ {n}
+            try:
+                steps = kz.kernelize(root, plan=p)
+            except ValueError:
+                continue   # e.g. a reduction that cannot be an epilogue there
+            c = cost_of(steps, machine)
+            if c.time_s < best[0].time_s * (1 - 1e-9) and (peak_limit is None or c.peak_bytes <= peak_limit):
+                best, improved = (c, p, steps, "local"), True
+    return best
 
 
 @contextmanager

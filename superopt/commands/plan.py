@@ -137,7 +137,7 @@ def report(root, machine, args) -> None:
     for name, _, c in rows:
         print(f"  {name:<9}{c.kernels:>8}{c.flops:>18,}{_b(c.bytes):>14}{_b(c.peak_bytes):>14}{_t(c.time_s):>15}")
     how = "proved optimal under the model" if p.proved else f"best found in {args.timeout:g} s"
-    kept = {"solver": "the solver's plan", "default": "the default rule (the solver found nothing strictly better)",
+    kept = {"solver": "the solver's plan", "local": "the best single-node-flip plan (the solver found nothing better)", "default": "the default rule (the solver found nothing strictly better)",
             "unfused": "the unfused plan"}[p.source]
     print(f"  planned = {kept}; solver: {how}, {p.solve_s:.1f} s; "
           f"{p.default.time_s / p.cost.time_s:.2f}x vs default, {p.unfused.time_s / p.cost.time_s:.2f}x vs unfused")
