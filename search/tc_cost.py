@@ -1,7 +1,7 @@
 """Modeled time of a tensor-core GEMM schedule (numeric; ``cost.modeled_time`` routes
 tensor-core schedules here, the Z3 space does not hold them yet).
 
-T = launch + max(compute, DRAM, L2, shared), where
+T = launch + max(compute, DRAM, L2, shared) + stall, where
 - compute: the busiest SM's blocks (ceil(blocks / SMs), so a ragged last wave and an
   underfilled grid cost what they do) at the SM's share of the tensor-core peak
   (``machine.flops_tc_fp16``, datasheet unless calibrated);
@@ -10,6 +10,10 @@ T = launch + max(compute, DRAM, L2, shared), where
   (a rough L2 figure until one is calibrated);
 - shared: the ldmatrix reads (each warp's A and B fragments every 16 of K) over the
   shared-memory bandwidth (conflict-free layouts: search/banks.py).
+and the stall is the load latency a pipeline of ``stages`` does not hide: per K step each block waits
+max(0, LATENCY - (stages - 1 + others x stages) x one step's compute), where ``others``
+are the other blocks resident on its SM (register estimate: accumulators + fragments +
+addressing), whose copies in flight fill the wait.
 The mma.sync issue rate of sm_90 is below the wgmma peak that the datasheet figure
 describes; the measured gap is in bench/results/gpu-tc-h100.md.
 """
@@ -19,13 +23,31 @@ import math
 
 from superopt.ir import tensorcore as tcm
 
+LATENCY_S = 600e-9     # global load -> shared, estimate (not calibrated)
+OVERHEAD_REGS = 64     # addressing, loop state, epilogue temporaries (128x128x32 tile: 224 vs 217 compiled)
+
+
+def registers(t: tcm.Tiles) -> int:
+    """Estimated registers per thread: fp32 accumulators, fragments (32-bit), overhead."""
+    return t.tm * t.tn // tcm.WARP + (t.tm // 16) * 4 + (t.tn // 16) * 4 + OVERHEAD_REGS
+
+
+def resident_blocks(t: tcm.Tiles, machine) -> int:
+    return machine.regs_per_sm // (t.threads * min(machine.max_regs_per_thread, registers(t)))
+
+
 def time_s(kernel, s, machine) -> float:
     t = tcm.tiles(kernel, s)
     K = t.kt * t.bk
     blocks = s.blocks()
     sm_rate = (machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores
-    compute = math.ceil(blocks / machine.cores) * 2 * t.bm * t.bn * K / sm_rate  # the busiest SM's blocks
+    per_sm = math.ceil(blocks / machine.cores)  # the busiest SM's blocks
+    step = 2 * t.bm * t.bn * t.bk / sm_rate
+    others = max(0, min(per_sm, resident_blocks(t, machine)) - 1)  # co-resident blocks fill the wait with their steps
+    exposed = max(0.0, LATENCY_S - ((s.stages - 1) + others * s.stages) * step) * t.kt
+    compute = per_sm * t.kt * step
+    stall = per_sm * exposed  # on the critical path whatever bounds the rest
     dram = kernel.min_bytes / machine.dram_bw
     l2 = blocks * (t.bm + t.bn) * K * 2 / (2 * machine.dram_bw)
     smem = blocks * (K // 16) * t.warps * (t.tm + t.tn) * 16 * 2 / (machine.smem_bw or machine.dram_bw)
-    return machine.launch_s + max(compute, dram, l2, smem)
+    return machine.launch_s + max(compute, dram, l2, smem) + stall

@@ -439,17 +439,25 @@ def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
     if not cands: return _fallback(kernel, machine, start, top_k, t0, fallback or "z3 found no legal schedule")
     have = {c.schedule for c in cands}
     cands += [c for c in start if c.schedule not in have][:max(0, top_k - len(cands))]
-    cands.sort(key=lambda c: c.modeled_s)
+    cands = sorted(cands + _tensor_core(kernel, machine, top_k), key=lambda c: c.modeled_s)[:top_k]
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, proved, _time.monotonic() - t0, fallback)
 
 
 def _fallback(kernel: Kernel, machine, start: list[Candidate], top_k: int, t0: float, why: str) -> SolveResult:
     """The descent's schedules, else the hand rules'."""
-    cands = list(start[:top_k])
+    cands = sorted(list(start[:top_k]) + _tensor_core(kernel, machine, top_k), key=lambda c: c.modeled_s)[:top_k]
     if not cands:
         hand = _hand_schedule(kernel, machine)
         cands, why = [Candidate(hand, cost.modeled_time(kernel, hand, machine))], why + "; hand rules"
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, False, _time.monotonic() - t0, why)
+
+
+def _tensor_core(kernel: Kernel, machine, top_k: int) -> list[Candidate]:
+    """Tensor-core schedules (GEMM-like 16-bit kernels on GPUs): the exact optimum of their
+    own small space under their own model, layouts from the Z3 bank solver (search/tc_space)."""
+    if machine.kind != "gpu": return []
+    from .tc_space import best
+    return [Candidate(s, t) for t, s in best(kernel, machine, top_k)]
 
 
 def _interrupt(ctx: z3.Context, after_s: float) -> threading.Timer:

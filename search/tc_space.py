@@ -1,0 +1,78 @@
+"""The tensor-core schedule space of a GEMM-like kernel and its exact optimum under the
+tensor-core time model (search/tc_cost.py).
+
+Points: block tile BM x BN (16..256, dividing M and N), K step 16/32/64, warps wm x wn
+(a warp's tile a multiple of 16 on both sides, at most 128 fp32 accumulators a thread,
+at most 8 warps), pipeline stages 1..4 (at most the K steps). Kept only if at least two
+blocks stay resident per SM by the register estimate (accumulators + fragments +
+addressing; the one-block-per-SM 8-warp tiles measured ~15% slower on the H100, see
+bench/results/gpu-tc-h100.md) and ``check`` passes with the Z3-solved layouts. The space
+is a few hundred points, so it is enumerated and ranked exactly (the optimum under the
+model is proved by enumeration); each candidate's shared layouts come from the Z3
+bank-conflict solver (search/banks.py).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+from superopt.ir import tensorcore as tcm
+from superopt.ir.schedule import Level, Schedule, Split, Staging, TensorCore, check
+
+from . import banks
+from .tc_cost import resident_blocks, time_s
+
+G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
+TILES, KSTEPS, WARPS, STAGES = (16, 32, 64, 128, 256), (16, 32, 64), (1, 2, 4), (1, 2, 3, 4)
+MAX_ACC = 128          # fp32 accumulators a thread
+
+
+def instr_for(m: tcm.Match) -> str:
+    return "mma.m16n8k16.bf16.f32" if m.dtype.name == "bfloat16" else "mma.m16n8k16.f16.f32"
+
+
+def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wm: int, wn: int, stages: int) -> Schedule:
+    """The tensor-core schedule of these tiles, with placeholder (plain) layouts."""
+    M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
+    sp = [(Split(G, ax.size),) for ax in kernel.axes]
+    sp[m.m] = tuple(Split(lv, n) for lv, n in ((G, M // bm), (T, wm), (U, bm // wm)) if n > 1) or (Split(U, 1),)
+    sp[m.n] = tuple(Split(lv, n) for lv, n in ((G, N // bn), (T, wn), (U, bn // wn)) if n > 1) or (Split(U, 1),)
+    sp[m.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1) or (Split(L, 1),)
+    plain = (Staging(m.a.input, vector=tcm.UNIT), Staging(m.b.input, vector=tcm.UNIT))
+    return Schedule(tuple(sp), tensor_core=TensorCore(instr_for(m), m.m, m.n, m.k), staging=plain, stages=stages)
+
+
+def points(kernel, machine) -> list[tuple[float, Schedule]]:
+    """Every point of the space with its modeled time (plain layouts), fastest first."""
+    m = tcm.match(kernel)
+    if isinstance(m, str) or machine.kind != "gpu": return []
+    M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
+    out = []
+    for bm, bn, bk, wm, wn, st in itertools.product(TILES, TILES, KSTEPS, WARPS, WARPS, STAGES):
+        if M % bm or N % bn or K % bk or st > max(1, K // bk): continue
+        tm, tn = bm // wm, bn // wn
+        if tm % 16 or tn % 16 or tm * tn // tcm.WARP > MAX_ACC or wm * wn > 8: continue
+        s = make(kernel, m, bm, bn, bk, wm, wn, st)
+        if resident_blocks(tcm.tiles(kernel, s), machine) < 2: continue
+        if check(kernel, s, machine): continue
+        out.append((time_s(kernel, s, machine), s))
+    # ties: less ldmatrix traffic (squarer warp tiles), then fewer stages (less shared memory)
+    out.sort(key=lambda x: (round(x[0], 12), _frag_traffic(kernel, x[1]), x[1].stages))
+    return out
+
+
+def _frag_traffic(kernel, s: Schedule) -> float:
+    t = tcm.tiles(kernel, s)
+    return (t.tm + t.tn) / (t.tm * t.tn)
+
+
+def best(kernel, machine, top_k: int = 4) -> list[tuple[float, Schedule]]:
+    """The ``top_k`` fastest points under the model, each with its Z3-solved layouts
+    (points whose solved layouts break a resource limit are skipped)."""
+    out = []
+    for t, s in points(kernel, machine):
+        s = replace(s, staging=banks.staging(kernel, s)[0])
+        if check(kernel, s, machine): continue
+        out.append((time_s(kernel, s, machine), s))
+        if len(out) == top_k: break
+    return out
