@@ -138,6 +138,9 @@ def test_tensor_core_schedules_are_gpu_only_and_checked():
     assert any("GPUs only" in e for e in errs)
     with pytest.raises(LoweringError):
         lower(k, s, cpu_machine())
+    from superopt.backends.base import Failure, get
+    got = get("cpu").compile(lower(k, s, H100))   # a GPU program handed to the CPU backend
+    assert isinstance(got, Failure) and got.kind == "compile"
     bad_tile = s.with_axis(0, (Split(G, 2), Split(T, 4), Split(U, 8)))
     assert any("16x16x16" in e for e in check(k, bad_tile, H100))
     bad_swizzle = replace(s, staging=(replace(s.staging[0], swizzle=3, shift=1), s.staging[1]))
