@@ -128,7 +128,9 @@ class Schedule:
         if self.vector > 1: extra.append(f"vector {self.vector}")
         if self.workers > 1: extra.append(f"workers {self.workers}")
         if self.tensor_core: extra.append(f"tensor core {self.tensor_core.instr}")
-        if self.staging: extra.append(f"staged inputs {[s.input for s in self.staging]}")
+        if self.staging:
+            lay = lambda st: (f" pad {st.pad}" if st.pad else "") + (f" swizzle {st.swizzle}@{st.shift}" if st.swizzle else "")  # noqa: E731
+            extra.append("staged " + ", ".join(f"in{st.input}{lay(st)}" for st in self.staging))
         if self.stages > 1: extra.append(f"stages {self.stages}")
         return "; ".join(parts + extra)
 
