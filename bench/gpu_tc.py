@@ -7,9 +7,10 @@ conflict count of that schedule (first block only; ``--emu`` to compute, it is p
 CPU work), then ``bench/gpu.py``'s own verify-and-time path (fresh random inputs against
 the reference, CUDA events, L2 flushed, rotated inputs, median) and torch timed the same
 way in the same process. ``--variants`` also times a few other tile shapes of each GEMM
-(verified the same way) to show where the hand rule stands. Prints a table last.
+(verified the same way) to show where the hand rule stands; ``--solver`` the optimum of
+the tensor-core space under the model (search/tc_space.py). Prints a table last.
 
-    python3 bench/gpu_tc.py --out tc.json [--emu] [--variants] [--only NAME,...]
+    python3 bench/gpu_tc.py --out tc.json [--emu] [--variants] [--solver] [--only NAME,...]
 """
 from __future__ import annotations
 
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="")
     ap.add_argument("--emu", action="store_true", help="count bank conflicts on the emulator (first block)")
     ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--solver", action="store_true", help="also time the tensor-core space's optimum under the model (search/tc_space)")
     ap.add_argument("--no-gpu", action="store_true", help="schedules, solver and emulator only")
     args = ap.parse_args(argv)
     command = "python3 bench/gpu_tc.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -137,6 +139,12 @@ def main(argv=None) -> int:
             fn = torch_fn(w, torch_inputs(w, w.random_inputs(seed=1)))
             ts = time_torch(fn, args.reps, _M.l2_bytes)
             r["torch_s"] = statistics.median(ts)
+            if args.solver and s.tensor_core is not None:
+                from superopt.search import tc_space
+                t0s = time.perf_counter()
+                (ms, ss), = tc_space.best(k, _M, 1)
+                r["solver"] = {"schedule": ss.to_dict(), "describe": ss.describe(k), "modeled_s": ms,
+                               "solve_s": time.perf_counter() - t0s, **time_schedule(k, ss, be, args.reps, rng)}
             if args.variants and s.tensor_core is not None:
                 r["variants"] = []
                 for v in VARIANTS:
@@ -145,6 +153,8 @@ def main(argv=None) -> int:
         results.append(r)
         rows.append(_row(r))
         print(_fmt(rows[-1]), flush=True)
+        if r.get("solver", {}).get("median_s"):
+            print(f"    solver pick {r['solver']['describe']}: ok={r['solver']['ok']} {w.flops / r['solver']['median_s'] / 1e12:.0f} TF/s", flush=True)
         for v in r.get("variants", []):
             print(f"    variant {v['tiles']}: ok={v['ok']} "
                   + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
