@@ -331,8 +331,7 @@ def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 
     dflt_s, unf_s = kz.kernelize(root, plan=dflt_p), kz.kernelize(root, plan=unf_p)
     dflt, unf = cost_of(dflt_s, machine), cost_of(unf_s, machine)
     chosen = [(dflt, dflt_p, dflt_s, "default"), (unf, unf_p, unf_s, "unfused")]
-    if peak_limit is None or dflt.peak_bytes <= peak_limit:
-        chosen.append(_improve(root, machine, chosen[0], peak_limit, t0 + timeout_s / 3))
+    chosen.append(_improve(root, machine, chosen[0], peak_limit, t0 + timeout_s / 3))
     m = _Model(root, machine)
     opt = z3.Optimize()
     opt.set(timeout=int(max(1.0, timeout_s - (_time.perf_counter() - t0)) * 1000))
@@ -376,8 +375,10 @@ def _better(a: Cost, b: Cost) -> bool:
 
 
 def _improve(root: Node, machine, start: tuple, peak_limit: int | None, deadline: float) -> tuple:
-    """Flip one node at a time (store <-> recompute) while the evaluated time drops: a
-    quick start for the solver on graphs it cannot close in the time given."""
+    """Flip one node at a time (store <-> recompute) while the evaluated time drops (first
+    the excess over the peak limit, if any): a quick start for the solver on graphs it
+    cannot close in the time given."""
+    def excess(c: Cost) -> int: return max(0, c.peak_bytes - peak_limit) if peak_limit is not None else 0
     best, improved = start, True
     cand = candidates(root)
     while improved and _time.perf_counter() < deadline:
@@ -390,7 +391,7 @@ def _improve(root: Node, machine, start: tuple, peak_limit: int | None, deadline
             except ValueError:
                 continue   # e.g. a reduction that cannot be an epilogue there
             c = cost_of(steps, machine)
-            if _better(c, best[0]) and (peak_limit is None or c.peak_bytes <= peak_limit):
+            if excess(c) < excess(best[0]) or (excess(c) == excess(best[0]) and _better(c, best[0])):
                 best, improved = (c, p, steps, "local"), True
     return best
 
