@@ -196,15 +196,23 @@ def _build_epilogue(root: Node, r: Node, names: dict[Node, str], out_shape: tupl
     return Step(k, tuple(x.name for x in b.buffers), out.name)
 
 
-def _build(root: Node, names: dict[Node, str], out_shape: tuple[int, ...], kname: str) -> Step:
+def root_index(root: Node) -> tuple[Node, list[int], set[int], list[Node]]:
+    """The kernel of ``root`` iterates over its (reduction's source's) non-1 dimensions,
+    output ones first: (node visited, those dimensions, reduced ones, index per dimension)."""
     src = root.src[0] if root.op is Ops.REDUCE else root
     full = shape(src)
     red = set(root.arg[1]) if root.op is Ops.REDUCE else set()
     dims = [i for i, d in enumerate(full) if d > 1 and i not in red] + [i for i, d in enumerate(full) if d > 1 and i in red]
-    axes = tuple(Axis(full[i], i in red) for i in dims) or (Axis(1),)  # all dims 1: one point
     idx = [const(0, dt.int32)] * len(full)
     for a, i in enumerate(dims):
         idx[i] = var(a, full[i])
+    return src, dims, red, idx
+
+
+def _build(root: Node, names: dict[Node, str], out_shape: tuple[int, ...], kname: str) -> Step:
+    src, dims, red, idx = root_index(root)
+    full = shape(src)
+    axes = tuple(Axis(full[i], i in red) for i in dims) or (Axis(1),)  # all dims 1: one point
     b = _Builder(root, names)
     body = b.visit(src, tuple(idx), TRUE)
     reduce_axes = tuple(a for a, i in enumerate(dims) if i in red)

@@ -46,7 +46,7 @@ import z3
 
 from ..ir.graph import shape
 from ..ir.kernel import Kernel, counts_as_flop
-from ..ir.node import ALU, MOVEMENT, Node, Ops, toposort
+from ..ir.node import ALU, MOVEMENT, TRUE, Node, Ops, toposort
 from .cost import roofline_s
 
 # ``superopt.ir`` exports the function ``kernelize``, which shadows the module's name
@@ -140,9 +140,9 @@ class _Expander(kz._Builder):
     """Visits the graph under ``root`` as ``ir.kernelize`` does with nothing below the
     root materialized, recording every visit, who reached it, and the op it adds."""
 
-    def __init__(self, root: Node, cand: set[Node]):
+    def __init__(self, root: Node):
         super().__init__(root, {})
-        self.cand, self.visits, self.stack = cand, {}, []
+        self.visits, self.stack = {}, []
         self.region: list[int] = []
         self.in_reduce = root.op is Ops.REDUCE
 
@@ -180,7 +180,7 @@ class _Expander(kz._Builder):
         self.in_reduce = True
         self.region.append(_size(shape(n.src[0])))
         try:
-            self.visit(n.src[0], inner_idx, gate)
+            self.visit(n.src[0], inner_idx, TRUE)
         finally:
             self.in_reduce = False
             self.region.pop()
@@ -194,17 +194,11 @@ def _size(sh) -> int:
     return out
 
 
-def _expand(k: Node, base: Node, root: Node, cand: set[Node]) -> tuple[dict, tuple]:
+def _expand(k: Node) -> tuple[dict, tuple]:
     """Visits of kernel root k's graph; returns (visits, root key)."""
-    from ..ir import dtype as dt
-    from ..ir.node import TRUE, const, var
-    ex = _Expander(k, cand)
-    src = k.src[0] if k.op is Ops.REDUCE else k
+    ex = _Expander(k)
+    src, dims, red, idx = kz.root_index(k)
     full = shape(src)
-    red = set(k.arg[1]) if k.op is Ops.REDUCE else set()
-    dims = [i for i, d in enumerate(full) if d > 1 and i not in red] + [i for i, d in enumerate(full) if d > 1 and i in red]
-    idx = [const(0, dt.int32)] * len(full)
-    for a, i in enumerate(dims): idx[i] = var(a, full[i])
     ex.n_out = len([i for i in dims if i not in red])
     ex.region.append(_size(full))
     if k.op is Ops.REDUCE:
@@ -245,7 +239,6 @@ class _Model:
     def __init__(self, root: Node, machine):
         self.root, self.base = root, kz.output_node(root)
         self.cand = candidates(root)
-        cs = set(self.cand)
         order = self.cand + [self.base]
         self.pos = {n: i for i, n in enumerate(order)}
         self.m = {n: z3.Bool(f"m{i}") for i, n in enumerate(self.cand)}
@@ -257,7 +250,7 @@ class _Model:
         launch = _q(machine.launch_s * 1e9)
         total, exact, self.kflops, self.kbytes = [], [], {}, {}
         for ki, k in enumerate(order):
-            visits, rkey = _expand(k, self.base, root, cs)
+            visits, rkey = _expand(k)
             flops, reads = self._kernel(ki, k, visits, rkey)
             out_bytes = _size(shape(root) if k is self.base else shape(k)) * k.dtype.itemsize
             self.kflops[k], self.kbytes[k] = flops, z3.If(self.m[k], out_bytes, 0) + reads
