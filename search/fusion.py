@@ -83,6 +83,14 @@ def peak_bytes(steps: Sequence[Step]) -> int:
                 for i in range(len(steps))), default=0)
 
 
+def hand_time(steps: Sequence[Step], machine) -> float:
+    """Modeled seconds of the kernels under their hand-rule schedules (the schedule cost
+    model, a second opinion on a plan: the plan itself is chosen on roofline time)."""
+    from .cost import modeled_time
+    from .hand import hand_schedule
+    return sum(modeled_time(s.kernel, hand_schedule(s.kernel, machine), machine) for s in steps)
+
+
 def cost_of(steps: Sequence[Step], machine) -> Cost:
     return Cost(sum(kernel_time(s.kernel, machine) for s in steps), sum(s.kernel.flops for s in steps),
                 sum(s.kernel.min_bytes for s in steps), peak_bytes(steps), len(steps))
