@@ -80,8 +80,9 @@ def load_graphs(path: Path) -> list:
         raise UserError(f"{path}: {' '.join(str(e).split())[:200]}") from None
 
 
-def _record(args, script: Path, machine) -> list:
-    """Run the script; return the roots it realized (kernelized through plans with --execute)."""
+def _record(args, script: Path, machine, plans: dict) -> list:
+    """Run the script; return the roots it realized (kernelized through plans with --execute,
+    which are kept in ``plans``)."""
     import importlib
     from superopt.capture import capture
     from superopt.search import fusion
@@ -92,7 +93,9 @@ def _record(args, script: Path, machine) -> list:
 
     def planner(r):
         if r not in roots: roots.append(r)
-        return fusion.plan(r, machine, args.peak_limit, args.timeout).materialize if args.execute else None
+        if not args.execute: return None
+        if r not in plans: plans[r] = fusion.plan(r, machine, args.peak_limit, args.timeout)
+        return plans[r].materialize
 
     kz.PLANNER = planner
     try:
@@ -120,12 +123,12 @@ def _t(s: float) -> str:
     return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.3f} ms"
 
 
-def report(root, machine, args) -> None:
+def report(root, machine, args, p=None) -> None:
     from superopt.capture import display_name
     from superopt.ir.graph import shape
     from superopt.search import fusion
     try:
-        p = fusion.plan(root, machine, args.peak_limit, args.timeout)
+        p = p or fusion.plan(root, machine, args.peak_limit, args.timeout)
     except ValueError as e:
         raise UserError(str(e)) from None
     cand = fusion.candidates(root)
@@ -170,13 +173,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     src = Path(args.source)
     if not src.is_file(): raise UserError(f"{src}: no such file")
+    plans: dict = {}
     if src.suffix == ".json":
         roots = load_graphs(src)
     else:
-        roots = _record(args, src, machine)
+        roots = _record(args, src, machine, plans)
     if not roots: raise UserError(f"{src}: realized no tensors (call .numpy() on a Tensor)")
     if args.save_graph: save_graphs(roots, Path(args.save_graph))
     for i, r in enumerate(roots):
         if i: print()
-        report(r, machine, args)
+        report(r, machine, args, plans.get(r))
     return 0
