@@ -22,11 +22,8 @@ from superopt.ir.node import const, substitute
 STORAGE = {"float32": "float", "float16": "_Float16", "bfloat16": "uint16_t", "int8": "int8_t", "uint8": "uint8_t",
            "int32": "int32_t", "bool": "uint8_t", "float64": "double"}
 
-PRELUDE = r"""#include <math.h>
-#include <stdint.h>
-#include <string.h>
-#include <time.h>
-static inline float bf16_to_f(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
+# scalar helpers every C renderer shares (bf16 rounding, floor div/mod, saturating float->int, NaN-propagating max)
+C_HELPERS = r"""static inline float bf16_to_f(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
 static inline uint16_t f_to_bf16(float f) {
   uint32_t u; memcpy(&u, &f, 4);
   if (f != f) return 0x7FC0;
@@ -42,7 +39,13 @@ static inline long long f2i(float x) {
   return (long long)x;
 }
 static inline float maxf_nan(float a, float b) { return (a != a || a > b) ? a : b; }
-/* 2^x without libm calls, so lane loops vectorize: x = n + f, |f| <= 1/2, Taylor to f^7
+"""
+
+PRELUDE = r"""#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+""" + C_HELPERS + r"""/* 2^x without libm calls, so lane loops vectorize: x = n + f, |f| <= 1/2, Taylor to f^7
    (relative error ~1e-7), 2^n applied in two halves so no intermediate overflows. */
 static inline float exp2_(float x) {
   float c = x > 129.0f ? 129.0f : (x < -152.0f ? -152.0f : x);

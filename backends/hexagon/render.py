@@ -18,7 +18,7 @@ register and int8 lanes to byte vectors). What differs here:
 """
 from __future__ import annotations
 
-from superopt.backends.cpu.render import CRenderer, STORAGE
+from superopt.backends.cpu.render import C_HELPERS, CRenderer, STORAGE
 from superopt.ir import dtype as dt
 from superopt.ir.node import Node, Ops, TRUE, const
 from superopt.ir.program import Assign, Loop, Program, Stmt, unrolled
@@ -27,23 +27,7 @@ PRELUDE = r"""
 #define NAN __builtin_nanf("")
 #define INFINITY __builtin_inff()
 #define memcpy __builtin_memcpy
-static inline float bf16_to_f(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
-static inline uint16_t f_to_bf16(float f) {
-  uint32_t u; memcpy(&u, &f, 4);
-  if (f != f) return 0x7FC0;
-  return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
-static inline float bf16r(float f) { return bf16_to_f(f_to_bf16(f)); }
-static inline int fdiv_i(int a, int b) { if (b == 0) return 0; int q = a / b; return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q; }
-static inline int fmod_i(int a, int b) { if (b == 0) return 0; int r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }
-static inline long long f2i(float x) {
-  if (x != x) return 0;
-  if (x >= 4.6e18f) return 4611686018427387904LL;
-  if (x <= -4.6e18f) return -4611686018427387904LL;
-  return (long long)x;
-}
-static inline float maxf_nan(float a, float b) { return (a != a || a > b) ? a : b; }
-static inline int so_ld32(const void *p) { int v; __builtin_memcpy(&v, p, 4); return v; }
+""" + C_HELPERS + r"""static inline int so_ld32(const void *p) { int v; __builtin_memcpy(&v, p, 4); return v; }
 static inline int so_pack4(int a, int b, int c, int d) {
   return (int)(((unsigned)a & 255u) | (((unsigned)b & 255u) << 8) | (((unsigned)c & 255u) << 16) | ((unsigned)d << 24)); }
 """
