@@ -379,6 +379,16 @@ def substitute(root: Node, mapping: dict[Node, Node]) -> Node:
     return done[root]
 
 
+def axis_stride(expr: Node, axis: int, size: int) -> int | None:
+    """How far ``expr`` moves when axis variable ``axis`` steps by one (0 if it does not
+    use it); None when the step is not a constant."""
+    v = var(axis, size)
+    if v not in expr.toposort(): return 0
+    if size < 2: return None
+    d = substitute(expr, {v: const(1, dt.int32)}) - substitute(expr, {v: const(0, dt.int32)})
+    return int(d.arg) if d.op is Ops.CONST else None
+
+
 _INFIX = {Ops.ADD: "+", Ops.MUL: "*", Ops.IDIV: "//", Ops.MOD: "%", Ops.CMPLT: "<", Ops.CMPEQ: "==",
           Ops.CMPNE: "!=", Ops.AND: "&", Ops.OR: "|", Ops.XOR: "^", Ops.SHL: "<<", Ops.SHR: ">>"}
 

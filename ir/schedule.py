@@ -186,21 +186,10 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
 
 def vector_axis(kernel) -> int | None:
     """The output axis whose unit step moves the store by one element, if any."""
-    from .node import Ops, var
+    from .node import axis_stride
     for a in kernel.output_axes:
-        if _stride(kernel.store, a, kernel.axes[a].size) == 1: return a
+        if axis_stride(kernel.store, a, kernel.axes[a].size) == 1: return a
     return None
-
-
-def _stride(expr, axis: int, size: int) -> int | None:
-    from .node import Ops, substitute, var, const
-    from . import dtype as dt
-    v = var(axis, size)
-    if v not in expr.toposort(): return 0
-    if size < 2: return None
-    a = substitute(expr, {v: const(0, dt.int32)}); b = substitute(expr, {v: const(1, dt.int32)})  # noqa: E702
-    d = b - a
-    return int(d.arg) if d.op is Ops.CONST else None
 
 
 def _check_vector(kernel, s: Schedule) -> list[str]:

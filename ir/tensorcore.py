@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass
 
 from . import dtype as dt
-from .node import Node, Ops
+from .node import Node, Ops, axis_stride
 
 INSTRS = {"mma.m16n8k16.f16.f32": dt.float16, "mma.m16n8k16.bf16.f32": dt.bfloat16}
 MMA_M, MMA_N, MMA_K = 16, 8, 16
@@ -64,11 +64,6 @@ class Match:
     batch: tuple[int, ...]   # other output axes
 
 
-def _stride(expr: Node, axis: int, size: int) -> int | None:
-    from .schedule import _stride as s
-    return s(expr, axis, size)
-
-
 def match(kernel, m_axis: int | None = None, n_axis: int | None = None) -> Match | "str":
     """The GEMM structure of ``kernel`` (sum over one K axis of A*B, 16-bit operands each
     contiguous along K or along its outer axis), or why not (a string)."""
@@ -92,7 +87,7 @@ def match(kernel, m_axis: int | None = None, n_axis: int | None = None) -> Match
         own = [a for a in outs if a in u and all(a not in v for v in used if v is not u)]
         if k not in u or len(own) != 1: return "an operand does not read exactly one own output axis and K"
         o = own[0]
-        so, sk = _stride(ld.src[0], o, kernel.axes[o].size), _stride(ld.src[0], k, kernel.axes[k].size)
+        so, sk = axis_stride(ld.src[0], o, kernel.axes[o].size), axis_stride(ld.src[0], k, kernel.axes[k].size)
         if sk == 1: ops.append(Operand(ld.arg, ld, o, False))
         elif so == 1: ops.append(Operand(ld.arg, ld, o, True))
         else: return "an operand is contiguous along neither K nor its own axis"
@@ -100,8 +95,8 @@ def match(kernel, m_axis: int | None = None, n_axis: int | None = None) -> Match
     if m_axis is not None and a.outer != m_axis: a, b = b, a
     if (m_axis is not None and a.outer != m_axis) or (n_axis is not None and b.outer != n_axis):
         return "the M/N axes do not match the operands"
-    if _stride(kernel.store, b.outer, kernel.axes[b.outer].size) != 1 and m_axis is None \
-            and _stride(kernel.store, a.outer, kernel.axes[a.outer].size) == 1:
+    if axis_stride(kernel.store, b.outer, kernel.axes[b.outer].size) != 1 and m_axis is None \
+            and axis_stride(kernel.store, a.outer, kernel.axes[a.outer].size) == 1:
         a, b = b, a  # N = the output's contiguous axis
     batch = tuple(x for x in outs if x not in (a.outer, b.outer))
     return Match(a.outer, b.outer, k, a, b, loads[0].dtype, batch)

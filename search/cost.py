@@ -27,7 +27,8 @@ from typing import Any, Sequence
 from ..ir import dtype as dt
 from ..ir.kernel import Kernel
 from ..ir.node import ALU, Ops
-from ..ir.schedule import Level, Schedule, _stride, vector_axis
+from ..ir.node import axis_stride
+from ..ir.schedule import Level, Schedule, vector_axis
 
 # ALU ops that cost more than one issue slot per lane (transcendentals run as short
 # polynomial sequences).
@@ -105,7 +106,7 @@ def facts(k: Kernel) -> Facts:
 
 def _contig(expr, axes, k: Kernel) -> int | None:
     for a in sorted(axes, reverse=True):
-        if _stride(expr, a, k.axes[a].size) == 1: return a
+        if axis_stride(expr, a, k.axes[a].size) == 1: return a
     return None
 
 

@@ -66,9 +66,9 @@ def _pow2_divisor(n: int, cap: int) -> int:
 
 def _contiguous_reduce(k: Kernel) -> bool:
     """Some load moves by one element along the innermost reduce axis."""
-    from superopt.ir.schedule import _stride
+    from superopt.ir.node import axis_stride
     a = k.reduce_axes[-1]
-    return any(_stride(ld.src[0], a, k.axes[a].size) == 1 for ld in k.loads)
+    return any(axis_stride(ld.src[0], a, k.axes[a].size) == 1 for ld in k.loads)
 
 
 def _naive_gpu(k: Kernel) -> Schedule:
@@ -132,7 +132,7 @@ def _reduce(k: Kernel, m) -> Schedule:
 
 
 def _contraction(k: Kernel, m) -> Schedule:
-    from superopt.ir.schedule import _stride
+    from superopt.ir.node import axis_stride
     outs = k.output_axes
     va = vector_axis(k)
     n_ax = va if va is not None else max(outs, key=lambda a: k.axes[a].size)
@@ -147,7 +147,7 @@ def _contraction(k: Kernel, m) -> Schedule:
     tn = min(16, -(-nn // un))
     rest = [a for a in others if a != m_ax and k.axes[a].size > 1]
     if tn < 16 and rest:  # a narrow contiguous axis (a 7- or 14-wide image row): threads on the next axis too
-        a3 = min(rest, key=lambda a: _stride(k.store, a, k.axes[a].size) or 1 << 40)  # the next axis out in memory
+        a3 = min(rest, key=lambda a: axis_stride(k.store, a, k.axes[a].size) or 1 << 40)  # the next axis out in memory
         splits[a3] = _pieces(k.axes[a3].size, [(T, 16 // tn)])
     for a in k.reduce_axes: splits[a] = (Split(L, k.axes[a].size),)
     ra = k.reduce_axes[-1]
@@ -156,7 +156,7 @@ def _contraction(k: Kernel, m) -> Schedule:
     splits[ra] = tuple(Split(lv, s) for lv, s in ((L, k.axes[ra].size // r), (R, r)) if s > 1) or (Split(L, 1),)
     # vector lanes along N only where some operand is contiguous along N (else each
     # register-tile slot loads on its own and merges along K)
-    along_n = any(_stride(ld.src[0], n_ax, nn) == 1 for ld in k.loads)
+    along_n = any(axis_stride(ld.src[0], n_ax, nn) == 1 for ld in k.loads)
     vec = un if va is not None and un > 1 and along_n else 1
     return Schedule(tuple(splits), vector=vec)
 
