@@ -138,7 +138,8 @@ def test_select_over_padded_rows_with_workers(be):
     """Regression: GCC 12 at -O3 -march=native -fopenmp turned `row < 1 ? f(x) : 0` into f(x)
     for the padded row when the block loop ran under OpenMP (found by the random test)."""
     x, y = np.random.randn(8).astype(np.float32), np.random.randn(8).astype(np.float32)
-    m = Tensor.empty(1, 8, name="x").maximum(Tensor.empty(1, 8, name="y"))
+    yy = Tensor.empty(1, 8, name="y")
+    m = Tensor.empty(1, 8, name="x").maximum(yy).maximum(yy)  # the exact shape the random test found
     k = ((m * m + 0.5).reciprocal()).pad(((0, 1), (0, 0))).schedule()[-1].kernel
     s = Schedule(((Split(L.GRID, 2),), (Split(L.GRID, 8),)), workers=2)
     out = be.run(be.compile(lower(k, s, CPU)), [x, y], np.full(16, np.nan, np.float32)).reshape(2, 8)
