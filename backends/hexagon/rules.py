@@ -7,7 +7,10 @@ axis (channels in NHWC, N in a matmul) with as many lanes as divide it (up to 32
 serial loop, no register blocking. (Short innermost reductions, up to 8, unroll fully.)
 Candidates add register blocking along the next output axis (1, 2, 3 or 4 rows of
 accumulators that share the weight vectors), padding a 3-wide reduction to 4, and
-unrolling the channel reduction.
+unrolling the channel reduction by 4 or, when it is short (up to 8), fully: a fully
+unrolled channel loop lets 2 rows of accumulators hide the multiply latency without
+the loop overhead per 4 channels (3x3 conv, 8 channels: 0.66x the hand rule's cycles
+instead of 0.735x for 3 rows unrolled by 4).
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ def candidates(kernel: Kernel, machine) -> list[Schedule]:
     out = []
     for block in (1, 2, 3, 4):
         for pad in (False, True):
-            for unroll_c in (1, 4):
+            for unroll_c in (1, 4, MAX_FULL_UNROLL):
                 s = _make(kernel, machine, block, pad, unroll_c)
                 if s is not None and not check(kernel, s, machine) and s not in out: out.append(s)
     return out
@@ -58,6 +61,8 @@ def candidates(kernel: Kernel, machine) -> list[Schedule]:
 def _make(k: Kernel, machine, block: int, pad: bool, unroll_c: int) -> Schedule | None:
     va = vector_axis(k)
     outs, reds = k.output_axes, k.reduce_axes
+    chan = reds[0] if len(reds) > 1 else reds[-1] if reds else None
+    if unroll_c > 4 and (chan is None or k.axes[chan].size != unroll_c): return None   # full unroll only
     splits: list[tuple[Split, ...]] = []
     lanes = _lanes(k.axes[va].size) if va is not None else 1
     # register blocking on the output axis just outside the vector axis
