@@ -8,9 +8,9 @@ serial loop, no register blocking. (Short innermost reductions, up to 8, unroll 
 Candidates add register blocking along the next output axis (1, 2, 3 or 4 rows of
 accumulators that share the weight vectors), padding a 3-wide reduction to 4, and
 unrolling the channel reduction by 4 or, when it is short (up to 8), fully: a fully
-unrolled channel loop lets 2 rows of accumulators hide the multiply latency without
-the loop overhead per 4 channels (3x3 conv, 8 channels: 0.66x the hand rule's cycles
-instead of 0.735x for 3 rows unrolled by 4).
+unrolled channel loop drops a loop level (3x3 conv, 8 channels: 2 rows unrolled by 8
+model at 0.66x the hand rule's cycles; 3 rows unrolled by 4 at 0.735x; 3 rows by 8
+exceeds the unroll x upcast limit of schedule.check).
 """
 from __future__ import annotations
 
