@@ -74,18 +74,22 @@ class CPUBackend(Backend):
     def run(self, compiled: Compiled, inputs: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray | Failure:
         err = _check_args(compiled.program, inputs, out)
         if err: return err
-        r = self.pool.call(("run", compiled.handle, list(inputs), out, compiled.program.workers), self.timeout_s)
+        r = self.pool.call(self._request("run", compiled), [*inputs, out], self.timeout_s)
         if isinstance(r, Failure): return r
-        out.reshape(-1)[:] = r.reshape(-1)
+        out.reshape(-1)[:] = r[1][0].reshape(-1)
         return out
 
     def time(self, compiled: Compiled, inputs: Sequence[np.ndarray], out: np.ndarray,
              warmup: int = 2, runs: int = 15, min_s: float = 1e-3) -> Timing | Failure:
         err = _check_args(compiled.program, inputs, out)
         if err: return err
-        r = self.pool.call(("time", compiled.handle, list(inputs), out, compiled.program.workers, warmup, runs, min_s),
-                           self.timeout_s * 4)
-        return r if isinstance(r, Failure) else Timing.of(r)
+        req = dict(self._request("time", compiled), warmup=warmup, runs=runs, min_s=min_s)
+        r = self.pool.call(req, [*inputs, out], self.timeout_s * 4)
+        return r if isinstance(r, Failure) else Timing.of(r[0]["samples"])
+
+    @staticmethod
+    def _request(op: str, compiled: Compiled) -> dict:
+        return {"op": op, "so": compiled.handle, "workers": compiled.program.workers}
 
     def close(self) -> None: self.pool.close()
 

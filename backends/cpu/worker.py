@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import math
-import pickle
 import select
 import signal
-import struct
 import subprocess
 import sys
 from typing import Any
@@ -15,39 +13,40 @@ from typing import Any
 import numpy as np
 
 from ..base import Failure
+from ..wire import pack_arrays, recv, send, unpack_arrays
 
 
-def _serve(conn) -> None:
+def _serve(inp, out) -> None:
     libs: dict[str, Any] = {}
     while True:
         try:
-            msg = conn.recv()
+            req, blobs = recv(inp)
         except EOFError:
             return
-        kind, so, inputs, out, workers = msg[:5]
+        so = req["so"]
         if so not in libs:
             lib = ctypes.CDLL(so)
             lib.superopt_run.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
             lib.superopt_time.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
             lib.superopt_time.restype = ctypes.c_double
             libs[so] = lib
-        lib = libs[so]
-        arrs = [np.ascontiguousarray(a) for a in inputs] + [np.ascontiguousarray(out).copy()]
+        lib, workers = libs[so], req["workers"]
+        arrs = unpack_arrays(req["arrays"], blobs)  # the inputs, then the (poisoned) output
         ptrs = (ctypes.c_void_p * len(arrs))(*[a.ctypes.data for a in arrs])
-        if kind == "run":
+        if req["op"] == "run":
             lib.superopt_run(ptrs, workers)
-            conn.send(arrs[-1])
+            meta, data = pack_arrays(arrs[-1:])
+            send(out, {"arrays": meta}, data)
         else:
-            warmup, runs, min_s = msg[5:]
-            for _ in range(max(1, warmup)): lib.superopt_run(ptrs, workers)
+            for _ in range(max(1, req["warmup"])): lib.superopt_run(ptrs, workers)
             one = lib.superopt_time(ptrs, workers, 1)
-            iters = max(1, min(1 << 20, math.ceil(min_s / max(one, 1e-9))))
-            conn.send([lib.superopt_time(ptrs, workers, iters) / iters for _ in range(runs)])
+            iters = max(1, min(1 << 20, math.ceil(req["min_s"] / max(one, 1e-9))))
+            send(out, {"samples": [lib.superopt_time(ptrs, workers, iters) / iters for _ in range(req["runs"])]})
 
 
 class WorkerPool:
     """One lazily started worker process (a fresh interpreter running this module),
-    talking length-prefixed pickles of our own messages over its stdin/stdout."""
+    talking the shared wire format (``backends/wire.py``) over its stdin/stdout."""
 
     def __init__(self):
         self.proc: subprocess.Popen | None = None
@@ -56,16 +55,19 @@ class WorkerPool:
         self.proc = subprocess.Popen([sys.executable, "-m", "superopt.backends.cpu.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env())
 
-    def call(self, msg: tuple, timeout_s: float) -> Any:
+    def call(self, header: dict, arrays: list[np.ndarray], timeout_s: float) -> tuple[dict, list[np.ndarray]] | Failure:
+        """Send a request with its arrays; the reply header and arrays, or a Failure."""
         if self.proc is None or self.proc.poll() is not None: self._start()
         try:
-            _send(self.proc.stdin, msg)
+            meta, data = pack_arrays(arrays)
+            send(self.proc.stdin, dict(header, arrays=meta), data)
             r, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
             if not r:
                 self.close()
                 return Failure("timeout", f"no result after {timeout_s:.0f} s")
-            return _recv(self.proc.stdout)
-        except (EOFError, BrokenPipeError, ConnectionResetError, OSError, pickle.UnpicklingError):
+            reply, blobs = recv(self.proc.stdout)
+            return reply, unpack_arrays(reply.get("arrays", []), blobs)
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError, ValueError):
             try:
                 code = self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -93,38 +95,17 @@ class WorkerPool:
             pass
 
 
-def _send(f, obj) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    f.write(struct.pack("<Q", len(data)) + data)
-    f.flush()
-
-
-def _read(f, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = f.read(n - len(buf))
-        if not chunk: raise EOFError("worker closed its pipe")
-        buf += chunk
-    return buf
-
-
-def _recv(f):
-    (n,) = struct.unpack("<Q", _read(f, 8))
-    return pickle.loads(_read(f, n))  # our own worker's reply (numpy arrays / floats), never user data
-
-
-class _Conn:
-    def __init__(self):
-        import os
-        proto = os.dup(1)
-        os.dup2(2, 1)  # anything the loaded code prints goes to stderr, never into the replies
-        self.i, self.o = sys.stdin.buffer, os.fdopen(proto, "wb")
-    def recv(self): return _recv(self.i)
-    def send(self, obj): _send(self.o, obj)
+def _child_pipes():
+    """(requests in, replies out): replies get a private copy of stdout, and fd 1 points at
+    stderr, so anything the loaded code prints can never corrupt them."""
+    import os
+    proto = os.dup(1)
+    os.dup2(2, 1)
+    return sys.stdin.buffer, os.fdopen(proto, "wb")
 
 
 if __name__ == "__main__":
-    _serve(_Conn())
+    _serve(*_child_pipes())
 
 
 def _env() -> dict:

@@ -1,48 +1,22 @@
 """Run risky CUDA work in a child process, so an illegal address, a sticky CUDA error
 or a hang costs that one candidate and never the caller.
 
-The wire format is ours and carries no code: each message is a length-prefixed JSON
-header followed by raw array bytes (sizes listed in the header). ``Worker`` is the parent
-side; ``python -m superopt.backends.cuda.worker`` is the child.
+Messages use the backends' shared wire format (``backends/wire.py``: JSON headers and raw
+array bytes, no code). ``Worker`` is the parent side; ``python -m
+superopt.backends.cuda.worker`` is the child.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
-import struct
 import subprocess
 import sys
 import tempfile
-from typing import BinaryIO
 
 import numpy as np
 
+from ..wire import recv, send
 from .runtime import CudaError, Device, _drv, check
-
-
-# ---- framing ---------------------------------------------------------------------------
-def send(f: BinaryIO, header: dict, blobs: list[bytes | memoryview] = ()) -> None:
-    header = dict(header, blobs=[len(b) for b in blobs])
-    h = json.dumps(header).encode()
-    f.write(struct.pack("<Q", len(h)) + h)
-    for b in blobs: f.write(b)
-    f.flush()
-
-
-def _read_exact(f: BinaryIO, n: int) -> bytes:
-    chunks, got = [], 0
-    while got < n:
-        c = f.read(n - got)
-        if not c: raise EOFError("peer closed the pipe")
-        chunks.append(c); got += len(c)  # noqa: E702
-    return b"".join(chunks)
-
-
-def recv(f: BinaryIO) -> tuple[dict, list[bytes]]:
-    n, = struct.unpack("<Q", _read_exact(f, 8))
-    header = json.loads(_read_exact(f, n))
-    return header, [_read_exact(f, k) for k in header.get("blobs", [])]
 
 
 # ---- child -----------------------------------------------------------------------------
