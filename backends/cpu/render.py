@@ -225,35 +225,49 @@ class CRenderer:
                   f"{conv(lane(val, value))};", d)
 
     # ---- whole file ---------------------------------------------------------------
-    def render(self) -> str:
+    prelude = PRELUDE
+    block_attrs = ""  # e.g. noinline, where the caller must see block_ as its own function
+
+    def header(self) -> list[str]:
+        head = [self.prelude]
+        if self.L > 1:
+            head += [f"typedef float vf __attribute__((vector_size({4 * self.L})));",
+                     f"typedef int vi __attribute__((vector_size({4 * self.L})));"]
+        return head
+
+    def block_fn(self) -> tuple[list[str], list[str]]:
+        """(the parameters, the lines) of ``block_``, which runs one block of the program."""
         p, L = self.p, self.L
-        head = [PRELUDE]
-        if L > 1:
-            head += [f"typedef float vf __attribute__((vector_size({4 * L})));",
-                     f"typedef int vi __attribute__((vector_size({4 * L})));"]
         args = [f"const {STORAGE[b.dtype.name]}* restrict in{i}" for i, b in enumerate(p.inputs)]
         args.append(f"{STORAGE[p.output.dtype.name]}* restrict out")
         self.stmts(p.body, 1)
         lanes = ["  const vi lanes_ = {" + ", ".join(map(str, range(L))) + "};"] if L > 1 else []
-        fn = [f"static void block_(int s_block, {', '.join(args)}) {{", *lanes, *self.lines, "}"]
+        return args, [f"{self.block_attrs}static void block_(int s_block, {', '.join(args)}) {{", *lanes, *self.lines, "}"]
+
+    def entry(self, args: list[str]) -> list[str]:
+        """The exported functions: run every block (OpenMP over workers) and time runs."""
+        p = self.p
         casts = [f"({a.rsplit(' ', 1)[0]})bufs[{i}]" for i, a in enumerate(args)]
-        entry = ["int superopt_run(void** bufs, int workers) {",
-                 f"  if (workers > {p.blocks}) workers = {p.blocks};  /* never wake a thread with no block */",
-                 "  if (workers > 1) {",
-                 "    #pragma omp parallel for num_threads(workers) schedule(static)",
-                 f"    for (int b = 0; b < {p.blocks}; b++) block_(b, {', '.join(casts)});",
-                 "  } else {",
-                 f"    for (int b = 0; b < {p.blocks}; b++) block_(b, {', '.join(casts)});",
-                 "  }", "  return 0;", "}",
-                 "double superopt_time(void** bufs, int workers, int iters) {",
-                 "  struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);",
-                 "  /* a volatile function pointer and a memory clobber: the compiler can neither inline",
-                 "     the kernel into the loop nor fold identical runs together */",
-                 "  int (*volatile run)(void**, int) = superopt_run;",
-                 "  for (int i = 0; i < iters; i++) { run(bufs, workers); __asm__ volatile(\"\" ::: \"memory\"); }",
-                 "  clock_gettime(CLOCK_MONOTONIC, &t1);",
-                 "  return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);", "}"]
-        return "\n".join(head + [""] + fn + [""] + entry) + "\n"
+        return ["int superopt_run(void** bufs, int workers) {",
+                f"  if (workers > {p.blocks}) workers = {p.blocks};  /* never wake a thread with no block */",
+                "  if (workers > 1) {",
+                "    #pragma omp parallel for num_threads(workers) schedule(static)",
+                f"    for (int b = 0; b < {p.blocks}; b++) block_(b, {', '.join(casts)});",
+                "  } else {",
+                f"    for (int b = 0; b < {p.blocks}; b++) block_(b, {', '.join(casts)});",
+                "  }", "  return 0;", "}",
+                "double superopt_time(void** bufs, int workers, int iters) {",
+                "  struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);",
+                "  /* a volatile function pointer and a memory clobber: the compiler can neither inline",
+                "     the kernel into the loop nor fold identical runs together */",
+                "  int (*volatile run)(void**, int) = superopt_run;",
+                "  for (int i = 0; i < iters; i++) { run(bufs, workers); __asm__ volatile(\"\" ::: \"memory\"); }",
+                "  clock_gettime(CLOCK_MONOTONIC, &t1);",
+                "  return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);", "}"]
+
+    def render(self) -> str:
+        args, fn = self.block_fn()
+        return "\n".join(self.header() + [""] + fn + [""] + self.entry(args)) + "\n"
 
 
 def render(p: Program) -> str:

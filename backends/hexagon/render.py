@@ -128,18 +128,18 @@ class HexagonRenderer(CRenderer):
             self.emit("#pragma clang loop unroll(disable) vectorize(disable)", d)
         super().stmt(s, d)
 
-    def render(self) -> str:
-        p, L = self.p, self.L
-        head = [PRELUDE]
-        if L > 1:
-            head += [f"typedef float vf __attribute__((vector_size({4 * L})));",
-                     f"typedef int vi __attribute__((vector_size({4 * L})));"]
-            if self.use_vrmpy: head.append(VRMPY.replace("LANES", str(L)))
-        args = [f"const {STORAGE[b.dtype.name]}* restrict in{i}" for i, b in enumerate(p.inputs)]
-        args.append(f"{STORAGE[p.output.dtype.name]}* restrict out")
-        self.stmts(p.body, 1)
-        lanes = ["  const vi lanes_ = {" + ", ".join(map(str, range(L))) + "};"] if L > 1 else []
-        fn = [f"__attribute__((noinline)) static void block_(int s_block, {', '.join(args)}) {{", *lanes, *self.lines, "}"]
+    prelude = PRELUDE
+    block_attrs = "__attribute__((noinline)) "
+
+    def header(self) -> list[str]:
+        head = super().header()
+        if self.L > 1 and self.use_vrmpy: head.append(VRMPY.replace("LANES", str(self.L)))
+        return head
+
+    def entry(self, args: list[str]) -> list[str]:
+        """Freestanding: inputs read from stdin into static buffers, the output poisoned,
+        the kernel run once, the output written to stdout."""
+        p = self.p
         bufs = [(f"in{i}", b) for i, b in enumerate(p.inputs)] + [("out", p.output)]
         decl = [f"static {STORAGE[b.dtype.name]} g_{n}[{b.size}] __attribute__((aligned(128)));" for n, b in bufs]
         names = ", ".join(f"g_{n}" for n, _ in bufs)
@@ -151,7 +151,7 @@ class HexagonRenderer(CRenderer):
                 f"for (unsigned i = 0; i < sizeof(g_out); i++) o[i] = {POISON}; }}",
                 f"  {KERNEL_FN}();",
                 "  if (so_write_all(g_out, sizeof(g_out))) return 4;", "  return 0;", "}"]
-        return "\n".join(head + decl + [""] + fn + [""] + kernel + main) + "\n"
+        return decl + kernel + main
 
 
 def render(p: Program, vrmpy: bool = True) -> str:
