@@ -64,6 +64,13 @@ class Backend(ABC):
              warmup: int = 2, runs: int = 15, min_s: float = 1e-3) -> Timing | Failure:
         """Median of ``runs`` samples, each averaging enough calls to last ``min_s``."""
 
+    def source(self, program: Program) -> str | Failure:
+        """``render``, with a renderer gap turned into this candidate's compile failure."""
+        try:
+            return self.render(program)
+        except Exception as e:  # a renderer gap fails the candidate, never the caller
+            return Failure("compile", f"render: {type(e).__name__}: {e}")
+
     def close(self) -> None:
         """Release workers or devices held by the backend."""
 

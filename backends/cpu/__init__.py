@@ -49,10 +49,8 @@ class CPUBackend(Backend):
     def render(self, program: Program) -> str: return render(program)
 
     def compile(self, program: Program) -> Compiled | Failure:
-        try:
-            src = render(program)
-        except Exception as e:  # a renderer gap is this candidate's failure
-            return Failure("compile", f"render: {type(e).__name__}: {e}")
+        src = self.source(program)
+        if isinstance(src, Failure): return src
         cc = compiler()
         h = hashlib.sha256((cc + " ".join(CFLAGS) + src).encode()).hexdigest()[:24]
         so = cache_dir() / f"k_{h}.so"

@@ -7,7 +7,6 @@ see ``model``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -29,10 +28,8 @@ class HexagonBackend(Backend):
     def render(self, program: Program) -> str: return render(program)
 
     def compile(self, program: Program) -> Compiled | Failure:
-        try:
-            src = render(program)
-        except Exception as e:  # a renderer gap is this candidate's failure
-            return Failure("compile", f"render: {type(e).__name__}: {e}")
+        src = self.source(program)
+        if isinstance(src, Failure): return src
         exe = tools.compile_program(src)
         return exe if isinstance(exe, Failure) else Compiled(program, exe, src)
 
