@@ -1,23 +1,29 @@
-"""Lowering of tensor-core GEMM schedules (``Schedule.tensor_core``) to a ``Program``.
+"""Lowering of tensor-core GEMM and implicit-GEMM convolution schedules
+(``Schedule.tensor_core``) to a ``Program``.
 
 Per block (tile BM x BN, ``wm x wn`` warps each owning tm x tn):
   shared A/B tiles x ``stages``      (layout: ir/tensorcore.smem_offset, from ``staging``)
   acc[fp32] = 0                      (tm/16 x tn/8 mma tiles x 4 per lane)
-  stages == 1:  for kt: copy tile kt; barrier; compute; barrier
+  steps = window points x K tiles (a convolution's filter window outer, K tiles inner)
+  stages == 1:  for kt in steps: copy tile kt; barrier; compute; barrier
   stages  > 1:  prologue copies tiles 0..S-2 (cp.async, one group each);
                 for kt: wait <= S-2 groups; barrier; compute stage kt%S;
                         copy tile kt+S-1 into stage (kt+S-1)%S (if any); commit
   compute: for each 16-deep K step: ldmatrix.x4 A fragments (one per 16 rows),
            B fragments (one per 16 columns = two n8 tiles), then every mma
   epilogue: the kernel body with the reduction replaced by each accumulator, stored.
-Copies: 16-byte units numbered row-major over the tile in its global orientation, unit
-q handled by thread q % threads, so a warp writes 32 consecutive units (coalesced).
+Copies: ``Staging.vector`` elements (16-byte units, else single elements) numbered
+row-major over the tile in its global orientation, copy q handled by thread q % threads,
+so a warp writes 32 consecutive copies (coalesced). A copy is guarded by the operand
+load's mask (a convolution's padding) and, in a padded M/N tile, by the axis end; a
+guarded-off copy writes zeros. Element copies are synchronous (cp.async has no 2-byte
+form); they write a stage no warp reads until the next barrier.
 """
 from __future__ import annotations
 
 from . import dtype as dt
 from . import tensorcore as tcm
-from .node import Node, Ops, TRUE, const, lt, special, substitute, var
+from .node import Node, Ops, and_, const, lt, special, substitute, var
 from .program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared, SharedCopy,
                       Stmt, Store)
 
@@ -27,7 +33,7 @@ SA, SB = "sa", "sb"
 
 def lower_tensor_core(k, s, machine) -> Program:
     tc = s.tensor_core
-    m = tcm.match(k, tc.m_axis, tc.n_axis)
+    m = tcm.match(k, tc.m_axis, tc.n_axis, tc.k_axis)
     t = tcm.tiles(k, s)
     st = {x.input: x for x in s.staging}
     threads, S = t.threads, s.stages
@@ -44,6 +50,8 @@ def lower_tensor_core(k, s, machine) -> Program:
     m0 = gidx.get(m.m, zero) * t.bm
     n0 = gidx.get(m.n, zero) * t.bn
     fixed = {var(a, k.axes[a].size): gidx.get(a, zero) for a in m.batch}
+    M, N = k.axes[m.m].size, k.axes[m.n].size
+    vm = lambda a: var(a, k.axes[a].size)  # noqa: E731
 
     ops = ((m.a, SA, t.bm), (m.b, SB, t.bn))
     geo = {name: tcm.tile_shape(op, outer, t.bk) for op, name, outer in ops}
@@ -55,18 +63,30 @@ def lower_tensor_core(k, s, machine) -> Program:
         x = st[op.input]
         return tcm.smem_offset(row, unit, width, x.pad, x.swizzle, x.shift)
 
-    def copies(kt: Node, stage: Node) -> list[Stmt]:
+    def step_axes(step: Node) -> dict[Node, Node]:
+        """Window positions and K offset of pipeline step ``step`` (window outer, K tiles inner)."""
+        out, rest = {vm(m.k): (step % t.kt) * t.bk}, step // t.kt
+        for a in reversed(m.window):
+            out[vm(a)] = rest % k.axes[a].size
+            rest = rest // k.axes[a].size
+        return out
+
+    def copies(step: Node, stage: Node) -> list[Stmt]:
         out: list[Stmt] = []
+        at = step_axes(step)
         for op, name, outer in ops:
             rows, width = geo[name]
-            origin = m0 if op is m.a else n0
-            for c in range(rows * width // tcm.UNIT // threads):
-                row, unit = tcm.copy_coords(thread + c * threads, width)
-                o_idx, k_idx = (unit * tcm.UNIT, row) if op.k_major else (row, unit * tcm.UNIT)
-                ax = {var(op.outer, k.axes[op.outer].size): origin + o_idx, var(m.k, k.axes[m.k].size): kt * t.bk + k_idx}
-                src = substitute(op.load.src[0], {**fixed, **ax})
-                dst = stage * stage_size[name] + offset(name, op, row, unit)
-                out.append(SharedCopy(name, dst, op.input, src, tcm.UNIT, TRUE, S > 1))
+            origin, size = (m0, M) if op is m.a else (n0, N)
+            vec = st[op.input].vector
+            for c in range(rows * width // vec // threads):
+                row, col = tcm.copy_elem(thread + c * threads, width, vec)
+                o_idx, k_idx = (col, row) if op.k_major else (row, col)
+                ax = {**fixed, **at, vm(op.outer): origin + o_idx, vm(m.k): at[vm(m.k)] + k_idx}
+                src, ok = (substitute(x, ax) for x in op.load.src)
+                if -(-size // outer) * outer != size: ok = and_(ok, lt(origin + o_idx, size))  # padded rows
+                dst = stage * stage_size[name] + offset(name, op, row, col // tcm.UNIT) + col % tcm.UNIT
+                # cp.async moves 4, 8 or 16 bytes: element (2-byte) copies are plain loads
+                out.append(SharedCopy(name, dst, op.input, src, vec, ok, S > 1 and vec == tcm.UNIT))
         return out
 
     na, nb = t.tm // tcm.MMA_M, t.tn // 16           # A fragments, B fragment pairs per K step
@@ -86,31 +106,35 @@ def lower_tensor_core(k, s, machine) -> Program:
                     body.append(Mma(tc.instr, ACC, (i * ntn + j) * 4, FA, i * 8, FB, j * 4))
         return body
 
-    kt = special("kt", t.kt)
+    nsteps = t.steps
+    kt = special("kt", nsteps)
     if S == 1:
         loop = [Loop(kt, (*copies(kt, zero), Barrier(), *compute(zero), Barrier()))]
         pro: list[Stmt] = []
     else:
         pro = []
         for i in range(S - 1):
-            if i < t.kt: pro += copies(const(i, dt.int32), const(i, dt.int32))
+            if i < nsteps: pro += copies(const(i, dt.int32), const(i, dt.int32))
             pro.append(CopyCommit())
         nxt = kt + (S - 1)
         loop = [Loop(kt, (CopyWait(S - 2), Barrier(), *compute(kt % S),
-                          If(lt(nxt, t.kt), tuple(copies(nxt, nxt % S))), CopyCommit()))]
+                          If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), CopyCommit()))]
 
     nacc = na * ntn * 4
     red = k.reduce
     g, tq = lane // 4, lane % 4
+    ragged = t.gm * t.bm != M or t.gn * t.bn != N
     stores: list[Stmt] = []
     for i in range(na):
         for j in range(ntn):
             for c in range(4):
                 mi = m0 + wm_i * t.tm + i * tcm.MMA_M + g + 8 * (c // 2)
                 ni = n0 + wn_i * t.tn + j * tcm.MMA_N + tq * 2 + c % 2
-                at = {**fixed, var(m.m, k.axes[m.m].size): mi, var(m.n, k.axes[m.n].size): ni}
+                at = {**fixed, vm(m.m): mi, vm(m.n): ni}
                 acc = Node(Ops.REG, dt.float32, (const((i * ntn + j) * 4 + c, dt.int32),), ACC)
-                stores.append(Store(substitute(k.store, at), substitute(substitute(k.body, {red: acc}), at)))
+                st_ = Store(substitute(k.store, at), substitute(substitute(k.body, {red: acc}), at))
+                # a padded tile's rows past the end: the whole epilogue is skipped (its loads too)
+                stores.append(If(and_(lt(mi, M), lt(ni, N)), (st_,)) if ragged else st_)
     body: list[Stmt] = [
         Shared(SA, m.dtype, S * stage_size[SA]), Shared(SB, m.dtype, S * stage_size[SB]),
         Reg(ACC, dt.float32, nacc), Reg(FA, m.dtype, na * 8), Reg(FB, m.dtype, nb * 8),

@@ -8,9 +8,19 @@ Schedule convention (``Schedule.tensor_core`` set; see ``tiles``):
 - M axis: ``GRID gm x THREAD wm x UPCAST tm`` (tm a multiple of 16: the rows one warp owns),
 - N axis: ``GRID gn x THREAD wn x UPCAST tn`` (tn a multiple of 16: pairs of n8 tiles),
 - K axis: ``LOOP kt x UNROLL bk`` (bk a multiple of 16: the K depth staged per step),
-- any other output axis (batch): GRID only. Sizes divide exactly (no padding).
+- other reduce axes (the window of a convolution as implicit GEMM): LOOP only; the
+  pipeline runs over ``steps = window points x kt`` (window outer, K tiles inner),
+- any other output axis (batch): GRID only.
+M and N may be padded (``gm = ceil(M / BM)``): copies of rows past the end zero-fill and
+the epilogue's stores are guarded; K divides exactly.
 THREAD counts *warps* here (``Schedule.threads()`` = 32 x warps); the 32 lanes of a warp
 are the instruction's. Block tile BM = wm*tm, BN = wn*tn.
+
+Implicit GEMM: a convolution's input read through windowed indices (``y + ky - 1``) with
+a padding mask is operand A (M: an output pixel axis, its other pixel axes batch), the
+filter is B (N: output channels), K the input channels. A copy honours the load's mask
+(zero-fill). A copy is 16 bytes (``Staging.vector`` = 8) where the operand is contiguous
+and 16-byte aligned along its tile rows (NHWC: channels), else one element (NCHW).
 
 Shared layout of a staged tile (``Staging.pad``, ``.swizzle``, ``.shift``): the tile is
 stored in its global orientation, rows of ``width`` elements (the contiguous axis), in
@@ -33,7 +43,7 @@ import math
 from dataclasses import dataclass
 
 from . import dtype as dt
-from .node import Node, Ops, axis_stride
+from .node import Node, Ops, axis_stride, const, substitute
 
 INSTRS = {"mma.m16n8k16.f16.f32": dt.float16, "mma.m16n8k16.bf16.f32": dt.bfloat16}
 MMA_M, MMA_N, MMA_K = 16, 8, 16
@@ -48,9 +58,10 @@ B_MATS = ((0, 0), (0, 8), (8, 0), (8, 8))
 class Operand:
     """One GEMM operand as the kernel reads it."""
     input: int          # kernel input slot
-    load: Node          # the LOAD node
+    load: Node          # the LOAD node (its valid, e.g. a convolution's padding, guards the copies)
     outer: int          # the M (for A) or N (for B) axis
-    k_major: bool       # True: contiguous along the outer axis (stored [k][outer]); False: along K
+    k_major: bool       # True: contiguous along the outer axis (stored [k][outer]); False: along K (or neither)
+    vec: int = UNIT     # widest legal global->shared copy in elements: UNIT (16 bytes, aligned) or 1
 
 
 @dataclass(frozen=True)
@@ -61,14 +72,19 @@ class Match:
     a: Operand
     b: Operand
     dtype: dt.DType
-    batch: tuple[int, ...]   # other output axes
+    batch: tuple[int, ...]       # other output axes (GRID only)
+    window: tuple[int, ...] = ()  # other reduce axes (a convolution's filter window): serial loops around K
 
 
-def match(kernel, m_axis: int | None = None, n_axis: int | None = None) -> Match | "str":
-    """The GEMM structure of ``kernel`` (sum over one K axis of A*B, 16-bit operands each
-    contiguous along K or along its outer axis), or why not (a string)."""
+def match(kernel, m_axis: int | None = None, n_axis: int | None = None, k_axis: int | None = None) -> Match | str:
+    """The (implicit) GEMM structure of ``kernel``, or why not (a string): a float32 sum of
+    a product of two 16-bit loads. K is a reduce axis both operands read (the one whose
+    size is a multiple of 16, contiguous in an operand, largest); the other reduce axes
+    are the window. Each operand's outer axis is one output axis only it reads (the
+    given M/N axis, else the one it steps through most densely); its other own axes are
+    batch. Loads may be masked (a convolution's padding): the copies honour the mask."""
     red = kernel.reduce
-    if red is None or red.arg[0] != "sum" or len(kernel.reduce_axes) != 1: return "not a sum over one reduce axis"
+    if red is None or red.arg[0] != "sum" or not kernel.reduce_axes: return "not a sum over reduce axes"
     if red.dtype is not dt.float32: return f"accumulates in {red.dtype.name}, tensor cores accumulate in float32"
     x = red.src[0]
     if x.op is not Ops.MUL: return "the reduced value is not a product"
@@ -78,28 +94,65 @@ def match(kernel, m_axis: int | None = None, n_axis: int | None = None) -> Match
         if f.op is not Ops.LOAD: return "a factor is not a plain load"
         loads.append(f)
     if {ld.dtype for ld in loads} not in ({dt.float16}, {dt.bfloat16}): return "operands are not both fp16 or both bf16"
-    if any(ld.src[1].op is not Ops.CONST or not ld.src[1].arg for ld in loads): return "masked operand loads"
-    k = kernel.reduce_axes[0]
     used = [{v.arg[0] for v in ld.toposort() if v.op is Ops.VAR} for ld in loads]
+    reds = kernel.reduce_axes
+    if any(r not in used[0] | used[1] for r in reds): return "a reduce axis no operand reads"
+    both = [r for r in reds if r in used[0] and r in used[1]]
+    if k_axis is None:
+        def score(r):
+            size = kernel.axes[r].size
+            dense = any(_stride(ld, r, kernel) == 1 for ld in loads)
+            return (size % MMA_K == 0, dense, size)
+        if not both: return "no reduce axis both operands read"
+        k_axis = max(both, key=score)
+    if k_axis not in both: return f"axis {k_axis} is not a reduce axis both operands read"
     outs = kernel.output_axes
-    ops = []
-    for ld, u in zip(loads, used):
-        own = [a for a in outs if a in u and all(a not in v for v in used if v is not u)]
-        if k not in u or len(own) != 1: return "an operand does not read exactly one own output axis and K"
-        o = own[0]
-        so, sk = axis_stride(ld.src[0], o, kernel.axes[o].size), axis_stride(ld.src[0], k, kernel.axes[k].size)
-        if sk == 1: ops.append(Operand(ld.arg, ld, o, False))
-        elif so == 1: ops.append(Operand(ld.arg, ld, o, True))
-        else: return "an operand is contiguous along neither K nor its own axis"
-    a, b = ops
-    if m_axis is not None and a.outer != m_axis: a, b = b, a
-    if (m_axis is not None and a.outer != m_axis) or (n_axis is not None and b.outer != n_axis):
-        return "the M/N axes do not match the operands"
-    if axis_stride(kernel.store, b.outer, kernel.axes[b.outer].size) != 1 and m_axis is None \
-            and axis_stride(kernel.store, a.outer, kernel.axes[a.outer].size) == 1:
-        a, b = b, a  # N = the output's contiguous axis
-    batch = tuple(x for x in outs if x not in (a.outer, b.outer))
-    return Match(a.outer, b.outer, k, a, b, loads[0].dtype, batch)
+    own = [[a for a in outs if a in u and a not in v] for u, v in ((used[0], used[1]), (used[1], used[0]))]
+    if not own[0] or not own[1]: return "an operand reads no output axis of its own"
+    ai = 0
+    if m_axis is not None: ai = 0 if m_axis in own[0] else 1 if m_axis in own[1] else -1
+    elif n_axis is not None: ai = 1 if n_axis in own[0] else 0 if n_axis in own[1] else -1
+    if ai < 0: return "the M/N axes do not match the operands"
+
+    def outer(i: int, given: int | None) -> int:
+        if given is not None: return given
+        return min(own[i], key=lambda a: (abs(_stride(loads[i], a, kernel) or 1 << 40), -kernel.axes[a].size))
+    oa, ob = outer(ai, m_axis), outer(1 - ai, n_axis)
+    if oa not in own[ai] or ob not in own[1 - ai]: return "the M/N axes do not match the operands"
+    if m_axis is None and n_axis is None and _stride_store(kernel, ob) != 1 and _stride_store(kernel, oa) == 1:
+        ai, oa, ob = 1 - ai, ob, oa  # N = the output's contiguous axis
+    a, b = (_operand(kernel, loads[i], o, k_axis) for i, o in ((ai, oa), (1 - ai, ob)))
+    batch = tuple(x for x in outs if x not in (oa, ob))
+    return Match(oa, ob, k_axis, a, b, loads[0].dtype, batch, tuple(r for r in reds if r != k_axis))
+
+
+def _stride(ld: Node, axis: int, kernel) -> int | None:
+    return axis_stride(ld.src[0], axis, kernel.axes[axis].size)
+
+
+def _stride_store(kernel, axis: int) -> int | None:
+    return axis_stride(kernel.store, axis, kernel.axes[axis].size)
+
+
+def _operand(kernel, ld: Node, outer: int, k: int) -> Operand:
+    """Orientation (contiguous along K, else along the outer axis, else neither: stored
+    like K-contiguous, copied element by element) and the widest legal copy."""
+    if _stride(ld, k, kernel) != 1 and _stride(ld, outer, kernel) == 1:
+        return Operand(ld.arg, ld, outer, True, UNIT if _vector_ok(kernel, ld, outer) else 1)
+    return Operand(ld.arg, ld, outer, False, UNIT if _vector_ok(kernel, ld, k) else 1)
+
+
+def _vector_ok(kernel, ld: Node, along: int) -> bool:
+    """16-byte copies along ``along`` are legal: unit stride there, every other step and the
+    offset a multiple of 8 elements (16-byte aligned), and the mask constant over the copy."""
+    idx, valid = ld.src
+    size = kernel.axes[along].size
+    if _stride(ld, along, kernel) != 1 or size % UNIT: return False
+    if any(v.op is Ops.VAR and v.arg[0] == along for v in valid.toposort()): return False
+    vs = [v for v in idx.toposort() if v.op is Ops.VAR and v.arg[1] > 1]
+    if any((axis_stride(idx, v.arg[0], v.arg[1]) or 1) % UNIT for v in vs if v.arg[0] != along): return False
+    base = substitute(idx, {v: const(0, dt.int32) for v in idx.toposort() if v.op is Ops.VAR})
+    return base.op is Ops.CONST and base.arg % UNIT == 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +160,7 @@ class Tiles:
     gm: int; wm: int; tm: int  # noqa: E702
     gn: int; wn: int; tn: int  # noqa: E702
     kt: int; bk: int           # noqa: E702
+    rs: int = 1                # window points (product of the window axes' sizes)
 
     @property
     def bm(self) -> int: return self.wm * self.tm
@@ -116,23 +170,35 @@ class Tiles:
     def warps(self) -> int: return self.wm * self.wn
     @property
     def threads(self) -> int: return WARP * self.warps
+    @property
+    def steps(self) -> int:
+        """Pipelined K steps: the window points times the K tiles."""
+        return self.rs * self.kt
 
 
 def tiles(kernel, s) -> Tiles | str:
-    """The tile sizes of a tensor-core schedule (see the module docstring), or why not."""
+    """The tile sizes of a tensor-core schedule (see the module docstring), or why not.
+    M and N may be padded (ragged last block tile, guarded); K divides exactly."""
     from .schedule import Level
     tc = s.tensor_core
+    G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 
-    def pieces(axis: int, allowed: tuple) -> dict | str:
+    def pieces(axis: int, allowed: tuple, pad: bool) -> dict | str:
         got = {p.level: p.size for p in s.splits[axis]}
         if any(lv not in allowed for lv in got if got[lv] > 1): return f"axis {axis}: tensor-core axes use {[lv.value for lv in allowed]} only"
-        if math.prod(got.values()) != kernel.axes[axis].size: return f"axis {axis}: tensor-core tiles must divide the axis exactly"
+        size, tile = kernel.axes[axis].size, math.prod(n for lv, n in got.items() if lv is not G)
+        if not pad and math.prod(got.values()) != size: return f"axis {axis}: tensor-core tiles must divide the axis exactly"
+        if pad and got.get(G, 1) != -(-size // tile): return f"axis {axis}: {got.get(G, 1)} blocks do not cover {size} in tiles of {tile}"
         return got
-    G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
-    pm, pn, pk = pieces(tc.m_axis, (G, T, U)), pieces(tc.n_axis, (G, T, U)), pieces(tc.k_axis, (L, R))
+    pm, pn, pk = pieces(tc.m_axis, (G, T, U), True), pieces(tc.n_axis, (G, T, U), True), pieces(tc.k_axis, (L, R), False)
     for p in (pm, pn, pk):
         if isinstance(p, str): return p
-    t = Tiles(pm.get(G, 1), pm.get(T, 1), pm.get(U, 1), pn.get(G, 1), pn.get(T, 1), pn.get(U, 1), pk.get(L, 1), pk.get(R, 1))
+    rs = 1
+    for a in (r for r in kernel.reduce_axes if r != tc.k_axis):  # the window (Match.window)
+        pw = pieces(a, (L,), False)
+        if isinstance(pw, str): return f"window {pw}"
+        rs *= kernel.axes[a].size
+    t = Tiles(pm.get(G, 1), pm.get(T, 1), pm.get(U, 1), pn.get(G, 1), pn.get(T, 1), pn.get(U, 1), pk.get(L, 1), pk.get(R, 1), rs)
     if t.tm % MMA_M or t.tn % 16 or t.bk % MMA_K: return f"warp tile {t.tm}x{t.tn}x{t.bk} is not a multiple of 16x16x16"
     return t
 
@@ -163,6 +229,13 @@ def copy_coords(q, width: int):
     """Tile (row, unit) of 16-byte copy number ``q`` (consecutive threads: consecutive units)."""
     upr = width // UNIT
     return q // upr, q % upr
+
+
+def copy_elem(q, width: int, vec: int):
+    """Tile (row, column) of the first element of copy number ``q`` of ``vec`` elements
+    (row-major over the tile: consecutive threads, consecutive columns)."""
+    per_row = width // vec
+    return q // per_row, (q % per_row) * vec
 
 
 def frag_coords(lane, mats, outer0, k0, k_major: bool):

@@ -1,8 +1,8 @@
 """Shared-memory layouts chosen by Z3 so warp-wide accesses are free of bank conflicts.
 
 Every shared access of a staged GEMM tile is served 128 bytes at a time: a 16-byte
-``SharedCopy`` phase is 8 consecutive threads, an ``ldmatrix`` phase one 8x8 matrix (its
-8 row addresses). A phase is conflict-free when its 8 16-byte units fall in 8 distinct
+``SharedCopy`` phase is 8 consecutive threads, a 2-byte (element) copy phase a whole warp
+(64 bytes), an ``ldmatrix`` phase one 8x8 matrix (its 8 row addresses). A phase is conflict-free when its 8 16-byte units fall in 8 distinct
 bank groups (``unit mod 8``) or are the same unit. The lanes' logical (row, unit)
 come from ``ir/tensorcore.py`` (the functions the lowering uses); the layout maps them
 through ``smem_offset`` with unknowns pad, swizzle bits and shift, posed here as
@@ -38,22 +38,30 @@ class Layout:
 
 def operand_phases(kernel, s: Schedule, which: str) -> tuple[int, int, list[Phase]]:
     """(rows, width, distinct phases) of operand ``which`` ("a" | "b") under ``s``."""
-    m = tcm.match(kernel, s.tensor_core.m_axis, s.tensor_core.n_axis)
+    tc = s.tensor_core
+    m = tcm.match(kernel, tc.m_axis, tc.n_axis, tc.k_axis)
     t = tcm.tiles(kernel, s)
     op, outer_tile, warps_o, tile_o, mats = ((m.a, t.bm, t.wm, t.tm, tcm.A_MATS) if which == "a"
                                              else (m.b, t.bn, t.wn, t.tn, tcm.B_MATS))
     step = tcm.MMA_M if which == "a" else 16
     rows, width = tcm.tile_shape(op, outer_tile, t.bk)
+    vec = _vector(s, op)
     out: set[Phase] = set()
-    n = rows * width // tcm.UNIT
-    for q0 in range(0, n, 8):   # copies: 8 consecutive threads take 8 consecutive units
-        out.add(tuple(tcm.copy_coords(q, width) for q in range(q0, q0 + 8)))
+    n = rows * width // vec
+    per = 8 if vec == tcm.UNIT else tcm.WARP  # 16-byte copies: 8 threads a phase; element copies: a warp
+    for q0 in range(0, n, per):   # consecutive threads take consecutive copies
+        out.add(tuple((r, c // tcm.UNIT) for r, c in (tcm.copy_elem(q, width, vec) for q in range(q0, min(n, q0 + per)))))
     for w in range(warps_o):
         for kk in range(0, t.bk, tcm.MMA_K):
             for o in range(0, tile_o, step):
                 for j in range(4):
                     out.add(tuple(tcm.frag_coords(l, mats, w * tile_o + o, kk, op.k_major) for l in range(8 * j, 8 * j + 8)))
     return rows, width, sorted(out)
+
+
+def _vector(s: Schedule, op) -> int:
+    """The copy width the schedule's staging gives the operand (else its widest legal one)."""
+    return next((x.vector for x in s.staging if x.input == op.input), op.vec)
 
 
 def _group(row, unit, upr: int, pad_u, swz, shift):
@@ -115,15 +123,16 @@ def conflicts(rows: int, width: int, phases: list[Phase], pad: int, swizzle: int
 def staging(kernel, s: Schedule) -> tuple[tuple[Staging, ...], dict[str, Layout]]:
     """Conflict-free (or minimal) layouts for both operands of tensor-core schedule ``s``
     (its ``staging`` may hold placeholders: only the inputs are read)."""
-    m = tcm.match(kernel, s.tensor_core.m_axis, s.tensor_core.n_axis)
+    tc = s.tensor_core
+    m = tcm.match(kernel, tc.m_axis, tc.n_axis, tc.k_axis)
     if not s.staging:
-        s = replace(s, staging=(Staging(m.a.input, vector=tcm.UNIT), Staging(m.b.input, vector=tcm.UNIT)))
+        s = replace(s, staging=(Staging(m.a.input, vector=m.a.vec), Staging(m.b.input, vector=m.b.vec)))
     out, info = [], {}
     for which, op in (("a", m.a), ("b", m.b)):
         rows, width, ph = operand_phases(kernel, s, which)
         lay = _cached(rows, width, tuple(ph))
         info[which] = lay
-        out.append(Staging(op.input, lay.pad, lay.swizzle, tcm.UNIT, lay.shift))
+        out.append(Staging(op.input, lay.pad, lay.swizzle, _vector(s, op), lay.shift))
     return tuple(out), info
 
 
