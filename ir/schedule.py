@@ -208,9 +208,8 @@ def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
     tc = s.tensor_core
     if tc.instr not in tcm.INSTRS: return [f"unknown tensor-core instruction {tc.instr!r} (know {sorted(tcm.INSTRS)})"]
     if s.vector != 1 or s.order: return ["tensor-core schedules take no vector width or loop order"]
-    m = tcm.match(kernel, tc.m_axis, tc.n_axis)
+    m = tcm.match(kernel, tc.m_axis, tc.n_axis, tc.k_axis)
     if isinstance(m, str): return [f"tensor core: {m}"]
-    if tc.k_axis != m.k: return [f"tensor core: K is axis {m.k}, not {tc.k_axis}"]
     if m.dtype is not tcm.INSTRS[tc.instr]: return [f"tensor core: {tc.instr} takes {tcm.INSTRS[tc.instr].name} operands, not {m.dtype.name}"]
     errs = [f"axis {a}: batch axes of a tensor-core schedule are GRID only" for a in m.batch
             if any(p.level is not Level.GRID and p.size > 1 for p in s.splits[a])]
@@ -223,12 +222,12 @@ def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
     for op, outer in ((m.a, t.bm), (m.b, t.bn)):
         st = by_input[op.input]
         rows, width = tcm.tile_shape(op, outer, t.bk)
-        if st.vector != tcm.UNIT: errs.append(f"input {op.input}: staged copies are {tcm.UNIT} elements (16 bytes)")
+        if st.vector not in (1, op.vec): errs.append(f"input {op.input}: staged copies are 1 element" + (f" or {op.vec} (16 bytes)" if op.vec > 1 else " (unaligned operand)"))
         if width & (width - 1): errs.append(f"input {op.input}: tile rows of {width} elements (a power of two is needed)")
         if st.pad % tcm.UNIT or st.pad < 0: errs.append(f"input {op.input}: pad {st.pad} is not a multiple of {tcm.UNIT}")
         if st.swizzle and (st.shift < st.swizzle or (rows * width // tcm.UNIT) % (1 << st.swizzle)):
             errs.append(f"input {op.input}: swizzle {st.swizzle} bits at shift {st.shift} is not a bijection of the tile")
-        if (rows * width // tcm.UNIT) % t.threads: errs.append(f"input {op.input}: {rows}x{width} tile is not a whole number of 16-byte copies per thread")
+        if (rows * width // max(1, st.vector)) % t.threads: errs.append(f"input {op.input}: {rows}x{width} tile is not a whole number of copies per thread")
         smem += rows * (width + st.pad) * 2
     smem *= s.stages
     if smem > machine.smem_per_block: errs.append(f"shared memory {smem} B > {machine.smem_per_block} B per block")

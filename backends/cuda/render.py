@@ -323,16 +323,21 @@ class _Renderer:
 
     def shared_copy(self, s: SharedCopy) -> None:
         nbytes = s.width * self.p.inputs[s.input].dtype.itemsize
-        if nbytes != 16: raise ValueError(f"shared copies of {nbytes} bytes are not rendered (16 only)")
         dst, src = self.expr(s.dst), self.expr(s.src)
         ok = None if s.valid is TRUE else self.expr(s.valid)
-        if s.async_:
-            size = "16" if ok is None else f"({ok}) ? 16 : 0"
-            self.emit(f'asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\\n" :: '
-                      f'"r"((unsigned)__cvta_generic_to_shared(&{s.name}[{dst}])), "l"(in{s.input} + {src}), "r"({size}));')
+        if s.async_:  # zero-fill form: src-size 0 reads nothing (the address still points into the input)
+            if nbytes not in (4, 8, 16): raise ValueError(f"cp.async copies 4, 8 or 16 bytes, not {nbytes}")
+            size, at = (str(nbytes), src) if ok is None else (f"({ok}) ? {nbytes} : 0", f"({ok}) ? ({src}) : 0")
+            cache = "cg" if nbytes == 16 else "ca"
+            self.emit(f'asm volatile("cp.async.{cache}.shared.global [%0], [%1], {nbytes}, %2;\\n" :: '
+                      f'"r"((unsigned)__cvta_generic_to_shared(&{s.name}[{dst}])), "l"(in{s.input} + {at}), "r"({size}));')
             return
-        load = f"*reinterpret_cast<const uint4*>(in{s.input} + {src})"
-        self.emit(f"*reinterpret_cast<uint4*>(&{s.name}[{dst}]) = " + (load if ok is None else f"({ok}) ? {load} : uint4{{}}") + ";")
+        if nbytes == 2:  # one 16-bit element (all-zero bits are +0.0 in fp16 and bf16)
+            self.emit(f"{s.name}[{dst}] = " + (f"in{s.input}[{src}]" if ok is None else f"({ok}) ? in{s.input}[{src}] : (unsigned short)0") + ";")
+            return
+        if nbytes not in VEC: raise ValueError(f"shared copies of {nbytes} bytes are not rendered (2, 4, 8, 16 only)")
+        load = f"*reinterpret_cast<const {VEC[nbytes]}*>(in{s.input} + {src})"
+        self.emit(f"*reinterpret_cast<{VEC[nbytes]}*>(&{s.name}[{dst}]) = " + (load if ok is None else f"({ok}) ? {load} : {VEC[nbytes]}{{}}") + ";")
 
     def forget_regs(self, name: str) -> None:
         for sc in self.scopes:

@@ -14,7 +14,8 @@ counts every cross-thread read/write in between as a race.
 Tensor-core statements (ir/program.py) run per warp with the PTX lane layouts of
 ``ir/tensorcore.py``: ``FragLoad`` gathers each lane's fragment from shared memory and
 counts one shared access per 8x8 matrix (8 rows of 16 bytes, the phase the hardware
-serves at once), a 16-byte ``SharedCopy`` one access per quarter warp; ``Mma`` multiplies
+serves at once), a 16-byte ``SharedCopy`` one access per quarter warp (narrower ones one
+per warp; a copy whose valid is false writes zeros); ``Mma`` multiplies
 the assembled 16x16 and 16x8 fragments in float64 and rounds to the fp32 accumulators.
 Asynchronous copies are held per commit group and land at the ``CopyWait`` that allows
 it, so a pipeline that reads a stage too early reads stale data.
@@ -315,17 +316,20 @@ class _Run:
     def shared_copy(self, s: SharedCopy, mask: np.ndarray) -> None:
         if s.name not in self.shared: raise EmuError(f"copy to undeclared shared buffer {s.name}")
         buf, w, b = self.shared[s.name], s.width, self.p.inputs[s.input]
+        """Every active thread writes ``width`` elements; where ``valid`` is false, zeros
+        (cp.async's zero-fill form: nothing is read)."""
         ok = self.full(self.eval(s.valid, mask).astype(bool) & mask)
-        dst = self._index(self.eval(s.dst, mask), ok, buf.shape[1] - w + 1, f"copy to shared {s.name}")
+        dst = self._index(self.eval(s.dst, mask), act, buf.shape[1] - w + 1, f"copy to shared {s.name}")
+        act = self.full(mask)
         src = self._index(self.eval(s.src, mask), ok, self.ins[s.input].size - w + 1, f"copy from input {s.input}")
         nbytes = w * b.dtype.itemsize
-        if nbytes == 16 and (np.any(dst[ok] % w) or np.any(src[ok] % w)): raise EmuError("16-byte copy not 16-byte aligned")
+        if nbytes in (4, 8, 16) and (np.any(dst[act] % w) or np.any(src[ok] % w)): raise EmuError(f"{nbytes}-byte copy not aligned")
         span = np.arange(w)
         vals = np.where(ok[..., None], self.ins[s.input][src[..., None] + span], 0.0)  # (B, T, 1, w)
         self.global_access("ld.global", (src[..., None] + span).reshape(self.shape[:2] + (-1,)),
                            np.repeat(ok, w, axis=2), b.dtype.itemsize, 1)
-        self.smem_rows(s.name, dst, ok, nbytes, write=True)
-        args = (s.name, dst, ok, vals)
+        self.smem_rows(s.name, dst, act, nbytes, write=True)
+        args = (s.name, dst, act, vals)
         if s.async_: self.open_group.append(args)
         else: self.land(*args)
 
@@ -339,10 +343,10 @@ class _Run:
 
     def smem_rows(self, name: str, start: np.ndarray, ok: np.ndarray, nbytes: int, write: bool) -> None:
         """Count a warp's access of one ``nbytes`` row per thread, served 128 bytes a phase."""
-        per = max(1, 128 // nbytes)            # threads per phase
+        per = min(WARP, max(1, 128 // nbytes))  # threads per phase (narrow accesses: the whole warp)
         addr = self.warp_rows(self.shared_base[name] + start * self.shared_dt[name].itemsize, False)
         m = self.warp_rows(ok, False)
-        words = nbytes // BANK_BYTES
+        words = max(1, nbytes // BANK_BYTES)   # a 2-byte element: the word it lies in
         a = (addr.reshape(-1, per, 1) + BANK_BYTES * np.arange(words)).reshape(-1, per * words)
         mm = np.repeat(m.reshape(-1, per), words, axis=1)
         w, ideal = bank_wavefronts(a, mm, BANK_BYTES)
