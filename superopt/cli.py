@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["new", "show", "tune", "run", "calibrate", "cache", "capture", "tune-cache", "bench", "plan"]
+COMMANDS = ["new", "show", "tune", "run", "calibrate", "cache", "capture", "tune-cache", "bench", "plan", "fidelity"]
 
 
 class UserError(Exception):

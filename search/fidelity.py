@@ -1,0 +1,186 @@
+"""Model fidelity: how well the cost model ranks the schedules of a kernel, measured.
+
+``sample`` draws a spread of distinct legal schedules from the space: the solver's
+top-k, the hand rules, neighbours of the solver's pick (one BEAM action away) and
+random legal schedules taken at evenly spaced ranks of their modeled times (so the
+sample covers the model's whole range, not just its favourites). ``measure_kernel``
+verifies and times each one (``commands.tune.measure``). ``KernelFidelity`` reports
+the Spearman rank correlation of modeled against measured times, the measured rank of
+the model's top-1, and how far the model's top-1 of the solver's top-k is from the best
+measured of that top-k. ``calibrate`` fits a few ``cost.Params`` constants to such
+measurements (a coordinate search on multiplicative steps) for ``machine.notes['cost']``.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Sequence
+
+from superopt.report import spearman  # one Spearman for bench reports and fidelity
+
+from ..ir.kernel import Kernel
+from ..ir.schedule import Schedule
+from . import cost
+from .space import Space, build
+
+SOURCES = ("z3", "hand", "neighbour", "random")
+CALIBRATED = ("loop_cycles", "overlap_loss", "l2_load_cost", "max_streams", "cache_bytes", "fma_latency")
+STEPS = (0.25, 0.5, 0.7, 1.4, 2.0, 4.0)      # multiplicative moves of the calibration search
+BOUNDS = {"overlap_loss": (0.0, 1.0), "l2_load_cost": (1.0, 16.0), "loop_cycles": (0.0, 16.0),
+          "max_streams": (1.0, 64.0), "fma_latency": (1.0, 32.0), "cache_bytes": (32 * 1024.0, 64 * 2.0**20)}
+
+
+# ---- the sample ---------------------------------------------------------------------------
+@dataclass
+class Point:
+    """One schedule of the sample, modeled and (once measured) timed."""
+    schedule: Schedule
+    source: str
+    modeled_s: float
+    measured_s: float | None = None
+    verified: bool = False
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {"schedule": self.schedule.to_dict(), "source": self.source, "modeled_s": self.modeled_s,
+                "measured_s": self.measured_s, "verified": self.verified, "reason": self.reason}
+
+
+def _random_legal(sp: Space, rnd: random.Random) -> Schedule | None:
+    s = sp.schedule([rnd.randrange(len(o)) for o in sp.axis_options], rnd.choice(sp.vectors),
+                    rnd.choice(sp.workers), rnd.choice(sp.orders))
+    if sp.legal(s): return s
+    s = replace(s, vector=1)   # most illegal draws only break the vector width
+    return s if sp.legal(s) else None
+
+
+def sample(kernel: Kernel, machine, n: int = 50, top_k: int = 4, seed: int = 0, timeout_s: float = 10.0,
+           space: Space | None = None) -> tuple[list[Point], list[Schedule]]:
+    """``n`` distinct legal schedules (fewer when the space is smaller) and the solver's top-k."""
+    from .hand import hand_schedule
+    from .z3opt import solve
+    if n < 1: raise ValueError(f"need at least one schedule, got n={n}")
+    sp = space or build(kernel, machine)
+    f, p = cost.facts(kernel), cost.params(machine)
+    val = lambda s: float(cost.time(cost.NUMERIC, f, cost.vars_of(s), machine, p))  # noqa: E731
+    rnd = random.Random(seed)
+    out: dict[Schedule, Point] = {}
+
+    def add(s: Schedule, source: str) -> None:
+        if len(out) < n and s not in out and sp.legal(s): out[s] = Point(s, source, val(s))
+
+    top = [c.schedule for c in solve(kernel, machine, top_k=top_k, timeout_s=timeout_s, space=sp).candidates]
+    for s in top: add(s, "z3")
+    add(hand_schedule(kernel, machine), "hand")
+    near = sp.neighbors(top[0]) if sp.contains(top[0]) else []
+    for s in rnd.sample(near, min(len(near), max(0, n // 4))): add(s, "neighbour")
+    pool: dict[Schedule, float] = {}
+    for _ in range(40 * n):   # a wide random pool, then evenly spaced modeled ranks of it
+        s = _random_legal(sp, rnd)
+        if s is not None and s not in out: pool.setdefault(s, val(s))
+    ranked = sorted(pool, key=pool.get)
+    want = n - len(out)
+    if want > 0 and ranked:
+        picks = sorted({round(i * (len(ranked) - 1) / max(1, want - 1)) for i in range(want)})
+        for i in picks: add(ranked[i], "random")
+        for s in ranked:   # duplicates of the spacing on a small pool: fill from the rest
+            if len(out) >= n: break
+            add(s, "random")
+    return list(out.values()), top
+
+
+# ---- measurement and figures ------------------------------------------------------------------
+@dataclass
+class KernelFidelity:
+    kernel: Kernel
+    points: list[Point]
+    top: list[Schedule] = field(default_factory=list)   # the solver's top-k, best modeled first
+
+    @property
+    def ok(self) -> list[Point]: return [q for q in self.points if q.verified and q.measured_s]
+
+    def spearman(self) -> float | None:
+        ok = self.ok
+        return spearman([q.modeled_s for q in ok], [q.measured_s for q in ok])
+
+    def top1_rank(self) -> int | None:
+        """Measured rank (1 = fastest) of the model's favourite among the verified points."""
+        ok = self.ok
+        if not ok: return None
+        best = min(ok, key=lambda q: q.modeled_s)
+        return 1 + sum(q.measured_s < best.measured_s for q in ok)
+
+    def topk_gap(self) -> float | None:
+        """Measured time of the model's top-1 within the solver's top-k over the best
+        measured of that top-k, minus 1 (0 = the model picked the fastest)."""
+        topk = [q for q in self.ok if q.schedule in set(self.top)]
+        if not topk: return None
+        first = min(topk, key=lambda q: q.modeled_s)
+        return first.measured_s / min(q.measured_s for q in topk) - 1.0
+
+    def remodel(self, machine, p: cost.Params) -> list[float]:
+        """Modeled seconds of the verified points under other parameters."""
+        f = cost.facts(self.kernel)
+        return [float(cost.time(cost.NUMERIC, f, cost.vars_of(q.schedule), machine, p)) for q in self.ok]
+
+    def to_dict(self) -> dict:
+        k = self.kernel
+        return {"kernel": k.name, "key": k.key, "kind": k.kind, "axes": [a.size for a in k.axes],
+                "schedules": len(self.points), "verified": len(self.ok), "spearman": self.spearman(),
+                "top1_measured_rank": self.top1_rank(), "top1_gap_in_topk": self.topk_gap(),
+                "topk": [s.to_dict() for s in self.top], "points": [q.to_dict() for q in self.points]}
+
+
+def measure_kernel(kernel: Kernel, backend, n: int = 50, top_k: int = 4, runs: int = 7, seed: int = 0,
+                   progress: Callable[[int, int, Point], None] | None = None) -> KernelFidelity:
+    """Sample ``n`` schedules, verify and time each on ``backend``."""
+    from superopt.commands.tune import measure
+    points, top = sample(kernel, backend.machine, n, top_k, seed)
+    for i, q in enumerate(points):
+        m = measure(kernel, q.schedule, backend, q.source, seed=seed + i, runs=runs)
+        q.verified, q.measured_s, q.reason = m.verified, m.measured_s, m.reason
+        if progress: progress(i + 1, len(points), q)
+    return KernelFidelity(kernel, points, top)
+
+
+# ---- calibration ------------------------------------------------------------------------------
+def score(results: Sequence[KernelFidelity], machine, p: cost.Params) -> float:
+    """Mean per-kernel Spearman under ``p`` (kernels with too few points count as 0)."""
+    rhos = []
+    for r in results:
+        rho = spearman(r.remodel(machine, p), [q.measured_s for q in r.ok]) if len(r.ok) >= 3 else None
+        rhos.append(rho if rho is not None else 0.0)
+    return sum(rhos) / len(rhos) if rhos else 0.0
+
+
+def calibrate(results: Sequence[KernelFidelity], machine, names: Sequence[str] = CALIBRATED,
+              rounds: int = 3) -> tuple[cost.Params, float, float]:
+    """Coordinate search over ``names`` (multiplicative steps, clamped to sane bounds) for the
+    parameters maximizing the mean per-kernel Spearman. Returns (params, score before, after)."""
+    known = {f.name for f in fields(cost.Params)}
+    bad = [x for x in names if x not in known]
+    if bad: raise ValueError(f"unknown cost parameter(s) {', '.join(bad)}")
+    if not any(len(r.ok) >= 3 for r in results): raise ValueError("calibration needs >= 3 verified timings of a kernel")
+    p = cost.params(machine)
+    before = best = score(results, machine, p)
+    for _ in range(rounds):
+        moved = False
+        for name in names:
+            lo, hi = BOUNDS.get(name, (0.0, math.inf))
+            for step in STEPS:
+                v = min(hi, max(lo, getattr(p, name) * step))
+                if v == getattr(p, name): continue
+                q = replace(p, **{name: v})
+                s = score(results, machine, q)
+                if s > best + 1e-6: p, best, moved = q, s, True
+        if not moved: break
+    return p, before, best
+
+
+def store(machine, p: cost.Params, names: Sequence[str] = CALIBRATED):
+    """Save the fitted constants in the machine's calibration (``notes['cost']``); returns the path."""
+    from .machine import save_calibration
+    notes = dict(machine.notes or {})
+    notes["cost"] = {**notes.get("cost", {}), **{x: getattr(p, x) for x in names}}
+    return save_calibration(replace(machine, notes=notes))

@@ -1,0 +1,136 @@
+"""``superopt fidelity FILE...``: how well the cost model ranks a kernel's schedules.
+
+For each kernel file, ``--schedules`` distinct legal schedules (the solver's top-k, the
+hand rules, neighbours of the solver's pick, random ones spread over the model's range;
+``search.fidelity.sample``) are verified and timed; the report gives the Spearman rank
+correlation of modeled against measured time, the measured rank of the model's top-1 and
+the gap of the model's top-1 to the best measured of the solver's top-k.
+``--calibrate-model`` then fits a few cost-model constants to the timings and stores them
+in the machine's calibration (``notes['cost']``), where ``cost.params`` reads them."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+
+HELP = "time many schedules of kernels and report how well the cost model ranks them (Spearman)"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", metavar="FILE", nargs="+", help=".pkl or .json kernel files")
+    p.add_argument("--backend", default="cpu", help="backend to time on (default: cpu)")
+    p.add_argument("--schedules", type=int, default=50, metavar="N", help="schedules per kernel (default: 50)")
+    p.add_argument("--topk", type=int, default=4, metavar="K", help="solver candidates in the sample (default: 4)")
+    p.add_argument("--runs", type=int, default=7, metavar="R", help="timed runs per schedule, median (default: 7)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sample")
+    p.add_argument("--all-steps", action="store_true", help="every kernel of a multi-kernel file (default: its main one)")
+    p.add_argument("--calibrate-model", action="store_true",
+                   help="fit cost-model constants to the timings and store them in the machine's calibration")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--save", metavar="FILE", help="write the result JSON to FILE")
+
+
+def _kernels(args) -> list:
+    from superopt.cli import UserError
+    from superopt.io import KernelFileError, load_steps
+    out = []
+    for path in args.files:
+        try:
+            steps, main = load_steps(path)
+        except KernelFileError as e:
+            raise UserError(str(e)) from None
+        out += [s.kernel for s in steps] if args.all_steps else [steps[main].kernel]
+    return out
+
+
+def _progress(k, quiet: bool):
+    def show(i: int, n: int, q) -> None:
+        if quiet: return
+        t = f"{q.measured_s * 1e6:10.1f} us" if q.measured_s else f"failed: {q.reason[:60]}"
+        print(f"  [{i:3d}/{n}] {q.source:9s} modeled {q.modeled_s * 1e6:10.1f} us  measured {t}",
+              file=sys.stderr, flush=True)
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    from superopt.cli import UserError
+    from superopt.commands.tune import get_backend
+    from superopt.search import fidelity
+    if args.schedules < 3: raise UserError(f"--schedules must be at least 3 (a rank correlation needs 3 points), got {args.schedules}")
+    if args.topk < 1 or args.runs < 1: raise UserError("--topk and --runs must be at least 1")
+    kernels = _kernels(args)
+    be = get_backend(args.backend)
+    load_before, t0 = os.getloadavg(), time.perf_counter()
+    results = []
+    try:
+        for k in kernels:
+            print(f"{k.name}: timing {args.schedules} schedules", file=sys.stderr, flush=True)
+            r = fidelity.measure_kernel(k, be, args.schedules, args.topk, args.runs, args.seed, _progress(k, args.json))
+            results.append(r)
+            if not args.json: print(_line(r), flush=True)
+        machine = be.machine
+    finally:
+        be.close()
+    doc = {"command": _command(args),
+           "backend": args.backend, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+           "elapsed_s": time.perf_counter() - t0, "machine": machine.to_dict(), "summary": _summary(results),
+           "kernels": [r.to_dict() for r in results]}
+    if args.calibrate_model:
+        try:
+            p, before, after = fidelity.calibrate(results, machine)
+        except ValueError as e:
+            raise UserError(f"cannot calibrate: {e}") from None
+        path = fidelity.store(machine, p) if after > before else None
+        doc["calibration"] = {"mean_spearman_before": before, "mean_spearman_after": after,
+                              "params": {n: getattr(p, n) for n in fidelity.CALIBRATED},
+                              "stored": str(path) if path else None}
+        if not args.json:
+            print(f"calibration: mean Spearman {before:.3f} -> {after:.3f}; " +
+                  (f"stored in {path}" if path else "no improvement, nothing stored"))
+    if args.save:
+        try:
+            with open(args.save, "w") as f: json.dump(doc, f, indent=1)
+        except OSError as e:
+            raise UserError(f"{args.save}: cannot write ({e.strerror or e})") from None
+    if args.json: print(json.dumps(doc))
+    else: print(_summary_line(doc["summary"]))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run."""
+    opts = [f"--backend {args.backend}", f"--schedules {args.schedules}", f"--topk {args.topk}", f"--runs {args.runs}",
+            f"--seed {args.seed}"] + [f for f, on in (("--all-steps", args.all_steps), ("--calibrate-model", args.calibrate_model)) if on]
+    return " ".join(["superopt fidelity", *map(shlex.quote, args.files), *opts] +
+                    ([f"--save {shlex.quote(args.save)}"] if args.save else []))
+
+
+def _fmt(x, spec: str) -> str: return "n/a" if x is None else format(x, spec)
+
+
+def _line(r) -> str:
+    return (f"{r.kernel.name}: {len(r.ok)}/{len(r.points)} verified  Spearman {_fmt(r.spearman(), '.3f')}  "
+            f"model top-1 measured rank {_fmt(r.top1_rank(), 'd')}  top-1 gap in top-k {_fmt(r.topk_gap(), '.1%')}")
+
+
+def _summary(results) -> dict:
+    rhos = [r.spearman() for r in results]
+    good = sorted(x for x in rhos if x is not None)
+    gaps = [r.topk_gap() for r in results]
+    return {"kernels": len(results), "schedules": sum(len(r.points) for r in results),
+            "verified": sum(len(r.ok) for r in results),
+            "spearman_per_kernel": {r.kernel.name: x for r, x in zip(results, rhos)},
+            "spearman_min": good[0] if good else None,
+            "spearman_median": statistics.median(good) if good else None,
+            "top1_gap_max": max((g for g in gaps if g is not None), default=None)}
+
+
+def _summary_line(s: dict) -> str:
+    return (f"{s['kernels']} kernels, {s['verified']}/{s['schedules']} schedules verified; Spearman min "
+            f"{_fmt(s['spearman_min'], '.3f')}, median {_fmt(s['spearman_median'], '.3f')}; worst top-1 gap in top-k "
+            f"{_fmt(s['top1_gap_max'], '.1%')}")
