@@ -85,28 +85,44 @@ register(Kind("conv2d", "2-D convolution, nchw: x[N,C,H,W] w[K,C/g,R,S]; nhwc: x
 def _qconv2d(p):
     q = dict(p, layout="nhwc")
     x, w = _in("x", *_conv_input_shape(q), dtype=I8), _in("w", *_conv_weight_shape(q), dtype=I8)
-    bias, scale = _in("bias", p["K"], dtype=dt.int32), _in("scale", p["K"], dtype=F32)
+    bias, mult = _in("bias", p["K"], dtype=dt.int32), _in("mult", p["K"], dtype=dt.int32)
     acc = x.conv2d(w, p["stride"], p["pad"], p["groups"], "nhwc")  # int32
-    return requantize(acc, bias, scale), [x, w, bias, scale]
+    return requantize(acc, bias, mult, *qshifts(p)), [x, w, bias, mult]
 
 
-def requantize(acc: Tensor, bias: Tensor, scale: Tensor) -> Tensor:
-    """int32 -> int8 with per-channel (last axis) bias and scale, round half away from zero."""
-    v = (acc + bias).cast(F32) * scale
-    r = (v + (v < 0.0).where(-0.5, 0.5)).cast(dt.int32)
-    return r.maximum(-128).minimum(127).cast(I8)
+def _round_shift(x: Tensor, s: int) -> Tensor:
+    """Arithmetic shift right by ``s`` rounding half up: (x + 2^(s-1)) >> s."""
+    return (x + (1 << (s - 1))) >> s
 
 
-def _qconv_ranges(p) -> dict:
-    n = (p["C"] // p["groups"]) * p["R"] * p["S"]
-    s = 40.0 / (74.0 * 74.0 * math.sqrt(n))  # output std ~40 for uniform int8 inputs
-    return {"scale": (0.5 * s, 1.5 * s), "bias": (-20000, 20000)}
+def requantize(acc: Tensor, bias: Tensor, mult: Tensor, pre: int, post: int) -> Tensor:
+    """int32 -> int8 in integer fixed point, per channel (last axis): bias (int32), then
+    a rounding shift by ``pre`` saturated to int16, a Q15 multiply by ``mult`` (int32
+    holding 0..32767) rounded half up, a rounding shift by ``post`` saturated to int8.
+    Overall about (acc + bias) * mult / 2^(pre + 15 + post). Exact in int32 (no step
+    overflows while |acc + bias| < 2^31 - 2^(pre-1)); ``kernels.reference.requantize``
+    is the same formula in numpy, and HVX computes it with its rounding/saturating
+    shift-and-pack and fractional-multiply instructions."""
+    y = _round_shift(acc + bias, pre).maximum(-32768).minimum(32767)
+    z = (y * mult * 2 + (1 << 15)) >> 16
+    return _round_shift(z, post).maximum(-128).minimum(127).cast(I8)
 
 
-register(Kind("qconv2d", "int8 NHWC conv, int32 accumulate, per-channel bias+scale requantize to int8",
+def qshifts(p) -> tuple[int, int]:
+    """(pre, post) of a qconv2d: ``pre`` brings |acc + bias| (4 standard deviations of a
+    uniform-int8 dot product plus the bias range) into int16, ``post`` makes the output's
+    standard deviation about 40 for ``mult`` in [2^14, 2^15)."""
+    std = 74.0 * 74.0 * math.sqrt((p["C"] // p["groups"]) * p["R"] * p["S"])
+    pre = min(15, max(1, math.ceil(math.log2(4 * std + 20000)) - 15))
+    post = min(7, max(1, round(math.log2(std / 40 * 0.75)) - pre))
+    return pre, post
+
+
+register(Kind("qconv2d", "int8 NHWC conv, int32 accumulate, per-channel bias + fixed-point multiplier requantize to int8",
               _CONV_PARAMS, _qconv2d,
-              lambda p, x, w, bias, scale: ref.requantize(ref.conv2d(x, w, p["stride"], p["pad"], p["groups"], "nhwc"), bias, scale),
-              ranges=_qconv_ranges, int_atol=1))
+              lambda p, x, w, bias, mult: ref.requantize(ref.conv2d(x, w, p["stride"], p["pad"], p["groups"], "nhwc"),
+                                                         bias, mult, *qshifts(p)),
+              ranges=lambda p: {"mult": (1 << 14, (1 << 15) - 1), "bias": (-20000, 20000)}))
 
 
 # ---- reductions and normalisations ---------------------------------------------------------

@@ -34,12 +34,13 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, pad: int = 0, groups: 
     return out
 
 
-def requantize(acc: np.ndarray, bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """int32 accumulator + per-channel bias, times per-channel float32 scale, rounded half
-    away from zero, saturated to int8. Channels are the last axis."""
-    v = (acc + bias).astype(np.float32).astype(np.float64) * scale
-    r = np.trunc(v + np.where(v < 0, -0.5, 0.5))
-    return np.clip(r, -128, 127).astype(np.int64)
+def requantize(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, pre: int, post: int) -> np.ndarray:
+    """int32 accumulator + per-channel bias, rounding shift right by ``pre`` saturated to
+    int16, times the per-channel Q15 multiplier (rounded half up), rounding shift right by
+    ``post`` saturated to int8. Channels are the last axis; shifts round half up."""
+    y = np.clip((acc + bias + (1 << (pre - 1))) >> pre, -32768, 32767)
+    z = (2 * y * mult + (1 << 15)) >> 16
+    return np.clip((z + (1 << (post - 1))) >> post, -128, 127)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

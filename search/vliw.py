@@ -211,7 +211,8 @@ def _split_assign(body: str) -> tuple[str, str, str]:
 
 
 def _class_of(body: str, lhs: str, rhs: str, store: bool, load: bool, pred: bool) -> str:
-    vec = bool(re.search(r"\bv\d+", body)) or "vmem" in body
+    qreg = bool(re.search(r"\bq\d+", body))   # HVX vector predicates
+    vec = bool(re.search(r"\bv\d+", body)) or "vmem" in body or qreg
     if re.search(r"\bjump|\bcall|endloop", body): return "J"
     if re.match(r"\s*loop[01]|\s*p3:0|\s*lc\d|\s*sa\d|\s*usr|\s*m\d\b", body) or re.search(r"\bloop[01]\s*\(", body):
         return "CR"
@@ -222,6 +223,11 @@ def _class_of(body: str, lhs: str, rhs: str, store: bool, load: bool, pred: bool
         fn = name.group(1) if name else ""
         pair_dst = ":" in lhs
         if any(fn.startswith(o) for o in _VX_OPS): return "VX_DV" if pair_dst or fn.startswith("vmpyi") and ".h" in rhs else "VX"
+        # predicate <-> vector moves (vand(Q,R), vand(V,R)) are CVI_VX_LATE; predicate logic
+        # (and(Qs,!Qt), or, not) CVI_VA_DV (instruction types in LLVM's hvx_hexagon_protos.h)
+        if fn == "vand" and re.search(r"\b[qr]\d+", rhs): return "VX"
+        if not fn and qreg and not re.search(r"\bv\d+", body): return "VA_DV"
+        if fn.startswith(("vshuffe", "vshuffo")): return "VA"
         if fn.startswith(("vunpack", "vzxt", "vsxt", "vzb", "vsb", "vzh", "vsh")): return "VP_VS"
         if fn.startswith(("vshuff", "vdeal")) and pair_dst: return "VP_VS"
         if any(fn.startswith(o) for o in _VS_OPS): return "VS"

@@ -21,7 +21,9 @@ from __future__ import annotations
 from superopt.backends.cpu.render import C_HELPERS, CRenderer, STORAGE
 from superopt.ir import dtype as dt
 from superopt.ir.node import Node, Ops, TRUE, const
-from superopt.ir.program import Assign, Loop, Program, Stmt, unrolled
+from superopt.ir.program import Assign, Loop, Program, Stmt, lane_stride, unrolled
+from superopt.ir.node import substitute
+from . import requant
 
 PRELUDE = r"""
 #define NAN __builtin_nanf("")
@@ -33,12 +35,8 @@ static inline int so_pack4(int a, int b, int c, int d) {
 """
 
 VRMPY = r"""
-typedef unsigned vu __attribute__((vector_size(4 * LANES)));
 static inline vi so_vpack4(vi a, vi b, vi c, vi d) {
   return (vi)(((vu)a & 255u) | (((vu)b & 255u) << 8) | (((vu)c & 255u) << 16) | ((vu)d << 24)); }
-static inline HVX_Vector so_hvx(vi a) {
-  HVX_Vector x = Q6_V_vzero(); __builtin_memcpy(&x, &a, sizeof(vi)); return x; }
-static inline vi so_lanes(HVX_Vector x) { vi o; __builtin_memcpy(&o, &x, sizeof(vi)); return o; }
 /* acc += 4-byte dot products, per 32-bit lane (int8 x int8 -> int32) */
 static inline vi so_vrmpy_vv(vi acc, vi a, vi b) { return so_lanes(Q6_Vw_vrmpyacc_VwVbVb(so_hvx(acc), so_hvx(a), so_hvx(b))); }
 static inline vi so_vrmpy_sv(vi acc, int a, vi b) { return so_lanes(Q6_Vw_vrmpyacc_VwVbVb(so_hvx(acc), Q6_V_vsplat_R(a), so_hvx(b))); }
@@ -53,6 +51,7 @@ class HexagonRenderer(CRenderer):
         super().__init__(p)
         self.use_vrmpy = vrmpy and p.lanes > 1 and p.lanes * 4 <= 128
         self.vrmpy_groups = 0
+        self.requants = 0   # stores rendered as HVX requantize + predicated byte store
 
     def stmts(self, body: tuple[Stmt, ...], d: int) -> None:
         if not self.use_vrmpy: return super().stmts(body, d)
@@ -123,6 +122,20 @@ class HexagonRenderer(CRenderer):
               for v, l, g in zip(vals, loads, guards)]
         return f"so_vpack4({', '.join(vv)})", False
 
+    # ---- requantize + predicated store -----------------------------------------------
+    def _store(self, buf, index, value, valid, to, d, shared=False) -> None:
+        rq = requant.match(value) if self.L > 1 and not shared and to is dt.int8 else None
+        if rq is None or lane_stride(index, self.p.lane) != 1 or not self.is_vec(rq.x):
+            return super()._store(buf, index, value, valid, to, d, shared)
+        x, m = self.ex(rq.x, d), self.ex(rq.mult, d)
+        if not self.is_vec(rq.mult): m = f"((vi){{0}} + {m})"
+        base = self.ex(substitute(index, {self.p.lane: const(0, dt.int32)}), d)
+        ok = self.ex(valid, d)
+        keep = f"so_lane_mask({ok})" if self.is_vec(valid) else \
+            f"so_first({self.L})" if ok == "1" else f"({ok} ? so_first({self.L}) : Q6_V_vzero())"
+        self.emit(f"so_vstore_masked(&{buf}[{base}], so_requant(so_hvx({x}), so_hvx({m}), {rq.pre}, {rq.post}), {keep});", d)
+        self.requants += 1
+
     def stmt(self, s: Stmt, d: int) -> None:
         if isinstance(s, Loop) and not s.unroll:
             self.emit("#pragma clang loop unroll(disable) vectorize(disable)", d)
@@ -133,7 +146,8 @@ class HexagonRenderer(CRenderer):
 
     def header(self) -> list[str]:
         head = super().header()
-        if self.L > 1 and self.use_vrmpy: head.append(VRMPY.replace("LANES", str(self.L)))
+        if self.L > 1: head.append((requant.HVX_BASE + requant.HELPERS).replace("LANES", str(self.L)))
+        if self.L > 1 and self.use_vrmpy: head.append(VRMPY)
         return head
 
     def entry(self, args: list[str]) -> list[str]:

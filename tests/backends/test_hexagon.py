@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from superopt.backends.base import Failure, get
-from superopt.backends.hexagon import profile, rules, tools
+from superopt.backends.hexagon import profile, requant, rules, tools
 from superopt.ir.interpret import run_kernel
 from superopt.ir.lower import lower
 from superopt.ir.schedule import Schedule
+from superopt.kernels import reference as ref
 from superopt.kernels.suites import suite
 from superopt.search.machine import load
 
@@ -32,7 +33,9 @@ def _run(w, schedule):
     out = np.zeros(k.output.size, k.output.dtype.np)
     r = be.run(c, ins, out)
     assert not isinstance(r, Failure), str(r)
-    return out, np.asarray(run_kernel(k, ins)).reshape(-1).astype(out.dtype)
+    want = np.asarray(run_kernel(k, ins)).reshape(-1).astype(out.dtype)
+    assert np.array_equal(np.asarray(w.reference(ins)).reshape(-1), want)   # the integer reference agrees
+    return out, want
 
 
 def test_failures_are_values():
@@ -60,6 +63,55 @@ int so_main(void) {
     out = tools.run_program(tools.compile_program(src), a.tobytes() + b.tobytes(), 128)
     want = (a.astype(np.int32) * b.astype(np.int32)).reshape(32, 4).sum(1)
     assert np.array_equal(np.frombuffer(out, np.int32), want)
+
+
+def test_hvx_requantize_and_predicated_store():
+    """The renderer's HVX requantize (rounding/saturating shift-packs, Q15 multiply,
+    vdeal) equals the library's integer reference, and the predicated store writes
+    exactly the masked bytes at any offset, also across a 128-byte line."""
+    src = r"""
+static int32_t x[32] __attribute__((aligned(128))), m[32] __attribute__((aligned(128))), arg[4];
+static int32_t ok[32] __attribute__((aligned(128)));
+static int8_t o[512] __attribute__((aligned(128)));
+int so_main(void) {
+  for (int it = 0; it < 48; it++) {
+    if (so_read_all(x, 128) || so_read_all(m, 128) || so_read_all(arg, 16) || so_read_all(ok, 128)) return 3;
+    for (int i = 0; i < 512; i++) o[i] = 0x5a;
+    HVX_Vector keep = arg[3] ? so_first(arg[3]) : so_lane_mask(*(vi *)ok);
+    so_vstore_masked(o + arg[2], so_requant(*(HVX_Vector *)x, *(HVX_Vector *)m, arg[0], arg[1]), keep);
+    if (so_write_all(o, 512)) return 4;
+  }
+  return 0;
+}"""
+    helpers = (requant.HVX_BASE + requant.HELPERS).replace("LANES", "32")
+    rng = np.random.default_rng(0)
+    stdin, want = b"", []
+    for it in range(48):
+        lim = 1 << (30 if it % 3 == 0 else 22)
+        x = rng.integers(-lim, lim, 32).astype(np.int32)
+        m = rng.integers(0, 1 << 15, 32).astype(np.int32)
+        pre, post, off, n = int(rng.integers(1, 16)), int(rng.integers(1, 8)), int(rng.integers(0, 384)), int(rng.integers(1, 33))
+        ok = (rng.integers(0, 2, 32) if it % 2 else np.arange(32) < n).astype(np.int32)
+        stdin += x.tobytes() + m.tobytes() + np.array([pre, post, off, 0 if it % 2 else n], np.int32).tobytes() + ok.tobytes()
+        o = np.full(512, 0x5a, np.int8)
+        o[off:off + 32][ok.astype(bool)] = ref.requantize(x.astype(np.int64), 0, m, pre, post)[ok.astype(bool)]
+        want.append(o)
+    exe = tools.compile_program("typedef int vi __attribute__((vector_size(128)));\n" + helpers + src)
+    assert not isinstance(exe, Failure), str(exe)
+    out = tools.run_program(exe, stdin, 512 * 48)
+    assert not isinstance(out, Failure), str(out)
+    assert np.array_equal(np.frombuffer(out, np.int8).reshape(48, 512), np.array(want))
+
+
+def test_requantize_rendered_with_hvx():
+    w = DSP["qconv3x3_nhwc_1x56x56x64_k64"]
+    s = rules.hand(w.kernel, M)
+    r = _renderer(lower(w.kernel, s, M))
+    src = r.render()
+    assert r.requants == 1 and "float" not in src.split("static void block_")[1]
+    asm = tools.assembly(src)
+    for ins in ("vasr(", "):rnd:sat", "vmpy(", "vdeal(", "vlalign(", "if (q"):
+        assert ins in asm, ins
 
 
 @pytest.mark.parametrize("name", list(DSP))

@@ -9,6 +9,7 @@ import pytest
 
 from superopt.ir import dtypes as dt
 from superopt.kernels import KINDS, SUITES, Workload, all_workloads, get_kind, suite
+from superopt.kernels.builders import qshifts
 
 SMALL = all_workloads(small=True)
 
@@ -102,15 +103,16 @@ def test_main_kernel_is_the_heaviest():
     assert w.steps[-1].output == "out" and w.kernel_bytes > w.min_bytes
 
 
-def test_requantize_rounds_half_away_and_saturates():
+def test_requantize_fixed_point_rounds_half_up_and_saturates():
     w = Workload.make("qconv2d", N=1, C=1, H=1, W=1, K=4, R=1, S=1, pad=0)
+    assert qshifts(w.args) == (1, 6)
     x = np.array([1], dtype=np.int8).reshape(1, 1, 1, 1)
-    wt = np.array([10, -10, 100, -100], dtype=np.int8).reshape(4, 1, 1, 1)
-    bias = np.zeros(4, dtype=np.int32)
-    scale = np.array([0.25, 0.25, 2.0, 2.0], dtype=np.float32)  # 2.5 -> 3, -2.5 -> -3, 200 -> 127, -200 -> -128
-    got = w.interpret([x, wt, bias, scale]).reshape(-1)
-    np.testing.assert_array_equal(got, [3, -3, 127, -128])
-    np.testing.assert_array_equal(w.reference([x, wt, bias, scale]).reshape(-1), [3, -3, 127, -128])
+    wt = np.array([1, -1, 100, -100], dtype=np.int8).reshape(4, 1, 1, 1)
+    bias = np.array([125, -129, 99900, -99900], dtype=np.int32)  # acc + bias = 126, -130, 1e5, -1e5
+    mult = np.full(4, 1 << 14, dtype=np.int32)                   # x 0.5
+    # 126 -> 63 -> 32 -> 32/64 = 0.5 up to 1; -130 -> -65 -> -32 -> -0.5 up to 0; then saturation
+    for got in (w.interpret([x, wt, bias, mult]), w.reference([x, wt, bias, mult])):
+        np.testing.assert_array_equal(np.asarray(got).reshape(-1), [1, 0, 127, -128])
 
 
 def test_flops_are_textbook_for_contractions():
