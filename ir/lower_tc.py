@@ -112,13 +112,16 @@ def lower_tensor_core(k, s, machine) -> Program:
         loop = [Loop(kt, (*copies(kt, zero), Barrier(), *compute(zero), Barrier()))]
         pro: list[Stmt] = []
     else:
+        # only cp.async copies need groups (element copies land at once: the barrier publishes them)
+        is_async = any(st[op.input].vector == tcm.UNIT for op, _, _ in ops)
+        commit, wait = ([CopyCommit()], [CopyWait(S - 2)]) if is_async else ([], [])
         pro = []
         for i in range(S - 1):
             if i < nsteps: pro += copies(const(i, dt.int32), const(i, dt.int32))
-            pro.append(CopyCommit())
+            pro += commit
         nxt = kt + (S - 1)
-        loop = [Loop(kt, (CopyWait(S - 2), Barrier(), *compute(kt % S),
-                          If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), CopyCommit()))]
+        loop = [Loop(kt, (*wait, Barrier(), *compute(kt % S),
+                          If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit))]
 
     nacc = na * ntn * 4
     red = k.reduce

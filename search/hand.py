@@ -27,10 +27,11 @@ GPU rules (``gpu``), per kernel class:
   contiguous along it too), K in LOOP x UNROLL (16 bytes of K); a narrow contiguous axis
   shares the threads with the next output axis;
   a GEMV (one output row, contiguous K) is scheduled like a reduction.
-- fp16/bf16 GEMMs (and batched ones) whose sizes tile exactly: tensor cores
-  (``_tensor_core``): 128x128 block tiles (smaller where the sizes need) of 2x2 warps,
-  K 32 deep a step, a 3-stage cp.async pipeline, shared layouts from the Z3
-  bank-conflict solver (search/banks.py).
+- fp16/bf16 GEMMs (and batched ones) and convolutions (implicit GEMM: output pixels x
+  output channels x input channels, the filter window as outer K loops): tensor cores
+  (``_tensor_core``): 128x128 block tiles (smaller, or padded by at most an eighth, where
+  the sizes need: a 56-pixel row takes 64) of 2x2 warps, K 32 deep a step, a 3-stage
+  pipeline, shared layouts from the Z3 bank-conflict solver (search/banks.py).
 Every rule's result is checked with ``ir.schedule.check``; on a failure the rule falls
 back to a plainer variant, ending at one thread per output point.
 """
@@ -167,31 +168,44 @@ def _is_gemv(k: Kernel) -> bool:
 
 
 def _tensor_core(k: Kernel, machine) -> Schedule | None:
-    """A tensor-core schedule for an fp16/bf16 GEMM, or None where none fits."""
+    """A tensor-core schedule for an fp16/bf16 GEMM or convolution (implicit GEMM), or
+    None where none fits."""
     from superopt.ir import dtype as dt, tensorcore as tcm
-    from superopt.ir.schedule import TensorCore
+    from superopt.ir.schedule import Staging, TensorCore
     from superopt.search import banks
     mt = tcm.match(k)
     if isinstance(mt, str): return None
     M, N, K = k.axes[mt.m].size, k.axes[mt.n].size, k.axes[mt.k].size
-    pick = lambda n, opts: next((c for c in opts if n % c == 0), None)  # noqa: E731
-    bm, bn, bk = pick(M, (128, 64, 32, 16)), pick(N, (128, 64, 32, 16)), pick(K, (32, 16))
-    if None in (bm, bn, bk): return None
-    wm, wn = (2 if bm >= 32 else 1), (2 if bn >= 32 else 1)
+    bm, bn, bk = _tc_tile(M), _tc_tile(N), next((c for c in (32, 16) if K % c == 0), None)
+    if bk is None: return None
     kt = K // bk
+    steps = kt * math.prod(k.axes[a].size for a in mt.window)
     splits: list[tuple[Split, ...]] = [(Split(G, ax.size),) for ax in k.axes]
-    splits[mt.m] = tuple(Split(lv, n) for lv, n in ((G, M // bm), (T, wm), (U, bm // wm)) if n > 1)
-    splits[mt.n] = tuple(Split(lv, n) for lv, n in ((G, N // bn), (T, wn), (U, bn // wn)) if n > 1)
+    for a in mt.window: splits[a] = (Split(L, k.axes[a].size),)   # a convolution's window: outer K loops
     splits[mt.k] = tuple(Split(lv, n) for lv, n in ((L, kt), (R, bk)) if n > 1)
     instr = "mma.m16n8k16.bf16.f32" if mt.dtype is dt.bfloat16 else "mma.m16n8k16.f16.f32"
-    s = Schedule(tuple(splits), tensor_core=TensorCore(instr, mt.m, mt.n, mt.k), stages=min(3, kt) if kt > 1 else 1)
-    s = replace(s, staging=banks.staging(k, s)[0])
-    return None if check(k, s, machine) else s
+    plain = (Staging(mt.a.input, vector=mt.a.vec), Staging(mt.b.input, vector=mt.b.vec))
+    # 2x2 warps where the tiles allow; fewer where a small tile has too few copies for them
+    for wm, wn in dict.fromkeys(((2 if bm >= 32 else 1, 2 if bn >= 32 else 1), (1, 2 if bn >= 32 else 1), (1, 1))):
+        splits[mt.m] = tuple(Split(lv, n) for lv, n in ((G, -(-M // bm)), (T, wm), (U, bm // wm)) if n > 1)
+        splits[mt.n] = tuple(Split(lv, n) for lv, n in ((G, -(-N // bn)), (T, wn), (U, bn // wn)) if n > 1)
+        s = Schedule(tuple(splits), tensor_core=TensorCore(instr, mt.m, mt.n, mt.k), staging=plain,
+                     stages=min(3, steps) if steps > 1 else 1)
+        s = replace(s, staging=banks.staging(k, s)[0])
+        if not check(k, s, machine): return s
+    return None
+
+
+def _tc_tile(size: int) -> int:
+    """The block tile of an M or N axis: the least padding, then the largest of
+    128/64/32/16 that fits (search/tc_space.tile_fits; 56 conv pixels: 64)."""
+    from superopt.search.tc_space import tile_fits
+    return min((c for c in (128, 64, 32, 16) if tile_fits(size, c)), key=lambda c: (-size % c, -c))
 
 
 def gpu(k: Kernel, machine) -> Schedule:
     """A reasonable GPU schedule for any kernel (legal for ``machine`` by ``check``)."""
-    if k.kind == "gemm" and not _is_gemv(k):
+    if k.kind in ("gemm", "conv") and not _is_gemv(k):
         s = _tensor_core(k, machine)
         if s is not None: return s
     rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction}[k.kind]

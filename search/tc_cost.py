@@ -13,7 +13,11 @@ T = launch + max(compute, DRAM, L2, shared) + stall, where
 and the stall is the load latency a pipeline of ``stages`` does not hide: per K step each block waits
 max(0, LATENCY - (stages - 1 + others x stages) x one step's compute), where ``others``
 are the other blocks resident on its SM (register estimate: accumulators + fragments +
-addressing), whose copies in flight fill the wait.
+addressing), whose copies in flight fill the wait. Element copies (operands not 16-byte
+aligned, e.g. an NCHW convolution's input) are synchronous: no stage runs ahead.
+A convolution as implicit GEMM runs window points x K tiles steps (``Tiles.steps``); its
+padded M/N tiles compute their padding (the compute term counts whole tiles); the L2 term
+reads the input once per window point.
 The mma.sync issue rate of sm_90 is below the wgmma peak that the datasheet figure
 describes; the measured gap is in bench/results/gpu-tc-h100.md.
 """
@@ -38,16 +42,22 @@ def resident_blocks(t: tcm.Tiles, machine) -> int:
 
 def time_s(kernel, s, machine) -> float:
     t = tcm.tiles(kernel, s)
-    K = t.kt * t.bk
+    K = t.steps * t.bk               # the implicit GEMM's K: window points x K axis
     blocks = s.blocks()
     sm_rate = (machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores
     per_sm = math.ceil(blocks / machine.cores)  # the busiest SM's blocks
-    step = 2 * t.bm * t.bn * t.bk / sm_rate
+    step = 2 * t.bm * t.bn * t.bk / sm_rate     # padded tiles compute their padding too
     others = max(0, min(per_sm, resident_blocks(t, machine)) - 1)  # co-resident blocks fill the wait with their steps
-    exposed = max(0.0, LATENCY_S - ((s.stages - 1) + others * s.stages) * step) * t.kt
-    compute = per_sm * t.kt * step
+    ahead = s.stages - 1 if _async(s) else 0    # element copies are synchronous: no step ahead
+    exposed = max(0.0, LATENCY_S - (ahead + others * max(1, ahead + 1)) * step) * t.steps
+    compute = per_sm * t.steps * step
     stall = per_sm * exposed  # on the critical path whatever bounds the rest
     dram = kernel.min_bytes / machine.dram_bw
     l2 = blocks * (t.bm + t.bn) * K * 2 / (2 * machine.dram_bw)
     smem = blocks * (K // 16) * t.warps * (t.tm + t.tn) * 16 * 2 / (machine.smem_bw or machine.dram_bw)
     return machine.launch_s + max(compute, dram, l2, smem) + stall
+
+
+def _async(s) -> bool:
+    """Every staged copy is a 16-byte cp.async (element copies are plain loads)."""
+    return all(x.vector == tcm.UNIT for x in s.staging)

@@ -1,7 +1,9 @@
-"""The tensor-core schedule space of a GEMM-like kernel and its exact optimum under the
-tensor-core time model (search/tc_cost.py).
+"""The tensor-core schedule space of a GEMM-like kernel (GEMMs, batched GEMMs and
+convolutions as implicit GEMM) and its exact optimum under the tensor-core time model
+(search/tc_cost.py).
 
-Points: block tile BM x BN (16..256, dividing M and N), K step 16/32/64, warps wm x wn
+Points: every GEMM view of the kernel (which output axis is M: ``orientations``), block
+tile BM x BN (16..256, dividing M and N or padding them by at most an eighth), K step 16/32/64, warps wm x wn
 (a warp's tile a multiple of 16 on both sides, at most 128 fp32 accumulators a thread,
 at most 8 warps), pipeline stages 1..4 (at most the K steps). Kept only if at least two
 blocks stay resident per SM by the register estimate (accumulators + fragments +
@@ -14,6 +16,7 @@ bank-conflict solver (search/banks.py).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 from superopt.ir import tensorcore as tcm
@@ -32,30 +35,50 @@ def instr_for(m: tcm.Match) -> str:
 
 
 def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wm: int, wn: int, stages: int) -> Schedule:
-    """The tensor-core schedule of these tiles, with placeholder (plain) layouts."""
+    """The tensor-core schedule of these tiles, with placeholder (plain) layouts; M and N
+    tiles may overhang the axis (padded), window axes are serial loops."""
     M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
     sp = [(Split(G, ax.size),) for ax in kernel.axes]
-    sp[m.m] = tuple(Split(lv, n) for lv, n in ((G, M // bm), (T, wm), (U, bm // wm)) if n > 1) or (Split(U, 1),)
-    sp[m.n] = tuple(Split(lv, n) for lv, n in ((G, N // bn), (T, wn), (U, bn // wn)) if n > 1) or (Split(U, 1),)
+    for a in m.window: sp[a] = (Split(L, kernel.axes[a].size),)
+    sp[m.m] = tuple(Split(lv, n) for lv, n in ((G, -(-M // bm)), (T, wm), (U, bm // wm)) if n > 1) or (Split(U, 1),)
+    sp[m.n] = tuple(Split(lv, n) for lv, n in ((G, -(-N // bn)), (T, wn), (U, bn // wn)) if n > 1) or (Split(U, 1),)
     sp[m.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1) or (Split(L, 1),)
-    plain = (Staging(m.a.input, vector=tcm.UNIT), Staging(m.b.input, vector=tcm.UNIT))
+    plain = (Staging(m.a.input, vector=m.a.vec), Staging(m.b.input, vector=m.b.vec))
     return Schedule(tuple(sp), tensor_core=TensorCore(instr_for(m), m.m, m.n, m.k), staging=plain, stages=stages)
+
+
+def orientations(kernel) -> list[tcm.Match]:
+    """The distinct GEMM views of ``kernel``: the default one, then every other output
+    axis as M (a convolution's other pixel axes, or the operands swapped)."""
+    out: list[tcm.Match] = []
+    for m_axis in (None, *kernel.output_axes):
+        m = tcm.match(kernel, m_axis)
+        if not isinstance(m, str) and all((m.m, m.n, m.k) != (x.m, x.n, x.k) for x in out): out.append(m)
+    return out
+
+
+def tile_fits(size: int, tile: int) -> bool:
+    """A block tile fits an axis: divides it, pads it by at most an eighth (a conv row of
+    56 pixels takes 64), or is the smallest tile (16: an axis shorter than it pads anyway)."""
+    pad = -size % tile
+    return pad * 8 <= size + pad or tile == tcm.MMA_M
 
 
 def points(kernel, machine) -> list[tuple[float, Schedule]]:
     """Every point of the space with its modeled time (plain layouts), fastest first."""
-    m = tcm.match(kernel)
-    if isinstance(m, str) or machine.kind != "gpu": return []
-    M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
+    if machine.kind != "gpu": return []
     out = []
-    for bm, bn, bk, wm, wn, st in itertools.product(TILES, TILES, KSTEPS, WARPS, WARPS, STAGES):
-        if M % bm or N % bn or K % bk or st > max(1, K // bk): continue
-        tm, tn = bm // wm, bn // wn
-        if tm % 16 or tn % 16 or tm * tn // tcm.WARP > MAX_ACC or wm * wn > 8: continue
-        s = make(kernel, m, bm, bn, bk, wm, wn, st)
-        if resident_blocks(tcm.tiles(kernel, s), machine) < 2: continue
-        if check(kernel, s, machine): continue
-        out.append((time_s(kernel, s, machine), s))
+    for m in orientations(kernel):
+        M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
+        win = math.prod(kernel.axes[a].size for a in m.window)
+        for bm, bn, bk, wm, wn, st in itertools.product(TILES, TILES, KSTEPS, WARPS, WARPS, STAGES):
+            if not tile_fits(M, bm) or not tile_fits(N, bn) or K % bk or st > max(1, K // bk * win): continue
+            tm, tn = bm // wm, bn // wn
+            if tm % 16 or tn % 16 or tm * tn // tcm.WARP > MAX_ACC or wm * wn > 8: continue
+            s = make(kernel, m, bm, bn, bk, wm, wn, st)
+            if resident_blocks(tcm.tiles(kernel, s), machine) < 2: continue
+            if check(kernel, s, machine): continue
+            out.append((time_s(kernel, s, machine), s))
     # ties: less ldmatrix traffic (squarer warp tiles), then fewer stages (less shared memory)
     out.sort(key=lambda x: (round(x[0], 12), _frag_traffic(kernel, x[1]), x[1].stages))
     return out

@@ -327,7 +327,7 @@ class _Renderer:
         ok = None if s.valid is TRUE else self.expr(s.valid)
         if s.async_:  # zero-fill form: src-size 0 reads nothing (the address still points into the input)
             if nbytes not in (4, 8, 16): raise ValueError(f"cp.async copies 4, 8 or 16 bytes, not {nbytes}")
-            size, at = (str(nbytes), src) if ok is None else (f"({ok}) ? {nbytes} : 0", f"({ok}) ? ({src}) : 0")
+            size, at = (str(nbytes), src) if ok is None else (f"({ok}) ? {nbytes} : 0", f"(({ok}) ? ({src}) : 0)")
             cache = "cg" if nbytes == 16 else "ca"
             self.emit(f'asm volatile("cp.async.{cache}.shared.global [%0], [%1], {nbytes}, %2;\\n" :: '
                       f'"r"((unsigned)__cvta_generic_to_shared(&{s.name}[{dst}])), "l"(in{s.input} + {at}), "r"({size}));')

@@ -38,8 +38,27 @@ def test_hand_rule_uses_tensor_cores_for_16_bit_gemms_only():
         assert not check(k, s, H100) and s.stages > 1
     k32 = Workload.make("matmul", M=256, N=256, K=128, dtype="float32").kernels[0]
     assert gpu(k32, H100).tensor_core is None
-    ragged = Workload.make("matmul", M=100, N=64, K=64, dtype="float16").kernels[0]
-    assert gpu(ragged, H100).tensor_core is None   # sizes must tile exactly
+    no_k16 = Workload.make("matmul", M=64, N=64, K=40, dtype="float16").kernels[0]
+    assert gpu(no_k16, H100).tensor_core is None   # K must tile by 16
+
+
+def test_ragged_gemm_pads_its_tiles_and_computes_the_reference():
+    """M = 100: the hand rule pads M to 16-row tiles (guarded copies and stores)."""
+    import numpy as np
+    from superopt.backends.emu import run_program
+    from superopt.ir import dtype as dt
+    from superopt.ir.interpret import run_kernel
+    from superopt.ir.lower import lower
+    k = Workload.make("matmul", M=100, N=64, K=64, dtype="float16").kernels[0]
+    s = gpu(k, H100)
+    assert s.tensor_core is not None and not check(k, s, H100)
+    rng = np.random.default_rng(2)
+    ins = [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
+    r = run_program(lower(k, s, H100), ins)
+    got = dt.to_values(r.output, k.output.dtype).astype(np.float64)
+    ref = dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
+    assert r.written.all() and np.all(np.abs(got - ref) <= 2e-3 * np.maximum(1, np.abs(ref)))
+    assert r.counters.bank_conflicts == 0 and r.counters.races == 0
 
 
 def test_tensor_core_model_is_bounded_by_peak_and_traffic():
@@ -79,3 +98,58 @@ def test_space_points_are_legal_and_ranked():
     assert pts and [t for t, _ in pts] == sorted(t for t, _ in pts)
     assert all(not check(k, s, H100) and s.tensor_core is not None for _, s in pts)
     assert all(s.stages <= 4 and s.threads() <= 256 for _, s in pts)
+
+
+# ---- convolutions as implicit GEMM -----------------------------------------------------
+def _resnet_conv(layout: str, d: str = "float16"):
+    return Workload.make("conv2d", N=32, C=64, H=56, W=56, K=64, stride=1, pad=1, layout=layout, dtype=d).kernel
+
+
+def test_conv_match_maps_pixels_channels_and_window():
+    from superopt.ir import tensorcore as tcm
+    nhwc = tcm.match(_resnet_conv("nhwc"))
+    # out[n, y, x, k] = sum over c, ky, kx: M = x (pixels), N = k, K = c, window (ky, kx)
+    assert (nhwc.m, nhwc.n, nhwc.k, nhwc.window, nhwc.batch) == (2, 3, 4, (5, 6), (0, 1))
+    assert nhwc.a.vec == nhwc.b.vec == 8 and not nhwc.a.k_major        # channels contiguous: 16-byte copies
+    nchw = tcm.match(_resnet_conv("nchw"), m_axis=3)
+    assert (nchw.m, nchw.n, nchw.k) == (3, 1, 4) and nchw.a.k_major and nchw.a.vec == 1   # x +- 1 shifts: unaligned
+    assert "not a reduce axis" in tcm.match(_resnet_conv("nhwc"), k_axis=2)
+    s2 = Workload.make("conv2d", N=1, C=32, H=9, W=9, K=32, stride=2, pad=1, layout="nhwc", dtype="float16").kernel
+    assert tcm.match(s2).a.vec == 8                                      # stride 2 keeps channel rows aligned
+
+
+def test_hand_rule_gives_the_resnet_conv_tensor_cores():
+    from superopt.ir import tensorcore as tcm
+    for layout in ("nchw", "nhwc"):
+        for d in ("float16", "bfloat16"):
+            k = _resnet_conv(layout, d)
+            s = gpu(k, H100)
+            assert s.tensor_core is not None and not check(k, s, H100), layout
+            t = tcm.tiles(k, s)
+            assert (t.bm, t.bn, t.steps) == (64, 64, 9 * 64 // t.bk) and s.stages == 3
+            for which in ("a", "b"):   # the layouts are conflict-free by the solver's own count
+                rows, width, ph = banks.operand_phases(k, s, which)
+                st = next(x for x in s.staging if x.input == (tcm.match(k).a if which == "a" else tcm.match(k).b).input)
+                assert banks.conflicts(rows, width, ph, st.pad, st.swizzle, st.shift) == 0
+    fp32 = Workload.make("conv2d", N=1, C=16, H=8, W=8, K=16, dtype="float32").kernel
+    assert gpu(fp32, H100).tensor_core is None
+
+
+def test_conv_space_is_legal_ranked_and_bounded():
+    from superopt.search import tc_space
+    for layout in ("nchw", "nhwc"):
+        k = _resnet_conv(layout)
+        pts = tc_space.points(k, H100)
+        assert pts and [t for t, _ in pts] == sorted(t for t, _ in pts)
+        assert all(not check(k, s, H100) and s.tensor_core is not None for _, s in pts[:50])
+        assert len({s.tensor_core.m_axis for _, s in pts}) > 1              # several GEMM views
+        (t, s), = tc_space.best(k, H100, top_k=1)
+        assert not check(k, s, H100) and t == cost.modeled_time(k, s, H100)
+        assert t >= k.flops / H100.flops_tc_fp16 and t >= k.min_bytes / H100.dram_bw
+        assert t <= cost.modeled_time(k, gpu(k, H100), H100)
+
+
+def test_tile_fits_bounds_the_padding():
+    from superopt.search.tc_space import tile_fits
+    assert tile_fits(56, 64) and tile_fits(56, 16) and not tile_fits(56, 128)
+    assert tile_fits(128, 128) and tile_fits(12, 16) and not tile_fits(40, 32)
