@@ -1,5 +1,6 @@
 """Tensor-core GEMMs on the GPU vs PyTorch, in one run: the bert suite's GEMMs in fp16 and
-bf16 and matmul 4096^3 fp16.
+bf16, matmul 4096^3 fp16, and the ResNet 3x3 conv 32x64x56x56 -> 64 fp16 (stride 1, pad
+1) as implicit GEMM in NCHW and NHWC (torch: cuDNN, NHWC as channels_last tensors).
 
 Per workload: the hand rule's tensor-core schedule (its tuning time includes the Z3
 shared-layout solve; the proof result and the layout are recorded), the emulator's bank
@@ -30,7 +31,7 @@ import gpu as bench_gpu  # noqa: E402  (bench/gpu.py: the verify-and-time path)
 
 from superopt.ir import tensorcore as tcm  # noqa: E402
 from superopt.ir.lower import lower  # noqa: E402
-from superopt.ir.schedule import Level, Schedule, Split, TensorCore, check  # noqa: E402
+from superopt.ir.schedule import Level, Schedule, check  # noqa: E402
 from superopt.kernels.registry import Workload  # noqa: E402
 from superopt.kernels.suites import suite  # noqa: E402
 from superopt.search import banks  # noqa: E402
@@ -40,6 +41,9 @@ G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 VARIANTS = [  # (bm, bn, bk, wm, wn, stages)
     (128, 128, 32, 2, 2, 3), (128, 128, 32, 2, 2, 4), (128, 128, 64, 2, 2, 3), (128, 256, 32, 2, 4, 3),
     (256, 128, 32, 4, 2, 3), (64, 128, 32, 2, 2, 4), (128, 64, 32, 2, 2, 4)]
+CONV_VARIANTS = [  # 56-pixel rows pad to 64-row M tiles; N = 64 output channels
+    (64, 64, 32, 2, 2, 3), (64, 64, 64, 2, 2, 3), (64, 64, 32, 2, 2, 4), (64, 64, 32, 2, 1, 3),
+    (64, 64, 64, 1, 1, 2), (32, 64, 32, 1, 2, 3)]
 
 
 def workloads() -> list[Workload]:
@@ -49,19 +53,31 @@ def workloads() -> list[Workload]:
         p = dict(w.params); p["dtype"] = "bfloat16"  # noqa: E702
         out.append(Workload.make(w.kind, name=w.name.replace("gemm", "gemm_bf16").replace("bmm", "bmm_bf16"), **p))
     out.append(Workload.make("matmul", name="matmul_4096x4096x4096_fp16", M=4096, N=4096, K=4096, dtype="float16"))
+    for layout in ("nchw", "nhwc"):
+        out.append(Workload.make("conv2d", name=f"conv3x3_32x64x56x56_64_{layout}_fp16", N=32, C=64, H=56, W=56, K=64,
+                                 R=3, S=3, stride=1, pad=1, layout=layout, dtype="float16"))
     return out
 
 
+def torch_callable(w: Workload, xs):
+    """torch's op for ``w``; an NHWC conv runs on channels_last views (cuDNN's NHWC kernels)."""
+    from superopt.vendor import torch_fn
+    if w.kind == "conv2d" and w.args["layout"] == "nhwc":
+        import torch.nn.functional as F
+        p = w.args
+        x, wt = xs[0].permute(0, 3, 1, 2), xs[1].permute(0, 3, 1, 2)   # (N,H,W,C) -> NCHW view, channels_last strides
+        return lambda: F.conv2d(x, wt, stride=p["stride"], padding=p["pad"], groups=p["groups"])
+    return torch_fn(w, xs)
+
+
 def variant(k, bm, bn, bk, wm, wn, stages) -> Schedule | None:
+    """The tensor-core schedule of these tiles (M/N padded as the space allows), solved layouts."""
+    from superopt.search import tc_space
     mt = tcm.match(k)
     M, N, K = (k.axes[a].size for a in (mt.m, mt.n, mt.k))
-    if M % bm or N % bn or K % bk: return None
-    sp = [(Split(G, ax.size),) for ax in k.axes]
-    sp[mt.m] = tuple(Split(lv, n) for lv, n in ((G, M // bm), (T, wm), (U, bm // wm)) if n > 1)
-    sp[mt.n] = tuple(Split(lv, n) for lv, n in ((G, N // bn), (T, wn), (U, bn // wn)) if n > 1)
-    sp[mt.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1)
-    instr = "mma.m16n8k16.bf16.f32" if mt.dtype.name == "bfloat16" else "mma.m16n8k16.f16.f32"
-    s = Schedule(tuple(sp), tensor_core=TensorCore(instr, mt.m, mt.n, mt.k), stages=min(stages, K // bk))
+    if not (tc_space.tile_fits(M, bm) and tc_space.tile_fits(N, bn)) or K % bk: return None
+    steps = K // bk * math.prod(k.axes[a].size for a in mt.window)
+    s = tc_space.make(k, mt, bm, bn, bk, wm, wn, min(stages, steps))
     s = replace(s, staging=banks.staging(k, s)[0])
     return None if check(k, s, bench_gpu_machine()) else s
 
@@ -115,7 +131,7 @@ def main(argv=None) -> int:
         from superopt.backends.base import get
         be = get("cuda")
         _M = be.machine
-    from superopt.vendor import time_torch, torch_fn, torch_inputs
+    from superopt.vendor import time_torch, torch_inputs
     only = {x for x in args.only.split(",") if x}
     rng = np.random.default_rng(0)
     results, rows = [], []
@@ -136,7 +152,7 @@ def main(argv=None) -> int:
         if be is not None:
             r.update(bench_gpu.run_ours(w, be, args.reps, rng))
             r["verify_and_time_s"] = time.perf_counter() - t0 - tune_s
-            fn = torch_fn(w, torch_inputs(w, w.random_inputs(seed=1)))
+            fn = torch_callable(w, torch_inputs(w, w.random_inputs(seed=1)))
             ts = time_torch(fn, args.reps, _M.l2_bytes)
             r["torch_s"] = statistics.median(ts)
             if args.solver and s.tensor_core is not None:
@@ -147,7 +163,7 @@ def main(argv=None) -> int:
                                "solve_s": time.perf_counter() - t0s, **time_schedule(k, ss, be, args.reps, rng)}
             if args.variants and s.tensor_core is not None:
                 r["variants"] = []
-                for v in VARIANTS:
+                for v in (CONV_VARIANTS if k.kind == "conv" else VARIANTS):
                     vs = variant(k, *v)
                     if vs is not None: r["variants"].append({"tiles": v, **time_schedule(k, vs, be, args.reps, rng)})
         results.append(r)
