@@ -39,6 +39,7 @@ groupID g = lane // 4, t = lane % 4;
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -83,6 +84,11 @@ def match(kernel, m_axis: int | None = None, n_axis: int | None = None, k_axis: 
     are the window. Each operand's outer axis is one output axis only it reads (the
     given M/N axis, else the one it steps through most densely); its other own axes are
     batch. Loads may be masked (a convolution's padding): the copies honour the mask."""
+    return _match(kernel, m_axis, n_axis, k_axis)
+
+
+@functools.lru_cache(maxsize=512)  # every check() of a schedule space asks again
+def _match(kernel, m_axis: int | None, n_axis: int | None, k_axis: int | None) -> Match | str:
     red = kernel.reduce
     if red is None or red.arg[0] != "sum" or not kernel.reduce_axes: return "not a sum over reduce axes"
     if red.dtype is not dt.float32: return f"accumulates in {red.dtype.name}, tensor cores accumulate in float32"
