@@ -81,13 +81,20 @@ def run_kernel(k: Kernel, inputs: Sequence[np.ndarray], points: np.ndarray | Non
     for a, b in zip(inputs, k.inputs):
         if np.asarray(a).size != b.size:
             raise ValueError(f"input {b.name}: expected {b.size} elements, got {np.asarray(a).size}")
-    out_axes, red_axes = k.output_axes, k.reduce_axes
-    red_pts = math.prod(k.axes[a].size for a in red_axes)
+    pt_axes, fold = _point_axes(k), _folded_axes(k)
+    red_pts = math.prod(k.axes[a].size for a in fold)
     step = max(1, chunk // max(1, red_pts))
     if points is not None:
-        return np.concatenate([_eval(k, ins, points[i:i + step]) for i in range(0, len(points), step)] or [np.zeros(0)])
+        if not k.row_axes:
+            return np.concatenate([_eval(k, ins, points[i:i + step]) for i in range(0, len(points), step)] or [np.zeros(0)])
+        # a row kernel evaluates whole rows: each point's row once, then its element of it
+        coords = _unravel(np.asarray(points, dtype=np.int64), [k.axes[a].size for a in k.output_axes])
+        at = dict(zip(k.output_axes, coords))
+        rows, inv = np.unique(_ravel([at[a] for a in pt_axes], [k.axes[a].size for a in pt_axes]), return_inverse=True)
+        vals = np.concatenate([_eval(k, ins, rows[i:i + step]) for i in range(0, len(rows), step)] or [np.zeros(0)])
+        return vals.reshape(len(rows), red_pts)[inv.reshape(-1), _ravel([at[a] for a in fold], [k.axes[a].size for a in fold])]
     out = np.zeros(k.output.size, dtype=compute_dtype(k.output.dtype))
-    total = k.out_points
+    total = math.prod(k.axes[a].size for a in pt_axes)
     for i in range(0, total, step):
         pts = np.arange(i, min(total, i + step))
         vals, where = _eval(k, ins, pts, with_store=True)
@@ -95,22 +102,45 @@ def run_kernel(k: Kernel, inputs: Sequence[np.ndarray], points: np.ndarray | Non
     return dt.to_storage(cast_values(out, k.output.dtype), k.output.dtype).reshape(k.output.shape)
 
 
+def _point_axes(k: Kernel) -> list[int]:
+    """Axes a chunk of evaluation points runs over (a row kernel's rows stay whole)."""
+    return [a for a in k.output_axes if a not in k.row_axes]
+
+
+def _folded_axes(k: Kernel) -> list[int]:
+    """Axes evaluated as whole ranges inside a point: reduce axes, or a row kernel's row axes."""
+    return k.row_axes or k.reduce_axes
+
+
+def _unravel(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    out, rem = [], flat
+    for n in reversed(sizes):
+        out.insert(0, rem % n)
+        rem = rem // n
+    return out
+
+
+def _ravel(coords: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    out = np.zeros_like(coords[0]) if coords else np.zeros((), np.int64)
+    for c, n in zip(coords, sizes): out = out * n + c
+    return out
+
+
 def _eval(k: Kernel, ins: list[np.ndarray], pts: np.ndarray, with_store: bool = False):
-    out_axes, red_axes = k.output_axes, k.reduce_axes
-    nd = 1 + len(red_axes)
+    """Values at points ``pts`` (row kernels: whole rows, point-major)."""
+    pt_axes, fold = _point_axes(k), _folded_axes(k)
+    nd = 1 + len(fold)
     env: dict[int, np.ndarray] = {}
-    rem = pts.astype(np.int64)
-    for a in reversed(out_axes):  # unravel points over the output axes
-        env[a] = (rem % k.axes[a].size).reshape((-1,) + (1,) * (nd - 1))
-        rem = rem // k.axes[a].size
-    for j, a in enumerate(red_axes):
+    for a, c in zip(pt_axes, _unravel(pts.astype(np.int64), [k.axes[a].size for a in pt_axes])):
+        env[a] = c.reshape((-1,) + (1,) * (nd - 1))
+    for j, a in enumerate(fold):
         shp = [1] * nd
         shp[1 + j] = k.axes[a].size
         env[a] = np.arange(k.axes[a].size, dtype=np.int64).reshape(shp)
-    vals = _eval_node(k.body, env, ins, nd)
-    vals = np.broadcast_to(vals, (len(pts),) + vals.shape[1:]).reshape(len(pts))
+    full = (len(pts),) + (tuple(k.axes[a].size for a in fold) if k.row_axes else (1,) * (nd - 1))
+    vals = np.broadcast_to(_eval_node(k.body, env, ins, nd), full).reshape(-1)
     if not with_store: return vals
-    st = np.broadcast_to(_eval_node(k.store, env, ins, nd), (len(pts),) + (1,) * (nd - 1)).reshape(len(pts))
+    st = np.broadcast_to(_eval_node(k.store, env, ins, nd), full).reshape(-1)
     return vals, st
 
 

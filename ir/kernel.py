@@ -39,8 +39,15 @@ class Kernel:
     """``out[store] = body`` for every point of the output axes.
 
     ``body`` reads ``inputs[i]`` through ``LOAD(index, valid)`` nodes (arg=i) whose index
-    and valid are expressions over ``VAR(axis, size)``; at most one ``REDUCE`` node folds
-    the reduce axes. A masked load (valid false) reads nothing and yields 0.
+    and valid are expressions over ``VAR(axis, size)``. A masked load (valid false) reads
+    nothing and yields 0. Reductions take one of two forms:
+
+    - classic: at most one ``REDUCE`` node; it folds the reduce axes (``Axis.reduce``);
+    - row kernel (no reduce axes): any number of ``REDUCE`` nodes, all folding the same
+      *output* axes, the row axes. A REDUCE evaluated at an output point folds its input
+      over the whole row (the row variables run over their range inside it), so its
+      value is the same along the row: softmax's max and sum, layernorm's mean and
+      variance, and the normalized output all live in one kernel. REDUCEs may nest.
     """
     name: str
     axes: tuple[Axis, ...]
@@ -69,8 +76,19 @@ class Kernel:
     def points(self) -> int: return math.prod(a.size for a in self.axes)
 
     @cached_property
+    def reduces(self) -> list[Node]:
+        """Every REDUCE node, inner ones first."""
+        return [n for n in self.body.toposort() if n.op is Ops.REDUCE]
+
+    @cached_property
+    def row_axes(self) -> list[int]:
+        """Output axes folded by the REDUCEs of a row kernel (empty otherwise)."""
+        return sorted({a for r in self.reduces for a in r.arg[1] if not self.axes[a].reduce})
+
+    @cached_property
     def reduce(self) -> Node | None:
-        return next((n for n in self.body.toposort() if n.op is Ops.REDUCE), None)
+        """The classic reduction (None for elementwise and row kernels)."""
+        return None if self.row_axes else next(iter(self.reduces), None)
 
     @cached_property
     def loads(self) -> list[Node]:
@@ -100,6 +118,7 @@ class Kernel:
     @property
     def kind(self) -> str:
         """Coarse class used by hand rules and reports."""
+        if self.row_axes: return "row"
         if self.reduce is None: return "elementwise"
         inner = self.reduce.src[0]
         muls = [n for n in inner.toposort() if n.op is Ops.MUL and not _is_index(n)]
@@ -220,9 +239,22 @@ def _check(k: Kernel) -> None:
         if n.op in (Ops.BUFFER,) or n.op.value in ("reshape", "permute", "expand", "pad", "shrink"):
             raise ValueError(f"{n.op.name} cannot appear in a kernel body")
     reduces = [n for n in nodes if n.op is Ops.REDUCE]
-    if len(reduces) > 1: raise ValueError("a kernel holds at most one reduction")
+    if reduces and reduces[0].arg[1] and all(0 <= a < len(k.axes) and not k.axes[a].reduce for a in reduces[0].arg[1]):
+        return _check_rows(k, reduces)
+    if len(reduces) > 1: raise ValueError("a kernel holds at most one reduction, or several folding the same output axes")
     red_axes = set(reduces[0].arg[1]) if reduces else set()
     if red_axes != set(k.reduce_axes):
         raise ValueError(f"reduce node folds axes {sorted(red_axes)} but the kernel's reduce axes are {k.reduce_axes}")
     if any(v.op is Ops.VAR and v.arg[0] in red_axes for v in k.store.toposort()):
         raise ValueError("store index uses a reduce axis")
+
+
+def _check_rows(k: Kernel, reduces: list[Node]) -> None:
+    """A row kernel: REDUCEs all fold the same output axes, the kernel has no reduce axes."""
+    rows = set(reduces[0].arg[1])
+    if any(set(r.arg[1]) != rows for r in reduces):
+        raise ValueError("the REDUCEs of a row kernel must all fold the same axes")
+    if any(not (0 <= a < len(k.axes)) for a in rows): raise ValueError(f"REDUCE folds unknown axes {sorted(rows)}")
+    if k.reduce_axes: raise ValueError("a row kernel (REDUCEs over output axes) has no reduce axes")
+    if not rows <= {v.arg[0] for v in k.store.toposort() if v.op is Ops.VAR}:
+        raise ValueError("the row axes a REDUCE folds must index the output")

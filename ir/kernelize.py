@@ -88,14 +88,30 @@ def output_node(root: Node) -> Node:
     return base
 
 
+# Longest row (elements) the default rule computes inside its consumer's kernel: one
+# block (a GPU) or one chunk (a CPU) then holds a row, re-read from cache per pass.
+ROW_MAX = 16384
+
+
+def _names(realized: list[Node], base: Node, out_name: str) -> dict[Node, str]:
+    return {n: (out_name if n is base else f"t{i}") for i, n in enumerate(realized)}
+
+
 def _default(root: Node, out_name: str) -> tuple[Node, list[Node], dict[Node, str], "Step | None"]:
-    """The first fusion rule: output node, realized nodes, buffer names, fused epilogue step."""
+    """The first fusion rule: output node, realized nodes, buffer names, fused step (row
+    reductions or an epilogue computed in the output's kernel)."""
     base = output_node(root)
     realized = [n for n in toposort(base) if n.op is Ops.REDUCE]
     if base not in realized: realized.append(base)
-    names = {n: (out_name if n is base else f"t{i}") for i, n in enumerate(realized)}
+    names = _names(realized, base, out_name)
     fused = None
     if base.op is not Ops.REDUCE:
+        cands = [r for r in realized if r is not base and row_length(r) <= ROW_MAX]
+        got = fuse_rows(base, realized, cands, out_name, shape(root), f"r{len(realized) - 1}")
+        if got is not None:
+            rows, fused = got
+            realized = [n for n in realized if n not in rows]
+            return base, realized, _names(realized, base, out_name), fused
         for r in _epilogue_candidates(base, realized):
             try:
                 fused = _build_epilogue(base, r, names, shape(root), f"r{len(realized) - 2}")
@@ -104,6 +120,33 @@ def _default(root: Node, out_name: str) -> tuple[Node, list[Node], dict[Node, st
             realized.remove(r)
             break
     return base, realized, names, fused
+
+
+def row_length(r: Node) -> int:
+    """Elements one result of reduction ``r`` folds."""
+    src = shape(r.src[0])
+    return math.prod(src[d] for d in r.arg[1])
+
+
+def fuse_rows(base: Node, realized: list[Node], cands: list[Node], out_name: str, out_shape: tuple[int, ...],
+              kname: str) -> "tuple[frozenset[Node], Step] | None":
+    """The largest subset of the reductions ``cands`` that ``base``'s kernel can compute
+    as row reductions, with that kernel; None when there is none. A reduction another
+    kept (materialized) reduction reads stays materialized with it."""
+    rows = set(cands)
+    while rows:
+        kept = [r for r in realized if r not in rows and r is not base]
+        inside = {s for r in kept for s in toposort(r) if s is not r}
+        rows -= inside
+        if not rows: return None
+        left = [n for n in realized if n not in rows]
+        try:
+            return frozenset(rows), _build(base, _names(left, base, out_name), out_shape, kname, frozenset(rows))
+        except _NoRow as e:
+            rows.discard(e.node)
+        except _NoFuse:
+            return None
+    return None
 
 
 def default_plan(root: Node) -> frozenset[Node]:
@@ -122,12 +165,19 @@ def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node]) -> list[St
     for n in realized:
         out_shape = shape(root) if n is base else shape(n)
         inner = inner_reductions(n, done)
-        if inner and (n.op is Ops.REDUCE or len(inner) > 1):
-            raise ValueError(f"plan puts {len(inner)} reductions inside one {'reduce' if n.op is Ops.REDUCE else 'elementwise'} "
-                             "kernel (a kernel holds at most one, never nested)")
+        if inner and n.op is Ops.REDUCE:
+            raise ValueError(f"plan puts {len(inner)} reductions inside one reduce kernel (a reduce kernel "
+                             "holds only its own)")
         if not inner:
             steps.append(_build(n, names, out_shape, f"{'r' if n.op is Ops.REDUCE else 'e'}{len(steps)}"))
             continue
+        try:
+            steps.append(_build(n, names, out_shape, f"r{len(steps)}", frozenset(inner)))
+            continue
+        except _NoFuse:
+            if len(inner) > 1:
+                raise ValueError(f"plan puts {len(inner)} reductions inside one elementwise kernel that cannot compute "
+                                 "them as row reductions (each must be broadcast back along the axes it folds)") from None
         try:
             steps.append(_build_epilogue(n, inner[0], names, out_shape, f"r{len(steps)}"))
         except _NoFuse:
@@ -151,6 +201,13 @@ def inner_reductions(n: Node, realized: set[Node]) -> list[Node]:
 
 class _NoFuse(Exception):
     """The output's tail cannot be fused into this reduction."""
+
+
+class _NoRow(_NoFuse):
+    """Reduction ``node`` cannot be computed as a row reduction in its consumer's kernel."""
+    def __init__(self, node: Node):
+        super().__init__()
+        self.node = node
 
 
 def _direct_deps(n: Node, realized: set[Node]) -> set[Node]:
@@ -209,18 +266,27 @@ def root_index(root: Node) -> tuple[Node, list[int], set[int], list[Node]]:
     return src, dims, red, idx
 
 
-def _build(root: Node, names: dict[Node, str], out_shape: tuple[int, ...], kname: str) -> Step:
+def _build(root: Node, names: dict[Node, str], out_shape: tuple[int, ...], kname: str,
+           rows: frozenset[Node] = frozenset()) -> Step:
+    """The kernel of ``root``; reductions in ``rows`` are computed inside it as row
+    reductions (raises _NoRow/_NoFuse when they cannot be)."""
     src, dims, red, idx = root_index(root)
     full = shape(src)
     axes = tuple(Axis(full[i], i in red) for i in dims) or (Axis(1),)  # all dims 1: one point
     b = _Builder(root, names)
+    b.rows = rows
     body = b.visit(src, tuple(idx), TRUE)
     reduce_axes = tuple(a for a, i in enumerate(dims) if i in red)
     if reduce_axes:
         body = Node(Ops.REDUCE, body.dtype, (body,), (root.arg[0], reduce_axes))
     store = linear([i if k not in red else const(0, dt.int32) for k, i in enumerate(idx)], shape(root))
     out = Buffer(names[root], root.dtype, out_shape)
-    return Step(Kernel(kname, axes, tuple(b.buffers), out, body, store), tuple(x.name for x in b.buffers), out.name)
+    try:
+        k = Kernel(kname, axes, tuple(b.buffers), out, body, store)
+    except ValueError:
+        if not rows: raise
+        raise _NoFuse() from None
+    return Step(k, tuple(x.name for x in b.buffers), out.name)
 
 
 class _Builder:
@@ -231,6 +297,7 @@ class _Builder:
         self.fuse: Node | None = None  # a reduction computed inside this kernel (epilogue fusion)
         self.fused: Node | None = None
         self.n_out, self.red_vars = 0, {}
+        self.rows: frozenset[Node] = frozenset()  # reductions computed inside as row reductions
 
     def slot(self, buf: Buffer) -> int:
         for i, b in enumerate(self.buffers):
@@ -238,24 +305,28 @@ class _Builder:
         self.buffers.append(buf)
         return len(self.buffers) - 1
 
-    def visit(self, n: Node, idx: tuple[Node, ...], gate: Node) -> Node:
-        key = (n, idx, gate)
+    def visit(self, n: Node, idx: tuple[Node, ...], gate: Node, rowvars: tuple = ()) -> Node:
+        """``n`` at index ``idx``; ``rowvars``: (dim, variable) pairs an EXPAND broadcast
+        away on the way here (where a row reduction finds its row)."""
+        key = (n, idx, gate, rowvars)
         if key not in self.memo:
-            self.memo[key] = self._visit(n, idx, gate)
+            self.memo[key] = self._visit(n, idx, gate, rowvars)
         return self.memo[key]
 
-    def _visit(self, n: Node, idx: tuple[Node, ...], gate: Node) -> Node:
+    def _visit(self, n: Node, idx: tuple[Node, ...], gate: Node, rowvars: tuple) -> Node:
         if n is self.fuse:
             return self._fused(n, idx, gate)
+        if n in self.rows:
+            return self._row(n, idx, gate, dict(rowvars))
         if n.op is Ops.BUFFER or (n in self.names and n is not self.root):
             name = n.arg[0] if n.op is Ops.BUFFER else self.names[n]
             s = self.slot(Buffer(name, n.dtype, shape(n)))
             return Node(Ops.LOAD, n.dtype, (linear(list(idx), shape(n)), gate), s)
         if n.op is Ops.CONST: return n
         if n.op is Ops.CAST:
-            return Node(Ops.CAST, n.dtype, (self.visit(n.src[0], idx, gate),))
+            return Node(Ops.CAST, n.dtype, (self.visit(n.src[0], idx, gate, rowvars),))
         if n.op in ALU:
-            return alu(n.op, *(self.visit(s, idx, gate) for s in n.src), dtype=n.dtype)
+            return alu(n.op, *(self.visit(s, idx, gate, rowvars) for s in n.src), dtype=n.dtype)
         if n.op is Ops.REDUCE:
             raise AssertionError("nested reductions are realized separately")
         s_shape = shape(n.src[0])
@@ -266,7 +337,10 @@ class _Builder:
             for i, o in enumerate(n.arg): inv[o] = idx[i]
             return self.visit(n.src[0], tuple(inv), gate)
         if n.op is Ops.EXPAND:
-            return self.visit(n.src[0], tuple(const(0, dt.int32) if d == 1 else i for i, d in zip(idx, s_shape)), gate)
+            rv = dict(rowvars)
+            rv.update({k: i for k, (i, d) in enumerate(zip(idx, s_shape)) if d == 1 and i.op is Ops.VAR})
+            return self.visit(n.src[0], tuple(const(0, dt.int32) if d == 1 else i for i, d in zip(idx, s_shape)), gate,
+                              tuple(sorted(rv.items(), key=lambda kv: kv[0])))
         if n.op is Ops.SHRINK:
             return self.visit(n.src[0], tuple(i + b for i, (b, _) in zip(idx, n.arg)), gate)
         if n.op is Ops.PAD:
@@ -277,6 +351,18 @@ class _Builder:
                 return inner
             return alu(Ops.WHERE, cond, inner, const(0, inner.dtype))
         raise ValueError(f"cannot kernelize {n.op}")
+
+    def _row(self, r: Node, idx: tuple[Node, ...], gate: Node, rowvars: dict[int, Node]) -> Node:
+        """A reduction computed in this kernel over the row its result was broadcast
+        along: each reduced dimension takes the variable the EXPAND dropped there."""
+        src = shape(r.src[0])
+        red = [d for d in r.arg[1] if src[d] > 1]
+        if gate is not TRUE or any(d not in rowvars or rowvars[d].arg[1] != src[d] for d in red): raise _NoRow(r)
+        inner_idx = list(idx)
+        for d in red: inner_idx[d] = rowvars[d]
+        inner = self.visit(r.src[0], tuple(inner_idx), TRUE)
+        if not red: return inner
+        return Node(Ops.REDUCE, inner.dtype, (inner,), (r.arg[0], tuple(sorted(rowvars[d].arg[0] for d in red))))
 
     def _fused(self, r: Node, idx: tuple[Node, ...], gate: Node) -> Node:
         """REDUCE inside the kernel (see ``epilogue_index``)."""

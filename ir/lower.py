@@ -49,7 +49,7 @@ class _Lowerer:
         self.lanes = s.vector
         self.vaxis = vector_axis(k) if s.vector > 1 else None
         self.blocks, self.threads = s.blocks(), s.threads()
-        self.tr = math.prod(s.size(a, Level.THREAD) for a in k.reduce_axes)  # threads sharing a reduction
+        self.tr = math.prod(s.size(a, Level.THREAD) for a in k.reduce_axes or k.row_axes)  # threads sharing a reduction
         self.workers = s.workers if machine.kind == "cpu" else 1
         self.block, self.thread = special("block", self.blocks), special("thread", self.threads)
         self.lane = special("lane", self.lanes) if self.lanes > 1 else const(0, dt.int32)
@@ -63,9 +63,13 @@ class _Lowerer:
         """Each axis index with the register-tile slot part left as a placeholder VAR."""
         k, s = self.k, self.s
         grid = [(a, p.size) for a in range(len(k.axes)) for p in s.splits[a] if p.level is Level.GRID]
-        thr = [(a, p.size) for a in k.output_axes for p in s.splits[a] if p.level is Level.THREAD] + \
-              [(a, p.size) for a in k.reduce_axes for p in s.splits[a] if p.level is Level.THREAD]
+        inner = k.reduce_axes or k.row_axes  # threads that share a reduction are adjacent
+        thr = [(a, p.size) for a in range(len(k.axes)) if a not in inner for p in s.splits[a] if p.level is Level.THREAD] + \
+              [(a, p.size) for a in inner for p in s.splits[a] if p.level is Level.THREAD]
         gidx, tidx = _decompose(self.block, grid), _decompose(self.thread, thr)
+        # each axis takes its own thread pieces (the thread order need not be the axis order)
+        kept = [p for p in thr if p[1] > 1]
+        tidx = {a: [t for (b, _), t in zip(kept, tidx) if b == a] for a in range(len(k.axes))}
         out: dict[int, Node] = {}
         for a, ax in enumerate(k.axes):
             idx = const(0, dt.int32)
@@ -77,7 +81,7 @@ class _Lowerer:
     def _piece(self, a: int, j: int, level: Level, size: int, gidx, tidx) -> Node:
         if size == 1: return const(0, dt.int32)
         if level is Level.GRID: return gidx.pop(0)
-        if level is Level.THREAD: return tidx.pop(0)
+        if level is Level.THREAD: return tidx[a].pop(0)
         if level is Level.LOOP:
             self.loop_var[a] = special(f"L{a}", size); return self.loop_var[a]  # noqa: E702
         if level is Level.UNROLL:
@@ -118,7 +122,7 @@ class _Lowerer:
     # ---- statements ------------------------------------------------------------
     def program(self) -> Program:
         k = self.k
-        body = self._elementwise() if k.reduce is None else self._reduction()
+        body = self._rows() if k.row_axes else self._elementwise() if k.reduce is None else self._reduction()
         shared = [x for x in walk(tuple(body)) if isinstance(x, Shared)]  # allocated once per block: hoist
         body = shared + [_drop_shared(x) for x in body if not isinstance(x, Shared)]
         return Program(k.name, k.inputs, k.output, self.blocks, self.threads, self.lanes, self.workers,
@@ -176,6 +180,102 @@ class _Lowerer:
         body = _nest([self.unroll_var[a] for a in k.output_axes if a in self.unroll_var], body, unroll=True)
         return _nest([self.loop_var[a] for a in outer], body)
 
+    # ---- row kernels --------------------------------------------------------------------
+    def row_slot(self, slot: int) -> int:
+        """Index of a register-tile slot's row (its digits off the row axes)."""
+        digits, rem = {}, slot
+        for a, n in reversed(self.slot_radix):
+            digits[a], rem = rem % n, rem // n
+        e = 0
+        for a, n in self.slot_radix:
+            if a not in self.k.row_axes: e = e * n + digits[a]
+        return e
+
+    def _rows(self) -> list[Stmt]:
+        """Row kernel: per row tile, one pass over the row per REDUCE (inner ones first)
+        folding into a register per row, whose total every thread of the row gets; then
+        a last pass computes and stores the body with the totals."""
+        k, J = self.k, self.k.row_axes
+        nrow = math.prod(n for a, n in self.slot_radix if a not in J)
+        loops = [self.loop_var[a] for a in J if a in self.loop_var]
+        unrolls = [self.unroll_var[a] for a in J if a in self.unroll_var]
+        over_row = lambda stmts: _nest(loops, _nest(unrolls, stmts, unroll=True))  # noqa: E731
+        done: dict[Node, Node] = {}
+        with_totals = lambda n, e: substitute(n, {r: Node(Ops.REG, r.dtype, (const(e, dt.int32),), name)  # noqa: E731
+                                                  for r, name in done.items()})
+        body: list[Stmt] = []
+        for i, red in enumerate(k.reduces):
+            name, op, rdt = f"row{i}", red.arg[0], red.dtype
+            fold = _folder(op)
+            body += [Reg(name, rdt, nrow)] + [Assign(name, const(e, dt.int32), const(identity(op, rdt), rdt)) for e in range(nrow)]
+            upd: list[Stmt] = []
+            for slot in range(self.nslots):
+                m, e = self.slot_map(slot), self.row_slot(slot)
+                reg = Node(Ops.REG, rdt, (const(e, dt.int32),), name)
+                new, g = fold(reg, self.expr(with_totals(red.src[0], e), m)), self.guard(J, m)
+                upd.append(Assign(name, const(e, dt.int32), new if g is TRUE else alu(Ops.WHERE, g, new, reg)))
+            body += over_row(upd) + self._row_total(name, rdt, nrow, fold)
+            done[red] = name
+        stores = []
+        for slot in range(self.nslots):
+            m = self.slot_map(slot)
+            stores.append(Store(substitute(k.store, m), self.expr(with_totals(k.body, self.row_slot(slot)), m),
+                                self.guard(k.output_axes, m)))
+        body += over_row(stores)
+        body = _nest([self.unroll_var[a] for a in k.output_axes if a not in J and a in self.unroll_var], body, unroll=True)
+        return _nest([self.loop_var[a] for a in k.output_axes if a not in J and a in self.loop_var], body)
+
+    def _row_total(self, name: str, rdt, nrow: int, fold) -> list[Stmt]:
+        """Fold a row register's partials into its total, in every lane and thread of the
+        row: the vector lanes through the thread's own shared cells, then the threads
+        (a warp at a time when there are more than 32, partials in shared memory or warp
+        shuffles) with the total broadcast through shared memory."""
+        out: list[Stmt] = []
+        reg = lambda e: Node(Ops.REG, rdt, (e,), name)  # noqa: E731
+        e = special(f"{name}_e", nrow)
+        unroll = nrow <= 16
+        if self.lanes > 1 and self.vaxis in self.k.row_axes:
+            lanes = f"{name}_lanes"
+            tid = self.thread if self.threads > 1 else const(0, dt.int32)
+            cell = lambda l: (l * self.threads + tid) * nrow + e  # noqa: E731  (lane-major: a warp's cells are adjacent)
+            total = Node(Ops.SHARED, rdt, (cell(const(0, dt.int32)),), lanes)
+            for l in range(1, self.lanes):
+                total = fold(total, Node(Ops.SHARED, rdt, (cell(const(l, dt.int32)),), lanes))
+            out += [Shared(lanes, rdt, self.threads * nrow * self.lanes),
+                    Loop(e, (SharedStore(lanes, cell(self.lane), reg(e)),), unroll),
+                    Loop(e, (Assign(name, e, total),), unroll)]
+        if self.tr == 1: return out
+        t1 = 32 if self.tr > 32 and self.tr % 32 == 0 else self.tr
+        group = lambda t, x: Node(Ops.SHARED, rdt, (((self.thread // t + x) * nrow + e) * self.lanes + self.lane,), f"{name}_mid")  # noqa: E731
+        bc = f"{name}_bc"
+        at_bc = ((self.thread // self.tr) * nrow + e) * self.lanes + self.lane
+        publish = Loop(e, (SharedStore(bc, at_bc, reg(e)),), unroll)
+        if t1 == self.tr:
+            out += self._combine_stage(name, rdt, nrow, fold, self.tr, [publish])
+        else:  # leaders of each warp -> shared; the row's leader folds them
+            mid = f"{name}_mid"
+            keep = Loop(e, (SharedStore(mid, ((self.thread // t1) * nrow + e) * self.lanes + self.lane, reg(e)),), unroll)
+            j = special(f"{name}_w", self.tr // t1 - 1)
+            take = Loop(j, (Loop(e, (Assign(name, e, fold(reg(e), group(t1, j + 1))),), unroll),))
+            out += [Shared(mid, rdt, self.threads // t1 * nrow * self.lanes)]
+            out += self._combine_stage(name, rdt, nrow, fold, t1, [keep])
+            out += [If(lt(self.thread % self.tr, 1), (take, publish)), Barrier()]
+        return out + [Shared(bc, rdt, self.threads // self.tr * nrow * self.lanes),
+                      Loop(e, (Assign(name, e, Node(Ops.SHARED, rdt, (at_bc,), bc)),), unroll)]
+
+    def _combine_stage(self, name: str, rdt, nacc: int, fold, tr: int, leader: list[Stmt]) -> list[Stmt]:
+        """Partials of ``tr`` adjacent threads meet in shared memory; the first of them
+        folds them and runs ``leader`` (the shape ``backends/cuda/shuffle`` matches)."""
+        red = f"{name}_red"
+        e, j = special(f"{name}_ce", nacc), special(f"{name}_cj", tr - 1)
+        cell = lambda t: (t * nacc + e) * self.lanes + self.lane  # noqa: E731
+        reg_e = Node(Ops.REG, rdt, (e,), name)
+        put = Loop(e, (SharedStore(red, cell(self.thread), reg_e),), unroll=nacc <= 16)
+        take = Loop(j, (Loop(e, (Assign(name, e, fold(reg_e, Node(Ops.SHARED, rdt, (cell(self.thread + j + 1),), red))),),
+                             unroll=nacc <= 16),))
+        return [Shared(red, rdt, self.threads * nacc * self.lanes), put, Barrier(),
+                If(lt(self.thread % tr, 1), (take, *leader)), Barrier()]
+
     def _combine(self, nacc: int, rdt, fold, stores: list[Stmt]) -> list[Stmt]:
         """Partials of the ``tr`` threads sharing a reduction meet in shared memory."""
         e, j = special("e", nacc), special("j", self.tr - 1)
@@ -187,6 +287,10 @@ class _Lowerer:
         leader = lt(self.thread % self.tr, 1)
         return [Shared(RED, rdt, self.threads * nacc * self.lanes), put, Barrier(),
                 If(leader, (take, *stores)), Barrier()]
+
+
+def _folder(op: str):
+    return (lambda x, y: alu(Ops.ADD, x, y)) if op == "sum" else (lambda x, y: alu(Ops.MAX, x, y))
 
 
 def _drop_shared(s: Stmt) -> Stmt:

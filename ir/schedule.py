@@ -163,7 +163,10 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
             errs.append(f"axis {i}: splitting a reduction across the grid (split-K) is not supported yet")
         if machine.kind != "gpu" and Level.THREAD in levels and s.size(i, Level.THREAD) > 1:
             errs.append(f"axis {i}: thread level exists on GPUs only")
+        if i in getattr(kernel, "row_axes", ()) and s.size(i, Level.GRID) > 1:
+            errs.append(f"axis {i}: a row axis stays in one block (its REDUCEs fold it), no grid split")
     if sorted(s.loop_order()) != list(range(len(kernel.axes))): errs.append(f"order {s.order} is not a permutation of the axes")
+    if s.order and getattr(kernel, "row_axes", None): errs.append("row kernels take no loop order (rows outside, passes over the row inside)")
     if s.threads() > machine.max_threads: errs.append(f"{s.threads()} threads per block > {machine.max_threads}")
     tile = s.upcast() // (32 if s.tensor_core else 1)  # a warp's tile is spread over its 32 lanes
     if tile > machine.max_upcast: errs.append(f"register tile {tile} > {machine.max_upcast}")

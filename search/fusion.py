@@ -3,8 +3,9 @@ recomputed inside every kernel that reads them.
 
 A plan is the set of nodes to materialize (the output is always written). Every other
 elementwise node is recomputed in each consumer's kernel; a reduction not in the plan is
-computed inside the one elementwise kernel that reads it (an epilogue, legal when each
-output point reads exactly one of its results). ``ir.kernelize`` builds the kernels of a
+computed inside the elementwise kernel that reads it: as an epilogue (legal when each
+output point reads exactly one of its results) or as a row reduction (its result
+broadcast back along the axes it folds, as in softmax). ``ir.kernelize`` builds the kernels of a
 plan, so a plan is judged on the very kernels it produces.
 
 Modeled time of a plan = sum over its kernels of ``machine.launch_s + cost.roofline_s``
@@ -28,9 +29,12 @@ a better one. Every candidate plan is kernelized and evaluated; the default rule
 kept unless another is strictly better, so a plan never exceeds the default or the
 unfused plan under the model.
 
-Not covered yet: several reductions in one kernel (softmax, layernorm as one kernel:
-needs Kernel and lowering changes), split-K, fusing index-generating ops, and choosing
-schedules jointly with the plan (kernel time here is the roofline, not a tuned schedule).
+Several reductions share a kernel as row reductions (softmax, layernorm: each reduction
+broadcast back along the axes it folds is computed inside its consumer's kernel, see
+``ir.kernel.Kernel``); the model allows a kernel one epilogue reduction or any number of
+row reductions folding the same axes. Not covered yet: split-K, fusing
+index-generating ops, and choosing schedules jointly with the plan (kernel time here is
+the roofline, not a tuned schedule).
 """
 from __future__ import annotations
 
@@ -141,7 +145,8 @@ class _Visit:
     children: list = field(default_factory=list)
     flop: bool = False                            # its own ALU op counts in Kernel.flops
     unless_load: Node | None = None               # ... unless this node is materialized (a pad's mask select)
-    epilogue_ok: bool = True                      # a reduction that may be computed here
+    epilogue_ok: bool = True                      # a reduction that may be computed here as an epilogue
+    row_axes: tuple | None = None                 # ... or as a row reduction folding these kernel axes
 
 
 class _Expander(kz._Builder):
@@ -152,10 +157,11 @@ class _Expander(kz._Builder):
         super().__init__(root, {})
         self.visits, self.stack = {}, []
         self.region: list[int] = []
-        self.in_reduce = root.op is Ops.REDUCE
+        self.in_reduce = root.op is Ops.REDUCE    # inside some reduction's source: no epilogue here
+        self.in_classic = root.op is Ops.REDUCE   # inside a classic reduction's source: no row reduction
 
-    def visit(self, n: Node, idx: tuple, gate: Node) -> Node:
-        key = (n, idx, gate)
+    def visit(self, n: Node, idx: tuple, gate: Node, rowvars: tuple = ()) -> Node:
+        key = (n, idx, gate, rowvars)
         v = self.visits.get(key)
         if v is None: v = self.visits[key] = _Visit(n, self.region[-1])
         if self.stack and self.stack[-1] not in v.parents:
@@ -164,7 +170,7 @@ class _Expander(kz._Builder):
         if key in self.memo: return self.memo[key]
         self.stack.append(key)
         try:
-            out = self.memo[key] = self._visit(n, idx, gate)
+            out = self.memo[key] = self._visit(n, idx, gate, rowvars)
         finally:
             self.stack.pop()
         if n.op is Ops.REDUCE and n is not self.root: return out   # _visit decided
@@ -177,23 +183,43 @@ class _Expander(kz._Builder):
         while key[0].op in MOVEMENT: key = self.visits[key].children[0]
         return key[0]
 
-    def _visit(self, n: Node, idx: tuple, gate: Node) -> Node:
-        if n.op is not Ops.REDUCE or n is self.root: return super()._visit(n, idx, gate)
-        v = self.visits[(n, idx, gate)]
-        inner_idx = None if self.in_reduce else kz.epilogue_index(n, idx, gate, self.n_out, kz.reduce_vars(n, self.n_out))
+    def _visit(self, n: Node, idx: tuple, gate: Node, rowvars: tuple = ()) -> Node:
+        if n.op is not Ops.REDUCE or n is self.root: return super()._visit(n, idx, gate, rowvars)
+        v = self.visits[(n, idx, gate, rowvars)]
         placeholder = Node(Ops.LOAD, n.dtype, (kz.linear(list(idx), shape(n)), gate), ("planned", n.key))
-        if inner_idx is None:
-            v.epilogue_ok = False
+        row_idx = None if self.in_classic else _row_index(n, idx, gate, dict(rowvars))
+        inner_idx = None if self.in_reduce or row_idx else \
+            kz.epilogue_index(n, idx, gate, self.n_out, kz.reduce_vars(n, self.n_out))
+        v.epilogue_ok = inner_idx is not None
+        if row_idx is not None:   # computed over the row, at every point of this kernel
+            v.row_axes = tuple(sorted(row_idx[d].arg[0] for d in n.arg[1] if shape(n.src[0])[d] > 1))
+            saved, self.in_reduce = self.in_reduce, True
+            try:
+                self.visit(n.src[0], tuple(row_idx), TRUE)
+            finally:
+                self.in_reduce = saved
+            v.flop, v.points = True, self.region[-1]
             return placeholder
-        self.in_reduce = True
+        if inner_idx is None: return placeholder
+        self.in_reduce = self.in_classic = True
         self.region.append(_size(shape(n.src[0])))
         try:
             self.visit(n.src[0], inner_idx, TRUE)
         finally:
-            self.in_reduce = False
+            self.in_reduce = self.in_classic = False
             self.region.pop()
         v.flop, v.points = True, _size(shape(n.src[0]))
         return placeholder
+
+
+def _row_index(r: Node, idx: tuple, gate: Node, rowvars: dict) -> list | None:
+    """Where a row reduction reads its source (as ``kernelize``'s builder does), or None."""
+    src = shape(r.src[0])
+    red = [d for d in r.arg[1] if src[d] > 1]
+    if not red or gate is not TRUE or any(d not in rowvars or rowvars[d].arg[1] != src[d] for d in red): return None
+    out = list(idx)
+    for d in red: out[d] = rowvars[d]
+    return out
 
 
 def _size(sh) -> int:
@@ -210,12 +236,12 @@ def _expand(k: Node) -> tuple[dict, tuple]:
     ex.n_out = len([i for i in dims if i not in red])
     ex.region.append(_size(full))
     if k.op is Ops.REDUCE:
-        rkey = (k, (), TRUE)
+        rkey = (k, (), TRUE, ())
         ex.visits[rkey] = _Visit(k, _size(full), flop=True)
         ex.stack.append(rkey)
         ex.visit(src, tuple(idx), TRUE)
         return ex.visits, rkey
-    rkey = (k, tuple(idx), TRUE)
+    rkey = (k, tuple(idx), TRUE, ())
     ex.visit(k, tuple(idx), TRUE)
     return ex.visits, rkey
 
@@ -282,10 +308,16 @@ class _Model:
             r = reached[key] = z3.Or([here[p] for p in v.parents])
             own = z3.Not(self.m[v.node]) if v.node in self.m else z3.BoolVal(v.node.op is not Ops.BUFFER)
             self.cons.append(here[key] == z3.And(r, own))
-            if v.node.op is Ops.REDUCE and not v.epilogue_ok:
+            if v.node.op is Ops.REDUCE and not v.epilogue_ok and v.row_axes is None:
                 self.cons.append(z3.Implies(r, self.m[v.node]))   # nested, or not one result per point
-        reds = [here[key] for key, v in visits.items() if key != rkey and v.node.op is Ops.REDUCE]
-        if reds: self.cons.append(z3.AtMost(*reds, 1))              # a kernel holds one reduction
+        # a kernel holds one epilogue reduction, or row reductions all folding the same axes
+        epis = [here[key] for key, v in visits.items() if key != rkey and v.node.op is Ops.REDUCE and v.row_axes is None]
+        rows: dict[tuple, list] = {}
+        for key, v in visits.items():
+            if key != rkey and v.node.op is Ops.REDUCE and v.row_axes is not None:
+                rows.setdefault(v.row_axes, []).append(here[key])
+        kinds = [z3.Or(g) for g in rows.values()] + epis
+        if len(kinds) > 1: self.cons.append(z3.AtMost(*kinds, 1))
         flops = []
         for key, v in visits.items():
             if not v.flop: continue

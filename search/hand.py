@@ -27,6 +27,9 @@ GPU rules (``gpu``), per kernel class:
   contiguous along it too), K in LOOP x UNROLL (16 bytes of K); a narrow contiguous axis
   shares the threads with the next output axis;
   a GEMV (one output row, contiguous K) is scheduled like a reduction.
+- row kernels (softmax, layernorm: REDUCEs over an output axis): a block per row, the
+  row as ``LOOP x THREAD x UPCAST v`` (16-byte vectors, up to 512 threads, coalesced each
+  pass); short rows share a block (a warp or more per row).
 - fp16/bf16 GEMMs (and batched ones) and convolutions (implicit GEMM: output pixels x
   output channels x input channels, the filter window as outer K loops): tensor cores
   (``_tensor_core``): 128x128 block tiles (smaller, or padded by at most an eighth, where
@@ -162,6 +165,31 @@ def _contraction(k: Kernel, m) -> Schedule:
     return Schedule(tuple(splits), vector=vec)
 
 
+def _row_axis(k: Kernel) -> int:
+    """The row axis a row rule spreads: the store-contiguous one, else the longest."""
+    va = vector_axis(k)
+    return va if va in k.row_axes else max(k.row_axes, key=lambda a: k.axes[a].size)
+
+
+def _rows(k: Kernel, m) -> Schedule:
+    splits: list[tuple[Split, ...]] = [(Split(G, ax.size),) for ax in k.axes]
+    for a in k.row_axes: splits[a] = (Split(L, k.axes[a].size),)
+    ra, va = _row_axis(k), vector_axis(k)
+    if va is not None and va != ra:  # rows along a strided axis: threads along the contiguous one, rows serial
+        splits[va] = _pieces(k.axes[va].size, [(T, _pow2_divisor(k.axes[va].size, 256))])
+        return Schedule(tuple(splits))
+    n = k.axes[ra].size
+    vec = _pow2_divisor(n, 16 // max(ld.dtype.itemsize for ld in k.loads)) if ra == vector_axis(k) else 1
+    t = _pow2_divisor(n // vec, 512)
+    splits[ra] = tuple(Split(lv, s) for lv, s in ((L, n // (t * vec)), (T, t), (U, vec)) if s > 1) or (Split(L, 1),)
+    outs = [a for a in k.output_axes if a not in k.row_axes and k.axes[a].size > 1]
+    if t < 128 and outs:  # short rows: several a block
+        out = max(outs, key=lambda a: k.axes[a].size)
+        rows = _pow2_divisor(k.axes[out].size, 256 // t)
+        if rows > 1: splits[out] = _pieces(k.axes[out].size, [(T, rows)])
+    return Schedule(tuple(splits), vector=vec)
+
+
 def _is_gemv(k: Kernel) -> bool:
     big = [a for a in k.output_axes if k.axes[a].size > 1]
     return len(big) <= 1 and _contiguous_reduce(k)
@@ -208,7 +236,7 @@ def gpu(k: Kernel, machine) -> Schedule:
     if k.kind in ("gemm", "conv") and not _is_gemv(k):
         s = _tensor_core(k, machine)
         if s is not None: return s
-    rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction}[k.kind]
+    rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction, "row": _rows}[k.kind]
     if k.kind == "gemm" and _is_gemv(k): rule = _reduce  # one output row: split K over threads instead
     for make in (rule, _plain_variant(rule), lambda k, m: _naive_gpu(k)):
         s = make(k, machine)
@@ -247,6 +275,7 @@ def cpu(k: Kernel, m) -> Schedule:
     """The CPU rule for the kernel's class (may be illegal only in corner cases; see hand_schedule)."""
     if k.kind in ("gemm", "conv"): s = _cpu_tile(k, m)
     elif k.kind == "reduce": s = _cpu_reduce(k, m)
+    elif k.kind == "row": s = _cpu_rows(k, m)
     else: s = _cpu_elementwise(k, m)
     return replace(s, workers=1) if k.points < SMALL_POINTS else s
 
@@ -342,6 +371,29 @@ def _cpu_reduce(k: Kernel, m) -> Schedule:
         splits[a] = tuple(Split(lv, s) for lv, s in ((L, n // u), (R, u)) if s > 1) or (Split(L, 1),)
     order = tuple(k.output_axes) + tuple(k.reduce_axes)
     return Schedule(tuple(splits[a] for a in range(len(k.axes))), order=order, vector=vec, workers=w)
+
+
+def _cpu_rows(k: Kernel, m) -> Schedule:
+    """Rows over the cores; along a contiguous row axis, vectors (two a step, so two
+    accumulators per pass); along a strided one, rows in the vector lanes instead."""
+    w, nl = m.cores, cpu_lanes(m)
+    va = vector_axis(k)
+    splits: dict[int, tuple[Split, ...]] = {a: (Split(L, k.axes[a].size),) for a in k.row_axes}
+    vec = nl if _vector_ok(k, va) and k.axes[va].size % nl == 0 else 8 if _vector_ok(k, va) and k.axes[va].size % 8 == 0 else 1
+    outs = [a for a in k.output_axes if a not in k.row_axes]
+    if va in k.row_axes:
+        n = k.axes[va].size
+        up = vec * _divisor(n // vec, [2]) if vec > 1 else _divisor(n, [4, 2])
+        splits[va] = tuple(Split(lv, s) for lv, s in ((L, n // up), (U, up)) if s > 1) or (Split(L, 1),)
+    elif va is not None and vec > 1:  # rows side by side in the lanes
+        splits[va] = _chunks(k.axes[va].size, vec, w, loop_pref=k.axes[va].size)
+        outs = [a for a in outs if a != va]
+        if outs: splits[va] = _no_grid(splits[va])
+    else:
+        vec = 1
+    for i, a in enumerate(outs):
+        splits[a] = (Split(G if i == 0 else L, k.axes[a].size),)
+    return Schedule(tuple(splits[a] for a in range(len(k.axes))), vector=vec, workers=w)
 
 
 COLUMN_VECTORS = [2, 4, 3, 7, 5, 6]  # vectors per tile row, first that divides (2: 8 x 32 on AVX-512 gemms)

@@ -10,6 +10,8 @@ Option shapes (pieces of size 1 are left out):
   CPU reduce axis   LOOP l, UNROLL r
   GPU output axis   GRID g, LOOP l, THREAD t, UPCAST u
   GPU reduce axis   THREAD t (split reduce), LOOP l, UNROLL r
+  row axis (a row kernel's REDUCEs fold it; no GRID: a block holds whole rows)
+                    CPU LOOP l, UPCAST u;  GPU LOOP l, THREAD t, UPCAST u
 Sizes are divisors of the axis, plus a few padded register tiles (masked excess) for
 axes that no wanted tile size divides.
 """
@@ -89,6 +91,18 @@ def gpu_reduce_options(n: int, machine) -> list[Option]:
         for r in GPU_UNROLL:
             if t * r > n or n % (t * r) or t > machine.max_threads: continue
             out.append(_option([(Level.THREAD, t), (Level.LOOP, n // (t * r)), (Level.UNROLL, r)]))
+    return out
+
+
+def row_options(n: int, machine) -> list[Option]:
+    """A row axis: the output options with the grid part turned into a serial loop, in
+    front of the threads (each pass over the row reads it coalesced)."""
+    gpu = machine.kind == "gpu"
+    out: list[Option] = []
+    for opt in (gpu_output_options(n, machine) if gpu else cpu_output_options(n, machine)):
+        loop = math.prod(p.size for p in opt if p.level in (Level.GRID, Level.LOOP))
+        o = _option([(Level.LOOP, loop)] + [(p.level, p.size) for p in opt if p.level not in (Level.GRID, Level.LOOP)])
+        if o not in out: out.append(o)
     return out
 
 
@@ -173,10 +187,11 @@ def build(kernel: Kernel, machine) -> Space:
     """The schedule space of ``kernel`` on ``machine``."""
     gpu = machine.kind == "gpu"
     opts: list[tuple[Option, ...]] = []
-    for ax in kernel.axes:
-        if ax.reduce: o = gpu_reduce_options(ax.size, machine) if gpu else cpu_reduce_options(ax.size)
+    for a, ax in enumerate(kernel.axes):
+        if a in kernel.row_axes: o = row_options(ax.size, machine)
+        elif ax.reduce: o = gpu_reduce_options(ax.size, machine) if gpu else cpu_reduce_options(ax.size)
         else: o = gpu_output_options(ax.size, machine) if gpu else cpu_output_options(ax.size, machine)
         opts.append(tuple(o))
     workers = (1,) if gpu else tuple(range(1, machine.cores + 1))
     return Space(kernel, machine, tuple(opts), vector_widths(kernel, machine), workers,
-                 ((),) if gpu else loop_orders(kernel))
+                 ((),) if gpu or kernel.row_axes else loop_orders(kernel))

@@ -252,6 +252,7 @@ class _Renderer:
                 self.emit(f"{reg}[{e}] = " + (f"{fold}({reg}[{e}], {other});" if fold else f"{reg}[{e}] + {other};"))
         self.forget_regs(reg)
         self.scoped(f"if ({self.expr(cond)})", stores)
+        if m.barrier: self.emit("__syncthreads();")
 
     def scoped(self, head: str, stmts) -> None:
         self.emit(head + " {")

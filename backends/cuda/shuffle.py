@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from superopt.ir.node import Node, Ops, toposort
-from superopt.ir.program import Assign, Barrier, If, Loop, Program, Shared, SharedStore
+from superopt.ir.program import Assign, Barrier, If, Loop, Program, Shared, SharedStore, walk
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class WarpCombine:
     cond: Node          # the leader test (thread % threads < 1)
     stores: tuple       # what the leader does with the totals
     shared: str         # the shared buffer the shuffles replace
+    barrier: bool       # the stores write shared memory: the pattern's closing barrier stays
 
 
 def match(w: list, p: Program) -> WarpCombine | None:
@@ -29,9 +30,11 @@ def match(w: list, p: Program) -> WarpCombine | None:
     if not (isinstance(put, Loop) and len(put.body) == 1 and isinstance(put.body[0], SharedStore)): return None
     st = put.body[0]
     if st.value.op is not Ops.REG or st.value.src[0] is not put.var: return None
-    if not (cond.op is Ops.CMPLT and cond.src[1].op is Ops.CONST and cond.src[1].arg == 1 and cond.src[0].op is Ops.MOD
-            and cond.src[0].src[0] is p.thread and cond.src[0].src[1].op is Ops.CONST): return None
-    tr = int(cond.src[0].src[1].arg)
+    if not (cond.op is Ops.CMPLT and cond.src[1].op is Ops.CONST and cond.src[1].arg == 1): return None
+    lead = cond.src[0]
+    if lead is p.thread: tr = p.threads   # the whole block shares the reduction (thread % threads simplified away)
+    elif lead.op is Ops.MOD and lead.src[0] is p.thread and lead.src[1].op is Ops.CONST: tr = int(lead.src[1].arg)
+    else: return None
     if tr > 32 or tr & (tr - 1) or p.threads % tr: return None
     take = w[2].body[0]
     if not (isinstance(take, Loop) and len(take.body) == 1 and isinstance(take.body[0], Loop)): return None
@@ -39,4 +42,6 @@ def match(w: list, p: Program) -> WarpCombine | None:
     if len(inner) != 1 or not isinstance(inner[0], Assign) or inner[0].value.op not in (Ops.ADD, Ops.MAX): return None
     if any(x.op is Ops.SHARED and x.arg != st.name for x in toposort(inner[0].value)): return None
     if any(isinstance(x, (SharedStore, Barrier, Shared)) for x in w[2].body[1:]): return None
-    return WarpCombine(st.value.arg, put.size, tr, inner[0].value.op, cond, tuple(w[2].body[1:]), st.name)
+    stores = tuple(w[2].body[1:])
+    return WarpCombine(st.value.arg, put.size, tr, inner[0].value.op, cond, stores, st.name,
+                       any(isinstance(x, SharedStore) for x in walk(stores)))

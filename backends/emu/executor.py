@@ -218,7 +218,8 @@ class _Run:
 
     def warp_fold(self, m: shuffle.WarpCombine, mask: np.ndarray) -> None:
         """Every thread of each group of ``m.threads`` gets the group's total (an XOR
-        butterfly of shuffles), then the leader stores: no shared memory, no barrier."""
+        butterfly of shuffles), then the leader stores: no shared memory, and no barrier
+        unless the stores write shared memory."""
         r = self.regs[m.reg]
         B, T, L = self.shape
         g = r.reshape(r.shape[0], B, T // m.threads, m.threads, L)
@@ -227,6 +228,7 @@ class _Run:
         r[...] = np.where(mask, tot, r)
         self.c.count("shfl", self.active_warps(mask) * r.shape[0] * L * (m.threads.bit_length() - 1))
         self.stmt(If(m.cond, m.stores), mask)
+        if m.barrier: self.stmt(Barrier(), mask)
 
     def stmt(self, s, mask: np.ndarray) -> None:
         if isinstance(s, Loop) and s.unroll:

@@ -1,9 +1,8 @@
 """Regenerate the example kernel files: ``python kernels/examples/make.py``.
 
 - matmul_512: fp32 C[512,512] = A[512,512] @ B[512,512], one kernel.
-- softmax_1024: fp32 row softmax of x[1024,1024], a program of 3 kernels (max, sum of
-  exp, normalize); ``load_kernel`` returns its main kernel (normalize, step 2),
-  ``load_steps`` all three.
+- softmax_1024: fp32 row softmax of x[1024,1024], one row kernel (max, sum of exp and
+  normalize in one pass each over the row).
 Each is written as .pkl and as a .json twin.
 """
 from __future__ import annotations

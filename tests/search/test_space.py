@@ -16,7 +16,7 @@ CPU = load("cpu")
 
 def _kernels():
     yield "gemm", (Tensor.empty(48, 40, name="a") @ Tensor.empty(40, 64, name="b")).schedule()[0].kernel
-    yield "softmax-max", Tensor.empty(12, 64, name="x").softmax().schedule()[0].kernel
+    yield "softmax-max", Tensor.empty(12, 64, name="x").max(1, keepdim=True).schedule()[0].kernel
     yield "ew-odd", (Tensor.empty(1000, name="y") * 2 + 1).schedule()[0].kernel
     yield "conv", (Tensor.empty(1, 3, 6, 6, name="x").conv2d(Tensor.empty(4, 3, 3, 3, name="w"), padding=1)
                    ).schedule()[0].kernel

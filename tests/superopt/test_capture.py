@@ -51,10 +51,10 @@ def test_record_only_mode_and_merge(tmp_path):
     with superopt.capture(execute=False) as cap:
         Tensor._data["x_in"] = np.zeros((64, 32), np.float32)
         try:
-            out = x.softmax(1).numpy()
+            out = x.softmax(1).sum(0).numpy()          # max, sum of exp, column sums of the normalized rows
         finally:
             del Tensor._data["x_in"]
-    assert out.shape == (64, 32) and len(cap.kernels) >= 2
+    assert out.shape == (32,) and len(cap.kernels) >= 2
     cap.save(tmp_path)
     cap.save(tmp_path)                                   # a second capture into the same dir adds counts
     assert all(e["count"] == 2 for e in read_manifest(tmp_path)["kernels"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from superopt.ir.kernelize import ROW_MAX
 from superopt.cli import main
 from superopt.io import load_kernel, load_steps
 from superopt.kernels import KINDS
@@ -37,8 +38,8 @@ def test_new_help_lists_every_kind_with_defaults(capsys):
     (["bmm", "B=2", "M=4", "N=4", "K=8", "b_layout=nk", "dtype=fp16"], "gemm"),
     (["conv2d", "N=1", "C=4", "H=6", "W=6", "K=4", "stride=2", "groups=2", "layout=nhwc", "dtype=f16"], "conv"),
     (["rowsum", "M=4", "N=32"], "reduce"),
-    (["softmax", "M=4", "N=32"], "elementwise"),
-    (["layernorm", "M=4", "N=32"], "elementwise"),
+    (["softmax", "M=4", "N=32"], "row"),
+    (["layernorm", "M=4", "N=32"], "row"),
     (["fma", "n=100"], "elementwise"),
     (["transpose", "M=3", "N=5"], "elementwise"),
 ])
@@ -56,14 +57,15 @@ def test_new_then_show(tmp_path, capsys, argv, kind, ext):
 
 def test_multi_kernel_program_and_main_only(tmp_path, capsys):
     f, g = tmp_path / "s.pkl", tmp_path / "m.pkl"
-    assert _run(capsys, "new", "softmax", "M=4", "N=8", "-o", str(f))[0] == 0
+    n = f"N={2 * ROW_MAX}"   # rows too long for one row kernel: max, sum of exp, normalize
+    assert _run(capsys, "new", "softmax", "M=2", n, "-o", str(f))[0] == 0
     steps, main_i = load_steps(f)
     assert len(steps) == 3 and main_i == 2
     rc, out, _ = _run(capsys, "show", str(f))
     assert rc == 0 and "program: 3 kernels, main kernel: step 2" in out and out.count("kernel ") >= 3
     rc, out, _ = _run(capsys, "show", str(f), "--step", "0")
     assert rc == 0 and "max[r1]" in out
-    assert _run(capsys, "new", "softmax", "M=4", "N=8", "--main-only", "-o", str(g))[0] == 0
+    assert _run(capsys, "new", "softmax", "M=2", n, "--main-only", "-o", str(g))[0] == 0
     assert len(load_steps(g)[0]) == 1 and load_kernel(g).key == steps[2].kernel.key
 
 
