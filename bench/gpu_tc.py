@@ -7,11 +7,15 @@ shared-layout solve; the proof result and the layout are recorded), the emulator
 conflict count of that schedule (first block only; ``--emu`` to compute, it is pure
 CPU work), then ``bench/gpu.py``'s own verify-and-time path (fresh random inputs against
 the reference, CUDA events, L2 flushed, rotated inputs, median) and torch timed the same
-way in the same process. ``--variants`` also times a few other tile shapes of each GEMM
+way in the same process. ``--split-k`` times split-K plans (ir/splitk.py: a partial
+tensor-core GEMM on a grid S times larger, then a combine kernel; both verified end to
+end, the sum of their median times) of GEMMs whose grids underfill the SMs
+(1024x1024x8192, 512x512x4096), for S = 2, 4, 8 and the model's pick, next to the unsplit
+kernel and torch. ``--variants`` also times a few other tile shapes of each GEMM
 (verified the same way) to show where the hand rule stands; ``--solver`` the optimum of
 the tensor-core space under the model (search/tc_space.py). Prints a table last.
 
-    python3 bench/gpu_tc.py --out tc.json [--emu] [--variants] [--solver] [--only NAME,...]
+    python3 bench/gpu_tc.py --out tc.json [--emu] [--variants] [--solver] [--split-k] [--only NAME,...]
 """
 from __future__ import annotations
 
@@ -111,6 +115,58 @@ def time_schedule(k, s, be, reps, rng) -> dict:
             "local_bytes": c.handle.local_bytes}
 
 
+SPLIT_K_SHAPES = ((1024, 1024, 8192), (512, 512, 4096))
+
+
+def split_k_rows(be, reps: int, rng) -> list[dict]:
+    """Split-K plans against the unsplit tensor-core kernel and torch, per shape."""
+    from superopt.backends.base import Failure
+    from superopt.search import tc_space
+    from superopt.vendor import time_torch, torch_fn, torch_inputs
+    from superopt.verify import compare, poison, random_inputs
+    out = []
+    for M, N, K in SPLIT_K_SHAPES:
+        w = Workload.make("matmul", name=f"splitk_{M}x{N}x{K}_fp16", M=M, N=N, K=K, dtype="float16")
+        k = w.kernel
+        (t_un, s_un), = tc_space.best(k, _M, 1)
+        t0 = time.perf_counter()
+        pick = tc_space.split_k(k, _M)
+        r = {"workload": w.name, "flops": w.flops, "unsplit": {"describe": s_un.describe(k), "modeled_s": t_un,
+                                                              "blocks": s_un.blocks(), **time_schedule(k, s_un, be, reps, rng)},
+             "model_pick": pick.splits if pick else None, "split_solve_s": time.perf_counter() - t0, "plans": []}
+        for n in sorted({2, 4, 8} | ({pick.splits} if pick else set())):
+            plan = tc_space.split_plan(k, _M, n, t_un)
+            if plan is None: continue
+            rec = {"splits": n, "modeled_s": plan.modeled_s, "partial": plan.partial_schedule.describe(plan.partial),
+                   "combine": plan.combine_schedule.describe(plan.combine), "blocks": plan.partial_schedule.blocks()}
+            c1, c2 = (be.compile(lower(x, s, be.machine)) for x, s in
+                      ((plan.partial, plan.partial_schedule), (plan.combine, plan.combine_schedule)))
+            if isinstance(c1, Failure) or isinstance(c2, Failure):
+                out_fail = c1 if isinstance(c1, Failure) else c2
+                r["plans"].append({**rec, "ok": False, "failure": str(out_fail)}); continue  # noqa: E702
+            ins = [a.reshape(-1) for a in random_inputs(k, rng)]
+            part = be.run(c1, ins, poison(plan.partial.output))
+            res = be.run(c2, [part], poison(k.output)) if isinstance(part, np.ndarray) else part
+            if not isinstance(res, np.ndarray):
+                r["plans"].append({**rec, "ok": False, "failure": str(res)}); continue  # noqa: E702
+            v = compare(k, res, [a.reshape(k.inputs[i].shape) for i, a in enumerate(ins)], rng)
+            t1 = be.time(c1, ins, poison(plan.partial.output), runs=reps)
+            t2 = be.time(c2, [part], poison(k.output), runs=reps)
+            ok_t = not isinstance(t1, Failure) and not isinstance(t2, Failure)
+            r["plans"].append({**rec, "ok": v.ok, "rel_err": v.rel_err,
+                               "median_s": t1.median_s + t2.median_s if ok_t else None,
+                               "partial_s": t1.median_s if ok_t else None, "combine_s": t2.median_s if ok_t else None})
+        fn = torch_fn(w, torch_inputs(w, w.random_inputs(seed=1)))
+        r["torch_s"] = statistics.median(time_torch(fn, reps, _M.l2_bytes))
+        out.append(r)
+        un = r["unsplit"].get("median_s")
+        print(f"{w.name}: unsplit {un * 1e3 if un else float('nan'):.3f} ms, torch {r['torch_s'] * 1e3:.3f} ms, model picks S={r['model_pick']}", flush=True)
+        for p in r["plans"]:
+            print(f"    S={p['splits']}: ok={p['ok']} " + (f"{p['median_s'] * 1e3:.3f} ms (partial {p['partial_s'] * 1e3:.3f} + combine "
+                  f"{p['combine_s'] * 1e3:.3f}), modeled {p['modeled_s'] * 1e3:.3f} ms" if p.get("median_s") else p.get("failure", "")), flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     global _M
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -120,6 +176,7 @@ def main(argv=None) -> int:
     ap.add_argument("--emu", action="store_true", help="count bank conflicts on the emulator (first block)")
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--solver", action="store_true", help="also time the tensor-core space's optimum under the model (search/tc_space)")
+    ap.add_argument("--split-k", action="store_true", help="time split-K plans of GEMMs whose grids underfill the SMs")
     ap.add_argument("--no-gpu", action="store_true", help="schedules, solver and emulator only")
     args = ap.parse_args(argv)
     command = "python3 bench/gpu_tc.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -176,6 +233,7 @@ def main(argv=None) -> int:
                   + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
     out = {"command": command, "device": be.device if be else None, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "results": results}
+    if args.split_k and be is not None: out["split_k"] = split_k_rows(be, args.reps, rng)
     if be is not None: be.close()
     if args.out:
         with open(args.out, "w") as f: json.dump(out, f, indent=1, default=str)
