@@ -40,7 +40,10 @@ def bench_kernel(name: str, full: bool) -> dict:
     hs = rules.hand(k, m)
     hand = next((e for e in evals if e.schedule == hs), None) or rules.evaluate(k, hs, m, ins)
     r = {"kernel": w.name, "hand": row(k, hand), "solver": row(k, best),
-         "candidates": len(evals), "candidates_exact": sum(bool(e.exact) for e in evals), "choose_s": round(solve_s, 1)}
+         "candidates": len(evals), "candidates_exact": sum(bool(e.exact) for e in evals), "choose_s": round(solve_s, 1),
+         # every candidate's modeled cycles: what the choice (blocking, 3->4 padding, unroll) was made from
+         "candidate_cycles": [{"describe": e.schedule.describe(k), "qemu_exact": e.exact,
+                               "z3_pipelined_cycles": e.cycles.z3_pipelined_cycles if e.cycles else None} for e in evals]}
     if hand.cycles and best.cycles:
         r["solver_over_hand_cycles"] = round(best.cycles.z3_pipelined_cycles / hand.cycles.z3_pipelined_cycles, 3)
     return r

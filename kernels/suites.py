@@ -13,7 +13,9 @@ Choices written down:
 - membound: fp32 row sum 16384^2, softmax 8192^2, layernorm 8192x1024 (BERT rows),
   a*b+c over 2^26 elements.
 - dsp: int8 NHWC at batch 1 with per-channel requantize to int8 (MobileNet/ResNet-like
-  edge shapes), depthwise 3x3, int8 matmul (int32 out).
+  edge shapes), depthwise 3x3, int8 matmul (int32 out). The small stride-2 depthwise has
+  12 channels, not a multiple of 8: its stores are 4-byte partial vectors (predicated on
+  Hexagon) at offsets that are not multiples of 8.
 """
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ def _dsp(s: bool) -> list[Workload]:
         _w("qconv3x3_nhwc_1x56x56x64_k64", "qconv2d", _qconv(1, 56, 64, 64, 3), dict(H=6, W=6, C=8, K=8), s),
         _w("qconv5x5_nhwc_1x28x28x32_k32", "qconv2d", _qconv(1, 28, 32, 32, 5), dict(H=6, W=6, C=4, K=8), s),
         _w("qdwconv3x3_nhwc_1x112x112x32", "qconv2d", _qconv(1, 112, 32, 32, 3, groups=32), dict(H=6, W=6, C=8, K=8, groups=8), s),
-        _w("qdwconv3x3s2_nhwc_1x112x112x64", "qconv2d", _qconv(1, 112, 64, 64, 3, 2, 64), dict(H=7, W=7, C=4, K=4, groups=4), s),
+        _w("qdwconv3x3s2_nhwc_1x112x112x64", "qconv2d", _qconv(1, 112, 64, 64, 3, 2, 64), dict(H=7, W=7, C=12, K=12, groups=12), s),
         _w("qmatmul_1024x1024x1024", "matmul", dict(M=1024, N=1024, K=1024, dtype="int8"), dict(M=16, N=16, K=32), s),
     ]
 

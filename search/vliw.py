@@ -416,7 +416,8 @@ def _lower_bound(instrs: list[Instr]) -> int:
 def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None) -> PackResult:
     """Fewest packets (cycles) for one straight pass through the block. ``upper``: the
     cycles of a known feasible schedule (clang's, replayed); the search is a bisection
-    below it, and an inconclusive solver answer keeps the bound unproved."""
+    below it, and an inconclusive solver answer keeps the bound unproved. At the cycles
+    found, the packing with the fewest non-empty packets is kept (``issued``)."""
     t0 = time.perf_counter()
     n = len(instrs)
     deps = dependences(instrs, loop=False)
@@ -435,10 +436,24 @@ def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None)
             proved = False
             lo = mid + 1
         if upper is None and r == z3.sat: break
+    if asg: asg = _fewest_issued(instrs, deps, best, asg, timeout_s)
     return PackResult(best, len(set(asg)) if asg else -1, asg, proved, time.perf_counter() - t0)
 
 
-def _pack_check(instrs: list[Instr], deps: list[Dep], p: int, timeout_s: float):
+def _fewest_issued(instrs: list[Instr], deps: list[Dep], p: int, asg: list[int], timeout_s: float) -> list[int]:
+    """At ``p`` cycles, the schedule with the fewest non-empty packets (bisection; an
+    inconclusive answer keeps the best found): among equally fast packings, the one that
+    issues fewest packets (stall cycles are empty packets)."""
+    lo, issued = _lower_bound(instrs), len(set(asg))
+    while lo < issued:
+        k = (lo + issued - 1) // 2
+        r, a = _pack_check(instrs, deps, p, timeout_s, max_issued=k)
+        if r == z3.sat: asg, issued = a, len(set(a))
+        else: lo = k + 1
+    return asg
+
+
+def _pack_check(instrs: list[Instr], deps: list[Dep], p: int, timeout_s: float, max_issued: int | None = None):
     n = len(instrs)
     cyc = [z3.Int(f"c{i}") for i in range(n)]
     s = z3.Solver()
@@ -448,6 +463,8 @@ def _pack_check(instrs: list[Instr], deps: list[Dep], p: int, timeout_s: float):
     s.add(_resource_constraints(instrs, cyc, p))
     for d in deps: s.add(cyc[d.dst] >= cyc[d.src] + d.latency)
     s.add([cyc[i] == p - 1 for i in range(n) if instrs[i].branch])
+    if max_issued is not None:   # at most this many packets hold an instruction
+        s.add(z3.PbLe([(z3.Or([c == q for c in cyc]), 1) for q in range(p)], max_issued))
     r = s.check()
     return r, ([s.model().eval(c).as_long() for c in cyc] if r == z3.sat else [])
 

@@ -14,7 +14,10 @@ register and int8 lanes to byte vectors). What differs here:
   so the result is bit-identical). Operands are packed four bytes to a word: one
   unaligned 32-bit load when the four bytes are adjacent in memory, byte packing
   otherwise; a lane-uniform word is splat across the vector. A reduction padded from 3
-  to 4 (schedule) gives its fourth product from a masked load, i.e. zero.
+  to 4 (schedule) gives its fourth product from a masked load, i.e. zero;
+- an int8 output computed by the integer requantize of ``kernels.builders`` is stored by
+  the HVX sequence of ``requant`` (rounding/saturating shift-packs, a Q15 fractional
+  multiply, ``vdeal`` back to channel order) with predicated byte stores.
 """
 from __future__ import annotations
 
@@ -133,7 +136,7 @@ class HexagonRenderer(CRenderer):
         ok = self.ex(valid, d)
         keep = f"so_lane_mask({ok})" if self.is_vec(valid) else \
             f"so_first({self.L})" if ok == "1" else f"({ok} ? so_first({self.L}) : Q6_V_vzero())"
-        self.emit(f"so_vstore_masked(&{buf}[{base}], so_requant(so_hvx({x}), so_hvx({m}), {rq.pre}, {rq.post}), {keep});", d)
+        self.emit(f"so_vstore_masked(&{buf}[{base}], so_requant(so_hvx({x}), so_hvx({m}), {rq.pre}, {rq.post}), {keep}, {self.L});", d)
         self.requants += 1
 
     def stmt(self, s: Stmt, d: int) -> None:

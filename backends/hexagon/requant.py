@@ -24,7 +24,7 @@ the 128-byte vector) are written with predicated aligned stores (``if (Q) vmem(.
 Q6_vmem_QRIV): the data and a 0/1 byte mask (first L bytes, or the lanes' valid mask)
 are rotated to the address's offset in its 128-byte line (``vlalign``), turned into a
 predicate (``vand(V,R)``) and split at the line end (``vsetq``) into a store to the
-line and, when the bytes cross it, one to the next line.
+line and, only when the L bytes cross it, one to the next line.
 """
 from __future__ import annotations
 
@@ -52,14 +52,14 @@ static inline HVX_Vector so_requant(HVX_Vector x, HVX_Vector m, int pre, int pos
 static inline HVX_Vector so_first(int n) { return Q6_V_vand_QR(Q6_Q_vsetq2_R(n), 0x01010101); }
 /* int32 lanes holding 0/1 -> the same mask in bytes 0..31 */
 static inline HVX_Vector so_lane_mask(vi ok) { return Q6_Vb_vdeal_Vb(Q6_Vb_vdeal_Vb(so_hvx(ok))); }
-/* the bytes of v whose mask byte is 1 to p + i (any alignment): predicated aligned stores */
-static inline void so_vstore_masked(void *p, HVX_Vector v, HVX_Vector keep) {
+/* the bytes i < n of v whose mask byte is 1 to p + i (any alignment): predicated aligned stores */
+static inline void so_vstore_masked(void *p, HVX_Vector v, HVX_Vector keep, unsigned n) {
   unsigned off = (unsigned)p & 127u;
   HVX_Vector *line = (HVX_Vector *)((unsigned)p & ~127u);
   HVX_Vector r = Q6_V_vlalign_VVR(v, v, off), k = Q6_V_vlalign_VVR(keep, keep, off);
   HVX_VectorPred q = Q6_Q_vand_VR(k, 0x01010101), head = Q6_Q_vsetq_R(off);
   Q6_vmem_QRIV(Q6_Q_and_QQn(q, head), line, r);
-  if (off) Q6_vmem_QRIV(Q6_Q_and_QQ(q, head), line + 1, r);
+  if (off + n > 128u) Q6_vmem_QRIV(Q6_Q_and_QQ(q, head), line + 1, r);
 }
 """
 

@@ -78,7 +78,7 @@ int so_main(void) {
     if (so_read_all(x, 128) || so_read_all(m, 128) || so_read_all(arg, 16) || so_read_all(ok, 128)) return 3;
     for (int i = 0; i < 512; i++) o[i] = 0x5a;
     HVX_Vector keep = arg[3] ? so_first(arg[3]) : so_lane_mask(*(vi *)ok);
-    so_vstore_masked(o + arg[2], so_requant(*(HVX_Vector *)x, *(HVX_Vector *)m, arg[0], arg[1]), keep);
+    so_vstore_masked(o + arg[2], so_requant(*(HVX_Vector *)x, *(HVX_Vector *)m, arg[0], arg[1]), keep, 32);
     if (so_write_all(o, 512)) return 4;
   }
   return 0;
@@ -123,9 +123,14 @@ def test_dsp_hand_rule_bit_exact(name):
 @pytest.mark.parametrize("name", list(DSP))
 def test_dsp_every_candidate_bit_exact(name):
     """Register blocking, reduction unrolls and 3->4 padding: all of them verify."""
-    for s in rules.candidates(DSP[name].kernel, M):
+    k = DSP[name].kernel
+    for s in rules.candidates(k, M):
+        if k.output.dtype.name == "int8":   # the requantize goes through HVX, never the scalar fallback
+            r = _renderer(lower(k, s, M))
+            r.render()
+            assert r.requants == s.upcast() // s.vector, s.describe(k)
         got, want = _run(DSP[name], s)
-        assert np.array_equal(got, want), s.describe(DSP[name].kernel)
+        assert np.array_equal(got, want), s.describe(k)
 
 
 def _renderer(program):

@@ -103,6 +103,14 @@ def test_early_source_latency():
     assert vliw.replay([[c("v0.w = vadd(v1.w,v2.w)")], [c("v3.w = vrmpy(v0.b,v4.b)")]]) == 3
 
 
+def test_fewest_issued_packets_at_the_fewest_cycles():
+    c = vliw.classify
+    # the early-source stall makes 3 cycles; the two independent adds fill packets that issue anyway
+    block = [c("v0.w = vadd(v1.w,v2.w)"), c("v3.w = vrmpy(v0.b,v4.b)"), c("r1 = add(r2,#1)"), c("r3 = add(r4,#1)")]
+    r = vliw.pack(block)
+    assert r.packets == 3 and r.issued == 2 and r.assignment[2] != 1 and r.assignment[3] != 1
+
+
 def test_loop_parse_and_pipeline():
     loops = vliw.innermost_loops(LOOP_ASM)
     assert [l.label for l in loops] == [".LBB0_6"]
