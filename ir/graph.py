@@ -31,6 +31,8 @@ def _shape(n: Node) -> Shape:
     if n.op is Ops.PAD:
         return tuple(d + b + a for d, (b, a) in zip(shape(n.src[0]), n.arg))
     if n.op is Ops.SHRINK: return tuple(e - b for b, e in n.arg)
+    if n.op is Ops.ARANGE: return (n.arg,)
+    if n.op is Ops.GATHER: return shape(n.src[1]) + shape(n.src[0])[1:]
     raise ValueError(f"{n.op} has no graph shape")
 
 
@@ -94,6 +96,18 @@ def shrink(x: Node, s: tuple[tuple[int, int], ...]) -> Node:
     if len(s) != len(shape(x)) or any(not 0 <= b < e <= d for (b, e), d in zip(s, shape(x))):
         raise ValueError(f"bad shrink {s} for shape {shape(x)}")
     return x if all(b == 0 and e == d for (b, e), d in zip(s, shape(x))) else Node(Ops.SHRINK, x.dtype, (x,), s)
+
+
+def arange(n: int) -> Node:
+    if int(n) <= 0: raise ValueError(f"arange({n}): the length must be positive")
+    return Node(Ops.ARANGE, dt.int32, (), int(n))
+
+
+def gather(table: Node, ids: Node) -> Node:
+    """Rows of ``table`` (along its first axis) at integer ``ids``; ids out of range read 0."""
+    if not shape(table): raise ValueError("gather: the table needs at least one axis")
+    if not ids.dtype.is_int: raise ValueError(f"gather: ids must be integers, not {ids.dtype.name}")
+    return Node(Ops.GATHER, table.dtype, (table, ids))
 
 
 def is_movement(n: Node) -> bool: return n.op in MOVEMENT

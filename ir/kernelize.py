@@ -323,6 +323,16 @@ class _Builder:
             s = self.slot(Buffer(name, n.dtype, shape(n)))
             return Node(Ops.LOAD, n.dtype, (linear(list(idx), shape(n)), gate), s)
         if n.op is Ops.CONST: return n
+        if n.op is Ops.ARANGE:   # the index itself: nothing is read
+            return idx[0] if gate is TRUE else alu(Ops.WHERE, gate, idx[0], const(0, dt.int32))
+        if n.op is Ops.GATHER:   # the table read at an index computed from the ids
+            nid = len(shape(n.src[1]))
+            row = self.visit(n.src[1], idx[:nid], gate)
+            row = row if row.dtype is dt.int32 else Node(Ops.CAST, dt.int32, (row,))
+            inside = and_(lt(const(-1, dt.int32), row), lt(row, shape(n.src[0])[0]))
+            inner = self.visit(n.src[0], (row,) + tuple(idx[nid:]), and_(gate, inside))
+            if inner.op is Ops.LOAD or (inner.op is Ops.CONST and inner.arg == 0): return inner
+            return alu(Ops.WHERE, inside, inner, const(0, inner.dtype))
         if n.op is Ops.CAST:
             return Node(Ops.CAST, n.dtype, (self.visit(n.src[0], idx, gate, rowvars),))
         if n.op in ALU:

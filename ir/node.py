@@ -38,6 +38,9 @@ class Ops(Enum):
     REDUCE = "reduce"
     # movement (lazy graph only)
     RESHAPE = "reshape"; PERMUTE = "permute"; EXPAND = "expand"; PAD = "pad"; SHRINK = "shrink"  # noqa: E702
+    # index-generating (lazy graph only; a kernel computes them from its indices, never reads them)
+    ARANGE = "arange"  # 0..n-1 (int32): arg=n
+    GATHER = "gather"  # src=(table, ids): table rows at ids; shape ids.shape + table.shape[1:]
 
     def __repr__(self) -> str: return f"Ops.{self.name}"
 

@@ -49,6 +49,39 @@ class Tensor:
         c = Tensor(const(value, dtype))
         return c.reshape((1,) * len(shape)).expand(tuple(shape)) if shape else c
 
+    @staticmethod
+    def arange(n: int, dtype: dt.DType = dt.int32) -> "Tensor":
+        """0, 1, ..., n-1. Never a buffer: every kernel that reads it computes it from its index."""
+        t = Tensor(g.arange(n))
+        return t if dtype is dt.int32 else t.cast(dtype)
+
+    def one_hot(self, classes: int, dtype: dt.DType = dt.float32) -> "Tensor":
+        """Integer ids -> one-hot rows along a new last axis (computed in place, like arange)."""
+        ids = self.reshape(self.shape + (1,)).expand(self.shape + (classes,))
+        rng = Tensor.arange(classes).reshape((1,) * self.ndim + (classes,)).expand(self.shape + (classes,))
+        return ids.cast(dt.int32).eq(rng).cast(dtype)
+
+    def embedding(self, ids: "Tensor") -> "Tensor":
+        """Rows of this (vocab, ...) table at integer ``ids`` (shape ids.shape + row shape):
+        one gather, no one-hot matmul; ids outside the table read zeros."""
+        return Tensor(g.gather(self.node, ids.node))
+
+    @staticmethod
+    def dropout_mask(shape: Sequence[int], p: float, seed: int = 0) -> "Tensor":
+        """Keep-mask (bool) dropping a fraction ``p``: an integer hash of each element's flat
+        index and ``seed`` (deterministic, computed in place: no random buffer is read)."""
+        if not 0.0 <= p < 1.0: raise ValueError(f"dropout probability {p} not in [0, 1)")
+        n = math.prod(shape)
+        h = (Tensor.arange(n) * 0x5BD1E995) ^ (int(seed) & 0x7FFFFFFF)   # wrapping int32 arithmetic
+        h = h & 0x7FFFFFFF
+        h = ((h ^ (h >> 15)) * 0x27D4EB2F) & 0x7FFFFFFF
+        h = h ^ (h >> 13)
+        return ((h & 0xFFFFFF) >= int(round(p * (1 << 24)))).reshape(tuple(shape))
+
+    def dropout(self, p: float, seed: int = 0) -> "Tensor":
+        """Zero a fraction ``p`` of the elements (``dropout_mask``), scale the rest by 1/(1-p)."""
+        return Tensor.dropout_mask(self.shape, p, seed).where(self * (1.0 / (1.0 - p)), 0.0)
+
     # ---- properties ---------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]: return g.shape(self.node)

@@ -140,7 +140,7 @@ def _softmax(p):
     return x.softmax(-1), [x]
 
 
-register(Kind("softmax", "row softmax of x[M,N] (3 kernels: max, sum of exp, normalize)",
+register(Kind("softmax", "row softmax of x[M,N] (one row kernel: max, sum of exp, normalize)",
               (Param("M", 1024), Param("N", 1024), Param("dtype", F32)), _softmax, lambda p, x: ref.softmax(x)))
 
 
@@ -150,7 +150,7 @@ def _layernorm(p):
     return x.layernorm(-1, p["eps"]) * g + b, [x, g, b]
 
 
-register(Kind("layernorm", "row layernorm of x[M,N] with gamma, beta (3 kernels: mean, variance, normalize)",
+register(Kind("layernorm", "row layernorm of x[M,N] with gamma, beta (one row kernel: mean, variance, normalize)",
               (Param("M", 1024), Param("N", 1024), Param("eps", 1e-5), Param("dtype", F32)),
               _layernorm, lambda p, x, g, b: ref.layernorm(x, g, b, p["eps"])))
 
@@ -160,12 +160,27 @@ def _rmsnorm(p):
     return x.rmsnorm(-1, p["eps"]) * g, [x, g]
 
 
-register(Kind("rmsnorm", "row RMSnorm of x[M,N] with gamma (2 kernels: mean square, normalize)",
+register(Kind("rmsnorm", "row RMSnorm of x[M,N] with gamma (one row kernel: mean square, normalize)",
               (Param("M", 1), Param("N", 4096), Param("eps", 1e-6), Param("dtype", F16)),
               _rmsnorm, lambda p, x, g: ref.rmsnorm(x, g, p["eps"])))
 
 
 # ---- elementwise and movement ----------------------------------------------------------------
+def _embedding(p):
+    ids = _in("ids", p["T"], dtype=dt.int32)
+    table = _in("table", p["V"], p["D"], dtype=p["dtype"])
+    return table.embedding(ids).dropout(p["p"], p["seed"]), [ids, table]
+
+
+register(Kind("embedding", "out[T,D] = dropout(table[V,D][ids[T]]) with an index-hash keep-mask (one kernel: "
+              "gather, mask and scale; no range, mask or one-hot buffer)",
+              (Param("T", 8192, "tokens"), Param("V", 30522, "vocabulary"), Param("D", 1024), Param("p", 0.1),
+               Param("seed", 0, "mask seed", minimum=0), Param("dtype", F32)),
+              _embedding, lambda p, ids, table: ref.embedding_dropout(ids, table, p["p"], p["seed"]),
+              ranges=lambda p: {"ids": (0, p["V"] - 1)}))
+
+
+
 def _rotary(p):
     s, h, d = p["S"], p["H"], p["D"]
     if d % 2: raise ValueError(f"rotary: D={d} must be even")

@@ -34,6 +34,24 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, pad: int = 0, groups: 
     return out
 
 
+def dropout_keep(shape: tuple[int, ...], p: float, seed: int) -> np.ndarray:
+    """The keep-mask of ``Tensor.dropout_mask``: a hash of each element's flat index (int32
+    arithmetic wrapping mod 2^32), kept where its low 24 bits reach p * 2^24."""
+    i = np.arange(int(np.prod(shape)), dtype=np.uint64)
+    h = ((i * 0x5BD1E995) % (1 << 32)) ^ (seed & 0x7FFFFFFF)
+    h &= 0x7FFFFFFF
+    h = (((h ^ (h >> 15)) * 0x27D4EB2F) % (1 << 32)) & 0x7FFFFFFF
+    h ^= h >> 13
+    return ((h & 0xFFFFFF) >= int(round(p * (1 << 24)))).reshape(shape)
+
+
+def embedding_dropout(ids: np.ndarray, table: np.ndarray, p: float, seed: int) -> np.ndarray:
+    """Rows of ``table`` at ``ids`` (ids outside the table give zeros), dropout with ``dropout_keep``."""
+    ok = (ids >= 0) & (ids < table.shape[0])
+    rows = np.where(ok[..., None], table[np.clip(ids, 0, table.shape[0] - 1)], 0)
+    return np.where(dropout_keep(rows.shape, p, seed), rows / (1.0 - p), 0.0)
+
+
 def requantize(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, pre: int, post: int) -> np.ndarray:
     """int32 accumulator + per-channel bias, rounding shift right by ``pre`` saturated to
     int16, times the per-channel Q15 multiplier (rounded half up), rounding shift right by

@@ -63,6 +63,9 @@ def torch_fn(w: Workload, xs) -> Callable[[], object] | None:
     if k == "layernorm": return lambda: F.layer_norm(xs[0], (p["N"],), xs[1], xs[2], p["eps"])
     if k == "rmsnorm": return lambda: F.rms_norm(xs[0], (p["N"],), xs[1], p["eps"])
     if k == "fma": return lambda: torch.addcmul(xs[2], xs[0], xs[1])
+    if k == "embedding":  # torch draws its own dropout mask: the same work, another mask
+        ids = xs[0].long()
+        return lambda: F.dropout(F.embedding(ids, xs[1]), p["p"], training=True)
     if k == "rotary":
         h = p["D"] // 2
         x, c, s = xs[0], xs[1][:, None, :], xs[2][:, None, :]
@@ -138,6 +141,7 @@ def tinygrad_program(w: Workload, xs):
     if k == "layernorm": return xs[0].layernorm(-1, p["eps"]) * xs[1] + xs[2]
     if k == "rmsnorm": return xs[0] * (xs[0].square().mean(-1, keepdim=True) + p["eps"]).rsqrt() * xs[1]
     if k == "fma": return xs[0] * xs[1] + xs[2]
+    if k == "embedding": return None  # tinygrad's dropout draws its own random buffer: not the same program
     if k == "rotary":
         h = p["D"] // 2
         x, c, s = xs[0], xs[1].unsqueeze(1), xs[2].unsqueeze(1)

@@ -20,8 +20,10 @@ from .worker import WorkerPool
 # -fno-tree-loop-if-convert: GCC 12.2 at -O3 -march=native (AVX-512) -fopenmp miscompiles a
 # select over an if-converted, OpenMP-outlined block loop (`c ? x : 0` came out as x; found by
 # the random-kernel test, reproduced outside superopt); without if-conversion the code is right.
+# -fwrapv: integer arithmetic wraps like the reference interpreter (signed overflow is
+# otherwise undefined in C, and -O3 exploits it: an index hash came out wrong).
 CFLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
-          "-fno-tree-loop-if-convert", "-std=gnu11"]
+          "-fno-tree-loop-if-convert", "-fwrapv", "-std=gnu11"]
 
 
 def cache_dir() -> Path:

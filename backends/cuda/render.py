@@ -141,6 +141,9 @@ class _Renderer:
         if op is Ops.REG: return f"{n.arg}[({src[0]}) * {self.p.lanes} + {lane}]" if self.p.lanes > 1 else f"{n.arg}[{src[0]}]"
         if op is Ops.SHARED: return to_compute(f"{n.arg}[{src[0]}]", self.shared_dt[n.arg])
         f = n.dtype.is_float
+        if op in (Ops.ADD, Ops.MUL, Ops.SHL) and n.dtype is dt.int32 and not -2**31 <= n.vmin <= n.vmax < 2**31:
+            # may overflow (an index hash): wrap like the reference, in unsigned arithmetic (signed overflow is undefined)
+            return f"(int)((unsigned){src[0]} {dict(ADD='+', MUL='*', SHL='<<')[op.name]} (unsigned){src[1]})"
         if op is Ops.ADD: return f"({src[0]} + {src[1]})" if n.dtype.kind != "b" else f"({src[0]} || {src[1]})"
         if op is Ops.MUL: return f"({src[0]} * {src[1]})" if n.dtype.kind != "b" else f"({src[0]} && {src[1]})"
         if op is Ops.MAX: return f"fmaxf({src[0]}, {src[1]})" if f else f"max({src[0]}, {src[1]})"

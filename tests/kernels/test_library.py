@@ -77,7 +77,7 @@ def test_large_kernel_spot_checked_at_points():
 
 
 def test_every_kind_builds_with_defaults_and_runs_small():
-    small = {"M": 4, "N": 8, "K": 8, "B": 2, "C": 4, "H": 5, "W": 5, "n": 50, "S": 2, "D": 8, "eps": 1e-5}
+    small = {"M": 4, "N": 8, "K": 8, "B": 2, "C": 4, "H": 5, "W": 5, "n": 50, "S": 2, "D": 8, "eps": 1e-5, "T": 6, "V": 20}
     for kind in KINDS.values():
         params = {p.name: small[p.name] for p in kind.params if p.name in small}
         w = Workload.make(kind.name, **params)
