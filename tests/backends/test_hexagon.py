@@ -13,7 +13,7 @@ from superopt.backends.hexagon import profile, requant, rules, tools
 from superopt.ir.interpret import run_kernel
 from superopt.ir.lower import lower
 from superopt.ir.schedule import Schedule
-from superopt.kernels import reference as ref
+from superopt.kernels import Workload, reference as ref
 from superopt.kernels.suites import suite
 from superopt.search.machine import load
 
@@ -112,6 +112,16 @@ def test_requantize_rendered_with_hvx():
     asm = tools.assembly(src)
     for ins in ("vasr(", "):rnd:sat", "vmpy(", "vdeal(", "vlalign(", "if (q"):
         assert ins in asm, ins
+
+
+@pytest.mark.parametrize("params", [dict(H=4, W=4, C=8, K=32, R=3, S=3, pad=1),           # 32 lanes: a full vector
+                                    dict(H=5, W=5, C=24, K=24, R=3, S=3, pad=1, groups=24),  # 3 stores a pixel
+                                    dict(H=3, W=5, C=4, K=40, R=1, S=1, pad=0)])
+def test_requantize_other_channel_counts(params):
+    w = Workload.make("qconv2d", N=1, **params)
+    for s in [rules.hand(w.kernel, M), rules.candidates(w.kernel, M)[-1]]:
+        got, want = _run(w, s)
+        assert np.array_equal(got, want), s.describe(w.kernel)
 
 
 @pytest.mark.parametrize("name", list(DSP))
