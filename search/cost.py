@@ -33,6 +33,9 @@ from ..ir.schedule import Level, Schedule, vector_axis
 # ALU ops that cost more than one issue slot per lane (transcendentals run as short
 # polynomial sequences).
 OP_WEIGHT = {Ops.EXP2: 8.0, Ops.LOG2: 8.0, Ops.SIN: 16.0, Ops.SQRT: 4.0, Ops.RECIP: 4.0}
+# ... of which these run lane by lane on a CPU whatever the vector width (measured: a
+# 16-lane exp-sum is no faster than a scalar one)
+LANE_OPS = frozenset({Ops.EXP2, Ops.LOG2, Ops.SIN})
 
 
 # ---- arithmetic backends ----------------------------------------------------------
@@ -52,6 +55,10 @@ class Numeric:
     def select_le(x, c, a, b):
         """``a`` if ``x <= c`` else ``b``."""
         return a if x <= c else b
+    @staticmethod
+    def cases(choice, fn):
+        """``fn`` of a discrete choice (the solver's backend: of each option, selected)."""
+        return fn(choice)
 
 
 NUMERIC = Numeric()
@@ -75,6 +82,9 @@ class Facts:
     accesses: tuple[Access, ...]
     vector_axis: int | None
     itemsize: int            # of the output (SIMD lanes are counted in it)
+    rows: tuple[int, ...] = ()   # a row kernel's row axes (its REDUCEs fold them)
+    passes: int = 1              # passes over each row: one per REDUCE, one to store
+    lane_work: float = 0.0       # the part of ``work`` in LANE_OPS
 
     @property
     def outs(self) -> list[int]: return [a for a, r in enumerate(self.reduce) if not r]
@@ -87,12 +97,13 @@ class Facts:
 def facts(k: Kernel) -> Facts:
     """The kernel's sizes, weighted work and buffer access patterns."""
     inner = set(k.reduce.src[0].toposort()) if k.reduce else set()
-    work = 0.0
+    work = lane = 0.0
     for n in k.body.toposort():
         idx = n.dtype is dt.int32 and any(s.op is Ops.VAR for s in n.toposort())
         if (n.op in ALU and n.dtype is not dt.bool_ and not idx) or n.op is Ops.REDUCE:
             w = OP_WEIGHT.get(n.op, 1.0)
             work += w * (k.points if (n in inner or n.op is Ops.REDUCE) else k.out_points)
+            if n.op in LANE_OPS: lane += w * (k.points if n in inner else k.out_points)
     acc: list[Access] = []
     for i, b in enumerate(k.inputs):
         loads = [l for l in k.loads if l.arg == i]
@@ -100,8 +111,9 @@ def facts(k: Kernel) -> Facts:
         acc.append(Access(b.dtype.itemsize, axes, _contig(loads[0].src[0], axes, k) if loads else None))
     out_axes = frozenset(v.arg[0] for v in k.store.toposort() if v.op is Ops.VAR)
     acc.append(Access(k.output.dtype.itemsize, out_axes, _contig(k.store, out_axes, k), output=True))
+    rows = tuple(k.row_axes)
     return Facts(tuple(a.size for a in k.axes), tuple(a.reduce for a in k.axes), work, tuple(acc),
-                 vector_axis(k), k.output.dtype.itemsize)
+                 vector_axis(k), k.output.dtype.itemsize, rows, 1 + len(k.reduces) if rows else 1, lane)
 
 
 def _contig(expr, axes, k: Kernel) -> int | None:
@@ -121,6 +133,7 @@ class Vars:
     unroll: tuple
     vector: Any
     workers: Any
+    order: Any = ()          # loop order: a tuple (() = axis order), or the solver's choice among orders
 
     def padded(self, a: int): return self.grid[a] * self.thread[a] * self.loop[a] * self.upcast[a] * self.unroll[a]
 
@@ -129,7 +142,7 @@ def vars_of(s: Schedule) -> Vars:
     n = range(len(s.splits))
     lv = lambda level: tuple(float(s.size(a, level)) for a in n)  # noqa: E731
     return Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL),
-                float(s.vector), float(s.workers))
+                float(s.vector), float(s.workers), s.order)
 
 
 # ---- parameters -----------------------------------------------------------------------
@@ -150,6 +163,8 @@ class Params:
     l1_bytes: float = 32 * 1024.0  # an input's slice for one register tile beyond this streams from L2
     l2_load_cost: float = 2.0      # load slots per load served by L2
     cache_bytes: float = 1.0 * 2**20   # per core, the level chunks are blocked for
+    l3_bytes: float = 16.0 * 2**20     # shared last level: a kernel's data this small stays there between runs
+    l3_bw_factor: float = 4.0          # L3 bandwidth / DRAM bandwidth
     worker_s: float = 2e-5         # waking one more worker thread (a parallel region)
     # GPU
     base_regs: float = 24.0
@@ -186,7 +201,54 @@ def _footprint(acc: Access, ext: Sequence) -> Any:
     return _prod(ext[a] for a in sorted(acc.axes))
 
 
+def _nest(f: Facts, order: tuple[int, ...]) -> list[int]:
+    """The output axes' serial loops inside a chunk, outer -> inner (reduce loops run inside
+    them: the space keeps reduce axes innermost)."""
+    return [a for a in (order or range(len(f.sizes))) if not f.reduce[a]]
+
+
+def _levels(f: Facts, x: Vars, nest: list[int], padded: list) -> list:
+    """Bytes one iteration of each loop of ``nest`` touches: entry i is the working set of
+    loops nest[i:] at full extent (outer output loops at one register tile, reduce axes
+    whole); the last entry is one register tile's panels."""
+    out = []
+    for i in range(len(nest) + 1):
+        inner = set(nest[i:])
+        ext = [padded[a] / x.grid[a] if f.reduce[a] or a in inner else x.upcast[a] for a in range(len(f.sizes))]
+        ws = 0.0
+        for acc in f.accesses: ws = ws + _footprint(acc, ext) * float(acc.itemsize)
+        out.append(ws)
+    return out
+
+
+def _reuse_cost(B, acc: Access, x: Vars, nest: list[int], levels: list, p: Params) -> Any:
+    """Load slots per load of ``acc``: its panel for a register tile comes back on the next
+    iteration of the innermost (non-trivial) loop it does not depend on; from L1 when what
+    one iteration touches fits L1, else from L2. Without such a loop it only streams (the
+    prefetchers hide it: its traffic is counted in memory time)."""
+    cost: Any = 1.0
+    for i, a in enumerate(nest):   # outer -> inner: the innermost such loop decides
+        if a not in acc.axes:
+            cost = B.select_le(x.loop[a], 1.0, cost, B.select_le(levels[i + 1], p.l1_bytes, 1.0, p.l2_load_cost))
+    return cost
+
+
+def _chunk_traffic(B, acc: Access, f: Facts, x: Vars, nest: list[int], levels: list, padded: list,
+                   cache: float) -> Any:
+    """Elements of ``acc`` one chunk moves from memory: one register tile's panel, grown loop
+    by loop outwards; a loop the buffer does not depend on re-reads it unless what one
+    iteration of that loop touches stays in ``cache``."""
+    ext = [padded[a] / x.grid[a] if f.reduce[a] else x.upcast[a] for a in range(len(f.sizes))]
+    t = _footprint(acc, ext)
+    for i in reversed(range(len(nest))):
+        a = nest[i]
+        t = t * (x.loop[a] if a in acc.axes else B.select_le(levels[i + 1], cache, 1.0, x.loop[a]))
+    return t
+
+
 def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
+    """Modeled seconds on a CPU. What depends on the loop order ``x.order`` (cache reuse of
+    loads, re-read traffic) is evaluated per order (``B.cases``: the solver's choice)."""
     outs, reds, n = f.outs, f.reds, len(f.sizes)
     chunks = _prod(x.grid[a] for a in outs)
     rounds = B.ceil(chunks / x.workers)                 # chunks of the busiest worker
@@ -198,21 +260,27 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     lanes = max(1.0, machine.simd_bytes / f.itemsize)
     core_ops = machine.flops_fp32 / max(1, machine.cores) / p.freq  # ops per cycle per core
     vec = x.vector
-    if reds:   # independent accumulator chains hide the FMA latency
-        chains = tile / vec
-        ilp = B.min(1.0, chains / (p.fma_pipes * p.fma_latency))
-        spill = B.max(1.0, (chains + 2.0) / p.vregs)
-    else:
-        ilp, spill = 1.0, B.max(1.0, (tile / vec) / p.vregs)
+    spill = B.max(1.0, (tile / vec + (2.0 if reds or f.rows else 0.0)) / p.vregs)
     # an unrolled body past the instruction cache / decoder's comfort runs slower
     body = tile * unroll / vec * (f.work / f.points)
-    alu_cycles = f.work * waste * spill * (lanes / vec) / (core_ops * ilp) * B.max(1.0, body / p.max_body)
+    # transcendentals run lane by lane whatever the vector width (their code does not vectorize)
+    alu_cycles = (f.work + f.lane_work * (vec - 1.0)) * waste * spill * (lanes / vec) / core_ops * \
+        B.max(1.0, body / p.max_body)
+    if reds or f.rows:   # an accumulator's updates wait on each other: a few chains leave the FMA pipes idle
+        alu_cycles = B.max(alu_cycles, f.points * waste / tile * p.fma_latency)
     # load slots per innermost body: each input's footprint over the register tile, as
     # vector loads (contiguous along the vector axis), broadcasts (independent of it) or
     # lane-by-lane gathers; dearer when the input's slice for one register tile misses
     # L1, or when the tile walks more rows (streams) at once than L1 and the prefetchers follow
     tile_ext = [x.upcast[a] * x.unroll[a] for a in range(n)]
-    slice_ext = [x.upcast[a] if not f.reduce[a] else padded[a] for a in range(n)]
+    levels = {}
+
+    def by_order(fn):   # fn(nest, levels) for the loop order, or each order of the solver's choice
+        def one(order):
+            nest = _nest(f, order)
+            if order not in levels: levels[order] = _levels(f, x, nest, padded)
+            return fn(nest, levels[order])
+        return B.cases(x.order, one)
     loads = 0.0
     for acc in f.accesses:
         if acc.output: continue
@@ -221,26 +289,28 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
         elif f.vector_axis in acc.axes: per = per * B.select_le(vec, 1.0, 1.0, p.gather_cost)
         streams = _prod(tile_ext[a] for a in sorted(acc.axes) if a != acc.contig)
         per = per * B.max(1.0, streams / p.max_streams)
-        l1 = _footprint(acc, slice_ext) * float(acc.itemsize)
-        loads = loads + per * B.select_le(l1, p.l1_bytes, 1.0, p.l2_load_cost)
+        loads = loads + per * by_order(lambda nest, lv: _reuse_cost(B, acc, x, nest, lv, p))
     out_pts = _prod(padded[a] for a in outs)
-    mem_ops = steps * loads / p.loads_per_cycle + out_pts / vec / p.stores_per_cycle
-    cycles = B.max(alu_cycles, mem_ops) + steps * p.loop_cycles
+    # a row kernel walks each row once per pass (its loads repeat, its stores do not)
+    mem_ops = steps * f.passes * loads / p.loads_per_cycle + out_pts / vec / p.stores_per_cycle
+    cycles = B.max(alu_cycles, mem_ops) + steps * f.passes * p.loop_cycles
     compute_s = rounds * (cycles / chunks) / p.freq
-    # traffic: each chunk reads its footprint; a working set past the cache is re-read.
-    # (Written term-first: the solver keeps products linear when one factor is a table.)
-    ws = 0.0
-    for acc in f.accesses:
-        ws = ws + _footprint(acc, [padded[a] / x.grid[a] for a in range(n)]) * acc.itemsize
-    overflow = B.max(1.0, ws / p.cache_bytes)
-    traffic = 0.0
-    for acc in f.accesses:
-        t = overflow * float(acc.itemsize)
-        for a in range(n):   # chunks x footprint per chunk, axis by axis
-            if a in acc.axes: t = t * padded[a]
-            elif not f.reduce[a]: t = t * x.grid[a]
-        traffic = traffic + t
-    memory_s = traffic / machine.dram_bw
+    # traffic: every chunk moves its own share, with the re-reads its loop order causes
+    # (a row kernel streams its rows: its re-reads are the passes over a row, _rereads)
+    def traffic_of(nest, lv):
+        total = 0.0
+        for acc in f.accesses:
+            t = _chunk_traffic(B, acc, f, x, nest, lv, padded, p.cache_bytes) * float(acc.itemsize) * \
+                (1.0 if acc.output else _rereads(B, f, x, p.cache_bytes))
+            for a in outs: t = t * x.grid[a]
+            total = total + t
+        return total
+    traffic = by_order(traffic_of)
+    # compulsory traffic from DRAM (from L3 when the kernel's data stays there between
+    # runs); re-reads from L3
+    once = sum(math.prod(f.sizes[a] for a in acc.axes) * acc.itemsize for acc in f.accesses)
+    l3_bw = p.l3_bw_factor * machine.dram_bw
+    memory_s = once / (l3_bw if once <= p.l3_bytes else machine.dram_bw) + (traffic - once) / l3_bw
     busy = B.min(chunks, x.workers)                     # workers that get a chunk
     # compute and memory overlap, never perfectly: the smaller one shows through in part
     # (max + loss x min, written as max and sum: one case split fewer for the solver)
@@ -272,9 +342,10 @@ def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     slots_per_wave = per_sm * machine.cores
     compute_s = waves * slots_per_wave * (f.work * waste / blocks) / (machine.flops_fp32 * issue * lane_use)
     # a thread's serial steps each wait one memory round trip
-    t_red = _prod(x.thread[a] for a in reds)
+    t_red = _prod(x.thread[a] for a in reds or f.rows)
     steps = _prod(x.loop[a] for a in range(n))
-    latency_s = waves * (steps * p.mem_latency_s + B.log2(t_red) * p.combine_s)
+    combines = f.passes - 1.0 if f.rows else 1.0        # a row kernel combines once per REDUCE
+    latency_s = waves * (steps * f.passes * p.mem_latency_s + combines * B.log2(t_red) * p.combine_s)
     # traffic: every block reads its footprint through L2; DRAM sees each buffer once
     blk_ext = [padded[a] / x.grid[a] for a in range(n)]
     l2, dram = 0.0, 0.0
@@ -285,7 +356,8 @@ def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
             inner = _prod(x.thread[a] for a in range(n) if _thread_rank(f, a) > _thread_rank(f, c))
             run = x.upcast[c] * B.select_le(inner, 1.0, x.thread[c], 1.0)
         coalesce = B.min(1.0, run * acc.itemsize / p.sector_bytes)
-        l2 = l2 + blocks * _footprint(acc, blk_ext) * acc.itemsize / coalesce
+        again = 1.0 if acc.output else _rereads(B, f, x, p.l1_bytes)  # a row's later passes, from L1 or L2
+        l2 = l2 + blocks * _footprint(acc, blk_ext) * acc.itemsize / coalesce * again
         dram = dram + _prod(float(f.sizes[a]) for a in sorted(acc.axes)) * acc.itemsize
     memory_s = B.max(dram / machine.dram_bw, l2 / (p.l2_bw_factor * machine.dram_bw))
     return machine.launch_s + B.max(B.max(compute_s, memory_s), latency_s)
@@ -294,8 +366,19 @@ def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
 def _thread_rank(f: Facts, a: int) -> int:
     """Position of axis ``a`` in the thread index (higher = faster varying): output axes
     outer, reduce axes inner, as ``ir.lower`` lays them out."""
-    order = f.outs + f.reds
+    order = [o for o in f.outs if o not in f.rows] + list(f.rows) + f.reds
     return order.index(a)
+
+
+def _rereads(B, f: Facts, x: Vars, cache: float) -> Any:
+    """Times a row kernel reads its inputs: once when the rows one thread (block) works on
+    at a time fit in ``cache`` (later passes hit it), once per pass when they do not."""
+    if not f.rows: return 1.0
+    ext = [x.padded(a) if a in f.rows else x.upcast[a] * x.thread[a] for a in range(len(f.sizes))]
+    live = 0.0
+    for acc in f.accesses:
+        if not acc.output: live = live + _footprint(acc, ext) * float(acc.itemsize)
+    return B.select_le(live, cache, 1.0, float(f.passes))
 
 
 # ---- numeric entry points --------------------------------------------------------------

@@ -38,13 +38,15 @@ class Point:
     schedule: Schedule
     source: str
     modeled_s: float
-    measured_s: float | None = None
+    measured_s: float | None = None   # the statistic ranked: median, or fastest, of the runs
     verified: bool = False
     reason: str = ""
+    samples: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return {"schedule": self.schedule.to_dict(), "source": self.source, "modeled_s": self.modeled_s,
-                "measured_s": self.measured_s, "verified": self.verified, "reason": self.reason}
+                "measured_s": self.measured_s, "verified": self.verified, "reason": self.reason,
+                "samples_s": list(self.samples)}
 
 
 def _random_legal(sp: Space, rnd: random.Random) -> Schedule | None:
@@ -132,14 +134,21 @@ class KernelFidelity:
                 "topk": [s.to_dict() for s in self.top], "points": [q.to_dict() for q in self.points]}
 
 
+STATS = ("median", "min")
+
+
 def measure_kernel(kernel: Kernel, backend, n: int = 50, top_k: int = 4, runs: int = 7, seed: int = 0,
-                   progress: Callable[[int, int, Point], None] | None = None) -> KernelFidelity:
-    """Sample ``n`` schedules, verify and time each on ``backend``."""
+                   progress: Callable[[int, int, Point], None] | None = None, stat: str = "median") -> KernelFidelity:
+    """Sample ``n`` schedules, verify and time each on ``backend``. ``stat``: which figure of
+    the runs is ranked, the median or the fastest (steadier on a machine others share:
+    contention only ever adds time)."""
     from superopt.commands.tune import measure
+    if stat not in STATS: raise ValueError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
     points, top = sample(kernel, backend.machine, n, top_k, seed)
     for i, q in enumerate(points):
         m = measure(kernel, q.schedule, backend, q.source, seed=seed + i, runs=runs)
-        q.verified, q.measured_s, q.reason = m.verified, m.measured_s, m.reason
+        q.verified, q.reason, q.samples = m.verified, m.reason, tuple(m.samples)
+        q.measured_s = (min(m.samples) if stat == "min" and m.samples else m.measured_s) if m.verified else None
         if progress: progress(i + 1, len(points), q)
     return KernelFidelity(kernel, points, top)
 

@@ -1,7 +1,7 @@
 """The Z3 schedule solver.
 
 Decision variables are one-hot booleans: one split option per axis (from
-``search.space``), a vector width, a worker count. The cost model of ``search.cost`` is
+``search.space``), a vector width, a worker count, a loop order. The cost model of ``search.cost`` is
 evaluated with ``Z3Ops`` over finite-choice values: a ``Sym`` is either a finite map
 value -> condition over the booleans (products, ceilings, maxima of such maps stay
 exact tables), or a linear Z3 real term. A product of a term and a choice becomes a
@@ -211,6 +211,20 @@ class Z3Ops:
         return Sym(self.m, term=z3.ToReal(k), lo=fn(a.lo), hi=fn(a.hi))
     def log2(self, a): return a.map(math.log2, "log2") if isinstance(a, Sym) else math.log2(a)
 
+    def cases(self, choice, fn):
+        """``fn`` of a discrete choice: ``choice`` is an option, or a dict option -> the
+        boolean selecting it; the value of the selected option's case."""
+        if not isinstance(choice, dict): return fn(choice)
+        vals = [(c, self._sym(fn(o))) for o, c in choice.items()]
+        if len(vals) == 1: return vals[0][1]
+        if all(v.table is not None for _, v in vals) and sum(len(v.table) for _, v in vals) <= self.m.limit:
+            return Sym.choice(self.m, [(val, _and(c, cv)) for c, v in vals for val, cv in v.table.items()])
+        r = self.m.fresh(min(v.lo for _, v in vals), max(v.hi for _, v in vals))
+        self.m.side += [z3.Implies(c, r == v.real()) for c, v in vals]
+        return Sym(self.m, term=r, lo=min(v.lo for _, v in vals), hi=max(v.hi for _, v in vals))
+
+    def _sym(self, v) -> Sym: return v if isinstance(v, Sym) else Sym(self.m)._lift(v)
+
     def select_le(self, x, c, a, b):
         if not isinstance(x, Sym): return a if x <= c else b
         cond = x.le(c)
@@ -232,9 +246,11 @@ class Formulation:
     work_sel: dict[int, z3.BoolRef]
     T: Sym
     constraints: list[z3.BoolRef]
+    order_sel: dict[tuple[int, ...], z3.BoolRef] = field(default_factory=dict)
 
     def decisions(self) -> list[z3.BoolRef]:
-        return [b for bs in self.axis_sel for b in bs] + list(self.vec_sel.values()) + list(self.work_sel.values())
+        return [b for bs in self.axis_sel for b in bs] + list(self.vec_sel.values()) + list(self.work_sel.values()) + \
+            list(self.order_sel.values())
 
     def fix(self, s: Schedule) -> list[z3.BoolRef]:
         """Constraints pinning the decision variables to schedule ``s`` (which must be in the space)."""
@@ -243,6 +259,7 @@ class Formulation:
         out = [b if i == j else z3.Not(b) for bs, j in zip(self.axis_sel, idx) for i, b in enumerate(bs)]
         out += [b if v == s.vector else z3.Not(b) for v, b in self.vec_sel.items()]
         out += [b if w == s.workers else z3.Not(b) for w, b in self.work_sel.items()]
+        out += [b if o == s.order else z3.Not(b) for o, b in self.order_sel.items()]
         return out
 
     def schedule_of(self, mdl: z3.ModelRef) -> Schedule:
@@ -250,7 +267,8 @@ class Formulation:
         choice = [pick(bs) for bs in self.axis_sel]
         v = next(v for v, b in self.vec_sel.items() if z3.is_true(mdl.eval(b, model_completion=True)))
         w = next(w for w, b in self.work_sel.items() if z3.is_true(mdl.eval(b, model_completion=True)))
-        return self.space.schedule(choice, v, w)
+        o = next((o for o, b in self.order_sel.items() if z3.is_true(mdl.eval(b, model_completion=True))), ())
+        return self.space.schedule(choice, v, w, o)
 
     def value(self, mdl: z3.ModelRef) -> float:
         r = mdl.eval(self.T.real(), model_completion=True)
@@ -278,15 +296,18 @@ def formulate(kernel: Kernel, machine, sp: Space | None = None, ctx: z3.Context 
     sel = [[z3.Bool(f"a{a}_{i}", m.ctx) for i in range(len(opts))] for a, opts in enumerate(sp.axis_options)]
     vec = {v: z3.Bool(f"vec{v}", m.ctx) for v in sp.vectors}
     wrk = {w: z3.Bool(f"w{w}", m.ctx) for w in sp.workers}
+    orders = {o: z3.Bool(f"o{i}", m.ctx) for i, o in enumerate(sp.orders)}
     cons: list[z3.BoolRef] = [_exactly_one(bs) for bs in sel] + [_exactly_one(list(vec.values())),
-                                                                  _exactly_one(list(wrk.values()))]
+                                                                  _exactly_one(list(wrk.values())),
+                                                                  _exactly_one(list(orders.values()))]
     lv = lambda level: tuple(_level_choice(m, sp, sel, a, level) for a in range(len(sel)))  # noqa: E731
     x = cost.Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL),
-                  Sym.choice(m, [(v, b) for v, b in vec.items()]), Sym.choice(m, [(w, b) for w, b in wrk.items()]))
+                  Sym.choice(m, [(v, b) for v, b in vec.items()]), Sym.choice(m, [(w, b) for w, b in wrk.items()]),
+                  orders if len(orders) > 1 else next(iter(orders)))
     cons += _resources(kernel, machine, sp, sel, vec, x, m)
     T = cost.time(Z3Ops(m), cost.facts(kernel), x, machine, cost.params(machine))
     if not isinstance(T, Sym): T = Sym(m)._lift(T)
-    return Formulation(sp, m, sel, vec, wrk, T, cons + m.side)
+    return Formulation(sp, m, sel, vec, wrk, T, cons + m.side, orders)
 
 
 def _exactly_one(bs: list) -> z3.BoolRef:
@@ -375,13 +396,13 @@ def seeds(kernel: Kernel, machine, sp: Space, samples: int = 48, starts: int = 3
     if sp.contains(hand): pool[hand] = val(hand)
     for _ in range(samples):
         s = sp.schedule([rnd.randrange(len(o)) for o in sp.axis_options], rnd.choice(sp.vectors),
-                        rnd.choice(sp.workers))
+                        rnd.choice(sp.workers), rnd.choice(sp.orders))
         if s not in pool and sp.legal(s): pool[s] = val(s)
     found: dict[Schedule, float] = {}
     for s in sorted(pool, key=pool.get)[:starts]:
         t = pool[s]
         while _time.monotonic() < deadline:  # steepest descent over the space's neighbours
-            nb = [(val(n), n) for n in sp.neighbors(s) if not n.order]
+            nb = [(val(n), n) for n in sp.neighbors(s)]
             if not nb: break
             tn, n = min(nb, key=lambda x: x[0])
             if tn >= t: break

@@ -27,6 +27,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=4, metavar="K", help="solver candidates in the sample (default: 4)")
     p.add_argument("--runs", type=int, default=7, metavar="R", help="timed runs per schedule, median (default: 7)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sample")
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="figure of the runs ranked: median (default) or min (steadier on a shared machine)")
     p.add_argument("--all-steps", action="store_true", help="every kernel of a multi-kernel file (default: its main one)")
     p.add_argument("--calibrate-model", action="store_true",
                    help="fit cost-model constants to the timings and store them in the machine's calibration")
@@ -69,14 +71,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         for k in kernels:
             print(f"{k.name}: timing {args.schedules} schedules", file=sys.stderr, flush=True)
-            r = fidelity.measure_kernel(k, be, args.schedules, args.topk, args.runs, args.seed, _progress(k, args.json))
+            r = fidelity.measure_kernel(k, be, args.schedules, args.topk, args.runs, args.seed, _progress(k, args.json),
+                                        args.stat)
             results.append(r)
             if not args.json: print(_line(r), flush=True)
         machine = be.machine
     finally:
         be.close()
     doc = {"command": _command(args),
-           "backend": args.backend, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "backend": args.backend, "statistic": args.stat, "runs": args.runs, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in os.getloadavg()],
            "elapsed_s": time.perf_counter() - t0, "machine": machine.to_dict(), "summary": _summary(results),
            "kernels": [r.to_dict() for r in results]}
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 def _command(args) -> str:
     """The command line that reproduces this run."""
     opts = [f"--backend {args.backend}", f"--schedules {args.schedules}", f"--topk {args.topk}", f"--runs {args.runs}",
-            f"--seed {args.seed}"] + [f for f, on in (("--all-steps", args.all_steps), ("--calibrate-model", args.calibrate_model)) if on]
+            f"--seed {args.seed}", f"--stat {args.stat}"] + [f for f, on in (("--all-steps", args.all_steps), ("--calibrate-model", args.calibrate_model)) if on]
     return " ".join(["superopt fidelity", *map(shlex.quote, args.files), *opts] +
                     ([f"--save {shlex.quote(args.save)}"] if args.save else []))
 
