@@ -63,6 +63,25 @@ static inline float exp2_(float x) {
 """
 
 
+# exp2_ on whole vectors (the per-lane loop over exp2_ does not vectorize): the same
+# polynomial and exponent split, rounding by the 1.5 * 2^23 trick instead of rintf.
+VEC_HELPERS = r"""static inline vf selv_(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+static inline vf maxv_(vf a, vf b) { return selv_((a != a) | (a > b), a, b); }  /* NaN-propagating, like maxf_nan */
+static inline vf exp2v_(vf x) {
+  vf c = selv_(x > 129.0f, x - x + 129.0f, x);
+  c = selv_(c < -152.0f, c - c - 152.0f, c);
+  vf n = (c + 12582912.0f) - 12582912.0f, f = c - n;
+  vf p = f * 1.5252733804059841e-05f + 1.5403530393381609e-04f;
+  p = p * f + 1.3333558146428443e-03f; p = p * f + 9.6181291076284772e-03f; p = p * f + 5.5504108664821580e-02f;
+  p = p * f + 2.4022650695910071e-01f; p = p * f + 6.9314718055994531e-01f; p = p * f + 1.0f;
+  vi e = __builtin_convertvector(n, vi), h = e >> 1;
+  vi b1 = (h + 127) << 23, b2 = (e - h + 127) << 23;
+  vf s1, s2; memcpy(&s1, &b1, sizeof s1); memcpy(&s2, &b2, sizeof s2);
+  return selv_(x != x, x, p * s1 * s2);
+}
+"""
+
+
 def ctype(d: DType) -> str: return "float" if d.is_float else "int"
 
 
@@ -153,6 +172,10 @@ class CRenderer:
         srcs = [self.ex(s, d) for s in n.src]
         if n.op in (Ops.ADD, Ops.MUL) and n.dtype.is_float:
             return f"({srcs[0]} {'+' if n.op is Ops.ADD else '*'} {srcs[1]})"
+        if n.op is Ops.EXP2 and n.dtype is dt.float32 and self.is_vec(n.src[0]): return f"exp2v_({srcs[0]})"
+        if n.op is Ops.MAX and n.dtype.is_float:
+            a, b = (c if self.is_vec(x) else f"((vf){{0}} + {c})" for c, x in zip(srcs, n.src))
+            return f"maxv_({a}, {b})"
         if n.op is Ops.SHARED:
             return f"=for (int l_ = 0; l_ < {L}; l_++) @[l_] = {n.arg}[{srcs[0]}[l_]];"
         lane_srcs = [f"{c}[l_]" if self.is_vec(s) else c for c, s in zip(srcs, n.src)]
@@ -232,7 +255,7 @@ class CRenderer:
         head = [self.prelude]
         if self.L > 1:
             head += [f"typedef float vf __attribute__((vector_size({4 * self.L})));",
-                     f"typedef int vi __attribute__((vector_size({4 * self.L})));"]
+                     f"typedef int vi __attribute__((vector_size({4 * self.L})));", VEC_HELPERS]
         return head
 
     def block_fn(self) -> tuple[list[str], list[str]]:
