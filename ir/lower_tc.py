@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from . import dtype as dt
 from . import tensorcore as tcm
-from .node import Node, Ops, and_, const, lt, special, substitute, var
+from .node import Node, Ops, TRUE, and_, const, lt, special, substitute, var
 from .program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared, SharedCopy,
                       Stmt, Store)
 
@@ -33,7 +33,7 @@ SA, SB = "sa", "sb"
 
 def lower_tensor_core(k, s, machine) -> Program:
     tc = s.tensor_core
-    m = tcm.match(k, tc.m_axis, tc.n_axis, tc.k_axis)
+    m = tcm.match_tc(k, tc)
     t = tcm.tiles(k, s)
     st = {x.input: x for x in s.staging}
     threads, S = t.threads, s.stages
@@ -47,11 +47,21 @@ def lower_tensor_core(k, s, machine) -> Program:
         gidx[a] = (block // stride) % n
         stride *= n
     zero = const(0, dt.int32)
-    m0 = gidx.get(m.m, zero) * t.bm
     n0 = gidx.get(m.n, zero) * t.bn
     fixed = {var(a, k.axes[a].size): gidx.get(a, zero) for a in m.batch}
-    M, N = k.axes[m.m].size, k.axes[m.n].size
+    N = k.axes[m.n].size
     vm = lambda a: var(a, k.axes[a].size)  # noqa: E731
+
+    def m_at(row) -> tuple[dict[Node, Node], Node]:
+        """The M axes' indices of block-tile row ``row`` (mixed radix over their extents,
+        outer -> inner) and whether all are inside their axes (padded tiles)."""
+        at, ok, rest = {}, TRUE, row
+        for a, e, g in reversed(list(zip(m.m_axes, t.m_ext, t.m_grid))):
+            i = gidx.get(a, zero) * e + rest % e
+            rest = rest // e
+            at[vm(a)] = i
+            if g * e != k.axes[a].size: ok = and_(ok, lt(i, k.axes[a].size))
+        return at, ok
 
     ops = ((m.a, SA, t.bm), (m.b, SB, t.bn))
     geo = {name: tcm.tile_shape(op, outer, t.bk) for op, name, outer in ops}
@@ -76,14 +86,15 @@ def lower_tensor_core(k, s, machine) -> Program:
         at = step_axes(step)
         for op, name, outer in ops:
             rows, width = geo[name]
-            origin, size = (m0, M) if op is m.a else (n0, N)
             vec = st[op.input].vector
             for c in range(rows * width // vec // threads):
                 row, col = tcm.copy_elem(thread + c * threads, width, vec)
                 o_idx, k_idx = (col, row) if op.k_major else (row, col)
-                ax = {**fixed, **at, vm(op.outer): origin + o_idx, vm(m.k): at[vm(m.k)] + k_idx}
+                if op is m.a: o_at, inside = m_at(o_idx)
+                else: o_at, inside = {vm(m.n): n0 + o_idx}, (lt(n0 + o_idx, N) if t.gn * t.bn != N else TRUE)
+                ax = {**fixed, **at, **o_at, vm(m.k): at[vm(m.k)] + k_idx}
                 src, ok = (substitute(x, ax) for x in op.load.src)
-                if -(-size // outer) * outer != size: ok = and_(ok, lt(origin + o_idx, size))  # padded rows
+                ok = and_(ok, inside)  # rows of a padded tile past the axis end
                 dst = stage * stage_size[name] + offset(name, op, row, col // tcm.UNIT) + col % tcm.UNIT
                 # cp.async moves 4, 8 or 16 bytes: element (2-byte) copies are plain loads
                 out.append(SharedCopy(name, dst, op.input, src, vec, ok, S > 1 and vec == tcm.UNIT))
@@ -126,18 +137,18 @@ def lower_tensor_core(k, s, machine) -> Program:
     nacc = na * ntn * 4
     red = k.reduce
     g, tq = lane // 4, lane % 4
-    ragged = t.gm * t.bm != M or t.gn * t.bn != N
     stores: list[Stmt] = []
     for i in range(na):
         for j in range(ntn):
             for c in range(4):
-                mi = m0 + wm_i * t.tm + i * tcm.MMA_M + g + 8 * (c // 2)
+                m_idx, m_ok = m_at(wm_i * t.tm + i * tcm.MMA_M + g + 8 * (c // 2))
                 ni = n0 + wn_i * t.tn + j * tcm.MMA_N + tq * 2 + c % 2
-                at = {**fixed, vm(m.m): mi, vm(m.n): ni}
+                at = {**fixed, **m_idx, vm(m.n): ni}
                 acc = Node(Ops.REG, dt.float32, (const((i * ntn + j) * 4 + c, dt.int32),), ACC)
                 st_ = Store(substitute(k.store, at), substitute(substitute(k.body, {red: acc}), at))
                 # a padded tile's rows past the end: the whole epilogue is skipped (its loads too)
-                stores.append(If(and_(lt(mi, M), lt(ni, N)), (st_,)) if ragged else st_)
+                ok = and_(m_ok, lt(ni, N)) if t.gn * t.bn != N else m_ok
+                stores.append(st_ if ok is TRUE else If(ok, (st_,)))
     body: list[Stmt] = [
         Shared(SA, m.dtype, S * stage_size[SA]), Shared(SB, m.dtype, S * stage_size[SB]),
         Reg(ACC, dt.float32, nacc), Reg(FA, m.dtype, na * 8), Reg(FB, m.dtype, nb * 8),

@@ -36,11 +36,17 @@ class Split:
 
 @dataclass(frozen=True)
 class TensorCore:
-    """A matrix instruction and which kernel axes feed its M, N, K."""
+    """A matrix instruction and which kernel axes feed its M, N, K. ``m_outer``: more
+    output axes flattened into M outside ``m_axis`` (outer -> inner), e.g. a conv's
+    (image, row) around its pixel column (ir/tensorcore.py)."""
     instr: str  # e.g. "mma.m16n8k16.f16.f32"
     m_axis: int
     n_axis: int
     k_axis: int
+    m_outer: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "m_outer", tuple(self.m_outer))  # JSON gives a list
 
 
 @dataclass(frozen=True)
@@ -211,7 +217,7 @@ def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
     tc = s.tensor_core
     if tc.instr not in tcm.INSTRS: return [f"unknown tensor-core instruction {tc.instr!r} (know {sorted(tcm.INSTRS)})"]
     if s.vector != 1 or s.order: return ["tensor-core schedules take no vector width or loop order"]
-    m = tcm.match(kernel, tc.m_axis, tc.n_axis, tc.k_axis)
+    m = tcm.match_tc(kernel, tc)
     if isinstance(m, str): return [f"tensor core: {m}"]
     if m.dtype is not tcm.INSTRS[tc.instr]: return [f"tensor core: {tc.instr} takes {tcm.INSTRS[tc.instr].name} operands, not {m.dtype.name}"]
     errs = [f"axis {a}: batch axes of a tensor-core schedule are GRID only" for a in m.batch
@@ -225,6 +231,8 @@ def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
     for op, outer in ((m.a, t.bm), (m.b, t.bn)):
         st = by_input[op.input]
         rows, width = tcm.tile_shape(op, outer, t.bk)
+        if op is m.a and op.k_major and st.vector > 1 and t.m_ext[-1] % st.vector:
+            errs.append(f"input {op.input}: 16-byte copies along M need an inner M extent of {st.vector}s, not {t.m_ext[-1]}")
         if st.vector not in (1, op.vec): errs.append(f"input {op.input}: staged copies are 1 element" + (f" or {op.vec} (16 bytes)" if op.vec > 1 else " (unaligned operand)"))
         if width & (width - 1): errs.append(f"input {op.input}: tile rows of {width} elements (a power of two is needed)")
         if st.pad % tcm.UNIT or st.pad < 0: errs.append(f"input {op.input}: pad {st.pad} is not a multiple of {tcm.UNIT}")

@@ -10,7 +10,11 @@ Schedule convention (``Schedule.tensor_core`` set; see ``tiles``):
 - K axis: ``LOOP kt x UNROLL bk`` (bk a multiple of 16: the K depth staged per step),
 - other reduce axes (the window of a convolution as implicit GEMM): LOOP only; the
   pipeline runs over ``steps = window points x kt`` (window outer, K tiles inner),
-- any other output axis (batch): GRID only.
+- any other output axis (batch): GRID only, except ``TensorCore.m_outer`` axes: more M
+  axes outside the M axis, ``GRID x UPCAST`` each (THREAD, the warps, on the outermost M
+  axis only); the block's M tile is their flattened product, row ``r`` the mixed-radix
+  number over the axes' extents (outer -> inner), so a conv's (image, row, column) tile
+  of 2x8x8 pixels is 128 rows without padding 56-pixel rows;
 M and N may be padded (``gm = ceil(M / BM)``): copies of rows past the end zero-fill and
 the epilogue's stores are guarded; K divides exactly.
 THREAD counts *warps* here (``Schedule.threads()`` = 32 x warps); the 32 lanes of a warp
@@ -75,20 +79,33 @@ class Match:
     dtype: dt.DType
     batch: tuple[int, ...]       # other output axes (GRID only)
     window: tuple[int, ...] = ()  # other reduce axes (a convolution's filter window): serial loops around K
+    m_outer: tuple[int, ...] = ()  # more output axes of A flattened into M outside ``m`` (outer -> inner)
+
+    @property
+    def m_axes(self) -> tuple[int, ...]:
+        """Every M axis, outer -> inner (the flattened M tile's mixed radix)."""
+        return (*self.m_outer, self.m)
 
 
-def match(kernel, m_axis: int | None = None, n_axis: int | None = None, k_axis: int | None = None) -> Match | str:
+def match(kernel, m_axis: int | None = None, n_axis: int | None = None, k_axis: int | None = None,
+          m_outer: tuple[int, ...] = ()) -> Match | str:
     """The (implicit) GEMM structure of ``kernel``, or why not (a string): a float32 sum of
     a product of two 16-bit loads. K is a reduce axis both operands read (the one whose
     size is a multiple of 16, contiguous in an operand, largest); the other reduce axes
     are the window. Each operand's outer axis is one output axis only it reads (the
     given M/N axis, else the one it steps through most densely); its other own axes are
-    batch. Loads may be masked (a convolution's padding): the copies honour the mask."""
-    return _match(kernel, m_axis, n_axis, k_axis)
+    batch, unless listed in ``m_outer`` (flattened into M outside the M axis). Loads may
+    be masked (a convolution's padding): the copies honour the mask."""
+    return _match(kernel, m_axis, n_axis, k_axis, tuple(m_outer))
+
+
+def match_tc(kernel, tc) -> Match | str:
+    """The match a ``TensorCore`` (ir/schedule.py) describes."""
+    return _match(kernel, tc.m_axis, tc.n_axis, tc.k_axis, tc.m_outer)
 
 
 @functools.lru_cache(maxsize=512)  # every check() of a schedule space asks again
-def _match(kernel, m_axis: int | None, n_axis: int | None, k_axis: int | None) -> Match | str:
+def _match(kernel, m_axis: int | None, n_axis: int | None, k_axis: int | None, m_outer: tuple[int, ...]) -> Match | str:
     red = kernel.reduce
     if red is None or red.arg[0] != "sum" or not kernel.reduce_axes: return "not a sum over reduce axes"
     if red.dtype is not dt.float32: return f"accumulates in {red.dtype.name}, tensor cores accumulate in float32"
@@ -128,8 +145,10 @@ def _match(kernel, m_axis: int | None, n_axis: int | None, k_axis: int | None) -
     if m_axis is None and n_axis is None and _stride_store(kernel, ob) != 1 and _stride_store(kernel, oa) == 1:
         ai, oa, ob = 1 - ai, ob, oa  # N = the output's contiguous axis
     a, b = (_operand(kernel, loads[i], o, k_axis) for i, o in ((ai, oa), (1 - ai, ob)))
-    batch = tuple(x for x in outs if x not in (oa, ob))
-    return Match(oa, ob, k_axis, a, b, loads[0].dtype, batch, tuple(r for r in reds if r != k_axis))
+    if m_outer and (m_axis is None or len(set(m_outer)) != len(m_outer) or any(x not in own[ai] or x == oa for x in m_outer)):
+        return "the outer M axes are not other own axes of the M operand"
+    batch = tuple(x for x in outs if x not in (oa, ob, *m_outer))
+    return Match(oa, ob, k_axis, a, b, loads[0].dtype, batch, tuple(r for r in reds if r != k_axis), m_outer)
 
 
 def _stride(ld: Node, axis: int, kernel) -> int | None:
@@ -167,6 +186,8 @@ class Tiles:
     gn: int; wn: int; tn: int  # noqa: E702
     kt: int; bk: int           # noqa: E702
     rs: int = 1                # window points (product of the window axes' sizes)
+    m_ext: tuple[int, ...] = ()   # per M axis (outer -> inner) its extent in the block tile
+    m_grid: tuple[int, ...] = ()  # per M axis its blocks
 
     @property
     def bm(self) -> int: return self.wm * self.tm
@@ -185,6 +206,11 @@ class Tiles:
 def tiles(kernel, s) -> Tiles | str:
     """The tile sizes of a tensor-core schedule (see the module docstring), or why not.
     M and N may be padded (ragged last block tile, guarded); K divides exactly."""
+    return _tiles(kernel, s)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # a space's legality check, model and ranking each ask
+def _tiles(kernel, s) -> Tiles | str:
     from .schedule import Level
     tc = s.tensor_core
     G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
@@ -196,15 +222,20 @@ def tiles(kernel, s) -> Tiles | str:
         if not pad and math.prod(got.values()) != size: return f"axis {axis}: tensor-core tiles must divide the axis exactly"
         if pad and got.get(G, 1) != -(-size // tile): return f"axis {axis}: {got.get(G, 1)} blocks do not cover {size} in tiles of {tile}"
         return got
-    pm, pn, pk = pieces(tc.m_axis, (G, T, U), True), pieces(tc.n_axis, (G, T, U), True), pieces(tc.k_axis, (L, R), False)
-    for p in (pm, pn, pk):
+    m_axes = (*tc.m_outer, tc.m_axis)
+    pms = [pieces(a, (G, T, U) if i == 0 else (G, U), True) for i, a in enumerate(m_axes)]  # warps split the outermost
+    pn, pk = pieces(tc.n_axis, (G, T, U), True), pieces(tc.k_axis, (L, R), False)
+    for p in (*pms, pn, pk):
         if isinstance(p, str): return p
+    ext = tuple(p.get(T, 1) * p.get(U, 1) for p in pms)
+    pm = {G: math.prod(p.get(G, 1) for p in pms), T: pms[0].get(T, 1), U: math.prod(p.get(U, 1) for p in pms)}
     rs = 1
     for a in (r for r in kernel.reduce_axes if r != tc.k_axis):  # the window (Match.window)
         pw = pieces(a, (L,), False)
         if isinstance(pw, str): return f"window {pw}"
         rs *= kernel.axes[a].size
-    t = Tiles(pm.get(G, 1), pm.get(T, 1), pm.get(U, 1), pn.get(G, 1), pn.get(T, 1), pn.get(U, 1), pk.get(L, 1), pk.get(R, 1), rs)
+    t = Tiles(pm[G], pm[T], pm[U], pn.get(G, 1), pn.get(T, 1), pn.get(U, 1), pk.get(L, 1), pk.get(R, 1), rs,
+              ext, tuple(p.get(G, 1) for p in pms))
     if t.tm % MMA_M or t.tn % 16 or t.bk % MMA_K: return f"warp tile {t.tm}x{t.tn}x{t.bk} is not a multiple of 16x16x16"
     return t
 

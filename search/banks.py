@@ -39,7 +39,7 @@ class Layout:
 def operand_phases(kernel, s: Schedule, which: str) -> tuple[int, int, list[Phase]]:
     """(rows, width, distinct phases) of operand ``which`` ("a" | "b") under ``s``."""
     tc = s.tensor_core
-    m = tcm.match(kernel, tc.m_axis, tc.n_axis, tc.k_axis)
+    m = tcm.match_tc(kernel, tc)
     t = tcm.tiles(kernel, s)
     op, outer_tile, warps_o, tile_o, mats = ((m.a, t.bm, t.wm, t.tm, tcm.A_MATS) if which == "a"
                                              else (m.b, t.bn, t.wn, t.tn, tcm.B_MATS))
@@ -124,7 +124,7 @@ def staging(kernel, s: Schedule) -> tuple[tuple[Staging, ...], dict[str, Layout]
     """Conflict-free (or minimal) layouts for both operands of tensor-core schedule ``s``
     (its ``staging`` may hold placeholders: only the inputs are read)."""
     tc = s.tensor_core
-    m = tcm.match(kernel, tc.m_axis, tc.n_axis, tc.k_axis)
+    m = tcm.match_tc(kernel, tc)
     if not s.staging:
         s = replace(s, staging=(Staging(m.a.input, vector=m.a.vec), Staging(m.b.input, vector=m.b.vec)))
     out, info = [], {}

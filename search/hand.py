@@ -198,27 +198,27 @@ def _is_gemv(k: Kernel) -> bool:
 def _tensor_core(k: Kernel, machine) -> Schedule | None:
     """A tensor-core schedule for an fp16/bf16 GEMM or convolution (implicit GEMM), or
     None where none fits."""
-    from superopt.ir import dtype as dt, tensorcore as tcm
-    from superopt.ir.schedule import Staging, TensorCore
-    from superopt.search import banks
-    mt = tcm.match(k)
-    if isinstance(mt, str): return None
-    M, N, K = k.axes[mt.m].size, k.axes[mt.n].size, k.axes[mt.k].size
-    bm, bn, bk = _tc_tile(M), _tc_tile(N), next((c for c in (32, 16) if K % c == 0), None)
+    from superopt.ir import tensorcore as tcm
+    from superopt.search import banks, tc_space
+    views = tc_space.orientations(k)
+    if not views: return None
+    # the GEMM view and M tiling that pad least (a conv: a flattened image x row x column
+    # tile); ties: the default view, then the view whose A rows are densest in memory
+    dense = lambda v: abs(tcm.axis_stride(v.a.load.src[0], v.m, k.axes[v.m].size) or 1 << 40)  # noqa: E731
+    choices = []
+    for i, v in enumerate(views):
+        mm, ext = _tc_m_tile(k, v)
+        bn = _tc_tile(k.axes[v.n].size)
+        choices.append(((round(_tc_waste(k, mm, ext, bn), 6), i > 0, dense(v)), mm, ext, bn))
+    _, m, ext, bn = min(choices, key=lambda x: x[0])
+    K = k.axes[m.k].size
+    bk = next((c for c in (32, 16) if K % c == 0), None)
     if bk is None: return None
-    kt = K // bk
-    steps = kt * math.prod(k.axes[a].size for a in mt.window)
-    splits: list[tuple[Split, ...]] = [(Split(G, ax.size),) for ax in k.axes]
-    for a in mt.window: splits[a] = (Split(L, k.axes[a].size),)   # a convolution's window: outer K loops
-    splits[mt.k] = tuple(Split(lv, n) for lv, n in ((L, kt), (R, bk)) if n > 1)
-    instr = "mma.m16n8k16.bf16.f32" if mt.dtype is dt.bfloat16 else "mma.m16n8k16.f16.f32"
-    plain = (Staging(mt.a.input, vector=mt.a.vec), Staging(mt.b.input, vector=mt.b.vec))
+    bm, steps = math.prod(ext), K // bk * math.prod(k.axes[a].size for a in m.window)
     # 2x2 warps where the tiles allow; fewer where a small tile has too few copies for them
     for wm, wn in dict.fromkeys(((2 if bm >= 32 else 1, 2 if bn >= 32 else 1), (1, 2 if bn >= 32 else 1), (1, 1))):
-        splits[mt.m] = tuple(Split(lv, n) for lv, n in ((G, -(-M // bm)), (T, wm), (U, bm // wm)) if n > 1)
-        splits[mt.n] = tuple(Split(lv, n) for lv, n in ((G, -(-N // bn)), (T, wn), (U, bn // wn)) if n > 1)
-        s = Schedule(tuple(splits), tensor_core=TensorCore(instr, mt.m, mt.n, mt.k), staging=plain,
-                     stages=min(3, steps) if steps > 1 else 1)
+        if ext[0] % wm: continue
+        s = tc_space.make(k, m, bm, bn, bk, wm, wn, min(3, steps), ext)
         s = replace(s, staging=banks.staging(k, s)[0])
         if not check(k, s, machine): return s
     return None
@@ -229,6 +229,24 @@ def _tc_tile(size: int) -> int:
     128/64/32/16 that fits (search/tc_space.tile_fits; 56 conv pixels: 64)."""
     from superopt.search.tc_space import tile_fits
     return min((c for c in (128, 64, 32, 16) if tile_fits(size, c)), key=lambda c: (-size % c, -c))
+
+
+def _tc_m_tile(k: Kernel, m):
+    """(match, extents) of the M tile: along the M axis alone where a tile divides it,
+    else the flattened tile (search/tc_space.m_tilings) with the least padding, nearest
+    128 rows, largest inner extents (a 56x56 conv map: 2 images x 8 rows x 8 columns)."""
+    from superopt.search.tc_space import m_tilings
+    size = k.axes[m.m].size
+    bm = _tc_tile(size)
+    if size % bm == 0: return m, (bm,)
+    opts = [(mm, e) for mm, e in m_tilings(k, m) if len(e) > 1] + [(m, (bm,))]
+    return min(opts, key=lambda x: (_tc_waste(k, *x), abs(math.log2(math.prod(x[1]) / 128)), [-e for e in reversed(x[1])]))
+
+
+def _tc_waste(k: Kernel, mt, m_ext: tuple[int, ...], bn: int = 1) -> float:
+    """Padded / real points of an M tiling (times N's for a block tile ``bn``)."""
+    pad = lambda n, e: -(-n // e) * e / n  # noqa: E731
+    return math.prod(pad(k.axes[a].size, e) for a, e in zip(mt.m_axes, m_ext)) * pad(k.axes[mt.n].size, bn)
 
 
 def gpu(k: Kernel, machine) -> Schedule:

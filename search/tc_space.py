@@ -3,7 +3,8 @@ convolutions as implicit GEMM) and its exact optimum under the tensor-core time 
 (search/tc_cost.py).
 
 Points: every GEMM view of the kernel (which output axis is M: ``orientations``), block
-tile BM x BN (16..256, dividing M and N or padding them by at most an eighth), K step 16/32/64, warps wm x wn
+tile BM x BN (16..256, dividing M and N or padding them by at most an eighth; BM also
+flattened over the M operand's other own axes: ``m_tilings``), K step 16/32/64, warps wm x wn
 (a warp's tile a multiple of 16 on both sides, at most 128 fp32 accumulators a thread,
 at most 8 warps), pipeline stages 1..4 (at most the K steps). Kept only if at least two
 blocks stay resident per SM by the register estimate (accumulators + fragments +
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from superopt.ir import tensorcore as tcm
 from superopt.ir.kernel import Kernel
+from superopt.ir.node import Ops
 from superopt.ir.schedule import Level, Schedule, Split, Staging, TensorCore, check
 
 from . import banks
@@ -35,17 +37,49 @@ def instr_for(m: tcm.Match) -> str:
     return "mma.m16n8k16.bf16.f32" if m.dtype.name == "bfloat16" else "mma.m16n8k16.f16.f32"
 
 
-def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wm: int, wn: int, stages: int) -> Schedule:
+def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wm: int, wn: int, stages: int,
+         m_ext: tuple[int, ...] = ()) -> Schedule:
     """The tensor-core schedule of these tiles, with placeholder (plain) layouts; M and N
-    tiles may overhang the axis (padded), window axes are serial loops."""
-    M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
+    tiles may overhang the axis (padded), window axes are serial loops. ``m_ext``: the
+    block tile's extent along each of ``m.m_axes`` (outer -> inner; product ``bm``), the
+    warps splitting the outermost; default all of ``bm`` along ``m.m``."""
+    N, K = (kernel.axes[a].size for a in (m.n, m.k))
+    m_ext = m_ext or (bm,)
     sp = [(Split(G, ax.size),) for ax in kernel.axes]
     for a in m.window: sp[a] = (Split(L, kernel.axes[a].size),)
-    sp[m.m] = tuple(Split(lv, n) for lv, n in ((G, -(-M // bm)), (T, wm), (U, bm // wm)) if n > 1) or (Split(U, 1),)
+    for i, (a, e) in enumerate(zip(m.m_axes, m_ext)):
+        size, w = kernel.axes[a].size, (wm if i == 0 else 1)
+        sp[a] = tuple(Split(lv, n) for lv, n in ((G, -(-size // e)), (T, w), (U, e // w)) if n > 1) or (Split(U, 1),)
     sp[m.n] = tuple(Split(lv, n) for lv, n in ((G, -(-N // bn)), (T, wn), (U, bn // wn)) if n > 1) or (Split(U, 1),)
     sp[m.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1) or (Split(L, 1),)
     plain = (Staging(m.a.input, vector=m.a.vec), Staging(m.b.input, vector=m.b.vec))
-    return Schedule(tuple(sp), tensor_core=TensorCore(instr_for(m), m.m, m.n, m.k), staging=plain, stages=stages)
+    tc = TensorCore(instr_for(m), m.m, m.n, m.k, m.m_outer)
+    return Schedule(tuple(sp), tensor_core=tc, staging=plain, stages=stages)
+
+
+def m_tilings(kernel, m: tcm.Match) -> list[tuple[tcm.Match, tuple[int, ...]]]:
+    """Ways to tile M: a block tile along the M axis alone (every ``TILES`` size that
+    fits), and, where that axis is too short or ragged for a 128-row tile, flattened
+    tiles over it and the M operand's sparser own axes (a conv's image and row around its
+    column): power-of-two extents, the inner ones dividing their axes, the outermost
+    dividing or padding by at most an eighth, 32..256 rows in all."""
+    size = kernel.axes[m.m].size
+    out = [(m, (bm,)) for bm in TILES if tile_fits(size, bm)]
+    if size % 128 == 0: return out
+    ld = m.a.load
+    stride = lambda a: abs(tcm.axis_stride(ld.src[0], a, kernel.axes[a].size) or 1 << 40)  # noqa: E731
+    own = sorted((a for a in m.batch if kernel.axes[a].size > 1 and stride(a) > stride(m.m) and
+                  any(v.op is Ops.VAR and v.arg[0] == a for v in ld.toposort())), key=stride)
+    for depth in (1, 2):
+        if len(own) < depth: break
+        mm = tcm.match(kernel, m.m, m.n, m.k, tuple(reversed(own[:depth])))
+        if isinstance(mm, str): continue
+        sizes = [kernel.axes[a].size for a in mm.m_axes]
+        for ext in itertools.product(*[(2, 4, 8, 16, 32, 64)] * len(sizes)):
+            pad0 = -sizes[0] % ext[0]
+            if math.prod(ext) not in TILES[1:] or pad0 * 8 > sizes[0] + pad0 or any(n % e for n, e in zip(sizes[1:], ext[1:])): continue
+            out.append((mm, ext))
+    return out
 
 
 def orientations(kernel) -> list[tcm.Match]:
@@ -69,14 +103,15 @@ def points(kernel, machine) -> list[tuple[float, Schedule]]:
     """Every point of the space with its modeled time (plain layouts), fastest first."""
     if machine.kind != "gpu": return []
     out = []
-    for m in orientations(kernel):
-        M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
-        win = math.prod(kernel.axes[a].size for a in m.window)
-        for bm, bn, bk, wm, wn, st in itertools.product(TILES, TILES, KSTEPS, WARPS, WARPS, STAGES):
-            if not tile_fits(M, bm) or not tile_fits(N, bn) or K % bk or st > max(1, K // bk * win): continue
+    for m0 in orientations(kernel):
+        N, K = (kernel.axes[a].size for a in (m0.n, m0.k))
+        win = math.prod(kernel.axes[a].size for a in m0.window)
+        for (m, ext), bn, bk, wm, wn, st in itertools.product(m_tilings(kernel, m0), TILES, KSTEPS, WARPS, WARPS, STAGES):
+            bm = math.prod(ext)
+            if not tile_fits(N, bn) or K % bk or st > max(1, K // bk * win) or ext[0] % wm: continue
             tm, tn = bm // wm, bn // wn
             if tm % 16 or tn % 16 or tm * tn // tcm.WARP > MAX_ACC or wm * wn > 8: continue
-            s = make(kernel, m, bm, bn, bk, wm, wn, st)
+            s = make(kernel, m, bm, bn, bk, wm, wn, st, ext)
             if resident_blocks(tcm.tiles(kernel, s), machine) < 2: continue
             if check(kernel, s, machine): continue
             out.append((time_s(kernel, s, machine), s))

@@ -1,11 +1,12 @@
 """Convolutions as implicit GEMM on tensor cores, on the emulator: random small convs
 (NCHW and NHWC, 1x1 and 3x3, stride 1 and 2, pad 0 and 1, fp16 and bf16, every GEMM view
-of the kernel, random tiles that may pad M/N, 16-byte or element copies, 1-3 stages,
+of the kernel, M along one axis or flattened over several, random tiles that may pad M/N, 16-byte or element copies, 1-3 stages,
 solver-chosen layouts) compute the interpreter's result with zero bank conflicts and no
 races; the ResNet 3x3 conv's hand-rule and solver schedules do too on sampled blocks;
 the CUDA renderer renders the same programs (compiled and verified only with a GPU)."""
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import replace
 
@@ -62,9 +63,18 @@ def conv_case(draw):
     assume(views)
     m = draw(st.sampled_from(views))
     wm, wn = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
-    bm, bn = wm * 16 * draw(st.integers(1, 2)), wn * 16 * draw(st.integers(1, 2))
+    bn = wn * 16 * draw(st.integers(1, 2))
+    outer = [a for a in m.batch if k.axes[a].size > 1]
+    if outer and draw(st.booleans()):   # M flattened over more pixel axes (extents may pad any of them)
+        m = tcm.match(k, m.m, m.n, m.k, tuple(draw(st.permutations(outer))[:draw(st.integers(1, len(outer)))]))
+        assume(not isinstance(m, str))
+        inner = [draw(st.sampled_from([2, 4, 8])) for _ in m.m_axes[1:]]
+        ext = (wm * draw(st.sampled_from([1, 2, 4])), *inner)
+        assume(math.prod(ext) % (16 * wm) == 0 and math.prod(ext) <= 256)
+    else:
+        ext = (wm * 16 * draw(st.integers(1, 2)),)
     bk = draw(st.sampled_from([c for c in (16, 32) if k.axes[m.k].size % c == 0]))
-    s = tc_space.make(k, m, bm, bn, bk, wm, wn, draw(st.integers(1, 3)))
+    s = tc_space.make(k, m, math.prod(ext), bn, bk, wm, wn, draw(st.integers(1, 3)), ext)
     # element copies are always legal; 16-byte ones where the operand allows them
     vec = tuple(Staging(x.input, vector=draw(st.sampled_from(sorted({1, x.vector})))) for x in s.staging)
     s = replace(s, staging=vec)
@@ -101,9 +111,11 @@ def test_padding_rows_are_zero_filled_not_read():
     """NHWC 3x3 pad 1: the copies of A carry the padding mask and the tile's row end (a 56-
     pixel row in a 64-row tile); the masked copies read nothing and write zeros."""
     k = _conv("nhwc", "float16", N=1, C=16, H=4, W=56, K=16, stride=1, pad=1)
-    s = gpu(k, H100)
+    m = tcm.match(k)
+    s = tc_space.make(k, m, 64, 16, 16, 1, 1, 2)     # the 56-pixel row alone as M, in 64-row tiles
+    s = replace(s, staging=banks.staging(k, s)[0])
     t = tcm.tiles(k, s)
-    assert t.gm * t.bm > 56                          # a padded M tile
+    assert not check(k, s, H100) and t.gm * t.bm > 56  # a padded M tile
     p = lower(k, s, H100)
     copies = [x for x in p.walk() if isinstance(x, SharedCopy) and x.input == 0]
     assert copies and all(x.width == 8 and x.valid.op.name != "CONST" for x in copies)

@@ -126,10 +126,13 @@ def test_hand_rule_gives_the_resnet_conv_tensor_cores():
             s = gpu(k, H100)
             assert s.tensor_core is not None and not check(k, s, H100), layout
             t = tcm.tiles(k, s)
-            assert (t.bm, t.bn, t.steps) == (64, 64, 9 * 64 // t.bk) and s.stages == 3
+            # M: 2 images x 8 rows x 8 columns flattened (no padding of the 56x56 map), N: 64 channels
+            assert (t.bm, t.bn, t.m_ext, t.steps) == (128, 64, (2, 8, 8), 9 * 64 // t.bk) and s.stages == 3
+            assert t.gm * t.bm == 32 * 56 * 56 and len(s.tensor_core.m_outer) == 2
             for which in ("a", "b"):   # the layouts are conflict-free by the solver's own count
                 rows, width, ph = banks.operand_phases(k, s, which)
-                st = next(x for x in s.staging if x.input == (tcm.match(k).a if which == "a" else tcm.match(k).b).input)
+                mt = tcm.match_tc(k, s.tensor_core)
+                st = next(x for x in s.staging if x.input == (mt.a if which == "a" else mt.b).input)
                 assert banks.conflicts(rows, width, ph, st.pad, st.swizzle, st.shift) == 0
     fp32 = Workload.make("conv2d", N=1, C=16, H=8, W=8, K=16, dtype="float32").kernel
     assert gpu(fp32, H100).tensor_core is None
