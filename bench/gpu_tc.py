@@ -45,9 +45,9 @@ G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 VARIANTS = [  # (bm, bn, bk, wm, wn, stages)
     (128, 128, 32, 2, 2, 3), (128, 128, 32, 2, 2, 4), (128, 128, 64, 2, 2, 3), (128, 256, 32, 2, 4, 3),
     (256, 128, 32, 4, 2, 3), (64, 128, 32, 2, 2, 4), (128, 64, 32, 2, 2, 4)]
-CONV_VARIANTS = [  # 56-pixel rows pad to 64-row M tiles; N = 64 output channels
-    (64, 64, 32, 2, 2, 3), (64, 64, 64, 2, 2, 3), (64, 64, 32, 2, 2, 4), (64, 64, 32, 2, 1, 3),
-    (64, 64, 64, 1, 1, 2), (32, 64, 32, 1, 2, 3)]
+CONV_VARIANTS = [  # (M extents outer -> inner over the hand rule's M axes, bn, bk, wm, wn, stages)
+    ((2, 8, 8), 64, 32, 2, 2, 3), ((2, 8, 8), 64, 64, 2, 2, 3), ((2, 8, 8), 64, 32, 2, 2, 4), ((4, 8, 8), 64, 32, 4, 1, 3),
+    ((4, 8, 8), 64, 32, 2, 2, 3), ((8, 8), 64, 32, 2, 2, 3), ((64,), 64, 32, 2, 2, 3), ((64,), 64, 64, 1, 1, 2)]
 
 
 def workloads() -> list[Workload]:
@@ -80,8 +80,21 @@ def variant(k, bm, bn, bk, wm, wn, stages) -> Schedule | None:
     mt = tcm.match(k)
     M, N, K = (k.axes[a].size for a in (mt.m, mt.n, mt.k))
     if not (tc_space.tile_fits(M, bm) and tc_space.tile_fits(N, bn)) or K % bk: return None
+    return _solved(k, tc_space.make(k, mt, bm, bn, bk, wm, wn, min(stages, K // bk)))
+
+
+def conv_variant(k, hand: Schedule, m_ext, bn, bk, wm, wn, stages) -> Schedule | None:
+    """A conv tile over the hand rule's GEMM view, M flattened over its last ``len(m_ext)`` M axes."""
+    from superopt.search import tc_space
+    tc = hand.tensor_core
+    mt = tcm.match(k, tc.m_axis, tc.n_axis, tc.k_axis, tc.m_outer[len(tc.m_outer) + 1 - len(m_ext):])
+    K = k.axes[mt.k].size
+    if isinstance(mt, str) or len(mt.m_axes) != len(m_ext) or K % bk or m_ext[0] % wm: return None
     steps = K // bk * math.prod(k.axes[a].size for a in mt.window)
-    s = tc_space.make(k, mt, bm, bn, bk, wm, wn, min(stages, steps))
+    return _solved(k, tc_space.make(k, mt, math.prod(m_ext), bn, bk, wm, wn, min(stages, steps), m_ext))
+
+
+def _solved(k, s: Schedule) -> Schedule | None:
     s = replace(s, staging=banks.staging(k, s)[0])
     return None if check(k, s, bench_gpu_machine()) else s
 
@@ -221,7 +234,7 @@ def main(argv=None) -> int:
             if args.variants and s.tensor_core is not None:
                 r["variants"] = []
                 for v in (CONV_VARIANTS if k.kind == "conv" else VARIANTS):
-                    vs = variant(k, *v)
+                    vs = conv_variant(k, s, *v) if k.kind == "conv" else variant(k, *v)
                     if vs is not None: r["variants"].append({"tiles": v, **time_schedule(k, vs, be, args.reps, rng)})
         results.append(r)
         rows.append(_row(r))
