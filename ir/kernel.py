@@ -109,8 +109,15 @@ class Kernel:
 
     @property
     def min_bytes(self) -> int:
-        """Bytes that must cross DRAM at least once: each input and the output."""
-        return sum(b.nbytes for b in self.inputs) + self.output.nbytes
+        """Bytes that must cross DRAM at least once: each input and the output; an input
+        read at data-dependent indices (a gather) at most once per point that reads it."""
+        return sum(self._input_bytes(i) for i in range(len(self.inputs))) + self.output.nbytes
+
+    def _input_bytes(self, i: int) -> int:
+        b = self.inputs[i]
+        gathers = [ld for ld in self.loads if ld.arg == i and any(x.op is Ops.LOAD for x in ld.src[0].toposort())]
+        if len(gathers) < len([ld for ld in self.loads if ld.arg == i]): return b.nbytes
+        return min(b.nbytes, len(gathers) * self.points * b.dtype.itemsize)
 
     @property
     def intensity(self) -> float: return self.flops / max(1, self.min_bytes)
