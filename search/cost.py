@@ -166,6 +166,8 @@ class Params:
     l3_bytes: float = 16.0 * 2**20     # shared last level: a kernel's data this small stays there between runs
     l3_bw_factor: float = 4.0          # L3 bandwidth / DRAM bandwidth
     worker_s: float = 2e-5         # waking one more worker thread (a parallel region)
+    lane_cost: float = 4.0         # a lane-by-lane transcendental's cost over its OP_WEIGHT (an exp-sum:
+                                   # ~12 cycles per element measured on one core, any vector width)
     # GPU
     base_regs: float = 24.0
     mem_latency_s: float = 5e-7    # one dependent global-memory round trip
@@ -263,8 +265,9 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     spill = B.max(1.0, (tile / vec + (2.0 if reds or f.rows else 0.0)) / p.vregs)
     # an unrolled body past the instruction cache / decoder's comfort runs slower
     body = tile * unroll / vec * (f.work / f.points)
-    # transcendentals run lane by lane whatever the vector width (their code does not vectorize)
-    alu_cycles = (f.work + f.lane_work * (vec - 1.0)) * waste * spill * (lanes / vec) / core_ops * \
+    # transcendentals run lane by lane whatever the vector width (their code does not
+    # vectorize), each a scalar sequence ``lane_cost`` times its vector weight
+    alu_cycles = (f.work - f.lane_work + f.lane_work * p.lane_cost * vec) * waste * spill * (lanes / vec) / core_ops * \
         B.max(1.0, body / p.max_body)
     if reds or f.rows:   # an accumulator's updates wait on each other: a few chains leave the FMA pipes idle
         alu_cycles = B.max(alu_cycles, f.points * waste / tile * p.fma_latency)
@@ -303,6 +306,8 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
             t = _chunk_traffic(B, acc, f, x, nest, lv, padded, p.cache_bytes) * float(acc.itemsize) * \
                 (1.0 if acc.output else _rereads(B, f, x, p.cache_bytes))
             for a in outs: t = t * x.grid[a]
+            if not acc.output:   # more rows at once than the prefetchers follow: each stream slows down
+                t = t * B.max(1.0, _prod(tile_ext[a] for a in sorted(acc.axes) if a != acc.contig) / p.max_streams)
             total = total + t
         return total
     traffic = by_order(traffic_of)

@@ -58,8 +58,9 @@ def _random_legal(sp: Space, rnd: random.Random) -> Schedule | None:
 
 
 def sample(kernel: Kernel, machine, n: int = 50, top_k: int = 4, seed: int = 0, timeout_s: float = 10.0,
-           space: Space | None = None) -> tuple[list[Point], list[Schedule]]:
-    """``n`` distinct legal schedules (fewer when the space is smaller) and the solver's top-k."""
+           space: Space | None = None, solved: list | None = None) -> tuple[list[Point], list[Schedule]]:
+    """``n`` distinct legal schedules (fewer when the space is smaller) and the solver's top-k
+    (its ``SolveResult`` is appended to ``solved`` when given)."""
     from .hand import hand_schedule
     from .z3opt import solve
     if n < 1: raise ValueError(f"need at least one schedule, got n={n}")
@@ -72,7 +73,9 @@ def sample(kernel: Kernel, machine, n: int = 50, top_k: int = 4, seed: int = 0, 
     def add(s: Schedule, source: str) -> None:
         if len(out) < n and s not in out and sp.legal(s): out[s] = Point(s, source, val(s))
 
-    top = [c.schedule for c in solve(kernel, machine, top_k=top_k, timeout_s=timeout_s, space=sp).candidates]
+    r = solve(kernel, machine, top_k=top_k, timeout_s=timeout_s, space=sp)
+    if solved is not None: solved.append(r)
+    top = [c.schedule for c in r.candidates]
     for s in top: add(s, "z3")
     add(hand_schedule(kernel, machine), "hand")
     near = sp.neighbors(top[0]) if sp.contains(top[0]) else []
@@ -98,6 +101,7 @@ class KernelFidelity:
     kernel: Kernel
     points: list[Point]
     top: list[Schedule] = field(default_factory=list)   # the solver's top-k, best modeled first
+    solve_s: float | None = None
 
     @property
     def ok(self) -> list[Point]: return [q for q in self.points if q.verified and q.measured_s]
@@ -121,6 +125,15 @@ class KernelFidelity:
         first = min(topk, key=lambda q: q.modeled_s)
         return first.measured_s / min(q.measured_s for q in topk) - 1.0
 
+    def noise(self) -> dict:
+        """How far apart the schedules measure, against how much one schedule's runs scatter:
+        where the scatter is as wide as the spread, no model can rank them (report both)."""
+        ms = sorted(q.measured_s for q in self.ok)
+        runs = sorted(max(q.samples) / min(q.samples) for q in self.ok if q.samples and min(q.samples) > 0)
+        at = lambda xs, f: xs[min(len(xs) - 1, int(f * len(xs)))]  # noqa: E731
+        return {"spread_p90_over_p10": at(ms, 0.9) / at(ms, 0.1) if ms else None,
+                "runs_max_over_min_median": at(runs, 0.5) if runs else None}
+
     def remodel(self, machine, p: cost.Params) -> list[float]:
         """Modeled seconds of the verified points under other parameters."""
         f = cost.facts(self.kernel)
@@ -131,6 +144,7 @@ class KernelFidelity:
         return {"kernel": k.name, "key": k.key, "kind": k.kind, "axes": [a.size for a in k.axes],
                 "schedules": len(self.points), "verified": len(self.ok), "spearman": self.spearman(),
                 "top1_measured_rank": self.top1_rank(), "top1_gap_in_topk": self.topk_gap(),
+                "solve_s": self.solve_s, **self.noise(),
                 "topk": [s.to_dict() for s in self.top], "points": [q.to_dict() for q in self.points]}
 
 
@@ -144,13 +158,14 @@ def measure_kernel(kernel: Kernel, backend, n: int = 50, top_k: int = 4, runs: i
     contention only ever adds time)."""
     from superopt.commands.tune import measure
     if stat not in STATS: raise ValueError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
-    points, top = sample(kernel, backend.machine, n, top_k, seed)
+    solved: list = []
+    points, top = sample(kernel, backend.machine, n, top_k, seed, solved=solved)
     for i, q in enumerate(points):
         m = measure(kernel, q.schedule, backend, q.source, seed=seed + i, runs=runs)
         q.verified, q.reason, q.samples = m.verified, m.reason, tuple(m.samples)
         q.measured_s = (min(m.samples) if stat == "min" and m.samples else m.measured_s) if m.verified else None
         if progress: progress(i + 1, len(points), q)
-    return KernelFidelity(kernel, points, top)
+    return KernelFidelity(kernel, points, top, solved[0].solve_s)
 
 
 # ---- calibration ------------------------------------------------------------------------------

@@ -53,8 +53,8 @@ def _progress(k, quiet: bool):
     def show(i: int, n: int, q) -> None:
         if quiet: return
         t = f"{q.measured_s * 1e6:10.1f} us" if q.measured_s else f"failed: {q.reason[:60]}"
-        print(f"  [{i:3d}/{n}] {q.source:9s} modeled {q.modeled_s * 1e6:10.1f} us  measured {t}",
-              file=sys.stderr, flush=True)
+        print(f"  [{i:3d}/{n}] {q.source:9s} modeled {q.modeled_s * 1e6:10.1f} us  measured {t}  "
+              f"{q.schedule.describe(k)}", file=sys.stderr, flush=True)
     return show
 
 
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         be.close()
     doc = {"command": _command(args),
-           "backend": args.backend, "statistic": args.stat, "runs": args.runs, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "backend": args.backend, "statistic": args.stat, "runs": args.runs,
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in os.getloadavg()],
            "elapsed_s": time.perf_counter() - t0, "machine": machine.to_dict(), "summary": _summary(results),
            "kernels": [r.to_dict() for r in results]}
@@ -118,7 +119,9 @@ def _fmt(x, spec: str) -> str: return "n/a" if x is None else format(x, spec)
 
 def _line(r) -> str:
     return (f"{r.kernel.name}: {len(r.ok)}/{len(r.points)} verified  Spearman {_fmt(r.spearman(), '.3f')}  "
-            f"model top-1 measured rank {_fmt(r.top1_rank(), 'd')}  top-1 gap in top-k {_fmt(r.topk_gap(), '.1%')}")
+            f"model top-1 measured rank {_fmt(r.top1_rank(), 'd')}  top-1 gap in top-k {_fmt(r.topk_gap(), '.1%')}  "
+            f"(spread p90/p10 {_fmt(r.noise()['spread_p90_over_p10'], '.2f')}, "
+            f"runs max/min {_fmt(r.noise()['runs_max_over_min_median'], '.2f')})")
 
 
 def _summary(results) -> dict:

@@ -98,3 +98,13 @@ def test_calibration_rejects_bad_input(mm, cpu):
     empty = fidelity.KernelFidelity(mm, [], [])
     with pytest.raises(ValueError, match="verified"):
         fidelity.calibrate([empty], cpu)
+
+
+def test_noise_compares_the_spread_with_the_scatter_of_runs(mm, cpu):
+    r = _fake(mm, cpu, 10, lambda t: t)
+    for i, q in enumerate(sorted(r.ok, key=lambda q: q.modeled_s)):
+        q.measured_s = 1.0 + i                     # 1 .. 10
+        q.samples = (q.measured_s, 1.5 * q.measured_s)
+    n = r.noise()
+    assert n["spread_p90_over_p10"] == pytest.approx(10.0 / 2.0)
+    assert n["runs_max_over_min_median"] == pytest.approx(1.5)
