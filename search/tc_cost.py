@@ -17,7 +17,9 @@ addressing), whose copies in flight fill the wait. Element copies (operands not 
 aligned, e.g. an NCHW convolution's input) are synchronous: no stage runs ahead.
 A convolution as implicit GEMM runs window points x K tiles steps (``Tiles.steps``); its
 padded M/N tiles compute their padding (the compute term counts whole tiles); the L2 term
-reads the input once per window point.
+reads the input once per window point, each operand's bytes divided by the fraction of
+its 32-byte sectors its copies use (``_sector_use``: element copies of a strided operand
+waste most of each sector).
 The mma.sync issue rate of sm_90 is below the wgmma peak that the datasheet figure
 describes; the measured gap is in bench/results/gpu-tc-h100.md.
 """
@@ -53,7 +55,9 @@ def time_s(kernel, s, machine) -> float:
     compute = per_sm * t.steps * step
     stall = per_sm * exposed  # on the critical path whatever bounds the rest
     dram = kernel.min_bytes / machine.dram_bw
-    l2 = blocks * (t.bm + t.bn) * K * 2 / (2 * machine.dram_bw)
+    m = tcm.match_tc(kernel, s.tensor_core)
+    eff_a, eff_b = (_sector_use(kernel, s, t, op) for op in (m.a, m.b))
+    l2 = blocks * (t.bm / eff_a + t.bn / eff_b) * K * 2 / (2 * machine.dram_bw)
     smem = blocks * (K // 16) * t.warps * (t.tm + t.tn) * 16 * 2 / (machine.smem_bw or machine.dram_bw)
     return machine.launch_s + max(compute, dram, l2, smem) + stall
 
@@ -61,3 +65,18 @@ def time_s(kernel, s, machine) -> float:
 def _async(s) -> bool:
     """Every staged copy is a 16-byte cp.async (element copies are plain loads)."""
     return all(x.vector == tcm.UNIT for x in s.staging)
+
+
+def _sector_use(kernel, s, t: tcm.Tiles, op) -> float:
+    """Useful fraction of the 32-byte sectors an operand's copies read: 16-byte copies run
+    along whole tile rows (1); element copies run as far as the tile row is contiguous in
+    memory (the inner M extent for an M-contiguous operand, the K step for a K-contiguous
+    one, else one element: an NCHW filter read along input channels uses 2 of 32 bytes)."""
+    vec = next((x.vector for x in s.staging if x.input == op.input), op.vec)
+    if vec == tcm.UNIT: return 1.0
+    idx, n = op.load.src[0], kernel.axes
+    tc = s.tensor_core
+    if op.k_major: run = t.m_ext[-1] if op.outer == tc.m_axis and t.m_ext else (t.tn if op.outer == tc.n_axis else 1)
+    else: run = t.bk if tcm.axis_stride(idx, tc.k_axis, n[tc.k_axis].size) == 1 else 1
+    if tcm.axis_stride(idx, op.outer if op.k_major else tc.k_axis, n[op.outer if op.k_major else tc.k_axis].size) != 1: run = 1
+    return min(1.0, run * 2 / 32)
