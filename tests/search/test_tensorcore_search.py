@@ -141,7 +141,7 @@ def test_hand_rule_gives_the_resnet_conv_tensor_cores():
 def test_conv_space_is_legal_ranked_and_bounded():
     from superopt.search import tc_space
     for layout in ("nchw", "nhwc"):
-        k = _resnet_conv(layout)
+        k = Workload.make("conv2d", N=4, C=32, H=28, W=28, K=32, stride=1, pad=1, layout=layout, dtype="float16").kernel
         pts = tc_space.points(k, H100)
         assert pts and [t for t, _ in pts] == sorted(t for t, _ in pts)
         assert all(not check(k, s, H100) and s.tensor_core is not None for _, s in pts[:50])
