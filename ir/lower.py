@@ -37,6 +37,9 @@ class LoweringError(ValueError):
 def lower(kernel: Kernel, schedule: Schedule, machine) -> Program:
     errs = check(kernel, schedule, machine)
     if errs: raise LoweringError("; ".join(errs))
+    if schedule.tensor_core is not None and schedule.tensor_core.instr.startswith("wgmma."):
+        from .lower_wgmma import lower_wgmma
+        return lower_wgmma(kernel, schedule, machine)
     if schedule.tensor_core is not None:
         from .lower_tc import lower_tensor_core
         return lower_tensor_core(kernel, schedule, machine)

@@ -59,10 +59,26 @@ statements are executed by every thread of the block (never inside ``If`` except
 - ``Mma``: D = A*B + C on a warp's fragments, in place on fp32 register array ``d``
   (4 elements at ``d_off``), A = 8 elements of ``a`` at ``a_off``, B = 4 of ``b`` at ``b_off``.
 Register arrays touched by these are indexed by constants only.
+
+Hopper warpgroup MMA (``TensorCore.instr`` ``wgmma.*``; geometry and descriptors in
+``ir/wgmma.py``), executed by every thread of the block (never inside ``If``); a
+warpgroup is 4 consecutive warps:
+- ``SharedFence`` (``fence.proxy.async.shared::cta``): the thread's earlier shared writes
+  become visible to wgmma's operand reads (before the ``Barrier`` that publishes them);
+- ``WgmmaFence`` (``wgmma.fence``): orders the warpgroup's register accesses before the
+  next ``Wgmma`` (needed before the first and after any other write of its accumulators);
+- ``Wgmma``: D (64 x n, fp32 register array ``d`` from ``d_off``, n/2 elements a thread) +=
+  A (64 x 16) * B (16 x n), A and B read from shared memory through matrix descriptors:
+  the constant fields ``a_desc``/``b_desc`` (LBO, SBO, swizzle mode; start 0) plus the
+  address of element ``a_start``/``b_start`` (warpgroup-uniform) of shared buffer
+  ``a``/``b``; ``a_trans``/``b_trans``: the operand is MN-major. It is asynchronous:
+  the accumulators are undefined and the operands may still be read until a ``WgmmaWait``
+  retires it; ``WgmmaCommit`` closes the group of wgmmas issued so far, ``WgmmaWait(n)``
+  waits until at most ``n`` groups are in flight.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Union
 
 from . import dtype as dt
@@ -181,7 +197,48 @@ class Mma:
     b_off: int
 
 
-Stmt = Union[Loop, If, Reg, Assign, Store, Shared, SharedStore, Barrier, SharedCopy, CopyCommit, CopyWait, FragLoad, Mma]
+@dataclass(frozen=True)
+class SharedFence:
+    """``fence.proxy.async.shared::cta``: this thread's shared writes become visible to wgmma."""
+
+
+@dataclass(frozen=True)
+class WgmmaFence:
+    """``wgmma.fence.sync.aligned``: register accesses before it precede the next wgmma."""
+
+
+@dataclass(frozen=True)
+class Wgmma:
+    """``wgmma.mma_async.sync.aligned.m64n<n>k16.f32.<ab>.<ab>``, accumulating in place
+    (``scale_d`` False: D = A*B, ignoring the old accumulators)."""
+    instr: str
+    n: int
+    d: str
+    d_off: int
+    a: str
+    a_start: Node
+    a_desc: int
+    a_trans: bool
+    b: str
+    b_start: Node
+    b_desc: int
+    b_trans: bool
+    scale_d: bool = True
+
+
+@dataclass(frozen=True)
+class WgmmaCommit:
+    """Close the group of wgmmas issued so far (``wgmma.commit_group``)."""
+
+
+@dataclass(frozen=True)
+class WgmmaWait:
+    """Wait until at most ``pending`` committed wgmma groups are in flight."""
+    pending: int
+
+
+Stmt = Union[Loop, If, Reg, Assign, Store, Shared, SharedStore, Barrier, SharedCopy, CopyCommit, CopyWait, FragLoad, Mma,
+             SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait]
 
 
 @dataclass(frozen=True, eq=False)
@@ -238,6 +295,7 @@ def subst_stmt(s: Stmt, m: dict[Node, Node]) -> Stmt:
     if isinstance(s, SharedStore): return SharedStore(s.name, f(s.index), f(s.value), f(s.valid))
     if isinstance(s, SharedCopy): return SharedCopy(s.name, f(s.dst), s.input, f(s.src), s.width, f(s.valid), s.async_)
     if isinstance(s, FragLoad): return FragLoad(s.name, s.offset, s.shared, f(s.row), s.trans)
+    if isinstance(s, Wgmma): return replace(s, a_start=f(s.a_start), b_start=f(s.b_start))
     return s
 
 
@@ -277,4 +335,12 @@ def _describe(body: tuple[Stmt, ...], depth: int) -> list[str]:
             out.append(f"{pad}{s.name}[{s.offset} +: 8] = ldmatrix.x4{'.trans' if s.trans else ''} {s.shared}[{render(s.row)}]")
         elif isinstance(s, Mma):
             out.append(f"{pad}{s.d}[{s.d_off} +: 4] += {s.instr}({s.a}[{s.a_off} +: 8], {s.b}[{s.b_off} +: 4])")
+        elif isinstance(s, SharedFence): out.append(f"{pad}fence shared -> async proxy")
+        elif isinstance(s, WgmmaFence): out.append(f"{pad}wgmma fence")
+        elif isinstance(s, Wgmma):
+            out.append(f"{pad}{s.d}[{s.d_off} +: {s.n // 2}] {'+' if s.scale_d else ''}= wgmma m64n{s.n}k16 "
+                       f"{s.a}@[{render(s.a_start)}]{'^T' if s.a_trans else ''} desc {s.a_desc:#x}, "
+                       f"{s.b}@[{render(s.b_start)}]{'^T' if s.b_trans else ''} desc {s.b_desc:#x}")
+        elif isinstance(s, WgmmaCommit): out.append(f"{pad}wgmma commit")
+        elif isinstance(s, WgmmaWait): out.append(f"{pad}wgmma wait <= {s.pending} pending")
     return out

@@ -215,6 +215,9 @@ def _check_vector(kernel, s: Schedule) -> list[str]:
 def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
     from . import tensorcore as tcm
     tc = s.tensor_core
+    if tc.instr.startswith("wgmma."):  # Hopper warpgroup MMA: its own geometry (ir/wgmma.py)
+        from .wgmma import check as check_wgmma
+        return check_wgmma(kernel, s, machine)
     if tc.instr not in tcm.INSTRS: return [f"unknown tensor-core instruction {tc.instr!r} (know {sorted(tcm.INSTRS)})"]
     if s.vector != 1 or s.order: return ["tensor-core schedules take no vector width or loop order"]
     m = tcm.match_tc(kernel, tc)

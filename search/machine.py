@@ -27,6 +27,7 @@ class Machine:
     max_threads_per_sm: int = 0
     max_blocks_per_sm: int = 0
     smem_banks: int = 32
+    sm: int = 0                     # NVIDIA compute capability x10 (90: Hopper, wgmma); 0 elsewhere
     l2_bytes: int = 0
     # ceilings (per second); calibration overwrites these
     dram_bw: float = 20e9           # bytes/s, read + write
@@ -62,7 +63,7 @@ def host_cpu() -> Machine:
 
 H100 = Machine("h100", "gpu", 132, max_threads=1024, max_upcast=256, simd_bytes=16, warp=32,
                regs_per_sm=65536, max_regs_per_thread=255, smem_per_block=227 * 1024, smem_per_sm=228 * 1024,
-               max_threads_per_sm=2048, max_blocks_per_sm=32, l2_bytes=50 * 2**20,
+               max_threads_per_sm=2048, max_blocks_per_sm=32, l2_bytes=50 * 2**20, sm=90,
                dram_bw=3.0e12, flops_fp32=67e12, flops_tc_fp16=989e12, smem_bw=132 * 128 * 1.98e9,
                launch_s=4e-6)
 H200 = replace(H100, name="h200", l2_bytes=60 * 2**20, dram_bw=4.3e12)

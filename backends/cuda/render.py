@@ -26,7 +26,7 @@ from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
 from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared,
                                  SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
 
-from . import shuffle
+from . import shuffle, wgmma
 from .shuffle import WarpCombine
 from .vectorize import divisible, merged_loads
 
@@ -322,6 +322,8 @@ class _Renderer:
             b = ", ".join(f'"r"({s.b}[{s.b_off // 2 + i}])' for i in range(2))
             self.emit(f'asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32 {{%0,%1,%2,%3}}, '
                       f'{{%4,%5,%6,%7}}, {{%8,%9}}, {{%0,%1,%2,%3}};\\n" : {d} : {a}, {b});')
+        elif isinstance(s, wgmma.STMTS):
+            wgmma.render_stmt(self, s)
         else:
             raise ValueError(f"cannot render statement {type(s).__name__}")
 
@@ -387,6 +389,7 @@ def render(p: Program) -> tuple[str, int]:
                     else f"__shared__ __align__(16) {st} {s.name}[{s.size}];")
         off += -(-s.size * s.dtype.itemsize // 16) * 16
     if dynamic: decl.insert(0, "extern __shared__ __align__(16) unsigned char smem_[];")
+    if wgmma.uses(p): (decl, total), dynamic = wgmma.shared_decls(shared, STORAGE), True  # 1024-byte aligned
     params = [f"{STORAGE[p.output.dtype.name]}* __restrict__ out"] + \
              [f"const {STORAGE[b.dtype.name]}* __restrict__ in{i}" for i, b in enumerate(p.inputs)]
     head = f'extern "C" __global__ void __launch_bounds__({p.threads}) {kernel_name(p)}({", ".join(params)}) {{'

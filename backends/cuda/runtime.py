@@ -189,7 +189,8 @@ class Device:
         if key in self._modules: return self._modules[key]
         prog = _nvrtc_check(_nvrtc.nvrtcCreateProgram(source.encode(), f"{name}.cu".encode(), 0, [], []),
                             "nvrtcCreateProgram")
-        opts = [f"--gpu-architecture={self.arch}", "-default-device", "-std=c++17", *options]
+        from .wgmma import arch_for  # wgmma needs the arch-specific target (sm_90a)
+        opts = [f"--gpu-architecture={arch_for(source, self.arch)}", "-default-device", "-std=c++17", *options]
         err, = _nvrtc.nvrtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
         size = _nvrtc_check(_nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
         buf = _out_buffer(size)

@@ -38,6 +38,7 @@ from superopt.ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad
 from superopt.backends.cuda import shuffle
 from superopt.backends.cuda.vectorize import block_loads, merged_loads
 
+from . import wgmma as wgmma_emu
 from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
 
 WARP = 32
@@ -285,6 +286,8 @@ class _Run:
             self.frag_load(s, mask)
         elif isinstance(s, Mma):
             self.mma(s, mask)
+        elif isinstance(s, wgmma_emu.STMTS):
+            wgmma_emu.execute(self, s, mask)
         elif isinstance(s, Barrier):
             if not np.all(mask): raise EmuError("barrier reached by only some threads of a block")
             for w in self.writer.values(): w.fill(-1)
