@@ -31,6 +31,10 @@ from .tc_cost import resident_blocks, time_s
 G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 TILES, KSTEPS, WARPS, STAGES = (16, 32, 64, 128, 256), (16, 32, 64), (1, 2, 4), (1, 2, 3, 4)
 MAX_ACC = 128          # fp32 accumulators a thread
+# element (2-byte) copies a thread issues per K step, each with its own index math: the
+# ResNet 3x3 NCHW conv compiled by ptxas (sm_90) in 167 registers with 32, but spilled
+# 912 bytes at 255 registers with 128
+MAX_ELEMENT_COPIES = 32
 
 
 def instr_for(m: tcm.Match) -> str:
@@ -112,12 +116,20 @@ def points(kernel, machine) -> list[tuple[float, Schedule]]:
             tm, tn = bm // wm, bn // wn
             if tm % 16 or tn % 16 or tm * tn // tcm.WARP > MAX_ACC or wm * wn > 8: continue
             s = make(kernel, m, bm, bn, bk, wm, wn, st, ext)
-            if resident_blocks(tcm.tiles(kernel, s), machine) < 2: continue
+            if resident_blocks(tcm.tiles(kernel, s), machine) < 2 or _element_copies(kernel, s) > MAX_ELEMENT_COPIES: continue
             if check(kernel, s, machine): continue
             out.append((time_s(kernel, s, machine), s))
     # ties: less ldmatrix traffic (squarer warp tiles), then fewer stages (less shared memory)
     out.sort(key=lambda x: (round(x[0], 12), _frag_traffic(kernel, x[1]), x[1].stages))
     return out
+
+
+def _element_copies(kernel, s: Schedule) -> int:
+    """Element copies one thread issues per K step (16-byte copies do not count)."""
+    t = tcm.tiles(kernel, s)
+    m = tcm.match_tc(kernel, s.tensor_core)
+    vec = {x.input: x.vector for x in s.staging}
+    return sum(outer * t.bk // t.threads for op, outer in ((m.a, t.bm), (m.b, t.bn)) if vec[op.input] == 1)
 
 
 def _frag_traffic(kernel, s: Schedule) -> float:

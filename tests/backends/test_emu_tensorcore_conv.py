@@ -160,6 +160,23 @@ def test_conv_programs_render(layout, tmp_path):
     if shutil.which("g++"): assert not _syntax_errors(src, tmp_path), src
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc for the PTX check")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_conv_programs_compile_for_sm90_without_spills(layout, tmp_path):
+    """nvcc/ptxas (no GPU needed) accept the inline PTX (cp.async zero-fill, ldmatrix, mma)
+    of the small and the ResNet convs' hand-rule programs, with no register spills."""
+    import subprocess
+    for p in (dict(N=2, C=32, H=10, W=12, K=48, stride=1, pad=1), dict(N=32, C=64, H=56, W=56, K=64, stride=1, pad=1)):
+        k = _conv(layout, "float16", **p)
+        src, _ = render(lower(k, gpu(k, H100), H100))
+        cu = tmp_path / "k.cu"
+        cu.write_text(src)
+        r = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "k.cubin"), str(cu), "-Xptxas", "-v"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "0 bytes spill stores" in r.stderr, r.stderr
+
+
 def test_conv_tensor_core_schedules_verify_on_cuda():
     from superopt.backends.cuda.cuda_backend import probe
     have, why = probe()
