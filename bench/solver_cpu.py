@@ -11,6 +11,7 @@ prints medians.
 
     python3 bench/solver_cpu.py --out bench/results/solver-cpu.json
     python3 bench/solver_cpu.py --workload matmul:M=1024,N=1024,K=1024 --beam-budget 0 --numpy --out ...
+    OPENBLAS_NUM_THREADS=1 python3 bench/solver_cpu.py --cores 1 ...   # one core each (steadier when shared)
 """
 from __future__ import annotations
 
@@ -95,9 +96,16 @@ def main(argv=None) -> int:
     p.add_argument("--workload", action="append", metavar="KIND:k=v,...",
                    help="workload to run instead of the default list (repeatable), e.g. matmul:M=1024,N=1024,K=1024")
     p.add_argument("--numpy", action="store_true", help="time numpy's reference of each workload in the same run")
+    p.add_argument("--cores", type=int, help="schedule for this many cores (set OPENBLAS_NUM_THREADS to match for numpy)")
     a = p.parse_args(argv)
     workloads = [_parse(w) for w in a.workload] if a.workload else WORKLOADS
-    be = get("cpu")
+    machine = None
+    if a.cores:
+        from dataclasses import replace
+        from superopt.search.machine import load
+        m = load("cpu")
+        machine = replace(m, cores=a.cores, flops_fp32=m.flops_fp32 * a.cores / m.cores)
+    be = get("cpu", machine)
     load_before = os.getloadavg()  # timings on a shared machine: say how busy it was
     rows = []
     try:
@@ -121,7 +129,8 @@ def main(argv=None) -> int:
     print(json.dumps(summary, indent=1))
     doc = {"command": "python3 bench/solver_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": be.machine.to_dict(), "python": platform.python_version(),
-           "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+           "load_avg_before": load_before, "cores": be.machine.cores,
+           "threads_env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}, "load_avg_after": os.getloadavg(),
            "summary": summary, "kernels": rows}
     with open(a.out, "w") as f: json.dump(doc, f, indent=1)
     return 0
