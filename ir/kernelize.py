@@ -1,19 +1,18 @@
 """Lazy graph -> kernels. Movement ops fold into index expressions and masks.
 
-First fusion rule (to be replaced by the solver's plan in search/fusion): every
-elementwise chain fuses into its consumer, each reduction ends a kernel, and the
-graph's output ends one. One exception keeps GEMMs and convs whole: the output's
-elementwise tail is fused into a reduction as an epilogue (``body = f(REDUCE(...))``)
-when that reduction feeds nothing else and each output point reads exactly one of its
-results (a cast back to fp16, a requantize); a tail that would recompute a reduction
-per output point (softmax's normalize) stays a separate kernel.
-
-A fusion plan (``search.fusion``) replaces the rule: ``kernelize(root, plan=nodes)``
-writes exactly those nodes (and the output) to buffers, recomputes every other
+A plan (the set of nodes written to buffers; the output always is) decides the kernels:
+``kernelize(root, plan=nodes)`` writes exactly those nodes, recomputes every other
 elementwise node inside each kernel that reads it, and computes a reduction that is not
-in the plan inside the one elementwise kernel that reads it (an epilogue, legal only
-when each output point reads one of its results). ``PLANNER``, when set, is asked for a
-plan for every root the lazy front end realizes.
+in the plan inside the elementwise kernel that reads it: as row reductions (each
+broadcast back along the axes it folds: softmax, layernorm in one kernel; see
+``ir.kernel.Kernel``) or as an epilogue (``body = f(REDUCE(...))``, legal when each output
+point reads exactly one of its results: a GEMM's cast back to fp16, a requantize).
+
+Without a plan, the default rule (``default_plan``, to be replaced by the solver's plan in
+search/fusion): every reduction ends a kernel, and so does every elementwise operand of
+a contraction (a GEMM keeps plain operands); then each elementwise kernel computes the
+reductions only it reads as row reductions (rows up to ``ROW_MAX``) or an epilogue.
+``PLANNER``, when set, is asked for a plan for every root the lazy front end realizes.
 """
 from __future__ import annotations
 
@@ -64,20 +63,11 @@ PLANNER: Callable[[Node], "frozenset[Node] | None"] | None = None
 
 def kernelize(root: Node, out_name: str = "out", plan: "frozenset[Node] | None" = None) -> list[Step]:
     """Split the graph under ``root`` into kernels, dependencies first; with ``plan``,
-    materialize exactly the plan's nodes (see the module docstring)."""
+    materialize exactly the plan's nodes (see the module docstring), else the default
+    rule's (``default_plan``)."""
     if plan is None and PLANNER is not None:
         plan = PLANNER(root)
-    if plan is not None:
-        return _kernelize_plan(root, out_name, frozenset(plan))
-    base, realized, names, fused = _default(root, out_name)
-    steps = []
-    for n in realized:
-        if n is base and fused is not None:
-            steps.append(fused)
-            continue
-        out_shape = shape(root) if n is base else shape(n)
-        steps.append(_build(n, names, out_shape, f"{'r' if n.op is Ops.REDUCE else 'e'}{len(steps)}"))
-    return steps
+    return _kernelize_plan(root, out_name, frozenset(plan if plan is not None else default_plan(root)))
 
 
 def output_node(root: Node) -> Node:
@@ -97,29 +87,83 @@ def _names(realized: list[Node], base: Node, out_name: str) -> dict[Node, str]:
     return {n: (out_name if n is base else f"t{i}") for i, n in enumerate(realized)}
 
 
-def _default(root: Node, out_name: str) -> tuple[Node, list[Node], dict[Node, str], "Step | None"]:
-    """The first fusion rule: output node, realized nodes, buffer names, fused step (row
-    reductions or an epilogue computed in the output's kernel)."""
+def default_plan(root: Node) -> frozenset[Node]:
+    """The nodes the default rule materializes, besides the output node: every reduction,
+    and every elementwise operand of a contraction (a GEMM or conv keeps a plain operand,
+    which tensor cores need, instead of recomputing e.g. a layernorm per multiply-add);
+    then, per elementwise kernel, the reductions only it reads are computed inside it as
+    row reductions (rows up to ROW_MAX) or else as an epilogue."""
     base = output_node(root)
-    realized = [n for n in toposort(base) if n.op is Ops.REDUCE]
-    if base not in realized: realized.append(base)
-    names = _names(realized, base, out_name)
-    fused = None
-    if base.op is not Ops.REDUCE:
-        cands = [r for r in realized if r is not base and row_length(r) <= ROW_MAX]
-        got = fuse_rows(base, realized, cands, out_name, shape(root), f"r{len(realized) - 1}")
+    order = toposort(base)
+    want = {n for n in order if n.op is Ops.REDUCE} | _contraction_operands(order)
+    realized = [n for n in order if n in want or n is base]
+    for e in [n for n in realized if n.op is not Ops.REDUCE]:
+        mine = _own_reductions(e, realized)
+        out_shape = shape(root) if e is base else shape(e)
+        got = fuse_rows(e, realized, [r for r in mine if row_length(r) <= ROW_MAX], "out", out_shape, "k")
         if got is not None:
-            rows, fused = got
-            realized = [n for n in realized if n not in rows]
-            return base, realized, _names(realized, base, out_name), fused
-        for r in _epilogue_candidates(base, realized):
+            realized = [n for n in realized if n not in got[0]]
+            continue
+        names, rs = _names(realized, base, "out"), set(realized)
+        others = set().union(*(_direct_deps(n, rs) for n in realized if n is not e))
+        for r in (r for r in mine if r not in others):   # an epilogue: read by this kernel only
             try:
-                fused = _build_epilogue(base, r, names, shape(root), f"r{len(realized) - 2}")
+                _build_epilogue(e, r, names, out_shape, "k")
             except _NoFuse:
                 continue
             realized.remove(r)
             break
-    return base, realized, names, fused
+    return frozenset(realized) - {base}
+
+
+def _contraction_operands(order: list[Node]) -> set[Node]:
+    """Elementwise nodes (reading data; casts and movement looked through) that a
+    contraction reads as an operand: a sum of products of two operands each broadcast
+    (expanded) along an axis the other one runs over, as in a GEMM or a conv."""
+    out = set()
+    for r in order:
+        if r.op is not Ops.REDUCE or r.arg[0] != "sum": continue
+        x, _ = _through(r.src[0], movement=False)
+        if x.op is not Ops.MUL: continue
+        ops = [_through(s) for s in x.src]
+        if not all(expanded for _, expanded in ops): continue
+        for y, _ in ops:
+            if y.op in ALU and any(z.op is Ops.BUFFER for z in y.toposort()): out.add(y)
+    return out
+
+
+def _through(n: Node, movement: bool = True) -> tuple[Node, bool]:
+    """The node below casts (and movement ops), and whether an EXPAND was passed."""
+    expanded = False
+    while n.op is Ops.CAST or (movement and n.op in (Ops.RESHAPE, Ops.PERMUTE, Ops.EXPAND, Ops.PAD, Ops.SHRINK)):
+        expanded = expanded or n.op is Ops.EXPAND
+        n = n.src[0]
+    return n, expanded
+
+
+def _own_reductions(e: Node, realized: list[Node]) -> list[Node]:
+    """Reductions only ``e``'s kernel needs: read by it, or by such reductions only."""
+    rs = set(realized)
+    deps = {n: _direct_deps(n, rs) for n in realized}
+    own = {r for r in _computed_closure(e, deps) if r.op is Ops.REDUCE}
+    changed = True
+    while changed:
+        changed = False
+        for r in list(own):
+            if any(r in d for n, d in deps.items() if n is not e and n not in own):
+                own.discard(r); changed = True  # noqa: E702
+    return [r for r in realized if r in own]
+
+
+def _computed_closure(e: Node, deps: dict[Node, set[Node]]) -> set[Node]:
+    """Realized nodes ``e`` reads, directly or through other realized nodes."""
+    out, stack = set(), list(deps[e])
+    while stack:
+        x = stack.pop()
+        if x in out: continue
+        out.add(x)
+        stack.extend(deps.get(x, ()))
+    return out
 
 
 def row_length(r: Node) -> int:
@@ -136,7 +180,8 @@ def fuse_rows(base: Node, realized: list[Node], cands: list[Node], out_name: str
     rows = set(cands)
     while rows:
         kept = [r for r in realized if r not in rows and r is not base]
-        inside = {s for r in kept for s in toposort(r) if s is not r}
+        stop = {n for n in realized if n not in rows}
+        inside = set().union(*(_computed(r, stop) for r in kept))
         rows -= inside
         if not rows: return None
         left = [n for n in realized if n not in rows]
@@ -147,12 +192,6 @@ def fuse_rows(base: Node, realized: list[Node], cands: list[Node], out_name: str
         except _NoFuse:
             return None
     return None
-
-
-def default_plan(root: Node) -> frozenset[Node]:
-    """The nodes the first fusion rule materializes, besides the output node."""
-    base, realized, _, _ = _default(root, "out")
-    return frozenset(realized) - {base}
 
 
 def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node]) -> list[Step]:
@@ -184,6 +223,17 @@ def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node]) -> list[St
             raise ValueError("plan fuses a reduction into a kernel whose output points do not each read "
                              "exactly one of its results") from None
     return steps
+
+
+def _computed(n: Node, realized: set[Node]) -> set[Node]:
+    """Nodes ``n``'s kernel computes: its graph, stopping at realized nodes and inputs."""
+    out, stack = set(), list(n.src)
+    while stack:
+        x = stack.pop()
+        if x in out or x in realized or x.op is Ops.BUFFER: continue
+        out.add(x)
+        stack.extend(x.src)
+    return out
 
 
 def inner_reductions(n: Node, realized: set[Node]) -> list[Node]:
@@ -220,14 +270,6 @@ def _direct_deps(n: Node, realized: set[Node]) -> set[Node]:
         if x in realized: out.add(x)
         elif x.op is not Ops.BUFFER: stack.extend(x.src)
     return out
-
-
-def _epilogue_candidates(base: Node, realized: list[Node]) -> list[Node]:
-    """Reductions read directly by the output's kernel and by no other kernel."""
-    rs = set(realized)
-    mine = _direct_deps(base, rs)
-    others = set().union(*(_direct_deps(n, rs) for n in realized if n is not base))
-    return [r for r in realized if r in mine and r not in others]
 
 
 def _build_epilogue(root: Node, r: Node, names: dict[Node, str], out_shape: tuple[int, ...], kname: str) -> Step:
