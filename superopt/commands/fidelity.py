@@ -29,6 +29,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the sample")
     p.add_argument("--stat", choices=("median", "min"), default="median",
                    help="figure of the runs ranked: median (default) or min (steadier on a shared machine)")
+    p.add_argument("--cores", type=int, metavar="N",
+                   help="cpu: schedule for N cores only (one core times steadily on a machine others share)")
     p.add_argument("--all-steps", action="store_true", help="every kernel of a multi-kernel file (default: its main one)")
     p.add_argument("--calibrate-model", action="store_true",
                    help="fit cost-model constants to the timings and store them in the machine's calibration")
@@ -49,6 +51,19 @@ def _kernels(args) -> list:
     return out
 
 
+def _backend(args):
+    from superopt.cli import UserError
+    from superopt.commands.tune import get_backend
+    if args.cores is None: return get_backend(args.backend)
+    if args.backend != "cpu": raise UserError("--cores applies to the cpu backend only")
+    from dataclasses import replace
+    from superopt.backends.base import get
+    from superopt.search.machine import load
+    m = load("cpu")
+    if not 1 <= args.cores <= m.cores: raise UserError(f"--cores must be between 1 and {m.cores}, got {args.cores}")
+    return get("cpu", replace(m, cores=args.cores, flops_fp32=m.flops_fp32 * args.cores / m.cores))
+
+
 def _progress(k, quiet: bool):
     def show(i: int, n: int, q) -> None:
         if quiet: return
@@ -60,12 +75,11 @@ def _progress(k, quiet: bool):
 
 def run(args: argparse.Namespace) -> int:
     from superopt.cli import UserError
-    from superopt.commands.tune import get_backend
     from superopt.search import fidelity
     if args.schedules < 3: raise UserError(f"--schedules must be at least 3 (a rank correlation needs 3 points), got {args.schedules}")
     if args.topk < 1 or args.runs < 1: raise UserError("--topk and --runs must be at least 1")
     kernels = _kernels(args)
-    be = get_backend(args.backend)
+    be = _backend(args)
     load_before, t0 = os.getloadavg(), time.perf_counter()
     results = []
     try:
@@ -109,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 def _command(args) -> str:
     """The command line that reproduces this run."""
     opts = [f"--backend {args.backend}", f"--schedules {args.schedules}", f"--topk {args.topk}", f"--runs {args.runs}",
-            f"--seed {args.seed}", f"--stat {args.stat}"] + [f for f, on in (("--all-steps", args.all_steps), ("--calibrate-model", args.calibrate_model)) if on]
+            f"--seed {args.seed}", f"--stat {args.stat}"] + ([f"--cores {args.cores}"] if args.cores else []) + [f for f, on in (("--all-steps", args.all_steps), ("--calibrate-model", args.calibrate_model)) if on]
     return " ".join(["superopt fidelity", *map(shlex.quote, args.files), *opts] +
                     ([f"--save {shlex.quote(args.save)}"] if args.save else []))
 

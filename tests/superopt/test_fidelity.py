@@ -44,9 +44,17 @@ def test_fidelity_json_output(kfile, capsys):
     assert doc["summary"]["schedules"] == 4 and doc["kernels"][0]["kernel"].startswith("matmul_16x32x32")
 
 
+def test_fidelity_on_one_core_times_single_worker_schedules(kfile, capsys):
+    assert main(["fidelity", str(kfile), "--schedules", "5", "--runs", "1", "--cores", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["machine"]["cores"] == 1 and "--cores 1" in doc["command"]
+    assert all(p["schedule"].get("workers", 1) == 1 for p in doc["kernels"][0]["points"])
+
+
 @pytest.mark.parametrize("argv,msg", [(["MISSING.json"], "no such file"),
                                       (["{k}", "--schedules", "2"], "at least 3"),
-                                      (["{k}", "--runs", "0"], "at least 1")])
+                                      (["{k}", "--runs", "0"], "at least 1"),
+                                      (["{k}", "--cores", "999"], "--cores must be between")])
 def test_fidelity_bad_input_is_a_clear_error(kfile, tmp_path, capsys, argv, msg):
     argv = [a.replace("{k}", str(kfile)).replace("MISSING", str(tmp_path / "missing")) for a in argv]
     assert main(["fidelity", *argv]) == 2
