@@ -176,7 +176,16 @@ class Tensor:
 
     def _reduce(self, op: str, axis, keepdim: bool) -> "Tensor":
         axes = self._axes(axis)
-        out = Tensor(g.reduce(self.node, op, axes))
+        n = math.prod(self.shape[a] for a in axes)
+        f = _split_factor(n) if n >= SPLIT_MIN and self.numel() // max(1, n) < SPLIT_RESULTS else 1
+        if f > 1:   # two stages: partial results over f slices of the row, then their fold
+            kept = [a for a in range(self.ndim) if a not in axes]
+            x = self.permute(tuple(kept) + axes).reshape(tuple(self.shape[a] for a in kept) + (f, n // f))
+            part = Tensor(g.reduce(x.node, op, (len(kept) + 1,)))
+            out = Tensor(g.reduce(part.node, op, (len(kept),))).reshape(
+                tuple(1 if i in axes else d for i, d in enumerate(self.shape)))
+        else:
+            out = Tensor(g.reduce(self.node, op, axes))
         return out if keepdim else out.reshape(tuple(d for i, d in enumerate(self.shape) if i not in axes))
 
     def sum(self, axis=None, keepdim: bool = False, acc_dtype: dt.DType | None = None) -> "Tensor":
@@ -271,6 +280,18 @@ class Tensor:
         out = _contract_axes(x, wt, (5, 6, 7), acc_dtype, self.dtype)  # (N,G,Kg,OH,OW)
         out = out.reshape(n, kout, oh, ow)
         return out if layout == "nchw" else out.permute(0, 2, 3, 1)
+
+
+# A reduction folding at least SPLIT_MIN elements into fewer than SPLIT_RESULTS results runs
+# in two stages (partials over slices of each row, then their fold): one kernel per
+# result could not keep a GPU's SMs (or a CPU's cores) busy.
+SPLIT_MIN, SPLIT_RESULTS = 1 << 16, 64
+
+
+def _split_factor(n: int) -> int:
+    """Slices per row: the divisor of n nearest sqrt(n), within 64..4096 (1: none fits)."""
+    ds = [d for d in range(64, min(4096, n // 64) + 1) if n % d == 0]
+    return min(ds, key=lambda d: abs(math.log(d) - math.log(n) / 2)) if ds else 1
 
 
 def _infer(arr: np.ndarray) -> dt.DType:

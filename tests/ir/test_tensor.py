@@ -263,3 +263,16 @@ def test_random_int32_program_is_exact(data, depth):
     got = p.t.numpy()
     assert p.t.dtype is dt.int32
     np.testing.assert_array_equal(got, p.v)
+
+
+def test_long_reductions_with_few_results_run_in_two_stages():
+    from superopt.ir.tensor import SPLIT_MIN
+    a = np.random.default_rng(5).standard_normal((2, 2 * SPLIT_MIN)).astype(np.float32)
+    x = Tensor(a)
+    for t, want in ((x.sum(), a.astype(np.float64).sum()), (x.max(1), a.max(1)), (x.mean(1, keepdim=True), a.mean(1, keepdims=True))):
+        steps = t.schedule()
+        assert [s.kernel.kind for s in steps] == ["reduce", "reduce"]          # partials, then their fold
+        assert steps[0].kernel.out_points >= 64                                 # enough blocks for the SMs
+        _close(t.numpy(), np.asarray(want, dtype=np.float64).reshape(t.shape), rtol=1e-5)
+    many = Tensor.empty(4096, 2 * SPLIT_MIN, name="m").sum(1)              # enough results already: one kernel
+    assert len(many.schedule()) == 1
