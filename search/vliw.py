@@ -25,7 +25,9 @@ Machine description (sources):
 The scheduler takes a straight-line block (a loop body) as parsed ``Instr``s, builds its
 dependence DAG and asks Z3 for the fewest packets (cycles, stalls included as empty
 packets) and, for loops, the smallest initiation interval of a modulo schedule
-(software pipelining). ``replay`` prices an existing packet sequence (clang's) under the
+(software pipelining). A block of more than ``MAX_SOLVE`` instructions is packed window
+by window (``pack_windows``: runs of clang's packets repacked, kept only where the whole
+replays no slower). ``replay`` prices an existing packet sequence (clang's) under the
 same model so both are measured with one ruler.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field, replace
 import z3
 
 SLOTS = 4
-MAX_SOLVE = 64   # instructions per block handed to Z3; larger blocks keep clang's packets
+MAX_SOLVE = 64   # instructions per block handed to Z3; larger blocks are packed window by window
 UNITS = ("ld", "st", "mpy0", "mpy1", "shift", "xlane")
 _ANY1 = (("mpy0",), ("mpy1",), ("shift",), ("xlane",))
 _PAIR = (("mpy0", "mpy1"), ("shift", "xlane"))
@@ -451,6 +453,32 @@ def _fewest_issued(instrs: list[Instr], deps: list[Dep], p: int, asg: list[int],
         if r == z3.sat: asg, issued = a, len(set(a))
         else: lo = k + 1
     return asg
+
+
+def pack_windows(packets: list[list[Instr]], timeout_s: float = 10.0, window: int = MAX_SOLVE) -> tuple[list[list[Instr]], bool]:
+    """A block too large for one model: runs of consecutive packets (at most ``window``
+    instructions) are each repacked by ``pack`` below their own replayed cycles, and the
+    concatenation is kept where the whole replays faster, or as fast in fewer packets, than
+    the original (stalls across windows included). Returns (packets, all windows proved)."""
+    out: list[list[Instr]] = []
+    proved = True
+    win: list[list[Instr]] = []
+    for pk in packets + [None]:  # type: ignore[list-item]
+        if pk is not None and sum(map(len, win)) + len(pk) <= window:
+            win.append(pk)
+            continue
+        if win:
+            flat = [i for p in win for i in p]
+            r = pack(flat, timeout_s, upper=replay(win))
+            proved &= r.proved
+            if r.assignment:
+                slots = sorted(set(r.assignment))
+                out += [[i for i, a in zip(flat, r.assignment) if a == c] for c in slots]
+            else:
+                out += win
+        win = [pk] if pk is not None else []
+    a, b = replay(out), replay(packets)
+    return (out, proved) if a < b or a == b and len(out) <= len(packets) else (packets, proved)
 
 
 def _pack_check(instrs: list[Instr], deps: list[Dep], p: int, timeout_s: float, max_issued: int | None = None):

@@ -6,8 +6,9 @@ each execution is logged). A translation block is a run of packets ending at a c
 transfer.
 Every executed block of the kernel is then priced twice under ``search/vliw.py``:
 LLVM's own packets replayed in order (stalls included), and the Z3 packing of the same
-instructions (straight-line; for a block that loops on itself also the modulo schedule).
-Execution counts are real (from the run); only the per-packet costs are modeled.
+instructions (straight-line; for a block that loops on itself also the modulo schedule;
+a block of more than ``vliw.MAX_SOLVE`` instructions is packed window by window and
+not pipelined). Execution counts are real (from the run); only the per-packet costs are modeled.
 """
 from __future__ import annotations
 
@@ -25,12 +26,21 @@ from . import tools
 
 KERNEL_SYMBOLS = ("block_", "so_kernel")
 _SOLVED: dict = {}   # (instruction texts, upper, kind) -> PackResult: blocks recur across candidates
+WINDOW = 32          # instructions per pack model in a block larger than vliw.MAX_SOLVE
 
 
-def _solve(kind: str, instrs: list, upper: int, timeout_s: float):
+def _solve(kind: str, instrs: list, upper: int, timeout_s: float, packets: list | None = None):
+    """``vliw.pack`` / ``vliw.modulo`` of a block, cached; a block too large for one pack
+    model (``packets`` given) is packed window by window (``vliw.pack_windows``)."""
     key = (kind, tuple(i.text for i in instrs), upper)
     if key not in _SOLVED:
-        _SOLVED[key] = (vliw.pack if kind == "pack" else vliw.modulo)(instrs, timeout_s, upper=upper)
+        if kind == "pack" and packets is not None and len(instrs) > vliw.MAX_SOLVE:
+            t0 = time.perf_counter()
+            new, proved = vliw.pack_windows(packets, timeout_s, WINDOW)
+            _SOLVED[key] = vliw.PackResult(vliw.replay(new), len(new), [], False, time.perf_counter() - t0,
+                                           notes=[f"windows of {WINDOW}", "windows proved" if proved else ""])
+        else:
+            _SOLVED[key] = (vliw.pack if kind == "pack" else vliw.modulo)(instrs, timeout_s, upper=upper)
     return _SOLVED[key]
 _LINE = re.compile(r"^\s*([0-9a-f]+):\s+(?:[0-9a-f]{2}\s){4}\s*[0-9a-f]{8}\s+(.*)$")
 
@@ -117,7 +127,7 @@ def model(exe: Path, stdin: bytes, timeout_s: float = 2.0) -> KernelCycles | Fai
         instrs = [i for p in blk for i in p]
         if not instrs: continue
         llvm = vliw.replay(blk)
-        ours = _solve("pack", instrs, llvm, timeout_s)
+        ours = _solve("pack", instrs, llvm, timeout_s, blk)
         lp += n * len(blk)
         lc += n * llvm
         zc += n * ours.packets
@@ -144,7 +154,7 @@ def static_loops(source: str, timeout_s: float = 2.0) -> list[dict] | Failure:
     for lp in vliw.innermost_loops(asm):
         if lp.function not in KERNEL_SYMBOLS: continue
         llvm = vliw.replay(lp.packets)
-        ours = _solve("pack", lp.instrs, llvm, timeout_s)
+        ours = _solve("pack", lp.instrs, llvm, timeout_s, lp.packets)
         pipe = _solve("modulo", lp.instrs, ours.packets, timeout_s)
         rows.append({"label": lp.label, "instructions": len(lp.instrs), "hvx": lp.hvx,
                      "clang_packets": len(lp.packets), "clang_cycles": llvm, "clang_steady_cycles": vliw.steady_cycles(lp.packets),

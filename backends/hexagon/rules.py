@@ -27,11 +27,11 @@ the cycles of a schedule's code as a function of the schedule (clang sits in bet
 
 Measured (``python bench/hexagon.py``, bench/results/hexagon-dsp-small.json, every
 candidate bit-exact under qemu): the choice over the hand rule in modeled cycles is
-0.623x on the 3x3 conv (2 rows blocked, 8 channels unrolled), 0.271x on the 5x5 conv,
-0.936x on the depthwise 3x3, 0.651x on the stride-2 depthwise, 0.077x on the int8
+0.584x on the 3x3 conv (2 rows blocked, 8 channels unrolled), 0.304x on the 5x5 conv,
+0.851x on the depthwise 3x3, 0.635x on the stride-2 depthwise, 0.084x on the int8
 matmul. Padding the 3-tap reduction to 4 for ``vrmpy`` lost on every shape: in NHWC the
 taps are a channel stride apart, so each ``vrmpy`` word is packed from 4 byte loads per
-lane (depthwise 3x3, no blocking: 12215 cycles padded, 6577 not).
+lane (depthwise 3x3, no blocking: 11279 cycles padded, 6932 not).
 """
 from __future__ import annotations
 

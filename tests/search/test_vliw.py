@@ -111,6 +111,23 @@ def test_fewest_issued_packets_at_the_fewest_cycles():
     assert r.packets == 3 and r.issued == 2 and r.assignment[2] != 1 and r.assignment[3] != 1
 
 
+def test_large_block_packed_by_windows():
+    c = vliw.classify
+    ops = ["v{a}.w = vadd(v{b}.w,v{c}.w)", "v{a}.w += vrmpy(v{b}.b,v{c}.b)", "v{a} = vmem(r{b}+#0)", "r{a} = add(r{b},#1)"]
+    instrs = [c(ops[k % 4].format(a=k % 7, b=(k * 3) % 7, c=(k * 5) % 7)) for k in range(90)]
+    seq = [[i] for i in instrs]   # one instruction a packet, as a poor packetizer would
+    new, _ = vliw.pack_windows(seq, 2.0, 16)
+    assert sorted(i.text for p in new for i in p) == sorted(i.text for i in instrs)
+    assert len(new) < len(seq) and vliw.replay(new) < vliw.replay(seq)
+    flat = [i for p in new for i in p]
+    for p in new:   # every packet is legal on its own
+        assert len(p) <= 4 and vliw.pack(p).packets == 1
+    # the new order keeps every dependence of the old one (same values read and written)
+    pos = {id(i): k for k, i in enumerate(flat)}
+    for d in vliw.dependences(instrs, loop=False):
+        if d.latency > 0: assert pos[id(instrs[d.src])] < pos[id(instrs[d.dst])]
+
+
 def test_loop_parse_and_pipeline():
     loops = vliw.innermost_loops(LOOP_ASM)
     assert [l.label for l in loops] == [".LBB0_6"]
