@@ -6,8 +6,10 @@ A *kind* (``Kind``) is a parameterised builder: it turns parameters into a lazy
 kind with concrete parameters and a name. Building a workload kernelizes its program
 into a list of ``Step``s (one kernel each, dependencies first).
 
-How a workload maps to kernels: ``steps()`` is the whole program (softmax and layernorm
-are 2-3 kernels under the current fusion rule; a conv with a requantize epilogue is 2).
+How a workload maps to kernels: ``steps()`` is the whole program (under the default
+fusion rule every kind of the library is one kernel: softmax, layernorm and rmsnorm are
+row kernels, a conv's requantize is its epilogue; rows longer than ``ROW_MAX`` make a
+softmax 3 kernels).
 Tools that tune one kernel take ``kernel`` = ``steps()[main].kernel``, the *main*
 kernel: the one with the most flops (ties: the most minimum bytes, then the later one).
 The reference checks the program's final output, i.e. running every step in order.
