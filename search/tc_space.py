@@ -31,10 +31,10 @@ from .tc_cost import resident_blocks, time_s
 G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 TILES, KSTEPS, WARPS, STAGES = (16, 32, 64, 128, 256), (16, 32, 64), (1, 2, 4), (1, 2, 3, 4)
 MAX_ACC = 128          # fp32 accumulators a thread
-# element (2-byte) copies a thread issues per K step, each with its own index math: the
-# ResNet 3x3 NCHW conv compiled by ptxas (sm_90) in 167 registers with 32, but spilled
-# 912 bytes at 255 registers with 128
-MAX_ELEMENT_COPIES = 32
+# element (2-byte) copies a thread issues per K step (both operands), each with its own
+# index math: the ResNet 3x3 NCHW conv compiled by ptxas (sm_90) in 167 registers with 48
+# (32 + 16), but spilled 912 bytes at 255 registers with 160 (128 + 32)
+MAX_ELEMENT_COPIES = 48
 
 
 def instr_for(m: tcm.Match) -> str:
