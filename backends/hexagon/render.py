@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from superopt.backends.cpu.render import C_HELPERS, CRenderer, STORAGE
 from superopt.ir import dtype as dt
-from superopt.ir.node import Node, Ops, TRUE, const
+from superopt.ir.dtype import DType
+from superopt.ir.node import Node, Ops, TRUE, const, substitute
 from superopt.ir.program import Assign, Loop, Program, Stmt, lane_stride, unrolled
-from superopt.ir.node import substitute
 from . import requant
 
 PRELUDE = r"""
@@ -126,7 +126,8 @@ class HexagonRenderer(CRenderer):
         return f"so_vpack4({', '.join(vv)})", False
 
     # ---- requantize + predicated store -----------------------------------------------
-    def _store(self, buf, index, value, valid, to, d, shared=False) -> None:
+    def _store(self, buf: str, index: Node, value: Node, valid: Node, to: DType, d: int, shared: bool = False) -> None:
+        """A requantized int8 vector stored contiguously: HVX requantize + predicated store."""
         rq = requant.match(value) if self.L > 1 and not shared and to is dt.int8 else None
         if rq is None or lane_stride(index, self.p.lane) != 1 or not self.is_vec(rq.x):
             return super()._store(buf, index, value, valid, to, d, shared)
