@@ -7,13 +7,19 @@ Per block (tile BM x BN, warpgroups ``wgm x wgn``, each owning ``mt`` m64 tiles 
   acc[fp32] = 0                   (mt x N/2 a thread)
   steps = window points x K tiles, copies exactly as for mma.sync (ir/lower_tc.py):
   stages == 1: for kt: copy tile kt; fence; barrier; MMA; barrier
-  stages  > 1: prologue copies tiles 0..S-2 (cp.async groups);
-               for kt: wait <= S-2 copy groups; fence; barrier; MMA;
-                       copy tile kt+S-1 into stage (kt+S-1)%S (if any); commit
+  stages  > 1: W = wgmma groups kept in flight (``wgmma_in_flight``: 1 from 4 stages on,
+               else 0), D = S-1-W tiles copied ahead;
+               prologue copies tiles 0..D-1 (cp.async groups);
+               for kt: wait <= D-1 copy groups; fence; barrier; MMA;
+                       copy tile kt+D into stage (kt+D)%S (if any); commit
+               wait <= 0 wgmma groups (the epilogue reads the accumulators)
   MMA: wgmma.fence; per 16-deep K step and m64 tile one wgmma (descriptors of the
-       warpgroup's A rows and B columns in stage kt%S); commit; wait <= 0 groups.
-Waiting for every wgmma before the next copies is what makes overwriting stage
-(kt-1)%S safe: all warpgroups retired their reads of it before the barrier of step kt.
+       warpgroup's A rows and B columns in stage kt%S); commit; wait <= W groups.
+Why the copies of step kt may overwrite stage (kt+D)%S = (kt-1-W)%S: every warpgroup
+retired its wgmmas of step kt-1-W at its wait of step kt-1-W+W = kt-1, before the
+barrier of step kt. (ptxas 13.0 serializes every wgmma, warning C7514, for W = 1 with
+4 K steps chained in a group, e.g. bk 64; 2 steps (bk 32) pipeline: bench/gpu_tc.py
+--wgmma times both.)
 The fence (``SharedFence``) publishes each thread's shared writes to the async proxy
 that wgmma reads through, before the barrier.
 Epilogue: the kernel body with the reduction replaced by each accumulator (layout of
@@ -30,6 +36,13 @@ from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, Program, 
                       Stmt, Store, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
 
 ACC, SA, SB = "acc", "sa", "sb"
+
+
+def wgmma_in_flight(stages: int) -> int:
+    """wgmma groups left in flight after each step's wait: 1 from 4 stages on (the
+    step's wgmmas overlap the next step's copy wait and barrier; copies then run
+    ``stages - 2`` tiles ahead), else 0 (``stages - 1`` tiles ahead)."""
+    return 1 if stages >= 4 else 0
 
 
 def lower_wgmma(k, s, machine) -> Program:
@@ -95,6 +108,8 @@ def lower_wgmma(k, s, machine) -> Program:
 
     desc = {name: wg.operand_desc(op, *geo[name]) for op, name, _ in ops}
 
+    keep = wgmma_in_flight(S)
+
     def mma(at_stage: Node) -> list[Stmt]:
         body: list[Stmt] = [WgmmaFence()]
         for kk in range(0, t.bk, wg.WG_K):
@@ -103,7 +118,7 @@ def lower_wgmma(k, s, machine) -> Program:
                 a0 = at_stage * stage[SA] + wg.operand_start(m.a, *geo[SA], gm_i * 4 * t.tm + i * wg.WG_M, kk)
                 body.append(Wgmma(tc.instr, g.n, ACC, i * g.n // 2, SA, a0, desc[SA].fields, desc[SA].trans,
                                   SB, b0, desc[SB].fields, desc[SB].trans))
-        return body + [WgmmaCommit(), WgmmaWait(0)]
+        return body + [WgmmaCommit(), WgmmaWait(keep)]
 
     nsteps = t.steps
     kt = special("kt", nsteps)
@@ -113,13 +128,15 @@ def lower_wgmma(k, s, machine) -> Program:
         loop = [Loop(kt, (*copies(kt, zero), *publish, *mma(zero), Barrier()))]
     else:
         is_async = any(st[op.input].vector == tcm.UNIT for op, _, _ in ops)
-        commit, wait = ([CopyCommit()], [CopyWait(S - 2)]) if is_async else ([], [])
+        ahead = S - 1 - keep        # tiles in flight ahead of the one computed
+        commit, wait = ([CopyCommit()], [CopyWait(ahead - 1)]) if is_async else ([], [])
         pro = []
-        for i in range(S - 1):
+        for i in range(ahead):
             if i < nsteps: pro += copies(const(i, dt.int32), const(i, dt.int32))
             pro += commit
-        nxt = kt + (S - 1)
-        loop = [Loop(kt, (*wait, *publish, *mma(kt % S), If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit))]
+        nxt = kt + ahead
+        loop = [Loop(kt, (*wait, *publish, *mma(kt % S), If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit)),
+                *([WgmmaWait(0)] if keep else [])]
 
     red = k.reduce
     gr, tq = lane // 4, lane % 4

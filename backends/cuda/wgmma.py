@@ -5,11 +5,12 @@ called from ``render.py``.
 - ``Wgmma``: the two 64-bit descriptors are the statement's constant fields ORed with
   ``(shared address of the start element & 0x3FFFF) >> 4``; the accumulators are ``"+f"``
   operands (N/2 of them), scale-d a predicate set from a register.
-- Accumulator registers are pinned around the asynchronous region: ``WgmmaFence`` and
-  ``WgmmaWait`` also emit an empty ``asm volatile`` that reads and writes every
-  accumulator, so the compiler cannot move the zero-fill after the fence or the
-  epilogue's reads before the wait (registers are not memory: a "memory" clobber does
-  not order them).
+- Accumulator registers are pinned after a ``WgmmaWait(0)``: an empty ``asm volatile``
+  that reads and writes every accumulator, so the compiler cannot move the epilogue's
+  reads before the wait (registers are not memory: a "memory" clobber does not order
+  them). Nowhere else: an instruction touching the accumulators while a wgmma is in
+  flight makes ptxas serialize every wgmma (its warning C7514); the zero-fill before the
+  first wgmma is ordered by the wgmma's own ``"+f"`` operands.
 - Shared memory of a wgmma program is dynamic and its base rounded up at run time to
   1024 bytes (the 128B swizzle atom; the descriptors carry base offset 0), each buffer
   starting on a 1024-byte boundary, as the emulator lays them out.
@@ -52,13 +53,12 @@ def render_stmt(r, s) -> None:
     if isinstance(s, SharedFence):
         r.emit('asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory");')
     elif isinstance(s, WgmmaFence):
-        _pin(r)
         r.emit('asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");')
     elif isinstance(s, WgmmaCommit):
         r.emit('asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");')
     elif isinstance(s, WgmmaWait):
         r.emit(f'asm volatile("wgmma.wait_group.sync.aligned {s.pending};\\n" ::: "memory");')
-        _pin(r)
+        if s.pending == 0: _pin(r)
     elif isinstance(s, Wgmma):
         _wgmma(r, s)
     else:

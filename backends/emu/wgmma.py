@@ -13,8 +13,9 @@ wait that retires a group reads shared memory and the accumulators *then* (a sta
 overwritten before the wait is read overwritten). While a group targeting a register
 array is in flight that array reads as NaN (its true value is kept aside), so an epilogue
 that reads accumulators before the wait produces NaN. A wgmma whose accumulators were
-written by other instructions since the last ``WgmmaFence`` is an error, and shared
-elements written since the last barrier that a wgmma reads count as races.
+written by other instructions since the last ``WgmmaFence`` is an error; shared elements
+a wgmma reads that were written since the last barrier, or that an issued cp.async has
+not landed in yet, count as races.
 """
 from __future__ import annotations
 
@@ -123,10 +124,22 @@ def _issue(run, st: _State, s: Wgmma, B: int, G: int) -> None:
     run.c.count("wgmma", B * G)
 
 
+def _copies_in_flight(run) -> dict[str, np.ndarray]:
+    """Per shared buffer, (B, size) True where an issued cp.async has not landed yet."""
+    out: dict[str, np.ndarray] = {}
+    for name, dst, ok, vals in [a for g in run.inflight for a in g] + list(run.open_group):
+        m = out.setdefault(name, np.zeros(run.shared[name].shape, bool))
+        rows = np.broadcast_to(np.arange(m.shape[0]).reshape(-1, 1, 1), ok.shape)[ok]
+        m[rows[:, None], dst[ok][:, None] + np.arange(vals.shape[-1])] = True
+    return out
+
+
 def _read(run, addr: np.ndarray) -> np.ndarray:
     """Values at shared byte addresses ``addr`` (B, ...) in whichever buffer holds them;
-    counts elements written since the last barrier as races."""
+    counts as races elements written since the last barrier and destinations of
+    asynchronous copies still in flight (the hardware may land them any time)."""
     B = addr.shape[0]
+    busy = _copies_in_flight(run)
     flat = addr.reshape(B, -1)
     out = np.full(flat.shape, np.nan)
     found = np.zeros(flat.shape, bool)
@@ -139,6 +152,7 @@ def _read(run, addr: np.ndarray) -> np.ndarray:
         out = np.where(inside, np.take_along_axis(buf, idx, axis=1), out)
         wr = np.take_along_axis(run.writer[name], idx, axis=1)
         run.c.races += int(np.count_nonzero(inside & (wr >= 0)))
+        if name in busy: run.c.races += int(np.count_nonzero(inside & np.take_along_axis(busy[name], idx, axis=1)))
         found |= inside
     if not found.all(): raise WgmmaEmuError("wgmma descriptor addresses outside every shared buffer")
     return out.reshape(addr.shape)
