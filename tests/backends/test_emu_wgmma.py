@@ -1,6 +1,6 @@
 """wgmma (sm_90a) GEMM schedules end to end: lower -> emu against the interpreter (matmul
-A[M,K] B[K,N], bmm with B stored [K,N] and [N,K], fp16 and bf16, 1-4 stages, one or two
-warpgroups each way, padded M), conflict-free copies into the swizzled layout, the
+A[M,K] B[K,N], bmm with B stored [K,N] and [N,K], fp16 and bf16, 1-5 stages, one or two
+warpgroups each way, padded M, 3x3 convolutions as implicit GEMM), conflict-free copies into the swizzled layout, the
 emulator catching a wrong descriptor / missing fence / missing wait, the CUDA source
 holding the instructions (and compiling for sm_90a where nvcc is installed), and on a
 GPU the kernels computing numpy's answer (skipped without one)."""
@@ -118,6 +118,23 @@ def test_random_wgmma_schedules_match_the_interpreter(case, seed):
     r, got = _emu(lower(k, s, H100), ins, k, max_blocks=4)
     ref = _ref(k, ins)
     assert _close(got[r.written], ref[r.written], d) and r.counters.races == 0 and r.counters.bank_conflicts == 0
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_wgmma_convolutions_as_implicit_gemm(layout):
+    """3x3 conv, pad 1: masked (zero-filled) copies, window steps, flattened M tiles
+    (NHWC: 16-byte copies; NCHW: element copies, synchronous)."""
+    import math
+    from superopt.search import tc_space
+    k = Workload.make("conv2d", N=2, C=16, H=8, W=8, K=64, R=3, S=3, stride=1, pad=1, layout=layout,
+                      dtype="float16").kernels[0]
+    m, ext = next((m, e) for m, e in tc_space.m_tilings(k, tcm.match(k)) if math.prod(e) == 64)
+    s = make(k, m, 64, 64, 16, 1, 1, 2, ext)
+    assert not check(k, s, H100)
+    ins = _inputs(k)
+    r, got = _emu(lower(k, s, H100), ins, k)
+    assert r.written.all() and _close(got, _ref(k, ins), "float16")
+    assert r.counters.races == 0 and r.counters.bank_conflicts == 0
 
 
 def _mutate(p: Program, f) -> Program:
