@@ -319,13 +319,13 @@ class _Run:
 
     # ---- tensor cores ------------------------------------------------------------------
     def shared_copy(self, s: SharedCopy, mask: np.ndarray) -> None:
-        if s.name not in self.shared: raise EmuError(f"copy to undeclared shared buffer {s.name}")
-        buf, w, b = self.shared[s.name], s.width, self.p.inputs[s.input]
         """Every active thread writes ``width`` elements; where ``valid`` is false, zeros
         (cp.async's zero-fill form: nothing is read)."""
+        if s.name not in self.shared: raise EmuError(f"copy to undeclared shared buffer {s.name}")
+        buf, w, b = self.shared[s.name], s.width, self.p.inputs[s.input]
+        act = self.full(mask)
         ok = self.full(self.eval(s.valid, mask).astype(bool) & mask)
         dst = self._index(self.eval(s.dst, mask), act, buf.shape[1] - w + 1, f"copy to shared {s.name}")
-        act = self.full(mask)
         src = self._index(self.eval(s.src, mask), ok, self.ins[s.input].size - w + 1, f"copy from input {s.input}")
         nbytes = w * b.dtype.itemsize
         if nbytes in (4, 8, 16) and (np.any(dst[act] % w) or np.any(src[ok] % w)): raise EmuError(f"{nbytes}-byte copy not aligned")
