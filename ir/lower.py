@@ -27,7 +27,7 @@ from .node import Node, Ops, TRUE, all_of, and_, alu, const, lt, special, substi
 from .program import Assign, Barrier, If, Loop, Program, Reg, Shared, SharedStore, Stmt, Store, walk
 from .schedule import Level, Schedule, check, vector_axis
 
-ACC, RED = "acc", "red"
+ACC = "acc"
 
 
 class LoweringError(ValueError):
@@ -161,7 +161,7 @@ class _Lowerer:
         at = lambda slot: lin * self.nslots + slot  # noqa: E731
         reg = lambda slot: Node(Ops.REG, rdt, (at(slot),), ACC)  # noqa: E731
         ident = const(identity(op, rdt), rdt)
-        fold = (lambda x, y: alu(Ops.ADD, x, y)) if op == "sum" else (lambda x, y: alu(Ops.MAX, x, y))
+        fold = _folder(op)
         inner_nest = lambda stmts: _nest([self.loop_var[a] for a in inner_out], stmts)  # noqa: E731
 
         init = inner_nest([Assign(ACC, at(s), ident) for s in range(self.nslots)])
@@ -281,15 +281,7 @@ class _Lowerer:
 
     def _combine(self, nacc: int, rdt, fold, stores: list[Stmt]) -> list[Stmt]:
         """Partials of the ``tr`` threads sharing a reduction meet in shared memory."""
-        e, j = special("e", nacc), special("j", self.tr - 1)
-        cell = lambda t: (t * nacc + e) * self.lanes + self.lane  # noqa: E731
-        reg_e = Node(Ops.REG, rdt, (e,), ACC)
-        put = Loop(e, (SharedStore(RED, cell(self.thread), reg_e),), unroll=nacc <= 16)
-        take = Loop(j, (Loop(e, (Assign(ACC, e, fold(reg_e, Node(Ops.SHARED, rdt, (cell(self.thread + j + 1),), RED))),),
-                             unroll=nacc <= 16),))
-        leader = lt(self.thread % self.tr, 1)
-        return [Shared(RED, rdt, self.threads * nacc * self.lanes), put, Barrier(),
-                If(leader, (take, *stores)), Barrier()]
+        return self._combine_stage(ACC, rdt, nacc, fold, self.tr, stores)
 
 
 def _folder(op: str):

@@ -99,5 +99,5 @@ def test_describe_mentions_every_construct():
     k = (Tensor.empty(4, 256, name="x").sum(1)).schedule()[0].kernel
     p = lower(k, Schedule(((Split(L.GRID, 4),), (Split(L.LOOP, 4), Split(L.THREAD, 64)))), H100)
     text = p.describe()
-    for word in ("blocks 4", "threads 64", "shared red", "barrier", "if ", "out["):
+    for word in ("blocks 4", "threads 64", "shared acc_red", "barrier", "if ", "out["):
         assert word in text
