@@ -13,9 +13,17 @@ from dataclasses import replace
 from superopt.ir import dtype as dt
 from superopt.ir import tensorcore as tcm
 from superopt.ir import wgmma as wg
-from superopt.ir.schedule import Schedule
+from superopt.ir.schedule import Schedule, check
 
 from . import tc_space
+
+# (bm, bn, bk, warpgroups along M, along N, stages): the CUTLASS-like 128x256 tiles with
+# two consumer warpgroups, waiting for every wgmma group (3 stages) or keeping one in
+# flight (4-5 stages, bk 32: see ir/lower_wgmma.py), smaller tiles for two blocks an SM,
+# N = 64 for the attention-context bmm
+VARIANTS = ((128, 256, 64, 2, 1, 3), (128, 256, 32, 2, 1, 4), (128, 256, 32, 2, 1, 5), (128, 128, 64, 2, 1, 3),
+            (128, 128, 64, 1, 1, 3), (128, 128, 32, 2, 1, 4), (256, 128, 64, 2, 1, 3), (64, 256, 64, 1, 1, 3),
+            (64, 128, 64, 1, 1, 4), (128, 64, 64, 2, 1, 3), (128, 64, 64, 1, 1, 4))
 
 
 def instr_for(m: tcm.Match) -> str:
@@ -30,3 +38,18 @@ def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wgm: int, wgn: int, st
     s = tc_space.make(kernel, m, bm, bn, bk, wg.WARPS_PER_GROUP * wgm, wgn, stages, m_ext)
     s = replace(s, tensor_core=replace(s.tensor_core, instr=instr_for(m)))
     return replace(s, staging=wg.staging(kernel, s))
+
+
+def variants(kernel, machine) -> list[tuple[tuple[int, ...], Schedule]]:
+    """The legal ``VARIANTS`` of a GEMM or batched GEMM (default GEMM view; M/N padded
+    as ``tc_space.tile_fits`` allows; stages at most the K steps), for timing."""
+    m = tcm.match(kernel)
+    if isinstance(m, str) or m.window or m.m_outer: return []
+    M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
+    out = []
+    for bm, bn, bk, wgm, wgn, stages in VARIANTS:
+        if not (tc_space.tile_fits(M, bm) and tc_space.tile_fits(N, bn)) or K % bk: continue
+        s = make(kernel, m, bm, bn, bk, wgm, wgn, min(stages, K // bk))
+        key = (bm, bn, bk, wgm, wgn, s.stages)
+        if all(key != t for t, _ in out) and not check(kernel, s, machine): out.append((key, s))
+    return out
