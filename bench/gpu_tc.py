@@ -11,11 +11,13 @@ way in the same process. ``--split-k`` times split-K plans (ir/splitk.py: a part
 tensor-core GEMM on a grid S times larger, then a combine kernel; both verified end to
 end, the sum of their median times) of GEMMs whose grids underfill the SMs
 (1024x1024x8192, 512x512x4096), for S = 2, 4, 8 and the model's pick, next to the unsplit
+kernel and torch. ``--wgmma`` also times Hopper wgmma schedules of each GEMM
+(search/wgmma_space.variants; verified the same way) next to the hand rule's mma.sync
 kernel and torch. ``--variants`` also times a few other tile shapes of each GEMM
 (verified the same way) to show where the hand rule stands; ``--solver`` the optimum of
 the tensor-core space under the model (search/tc_space.py). Prints a table last.
 
-    python3 bench/gpu_tc.py --out tc.json [--emu] [--variants] [--solver] [--split-k] [--only NAME,...]
+    python3 bench/gpu_tc.py --out tc.json [--emu] [--variants] [--solver] [--split-k] [--wgmma] [--only NAME,...]
 """
 from __future__ import annotations
 
@@ -190,6 +192,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--solver", action="store_true", help="also time the tensor-core space's optimum under the model (search/tc_space)")
     ap.add_argument("--split-k", action="store_true", help="time split-K plans of GEMMs whose grids underfill the SMs")
+    ap.add_argument("--wgmma", action="store_true", help="also time wgmma (sm_90a) schedules of the GEMMs (search/wgmma_space)")
     ap.add_argument("--no-gpu", action="store_true", help="schedules, solver and emulator only")
     args = ap.parse_args(argv)
     command = "python3 bench/gpu_tc.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -236,11 +239,18 @@ def main(argv=None) -> int:
                 for v in (CONV_VARIANTS if k.kind == "conv" else VARIANTS):
                     vs = conv_variant(k, s, *v) if k.kind == "conv" else variant(k, *v)
                     if vs is not None: r["variants"].append({"tiles": v, **time_schedule(k, vs, be, args.reps, rng)})
+        if args.wgmma and k.kind != "conv":
+            from superopt.search import wgmma_space
+            r["wgmma"] = [{"tiles": t, "describe": ws.describe(k), **(time_schedule(k, ws, be, args.reps, rng) if be else {})}
+                          for t, ws in wgmma_space.variants(k, _M)]
         results.append(r)
         rows.append(_row(r))
         print(_fmt(rows[-1]), flush=True)
         if r.get("solver", {}).get("median_s"):
             print(f"    solver pick {r['solver']['describe']}: ok={r['solver']['ok']} {w.flops / r['solver']['median_s'] / 1e12:.0f} TF/s", flush=True)
+        for v in r.get("wgmma", []):
+            print(f"    wgmma {v['tiles']}: ok={v.get('ok')} "
+                  + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
         for v in r.get("variants", []):
             print(f"    variant {v['tiles']}: ok={v['ok']} "
                   + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
