@@ -7,8 +7,8 @@ Per block (tile BM x BN, warpgroups ``wgm x wgn``, each owning ``mt`` m64 tiles 
   acc[fp32] = 0                   (mt x N/2 a thread)
   steps = window points x K tiles, copies exactly as for mma.sync (ir/lower_tc.py):
   stages == 1: for kt: copy tile kt; fence; barrier; MMA; barrier
-  stages  > 1: W = wgmma groups kept in flight (``wgmma_in_flight``: 1 from 4 stages on,
-               else 0), D = S-1-W tiles copied ahead;
+  stages  > 1: W = wgmma groups kept in flight (``wgmma_in_flight``: 1 from 4 stages on
+               with bk <= 32, else 0), D = S-1-W tiles copied ahead;
                prologue copies tiles 0..D-1 (cp.async groups);
                for kt: wait <= D-1 copy groups; fence; barrier; MMA;
                        copy tile kt+D into stage (kt+D)%S (if any); commit
@@ -17,9 +17,7 @@ Per block (tile BM x BN, warpgroups ``wgm x wgn``, each owning ``mt`` m64 tiles 
        warpgroup's A rows and B columns in stage kt%S); commit; wait <= W groups.
 Why the copies of step kt may overwrite stage (kt+D)%S = (kt-1-W)%S: every warpgroup
 retired its wgmmas of step kt-1-W at its wait of step kt-1-W+W = kt-1, before the
-barrier of step kt. (ptxas 13.0 serializes every wgmma, warning C7514, for W = 1 with
-4 K steps chained in a group, e.g. bk 64; 2 steps (bk 32) pipeline: bench/gpu_tc.py
---wgmma times both.)
+barrier of step kt.
 The fence (``SharedFence``) publishes each thread's shared writes to the async proxy
 that wgmma reads through, before the barrier.
 Epilogue: the kernel body with the reduction replaced by each accumulator (layout of
@@ -38,11 +36,13 @@ from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, Program, 
 ACC, SA, SB = "acc", "sa", "sb"
 
 
-def wgmma_in_flight(stages: int) -> int:
-    """wgmma groups left in flight after each step's wait: 1 from 4 stages on (the
-    step's wgmmas overlap the next step's copy wait and barrier; copies then run
-    ``stages - 2`` tiles ahead), else 0 (``stages - 1`` tiles ahead)."""
-    return 1 if stages >= 4 else 0
+def wgmma_in_flight(stages: int, bk: int) -> int:
+    """wgmma groups left in flight after each step's wait: 1 from 4 stages on with at
+    most 2 K steps a group (the step's wgmmas overlap the next step's copy wait and
+    barrier; copies then run ``stages - 2`` tiles ahead), else 0 (``stages - 1`` tiles
+    ahead). ptxas 13.0 serializes every wgmma (warning C7514) when 4 K steps chain in a
+    group with one kept in flight, hence the bk limit."""
+    return 1 if stages >= 4 and bk <= 2 * wg.WG_K else 0
 
 
 def lower_wgmma(k, s, machine) -> Program:
@@ -108,7 +108,7 @@ def lower_wgmma(k, s, machine) -> Program:
 
     desc = {name: wg.operand_desc(op, *geo[name]) for op, name, _ in ops}
 
-    keep = wgmma_in_flight(S)
+    keep = wgmma_in_flight(S, t.bk)
 
     def mma(at_stage: Node) -> list[Stmt]:
         body: list[Stmt] = [WgmmaFence()]

@@ -218,8 +218,7 @@ NVCC = shutil.which("nvcc")
 @pytest.mark.parametrize("tiles", [(128, 256, 64, 2, 1, 3), (128, 256, 32, 2, 1, 4)])
 def test_cuda_source_compiles_for_sm90a_without_spills(tmp_path, tiles):
     """The 4096^3 tiles: waiting for every group (3 stages), and one group kept in flight
-    (4 stages; ptxas 13.0 serializes the wgmmas, warning C7514, when 4 K steps chain in a
-    group with one kept in flight: bk 64 there, so bk 32 here)."""
+    (4 stages, bk 32: see ir/lower_wgmma.wgmma_in_flight)."""
     k = _kernel("matmul", "float16", 4096, 4096, 4096)
     s = _schedule(k, *tiles)
     src, _ = render(lower(k, s, H100))
