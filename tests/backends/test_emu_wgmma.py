@@ -231,12 +231,30 @@ def test_cuda_source_compiles_for_sm90a_without_spills(tmp_path, tiles):
 
 # ---- on a GPU: simplest first, so the first failure says which part is wrong -------------
 GPU_CASES = [
-    ("bmm_nk", "float16", 64, 16, 16, 64, 16, 16, 1, 1, 1),      # one wgmma, both K-major, 32B swizzle
+    ("bmm_nk", "float16", 64, 64, 16, 64, 64, 16, 1, 1, 1),      # one wgmma, both K-major, 32B swizzle
     ("bmm_nk", "float16", 64, 64, 64, 64, 64, 64, 1, 1, 1),      # both K-major, 128B swizzle, 4 K steps in a row
     ("matmul", "float16", 64, 64, 64, 64, 64, 64, 1, 1, 1),      # B MN-major (transpose bit)
     ("matmul", "float16", 128, 128, 128, 128, 128, 64, 1, 2, 2),  # two m64 tiles, two warpgroups along N, cp.async
-    ("matmul", "bfloat16", 256, 256, 256, 128, 256, 64, 2, 1, 3),
+    ("matmul", "float16", 128, 128, 256, 128, 128, 32, 2, 1, 4),  # one wgmma group kept in flight
+    ("matmul", "bfloat16", 256, 256, 256, 128, 256, 64, 2, 1, 3),  # the 4096^3 tile shape
 ]
+
+
+def test_gpu_cases_are_legal_and_right_on_emu():
+    for kind, d, M, N, K, bm, bn, bk, wgm, wgn, stages in GPU_CASES:
+        k = _kernel(kind, d, M, N, K)
+        ins = _inputs(k)
+        r, got = _emu(lower(k, _schedule(k, bm, bn, bk, wgm, wgn, stages), H100), ins, k)
+        assert r.written.all() and _close(got, _ref(k, ins), d)
+
+
+def _where_wrong(bad: np.ndarray) -> str:
+    """Which rows (mod 64: warp = row // 16 % 4) and columns (mod 8) of the output are wrong."""
+    b = bad.reshape(-1, *bad.shape[-2:]).any(axis=0)
+    rows = sorted({int(r) % 64 for r in np.nonzero(b.any(axis=1))[0]})
+    cols = sorted({int(c) % 8 for c in np.nonzero(b.any(axis=0))[0]})
+    return f"rows mod 64 {rows[:16]}{'...' if len(rows) > 16 else ''}, columns mod 8 {cols}"
+
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +275,8 @@ def test_wgmma_gemms_on_the_gpu(cuda, case):
     c = cuda.compile(p)
     assert hasattr(c, "handle"), f"compile failed: {c}"
     ins = _inputs(k)
-    out = cuda.run(c, [a.reshape(-1) for a in ins], np.full(k.output.size, 0xFFFF, k.output.dtype.np))
+    from superopt.verify import poison
+    out = cuda.run(c, [a.reshape(-1) for a in ins], poison(k.output))   # NaN: unwritten elements show
     assert isinstance(out, np.ndarray), f"launch failed: {out}"
     got = dt.to_values(out.reshape(k.output.shape), k.output.dtype).astype(np.float64)
     ref = _ref(k, ins)
@@ -265,4 +284,5 @@ def test_wgmma_gemms_on_the_gpu(cuda, case):
     bad = ~(np.abs(got - ref) <= 2e-2 * np.maximum(1.0, np.abs(ref)))
     where = np.argwhere(bad)[:8].tolist()
     assert not bad.any(), (f"{bad.sum()} of {bad.size} wrong (registers {c.handle.registers}); first at {where}; "
-                           f"NaN {np.isnan(got).sum()}; emu agrees with the reference: {_close(emu, ref, d)}")
+                           f"{_where_wrong(bad)}; NaN (unwritten) {np.isnan(got).sum()}; "
+                           f"emu agrees with the reference: {_close(emu, ref, d)}\n{p.describe()}")
