@@ -90,9 +90,7 @@ def peak_bytes(steps: Sequence[Step]) -> int:
 def hand_time(steps: Sequence[Step], machine) -> float:
     """Modeled seconds of the kernels under their hand-rule schedules (the schedule cost
     model, a second opinion on a plan: the plan itself is chosen on roofline time)."""
-    from .cost import modeled_time
-    from .hand import hand_schedule
-    return sum(modeled_time(s.kernel, hand_schedule(s.kernel, machine), machine) for s in steps)
+    return scheduled_time(steps, machine, "hand")
 
 
 def cost_of(steps: Sequence[Step], machine) -> Cost:
@@ -260,6 +258,7 @@ class Plan:
     solve_s: float = 0.0
     solver_time_s: float | None = None   # the objective's value at the solver's plan
     solver_plan_s: float | None = None   # the evaluated time of the solver's plan (equal, the model being exact)
+    scheduled_s: dict | None = None      # with ``schedules``: each candidate plan's time under the schedule model
 
 
 def _q(x: float) -> z3.RatNumRef:
@@ -357,8 +356,13 @@ class _Model:
         return frozenset(n for n in self.cand if z3.is_true(model.eval(self.m[n], model_completion=True)))
 
 
-def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 30.0) -> Plan:
-    """The best plan under the model for the graph under ``root`` (see the module docstring)."""
+def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 30.0,
+         schedules: str | None = None) -> Plan:
+    """The best plan under the model for the graph under ``root`` (see the module docstring).
+    ``schedules`` ("hand" or "z3"): then re-rank the candidate plans (default, unfused,
+    local improvement, solver) by the schedule cost model of their kernels under those
+    schedules, and keep the fastest there: the plan's roofline view corrected by what
+    each kernel's schedule can reach."""
     t0 = _time.perf_counter()
     dflt_p, unf_p = default_plan(root), unfused_plan(root)
     dflt_s, unf_s = kz.kernelize(root, plan=dflt_p), kz.kernelize(root, plan=unf_p)
@@ -395,11 +399,37 @@ def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 
     best = fits[0]
     for c in fits[1:]:   # keep the default unless strictly better under the model
         if _better(c[0], best[0]): best = c
+    scheduled = None
+    if schedules is not None:
+        memo: dict = {}
+        scheduled = {c[3]: scheduled_time(c[2], machine, schedules, memo) for c in fits}
+        best = min(fits, key=lambda c: (scheduled[c[3]] * (1 + 1e-9), c is not best))
     solver_s = float(Fraction(model_ns.as_fraction()) / 10**9) if model_ns is not None else None
     solved = next((c[0] for c in chosen if c[3] == "solver"), None)
     proved = proved and solved is not None and best[0].time_s <= solved.time_s * (1 + 1e-9)
     return Plan(best[1], best[2], best[0], best[3], dflt, unf, proved,
-                _time.perf_counter() - t0, solver_s, solved.time_s if solved is not None else None)
+                _time.perf_counter() - t0, solver_s, solved.time_s if solved is not None else None, scheduled)
+
+
+def scheduled_time(steps: Sequence[Step], machine, schedules: str = "hand", memo: dict | None = None) -> float:
+    """Modeled seconds of the kernels under ``schedules`` ("hand": the hand rules; "z3":
+    the solver's optimum, 10 s a kernel), memoized by kernel key in ``memo``."""
+    from .cost import modeled_time
+    from .hand import hand_schedule
+    memo = {} if memo is None else memo
+    total = 0.0
+    for s in steps:
+        key = (s.kernel.key, schedules)
+        if key not in memo:
+            if schedules == "z3":
+                from . import z3opt
+                memo[key] = z3opt.solve(s.kernel, machine, top_k=1, timeout_s=10.0).candidates[0].modeled_s
+            elif schedules == "hand":
+                memo[key] = modeled_time(s.kernel, hand_schedule(s.kernel, machine), machine)
+            else:
+                raise ValueError(f"schedules must be 'hand' or 'z3', not {schedules!r}")
+        total += memo[key]
+    return total
 
 
 def _better(a: Cost, b: Cost) -> bool:

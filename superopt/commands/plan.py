@@ -22,6 +22,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--machine", default="cpu", help="machine model: cpu, h100, h200 (default cpu)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="solver time per graph (default 30 s)")
     p.add_argument("--peak-limit", type=int, metavar="BYTES", help="keep intermediate buffers alive at once within BYTES")
+    p.add_argument("--schedules", choices=["hand", "z3"],
+                   help="re-rank the candidate plans by the schedule cost model of their kernels under these schedules")
     p.add_argument("--execute", action="store_true",
                    help="run the script's kernels (through the plans) instead of only recording its graphs")
     p.add_argument("--kernels", choices=["planned", "all", "none"], default="planned",
@@ -32,7 +34,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def _own_options(args: argparse.Namespace) -> None:
     """Options given after SCRIPT land in script_args (argparse.REMAINDER); take ours back."""
     rest, takes = list(args.script_args), {"--machine": "machine", "--timeout": "timeout", "--peak-limit": "peak_limit",
-                                           "--kernels": "kernels", "--save-graph": "save_graph"}
+                                           "--kernels": "kernels", "--save-graph": "save_graph", "--schedules": "schedules"}
     while rest:
         a = rest[0]
         if a == "--": rest.pop(0); break  # noqa: E702
@@ -94,7 +96,7 @@ def _record(args, script: Path, machine, plans: dict) -> list:
     def planner(r):
         if r not in roots: roots.append(r)
         if not args.execute: return None
-        if r not in plans: plans[r] = fusion.plan(r, machine, args.peak_limit, args.timeout)
+        if r not in plans: plans[r] = fusion.plan(r, machine, args.peak_limit, args.timeout, args.schedules)
         return plans[r].materialize
 
     kz.PLANNER = planner
@@ -128,7 +130,7 @@ def report(root, machine, args, p=None) -> None:
     from superopt.ir.graph import shape
     from superopt.search import fusion
     try:
-        p = p or fusion.plan(root, machine, args.peak_limit, args.timeout)
+        p = p or fusion.plan(root, machine, args.peak_limit, args.timeout, args.schedules)
     except ValueError as e:
         raise UserError(str(e)) from None
     cand = fusion.candidates(root)
@@ -149,6 +151,9 @@ def report(root, machine, args, p=None) -> None:
             "unfused": "the unfused plan"}[p.source]
     print(f"  planned = {kept}; solver: {how}, {p.solve_s:.1f} s; "
           f"{p.default.time_s / p.cost.time_s:.2f}x vs default, {p.unfused.time_s / p.cost.time_s:.2f}x vs unfused")
+    if p.scheduled_s:
+        print(f"  re-ranked under {args.schedules} schedules (the schedule cost model): "
+              + ", ".join(f"{k} {_t(v)}" for k, v in p.scheduled_s.items()) + f" -> kept {p.source}")
     for name, mat, c in rows:
         if args.kernels == "none" or (args.kernels == "planned" and name != "planned"): continue
         print(f"  kernels ({name}):")

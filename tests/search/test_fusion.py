@@ -166,3 +166,14 @@ def test_plans_run_on_cpu_with_hand_schedules():
                 np.testing.assert_allclose(bufs[s.output].reshape(want.shape), want, rtol=1e-4, atol=1e-5)
     finally:
         be.close()
+
+
+def test_plans_reranked_by_the_schedule_model():
+    x, w = Tensor.empty(64, 96, name="x"), Tensor.empty(96, 32, name="w")
+    out = ((x.sin() * 2.0) @ w).softmax(-1)
+    p = fusion.plan(out.node, H100, timeout_s=10, schedules="hand")
+    assert set(p.scheduled_s) >= {"default", "unfused"}
+    assert p.scheduled_s[p.source] == min(p.scheduled_s.values())           # the kept plan is the fastest there
+    assert p.scheduled_s[p.source] == pytest.approx(fusion.hand_time(p.steps, H100))
+    with pytest.raises(ValueError, match="schedules"):
+        fusion.scheduled_time(p.steps, H100, "beam")
