@@ -241,15 +241,15 @@ def main(argv=None) -> int:
                     if vs is not None: r["variants"].append({"tiles": v, **time_schedule(k, vs, be, args.reps, rng)})
         if args.wgmma and k.kind != "conv":
             from superopt.search import wgmma_space
-            r["wgmma"] = [{"tiles": t, "describe": ws.describe(k), **(time_schedule(k, ws, be, args.reps, rng) if be else {})}
-                          for t, ws in wgmma_space.variants(k, _M)]
+            r["wgmma"] = [{"tiles": t, "describe": ws.describe(k), **({"emu": emu_conflicts(k, ws, _M)} if args.emu else {}),
+                           **(time_schedule(k, ws, be, args.reps, rng) if be else {})} for t, ws in wgmma_space.variants(k, _M)]
         results.append(r)
         rows.append(_row(r))
         print(_fmt(rows[-1]), flush=True)
         if r.get("solver", {}).get("median_s"):
             print(f"    solver pick {r['solver']['describe']}: ok={r['solver']['ok']} {w.flops / r['solver']['median_s'] / 1e12:.0f} TF/s", flush=True)
         for v in r.get("wgmma", []):
-            print(f"    wgmma {v['tiles']}: ok={v.get('ok')} "
+            print(f"    wgmma {v['tiles']}: ok={v.get('ok')} conflicts {v.get('emu', {}).get('bank_conflicts', '-')} "
                   + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
         for v in r.get("variants", []):
             print(f"    variant {v['tiles']}: ok={v['ok']} "
