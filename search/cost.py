@@ -85,6 +85,7 @@ class Facts:
     rows: tuple[int, ...] = ()   # a row kernel's row axes (its REDUCEs fold them)
     passes: int = 1              # passes over each row: one per REDUCE, one to store
     lane_work: float = 0.0       # the part of ``work`` in LANE_OPS
+    fused: bool = False          # the reduction folds products (its chain is one FMA per step)
 
     @property
     def outs(self) -> list[int]: return [a for a, r in enumerate(self.reduce) if not r]
@@ -113,7 +114,8 @@ def facts(k: Kernel) -> Facts:
     acc.append(Access(k.output.dtype.itemsize, out_axes, _contig(k.store, out_axes, k), output=True))
     rows = tuple(k.row_axes)
     return Facts(tuple(a.size for a in k.axes), tuple(a.reduce for a in k.axes), work, tuple(acc),
-                 vector_axis(k), k.output.dtype.itemsize, rows, 1 + len(k.reduces) if rows else 1, lane)
+                 vector_axis(k), k.output.dtype.itemsize, rows, 1 + len(k.reduces) if rows else 1, lane,
+                 k.reduce is not None and k.reduce.src[0].op is Ops.MUL)
 
 
 def _contig(expr, axes, k: Kernel) -> int | None:
@@ -152,6 +154,8 @@ class Params:
     freq: float = 3.0e9            # CPU core clock (Hz), derived from the peak when absent
     fma_pipes: float = 2.0
     fma_latency: float = 8.0       # cycles: chains needed = pipes x latency (16 measured to fill AVX-512 pipes)
+    add_latency: float = 2.0       # one add/max step of a chain (a one-row fp32 sum: ~1.5-2 cycles per element;
+                                   # 2 ranks 50 timed rowsum schedules best, fidelity-cpu-1core.json)
     vregs: float = 32.0            # vector registers
     loads_per_cycle: float = 2.0
     stores_per_cycle: float = 1.0
@@ -270,7 +274,7 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     alu_cycles = (f.work - f.lane_work + f.lane_work * p.lane_cost * vec) * waste * spill * (lanes / vec) / core_ops * \
         B.max(1.0, body / p.max_body)
     if reds or f.rows:   # an accumulator's updates wait on each other: a few chains leave the FMA pipes idle
-        alu_cycles = B.max(alu_cycles, f.points * waste / tile * p.fma_latency)
+        alu_cycles = B.max(alu_cycles, f.points * waste / tile * (p.fma_latency if f.fused else p.add_latency))
     # load slots per innermost body: each input's footprint over the register tile, as
     # vector loads (contiguous along the vector axis), broadcasts (independent of it) or
     # lane-by-lane gathers; dearer when the input's slice for one register tile misses
