@@ -13,7 +13,9 @@ wait that retires a group reads shared memory and the accumulators *then* (a sta
 overwritten before the wait is read overwritten). While a group targeting a register
 array is in flight that array reads as NaN (its true value is kept aside), so an epilogue
 that reads accumulators before the wait produces NaN. A wgmma whose accumulators were
-written by other instructions since the last ``WgmmaFence`` is an error; shared elements
+written by other instructions since the last ``WgmmaFence`` is an error, and so is a wgmma
+reading shared memory changed since the last ``SharedFence`` (fence.proxy.async: only
+then do generic-proxy writes, st.shared and cp.async, reach wgmma's async proxy); shared elements
 a wgmma reads that were written since the last barrier, or that an issued cp.async has
 not landed in yet, count as races.
 """
@@ -45,6 +47,7 @@ class _State:
     true: dict = field(default_factory=dict)        # register array -> its value while wgmmas target it
     pending: dict = field(default_factory=dict)     # register array -> wgmmas in flight on it
     fenced: dict = field(default_factory=dict)      # register array -> its value at the last WgmmaFence
+    published: dict | None = None                   # shared buffer -> its contents at the last SharedFence
 
 
 def element_addresses(desc: int, rows: int, trans: bool) -> np.ndarray:
@@ -79,6 +82,7 @@ def execute(run, s, mask: np.ndarray) -> None:
     if T % GROUP: raise WgmmaEmuError(f"wgmma needs whole warpgroups, the block has {T} threads")
     G = T // GROUP
     if isinstance(s, SharedFence):
+        st.published = {name: buf.copy() for name, buf in run.shared.items()}
         run.c.count("fence", B * T // 32)
     elif isinstance(s, WgmmaFence):
         for name in _targets(run): st.fenced[name] = run.regs[name].copy()
@@ -134,7 +138,7 @@ def _copies_in_flight(run) -> dict[str, np.ndarray]:
     return out
 
 
-def _read(run, addr: np.ndarray) -> np.ndarray:
+def _read(run, addr: np.ndarray, published: dict | None) -> np.ndarray:
     """Values at shared byte addresses ``addr`` (B, ...) in whichever buffer holds them;
     counts as races elements written since the last barrier and destinations of
     asynchronous copies still in flight (the hardware may land them any time)."""
@@ -149,7 +153,12 @@ def _read(run, addr: np.ndarray) -> np.ndarray:
         inside = (flat >= lo) & (flat < hi)
         if not inside.any(): continue
         idx = np.where(inside, (flat - lo) // size, 0)
-        out = np.where(inside, np.take_along_axis(buf, idx, axis=1), out)
+        vals = np.take_along_axis(buf, idx, axis=1)
+        seen = None if published is None else np.take_along_axis(published[name], idx, axis=1) if name in published else None
+        if seen is None or np.any(inside & (vals != seen) & ~(np.isnan(vals) & np.isnan(seen))):
+            raise WgmmaEmuError(f"wgmma reads {name} written after the last fence.proxy.async (SharedFence): "
+                                "the async proxy may not see it")
+        out = np.where(inside, vals, out)
         wr = np.take_along_axis(run.writer[name], idx, axis=1)
         run.c.races += int(np.count_nonzero(inside & (wr >= 0)))
         if name in busy: run.c.races += int(np.count_nonzero(inside & np.take_along_axis(busy[name], idx, axis=1)))
@@ -162,8 +171,8 @@ def _retire(run, st: _State, s: Wgmma, da: np.ndarray, db: np.ndarray) -> None:
     B, G = da.shape
     ea = np.stack([np.stack([element_addresses(int(da[b, g]), wg.WG_M, s.a_trans) for g in range(G)]) for b in range(B)])
     eb = np.stack([np.stack([element_addresses(int(db[b, g]), s.n, s.b_trans) for g in range(G)]) for b in range(B)])
-    A = _read(run, ea)                       # (B, G, 64, 16)
-    Bm = _read(run, eb)                      # (B, G, n, 16): row n, column k
+    A = _read(run, ea, st.published)         # (B, G, 64, 16)
+    Bm = _read(run, eb, st.published)        # (B, G, n, 16): row n, column k
     rows, cols = acc_coords(s.n)
     true = st.true[s.d]
     n2 = s.n // 2

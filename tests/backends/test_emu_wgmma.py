@@ -24,7 +24,7 @@ from superopt.ir import tensorcore as tcm
 from superopt.ir import wgmma as wg
 from superopt.ir.interpret import run_kernel
 from superopt.ir.lower import lower
-from superopt.ir.program import Loop, Program, Wgmma, WgmmaFence, WgmmaWait
+from superopt.ir.program import Loop, Program, SharedFence, Wgmma, WgmmaFence, WgmmaWait
 from superopt.ir.schedule import check
 from superopt.kernels.registry import Workload
 from superopt.search.machine import H100
@@ -176,6 +176,9 @@ def test_the_emulator_catches_missing_fences_and_waits():
     no_fence = _mutate(p, lambda x: None if isinstance(x, WgmmaFence) else x)
     with pytest.raises(EmuError, match="wgmma.fence"):
         run_program(no_fence, ins)
+    no_proxy_fence = _mutate(p, lambda x: None if isinstance(x, SharedFence) else x)
+    with pytest.raises(EmuError, match="fence.proxy.async"):
+        run_program(no_proxy_fence, ins)
     no_wait = _mutate(p, lambda x: None if isinstance(x, WgmmaWait) else x)
     r, got = _emu(no_wait, ins, k)     # the epilogue reads accumulators still in flight
     assert not np.isfinite(got).all()
