@@ -31,74 +31,102 @@ ACC, FA, FB = "acc", "fa", "fb"
 SA, SB = "sa", "sb"
 
 
-def lower_tensor_core(k, s, machine) -> Program:
-    tc = s.tensor_core
-    m = tcm.match_tc(k, tc)
-    t = tcm.tiles(k, s)
-    st = {x.input: x for x in s.staging}
-    threads, S = t.threads, s.stages
-    block, thread = special("block", s.blocks()), special("thread", threads)
-    warp, lane = thread // tcm.WARP, thread % tcm.WARP
-    wm_i, wn_i = warp // t.wn, warp % t.wn
-    # grid pieces in axis order (as ir/lower does), M and N last-level block indices
-    grid = [(a, p.size) for a in range(len(k.axes)) for p in s.splits[a] if p.level.value == "grid" and p.size > 1]
-    gidx, stride = {}, 1
-    for a, n in reversed(grid):
-        gidx[a] = (block // stride) % n
-        stride *= n
-    zero = const(0, dt.int32)
-    n0 = gidx.get(m.n, zero) * t.bn
-    fixed = {var(a, k.axes[a].size): gidx.get(a, zero) for a in m.batch}
-    N = k.axes[m.n].size
-    vm = lambda a: var(a, k.axes[a].size)  # noqa: E731
+class TileView:
+    """What the tensor-core lowerings (mma.sync here, wgmma in ir/lower_wgmma.py) share:
+    block indices, where a block-tile row/column and a pipeline step sit in the kernel's
+    axes, the global->shared tile copies, and the epilogue's stores."""
 
-    def m_at(row) -> tuple[dict[Node, Node], Node]:
+    def __init__(self, k, s):
+        self.k, self.s = k, s
+        self.m, self.t = tcm.match_tc(k, s.tensor_core), tcm.tiles(k, s)
+        self.st = {x.input: x for x in s.staging}
+        self.threads, self.S = self.t.threads, s.stages
+        self.block, self.thread = special("block", s.blocks()), special("thread", self.threads)
+        self.warp, self.lane = self.thread // tcm.WARP, self.thread % tcm.WARP
+        # grid pieces in axis order (as ir/lower does), M and N last-level block indices
+        grid = [(a, p.size) for a in range(len(k.axes)) for p in s.splits[a] if p.level.value == "grid" and p.size > 1]
+        self.gidx, stride = {}, 1
+        for a, n in reversed(grid):
+            self.gidx[a] = (self.block // stride) % n
+            stride *= n
+        self.zero = const(0, dt.int32)
+        self.n0 = self.gidx.get(self.m.n, self.zero) * self.t.bn
+        self.fixed = {self.vm(a): self.gidx.get(a, self.zero) for a in self.m.batch}
+        self.N = k.axes[self.m.n].size
+        self.ops = ((self.m.a, SA, self.t.bm), (self.m.b, SB, self.t.bn))
+        self.geo = {name: tcm.tile_shape(op, outer, self.t.bk) for op, name, outer in self.ops}
+
+    def vm(self, a: int) -> Node: return var(a, self.k.axes[a].size)
+
+    def m_at(self, row) -> tuple[dict[Node, Node], Node]:
         """The M axes' indices of block-tile row ``row`` (mixed radix over their extents,
         outer -> inner) and whether all are inside their axes (padded tiles)."""
         at, ok, rest = {}, TRUE, row
-        for a, e, g in reversed(list(zip(m.m_axes, t.m_ext, t.m_grid))):
-            i = gidx.get(a, zero) * e + rest % e
+        for a, e, g in reversed(list(zip(self.m.m_axes, self.t.m_ext, self.t.m_grid))):
+            i = self.gidx.get(a, self.zero) * e + rest % e
             rest = rest // e
-            at[vm(a)] = i
-            if g * e != k.axes[a].size: ok = and_(ok, lt(i, k.axes[a].size))
+            at[self.vm(a)] = i
+            if g * e != self.k.axes[a].size: ok = and_(ok, lt(i, self.k.axes[a].size))
         return at, ok
 
-    ops = ((m.a, SA, t.bm), (m.b, SB, t.bn))
-    geo = {name: tcm.tile_shape(op, outer, t.bk) for op, name, outer in ops}
+    def step_axes(self, step: Node) -> dict[Node, Node]:
+        """Window positions and K offset of pipeline step ``step`` (window outer, K tiles inner)."""
+        out, rest = {self.vm(self.m.k): (step % self.t.kt) * self.t.bk}, step // self.t.kt
+        for a in reversed(self.m.window):
+            out[self.vm(a)] = rest % self.k.axes[a].size
+            rest = rest // self.k.axes[a].size
+        return out
+
+    def copies(self, step: Node, stage: Node, stage_size: dict, offset) -> list[Stmt]:
+        """Copy q of each operand tile (row-major in its global orientation) by thread
+        q % threads, into ``stage * stage_size[name] + offset(name, op, row, col)``."""
+        out: list[Stmt] = []
+        at, vk = self.step_axes(step), self.vm(self.m.k)
+        for op, name, outer in self.ops:
+            rows, width = self.geo[name]
+            vec = self.st[op.input].vector
+            for c in range(rows * width // vec // self.threads):
+                row, col = tcm.copy_elem(self.thread + c * self.threads, width, vec)
+                o_idx, k_idx = (col, row) if op.k_major else (row, col)
+                if op is self.m.a: o_at, inside = self.m_at(o_idx)
+                else: o_at, inside = {self.vm(self.m.n): self.n0 + o_idx}, self.n_inside(self.n0 + o_idx)
+                src, ok = (substitute(x, {**self.fixed, **at, **o_at, vk: at[vk] + k_idx}) for x in op.load.src)
+                dst = stage * stage_size[name] + offset(name, op, row, col)
+                # cp.async moves 4, 8 or 16 bytes: element (2-byte) copies are plain loads;
+                # rows of a padded tile past the axis end copy zeros
+                out.append(SharedCopy(name, dst, op.input, src, vec, and_(ok, inside), self.S > 1 and vec == tcm.UNIT))
+        return out
+
+    def n_inside(self, col: Node) -> Node:
+        return lt(col, self.N) if self.t.gn * self.t.bn != self.N else TRUE
+
+    def store(self, row, col, acc: int) -> Stmt:
+        """The kernel body at block-tile (row, col) with the reduction read from accumulator
+        ``acc``; a padded tile's points past the end skip it (its loads too)."""
+        m_idx, m_ok = self.m_at(row)
+        at = {**self.fixed, **m_idx, self.vm(self.m.n): self.n0 + col}
+        reg = Node(Ops.REG, dt.float32, (const(acc, dt.int32),), ACC)
+        st_ = Store(substitute(self.k.store, at), substitute(substitute(self.k.body, {self.k.reduce: reg}), at))
+        ok = and_(m_ok, self.n_inside(self.n0 + col))
+        return st_ if ok is TRUE else If(ok, (st_,))
+
+
+def lower_tensor_core(k, s, machine) -> Program:
+    v = TileView(k, s)
+    tc, m, t, st, threads, S, zero = s.tensor_core, v.m, v.t, v.st, v.threads, v.S, v.zero
+    lane = v.lane
+    wm_i, wn_i = v.warp // t.wn, v.warp % t.wn
+    geo = v.geo
     stage_size = {name: rows * (width + st[op.input].pad) for (op, name, _), (rows, width) in
-                  zip(ops, (geo[SA], geo[SB]))}
+                  zip(v.ops, (geo[SA], geo[SB]))}
 
     def offset(name, op, row, unit):
         rows, width = geo[name]
         x = st[op.input]
         return tcm.smem_offset(row, unit, width, x.pad, x.swizzle, x.shift)
 
-    def step_axes(step: Node) -> dict[Node, Node]:
-        """Window positions and K offset of pipeline step ``step`` (window outer, K tiles inner)."""
-        out, rest = {vm(m.k): (step % t.kt) * t.bk}, step // t.kt
-        for a in reversed(m.window):
-            out[vm(a)] = rest % k.axes[a].size
-            rest = rest // k.axes[a].size
-        return out
-
     def copies(step: Node, stage: Node) -> list[Stmt]:
-        out: list[Stmt] = []
-        at = step_axes(step)
-        for op, name, outer in ops:
-            rows, width = geo[name]
-            vec = st[op.input].vector
-            for c in range(rows * width // vec // threads):
-                row, col = tcm.copy_elem(thread + c * threads, width, vec)
-                o_idx, k_idx = (col, row) if op.k_major else (row, col)
-                if op is m.a: o_at, inside = m_at(o_idx)
-                else: o_at, inside = {vm(m.n): n0 + o_idx}, (lt(n0 + o_idx, N) if t.gn * t.bn != N else TRUE)
-                ax = {**fixed, **at, **o_at, vm(m.k): at[vm(m.k)] + k_idx}
-                src, ok = (substitute(x, ax) for x in op.load.src)
-                ok = and_(ok, inside)  # rows of a padded tile past the axis end
-                dst = stage * stage_size[name] + offset(name, op, row, col // tcm.UNIT) + col % tcm.UNIT
-                # cp.async moves 4, 8 or 16 bytes: element (2-byte) copies are plain loads
-                out.append(SharedCopy(name, dst, op.input, src, vec, ok, S > 1 and vec == tcm.UNIT))
-        return out
+        return v.copies(step, stage, stage_size, lambda name, op, row, col: offset(name, op, row, col // tcm.UNIT) + col % tcm.UNIT)
 
     na, nb = t.tm // tcm.MMA_M, t.tn // 16           # A fragments, B fragment pairs per K step
     ntn = t.tn // tcm.MMA_N                           # n8 tiles per warp
@@ -124,7 +152,7 @@ def lower_tensor_core(k, s, machine) -> Program:
         pro: list[Stmt] = []
     else:
         # only cp.async copies need groups (element copies land at once: the barrier publishes them)
-        is_async = any(st[op.input].vector == tcm.UNIT for op, _, _ in ops)
+        is_async = any(st[op.input].vector == tcm.UNIT for op, _, _ in v.ops)
         commit, wait = ([CopyCommit()], [CopyWait(S - 2)]) if is_async else ([], [])
         pro = []
         for i in range(S - 1):
@@ -135,20 +163,9 @@ def lower_tensor_core(k, s, machine) -> Program:
                           If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit))]
 
     nacc = na * ntn * 4
-    red = k.reduce
     g, tq = lane // 4, lane % 4
-    stores: list[Stmt] = []
-    for i in range(na):
-        for j in range(ntn):
-            for c in range(4):
-                m_idx, m_ok = m_at(wm_i * t.tm + i * tcm.MMA_M + g + 8 * (c // 2))
-                ni = n0 + wn_i * t.tn + j * tcm.MMA_N + tq * 2 + c % 2
-                at = {**fixed, **m_idx, vm(m.n): ni}
-                acc = Node(Ops.REG, dt.float32, (const((i * ntn + j) * 4 + c, dt.int32),), ACC)
-                st_ = Store(substitute(k.store, at), substitute(substitute(k.body, {red: acc}), at))
-                # a padded tile's rows past the end: the whole epilogue is skipped (its loads too)
-                ok = and_(m_ok, lt(ni, N)) if t.gn * t.bn != N else m_ok
-                stores.append(st_ if ok is TRUE else If(ok, (st_,)))
+    stores = [v.store(wm_i * t.tm + i * tcm.MMA_M + g + 8 * (c // 2), wn_i * t.tn + j * tcm.MMA_N + tq * 2 + c % 2,
+                      (i * ntn + j) * 4 + c) for i in range(na) for j in range(ntn) for c in range(4)]
     body: list[Stmt] = [
         Shared(SA, m.dtype, S * stage_size[SA]), Shared(SB, m.dtype, S * stage_size[SB]),
         Reg(ACC, dt.float32, nacc), Reg(FA, m.dtype, na * 8), Reg(FB, m.dtype, nb * 8),

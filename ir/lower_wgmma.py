@@ -29,11 +29,10 @@ from __future__ import annotations
 from . import dtype as dt
 from . import tensorcore as tcm
 from . import wgmma as wg
-from .node import Node, Ops, TRUE, and_, const, lt, special, substitute, var
-from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, Program, Reg, Shared, SharedCopy, SharedFence,
-                      Stmt, Store, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
-
-ACC, SA, SB = "acc", "sa", "sb"
+from .lower_tc import ACC, SA, SB, TileView
+from .node import Node, const, lt, special
+from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, Program, Reg, Shared, SharedFence,
+                      Stmt, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
 
 
 def wgmma_in_flight(stages: int, bk: int) -> int:
@@ -46,67 +45,18 @@ def wgmma_in_flight(stages: int, bk: int) -> int:
 
 
 def lower_wgmma(k, s, machine) -> Program:
-    tc = s.tensor_core
-    m = tcm.match_tc(k, tc)
-    t = tcm.tiles(k, s)
+    v = TileView(k, s)
+    tc, m, t, st, threads, S, zero, geo = s.tensor_core, v.m, v.t, v.st, v.threads, v.S, v.zero, v.geo
     g = wg.groups(t)
-    st = {x.input: x for x in s.staging}
-    threads, S = t.threads, s.stages
-    block, thread = special("block", s.blocks()), special("thread", threads)
-    warp, lane = thread // tcm.WARP, thread % tcm.WARP
-    grp, q = warp // wg.WARPS_PER_GROUP, warp % wg.WARPS_PER_GROUP
+    lane = v.lane
+    grp, q = v.warp // wg.WARPS_PER_GROUP, v.warp % wg.WARPS_PER_GROUP
     gm_i, gn_i = grp // g.wgn, grp % g.wgn
-    grid = [(a, p.size) for a in range(len(k.axes)) for p in s.splits[a] if p.level.value == "grid" and p.size > 1]
-    gidx, stride = {}, 1
-    for a, n in reversed(grid):
-        gidx[a] = (block // stride) % n
-        stride *= n
-    zero = const(0, dt.int32)
-    n0 = gidx.get(m.n, zero) * t.bn
-    fixed = {var(a, k.axes[a].size): gidx.get(a, zero) for a in m.batch}
-    N = k.axes[m.n].size
-    vm = lambda a: var(a, k.axes[a].size)  # noqa: E731
-
-    def m_at(row) -> tuple[dict[Node, Node], Node]:
-        """The M axes' indices of block-tile row ``row`` (mixed radix over their extents)
-        and whether all lie inside their axes (padded tiles)."""
-        at, ok, rest = {}, TRUE, row
-        for a, e, gr in reversed(list(zip(m.m_axes, t.m_ext, t.m_grid))):
-            i = gidx.get(a, zero) * e + rest % e
-            rest = rest // e
-            at[vm(a)] = i
-            if gr * e != k.axes[a].size: ok = and_(ok, lt(i, k.axes[a].size))
-        return at, ok
-
-    ops = ((m.a, SA, t.bm), (m.b, SB, t.bn))
-    geo = {name: tcm.tile_shape(op, outer, t.bk) for op, name, outer in ops}
-    stage = {name: wg.stage_bytes(*geo[name]) // m.dtype.itemsize for _, name, _ in ops}
-
-    def step_axes(step: Node) -> dict[Node, Node]:
-        out, rest = {vm(m.k): (step % t.kt) * t.bk}, step // t.kt
-        for a in reversed(m.window):
-            out[vm(a)] = rest % k.axes[a].size
-            rest = rest // k.axes[a].size
-        return out
+    stage = {name: wg.stage_bytes(*geo[name]) // m.dtype.itemsize for _, name, _ in v.ops}
 
     def copies(step: Node, at_stage: Node) -> list[Stmt]:
-        """Copy q of a tile (row-major in its global orientation) by thread q % threads."""
-        out: list[Stmt] = []
-        at = step_axes(step)
-        for op, name, outer in ops:
-            rows, width = geo[name]
-            vec = st[op.input].vector
-            for c in range(rows * width // vec // threads):
-                row, col = tcm.copy_elem(thread + c * threads, width, vec)
-                o_idx, k_idx = (col, row) if op.k_major else (row, col)
-                if op is m.a: o_at, inside = m_at(o_idx)
-                else: o_at, inside = {vm(m.n): n0 + o_idx}, (lt(n0 + o_idx, N) if t.gn * t.bn != N else TRUE)
-                src, ok = (substitute(x, {**fixed, **at, **o_at, vm(m.k): at[vm(m.k)] + k_idx}) for x in op.load.src)
-                dst = at_stage * stage[name] + wg.smem_offset(row, col, rows, width)
-                out.append(SharedCopy(name, dst, op.input, src, vec, and_(ok, inside), S > 1 and vec == tcm.UNIT))
-        return out
+        return v.copies(step, at_stage, stage, lambda name, op, row, col: wg.smem_offset(row, col, *geo[name]))
 
-    desc = {name: wg.operand_desc(op, *geo[name]) for op, name, _ in ops}
+    desc = {name: wg.operand_desc(op, *geo[name]) for op, name, _ in v.ops}
 
     keep = wgmma_in_flight(S, t.bk)
 
@@ -127,7 +77,7 @@ def lower_wgmma(k, s, machine) -> Program:
         pro: list[Stmt] = []
         loop = [Loop(kt, (*copies(kt, zero), *publish, *mma(zero), Barrier()))]
     else:
-        is_async = any(st[op.input].vector == tcm.UNIT for op, _, _ in ops)
+        is_async = any(st[op.input].vector == tcm.UNIT for op, _, _ in v.ops)
         ahead = S - 1 - keep        # tiles in flight ahead of the one computed
         commit, wait = ([CopyCommit()], [CopyWait(ahead - 1)]) if is_async else ([], [])
         pro = []
@@ -138,19 +88,9 @@ def lower_wgmma(k, s, machine) -> Program:
         loop = [Loop(kt, (*wait, *publish, *mma(kt % S), If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit)),
                 *([WgmmaWait(0)] if keep else [])]
 
-    red = k.reduce
     gr, tq = lane // 4, lane % 4
-    stores: list[Stmt] = []
-    for i in range(g.mt):
-        for e in range(g.n // 2):
-            j, c = e // 4, e % 4
-            m_idx, m_ok = m_at(gm_i * 4 * t.tm + i * wg.WG_M + q * 16 + gr + 8 * (c // 2))
-            ni = n0 + gn_i * g.n + j * 8 + tq * 2 + c % 2
-            at = {**fixed, **m_idx, vm(m.n): ni}
-            acc = Node(Ops.REG, dt.float32, (const(i * g.n // 2 + e, dt.int32),), ACC)
-            st_ = Store(substitute(k.store, at), substitute(substitute(k.body, {red: acc}), at))
-            ok = and_(m_ok, lt(ni, N)) if t.gn * t.bn != N else m_ok
-            stores.append(st_ if ok is TRUE else If(ok, (st_,)))
+    stores = [v.store(gm_i * 4 * t.tm + i * wg.WG_M + q * 16 + gr + 8 * (e % 4 // 2), gn_i * g.n + e // 4 * 8 + tq * 2 + e % 2,
+                      i * g.n // 2 + e) for i in range(g.mt) for e in range(g.n // 2)]
     body: list[Stmt] = [
         Shared(SA, m.dtype, S * stage[SA]), Shared(SB, m.dtype, S * stage[SB]),
         Reg(ACC, dt.float32, g.acc),
