@@ -65,6 +65,7 @@ NUMERIC = Numeric()
 
 
 # ---- what the model knows about a kernel --------------------------------------------
+FAR_BYTES = 1024   # an index step this long leaves the prefetcher's current stream
 @dataclass(frozen=True)
 class Access:
     """How one buffer (an input, or the output) is touched."""
@@ -72,6 +73,12 @@ class Access:
     axes: frozenset[int]     # axes its index uses
     contig: int | None       # axis whose unit step moves the index by one element
     output: bool = False
+    far: frozenset[int] | None = None   # axes whose step jumps FAR_BYTES or more (None: all of them)
+
+    def streams(self, ext: Sequence) -> Any:
+        """Separate memory streams walked at once over the extents ``ext``: one per step of
+        the far axes (near ones, like a convolution window's rows, stay in one stream)."""
+        return _prod(ext[a] for a in sorted(self.axes if self.far is None else self.far) if a != self.contig)
 
 
 @dataclass(frozen=True)
@@ -109,13 +116,22 @@ def facts(k: Kernel) -> Facts:
     for i, b in enumerate(k.inputs):
         loads = [l for l in k.loads if l.arg == i]
         axes = frozenset(v.arg[0] for l in loads for v in l.src[0].toposort() if v.op is Ops.VAR)
-        acc.append(Access(b.dtype.itemsize, axes, _contig(loads[0].src[0], axes, k) if loads else None))
+        acc.append(Access(b.dtype.itemsize, axes, _contig(loads[0].src[0], axes, k) if loads else None,
+                          far=_far(loads[0].src[0], axes, k, b.dtype.itemsize) if loads else None))
     out_axes = frozenset(v.arg[0] for v in k.store.toposort() if v.op is Ops.VAR)
     acc.append(Access(k.output.dtype.itemsize, out_axes, _contig(k.store, out_axes, k), output=True))
     rows = tuple(k.row_axes)
     return Facts(tuple(a.size for a in k.axes), tuple(a.reduce for a in k.axes), work, tuple(acc),
                  vector_axis(k), k.output.dtype.itemsize, rows, 1 + len(k.reduces) if rows else 1, lane,
                  k.reduce is not None and k.reduce.src[0].op is Ops.MUL)
+
+
+def _far(expr, axes, k: Kernel, itemsize: int) -> frozenset[int]:
+    far = set()
+    for a in axes:
+        st = axis_stride(expr, a, k.axes[a].size)
+        if st is None or abs(st) * itemsize >= FAR_BYTES: far.add(a)
+    return frozenset(far)
 
 
 def _contig(expr, axes, k: Kernel) -> int | None:
@@ -294,8 +310,7 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
         per = _footprint(acc, tile_ext)
         if acc.contig is not None and acc.contig == f.vector_axis: per = per / vec
         elif f.vector_axis in acc.axes: per = per * B.select_le(vec, 1.0, 1.0, p.gather_cost)
-        streams = _prod(tile_ext[a] for a in sorted(acc.axes) if a != acc.contig)
-        per = per * B.max(1.0, streams / p.max_streams)
+        per = per * B.max(1.0, acc.streams(tile_ext) / p.max_streams)
         loads = loads + per * by_order(lambda nest, lv: _reuse_cost(B, acc, x, nest, lv, p))
     out_pts = _prod(padded[a] for a in outs)
     # a row kernel walks each row once per pass (its loads repeat, its stores do not)
@@ -311,7 +326,7 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
                 (1.0 if acc.output else _rereads(B, f, x, p.cache_bytes))
             for a in outs: t = t * x.grid[a]
             if not acc.output:   # more rows at once than the prefetchers follow: each stream slows down
-                t = t * B.max(1.0, _prod(tile_ext[a] for a in sorted(acc.axes) if a != acc.contig) / p.max_streams)
+                t = t * B.max(1.0, acc.streams(tile_ext) / p.max_streams)
             total = total + t
         return total
     traffic = by_order(traffic_of)

@@ -89,3 +89,14 @@ def test_solver_picks_the_modeled_best_order():
                                                     r.best.vector, r.best.workers), CPU)
     assert r.modeled_s <= flipped * (1 + 1e-9)
     assert r.modeled_s == pytest.approx(cost.modeled_time(k, r.best, CPU))
+
+
+def test_streams_count_far_rows_only():
+    """A row sum's rows are 16 KiB apart: each is a stream. A convolution's window rows are
+    one image row apart: its input stays one stream per channel."""
+    rows = cost.facts(Workload.make("rowsum", M=64, N=4096).kernel).accesses[0]
+    assert rows.far == frozenset({0}) and rows.streams([8, 16]) == 8
+    conv = Workload.make("conv2d", N=1, C=4, H=16, W=16, K=8).kernel
+    x = cost.facts(conv).accesses[0]
+    spatial = {a for a in x.axes if a not in x.far}
+    assert spatial and x.streams([4] * len(conv.axes)) == 4 ** len(x.far - {x.contig})
