@@ -1,6 +1,6 @@
 """Whole models under three fusion plans, on one backend, against the vendor library in the
-same run: the BERT-large encoder layer, the ResNet basic block and BERT's embedding input
-(``superopt.kernels.models``).
+same run: the BERT-large encoder layer, the ResNet basic and bottleneck blocks and BERT's
+embedding input (``superopt.kernels.models``).
 
 Plans (each kernelized from the same lazy graph):
 - ``per-reduction``: every reduction its own kernel, elementwise work fused into its
@@ -15,8 +15,8 @@ Per plan: kernels, bytes moved (each kernel's compulsory traffic), peak memory o
 intermediates, modeled time (the planner's), and the measured time = the sum of each
 kernel's median time under ``--method`` schedules (every kernel verified on random
 inputs first). Then the whole model runs once through the backend with the plan and is
-compared with the reference interpreter (cpu, small shapes) or torch eager (cuda), whose
-time is the vendor baseline (CUDA events, L2 flushed; there is none on cpu).
+compared with the numpy reference (cpu) or torch eager (cuda), whose time is the vendor
+baseline (CUDA events, L2 flushed; there is none on cpu).
 
     python bench/fusion_e2e.py --backend cpu --small --out bench/results/fusion-e2e-cpu-small.json
     python bench/fusion_e2e.py --backend cuda --out bench/results/fusion-e2e-h100.json
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
                 vt, want = torch_model(model, be.machine.l2_bytes, a.repeat)
                 entry["torch_s"] = vt
             else:
-                vt, want = None, model.out.numpy().astype(np.float64)   # the reference interpreter
+                vt, want = None, model.reference()                        # numpy, float64
             for pname, mat in ps.items():
                 r = run_plan(model, mat, be, a.method, a.budget)
                 r["end_to_end"] = end_to_end(model, mat, a.backend, want)
