@@ -177,3 +177,39 @@ def test_plans_reranked_by_the_schedule_model():
     assert p.scheduled_s[p.source] == pytest.approx(fusion.hand_time(p.steps, H100))
     with pytest.raises(ValueError, match="schedules"):
         fusion.scheduled_time(p.steps, H100, "beam")
+
+
+@pytest.fixture(scope="module")
+def cpu_backend():
+    from superopt.backends.cpu import CPUBackend
+    be = CPUBackend(CPU, timeout_s=30)
+    yield be
+    be.close()
+
+
+def _run_on(be, steps) -> np.ndarray:
+    """The steps on a backend, each kernel under its hand-rule schedule."""
+    from superopt.ir.lower import lower
+    from superopt.search.hand import hand_schedule
+    bufs = dict(Tensor._data)
+    for s in steps:
+        c = be.compile(lower(s.kernel, hand_schedule(s.kernel, be.machine), be.machine))
+        out = np.full(s.kernel.output.size, np.nan, s.kernel.output.dtype.np)
+        got = be.run(c, [np.ascontiguousarray(bufs[n]).reshape(-1) for n in s.inputs], out)
+        assert isinstance(got, np.ndarray), got
+        bufs[s.output] = got.reshape(s.kernel.output.shape)
+    return bufs[steps[-1].output]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(graphs(), st.sampled_from(["cpu", "emu"]))
+def test_random_graphs_fused_and_unfused_agree_on_backends(cpu_backend, t, backend):
+    """Unfused, default and planned kernels of random graphs compute the same on the cpu
+    and emu backends (hand-rule schedules), and the same as the reference."""
+    from superopt.backends.base import get
+    be = cpu_backend if backend == "cpu" else get("emu")
+    root = t.node
+    want = _run(kz.kernelize(root))
+    machine = CPU if backend == "cpu" else H100
+    for plan in (fusion.unfused_plan(root), None, fusion.plan(root, machine, timeout_s=10).materialize):
+        np.testing.assert_allclose(_run_on(be, kz.kernelize(root, plan=plan)), want, rtol=1e-4, atol=1e-5)
