@@ -120,3 +120,35 @@ def test_row_and_index_kernels_compile_for_sm90_without_spills(tmp_path):
         assert r.returncode == 0, (w.name, r.stderr[-3000:])
         spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", r.stderr)]
         assert spills and max(spills) == 0, (w.name, r.stderr[-2000:])
+
+
+def _gpu():
+    from superopt.backends.cuda.cuda_backend import probe
+    return probe()
+
+
+@pytest.mark.skipif(not _gpu()[0], reason="no CUDA device")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(row_kernel_and_schedule(H100), st.integers(0, 2**31 - 1))
+def test_random_row_schedules_on_cuda(ks, seed):
+    from superopt.backends.base import get
+    k, s = ks
+    be = get("cuda")
+    try:
+        assert verify(k, s, be, seed=seed).ok, s.describe(k)
+    finally:
+        be.close()
+
+
+@pytest.mark.skipif(not _gpu()[0], reason="no CUDA device")
+def test_full_size_row_and_index_kernels_verify_on_cuda():
+    from superopt.backends.base import get
+    from superopt.kernels.registry import Workload
+    be = get("cuda")
+    try:
+        for w in (Workload.make("softmax", M=8192, N=8192), Workload.make("layernorm", M=8192, N=1024),
+                  Workload.make("rmsnorm", M=2048, N=4096, dtype="float16"), Workload.make("embedding")):
+            r = verify(w.kernel, hand_schedule(w.kernel, H100), be, seed=3)
+            assert r.ok, (w.name, r.reason)
+    finally:
+        be.close()
