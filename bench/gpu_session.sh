@@ -10,8 +10,9 @@
 #   bash bench/gpu_session.sh bench      # superopt bench, all suites, hand/z3/beam/torch (#10)
 #
 # Every stage is also rerunnable alone after `setup` (a fresh machine needs `setup` first).
-# z3-solver is not installed there: put its cp312 manylinux x86_64 wheel in .whl/ (git-ignored)
-# and carry that folder with the command.
+# z3-solver (and tinygrad, for the tinygrad-beam baseline) are not installed there: put their
+# wheels in .whl/ (git-ignored; `pip download z3-solver tinygrad==0.14.0 --no-deps -d .whl`,
+# z3's as cp312 manylinux x86_64) and carry that folder with the command.
 set -euo pipefail
 : "${OUT:?set OUT to a scratch folder}"
 export SUPEROPT_CACHE_DIR="$OUT/cache"
@@ -21,6 +22,7 @@ stage="${1:-setup}"
 case "$stage" in
 setup)
   pip install --no-index --no-deps .whl/z3_solver-*.whl
+  pip install --no-index --no-deps .whl/tinygrad-*.whl || echo "no tinygrad wheel: the bench runs without tinygrad-beam"
   pip install --no-index --no-deps --no-build-isolation -e . || pip install --no-index --no-deps -e .
   python3 -m pytest -q tests/backends/test_cuda.py tests/backends/test_row_schedules.py 2>&1 | tail -5
   python3 -m superopt calibrate --backend cuda | tee "$OUT/calibrate.txt"
@@ -43,9 +45,10 @@ solver)
   done
   ;;
 bench)
-  python3 -m superopt bench --suite membound,llm --backend cuda --methods hand,z3,beam,torch --budget 5 \
+  tg=$(python3 -c "import tinygrad" 2>/dev/null && echo ",tinygrad-beam" || true)
+  python3 -m superopt bench --suite membound,llm --backend cuda --methods "hand,z3,beam,torch$tg" --budget 5 \
     --out "$OUT/bench-membound-llm" | tail -20
-  python3 -m superopt bench --suite bert,resnet --backend cuda --methods hand,z3,beam,torch --budget 5 \
+  python3 -m superopt bench --suite bert,resnet --backend cuda --methods "hand,z3,beam,torch$tg" --budget 5 \
     --out "$OUT/bench-bert-resnet" | tail -20
   ;;
 *)
