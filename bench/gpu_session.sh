@@ -8,6 +8,7 @@
 #   bash bench/gpu_session.sh tc         # tensor cores: bert GEMMs, 4096^3, ResNet conv, split-K (#6)
 #   bash bench/gpu_session.sh solver     # Z3 on fp32 kernels vs torch + model fidelity on the GPU (#5)
 #   bash bench/gpu_session.sh bench      # superopt bench, all suites, hand/z3/beam/torch (#10)
+#   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 #
 # Every stage is also rerunnable alone after `setup` (a fresh machine needs `setup` first).
 # z3-solver (and tinygrad, for the tinygrad-beam baseline) are not installed there: put their
@@ -45,12 +46,16 @@ solver)
   done
   ;;
 bench)
-  tg=$(python3 -c "import tinygrad" 2>/dev/null && echo ",tinygrad-beam" || true)
-  python3 -m superopt bench --suite membound,llm --backend cuda --methods "hand,z3,beam,torch$tg" --budget 5 \
+  python3 -m superopt bench --suite membound,llm --backend cuda --methods hand,z3,beam,torch --budget 5 \
     --out "$OUT/bench-membound-llm" | tail -20
-  python3 -m superopt bench --suite bert,resnet --backend cuda --methods "hand,z3,beam,torch$tg" --budget 5 \
+  python3 -m superopt bench --suite bert,resnet --backend cuda --methods hand,z3,beam,torch --budget 5 \
     --out "$OUT/bench-bert-resnet" | tail -20
   ;;
+tinygrad)
+  # tinygrad's BEAM runs its own search to the end (20-120 s a GEMM): the memory-bound suite only
+  python3 -m superopt bench --suite membound --backend cuda --methods hand,z3,torch,tinygrad-hand,tinygrad-beam \
+    --budget 5 --out "$OUT/bench-membound-tinygrad" | tail -20
+  ;;
 *)
-  echo "unknown stage $stage (setup, membound, fusion, tc, solver, bench)" >&2; exit 2 ;;
+  echo "unknown stage $stage (setup, membound, fusion, tc, solver, bench, tinygrad)" >&2; exit 2 ;;
 esac
