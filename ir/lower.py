@@ -14,7 +14,8 @@ A reduction keeps one register per (output point of the tile): output LOOPs nest
 inside the first reduce loop (by ``order``) index a register array around it, so any
 loop order is honoured.
 
-Tensor-core schedules lower in ``ir/lower_tc.py`` (shared staging, ldmatrix, mma).
+Tensor-core schedules lower in ``ir/lower_tc.py`` (shared staging, ldmatrix, mma), staged
+SIMT GEMMs (``staging`` without tensor core) in ``ir/lower_staged.py``.
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def lower(kernel: Kernel, schedule: Schedule, machine) -> Program:
     if schedule.tensor_core is not None:
         from .lower_tc import lower_tensor_core
         return lower_tensor_core(kernel, schedule, machine)
+    if schedule.staging:
+        from .lower_staged import lower_staged
+        return lower_staged(kernel, schedule, machine)
     return _Lowerer(kernel, schedule, machine).program()
 
 

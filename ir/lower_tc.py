@@ -34,11 +34,12 @@ SA, SB = "sa", "sb"
 class TileView:
     """What the tensor-core lowerings (mma.sync here, wgmma in ir/lower_wgmma.py) share:
     block indices, where a block-tile row/column and a pipeline step sit in the kernel's
-    axes, the global->shared tile copies, and the epilogue's stores."""
+    axes, the global->shared tile copies, and the epilogue's stores. The SIMT staged GEMM
+    (ir/lower_staged.py) passes its own match and tiles."""
 
-    def __init__(self, k, s):
+    def __init__(self, k, s, m: tcm.Match | None = None, t: tcm.Tiles | None = None):
         self.k, self.s = k, s
-        self.m, self.t = tcm.match_tc(k, s.tensor_core), tcm.tiles(k, s)
+        self.m, self.t = m or tcm.match_tc(k, s.tensor_core), t or tcm.tiles(k, s)
         self.st = {x.input: x for x in s.staging}
         self.threads, self.S = self.t.threads, s.stages
         self.block, self.thread = special("block", s.blocks()), special("thread", self.threads)
@@ -94,8 +95,31 @@ class TileView:
                 dst = stage * stage_size[name] + offset(name, op, row, col)
                 # cp.async moves 4, 8 or 16 bytes: element (2-byte) copies are plain loads;
                 # rows of a padded tile past the axis end copy zeros
-                out.append(SharedCopy(name, dst, op.input, src, vec, and_(ok, inside), self.S > 1 and vec == tcm.UNIT))
+                out.append(SharedCopy(name, dst, op.input, src, vec, and_(ok, inside), self.S > 1 and self.is_async(op)))
         return out
+
+    def pipeline(self, copies, compute) -> list[Stmt]:
+        """The main loop over the pipeline steps: ``copies(step, stage)`` fills a stage,
+        ``compute(stage)`` reads it. One stage: copy, barrier, compute, barrier. More:
+        a prologue copies steps 0..S-2 (one cp.async group each); step kt waits for its
+        group, barrier, computes stage kt%S, then copies step kt+S-1 into the stage step
+        kt-1 read (every thread passed the barrier after reading it)."""
+        S, nsteps, zero = self.S, self.t.steps, self.zero
+        kt = special("kt", nsteps)
+        if S == 1: return [Loop(kt, (*copies(kt, zero), Barrier(), *compute(zero), Barrier()))]
+        # only cp.async copies need groups (element copies land at once: the barrier publishes them)
+        is_async = any(self.is_async(op) for op, _, _ in self.ops)
+        commit, wait = ([CopyCommit()], [CopyWait(S - 2)]) if is_async else ([], [])
+        pro: list[Stmt] = []
+        for i in range(S - 1):
+            if i < nsteps: pro += copies(const(i, dt.int32), const(i, dt.int32))
+            pro += commit
+        nxt = kt + (S - 1)
+        return pro + [Loop(kt, (*wait, Barrier(), *compute(kt % S), If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit))]
+
+    def is_async(self, op) -> bool:
+        """Whether copies of operand ``op`` can be cp.async (4, 8 or 16 bytes)."""
+        return self.st[op.input].vector * self.m.dtype.itemsize in (4, 8, 16)
 
     def n_inside(self, col: Node) -> Node:
         return lt(col, self.N) if self.t.gn * self.t.bn != self.N else TRUE
@@ -113,7 +137,7 @@ class TileView:
 
 def lower_tensor_core(k, s, machine) -> Program:
     v = TileView(k, s)
-    tc, m, t, st, threads, S, zero = s.tensor_core, v.m, v.t, v.st, v.threads, v.S, v.zero
+    tc, m, t, st, threads, S = s.tensor_core, v.m, v.t, v.st, v.threads, v.S
     lane = v.lane
     wm_i, wn_i = v.warp // t.wn, v.warp % t.wn
     geo = v.geo
@@ -145,23 +169,6 @@ def lower_tensor_core(k, s, machine) -> Program:
                     body.append(Mma(tc.instr, ACC, (i * ntn + j) * 4, FA, i * 8, FB, j * 4))
         return body
 
-    nsteps = t.steps
-    kt = special("kt", nsteps)
-    if S == 1:
-        loop = [Loop(kt, (*copies(kt, zero), Barrier(), *compute(zero), Barrier()))]
-        pro: list[Stmt] = []
-    else:
-        # only cp.async copies need groups (element copies land at once: the barrier publishes them)
-        is_async = any(st[op.input].vector == tcm.UNIT for op, _, _ in v.ops)
-        commit, wait = ([CopyCommit()], [CopyWait(S - 2)]) if is_async else ([], [])
-        pro = []
-        for i in range(S - 1):
-            if i < nsteps: pro += copies(const(i, dt.int32), const(i, dt.int32))
-            pro += commit
-        nxt = kt + (S - 1)
-        loop = [Loop(kt, (*wait, Barrier(), *compute(kt % S),
-                          If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit))]
-
     nacc = na * ntn * 4
     g, tq = lane // 4, lane % 4
     stores = [v.store(wm_i * t.tm + i * tcm.MMA_M + g + 8 * (c // 2), wn_i * t.tn + j * tcm.MMA_N + tq * 2 + c % 2,
@@ -170,5 +177,5 @@ def lower_tensor_core(k, s, machine) -> Program:
         Shared(SA, m.dtype, S * stage_size[SA]), Shared(SB, m.dtype, S * stage_size[SB]),
         Reg(ACC, dt.float32, nacc), Reg(FA, m.dtype, na * 8), Reg(FB, m.dtype, nb * 8),
         *[Assign(ACC, const(e, dt.int32), const(0.0, dt.float32)) for e in range(nacc)],
-        *pro, *loop, *stores]
+        *v.pipeline(copies, compute), *stores]
     return Program(k.name, k.inputs, k.output, s.blocks(), threads, 1, 1, tuple(body), k, s)

@@ -188,7 +188,9 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
     if s.tensor_core is not None and machine.kind != "gpu": errs.append("tensor cores exist on GPUs only")
     if s.staging and machine.kind != "gpu": errs.append("shared-memory staging exists on GPUs only")
     if s.tensor_core is not None and machine.kind == "gpu": errs += _check_tensor_core(kernel, s, machine)
-    elif s.staging: errs.append("shared-memory staging is implemented for tensor-core schedules only")
+    elif s.staging and machine.kind == "gpu":  # the SIMT GEMM staged through shared memory
+        from .lower_staged import check as check_staged
+        errs += check_staged(kernel, s, machine)
     if s.stages < 1 or s.stages > 8: errs.append(f"stages {s.stages} not in 1..8")
     return errs
 

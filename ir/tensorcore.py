@@ -88,15 +88,17 @@ class Match:
 
 
 def match(kernel, m_axis: int | None = None, n_axis: int | None = None, k_axis: int | None = None,
-          m_outer: tuple[int, ...] = ()) -> Match | str:
+          m_outer: tuple[int, ...] = (), simt: bool = False) -> Match | str:
     """The (implicit) GEMM structure of ``kernel``, or why not (a string): a float32 sum of
     a product of two 16-bit loads. K is a reduce axis both operands read (the one whose
     size is a multiple of 16, contiguous in an operand, largest); the other reduce axes
     are the window. Each operand's outer axis is one output axis only it reads (the
     given M/N axis, else the one it steps through most densely); its other own axes are
     batch, unless listed in ``m_outer`` (flattened into M outside the M axis). Loads may
-    be masked (a convolution's padding): the copies honour the mask."""
-    return _match(kernel, m_axis, n_axis, k_axis, tuple(m_outer))
+    be masked (a convolution's padding): the copies honour the mask. ``simt``: the
+    operands are both float32 instead (the shared-memory staged SIMT GEMM of
+    ir/lower_staged.py; 16-byte copies are then 4 elements)."""
+    return _match(kernel, m_axis, n_axis, k_axis, tuple(m_outer), simt)
 
 
 def match_tc(kernel, tc) -> Match | str:
@@ -105,7 +107,8 @@ def match_tc(kernel, tc) -> Match | str:
 
 
 @functools.lru_cache(maxsize=512)  # every check() of a schedule space asks again
-def _match(kernel, m_axis: int | None, n_axis: int | None, k_axis: int | None, m_outer: tuple[int, ...]) -> Match | str:
+def _match(kernel, m_axis: int | None, n_axis: int | None, k_axis: int | None, m_outer: tuple[int, ...],
+           simt: bool = False) -> Match | str:
     red = kernel.reduce
     if red is None or red.arg[0] != "sum" or not kernel.reduce_axes: return "not a sum over reduce axes"
     if red.dtype is not dt.float32: return f"accumulates in {red.dtype.name}, tensor cores accumulate in float32"
@@ -116,7 +119,8 @@ def _match(kernel, m_axis: int | None, n_axis: int | None, k_axis: int | None, m
         while f.op is Ops.CAST: f = f.src[0]
         if f.op is not Ops.LOAD: return "a factor is not a plain load"
         loads.append(f)
-    if {ld.dtype for ld in loads} not in ({dt.float16}, {dt.bfloat16}): return "operands are not both fp16 or both bf16"
+    if simt and {ld.dtype for ld in loads} != {dt.float32}: return "operands are not both float32"
+    if not simt and {ld.dtype for ld in loads} not in ({dt.float16}, {dt.bfloat16}): return "operands are not both fp16 or both bf16"
     used = [{v.arg[0] for v in ld.toposort() if v.op is Ops.VAR} for ld in loads]
     reds = kernel.reduce_axes
     if any(r not in used[0] | used[1] for r in reds): return "a reduce axis no operand reads"
@@ -144,7 +148,8 @@ def _match(kernel, m_axis: int | None, n_axis: int | None, k_axis: int | None, m
     if oa not in own[ai] or ob not in own[1 - ai]: return "the M/N axes do not match the operands"
     if m_axis is None and n_axis is None and _stride_store(kernel, ob) != 1 and _stride_store(kernel, oa) == 1:
         ai, oa, ob = 1 - ai, ob, oa  # N = the output's contiguous axis
-    a, b = (_operand(kernel, loads[i], o, k_axis) for i, o in ((ai, oa), (1 - ai, ob)))
+    unit = 16 // loads[0].dtype.itemsize
+    a, b = (_operand(kernel, loads[i], o, k_axis, unit) for i, o in ((ai, oa), (1 - ai, ob)))
     if m_outer and (m_axis is None or len(set(m_outer)) != len(m_outer) or any(x not in own[ai] or x == oa for x in m_outer)):
         return "the outer M axes are not other own axes of the M operand"
     batch = tuple(x for x in outs if x not in (oa, ob, *m_outer))
@@ -159,25 +164,27 @@ def _stride_store(kernel, axis: int) -> int | None:
     return axis_stride(kernel.store, axis, kernel.axes[axis].size)
 
 
-def _operand(kernel, ld: Node, outer: int, k: int) -> Operand:
+def _operand(kernel, ld: Node, outer: int, k: int, unit: int = UNIT) -> Operand:
     """Orientation (contiguous along K, else along the outer axis, else neither: stored
-    like K-contiguous, copied element by element) and the widest legal copy."""
+    like K-contiguous, copied element by element) and the widest legal copy (``unit``
+    elements = 16 bytes, else 1)."""
     if _stride(ld, k, kernel) != 1 and _stride(ld, outer, kernel) == 1:
-        return Operand(ld.arg, ld, outer, True, UNIT if _vector_ok(kernel, ld, outer) else 1)
-    return Operand(ld.arg, ld, outer, False, UNIT if _vector_ok(kernel, ld, k) else 1)
+        return Operand(ld.arg, ld, outer, True, unit if _vector_ok(kernel, ld, outer, unit) else 1)
+    return Operand(ld.arg, ld, outer, False, unit if _vector_ok(kernel, ld, k, unit) else 1)
 
 
-def _vector_ok(kernel, ld: Node, along: int) -> bool:
-    """16-byte copies along ``along`` are legal: unit stride there, every other step and the
-    offset a multiple of 8 elements (16-byte aligned), and the mask constant over the copy."""
+def _vector_ok(kernel, ld: Node, along: int, unit: int = UNIT) -> bool:
+    """16-byte copies (``unit`` elements) along ``along`` are legal: unit stride there, every
+    other step and the offset a multiple of ``unit`` (16-byte aligned), and the mask
+    constant over the copy."""
     idx, valid = ld.src
     size = kernel.axes[along].size
-    if _stride(ld, along, kernel) != 1 or size % UNIT: return False
+    if _stride(ld, along, kernel) != 1 or size % unit: return False
     if any(v.op is Ops.VAR and v.arg[0] == along for v in valid.toposort()): return False
     vs = [v for v in idx.toposort() if v.op is Ops.VAR and v.arg[1] > 1]
-    if any((axis_stride(idx, v.arg[0], v.arg[1]) or 1) % UNIT for v in vs if v.arg[0] != along): return False
+    if any((axis_stride(idx, v.arg[0], v.arg[1]) or 1) % unit for v in vs if v.arg[0] != along): return False
     base = substitute(idx, {v: const(0, dt.int32) for v in idx.toposort() if v.op is Ops.VAR})
-    return base.op is Ops.CONST and base.arg % UNIT == 0
+    return base.op is Ops.CONST and base.arg % unit == 0
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,7 @@ class Tiles:
     rs: int = 1                # window points (product of the window axes' sizes)
     m_ext: tuple[int, ...] = ()   # per M axis (outer -> inner) its extent in the block tile
     m_grid: tuple[int, ...] = ()  # per M axis its blocks
+    per: int = WARP            # threads per THREAD unit: a warp (tensor cores), 1 (SIMT, ir/lower_staged.py)
 
     @property
     def bm(self) -> int: return self.wm * self.tm
@@ -196,7 +204,7 @@ class Tiles:
     @property
     def warps(self) -> int: return self.wm * self.wn
     @property
-    def threads(self) -> int: return WARP * self.warps
+    def threads(self) -> int: return self.per * self.warps
     @property
     def steps(self) -> int:
         """Pipelined K steps: the window points times the K tiles."""

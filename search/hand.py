@@ -249,10 +249,57 @@ def _tc_waste(k: Kernel, mt, m_ext: tuple[int, ...], bn: int = 1) -> float:
     return math.prod(pad(k.axes[a].size, e) for a, e in zip(mt.m_axes, m_ext)) * pad(k.axes[mt.n].size, bn)
 
 
+# fp32 GEMMs through shared memory (ir/lower_staged.py) instead of register tiles fed from
+# L1: off until the H100 timing of bench/gpu.py --staged shows it ahead of _contraction
+STAGED_SIMT = False
+# (bm, bn, tm, tn, bk, stages) of the staged SIMT GEMM variants timed on the GPU; the first is the rule's
+STAGED_TILES = ((128, 128, 8, 8, 8, 2), (128, 128, 8, 8, 16, 2), (128, 128, 8, 8, 8, 3), (128, 128, 8, 8, 16, 3),
+                (128, 64, 8, 8, 8, 2), (64, 64, 8, 4, 16, 2))
+
+
+def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, tn: int = 8, bk: int = 8,
+                stages: int = 2) -> Schedule | None:
+    """An fp32 GEMM (or batched GEMM) staged through shared memory (ir/lower_staged.py):
+    BM x BN block tiles of (BM/tm) x (BN/tn) threads, tm x tn registers each, K ``bk``
+    deep a step through a ``stages``-deep cp.async pipeline, 16-byte copies where the
+    operand allows; a tile row running along K that threads of a quarter warp read at
+    different rows (a B stored N x K) is padded by 4 floats (16-byte reads conflict-free).
+    Tiles shrink to the axes; None where the kernel or the machine does not fit it."""
+    from superopt.ir import lower_staged
+    from superopt.ir.schedule import Staging
+    if machine.kind != "gpu": return None
+    m = lower_staged.match(k)
+    if isinstance(m, str): return None
+    M, N, K = (k.axes[a].size for a in (m.m, m.n, m.k))
+    bm, bn = min(bm, 1 << (M - 1).bit_length()), min(bn, 1 << (N - 1).bit_length())
+    tm, tn = min(tm, bm), min(tn, bn)
+    bk = next((c for c in (bk, 16, 8, 4) if c <= bk and K % c == 0), None)
+    if bk is None: return None
+    splits: list[tuple[Split, ...]] = [(Split(G, ax.size),) for ax in k.axes]
+    splits[m.m] = tuple(Split(lv, n) for lv, n in ((G, -(-M // bm)), (T, bm // tm), (U, tm)) if n > 1) or (Split(G, 1),)
+    splits[m.n] = tuple(Split(lv, n) for lv, n in ((G, -(-N // bn)), (T, bn // tn), (U, tn)) if n > 1) or (Split(G, 1),)
+    splits[m.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1) or (Split(L, 1),)
+    staging = tuple(Staging(op.input, pad=4 if op is m.b and not op.k_major else 0, vector=op.vec) for op in (m.a, m.b))
+    s = Schedule(tuple(splits), staging=staging, stages=min(stages, K // bk))
+    return None if check(k, s, machine) else s
+
+
+def staged_variants(k: Kernel, machine) -> list[Schedule]:
+    """The distinct legal ``staged_simt`` variants of ``STAGED_TILES`` (for timing)."""
+    out: list[Schedule] = []
+    for tile in STAGED_TILES:
+        s = staged_simt(k, machine, *tile)
+        if s is not None and s not in out: out.append(s)
+    return out
+
+
 def gpu(k: Kernel, machine) -> Schedule:
     """A reasonable GPU schedule for any kernel (legal for ``machine`` by ``check``)."""
     if k.kind in ("gemm", "conv") and not _is_gemv(k):
         s = _tensor_core(k, machine)
+        if s is not None: return s
+    if STAGED_SIMT and k.kind == "gemm" and not _is_gemv(k):
+        s = staged_simt(k, machine)
         if s is not None: return s
     rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction, "row": _rows}[k.kind]
     if k.kind == "gemm" and _is_gemv(k): rule = _reduce  # one output row: split K over threads instead

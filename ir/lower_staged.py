@@ -1,0 +1,169 @@
+"""Shared-memory staged SIMT GEMM: fp32 GEMM (and batched GEMM) schedules with
+``Schedule.staging`` set and no tensor core, lowered to a ``Program``.
+
+Schedule convention (the GEMM view of ``ir/tensorcore.match(..., simt=True)``):
+- M axis: ``GRID gm x THREAD wm x UPCAST tm``, N axis: ``GRID gn x THREAD wn x UPCAST tn``
+  (THREAD counts threads here, not warps); M and N may be padded (``gm = ceil(M / BM)``,
+  copies past the end zero-fill, stores are guarded);
+- K axis: ``LOOP kt x UNROLL bk`` (bk: the K depth staged per step), dividing K exactly;
+- batch axes GRID only; no other reduce axis (convolutions are not lowered here);
+- ``staging``: both operands, ``pad`` (elements appended to each shared tile row, a
+  multiple of 4 so 16-byte rows stay aligned), no swizzle; ``vector`` 4 (16-byte copies,
+  where the operand is contiguous and aligned) or 1; ``stages`` the pipeline depth
+  (cp.async from 2 on).
+Per block a BM x BN tile (BM = wm*tm, BN = wn*tn), the TileView pipeline of
+ir/lower_tc.py: per K step the A (BM x bk) and B (bk x BN) tiles are copied global ->
+shared in their global orientation (row-major over the tile, copy q by thread q %
+threads: a warp writes consecutive 16-byte rows), barrier, then every thread updates its
+tm x tn accumulators from shared memory, barrier.
+
+Thread -> tile mapping (``tile_rows``/``tile_cols``): thread t is (t // wn, t % wn), N
+fastest, so the threads of a quarter warp share their rows and read adjacent columns.
+Along a dimension that is contiguous in an operand's shared tile (N of a K-major B, M of
+a K-major A) a thread's elements are strips of 4 (one 16-byte read each) spread a whole
+thread row apart: columns ``(j // 4) * 4*wn + (t % wn) * 4 + j % 4``; a quarter warp's
+8 threads then read 128 consecutive bytes (no bank conflict) and a warp 32 distinct
+words in scalar form too when wn >= 8. Elsewhere strips of 1 (``j * wn + t % wn``).
+K is read in runs of 4 where an operand's tile rows run along K (a row-major A), so a
+thread's A values come in 16-byte reads while the quarter warp broadcasts one address.
+Compute per K step, per run of ``vk`` K values: A fragment (tm x vk registers), then per
+k its B row (tn registers) and tm*tn FMAs.
+"""
+from __future__ import annotations
+
+import math
+
+from . import dtype as dt
+from . import tensorcore as tcm
+from .lower_tc import ACC, SA, SB, TileView
+from .node import Node, Ops, alu, const
+from .program import Assign, Program, Reg, Shared, Stmt
+from .schedule import Level, Schedule
+
+FA, FB = "fa", "fb"
+STRIP = 4           # elements of a 16-byte fp32 read
+MAX_CODE = 2048     # bk x tm x tn: FMAs of one unrolled K step (code size)
+
+
+def match(kernel) -> tcm.Match | str:
+    """The GEMM view of an fp32 kernel, or why it has none."""
+    if kernel.kind != "gemm": return f"a {kernel.kind} kernel (the staged SIMT lowering covers GEMMs and batched GEMMs)"
+    return tcm.match(kernel, simt=True)
+
+
+def tiles(kernel, s: Schedule, m: tcm.Match) -> tcm.Tiles | str:
+    """The block/thread/K tiles of a staged SIMT schedule (module docstring), or why not."""
+    G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
+    if m.window or m.m_outer: return "convolutions are not lowered with SIMT staging"
+
+    def pieces(axis: int, allowed: tuple, pad: bool) -> dict | str:
+        got = {p.level: p.size for p in s.splits[axis]}
+        if any(lv not in allowed for lv in got if got[lv] > 1):
+            return f"axis {axis}: staged GEMM axes use {'/'.join(lv.value for lv in allowed)} only"
+        size, tile = kernel.axes[axis].size, math.prod(n for lv, n in got.items() if lv is not G)
+        if not pad and math.prod(got.values()) != size: return f"axis {axis}: the K tiles must divide {size} exactly"
+        if pad and got.get(G, 1) != -(-size // tile): return f"axis {axis}: {got.get(G, 1)} blocks do not cover {size} in tiles of {tile}"
+        return got
+    pm, pn, pk = pieces(m.m, (G, T, U), True), pieces(m.n, (G, T, U), True), pieces(m.k, (L, R), False)
+    for p in (pm, pn, pk):
+        if isinstance(p, str): return p
+    for a in m.batch:
+        p = pieces(a, (G,), False)
+        if isinstance(p, str): return f"batch {p}"
+    return tcm.Tiles(pm.get(G, 1), pm.get(T, 1), pm.get(U, 1), pn.get(G, 1), pn.get(T, 1), pn.get(U, 1),
+                     pk.get(L, 1), pk.get(R, 1), 1, (pm.get(T, 1) * pm.get(U, 1),), (pm.get(G, 1),), per=1)
+
+
+def strips(m: tcm.Match, t: tcm.Tiles) -> tuple[int, int, int]:
+    """(vm, vn, vk): runs of elements read as one 16-byte vector along M, N and K."""
+    vm = STRIP if m.a.k_major and t.tm % STRIP == 0 else 1
+    vn = STRIP if m.b.k_major and t.tn % STRIP == 0 else 1
+    vk = STRIP if (not m.a.k_major or not m.b.k_major) and t.bk % STRIP == 0 else 1
+    return vm, vn, vk
+
+
+def smem_elems(kernel, s: Schedule, m: tcm.Match, t: tcm.Tiles) -> dict[str, int]:
+    """Elements of one stage of each shared tile."""
+    st = {x.input: x for x in s.staging}
+    out = {}
+    for op, name, outer in ((m.a, SA, t.bm), (m.b, SB, t.bn)):
+        rows, width = tcm.tile_shape(op, outer, t.bk)
+        out[name] = rows * (width + st[op.input].pad)
+    return out
+
+
+def check(kernel, s: Schedule, machine) -> list[str]:
+    """Why a staged schedule without tensor core is illegal (empty: legal)."""
+    m = match(kernel)
+    if isinstance(m, str): return [f"staged SIMT GEMM: {m}"]
+    if s.vector != 1 or s.order: return ["staged SIMT GEMM schedules take no vector width or loop order"]
+    t = tiles(kernel, s, m)
+    if isinstance(t, str): return [f"staged SIMT GEMM: {t}"]
+    by_input = {st.input: st for st in s.staging}
+    if sorted(by_input) != sorted([m.a.input, m.b.input]) or len(s.staging) != 2:
+        return ["staged SIMT GEMM: both operands must be staged exactly once"]
+    errs = []
+    for op, outer in ((m.a, t.bm), (m.b, t.bn)):
+        st = by_input[op.input]
+        rows, width = tcm.tile_shape(op, outer, t.bk)
+        if st.vector not in (1, op.vec):
+            errs.append(f"input {op.input}: staged copies are 1 element" + (f" or {op.vec} (16 bytes)" if op.vec > 1 else " (unaligned operand)"))
+        elif width % st.vector: errs.append(f"input {op.input}: tile rows of {width} are not whole {st.vector}-element copies")
+        if st.swizzle: errs.append(f"input {op.input}: the staged SIMT layout takes a pad, not a swizzle")
+        if st.pad < 0 or st.pad % STRIP: errs.append(f"input {op.input}: pad {st.pad} is not a multiple of {STRIP} (16-byte rows)")
+        if (rows * width // max(1, st.vector)) % t.threads:
+            errs.append(f"input {op.input}: {rows}x{width} tile is not a whole number of copies per thread ({t.threads} threads)")
+    if t.bk * t.tm * t.tn > MAX_CODE: errs.append(f"K step of {t.bk} x {t.tm}x{t.tn} tile: {t.bk * t.tm * t.tn} FMAs unrolled > {MAX_CODE}")
+    smem = sum(smem_elems(kernel, s, m, t).values()) * m.dtype.itemsize * s.stages
+    if smem > machine.smem_per_block: errs.append(f"shared memory {smem} B > {machine.smem_per_block} B per block")
+    return errs
+
+
+def tile_index(i: int, thread: Node, threads: int, strip: int) -> Node:
+    """Block-tile row/column of a thread's register-tile element ``i`` along a dimension
+    with ``threads`` threads, in strips of ``strip`` (module docstring)."""
+    return (thread * strip) + const((i // strip) * strip * threads + i % strip, dt.int32)
+
+
+def lower_staged(k, s: Schedule, machine) -> Program:
+    m = match(k)
+    t = tiles(k, s, m)
+    v = TileView(k, s, m, t)
+    st = v.st
+    stage_size = smem_elems(k, s, m, t)
+    width = {name: tcm.tile_shape(op, outer, t.bk)[1] + st[op.input].pad for op, name, outer in v.ops}
+    vm, vn, vk = strips(m, t)
+    tm_i, tn_i = v.thread // t.wn, v.thread % t.wn
+    rows = [tile_index(i, tm_i, t.wm, vm) for i in range(t.tm)]
+    cols = [tile_index(j, tn_i, t.wn, vn) for j in range(t.tn)]
+
+    def at(name: str, op: tcm.Operand, outer: Node, kk: int, stage: Node) -> Node:
+        r, c = (const(kk, dt.int32), outer) if op.k_major else (outer, const(kk, dt.int32))
+        return stage * stage_size[name] + r * width[name] + c
+
+    def copies(step: Node, stage: Node) -> list[Stmt]:
+        return v.copies(step, stage, stage_size, lambda name, op, row, col: row * width[name] + col)
+
+    reg = lambda name, i: Node(Ops.REG, dt.float32, (const(i, dt.int32),), name)  # noqa: E731
+    smem = lambda name, idx: Node(Ops.SHARED, dt.float32, (idx,), name)  # noqa: E731
+
+    def compute(stage: Node) -> list[Stmt]:
+        body: list[Stmt] = []
+        for k0 in range(0, t.bk, vk):
+            body += [Assign(FA, const(i * vk + kk, dt.int32), smem(SA, at(SA, m.a, rows[i], k0 + kk, stage)))
+                     for i in range(t.tm) for kk in range(vk)]
+            for kk in range(vk):
+                body += [Assign(FB, const(j, dt.int32), smem(SB, at(SB, m.b, cols[j], k0 + kk, stage))) for j in range(t.tn)]
+                body += [Assign(ACC, const(i * t.tn + j, dt.int32),
+                                alu(Ops.ADD, reg(ACC, i * t.tn + j), alu(Ops.MUL, reg(FA, i * vk + kk), reg(FB, j))))
+                         for i in range(t.tm) for j in range(t.tn)]
+        return body
+
+    nacc = t.tm * t.tn
+    body: list[Stmt] = [
+        Shared(SA, m.dtype, s.stages * stage_size[SA]), Shared(SB, m.dtype, s.stages * stage_size[SB]),
+        Reg(ACC, dt.float32, nacc), Reg(FA, dt.float32, t.tm * vk), Reg(FB, dt.float32, t.tn),
+        *[Assign(ACC, const(e, dt.int32), const(0.0, dt.float32)) for e in range(nacc)],
+        *v.pipeline(copies, compute),
+        *[v.store(rows[i], cols[j], i * t.tn + j) for i in range(t.tm) for j in range(t.tn)]]
+    return Program(k.name, k.inputs, k.output, s.blocks(), t.threads, 1, 1, tuple(body), k, s)
