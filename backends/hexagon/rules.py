@@ -9,7 +9,8 @@ serial loop, no register blocking. (Short innermost reductions, up to 8, unroll 
 What is decided where (the schedule choice is enumerate-and-evaluate, not one Z3 model):
 - fixed by rule, not searched: the vectorization axis (``vector_axis``: the output's
   contiguous axis; ``schedule.check`` allows no other) and its lanes (the largest of
-  1..32 dividing it: a padded vector axis is rejected by ``schedule.check``);
+  1..32 dividing it; ``schedule.check`` also allows a padded vector axis, whose last
+  vector's stores are predicated, but these rules do not propose one yet);
 - enumerated (``candidates``, at most 4 x 2 x 3 = 24 schedules, the illegal ones dropped):
   register blocking 1, 2, 3 or 4 rows along the next output axis; a 3-wide innermost
   reduction padded to 4 (the renderer then forms ``vrmpy`` groups) or not; the channel
