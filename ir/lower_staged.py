@@ -26,8 +26,9 @@ thread row apart: columns ``(j // 4) * 4*wn + (t % wn) * 4 + j % 4``; a quarter 
 words in scalar form too when wn >= 8. Elsewhere strips of 1 (``j * wn + t % wn``).
 K is read in runs of 4 where an operand's tile rows run along K (a row-major A), so a
 thread's A values come in 16-byte reads while the quarter warp broadcasts one address.
-Compute per K step, per run of ``vk`` K values: A fragment (tm x vk registers), then per
-k its B row (tn registers) and tm*tn FMAs.
+Compute per K step, per run of ``vk`` K values: the fragments of the operands read along K
+(tm or tn x vk registers), then per k the fragments of the others (tm or tn registers,
+read in strips) and tm*tn FMAs.
 """
 from __future__ import annotations
 
@@ -147,22 +148,30 @@ def lower_staged(k, s: Schedule, machine) -> Program:
     reg = lambda name, i: Node(Ops.REG, dt.float32, (const(i, dt.int32),), name)  # noqa: E731
     smem = lambda name, idx: Node(Ops.SHARED, dt.float32, (idx,), name)  # noqa: E731
 
+    # an operand whose shared rows run along K is read a run of vk K values at a time
+    a_run, b_run = not m.a.k_major and vk > 1, not m.b.k_major and vk > 1
+    fa = lambda i, kk: i * vk + kk if a_run else i  # noqa: E731
+    fb = lambda j, kk: j * vk + kk if b_run else j  # noqa: E731
+
     def compute(stage: Node) -> list[Stmt]:
         body: list[Stmt] = []
         for k0 in range(0, t.bk, vk):
-            body += [Assign(FA, const(i * vk + kk, dt.int32), smem(SA, at(SA, m.a, rows[i], k0 + kk, stage)))
-                     for i in range(t.tm) for kk in range(vk)]
+            load_a = lambda i, kk: Assign(FA, const(fa(i, kk), dt.int32), smem(SA, at(SA, m.a, rows[i], k0 + kk, stage)))  # noqa: E731
+            load_b = lambda j, kk: Assign(FB, const(fb(j, kk), dt.int32), smem(SB, at(SB, m.b, cols[j], k0 + kk, stage)))  # noqa: E731
+            if a_run: body += [load_a(i, kk) for i in range(t.tm) for kk in range(vk)]
+            if b_run: body += [load_b(j, kk) for j in range(t.tn) for kk in range(vk)]
             for kk in range(vk):
-                body += [Assign(FB, const(j, dt.int32), smem(SB, at(SB, m.b, cols[j], k0 + kk, stage))) for j in range(t.tn)]
+                if not a_run: body += [load_a(i, kk) for i in range(t.tm)]
+                if not b_run: body += [load_b(j, kk) for j in range(t.tn)]
                 body += [Assign(ACC, const(i * t.tn + j, dt.int32),
-                                alu(Ops.ADD, reg(ACC, i * t.tn + j), alu(Ops.MUL, reg(FA, i * vk + kk), reg(FB, j))))
+                                alu(Ops.ADD, reg(ACC, i * t.tn + j), alu(Ops.MUL, reg(FA, fa(i, kk)), reg(FB, fb(j, kk)))))
                          for i in range(t.tm) for j in range(t.tn)]
         return body
 
     nacc = t.tm * t.tn
     body: list[Stmt] = [
         Shared(SA, m.dtype, s.stages * stage_size[SA]), Shared(SB, m.dtype, s.stages * stage_size[SB]),
-        Reg(ACC, dt.float32, nacc), Reg(FA, dt.float32, t.tm * vk), Reg(FB, dt.float32, t.tn),
+        Reg(ACC, dt.float32, nacc), Reg(FA, dt.float32, t.tm * (vk if a_run else 1)), Reg(FB, dt.float32, t.tn * (vk if b_run else 1)),
         *[Assign(ACC, const(e, dt.int32), const(0.0, dt.float32)) for e in range(nacc)],
         *v.pipeline(copies, compute),
         *[v.store(rows[i], cols[j], i * t.tn + j) for i in range(t.tm) for j in range(t.tn)]]

@@ -64,3 +64,27 @@ def merged_loads(stmts, inputs, skip=lambda ld: False) -> list[tuple[int, Node, 
                 done.update(range(c0, c0 + w))
                 break
     return out
+
+
+def shared_runs(stmts, shared_dt) -> dict[int, int]:
+    """Runs of consecutive ``Assign`` statements each reading one element of a shared buffer
+    at ``base + c0 .. base + c0 + w - 1`` (``base`` a multiple of ``w``, ``c0`` too, ``w``
+    elements = 16 or 8 bytes): nvcc merges them into one vector shared load (the staged
+    SIMT GEMM's fragment reads, ir/lower_staged.py), so the emulator counts them as one.
+    ``{index of the first statement: w}``."""
+    parts = []
+    for st in stmts:
+        v = st.value if isinstance(st, Assign) else None
+        parts.append((v.arg, *split_const(v.src[0])) if v is not None and v.op is Ops.SHARED else None)
+    out, i = {}, 0
+    while i < len(parts):
+        p, done = parts[i], 1
+        if p is not None:
+            size = shared_dt[p[0]].itemsize
+            for w in (16 // size, 8 // size):
+                if w < 2 or p[2] % w or not divisible(p[1], w) or i + w > len(parts): continue
+                if all(parts[i + e] == (p[0], p[1], p[2] + e) for e in range(w)):
+                    out[i], done = w, w
+                    break
+        i += done
+    return out

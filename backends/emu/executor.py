@@ -36,7 +36,7 @@ from superopt.ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad
                                  SharedStore, Store, lane_stride, unrolled, walk)
 
 from superopt.backends.cuda import shuffle
-from superopt.backends.cuda.vectorize import block_loads, merged_loads
+from superopt.backends.cuda.vectorize import block_loads, merged_loads, shared_runs
 
 from . import wgmma as wgmma_emu
 from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
@@ -86,6 +86,7 @@ class _Run:
         self.lane_cache: dict[Node, int | None] = {}
         self.pre: dict[Node, np.ndarray] = {}   # loads already read as part of a vector load
         self.inflight: list[list] = []          # committed groups of async copies, oldest first
+        self.runs: dict[int, tuple] = {}        # id(statement block) -> (block, its vector shared reads)
         self.open_group: list = []              # async copies issued since the last commit
 
     # ---- helpers -------------------------------------------------------------
@@ -207,8 +208,13 @@ class _Run:
 
     # ---- statements --------------------------------------------------------------
     def block(self, body, mask: np.ndarray) -> None:
+        runs = self.vector_runs(body)
         body, i = list(body), 0
         while i < len(body):
+            if i in runs:  # read as one vector shared load on the GPU
+                self.shared_vector(body[i:i + runs[i]], mask)
+                i += runs[i]
+                continue
             m = shuffle.match(body[i:i + 4], self.p)  # the GPU folds these with warp shuffles
             if m is not None:
                 self.warp_fold(m, mask)
@@ -255,14 +261,7 @@ class _Run:
             self.regs[s.name] = np.full((s.size,) + self.shape, fill, dtype=compute_dtype(s.dtype))
             self.reg_dt[s.name] = s.dtype
         elif isinstance(s, Assign):
-            if s.name not in self.regs: raise EmuError(f"assignment to undeclared register {s.name}")
-            v = cast_values(np.asarray(self.eval(s.value, mask)), self.reg_dt[s.name])
-            i = np.asarray(self.eval(s.index, mask))
-            if i.size != 1: raise EmuError(f"register {s.name} indexed by a per-thread value")
-            k = int(i.reshape(-1)[0])
-            r = self.regs[s.name]
-            if not 0 <= k < r.shape[0]: raise EmuError(f"register {s.name}[{k}] out of bounds (size {r.shape[0]})")
-            r[k] = np.where(mask, v, r[k])
+            self.assign(s, self.eval(s.value, mask), mask)
         elif isinstance(s, Store):
             self.store(s, mask)
         elif isinstance(s, Shared):
@@ -294,6 +293,39 @@ class _Run:
             self.c.count("bar", self.active_warps(mask))
         else:
             raise EmuError(f"unknown statement {type(s).__name__}")
+
+    def vector_runs(self, body) -> dict[int, int]:
+        """``vectorize.shared_runs`` of a block (lane-free programs only), cached for the
+        program's own (tuple) blocks."""
+        if self.p.lanes > 1: return {}
+        if not isinstance(body, tuple): return shared_runs(body, self.shared_dt)
+        if id(body) not in self.runs: self.runs[id(body)] = (body, shared_runs(body, self.shared_dt))  # body kept: its id stays unique
+        return self.runs[id(body)][1]
+
+    def assign(self, s: Assign, value: np.ndarray, mask: np.ndarray) -> None:
+        if s.name not in self.regs: raise EmuError(f"assignment to undeclared register {s.name}")
+        v = cast_values(np.asarray(value), self.reg_dt[s.name])
+        i = np.asarray(self.eval(s.index, mask))
+        if i.size != 1: raise EmuError(f"register {s.name} indexed by a per-thread value")
+        k = int(i.reshape(-1)[0])
+        r = self.regs[s.name]
+        if not 0 <= k < r.shape[0]: raise EmuError(f"register {s.name}[{k}] out of bounds (size {r.shape[0]})")
+        r[k] = np.where(mask, v, r[k])
+
+    def shared_vector(self, stmts: list[Assign], mask: np.ndarray) -> None:
+        """Register assignments of consecutive shared elements (vectorize.shared_runs): one
+        warp access of a ``width``-element row per thread, then each element assigned."""
+        name, w = stmts[0].value.arg, len(stmts)
+        if name not in self.shared: raise EmuError(f"shared buffer {name} read before its declaration")
+        buf, B = self.shared[name], self.shape[0]
+        ok = self.full(mask)
+        start = self._index(self.eval(stmts[0].value.src[0], mask), ok, buf.shape[1] - w + 1, f"shared read {name}")
+        self.smem_rows(name, start, ok, w * self.shared_dt[name].itemsize, write=False)
+        for e, st in enumerate(stmts):
+            at = (start + e).reshape(B, -1)
+            wr = np.take_along_axis(self.writer[name], at, axis=1).reshape(self.shape)
+            self.c.races += int(np.count_nonzero(ok & (wr >= 0) & (wr != self.tid)))
+            self.assign(st, np.take_along_axis(buf, at, axis=1).reshape(self.shape), mask)
 
     def store(self, s: Store, mask: np.ndarray) -> None:
         ok = self.full(self.eval(s.valid, mask).astype(bool) & mask)
