@@ -40,6 +40,8 @@ tc)
   python3 bench/gpu_tc.py --split-k --out "$OUT/gpu-tc-splitk.json" | tail -20
   ;;
 solver)
+  # fp32 GEMMs (2048^3, bert shapes): hand rule vs shared-memory staged SIMT variants vs torch (#5)
+  python3 bench/gpu_tc.py --staged --out "$OUT/gpu-staged.json" | tee "$OUT/gpu-staged.txt"
   for f in membound; do
     python3 -m superopt bench --suite "$f" --backend cuda --methods hand,z3,torch --budget 10 \
       --out "$OUT/solver-$f" | tail -30

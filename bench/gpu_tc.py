@@ -15,9 +15,14 @@ kernel and torch. ``--wgmma`` also times Hopper wgmma schedules of each GEMM
 (search/wgmma_space.variants; verified the same way) next to the hand rule's mma.sync
 kernel and torch. ``--variants`` also times a few other tile shapes of each GEMM
 (verified the same way) to show where the hand rule stands; ``--solver`` the optimum of
-the tensor-core space under the model (search/tc_space.py). Prints a table last.
+the tensor-core space under the model (search/tc_space.py). ``--staged`` runs fp32 GEMMs
+instead (matmul 2048^3 and the bert suite's GEMMs in fp32): the hand rule's register-tile
+kernel, every shared-memory staged SIMT variant (search/hand.STAGED_TILES, ir/lower_staged.py;
+verified the same way, with the model's time and, with ``--emu``, the emulator's bank
+conflicts) and torch (cuBLAS fp32). Prints a table last.
 
     python3 bench/gpu_tc.py --out tc.json [--emu] [--variants] [--solver] [--split-k] [--wgmma] [--only NAME,...]
+    python3 bench/gpu_tc.py --staged --out staged.json [--emu] [--no-gpu]
 """
 from __future__ import annotations
 
@@ -62,6 +67,31 @@ def workloads() -> list[Workload]:
     for layout in ("nchw", "nhwc"):
         out.append(Workload.make("conv2d", name=f"conv3x3_32x64x56x56_64_{layout}_fp16", N=32, C=64, H=56, W=56, K=64,
                                  R=3, S=3, stride=1, pad=1, layout=layout, dtype="float16"))
+    return out
+
+
+def staged_workloads() -> list[Workload]:
+    """fp32 GEMMs for the staged SIMT variants: matmul 2048^3, the bert suite's GEMMs in fp32."""
+    out = [Workload.make("matmul", name="matmul_2048x2048x2048_fp32", M=2048, N=2048, K=2048, dtype="float32")]
+    for w in suite("bert"):
+        p = dict(w.params); p["dtype"] = "float32"  # noqa: E702
+        out.append(Workload.make(w.kind, name=w.name.replace("gemm", "gemm_fp32").replace("bmm", "bmm_fp32"), **p))
+    return out
+
+
+def staged_rows(k, be, args, rng) -> list[dict]:
+    """Every distinct staged SIMT variant of ``k``: tiles, schedule, modeled time, emulator
+    conflicts (``--emu``, first block) and the verified GPU time (with a GPU)."""
+    from superopt.search.cost import modeled_time
+    from superopt.search.hand import STAGED_TILES, staged_simt
+    out, seen = [], set()
+    for tile in STAGED_TILES:
+        s = staged_simt(k, _M, *tile)
+        if s is None or s in seen: continue
+        seen.add(s)
+        out.append({"tiles": tile, "schedule": s.to_dict(), "describe": s.describe(k), "modeled_s": modeled_time(k, s, _M),
+                    **({"emu": emu_conflicts(k, s, _M)} if args.emu else {}),
+                    **(time_schedule(k, s, be, args.reps, rng) if be else {})})
     return out
 
 
@@ -194,6 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split-k", action="store_true", help="time split-K plans of GEMMs whose grids underfill the SMs")
     ap.add_argument("--wgmma", action="store_true", help="also time wgmma (sm_90a) schedules of the GEMMs (search/wgmma_space)")
     ap.add_argument("--no-gpu", action="store_true", help="schedules, solver and emulator only")
+    ap.add_argument("--staged", action="store_true", help="fp32 GEMMs: hand rule vs shared-memory staged SIMT variants vs torch")
     args = ap.parse_args(argv)
     command = "python3 bench/gpu_tc.py " + " ".join(argv if argv is not None else sys.argv[1:])
     be = None
@@ -208,7 +239,7 @@ def main(argv=None) -> int:
     only = {x for x in args.only.split(",") if x}
     rng = np.random.default_rng(0)
     results, rows = [], []
-    for w in workloads():
+    for w in (staged_workloads() if args.staged else workloads()):
         if only and w.name not in only: continue
         (k,) = w.kernels
         t0 = time.perf_counter()
@@ -239,6 +270,7 @@ def main(argv=None) -> int:
                 for v in (CONV_VARIANTS if k.kind == "conv" else VARIANTS):
                     vs = conv_variant(k, s, *v) if k.kind == "conv" else variant(k, *v)
                     if vs is not None: r["variants"].append({"tiles": v, **time_schedule(k, vs, be, args.reps, rng)})
+        if args.staged: r["staged"] = staged_rows(k, be, args, rng)
         if args.wgmma and k.kind != "conv":
             from superopt.search import wgmma_space
             r["wgmma"] = [{"tiles": t, "describe": ws.describe(k), **({"emu": emu_conflicts(k, ws, _M)} if args.emu else {}),
@@ -251,6 +283,11 @@ def main(argv=None) -> int:
         for v in r.get("wgmma", []):
             print(f"    wgmma {v['tiles']}: ok={v.get('ok')} conflicts {v.get('emu', {}).get('bank_conflicts', '-')} "
                   + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
+        for v in r.get("staged", []):
+            print(f"    staged {v['tiles']}: ok={v.get('ok')} conflicts {v.get('emu', {}).get('bank_conflicts', '-')} "
+                  f"modeled {w.flops / v['modeled_s'] / 1e12:.0f} TF/s "
+                  + (f"{w.flops / v['median_s'] / 1e12:.1f} TF/s ({r['torch_s'] / v['median_s']:.2f}x torch) regs {v.get('registers')}"
+                     if v.get("median_s") else v.get("failure", "")), flush=True)
         for v in r.get("variants", []):
             print(f"    variant {v['tiles']}: ok={v['ok']} "
                   + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
@@ -262,6 +299,12 @@ def main(argv=None) -> int:
         with open(args.out, "w") as f: json.dump(out, f, indent=1, default=str)
     print("\n" + _fmt(HEADER))
     for row in rows: print(_fmt(row))
+    for r in results:  # the fastest verified staged variant of each fp32 GEMM
+        done = [v for v in r.get("staged", []) if v.get("ok") and v.get("median_s")]
+        if done and r.get("torch_s"):
+            b = min(done, key=lambda v: v["median_s"])
+            print(f"{r['workload'][:36]}: best staged {b['tiles']} {r['flops'] / b['median_s'] / 1e12:.1f} TF/s = "
+                  f"{r['torch_s'] / b['median_s']:.2f}x torch" + (f", hand rule {r['torch_s'] / r['median_s']:.2f}x" if r.get("median_s") else ""))
     ratios = [r["torch_s"] / r["median_s"] for r in results if r.get("ok") and r.get("torch_s") and r.get("median_s")]
     if ratios: print(f"geomean vs torch {math.exp(sum(map(math.log, ratios)) / len(ratios)):.3f}x ({be.device['name']})")
     return 0
