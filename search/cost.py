@@ -268,6 +268,17 @@ def _chunk_traffic(B, acc: Access, f: Facts, x: Vars, nest: list[int], levels: l
     return t
 
 
+def _across_chunks(B, acc: Access, f: Facts, x: Vars, ws: Any, t: Any, cache: float) -> Any:
+    """Traffic of ``acc`` over all chunks, from ``t`` for one. Chunks run in block order (the
+    last axis' chunks fastest, a worker's chunks consecutive): the next chunk finds what it
+    shares with this one (``acc`` does not depend on that axis) still cached when one
+    chunk's working set ``ws`` fits ``cache``."""
+    for a in reversed(f.outs):
+        t = t * (x.grid[a] if a in acc.axes else B.select_le(ws, cache, 1.0, x.grid[a]))
+        ws = ws * x.grid[a]
+    return t
+
+
 def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     """Modeled seconds on a CPU. What depends on the loop order ``x.order`` (cache reuse of
     loads, re-read traffic) is evaluated per order (``B.cases``: the solver's choice)."""
@@ -324,7 +335,7 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
         for acc in f.accesses:
             t = _chunk_traffic(B, acc, f, x, nest, lv, padded, p.cache_bytes) * float(acc.itemsize) * \
                 (1.0 if acc.output else _rereads(B, f, x, p.cache_bytes))
-            for a in outs: t = t * x.grid[a]
+            t = _across_chunks(B, acc, f, x, lv[0], t, p.cache_bytes)
             if not acc.output:   # more rows at once than the prefetchers follow: each stream slows down
                 t = t * B.max(1.0, acc.streams(tile_ext) / p.max_streams)
             total = total + t

@@ -100,3 +100,17 @@ def test_streams_count_far_rows_only():
     x = cost.facts(conv).accesses[0]
     spatial = {a for a in x.axes if a not in x.far}
     assert spatial and x.streams([4] * len(conv.axes)) == 4 ** len(x.far - {x.contig})
+
+
+def test_consecutive_chunks_share_what_they_both_read():
+    """Chunks of rows all read B: the next chunk finds it cached when one chunk's working set
+    fits the cache, else reads it again."""
+    k = _mm(64, 64, 64)
+    f, p = cost.facts(k), cost.params(CPU)
+    b = f.accesses[1]
+    assert b.axes == frozenset({1, 2})
+    one = 64 * 64
+    for ws, want in ((p.cache_bytes / 2, one), (p.cache_bytes * 2, 8 * one)):
+        x = cost.vars_of(Schedule(((Split(Level.GRID, 8), Split(Level.LOOP, 8)), (Split(Level.LOOP, 64),),
+                                   (Split(Level.LOOP, 64),))))
+        assert cost._across_chunks(cost.NUMERIC, b, f, x, ws, one, p.cache_bytes) == want
