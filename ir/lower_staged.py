@@ -1,12 +1,14 @@
-"""Shared-memory staged SIMT GEMM: fp32 GEMM (and batched GEMM) schedules with
-``Schedule.staging`` set and no tensor core, lowered to a ``Program``.
+"""Shared-memory staged SIMT GEMM: fp32 GEMM (batched GEMM, convolution as implicit GEMM)
+schedules with ``Schedule.staging`` set and no tensor core, lowered to a ``Program``.
 
 Schedule convention (the GEMM view of ``ir/tensorcore.match(..., simt=True)``):
 - M axis: ``GRID gm x THREAD wm x UPCAST tm``, N axis: ``GRID gn x THREAD wn x UPCAST tn``
   (THREAD counts threads here, not warps); M and N may be padded (``gm = ceil(M / BM)``,
   copies past the end zero-fill, stores are guarded);
 - K axis: ``LOOP kt x UNROLL bk`` (bk: the K depth staged per step), dividing K exactly;
-- batch axes GRID only; no other reduce axis (convolutions are not lowered here);
+- batch axes GRID only; a convolution (implicit GEMM, ir/tensorcore.match) has its filter
+  window as whole LOOP axes: the pipeline runs over window points x K tiles, copies honour
+  the input's padding mask (zero-fill); M is one axis (no flattened M tiles);
 - ``staging``: both operands, ``pad`` (elements appended to each shared tile row, a
   multiple of 4 so 16-byte rows stay aligned), no swizzle; ``vector`` 4 (16-byte copies,
   where the operand is contiguous and aligned) or 1; ``stages`` the pipeline depth
@@ -48,14 +50,14 @@ MAX_CODE = 2048     # bk x tm x tn: FMAs of one unrolled K step (code size)
 
 def match(kernel) -> tcm.Match | str:
     """The GEMM view of an fp32 kernel, or why it has none."""
-    if kernel.kind != "gemm": return f"a {kernel.kind} kernel (the staged SIMT lowering covers GEMMs and batched GEMMs)"
+    if kernel.kind not in ("gemm", "conv"): return f"a {kernel.kind} kernel (the staged SIMT lowering covers GEMMs and convolutions)"
     return tcm.match(kernel, simt=True)
 
 
 def tiles(kernel, s: Schedule, m: tcm.Match) -> tcm.Tiles | str:
     """The block/thread/K tiles of a staged SIMT schedule (module docstring), or why not."""
     G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
-    if m.window or m.m_outer: return "convolutions are not lowered with SIMT staging"
+    if m.m_outer: return "M tiles flattened over several axes are not lowered with SIMT staging"
 
     def pieces(axis: int, allowed: tuple, pad: bool) -> dict | str:
         got = {p.level: p.size for p in s.splits[axis]}
@@ -71,8 +73,12 @@ def tiles(kernel, s: Schedule, m: tcm.Match) -> tcm.Tiles | str:
     for a in m.batch:
         p = pieces(a, (G,), False)
         if isinstance(p, str): return f"batch {p}"
+    for a in m.window:  # a convolution's filter window: serial loops around the K tiles
+        p = pieces(a, (L,), False)
+        if isinstance(p, str): return f"window {p}"
     return tcm.Tiles(pm.get(G, 1), pm.get(T, 1), pm.get(U, 1), pn.get(G, 1), pn.get(T, 1), pn.get(U, 1),
-                     pk.get(L, 1), pk.get(R, 1), 1, (pm.get(T, 1) * pm.get(U, 1),), (pm.get(G, 1),), per=1)
+                     pk.get(L, 1), pk.get(R, 1), math.prod(kernel.axes[a].size for a in m.window),
+                     (pm.get(T, 1) * pm.get(U, 1),), (pm.get(G, 1),), per=1)
 
 
 def strips(m: tcm.Match, t: tcm.Tiles) -> tuple[int, int, int]:

@@ -260,7 +260,7 @@ STAGED_TILES = ((128, 128, 8, 8, 8, 2), (128, 128, 8, 8, 16, 2), (128, 128, 8, 8
 
 def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, tn: int = 8, bk: int = 8,
                 stages: int = 2) -> Schedule | None:
-    """An fp32 GEMM (or batched GEMM) staged through shared memory (ir/lower_staged.py):
+    """An fp32 GEMM (batched GEMM, convolution) staged through shared memory (ir/lower_staged.py):
     BM x BN block tiles of (BM/tm) x (BN/tn) threads, tm x tn registers each, K ``bk``
     deep a step through a ``stages``-deep cp.async pipeline, 16-byte copies where the
     operand allows; a tile row running along K that threads of a quarter warp read at
@@ -280,6 +280,7 @@ def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, t
     splits[m.m] = tuple(Split(lv, n) for lv, n in ((G, -(-M // bm)), (T, bm // tm), (U, tm)) if n > 1) or (Split(G, 1),)
     splits[m.n] = tuple(Split(lv, n) for lv, n in ((G, -(-N // bn)), (T, bn // tn), (U, tn)) if n > 1) or (Split(G, 1),)
     splits[m.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1) or (Split(L, 1),)
+    for a in m.window: splits[a] = (Split(L, k.axes[a].size),)
     staging = tuple(Staging(op.input, pad=4 if op is m.b and not op.k_major else 0, vector=op.vec) for op in (m.a, m.b))
     s = Schedule(tuple(splits), staging=staging, stages=min(stages, K // bk))
     return None if check(k, s, machine) else s
@@ -299,7 +300,7 @@ def gpu(k: Kernel, machine) -> Schedule:
     if k.kind in ("gemm", "conv") and not _is_gemv(k):
         s = _tensor_core(k, machine)
         if s is not None: return s
-    if STAGED_SIMT and k.kind == "gemm" and not _is_gemv(k):
+    if STAGED_SIMT and k.kind in ("gemm", "conv") and not _is_gemv(k):
         s = staged_simt(k, machine)
         if s is not None: return s
     rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction, "row": _rows}[k.kind]

@@ -11,6 +11,8 @@ Decisions are the Program's; this module only spells them:
   and converted with ``cvt``; a CAST to them rounds), as the reference does in float64.
 - Loads of inputs are computed once per scope (inputs are read-only), so register tiles
   reuse a loaded value across slots.
+- Runs of register assignments from consecutive, aligned shared elements become one
+  vector shared load (``vectorize.shared_runs``, the rule the emulator counts by).
 - Tensor-core statements are inline PTX: ``SharedCopy`` a 16-byte ``cp.async.cg`` (or a
   ``uint4`` copy), ``FragLoad`` ``ldmatrix.x4``, ``Mma`` ``mma.sync.m16n8k16``; fragment
   register arrays (the targets of ``FragLoad``) hold two 16-bit elements per 32-bit
@@ -28,7 +30,7 @@ from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad
 
 from . import shuffle, wgmma
 from .shuffle import WarpCombine
-from .vectorize import divisible, merged_loads
+from .vectorize import divisible, merged_loads, shared_runs
 
 STATIC_SMEM_LIMIT = 48 * 1024
 
@@ -229,14 +231,34 @@ class _Renderer:
     # ---- statements ----------------------------------------------------------------
     def body(self, stmts) -> None:
         stmts, i = list(stmts), 0
+        runs = shared_runs(stmts, self.shared_dt) if self.lane is None else {}
         while i < len(stmts):
             m = self.warp_combine(stmts[i:i + 4])
             if m is not None:
                 self.shuffle_combine(m)
                 i += 4
                 continue
+            if i in runs and self.shared_vector(stmts[i:i + runs[i]]):
+                i += runs[i]
+                continue
             self.stmt(stmts[i])
             i += 1
+
+    def shared_vector(self, run: list[Assign]) -> bool:
+        """Register assignments of consecutive shared elements (vectorize.shared_runs, the
+        rule the emulator counts by) as one vector shared load; False: left scalar."""
+        first = run[0].value
+        d = self.shared_dt[first.arg]
+        if first.arg in self.shuffled or any(st.name in self.frags for st in run): return False
+        vt = VEC[len(run) * d.itemsize]
+        t = self.tmp()
+        self.emit(f"const {vt} {t} = *reinterpret_cast<const {vt}*>(&{first.arg}[{self.expr(first.src[0])}]);")
+        for e, st in enumerate(run):
+            x = to_compute(f"reinterpret_cast<const {STORAGE[d.name]}*>(&{t})[{e}]", d)
+            rd = self.reg_dt[st.name]
+            self.emit(f"{st.name}[{self.expr(st.index)}] = {self.cast(x, rd, rd) if rd in (dt.float16, dt.bfloat16) else x};")
+            self.forget_regs(st.name)
+        return True
 
     # ---- split reductions inside a warp: shuffles instead of shared memory -------------
     def warp_combine(self, w: list) -> WarpCombine | None:
