@@ -17,7 +17,9 @@ Per block a BM x BN tile (BM = wm*tm, BN = wn*tn), the TileView pipeline of
 ir/lower_tc.py: per K step the A (BM x bk) and B (bk x BN) tiles are copied global ->
 shared in their global orientation (row-major over the tile, copy q by thread q %
 threads: a warp writes consecutive 16-byte rows), barrier, then every thread updates its
-tm x tn accumulators from shared memory, barrier.
+tm x tn accumulators from shared memory, barrier. With 2+ stages the copies of step
+kt+S-1 are issued right after step kt's barrier, before its compute (``early``), so even
+a double buffer has a whole step's compute to land them.
 
 Thread -> tile mapping (``tile_rows``/``tile_cols``): thread t is (t // wn, t % wn), N
 fastest, so the threads of a quarter warp share their rows and read adjacent columns.
@@ -179,6 +181,6 @@ def lower_staged(k, s: Schedule, machine) -> Program:
         Shared(SA, m.dtype, s.stages * stage_size[SA]), Shared(SB, m.dtype, s.stages * stage_size[SB]),
         Reg(ACC, dt.float32, nacc), Reg(FA, dt.float32, t.tm * (vk if a_run else 1)), Reg(FB, dt.float32, t.tn * (vk if b_run else 1)),
         *[Assign(ACC, const(e, dt.int32), const(0.0, dt.float32)) for e in range(nacc)],
-        *v.pipeline(copies, compute),
+        *v.pipeline(copies, compute, early=True),
         *[v.store(rows[i], cols[j], i * t.tn + j) for i in range(t.tm) for j in range(t.tn)]]
     return Program(k.name, k.inputs, k.output, s.blocks(), t.threads, 1, 1, tuple(body), k, s)

@@ -98,12 +98,13 @@ class TileView:
                 out.append(SharedCopy(name, dst, op.input, src, vec, and_(ok, inside), self.S > 1 and self.is_async(op)))
         return out
 
-    def pipeline(self, copies, compute) -> list[Stmt]:
+    def pipeline(self, copies, compute, early: bool = False) -> list[Stmt]:
         """The main loop over the pipeline steps: ``copies(step, stage)`` fills a stage,
         ``compute(stage)`` reads it. One stage: copy, barrier, compute, barrier. More:
         a prologue copies steps 0..S-2 (one cp.async group each); step kt waits for its
         group, barrier, computes stage kt%S, then copies step kt+S-1 into the stage step
-        kt-1 read (every thread passed the barrier after reading it)."""
+        kt-1 read (every thread passed the barrier after reading it); ``early``: those
+        copies are issued before the compute (in flight during it)."""
         S, nsteps, zero = self.S, self.t.steps, self.zero
         kt = special("kt", nsteps)
         if S == 1: return [Loop(kt, (*copies(kt, zero), Barrier(), *compute(zero), Barrier()))]
@@ -115,7 +116,9 @@ class TileView:
             if i < nsteps: pro += copies(const(i, dt.int32), const(i, dt.int32))
             pro += commit
         nxt = kt + (S - 1)
-        return pro + [Loop(kt, (*wait, Barrier(), *compute(kt % S), If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit))]
+        refill = [If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit]
+        body = [*refill, *compute(kt % S)] if early else [*compute(kt % S), *refill]
+        return pro + [Loop(kt, (*wait, Barrier(), *body))]
 
     def is_async(self, op) -> bool:
         """Whether copies of operand ``op`` can be cp.async (4, 8 or 16 bytes)."""
