@@ -6,7 +6,7 @@
 #   bash bench/gpu_session.sh membound   # hand rules vs torch: membound + small suites, row kernels (#4)
 #   bash bench/gpu_session.sh fusion     # BERT layer / ResNet block / embedding: plans vs torch (#7)
 #   bash bench/gpu_session.sh tc         # tensor cores: bert GEMMs, 4096^3, ResNet conv, split-K (#6)
-#   bash bench/gpu_session.sh solver     # Z3 on fp32 kernels vs torch + model fidelity on the GPU (#5)
+#   bash bench/gpu_session.sh solver     # fp32 GEMMs: staged SIMT variants; Z3 on fp32 kernels vs torch (#5)
 #   bash bench/gpu_session.sh bench      # superopt bench, all suites, hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 #
