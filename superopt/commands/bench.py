@@ -11,7 +11,7 @@ HELP = "research benchmark: hand rules vs Z3 vs BEAM (vs numpy/torch) on suites;
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", required=True, metavar="NAME[,NAME]", help="suites: bert, resnet, llm, membound, dsp")
+    p.add_argument("--suite", metavar="NAME[,NAME]", help="suites: bert, resnet, llm, membound, dsp (required unless --replot)")
     p.add_argument("--backend", default="cpu", help="cpu | cuda | hexagon (default: cpu)")
     p.add_argument("--methods", default="hand,z3,beam", metavar="M[,M]",
                    help="hand, z3, beam, z3+beam, tinygrad-hand, tinygrad-beam, numpy (cpu), torch (cuda) "
@@ -29,6 +29,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="reuse kernels compiled by earlier runs (default: an empty build cache, so tuning times "
                         "include every compile)")
     p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
+    p.add_argument("--replot", metavar="DIR", help="only redraw the table and plots of an earlier run from DIR/results.json "
+                                                   "(e.g. a run made where matplotlib is missing)")
 
 
 def command_line(a: argparse.Namespace) -> str:
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from superopt.backends.base import get
     from superopt.kernels.suites import suite
     from superopt.plots import MISSING, have_matplotlib
+    if args.replot: return _replot(args.replot)
+    if not args.suite: raise UserError("--suite is required (or --replot DIR)")
     cfg = config(args)
     work = [(s, w) for s in cfg.suites for w in suite(s, small=cfg.small) if not cfg.only or w.name in cfg.only]
     if not work: raise UserError(f"no workload of {', '.join(cfg.suites)} matches --only {args.only}")
@@ -120,6 +124,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(f) for f in files)}  ({doc['wall_s']:.0f} s)")
     unverified = sum(d["unverified"] for d in s["methods"].values())
     return 0 if unverified == 0 else 1
+
+
+def _replot(folder: str) -> int:
+    import json
+    from pathlib import Path
+    from superopt import report
+    from superopt.cli import UserError
+    from superopt.plots import MISSING, have_matplotlib
+    path = Path(folder) / "results.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: {e}") from None
+    if not isinstance(doc, dict) or "summary" not in doc or "workloads" not in doc:
+        raise UserError(f"{path}: not the results of superopt bench")
+    if not have_matplotlib(): raise UserError(MISSING)
+    files = report.write(doc, folder, plots=True)
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
 
 
 def _cold_build_cache():

@@ -72,6 +72,13 @@ def test_without_matplotlib_writes_table_and_json_only(tmp_path, monkeypatch, ca
     assert "matplotlib" in capsys.readouterr().err
     assert (tmp_path / "results.json").exists() and (tmp_path / "results.md").exists()
     assert not list(tmp_path.glob("*.png"))
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib")
+    doc = (tmp_path / "results.json").read_text()
+    assert main(["bench", "--replot", str(tmp_path)]) == 0            # the plots, drawn later elsewhere
+    assert "roofline.png" in {p.name for p in tmp_path.glob("*.png")}   # (hand only: no speed-up plot)
+    assert json.loads((tmp_path / "results.json").read_text())["summary"] == json.loads(doc)["summary"]
+    assert main(["bench", "--replot", str(tmp_path / "nope")]) == 2
 
 
 def test_spearman_matches_definition():
