@@ -10,7 +10,9 @@ Schedule convention (the GEMM view of ``ir/tensorcore.match(..., simt=True)``):
   window as whole LOOP axes: the pipeline runs over window points x K tiles, copies honour
   the input's padding mask (zero-fill); M is one axis (no flattened M tiles);
 - ``staging``: both operands, ``pad`` (elements appended to each shared tile row, a
-  multiple of 4 so 16-byte rows stay aligned), no swizzle; ``vector`` 4 (16-byte copies,
+  multiple of 4 so 16-byte rows stay aligned) and/or an XOR ``swizzle`` of 16-byte units
+  (``smem_offset``: unit u of the tile, row-major, goes to u ^ ((u >> shift) & (2^swizzle
+  - 1))); ``vector`` 4 (16-byte copies,
   where the operand is contiguous and aligned) or 1; ``stages`` the pipeline depth
   (cp.async from 2 on).
 Per block a BM x BN tile (BM = wm*tm, BN = wn*tn), the TileView pipeline of
@@ -118,7 +120,9 @@ def check(kernel, s: Schedule, machine) -> list[str]:
         if st.vector not in (1, op.vec):
             errs.append(f"input {op.input}: staged copies are 1 element" + (f" or {op.vec} (16 bytes)" if op.vec > 1 else " (unaligned operand)"))
         elif width % st.vector: errs.append(f"input {op.input}: tile rows of {width} are not whole {st.vector}-element copies")
-        if st.swizzle: errs.append(f"input {op.input}: the staged SIMT layout takes a pad, not a swizzle")
+        if width % STRIP: errs.append(f"input {op.input}: tile rows of {width} are not whole 16-byte units")
+        elif st.swizzle and (st.swizzle < 0 or st.shift < st.swizzle or (rows * width // STRIP) % (1 << st.swizzle)):
+            errs.append(f"input {op.input}: swizzle {st.swizzle} bits at shift {st.shift} is not a bijection of the tile")
         if st.pad < 0 or st.pad % STRIP: errs.append(f"input {op.input}: pad {st.pad} is not a multiple of {STRIP} (16-byte rows)")
         if (rows * width // max(1, st.vector)) % t.threads:
             errs.append(f"input {op.input}: {rows}x{width} tile is not a whole number of copies per thread ({t.threads} threads)")
@@ -126,6 +130,16 @@ def check(kernel, s: Schedule, machine) -> list[str]:
     smem = sum(smem_elems(kernel, s, m, t).values()) * m.dtype.itemsize * s.stages
     if smem > machine.smem_per_block: errs.append(f"shared memory {smem} B > {machine.smem_per_block} B per block")
     return errs
+
+
+def smem_offset(row, col, width: int, st) -> Node:
+    """Shared element offset of tile element (row, col) (rows of ``width``; ints or index
+    Nodes) under staging ``st``: pad, then the XOR swizzle of 16-byte units."""
+    if not st.swizzle: return row * (width + st.pad) + col
+    upr = width // STRIP
+    u = row * upr + col // STRIP
+    u = tcm.xor(u, (u // (1 << st.shift)) % (1 << st.swizzle))
+    return (u // upr) * (width + st.pad) + (u % upr) * STRIP + col % STRIP
 
 
 def tile_index(i: int, thread: Node, threads: int, strip: int) -> Node:
@@ -140,7 +154,8 @@ def lower_staged(k, s: Schedule, machine) -> Program:
     v = TileView(k, s, m, t)
     st = v.st
     stage_size = smem_elems(k, s, m, t)
-    width = {name: tcm.tile_shape(op, outer, t.bk)[1] + st[op.input].pad for op, name, outer in v.ops}
+    width = {name: tcm.tile_shape(op, outer, t.bk)[1] for op, name, outer in v.ops}
+    lay = {name: st[op.input] for op, name, _ in v.ops}
     vm, vn, vk = strips(m, t)
     tm_i, tn_i = v.thread // t.wn, v.thread % t.wn
     rows = [tile_index(i, tm_i, t.wm, vm) for i in range(t.tm)]
@@ -148,10 +163,10 @@ def lower_staged(k, s: Schedule, machine) -> Program:
 
     def at(name: str, op: tcm.Operand, outer: Node, kk: int, stage: Node) -> Node:
         r, c = (const(kk, dt.int32), outer) if op.k_major else (outer, const(kk, dt.int32))
-        return stage * stage_size[name] + r * width[name] + c
+        return stage * stage_size[name] + smem_offset(r, c, width[name], lay[name])
 
     def copies(step: Node, stage: Node) -> list[Stmt]:
-        return v.copies(step, stage, stage_size, lambda name, op, row, col: row * width[name] + col)
+        return v.copies(step, stage, stage_size, lambda name, op, row, col: smem_offset(row, col, width[name], lay[name]))
 
     reg = lambda name, i: Node(Ops.REG, dt.float32, (const(i, dt.int32),), name)  # noqa: E731
     smem = lambda name, idx: Node(Ops.SHARED, dt.float32, (idx,), name)  # noqa: E731

@@ -264,7 +264,8 @@ def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, t
     BM x BN block tiles of (BM/tm) x (BN/tn) threads, tm x tn registers each, K ``bk``
     deep a step through a ``stages``-deep cp.async pipeline, 16-byte copies where the
     operand allows; a tile row running along K that threads of a quarter warp read at
-    different rows (a B stored N x K) is padded by 4 floats (16-byte reads conflict-free).
+    different rows (a B stored N x K) has its 16-byte units XOR-swizzled within each 128
+    bytes (conflict-free 16-byte reads and copies; a pad of 4 would serve the reads only).
     Tiles shrink to the axes; None where the kernel or the machine does not fit it."""
     from superopt.ir import lower_staged
     from superopt.ir.schedule import Staging
@@ -281,7 +282,9 @@ def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, t
     splits[m.n] = tuple(Split(lv, n) for lv, n in ((G, -(-N // bn)), (T, bn // tn), (U, tn)) if n > 1) or (Split(G, 1),)
     splits[m.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1) or (Split(L, 1),)
     for a in m.window: splits[a] = (Split(L, k.axes[a].size),)
-    staging = tuple(Staging(op.input, pad=4 if op is m.b and not op.k_major else 0, vector=op.vec) for op in (m.a, m.b))
+    # B rows along K, read 16 bytes a thread by 8 threads at 8 rows: XOR-swizzle its units within 128 bytes
+    sw = min(3, (bk // 4).bit_length() - 1) if not m.b.k_major else 0
+    staging = (Staging(m.a.input, vector=m.a.vec), Staging(m.b.input, swizzle=sw, shift=3 if sw else 0, vector=m.b.vec))
     s = Schedule(tuple(splits), staging=staging, stages=min(stages, K // bk))
     return None if check(k, s, machine) else s
 

@@ -1,7 +1,8 @@
 """Shared-memory staged SIMT fp32 GEMMs (ir/lower_staged.py) on the emulator: random
 sizes (multiples of the tiles and padded M/N), tiles, pipeline depths, both batched B
-layouts and 3x3 convolutions (NHWC, NCHW) compute the reference; the hand rule's layouts read shared memory without bank
-conflicts (a B stored N x K: only its padded copies' documented count) and without races;
+layouts and 3x3 convolutions (NHWC, NCHW) compute the reference; the hand rule's
+layouts (a B stored N x K XOR-swizzled) read and write shared memory without bank
+conflicts (a padded alternative: its documented count) and without races;
 the legality check names what is not supported; the CUDA source compiles for sm_90
 without spills with 16-byte shared reads (where nvcc is installed) and verifies on a GPU
 (where there is one)."""
@@ -153,19 +154,25 @@ def test_hand_layouts_read_shared_memory_without_conflicts_or_races(tile):
     assert r.counters.instructions["ld.shared"] == 2 * warps * (64 // bk) * per_step
 
 
-def test_b_stored_n_by_k_conflicts_only_in_its_padded_copies():
-    """A B tile whose rows run along K is padded 4 floats: 8 threads of a quarter warp read
-    8 rows' 16-byte runs conflict-free, but each quarter warp's cp.async writes (4 rows x 2
-    runs of 12-float rows) then take one extra wavefront: no pad serves both."""
+@pytest.mark.parametrize("bk", [8, 16])
+def test_b_stored_n_by_k_is_swizzled_and_conflict_free(bk):
+    """A B tile whose rows run along K: 8 threads of a quarter warp read 16 bytes at 8 rows
+    each. The hand rule XOR-swizzles its 16-byte units within 128 bytes: reads and cp.async
+    writes conflict-free. A pad of 4 floats instead serves the reads but costs each quarter
+    warp's copy (4 rows x 2 units of 12-float rows) one extra wavefront: the documented count."""
     k = _kernel("bmm_nk", 128, 128, 64)
-    s = staged_simt(k, H100)
-    assert {x.input: x.pad for x in s.staging} == {0: 0, 1: 4}
+    s = staged_simt(k, H100, bk=bk)
+    b = next(x for x in s.staging if x.input == 1)
+    assert (b.swizzle, b.shift, b.pad) == ({8: 1, 16: 2}[bk], 3, 0)
     p, r, got, ref = _run(k, s, max_blocks=2)
+    assert _close(got, ref, 64) and r.counters.races == 0 and r.counters.bank_conflicts == 0
+    if bk != 8: return
+    padded = replace(s, staging=(s.staging[0], Staging(1, pad=4, vector=4)))
+    p, r, got, ref = _run(k, padded, max_blocks=2)
     assert _close(got, ref, 64) and r.counters.races == 0
     b_copies = sum(1 for x in p.walk() if isinstance(x, SharedCopy) and x.name == "sb")  # prologue + loop body
     warps, steps = p.threads // 32, 64 // 8
-    # prologue copies 1 step, the loop copies the other steps - 1
-    assert r.counters.bank_conflicts == 2 * warps * 4 * (b_copies // 2) * steps
+    assert r.counters.bank_conflicts == 2 * warps * 4 * (b_copies // 2) * steps  # 2 blocks run
 
 
 def test_check_names_what_is_not_supported():
@@ -177,7 +184,8 @@ def test_check_names_what_is_not_supported():
     big = _schedule(k, m, 128, 128, 8, 8, 64, 8)
     assert any("shared memory" in e and "per block" in e for e in check(k, big, H100))
     assert any("pad 2" in e for e in check(k, _schedule(k, m, 128, 128, 8, 8, 8, 2, pad=2), H100))
-    assert any("swizzle" in e for e in check(k, replace(good, staging=tuple(replace(x, swizzle=1) for x in good.staging)), H100))
+    assert any("not a bijection" in e for e in check(k, replace(good, staging=tuple(replace(x, swizzle=1) for x in good.staging)), H100))
+    assert check(k, replace(good, staging=tuple(replace(x, swizzle=1, shift=3) for x in good.staging)), H100) == []
     few = _schedule(k, m, 32, 32, 8, 8, 4, 2)   # 16 threads, 32x4 A tile = 32 copies: fine; 4 x 32 B: 32: fine
     assert check(k, few, H100) == []
     odd = _schedule(k, m, 128, 128, 8, 8, 4, 2)  # 256 threads, 128x4 A tile = 128 copies of 4: not one a thread
