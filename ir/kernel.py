@@ -128,7 +128,9 @@ class Kernel:
         if self.row_axes: return "row"
         if self.reduce is None: return "elementwise"
         inner = self.reduce.src[0]
-        muls = [n for n in inner.toposort() if n.op is Ops.MUL and not _is_index(n)]
+        # a product of two data operands (not data times a constant, as in a scaled exp-sum)
+        muls = [n for n in inner.toposort() if n.op is Ops.MUL and not _is_index(n)
+                and all(any(x.op is Ops.LOAD for x in s.toposort()) for s in n.src)]
         if self.reduce.arg[0] == "sum" and muls and len(self.loads) >= 2:
             vars_per_load = [{v.arg[0] for v in l.src[0].toposort() if v.op is Ops.VAR} for l in self.loads]
             if any(len(set(self.output_axes) - vs) > 0 for vs in vars_per_load):
