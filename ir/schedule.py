@@ -8,6 +8,8 @@ the axis size pads the axis and guards the excess.
 With ``tensor_core`` set, the M/N/K axes follow the convention of ``ir/tensorcore.py``
 (THREAD there counts warps of 32 threads; UPCAST is a warp's tile) and ``staging``
 gives the shared layout of each operand tile (pad, XOR swizzle of 16-byte units).
+``staging`` without a tensor core is the shared-memory staged SIMT GEMM of fp32 GEMMs and
+convolutions (its axis convention and layouts: ``ir/lower_staged.py``).
 """
 from __future__ import annotations
 
