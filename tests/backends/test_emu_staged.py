@@ -104,6 +104,18 @@ def test_matmul_and_bmm_with_every_pipeline_depth():
             assert all(c.async_ == (stages > 1) for c in copies) and bool(waits) == (stages > 1)
 
 
+def test_fused_epilogue_bias_relu():
+    """The kernel body around the reduction (a bias and a ReLU fused by kernelize) runs in
+    the epilogue on each accumulator, its loads at the tile's rows and columns."""
+    from superopt.ir.tensor import Tensor
+    a, b, c = Tensor.empty(96, 64, name="a"), Tensor.empty(64, 128, name="b"), Tensor.empty(128, name="c")
+    (step,) = ((a @ b) + c).relu().schedule()
+    k = step.kernel
+    assert len(k.inputs) == 3 and k.kind == "gemm"
+    p, r, got, ref = _run(k, staged_simt(k, H100))
+    assert r.written.all() and _close(got, ref, 64) and (got >= 0).all() and r.counters.races == 0
+
+
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 def test_convolutions_as_implicit_gemm(layout, tmp_path):
     """The filter window loops around the K tiles; copies honour the padding mask (NCHW:
