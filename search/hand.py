@@ -253,6 +253,7 @@ def _tc_waste(k: Kernel, mt, m_ext: tuple[int, ...], bn: int = 1) -> float:
 # L1: off until the H100 timing of bench/gpu.py --staged shows it ahead of _contraction
 STAGED_SIMT = False
 # (bm, bn, tm, tn, bk, stages) of the staged SIMT GEMM variants timed on the GPU; the first is the rule's
+# (gpu() with STAGED_SIMT on; staged_simt's defaults)
 # (8x16 registers: 6 instead of 4 16-byte shared reads per k for twice the FMAs, at 255 registers)
 STAGED_TILES = ((128, 128, 8, 8, 8, 2), (128, 128, 8, 8, 16, 2), (128, 128, 8, 8, 8, 3), (128, 128, 8, 8, 16, 3),
                 (128, 256, 8, 16, 8, 2), (128, 64, 8, 8, 8, 2), (64, 64, 8, 4, 16, 2))
@@ -304,7 +305,7 @@ def gpu(k: Kernel, machine) -> Schedule:
         s = _tensor_core(k, machine)
         if s is not None: return s
     if STAGED_SIMT and k.kind in ("gemm", "conv") and not _is_gemv(k):
-        s = staged_simt(k, machine)
+        s = staged_simt(k, machine, *STAGED_TILES[0])
         if s is not None: return s
     rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction, "row": _rows}[k.kind]
     if k.kind == "gemm" and _is_gemv(k): rule = _reduce  # one output row: split K over threads instead
