@@ -290,6 +290,15 @@ def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, t
     return None if check(k, s, machine) else s
 
 
+def _staged_rule(k: Kernel, machine) -> Schedule | None:
+    """The first tile of STAGED_TILES, unless its grid leaves SMs idle: then the smaller
+    tile (BM x BN of 128x64, 64x64) that first fills them, else the one with most blocks."""
+    tiles = (STAGED_TILES[0], *(t for t in STAGED_TILES[1:] if t[0] * t[1] < STAGED_TILES[0][0] * STAGED_TILES[0][1]))
+    got = [s for s in (staged_simt(k, machine, *t) for t in tiles) if s is not None]
+    if not got: return None
+    return next((s for s in got if s.blocks() >= machine.cores), max(got, key=lambda s: s.blocks()))
+
+
 def staged_variants(k: Kernel, machine) -> list[Schedule]:
     """The distinct legal ``staged_simt`` variants of ``STAGED_TILES`` (for timing)."""
     out: list[Schedule] = []
@@ -305,7 +314,7 @@ def gpu(k: Kernel, machine) -> Schedule:
         s = _tensor_core(k, machine)
         if s is not None: return s
     if STAGED_SIMT and k.kind in ("gemm", "conv") and not _is_gemv(k):
-        s = staged_simt(k, machine, *STAGED_TILES[0])
+        s = _staged_rule(k, machine)
         if s is not None: return s
     rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction, "row": _rows}[k.kind]
     if k.kind == "gemm" and _is_gemv(k): rule = _reduce  # one output row: split K over threads instead

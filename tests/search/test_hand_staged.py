@@ -20,9 +20,11 @@ def test_off_by_default_the_register_tile_rule_stays():
 
 def test_switched_on_fp32_gemms_are_staged(monkeypatch):
     monkeypatch.setattr(hand, "STAGED_SIMT", True)
-    k = _gemm("float32")
+    big = Workload.make("matmul", M=2048, N=2048, K=256, dtype="float32").kernels[0]
+    assert hand.gpu(big, H100) == hand.staged_simt(big, H100, *hand.STAGED_TILES[0])   # 256 blocks fill 132 SMs
+    k = _gemm("float32")   # 16 blocks of 128x128 would leave most SMs idle: smaller tiles, more blocks
     s = hand.gpu(k, H100)
-    assert s == hand.staged_simt(k, H100) and s.staging and s.tensor_core is None and s.stages == 2 and check(k, s, H100) == []
+    assert s.staging and s.tensor_core is None and check(k, s, H100) == [] and s.blocks() == 64
     assert hand.gpu(_gemm("float16"), H100).tensor_core is not None          # tensor cores first
     gemv = Workload.make("gemv", K=1024, N=1024, dtype="float32").kernels[0]
     assert not hand.gpu(gemv, H100).staging                                   # a GEMV is a reduction
