@@ -316,16 +316,20 @@ def cpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
             return fn(nest, levels[order])
         return B.cases(x.order, one)
     loads = 0.0
+    # a padded vector axis masks its lanes at every step (the mask is not uniform): its
+    # contiguous loads go lane by lane (a gather's cost), its stores one lane at a time
+    va = f.vector_axis
+    whole = (lambda a, b: a) if va is None else (lambda a, b: B.select_le(padded[va], float(f.sizes[va]), a, b))
     for acc in f.accesses:
         if acc.output: continue
         per = _footprint(acc, tile_ext)
-        if acc.contig is not None and acc.contig == f.vector_axis: per = per / vec
+        if acc.contig is not None and acc.contig == f.vector_axis: per = per * whole(1.0, p.gather_cost * vec) / vec
         elif f.vector_axis in acc.axes: per = per * B.select_le(vec, 1.0, 1.0, p.gather_cost)
         per = per * B.max(1.0, acc.streams(tile_ext) / p.max_streams)
         loads = loads + per * by_order(lambda nest, lv: _reuse_cost(B, acc, x, nest, lv, p))
     out_pts = _prod(padded[a] for a in outs)
     # a row kernel walks each row once per pass (its loads repeat, its stores do not)
-    mem_ops = steps * f.passes * loads / p.loads_per_cycle + out_pts / vec / p.stores_per_cycle
+    mem_ops = steps * f.passes * loads / p.loads_per_cycle + out_pts * whole(1.0, vec) / vec / p.stores_per_cycle
     cycles = B.max(alu_cycles, mem_ops) + steps * f.passes * p.loop_cycles
     compute_s = rounds * (cycles / chunks) / p.freq
     # traffic: every chunk moves its own share, with the re-reads its loop order causes

@@ -331,7 +331,9 @@ def _resources(kernel: Kernel, machine, sp: Space, sel, vec, x: cost.Vars, m: Mo
 
 
 def _vector_fits(opt, v: int, size: int) -> bool:
-    return opt[-1].level is Level.UPCAST and opt[-1].size % v == 0 and math.prod(p.size for p in opt) == size
+    """As ``ir.schedule.check``: the axis ends in an upcast ``v`` divides (it may be padded;
+    the cost model charges a padded vector axis its masked, lane-by-lane accesses)."""
+    return opt[-1].level is Level.UPCAST and opt[-1].size % v == 0 and math.prod(p.size for p in opt) >= size
 
 
 # ---- solving --------------------------------------------------------------------------------
