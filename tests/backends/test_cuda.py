@@ -110,11 +110,6 @@ def test_no_device_is_said_clearly():
 
 
 # ---- on a GPU -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cuda():
-    be = get("cuda")
-    yield be
-    be.close()
 
 
 @needs_gpu

@@ -254,17 +254,6 @@ def test_cuda_source_compiles_for_sm90_without_spills_and_reads_vectors(tmp_path
     assert not re.search(r"ld\.shared\.[bfu]32", ptx) and n > 0 and n % per_step == 0, (n, per_step)
 
 
-@pytest.fixture(scope="module")
-def cuda():
-    from superopt.backends.base import get
-    from superopt.backends.cuda.cuda_backend import probe
-    ok, why = probe()
-    if not ok: pytest.skip(f"no CUDA device: {why}")
-    be = get("cuda")
-    yield be
-    be.close()
-
-
 def test_staged_gemms_verify_on_cuda(cuda):
     from superopt.verify import verify
     bad = []

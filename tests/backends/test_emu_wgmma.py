@@ -259,15 +259,6 @@ def _where_wrong(bad: np.ndarray) -> str:
     return f"rows mod 64 {rows[:16]}{'...' if len(rows) > 16 else ''}, columns mod 8 {cols}"
 
 
-
-@pytest.fixture(scope="module")
-def cuda():
-    from superopt.backends.base import get
-    be = get("cuda")
-    yield be
-    be.close()
-
-
 @needs_gpu
 @pytest.mark.parametrize("case", GPU_CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}x{c[3]}x{c[4]}" for c in GPU_CASES])
 def test_wgmma_gemms_on_the_gpu(cuda, case):

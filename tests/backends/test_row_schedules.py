@@ -130,25 +130,15 @@ def _gpu():
 @pytest.mark.skipif(not _gpu()[0], reason="no CUDA device")
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(row_kernel_and_schedule(H100), st.integers(0, 2**31 - 1))
-def test_random_row_schedules_on_cuda(ks, seed):
-    from superopt.backends.base import get
+def test_random_row_schedules_on_cuda(cuda, ks, seed):
     k, s = ks
-    be = get("cuda")
-    try:
-        assert verify(k, s, be, seed=seed).ok, s.describe(k)
-    finally:
-        be.close()
+    assert verify(k, s, cuda, seed=seed).ok, s.describe(k)
 
 
 @pytest.mark.skipif(not _gpu()[0], reason="no CUDA device")
-def test_full_size_row_and_index_kernels_verify_on_cuda():
-    from superopt.backends.base import get
+def test_full_size_row_and_index_kernels_verify_on_cuda(cuda):
     from superopt.kernels.registry import Workload
-    be = get("cuda")
-    try:
-        for w in (Workload.make("softmax", M=8192, N=8192), Workload.make("layernorm", M=8192, N=1024),
-                  Workload.make("rmsnorm", M=2048, N=4096, dtype="float16"), Workload.make("embedding")):
-            r = verify(w.kernel, hand_schedule(w.kernel, H100), be, seed=3)
-            assert r.ok, (w.name, r.reason)
-    finally:
-        be.close()
+    for w in (Workload.make("softmax", M=8192, N=8192), Workload.make("layernorm", M=8192, N=1024),
+              Workload.make("rmsnorm", M=2048, N=4096, dtype="float16"), Workload.make("embedding")):
+        r = verify(w.kernel, hand_schedule(w.kernel, H100), cuda, seed=3)
+        assert r.ok, (w.name, r.reason)
