@@ -199,7 +199,7 @@ def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node]) -> list[St
     if bad: raise ValueError(f"a plan materializes elementwise or reduce nodes, not {sorted({n.op.name for n in bad})}")
     base = output_node(root)
     realized = [n for n in toposort(base) if n in plan or n is base]
-    names = {n: (out_name if n is base else f"t{i}") for i, n in enumerate(realized)}
+    names = _names(realized, base, out_name)
     done, steps = set(realized), []
     for n in realized:
         out_shape = shape(root) if n is base else shape(n)
@@ -237,16 +237,9 @@ def _computed(n: Node, realized: set[Node]) -> set[Node]:
 
 
 def inner_reductions(n: Node, realized: set[Node]) -> list[Node]:
-    """Reductions, not realized, that n's kernel would compute (its graph, stopping at
-    realized nodes and inputs), including any nested inside another."""
-    out, stack, seen = [], list(n.src), set()
-    while stack:
-        x = stack.pop()
-        if x in seen or x in realized or x.op is Ops.BUFFER: continue
-        seen.add(x)
-        if x.op is Ops.REDUCE: out.append(x)   # nested ones below it are listed too
-        stack.extend(x.src)
-    return out
+    """Reductions, not realized, that n's kernel would compute, including any nested
+    inside another."""
+    return [x for x in _computed(n, realized) if x.op is Ops.REDUCE]
 
 
 class _NoFuse(Exception):
@@ -405,16 +398,11 @@ class _Builder:
         raise ValueError(f"cannot kernelize {n.op}")
 
     def _row(self, r: Node, idx: tuple[Node, ...], gate: Node, rowvars: dict[int, Node]) -> Node:
-        """A reduction computed in this kernel over the row its result was broadcast
-        along: each reduced dimension takes the variable the EXPAND dropped there."""
-        src = shape(r.src[0])
-        red = [d for d in r.arg[1] if src[d] > 1]
-        if gate is not TRUE or any(d not in rowvars or rowvars[d].arg[1] != src[d] for d in red): raise _NoRow(r)
-        inner_idx = list(idx)
-        for d in red: inner_idx[d] = rowvars[d]
-        inner = self.visit(r.src[0], tuple(inner_idx), TRUE)
-        if not red: return inner
-        return Node(Ops.REDUCE, inner.dtype, (inner,), (r.arg[0], tuple(sorted(rowvars[d].arg[0] for d in red))))
+        """A reduction computed in this kernel over the row its result was broadcast along."""
+        got = row_index(r, idx, gate, rowvars)
+        if got is None: raise _NoRow(r)
+        inner = self.visit(r.src[0], got[0], TRUE)
+        return Node(Ops.REDUCE, inner.dtype, (inner,), (r.arg[0], got[1])) if got[1] else inner
 
     def _fused(self, r: Node, idx: tuple[Node, ...], gate: Node) -> Node:
         """REDUCE inside the kernel (see ``epilogue_index``)."""
@@ -426,6 +414,18 @@ class _Builder:
         if self.fused is not None and self.fused is not out: raise _NoFuse()
         self.fused = out
         return out
+
+
+def row_index(r: Node, idx: tuple[Node, ...], gate: Node, rowvars: dict[int, Node]) \
+        -> "tuple[tuple[Node, ...], tuple[int, ...]] | None":
+    """Where reduction ``r``, read at ``idx`` (ungated), reads its source when computed as
+    a row reduction: each reduced dimension takes the variable an EXPAND dropped there
+    (``rowvars``); and the kernel axes it then folds. None when a reduced dimension has
+    no such variable of its size."""
+    src = shape(r.src[0])
+    red = [d for d in r.arg[1] if src[d] > 1]
+    if gate is not TRUE or any(d not in rowvars or rowvars[d].arg[1] != src[d] for d in red): return None
+    return tuple(rowvars[d] if d in red else i for d, i in enumerate(idx)), tuple(sorted(rowvars[d].arg[0] for d in red))
 
 
 def reduce_vars(r: Node, n_out: int) -> dict[int, Node]:

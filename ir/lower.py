@@ -181,7 +181,7 @@ class _Lowerer:
         stores = inner_nest(self._stores(lambda slot, m: self.expr(substitute(k.body, {red: reg(slot)}), m)))
         body: list[Stmt] = [Reg(ACC, rdt, nacc), *init, *loops]
         if self.tr > 1:
-            body += self._combine(nacc, rdt, fold, stores)
+            body += self._combine_stage(ACC, rdt, nacc, fold, self.tr, stores)
         else:
             body += stores
         body = _nest([self.unroll_var[a] for a in k.output_axes if a in self.unroll_var], body, unroll=True)
@@ -282,10 +282,6 @@ class _Lowerer:
                              unroll=nacc <= 16),))
         return [Shared(red, rdt, self.threads * nacc * self.lanes), put, Barrier(),
                 If(lt(self.thread % tr, 1), (take, *leader)), Barrier()]
-
-    def _combine(self, nacc: int, rdt, fold, stores: list[Stmt]) -> list[Stmt]:
-        """Partials of the ``tr`` threads sharing a reduction meet in shared memory."""
-        return self._combine_stage(ACC, rdt, nacc, fold, self.tr, stores)
 
 
 def _folder(op: str):

@@ -185,15 +185,16 @@ class _Expander(kz._Builder):
         if n.op is not Ops.REDUCE or n is self.root: return super()._visit(n, idx, gate, rowvars)
         v = self.visits[(n, idx, gate, rowvars)]
         placeholder = Node(Ops.LOAD, n.dtype, (kz.linear(list(idx), shape(n)), gate), ("planned", n.key))
-        row_idx = None if self.in_classic else _row_index(n, idx, gate, dict(rowvars))
-        inner_idx = None if self.in_reduce or row_idx else \
+        row = None if self.in_classic else kz.row_index(n, idx, gate, dict(rowvars))
+        row = row if row and row[1] else None   # (a fold of size-1 dimensions only is no row)
+        inner_idx = None if self.in_reduce or row else \
             kz.epilogue_index(n, idx, gate, self.n_out, kz.reduce_vars(n, self.n_out))
         v.epilogue_ok = inner_idx is not None
-        if row_idx is not None:   # computed over the row, at every point of this kernel
-            v.row_axes = tuple(sorted(row_idx[d].arg[0] for d in n.arg[1] if shape(n.src[0])[d] > 1))
+        if row is not None:   # computed over the row, at every point of this kernel
+            v.row_axes = row[1]
             saved, self.in_reduce = self.in_reduce, True
             try:
-                self.visit(n.src[0], tuple(row_idx), TRUE)
+                self.visit(n.src[0], row[0], TRUE)
             finally:
                 self.in_reduce = saved
             v.flop, v.points = True, self.region[-1]
@@ -208,16 +209,6 @@ class _Expander(kz._Builder):
             self.region.pop()
         v.flop, v.points = True, _size(shape(n.src[0]))
         return placeholder
-
-
-def _row_index(r: Node, idx: tuple, gate: Node, rowvars: dict) -> list | None:
-    """Where a row reduction reads its source (as ``kernelize``'s builder does), or None."""
-    src = shape(r.src[0])
-    red = [d for d in r.arg[1] if src[d] > 1]
-    if not red or gate is not TRUE or any(d not in rowvars or rowvars[d].arg[1] != src[d] for d in red): return None
-    out = list(idx)
-    for d in red: out[d] = rowvars[d]
-    return out
 
 
 def _size(sh) -> int:
