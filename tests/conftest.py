@@ -8,3 +8,12 @@ def _private_cache_dir(tmp_path_factory):
     mp.setenv("SUPEROPT_CACHE_DIR", str(tmp_path_factory.mktemp("superopt-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="module")
+def cpu_backend():
+    """The CPU backend (this machine's description, default timeouts), one per test module."""
+    from superopt.backends.cpu import CPUBackend
+    be = CPUBackend()
+    yield be
+    be.close()

@@ -3,25 +3,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from superopt import Tensor
 from superopt.ir import dtypes
 from superopt.ir.schedule import Level, Schedule, Split, check, vector_axis
-from superopt.backends.cpu import CPUBackend
 from superopt.search.machine import load
 from superopt.verify import verify
 
 MACHINE = load("cpu")
-
-
-@pytest.fixture(scope="module")
-def backend():
-    be = CPUBackend(MACHINE)
-    yield be
-    be.close()
 
 
 # ---- random kernels ----------------------------------------------------------------
@@ -144,10 +134,10 @@ def schedules(draw, k):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                                                    HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_random_kernel_random_schedule_matches_reference(backend, data):
+def test_random_kernel_random_schedule_matches_reference(cpu_backend, data):
     k = data.draw(kernels())
     s = data.draw(schedules(k))
     errs = check(k, s, MACHINE)
     assume(not errs)
-    r = verify(k, s, backend, seed=data.draw(st.integers(0, 2**31 - 1)))
+    r = verify(k, s, cpu_backend, seed=data.draw(st.integers(0, 2**31 - 1)))
     assert r.ok, f"{k.describe()}\nschedule: {s.describe(k)}\n{s.to_json()}\n{r}"

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from superopt import Tensor
-from superopt.backends.cpu import CPUBackend
 from superopt.backends.emu import run_program
 from superopt.ir.interpret import run_kernel
 from superopt.ir.kernelize import kernelize
@@ -21,13 +20,6 @@ from superopt.verify import random_inputs, verify
 
 CPU = load("cpu")
 OPS = ["softmax", "layernorm", "rmsnorm", "shift"]
-
-
-@pytest.fixture(scope="module")
-def cpu():
-    be = CPUBackend(CPU)
-    yield be
-    be.close()
 
 
 def _row_kernel(op: str, shape: tuple[int, ...], axis: int):
@@ -67,9 +59,9 @@ def test_random_row_schedules_on_emu(ks, seed):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(row_kernel_and_schedule(CPU), st.integers(0, 2**31 - 1))
-def test_random_row_schedules_on_cpu(cpu, ks, seed):
+def test_random_row_schedules_on_cpu(cpu_backend, ks, seed):
     k, s = ks
-    assert verify(k, s, cpu, seed=seed).ok, s.describe(k)
+    assert verify(k, s, cpu_backend, seed=seed).ok, s.describe(k)
 
 
 @pytest.mark.parametrize("threads", [8, 32, 128, 256])
@@ -94,9 +86,9 @@ def test_block_wide_rows_fold_in_two_stages_without_races(threads):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_hand_rules_verify_on_both_machines(cpu, op):
+def test_hand_rules_verify_on_both_machines(cpu_backend, op):
     k = _row_kernel(op, (24, 96), 1)
-    assert verify(k, hand_schedule(k, CPU), cpu, seed=2).ok
+    assert verify(k, hand_schedule(k, CPU), cpu_backend, seed=2).ok
     ins = random_inputs(k, np.random.default_rng(2))
     r = run_program(lower(k, hand_schedule(k, H100), H100), ins)
     assert _close(r.output, run_kernel(k, ins)) and r.counters.races == 0

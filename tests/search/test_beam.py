@@ -14,21 +14,14 @@ from superopt.search.machine import load
 CPU = load("cpu")
 
 
-@pytest.fixture(scope="module")
-def be():
-    b = CPUBackend(CPU)
-    yield b
-    b.close()
-
-
 def _gemm():
     return (Tensor.empty(32, 24, name="a") @ Tensor.empty(24, 32, name="b")).schedule()[0].kernel
 
 
-def test_beam_returns_a_verified_schedule_no_slower_than_its_start(be):
+def test_beam_returns_a_verified_schedule_no_slower_than_its_start(cpu_backend):
     k = _gemm()
     steps = []
-    r = beam.beam(k, be, start=Schedule.naive(k), width=2, max_steps=2, max_candidates=6, budget_s=15,
+    r = beam.beam(k, cpu_backend, start=Schedule.naive(k), width=2, max_steps=2, max_candidates=6, budget_s=15,
                   progress=steps.append)
     assert r.verified and not check(k, r.best, CPU)
     assert r.best_s <= r.start_s
@@ -55,8 +48,8 @@ def test_failures_are_recorded_and_skipped():
     assert any("refused" in f.reason for f in r.failures)
 
 
-def test_illegal_start_is_refused(be):
+def test_illegal_start_is_refused(cpu_backend):
     k = _gemm()
     bad = Schedule.naive(k).with_axis(0, ())
     with pytest.raises(ValueError):
-        beam.beam(k, be, start=bad, budget_s=1)
+        beam.beam(k, cpu_backend, start=bad, budget_s=1)

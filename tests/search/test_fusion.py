@@ -146,26 +146,14 @@ def test_front_end_schedules_through_plans():
 
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
-def test_plans_run_on_cpu_with_hand_schedules():
-    from superopt.backends.cpu import CPUBackend
-    from superopt.ir import dtypes
-    from superopt.ir.lower import lower
-    from superopt.search.hand import hand_schedule
+def test_plans_run_on_cpu_with_hand_schedules(cpu_backend):
     rng = np.random.default_rng(5)
     x, w = Tensor(rng.standard_normal((16, 24), dtype=np.float32)), Tensor(rng.standard_normal((24, 8), dtype=np.float32))
-    be = CPUBackend(CPU, timeout_s=30)
-    try:
-        for t in [(x.sin().exp() @ w).relu(), x.softmax(-1) + x.pad(((1, 0), (0, 0))).shrink(((0, 16), (0, 24)))]:
-            want = _run(kz.kernelize(t.node))
-            for plan in (fusion.unfused_plan(t.node), fusion.plan(t.node, CPU, timeout_s=20).materialize):
-                bufs = dict(Tensor._data)
-                for s in kz.kernelize(t.node, plan=plan):
-                    c = be.compile(lower(s.kernel, hand_schedule(s.kernel, CPU), CPU))
-                    out = np.full(s.kernel.output.size, np.nan, dtypes.float32.np)
-                    bufs[s.output] = be.run(c, [bufs[n].reshape(-1) for n in s.inputs], out).reshape(s.kernel.output.shape)
-                np.testing.assert_allclose(bufs[s.output].reshape(want.shape), want, rtol=1e-4, atol=1e-5)
-    finally:
-        be.close()
+    for t in [(x.sin().exp() @ w).relu(), x.softmax(-1) + x.pad(((1, 0), (0, 0))).shrink(((0, 16), (0, 24)))]:
+        want = _run(kz.kernelize(t.node))
+        for plan in (fusion.unfused_plan(t.node), fusion.plan(t.node, CPU, timeout_s=20).materialize):
+            got = _run_on(cpu_backend, kz.kernelize(t.node, plan=plan))
+            np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-5)
 
 
 def test_plans_reranked_by_the_schedule_model():
@@ -177,14 +165,6 @@ def test_plans_reranked_by_the_schedule_model():
     assert p.scheduled_s[p.source] == pytest.approx(fusion.hand_time(p.steps, H100))
     with pytest.raises(ValueError, match="schedules"):
         fusion.scheduled_time(p.steps, H100, "beam")
-
-
-@pytest.fixture(scope="module")
-def cpu_backend():
-    from superopt.backends.cpu import CPUBackend
-    be = CPUBackend(CPU, timeout_s=30)
-    yield be
-    be.close()
 
 
 def _run_on(be, steps) -> np.ndarray:

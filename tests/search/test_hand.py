@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from superopt import Tensor
-from superopt.backends.cpu import CPUBackend
 from superopt.ir import dtypes
 from superopt.ir.schedule import Level, check
 from superopt.search.hand import hand_schedule
@@ -32,18 +31,11 @@ def _programs():
 KERNELS = [(f"{name}:{i}", st.kernel) for name, t in _programs() for i, st in enumerate(t.schedule())]
 
 
-@pytest.fixture(scope="module")
-def be():
-    b = CPUBackend(CPU)
-    yield b
-    b.close()
-
-
 @pytest.mark.parametrize("name,k", KERNELS, ids=[n for n, _ in KERNELS])
-def test_hand_rules_are_legal_and_correct_on_cpu(be, name, k):
+def test_hand_rules_are_legal_and_correct_on_cpu(cpu_backend, name, k):
     s = hand_schedule(k, CPU)
     assert check(k, s, CPU) == []
-    r = verify(k, s, be)
+    r = verify(k, s, cpu_backend)
     assert r.ok, f"{name}: {s.describe(k)}: {r}"
 
 

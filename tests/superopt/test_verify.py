@@ -5,19 +5,10 @@ import numpy as np
 import pytest
 
 from superopt import Tensor
-from superopt.backends.cpu import CPUBackend
 from superopt.ir import dtypes
 from superopt.ir.interpret import run_kernel
 from superopt.ir.schedule import Level as L, Schedule, Split
-from superopt.search.machine import load
 from superopt.verify import SAMPLE_POINTS, compare, poison, random_inputs, verify
-
-
-@pytest.fixture(scope="module")
-def be():
-    b = CPUBackend(load("cpu"))
-    yield b
-    b.close()
 
 
 def _kernel(dtype=dtypes.float32, n=64):
@@ -41,10 +32,10 @@ def test_poison_is_nan_or_sentinel():
 
 
 @pytest.mark.parametrize("dtype", [dtypes.float32, dtypes.float16, dtypes.bfloat16, dtypes.int8, dtypes.int32])
-def test_correct_schedules_pass(be, dtype):
+def test_correct_schedules_pass(cpu_backend, dtype):
     k = _kernel(dtype)
     s = Schedule(((Split(L.GRID, 4), Split(L.LOOP, 16)), (Split(L.LOOP, 2), Split(L.UPCAST, 16))), vector=16, workers=2)
-    r = verify(k, s, be)
+    r = verify(k, s, cpu_backend)
     assert r.ok, r
     assert r.checked == 64 * 32
 
@@ -84,14 +75,14 @@ def test_integers_must_be_exact():
     assert not r.ok and "differ" in r.reason
 
 
-def test_large_outputs_are_sampled(be):
+def test_large_outputs_are_sampled(cpu_backend):
     k = (Tensor.empty(512, 256, name="a") @ Tensor.empty(256, 256, name="b")).schedule()[0].kernel
     r = verify(k, Schedule(((Split(L.GRID, 128), Split(L.UPCAST, 4)), (Split(L.LOOP, 16), Split(L.UPCAST, 16)),
-                            (Split(L.LOOP, 256),)), vector=16, workers=2), be)
+                            (Split(L.LOOP, 256),)), vector=16, workers=2), cpu_backend)
     assert r.ok and r.checked == SAMPLE_POINTS
 
 
-def test_illegal_schedule_is_a_structured_failure(be):
+def test_illegal_schedule_is_a_structured_failure(cpu_backend):
     k = _kernel()
-    r = verify(k, Schedule(((Split(L.LOOP, 8),), (Split(L.LOOP, 32),))), be)
+    r = verify(k, Schedule(((Split(L.LOOP, 8),), (Split(L.LOOP, 32),))), cpu_backend)
     assert not r.ok and r.failure_kind == "illegal" and "cover" in r.reason
