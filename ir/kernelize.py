@@ -98,14 +98,16 @@ def default_plan(root: Node) -> frozenset[Node]:
     want = {n for n in order if n.op is Ops.REDUCE} | _contraction_operands(order)
     realized = [n for n in order if n in want or n is base]
     for e in [n for n in realized if n.op is not Ops.REDUCE]:
-        mine = _own_reductions(e, realized)
+        rs = set(realized)
+        deps = {n: _direct_deps(n, rs) for n in realized}   # what each kernel reads
+        mine = _own_reductions(e, deps)
         out_shape = shape(root) if e is base else shape(e)
         got = fuse_rows(e, realized, [r for r in mine if row_length(r) <= ROW_MAX], "out", out_shape, "k")
         if got is not None:
             realized = [n for n in realized if n not in got[0]]
             continue
-        names, rs = _names(realized, base, "out"), set(realized)
-        others = set().union(*(_direct_deps(n, rs) for n in realized if n is not e))
+        names = _names(realized, base, "out")
+        others = set().union(*(d for n, d in deps.items() if n is not e))
         for r in (r for r in mine if r not in others):   # an epilogue: read by this kernel only
             try:
                 _build_epilogue(e, r, names, out_shape, "k")
@@ -141,10 +143,9 @@ def _through(n: Node, movement: bool = True) -> tuple[Node, bool]:
     return n, expanded
 
 
-def _own_reductions(e: Node, realized: list[Node]) -> list[Node]:
-    """Reductions only ``e``'s kernel needs: read by it, or by such reductions only."""
-    rs = set(realized)
-    deps = {n: _direct_deps(n, rs) for n in realized}
+def _own_reductions(e: Node, deps: dict[Node, set[Node]]) -> list[Node]:
+    """Reductions only ``e``'s kernel needs (read by it, or by such reductions only), in
+    the order of ``deps`` (each realized node's kernel -> the realized nodes it reads)."""
     own = {r for r in _computed_closure(e, deps) if r.op is Ops.REDUCE}
     changed = True
     while changed:
@@ -152,7 +153,7 @@ def _own_reductions(e: Node, realized: list[Node]) -> list[Node]:
         for r in list(own):
             if any(r in d for n, d in deps.items() if n is not e and n not in own):
                 own.discard(r); changed = True  # noqa: E702
-    return [r for r in realized if r in own]
+    return [r for r in deps if r in own]
 
 
 def _computed_closure(e: Node, deps: dict[Node, set[Node]]) -> set[Node]:
