@@ -73,6 +73,7 @@ class CudaBackend(Backend):
         return Compiled(program, Launch(name, program.blocks, program.threads, smem, resp["registers"], resp["local_bytes"]), src)
 
     def _request(self, c: Compiled, inputs: Sequence[np.ndarray], out: np.ndarray, timing: dict | None):
+        if isinstance(c, Failure): return c  # a failed compile handed on: its own reason, not an AttributeError
         p, h = c.program, c.handle
         arrays = [np.ascontiguousarray(np.asarray(a).reshape(-1), dtype=b.dtype.np) for a, b in zip(inputs, p.inputs)]
         if len(arrays) != len(p.inputs) or any(a.size != b.size for a, b in zip(arrays, p.inputs)):

@@ -24,10 +24,14 @@ except ImportError:  # pragma: no cover - depends on the installed bindings
     except ImportError:
         _drv = _nvrtc = None
 
-# errors after which the context is unusable: the process that saw one must exit
+# errors after which the context is unusable: the process that saw one must exit. Any error
+# that a kernel's execution reports counts too (``CudaError.sticky``): the H100 reported an
+# out-of-range store as INVALID_ADDRESS_SPACE, which this list lacked, and every later call failed.
 STICKY = {"CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_MISALIGNED_ADDRESS",
           "CUDA_ERROR_ILLEGAL_INSTRUCTION", "CUDA_ERROR_HARDWARE_STACK_ERROR", "CUDA_ERROR_ASSERT",
-          "CUDA_ERROR_INVALID_PC", "CUDA_ERROR_ECC_UNCORRECTABLE", "CUDA_ERROR_LAUNCH_TIMEOUT"}
+          "CUDA_ERROR_INVALID_PC", "CUDA_ERROR_ECC_UNCORRECTABLE", "CUDA_ERROR_LAUNCH_TIMEOUT",
+          "CUDA_ERROR_INVALID_ADDRESS_SPACE"}
+EXECUTION = "kernel execution"  # what a synchronize after launches is called in its error
 
 
 class CudaError(RuntimeError):
@@ -38,7 +42,8 @@ class CudaError(RuntimeError):
         self.stage, self.code = stage, code
 
     @property
-    def sticky(self) -> bool: return self.code in STICKY
+    def sticky(self) -> bool:
+        return self.code in STICKY or (self.code.startswith("CUDA_ERROR") and EXECUTION in str(self))
 
 
 class NoDevice(CudaError):
@@ -221,7 +226,7 @@ class Device:
         a.ptr = 0
 
     def synchronize(self) -> None:
-        check(_drv.cuCtxSynchronize(), "launch", "kernel execution (cuCtxSynchronize)")
+        check(_drv.cuCtxSynchronize(), "launch", f"{EXECUTION} (cuCtxSynchronize)")
 
     # ---- launching -----------------------------------------------------------
     def launch(self, fn: Function, grid: Sequence[int], block: Sequence[int], args: Sequence, smem: int = 0,
@@ -263,7 +268,7 @@ class Device:
                 run(len(times) + j)
                 check(_drv.cuEventRecord(b, 0), "timing", "cuEventRecord")
             for a, b in evs:
-                check(_drv.cuEventSynchronize(b), "launch", "kernel execution (cuEventSynchronize)")
+                check(_drv.cuEventSynchronize(b), "launch", f"{EXECUTION} (cuEventSynchronize)")
                 ms = check(_drv.cuEventElapsedTime(a, b), "timing", "cuEventElapsedTime")
                 times.append(ms / 1e3)
                 spent += ms / 1e3

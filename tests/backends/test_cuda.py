@@ -103,6 +103,16 @@ def test_vector_access_only_when_aligned():
     assert "uint4*>(out" in shifted                               # the store is still aligned
 
 
+def test_errors_a_kernel_reports_end_the_worker_process():
+    """After any error reported by a kernel's execution the context is unusable (the H100
+    reported an out-of-range store as INVALID_ADDRESS_SPACE); compile and memory errors are not."""
+    from superopt.backends.cuda.runtime import EXECUTION, CudaError
+    assert CudaError("launch", "x failed", "CUDA_ERROR_INVALID_ADDRESS_SPACE").sticky
+    assert CudaError("launch", f"{EXECUTION} (cuCtxSynchronize) failed: E", "CUDA_ERROR_SOMETHING_NEW").sticky
+    assert not CudaError("compile", "cuModuleLoadData failed: E", "CUDA_ERROR_INVALID_PTX").sticky
+    assert not CudaError("compile", f"NVRTC could not compile {EXECUTION}", "NVRTC").sticky
+
+
 @pytest.mark.skipif(HAVE_GPU, reason="a CUDA device is present")
 def test_no_device_is_said_clearly():
     with pytest.raises(RuntimeError, match="no CUDA device is present"):
