@@ -67,7 +67,9 @@ def kernelize(root: Node, out_name: str = "out", plan: "frozenset[Node] | None" 
     rule's (``default_plan``)."""
     if plan is None and PLANNER is not None:
         plan = PLANNER(root)
-    return _kernelize_plan(root, out_name, frozenset(plan if plan is not None else default_plan(root)))
+    chosen = plan if plan is not None else default_plan(root)
+    base = output_node(root)
+    return _kernelize_plan(root, out_name, frozenset(_narrowed(list(chosen), toposort(base))) - {base})
 
 
 def output_node(root: Node) -> Node:
@@ -116,6 +118,28 @@ def default_plan(root: Node) -> frozenset[Node]:
             realized.remove(r)
             break
     return frozenset(realized) - {base}
+
+
+def _narrowed(realized: list[Node], order: list[Node]) -> list[Node]:
+    """Each realized contraction whose only reader casts it (through reshapes) to a narrower
+    float is realized at the cast instead, which every plan's kernels compute the same: a
+    16-bit GEMM writes 16-bit results (half the bytes, no separate cast kernel for an
+    output) and the contractions reading them keep 16-bit operands, which tensor cores need."""
+    readers: dict[Node, list[Node]] = {}
+    for n in order:
+        for x in n.src: readers.setdefault(x, []).append(n)
+    def sole_reader(n: Node) -> Node | None:
+        rd = readers.get(n, [])
+        return rd[0] if len(rd) == 1 and rd[0] not in realized else None
+
+    out = []
+    for n in realized:
+        if n.op is Ops.REDUCE and n.arg[0] == "sum" and _through(n.src[0], movement=False)[0].op is Ops.MUL:
+            c = sole_reader(n)
+            while c is not None and c.op is Ops.RESHAPE: c = sole_reader(c)
+            if c is not None and c.op is Ops.CAST and c.dtype.is_float and c.dtype.itemsize < n.dtype.itemsize: n = c
+        out.append(n)
+    return out
 
 
 def _contraction_operands(order: list[Node]) -> set[Node]:
