@@ -19,8 +19,11 @@ from superopt.ir.kernel import Kernel
 from superopt.ir.lower import LoweringError, lower
 from superopt.ir.schedule import Schedule
 
-# relative error norm allowed per output dtype (integers and bools: exact)
-TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2, "float64": 1e-9}
+# relative error norm (||got - ref|| / ||ref||) allowed per output dtype (integers and bools:
+# exact). Rounding a right result to the output type alone gives about 3e-4 (fp16) and 2e-3
+# (bf16); an H100 wgmma pipeline that summed wrong gave 1.6e-2 in fp16 and passed the 2e-2
+# allowed before, so the margins are now about 15x and 7x.
+TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 1.5e-2, "float64": 1e-9}
 SAMPLE_POINTS = 4096            # reference points checked on large outputs
 FULL_CHECK_WORK = 1 << 24       # output points x reduce points below which everything is checked
 INT_SENTINEL = {"int8": -77, "uint8": 177, "int32": -123456789, "bool": 2}

@@ -218,10 +218,10 @@ NVCC = shutil.which("nvcc")
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
-@pytest.mark.parametrize("tiles", [(128, 256, 64, 2, 1, 3), (128, 256, 32, 2, 1, 4)])
+@pytest.mark.parametrize("tiles", [(128, 256, 64, 2, 1, 3), (64, 128, 32, 1, 1, 4)])
 def test_cuda_source_compiles_for_sm90a_without_spills(tmp_path, tiles):
-    """The 4096^3 tiles: waiting for every group (3 stages), and one group kept in flight
-    (4 stages, bk 32: see ir/lower_wgmma.wgmma_in_flight)."""
+    """Waiting for every group (3 stages), and one group kept in flight (4 stages, bk 32,
+    one warpgroup: see ir/lower_wgmma.wgmma_in_flight)."""
     k = _kernel("matmul", "float16", 4096, 4096, 4096)
     s = _schedule(k, *tiles)
     src, _ = render(lower(k, s, H100))
@@ -232,14 +232,36 @@ def test_cuda_source_compiles_for_sm90a_without_spills(tmp_path, tiles):
     assert "0 bytes spill stores" in r.stderr and "serialized" not in r.stderr, r.stderr[-3000:]
 
 
+def test_the_hand_rule_takes_wgmma_where_measured_and_its_epilogue_verifies_on_emu():
+    """Hopper GEMMs whose M, N, K the measured tile divides get the wgmma rule (search/hand.py
+    WGMMA_TILE), a fused bias + relu + fp16 cast epilogue included; other shapes keep mma.sync."""
+    from superopt import Tensor
+    from superopt.backends.base import get
+    from superopt.ir.kernelize import kernelize
+    from superopt.search.hand import WGMMA_TILE, gpu
+    from superopt.verify import verify
+    rng = np.random.default_rng(4)
+    x, w, b = (Tensor(rng.uniform(-1, 1, sh).astype(np.float16)) for sh in ((256, 256), (256, 128), (128,)))
+    (step,) = kernelize(((x @ w) + b).relu().node)
+    k = step.kernel
+    s = gpu(k, H100)
+    assert s.tensor_core.instr.startswith("wgmma") and s.stages == WGMMA_TILE[-1]
+    r = verify(k, s, get("emu"), seed=5)
+    assert r.ok, r.reason
+    odd = _kernel("matmul", "float16", 192, 128, 64)             # M not a multiple of 128
+    assert gpu(odd, H100).tensor_core.instr.startswith("mma")
+
+
 # ---- on a GPU: simplest first, so the first failure says which part is wrong -------------
 GPU_CASES = [
     ("bmm_nk", "float16", 64, 64, 16, 64, 64, 16, 1, 1, 1),      # one wgmma, both K-major, 32B swizzle
     ("bmm_nk", "float16", 64, 64, 64, 64, 64, 64, 1, 1, 1),      # both K-major, 128B swizzle, 4 K steps in a row
     ("matmul", "float16", 64, 64, 64, 64, 64, 64, 1, 1, 1),      # B MN-major (transpose bit)
     ("matmul", "float16", 128, 128, 128, 128, 128, 64, 1, 2, 2),  # two m64 tiles, two warpgroups along N, cp.async
-    ("matmul", "float16", 128, 128, 256, 128, 128, 32, 2, 1, 4),  # one wgmma group kept in flight
+    ("matmul", "float16", 128, 128, 256, 128, 128, 32, 2, 1, 4),  # two warpgroups: none kept in flight
+    ("matmul", "float16", 128, 256, 1024, 64, 128, 32, 1, 1, 4),  # one warpgroup: one group kept in flight
     ("matmul", "bfloat16", 256, 256, 256, 128, 256, 64, 2, 1, 3),  # the 4096^3 tile shape
+    ("matmul", "float16", 256, 512, 1024, 128, 256, 32, 2, 1, 4),  # was wrong on the H100 with one kept in flight
 ]
 
 

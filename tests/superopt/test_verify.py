@@ -60,7 +60,9 @@ def test_tolerance_per_dtype():
     assert not compare(k32, (ref * (1 + 1e-2)).astype(np.float32), ins, rng).ok
     ins16 = random_inputs(k16, rng)
     ref16 = run_kernel(k16, ins16).reshape(-1).astype(np.float64)
-    assert compare(k16, (ref16 * (1 + 5e-3)).astype(np.float16), ins16, rng).ok  # fp16: looser
+    assert compare(k16, (ref16 * (1 + 2e-3)).astype(np.float16), ins16, rng).ok  # fp16: a few ulps
+    # a wgmma pipeline on the H100 summed wrong by 1.6e-2 and passed the fp16 tolerance of the time
+    assert not compare(k16, (ref16 * (1 + 1.6e-2)).astype(np.float16), ins16, rng).ok
     assert not compare(k16, (ref16 * 1.2).astype(np.float16), ins16, rng).ok
 
 
