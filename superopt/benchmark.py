@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from superopt import vendor
 from superopt.commands.tune import Measured, measure
 from superopt.ir.kernel import Kernel
@@ -34,6 +36,7 @@ from superopt.ir.schedule import Schedule
 from superopt.kernels.registry import Workload
 from superopt.search import cost
 from superopt.search.hand import hand_schedule
+from superopt.verify import random_inputs
 
 TUNERS = ("hand", "z3", "beam", "z3+beam")
 VENDORS = tuple(vendor.VENDORS)      # numpy (cpu), torch (cuda)
@@ -95,7 +98,8 @@ def run_z3(k: Kernel, be, cfg: Config) -> Measured:
     from superopt.search import z3opt
     t0 = time.perf_counter()
     r = z3opt.solve(k, be.machine, top_k=Z3_TOP_K, timeout_s=cfg.budget_s)
-    ms = [measure(k, c.schedule, be, "z3", runs=cfg.repeat) for c in r.candidates]
+    inputs = random_inputs(k, np.random.default_rng())    # one input set for all candidates (counted in tuning)
+    ms = [measure(k, c.schedule, be, "z3", runs=cfg.repeat, inputs=inputs) for c in r.candidates]
     ok = [i for i, m in enumerate(ms) if m.verified and m.measured_s]
     pick = min(ok, key=lambda i: ms[i].measured_s) if ok else 0
     best = ms[pick]

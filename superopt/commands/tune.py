@@ -57,8 +57,9 @@ class Measured:
 
 
 def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int | None = None,
-            runs: int = 15) -> Measured:
-    """Verify on fresh inputs, then time (median of ``runs`` runs). Never raises for a bad candidate."""
+            runs: int = 15, inputs: list | None = None) -> Measured:
+    """Verify on ``inputs`` (default: fresh random ones), then time on them (median of ``runs``
+    runs). Never raises for a bad candidate."""
     import numpy as np
     from superopt.ir.lower import LoweringError, lower
     from superopt.verify import poison, random_inputs, verify_compiled
@@ -73,11 +74,11 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
         m.reason = str(compiled)
         return m
     rng = np.random.default_rng(seed)
-    v = verify_compiled(kernel, compiled, backend, rng)
+    inputs = random_inputs(kernel, rng) if inputs is None else inputs
+    v = verify_compiled(kernel, compiled, backend, rng, inputs)
     m.verified, m.reason, m.rel_err = v.ok, v.reason, v.rel_err
     if not v.ok: return m
-    inputs = [a.reshape(-1) for a in random_inputs(kernel, rng)]
-    t = backend.time(compiled, inputs, poison(kernel.output), runs=runs)
+    t = backend.time(compiled, [a.reshape(-1) for a in inputs], poison(kernel.output), runs=runs)
     if hasattr(t, "median_s"):
         m.measured_s, m.samples = t.median_s, t.samples
     else:
@@ -87,24 +88,28 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
 
 def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=None, method: str = "hand") -> Measured:
     """Pick a schedule for ``kernel`` on ``backend`` (a name or a Backend), verify and time it."""
+    import numpy as np
     from superopt.backends.base import get
     from superopt.search.hand import hand_schedule
+    from superopt.verify import random_inputs
     if method not in METHODS: raise ValueError(f"unknown method {method!r} (methods: {', '.join(METHODS)})")
     own = isinstance(backend, str)
     be = get(backend, machine) if own else backend
     try:
         t0 = time.perf_counter()
-        hand = measure(kernel, hand_schedule(kernel, be.machine), be, "hand")
+        # one input set for every candidate: drawing a GB of inputs per candidate took most of a tuning
+        inputs = random_inputs(kernel, np.random.default_rng())
+        hand = measure(kernel, hand_schedule(kernel, be.machine), be, "hand", inputs=inputs)
         hand.baseline_s, hand.baseline_method = hand.measured_s, "hand"
         if method == "hand":
             best = hand
             best.extra["method_note"] = METHOD_NOTE
         elif method == "beam":
-            best = _beam(kernel, be, budget_s, hand, None)
+            best = _beam(kernel, be, budget_s, hand, None, inputs)
         else:
-            best = _solver(kernel, be, budget_s if method == "z3" else budget_s / 2, hand)
+            best = _solver(kernel, be, budget_s if method == "z3" else budget_s / 2, hand, inputs)
             if method == "z3+beam":
-                best = _beam(kernel, be, max(1.0, budget_s - (time.perf_counter() - t0)), hand, best)
+                best = _beam(kernel, be, max(1.0, budget_s - (time.perf_counter() - t0)), hand, best, inputs)
         best.tuning_s = time.perf_counter() - t0
         return best
     finally:
@@ -114,7 +119,7 @@ def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=N
 METHODS = ("z3", "hand", "beam", "z3+beam")
 
 
-def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured | None) -> Measured:
+def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured | None, inputs: list) -> Measured:
     """BEAM from the hand rules' schedule (or refining ``start``); kept only if it measures
     faster, verified, than what we already have."""
     from superopt.search import beam
@@ -129,7 +134,7 @@ def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured |
     if not r.verified or r.best == base.schedule:
         base.extra["beam"] = info
         return base
-    m = measure(kernel, r.best, be, "z3+beam" if start is not None else "beam")
+    m = measure(kernel, r.best, be, "z3+beam" if start is not None else "beam", inputs=inputs)
     if not (m.verified and m.measured_s and (base.measured_s is None or m.measured_s < base.measured_s)):
         base.extra["beam"] = info
         return base
@@ -139,7 +144,7 @@ def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured |
     return m
 
 
-def _solver(kernel: Kernel, be, budget_s: float, hand: Measured) -> Measured:
+def _solver(kernel: Kernel, be, budget_s: float, hand: Measured, inputs: list) -> Measured:
     """The fastest verified of the solver's candidates and the hand rules' schedule."""
     try:
         from superopt.search.z3opt import solve
@@ -150,7 +155,7 @@ def _solver(kernel: Kernel, be, budget_s: float, hand: Measured) -> Measured:
     tried = []
     best = hand
     for c in r.candidates:
-        m = measure(kernel, c.schedule, be, "z3")
+        m = measure(kernel, c.schedule, be, "z3", inputs=inputs)
         m.modeled_s = c.modeled_s
         tried.append({"schedule": c.schedule.to_dict(), "modeled_s": c.modeled_s, "verified": m.verified,
                       "time_s": m.measured_s, "reason": m.reason})
