@@ -89,6 +89,12 @@ def torch_model(model, l2_bytes: int, repeat: int) -> tuple[float, np.ndarray]:
         return statistics.median(time_torch(fn, repeat, l2_bytes)), out
 
 
+def _write(path: str, doc: dict) -> None:
+    """Written after every plan too, so a run stopped early keeps what it measured."""
+    with open(path + ".tmp", "w") as f: json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
@@ -98,6 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=10.0, help="z3 time per kernel")
     ap.add_argument("--plan-timeout", type=float, default=60.0, help="the fusion planner's time per model")
     ap.add_argument("--repeat", type=int, default=15, help="torch timing samples")
+    ap.add_argument("--plans", default="per-reduction,default,planned", help="which plans to run")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     be = get(a.backend)
@@ -119,6 +126,7 @@ def main(argv=None) -> int:
             else:
                 vt, want = None, model.reference()                        # numpy, float64
             for pname, mat in ps.items():
+                if pname not in a.plans.split(","): continue
                 r = run_plan(model, mat, be, a.method, a.budget)
                 r["end_to_end"] = end_to_end(model, mat, a.backend, want)
                 entry["plans"][pname] = r
@@ -128,11 +136,12 @@ def main(argv=None) -> int:
                       + (f"{r['time_s'] * 1e3:8.3f} ms" if r["time_s"] else "unverified")
                       + (f"  torch {vt * 1e3:.3f} ms ({vt / r['time_s']:.2f}x)" if vt and r["time_s"] else "")
                       + f"  e2e err {r['end_to_end']['max_rel_err']:.1e}", flush=True)
+                _write(a.out, {**doc, "models": doc["models"] + [entry], "partial": True})
             doc["models"].append(entry)
     finally:
         be.close()
     doc["load_avg_after"] = os.getloadavg()
-    with open(a.out, "w") as f: json.dump(doc, f, indent=1)
+    _write(a.out, doc)
     print(f"wrote {a.out}")
     return 0
 

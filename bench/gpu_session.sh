@@ -10,6 +10,13 @@
 #   bash bench/gpu_session.sh bench-a    # superopt bench membound,llm: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
+# Shorter stages for a session with little device time: gputests (only the tests that need the
+# device), wgmma-check, fusion-bert (default and planned plans), bench-membound.
+#
+# Several stages in one command: `bash bench/gpu_session.sh tests:150 tc:300 fusion` runs each
+# under its own time limit (seconds; a default per stage otherwise), each into $OUT/work/STAGE,
+# and packs everything into $OUT/results.tgz at the end, so a stage that runs long or breaks
+# costs only its own results and the whole run still comes back as one file.
 #
 # Every stage first makes the machine ready (each call may find a bare one): the z3-solver
 # (and tinygrad) wheels from .whl/ (git-ignored: `pip download z3-solver tinygrad==0.14.0
@@ -24,13 +31,15 @@ STATE="$REPO/.gpu"
 export SUPEROPT_CACHE_DIR="$STATE/cache"
 mkdir -p "$OUT" "$SUPEROPT_CACHE_DIR"
 PY="python3 -P"
+export PYTHONUNBUFFERED=1
 
 ready() {
-  $PY -c "import z3" 2>/dev/null || pip install -q --no-index --no-deps .whl/z3_solver-*.whl
-  $PY -c "import tinygrad" 2>/dev/null || pip install -q --no-index --no-deps .whl/tinygrad-*.whl 2>/dev/null \
+  $PY -c "import z3" 2>/dev/null || $PY -m pip install -q --no-index --no-deps .whl/z3_solver-*.whl 2>/dev/null || {
+    $PY -m pip install -q --no-index --no-deps --target /tmp/site .whl/z3_solver-*.whl && export PYTHONPATH=/tmp/site; }
+  $PY -c "import tinygrad" 2>/dev/null || $PY -m pip install -q --no-index --no-deps .whl/tinygrad-*.whl 2>/dev/null \
     || echo "(no tinygrad wheel: no tinygrad baselines)"
   if ! $PY -c "import superopt.ir" 2>/dev/null; then
-    pip install -q --no-index --no-deps --no-build-isolation -e . 2>/dev/null || true
+    $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>/dev/null || true
   fi
   if ! $PY -c "import superopt.ir" 2>/dev/null; then   # a package of links: superopt/* + the subpackages
     rm -rf "$STATE/shim" && mkdir -p "$STATE/shim/superopt"
@@ -38,22 +47,66 @@ ready() {
     for d in ir search backends kernels; do ln -s "$REPO/$d" "$STATE/shim/superopt/$d"; done
     export PYTHONPATH="$STATE/shim${PYTHONPATH:+:$PYTHONPATH}"
   fi
-  $PY -c "import superopt.ir, superopt.backends.cuda" || { echo "superopt is not importable" >&2; exit 1; }
+  $PY -c "import z3, superopt.ir, superopt.backends.cuda" || { echo "z3 or superopt is not importable" >&2; exit 1; }
   [ -f "$SUPEROPT_CACHE_DIR/machine-h100.json" ] || ls "$SUPEROPT_CACHE_DIR"/machine-*.json >/dev/null 2>&1 \
     || $PY -m superopt calibrate --backend cuda | tee "$OUT/calibrate.txt"
 }
+
+default_limit() {
+  case "$1" in tests) echo 150 ;; membound|fusion) echo 200 ;; tc|solver) echo 300 ;; *) echo 420 ;; esac
+}
+
+if [ "$#" -gt 1 ] || [[ "${1:-}" == *:* ]]; then     # several stages: each limited, all packed
+  ready
+  ROOT="$OUT"; mkdir -p "$ROOT/work"
+  for spec in "$@"; do
+    name="${spec%%:*}"; limit="${spec#*:}"; [ "$limit" = "$spec" ] && limit="$(default_limit "$name")"
+    mkdir -p "$ROOT/work/$name"; start=$SECONDS
+    set +e
+    OUT="$ROOT/work/$name" timeout -k 10 "$limit" bash "$0" "$name" >"$ROOT/work/$name/log.txt" 2>&1
+    rc=$?
+    set -e
+    tail -25 "$ROOT/work/$name/log.txt"
+    echo "== stage $name: exit $rc after $((SECONDS - start)) s (limit $limit s)" | tee -a "$ROOT/work/stages.txt"
+  done
+  cp -r "$SUPEROPT_CACHE_DIR"/machine-*.json "$ROOT/work/" 2>/dev/null || true
+  tar czf "$ROOT/results.tgz" -C "$ROOT/work" . && rm -rf "$ROOT/work"
+  exit 0
+fi
 
 stage="${1:?name a stage (see the header)}"
 ready
 case "$stage" in
 tests)
-  $PY -m pytest -q -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
+  # pytest puts tests/ on sys.path, where tests/superopt/ (no __init__) would shadow an editable install
+  # as a namespace package: run from the checkout (its own superopt/ first) unless the link package is in use
+  TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
+  $TPY -m pytest -q -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
     tests/backends/test_padded_vectors.py tests/backends/test_emu_wgmma.py tests/backends/test_emu_staged.py \
-    2>&1 | tee "$OUT/tests.txt" | tail -15
+    tests/backends/test_emu_tensorcore_conv.py \
+    -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
+  ;;
+gputests)   # only the tests that run on the device (a short stage for a session with little device time)
+  TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
+  $TPY -m pytest -q -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
+    tests/backends/test_emu_wgmma.py tests/backends/test_emu_staged.py \
+    -k "(cuda or gpu or illegal or hang) and not compiles and not render and not legal_and_right_on_emu and not spells" -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
+  ;;
+wgmma-check)   # the wgmma tile variants of the fp16 BERT GEMMs with K = 1024 (n256 tiles were wrong kept in flight)
+  $PY bench/gpu_tc.py --wgmma --only qkv_out_gemm_8192x1024x1024,ffn_up_gemm_8192x4096x1024 \
+    --out "$OUT/gpu-tc-wgmma-check.json" 2>&1 | tee "$OUT/gpu-tc-wgmma-check.txt" | tail -30
+  ;;
+fusion-bert)   # the BERT layer under the default and planned plans only
+  $PY bench/fusion_e2e.py --backend cuda --models bert_layer --plans default,planned --plan-timeout 20 \
+    --out "$OUT/fusion-e2e-bert-h100.json" 2>&1 | tee "$OUT/fusion-e2e-bert-h100.txt"
+  ;;
+bench-membound)
+  $PY -m superopt bench --suite membound --backend cuda --methods hand,z3,beam,torch --budget 5 --no-plots \
+    --out "$OUT/bench-membound" 2>&1 | tee "$OUT/bench.txt" | tail -20
   ;;
 membound)
   $PY bench/gpu.py --suites membound --out "$OUT/gpu-membound.json" | tee "$OUT/gpu-membound.txt"
-  $PY bench/gpu.py --suites bert,resnet,llm,membound --small --out "$OUT/gpu-small.json" | tail -10
+  $PY bench/gpu.py --suites bert,resnet,llm,membound --small --out "$OUT/gpu-small.json" 2>&1 | tee "$OUT/gpu-small.txt" | tail -10
   ;;
 fusion)
   $PY bench/fusion_e2e.py --backend cuda --out "$OUT/fusion-e2e-h100.json" | tee "$OUT/fusion-e2e-h100.txt"
@@ -67,21 +120,21 @@ solver)
   # fp32 GEMMs (2048^3, bert shapes): hand rule vs shared-memory staged SIMT variants vs torch (#5)
   $PY bench/gpu_tc.py --staged --out "$OUT/gpu-staged.json" | tee "$OUT/gpu-staged.txt"
   $PY -m superopt bench --suite membound --backend cuda --methods hand,z3,torch --budget 10 --no-plots \
-    --out "$OUT/solver-membound" | tail -20
+    --out "$OUT/solver-membound" 2>&1 | tee "$OUT/bench.txt" | tail -20
   ;;
 bench-a)
   $PY -m superopt bench --suite membound,llm --backend cuda --methods hand,z3,beam,torch --budget 5 \
-    --out "$OUT/bench-membound-llm" | tail -20
+    --out "$OUT/bench-membound-llm" 2>&1 | tee "$OUT/bench.txt" | tail -20
   ;;
 bench-b)
   $PY -m superopt bench --suite bert,resnet --backend cuda --methods hand,z3,beam,torch --budget 5 \
-    --out "$OUT/bench-bert-resnet" | tail -20
+    --out "$OUT/bench-bert-resnet" 2>&1 | tee "$OUT/bench.txt" | tail -20
   ;;
 tinygrad)
   # tinygrad's BEAM runs its own search to the end (20-120 s a GEMM): the memory-bound suite only
   $PY -m superopt bench --suite membound --backend cuda --methods hand,z3,torch,tinygrad-hand,tinygrad-beam \
-    --budget 5 --out "$OUT/bench-membound-tinygrad" | tail -20
+    --budget 5 --out "$OUT/bench-membound-tinygrad" 2>&1 | tee "$OUT/bench.txt" | tail -20
   ;;
 *)
-  echo "unknown stage $stage (tests, membound, fusion, tc, solver, bench-a, bench-b, tinygrad)" >&2; exit 2 ;;
+  echo "unknown stage $stage (see the header)" >&2; exit 2 ;;
 esac

@@ -212,6 +212,11 @@ def split_k_rows(be, reps: int, rng) -> list[dict]:
     return out
 
 
+def _write(path: str, doc: dict) -> None:
+    with open(path + ".tmp", "w") as f: json.dump(doc, f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv=None) -> int:
     global _M
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -278,6 +283,8 @@ def main(argv=None) -> int:
         results.append(r)
         rows.append(_row(r))
         print(_fmt(rows[-1]), flush=True)
+        if args.out:  # after every workload, so a run stopped early keeps what it measured
+            _write(args.out, {"command": command, "device": be.device if be else None, "partial": True, "results": results})
         if r.get("solver", {}).get("median_s"):
             print(f"    solver pick {r['solver']['describe']}: ok={r['solver']['ok']} {w.flops / r['solver']['median_s'] / 1e12:.0f} TF/s", flush=True)
         for v in r.get("wgmma", []):
@@ -295,8 +302,7 @@ def main(argv=None) -> int:
            "results": results}
     if args.split_k and be is not None: out["split_k"] = split_k_rows(be, args.reps, rng)
     if be is not None: be.close()
-    if args.out:
-        with open(args.out, "w") as f: json.dump(out, f, indent=1, default=str)
+    if args.out: _write(args.out, out)
     print("\n" + _fmt(HEADER))
     for row in rows: print(_fmt(row))
     for r in results:  # the fastest verified staged variant of each fp32 GEMM
