@@ -6,8 +6,8 @@ T = launch + max(compute, DRAM, L2, shared) + stall, where
   underfilled grid cost what they do) at the SM's share of the tensor-core peak
   (``machine.flops_tc_fp16``, datasheet unless calibrated);
 - DRAM: the kernel's compulsory bytes (operands once, output once) over DRAM bandwidth;
-- L2: every block's operand tiles (``(BM + BN) x K`` elements) over 2x DRAM bandwidth
-  (a rough L2 figure until one is calibrated);
+- L2: every block's operand tiles (``(BM + BN) x K`` elements) over DRAM bandwidth
+  x ``L2_PER_DRAM`` (a rough L2 figure until one is calibrated);
 - shared: the ldmatrix reads (each warp's A and B fragments every 16 of K) over the
   shared-memory bandwidth (conflict-free layouts: search/banks.py).
 and the stall is the load latency a pipeline of ``stages`` does not hide: per K step each block waits
@@ -21,15 +21,26 @@ reads the input once per window point, each operand's bytes divided by the fract
 its 32-byte sectors its copies use (``_sector_use``: element copies of a strided operand
 waste most of each sector).
 The mma.sync issue rate of sm_90 is below the wgmma peak that the datasheet figure
-describes; the measured gap is in bench/results/gpu-tc-h100.md.
+describes (the measured gap is in bench/results/gpu-tc-h100.md): there mma.sync computes at
+``MMA_SYNC_SM90`` of it.
+
+wgmma (sm_90a) schedules take their own terms (``wgmma_time_s``, same shape): no ldmatrix,
+the warpgroups' instructions read both operands from shared memory, residency from
+registers and shared memory, and a per-step wait for the wgmma group unless one is kept in
+flight (ir/lower_wgmma.wgmma_in_flight). Its fit to the H100 sweep: bench/wgmma_model_fit.py.
 """
 from __future__ import annotations
 
 import math
 
 from superopt.ir import tensorcore as tcm
+from superopt.ir import wgmma as wg
 
 LATENCY_S = 600e-9     # global load -> shared, estimate (not calibrated)
+L2_PER_DRAM = 4.0     # L2 / DRAM bandwidth, estimate: 2 is refuted on the H100 (ffn_down pulls 7.7 TB/s of tiles through L2)
+# mma.sync's share of the datasheet tensor peak on sm_90 (which wgmma reaches), estimate: the
+# best mma.sync GEMM measured on the H100 ran 372 TF/s, the best wgmma one 491 TF/s
+MMA_SYNC_SM90 = 0.5
 OVERHEAD_REGS = 64     # addressing, loop state, epilogue temporaries (128x128x32 tile: 224 vs 217 compiled)
 
 
@@ -43,10 +54,12 @@ def resident_blocks(t: tcm.Tiles, machine) -> int:
 
 
 def time_s(kernel, s, machine) -> float:
+    if wg.is_wgmma(s.tensor_core.instr): return wgmma_time_s(kernel, s, machine)
     t = tcm.tiles(kernel, s)
     K = t.steps * t.bk               # the implicit GEMM's K: window points x K axis
     blocks = s.blocks()
     sm_rate = (machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores
+    if machine.sm >= 90: sm_rate *= MMA_SYNC_SM90
     per_sm = math.ceil(blocks / machine.cores)  # the busiest SM's blocks
     step = 2 * t.bm * t.bn * t.bk / sm_rate     # padded tiles compute their padding too
     others = max(0, min(per_sm, resident_blocks(t, machine)) - 1)  # co-resident blocks fill the wait with their steps
@@ -57,7 +70,7 @@ def time_s(kernel, s, machine) -> float:
     dram = kernel.min_bytes / machine.dram_bw
     m = tcm.match_tc(kernel, s.tensor_core)
     eff_a, eff_b = (_sector_use(kernel, s, t, op) for op in (m.a, m.b))
-    l2 = blocks * (t.bm / eff_a + t.bn / eff_b) * K * 2 / (2 * machine.dram_bw)
+    l2 = blocks * (t.bm / eff_a + t.bn / eff_b) * K * 2 / (L2_PER_DRAM * machine.dram_bw)
     smem = blocks * (K // 16) * t.warps * (t.tm + t.tn) * 16 * 2 / (machine.smem_bw or machine.dram_bw)
     return machine.launch_s + max(compute, dram, l2, smem) + stall
 
@@ -80,3 +93,62 @@ def _sector_use(kernel, s, t: tcm.Tiles, op) -> float:
     else: run = t.bk if tcm.axis_stride(idx, tc.k_axis, n[tc.k_axis].size) == 1 else 1
     if tcm.axis_stride(idx, op.outer if op.k_major else tc.k_axis, n[op.outer if op.k_major else tc.k_axis].size) != 1: run = 1
     return min(1.0, run * 2 / 32)
+
+
+# ---- wgmma (sm_90a) --------------------------------------------------------------------
+WG_OVERHEAD_REGS = 40  # addressing, loop state, epilogue (measured on the H100: 60..168 compiled = accumulators + 28..40)
+WG_SYNC_S = 100e-9     # a step's end without a group in flight: the last wgmma's pipeline drains, fence, barrier (estimate)
+SMEM_RESERVED = 1024   # bytes the driver keeps per resident block
+
+
+def wgmma_registers(t: tcm.Tiles) -> int:
+    """Registers per thread: a warpgroup's fp32 accumulators (its tile over 128 threads) + overhead."""
+    return wg.groups(t).acc + WG_OVERHEAD_REGS
+
+
+def wgmma_smem(kernel, s, t: tcm.Tiles) -> int:
+    """Shared bytes of a block: ``stages`` x both operand tiles (1024-byte aligned stages) + the alignment slack."""
+    m = tcm.match_tc(kernel, s.tensor_core)
+    tile = sum(wg.stage_bytes(*tcm.tile_shape(op, outer, t.bk)) for op, outer in ((m.a, t.bm), (m.b, t.bn)))
+    return tile * s.stages + wg.ATOM_ALIGN
+
+
+def wgmma_resident(kernel, s, machine) -> int:
+    """Blocks an SM holds: the least of the register, shared-memory and thread limits."""
+    t = tcm.tiles(kernel, s)
+    regs = t.threads * min(machine.max_regs_per_thread, wgmma_registers(t))
+    smem = wgmma_smem(kernel, s, t) + SMEM_RESERVED
+    return max(1, min(machine.regs_per_sm // regs, (machine.smem_per_sm or smem) // smem,
+                      (machine.max_threads_per_sm or t.threads) // t.threads))
+
+
+def wgmma_time_s(kernel, s, machine) -> float:
+    from superopt.ir.lower_wgmma import wgmma_in_flight
+    t = tcm.tiles(kernel, s)
+    g = wg.groups(t)
+    K, blocks, cores = t.steps * t.bk, s.blocks(), machine.cores
+    sm_smem = (machine.smem_bw or machine.dram_bw) / cores
+    per_sm = math.ceil(blocks / cores)                         # the busiest SM's blocks
+    r = max(1, min(per_sm, wgmma_resident(kernel, s, machine)))  # of them resident at once
+    # tensor pipe: a block's K step at the SM's share of the datasheet peak (padding computed too)
+    step = 2 * t.bm * t.bn * t.bk / ((machine.flops_tc_fp16 or 16 * machine.flops_fp32) / cores)
+    # a step without a group in flight waits for its wgmmas, then issues the next tile's
+    # cp.async copies (their shared-memory writes) before the next barrier: serial to the
+    # tensor pipe in that block; with a group in flight both overlap the group
+    copy = (t.bm + t.bn) * t.bk * 2 / sm_smem
+    keep = wgmma_in_flight(s.stages, t.bk, g.wgm * g.wgn)
+    serial = 0.0 if keep else WG_SYNC_S + copy
+    # global load latency the copies running ``ahead`` tiles ahead do not hide
+    ahead = max(0, s.stages - 1 - keep) if _async(s) else 0
+    cycle = step + serial
+    cycle += max(0.0, LATENCY_S - ahead * cycle)
+    # the SM's tensor pipe: r resident blocks overlap each other's serial parts and waits;
+    # each block also waits once for its first tiles and its epilogue (LATENCY), overlapped likewise
+    core = per_sm * (t.steps * max(step, cycle / r) + 2 * LATENCY_S / r)
+    # shared memory: every m64 tile's wgmma reads its 64 A rows and the warpgroup's N
+    # columns of B (16 deep, no ldmatrix), and the copies write both tiles once
+    smem = per_sm * t.steps * (g.wgm * g.wgn * g.mt * (wg.WG_M + g.n) + t.bm + t.bn) * t.bk * 2 / sm_smem
+    # global: compulsory bytes from DRAM; every block's operand tiles (BM + BN) x K from L2
+    dram = kernel.min_bytes / machine.dram_bw
+    l2 = blocks * (t.bm + t.bn) * K * 2 / (L2_PER_DRAM * machine.dram_bw)
+    return machine.launch_s + max(core, smem, dram, l2)

@@ -13,6 +13,10 @@ bench/results/gpu-tc-h100.md) and ``check`` passes with the Z3-solved layouts. T
 is a few hundred points, so it is enumerated and ranked exactly (the optimum under the
 model is proved by enumeration); each candidate's shared layouts come from the Z3
 bank-conflict solver (search/banks.py).
+
+On sm_90 machines the space also holds the wgmma (sm_90a) schedules of
+``wgmma_space.variants`` (the tiles measured on the H100; their shared layouts are fixed by
+the descriptors, not solved), ranked with the mma.sync points by the same model.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import math
 from dataclasses import dataclass, replace
 
 from superopt.ir import tensorcore as tcm
+from superopt.ir import wgmma as wg
 from superopt.ir.kernel import Kernel
 from superopt.ir.node import Ops
 from superopt.ir.schedule import Level, Schedule, Split, Staging, TensorCore, check
@@ -119,9 +124,19 @@ def points(kernel, machine) -> list[tuple[float, Schedule]]:
             if resident_blocks(tcm.tiles(kernel, s), machine) < 2 or _element_copies(kernel, s) > MAX_ELEMENT_COPIES: continue
             if check(kernel, s, machine): continue
             out.append((time_s(kernel, s, machine), s))
+    out += _wgmma_points(kernel, machine)
     # ties: less ldmatrix traffic (squarer warp tiles), then fewer stages (less shared memory)
-    out.sort(key=lambda x: (round(x[0], 12), _frag_traffic(kernel, x[1]), x[1].stages))
+    # times to the picosecond: the two models' equal bounds differ in the last bits
+    out = [(round(t, 12), s) for t, s in out]
+    out.sort(key=lambda x: (x[0], _frag_traffic(kernel, x[1]), x[1].stages))
     return out
+
+
+def _wgmma_points(kernel, machine) -> list[tuple[float, Schedule]]:
+    """wgmma schedules (sm_90 machines only; ``wgmma_space.variants`` checks them)."""
+    if machine.sm < 90: return []
+    from . import wgmma_space
+    return [(time_s(kernel, s, machine), s) for _, s in wgmma_space.variants(kernel, machine)]
 
 
 def _element_copies(kernel, s: Schedule) -> int:
@@ -142,7 +157,7 @@ def best(kernel, machine, top_k: int = 4) -> list[tuple[float, Schedule]]:
     (points whose solved layouts break a resource limit are skipped)."""
     out = []
     for t, s in points(kernel, machine):
-        s = replace(s, staging=banks.staging(kernel, s)[0])
+        if not wg.is_wgmma(s.tensor_core.instr): s = replace(s, staging=banks.staging(kernel, s)[0])
         if check(kernel, s, machine): continue
         out.append((time_s(kernel, s, machine), s))
         if len(out) == top_k: break

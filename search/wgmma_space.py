@@ -1,6 +1,6 @@
 """wgmma (sm_90a) schedules of GEMM-like kernels: the constructor the benchmarks and tests
-use. Not in the model's space yet: the mma.sync path (search/tc_space.py) stays the
-default until the wgmma one is measured on an H100 (bench/gpu_tc.py --wgmma).
+use, and the wgmma points of the tensor-core space (search/tc_space.points ranks
+``variants`` with the mma.sync points; model: search/tc_cost.wgmma_time_s).
 
 A wgmma schedule is the mma.sync schedule of the same tiles (``tc_space.make``) with
 ``wm = 4 x warpgroups along M`` warps, the ``wgmma.*`` instruction and the shared layouts

@@ -86,14 +86,15 @@ def test_split_k_refuses_what_it_cannot_split():
 @pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="no nvcc for the PTX check")
 def test_split_plan_programs_compile_for_sm90(tmp_path):
     """The 1024x1024x8192 plan's partial (tensor cores, the split on the grid) and combine
-    programs pass nvcc/ptxas for sm_90 (no GPU needed)."""
+    programs pass nvcc/ptxas for sm_90 (sm_90a where the partial is a wgmma kernel; no GPU needed)."""
     import subprocess
     from superopt.backends.cuda.render import render
+    from superopt.backends.cuda.wgmma import arch_for
     k = Workload.make("matmul", M=1024, N=1024, K=8192, dtype="float16").kernel
     plan = tc_space.split_plan(k, H100, 4)
     for x, s in ((plan.partial, plan.partial_schedule), (plan.combine, plan.combine_schedule)):
         src, _ = render(lower(x, s, H100))
         (tmp_path / "k.cu").write_text(src)
-        r = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "k.cubin"), str(tmp_path / "k.cu")],
+        r = subprocess.run(["nvcc", f"-arch={arch_for(src, 'sm_90')}", "-cubin", "-o", str(tmp_path / "k.cubin"), str(tmp_path / "k.cu")],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]
