@@ -30,7 +30,7 @@ from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad
 
 from . import shuffle, wgmma
 from .shuffle import WarpCombine
-from .vectorize import divisible, merged_loads, shared_runs
+from .vectorize import divisible, merged_loads, shared_runs, store_runs
 
 STATIC_SMEM_LIMIT = 48 * 1024
 
@@ -232,7 +232,12 @@ class _Renderer:
     def body(self, stmts) -> None:
         stmts, i = list(stmts), 0
         runs = shared_runs(stmts, self.shared_dt) if self.lane is None else {}
+        stores = store_runs(stmts, self.p.output.dtype) if self.lane is None else {}
         while i < len(stmts):
+            if i in stores:
+                self.store_vector(stmts[i:i + stores[i]])
+                i += stores[i]
+                continue
             m = self.warp_combine(stmts[i:i + 4])
             if m is not None:
                 self.shuffle_combine(m)
@@ -387,11 +392,22 @@ class _Renderer:
         cv = [to_storage(self.expr(v, i), d) for i, v in enumerate(vals)]
         base = self.expr(idxs[0])
         ok = None if oks[0] is TRUE else self.expr(oks[0])
-        for c0 in range(0, L, chunk):
-            t = self.tmp()
-            self.emit(f"__align__(16) {STORAGE[d.name]} {t}[{chunk}] = {{{', '.join(cv[c0:c0 + chunk])}}};")
-            line = f"*reinterpret_cast<{VEC[chunk * d.itemsize]}*>(out + {base} + {c0}) = *reinterpret_cast<const {VEC[chunk * d.itemsize]}*>({t});"
-            self.emit(line if ok is None else f"if ({ok}) {line}")
+        for c0 in range(0, L, chunk): self.vector_store(base, c0, cv[c0:c0 + chunk], ok)
+
+    def store_vector(self, run: list[Store]) -> None:
+        """Stores of consecutive output elements (vectorize.store_runs) as one vector store."""
+        d = self.p.output.dtype
+        for st in run: self.vector_loads(st.value)
+        cv = [to_storage(self.expr(st.value), d) for st in run]
+        ok = None if run[0].valid is TRUE else self.expr(run[0].valid)
+        self.vector_store(self.expr(run[0].index), 0, cv, ok)
+
+    def vector_store(self, base: str, c0: int, values: list[str], ok: str | None) -> None:
+        d, t = self.p.output.dtype, self.tmp()
+        vt = VEC[len(values) * d.itemsize]
+        self.emit(f"__align__(16) {STORAGE[d.name]} {t}[{len(values)}] = {{{', '.join(values)}}};")
+        line = f"*reinterpret_cast<{vt}*>(out + {base} + {c0}) = *reinterpret_cast<const {vt}*>({t});"
+        self.emit(line if ok is None else f"if ({ok}) {line}")
 
 
 def render(p: Program) -> tuple[str, int]:

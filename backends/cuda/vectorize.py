@@ -88,3 +88,22 @@ def shared_runs(stmts, shared_dt) -> dict[int, int]:
                     break
         i += done
     return out
+
+
+def store_runs(stmts, out_dtype: dt.DType) -> dict[int, int]:
+    """Runs of consecutive ``Store`` statements writing ``base + c0 .. base + c0 + w - 1``
+    (one mask, ``base`` and ``c0`` multiples of ``w``, ``w`` elements = 4, 8 or 16 bytes):
+    the CUDA renderer writes each run as one vector store (a tensor-core epilogue's pairs
+    of adjacent columns), the emulator counts it as one. ``{index of the first: w}``."""
+    parts = [(*split_const(st.index), st.valid) if isinstance(st, Store) else None for st in stmts]
+    out, i = {}, 0
+    while i < len(parts):
+        for w in (16 // out_dtype.itemsize, 8 // out_dtype.itemsize, 4 // out_dtype.itemsize):
+            if w < 2 or parts[i] is None or i + w > len(parts): continue
+            base, c0, valid = parts[i]
+            if c0 % w or not divisible(base, w): continue
+            if all(parts[i + e] is not None and parts[i + e] == (base, c0 + e, valid) for e in range(w)):
+                out[i] = w
+                break
+        i += out.get(i, 1)
+    return out

@@ -36,7 +36,7 @@ from superopt.ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad
                                  SharedStore, Store, lane_stride, unrolled, walk)
 
 from superopt.backends.cuda import shuffle
-from superopt.backends.cuda.vectorize import block_loads, merged_loads, shared_runs
+from superopt.backends.cuda.vectorize import block_loads, merged_loads, shared_runs, store_runs
 
 from . import wgmma as wgmma_emu
 from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
@@ -208,12 +208,16 @@ class _Run:
 
     # ---- statements --------------------------------------------------------------
     def block(self, body, mask: np.ndarray) -> None:
-        runs = self.vector_runs(body)
+        runs, stores = self.vector_runs(body)
         body, i = list(body), 0
         while i < len(body):
             if i in runs:  # read as one vector shared load on the GPU
                 self.shared_vector(body[i:i + runs[i]], mask)
                 i += runs[i]
+                continue
+            if i in stores:  # written as one vector store on the GPU
+                self.store_vector(body[i:i + stores[i]], mask)
+                i += stores[i]
                 continue
             m = shuffle.match(body[i:i + 4], self.p)  # the GPU folds these with warp shuffles
             if m is not None:
@@ -294,12 +298,13 @@ class _Run:
         else:
             raise EmuError(f"unknown statement {type(s).__name__}")
 
-    def vector_runs(self, body) -> dict[int, int]:
-        """``vectorize.shared_runs`` of a block (lane-free programs only), cached for the
-        program's own (tuple) blocks."""
-        if self.p.lanes > 1: return {}
-        if not isinstance(body, tuple): return shared_runs(body, self.shared_dt)
-        if id(body) not in self.runs: self.runs[id(body)] = (body, shared_runs(body, self.shared_dt))  # body kept: its id stays unique
+    def vector_runs(self, body) -> tuple[dict[int, int], dict[int, int]]:
+        """``vectorize.shared_runs`` and ``store_runs`` of a block (lane-free programs only),
+        cached for the program's own (tuple) blocks."""
+        if self.p.lanes > 1: return {}, {}
+        if not isinstance(body, tuple): return shared_runs(body, self.shared_dt), store_runs(body, self.p.output.dtype)
+        if id(body) not in self.runs:  # body kept: its id stays unique
+            self.runs[id(body)] = (body, (shared_runs(body, self.shared_dt), store_runs(body, self.p.output.dtype)))
         return self.runs[id(body)][1]
 
     def assign(self, s: Assign, value: np.ndarray, mask: np.ndarray) -> None:
@@ -327,14 +332,23 @@ class _Run:
             self.c.races += int(np.count_nonzero(ok & (wr >= 0) & (wr != self.tid)))
             self.assign(st, np.take_along_axis(buf, at, axis=1).reshape(self.shape), mask)
 
-    def store(self, s: Store, mask: np.ndarray) -> None:
+    def store(self, s: Store, mask: np.ndarray, count: bool = True) -> tuple[np.ndarray, np.ndarray]:
         ok = self.full(self.eval(s.valid, mask).astype(bool) & mask)
         idx = self.eval(s.index, mask)
         v = self.full(cast_values(np.asarray(self.eval(s.value, mask)), self.p.output.dtype))
         safe = self._index(idx, ok, self.out.size, "store to the output")
-        self.global_access("st.global", safe, ok, self.p.output.dtype.itemsize, self.stride(s.index))
+        if count: self.global_access("st.global", safe, ok, self.p.output.dtype.itemsize, self.stride(s.index))
         self.out[safe[ok]] = v[ok]
         self.written[safe[ok]] = True
+        return safe, ok
+
+    def store_vector(self, run: list[Store], mask: np.ndarray) -> None:
+        """Stores of consecutive output elements (vectorize.store_runs): one warp instruction
+        writing a ``len(run)``-element row per thread."""
+        got = [self.store(st, mask, count=False) for st in run]
+        safe = np.stack([g[0] for g in got], axis=-1).reshape(self.shape[:2] + (-1,))
+        ok = np.stack([g[1] for g in got], axis=-1).reshape(self.shape[:2] + (-1,))
+        self.global_access("st.global", safe, ok, self.p.output.dtype.itemsize, 1)
 
     def shared_store(self, s: SharedStore, mask: np.ndarray) -> None:
         if s.name not in self.shared: raise EmuError(f"store to undeclared shared buffer {s.name}")
