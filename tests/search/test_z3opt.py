@@ -21,11 +21,13 @@ def _small():
 SMALL = list(_small())
 
 
+@pytest.mark.parametrize("method", ["z3", "auto"])
 @pytest.mark.parametrize("machine", [CPU, H100], ids=["cpu", "h100"])
 @pytest.mark.parametrize("name,k", SMALL, ids=[n for n, _ in SMALL])
-def test_optimum_beats_every_schedule_of_the_space(name, k, machine):
-    r = z3opt.solve(k, machine, top_k=3, timeout_s=60)
+def test_optimum_beats_every_schedule_of_the_space(name, k, machine, method):
+    r = z3opt.solve(k, machine, top_k=3, timeout_s=60, method=method)
     assert r.proved_optimal and r.fallback is None
+    assert r.method == ("z3" if method == "z3" else "exhaustive")
     every = [cost.modeled_time(k, s, machine) for s in space.build(k, machine).enumerate()]
     assert every
     assert r.modeled_s <= min(every) * (1 + 1e-9)
@@ -44,9 +46,10 @@ def test_suite_kernel_solves_and_is_legal():
     assert r.solve_s > 0 and r.modeled_s > 0
 
 
-def test_too_short_time_limit_still_gives_a_legal_schedule():
+@pytest.mark.parametrize("method", ["z3", "exhaustive"])
+def test_too_short_time_limit_still_gives_a_legal_schedule(method):
     k = (Tensor.empty(64, 64, name="a") @ Tensor.empty(64, 64, name="b")).schedule()[0].kernel
-    r = z3opt.solve(k, CPU, top_k=4, timeout_s=0.001)
+    r = z3opt.solve(k, CPU, top_k=4, timeout_s=0.001, method=method)
     assert not check(k, r.best, CPU)
     assert r.candidates and r.modeled_s == pytest.approx(cost.modeled_time(k, r.best, CPU))
     if not r.proved_optimal: assert r.fallback
@@ -59,7 +62,7 @@ def test_inexpressible_model_falls_back_with_a_reason(monkeypatch):
     k = SMALL[0][1]
     with pytest.raises(z3opt.NonlinearError):
         z3opt.formulate(k, CPU)
-    r = z3opt.solve(k, CPU, timeout_s=10)
+    r = z3opt.solve(k, CPU, timeout_s=10, method="z3")
     assert r.fallback and "not linear" in r.fallback and not r.proved_optimal
     assert not check(k, r.best, CPU)
 
