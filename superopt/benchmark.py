@@ -105,7 +105,7 @@ def run_z3(k: Kernel, be, cfg: Config) -> Measured:
     best = ms[pick]
     best.tuning_s = time.perf_counter() - t0
     best.extra.update(
-        modeled_s=r.candidates[pick].modeled_s, solve_s=r.solve_s, proved_optimal=r.proved_optimal,
+        modeled_s=r.candidates[pick].modeled_s, solve_s=r.solve_s, solve_method=r.method, proved_optimal=r.proved_optimal,
         fallback=r.fallback, model_rank=pick,
         candidates=[{"modeled_s": c.modeled_s, "time_s": m.measured_s, "verified": m.verified, "schedule": c.schedule.to_dict()}
                     for c, m in zip(r.candidates, ms)])

@@ -162,7 +162,7 @@ def _solver(kernel: Kernel, be, budget_s: float, hand: Measured, inputs: list) -
         if m.verified and m.measured_s and (best.measured_s is None or m.measured_s < best.measured_s):
             best = m
     best.baseline_s, best.baseline_method = hand.measured_s, "hand"
-    best.extra.update({"solver": {"proved_optimal": r.proved_optimal, "solve_s": r.solve_s, "fallback": r.fallback,
+    best.extra.update({"solver": {"method": r.method, "proved_optimal": r.proved_optimal, "solve_s": r.solve_s, "fallback": r.fallback,
                                   "candidates": tried}})
     if best is hand: best.extra["method_note"] = "hand rules (no solver candidate measured faster)"
     return best
@@ -183,9 +183,13 @@ def report(m: Measured) -> str:
     if m.modeled_s: lines.append(f"modeled: {m.modeled_s * 1e6:,.1f} us")
     if m.baseline_s and m.method != "hand": lines.append(f"hand rules: {m.baseline_s * 1e6:,.1f} us "
                                                          f"({m.baseline_s / m.measured_s:.2f}x slower)")
+    if m.extra.get("solver"):
+        sv = m.extra["solver"]
+        lines.append(f"solver: {sv.get('method', 'z3')} over the cost model, {'optimum proved' if sv['proved_optimal'] else 'optimum not proved'}"
+                     f" in {sv['solve_s']:.2f} s" + (f" ({sv['fallback']})" if sv.get("fallback") else ""))
     for c in m.extra.get("solver", {}).get("candidates", []):
         t = f"{c['time_s'] * 1e6:,.1f} us" if c["time_s"] else f"failed: {c['reason'][:80]}"
-        lines.append(f"  z3 candidate: modeled {c['modeled_s'] * 1e6:,.1f} us, measured {t}")
+        lines.append(f"  solver candidate: modeled {c['modeled_s'] * 1e6:,.1f} us, measured {t}")
     if m.extra.get("beam"):
         b = m.extra["beam"]
         lines.append(f"beam: {b['timed']} schedules timed in {b['elapsed_s']:.1f} s ({b['failures']} failed)")
