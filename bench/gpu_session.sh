@@ -4,14 +4,20 @@
 #
 #   bash bench/gpu_session.sh tests      # GPU tests: CUDA backend, row kernels, wgmma, staged SIMT
 #   bash bench/gpu_session.sh membound   # hand rules vs torch: membound + small suites, row kernels (#4)
-#   bash bench/gpu_session.sh fusion     # BERT layer / ResNet blocks / embedding: plans vs torch (#7)
-#   bash bench/gpu_session.sh tc         # tensor cores: mma.sync + wgmma variants, ResNet conv, split-K (#6)
+#   bash bench/gpu_session.sh fusion     # BERT layer / ResNet blocks / embedding: default + planned vs torch (#7)
+#   bash bench/gpu_session.sh tc         # tensor cores: the hand rule (wgmma GEMMs, mma.sync convs), split-K (#6)
+#   bash bench/gpu_session.sh wgmma-sweep  # every wgmma tile variant of the GEMMs (#6; done 2026-11-23)
 #   bash bench/gpu_session.sh solver     # fp32 GEMMs: staged SIMT variants; Z3 on membound vs torch (#5)
 #   bash bench/gpu_session.sh bench-a    # superopt bench membound,llm: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
 # device), wgmma-check, fusion-bert (default and planned plans), bench-membound.
+#
+# Seen on the H100 (2026-11-23, bench/results/h100-2026-11-23): a bare machine's start about 75 s of
+# device time, set-up + calibration 20 s, gputests 45 s, membound 54 s, fusion-bert 108 s, tc's
+# first script 70 s, a wgmma sweep 25 s a GEMM. A 30-minute session fits three full commands, e.g.
+#   gputests:90 fusion:330 tc:150   |   bench-a:280 bench-b:280   |   tinygrad:300 solver:240
 #
 # Several stages in one command: `bash bench/gpu_session.sh tests:150 tc:300 fusion` runs each
 # under its own time limit (seconds; a default per stage otherwise), each into $OUT/work/STAGE,
@@ -53,7 +59,8 @@ ready() {
 }
 
 default_limit() {
-  case "$1" in tests) echo 150 ;; membound|fusion) echo 200 ;; tc|solver) echo 300 ;; *) echo 420 ;; esac
+  case "$1" in tests) echo 150 ;; gputests) echo 90 ;; membound|fusion-bert) echo 200 ;; tc|solver) echo 240 ;;
+    fusion|wgmma-sweep) echo 330 ;; *) echo 300 ;; esac
 }
 
 if [ "$#" -gt 1 ] || [[ "${1:-}" == *:* ]]; then     # several stages: each limited, all packed
@@ -108,13 +115,16 @@ membound)
   $PY bench/gpu.py --suites membound --out "$OUT/gpu-membound.json" | tee "$OUT/gpu-membound.txt"
   $PY bench/gpu.py --suites bert,resnet,llm,membound --small --out "$OUT/gpu-small.json" 2>&1 | tee "$OUT/gpu-small.txt" | tail -10
   ;;
-fusion)
-  $PY bench/fusion_e2e.py --backend cuda --out "$OUT/fusion-e2e-h100.json" | tee "$OUT/fusion-e2e-h100.txt"
+fusion)   # the per-reduction plan (27.8 ms on the BERT layer) was measured once; it is slow to tune
+  $PY bench/fusion_e2e.py --backend cuda --plans default,planned --plan-timeout 20 \
+    --out "$OUT/fusion-e2e-h100.json" 2>&1 | tee "$OUT/fusion-e2e-h100.txt"
   ;;
 tc)
-  $PY bench/gpu_tc.py --out "$OUT/gpu-tc.json" | tee "$OUT/gpu-tc.txt"
-  $PY bench/gpu_tc.py --wgmma --out "$OUT/gpu-tc-wgmma.json" | tee "$OUT/gpu-tc-wgmma.txt"
-  $PY bench/gpu_tc.py --split-k --out "$OUT/gpu-tc-splitk.json" | tee "$OUT/gpu-tc-splitk.txt"
+  $PY bench/gpu_tc.py --out "$OUT/gpu-tc.json" 2>&1 | tee "$OUT/gpu-tc.txt"
+  $PY bench/gpu_tc.py --split-k --out "$OUT/gpu-tc-splitk.json" 2>&1 | tee "$OUT/gpu-tc-splitk.txt"
+  ;;
+wgmma-sweep)
+  $PY bench/gpu_tc.py --wgmma --out "$OUT/gpu-tc-wgmma.json" 2>&1 | tee "$OUT/gpu-tc-wgmma.txt"
   ;;
 solver)
   # fp32 GEMMs (2048^3, bert shapes): hand rule vs shared-memory staged SIMT variants vs torch (#5)
