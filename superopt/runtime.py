@@ -6,7 +6,10 @@
 
 A cache hit runs the stored schedule; a miss runs the hand-rule schedule (or, with
 ``on_miss="tune"``, tunes the kernel now with the solver and stores the result). Compiled kernels are
-kept per process. If a backend run fails, the step is computed by the reference
+kept per process. On a GPU, a tensor-core GEMM whose grid leaves SMs idle and that the model
+says runs faster split along K (``search.tc_space.split_k``) runs as its two kernels
+(``ir/splitk.py``: partial sums, then their sum and the epilogue), each scheduled like any
+kernel; a kernel with a tuned (measured) cache entry keeps it instead. If a backend run fails, the step is computed by the reference
 interpreter and a warning names the kernel: a result is never silently wrong or lost.
 """
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Runtime:
         self.on_miss, self.tune, self.tune_budget_s = on_miss, tune, tune_budget_s
         self.compiled: dict[tuple[str, str], object] = {}
         self.schedules: dict[str, tuple[Schedule, str]] = {}
+        self.splits: dict[str, object] = {}   # kernel key -> its split-K plan, or None
         self.stats: Counter = Counter()
 
     def schedule_for(self, k: Kernel) -> tuple[Schedule, str]:
@@ -68,10 +72,35 @@ class Runtime:
                            device=self.device)
         return (e.schedule_obj(), "tuned") if e is not None and e.verified else None
 
+    def split_for(self, k: Kernel):
+        """The model's split-K plan (search/tc_space.SplitPlan) for ``k``, else None: only on
+        GPUs, for tensor-core GEMMs without a tuned cache entry, never for a split's parts."""
+        if k.key not in self.splits:
+            self.splits[k.key] = None
+            m = self.backend.machine
+            if m.sm and k.kind == "gemm" and self.schedule_for(k)[0].tensor_core is not None \
+                    and self.schedule_for(k)[1] != "cache":
+                from superopt.search.tc_space import split_k
+                plan = split_k(k, m)
+                if plan is not None:
+                    self.splits[plan.partial.key] = self.splits[plan.combine.key] = None
+                    self.splits[k.key] = plan
+        return self.splits[k.key]
+
+    def _run_split(self, plan, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
+        """The partial sums into a scratch buffer, then the combine kernel reading them."""
+        k, part = step.kernel, f"{step.output}__split_k"
+        partial = self(Step(plan.partial, step.inputs, part), bufs)
+        used = tuple(step.inputs[next(i for i, b in enumerate(k.inputs) if b is x)] for x in plan.combine.inputs[:-1])
+        self.stats["split_k"] += 1
+        return self(Step(plan.combine, used + (part,), step.output), {**bufs, part: partial})
+
     def __call__(self, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
         from superopt.backends.base import Failure
         from superopt.ir.lower import lower
         k = step.kernel
+        plan = self.split_for(k)
+        if plan is not None: return self._run_split(plan, step, bufs)
         inputs = [np.ascontiguousarray(bufs[n]) for n in step.inputs]
         s, source = self.schedule_for(k)
         self.stats[source] += 1

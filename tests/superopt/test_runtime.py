@@ -82,3 +82,21 @@ def test_on_miss_tune_fills_the_cache(tmp_path):
     with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:   # the next process finds it
         (Tensor(x) * 2).sum(1).numpy()
         assert rt.stats["cache"] == 1
+
+
+def test_a_gemm_that_underfills_the_gpu_runs_split_along_k(tmp_path):
+    """128x128 outputs are one 128x128 tile for 132 SMs: the model splits K = 2048 (ir/splitk.py),
+    and the two kernels (here on the GPU emulator) give the GEMM + bias + relu."""
+    x, w, b = (rng.uniform(-1, 1, sh).astype(np.float16) for sh in ((128, 2048), (2048, 128), (128,)))
+    with runtime.using("emu", cache=tmp_path / "c.sqlite") as rt:
+        got = ((Tensor(x) @ Tensor(w)) + Tensor(b)).relu().numpy().astype(np.float32)
+        assert rt.stats["split_k"] == 1 and rt.stats["interpreter"] == 0   # both parts ran on the emulator
+    want = np.maximum(x.astype(np.float32) @ w.astype(np.float32) + b.astype(np.float32), 0)
+    np.testing.assert_allclose(got, want, rtol=5e-3, atol=2e-2)
+
+
+def test_no_split_on_a_cpu(tmp_path):
+    x, w = rng.standard_normal((16, 512)).astype(np.float32), rng.standard_normal((512, 8)).astype(np.float32)
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
+        np.testing.assert_allclose((Tensor(x) @ Tensor(w)).numpy(), x @ w, rtol=1e-4, atol=1e-4)
+        assert rt.stats["split_k"] == 0
