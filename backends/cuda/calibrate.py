@@ -1,6 +1,7 @@
 """Measure a GPU's ceilings with small CUDA kernels: copy bandwidth, fp32 FMA rate,
 shared-memory bandwidth, launch overhead. Same timing method as every kernel (events,
-L2 flushed, median). Tensor-core rates are not measured until the mma path exists."""
+L2 flushed, median). The tensor-core rate is our own GEMM's (superopt/commands/calibrate.py
+``tensor_core_rate``), measured through the backend."""
 from __future__ import annotations
 
 import time
@@ -83,7 +84,7 @@ def measure(dev: Device | None = None, reps: int = 30) -> dict:
     dev.synchronize()
     res["launch_host_s"] = (time.perf_counter() - h0) / n
     dev.free(sink)
-    res["tensor_core_fp16"] = "not measured (no mma path yet)"
+    res["tensor_core_fp16"] = "not measured here (superopt calibrate measures it through the backend)"
     return res
 
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import replace
 
-HELP = "measure copy bandwidth, FMA rate, shared-memory bandwidth and launch overhead; store them"
+HELP = "measure copy bandwidth, FMA rate, shared-memory bandwidth, launch overhead and (GPU) tensor-core rate; store them"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -35,8 +35,11 @@ def measured_machine(backend: str, reps: int = 30):
         from superopt.backends.cuda.calibrate import measure
         r = measure(reps=reps)
         base = machine_for(r["device"])
+        r["tensor_core_fp16"] = tensor_core_rate(reps)
+        tc = r["tensor_core_fp16"] if isinstance(r["tensor_core_fp16"], float) else base.flops_tc_fp16
         m = replace(base, dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], smem_bw=r["smem_bytes_per_s"],
                     launch_s=r["launch_s"], cores=r["device"]["sms"], l2_bytes=r["device"]["l2_bytes"], calibrated=True,
+                    flops_tc_fp16=tc,
                     notes={"device": r["device"], "launch_host_s": r["launch_host_s"],
                            "tensor_core_fp16": r["tensor_core_fp16"], "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     elif backend == "cpu":
@@ -47,6 +50,37 @@ def measured_machine(backend: str, reps: int = 30):
     else:
         raise UserError(f"calibration is available for cpu and cuda, not {backend}")
     return m, r
+
+
+TC_GEMM = 8192   # M = N = K of the fp16 GEMM whose rate calibrates the tensor cores
+
+
+def tensor_core_rate(reps: int = 30, size: int = TC_GEMM) -> float | str:
+    """FLOP/s of our own fp16 tensor-core GEMM (the GPU hand rule's schedule: wgmma on sm_90)
+    at ``size``^3, verified first, timed like every kernel; the rate the tensor-core cost
+    model (search/tc_cost.py) then assumes. A string says why it was not measured."""
+    import numpy as np
+    from superopt.backends.base import Failure, get
+    from superopt.ir.lower import lower
+    from superopt.kernels.registry import Workload
+    from superopt.search.hand import gpu
+    from superopt.verify import poison, random_inputs, verify_compiled
+    k = Workload.make("matmul", M=size, N=size, K=size, dtype="float16").kernels[0]
+    be = get("cuda")
+    try:
+        s = gpu(k, be.machine)
+        if s.tensor_core is None: return "not measured (no tensor-core schedule on this GPU)"
+        c = be.compile(lower(k, s, be.machine))
+        if isinstance(c, Failure): return f"not measured ({c})"
+        rng = np.random.default_rng(0)
+        inputs = random_inputs(k, rng)
+        v = verify_compiled(k, c, be, rng, inputs)
+        if not v.ok: return f"not measured (the GEMM did not verify: {v.reason})"
+        t = be.time(c, [a.reshape(-1) for a in inputs], poison(k.output), runs=reps)
+        if isinstance(t, Failure): return f"not measured ({t})"
+        return 2.0 * size ** 3 / t.median_s
+    finally:
+        be.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if "smem_bytes_per_s" in r:
         print(f"  shared-memory bandwidth        {r['smem_bytes_per_s'] / 1e12:10.2f} TB/s")
         print(f"  launch overhead                {r['launch_s'] * 1e6:10.2f} us (host side {r['launch_host_s'] * 1e6:.2f} us)")
-        print(f"  fp16 tensor-core rate          {r['tensor_core_fp16']}")
+        tc = r["tensor_core_fp16"]
+        print(f"  fp16 tensor-core rate          " + (f"{tc / 1e12:10.1f} TFLOP/s (our {TC_GEMM}^3 GEMM)" if isinstance(tc, float) else tc))
     print(f"saved to {path}" if path else "not saved (--no-save)")
     return 0
 

@@ -193,6 +193,13 @@ def test_timing_and_calibration_are_sane(cuda):
 
 
 @needs_gpu
+def test_tensor_core_rate_is_calibrated_from_our_own_gemm():
+    from superopt.commands.calibrate import tensor_core_rate
+    r = tensor_core_rate(reps=5, size=2048)
+    assert isinstance(r, float) and 5e13 < r < 2e15, r   # an H100 GEMM of ours: some 100s of TFLOP/s
+
+
+@needs_gpu
 def test_tensor_core_gemms_verify_on_cuda(cuda):
     """mma.sync / ldmatrix / cp.async kernels (fp16, bf16, batched with both B layouts,
     1 and 3 stages) compute the reference."""
