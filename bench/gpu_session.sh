@@ -98,6 +98,7 @@ gputests)   # only the tests that run on the device (a short stage for a session
   $TPY -m pytest -q -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
     tests/backends/test_emu_wgmma.py tests/backends/test_emu_staged.py \
     -k "(cuda or gpu or illegal or hang) and not compiles and not render and not legal_and_right_on_emu and not spells" -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
+  $PY -m superopt run kernels/examples/matmul_512.pkl --backend cuda 2>&1 | tee "$OUT/run-example.txt" | tail -5   # (#4)
   ;;
 wgmma-check)   # the wgmma tile variants of the fp16 BERT GEMMs with K = 1024 (n256 tiles were wrong kept in flight)
   $PY bench/gpu_tc.py --wgmma --only qkv_out_gemm_8192x1024x1024,ffn_up_gemm_8192x4096x1024 \
