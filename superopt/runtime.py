@@ -9,8 +9,9 @@ A cache hit runs the stored schedule; a miss runs the hand-rule schedule (or, wi
 kept per process. On a GPU, a tensor-core GEMM whose grid leaves SMs idle and that the model
 says runs faster split along K (``search.tc_space.split_k``) runs as its two kernels
 (``ir/splitk.py``: partial sums, then their sum and the epilogue), each scheduled like any
-kernel; a kernel with a tuned (measured) cache entry keeps it instead. If a backend run fails, the step is computed by the reference
-interpreter and a warning names the kernel: a result is never silently wrong or lost.
+kernel; a tuned (measured) kernel is split only where tuning measured the split faster.
+If a backend run fails, the step is computed by the reference interpreter and a warning
+names the kernel: a result is never silently wrong or lost.
 """
 from __future__ import annotations
 
@@ -74,17 +75,19 @@ class Runtime:
 
     def split_for(self, k: Kernel):
         """The model's split-K plan (search/tc_space.SplitPlan) for ``k``, else None: only on
-        GPUs, for tensor-core GEMMs without a tuned cache entry, never for a split's parts."""
+        GPUs, for tensor-core GEMMs, never for a split's parts. A tuned (measured) kernel is
+        split only where tuning measured the split faster and stored its parts."""
         if k.key not in self.splits:
             self.splits[k.key] = None
             m = self.backend.machine
-            if m.sm and k.kind == "gemm" and self.schedule_for(k)[0].tensor_core is not None \
-                    and self.schedule_for(k)[1] != "cache":
+            if m.sm and k.kind == "gemm" and self.schedule_for(k)[0].tensor_core is not None:
                 from superopt.search.tc_space import split_k
                 plan = split_k(k, m)
                 if plan is not None:
                     self.splits[plan.partial.key] = self.splits[plan.combine.key] = None
-                    self.splits[k.key] = plan
+                    stored = lambda x: self.cache.get(x.key, self.backend.name, self.device) is not None  # noqa: E731
+                    if self.schedule_for(k)[1] != "cache" or (stored(plan.partial) and stored(plan.combine)):
+                        self.splits[k.key] = plan
         return self.splits[k.key]
 
     def _run_split(self, plan, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:

@@ -133,9 +133,16 @@ def tune_and_store(k: Kernel, cache: Cache, backend: str, budget_s: float = 10.0
     "hand") and commit the result; returns the stored entry (or the better one already there).
     Raises if tuning fails."""
     r = (tune or default_tune())(k, backend=backend, budget_s=budget_s, method=method)
-    e = entry_from_result(k, r, backend, device)
-    cache.put(e)
-    return cache.get(k.key, backend, e.device) or e
+    es = entries_of(k, r, backend, device)
+    for e in es: cache.put(e)
+    return cache.get(k.key, backend, es[0].device) or es[0]
+
+
+def entries_of(k: Kernel, r, backend: str, device: str | None = None) -> list[Entry]:
+    """The cache rows of a tune result: the kernel's, then, for a GEMM measured faster split
+    along K, its two parts' (their rows tell the runtime to run it split, each part as stored)."""
+    return [entry_from_result(k, r, backend, device)] + \
+        [entry_from_result(pk, pm, backend, device) for pk, pm in getattr(r, "split_parts", None) or ()]
 
 
 def entry_from_result(k: Kernel, r, backend: str, device: str | None = None) -> Entry:

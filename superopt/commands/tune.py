@@ -38,6 +38,7 @@ class Measured:
     baseline_s: float | None = None        # the hand rules' measured time
     baseline_method: str | None = None
     extra: dict = field(default_factory=dict)
+    split_parts: list = field(default_factory=list)  # (kernel, Measured) of a split-K plan measured faster
 
     @property
     def gflops(self) -> float | None:
@@ -110,6 +111,7 @@ def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=N
             best = _solver(kernel, be, budget_s if method == "z3" else budget_s / 2, hand, inputs)
             if method == "z3+beam":
                 best = _beam(kernel, be, max(1.0, budget_s - (time.perf_counter() - t0)), hand, best, inputs)
+        _split(kernel, be, best)
         best.tuning_s = time.perf_counter() - t0
         return best
     finally:
@@ -142,6 +144,26 @@ def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured |
     m.extra.update({k: v for k, v in base.extra.items() if k == "solver"})
     m.extra["beam"] = info
     return m
+
+
+def _split(kernel: Kernel, be, best: Measured) -> None:
+    """On a GPU, the model's split-K plan of a tensor-core GEMM whose grid leaves SMs idle
+    (search/tc_space.split_k; the runtime runs such a GEMM split) measured against ``best``:
+    each part verified and timed on its own (their sum: two launches, the partial sums
+    written and read). Recorded in ``best.extra["split_k"]``, with the parts' results."""
+    if not be.machine.sm or kernel.kind != "gemm" or best.schedule.tensor_core is None or not best.measured_s: return
+    from superopt.search.tc_space import split_k
+    plan = split_k(kernel, be.machine)
+    if plan is None: return
+    parts = [measure(plan.partial, plan.partial_schedule, be, "split-k"),
+             measure(plan.combine, plan.combine_schedule, be, "split-k")]
+    ok = all(p.verified and p.measured_s for p in parts)
+    t = sum(p.measured_s for p in parts) if ok else None
+    faster = bool(ok and t < best.measured_s)
+    best.extra["split_k"] = {"splits": plan.splits, "modeled_s": plan.modeled_s, "time_s": t, "verified": ok,
+                             "faster": faster,
+                             "reason": None if ok else next(p.reason for p in parts if not (p.verified and p.measured_s))}
+    if faster: best.split_parts = [(plan.partial, parts[0]), (plan.combine, parts[1])]
 
 
 def _solver(kernel: Kernel, be, budget_s: float, hand: Measured, inputs: list) -> Measured:
@@ -190,6 +212,11 @@ def report(m: Measured) -> str:
     for c in m.extra.get("solver", {}).get("candidates", []):
         t = f"{c['time_s'] * 1e6:,.1f} us" if c["time_s"] else f"failed: {c['reason'][:80]}"
         lines.append(f"  solver candidate: modeled {c['modeled_s'] * 1e6:,.1f} us, measured {t}")
+    if m.extra.get("split_k"):
+        sk = m.extra["split_k"]
+        lines.append(f"split-K into {sk['splits']}: " + (f"{sk['time_s'] * 1e6:,.1f} us measured (partial + combine), "
+                     + ("faster: the runtime runs it split" if sk["faster"] else "slower: kept whole") if sk["verified"]
+                     else f"failed: {sk['reason']}") + f"; modeled {sk['modeled_s'] * 1e6:,.1f} us")
     if m.extra.get("beam"):
         b = m.extra["beam"]
         lines.append(f"beam: {b['timed']} schedules timed in {b['elapsed_s']:.1f} s ({b['failures']} failed)")
@@ -243,12 +270,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _store(k: Kernel, m: Measured, backend: str, path: str | None) -> str:
-    """Put the verified result into the kernel cache; returns where (or why not)."""
+    """Put the verified result into the kernel cache; returns where (or why not). A GEMM
+    measured faster split along K stores its two parts too: the runtime then runs it split
+    (superopt/runtime.py), each part with its stored schedule."""
     from superopt.cache import Cache, CacheError
-    from superopt.tune_cache import entry_from_result
+    from superopt.tune_cache import entries_of
     try:
         with Cache(path) as c:
-            c.put(entry_from_result(k, m, backend, None))
-            return str(c.path) if hasattr(c, "path") else "stored"
+            for e in entries_of(k, m, backend, None): c.put(e)
+            where = str(c.path) if hasattr(c, "path") else "stored"
+            return f"{where} (its split-K parts: measured faster)" if m.split_parts else where
     except (CacheError, OSError) as e:
         return f"not stored: {e}"

@@ -200,6 +200,18 @@ def test_tensor_core_rate_is_calibrated_from_our_own_gemm():
 
 
 @needs_gpu
+def test_tune_measures_the_split_k_plan_of_an_underfilled_gemm(cuda):
+    """128x128 outputs are one tile for 132 SMs: tune measures the model's split-K plan too and
+    keeps its parts for the cache exactly when they ran faster."""
+    from superopt.commands.tune import tune_kernel
+    from superopt.kernels.registry import Workload
+    k = Workload.make("matmul", M=128, N=128, K=4096, dtype="float16").kernels[0]
+    m = tune_kernel(k, cuda, budget_s=2, method="hand")
+    sk = m.extra["split_k"]
+    assert sk["verified"] and sk["time_s"] > 0 and bool(m.split_parts) == sk["faster"], sk
+
+
+@needs_gpu
 def test_tensor_core_gemms_verify_on_cuda(cuda):
     """mma.sync / ldmatrix / cp.async kernels (fp16, bf16, batched with both B layouts,
     1 and 3 stages) compute the reference."""

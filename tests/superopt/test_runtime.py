@@ -95,6 +95,33 @@ def test_a_gemm_that_underfills_the_gpu_runs_split_along_k(tmp_path):
     np.testing.assert_allclose(got, want, rtol=5e-3, atol=2e-2)
 
 
+def test_a_tuned_gemm_is_split_only_where_tuning_stored_its_parts(tmp_path):
+    """A tuned entry keeps the GEMM whole; the parts' entries (tune stores them when the split
+    measured faster) make the runtime split it, each part with its stored schedule."""
+    from superopt.search.hand import hand_schedule
+    from superopt.search.tc_space import split_k
+    x, w = (rng.uniform(-1, 1, sh).astype(np.float16) for sh in ((128, 2048), (2048, 128)))
+    out = Tensor(x) @ Tensor(w)
+    (st,) = out.schedule()
+    k = st.kernel
+    with runtime.using("emu", cache=tmp_path / "c.sqlite") as rt:
+        m, dev = rt.backend.machine, rt.device
+    plan = split_k(k, m)
+    with Cache(tmp_path / "c.sqlite") as c:
+        c.put(Entry(k.key, "emu", dev, hand_schedule(k, m).to_json(), "z3", True, 1e-6, kernel=json.dumps(k.to_dict())))
+    with runtime.using("emu", cache=tmp_path / "c.sqlite") as rt:
+        whole = (Tensor(x) @ Tensor(w)).numpy()
+        assert rt.stats["split_k"] == 0 and rt.stats["cache"] == 1
+    with Cache(tmp_path / "c.sqlite") as c:
+        for part, s in ((plan.partial, plan.partial_schedule), (plan.combine, plan.combine_schedule)):
+            c.put(Entry(part.key, "emu", dev, s.to_json(), "split-k", True, 1e-6, kernel=json.dumps(part.to_dict())))
+    with runtime.using("emu", cache=tmp_path / "c.sqlite") as rt:
+        split = (Tensor(x) @ Tensor(w)).numpy()
+        assert rt.stats["split_k"] == 1 and rt.stats["cache"] == 2 and rt.stats["interpreter"] == 0
+    want = x.astype(np.float32) @ w.astype(np.float32)
+    for got in (whole, split): np.testing.assert_allclose(got.astype(np.float32), want, rtol=5e-3, atol=2e-2)
+
+
 def test_no_split_on_a_cpu(tmp_path):
     x, w = rng.standard_normal((16, 512)).astype(np.float32), rng.standard_normal((512, 8)).astype(np.float32)
     with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
