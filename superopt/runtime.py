@@ -82,7 +82,12 @@ class Runtime:
             m = self.backend.machine
             if m.sm and k.kind == "gemm" and self.schedule_for(k)[0].tensor_core is not None:
                 from superopt.search.tc_space import split_k
-                plan = split_k(k, m)
+                try:
+                    plan = split_k(k, m)
+                except Exception as e:  # noqa: BLE001 - an optimization must not take the run down
+                    warnings.warn(f"superopt runtime: no split-K plan for {k.name} ({type(e).__name__}: {e})",
+                                  RuntimeWarning, stacklevel=2)
+                    plan = None
                 if plan is not None:
                     self.splits[plan.partial.key] = self.splits[plan.combine.key] = None
                     stored = lambda x: self.cache.get(x.key, self.backend.name, self.device) is not None  # noqa: E731
