@@ -20,7 +20,7 @@
 #   gputests:90 fusion:330 tc:150   |   bench-a:280 bench-b:280   |   tinygrad:300 solver:240
 #
 # Several stages in one command: `bash bench/gpu_session.sh tests:150 tc:300 fusion` runs each
-# under its own time limit (seconds; a default per stage otherwise), each into $OUT/work/STAGE,
+# under its own time limit (seconds; a default per stage otherwise), each into $OUT/stages/STAGE,
 # and packs everything into $OUT/results.tgz at the end, so a stage that runs long or breaks
 # costs only its own results and the whole run still comes back as one file.
 #
@@ -65,19 +65,19 @@ default_limit() {
 
 if [ "$#" -gt 1 ] || [[ "${1:-}" == *:* ]]; then     # several stages: each limited, all packed
   ready
-  ROOT="$OUT"; mkdir -p "$ROOT/work"
+  ROOT="$OUT"; mkdir -p "$ROOT/stages"
   for spec in "$@"; do
     name="${spec%%:*}"; limit="${spec#*:}"; [ "$limit" = "$spec" ] && limit="$(default_limit "$name")"
-    mkdir -p "$ROOT/work/$name"; start=$SECONDS
+    mkdir -p "$ROOT/stages/$name"; start=$SECONDS
     set +e
-    OUT="$ROOT/work/$name" timeout -k 10 "$limit" bash "$0" "$name" >"$ROOT/work/$name/log.txt" 2>&1
+    OUT="$ROOT/stages/$name" timeout -k 10 "$limit" bash "$0" "$name" >"$ROOT/stages/$name/log.txt" 2>&1
     rc=$?
     set -e
-    tail -25 "$ROOT/work/$name/log.txt"
-    echo "== stage $name: exit $rc after $((SECONDS - start)) s (limit $limit s)" | tee -a "$ROOT/work/stages.txt"
+    tail -25 "$ROOT/stages/$name/log.txt"
+    echo "== stage $name: exit $rc after $((SECONDS - start)) s (limit $limit s)" | tee -a "$ROOT/stages/stages.txt"
   done
-  cp -r "$SUPEROPT_CACHE_DIR"/machine-*.json "$ROOT/work/" 2>/dev/null || true
-  tar czf "$ROOT/results.tgz" -C "$ROOT/work" . && rm -rf "$ROOT/work"
+  cp -r "$SUPEROPT_CACHE_DIR"/machine-*.json "$ROOT/stages/" 2>/dev/null || true
+  tar czf "$ROOT/results.tgz" -C "$ROOT/stages" . && rm -rf "$ROOT/stages"
   exit 0
 fi
 
