@@ -27,14 +27,14 @@ from superopt.ir.schedule import Level, Schedule, Split, Staging, check
 from superopt.kernels.registry import Workload
 from superopt.search.hand import STAGED_TILES, staged_simt, staged_variants
 from superopt.search.machine import H100, host_cpu
+from gemm_cases import gemm_kernel  # noqa: E402 - same folder (on sys.path under pytest)
 
 G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 NVCC = shutil.which("nvcc")
 
 
 def _kernel(kind: str, M: int, N: int, K: int, batch: int = 2, dtype: str = "float32"):
-    if kind == "matmul": return Workload.make("matmul", M=M, N=N, K=K, dtype=dtype).kernels[0]
-    return Workload.make("bmm", B=batch, M=M, N=N, K=K, b_layout=kind[4:], dtype=dtype).kernels[0]
+    return gemm_kernel(kind, dtype, M, N, K, batch)
 
 
 def _run(k, s, seed=0, max_blocks=64):

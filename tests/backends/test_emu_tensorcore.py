@@ -20,14 +20,10 @@ from superopt.ir.schedule import Level, Schedule, Split, Staging, TensorCore, ch
 from superopt.kernels.registry import Workload
 from superopt.search import banks
 from superopt.search.machine import H100, host_cpu as cpu_machine
+from gemm_cases import close16, gemm_kernel  # noqa: E402 - same folder (on sys.path under pytest)
 
 G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 INSTR = {"float16": "mma.m16n8k16.f16.f32", "bfloat16": "mma.m16n8k16.bf16.f32"}
-
-
-def _kernel(kind: str, dtype: str, M: int, N: int, K: int, batch: int = 2):
-    if kind == "matmul": return Workload.make("matmul", M=M, N=N, K=K, dtype=dtype).kernels[0]
-    return Workload.make("bmm", B=batch, M=M, N=N, K=K, b_layout=kind[4:], dtype=dtype).kernels[0]
 
 
 def _schedule(k, dtype: str, bm: int, bn: int, bk: int, wm: int, wn: int, stages: int) -> Schedule:
@@ -52,11 +48,6 @@ def _run(k, s, seed=0, max_blocks=64):
     return p, r, got, ref
 
 
-def _close(got, ref, d: str) -> bool:
-    tol = {"float16": 2e-3, "bfloat16": 1.6e-2}[d]  # one rounding of the output, fp32 accumulation
-    return bool(np.all(np.abs(got - ref) <= tol * np.maximum(1.0, np.abs(ref))))
-
-
 @st.composite
 def gemm_case(draw):
     d = draw(st.sampled_from(["float16", "bfloat16"]))
@@ -73,11 +64,11 @@ def gemm_case(draw):
 @given(gemm_case(), st.integers(0, 2**31 - 1))
 def test_tensor_core_schedules_match_the_interpreter(case, seed):
     d, kind, M, N, K, bm, bn, bk, wm, wn, stages = case
-    k = _kernel(kind, d, M, N, K)
+    k = gemm_kernel(kind, d, M, N, K)
     s = _schedule(k, d, bm, bn, bk, wm, wn, stages)
     assume(not check(k, s, H100))  # a tile with fewer 16-byte copies than threads
     p, r, got, ref = _run(k, s, seed)
-    assert r.written.all() and _close(got, ref, d), p.describe()
+    assert r.written.all() and close16(got, ref, d), p.describe()
     assert r.counters.races == 0
     assert r.counters.bank_conflicts == 0          # the solver's layout, confirmed by the counter
     assert r.counters.instructions["mma"] == (M // 16) * (N // 8) * (K // 16) * (k.axes[0].size if kind != "matmul" else 1)
@@ -87,26 +78,26 @@ def test_tensor_core_schedules_match_the_interpreter(case, seed):
 @pytest.mark.parametrize("d", ["float16", "bfloat16"])
 def test_named_small_gemms(shape, d):
     M, N, K = shape
-    k = _kernel("matmul", d, M, N, K)
+    k = gemm_kernel("matmul", d, M, N, K)
     s = _schedule(k, d, 64, 64, 32, 2, 2, 2)
     _, r, got, ref = _run(k, s)
-    assert _close(got, ref, d) and r.counters.bank_conflicts == 0 and r.counters.races == 0
+    assert close16(got, ref, d) and r.counters.bank_conflicts == 0 and r.counters.races == 0
 
 
 def test_batched_matmul_both_b_layouts():
     for kind in ("bmm_kn", "bmm_nk"):
-        k = _kernel(kind, "float16", 32, 32, 64, batch=3)
+        k = gemm_kernel(kind, "float16", 32, 32, 64, batch=3)
         s = _schedule(k, "float16", 32, 32, 32, 1, 2, 2)
         _, r, got, ref = _run(k, s)
-        assert _close(got, ref, "float16") and r.counters.bank_conflicts == 0
+        assert close16(got, ref, "float16") and r.counters.bank_conflicts == 0
 
 
 def test_unswizzled_layout_conflicts_and_the_solver_count_agrees():
-    k = _kernel("matmul", "float16", 128, 128, 64)
+    k = gemm_kernel("matmul", "float16", 128, 128, 64)
     s = _schedule(k, "float16", 128, 128, 32, 2, 2, 1)
     plain = replace(s, staging=tuple(Staging(x.input, vector=8) for x in s.staging))
     _, r, got, ref = _run(k, plain, max_blocks=1)
-    assert _close(got, ref, "float16") and r.counters.bank_conflicts > 0
+    assert close16(got, ref, "float16") and r.counters.bank_conflicts > 0
     for which in ("a", "b"):
         rows, width, ph = banks.operand_phases(k, s, which)
         assert banks.conflicts(rows, width, ph, 0, 0, 0) > 0
@@ -115,10 +106,10 @@ def test_unswizzled_layout_conflicts_and_the_solver_count_agrees():
 
 
 def test_a_pipeline_that_waits_too_little_reads_stale_data():
-    k = _kernel("matmul", "float16", 64, 64, 128)
+    k = gemm_kernel("matmul", "float16", 64, 64, 128)
     s = _schedule(k, "float16", 64, 64, 32, 2, 2, 3)
     p, r, got, ref = _run(k, s)
-    assert _close(got, ref, "float16")
+    assert close16(got, ref, "float16")
 
     def loosen(stmts):
         return tuple(CopyWait(s.stages - 1) if isinstance(x, CopyWait) else
@@ -127,11 +118,11 @@ def test_a_pipeline_that_waits_too_little_reads_stale_data():
     rng = np.random.default_rng(0)
     ins = [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
     out = dt.to_values(run_program(bad, ins).output, k.output.dtype).astype(np.float64)
-    assert not _close(out, ref, "float16")
+    assert not close16(out, ref, "float16")
 
 
 def test_tensor_core_schedules_are_gpu_only_and_checked():
-    k = _kernel("matmul", "float16", 64, 64, 64)
+    k = gemm_kernel("matmul", "float16", 64, 64, 64)
     s = _schedule(k, "float16", 64, 64, 32, 2, 2, 1)
     assert not check(k, s, H100)
     errs = check(k, s, cpu_machine())

@@ -29,14 +29,10 @@ from superopt.ir.schedule import check
 from superopt.kernels.registry import Workload
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
+from gemm_cases import close16, gemm_kernel  # noqa: E402 - same folder (on sys.path under pytest)
 
 HAVE_GPU, WHY = probe()
 needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no CUDA device: {WHY}")
-
-
-def _kernel(kind: str, dtype: str, M: int, N: int, K: int, batch: int = 2):
-    if kind == "matmul": return Workload.make("matmul", M=M, N=N, K=K, dtype=dtype).kernels[0]
-    return Workload.make("bmm", B=batch, M=M, N=N, K=K, b_layout=kind[4:], dtype=dtype).kernels[0]
 
 
 def _schedule(k, bm, bn, bk, wgm, wgn, stages):
@@ -53,11 +49,6 @@ def _inputs(k, seed=0):
 
 def _ref(k, ins):
     return dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
-
-
-def _close(got, ref, d: str) -> bool:
-    tol = {"float16": 2e-3, "bfloat16": 1.6e-2}[d]  # one rounding of the output, fp32 accumulation
-    return bool(np.all(np.abs(got - ref) <= tol * np.maximum(1.0, np.abs(ref))))
 
 
 def _emu(p, ins, k, max_blocks=64):
@@ -81,12 +72,12 @@ CASES = [  # kind, dtype, M, N, K, bm, bn, bk, wgm, wgn, stages
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}x{c[3]}x{c[4]}-s{c[10]}" for c in CASES])
 def test_wgmma_gemms_match_the_interpreter(case):
     kind, d, M, N, K, bm, bn, bk, wgm, wgn, stages = case
-    k = _kernel(kind, d, M, N, K)
+    k = gemm_kernel(kind, d, M, N, K)
     s = _schedule(k, bm, bn, bk, wgm, wgn, stages)
     ins = _inputs(k)
     p = lower(k, s, H100)
     r, got = _emu(p, ins, k)
-    assert r.written.all() and _close(got, _ref(k, ins), d), p.describe()
+    assert r.written.all() and close16(got, _ref(k, ins), d), p.describe()
     assert r.counters.races == 0
     assert r.counters.bank_conflicts == 0              # the 16-byte copies into the swizzled panels
     batch = k.axes[0].size if kind != "matmul" else 1
@@ -111,13 +102,13 @@ def wgmma_case(draw):
 @given(wgmma_case(), st.integers(0, 2**31 - 1))
 def test_random_wgmma_schedules_match_the_interpreter(case, seed):
     d, kind, M, N, K, bm, bn, bk, wgm, wgn, stages = case
-    k = _kernel(kind, d, M, N, K)
+    k = gemm_kernel(kind, d, M, N, K)
     s = make(k, tcm.match(k), bm, bn, bk, wgm, wgn, stages)
     assume(not check(k, s, H100))   # e.g. an MN-major B slice narrower than its panel, too few copies a thread
     ins = _inputs(k, seed)
     r, got = _emu(lower(k, s, H100), ins, k, max_blocks=4)
     ref = _ref(k, ins)
-    assert _close(got[r.written], ref[r.written], d) and r.counters.races == 0 and r.counters.bank_conflicts == 0
+    assert close16(got[r.written], ref[r.written], d) and r.counters.races == 0 and r.counters.bank_conflicts == 0
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
@@ -133,7 +124,7 @@ def test_wgmma_convolutions_as_implicit_gemm(layout):
     assert not check(k, s, H100)
     ins = _inputs(k)
     r, got = _emu(lower(k, s, H100), ins, k)
-    assert r.written.all() and _close(got, _ref(k, ins), "float16")
+    assert r.written.all() and close16(got, _ref(k, ins), "float16")
     assert r.counters.races == 0 and r.counters.bank_conflicts == 0
 
 
@@ -150,11 +141,11 @@ def _mutate(p: Program, f) -> Program:
 
 
 def test_the_emulator_decodes_descriptors_so_wrong_ones_give_wrong_numbers():
-    k = _kernel("matmul", "float16", 128, 128, 64)
+    k = gemm_kernel("matmul", "float16", 128, 128, 64)
     s = _schedule(k, 128, 128, 64, 2, 1, 2)
     p, ins = lower(k, s, H100), _inputs(k)
     ref = _ref(k, ins)
-    assert _close(_emu(p, ins, k)[1], ref, "float16")
+    assert close16(_emu(p, ins, k)[1], ref, "float16")
     start, lbo, sbo, base, mode = wg.decode(next(x for x in p.walk() if isinstance(x, Wgmma)).a_desc)
     wrong = {
         "A SBO": lambda x: replace(x, a_desc=wg.encode(0, lbo, sbo // 2, mode)),
@@ -166,11 +157,11 @@ def test_the_emulator_decodes_descriptors_so_wrong_ones_give_wrong_numbers():
     }
     for what, f in wrong.items():
         bad = _mutate(p, lambda x: f(x) if isinstance(x, Wgmma) else x)
-        assert not _close(_emu(bad, ins, k)[1], ref, "float16"), what
+        assert not close16(_emu(bad, ins, k)[1], ref, "float16"), what
 
 
 def test_the_emulator_catches_missing_fences_and_waits():
-    k = _kernel("matmul", "float16", 64, 64, 64)
+    k = gemm_kernel("matmul", "float16", 64, 64, 64)
     s = _schedule(k, 64, 64, 32, 1, 1, 2)
     p, ins = lower(k, s, H100), _inputs(k)
     no_fence = _mutate(p, lambda x: None if isinstance(x, WgmmaFence) else x)
@@ -185,14 +176,14 @@ def test_the_emulator_catches_missing_fences_and_waits():
 
 
 def test_keeping_too_many_wgmmas_in_flight_reads_overwritten_stages():
-    k = _kernel("matmul", "float16", 64, 64, 256)
+    k = gemm_kernel("matmul", "float16", 64, 64, 256)
     s = _schedule(k, 64, 64, 32, 1, 1, 4)
     p, ins = lower(k, s, H100), _inputs(k)
     ref = _ref(k, ins)
     waits = [x.pending for x in p.walk() if isinstance(x, WgmmaWait)]
     assert waits == [1, 0]                                     # in the loop, then before the epilogue
     r, got = _emu(p, ins, k)
-    assert _close(got, ref, "float16") and r.counters.races == 0
+    assert close16(got, ref, "float16") and r.counters.races == 0
     # 3 groups in flight: the copies of step kt (2 tiles ahead, into stage (kt+2)%4) overwrite the stage
     # wgmma(kt-2) may still read
     loose = _mutate(p, lambda x: WgmmaWait(3) if isinstance(x, WgmmaWait) and x.pending == 1 else x)
@@ -200,7 +191,7 @@ def test_keeping_too_many_wgmmas_in_flight_reads_overwritten_stages():
 
 
 def test_cuda_source_spells_the_wgmma_pipeline():
-    k = _kernel("matmul", "bfloat16", 128, 256, 128)
+    k = gemm_kernel("matmul", "bfloat16", 128, 256, 128)
     s = _schedule(k, 128, 256, 64, 2, 1, 3)
     src, smem = render(lower(k, s, H100))
     for ins in ("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16", "wgmma.fence.sync.aligned;",
@@ -222,7 +213,7 @@ NVCC = shutil.which("nvcc")
 def test_cuda_source_compiles_for_sm90a_without_spills(tmp_path, tiles):
     """Waiting for every group (3 stages), and one group kept in flight (4 stages, bk 32,
     one warpgroup: see ir/lower_wgmma.wgmma_in_flight)."""
-    k = _kernel("matmul", "float16", 4096, 4096, 4096)
+    k = gemm_kernel("matmul", "float16", 4096, 4096, 4096)
     s = _schedule(k, *tiles)
     src, _ = render(lower(k, s, H100))
     (tmp_path / "k.cu").write_text(src)
@@ -248,7 +239,7 @@ def test_the_hand_rule_takes_wgmma_where_measured_and_its_epilogue_verifies_on_e
     assert s.tensor_core.instr.startswith("wgmma") and s.stages == WGMMA_TILE[-1]
     r = verify(k, s, get("emu"), seed=5)
     assert r.ok, r.reason
-    odd = _kernel("matmul", "float16", 192, 128, 64)             # M not a multiple of 128
+    odd = gemm_kernel("matmul", "float16", 192, 128, 64)             # M not a multiple of 128
     assert gpu(odd, H100).tensor_core.instr.startswith("mma")
 
 
@@ -267,10 +258,10 @@ GPU_CASES = [
 
 def test_gpu_cases_are_legal_and_right_on_emu():
     for kind, d, M, N, K, bm, bn, bk, wgm, wgn, stages in GPU_CASES:
-        k = _kernel(kind, d, M, N, K)
+        k = gemm_kernel(kind, d, M, N, K)
         ins = _inputs(k)
         r, got = _emu(lower(k, _schedule(k, bm, bn, bk, wgm, wgn, stages), H100), ins, k)
-        assert r.written.all() and _close(got, _ref(k, ins), d)
+        assert r.written.all() and close16(got, _ref(k, ins), d)
 
 
 def _where_wrong(bad: np.ndarray) -> str:
@@ -285,7 +276,7 @@ def _where_wrong(bad: np.ndarray) -> str:
 @pytest.mark.parametrize("case", GPU_CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}x{c[3]}x{c[4]}" for c in GPU_CASES])
 def test_wgmma_gemms_on_the_gpu(cuda, case):
     kind, d, M, N, K, bm, bn, bk, wgm, wgn, stages = case
-    k = _kernel(kind, d, M, N, K)
+    k = gemm_kernel(kind, d, M, N, K)
     s = _schedule(k, bm, bn, bk, wgm, wgn, stages)
     p = lower(k, s, H100)
     c = cuda.compile(p)
@@ -301,4 +292,4 @@ def test_wgmma_gemms_on_the_gpu(cuda, case):
     where = np.argwhere(bad)[:8].tolist()
     assert not bad.any(), (f"{bad.sum()} of {bad.size} wrong (registers {c.handle.registers}); first at {where}; "
                            f"{_where_wrong(bad)}; NaN (unwritten) {np.isnan(got).sum()}; "
-                           f"emu agrees with the reference: {_close(emu, ref, d)}\n{p.describe()}")
+                           f"emu agrees with the reference: {close16(emu, ref, d)}\n{p.describe()}")
