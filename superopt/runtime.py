@@ -79,21 +79,26 @@ class Runtime:
         split only where tuning measured the split faster and stored its parts."""
         if k.key not in self.splits:
             self.splits[k.key] = None
-            m = self.backend.machine
-            if m.sm and k.kind == "gemm" and self.schedule_for(k)[0].tensor_core is not None:
-                from superopt.search.tc_space import split_k
-                try:
-                    plan = split_k(k, m)
-                except Exception as e:  # noqa: BLE001 - an optimization must not take the run down
-                    warnings.warn(f"superopt runtime: no split-K plan for {k.name} ({type(e).__name__}: {e})",
-                                  RuntimeWarning, stacklevel=2)
-                    plan = None
+            s, source = self.schedule_for(k)
+            if self.backend.machine.sm and k.kind == "gemm" and s.tensor_core is not None:
+                plan = self._split_plan(k)
                 if plan is not None:
                     self.splits[plan.partial.key] = self.splits[plan.combine.key] = None
-                    stored = lambda x: self.cache.get(x.key, self.backend.name, self.device) is not None  # noqa: E731
-                    if self.schedule_for(k)[1] != "cache" or (stored(plan.partial) and stored(plan.combine)):
+                    if source != "cache" or all(self._stored(x) for x in (plan.partial, plan.combine)):
                         self.splits[k.key] = plan
         return self.splits[k.key]
+
+    def _split_plan(self, k: Kernel):
+        from superopt.search.tc_space import split_k
+        try:
+            return split_k(k, self.backend.machine)
+        except Exception as e:  # noqa: BLE001 - an optimization must not take the run down
+            warnings.warn(f"superopt runtime: no split-K plan for {k.name} ({type(e).__name__}: {e})",
+                          RuntimeWarning, stacklevel=3)
+            return None
+
+    def _stored(self, k: Kernel) -> bool:
+        return self.cache.get(k.key, self.backend.name, self.device) is not None
 
     def _run_split(self, plan, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
         """The partial sums into a scratch buffer, then the combine kernel reading them."""
