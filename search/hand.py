@@ -316,14 +316,16 @@ WGMMA_TILE = (128, 128, 64, 2, 1, 3)
 
 
 def _wgmma(k: Kernel, machine) -> Schedule | None:
+    from superopt.ir import tensorcore as tcm
     from superopt.search import wgmma_space
     if machine.sm < 90 or k.kind != "gemm": return None
-    bm, bn, bk = WGMMA_TILE[:3]
-    for tiles, s in wgmma_space.variants(k, machine):
-        m = s.tensor_core
-        M, N, K = (k.axes[a].size for a in (m.m_axis, m.n_axis, m.k_axis))
-        if tiles == WGMMA_TILE and M % bm == 0 and N % bn == 0 and K % bk == 0: return s
-    return None
+    m = tcm.match(k)
+    if isinstance(m, str) or m.window or m.m_outer: return None
+    bm, bn, bk, wgm, wgn, stages = WGMMA_TILE
+    M, N, K = (k.axes[a].size for a in (m.m, m.n, m.k))
+    if M % bm or N % bn or K % bk or K // bk < stages: return None
+    s = wgmma_space.make(k, m, bm, bn, bk, wgm, wgn, stages)
+    return None if check(k, s, machine) else s
 
 
 def gpu(k: Kernel, machine) -> Schedule:
