@@ -76,18 +76,7 @@ def shared_runs(stmts, shared_dt) -> dict[int, int]:
     for st in stmts:
         v = st.value if isinstance(st, Assign) else None
         parts.append((v.arg, *split_const(v.src[0])) if v is not None and v.op is Ops.SHARED else None)
-    out, i = {}, 0
-    while i < len(parts):
-        p, done = parts[i], 1
-        if p is not None:
-            size = shared_dt[p[0]].itemsize
-            for w in (16 // size, 8 // size):
-                if w < 2 or p[2] % w or not divisible(p[1], w) or i + w > len(parts): continue
-                if all(parts[i + e] == (p[0], p[1], p[2] + e) for e in range(w)):
-                    out[i], done = w, w
-                    break
-        i += done
-    return out
+    return _runs(parts, lambda name: (16 // shared_dt[name].itemsize, 8 // shared_dt[name].itemsize))
 
 
 def store_runs(stmts, out_dtype: dt.DType) -> dict[int, int]:
@@ -95,15 +84,23 @@ def store_runs(stmts, out_dtype: dt.DType) -> dict[int, int]:
     (one mask, ``base`` and ``c0`` multiples of ``w``, ``w`` elements = 4, 8 or 16 bytes):
     the CUDA renderer writes each run as one vector store (a tensor-core epilogue's pairs
     of adjacent columns), the emulator counts it as one. ``{index of the first: w}``."""
-    parts = [(*split_const(st.index), st.valid) if isinstance(st, Store) else None for st in stmts]
+    parts = [(st.valid, *split_const(st.index)) if isinstance(st, Store) else None for st in stmts]
+    size = out_dtype.itemsize
+    return _runs(parts, lambda valid: (16 // size, 8 // size, 4 // size))
+
+
+def _runs(parts: list, widths) -> dict[int, int]:
+    """Runs of consecutive accesses ``(key, base, c0)`` to ``base + c0 .. base + c0 + w - 1``
+    under one ``key`` (buffer or mask), ``base`` and ``c0`` multiples of ``w``: the first
+    ``w`` of ``widths(key)`` that fits. ``{index of the first: w}``."""
     out, i = {}, 0
     while i < len(parts):
-        for w in (16 // out_dtype.itemsize, 8 // out_dtype.itemsize, 4 // out_dtype.itemsize):
-            if w < 2 or parts[i] is None or i + w > len(parts): continue
-            base, c0, valid = parts[i]
-            if c0 % w or not divisible(base, w): continue
-            if all(parts[i + e] is not None and parts[i + e] == (base, c0 + e, valid) for e in range(w)):
-                out[i] = w
-                break
+        if parts[i] is not None:
+            key, base, c0 = parts[i]
+            for w in widths(key):
+                if w < 2 or c0 % w or not divisible(base, w) or i + w > len(parts): continue
+                if all(parts[i + e] == (key, base, c0 + e) for e in range(w)):
+                    out[i] = w
+                    break
         i += out.get(i, 1)
     return out
