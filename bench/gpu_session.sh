@@ -94,15 +94,31 @@ tests)
     -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
   ;;
 gputests)   # only the tests that run on the device (a short stage for a session with little device time)
+  $PY -m superopt run kernels/examples/matmul_512.pkl --backend cuda 2>&1 | tee "$OUT/run-example.txt" | tail -5   # (#4)
   TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
-  $TPY -m pytest -q -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
+  # the staged SIMT test (28 compiles) last: it is the slowest
+  $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
     tests/backends/test_emu_wgmma.py tests/backends/test_emu_staged.py \
     -k "(cuda or gpu or illegal or hang) and not compiles and not render and not legal_and_right_on_emu and not spells" -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
-  $PY -m superopt run kernels/examples/matmul_512.pkl --backend cuda 2>&1 | tee "$OUT/run-example.txt" | tail -5   # (#4)
   ;;
 wgmma-check)   # the wgmma tile variants of the fp16 BERT GEMMs with K = 1024 (n256 tiles were wrong kept in flight)
   $PY bench/gpu_tc.py --wgmma --only qkv_out_gemm_8192x1024x1024,ffn_up_gemm_8192x4096x1024 \
     --out "$OUT/gpu-tc-wgmma-check.json" 2>&1 | tee "$OUT/gpu-tc-wgmma-check.txt" | tail -30
+  ;;
+fusion-embed)   # the embedding input (token ids, dropout, layernorm) only
+  $PY bench/fusion_e2e.py --backend cuda --models embed --plans default,planned --plan-timeout 20 \
+    --out "$OUT/fusion-e2e-embed-h100.json" 2>&1 | tee "$OUT/fusion-e2e-embed-h100.txt"
+  ;;
+split-k)   # split-K plans of GEMMs whose grids underfill the SMs (no workload is named 'none': split rows only)
+  $PY bench/gpu_tc.py --split-k --only none --out "$OUT/gpu-tc-splitk.json" 2>&1 | tee "$OUT/gpu-tc-splitk.txt"
+  ;;
+staged)   # fp32 GEMMs (2048^3, bert shapes): hand rule vs shared-memory staged SIMT variants vs torch (#5)
+  $PY bench/gpu_tc.py --staged --out "$OUT/gpu-staged.json" 2>&1 | tee "$OUT/gpu-staged.txt"
+  ;;
+tinygrad-short)   # tinygrad's hand rules and BEAM on two memory-bound kernels, next to ours and torch (#10)
+  $PY -m superopt bench --suite membound --only softmax_8192x8192,layernorm_8192x1024 --backend cuda \
+    --methods hand,torch,tinygrad-hand,tinygrad-beam --budget 5 --no-plots \
+    --out "$OUT/bench-tinygrad-short" 2>&1 | tee "$OUT/bench.txt" | tail -20
   ;;
 fusion-bert)   # the BERT layer under the default and planned plans only
   $PY bench/fusion_e2e.py --backend cuda --models bert_layer --plans default,planned --plan-timeout 20 \

@@ -290,16 +290,24 @@ def _us(t: float) -> str: return f"{t * 1e6:.3g}us"
 
 
 # ---- a whole run ------------------------------------------------------------------------------
-def run(cfg: Config, be, workloads: list[tuple[str, Workload]], log: Callable[[str], None] = print) -> dict:
-    """Benchmark ``workloads`` ((suite, workload) pairs) on backend ``be``; the JSON document."""
+def run(cfg: Config, be, workloads: list[tuple[str, Workload]], log: Callable[[str], None] = print,
+        checkpoint: Callable[[dict], None] | None = None) -> dict:
+    """Benchmark ``workloads`` ((suite, workload) pairs) on backend ``be``; the JSON document.
+    ``checkpoint`` gets the document so far (``partial``: true) after every workload, so a run
+    stopped early keeps what it measured."""
     t0 = time.time()
-    rows = [bench_workload(w, s, be, cfg, log) for s, w in workloads]
-    return {"tool": "superopt bench", "command": cfg.command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_s": time.time() - t0, "config": {"suites": list(cfg.suites), "backend": cfg.backend,
-                                                   "methods": list(cfg.methods), "budget_s": cfg.budget_s,
-                                                   "repeat": cfg.repeat, "small": cfg.small, "only": list(cfg.only)},
-            "machine": be.machine.to_dict(), "roofline": _ceilings(cfg.ceilings or be.machine), "device": getattr(be, "device", None), "host": host_info(),
-            "versions": versions(cfg), "notes": NOTES, "workloads": rows}
+    doc = {"tool": "superopt bench", "command": cfg.command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "wall_s": 0.0, "config": {"suites": list(cfg.suites), "backend": cfg.backend,
+                                     "methods": list(cfg.methods), "budget_s": cfg.budget_s,
+                                     "repeat": cfg.repeat, "small": cfg.small, "only": list(cfg.only)},
+           "machine": be.machine.to_dict(), "roofline": _ceilings(cfg.ceilings or be.machine), "device": getattr(be, "device", None), "host": host_info(),
+           "versions": versions(cfg), "notes": NOTES, "workloads": [], "partial": True}
+    for s, w in workloads:
+        doc["workloads"].append(bench_workload(w, s, be, cfg, log))
+        doc["wall_s"] = time.time() - t0
+        if checkpoint: checkpoint(doc)
+    doc["partial"] = False
+    return doc
 
 
 def _ceilings(m) -> dict:

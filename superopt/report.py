@@ -175,7 +175,9 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
            f"- device: {dev}; machine `{m['name']}` ({m['cores']} cores/SMs) as the cost model sees it: {_ceil(m)}",
            f"- roofline: {_ceil(doc.get('roofline') or m)}{' (measured in this run, --calibrate)' if doc.get('calibration') else ''}",
            f"- budget {cfg['budget_s']:g} s per kernel and method; timer: median of {cfg['repeat']} samples",
-           "- versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), "", "## Summary", ""]
+           "- versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), "",
+           *([f"**Partial run:** it stopped after {len(doc['workloads'])} workloads; the rest were not measured.", ""]
+             if doc.get("partial") else []), "## Summary", ""]
     rows = []
     for name, d in s["methods"].items():
         vs = "; ".join(f"{_x(d[k])} vs {k.split('_vs_')[1]}" for k in d if k.startswith("geomean_speed_vs_") and d[k])

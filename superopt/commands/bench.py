@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"superopt bench: {len(work)} workloads, {n} kernels, methods {','.join(cfg.methods)}, "
           f"budget {cfg.budget_s:g} s, backend {cfg.backend}", flush=True)
     try:
-        doc = benchmark.run(cfg, be, work, log=lambda line: print(line, flush=True))
+        doc = benchmark.run(cfg, be, work, log=lambda line: print(line, flush=True),
+                            checkpoint=lambda d: report.write(d, args.out, plots=False))
     finally:
         be.close()
         if not args.warm: cold()

@@ -157,3 +157,22 @@ def test_tiny_run_on_cuda_with_torch(tmp_path):
     (w,) = doc["workloads"]
     assert doc["device"]["name"] and w["methods"]["torch"]["time_s"] > 0
     assert all(w["kernels"][0]["methods"][m]["time_s"] > 0 for m in ("hand", "z3", "beam"))
+
+
+def test_a_run_stopped_early_keeps_the_workloads_it_measured(tmp_path, monkeypatch):
+    from superopt import benchmark
+    done = []
+    real = benchmark.bench_workload
+
+    def stop_after_one(w, *a, **kw):   # the second workload is cut off, e.g. by a time limit
+        if done: raise KeyboardInterrupt
+        done.append(w.name)
+        return real(w, *a, **kw)
+    monkeypatch.setattr(benchmark, "bench_workload", stop_after_one)
+    args = ["bench", "--suite", "membound", "--small", "--only", "fma_2^26,rowsum_16384x16384", "--backend", "cpu",
+            "--budget", "1", "--repeat", "3", "--methods", "hand", "--no-plots", "--out", str(tmp_path)]
+    assert main(args) != 0            # "superopt: interrupted"
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["partial"] is True and [w["workload"] for w in doc["workloads"]] == done
+    assert doc["workloads"][0]["kernels"][0]["methods"]["hand"]["time_s"] > 0
+    assert "Partial run" in (tmp_path / "results.md").read_text()
