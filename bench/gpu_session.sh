@@ -12,13 +12,16 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), wgmma-check, fusion-bert (default and planned plans), bench-membound.
+# device), wgmma-check, fusion-bert (default and planned plans), fusion-embed, split-k, staged,
+# tinygrad-short, bench-membound.
 #
-# Seen on the H100 (2026-11-23, bench/results/h100-2026-11-23): a bare machine's start about 75 s of
-# device time, set-up + calibration 20 s, gputests 45 s, membound 54 s, fusion-bert 108 s, tc's
-# first script 70 s, a wgmma sweep 25 s a GEMM. A 30-minute session fits three full commands, e.g.
-#   gputests:90 fusion:330 tc:150   |   bench-a:280 bench-b:280   |   tinygrad:300 solver:240
-#
+# Seen on the H100 (2026-11-23, bench/results/h100-2026-11-23 and h100-2026-11-23b): a bare machine's start
+# about 40-75 s of device time, set-up + calibration 20 s, gputests 107 s, membound 54 s, fusion 172 s,
+# fusion-bert 108 s, fusion-embed 24 s, tc's first script about 100 s, split-k 41 s, staged more than
+# 110 s (5 of 6 GEMMs), tinygrad-short 56 s, a wgmma sweep 25 s a GEMM; bench-a and bench-b each need
+# more than 270 s (9 of 11 and 12 of 15 workloads in 270 s). A warm machine (the next command sent at
+# once) starts no set-up again. A 30-minute session fits three full commands, e.g.
+#   bench-a:330 wgmma-sweep:250   |   bench-b:360 staged:200   |   gputests:130 tc:200 fusion-bert:150
 # Several stages in one command: `bash bench/gpu_session.sh tests:150 tc:300 fusion` runs each
 # under its own time limit (seconds; a default per stage otherwise), each into $OUT/stages/STAGE,
 # and packs everything into $OUT/results.tgz at the end, so a stage that runs long or breaks
@@ -137,8 +140,7 @@ fusion)   # the per-reduction plan (27.8 ms on the BERT layer) was measured once
     --out "$OUT/fusion-e2e-h100.json" 2>&1 | tee "$OUT/fusion-e2e-h100.txt"
   ;;
 tc)
-  $PY bench/gpu_tc.py --out "$OUT/gpu-tc.json" 2>&1 | tee "$OUT/gpu-tc.txt"
-  $PY bench/gpu_tc.py --split-k --out "$OUT/gpu-tc-splitk.json" 2>&1 | tee "$OUT/gpu-tc-splitk.txt"
+  $PY bench/gpu_tc.py --split-k --out "$OUT/gpu-tc.json" 2>&1 | tee "$OUT/gpu-tc.txt"   # the split-K rows last
   ;;
 wgmma-sweep)
   $PY bench/gpu_tc.py --wgmma --out "$OUT/gpu-tc-wgmma.json" 2>&1 | tee "$OUT/gpu-tc-wgmma.txt"
