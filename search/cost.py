@@ -426,6 +426,9 @@ def modeled_time(kernel: Kernel, schedule: Schedule, machine, f: Facts | None = 
     if schedule.tensor_core is not None:  # not in the symbolic model yet: its own numeric model
         from .tc_cost import time_s
         return time_s(kernel, schedule, machine)
+    if schedule.staging and machine.kind == "gpu":  # a staged SIMT GEMM (ir/lower_staged.py): its own numeric model
+        from .staged_cost import time_s as staged_s
+        return staged_s(kernel, schedule, machine)
     return float(time(NUMERIC, f or facts(kernel), vars_of(schedule), machine, params(machine)))
 
 
