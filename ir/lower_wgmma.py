@@ -23,16 +23,29 @@ that wgmma reads through, before the barrier.
 Epilogue: the kernel body with the reduction replaced by each accumulator (layout of
 the m64nNk16 D fragment: warp q of the warpgroup, lane l, element i holds row
 16q + l/4 + 8*((i/2)%2), column 8*(i/4) + 2*(l%4) + i%2), stored where inside the axes.
+
+TMA operands (``Staging.tma``; boxes and tensor maps in ir/tma.py) replace their per-thread
+copies with thread 0's ``arrive.expect_tx`` of the stage's bytes (all TMA operands' boxes)
+on the stage's mbarrier followed by the boxes' bulk tensor copies; thread 0 initializes
+the S mbarriers (one arrival a phase) first, then a proxy fence and a barrier publish
+them. Step kt waits (every thread) for phase kt//S of mbarrier kt%S, parity (kt//S)%2,
+besides the cp.async groups of any other operand; a stage's refill is issued after the
+step's barrier exactly where its cp.async copies were, so the argument above holds. The
+``SharedFence`` is only emitted while some operand is still written by threads (TMA
+writes through the async proxy that wgmma reads through).
 """
 from __future__ import annotations
 
 from . import dtype as dt
 from . import tensorcore as tcm
+from . import tma
 from . import wgmma as wg
 from .lower_tc import ACC, SA, SB, TileView
 from .node import Node, const, lt, special
-from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, Program, Reg, Shared, SharedFence,
-                      Stmt, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
+from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, MbarArriveTx, MbarInit, Mbarriers, MbarWait, Program,
+                      Reg, Shared, SharedFence, Stmt, TmaLoad, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
+
+BAR = "full"   # the stages' mbarriers (TMA operands)
 
 
 def wgmma_in_flight(stages: int, bk: int, warpgroups: int) -> int:
@@ -57,8 +70,29 @@ def lower_wgmma(k, s, machine) -> Program:
     gm_i, gn_i = grp // g.wgn, grp % g.wgn
     stage = {name: wg.stage_bytes(*geo[name]) // m.dtype.itemsize for _, name, _ in v.ops}
 
+    views = {name: tma.view(k, m, op, *geo[name]) for op, name, _ in v.ops if st[op.input].tma}
+    why = [f"{name}: {x}" for name, x in views.items() if isinstance(x, str)]
+    if why: raise ValueError(f"TMA cannot copy {'; '.join(why)} (ir.schedule.check says so)")
+    thread_copied = [name for _, name, _ in v.ops if name not in views]
+
     def copies(step: Node, at_stage: Node) -> list[Stmt]:
-        return v.copies(step, at_stage, stage, lambda name, op, row, col: wg.smem_offset(row, col, *geo[name]))
+        """Every thread's copies of the operands not copied by TMA, then thread 0's boxes."""
+        out = [c for c in v.copies(step, at_stage, stage, lambda name, op, row, col: wg.smem_offset(row, col, *geo[name]))
+               if c.name in thread_copied] if thread_copied else []
+        return out + tma_copies(step, at_stage) if views else out
+
+    def tma_copies(step: Node, at_stage: Node) -> list[Stmt]:
+        k0 = v.step_axes(step)[v.vm(m.k)]
+        batch = {a: v.gidx.get(a, zero) for a in m.batch}
+        nbytes = sum(geo[name][0] * geo[name][1] * m.dtype.itemsize for name in views)
+        body: list[Stmt] = [MbarArriveTx(BAR, at_stage, nbytes)]
+        for op, name, outer in v.ops:
+            if name not in views: continue
+            outer0 = (v.gidx.get(m.m, zero) * t.bm) if op is m.a else v.n0
+            row0, col0 = (k0, outer0) if op.k_major else (outer0, k0)
+            for off, coords in tma.boxes(views[name], *geo[name], row0, col0, batch):
+                body.append(TmaLoad(name, at_stage * stage[name] + off, views[name].map, coords, BAR, at_stage))
+        return [If(lt(v.thread, 1), tuple(body))]   # thread 0 issues them
 
     desc = {name: wg.operand_desc(op, *geo[name]) for op, name, _ in v.ops}
 
@@ -76,12 +110,16 @@ def lower_wgmma(k, s, machine) -> Program:
 
     nsteps = t.steps
     kt = special("kt", nsteps)
-    publish = [SharedFence(), Barrier()]
+    publish = [*([SharedFence()] if thread_copied else []), Barrier()]
+    # TMA: thread 0 sets up one mbarrier a stage (one arrival a phase), published to every thread and the async proxy
+    bars = [Mbarriers(BAR, S), If(lt(v.thread, 1), tuple(MbarInit(BAR, const(i, dt.int32), 1) for i in range(S))),
+            SharedFence(), Barrier()] if views else []
+    landed = [MbarWait(BAR, kt % S, (kt // S) % 2)] if views else []
     if S == 1:
         pro: list[Stmt] = []
-        loop = [Loop(kt, (*copies(kt, zero), *publish, *mma(zero), Barrier()))]
+        loop = [Loop(kt, (*copies(kt, zero), *landed, *publish, *mma(zero), Barrier()))]
     else:
-        is_async = any(st[op.input].vector == tcm.UNIT for op, _, _ in v.ops)
+        is_async = any(st[op.input].vector == tcm.UNIT for op, name, _ in v.ops if name in thread_copied)
         ahead = S - 1 - keep        # tiles in flight ahead of the one computed
         commit, wait = ([CopyCommit()], [CopyWait(ahead - 1)]) if is_async else ([], [])
         pro = []
@@ -89,15 +127,15 @@ def lower_wgmma(k, s, machine) -> Program:
             if i < nsteps: pro += copies(const(i, dt.int32), const(i, dt.int32))
             pro += commit
         nxt = kt + ahead
-        loop = [Loop(kt, (*wait, *publish, *mma(kt % S), If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit)),
+        loop = [Loop(kt, (*wait, *landed, *publish, *mma(kt % S), If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit)),
                 *([WgmmaWait(0)] if keep else [])]
 
     gr, tq = lane // 4, lane % 4
     stores = [v.store(gm_i * 4 * t.tm + i * wg.WG_M + q * 16 + gr + 8 * (e % 4 // 2), gn_i * g.n + e // 4 * 8 + tq * 2 + e % 2,
                       i * g.n // 2 + e) for i in range(g.mt) for e in range(g.n // 2)]
     body: list[Stmt] = [
-        Shared(SA, m.dtype, S * stage[SA]), Shared(SB, m.dtype, S * stage[SB]),
+        Shared(SA, m.dtype, S * stage[SA]), Shared(SB, m.dtype, S * stage[SB]), *bars[:1],
         Reg(ACC, dt.float32, g.acc),
         *[Assign(ACC, const(e, dt.int32), const(0.0, dt.float32)) for e in range(g.acc)],
-        *pro, *loop, *stores]
+        *bars[1:], *pro, *loop, *stores]
     return Program(k.name, k.inputs, k.output, s.blocks(), threads, 1, 1, tuple(body), k, s)

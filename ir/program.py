@@ -75,9 +75,28 @@ warpgroup is 4 consecutive warps:
   the accumulators are undefined and the operands may still be read until a ``WgmmaWait``
   retires it; ``WgmmaCommit`` closes the group of wgmmas issued so far, ``WgmmaWait(n)``
   waits until at most ``n`` groups are in flight.
+
+TMA (bulk tensor copies, sm_90a; geometry in ``ir/tma.py``) with mbarriers:
+- ``Mbarriers`` declares ``size`` mbarrier objects (8 bytes each, shared memory), at the top
+  of ``body`` like ``Shared``;
+- ``MbarInit`` (one thread, inside ``If``): barrier ``index`` expects ``count`` arrivals a
+  phase, phase 0 in progress, no transaction bytes due;
+- ``MbarArriveTx`` (``mbarrier.arrive.expect_tx``; inside ``If``): each executing thread adds
+  ``bytes`` to the barrier's transaction count, then arrives; a phase completes when all its
+  arrivals came and every expected byte landed, and the next phase begins;
+- ``TmaLoad`` (``cp.async.bulk.tensor``; inside ``If``): each executing thread copies the box
+  of ``map`` at ``coords`` (innermost first; elements outside the tensor read as zeros) to
+  shared buffer ``name`` from element ``dst``, the box row-major (dimension 0 fastest) with
+  the map's swizzle applied to the shared byte addresses; its bytes complete on barrier
+  ``index`` of ``bar`` when it lands, at any time until a wait needs them;
+- ``MbarWait`` (``mbarrier.try_wait.parity`` in a loop; every thread): waits until the phase
+  of parity ``parity`` of barrier ``index`` has completed (passes at once when the barrier's
+  current phase has the other parity). Its copies' data is then visible to the waiting
+  threads and to wgmma (same async proxy: no ``SharedFence`` needed).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Iterator, Union
 
@@ -237,8 +256,71 @@ class WgmmaWait:
     pending: int
 
 
+@dataclass(frozen=True)
+class TensorMap:
+    """A TMA tensor map (``CUtensorMap``, tiled): input ``input`` seen as a tensor of ``dims``
+    elements (innermost first) whose dimension d steps by ``strides[d]`` elements (dims[0]: 1)
+    from element ``offset``; one copy moves a ``box``; ``swizzle``: the shared-memory
+    swizzle span in bytes (0 none, 32, 64, 128; address bits 4.. XOR bits 7..)."""
+    input: int
+    offset: int
+    dims: tuple[int, ...]
+    strides: tuple[int, ...]
+    box: tuple[int, ...]
+    swizzle: int
+
+    @property
+    def rank(self) -> int: return len(self.dims)
+
+    @property
+    def box_elems(self) -> int: return math.prod(self.box)
+
+
+@dataclass(frozen=True)
+class Mbarriers:
+    """Declare ``size`` mbarriers ``name[size]`` (shared memory, 8 bytes each)."""
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MbarInit:
+    """``mbarrier.init``: barrier ``bar[index]`` expects ``count`` arrivals a phase."""
+    bar: str
+    index: Node
+    count: int
+
+
+@dataclass(frozen=True)
+class MbarArriveTx:
+    """``mbarrier.arrive.expect_tx``: expect ``bytes`` more transaction bytes, then arrive."""
+    bar: str
+    index: Node
+    bytes: int
+
+
+@dataclass(frozen=True)
+class MbarWait:
+    """Wait until the phase of parity ``parity`` (0/1) of ``bar[index]`` has completed."""
+    bar: str
+    index: Node
+    parity: Node
+
+
+@dataclass(frozen=True)
+class TmaLoad:
+    """``cp.async.bulk.tensor``: the box of ``map`` at ``coords`` -> shared ``name`` from
+    element ``dst``, completing its bytes on ``bar[index]``."""
+    name: str
+    dst: Node
+    map: TensorMap
+    coords: tuple[Node, ...]
+    bar: str
+    index: Node
+
+
 Stmt = Union[Loop, If, Reg, Assign, Store, Shared, SharedStore, Barrier, SharedCopy, CopyCommit, CopyWait, FragLoad, Mma,
-             SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait]
+             SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait, Mbarriers, MbarInit, MbarArriveTx, MbarWait, TmaLoad]
 
 
 @dataclass(frozen=True, eq=False)
@@ -296,7 +378,19 @@ def subst_stmt(s: Stmt, m: dict[Node, Node]) -> Stmt:
     if isinstance(s, SharedCopy): return SharedCopy(s.name, f(s.dst), s.input, f(s.src), s.width, f(s.valid), s.async_)
     if isinstance(s, FragLoad): return FragLoad(s.name, s.offset, s.shared, f(s.row), s.trans)
     if isinstance(s, Wgmma): return replace(s, a_start=f(s.a_start), b_start=f(s.b_start))
+    if isinstance(s, (MbarInit, MbarArriveTx)): return replace(s, index=f(s.index))
+    if isinstance(s, MbarWait): return replace(s, index=f(s.index), parity=f(s.parity))
+    if isinstance(s, TmaLoad): return replace(s, dst=f(s.dst), coords=tuple(f(c) for c in s.coords), index=f(s.index))
     return s
+
+
+def tensor_maps(p: "Program") -> list[TensorMap]:
+    """The distinct tensor maps of ``p``'s TMA copies, in first-use order (the kernel's
+    tensor-map parameters, in this order, after its buffers)."""
+    out: list[TensorMap] = []
+    for s in p.walk():
+        if isinstance(s, TmaLoad) and s.map not in out: out.append(s.map)
+    return out
 
 
 def lane_stride(expr: Node, lane: Node) -> int | None:
@@ -343,4 +437,12 @@ def _describe(body: tuple[Stmt, ...], depth: int) -> list[str]:
                        f"{s.b}@[{render(s.b_start)}]{'^T' if s.b_trans else ''} desc {s.b_desc:#x}")
         elif isinstance(s, WgmmaCommit): out.append(f"{pad}wgmma commit")
         elif isinstance(s, WgmmaWait): out.append(f"{pad}wgmma wait <= {s.pending} pending")
+        elif isinstance(s, Mbarriers): out.append(f"{pad}mbarriers {s.name}[{s.size}]")
+        elif isinstance(s, MbarInit): out.append(f"{pad}mbarrier init {s.bar}[{render(s.index)}] arrivals {s.count}")
+        elif isinstance(s, MbarArriveTx): out.append(f"{pad}mbarrier arrive {s.bar}[{render(s.index)}] expect {s.bytes} bytes")
+        elif isinstance(s, MbarWait): out.append(f"{pad}mbarrier wait {s.bar}[{render(s.index)}] parity {render(s.parity)}")
+        elif isinstance(s, TmaLoad):
+            m = s.map
+            out.append(f"{pad}{s.name}[{render(s.dst)} +: {m.box_elems}] = tma in{m.input} box {list(m.box)} at "
+                       f"[{', '.join(render(c) for c in s.coords)}] swizzle {m.swizzle}B -> {s.bar}[{render(s.index)}]")
     return out

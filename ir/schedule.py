@@ -53,12 +53,22 @@ class TensorCore:
 
 @dataclass(frozen=True)
 class Staging:
-    """Input ``input`` staged in shared memory with a layout."""
+    """Input ``input`` staged in shared memory with a layout. ``tma``: the tile is copied
+    by TMA (one thread's bulk tensor copies, completion on an mbarrier a stage; wgmma
+    schedules on sm_90 only, see ir/tma.py) instead of every thread's copies of
+    ``vector`` elements. Written to JSON only when set, so schedules without it keep
+    their version-1 JSON; a reader that predates it rejects it as malformed."""
     input: int
     pad: int = 0        # elements appended to each row
     swizzle: int = 0    # XOR swizzle bits (of the 16-byte unit index)
     vector: int = 1     # elements per global->shared copy
     shift: int = 0      # the unit index bits XORed in start here (ir/tensorcore.smem_offset)
+    tma: bool = False   # copied by TMA (cp.async.bulk.tensor) with mbarriers
+
+    def to_dict(self) -> dict[str, Any]:
+        d = vars(self).copy()
+        if not self.tma: del d["tma"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ class Schedule:
         if self.vector != 1: d["vector"] = self.vector
         if self.workers != 1: d["workers"] = self.workers
         if self.tensor_core: d["tensor_core"] = vars(self.tensor_core).copy()
-        if self.staging: d["staging"] = [vars(s).copy() for s in self.staging]
+        if self.staging: d["staging"] = [s.to_dict() for s in self.staging]
         if self.stages != 1: d["stages"] = self.stages
         return d
 
@@ -116,7 +126,7 @@ class Schedule:
             splits = tuple(tuple(Split(Level(lv), int(n)) for lv, n in ax) for ax in d["splits"])
             return Schedule(splits, tuple(d.get("order", ())), int(d.get("vector", 1)), int(d.get("workers", 1)),
                             TensorCore(**d["tensor_core"]) if d.get("tensor_core") else None,
-                            tuple(Staging(**s) for s in d.get("staging", ())), int(d.get("stages", 1)))
+                            tuple(_staging(s) for s in d.get("staging", ())), int(d.get("stages", 1)))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed schedule: {e}") from None
 
@@ -137,10 +147,18 @@ class Schedule:
         if self.workers > 1: extra.append(f"workers {self.workers}")
         if self.tensor_core: extra.append(f"tensor core {self.tensor_core.instr}")
         if self.staging:
-            lay = lambda st: (f" pad {st.pad}" if st.pad else "") + (f" swizzle {st.swizzle}@{st.shift}" if st.swizzle else "")  # noqa: E731
+            def lay(st: Staging) -> str:
+                return (f" pad {st.pad}" if st.pad else "") + (f" swizzle {st.swizzle}@{st.shift}" if st.swizzle else "") + \
+                    (" tma" if st.tma else "")
             extra.append("staged " + ", ".join(f"in{st.input}{lay(st)}" for st in self.staging))
         if self.stages > 1: extra.append(f"stages {self.stages}")
         return "; ".join(parts + extra)
+
+
+def _staging(d: dict[str, Any]) -> Staging:
+    st = Staging(**d)
+    if not isinstance(st.tma, bool): raise ValueError(f"staging tma must be true or false, not {st.tma!r}")
+    return st
 
 
 class MachineLike(Protocol):
@@ -189,6 +207,9 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
         errs += _check_vector(kernel, s)
     if s.tensor_core is not None and machine.kind != "gpu": errs.append("tensor cores exist on GPUs only")
     if s.staging and machine.kind != "gpu": errs.append("shared-memory staging exists on GPUs only")
+    tma = [st.input for st in s.staging if st.tma]
+    if tma and (s.tensor_core is None or not s.tensor_core.instr.startswith("wgmma.")):
+        errs.append(f"input {tma[0]}: TMA copies feed wgmma schedules only (sm_90a)")
     if s.tensor_core is not None and machine.kind == "gpu": errs += _check_tensor_core(kernel, s, machine)
     elif s.staging and machine.kind == "gpu":  # the SIMT GEMM staged through shared memory
         from .lower_staged import check as check_staged

@@ -36,11 +36,14 @@ leading-dimension byte offset (LBO) >> 4, 32-45 stride-dimension byte offset (SB
 then the swizzle is applied to the byte address. For our panels: K-major SBO = 8 W, the
 start address moves by 2 bytes per K element inside a panel; MN-major LBO = rows x W (one
 panel), SBO = 8 W.
+
+An operand with ``Staging.tma`` is copied into this same layout by TMA, one box a panel
+with the TMA swizzle of the panel's row width (ir/tma.py).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import dtype as dt
 from . import tensorcore as tcm
@@ -50,6 +53,7 @@ WG_M, WG_K = 64, 16
 WARPS_PER_GROUP = 4
 MODE = {64: 1, 32: 2, 16: 3}          # panel width (elements) -> descriptor swizzle mode
 ATOM_ALIGN = 1024                     # bytes: every stage of a wgmma operand starts on it
+MBAR_BYTES = 8                        # an mbarrier (TMA stages: one each)
 
 
 def is_wgmma(instr: str) -> bool: return instr.startswith("wgmma.")
@@ -182,12 +186,17 @@ def check(kernel, s, machine) -> list[str]:
             errs.append(f"input {op.input}: wgmma's descriptor needs layout pad 0 swizzle {want.swizzle}@3, not "
                         f"pad {st.pad} swizzle {st.swizzle}@{st.shift}")
         if op.k_major and slice_ % panel(width): errs.append(f"input {op.input}: an MN-major slice of {slice_} splits a {panel(width)}-wide panel")
+        smem += stage_bytes(rows, width)
+        if st.tma:  # one thread's box copies: no per-thread copy shape to check
+            from . import tma
+            errs += tma.check(kernel, m, op, rows, width)
+            continue
         if st.vector not in (1, op.vec): errs.append(f"input {op.input}: staged copies are 1 element" + (f" or {op.vec}" if op.vec > 1 else ""))
         if op is m.a and op.k_major and st.vector > 1 and t.m_ext[-1] % st.vector:
             errs.append(f"input {op.input}: 16-byte copies along M need an inner M extent of {st.vector}s, not {t.m_ext[-1]}")
         if (rows * width // max(1, st.vector)) % t.threads: errs.append(f"input {op.input}: {rows}x{width} tile is not a whole number of copies per thread")
-        smem += stage_bytes(rows, width)
-    smem = smem * s.stages + ATOM_ALIGN  # the renderer aligns the buffers up to 1024 bytes
+    # the renderer aligns the buffers up to 1024 bytes; TMA stages add an 8-byte mbarrier each
+    smem = smem * s.stages + ATOM_ALIGN + (MBAR_BYTES * s.stages if any(x.tma for x in s.staging) else 0)
     if smem > machine.smem_per_block: errs.append(f"shared memory {smem} B > {machine.smem_per_block} B per block")
     return errs
 
@@ -198,7 +207,10 @@ def stage_bytes(rows: int, width: int) -> int:
 
 
 def staging(kernel, s) -> tuple:
-    """The shared layouts a wgmma schedule must use (both operands), from its tiles."""
+    """The shared layouts a wgmma schedule must use (both operands), from its tiles; an
+    operand ``s`` copies by TMA keeps ``tma`` (how it is copied, not its layout)."""
     m = tcm.match_tc(kernel, s.tensor_core)
     t = tcm.tiles(kernel, s)
-    return tuple(staging_of(op, *tcm.tile_shape(op, outer, t.bk)) for op, outer in ((m.a, t.bm), (m.b, t.bn)))
+    tma = {x.input for x in s.staging if x.tma}
+    return tuple(replace(staging_of(op, *tcm.tile_shape(op, outer, t.bk)), tma=op.input in tma)
+                 for op, outer in ((m.a, t.bm), (m.b, t.bn)))

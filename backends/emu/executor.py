@@ -18,7 +18,8 @@ serves at once), a 16-byte ``SharedCopy`` one access per quarter warp (narrower 
 per warp; a copy whose valid is false writes zeros); ``Mma`` multiplies
 the assembled 16x16 and 16x8 fragments in float64 and rounds to the fp32 accumulators.
 Asynchronous copies are held per commit group and land at the ``CopyWait`` that allows
-it, so a pipeline that reads a stage too early reads stale data.
+it, so a pipeline that reads a stage too early reads stale data; TMA copies are held per
+mbarrier and land at the wait that needs them (backends/emu/tma.py).
 
 Large grids are sampled: at most ``max_blocks`` blocks run (first, last, evenly spaced);
 the result says which output elements were written.
@@ -38,6 +39,7 @@ from superopt.ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad
 from superopt.backends.cuda import shuffle
 from superopt.backends.cuda.vectorize import block_loads, merged_loads, shared_runs, store_runs
 
+from . import tma as tma_emu
 from . import wgmma as wgmma_emu
 from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
 
@@ -291,6 +293,8 @@ class _Run:
             self.mma(s, mask)
         elif isinstance(s, wgmma_emu.STMTS):
             wgmma_emu.execute(self, s, mask)
+        elif isinstance(s, tma_emu.STMTS):
+            tma_emu.execute(self, s, mask)
         elif isinstance(s, Barrier):
             if not np.all(mask): raise EmuError("barrier reached by only some threads of a block")
             for w in self.writer.values(): w.fill(-1)

@@ -15,9 +15,10 @@ array is in flight that array reads as NaN (its true value is kept aside), so an
 that reads accumulators before the wait produces NaN. A wgmma whose accumulators were
 written by other instructions since the last ``WgmmaFence`` is an error, and so is a wgmma
 reading shared memory changed since the last ``SharedFence`` (fence.proxy.async: only
-then do generic-proxy writes, st.shared and cp.async, reach wgmma's async proxy); shared elements
-a wgmma reads that were written since the last barrier, or that an issued cp.async has
-not landed in yet, count as races.
+then do generic-proxy writes, st.shared and cp.async, reach wgmma's async proxy; TMA
+copies write through the async proxy and need no fence: ``async_view``); shared elements
+a wgmma reads that were written since the last barrier, or that an issued cp.async or TMA
+copy has not landed in yet, count as races.
 """
 from __future__ import annotations
 
@@ -129,13 +130,22 @@ def _issue(run, st: _State, s: Wgmma, B: int, G: int) -> None:
 
 
 def _copies_in_flight(run) -> dict[str, np.ndarray]:
-    """Per shared buffer, (B, size) True where an issued cp.async has not landed yet."""
-    out: dict[str, np.ndarray] = {}
+    """Per shared buffer, (B, size) True where an issued cp.async or TMA copy has not landed yet."""
+    from .tma import in_flight
+    out = in_flight(run)
     for name, dst, ok, vals in [a for g in run.inflight for a in g] + list(run.open_group):
         m = out.setdefault(name, np.zeros(run.shared[name].shape, bool))
         rows = np.broadcast_to(np.arange(m.shape[0]).reshape(-1, 1, 1), ok.shape)[ok]
         m[rows[:, None], dst[ok][:, None] + np.arange(vals.shape[-1])] = True
     return out
+
+
+def async_view(run) -> dict[str, np.ndarray]:
+    """What wgmma's async proxy sees of each shared buffer: its contents at the last
+    ``SharedFence`` plus what TMA copies wrote since (before any fence: nothing, NaN)."""
+    st = run.__dict__.setdefault("_wgmma", _State())
+    if st.published is None: st.published = {name: np.full_like(buf, np.nan) for name, buf in run.shared.items()}
+    return st.published
 
 
 def _read(run, addr: np.ndarray, published: dict | None) -> np.ndarray:
