@@ -11,6 +11,7 @@ import numpy as np
 from superopt.backends.base import Backend, Compiled, Failure, Timing
 from superopt.ir.program import Program
 
+from . import tma
 from .render import kernel_name, render
 from .runtime import NoDevice, _drv
 from .worker import Worker, WorkerFailed
@@ -82,7 +83,7 @@ class CudaBackend(Backend):
         if init.nbytes != p.output.nbytes: return Failure("launch", f"output buffer holds {init.size} elements, expected {p.output.size}")
         bufs = [{"nbytes": p.output.nbytes, "blob": len(arrays)}] + [{"nbytes": a.nbytes, "blob": i} for i, a in enumerate(arrays)]
         req = {"op": "run", "source": c.source, "name": h.name, "grid": [h.grid], "block": [h.block], "smem": h.smem,
-               "buffers": bufs, "outputs": [0], "time": timing}
+               "buffers": bufs, "outputs": [0], "time": timing, "tensor_maps": tma.specs(p)}
         try:
             resp, outs = self.worker.request(req, [memoryview(a).cast("B") for a in arrays + [init]])
         except WorkerFailed as e:
@@ -117,7 +118,7 @@ class CudaBackend(Backend):
         sequence (L2 flushed once before each run, input sets rotated)."""
         arrays = [np.ascontiguousarray(b).reshape(-1) for b in buffers]
         seq = [{"source": c.source, "name": c.handle.name, "grid": [c.handle.grid], "block": [c.handle.block],
-                "smem": c.handle.smem, "args": list(a)} for c, a in zip(compiled, args)]
+                "smem": c.handle.smem, "args": list(a), "tensor_maps": tma.specs(c.program)} for c, a in zip(compiled, args)]
         nbytes = sum(a.nbytes for a in arrays)
         timing = {"reps": max(runs, 5), "warmup": max(1, warmup), "sets": max(1, min(4, int(8e9 // max(1, nbytes)))),
                   "flush": True, "budget_s": 5.0} if runs else None

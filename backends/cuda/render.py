@@ -13,7 +13,8 @@ Decisions are the Program's; this module only spells them:
   reuse a loaded value across slots.
 - Runs of register assignments from consecutive, aligned shared elements become one
   vector shared load (``vectorize.shared_runs``, the rule the emulator counts by).
-- Tensor-core statements are inline PTX: ``SharedCopy`` a 16-byte ``cp.async.cg`` (or a
+- Tensor-core statements are inline PTX (wgmma: ``wgmma.py``; TMA and mbarriers, with the
+  kernel's tensor-map parameters: ``tma.py``): ``SharedCopy`` a 16-byte ``cp.async.cg`` (or a
   ``uint4`` copy), ``FragLoad`` ``ldmatrix.x4``, ``Mma`` ``mma.sync.m16n8k16``; fragment
   register arrays (the targets of ``FragLoad``) hold two 16-bit elements per 32-bit
   register, element 2r in the low half of register r, as the instructions expect.
@@ -25,10 +26,10 @@ import re
 
 from superopt.ir import dtype as dt
 from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
-from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared,
-                                 SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
+from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mbarriers, Mma, Program, Reg,
+                                 Shared, SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
 
-from . import shuffle, wgmma
+from . import shuffle, tma, wgmma
 from .shuffle import WarpCombine
 from .vectorize import divisible, merged_loads, shared_runs, store_runs
 
@@ -351,6 +352,8 @@ class _Renderer:
                       f'{{%4,%5,%6,%7}}, {{%8,%9}}, {{%0,%1,%2,%3}};\\n" : {d} : {a}, {b});')
         elif isinstance(s, wgmma.STMTS):
             wgmma.render_stmt(self, s)
+        elif isinstance(s, tma.STMTS):
+            tma.render_stmt(self, s)
         else:
             raise ValueError(f"cannot render statement {type(s).__name__}")
 
@@ -427,10 +430,13 @@ def render(p: Program) -> tuple[str, int]:
                     else f"__shared__ __align__(16) {st} {s.name}[{s.size}];")
         off += -(-s.size * s.dtype.itemsize // 16) * 16
     if dynamic: decl.insert(0, "extern __shared__ __align__(16) unsigned char smem_[];")
-    if wgmma.uses(p): (decl, total), dynamic = wgmma.shared_decls(shared, STORAGE), True  # 1024-byte aligned
+    if wgmma.uses(p):  # 1024-byte aligned, the mbarriers of TMA copies after the buffers
+        (decl, total), dynamic = wgmma.shared_decls(shared, STORAGE, [s for s in p.body if isinstance(s, Mbarriers)]), True
+    elif tma.uses(p): raise ValueError("TMA copies are rendered in wgmma programs only")
     params = [f"{STORAGE[p.output.dtype.name]}* __restrict__ out"] + \
-             [f"const {STORAGE[b.dtype.name]}* __restrict__ in{i}" for i, b in enumerate(p.inputs)]
+             [f"const {STORAGE[b.dtype.name]}* __restrict__ in{i}" for i, b in enumerate(p.inputs)] + tma.params(p)
     head = f'extern "C" __global__ void __launch_bounds__({p.threads}) {kernel_name(p)}({", ".join(params)}) {{'
-    src = "\n".join([PRELUDE.strip(), "", f"// {p.name}: {p.blocks} blocks x {p.threads} threads x {p.lanes} lanes",
+    prelude = [PRELUDE.strip(), *([tma.PRELUDE.strip()] if tma.uses(p) else [])]
+    src = "\n".join([*prelude, "", f"// {p.name}: {p.blocks} blocks x {p.threads} threads x {p.lanes} lanes",
                      head, *("    " + d for d in decl), *r.lines, "}", ""])
     return src, total if dynamic else 0

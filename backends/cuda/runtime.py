@@ -243,6 +243,27 @@ class Device:
         check(_drv.cuLaunchKernel(fn.handle, *g, *b, smem, stream, ctypes.addressof(ptrs), 0), "launch",
               f"cuLaunchKernel({fn.name}, grid {g}, block {b}, smem {smem})")
 
+    # ---- TMA tensor maps ------------------------------------------------------
+    def tensor_map(self, args: dict) -> ctypes.Array:
+        """``cuTensorMapEncodeTiled`` of ``args`` (backends/cuda/tma.encode_args: enum names,
+        lists of ints), as the 128 bytes a kernel's ``CUtensorMap`` parameter is launched with
+        (a 64-byte aligned host copy)."""
+        u64, u32 = _drv.cuuint64_t, _drv.cuuint32_t
+        enum = lambda kind, name: getattr(getattr(_drv, kind), name)  # noqa: E731
+        tmap = check(_drv.cuTensorMapEncodeTiled(
+            enum("CUtensorMapDataType", args["tensorDataType"]), args["tensorRank"], args["globalAddress"],
+            [u64(x) for x in args["globalDim"]], [u64(x) for x in args["globalStrides"]], [u32(x) for x in args["boxDim"]],
+            [u32(x) for x in args["elementStrides"]], enum("CUtensorMapInterleave", args["interleave"]),
+            enum("CUtensorMapSwizzle", args["swizzle"]), enum("CUtensorMapL2promotion", args["l2Promotion"]),
+            enum("CUtensorMapFloatOOBfill", args["oobFill"])), "launch", f"cuTensorMapEncodeTiled({args})")
+        words = [int(w) for w in tmap.opaque]
+        raw = (ctypes.c_uint8 * (8 * len(words) + 64))()
+        at = -(-ctypes.addressof(raw) // 64) * 64
+        out = (ctypes.c_uint64 * len(words)).from_address(at)
+        out[:] = words
+        out._keep = raw  # the aligned view must not outlive its storage
+        return out
+
     # ---- timing --------------------------------------------------------------
     def flush_l2(self) -> None:
         """Write a buffer twice the size of L2 so no input stays cached."""

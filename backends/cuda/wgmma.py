@@ -19,7 +19,7 @@ called from ``render.py``.
 from __future__ import annotations
 
 from superopt.ir import wgmma as wg
-from superopt.ir.program import Program, Reg, Shared, SharedFence, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait
+from superopt.ir.program import Mbarriers, Program, Reg, Shared, SharedFence, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait
 
 STMTS = (SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait)
 MARK = "wgmma.mma_async"
@@ -84,9 +84,11 @@ def _wgmma(r, s: Wgmma) -> None:
     r.emit(f'asm volatile("{ptx}" : {outs} : "l"({da}), "l"({db}), "r"({int(s.scale_d)}) : "memory");')
 
 
-def shared_decls(shared: list[Shared], storage: dict[str, str]) -> tuple[list[str], int]:
+def shared_decls(shared: list[Shared], storage: dict[str, str], bars: list[Mbarriers] = ()) -> tuple[list[str], int]:
     """Declarations of the shared buffers of a wgmma program (dynamic memory, base and
-    every buffer 1024-byte aligned) and the dynamic bytes to launch with."""
+    every buffer 1024-byte aligned; mbarriers after them, 8 bytes each: a static array
+    would push the 1024-byte aligned dynamic memory up by 1024 bytes) and the dynamic
+    bytes to launch with."""
     a = wg.ATOM_ALIGN
     decl = ["extern __shared__ __align__(1024) unsigned char smem_raw_[];",
             f"unsigned char* smem_ = smem_raw_ + (({a} - (unsigned)(__cvta_generic_to_shared(smem_raw_) & {a - 1})) & {a - 1});"]
@@ -95,4 +97,7 @@ def shared_decls(shared: list[Shared], storage: dict[str, str]) -> tuple[list[st
         st = storage[s.dtype.name]
         decl.append(f"{st}* {s.name} = reinterpret_cast<{st}*>(smem_ + {off});")
         off += -(-s.size * s.dtype.itemsize // a) * a
+    for b in bars:
+        decl.append(f"unsigned long long* {b.name} = reinterpret_cast<unsigned long long*>(smem_ + {off});")
+        off += wg.MBAR_BYTES * b.size
     return decl, off + a

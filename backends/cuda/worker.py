@@ -24,17 +24,25 @@ def _run(dev: Device, req: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]
     """Launch one kernel (``source``/``name``/``grid``/``block``/``smem`` over all buffers
     in order) or a sequence (``kernels``: each with ``args``, indices into ``buffers``),
     check it, return the ``outputs`` after the first run and, if asked, timings of the
-    whole sequence (L2 flushed once before each run of it)."""
+    whole sequence (L2 flushed once before each run of it). A kernel with TMA copies
+    lists its ``tensor_maps`` (each over one of its arguments); they are encoded once per
+    input set and passed by value after its buffers."""
     specs = req["buffers"]
     seq = req.get("kernels") or [{**{k: req[k] for k in ("source", "name", "grid", "block")}, "smem": req.get("smem", 0),
-                                  "args": list(range(len(specs)))}]
+                                  "args": list(range(len(specs))), "tensor_maps": req.get("tensor_maps", [])}]
     fns = [dev.compile(k["source"], k["name"], req.get("options", [])) for k in seq]
     timing = req.get("time")
     sets = max(1, int(timing.get("sets", 1))) if timing else 1
     bufsets: list[list] = []
+    maps: dict[int, list] = {}   # id(buffer set) -> per kernel its encoded tensor maps (addresses differ per set)
+
+    def encode(bufs) -> None:  # before any timed launch: encoding is host work between the events
+        if id(bufs) not in maps: maps[id(bufs)] = [_tensor_maps(dev, k, [bufs[i] for i in k["args"]]) for k in seq]
 
     def launch_all(bufs) -> None:
-        for k, fn in zip(seq, fns): dev.launch(fn, k["grid"], k["block"], [bufs[i] for i in k["args"]], k.get("smem", 0))
+        encode(bufs)
+        for k, fn, tm in zip(seq, fns, maps[id(bufs)]):
+            dev.launch(fn, k["grid"], k["block"], [bufs[i] for i in k["args"]] + tm, k.get("smem", 0))
 
     try:
         first = []
@@ -57,6 +65,7 @@ def _run(dev: Device, req: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]
                 bufsets.append(cp)
                 for a, b in zip(first, cp):
                     check(_drv.cuMemcpyDtoD(b.ptr, a.ptr, a.nbytes), "memory", "cuMemcpyDtoD")
+            for bs in bufsets: encode(bs)
             resp["times"] = dev.time(lambda i: launch_all(bufsets[i % sets]), reps=int(timing.get("reps", 50)),
                                      warmup=int(timing.get("warmup", 3)), flush=bool(timing.get("flush", True)),
                                      budget_s=float(timing.get("budget_s", 2.0)))
@@ -66,6 +75,16 @@ def _run(dev: Device, req: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]
             for a in bs:
                 try: dev.free(a)
                 except CudaError: pass  # a sticky error already reported; the process exits next
+
+
+def _tensor_maps(dev: Device, k: dict, args: list) -> list:
+    """The kernel's TMA tensor maps (``tensor_maps``: backends/cuda/tma.specs) over its
+    launch arguments, encoded by the driver, in parameter order."""
+    from .tma import encode_args
+    try:
+        return [dev.tensor_map(encode_args(m, args[m["arg"]].ptr)) for m in k.get("tensor_maps", [])]
+    except ValueError as e:
+        raise CudaError("launch", str(e), "TENSOR_MAP") from None
 
 
 def child_main() -> int:
