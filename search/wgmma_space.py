@@ -4,7 +4,13 @@ use, and the wgmma points of the tensor-core space (search/tc_space.points ranks
 
 A wgmma schedule is the mma.sync schedule of the same tiles (``tc_space.make``) with
 ``wm = 4 x warpgroups along M`` warps, the ``wgmma.*`` instruction and the shared layouts
-the descriptors need (``ir/wgmma.staging``), see ir/wgmma.py.
+the descriptors need (``ir/wgmma.staging``), see ir/wgmma.py; ``tma``: both operand tiles
+are copied by TMA with mbarriers (ir/tma.py) instead of every thread's cp.async copies.
+
+``variants`` lists each legal variant with cp.async copies, then its TMA twin (key
+``(..., "tma")``) where TMA can copy both operands, so the benchmarks time both. The model
+does not tell them apart (search/tc_cost.py): ranked together they tie and the cp.async
+one, listed first, leads (a stable sort).
 """
 from __future__ import annotations
 
@@ -31,25 +37,41 @@ def instr_for(m: tcm.Match) -> str:
 
 
 def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wgm: int, wgn: int, stages: int,
-         m_ext: tuple[int, ...] = ()) -> Schedule:
+         m_ext: tuple[int, ...] = (), tma: bool = False) -> Schedule:
     """The wgmma schedule of block tile ``bm x bn``, K step ``bk``, ``wgm x wgn``
     warpgroups (each ``bm/wgm`` rows: whole m64 tiles, and ``bn/wgn`` columns: the
-    instruction's N), ``stages`` pipeline stages (check it with ``ir.schedule.check``)."""
+    instruction's N), ``stages`` pipeline stages, both operands copied by TMA if ``tma``
+    (check it with ``ir.schedule.check``)."""
+    if not all(isinstance(e, int) for e in m_ext):
+        raise ValueError(f"M extents {m_ext!r} are not integers (a variant's key ending in 'tma': use from_key)")
     s = tc_space.make(kernel, m, bm, bn, bk, wg.WARPS_PER_GROUP * wgm, wgn, stages, m_ext)
     s = replace(s, tensor_core=replace(s.tensor_core, instr=instr_for(m)))
-    return replace(s, staging=wg.staging(kernel, s))
+    return replace(s, staging=tuple(replace(x, tma=tma) for x in wg.staging(kernel, s)))
 
 
-def variants(kernel, machine) -> list[tuple[tuple[int, ...], Schedule]]:
+def from_key(kernel, m: tcm.Match, key) -> Schedule:
+    """The schedule of a ``variants`` key (``(bm, bn, bk, wgm, wgn, stages)``, or with a
+    trailing ``"tma"`` for the TMA twin), e.g. one read back from a results file."""
+    key = tuple(key)
+    tma = key[6:] == ("tma",)
+    if len(key) != 6 + tma: raise ValueError(f"not a wgmma variant key: {key!r}")
+    return make(kernel, m, *key[:6], tma=tma)
+
+
+def variants(kernel, machine) -> list[tuple[tuple, Schedule]]:
     """The legal ``VARIANTS`` of a GEMM or batched GEMM (default GEMM view; M/N padded
-    as ``tc_space.tile_fits`` allows; stages at most the K steps), for timing."""
+    as ``tc_space.tile_fits`` allows; stages at most the K steps), each followed by its
+    legal TMA twin (key ending in ``"tma"``), for timing."""
     m = tcm.match(kernel)
     if isinstance(m, str) or m.window or m.m_outer: return []
     M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
-    out = []
+    out: list[tuple[tuple, Schedule]] = []
     for bm, bn, bk, wgm, wgn, stages in VARIANTS:
         if not (tc_space.tile_fits(M, bm) and tc_space.tile_fits(N, bn)) or K % bk: continue
         s = make(kernel, m, bm, bn, bk, wgm, wgn, min(stages, K // bk))
         key = (bm, bn, bk, wgm, wgn, s.stages)
-        if all(key != t for t, _ in out) and not check(kernel, s, machine): out.append((key, s))
+        if any(key == t for t, _ in out) or check(kernel, s, machine): continue
+        out.append((key, s))
+        twin = replace(s, staging=tuple(replace(x, tma=True) for x in s.staging))
+        if not check(kernel, twin, machine): out.append(((*key, "tma"), twin))
     return out

@@ -1,22 +1,27 @@
-"""search/wgmma_space: the timed wgmma variants are legal and compute the reference on emu."""
+"""search/wgmma_space: the timed wgmma variants (and their TMA twins) are legal and compute the reference on emu."""
 from __future__ import annotations
 
 import numpy as np
 
 from superopt.backends.emu import run_program
 from superopt.ir import dtype as dt
+from superopt.ir import tensorcore as tcm
 from superopt.ir.interpret import run_kernel
 from superopt.ir.lower import lower
 from superopt.ir.schedule import check
 from superopt.kernels.registry import Workload
 from superopt.search.machine import H100
-from superopt.search.wgmma_space import VARIANTS, variants
+from superopt.search.wgmma_space import VARIANTS, from_key, variants
 
 
 def test_variants_are_legal_and_compute_the_reference():
     k = Workload.make("matmul", M=256, N=256, K=128, dtype="bfloat16").kernels[0]
     got = variants(k, H100)
-    assert len(got) == len(VARIANTS) - 1          # (128, 256, 32, 2, 1, 5) is clipped to 4 stages: a duplicate
+    # (128, 256, 32, 2, 1, 5) is clipped to 4 stages: a duplicate; each variant is followed by its TMA twin
+    assert len(got) == 2 * (len(VARIANTS) - 1)
+    for (key, s), (twin, t) in zip(got[::2], got[1::2]):
+        assert twin == (*key, "tma") and not any(x.tma for x in s.staging) and all(x.tma for x in t.staging)
+        assert from_key(k, tcm.match(k), twin) == t and from_key(k, tcm.match(k), key) == s
     rng = np.random.default_rng(0)
     ins = [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
     ref = dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
