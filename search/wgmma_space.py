@@ -58,10 +58,10 @@ def from_key(kernel, m: tcm.Match, key) -> Schedule:
     return make(kernel, m, *key[:6], tma=tma)
 
 
-def variants(kernel, machine) -> list[tuple[tuple, Schedule]]:
+def variants(kernel, machine, tma: bool = True) -> list[tuple[tuple, Schedule]]:
     """The legal ``VARIANTS`` of a GEMM or batched GEMM (default GEMM view; M/N padded
     as ``tc_space.tile_fits`` allows; stages at most the K steps), each followed by its
-    legal TMA twin (key ending in ``"tma"``), for timing."""
+    legal TMA twin (key ending in ``"tma"``) unless ``tma`` is False, for timing."""
     m = tcm.match(kernel)
     if isinstance(m, str) or m.window or m.m_outer: return []
     M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
@@ -73,5 +73,5 @@ def variants(kernel, machine) -> list[tuple[tuple, Schedule]]:
         if any(key == t for t, _ in out) or check(kernel, s, machine): continue
         out.append((key, s))
         twin = replace(s, staging=tuple(replace(x, tma=True) for x in s.staging))
-        if not check(kernel, twin, machine): out.append(((*key, "tma"), twin))
+        if tma and not check(kernel, twin, machine): out.append(((*key, "tma"), twin))
     return out

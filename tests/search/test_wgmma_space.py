@@ -22,6 +22,7 @@ def test_variants_are_legal_and_compute_the_reference():
     for (key, s), (twin, t) in zip(got[::2], got[1::2]):
         assert twin == (*key, "tma") and not any(x.tma for x in s.staging) and all(x.tma for x in t.staging)
         assert from_key(k, tcm.match(k), twin) == t and from_key(k, tcm.match(k), key) == s
+    assert variants(k, H100, tma=False) == got[::2]
     rng = np.random.default_rng(0)
     ins = [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
     ref = dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
