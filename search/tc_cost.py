@@ -4,7 +4,10 @@ tensor-core schedules here, the Z3 space does not hold them yet).
 T = launch + max(compute, DRAM, L2, shared) + stall, where
 - compute: the busiest SM's blocks (ceil(blocks / SMs), so a ragged last wave and an
   underfilled grid cost what they do) at the SM's share of the tensor-core peak
-  (``machine.flops_tc_fp16``, datasheet unless calibrated);
+  (``machine.flops_tc_fp16``, datasheet unless calibrated), of which its resident warps
+  use min(4, warps) / 4 (``tc_share``: one tensor core a sub-partition, fed by its own
+  warps; the one-warp 64 x 64 blocks of a 512x512x4096 GEMM, one an SM, ran 47 us on the
+  H100 where this term without the share said 17 (its calibration), bench/results/h100-2026-11-23b/gpu-tc-splitk.json);
 - DRAM: the kernel's compulsory bytes (operands once, output once) over DRAM bandwidth;
 - L2: every block's operand tiles (``(BM + BN) x K`` elements) over DRAM bandwidth
   x ``L2_PER_DRAM`` (a rough L2 figure until one is calibrated);
@@ -41,7 +44,16 @@ L2_PER_DRAM = 4.0     # L2 / DRAM bandwidth, estimate: 2 is refuted on the H100 
 # mma.sync's share of the datasheet tensor peak on sm_90 (which wgmma reaches), estimate: the
 # best mma.sync GEMM measured on the H100 ran 372 TF/s, the best wgmma one 491 TF/s
 MMA_SYNC_SM90 = 0.5
+SUBPARTITIONS = 4      # per SM (sm_70+), each with its own tensor core and warp scheduler
 OVERHEAD_REGS = 64     # addressing, loop state, epilogue temporaries (128x128x32 tile: 224 vs 217 compiled)
+
+
+def tc_share(warps: int) -> float:
+    """The share of an SM's tensor-core rate that ``warps`` resident warps issuing mma can use:
+    each of its ``SUBPARTITIONS`` has its own tensor core, fed only by the warps it holds (a
+    warp stays on one), so one warp alone reaches a quarter of the SM. A wgmma warpgroup is
+    4 warps, one a sub-partition: always the whole SM."""
+    return min(SUBPARTITIONS, max(1, warps)) / SUBPARTITIONS
 
 
 def registers(t: tcm.Tiles) -> int:
@@ -61,11 +73,15 @@ def time_s(kernel, s, machine) -> float:
     sm_rate = (machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores
     if machine.sm >= 90: sm_rate *= MMA_SYNC_SM90
     per_sm = math.ceil(blocks / machine.cores)  # the busiest SM's blocks
+    r = max(1, min(per_sm, resident_blocks(t, machine)))  # of them resident at once
     step = 2 * t.bm * t.bn * t.bk / sm_rate     # padded tiles compute their padding too
-    others = max(0, min(per_sm, resident_blocks(t, machine)) - 1)  # co-resident blocks fill the wait with their steps
+    others = r - 1  # co-resident blocks fill the wait with their steps
     ahead = s.stages - 1 if _async(s) else 0    # element copies are synchronous: no step ahead
+    # the wait is covered at the full rate's steps: a step slowed by idle sub-partitions would
+    # cover more of it, and this stall (not a fixed point) would then drop by more than the
+    # compute grows, modeling fewer usable tensor cores as faster
     exposed = max(0.0, LATENCY_S - (ahead + others * max(1, ahead + 1)) * step) * t.steps
-    compute = per_sm * t.steps * step
+    compute = per_sm * t.steps * step / tc_share(r * t.warps)  # the rate the SM's resident warps can use
     stall = per_sm * exposed  # on the critical path whatever bounds the rest
     dram = kernel.min_bytes / machine.dram_bw
     m = tcm.match_tc(kernel, s.tensor_core)
