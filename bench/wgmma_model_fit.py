@@ -33,7 +33,7 @@ from superopt.kernels.suites import suite
 from superopt.report import spearman
 from superopt.search.cost import modeled_time
 from superopt.search.machine import H100
-from superopt.search.wgmma_space import make
+from superopt.search.wgmma_space import from_key
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RUN = os.path.join(RESULTS, "h100-2026-11-23")
@@ -90,7 +90,7 @@ def points() -> list[dict]:
             meas += [(tiles, None, flops / (tfs * 1e12)) for tiles, ok, tfs in rec["variants"] if ok and tiles not in WRONG_IN_SWEEP]
             source = "gpu-tc-wgmma-sweep.txt"
         for tiles, s, sec in meas:
-            if s is None: s = make(k, tcm.match(k), *tiles)
+            if s is None: s = from_key(k, tcm.match(k), tiles)   # a key with "tma" is the TMA twin
             out.append({"gemm": name, "schedule": tiles, "kernel": k, "s": s, "measured_s": sec, "source": source})
     return out
 
