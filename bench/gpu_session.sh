@@ -92,7 +92,7 @@ tests)
   # as a namespace package: run from the checkout (its own superopt/ first) unless the link package is in use
   TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
   $TPY -m pytest -q -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
-    tests/backends/test_padded_vectors.py tests/backends/test_emu_wgmma.py tests/backends/test_emu_staged.py \
+    tests/backends/test_padded_vectors.py tests/backends/test_emu_wgmma.py tests/backends/test_emu_tma.py tests/backends/test_emu_staged.py \
     tests/backends/test_emu_tensorcore_conv.py \
     -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
   ;;
@@ -101,10 +101,10 @@ gputests)   # only the tests that run on the device (a short stage for a session
   TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
   # the staged SIMT test (28 compiles) last: it is the slowest
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
-    tests/backends/test_emu_wgmma.py tests/backends/test_emu_staged.py \
+    tests/backends/test_emu_wgmma.py tests/backends/test_emu_tma.py tests/backends/test_emu_staged.py \
     -k "(cuda or gpu or illegal or hang) and not compiles and not render and not legal_and_right_on_emu and not spells" -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
   ;;
-wgmma-check)   # the wgmma tile variants of the fp16 BERT GEMMs with K = 1024 (n256 tiles were wrong kept in flight)
+wgmma-check)   # the wgmma tile variants (and their TMA twins) of the fp16 BERT GEMMs with K = 1024
   $PY bench/gpu_tc.py --wgmma --only qkv_out_gemm_8192x1024x1024,ffn_up_gemm_8192x4096x1024 \
     --out "$OUT/gpu-tc-wgmma-check.json" 2>&1 | tee "$OUT/gpu-tc-wgmma-check.txt" | tail -30
   ;;
