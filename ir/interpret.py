@@ -7,6 +7,7 @@ only licence is its own rounding.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -76,11 +77,10 @@ def run_kernel(k: Kernel, inputs: Sequence[np.ndarray], points: np.ndarray | Non
     """Evaluate ``k`` on storage arrays. Without ``points``, returns the whole output
     (storage dtype, output shape); with ``points`` (output linear indices), returns just
     those values (compute precision) — cheap checks of large kernels."""
-    ins = [np.asarray(dt.to_values(a, b.dtype)).reshape(-1).astype(compute_dtype(b.dtype))
-           for a, b in zip(inputs, k.inputs)]
-    for a, b in zip(inputs, k.inputs):
-        if np.asarray(a).size != b.size:
-            raise ValueError(f"input {b.name}: expected {b.size} elements, got {np.asarray(a).size}")
+    ins = [_Input(np.asarray(a).reshape(-1), b.dtype) for a, b in zip(inputs, k.inputs)]
+    for a, b in zip(ins, k.inputs):
+        if a.size != b.size:
+            raise ValueError(f"input {b.name}: expected {b.size} elements, got {a.size}")
     pt_axes, fold = _point_axes(k), _folded_axes(k)
     red_pts = math.prod(k.axes[a].size for a in fold)
     step = max(1, chunk // max(1, red_pts))
@@ -100,6 +100,21 @@ def run_kernel(k: Kernel, inputs: Sequence[np.ndarray], points: np.ndarray | Non
         vals, where = _eval(k, ins, pts, with_store=True)
         out[where] = vals
     return dt.to_storage(cast_values(out, k.output.dtype), k.output.dtype).reshape(k.output.shape)
+
+
+@dataclass(frozen=True)
+class _Input:
+    """An input in storage form, converted to compute precision only where it is read: a
+    sampled check of a GB-sized kernel reads a fraction of it, and a whole float64 copy of
+    the input cost seconds and twice its memory."""
+    data: np.ndarray      # flat, storage dtype
+    dtype: dt.DType
+
+    @property
+    def size(self) -> int: return self.data.size
+
+    def gather(self, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(dt.to_values(self.data[idx], self.dtype)).astype(compute_dtype(self.dtype), copy=False)
 
 
 def _point_axes(k: Kernel) -> list[int]:
@@ -126,7 +141,7 @@ def _ravel(coords: list[np.ndarray], sizes: list[int]) -> np.ndarray:
     return out
 
 
-def _eval(k: Kernel, ins: list[np.ndarray], pts: np.ndarray, with_store: bool = False):
+def _eval(k: Kernel, ins: list[_Input], pts: np.ndarray, with_store: bool = False):
     """Values at points ``pts`` (row kernels: whole rows, point-major)."""
     pt_axes, fold = _point_axes(k), _folded_axes(k)
     nd = 1 + len(fold)
@@ -144,7 +159,7 @@ def _eval(k: Kernel, ins: list[np.ndarray], pts: np.ndarray, with_store: bool = 
     return vals, st
 
 
-def _eval_node(root: Node, env: dict[int, np.ndarray], ins: list[np.ndarray], nd: int) -> np.ndarray:
+def _eval_node(root: Node, env: dict[int, np.ndarray], ins: list[_Input], nd: int) -> np.ndarray:
     val: dict[Node, np.ndarray] = {}
     for n in toposort(root):
         if n.op is Ops.CONST:
@@ -157,7 +172,7 @@ def _eval_node(root: Node, env: dict[int, np.ndarray], ins: list[np.ndarray], nd
             safe = np.where(ok, idx, 0)
             if safe.size and (safe.min() < 0 or safe.max() >= buf.size):
                 raise IndexError(f"load from input {n.arg} out of bounds (index range {safe.min()}..{safe.max()}, size {buf.size})")
-            v = np.where(ok, buf[safe], np.zeros((), buf.dtype))
+            v = np.where(ok, buf.gather(safe), np.zeros((), compute_dtype(buf.dtype)))
         elif n.op is Ops.REDUCE:
             x = val[n.src[0]]
             axes = tuple(1 + j for j in range(nd - 1))

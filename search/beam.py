@@ -8,12 +8,21 @@ after ``max_steps`` or when ``budget_s`` is spent. A candidate that fails to low
 compile or run is recorded and skipped. The pick is verified against the reference
 (``superopt.verify``); a pick that fails is dropped for the next fastest.
 
+The budget covers the whole search, verification included: every candidate is timed on
+one input set, whose reference is computed once (before the search) and reused to check
+the pick, and a candidate is started only when the time it is expected to take (the
+median of those timed so far) plus one more for checking the pick still fits. What a
+search still spends past the budget (a slow first timing, a pick that fails its check) is
+reported as ``overrun_s``.
+
 Uses: the fallback where the Z3 model does not apply, ``refine`` from the Z3 solution,
 and the pure-BEAM baseline of the benchmarks (same space, same timer).
 """
 from __future__ import annotations
 
+import math
 import random
+import statistics
 import time as _time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -25,6 +34,8 @@ from ..ir.lower import LoweringError, lower
 from ..ir.schedule import Schedule, check
 from . import cost
 from .space import Space, build
+
+_clock = _time.monotonic   # the search's clock (a test steps it by hand)
 
 
 @dataclass
@@ -47,26 +58,46 @@ class BeamResult:
     failures: list[Timed]
     elapsed_s: float
     history: list[float] = field(default_factory=list)   # best time after each step
+    budget_s: float = math.inf
+    verify_s: float = 0.0     # of elapsed_s: the reference and the checks of the pick
+
+    @property
+    def overrun_s(self) -> float:
+        """Seconds spent past the budget (0 when it was kept)."""
+        return max(0.0, self.elapsed_s - self.budget_s)
 
     def to_dict(self) -> dict:
         return {"schedule": self.best.to_dict(), "time_s": self.best_s, "start_schedule": self.start.to_dict(),
                 "start_s": self.start_s, "verified": self.verified, "verify_reason": self.verify_reason,
-                "steps": self.steps, "timed": self.timed, "elapsed_s": self.elapsed_s, "history": self.history,
+                "steps": self.steps, "timed": self.timed, "elapsed_s": self.elapsed_s, "budget_s": self.budget_s,
+                "overrun_s": self.overrun_s, "verify_s": self.verify_s, "history": self.history,
                 "failures": [{"schedule": f.schedule.to_dict(), "reason": f.reason} for f in self.failures]}
 
 
 class Timer:
-    """Times schedules of one kernel on one backend, on fixed random inputs, with a memo."""
-    def __init__(self, kernel: Kernel, backend, runs: int = 5, seed: int = 0):
+    """Times schedules of one kernel on one backend, on one random input set, with a memo;
+    keeps each compiled candidate (the pick is checked without compiling it again) and the
+    wall time each candidate took (lower, compile, time)."""
+    def __init__(self, kernel: Kernel, backend, runs: int = 5, seed: int | None = None, inputs: list | None = None):
         from superopt.verify import poison, random_inputs
         self.kernel, self.backend, self.runs = kernel, backend, runs
-        self.inputs = [a.reshape(-1) for a in random_inputs(kernel, np.random.default_rng(seed))]
+        self.inputs = random_inputs(kernel, np.random.default_rng(seed)) if inputs is None else inputs
+        self.flat = [a.reshape(-1) for a in self.inputs]
         self.out = poison(kernel.output)
         self.memo: dict[Schedule, Timed] = {}
+        self.compiled: dict[Schedule, object] = {}
+        self.costs: list[float] = []
 
     def __call__(self, s: Schedule) -> Timed:
-        if s not in self.memo: self.memo[s] = self._time(s)
+        if s not in self.memo:
+            t0 = _clock()
+            self.memo[s] = self._time(s)
+            self.costs.append(_clock() - t0)
         return self.memo[s]
+
+    def expected_s(self) -> float:
+        """What timing one more candidate is expected to take (median so far)."""
+        return statistics.median(self.costs) if self.costs else 0.0
 
     def _time(self, s: Schedule) -> Timed:
         try:
@@ -77,51 +108,64 @@ class Timer:
             return Timed(s, None, f"lowering failed: {type(e).__name__}: {e}")
         compiled = self.backend.compile(program)
         if not hasattr(compiled, "handle"): return Timed(s, None, str(compiled))
-        t = self.backend.time(compiled, self.inputs, self.out, warmup=1, runs=self.runs)
+        t = self.backend.time(compiled, self.flat, self.out, warmup=1, runs=self.runs)
         if not hasattr(t, "median_s"): return Timed(s, None, str(t))
+        self.compiled[s] = compiled
         return Timed(s, t.median_s)
 
 
 def beam(kernel: Kernel, backend, start: Schedule | None = None, width: int = 4, max_steps: int = 8,
          budget_s: float = 60.0, max_candidates: int = 32, rank: str = "random", runs: int = 5,
          progress: Callable[[dict], None] | None = None, space: Space | None = None, seed: int = 0,
-         verify: bool = True) -> BeamResult:
+         verify: bool = True, inputs: list | None = None) -> BeamResult:
     """BEAM from ``start`` (the hand rules' schedule when None).
 
     ``rank``: which neighbours to time when there are more than ``max_candidates`` per
     step: "random" (the pure-BEAM baseline) or "model" (the cost model's best first, for
-    refining a solver result)."""
-    t0 = _time.monotonic()
+    refining a solver result). ``seed`` drives that random choice; ``inputs`` (an input
+    set from ``superopt.verify.random_inputs``; default: a fresh one) are what every
+    candidate is timed on and the pick is checked on."""
+    t0 = _clock()
     machine = backend.machine
     sp = space or build(kernel, machine)
     if start is None:
         from .hand import hand_schedule
         start = hand_schedule(kernel, machine)
     if check(kernel, start, machine): raise ValueError(f"start schedule is illegal: {check(kernel, start, machine)}")
-    timer = Timer(kernel, backend, runs=runs, seed=seed)
+    timer = Timer(kernel, backend, runs=runs, inputs=inputs)
+    verify_s = _reference(kernel, timer) if verify else 0.0
     rnd = random.Random(seed)
     f = cost.facts(kernel)
     first = timer(start)
     if first.time_s is None: raise ValueError(f"start schedule does not run: {first.reason}")
     beam_: list[Timed] = [first]
     history, steps = [first.time_s], 0
-    out_of_time = lambda: _time.monotonic() - t0 > budget_s  # noqa: E731
-    while steps < max_steps and not out_of_time():
+    # time left for one more candidate and for checking the pick (about one more candidate)
+    fits = lambda: _clock() - t0 + (2 if verify else 1) * timer.expected_s() <= budget_s  # noqa: E731
+    while steps < max_steps and fits():
         steps += 1
         fresh = {n for b in beam_ for n in sp.neighbors(b.schedule)} - set(timer.memo)
         cands = _pick(sorted(fresh, key=lambda s: s.to_json()), max_candidates, rank, rnd, kernel, machine, f)
         for i, s in enumerate(cands):
-            if out_of_time(): break
+            if not fits(): break
             r = timer(s)
             if progress: progress({"step": steps, "done": i + 1, "of": len(cands), "time_s": r.time_s,
-                                   "best_s": min(b.time_s for b in beam_), "elapsed_s": _time.monotonic() - t0})
+                                   "best_s": min(b.time_s for b in beam_), "elapsed_s": _clock() - t0})
         ok = [t for t in timer.memo.values() if t.time_s is not None]
         new = sorted(ok, key=lambda t: t.time_s)[:width]
         improved = new[0].time_s < beam_[0].time_s
         beam_ = new
         history.append(beam_[0].time_s)
         if not improved: break
-    return _finish(kernel, backend, timer, start, first.time_s, steps, history, t0, verify)
+    return _finish(kernel, backend, timer, start, first.time_s, steps, history, t0, verify, budget_s, verify_s)
+
+
+def _reference(kernel: Kernel, timer: Timer) -> float:
+    """Compute the input set's reference now (inside the budget, before the search); its seconds."""
+    from superopt.verify import InputSet
+    t = _clock()
+    if isinstance(timer.inputs, InputSet): timer.inputs.reference(kernel)
+    return _clock() - t
 
 
 def _pick(cands: list[Schedule], n: int, rank: str, rnd: random.Random, kernel, machine, f) -> list[Schedule]:
@@ -134,22 +178,25 @@ def _pick(cands: list[Schedule], n: int, rank: str, rnd: random.Random, kernel, 
 
 
 def _finish(kernel, backend, timer: Timer, start: Schedule, start_s: float, steps: int, history: list[float],
-            t0: float, verify: bool) -> BeamResult:
-    """The fastest timed schedule that verifies (the start when none does)."""
-    from superopt.verify import verify as verify_schedule
+            t0: float, verify: bool, budget_s: float, verify_s: float) -> BeamResult:
+    """The fastest timed schedule that verifies (checked on the timer's input set, against
+    its reference); the fastest timed, unverified, when none of the first 8 does."""
+    from superopt.verify import verify_compiled
     ranked = sorted((t for t in timer.memo.values() if t.time_s is not None), key=lambda t: t.time_s)
     failures = [t for t in timer.memo.values() if t.time_s is None]
     best, reason, ok = ranked[0], "", not verify
     if verify:
+        tv = _clock()
         for t in ranked[:8]:
-            v = verify_schedule(kernel, t.schedule, backend)
+            v = verify_compiled(kernel, timer.compiled[t.schedule], backend, np.random.default_rng(), timer.inputs)
             if v.ok:
                 best, ok, reason = t, True, ""
                 break
             failures.append(Timed(t.schedule, None, f"wrong: {v.reason}"))
             reason = v.reason
+        verify_s += _clock() - tv
     return BeamResult(best.schedule, best.time_s, start, start_s, ok, reason if not ok else "", steps,
-                      len(timer.memo), failures, _time.monotonic() - t0, history)
+                      len(timer.memo), failures, _clock() - t0, history, budget_s, verify_s)
 
 
 def refine(kernel: Kernel, backend, solution: Schedule, budget_s: float = 30.0, **kw) -> BeamResult:

@@ -1,10 +1,15 @@
 """Check a kernel's schedule on a backend against the reference interpreter.
 
-Fresh random inputs on every call (never all zeros; integers in a small range), the
+Fresh random inputs for every check (never all zeros; integers in a small range), the
 output poisoned first (NaN for floats, a sentinel for integers) so unwritten elements
 show, the reference from ``ir.interpret.run_kernel`` (all points for small outputs, a
 random sample for large ones), and a per-dtype tolerance on the relative error norm.
 NaN where the reference is finite never passes.
+
+An input set (``InputSet``, what ``random_inputs`` returns) holds its reference once
+computed: a tuner that checks several candidates of one kernel on one set computes the
+reference once, not per candidate (on a GB-sized kernel that took seconds each). The
+arrays of a set are read-only, so the reference cannot go stale.
 """
 from __future__ import annotations
 
@@ -41,49 +46,89 @@ class VerifyResult:
     def __bool__(self) -> bool: return self.ok
 
 
-def random_inputs(kernel: Kernel, rng: np.random.Generator) -> list[np.ndarray]:
+CHUNK = 1 << 20                 # elements drawn per step (no GB-sized temporaries)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The expected output on some points: ``store[i]`` is the output element written for
+    the i-th checked point, ``values[i]`` its reference value (as float64)."""
+    store: np.ndarray
+    values: np.ndarray
+
+
+class InputSet(list):
+    """One kernel's random inputs (read-only storage arrays, a list as before) with the
+    reference on them, computed on first use and reused for every candidate checked on
+    the set. The sample points of a large output are drawn once per set, from the
+    generator that drew the inputs."""
+    def __init__(self, arrays: list[np.ndarray], rng: np.random.Generator):
+        super().__init__(arrays)
+        for a in arrays: a.flags.writeable = False
+        self._rng = rng
+        self._refs: dict[str, Reference] = {}
+
+    def reference(self, kernel: Kernel) -> Reference:
+        if kernel.key not in self._refs: self._refs[kernel.key] = reference(kernel, self, self._rng)
+        return self._refs[kernel.key]
+
+
+def random_inputs(kernel: Kernel, rng: np.random.Generator) -> InputSet:
     """Fresh inputs in storage dtype: floats in [-1, -0.1] u [0.1, 1) (no cancellation to 0),
     ints in a small range. Floats come from one 32-bit draw each (23 bits of magnitude, 1 of
-    sign), so a GB of inputs takes seconds, not tens of them."""
+    sign). Drawn ``CHUNK`` elements at a time into the final array: whole-size temporaries
+    made a GB of inputs take 5-9 s here, chunks about 1 s."""
     out = []
     for b in kernel.inputs:
-        if b.dtype.is_float:
-            bits = rng.integers(0, 1 << 32, b.size, dtype=np.uint32)
-            x = (bits >> 9).astype(np.float32)
-            x *= np.float32(0.9 / (1 << 23))
-            x += np.float32(0.1)
-            x.view(np.uint32)[:] |= bits << np.uint32(31)       # the draw's low bit is the sign
-        elif b.dtype.kind == "b":
-            x = rng.integers(0, 2, b.size, dtype=np.int8)
-            x[0] = 1
-        elif b.dtype.kind == "u":
-            x = rng.integers(1, 8, b.size, dtype=np.int32)
-        else:
-            x = rng.integers(-8, 8, b.size, dtype=np.int32)
-            x[x == 0] = 1
-        out.append(dt.to_storage(x, b.dtype).reshape(b.shape))
-    return out
+        a = np.empty(b.size, dtype=b.dtype.np)
+        for i in range(0, b.size, CHUNK):
+            a[i:i + CHUNK] = dt.to_storage(_draw(b.dtype, rng, min(CHUNK, b.size - i)), b.dtype)
+        if b.dtype.kind == "b" and b.size: a[0] = True      # never all false
+        out.append(a.reshape(b.shape))
+    return InputSet(out, rng)
+
+
+def _draw(d: dt.DType, rng: np.random.Generator, n: int) -> np.ndarray:
+    if d.is_float:
+        bits = rng.integers(0, 1 << 32, n, dtype=np.uint32)
+        x = (bits >> 9).astype(np.float32)
+        x *= np.float32(0.9 / (1 << 23))
+        x += np.float32(0.1)
+        x.view(np.uint32)[:] |= bits << np.uint32(31)       # the draw's low bit is the sign
+        return x
+    if d.kind == "b": return rng.integers(0, 2, n, dtype=np.int8)
+    if d.kind == "u": return rng.integers(1, 8, n, dtype=np.int32)
+    x = rng.integers(-8, 8, n, dtype=np.int32)
+    x[x == 0] = 1
+    return x
 
 
 def poison(buf) -> np.ndarray:
     """An output buffer filled with a value no correct kernel leaves behind."""
     if buf.dtype.is_float:
-        return dt.to_storage(np.full(buf.size, np.nan), buf.dtype)
+        return np.full(buf.size, dt.to_storage(np.array([np.nan]), buf.dtype)[0], dtype=buf.dtype.np)
     return np.full(buf.size, INT_SENTINEL.get(buf.dtype.name, 77), dtype=buf.dtype.np)
 
 
-def compare(kernel: Kernel, got: np.ndarray, inputs: list[np.ndarray], rng: np.random.Generator) -> VerifyResult:
-    """Compare a backend's output (storage) with the reference, on all or sampled points."""
+def reference(kernel: Kernel, inputs: list[np.ndarray], rng: np.random.Generator) -> Reference:
+    """The reference on all output points (small kernels) or on ``SAMPLE_POINTS`` random ones."""
     ob = kernel.output
     red = math.prod(kernel.axes[a].size for a in kernel.reduce_axes)
-    flat_got = dt.to_values(got.reshape(-1), ob.dtype).astype(np.float64)
     if kernel.out_points * red <= FULL_CHECK_WORK or kernel.out_points <= SAMPLE_POINTS:
-        pts = np.arange(kernel.out_points)
-        ref = dt.to_values(run_kernel(kernel, inputs), ob.dtype).reshape(-1).astype(np.float64)[_store_of(kernel, pts)]
+        store = _store_of(kernel, np.arange(kernel.out_points))
+        ref = dt.to_values(run_kernel(kernel, inputs), ob.dtype).reshape(-1)[store].astype(np.float64)
     else:
         pts = np.sort(rng.choice(kernel.out_points, SAMPLE_POINTS, replace=False))
-        ref = cast_values(run_kernel(kernel, inputs, points=pts), ob.dtype).astype(np.float64)
-    return _judge(ob.dtype, flat_got[_store_of(kernel, pts)], ref)
+        store, ref = _store_of(kernel, pts), cast_values(run_kernel(kernel, inputs, points=pts), ob.dtype).astype(np.float64)
+    return Reference(store, ref)
+
+
+def compare(kernel: Kernel, got: np.ndarray, inputs: list[np.ndarray], rng: np.random.Generator) -> VerifyResult:
+    """Compare a backend's output (storage) with the reference, on all or sampled points
+    (an ``InputSet``'s own reference and points; otherwise computed here, points from ``rng``)."""
+    ref = inputs.reference(kernel) if isinstance(inputs, InputSet) else reference(kernel, inputs, rng)
+    ob = kernel.output
+    return _judge(ob.dtype, dt.to_values(got.reshape(-1)[ref.store], ob.dtype).astype(np.float64), ref.values)
 
 
 def _store_of(kernel: Kernel, pts: np.ndarray) -> np.ndarray:

@@ -98,7 +98,8 @@ def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=N
     be = get(backend, machine) if own else backend
     try:
         t0 = time.perf_counter()
-        # one input set for every candidate: drawing a GB of inputs per candidate took most of a tuning
+        # one input set for every candidate (hand, solver, BEAM): drawn once, its reference computed
+        # once (superopt.verify.InputSet); per candidate both took most of a tuning of a GB kernel
         inputs = random_inputs(kernel, np.random.default_rng())
         hand = measure(kernel, hand_schedule(kernel, be.machine), be, "hand", inputs=inputs)
         hand.baseline_s, hand.baseline_method = hand.measured_s, "hand"
@@ -127,12 +128,13 @@ def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured |
     from superopt.search import beam
     base = start or hand
     try:
-        r = beam.refine(kernel, be, base.schedule, budget_s=budget_s) if start is not None else \
-            beam.beam(kernel, be, budget_s=budget_s)
+        r = beam.refine(kernel, be, base.schedule, budget_s=budget_s, inputs=inputs) if start is not None else \
+            beam.beam(kernel, be, budget_s=budget_s, inputs=inputs)
     except Exception as e:  # a search failure must not take tuning down
         base.extra["method_note"] = f"{base.method} (BEAM failed: {type(e).__name__}: {' '.join(str(e).split())[:200]})"
         return base
-    info = {"steps": r.steps, "timed": r.timed, "failures": len(r.failures), "elapsed_s": r.elapsed_s}
+    info = {"steps": r.steps, "timed": r.timed, "failures": len(r.failures), "elapsed_s": r.elapsed_s,
+            "budget_s": r.budget_s, "overrun_s": r.overrun_s}
     if not r.verified or r.best == base.schedule:
         base.extra["beam"] = info
         return base
@@ -219,7 +221,8 @@ def report(m: Measured) -> str:
                      else f"failed: {sk['reason']}") + f"; modeled {sk['modeled_s'] * 1e6:,.1f} us")
     if m.extra.get("beam"):
         b = m.extra["beam"]
-        lines.append(f"beam: {b['timed']} schedules timed in {b['elapsed_s']:.1f} s ({b['failures']} failed)")
+        lines.append(f"beam: {b['timed']} schedules timed in {b['elapsed_s']:.1f} s ({b['failures']} failed)"
+                     + (f", {b['overrun_s']:.1f} s over its {b['budget_s']:.1f} s budget" if b.get("overrun_s") else ""))
     lines.append(f"tuning: {m.tuning_s:.2f} s")
     if m.extra.get("cache"): lines.append(f"cache: {m.extra['cache']}")
     return "\n".join(lines)

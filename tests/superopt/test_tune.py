@@ -92,3 +92,23 @@ def test_tune_stores_the_verified_result_in_the_cache(capsys, tmp_path):
         e = c.get(k.key, "cpu")
     assert e is not None and e.verified and e.method == "hand"
     assert e.schedule_obj().to_dict() == out["schedule"]
+
+
+@pytest.mark.parametrize("method", ["z3", "z3+beam"])
+def test_one_input_set_and_one_reference_for_every_candidate(monkeypatch, method):
+    """tune checks the hand rules, each solver candidate and BEAM's pick on one input set:
+    one reference evaluation for all of them, and each candidate still checked."""
+    import superopt.verify as V
+    from superopt.commands.tune import tune_kernel
+    from superopt import Tensor
+    k = (Tensor.empty(32, 16, name="a") @ Tensor.empty(16, 32, name="b")).schedule()[0].kernel
+    refs, checks = [], []
+    real_ref, real_compare = V.run_kernel, V.compare
+    monkeypatch.setattr(V, "run_kernel", lambda *a, **kw: refs.append(1) or real_ref(*a, **kw))
+    monkeypatch.setattr(V, "compare", lambda *a, **kw: checks.append(1) or real_compare(*a, **kw))
+    m = tune_kernel(k, "cpu", budget_s=4, method=method)
+    assert m.verified
+    solver = m.extra.get("solver", {}).get("candidates", [])
+    assert len(refs) == 1 and len(checks) >= 1 + len(solver)
+    if method == "z3+beam":
+        assert m.extra["beam"]["overrun_s"] >= 0 and m.extra["beam"]["budget_s"] > 0
