@@ -86,19 +86,19 @@ class Trace:
         if not self.points or best_s < self.points[-1][1]: self.points.append((elapsed_s, best_s))
 
 
-def run_hand(k: Kernel, be, cfg: Config) -> Measured:
+def run_hand(k: Kernel, be, cfg: Config, inputs: list | None = None) -> Measured:
     t0 = time.perf_counter()
-    m = measure(k, hand_schedule(k, be.machine), be, "hand", runs=cfg.repeat)
+    m = measure(k, hand_schedule(k, be.machine), be, "hand", runs=cfg.repeat, inputs=inputs)
     m.tuning_s = time.perf_counter() - t0
     return m
 
 
-def run_z3(k: Kernel, be, cfg: Config) -> Measured:
+def run_z3(k: Kernel, be, cfg: Config, inputs: list | None = None) -> Measured:
     """Solve, measure the top-k, keep the fastest verified (the model's top-1 when none verifies)."""
     from superopt.search import z3opt
     t0 = time.perf_counter()
     r = z3opt.solve(k, be.machine, top_k=Z3_TOP_K, timeout_s=cfg.budget_s)
-    inputs = random_inputs(k, np.random.default_rng())    # one input set for all candidates (counted in tuning)
+    if inputs is None: inputs = random_inputs(k, np.random.default_rng())  # one set for all candidates
     ms = [measure(k, c.schedule, be, "z3", runs=cfg.repeat, inputs=inputs) for c in r.candidates]
     ok = [i for i, m in enumerate(ms) if m.verified and m.measured_s]
     pick = min(ok, key=lambda i: ms[i].measured_s) if ok else 0
@@ -113,7 +113,7 @@ def run_z3(k: Kernel, be, cfg: Config) -> Measured:
 
 
 def run_beam(k: Kernel, be, cfg: Config, start: Measured | None = None, budget_s: float | None = None,
-             t_offset: float = 0.0) -> Measured:
+             t_offset: float = 0.0, inputs: list | None = None) -> Measured:
     """``search.beam`` for ``budget_s`` (default: the budget): pure BEAM from the hand rules,
     or ``refine`` from ``start``'s schedule. The trace (best time so far against elapsed
     tuning time, shifted by ``t_offset``, the time spent before BEAM started) comes from
@@ -134,20 +134,21 @@ def run_beam(k: Kernel, be, cfg: Config, start: Measured | None = None, budget_s
 
     t0 = time.perf_counter()
     try:
-        if start is None: res = beam.beam(k, rec, budget_s=budget, progress=progress)
-        else: res = beam.refine(k, rec, start.schedule, budget_s=budget, progress=progress)
+        if start is None: res = beam.beam(k, rec, budget_s=budget, progress=progress, inputs=inputs)
+        else: res = beam.refine(k, rec, start.schedule, budget_s=budget, progress=progress, inputs=inputs)
     except ValueError as e:  # BEAM could not start (its start schedule does not run)
         m = Measured(k, be.name, start.schedule if start else hand_schedule(k, be.machine), method, False, f"beam: {e}")
         m.tuning_s = t_offset + time.perf_counter() - t0
         return m
-    m = measure(k, res.best, be, method, runs=cfg.repeat)
+    m = measure(k, res.best, be, method, runs=cfg.repeat, inputs=inputs)
     m.tuning_s = t_offset + time.perf_counter() - t0
     # the start was timed before any candidate (pure BEAM) or is z3's answer (refine)
     trace.add(t_offset if start is not None else (events[0][0] if events else m.tuning_s), res.start_s)
     floor = res.best_s if res.verified else math.inf
     for e, t in events: trace.add(e, max(t, floor))
     m.extra.update(trace=trace.points, trace_start_s=res.start_s, evaluated=rec.timed, beam_steps=res.steps,
-                   beam_timed=res.timed, beam_verified=res.verified, beam_elapsed_s=res.elapsed_s)
+                   beam_timed=res.timed, beam_verified=res.verified, beam_elapsed_s=res.elapsed_s,
+                   beam_overrun_s=res.overrun_s)
     return m
 
 
@@ -168,10 +169,10 @@ class _Recorder:
         return t
 
 
-def run_z3_beam(k: Kernel, be, cfg: Config, z3: Measured | None) -> Measured:
-    z3 = z3 if z3 is not None and "solve_s" in z3.extra else run_z3(k, be, cfg)
+def run_z3_beam(k: Kernel, be, cfg: Config, z3: Measured | None, inputs: list | None = None) -> Measured:
+    z3 = z3 if z3 is not None and "solve_s" in z3.extra else run_z3(k, be, cfg, inputs)
     left = max(cfg.budget_s * MIN_REFINE_FRACTION, cfg.budget_s - z3.tuning_s)
-    m = run_beam(k, be, cfg, start=z3, budget_s=left, t_offset=z3.tuning_s)
+    m = run_beam(k, be, cfg, start=z3, budget_s=left, t_offset=z3.tuning_s, inputs=inputs)
     if z3.verified and (not m.verified or (m.measured_s or math.inf) > (z3.measured_s or math.inf)):
         m.extra["refine_slower_than_z3"] = True  # re-measured slower than z3's own measurement (timer noise)
     m.extra.update(solve_s=z3.extra.get("solve_s"), z3_time_s=z3.measured_s)
@@ -206,16 +207,22 @@ def kernel_record(k: Kernel, step: int, machine) -> dict:
 
 
 def bench_kernel(k: Kernel, step: int, be, cfg: Config) -> dict:
+    """Every tuner on ``k``. They share one random input set and its reference, drawn and
+    computed first (``inputs_s``, counted in no method's tuning time: each pays the same)."""
     ceilings = cfg.ceilings or be.machine
     rec = kernel_record(k, step, ceilings)
     got: dict[str, Measured] = {}
+    t0 = time.perf_counter()
+    inputs = random_inputs(k, np.random.default_rng())
+    inputs.reference(k)
+    rec["inputs_s"] = time.perf_counter() - t0
     for name in cfg.tuners:
         t0 = time.perf_counter()
         try:
-            if name == "hand": got[name] = run_hand(k, be, cfg)
-            elif name == "z3": got[name] = run_z3(k, be, cfg)
-            elif name == "beam": got[name] = run_beam(k, be, cfg)
-            elif name == "z3+beam": got[name] = run_z3_beam(k, be, cfg, got.get("z3"))
+            if name == "hand": got[name] = run_hand(k, be, cfg, inputs)
+            elif name == "z3": got[name] = run_z3(k, be, cfg, inputs)
+            elif name == "beam": got[name] = run_beam(k, be, cfg, inputs=inputs)
+            elif name == "z3+beam": got[name] = run_z3_beam(k, be, cfg, got.get("z3"), inputs)
         except Exception as e:  # a method that breaks on one kernel is recorded against it; the run goes on
             got[name] = Measured(k, be.name, Schedule.naive(k), name, False, f"{name} failed: {_where(e)}")
             got[name].tuning_s = time.perf_counter() - t0
@@ -324,7 +331,8 @@ NOTES = [
     "% roofline: max(flops / peak FLOP/s, compulsory bytes / DRAM bandwidth) over the measured time, with the "
     "ceilings in `roofline` (measured in this run with --calibrate, else the machine's: stored calibration or "
     "datasheet); the cost model and solver always use `machine`",
-    "tuning time: wall time of the method end to end (solve or search, compile, verify, time its candidates)",
+    "tuning time: wall time of the method end to end (solve or search, compile, verify, time its candidates); "
+    "the kernel's random inputs and their reference are drawn once before any method and shared (inputs_s)",
 ]
 
 

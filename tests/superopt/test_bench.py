@@ -176,3 +176,25 @@ def test_a_run_stopped_early_keeps_the_workloads_it_measured(tmp_path, monkeypat
     assert doc["partial"] is True and [w["workload"] for w in doc["workloads"]] == done
     assert doc["workloads"][0]["kernels"][0]["methods"]["hand"]["time_s"] > 0
     assert "Partial run" in (tmp_path / "results.md").read_text()
+
+
+def test_methods_share_one_input_set_and_reference_per_kernel(tmp_path, monkeypatch):
+    from superopt import benchmark, verify
+    drawn, refs = [], []
+    real_draw, real_ref = benchmark.random_inputs, verify.reference
+
+    def draw(k, rng):
+        drawn.append(k.name)
+        return real_draw(k, rng)
+
+    def ref(*a, **kw):
+        refs.append(1)
+        return real_ref(*a, **kw)
+    monkeypatch.setattr(benchmark, "random_inputs", draw)
+    monkeypatch.setattr(verify, "random_inputs", lambda *a: pytest.fail("a method drew its own inputs"))
+    monkeypatch.setattr(verify, "reference", ref)
+    assert main(TINY + ["--methods", "hand,z3,beam", "--no-plots", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    (k,) = doc["workloads"][0]["kernels"]
+    assert drawn == [k["name"]] and len(refs) == 1 and k["inputs_s"] > 0
+    assert all(m["time_s"] > 0 for m in k["methods"].values())
