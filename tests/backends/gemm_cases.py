@@ -1,10 +1,13 @@
-"""GEMM workloads and the 16-bit closeness check shared by the emulator tests of the
-tensor-core, wgmma, staged and split-K paths (imported by name: pytest puts this folder
-on sys.path)."""
+"""GEMM workloads, their inputs, reference and emulator runs, and the 16-bit closeness
+check shared by the emulator tests of the tensor-core, wgmma, TMA, staged and split-K
+paths (imported by name: pytest puts this folder on sys.path)."""
 from __future__ import annotations
 
 import numpy as np
 
+from superopt.backends.emu import run_program
+from superopt.ir import dtype as dt
+from superopt.ir.interpret import run_kernel
 from superopt.kernels.registry import Workload
 
 TOL16 = {"float16": 2e-3, "bfloat16": 1.6e-2}   # one rounding of the output, fp32 accumulation
@@ -18,3 +21,20 @@ def gemm_kernel(kind: str, dtype: str, M: int, N: int, K: int, batch: int = 2):
 
 def close16(got, ref, d: str) -> bool:
     return bool(np.all(np.abs(got - ref) <= TOL16[d] * np.maximum(1.0, np.abs(ref))))
+
+
+def normal_inputs(k, seed: int = 0) -> list[np.ndarray]:
+    """Standard-normal inputs of ``k`` in storage form."""
+    rng = np.random.default_rng(seed)
+    return [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
+
+
+def reference_values(k, ins) -> np.ndarray:
+    """The interpreter's output of ``k`` on ``ins``, as float64 values."""
+    return dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
+
+
+def emu_values(p, ins, k, max_blocks: int = 64):
+    """The emulator's run of program ``p`` and its output as float64 values."""
+    r = run_program(p, ins, max_blocks=max_blocks)
+    return r, dt.to_values(r.output, k.output.dtype).astype(np.float64)

@@ -25,17 +25,13 @@ from superopt.kernels.registry import Workload
 from superopt.search import banks, tc_space
 from superopt.search.hand import gpu
 from superopt.search.machine import H100
-from gemm_cases import close16  # noqa: E402 - same folder (on sys.path under pytest)
+from gemm_cases import close16, normal_inputs as _inputs  # noqa: E402 - same folder (on sys.path under pytest)
 
 
 
 def _conv(layout: str, dtype: str, **p):
     return Workload.make("conv2d", layout=layout, dtype=dtype, **p).kernel
 
-
-def _inputs(k, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
 
 
 def _check_run(k, s, seed: int = 0, max_blocks: int = 4096):

@@ -23,13 +23,13 @@ from superopt.backends.emu import tma as emu_tma
 from superopt.backends.emu.executor import EmuError
 from superopt.ir import dtype as dt
 from superopt.ir import tensorcore as tcm
-from superopt.ir.interpret import run_kernel
 from superopt.ir.lower import lower
 from superopt.ir.program import If, Loop, MbarArriveTx, MbarInit, MbarWait, Program, TensorMap, TmaLoad, tensor_maps
 from superopt.ir.schedule import check
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
-from gemm_cases import close16, gemm_kernel  # noqa: E402 - same folder (on sys.path under pytest)
+from gemm_cases import (close16, emu_values as _emu, gemm_kernel, normal_inputs as _inputs,  # noqa: E402 - same folder
+                        reference_values as _ref)
 
 
 def _schedule(k, bm, bn, bk, wgm, wgn, stages, which=(0, 1)):
@@ -41,18 +41,7 @@ def _schedule(k, bm, bn, bk, wgm, wgn, stages, which=(0, 1)):
     return s
 
 
-def _inputs(k, seed=0):
-    rng = np.random.default_rng(seed)
-    return [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
 
-
-def _ref(k, ins):
-    return dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
-
-
-def _emu(p, ins, k, max_blocks=64):
-    r = run_program(p, ins, max_blocks=max_blocks)
-    return r, dt.to_values(r.output, k.output.dtype).astype(np.float64)
 
 
 CASES = [  # kind, dtype, M, N, K, bm, bn, bk, wgm, wgn, stages, TMA operands
