@@ -12,7 +12,7 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), wgmma-check, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, split-k, staged,
+# device), wgmma-check, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, split-k, staged,
 # tinygrad-short, bench-membound.
 #
 # Seen on the H100 (2026-11-23, bench/results/h100-2026-11-23 and h100-2026-11-23b): a bare machine's start
@@ -21,7 +21,8 @@
 # 110 s (5 of 6 GEMMs), tinygrad-short 56 s, a wgmma sweep 25 s a GEMM; bench-a and bench-b each need
 # more than 270 s (9 of 11 and 12 of 15 workloads in 270 s). A warm machine (the next command sent at
 # once) starts no set-up again. A 30-minute session fits three full commands, e.g.
-#   bench-a:330 wgmma-sweep:250   |   bench-b:360 staged:200   |   gputests:130 tc:200 fusion-unfused:250
+#   bench-a:330 fidelity:260   |   bench-b:360 wgmma-check:230   |   gputests:130 fusion-unfused:250 tc:200
+# (wgmma-check times the TMA twins; fidelity and fusion-unfused have not run on a GPU yet)
 # Several stages in one command: `bash bench/gpu_session.sh tests:150 tc:300 fusion` runs each
 # under its own time limit (seconds; a default per stage otherwise), each into $OUT/stages/STAGE,
 # and packs everything into $OUT/results.tgz at the end, so a stage that runs long or breaks
@@ -115,6 +116,21 @@ fusion-embed)   # the embedding input (token ids, dropout, layernorm) only
 fusion-unfused)   # the per-reduction plan (every reduction its own kernel) of every model: #7's "vs our unfused plan"
   $PY bench/fusion_e2e.py --backend cuda --models resnet_block,bottleneck,embed,bert_layer --plans per-reduction \
     --plan-timeout 20 --out "$OUT/fusion-e2e-unfused-h100.json" 2>&1 | tee "$OUT/fusion-e2e-unfused-h100.txt"
+  ;;
+fidelity)   # #5: Spearman of modeled vs measured time over 50 schedules of five GPU kernels
+  mkdir -p "$OUT/kernels"
+  $PY - "$OUT/kernels" <<'PYEOF'
+import sys
+from superopt.io import save_kernel
+from superopt.kernels.registry import Workload
+from superopt.kernels.suites import suite
+want = {"layernorm_8192x1024", "softmax_8192x8192", "decode_gemv_up_4096x11008", "qkv_out_gemm_8192x1024x1024"}
+ks = [w.kernels[-1] for s in ("membound", "llm", "bert") for w in suite(s) if w.name in want]
+ks.append(Workload.make("matmul", M=2048, N=2048, K=2048, dtype="float32").kernels[0])
+for k in ks: save_kernel(k, f"{sys.argv[1]}/{k.name}.json")
+PYEOF
+  $PY -m superopt fidelity "$OUT"/kernels/*.json --backend cuda --schedules 50 --save "$OUT/fidelity-h100.json" \
+    2>&1 | tee "$OUT/fidelity-h100.txt" | tail -20
   ;;
 split-k)   # split-K plans of GEMMs whose grids underfill the SMs (no workload is named 'none': split rows only)
   $PY bench/gpu_tc.py --split-k --only none --out "$OUT/gpu-tc-splitk.json" 2>&1 | tee "$OUT/gpu-tc-splitk.txt"
