@@ -156,13 +156,17 @@ def measure_kernel(kernel: Kernel, backend, n: int = 50, top_k: int = 4, runs: i
                    progress: Callable[[int, int, Point], None] | None = None, stat: str = "median") -> KernelFidelity:
     """Sample ``n`` schedules, verify and time each on ``backend``. ``stat``: which figure of
     the runs is ranked, the median or the fastest (steadier on a machine others share:
-    contention only ever adds time)."""
+    contention only ever adds time). Every schedule is checked and timed on one input set
+    (drawn from ``seed``), its reference computed once."""
+    import numpy as np
     from superopt.commands.tune import measure
+    from superopt.verify import random_inputs
     if stat not in STATS: raise ValueError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
     solved: list = []
     points, top = sample(kernel, backend.machine, n, top_k, seed, solved=solved)
+    inputs = random_inputs(kernel, np.random.default_rng(seed))
     for i, q in enumerate(points):
-        m = measure(kernel, q.schedule, backend, q.source, seed=seed + i, runs=runs)
+        m = measure(kernel, q.schedule, backend, q.source, runs=runs, inputs=inputs)
         q.verified, q.reason, q.samples = m.verified, m.reason, tuple(m.samples)
         q.measured_s = (min(m.samples) if stat == "min" and m.samples else m.measured_s) if m.verified else None
         if progress: progress(i + 1, len(points), q)

@@ -67,3 +67,14 @@ def test_fidelity_rejects_a_foreign_file(tmp_path, capsys):
     bad.write_text('{"format": "something else"}')
     assert main(["fidelity", str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_every_schedule_is_checked_on_one_input_set(kfile, monkeypatch, capsys):
+    from superopt import verify
+    drawn, refs = [], []
+    real_draw, real_ref = verify.random_inputs, verify.reference
+    monkeypatch.setattr(verify, "random_inputs", lambda k, rng: drawn.append(k.name) or real_draw(k, rng))
+    monkeypatch.setattr(verify, "reference", lambda *a, **kw: refs.append(1) or real_ref(*a, **kw))
+    assert main(["fidelity", str(kfile), "--schedules", "6", "--runs", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kernels"][0]["verified"] == 6 and len(drawn) == 1 and len(refs) == 1
