@@ -22,7 +22,7 @@ import numpy as np
 from ..ir.kernel import Kernel
 from ..ir.schedule import Level, Schedule, check, vector_axis
 from . import cost
-from .space import Space
+from .space import Space, tile_limits, vector_fits
 
 LIMIT = 4_000_000   # schedules of a space modeled exhaustively (beyond: the Z3 solve)
 CHUNK = 1 << 19     # schedules modeled per numpy pass (bounds memory)
@@ -83,22 +83,17 @@ def _pass(kernel: Kernel, machine, sp: Space, first: range, order, f: cost.Facts
 
 
 def _feasible(kernel: Kernel, machine, sp: Space, opts, x: cost.Vars) -> np.ndarray:
-    """The limits of ``z3opt._resources``, elementwise."""
+    """The solvers' limits (``space.tile_limits``, ``space.vector_fits``), elementwise."""
     up, un, th = cost._prod(x.upcast), cost._prod(x.unroll), cost._prod(x.thread)
-    ok = (np.asarray(up) <= machine.max_upcast) & (np.asarray(un * up) <= 4 * machine.max_upcast) & \
-        (np.asarray(th) <= machine.max_threads)
+    ok = np.bool_(True)
+    for v, bound in tile_limits(up, un, th, machine): ok = ok & (np.asarray(v) <= bound)
     va = vector_axis(kernel)
     if va is not None and any(v != 1 for v in sp.vectors):
         size = kernel.axes[va].size
-        fits = np.array([[v == 1 or _vector_fits(o, v, size) for v in sp.vectors] for o in opts[va]])
+        fits = np.array([[v == 1 or vector_fits(o, v, size) for v in sp.vectors] for o in opts[va]])
         ok = ok & fits.reshape([len(opts[va]) if d == va else len(sp.vectors) if d == len(opts) else 1
                                 for d in range(len(opts) + 2)])
     return ok
-
-
-def _vector_fits(opt, v: int, size: int) -> bool:
-    """As ``ir.schedule.check``: the axis ends in an upcast ``v`` divides."""
-    return opt[-1].level is Level.UPCAST and opt[-1].size % v == 0 and math.prod(p.size for p in opt) >= size
 
 
 def _chunks(sp: Space) -> list[range]:

@@ -36,6 +36,19 @@ GPU_UNROLL = (1, 2, 4, 8)
 PADDED_UPCAST = (4, 8, 16)
 
 
+def tile_limits(up, un, th, machine) -> list[tuple]:
+    """The register-tile, unroll and thread limits the solvers keep schedules within, as
+    (value, bound) pairs over the products of the upcast, unroll and thread sizes (numbers,
+    numpy arrays or Z3 terms alike)."""
+    return [(up, machine.max_upcast), (un * up, 4 * machine.max_upcast), (th, machine.max_threads)]
+
+
+def vector_fits(opt: Option, v: int, size: int) -> bool:
+    """As ``ir.schedule.check``: the axis ends in an upcast ``v`` divides (it may be padded;
+    the cost model charges a padded vector axis its masked, lane-by-lane accesses)."""
+    return opt[-1].level is Level.UPCAST and opt[-1].size % v == 0 and math.prod(p.size for p in opt) >= size
+
+
 def divisors(n: int) -> list[int]:
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]))

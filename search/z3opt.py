@@ -36,7 +36,7 @@ import z3
 from ..ir.kernel import Kernel
 from ..ir.schedule import Level, Schedule, check, vector_axis
 from . import cost, exhaustive
-from .space import Space, build
+from .space import Space, build, tile_limits, vector_fits
 
 CHOICE_LIMITS = (256, 1024, 4096)  # combined table rows before a choice becomes a real term: tried in turn
 RUNNER_UP_SPAN = 2.0  # top-k alternatives are sought within this factor of the optimum
@@ -326,19 +326,13 @@ def _resources(kernel: Kernel, machine, sp: Space, sel, vec, x: cost.Vars, m: Mo
     un = cost._prod(x.unroll[a] for a in n)
     th = cost._prod(x.thread[a] for a in n)
     sym = lambda v: v if isinstance(v, Sym) else Sym(m)._lift(v)  # noqa: E731
-    out = [sym(up).le(machine.max_upcast), sym(un * up).le(4 * machine.max_upcast), sym(th).le(machine.max_threads)]
+    out = [sym(v).le(bound) for v, bound in tile_limits(up, un, th, machine)]
     va = vector_axis(kernel)
     for v, b in vec.items():
         if v == 1: continue
-        ok = [s for i, s in enumerate(sel[va]) if _vector_fits(sp.axis_options[va][i], v, kernel.axes[va].size)]
+        ok = [s for i, s in enumerate(sel[va]) if vector_fits(sp.axis_options[va][i], v, kernel.axes[va].size)]
         out.append(z3.Implies(b, _or(ok, m.ctx)))
     return [c for c in out if not z3.is_true(c)]
-
-
-def _vector_fits(opt, v: int, size: int) -> bool:
-    """As ``ir.schedule.check``: the axis ends in an upcast ``v`` divides (it may be padded;
-    the cost model charges a padded vector axis its masked, lane-by-lane accesses)."""
-    return opt[-1].level is Level.UPCAST and opt[-1].size % v == 0 and math.prod(p.size for p in opt) >= size
 
 
 # ---- solving --------------------------------------------------------------------------------
@@ -473,7 +467,7 @@ def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
     if not cands: return _fallback(kernel, machine, start, top_k, t0, fallback or "z3 found no legal schedule")
     have = {c.schedule for c in cands}
     cands += [c for c in start if c.schedule not in have][:max(0, top_k - len(cands))]
-    cands = _hand_on_ties(kernel, machine, sorted(cands + _tensor_core(kernel, machine, top_k), key=lambda c: c.modeled_s), top_k)
+    cands = _ranked(kernel, machine, cands, top_k)
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, proved, _time.monotonic() - t0, fallback)
 
 
@@ -487,9 +481,14 @@ def _exhaustive(kernel: Kernel, machine, sp: Space, top_k: int, timeout_s: float
         r.method = "exhaustive"
         return r
     fallback = None if finished else "time limit: best schedule of the part of the space modeled"
-    cands = _hand_on_ties(kernel, machine, sorted(cands + _tensor_core(kernel, machine, top_k), key=lambda c: c.modeled_s), top_k)
+    cands = _ranked(kernel, machine, cands, top_k)
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, finished, _time.monotonic() - t0, fallback,
                        "exhaustive")
+
+
+def _ranked(kernel: Kernel, machine, cands: list[Candidate], top_k: int) -> list[Candidate]:
+    """A finished solve's candidates with the tensor-core ones, fastest first, hand rules on ties."""
+    return _hand_on_ties(kernel, machine, sorted(cands + _tensor_core(kernel, machine, top_k), key=lambda c: c.modeled_s), top_k)
 
 
 def _hand_on_ties(kernel: Kernel, machine, cands: list[Candidate], top_k: int) -> list[Candidate]:
