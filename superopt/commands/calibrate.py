@@ -59,12 +59,10 @@ def tensor_core_rate(reps: int = 30, size: int = TC_GEMM) -> float | str:
     """FLOP/s of our own fp16 tensor-core GEMM (the GPU hand rule's schedule: wgmma on sm_90)
     at ``size``^3, verified first, timed like every kernel; the rate the tensor-core cost
     model (search/tc_cost.py) then assumes. A string says why it was not measured."""
-    import numpy as np
-    from superopt.backends.base import Failure, get
-    from superopt.ir.lower import lower
+    from superopt.backends.base import get
+    from superopt.commands.tune import measure
     from superopt.kernels.registry import Workload
     from superopt.search.hand import gpu
-    from superopt.verify import poison, random_inputs, verify_compiled
     k = Workload.make("matmul", M=size, N=size, K=size, dtype="float16").kernels[0]
     try:
         be = get("cuda")
@@ -73,15 +71,9 @@ def tensor_core_rate(reps: int = 30, size: int = TC_GEMM) -> float | str:
     try:
         s = gpu(k, be.machine)
         if s.tensor_core is None: return "not measured (no tensor-core schedule on this GPU)"
-        c = be.compile(lower(k, s, be.machine))
-        if isinstance(c, Failure): return f"not measured ({c})"
-        rng = np.random.default_rng(0)
-        inputs = random_inputs(k, rng)
-        v = verify_compiled(k, c, be, rng, inputs)
-        if not v.ok: return f"not measured (the GEMM did not verify: {v.reason})"
-        t = be.time(c, [a.reshape(-1) for a in inputs], poison(k.output), runs=reps)
-        if isinstance(t, Failure): return f"not measured ({t})"
-        return 2.0 * size ** 3 / t.median_s
+        m = measure(k, s, be, "calibrate", seed=0, runs=reps)   # verified, then timed
+        if not (m.verified and m.measured_s): return f"not measured (the GEMM: {m.reason})"
+        return 2.0 * size ** 3 / m.measured_s
     except Exception as e:  # noqa: BLE001 - as above
         return f"not measured ({type(e).__name__}: {e})"
     finally:
@@ -104,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  shared-memory bandwidth        {r['smem_bytes_per_s'] / 1e12:10.2f} TB/s")
         print(f"  launch overhead                {r['launch_s'] * 1e6:10.2f} us (host side {r['launch_host_s'] * 1e6:.2f} us)")
         tc = r["tensor_core_fp16"]
-        print(f"  fp16 tensor-core rate          " + (f"{tc / 1e12:10.1f} TFLOP/s (our {TC_GEMM}^3 GEMM)" if isinstance(tc, float) else tc))
+        print("  fp16 tensor-core rate          " + (f"{tc / 1e12:10.1f} TFLOP/s (our {TC_GEMM}^3 GEMM)" if isinstance(tc, float) else tc))
     print(f"saved to {path}" if path else "not saved (--no-save)")
     return 0
 

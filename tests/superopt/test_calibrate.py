@@ -24,3 +24,10 @@ def test_cpu_calibration_is_measured_and_stored(tmp_path, monkeypatch, capsys):
 def test_cuda_calibration_without_a_device(capsys):
     assert main(["calibrate", "--backend", "cuda"]) == 2
     assert "no CUDA device is present" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(probe()[0], reason="a CUDA device is present (the GPU test checks the rate)")
+def test_tensor_core_rate_without_a_device_says_why():
+    from superopt.commands.calibrate import tensor_core_rate
+    r = tensor_core_rate(reps=1, size=256)
+    assert isinstance(r, str) and r.startswith("not measured (")
