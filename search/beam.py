@@ -78,10 +78,10 @@ class Timer:
     """Times schedules of one kernel on one backend, on one random input set, with a memo;
     keeps each compiled candidate (the pick is checked without compiling it again) and the
     wall time each candidate took (lower, compile, time)."""
-    def __init__(self, kernel: Kernel, backend, runs: int = 5, seed: int | None = None, inputs: list | None = None):
+    def __init__(self, kernel: Kernel, backend, runs: int = 5, inputs: list | None = None):
         from superopt.verify import poison, random_inputs
         self.kernel, self.backend, self.runs = kernel, backend, runs
-        self.inputs = random_inputs(kernel, np.random.default_rng(seed)) if inputs is None else inputs
+        self.inputs = random_inputs(kernel, np.random.default_rng()) if inputs is None else inputs
         self.flat = [a.reshape(-1) for a in self.inputs]
         self.out = poison(kernel.output)
         self.memo: dict[Schedule, Timed] = {}
