@@ -82,7 +82,7 @@ def check(kernel, m: tcm.Match, op: tcm.Operand, rows: int, width: int) -> list[
     """Why operand ``op`` of a wgmma schedule cannot be copied by TMA (empty: it can)."""
     v = view(kernel, m, op, rows, width)
     if isinstance(v, str): return [f"input {op.input}: TMA copy impossible: {v}"]
-    if 2 * wg.panel(width) not in (32, 64, 128): return [f"input {op.input}: TMA has no swizzle for {width}-element rows"]
+    if swizzle_span(width) not in (32, 64, 128): return [f"input {op.input}: TMA has no swizzle for {width}-element rows"]
     return []
 
 

@@ -46,7 +46,12 @@ def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wgm: int, wgn: int, st
         raise ValueError(f"M extents {m_ext!r} are not integers (a variant's key ending in 'tma': use from_key)")
     s = tc_space.make(kernel, m, bm, bn, bk, wg.WARPS_PER_GROUP * wgm, wgn, stages, m_ext)
     s = replace(s, tensor_core=replace(s.tensor_core, instr=instr_for(m)))
-    return replace(s, staging=tuple(replace(x, tma=tma) for x in wg.staging(kernel, s)))
+    return copied_by_tma(replace(s, staging=wg.staging(kernel, s)), tma)
+
+
+def copied_by_tma(s: Schedule, tma: bool = True) -> Schedule:
+    """``s`` with every staged operand copied by TMA (or, ``tma`` False, by threads)."""
+    return replace(s, staging=tuple(replace(x, tma=tma) for x in s.staging))
 
 
 def from_key(kernel, m: tcm.Match, key) -> Schedule:
@@ -72,6 +77,6 @@ def variants(kernel, machine, tma: bool = True) -> list[tuple[tuple, Schedule]]:
         key = (bm, bn, bk, wgm, wgn, s.stages)
         if any(key == t for t, _ in out) or check(kernel, s, machine): continue
         out.append((key, s))
-        twin = replace(s, staging=tuple(replace(x, tma=True) for x in s.staging))
+        twin = copied_by_tma(s)
         if tma and not check(kernel, twin, machine): out.append(((*key, "tma"), twin))
     return out
