@@ -39,6 +39,7 @@ from superopt.ir.interpret import cast_values
 from superopt.ir.program import MbarArriveTx, MbarInit, Mbarriers, MbarWait, TensorMap, TmaLoad
 
 from .counters import BANK_BYTES, bank_wavefronts, sectors
+from .wgmma import async_view, swizzle
 
 STMTS = (Mbarriers, MbarInit, MbarArriveTx, MbarWait, TmaLoad)
 ALIGN = 128       # bytes: a TMA destination's alignment
@@ -152,12 +153,6 @@ def box_elements(m: TensorMap, coords: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.where(ok, g, 0), ok
 
 
-def swizzle(addr: np.ndarray, span: int) -> np.ndarray:
-    """The TMA / wgmma swizzle of shared byte addresses: bits [4, 4+log2(span/16)) XOR bits 7.."""
-    if not span: return addr
-    return addr ^ (((addr >> 7) & (span // 16 - 1)) << 4)
-
-
 def _issue(run, st: _State, bars: _Bars, s: TmaLoad, mask, blocks, threads, idx) -> None:
     m = s.map
     if s.name not in run.shared: raise _error(f"TMA copy into undeclared shared buffer {s.name}")
@@ -235,7 +230,6 @@ def _land(run, st: _State, c: _Copy) -> None:
     buf = run.shared[c.name]
     buf[c.block, c.dst] = cast_values(c.vals, run.shared_dt[c.name])
     run.writer[c.name][c.block, c.dst] = -1          # no thread wrote it: no race with a thread's reads
-    from .wgmma import async_view
     view = async_view(run)
     if c.name in view: view[c.name][c.block, c.dst] = buf[c.block, c.dst]
 

@@ -63,8 +63,14 @@ def element_addresses(desc: int, rows: int, trans: bool) -> np.ndarray:
     w = wg.swizzle_width(mode)
     if trans: addr = start + (r % (w // 2)) * 2 + (r // (w // 2)) * lbo + (k % 8) * w + (k // 8) * sbo
     else: addr = start + (r % 8) * w + (r // 8) * sbo + k * 2
-    mask = w // 16 - 1
-    return addr ^ (((addr >> 7) & mask) << 4)
+    return swizzle(addr, w)
+
+
+def swizzle(addr: np.ndarray, span: int) -> np.ndarray:
+    """The wgmma / TMA swizzle of shared byte addresses of a ``span``-byte pattern: bits
+    [4, 4 + log2(span / 16)) XOR bits 7.. (none for span 0)."""
+    if not span: return addr
+    return addr ^ (((addr >> 7) & (span // 16 - 1)) << 4)
 
 
 def acc_coords(n: int) -> tuple[np.ndarray, np.ndarray]:
