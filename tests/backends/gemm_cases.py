@@ -4,6 +4,7 @@ paths (imported by name: pytest puts this folder on sys.path)."""
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import strategies as st
 
 from superopt.backends.emu import run_program
 from superopt.ir import dtype as dt
@@ -38,3 +39,17 @@ def emu_values(p, ins, k, max_blocks: int = 64):
     """The emulator's run of program ``p`` and its output as float64 values."""
     r = run_program(p, ins, max_blocks=max_blocks)
     return r, dt.to_values(r.output, k.output.dtype).astype(np.float64)
+
+
+@st.composite
+def wgmma_shapes(draw, n_tiles: int = 1, k_steps: int = 3, max_stages: int = 3):
+    """A wgmma GEMM case: (dtype, kind, M, N, K, bm, bn, bk, warpgroups along M, along N,
+    stages), with 1-2 block tiles along M, up to ``n_tiles`` along N, up to ``k_steps`` K steps."""
+    d = draw(st.sampled_from(["float16", "bfloat16"]))
+    kind = draw(st.sampled_from(["matmul", "bmm_kn", "bmm_nk"]))
+    wgm, wgn, mt = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
+    tn = draw(st.sampled_from([16, 32, 64, 128]))
+    bk = draw(st.sampled_from([16, 32, 64]))
+    bm, bn = 64 * mt * wgm, tn * wgn
+    M, N, K = bm * draw(st.integers(1, 2)), bn * draw(st.integers(1, n_tiles)), bk * draw(st.integers(1, k_steps))
+    return d, kind, M, N, K, bm, bn, bk, wgm, wgn, draw(st.integers(1, max_stages))

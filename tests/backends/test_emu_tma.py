@@ -29,7 +29,7 @@ from superopt.ir.schedule import check
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
 from gemm_cases import (close16, emu_values as _emu, gemm_kernel, normal_inputs as _inputs,  # noqa: E402 - same folder
-                        reference_values as _ref)
+                        reference_values as _ref, wgmma_shapes)
 
 
 def _schedule(k, bm, bn, bk, wgm, wgn, stages, which=(0, 1)):
@@ -99,15 +99,8 @@ def test_one_operand_by_tma_the_other_by_element_copies():
 
 @st.composite
 def tma_case(draw):
-    d = draw(st.sampled_from(["float16", "bfloat16"]))
-    kind = draw(st.sampled_from(["matmul", "bmm_kn", "bmm_nk"]))
-    wgm, wgn, mt = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
-    tn = draw(st.sampled_from([16, 32, 64, 128]))
-    bk = draw(st.sampled_from([16, 32, 64]))
-    bm, bn = 64 * mt * wgm, tn * wgn
-    M, N, K = bm * draw(st.integers(1, 2)), bn * draw(st.integers(1, 2)), bk * draw(st.integers(1, 4))
     which = draw(st.sampled_from([(0, 1), (0,), (1,)]))
-    return d, kind, M, N, K, bm, bn, bk, wgm, wgn, draw(st.integers(1, 4)), which
+    return *draw(wgmma_shapes(n_tiles=2, k_steps=4, max_stages=4)), which
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

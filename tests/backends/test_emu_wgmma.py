@@ -29,7 +29,7 @@ from superopt.kernels.registry import Workload
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
 from gemm_cases import (close16, emu_values as _emu, gemm_kernel, normal_inputs as _inputs,  # noqa: E402 - same folder
-                        reference_values as _ref)
+                        reference_values as _ref, wgmma_shapes)
 
 HAVE_GPU, WHY = probe()
 needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no CUDA device: {WHY}")
@@ -75,20 +75,8 @@ def test_wgmma_gemms_match_the_interpreter(case):
     assert r.counters.instructions["wgmma"] == blocks * wgn * (bm // 64) * (K // 16)
 
 
-@st.composite
-def wgmma_case(draw):
-    d = draw(st.sampled_from(["float16", "bfloat16"]))
-    kind = draw(st.sampled_from(["matmul", "bmm_kn", "bmm_nk"]))
-    wgm, wgn, mt = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
-    tn = draw(st.sampled_from([16, 32, 64, 128]))
-    bk = draw(st.sampled_from([16, 32, 64]))
-    bm, bn = 64 * mt * wgm, tn * wgn
-    M, N, K = bm * draw(st.integers(1, 2)), bn, bk * draw(st.integers(1, 3))
-    return d, kind, M, N, K, bm, bn, bk, wgm, wgn, draw(st.integers(1, 3))
-
-
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(wgmma_case(), st.integers(0, 2**31 - 1))
+@given(wgmma_shapes(), st.integers(0, 2**31 - 1))
 def test_random_wgmma_schedules_match_the_interpreter(case, seed):
     d, kind, M, N, K, bm, bn, bk, wgm, wgn, stages = case
     k = gemm_kernel(kind, d, M, N, K)
