@@ -69,7 +69,8 @@ def kernelize(root: Node, out_name: str = "out", plan: "frozenset[Node] | None" 
         plan = PLANNER(root)
     chosen = plan if plan is not None else default_plan(root)
     base = output_node(root)
-    return _kernelize_plan(root, out_name, frozenset(_narrowed(list(chosen), toposort(base))) - {base})
+    order = toposort(base)
+    return _kernelize_plan(root, out_name, frozenset(_narrowed(list(chosen), order)) - {base}, order)
 
 
 def output_node(root: Node) -> Node:
@@ -219,11 +220,12 @@ def fuse_rows(base: Node, realized: list[Node], cands: list[Node], out_name: str
     return None
 
 
-def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node]) -> list[Step]:
+def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node], order: list[Node]) -> list[Step]:
+    """The kernels of ``plan`` (``order``: the output node's graph, toposorted)."""
     bad = [n for n in plan if n.op not in ALU and n.op is not Ops.REDUCE]
     if bad: raise ValueError(f"a plan materializes elementwise or reduce nodes, not {sorted({n.op.name for n in bad})}")
     base = output_node(root)
-    realized = [n for n in toposort(base) if n in plan or n is base]
+    realized = [n for n in order if n in plan or n is base]
     names = _names(realized, base, out_name)
     done, steps = set(realized), []
     for n in realized:
