@@ -10,6 +10,7 @@ from superopt.backends.emu import run_program
 from superopt.ir import dtype as dt
 from superopt.ir.interpret import run_kernel
 from superopt.kernels.registry import Workload
+from superopt.verify import poison
 
 TOL16 = {"float16": 2e-3, "bfloat16": 1.6e-2}   # one rounding of the output, fp32 accumulation
 
@@ -53,3 +54,13 @@ def wgmma_shapes(draw, n_tiles: int = 1, k_steps: int = 3, max_stages: int = 3):
     bm, bn = 64 * mt * wgm, tn * wgn
     M, N, K = bm * draw(st.integers(1, 2)), bn * draw(st.integers(1, n_tiles)), bk * draw(st.integers(1, k_steps))
     return d, kind, M, N, K, bm, bn, bk, wgm, wgn, draw(st.integers(1, max_stages))
+
+
+def gpu_values(cuda, p, k, ins):
+    """Program ``p`` compiled on the cuda backend and run once on ``ins`` (the output
+    poisoned first: NaN shows unwritten elements): (the compiled kernel, its output as float64)."""
+    c = cuda.compile(p)
+    assert hasattr(c, "handle"), f"compile failed: {c}"
+    out = cuda.run(c, [a.reshape(-1) for a in ins], poison(k.output))
+    assert isinstance(out, np.ndarray), f"launch failed: {out}"
+    return c, dt.to_values(out.reshape(k.output.shape), k.output.dtype).astype(np.float64)

@@ -21,7 +21,6 @@ from superopt.backends.cuda.render import render
 from superopt.backends.emu import run_program
 from superopt.backends.emu import tma as emu_tma
 from superopt.backends.emu.executor import EmuError
-from superopt.ir import dtype as dt
 from superopt.ir import tensorcore as tcm
 from superopt.ir.lower import lower
 from superopt.ir.program import If, Loop, MbarArriveTx, MbarInit, MbarWait, Program, TensorMap, TmaLoad, tensor_maps
@@ -29,7 +28,7 @@ from superopt.ir.schedule import check
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
 from gemm_cases import (close16, emu_values as _emu, gemm_kernel, normal_inputs as _inputs,  # noqa: E402 - same folder
-                        reference_values as _ref, wgmma_shapes)
+                        gpu_values, reference_values as _ref, wgmma_shapes)
 
 
 def _schedule(k, bm, bn, bk, wgm, wgn, stages, which=(0, 1)):
@@ -305,13 +304,8 @@ def test_tma_wgmma_gemms_on_the_gpu(cuda, case):
     kind, d, M, N, K, bm, bn, bk, wgm, wgn, stages, which = case
     k = gemm_kernel(kind, d, M, N, K)
     p = lower(k, _schedule(k, bm, bn, bk, wgm, wgn, stages, which), H100)
-    c = cuda.compile(p)
-    assert hasattr(c, "handle"), f"compile failed: {c}"
     ins = _inputs(k)
-    from superopt.verify import poison
-    out = cuda.run(c, [a.reshape(-1) for a in ins], poison(k.output))   # NaN: unwritten elements show
-    assert isinstance(out, np.ndarray), f"launch failed: {out}"
-    got = dt.to_values(out.reshape(k.output.shape), k.output.dtype).astype(np.float64)
+    c, got = gpu_values(cuda, p, k, ins)
     ref = _ref(k, ins)
     bad = ~(np.abs(got - ref) <= 2e-2 * np.maximum(1.0, np.abs(ref)))
     assert not bad.any(), (f"{bad.sum()} of {bad.size} wrong (registers {c.handle.registers}); first at "
