@@ -23,12 +23,13 @@ from superopt.backends.emu import tma as emu_tma
 from superopt.backends.emu.executor import EmuError
 from superopt.ir import tensorcore as tcm
 from superopt.ir.lower import lower
-from superopt.ir.program import If, Loop, MbarArriveTx, MbarInit, MbarWait, Program, TensorMap, TmaLoad, tensor_maps
+from superopt.ir.program import MbarArriveTx, MbarInit, MbarWait, TensorMap, TmaLoad, tensor_maps
 from superopt.ir.schedule import check
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
 from gemm_cases import (close16, emu_values as _emu, gemm_kernel, normal_inputs as _inputs,  # noqa: E402 - same folder
-                        gpu_values, reference_values as _ref, wgmma_shapes)
+                        gpu_values, mutate as _mutate, reference_values as _ref,
+                        wgmma_shapes)
 
 
 def _schedule(k, bm, bn, bk, wgm, wgn, stages, which=(0, 1)):
@@ -139,18 +140,6 @@ def test_a_swizzled_box_lands_where_the_wgmma_layout_puts_the_panel(width):
     landed = (emu_tma.swizzle(base + 2 * e, 2 * width) - base) // 2
     want = [wg.smem_offset(int(i) // width, int(i) % width, rows, width) for i in e]
     assert landed.tolist() == want
-
-
-def _mutate(p: Program, f) -> Program:
-    def walk(stmts):
-        out = []
-        for x in stmts:
-            if isinstance(x, Loop): y = Loop(x.var, walk(x.body), x.unroll)
-            elif isinstance(x, If): y = If(x.cond, walk(x.body))
-            else: y = f(x)
-            if y is not None: out.append(y)
-        return tuple(out)
-    return Program(p.name, p.inputs, p.output, p.blocks, p.threads, p.lanes, p.workers, walk(p.body), p.kernel, p.schedule)
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,14 @@ from superopt.backends.emu.executor import EmuError
 from superopt.ir import tensorcore as tcm
 from superopt.ir import wgmma as wg
 from superopt.ir.lower import lower
-from superopt.ir.program import Loop, Program, SharedFence, Wgmma, WgmmaFence, WgmmaWait
+from superopt.ir.program import SharedFence, Wgmma, WgmmaFence, WgmmaWait
 from superopt.ir.schedule import check
 from superopt.kernels.registry import Workload
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
 from gemm_cases import (close16, emu_values as _emu, gemm_kernel, normal_inputs as _inputs,  # noqa: E402 - same folder
-                        gpu_values, reference_values as _ref, wgmma_shapes)
+                        gpu_values, mutate as _mutate, reference_values as _ref,
+                        wgmma_shapes)
 
 HAVE_GPU, WHY = probe()
 needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no CUDA device: {WHY}")
@@ -102,18 +103,6 @@ def test_wgmma_convolutions_as_implicit_gemm(layout):
     r, got = _emu(lower(k, s, H100), ins, k)
     assert r.written.all() and close16(got, _ref(k, ins), "float16")
     assert r.counters.races == 0 and r.counters.bank_conflicts == 0
-
-
-def _mutate(p: Program, f) -> Program:
-    def walk(stmts):
-        out = []
-        for x in stmts:
-            if isinstance(x, Loop): out.append(Loop(x.var, walk(x.body), x.unroll))
-            else:
-                y = f(x)
-                if y is not None: out.append(y)
-        return tuple(out)
-    return Program(p.name, p.inputs, p.output, p.blocks, p.threads, p.lanes, p.workers, walk(p.body), p.kernel, p.schedule)
 
 
 def test_the_emulator_decodes_descriptors_so_wrong_ones_give_wrong_numbers():
