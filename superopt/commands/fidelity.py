@@ -82,22 +82,26 @@ def run(args: argparse.Namespace) -> int:
     be = _backend(args)
     load_before, t0 = os.getloadavg(), time.perf_counter()
     results = []
+
+    def document(partial: bool) -> dict:
+        return {"command": _command(args), "partial": partial,
+                "backend": args.backend, "statistic": args.stat, "runs": args.runs,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+                "elapsed_s": time.perf_counter() - t0, "machine": be.machine.to_dict(), "summary": _summary(results),
+                "kernels": [r.to_dict() for r in results]}
     try:
-        for k in kernels:
+        for i, k in enumerate(kernels):
             print(f"{k.name}: timing {args.schedules} schedules", file=sys.stderr, flush=True)
             r = fidelity.measure_kernel(k, be, args.schedules, args.topk, args.runs, args.seed, _progress(k, args.json),
                                         args.stat)
             results.append(r)
             if not args.json: print(_line(r), flush=True)
+            if args.save and i + 1 < len(kernels): _save(args.save, document(partial=True))   # nothing lost if cut short
         machine = be.machine
     finally:
         be.close()
-    doc = {"command": _command(args),
-           "backend": args.backend, "statistic": args.stat, "runs": args.runs,
-           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-           "elapsed_s": time.perf_counter() - t0, "machine": machine.to_dict(), "summary": _summary(results),
-           "kernels": [r.to_dict() for r in results]}
+    doc = document(partial=False)
     if args.calibrate_model:
         try:
             p, before, after = fidelity.calibrate(results, machine)
@@ -105,19 +109,23 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"cannot calibrate: {e}") from None
         path = fidelity.store(machine, p) if after > before else None
         doc["calibration"] = {"mean_spearman_before": before, "mean_spearman_after": after,
-                              "params": {n: getattr(p, n) for n in fidelity.CALIBRATED},
+                              "params": {n: getattr(p, n) for n in fidelity.calibrated(machine)},
                               "stored": str(path) if path else None}
         if not args.json:
             print(f"calibration: mean Spearman {before:.3f} -> {after:.3f}; " +
                   (f"stored in {path}" if path else "no improvement, nothing stored"))
-    if args.save:
-        try:
-            with open(args.save, "w") as f: json.dump(doc, f, indent=1)
-        except OSError as e:
-            raise UserError(f"{args.save}: cannot write ({e.strerror or e})") from None
+    if args.save: _save(args.save, doc)
     if args.json: print(json.dumps(doc))
     else: print(_summary_line(doc["summary"]))
     return 0 if all(r.ok for r in results) else 1
+
+
+def _save(path: str, doc: dict) -> None:
+    from superopt.cli import UserError
+    try:
+        with open(path, "w") as f: json.dump(doc, f, indent=1)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _command(args) -> str:

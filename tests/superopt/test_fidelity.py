@@ -38,6 +38,25 @@ def test_fidelity_end_to_end(kfile, tmp_path, capsys):
         machines.calibration_dir().joinpath("machine-cpu.json").unlink()
 
 
+def test_fidelity_saves_after_every_kernel(kfile, tmp_path, monkeypatch, capsys):
+    """A run cut short after its first kernel leaves that kernel's result (``partial``)."""
+    from superopt.search import fidelity
+    out, real, calls = tmp_path / "fid.json", fidelity.measure_kernel, []
+
+    def second_fails(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2: raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(fidelity, "measure_kernel", second_fails)
+    assert main(["fidelity", str(kfile), str(kfile), "--schedules", "4", "--runs", "1", "--save", str(out)]) != 0
+    assert "interrupted" in capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["partial"] is True and len(doc["kernels"]) == 1 and doc["kernels"][0]["schedules"] == 4
+    monkeypatch.setattr(fidelity, "measure_kernel", real)
+    assert main(["fidelity", str(kfile), "--schedules", "4", "--runs", "1", "--save", str(out)]) == 0
+    assert json.loads(out.read_text())["partial"] is False
+
+
 def test_fidelity_json_output(kfile, capsys):
     assert main(["fidelity", str(kfile), "--schedules", "4", "--runs", "1", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
