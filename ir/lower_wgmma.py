@@ -48,7 +48,7 @@ from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, MbarArriv
 BAR = "full"   # the stages' mbarriers (TMA operands)
 
 
-def wgmma_in_flight(stages: int, bk: int, warpgroups: int) -> int:
+def wgmma_in_flight(stages: int, bk: int, warpgroups: int, tma: bool = False) -> int:
     """wgmma groups left in flight after each step's wait: 1 from 4 stages on with at
     most 2 K steps a group and a single warpgroup (the step's wgmmas overlap the next
     step's copy wait and barrier; copies then run ``stages - 2`` tiles ahead), else 0
@@ -57,8 +57,12 @@ def wgmma_in_flight(stages: int, bk: int, warpgroups: int) -> int:
     two warpgroups keeping a group in flight gave wrong sums (relative error 1.6e-2 to
     3.6e-2 at K = 1024, where right ones are near 2e-5) while one warpgroup was right
     (bench/results/h100-2026-11-23); the emulator finds no race there, the cause on the
-    hardware is not established, hence the warpgroup limit."""
-    return 1 if stages >= 4 and bk <= 2 * wg.WG_K and warpgroups == 1 else 0
+    hardware is not established, hence the warpgroup limit. With an operand copied by TMA
+    (``tma``) none is kept: one warpgroup keeping a group in flight gave wrong sums there
+    too (relative error 5.9e-2 to 7.0e-2, bench/results/h100-2026-11-23c), as did an
+    mbarrier pipeline (per-stage "released" barriers instead of the block barrier) on
+    every variant ptxas did not serialize, while the emulator found no race."""
+    return 1 if stages >= 4 and bk <= 2 * wg.WG_K and warpgroups == 1 and not tma else 0
 
 
 def lower_wgmma(k, s, machine) -> Program:
@@ -96,7 +100,7 @@ def lower_wgmma(k, s, machine) -> Program:
 
     desc = {name: wg.operand_desc(op, *geo[name]) for op, name, _ in v.ops}
 
-    keep = wgmma_in_flight(S, t.bk, g.wgm * g.wgn)
+    keep = wgmma_in_flight(S, t.bk, g.wgm * g.wgn, bool(views))
 
     def mma(at_stage: Node) -> list[Stmt]:
         body: list[Stmt] = [WgmmaFence()]

@@ -152,7 +152,7 @@ def wgmma_time_s(kernel, s, machine) -> float:
     # cp.async copies (their shared-memory writes) before the next barrier: serial to the
     # tensor pipe in that block; with a group in flight both overlap the group
     copy = (t.bm + t.bn) * t.bk * 2 / sm_smem
-    keep = wgmma_in_flight(s.stages, t.bk, g.wgm * g.wgn)
+    keep = wgmma_in_flight(s.stages, t.bk, g.wgm * g.wgn, any(x.tma for x in s.staging))
     serial = 0.0 if keep else WG_SYNC_S + copy
     # global load latency the copies running ``ahead`` tiles ahead do not hide
     ahead = max(0, s.stages - 1 - keep) if _async(s) else 0

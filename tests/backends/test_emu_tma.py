@@ -52,7 +52,7 @@ CASES = [  # kind, dtype, M, N, K, bm, bn, bk, wgm, wgn, stages, TMA operands
     ("bmm_kn", "float16", 128, 128, 64, 128, 128, 32, 1, 2, 2, (0, 1)),   # 64-byte swizzle of A
     ("matmul", "float16", 96, 64, 64, 64, 64, 64, 1, 1, 2, (0, 1)),       # M padded: rows past 96 read as zeros
     ("matmul", "float16", 64, 200, 64, 64, 64, 32, 1, 1, 3, (0, 1)),      # N padded to 256: columns past 200 zeros
-    ("matmul", "float16", 64, 64, 256, 64, 64, 32, 1, 1, 4, (0, 1)),      # one wgmma group kept in flight
+    ("matmul", "float16", 64, 64, 256, 64, 64, 32, 1, 1, 4, (0, 1)),      # 4 stages: 3 tiles ahead (no wgmma group kept in flight)
     ("bmm_nk", "bfloat16", 64, 64, 256, 64, 64, 16, 1, 1, 5, (0, 1)),     # 5 stages, 3 tiles ahead
     ("matmul", "float16", 128, 128, 128, 128, 128, 64, 2, 1, 3, (0,)),    # A by TMA, B by cp.async
     ("bmm_kn", "bfloat16", 64, 128, 128, 64, 128, 32, 1, 1, 4, (1,)),     # B by TMA, A by cp.async
@@ -95,6 +95,18 @@ def test_one_operand_by_tma_the_other_by_element_copies():
     ins = _inputs(k, 1)
     r, got = _emu(lower(k, s, H100), ins, k)
     assert r.written.all() and close16(got, _ref(k, ins), "float16") and r.counters.races == 0
+
+
+def test_tma_programs_keep_no_wgmma_group_in_flight():
+    """Where the same tiles copied by threads keep a group in flight, TMA ones wait for
+    every group (kept in flight they summed wrongly on the H100: ir/lower_wgmma.wgmma_in_flight)."""
+    from superopt.ir.program import WgmmaWait, walk
+    k = gemm_kernel("matmul", "float16", 256, 256, 512)
+    threads = lower(k, make(k, tcm.match(k), 64, 128, 32, 1, 1, 4), H100)
+    assert 1 in [x.pending for x in walk(threads.body) if isinstance(x, WgmmaWait)]
+    for which in ((0, 1), (0,), (1,)):
+        p = lower(k, _schedule(k, 64, 128, 32, 1, 1, 4, which), H100)
+        assert {x.pending for x in walk(p.body) if isinstance(x, WgmmaWait)} == {0}
 
 
 @st.composite
@@ -275,7 +287,7 @@ GPU_CASES = [  # kind, dtype, M, N, K, bm, bn, bk, wgm, wgn, stages, TMA operand
     ("matmul", "float16", 128, 128, 256, 128, 128, 64, 2, 1, 3, (0,)),    # A alone by TMA
     ("matmul", "float16", 128, 128, 256, 128, 128, 64, 2, 1, 3, (1,)),    # B alone by TMA (two boxes a stage)
     ("matmul", "float16", 192, 200, 512, 128, 128, 64, 2, 1, 3, (0, 1)),  # M and N padded: zeros outside the tensor
-    ("bmm_kn", "bfloat16", 128, 128, 512, 64, 128, 32, 1, 1, 4, (0, 1)),  # rank 3, one group kept in flight
+    ("bmm_kn", "bfloat16", 128, 128, 512, 64, 128, 32, 1, 1, 4, (0, 1)),  # rank 3, 4 stages
     ("matmul", "bfloat16", 256, 512, 1024, 128, 256, 64, 2, 1, 3, (0, 1)),  # the 4096^3 tile shape
 ]
 
