@@ -190,7 +190,11 @@ class Params:
                                    # ~12 cycles per element measured on one core, any vector width)
     # GPU
     base_regs: float = 24.0
-    mem_latency_s: float = 5e-7    # one dependent global-memory round trip
+    mem_latency_s: float = 1.3e-7  # one serial step of a thread's loop: a global round trip, partly overlapped with
+                                   # the next step's loads (500 ns overrated long loops 4-6x: rank-fitted to the H100
+                                   # fidelity sample of bench/results/h100-2026-11-23c, seed 0)
+    sm_bw_share: float = 2.0       # one SM draws up to this many 1/cores shares of DRAM bandwidth (a grid of fewer
+                                   # blocks than SMs streams at blocks x share / cores of it; fitted with mem_latency_s)
     l2_bw_factor: float = 3.0      # L2 bandwidth / DRAM bandwidth
     sector_bytes: float = 32.0
     combine_s: float = 2e-7        # one shared-memory combine step of a split reduce
@@ -398,7 +402,9 @@ def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
         again = 1.0 if acc.output else _rereads(B, f, x, p.l1_bytes)  # a row's later passes, from L1 or L2
         l2 = l2 + blocks * _footprint(acc, blk_ext) * acc.itemsize / coalesce * again
         dram = dram + _prod(float(f.sizes[a]) for a in sorted(acc.axes)) * acc.itemsize
-    memory_s = B.max(dram / machine.dram_bw, l2 / (p.l2_bw_factor * machine.dram_bw))
+    # a grid of fewer blocks than SMs draws only its SMs' share of the bandwidth
+    busy_share = B.min(1.0, p.sm_bw_share * B.min(blocks, float(machine.cores)) / machine.cores)
+    memory_s = B.max(dram / machine.dram_bw, l2 / (p.l2_bw_factor * machine.dram_bw)) / busy_share
     return machine.launch_s + B.max(B.max(compute_s, memory_s), latency_s)
 
 

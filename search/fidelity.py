@@ -26,10 +26,17 @@ from .space import Space, build
 
 SOURCES = ("z3", "hand", "neighbour", "random")
 CALIBRATED = ("loop_cycles", "overlap_loss", "l2_load_cost", "max_streams", "cache_bytes", "fma_latency", "add_latency")
+GPU_CALIBRATED = ("mem_latency_s", "sm_bw_share", "l2_bw_factor", "combine_s")   # the GPU model's constants
+
+
+def calibrated(machine) -> tuple[str, ...]:
+    """The ``cost.Params`` constants ``calibrate`` fits for ``machine``'s model."""
+    return GPU_CALIBRATED if machine.kind == "gpu" else CALIBRATED
 STEPS = (0.25, 0.5, 0.7, 1.4, 2.0, 4.0)      # multiplicative moves of the calibration search
 BOUNDS = {"overlap_loss": (0.0, 1.0), "l2_load_cost": (1.0, 16.0), "loop_cycles": (0.0, 16.0),
           "max_streams": (1.0, 64.0), "fma_latency": (1.0, 32.0), "add_latency": (0.5, 16.0),
-          "cache_bytes": (32 * 1024.0, 64 * 2.0**20)}
+          "cache_bytes": (32 * 1024.0, 64 * 2.0**20), "mem_latency_s": (1e-8, 2e-6), "sm_bw_share": (1.0, 8.0),
+          "l2_bw_factor": (1.0, 8.0), "combine_s": (1e-8, 2e-6)}
 
 
 # ---- the sample ---------------------------------------------------------------------------
@@ -183,10 +190,11 @@ def score(results: Sequence[KernelFidelity], machine, p: cost.Params) -> float:
     return sum(rhos) / len(rhos) if rhos else 0.0
 
 
-def calibrate(results: Sequence[KernelFidelity], machine, names: Sequence[str] = CALIBRATED,
+def calibrate(results: Sequence[KernelFidelity], machine, names: Sequence[str] | None = None,
               rounds: int = 3) -> tuple[cost.Params, float, float]:
     """Coordinate search over ``names`` (multiplicative steps, clamped to sane bounds) for the
     parameters maximizing the mean per-kernel Spearman. Returns (params, score before, after)."""
+    names = calibrated(machine) if names is None else names
     known = {f.name for f in fields(cost.Params)}
     bad = [x for x in names if x not in known]
     if bad: raise ValueError(f"unknown cost parameter(s) {', '.join(bad)}")
@@ -207,9 +215,10 @@ def calibrate(results: Sequence[KernelFidelity], machine, names: Sequence[str] =
     return p, before, best
 
 
-def store(machine, p: cost.Params, names: Sequence[str] = CALIBRATED):
+def store(machine, p: cost.Params, names: Sequence[str] | None = None):
     """Save the fitted constants in the machine's calibration (``notes['cost']``); returns the path."""
     from .machine import save_calibration
+    names = calibrated(machine) if names is None else names
     notes = dict(machine.notes or {})
     notes["cost"] = {**notes.get("cost", {}), **{x: getattr(p, x) for x in names}}
     return save_calibration(replace(machine, notes=notes))

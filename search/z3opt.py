@@ -74,7 +74,8 @@ class Model:
     def fresh(self, lo: float, hi: float) -> z3.ArithRef:
         self.n += 1
         r = z3.Real(f"t{self.n}", self.ctx)
-        self.side += [r >= self.q(lo), r <= self.q(hi)]
+        slack = 1e-9 * max(abs(lo), abs(hi))   # the bounds are float products; the terms exact rationals
+        self.side += [r >= self.q(lo - slack), r <= self.q(hi + slack)]
         return r
 
 

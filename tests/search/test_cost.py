@@ -95,6 +95,20 @@ def test_gpu_ranking_is_sensible():
     assert cost.modeled_time(k, spread, H100) < cost.modeled_time(k, one_block, H100) / 10
 
 
+def test_a_grid_smaller_than_the_sms_streams_at_its_share():
+    """Memory-bound time: with fewer blocks than SMs, only ``blocks x sm_bw_share / cores``
+    of the DRAM bandwidth (the H100 fidelity sample: 43 blocks ran 4-13x slower than DRAM speed)."""
+    from superopt.ir.schedule import Level, Schedule, Split
+    k = (Tensor.empty(8192, 1024, name="x") * 2).schedule()[0].kernel
+    p = cost.params(H100)
+    def grid(g): return Schedule(((Split(Level.GRID, g), Split(Level.LOOP, 8192 // g)),
+                                  (Split(Level.THREAD, 256), Split(Level.UPCAST, 4))))
+    full, few = cost.modeled_time(k, grid(1024), H100), cost.modeled_time(k, grid(16), H100)
+    dram = k.min_bytes / H100.dram_bw
+    assert full - H100.launch_s < 1.5 * dram
+    assert few - H100.launch_s >= dram * H100.cores / (16 * p.sm_bw_share) * 0.999
+
+
 def test_facts_accesses():
     k = KERNELS[0][1]  # out[m, n] = sum_k a[m, k] * b[k, n]
     f = cost.facts(k)

@@ -92,6 +92,15 @@ def test_calibration_recovers_a_ranking_and_is_stored(mm, cpu):
     path.unlink()
 
 
+def test_gpu_calibration_fits_the_gpu_models_constants(mm):
+    h100 = machines.load("h100")
+    assert fidelity.calibrated(h100) == fidelity.GPU_CALIBRATED and fidelity.calibrated(machines.load("cpu")) == fidelity.CALIBRATED
+    r = _fake(mm, h100, 6, lambda t: t)
+    p, before, after = fidelity.calibrate([r], h100)
+    assert after >= before and all(f in {"mem_latency_s", "sm_bw_share", "l2_bw_factor", "combine_s"}
+                                   for f in fidelity.GPU_CALIBRATED)
+
+
 def test_calibration_rejects_bad_input(mm, cpu):
     with pytest.raises(ValueError, match="unknown cost parameter"):
         fidelity.calibrate([_fake(mm, cpu, 5, lambda t: t)], cpu, names=("no_such_constant",))
