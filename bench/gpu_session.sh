@@ -12,7 +12,8 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), wgmma-check, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, split-k, staged,
+# device), wgmma-check, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
+# fidelity-rows, split-k, staged,
 # tinygrad-short, bench-membound.
 #
 # Seen on the H100 (2026-11-23, bench/results/h100-2026-11-23 and h100-2026-11-23b): a bare machine's start
@@ -22,7 +23,9 @@
 # more than 270 s (9 of 11 and 12 of 15 workloads in 270 s). A warm machine (the next command sent at
 # once) starts no set-up again. A 30-minute session fits three full commands, e.g.
 #   bench-a:330 fidelity:260   |   bench-b:360 wgmma-check:230   |   gputests:130 fusion-unfused:250 tc:200
-# (wgmma-check times the TMA twins; fidelity and fusion-unfused have not run on a GPU yet)
+# (wgmma-check times the TMA twins; fusion-unfused has not run on a GPU yet). Seen 2026-11-23 (h100-2026-11-23c):
+# wgmma-check 84-107 s, gputests 112 s, fidelity more than 300 s for five kernels (softmax alone 176 s),
+# fidelity-rows 246 s.
 # Several stages in one command: `bash bench/gpu_session.sh tests:150 tc:300 fusion` runs each
 # under its own time limit (seconds; a default per stage otherwise), each into $OUT/stages/STAGE,
 # and packs everything into $OUT/results.tgz at the end, so a stage that runs long or breaks
@@ -129,8 +132,16 @@ ks = [w.kernels[-1] for s in ("membound", "llm", "bert") for w in suite(s) if w.
 ks.append(Workload.make("matmul", M=2048, N=2048, K=2048, dtype="float32").kernels[0])
 for k in ks: save_kernel(k, f"{sys.argv[1]}/{k.name}.json")
 PYEOF
-  $PY -m superopt fidelity "$OUT"/kernels/*.json --backend cuda --schedules 50 --save "$OUT/fidelity-h100.json" \
-    2>&1 | tee "$OUT/fidelity-h100.txt" | tail -20
+  # FIDELITY_KERNELS: a glob of the kernel files to time (default all five; the first H100 run reached four in 300 s);
+  # FIDELITY_SEED: the random part of the sample (default 0)
+  $PY -m superopt fidelity "$OUT"/kernels/${FIDELITY_KERNELS:-*}.json --backend cuda --schedules 50 --seed "${FIDELITY_SEED:-0}" \
+    --save "$OUT/fidelity-h100.json" 2>&1 | tee "$OUT/fidelity-h100.txt" | tail -20
+  ;;
+fidelity-rows)   # the three memory-bound kernels on a second sample (seed 1): the GPU model's constants were fitted on seed 0
+  FIDELITY_KERNELS='[lsd]*' FIDELITY_SEED=1 OUT="$OUT" bash "$0" fidelity
+  ;;
+fidelity-softmax)   # the kernel the first H100 fidelity run did not finish
+  FIDELITY_KERNELS='softmax*' OUT="$OUT" bash "$0" fidelity
   ;;
 split-k)   # split-K plans of GEMMs whose grids underfill the SMs (no workload is named 'none': split rows only)
   $PY bench/gpu_tc.py --split-k --only none --out "$OUT/gpu-tc-splitk.json" 2>&1 | tee "$OUT/gpu-tc-splitk.txt"
