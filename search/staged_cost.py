@@ -69,12 +69,16 @@ def resident_blocks(kernel, s, machine) -> int:
                       machine.max_threads_per_sm // t.threads, machine.max_blocks_per_sm))
 
 
+def _shared_reads(t: tcm.Tiles, vm: int, vn: int, vk: int, a_run: bool, b_run: bool) -> tuple[float, float]:
+    """A thread's 16-byte shared reads of A and of B in one K step."""
+    return t.tm * t.bk / (vm * (vk if a_run else 1)), t.tn * t.bk / (vn * (vk if b_run else 1))
+
+
 def step_instructions(kernel, s) -> tuple[float, float]:
     """(all, shared reads) warp instructions of one warp's K step."""
     m, t, vm, vn, vk, a_run, b_run = _shape(kernel, s)
     st = {x.input: x for x in s.staging}
-    lds_a = t.tm * t.bk / (vm * (vk if a_run else 1))
-    lds_b = t.tn * t.bk / (vn * (vk if b_run else 1))
+    lds_a, lds_b = _shared_reads(t, vm, vn, vk, a_run, b_run)
     copies = sum(r * w / st[op.input].vector for op, r, w in
                  ((m.a, *tcm.tile_shape(m.a, t.bm, t.bk)), (m.b, *tcm.tile_shape(m.b, t.bn, t.bk)))) / t.threads
     swz = lds_a * bool(st[m.a.input].swizzle) + lds_b * bool(st[m.b.input].swizzle)
@@ -88,8 +92,7 @@ def _wavefronts(kernel, s) -> float:
     by thread column) and the copies' writes."""
     m, t, vm, vn, vk, a_run, b_run = _shape(kernel, s)
     size = m.dtype.itemsize
-    lds_a = t.tm * t.bk / (vm * (vk if a_run else 1))
-    lds_b = t.tn * t.bk / (vn * (vk if b_run else 1))
+    lds_a, lds_b = _shared_reads(t, vm, vn, vk, a_run, b_run)
     rows, cols = max(1, min(t.wm, 32 // t.wn)), min(t.wn, 32)   # a warp's distinct thread rows / columns
     width_a, width_b = size * max(vm, vk if a_run else 1), size * max(vn, vk if b_run else 1)
     per_warp = lds_a * math.ceil(rows * width_a / WAVEFRONT) + lds_b * math.ceil(cols * width_b / WAVEFRONT)

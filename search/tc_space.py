@@ -134,7 +134,8 @@ def points(kernel, machine) -> list[tuple[float, Schedule]]:
 
 def _wgmma_points(kernel, machine) -> list[tuple[float, Schedule]]:
     """wgmma schedules (sm_90 machines only; ``wgmma_space.variants`` checks them). The TMA
-    twins stay out until a GPU has timed them: the model ties them with their cp.async ones."""
+    twins stay out: on the H100 they ran no faster than their cp.async variants (-16% to +5%,
+    bench/results/h100-2026-11-23c), and the model ties or ranks them behind those."""
     if machine.sm < 90: return []
     from . import wgmma_space
     return [(time_s(kernel, s, machine), s) for _, s in wgmma_space.variants(kernel, machine, tma=False)]

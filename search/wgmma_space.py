@@ -9,8 +9,9 @@ are copied by TMA with mbarriers (ir/tma.py) instead of every thread's cp.async 
 
 ``variants`` lists each legal variant with cp.async copies, then its TMA twin (key
 ``(..., "tma")``) where TMA can copy both operands, so the benchmarks time both. The model
-does not tell them apart (search/tc_cost.py): ranked together they tie and the cp.async
-one, listed first, leads (a stable sort).
+(search/tc_cost.py) ties most twins with their cp.async variant (the cp.async one, listed
+first, leads: a stable sort) and rates the rest slower: a TMA twin keeps no wgmma group in
+flight (ir/lower_wgmma.wgmma_in_flight).
 """
 from __future__ import annotations
 
