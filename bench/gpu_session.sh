@@ -12,7 +12,7 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), wgmma-check, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
+# device), tc-solver, wgmma-check, ws-check, ws-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
 # fidelity-rows, split-k, staged,
 # tinygrad-short, bench-membound.
 #
@@ -105,8 +105,19 @@ gputests)   # only the tests that run on the device (a short stage for a session
   TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
   # the staged SIMT test (28 compiles) last: it is the slowest
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
-    tests/backends/test_emu_wgmma.py tests/backends/test_emu_tma.py tests/backends/test_emu_staged.py \
+    tests/backends/test_emu_wgmma.py tests/backends/test_emu_tma.py tests/backends/test_emu_ws.py tests/backends/test_emu_staged.py \
     -k "(cuda or gpu or illegal or hang) and not compiles and not render and not legal_and_right_on_emu and not spells" -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
+  ;;
+ws-check)   # warp-specialized wgmma on the GPU (tests), then every wgmma variant of four fp16 GEMMs (WGMMA=ws: those only; WS_ONLY: other workloads)
+  TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
+  $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_ws.py -k gpu --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
+  $PY bench/gpu_tc.py --wgmma "${WGMMA:-all}" --only "${WS_ONLY:-qkv_out_gemm_8192x1024x1024,ffn_up_gemm_8192x4096x1024,ffn_down_gemm_8192x1024x4096,matmul_4096x4096x4096_fp16}" \
+    --out "$OUT/gpu-tc-ws-check.json" 2>&1 | tee "$OUT/gpu-tc-ws-check.txt" | tail -60
+  ;;
+ws-probe)   # warp-specialized wgmma on the GPU (tests), then where the hand rule's time goes (parts cut out), torch beside
+  TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
+  $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_ws.py -k gpu --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
+  $PY bench/ws_probe.py --out "$OUT/ws-probe.json" 2>&1 | tee "$OUT/ws-probe.txt" | tail -8
   ;;
 wgmma-check)   # the wgmma tile variants (and their TMA twins) of the fp16 BERT GEMMs with K = 1024
   $PY bench/gpu_tc.py --wgmma --only qkv_out_gemm_8192x1024x1024,ffn_up_gemm_8192x4096x1024 \
@@ -172,6 +183,9 @@ fusion)   # the per-reduction plan (27.8 ms on the BERT layer) was measured once
   ;;
 tc)
   $PY bench/gpu_tc.py --split-k --out "$OUT/gpu-tc.json" 2>&1 | tee "$OUT/gpu-tc.txt"   # the split-K rows last
+  ;;
+tc-solver)   # the #6 table: hand rule, solver's top point and torch on every tensor-core workload
+  $PY bench/gpu_tc.py --solver --out "$OUT/gpu-tc.json" 2>&1 | tee "$OUT/gpu-tc.txt"
   ;;
 wgmma-sweep)
   $PY bench/gpu_tc.py --wgmma --out "$OUT/gpu-tc-wgmma.json" 2>&1 | tee "$OUT/gpu-tc-wgmma.txt"

@@ -227,7 +227,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", action="store_true")
     ap.add_argument("--solver", action="store_true", help="also time the tensor-core space's optimum under the model (search/tc_space)")
     ap.add_argument("--split-k", action="store_true", help="time split-K plans of GEMMs whose grids underfill the SMs")
-    ap.add_argument("--wgmma", action="store_true", help="also time wgmma (sm_90a) schedules of the GEMMs (search/wgmma_space)")
+    ap.add_argument("--wgmma", nargs="?", const="all", choices=("all", "ws"),
+                    help="also time wgmma (sm_90a) schedules of the GEMMs (search/wgmma_space); 'ws': the warp-specialized ones only")
     ap.add_argument("--no-gpu", action="store_true", help="schedules, solver and emulator only")
     ap.add_argument("--staged", action="store_true", help="fp32 GEMMs: hand rule vs shared-memory staged SIMT variants vs torch")
     args = ap.parse_args(argv)
@@ -279,7 +280,8 @@ def main(argv=None) -> int:
         if args.wgmma and k.kind != "conv":
             from superopt.search import wgmma_space
             r["wgmma"] = [{"tiles": t, "describe": ws.describe(k), **({"emu": emu_conflicts(k, ws, _M)} if args.emu else {}),
-                           **(time_schedule(k, ws, be, args.reps, rng) if be else {})} for t, ws in wgmma_space.variants(k, _M)]
+                           **(time_schedule(k, ws, be, args.reps, rng) if be else {})} for t, ws in wgmma_space.variants(k, _M)
+                          if args.wgmma == "all" or t[-1] == "ws"]
         results.append(r)
         rows.append(_row(r))
         print(_fmt(rows[-1]), flush=True)

@@ -42,7 +42,8 @@ class TileView:
         self.m, self.t = m or tcm.match_tc(k, s.tensor_core), t or tcm.tiles(k, s)
         self.st = {x.input: x for x in s.staging}
         self.threads, self.S = self.t.threads, s.stages
-        self.block, self.thread = special("block", s.blocks()), special("thread", self.threads)
+        # the block's threads: a producer warp's included (s.threads()), not in ``threads``
+        self.block, self.thread = special("block", s.blocks()), special("thread", s.threads())
         self.warp, self.lane = self.thread // tcm.WARP, self.thread % tcm.WARP
         # grid pieces in axis order (as ir/lower does), M and N last-level block indices
         grid = [(a, p.size) for a in range(len(k.axes)) for p in s.splits[a] if p.level.value == "grid" and p.size > 1]
@@ -127,14 +128,21 @@ class TileView:
     def n_inside(self, col: Node) -> Node:
         return lt(col, self.N) if self.t.gn * self.t.bn != self.N else TRUE
 
+    def at(self, row, col) -> tuple[dict[Node, Node], Node]:
+        """The kernel axes' indices at block-tile (row, col), and whether it is inside them."""
+        m_idx, m_ok = self.m_at(row)
+        return {**self.fixed, **m_idx, self.vm(self.m.n): self.n0 + col}, and_(m_ok, self.n_inside(self.n0 + col))
+
+    def result(self, at: dict[Node, Node], acc: int) -> Node:
+        """The kernel body at ``at`` with the reduction read from accumulator ``acc``."""
+        reg = Node(Ops.REG, dt.float32, (const(acc, dt.int32),), ACC)
+        return substitute(substitute(self.k.body, {self.k.reduce: reg}), at)
+
     def store(self, row, col, acc: int) -> Stmt:
         """The kernel body at block-tile (row, col) with the reduction read from accumulator
         ``acc``; a padded tile's points past the end skip it (its loads too)."""
-        m_idx, m_ok = self.m_at(row)
-        at = {**self.fixed, **m_idx, self.vm(self.m.n): self.n0 + col}
-        reg = Node(Ops.REG, dt.float32, (const(acc, dt.int32),), ACC)
-        st_ = Store(substitute(self.k.store, at), substitute(substitute(self.k.body, {self.k.reduce: reg}), at))
-        ok = and_(m_ok, self.n_inside(self.n0 + col))
+        at, ok = self.at(row, col)
+        st_ = Store(substitute(self.k.store, at), self.result(at, acc))
         return st_ if ok is TRUE else If(ok, (st_,))
 
 

@@ -33,6 +33,21 @@ besides the cp.async groups of any other operand; a stage's refill is issued aft
 step's barrier exactly where its cp.async copies were, so the argument above holds. The
 ``SharedFence`` is only emitted while some operand is still written by threads (TMA
 writes through the async proxy that wgmma reads through).
+
+Warp specialization (``TensorCore.producer``, every operand by TMA): the block's THREAD
+warps (consumer warpgroups) are followed by one producer warp, and the two roles run
+concurrently (``Roles``), synchronized only by two mbarriers a stage:
+  producer (its first thread):  for kp: wait "empty"[kp%S] phase kp//S - 1 (parity
+                                (kp//S + 1) % 2: passes at once in the first round);
+                                arrive.expect_tx "full"[kp%S]; the stage's boxes
+  consumers:  acc = 0; for kc: wait "full"[kc%S] parity (kc//S) % 2; MMA (wait <= 0
+              groups); thread 0 of each warpgroup arrives on "empty"[kc%S]; epilogue
+"empty" expects one arrival a consumer warpgroup, after the ``WgmmaWait`` that retired
+every wgmma reading the stage, so the producer refills a stage only once no warpgroup
+reads it, and runs up to S tiles ahead with no block barrier in the loop. The kernel is
+persistent: min(tiles, SMs) blocks each walk tiles b, b + grid, ... with both roles'
+step counters running on across tiles (kp, kc above count from the block's first tile),
+so the producer fills the next tile's stages while the consumers store the last one.
 """
 from __future__ import annotations
 
@@ -41,14 +56,16 @@ from . import tensorcore as tcm
 from . import tma
 from . import wgmma as wg
 from .lower_tc import ACC, SA, SB, TileView
-from .node import Node, const, lt, special
+from .node import TRUE, Node, Ops, const, lt, not_, special, substitute
 from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, MbarArriveTx, MbarInit, Mbarriers, MbarWait, Program,
-                      Reg, Shared, SharedFence, Stmt, TmaLoad, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
+                      Reg, Roles, Shared, SharedFence, SharedStore, Stmt, Store, TmaLoad, subst_stmt, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
 
-BAR = "full"   # the stages' mbarriers (TMA operands)
+BAR = "full"    # the stages' mbarriers (TMA operands): the stage's tiles landed
+SO, EPI = "so", "epi"   # a staged epilogue's shared output tile and a thread's piece of a row
+EMPTY = "empty"  # with a producer warp: every consumer warpgroup is done reading the stage
 
 
-def wgmma_in_flight(stages: int, bk: int, warpgroups: int, tma: bool = False) -> int:
+def wgmma_in_flight(stages: int, bk: int, warpgroups: int, tma: bool = False, producer: bool = False) -> int:
     """wgmma groups left in flight after each step's wait: 1 from 4 stages on with at
     most 2 K steps a group and a single warpgroup (the step's wgmmas overlap the next
     step's copy wait and barrier; copies then run ``stages - 2`` tiles ahead), else 0
@@ -61,7 +78,11 @@ def wgmma_in_flight(stages: int, bk: int, warpgroups: int, tma: bool = False) ->
     (``tma``) none is kept: one warpgroup keeping a group in flight gave wrong sums there
     too (relative error 5.9e-2 to 7.0e-2, bench/results/h100-2026-11-23c), as did an
     mbarrier pipeline (per-stage "released" barriers instead of the block barrier) on
-    every variant ptxas did not serialize, while the emulator found no race."""
+    every variant ptxas did not serialize, while the emulator found no race. With a
+    ``producer`` warp none either: consumers keeping one in flight (releasing a stage one
+    step late, after the wait that retired its group) summed wrongly on the H100 in every
+    variant, 4 GEMMs x 6 tilings (bench/results/h100-2026-11-23d), the emulator finding no race."""
+    if producer: return 0
     return 1 if stages >= 4 and bk <= 2 * wg.WG_K and warpgroups == 1 and not tma else 0
 
 
@@ -86,6 +107,10 @@ def lower_wgmma(k, s, machine) -> Program:
         return out + tma_copies(step, at_stage) if views else out
 
     def tma_copies(step: Node, at_stage: Node) -> list[Stmt]:
+        return [If(lt(v.thread, 1), tuple(tma_boxes(step, at_stage)))]   # thread 0 issues them
+
+    def tma_boxes(step: Node, at_stage: Node) -> list[Stmt]:
+        """Arm the stage's mbarrier for its bytes, then every TMA operand's boxes."""
         k0 = v.step_axes(step)[v.vm(m.k)]
         batch = {a: v.gidx.get(a, zero) for a in m.batch}
         nbytes = sum(geo[name][0] * geo[name][1] * m.dtype.itemsize for name in views)
@@ -96,11 +121,11 @@ def lower_wgmma(k, s, machine) -> Program:
             row0, col0 = (k0, outer0) if op.k_major else (outer0, k0)
             for off, coords in tma.boxes(views[name], *geo[name], row0, col0, batch):
                 body.append(TmaLoad(name, at_stage * stage[name] + off, views[name].map, coords, BAR, at_stage))
-        return [If(lt(v.thread, 1), tuple(body))]   # thread 0 issues them
+        return body
 
     desc = {name: wg.operand_desc(op, *geo[name]) for op, name, _ in v.ops}
 
-    keep = wgmma_in_flight(S, t.bk, g.wgm * g.wgn, bool(views))
+    keep = wgmma_in_flight(S, t.bk, g.wgm * g.wgn, bool(views), tc.producer)
 
     def mma(at_stage: Node) -> list[Stmt]:
         body: list[Stmt] = [WgmmaFence()]
@@ -111,6 +136,21 @@ def lower_wgmma(k, s, machine) -> Program:
                 body.append(Wgmma(tc.instr, g.n, ACC, i * g.n // 2, SA, a0, desc[SA].fields, desc[SA].trans,
                                   SB, b0, desc[SB].fields, desc[SB].trans))
         return body + [WgmmaCommit(), WgmmaWait(keep)]
+
+    gr, tq = lane // 4, lane % 4
+    frag = [(gm_i * 4 * t.tm + i * wg.WG_M + q * 16 + gr + 8 * (e % 4 // 2), gn_i * g.n + e // 4 * 8 + tq * 2 + e % 2,
+             i * g.n // 2 + e) for i in range(g.mt) for e in range(g.n // 2)]   # (tile row, column, accumulator)
+    shared = [Shared(SA, m.dtype, S * stage[SA]), Shared(SB, m.dtype, S * stage[SB])]
+    if wg.staged_epilogue(k, s):
+        shared.append(Shared(SO, k.output.dtype, t.bm * (t.bn + wg.EPI_PAD)))
+        stores = staged_stores(v, frag)
+    else:
+        stores = [v.store(*x) for x in frag]
+    acc = [Reg(ACC, dt.float32, g.acc), *[Assign(ACC, const(e, dt.int32), const(0.0, dt.float32)) for e in range(g.acc)]]
+    if s.tensor_core.producer:
+        grid = min(s.blocks(), machine.cores)   # persistent: one block an SM walks the tiles
+        body = warp_specialized(v, g, tma_boxes, mma, shared, acc, stores, grid)
+        return Program(k.name, k.inputs, k.output, grid, s.threads(), 1, 1, tuple(body), k, s)
 
     nsteps = t.steps
     kt = special("kt", nsteps)
@@ -134,12 +174,62 @@ def lower_wgmma(k, s, machine) -> Program:
         loop = [Loop(kt, (*wait, *landed, *publish, *mma(kt % S), If(lt(nxt, nsteps), tuple(copies(nxt, nxt % S))), *commit)),
                 *([WgmmaWait(0)] if keep else [])]
 
-    gr, tq = lane // 4, lane % 4
-    stores = [v.store(gm_i * 4 * t.tm + i * wg.WG_M + q * 16 + gr + 8 * (e % 4 // 2), gn_i * g.n + e // 4 * 8 + tq * 2 + e % 2,
-                      i * g.n // 2 + e) for i in range(g.mt) for e in range(g.n // 2)]
-    body: list[Stmt] = [
-        Shared(SA, m.dtype, S * stage[SA]), Shared(SB, m.dtype, S * stage[SB]), *bars[:1],
-        Reg(ACC, dt.float32, g.acc),
-        *[Assign(ACC, const(e, dt.int32), const(0.0, dt.float32)) for e in range(g.acc)],
-        *bars[1:], *pro, *loop, *stores]
+    body: list[Stmt] = [*shared, *bars[:1], *acc, *bars[1:], *pro, *loop, *stores]
     return Program(k.name, k.inputs, k.output, s.blocks(), threads, 1, 1, tuple(body), k, s)
+
+
+def staged_stores(v: TileView, frag: list[tuple[Node, Node, int]]) -> list[Stmt]:
+    """The epilogue through shared tile ``SO`` (rows padded by ``wg.EPI_PAD``): every
+    consumer writes its fragments' results, then each writes whole 16-byte pieces of tile
+    rows to the output (one vector load, one vector store), the consumers' named barrier
+    before each half (the first: the last tile's pieces are read)."""
+    t, k, consumers = v.t, v.k, v.threads
+    od, width = k.output.dtype, t.bn + wg.EPI_PAD
+    vec = 16 // od.itemsize
+
+    def guarded(st: Stmt, ok: Node) -> Stmt: return st if ok is TRUE else If(ok, (st,))
+
+    fill = [guarded(SharedStore(SO, row * width + col, v.result(at, acc)), ok)
+            for row, col, acc in frag for at, ok in (v.at(row, col),)]
+    out: list[Stmt] = []
+    for j in range(t.bm * t.bn // vec // consumers):
+        c = v.thread + j * consumers
+        row, col = c // (t.bn // vec), c % (t.bn // vec) * vec
+        out += [Assign(EPI, const(e, dt.int32), Node(Ops.SHARED, od, (row * width + col + e,), SO)) for e in range(vec)]
+        for e in range(vec):
+            at, ok = v.at(row, col + e)
+            out.append(guarded(Store(substitute(k.store, at), Node(Ops.REG, od, (const(e, dt.int32),), EPI)), ok))
+    return [Reg(EPI, od, vec), Barrier(consumers), *fill, Barrier(consumers), *out]
+
+
+def warp_specialized(v: TileView, g: wg.Groups, boxes, mma, shared: list[Stmt], acc: list[Stmt],
+                     stores: list[Stmt], grid: int) -> list[Stmt]:
+    """The persistent producer warp / consumer warpgroups program (module docstring):
+    ``boxes(step, stage)`` arms "full"[stage] and issues the step's TMA boxes,
+    ``mma(stage)`` is one step's wgmma group ending in a wait for it, ``stores`` the
+    epilogue; ``grid`` blocks walk the schedule's tiles (block b takes tiles b, b + grid, ...)."""
+    S, nsteps, consumers, tiles = v.S, v.t.steps, v.threads, v.s.blocks()
+    rounds = -(-tiles // grid)
+    pblock = special("block", grid)
+
+    def per_tile(role: str, body) -> Loop:
+        """``body(step)`` for each of the block's tiles (skipped past the last tile), ``step(k)``
+        the pipeline step of the tile's K step ``k`` (the steps run on across tiles); each
+        role its own tile loop (the roles run apart)."""
+        it = special(f"{role}tile", rounds)
+        tile = pblock + it * grid
+        stmts = tuple(subst_stmt(x, {v.block: tile}) for x in body(lambda k: it * nsteps + k))
+        return Loop(it, stmts if tiles % grid == 0 else (If(lt(tile, tiles), stmts),))
+
+    init = tuple(MbarInit(bar, const(i, dt.int32), n) for i in range(S) for bar, n in ((BAR, 1), (EMPTY, g.wgm * g.wgn)))
+    kp, kc = special("kp", nsteps), special("kc", nsteps)
+    leader = not_(v.thread % (wg.WARPS_PER_GROUP * tcm.WARP))   # thread 0 of each warpgroup
+
+    def producer(step) -> tuple[Stmt, ...]:
+        return (Loop(kp, (MbarWait(EMPTY, step(kp) % S, (step(kp) // S + 1) % 2), *boxes(kp, step(kp) % S))),)
+
+    def consumer(step) -> tuple[Stmt, ...]:
+        release = If(leader, (MbarArriveTx(EMPTY, step(kc) % S, 0),))
+        return (*acc[1:], Loop(kc, (MbarWait(BAR, step(kc) % S, (step(kc) // S) % 2), *mma(step(kc) % S), release)), *stores)
+    roles = Roles((If(not_(v.thread - consumers), (per_tile("p", producer),)), If(lt(v.thread, consumers), (per_tile("c", consumer),))))
+    return [*shared, Mbarriers(BAR, S), Mbarriers(EMPTY, S), acc[0], If(lt(v.thread, 1), init), SharedFence(), Barrier(), roles]

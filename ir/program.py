@@ -92,7 +92,15 @@ TMA (bulk tensor copies, sm_90a; geometry in ``ir/tma.py``) with mbarriers:
 - ``MbarWait`` (``mbarrier.try_wait.parity`` in a loop; every thread): waits until the phase
   of parity ``parity`` of barrier ``index`` has completed (passes at once when the barrier's
   current phase has the other parity). Its copies' data is then visible to the waiting
-  threads and to wgmma (same async proxy: no ``SharedFence`` needed).
+  threads and to wgmma (same async proxy: no ``SharedFence`` needed). ``MbarArriveTx`` with
+  ``bytes`` 0 is a plain arrival (``mbarrier.arrive``).
+
+Warp specialization: ``Roles`` holds ``If`` branches on disjoint thread conditions (whole
+warpgroups where a branch issues wgmma) that run *concurrently*: each
+thread runs the one branch its condition selects (threads in none skip the statement),
+and the branches synchronize only through mbarriers, never a ``Barrier``. A branch may
+run ahead of the others by as much as its mbarrier waits allow (a producer warp issuing
+TMA copies into stages that consumer warpgroups release by arriving on "empty" barriers).
 """
 from __future__ import annotations
 
@@ -122,6 +130,12 @@ class If:
     """``if cond: body`` (cond lane-uniform)."""
     cond: Node
     body: tuple["Stmt", ...]
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Concurrent branches (warp specialization): see the module docstring."""
+    branches: tuple[If, ...]
 
 
 @dataclass(frozen=True)
@@ -167,7 +181,10 @@ class SharedStore:
 
 @dataclass(frozen=True)
 class Barrier:
-    """Every thread of the block waits here (``__syncthreads``)."""
+    """Every thread of the block waits here (``__syncthreads``); with ``threads`` > 0, the
+    named barrier 1 of that many threads: every thread of the ``Roles`` branch it sits in
+    (that branch's warps sync among themselves while the other roles run on)."""
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -319,7 +336,7 @@ class TmaLoad:
     index: Node
 
 
-Stmt = Union[Loop, If, Reg, Assign, Store, Shared, SharedStore, Barrier, SharedCopy, CopyCommit, CopyWait, FragLoad, Mma,
+Stmt = Union[Loop, If, Roles, Reg, Assign, Store, Shared, SharedStore, Barrier, SharedCopy, CopyCommit, CopyWait, FragLoad, Mma,
              SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait, Mbarriers, MbarInit, MbarArriveTx, MbarWait, TmaLoad]
 
 
@@ -360,6 +377,24 @@ def walk(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
         yield s
         if isinstance(s, (Loop, If)):
             yield from walk(s.body)
+        elif isinstance(s, Roles):
+            yield from walk(s.branches)
+
+
+def rewrite(p: "Program", f) -> "Program":
+    """``p`` with every statement ``x`` but loops, ifs and roles (their bodies are rewritten
+    too) replaced by ``f(x)``, dropped where that is None: a bug put in for a test, a part
+    cut out for a timing probe."""
+    def walk_(stmts: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+        out = []
+        for x in stmts:
+            if isinstance(x, Loop): y = Loop(x.var, walk_(x.body), x.unroll)
+            elif isinstance(x, If): y = If(x.cond, walk_(x.body))
+            elif isinstance(x, Roles): y = Roles(walk_(x.branches))
+            else: y = f(x)
+            if y is not None: out.append(y)
+        return tuple(out)
+    return replace(p, body=walk_(p.body))
 
 
 def unrolled(loop: Loop) -> tuple[Stmt, ...]:
@@ -372,6 +407,7 @@ def subst_stmt(s: Stmt, m: dict[Node, Node]) -> Stmt:
     f = lambda n: substitute(n, m)  # noqa: E731
     if isinstance(s, Loop): return Loop(s.var, tuple(subst_stmt(x, m) for x in s.body), s.unroll)
     if isinstance(s, If): return If(f(s.cond), tuple(subst_stmt(x, m) for x in s.body))
+    if isinstance(s, Roles): return Roles(tuple(subst_stmt(b, m) for b in s.branches))
     if isinstance(s, Assign): return Assign(s.name, f(s.index), f(s.value))
     if isinstance(s, Store): return Store(f(s.index), f(s.value), f(s.valid))
     if isinstance(s, SharedStore): return SharedStore(s.name, f(s.index), f(s.value), f(s.valid))
@@ -412,6 +448,9 @@ def _describe(body: tuple[Stmt, ...], depth: int) -> list[str]:
         elif isinstance(s, If):
             out.append(f"{pad}if {render(s.cond)}:")
             out += _describe(s.body, depth + 1)
+        elif isinstance(s, Roles):
+            out.append(f"{pad}concurrently (warp roles):")
+            out += _describe(s.branches, depth + 1)
         elif isinstance(s, Reg): out.append(f"{pad}reg {s.name}: {s.dtype.name}[{s.size}]")
         elif isinstance(s, Shared): out.append(f"{pad}shared {s.name}: {s.dtype.name}[{s.size}]")
         elif isinstance(s, Assign): out.append(f"{pad}{s.name}[{render(s.index)}] = {render(s.value)}")
@@ -419,7 +458,7 @@ def _describe(body: tuple[Stmt, ...], depth: int) -> list[str]:
             out.append(f"{pad}out[{render(s.index)}] = {render(s.value)}" + ("" if s.valid is TRUE else f"  if {render(s.valid)}"))
         elif isinstance(s, SharedStore):
             out.append(f"{pad}{s.name}[{render(s.index)}] = {render(s.value)}" + ("" if s.valid is TRUE else f"  if {render(s.valid)}"))
-        elif isinstance(s, Barrier): out.append(f"{pad}barrier")
+        elif isinstance(s, Barrier): out.append(f"{pad}barrier" + (f" of {s.threads} threads" if s.threads else ""))
         elif isinstance(s, SharedCopy):
             out.append(f"{pad}{s.name}[{render(s.dst)} +: {s.width}] = in{s.input}[{render(s.src)} +: {s.width}]"
                        + (" async" if s.async_ else "") + ("" if s.valid is TRUE else f"  if {render(s.valid)}"))
@@ -439,7 +478,8 @@ def _describe(body: tuple[Stmt, ...], depth: int) -> list[str]:
         elif isinstance(s, WgmmaWait): out.append(f"{pad}wgmma wait <= {s.pending} pending")
         elif isinstance(s, Mbarriers): out.append(f"{pad}mbarriers {s.name}[{s.size}]")
         elif isinstance(s, MbarInit): out.append(f"{pad}mbarrier init {s.bar}[{render(s.index)}] arrivals {s.count}")
-        elif isinstance(s, MbarArriveTx): out.append(f"{pad}mbarrier arrive {s.bar}[{render(s.index)}] expect {s.bytes} bytes")
+        elif isinstance(s, MbarArriveTx):
+            out.append(f"{pad}mbarrier arrive {s.bar}[{render(s.index)}]" + (f" expect {s.bytes} bytes" if s.bytes else ""))
         elif isinstance(s, MbarWait): out.append(f"{pad}mbarrier wait {s.bar}[{render(s.index)}] parity {render(s.parity)}")
         elif isinstance(s, TmaLoad):
             m = s.map

@@ -40,15 +40,25 @@ class Split:
 class TensorCore:
     """A matrix instruction and which kernel axes feed its M, N, K. ``m_outer``: more
     output axes flattened into M outside ``m_axis`` (outer -> inner), e.g. a conv's
-    (image, row) around its pixel column (ir/tensorcore.py)."""
+    (image, row) around its pixel column (ir/tensorcore.py). ``producer``: warp
+    specialization (wgmma with TMA operands only): one more warp, after the THREAD warps,
+    issues every stage's copies while the THREAD warps (the consumer warpgroups) compute
+    (ir/lower_wgmma.py); written to JSON only when set."""
     instr: str  # e.g. "mma.m16n8k16.f16.f32"
     m_axis: int
     n_axis: int
     k_axis: int
     m_outer: tuple[int, ...] = ()
+    producer: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "m_outer", tuple(self.m_outer))  # JSON gives a list
+        if not isinstance(self.producer, bool): raise ValueError(f"tensor_core producer must be true or false, not {self.producer!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = vars(self).copy()
+        if not self.producer: del d["producer"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,11 @@ class Schedule:
         return math.prod(s.size for s in self.splits[axis] if s.level is level)
 
     def threads(self) -> int:
-        """Threads per block (with a tensor core, THREAD pieces count warps of 32)."""
-        return math.prod(self.size(a, Level.THREAD) for a in range(len(self.splits))) * (32 if self.tensor_core else 1)
+        """Threads per block (with a tensor core, THREAD pieces count warps of 32, and a
+        producer warp comes on top)."""
+        tc = self.tensor_core
+        return math.prod(self.size(a, Level.THREAD) for a in range(len(self.splits))) * (32 if tc else 1) + \
+            (32 if tc and tc.producer else 0)
     def blocks(self) -> int: return math.prod(self.size(a, Level.GRID) for a in range(len(self.splits)))
     def upcast(self) -> int: return math.prod(self.size(a, Level.UPCAST) for a in range(len(self.splits)))
 
@@ -110,7 +123,7 @@ class Schedule:
         if self.order: d["order"] = list(self.order)
         if self.vector != 1: d["vector"] = self.vector
         if self.workers != 1: d["workers"] = self.workers
-        if self.tensor_core: d["tensor_core"] = vars(self.tensor_core).copy()
+        if self.tensor_core: d["tensor_core"] = self.tensor_core.to_dict()
         if self.staging: d["staging"] = [s.to_dict() for s in self.staging]
         if self.stages != 1: d["stages"] = self.stages
         return d
@@ -145,7 +158,7 @@ class Schedule:
         extra = [f"order {list(self.order)}"] if self.order else []
         if self.vector > 1: extra.append(f"vector {self.vector}")
         if self.workers > 1: extra.append(f"workers {self.workers}")
-        if self.tensor_core: extra.append(f"tensor core {self.tensor_core.instr}")
+        if self.tensor_core: extra.append(f"tensor core {self.tensor_core.instr}" + (" + producer warp" if self.tensor_core.producer else ""))
         if self.staging:
             def lay(st: Staging) -> str:
                 return (f" pad {st.pad}" if st.pad else "") + (f" swizzle {st.swizzle}@{st.shift}" if st.swizzle else "") + \
@@ -245,6 +258,7 @@ def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
         from .wgmma import check as check_wgmma
         return check_wgmma(kernel, s, machine)
     if tc.instr not in tcm.INSTRS: return [f"unknown tensor-core instruction {tc.instr!r} (know {sorted(tcm.INSTRS)})"]
+    if tc.producer: return ["a producer warp feeds wgmma schedules only (sm_90a)"]
     if s.vector != 1 or s.order: return ["tensor-core schedules take no vector width or loop order"]
     m = tcm.match_tc(kernel, tc)
     if isinstance(m, str): return [f"tensor core: {m}"]

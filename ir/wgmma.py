@@ -195,10 +195,33 @@ def check(kernel, s, machine) -> list[str]:
         if op is m.a and op.k_major and st.vector > 1 and t.m_ext[-1] % st.vector:
             errs.append(f"input {op.input}: 16-byte copies along M need an inner M extent of {st.vector}s, not {t.m_ext[-1]}")
         if (rows * width // max(1, st.vector)) % t.threads: errs.append(f"input {op.input}: {rows}x{width} tile is not a whole number of copies per thread")
-    # the renderer aligns the buffers up to 1024 bytes; TMA stages add an 8-byte mbarrier each
-    smem = smem * s.stages + ATOM_ALIGN + (MBAR_BYTES * s.stages if any(x.tma for x in s.staging) else 0)
+    if tc.producer and not all(x.tma for x in s.staging): errs.append("a producer warp copies by TMA only: every operand needs tma")
+    # the renderer aligns the buffers up to 1024 bytes; TMA stages add an 8-byte mbarrier
+    # each (a producer warp's stages two: "full" and "empty"); a staged epilogue its tile
+    smem = smem * s.stages + ATOM_ALIGN + MBAR_BYTES * s.stages * mbarriers_a_stage(s) + epilogue_bytes(kernel, s, t)
     if smem > machine.smem_per_block: errs.append(f"shared memory {smem} B > {machine.smem_per_block} B per block")
     return errs
+
+
+EPI_PAD = 8   # elements past each row of a staged epilogue tile: a warp's fragment writes hit 32 banks
+
+
+def staged_epilogue(kernel, s) -> bool:
+    """A producer-warp schedule with 2-byte outputs writes its output tile through shared
+    memory (ir/lower_wgmma.py): fragments in, whole 16-byte row pieces out."""
+    return s.tensor_core.producer and kernel.output.dtype.itemsize == 2
+
+
+def epilogue_bytes(kernel, s, t: tcm.Tiles) -> int:
+    """Shared bytes of the staged epilogue tile (``BM x (BN + EPI_PAD)``, 1024-byte aligned), or 0."""
+    if not staged_epilogue(kernel, s): return 0
+    return -(-t.bm * (t.bn + EPI_PAD) * kernel.output.dtype.itemsize // ATOM_ALIGN) * ATOM_ALIGN
+
+
+def mbarriers_a_stage(s) -> int:
+    """mbarriers a pipeline stage of wgmma schedule ``s`` uses: "full" for TMA copies,
+    and "empty" too with a producer warp."""
+    return 0 if not any(x.tma for x in s.staging) else 2 if s.tensor_core.producer else 1
 
 
 def stage_bytes(rows: int, width: int) -> int:

@@ -305,11 +305,16 @@ def staged_variants(k: Kernel, machine) -> list[Schedule]:
     return out
 
 
-# The wgmma tile of the hand rule (bm, bn, bk, warpgroups along M, along N, stages): on the
-# H100 the fastest verified wgmma variant of all six BERT GEMMs, fp16 and bf16, 1.27-1.36x the
-# mma.sync rule (bench/results/h100-2026-11-23). Taken only where it divides M, N and K exactly,
-# as measured; elsewhere (and for convolutions) the mma.sync rule stays.
-WGMMA_TILE = (128, 128, 64, 2, 1, 3)
+# The wgmma tiles of the hand rule (bm, bn, bk, warpgroups along M, along N, stages), first
+# that fits: warp-specialized 256x128x64 (a persistent kernel, TMA copies from a producer warp,
+# the epilogue through shared memory), on the H100 0.89-0.98x torch on the BERT GEMMs and
+# 4096^3 (bench/results/h100-2026-11-23d); then the 128x128x64 cp.async tile, the fastest of
+# all six BERT GEMMs, fp16 and bf16, before (bench/results/h100-2026-11-23); then the
+# warp-specialized 128x64x64, 1.05x torch on the attention-context bmm (N = 64) where the
+# mma.sync rule ran 0.83x. Taken only where they divide M, N and K exactly, as measured;
+# elsewhere (and for convolutions) the mma.sync rule stays.
+WGMMA_TILES = (((256, 128, 64, 2, 1, 3), True), ((128, 128, 64, 2, 1, 3), False),
+               ((128, 64, 64, 2, 1, 3), True))   # (tile, producer warp)
 
 
 def _wgmma(k: Kernel, machine) -> Schedule | None:
@@ -318,11 +323,12 @@ def _wgmma(k: Kernel, machine) -> Schedule | None:
     if machine.sm < 90 or k.kind != "gemm": return None
     m = tcm.match(k)
     if isinstance(m, str) or m.window or m.m_outer: return None
-    bm, bn, bk, wgm, wgn, stages = WGMMA_TILE
     M, N, K = (k.axes[a].size for a in (m.m, m.n, m.k))
-    if M % bm or N % bn or K % bk or K // bk < stages: return None
-    s = wgmma_space.make(k, m, bm, bn, bk, wgm, wgn, stages)
-    return None if check(k, s, machine) else s
+    for (bm, bn, bk, wgm, wgn, stages), producer in WGMMA_TILES:   # a producer's stages run on across tiles
+        if M % bm or N % bn or K % bk or (K // bk < stages and not producer): continue
+        s = wgmma_space.make(k, m, bm, bn, bk, wgm, wgn, stages, producer=producer)
+        if not check(k, s, machine): return s
+    return None
 
 
 def gpu(k: Kernel, machine) -> Schedule:

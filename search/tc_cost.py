@@ -31,6 +31,11 @@ wgmma (sm_90a) schedules take their own terms (``wgmma_time_s``, same shape): no
 the warpgroups' instructions read both operands from shared memory, residency from
 registers and shared memory, and a per-step wait for the wgmma group unless one is kept in
 flight (ir/lower_wgmma.wgmma_in_flight). Its fit to the H100 sweep: bench/wgmma_model_fit.py.
+With a producer warp (warp specialization, a persistent kernel of one block an SM) a
+step's serial part is only the warpgroup's drain, shared by the block's warpgroups, and a
+tile's first loads overlap the previous tile (estimates). Every tile's epilogue (its output
+stores: straight from the fragments, or through shared memory with a producer warp) idles
+the tensor pipe (measured rates; resident blocks run in step, so theirs coincide).
 """
 from __future__ import annotations
 
@@ -115,6 +120,12 @@ def _sector_use(kernel, s, t: tcm.Tiles, op) -> float:
 WG_OVERHEAD_REGS = 40  # addressing, loop state, epilogue (measured on the H100: 60..168 compiled = accumulators + 28..40)
 WG_SYNC_S = 100e-9     # a step's end without a group in flight: the last wgmma's pipeline drains, fence, barrier (estimate)
 SMEM_RESERVED = 1024   # bytes the driver keeps per resident block
+# an SM's output stores: straight from the wgmma fragments (a warp instruction writes 8 rows x
+# 16 bytes) and through the staged epilogue's shared tile (16-byte row pieces): 6.0-7.5 us and
+# 1.0-1.2 us a 256x128 fp16 tile on the H100 (the cut-out epilogue of bench/ws_probe.py,
+# bench/results/h100-2026-11-23d)
+EPI_DIRECT_BPS = 10e9
+EPI_STAGED_BPS = 57e9
 
 
 def wgmma_registers(t: tcm.Tiles) -> int:
@@ -132,10 +143,11 @@ def wgmma_smem(kernel, s, t: tcm.Tiles) -> int:
 def wgmma_resident(kernel, s, machine) -> int:
     """Blocks an SM holds: the least of the register, shared-memory and thread limits."""
     t = tcm.tiles(kernel, s)
-    regs = t.threads * min(machine.max_regs_per_thread, wgmma_registers(t))
+    threads = s.threads()   # a producer warp's included
+    regs = threads * min(machine.max_regs_per_thread, wgmma_registers(t))
     smem = wgmma_smem(kernel, s, t) + SMEM_RESERVED
     return max(1, min(machine.regs_per_sm // regs, (machine.smem_per_sm or smem) // smem,
-                      (machine.max_threads_per_sm or t.threads) // t.threads))
+                      (machine.max_threads_per_sm or threads) // threads))
 
 
 def wgmma_time_s(kernel, s, machine) -> float:
@@ -144,23 +156,32 @@ def wgmma_time_s(kernel, s, machine) -> float:
     g = wg.groups(t)
     K, blocks, cores = t.steps * t.bk, s.blocks(), machine.cores
     sm_smem = (machine.smem_bw or machine.dram_bw) / cores
-    per_sm = math.ceil(blocks / cores)                         # the busiest SM's blocks
-    r = max(1, min(per_sm, wgmma_resident(kernel, s, machine)))  # of them resident at once
+    per_sm = math.ceil(blocks / cores)                         # the busiest SM's blocks (tiles)
+    ws = s.tensor_core.producer   # persistent: one block an SM walks its tiles (ir/lower_wgmma.py)
+    r = 1 if ws else max(1, min(per_sm, wgmma_resident(kernel, s, machine)))  # of them resident at once
     # tensor pipe: a block's K step at the SM's share of the datasheet peak (padding computed too)
     step = 2 * t.bm * t.bn * t.bk / ((machine.flops_tc_fp16 or 16 * machine.flops_fp32) / cores)
     # a step without a group in flight waits for its wgmmas, then issues the next tile's
     # cp.async copies (their shared-memory writes) before the next barrier: serial to the
     # tensor pipe in that block; with a group in flight both overlap the group
     copy = (t.bm + t.bn) * t.bk * 2 / sm_smem
-    keep = wgmma_in_flight(s.stages, t.bk, g.wgm * g.wgn, any(x.tma for x in s.staging))
+    keep = wgmma_in_flight(s.stages, t.bk, g.wgm * g.wgn, any(x.tma for x in s.staging), ws)
     serial = 0.0 if keep else WG_SYNC_S + copy
+    if ws:
+        # a producer warp: no copies and no block barrier in a consumer's step; each
+        # warpgroup's drain is overlapped by the block's other warpgroups' wgmmas
+        serial = WG_SYNC_S / (g.wgm * g.wgn)
     # global load latency the copies running ``ahead`` tiles ahead do not hide
     ahead = max(0, s.stages - 1 - keep) if _async(s) else 0
     cycle = step + serial
     cycle += max(0.0, LATENCY_S - ahead * cycle)
     # the SM's tensor pipe: r resident blocks overlap each other's serial parts and waits;
     # each block also waits once for its first tiles and its epilogue (LATENCY), overlapped likewise
-    core = per_sm * (t.steps * max(step, cycle / r) + 2 * LATENCY_S / r)
+    # the epilogue idles the tensor pipe: an SM's resident blocks run their tiles in step,
+    # so they store at the same time (no overlap counted)
+    epi = t.bm * t.bn * kernel.output.dtype.itemsize / (EPI_STAGED_BPS if wg.staged_epilogue(kernel, s) else EPI_DIRECT_BPS)
+    core = per_sm * (t.steps * max(step, cycle / r) + epi + (0 if ws else 2 * LATENCY_S / r))
+    if ws: core += 2 * LATENCY_S   # the first tiles' loads; the others overlap the previous tile
     # shared memory: every m64 tile's wgmma reads its 64 A rows and the warpgroup's N
     # columns of B (16 deep, no ldmatrix), and the copies write both tiles once
     smem = per_sm * t.steps * (g.wgm * g.wgn * g.mt * (wg.WG_M + g.n) + t.bm + t.bn) * t.bk * 2 / sm_smem
@@ -168,3 +189,18 @@ def wgmma_time_s(kernel, s, machine) -> float:
     dram = kernel.min_bytes / machine.dram_bw
     l2 = blocks * (t.bm + t.bn) * K * 2 / (L2_PER_DRAM * machine.dram_bw)
     return machine.launch_s + max(core, smem, dram, l2)
+
+
+def fit_rate(kernel, s, machine, measured_s: float) -> float:
+    """The tensor-core rate (``machine.flops_tc_fp16``) under which this model times schedule
+    ``s`` of ``kernel`` at ``measured_s``: calibration measures a GEMM whole, epilogue and
+    pipeline waits included, and the model adds those on top of the rate it is given. The
+    kernel's achieved rate where even a rate 8x higher is not fast enough (another bound)."""
+    from dataclasses import replace
+    achieved = kernel.flops / measured_s
+    lo, hi = achieved, 8 * achieved
+    if time_s(kernel, s, replace(machine, flops_tc_fp16=hi)) > measured_s: return achieved
+    for _ in range(60):   # time_s falls as the rate grows: bisect
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if time_s(kernel, s, replace(machine, flops_tc_fp16=mid)) > measured_s else (lo, mid)
+    return hi

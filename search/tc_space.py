@@ -15,8 +15,9 @@ model is proved by enumeration); each candidate's shared layouts come from the Z
 bank-conflict solver (search/banks.py).
 
 On sm_90 machines the space also holds the wgmma (sm_90a) schedules of
-``wgmma_space.variants`` (the tiles measured on the H100; their shared layouts are fixed by
-the descriptors, not solved), ranked with the mma.sync points by the same model.
+``wgmma_space.variants`` (the tiles measured on the H100, with cp.async copies or a producer
+warp; their shared layouts are fixed by the descriptors, not solved), ranked with the
+mma.sync points by the same model.
 """
 from __future__ import annotations
 
@@ -133,12 +134,13 @@ def points(kernel, machine) -> list[tuple[float, Schedule]]:
 
 
 def _wgmma_points(kernel, machine) -> list[tuple[float, Schedule]]:
-    """wgmma schedules (sm_90 machines only; ``wgmma_space.variants`` checks them). The TMA
-    twins stay out: on the H100 they ran no faster than their cp.async variants (-16% to +5%,
-    bench/results/h100-2026-11-23c), and the model ties or ranks them behind those."""
+    """wgmma schedules (sm_90 machines only; ``wgmma_space.variants`` checks them): the
+    cp.async and the warp-specialized ones. The TMA twins stay out: on the H100 they ran no
+    faster than their cp.async variants (-16% to +5%, bench/results/h100-2026-11-23c), and the
+    model ties or ranks them behind those."""
     if machine.sm < 90: return []
     from . import wgmma_space
-    return [(time_s(kernel, s, machine), s) for _, s in wgmma_space.variants(kernel, machine, tma=False)]
+    return [(time_s(kernel, s, machine), s) for key, s in wgmma_space.variants(kernel, machine) if key[-1] != "tma"]
 
 
 def _element_copies(kernel, s: Schedule) -> int:

@@ -7,8 +7,13 @@ A wgmma schedule is the mma.sync schedule of the same tiles (``tc_space.make``) 
 the descriptors need (``ir/wgmma.staging``), see ir/wgmma.py; ``tma``: both operand tiles
 are copied by TMA with mbarriers (ir/tma.py) instead of every thread's cp.async copies.
 
+``producer``: warp specialization (ir/lower_wgmma.py): TMA copies issued by a producer
+warp running ahead of the consumer warpgroups, stages released through mbarriers.
+
 ``variants`` lists each legal variant with cp.async copies, then its TMA twin (key
-``(..., "tma")``) where TMA can copy both operands, so the benchmarks time both. The model
+``(..., "tma")``) and its warp-specialized twin (key ``(..., "ws")``) where TMA can copy
+both operands, so the benchmarks time all three; ``WS_DEEPER`` adds warp-specialized
+points with more stages (a producer keeps every stage but the one read in flight). The model
 (search/tc_cost.py) ties most twins with their cp.async variant (the cp.async one, listed
 first, leads: a stable sort) and rates the rest slower: a TMA twin keeps no wgmma group in
 flight (ir/lower_wgmma.wgmma_in_flight).
@@ -33,21 +38,27 @@ VARIANTS = ((128, 256, 64, 2, 1, 3), (128, 256, 32, 2, 1, 4), (128, 256, 32, 2, 
             (64, 128, 32, 1, 1, 4), (128, 64, 64, 2, 1, 3), (128, 64, 32, 1, 1, 4))
 
 
+# warp-specialized only: deeper pipelines (a producer keeps every stage but the one read in
+# flight); beside the staged epilogue's tile shared memory holds 3 stages of 128x256x64, 5 of 128x128x64
+WS_DEEPER = ((128, 128, 64, 2, 1, 4), (128, 128, 64, 2, 1, 5), (128, 256, 32, 2, 1, 6))
+TWINS = ("tma", "ws")   # a variant key's optional last element
+
+
 def instr_for(m: tcm.Match) -> str:
     return "wgmma.m64nNk16.bf16.f32" if m.dtype is dt.bfloat16 else "wgmma.m64nNk16.f16.f32"
 
 
 def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wgm: int, wgn: int, stages: int,
-         m_ext: tuple[int, ...] = (), tma: bool = False) -> Schedule:
+         m_ext: tuple[int, ...] = (), tma: bool = False, producer: bool = False) -> Schedule:
     """The wgmma schedule of block tile ``bm x bn``, K step ``bk``, ``wgm x wgn``
     warpgroups (each ``bm/wgm`` rows: whole m64 tiles, and ``bn/wgn`` columns: the
-    instruction's N), ``stages`` pipeline stages, both operands copied by TMA if ``tma``
-    (check it with ``ir.schedule.check``)."""
+    instruction's N), ``stages`` pipeline stages, both operands copied by TMA if ``tma``,
+    by a producer warp if ``producer`` (check it with ``ir.schedule.check``)."""
     if not all(isinstance(e, int) for e in m_ext):
-        raise ValueError(f"M extents {m_ext!r} are not integers (a variant's key ending in 'tma': use from_key)")
+        raise ValueError(f"M extents {m_ext!r} are not integers (a variant's key ending in {TWINS}: use from_key)")
     s = tc_space.make(kernel, m, bm, bn, bk, wg.WARPS_PER_GROUP * wgm, wgn, stages, m_ext)
-    s = replace(s, tensor_core=replace(s.tensor_core, instr=instr_for(m)))
-    return copied_by_tma(replace(s, staging=wg.staging(kernel, s)), tma)
+    s = replace(s, tensor_core=replace(s.tensor_core, instr=instr_for(m), producer=producer))
+    return copied_by_tma(replace(s, staging=wg.staging(kernel, s)), tma or producer)
 
 
 def copied_by_tma(s: Schedule, tma: bool = True) -> Schedule:
@@ -57,27 +68,38 @@ def copied_by_tma(s: Schedule, tma: bool = True) -> Schedule:
 
 def from_key(kernel, m: tcm.Match, key) -> Schedule:
     """The schedule of a ``variants`` key (``(bm, bn, bk, wgm, wgn, stages)``, or with a
-    trailing ``"tma"`` for the TMA twin), e.g. one read back from a results file."""
+    trailing ``"tma"`` for the TMA twin, ``"ws"`` for the warp-specialized one), e.g. one
+    read back from a results file."""
     key = tuple(key)
-    tma = key[6:] == ("tma",)
-    if len(key) != 6 + tma: raise ValueError(f"not a wgmma variant key: {key!r}")
-    return make(kernel, m, *key[:6], tma=tma)
+    twin = key[6] if len(key) == 7 and key[6] in TWINS else None
+    if len(key) != 6 + (twin is not None): raise ValueError(f"not a wgmma variant key: {key!r}")
+    return make(kernel, m, *key[:6], tma=twin == "tma", producer=twin == "ws")
 
 
 def variants(kernel, machine, tma: bool = True) -> list[tuple[tuple, Schedule]]:
     """The legal ``VARIANTS`` of a GEMM or batched GEMM (default GEMM view; M/N padded
     as ``tc_space.tile_fits`` allows; stages at most the K steps), each followed by its
-    legal TMA twin (key ending in ``"tma"``) unless ``tma`` is False, for timing."""
+    legal TMA and warp-specialized twins (keys ending in ``"tma"``, ``"ws"``), then the
+    legal ``WS_DEEPER`` points, unless ``tma`` is False (cp.async variants only)."""
     m = tcm.match(kernel)
     if isinstance(m, str) or m.window or m.m_outer: return []
     M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
     out: list[tuple[tuple, Schedule]] = []
-    for bm, bn, bk, wgm, wgn, stages in VARIANTS:
+
+    def add(key: tuple, s: Schedule) -> None:
+        if all(key != k for k, _ in out) and not check(kernel, s, machine): out.append((key, s))
+
+    for i, (bm, bn, bk, wgm, wgn, stages) in enumerate(VARIANTS + (WS_DEEPER if tma else ())):
         if not (tc_space.tile_fits(M, bm) and tc_space.tile_fits(N, bn)) or K % bk: continue
         s = make(kernel, m, bm, bn, bk, wgm, wgn, min(stages, K // bk))
         key = (bm, bn, bk, wgm, wgn, s.stages)
-        if any(key == t for t, _ in out) or check(kernel, s, machine): continue
-        out.append((key, s))
-        twin = copied_by_tma(s)
-        if tma and not check(kernel, twin, machine): out.append(((*key, "tma"), twin))
+        if i < len(VARIANTS): add(key, s)
+        if tma and i < len(VARIANTS): add((*key, "tma"), copied_by_tma(s))
+        # a producer's pipeline runs on across a block's tiles: its stages are not capped by K's steps
+        if tma: add((*key[:5], stages, "ws"), warp_specialized(replace(s, stages=stages)))
     return out
+
+
+def warp_specialized(s: Schedule) -> Schedule:
+    """``s`` with its operands copied by TMA from a producer warp."""
+    return copied_by_tma(replace(s, tensor_core=replace(s.tensor_core, producer=True)))

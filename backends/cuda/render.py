@@ -27,7 +27,7 @@ import re
 from superopt.ir import dtype as dt
 from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
 from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mbarriers, Mma, Program, Reg,
-                                 Shared, SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
+                                 Roles, Shared, SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
 
 from . import shuffle, tma, wgmma
 from .shuffle import WarpCombine
@@ -305,6 +305,9 @@ class _Renderer:
             self.vector_loads(s.cond)
             cond = self.expr(self.lanes_of(s.cond)[0])
             self.scoped(f"if ({cond})", s.body)
+        elif isinstance(s, Roles):  # disjoint thread conditions: each thread runs its own branch's code
+            for i, b in enumerate(s.branches):
+                self.scoped(f"{'else ' if i else ''}if ({self.expr(b.cond)})", b.body)
         elif isinstance(s, Reg) and s.name in self.frags:
             self.emit(f"unsigned {s.name}[{-(-s.size // 2)}];")
         elif isinstance(s, Reg):
@@ -331,7 +334,7 @@ class _Renderer:
                 line = f"{s.name}[{self.expr(idx, i)}] = {to_storage(self.expr(val, i), d)};"
                 self.emit(line if ok is TRUE else f"if ({self.expr(ok, i)}) {line}")
         elif isinstance(s, Barrier):
-            self.emit("__syncthreads();")
+            self.emit(f'asm volatile("bar.sync 1, {s.threads};\\n" ::: "memory");' if s.threads else "__syncthreads();")
         elif isinstance(s, SharedCopy):
             self.shared_copy(s)
         elif isinstance(s, CopyCommit):
@@ -436,7 +439,7 @@ def render(p: Program) -> tuple[str, int]:
     params = [f"{STORAGE[p.output.dtype.name]}* __restrict__ out"] + \
              [f"const {STORAGE[b.dtype.name]}* __restrict__ in{i}" for i, b in enumerate(p.inputs)] + tma.params(p)
     head = f'extern "C" __global__ void __launch_bounds__({p.threads}) {kernel_name(p)}({", ".join(params)}) {{'
-    prelude = [PRELUDE.strip(), *([tma.PRELUDE.strip()] if tma.uses(p) else [])]
+    prelude = [PRELUDE.strip(), *([tma.PRELUDE.strip()] if tma.uses(p) or any(isinstance(s, Mbarriers) for s in p.body) else [])]
     src = "\n".join([*prelude, "", f"// {p.name}: {p.blocks} blocks x {p.threads} threads x {p.lanes} lanes",
                      head, *("    " + d for d in decl), *r.lines, "}", ""])
     return src, total if dynamic else 0

@@ -12,6 +12,7 @@ plain data (the runtime hands them to the driver at launch: ``runtime.Device.ten
 - ``MbarWait`` loops on ``mbarrier.try_wait.parity`` (which may return false after a
   time-out of its own) until it reports the phase complete, the loop inside the asm (a
   C++ loop around it made ptxas serialize wgmmas kept in flight across the wait, C7514).
+- ``MbarArriveTx`` of 0 bytes is a plain ``mbarrier.arrive`` (a consumer releasing a stage).
 - ``TmaLoad``: ``cp.async.bulk.tensor.<rank>d.shared::cluster.global.tile.mbarrier::
   complete_tx::bytes`` (a CTA's own shared addresses are valid cluster addresses).
 """
@@ -33,6 +34,9 @@ __device__ __forceinline__ void mbar_init(unsigned long long* bar, unsigned coun
 }
 __device__ __forceinline__ void mbar_arrive_tx(unsigned long long* bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned long long* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(smem_u32(bar)) : "memory");
 }
 __device__ __forceinline__ void mbar_wait(unsigned long long* bar, unsigned parity) {
   asm volatile("{\n.reg .pred p;\nTMA_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra TMA_WAIT;\n}\n"
@@ -102,7 +106,8 @@ def render_stmt(r, s) -> None:
     elif isinstance(s, MbarInit):
         r.emit(f"mbar_init(&{s.bar}[{r.expr(s.index)}], {s.count}u);")
     elif isinstance(s, MbarArriveTx):
-        r.emit(f"mbar_arrive_tx(&{s.bar}[{r.expr(s.index)}], {s.bytes}u);")
+        if s.bytes: r.emit(f"mbar_arrive_tx(&{s.bar}[{r.expr(s.index)}], {s.bytes}u);")
+        else: r.emit(f"mbar_arrive(&{s.bar}[{r.expr(s.index)}]);")
     elif isinstance(s, MbarWait):
         r.emit(f"mbar_wait(&{s.bar}[{r.expr(s.index)}], (unsigned)({r.expr(s.parity)}));")
     elif isinstance(s, TmaLoad):

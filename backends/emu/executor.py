@@ -33,8 +33,8 @@ import numpy as np
 from superopt.ir import dtype as dt
 from superopt.ir.interpret import apply, cast_values, compute_dtype
 from superopt.ir.node import Node, Ops, toposort
-from superopt.ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared, SharedCopy,
-                                 SharedStore, Store, lane_stride, unrolled, walk)
+from superopt.ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad, If, Loop, MbarWait, Mma, Program, Reg, Roles, Shared,
+                                 SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
 
 from superopt.backends.cuda import shuffle
 from superopt.backends.cuda.vectorize import block_loads, merged_loads, shared_runs, store_runs
@@ -90,6 +90,7 @@ class _Run:
         self.inflight: list[list] = []          # committed groups of async copies, oldest first
         self.runs: dict[int, tuple] = {}        # id(statement block) -> (block, its vector shared reads)
         self.open_group: list = []              # async copies issued since the last commit
+        self.executed = 0                       # statements entered (warp roles: did a branch progress?)
 
     # ---- helpers -------------------------------------------------------------
     def full(self, x: np.ndarray) -> np.ndarray: return np.broadcast_to(x, self.shape)
@@ -209,7 +210,9 @@ class _Run:
         return np.take_along_axis(buf, safe.reshape(self.shape[0], -1), axis=1).reshape(self.shape)
 
     # ---- statements --------------------------------------------------------------
-    def block(self, body, mask: np.ndarray) -> None:
+    def block(self, body, mask: np.ndarray):
+        """Run ``body``; a generator that yields where an mbarrier wait cannot pass yet (a
+        ``Roles`` branch then lets the others run: ``roles``)."""
         runs, stores = self.vector_runs(body)
         body, i = list(body), 0
         while i < len(body):
@@ -223,13 +226,13 @@ class _Run:
                 continue
             m = shuffle.match(body[i:i + 4], self.p)  # the GPU folds these with warp shuffles
             if m is not None:
-                self.warp_fold(m, mask)
+                yield from self.warp_fold(m, mask)
                 i += 4
                 continue
-            self.stmt(body[i], mask)
+            yield from self.stmt(body[i], mask)
             i += 1
 
-    def warp_fold(self, m: shuffle.WarpCombine, mask: np.ndarray) -> None:
+    def warp_fold(self, m: shuffle.WarpCombine, mask: np.ndarray):
         """Every thread of each group of ``m.threads`` gets the group's total (an XOR
         butterfly of shuffles), then the leader stores: no shared memory, and no barrier
         unless the stores write shared memory."""
@@ -240,28 +243,36 @@ class _Run:
         tot = cast_values(np.broadcast_to(tot, g.shape).reshape(r.shape), self.reg_dt[m.reg])
         r[...] = np.where(mask, tot, r)
         self.c.count("shfl", self.active_warps(mask) * r.shape[0] * L * (m.threads.bit_length() - 1))
-        self.stmt(If(m.cond, m.stores), mask)
-        if m.barrier: self.stmt(Barrier(), mask)
+        yield from self.stmt(If(m.cond, m.stores), mask)
+        if m.barrier: yield from self.stmt(Barrier(), mask)
 
-    def stmt(self, s, mask: np.ndarray) -> None:
+    def stmt(self, s, mask: np.ndarray):
+        """Run one statement (a generator, as ``block``)."""
+        self.executed += 1
         if isinstance(s, Loop) and s.unroll:
             stmts, saved = unrolled(s), dict(self.pre)
             self.vector_loads(stmts, mask)
-            self.block(stmts, mask)
+            yield from self.block(stmts, mask)
             self.pre = saved
         elif isinstance(s, Loop):
             for i in range(s.size):
                 self.env[s.var] = np.asarray(i, dtype=np.int64).reshape(1, 1, 1)
-                self.block(s.body, mask)
+                yield from self.block(s.body, mask)
             self.env.pop(s.var, None)
         elif isinstance(s, If):
-            if any(isinstance(x, Barrier) for x in walk(s.body)): raise EmuError("barrier inside a conditional")
+            if any(isinstance(x, Barrier) and not x.threads for x in walk(s.body)): raise EmuError("barrier inside a conditional")
             cond = self.eval(s.cond, mask).astype(bool)
             if cond.ndim == 3 and cond.shape[2] > 1 and not (cond == cond[..., :1]).all():
                 raise EmuError(f"If condition depends on the lane: {s.cond}")
             self.c.count("branch", self.active_warps(mask))
             sub = mask & (cond[..., :1] if cond.ndim == 3 else cond)
-            if np.any(sub): self.block(s.body, sub)
+            if np.any(sub): yield from self.block(s.body, sub)
+        elif isinstance(s, Roles):
+            self.roles(s, mask)
+        elif isinstance(s, MbarWait):
+            while tma_emu.wait_blocked(self, s, mask):
+                yield s   # an arrival it needs is due from another role
+            tma_emu.execute(self, s, mask)
         elif isinstance(s, Reg):
             fill = np.nan if s.dtype.is_float else _UNINIT_INT
             self.regs[s.name] = np.full((s.size,) + self.shape, fill, dtype=compute_dtype(s.dtype))
@@ -296,11 +307,50 @@ class _Run:
         elif isinstance(s, tma_emu.STMTS):
             tma_emu.execute(self, s, mask)
         elif isinstance(s, Barrier):
-            if not np.all(mask): raise EmuError("barrier reached by only some threads of a block")
-            for w in self.writer.values(): w.fill(-1)
-            self.c.count("bar", self.active_warps(mask))
+            self.barrier(s, mask)
         else:
             raise EmuError(f"unknown statement {type(s).__name__}")
+
+    def barrier(self, s: Barrier, mask: np.ndarray) -> None:
+        """``__syncthreads`` (every thread of the block), or a named barrier of ``s.threads``
+        (exactly that many threads of each block reach it; shared writes of the block are
+        published as by a full barrier: the other roles' only shared writes are TMA copies,
+        tracked apart)."""
+        reached = np.broadcast_to(mask, self.shape)[..., 0].sum(axis=1)
+        if s.threads and np.any(reached != s.threads):
+            raise EmuError(f"named barrier of {s.threads} threads reached by {sorted(set(reached.tolist()))} of a block")
+        if not s.threads and not np.all(mask): raise EmuError("barrier reached by only some threads of a block")
+        for w in self.writer.values(): w.fill(-1)
+        self.c.count("bar", self.active_warps(mask))
+
+    def roles(self, s: Roles, mask: np.ndarray) -> None:
+        """Run the branches concurrently: each runs until an mbarrier wait cannot pass, then
+        the next, round robin in branch order (the first runs as far ahead as its waits let
+        it: a producer refilling a stage before its release is caught). Every unfinished
+        branch blocked: a hang."""
+        masks, seen = [], np.zeros(self.shape[:2] + (1,), bool)
+        for b in s.branches:
+            if any(isinstance(x, Barrier) and not x.threads for x in walk(b.body)):
+                raise EmuError("a block-wide barrier inside a warp role (the other roles never reach it)")
+            cond = np.broadcast_to(self.eval(b.cond, mask).astype(bool), self.shape)[..., :1] & mask
+            if np.any(cond & seen): raise EmuError(f"warp roles overlap: a thread is in two branches ({b.cond})")
+            seen |= cond
+            masks.append(cond)
+        live = [self.block(b.body, m) for b, m in zip(s.branches, masks) if np.any(m)]
+        blocked: dict[int, object] = {}
+        while live:
+            progressed = False
+            for g in list(live):
+                before = self.executed
+                try:
+                    blocked[id(g)] = next(g)
+                except StopIteration:
+                    live.remove(g)
+                    blocked.pop(id(g), None)
+                progressed |= self.executed != before or g not in live
+            if live and not progressed:
+                waits = "; ".join(f"{w.bar}[{w.index}] parity {w.parity}" for w in blocked.values())
+                raise EmuError(f"hang: every warp role waits on an mbarrier whose arrivals never come ({waits})")
 
     def vector_runs(self, body) -> tuple[dict[int, int], dict[int, int]]:
         """``vectorize.shared_runs`` and ``store_runs`` of a block (lane-free programs only),
@@ -468,7 +518,8 @@ def run_program(p: Program, inputs: list[np.ndarray], max_blocks: int = 64, bloc
     for a, b in zip(inputs, p.inputs):
         if np.asarray(a).size != b.size: raise EmuError(f"input {b.name}: expected {b.size} elements, got {np.asarray(a).size}")
     r = _Run(p, list(inputs), sample_blocks(p.blocks, max_blocks) if blocks is None else np.asarray(blocks))
-    r.block(p.body, np.ones((len(r.env[p.block]), p.threads, 1), dtype=bool))
+    for w in r.block(p.body, np.ones((len(r.env[p.block]), p.threads, 1), dtype=bool)):   # a wait outside warp roles
+        raise EmuError(f"hang: waiting on mbarrier {w.bar}[{w.index}] whose arrivals never come (no other warp role runs)")
     od = p.output.dtype
     out = dt.to_storage(cast_values(r.out, od), od) if od.is_float else r.out.astype(od.np)
     return EmuResult(out.reshape(p.output.shape), r.written.reshape(p.output.shape), r.c)

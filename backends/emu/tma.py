@@ -12,9 +12,10 @@ elements written to their swizzled shared addresses, its bytes completing on its
 barrier) only when a wait needs it, so a wgmma reading a stage before its copy landed
 reads the old contents, and counts its elements as races. ``MbarWait`` passes at once
 when the barrier's current phase has the other parity; else it lands the barrier's
-copies in issue order until the phase completes. A wait that can never pass (arrivals
-missing, fewer bytes in flight than expected) is a hang: ``EmuError``; so is a barrier
-getting more bytes than it expects. A wait that passes while copies completing on its
+copies in issue order until the phase completes. A wait whose phase still expects
+arrivals blocks (``wait_blocked``): inside ``Roles`` the executor runs the other warp roles
+meanwhile; outside, or when every role waits, it is a hang (``EmuError``), as is a wait
+with fewer bytes in flight than expected, or a barrier getting more bytes than it expects. A wait that passes while copies completing on its
 barrier are still in flight counts one race a block (the waiter may read their
 destinations before they land: a wrong parity), and so does arming a barrier again
 (``arrive.expect_tx``) while its phase still waits for bytes (nobody waited for that
@@ -193,6 +194,20 @@ def _count(run, m: TensorMap, g: np.ndarray, ok: np.ndarray, addr: np.ndarray, i
     w, ideal = bank_wavefronts(words, np.repeat(live, 16 // BANK_BYTES, axis=1), BANK_BYTES)
     run.c.shared_wavefronts += w; run.c.shared_ideal += ideal  # noqa: E702
     run.c.count("st.shared.tma", len(chunks))
+
+
+def wait_blocked(run, s: MbarWait, mask: np.ndarray) -> bool:
+    """Whether ``s`` cannot pass now: for some executing (block, barrier) the waited phase
+    has not completed and still expects arrivals (bytes alone land from copies in flight)."""
+    st = state(run)
+    blocks, threads = np.nonzero(np.broadcast_to(mask, run.shape)[..., 0])
+    if not blocks.size: return False
+    bars = _bars(st, s.bar)
+    idx = _per_thread(run, s.index, mask, blocks, threads)
+    parity = _per_thread(run, s.parity, mask, blocks, threads)
+    if np.any((idx < 0) | (idx >= bars.count.shape[1])): return False   # the wait itself reports it
+    waiting = bars.phase[blocks, idx] % 2 == parity
+    return bool(np.any(waiting & (bars.due[blocks, idx] > 0) & (bars.count[blocks, idx] > 0)))
 
 
 def _wait(run, st: _State, s: MbarWait, mask, blocks, threads) -> None:

@@ -1,6 +1,8 @@
 """Emulation of Hopper warpgroup MMA statements (``SharedFence``, ``WgmmaFence``,
 ``Wgmma``, ``WgmmaCommit``, ``WgmmaWait``; ir/program.py) for the numpy executor.
 
+Statements run for whole warpgroups: any set of a block's warpgroups (a warp role), never
+part of one, never the threads past its last whole warpgroup (a producer warp).
 A ``Wgmma`` builds each warpgroup's two 64-bit matrix descriptors from the statement's
 constant fields and the *absolute* shared byte address of its start element (the
 executor's buffer bases), then decodes them as the hardware does (``element_addresses``:
@@ -81,21 +83,33 @@ def acc_coords(n: int) -> tuple[np.ndarray, np.ndarray]:
     return 16 * q + lane // 4 + 8 * ((e // 2) % 2), 8 * (e // 4) + 2 * (lane % 4) + e % 2
 
 
+def groups(run, s, mask: np.ndarray) -> np.ndarray:
+    """(B, G) the warpgroups executing ``s``: whole warpgroups only (a block's threads past
+    its last whole warpgroup, a producer warp, never issue wgmma)."""
+    B, T = run.shape[:2]
+    m = np.broadcast_to(mask, run.shape)[..., 0]
+    G = T // GROUP
+    if G == 0: raise WgmmaEmuError(f"wgmma needs whole warpgroups, the block has {T} threads")
+    whole = m[:, :G * GROUP].reshape(B, G, GROUP)
+    if np.any(m[:, G * GROUP:]) or np.any(whole != whole[..., :1]):
+        raise WgmmaEmuError(f"{type(s).__name__} executed by only part of a warpgroup")
+    return whole[..., 0]
+
+
 def execute(run, s, mask: np.ndarray) -> None:
     """Run one wgmma-family statement on the executor ``run`` (backends/emu/executor._Run)."""
     st = run.__dict__.setdefault("_wgmma", _State())
-    if not np.all(mask): raise WgmmaEmuError(f"{type(s).__name__} executed by only part of a block")
-    B, T = run.shape[:2]
-    if T % GROUP: raise WgmmaEmuError(f"wgmma needs whole warpgroups, the block has {T} threads")
-    G = T // GROUP
-    if isinstance(s, SharedFence):
+    if isinstance(s, SharedFence):   # any thread's: it publishes that thread's shared writes
         st.published = {name: buf.copy() for name, buf in run.shared.items()}
-        run.c.count("fence", B * T // 32)
-    elif isinstance(s, WgmmaFence):
+        run.c.count("fence", run.active_warps(mask))
+        return
+    active = groups(run, s, mask)
+    if not active.any(): return
+    if isinstance(s, WgmmaFence):
         for name in _targets(run): st.fenced[name] = run.regs[name].copy()
-        run.c.count("fence", B * T // 32)
+        run.c.count("fence", int(active.sum()) * wg.WARPS_PER_GROUP)
     elif isinstance(s, Wgmma):
-        _issue(run, st, s, B, G)
+        _issue(run, st, s, active, mask)
     elif isinstance(s, WgmmaCommit):
         st.inflight.append(st.open); st.open = []  # noqa: E702
     elif isinstance(s, WgmmaWait):
@@ -108,19 +122,21 @@ def _targets(run) -> set[str]:
     return run._wgmma_targets
 
 
-def _descriptor(run, name: str, start, fields: int, B: int, G: int) -> np.ndarray:
-    """Per (block, warpgroup) the full descriptor: ``fields`` | the start address."""
+def _descriptor(run, name: str, start, fields: int, active: np.ndarray) -> np.ndarray:
+    """Per (block, warpgroup) the full descriptor: ``fields`` | the start address (the
+    inactive warpgroups' entries: the first active one's, never used)."""
     if name not in run.shared: raise WgmmaEmuError(f"wgmma operand {name} is not a shared buffer")
-    idx = np.broadcast_to(np.asarray(start), run.shape).reshape(B, G, GROUP).astype(np.int64)
-    if np.any(idx != idx[..., :1]): raise WgmmaEmuError(f"wgmma start of {name} differs within a warpgroup")
-    idx = idx[..., 0]
+    B, G = active.shape
+    idx = np.broadcast_to(np.asarray(start), run.shape)[:, :G * GROUP, 0].reshape(B, G, GROUP).astype(np.int64)
+    if np.any((idx != idx[..., :1]) & active[..., None]): raise WgmmaEmuError(f"wgmma start of {name} differs within a warpgroup")
+    idx = np.where(active, idx[..., 0], idx[..., 0][active][0])
     if idx.min() < 0 or idx.max() >= run.shared[name].shape[1]: raise WgmmaEmuError(f"wgmma start of {name} out of bounds")
     addr = run.shared_base[name] + idx * run.shared_dt[name].itemsize
     if np.any(addr % 16): raise WgmmaEmuError(f"wgmma operand {name} start is not 16-byte aligned")
     return np.uint64(fields) | ((addr & 0x3FFFF) >> 4).astype(np.uint64)
 
 
-def _issue(run, st: _State, s: Wgmma, B: int, G: int) -> None:
+def _issue(run, st: _State, s: Wgmma, active: np.ndarray, mask: np.ndarray) -> None:
     d = s.d
     if s.d_off + s.n // 2 > run.regs[d].shape[0]: raise WgmmaEmuError(f"accumulators {d}[{s.d_off}:+{s.n // 2}] out of bounds")
     if not st.pending.get(d):
@@ -129,10 +145,10 @@ def _issue(run, st: _State, s: Wgmma, B: int, G: int) -> None:
         st.true[d] = run.regs[d].copy()
         run.regs[d][...] = np.nan          # undefined until the wait retires the group
     st.pending[d] = st.pending.get(d, 0) + 1
-    da = _descriptor(run, s.a, run.eval(s.a_start, np.ones(run.shape, bool)), s.a_desc, B, G)
-    db = _descriptor(run, s.b, run.eval(s.b_start, np.ones(run.shape, bool)), s.b_desc, B, G)
-    st.open.append((s, da, db))
-    run.c.count("wgmma", B * G)
+    da = _descriptor(run, s.a, run.eval(s.a_start, mask), s.a_desc, active)
+    db = _descriptor(run, s.b, run.eval(s.b_start, mask), s.b_desc, active)
+    st.open.append((s, da, db, active))
+    run.c.count("wgmma", int(active.sum()))
 
 
 def _copies_in_flight(run) -> dict[str, np.ndarray]:
@@ -183,7 +199,7 @@ def _read(run, addr: np.ndarray, published: dict | None) -> np.ndarray:
     return out.reshape(addr.shape)
 
 
-def _retire(run, st: _State, s: Wgmma, da: np.ndarray, db: np.ndarray) -> None:
+def _retire(run, st: _State, s: Wgmma, da: np.ndarray, db: np.ndarray, active: np.ndarray) -> None:
     B, G = da.shape
     ea = np.stack([np.stack([element_addresses(int(da[b, g]), wg.WG_M, s.a_trans) for g in range(G)]) for b in range(B)])
     eb = np.stack([np.stack([element_addresses(int(db[b, g]), s.n, s.b_trans) for g in range(G)]) for b in range(B)])
@@ -192,12 +208,14 @@ def _retire(run, st: _State, s: Wgmma, da: np.ndarray, db: np.ndarray) -> None:
     rows, cols = acc_coords(s.n)
     true = st.true[s.d]
     n2 = s.n // 2
-    regs = true[s.d_off:s.d_off + n2].reshape(n2, B, G, GROUP).transpose(1, 2, 3, 0)   # (B, G, 128, n/2)
+    acc = true[s.d_off:s.d_off + n2, :, :G * GROUP]                                      # the warpgroups' threads
+    regs = acc.reshape(n2, B, G, GROUP).transpose(1, 2, 3, 0)                           # (B, G, 128, n/2)
     D = np.zeros((B, G, wg.WG_M, s.n))
     D[:, :, rows, cols] = regs
     D = A @ Bm.transpose(0, 1, 3, 2) + (D if s.scale_d else 0.0)
     new = cast_values(D[:, :, rows, cols], dt.float32)                                   # (B, G, 128, n/2)
-    true[s.d_off:s.d_off + n2] = new.transpose(3, 0, 1, 2).reshape(n2, B, G * GROUP, 1)
+    new = np.where(active[..., None, None], new, regs)                                  # inactive warpgroups keep theirs
+    acc[...] = new.transpose(3, 0, 1, 2).reshape(n2, B, G * GROUP, 1)
     st.pending[s.d] -= 1
     if st.pending[s.d] == 0:
         run.regs[s.d][...] = true

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from superopt.backends.emu import run_program
 from superopt.ir import dtype as dt
 from superopt.ir.interpret import run_kernel
-from superopt.ir.program import If, Loop, Program
+from superopt.ir.program import Program, rewrite
 from superopt.kernels.registry import Workload
 from superopt.verify import poison
 
@@ -69,13 +69,5 @@ def gpu_values(cuda, p, k, ins):
 
 def mutate(p: Program, f) -> Program:
     """``p`` with every statement ``x`` but loops and ifs, in their bodies too, replaced by
-    ``f(x)`` (dropped where that is None): a program with a bug put in."""
-    def walk(stmts):
-        out = []
-        for x in stmts:
-            if isinstance(x, Loop): y = Loop(x.var, walk(x.body), x.unroll)
-            elif isinstance(x, If): y = If(x.cond, walk(x.body))
-            else: y = f(x)
-            if y is not None: out.append(y)
-        return tuple(out)
-    return Program(p.name, p.inputs, p.output, p.blocks, p.threads, p.lanes, p.workers, walk(p.body), p.kernel, p.schedule)
+    ``f(x)`` (dropped where that is None): a program with a bug put in (``ir.program.rewrite``)."""
+    return rewrite(p, f)

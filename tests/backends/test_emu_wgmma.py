@@ -188,20 +188,23 @@ def test_cuda_source_compiles_for_sm90a_without_spills(tmp_path, tiles):
     assert "0 bytes spill stores" in r.stderr and "serialized" not in r.stderr, r.stderr[-3000:]
 
 
-def test_the_hand_rule_takes_wgmma_where_measured_and_its_epilogue_verifies_on_emu():
-    """Hopper GEMMs whose M, N, K the measured tile divides get the wgmma rule (search/hand.py
-    WGMMA_TILE), a fused bias + relu + fp16 cast epilogue included; other shapes keep mma.sync."""
+@pytest.mark.parametrize("M, producer", [(256, True), (128, False)], ids=["warp-specialized", "cp.async"])
+def test_the_hand_rule_takes_wgmma_where_measured_and_its_epilogue_verifies_on_emu(M, producer):
+    """Hopper GEMMs whose M, N, K a measured tile divides get the wgmma rule (search/hand.py
+    WGMMA_TILES: the warp-specialized 256x128 tile, else 128x128 with cp.async), a fused bias
+    + relu + fp16 cast epilogue included; other shapes keep mma.sync."""
     from superopt import Tensor
     from superopt.backends.base import get
     from superopt.ir.kernelize import kernelize
-    from superopt.search.hand import WGMMA_TILE, gpu
+    from superopt.search.hand import WGMMA_TILES, gpu
     from superopt.verify import verify
     rng = np.random.default_rng(4)
-    x, w, b = (Tensor(rng.uniform(-1, 1, sh).astype(np.float16)) for sh in ((256, 256), (256, 128), (128,)))
+    x, w, b = (Tensor(rng.uniform(-1, 1, sh).astype(np.float16)) for sh in ((M, 256), (256, 128), (128,)))
     (step,) = kernelize(((x @ w) + b).relu().node)
     k = step.kernel
     s = gpu(k, H100)
-    assert s.tensor_core.instr.startswith("wgmma") and s.stages == WGMMA_TILE[-1]
+    tile = next(t for t, p in WGMMA_TILES if p == producer)
+    assert s.tensor_core.instr.startswith("wgmma") and s.tensor_core.producer == producer and s.stages == tile[-1]
     r = verify(k, s, get("emu"), seed=5)
     assert r.ok, r.reason
     odd = gemm_kernel("matmul", "float16", 192, 128, 64)             # M not a multiple of 128

@@ -34,7 +34,8 @@ def test_hand_rule_uses_tensor_cores_for_16_bit_gemms_only():
     for d in ("float16", "bfloat16"):
         k = Workload.make("matmul", M=256, N=256, K=128, dtype=d).kernels[0]
         s = gpu(k, H100)
-        assert s.tensor_core is not None and s.tensor_core.instr == ("mma.m16n8k16.bf16.f32" if d == "bfloat16" else "mma.m16n8k16.f16.f32")
+        # wgmma on the H100 (a producer warp's stages run across tiles, so K = 128 takes it too)
+        assert s.tensor_core is not None and s.tensor_core.instr == ("wgmma.m64nNk16.bf16.f32" if d == "bfloat16" else "wgmma.m64nNk16.f16.f32")
         assert not check(k, s, H100) and s.stages > 1
     k32 = Workload.make("matmul", M=256, N=256, K=128, dtype="float32").kernels[0]
     assert gpu(k32, H100).tensor_core is None
@@ -97,7 +98,10 @@ def test_space_points_are_legal_and_ranked():
     pts = tc_space.points(k, H100)
     assert pts and [t for t, _ in pts] == sorted(t for t, _ in pts)
     assert all(not check(k, s, H100) and s.tensor_core is not None for _, s in pts)
-    assert all(s.stages <= 4 and s.threads() <= 256 for _, s in pts)
+    # a producer warp (warp specialization) comes on top of at most 8 warps and pipelines up to 6 stages
+    ws = [s for _, s in pts if s.tensor_core.producer]
+    assert ws and all(s.stages <= 6 and s.threads() == 32 * (s.threads() // 32) <= 288 for s in ws)
+    assert all(s.stages <= 4 and s.threads() <= 256 for _, s in pts if not s.tensor_core.producer)
 
 
 # ---- convolutions as implicit GEMM -----------------------------------------------------

@@ -1,4 +1,4 @@
-"""search/wgmma_space: the timed wgmma variants (and their TMA twins) are legal and compute the reference on emu."""
+"""search/wgmma_space: the timed wgmma variants (and their TMA and warp-specialized twins) are legal and compute the reference on emu."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,18 +11,27 @@ from superopt.ir.lower import lower
 from superopt.ir.schedule import check
 from superopt.kernels.registry import Workload
 from superopt.search.machine import H100
-from superopt.search.wgmma_space import VARIANTS, from_key, variants
+from superopt.search.wgmma_space import VARIANTS, WS_DEEPER, from_key, variants
 
 
 def test_variants_are_legal_and_compute_the_reference():
     k = Workload.make("matmul", M=256, N=256, K=128, dtype="bfloat16").kernels[0]
     got = variants(k, H100)
+    plain = [(key, s) for key, s in got if len(key) == 6]
     # (128, 256, 32, 2, 1, 5) is clipped to 4 stages: a duplicate; each variant is followed by its TMA twin
-    assert len(got) == 2 * (len(VARIANTS) - 1)
-    for (key, s), (twin, t) in zip(got[::2], got[1::2]):
+    assert len(plain) == len(VARIANTS) - 1 and variants(k, H100, tma=False) == plain
+    for key, s in plain:
+        i = got.index((key, s))
+        twin, t = got[i + 1]
         assert twin == (*key, "tma") and not any(x.tma for x in s.staging) and all(x.tma for x in t.staging)
-        assert from_key(k, tcm.match(k), twin) == t and from_key(k, tcm.match(k), key) == s
-    assert variants(k, H100, tma=False) == got[::2]
+    # the warp-specialized twins keep their stages (a producer's pipeline runs across tiles), then the deeper ones
+    ws = [(key, s) for key, s in got if key[-1] == "ws"]
+    assert {key[:5] for key, _ in ws} >= {key[:5] for key, _ in plain} and (128, 256, 32, 2, 1, 5, "ws") in dict(ws)
+    assert {(*t, "ws") for t in WS_DEEPER} <= set(dict(ws))
+    for key, s in ws:
+        assert s.tensor_core.producer and all(x.tma for x in s.staging) and s.threads() == s.threads() // 32 * 32
+    for key, s in got:
+        assert from_key(k, tcm.match(k), key) == s
     rng = np.random.default_rng(0)
     ins = [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
     ref = dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
