@@ -13,6 +13,7 @@ T = launch + max(compute, DRAM, L2, shared) + stall, where
   x ``L2_PER_DRAM`` (a rough L2 figure until one is calibrated);
 - shared: the ldmatrix reads (each warp's A and B fragments every 16 of K) over the
   shared-memory bandwidth (conflict-free layouts: search/banks.py).
+plus every tile's epilogue (fragment stores, ``epilogue_s``, as wgmma's below),
 and the stall is the load latency a pipeline of ``stages`` does not hide: per K step each block waits
 max(0, LATENCY - (stages - 1 + others x stages) x one step's compute), where ``others``
 are the other blocks resident on its SM (register estimate: accumulators + fragments +
@@ -87,6 +88,9 @@ def time_s(kernel, s, machine) -> float:
     # compute grows, modeling fewer usable tensor cores as faster
     exposed = max(0.0, LATENCY_S - (ahead + others * max(1, ahead + 1)) * step) * t.steps
     compute = per_sm * t.steps * step / tc_share(r * t.warps)  # the rate the SM's resident warps can use
+    # every tile's epilogue stores straight from the fragments (8 rows x 16 bytes a warp instruction,
+    # as wgmma's): the attention-scores bmm (K = 64) ran 145 us where the DRAM bound is 56
+    compute += per_sm * epilogue_s(t.bm * t.bn * kernel.output.dtype.itemsize, blocks, machine.cores, False)
     stall = per_sm * exposed  # on the critical path whatever bounds the rest
     dram = kernel.min_bytes / machine.dram_bw
     m = tcm.match_tc(kernel, s.tensor_core)
@@ -120,12 +124,18 @@ def _sector_use(kernel, s, t: tcm.Tiles, op) -> float:
 WG_OVERHEAD_REGS = 40  # addressing, loop state, epilogue (measured on the H100: 60..168 compiled = accumulators + 28..40)
 WG_SYNC_S = 100e-9     # a step's end without a group in flight: the last wgmma's pipeline drains, fence, barrier (estimate)
 SMEM_RESERVED = 1024   # bytes the driver keeps per resident block
-# an SM's output stores: straight from the wgmma fragments (a warp instruction writes 8 rows x
-# 16 bytes) and through the staged epilogue's shared tile (16-byte row pieces): 6.0-7.5 us and
-# 1.0-1.2 us a 256x128 fp16 tile on the H100 (the cut-out epilogue of bench/ws_probe.py,
-# bench/results/h100-2026-11-23d)
+# output stores an SM makes while every SM stores: straight from the wgmma fragments (a warp
+# instruction writes 8 rows x 16 bytes) and through the staged epilogue's shared tile (16-byte
+# row pieces): 6.0-7.5 us and 1.0-1.2 us a 256x128 fp16 tile on the H100 (the cut-out epilogue
+# of bench/ws_probe.py, bench/results/h100-2026-11-23d). Taken as chip-wide limits (x SMs)
+# shared by the SMs that store (``epilogue_s``): not measured with fewer SMs storing.
 EPI_DIRECT_BPS = 10e9
 EPI_STAGED_BPS = 57e9
+
+
+def epilogue_s(tile_bytes: int, blocks: int, cores: int, staged: bool) -> float:
+    """Seconds an SM spends storing one output tile while ``min(blocks, cores)`` SMs store."""
+    return tile_bytes * min(blocks, cores) / ((EPI_STAGED_BPS if staged else EPI_DIRECT_BPS) * cores)
 
 
 def wgmma_registers(t: tcm.Tiles) -> int:
@@ -179,7 +189,7 @@ def wgmma_time_s(kernel, s, machine) -> float:
     # each block also waits once for its first tiles and its epilogue (LATENCY), overlapped likewise
     # the epilogue idles the tensor pipe: an SM's resident blocks run their tiles in step,
     # so they store at the same time (no overlap counted)
-    epi = t.bm * t.bn * kernel.output.dtype.itemsize / (EPI_STAGED_BPS if wg.staged_epilogue(kernel, s) else EPI_DIRECT_BPS)
+    epi = epilogue_s(t.bm * t.bn * kernel.output.dtype.itemsize, blocks, cores, wg.staged_epilogue(kernel, s))
     core = per_sm * (t.steps * max(step, cycle / r) + epi + (0 if ws else 2 * LATENCY_S / r))
     if ws: core += 2 * LATENCY_S   # the first tiles' loads; the others overlap the previous tile
     # shared memory: every m64 tile's wgmma reads its 64 A rows and the warpgroup's N

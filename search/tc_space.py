@@ -126,10 +126,13 @@ def points(kernel, machine) -> list[tuple[float, Schedule]]:
             if check(kernel, s, machine): continue
             out.append((time_s(kernel, s, machine), s))
     out += _wgmma_points(kernel, machine)
-    # ties: less ldmatrix traffic (squarer warp tiles), then fewer stages (less shared memory)
-    # times to the picosecond: the two models' equal bounds differ in the last bits
+    # ties (memory-bound GEMMs tie at the DRAM bound): a producer warp first (TMA copies: on the
+    # H100 the attention bmms, both DRAM-bound in the model, ran 1.4-2.2x faster with it than with
+    # mma.sync, bench/results/h100-2026-11-23d), less ldmatrix traffic (squarer warp tiles), then
+    # fewer stages (less shared memory); times to the picosecond: the two models' equal bounds
+    # differ in the last bits
     out = [(round(t, 12), s) for t, s in out]
-    out.sort(key=lambda x: (x[0], _frag_traffic(kernel, x[1]), x[1].stages))
+    out.sort(key=lambda x: (x[0], not x[1].tensor_core.producer, _frag_traffic(kernel, x[1]), x[1].stages))
     return out
 
 

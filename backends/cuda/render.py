@@ -27,7 +27,7 @@ import re
 from superopt.ir import dtype as dt
 from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
 from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mbarriers, Mma, Program, Reg,
-                                 Roles, Shared, SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
+                                 Roles, Shared, SharedCopy, SharedStore, Store, lane_stride, unrolled)
 
 from . import shuffle, tma, wgmma
 from .shuffle import WarpCombine

@@ -3,13 +3,16 @@ copies, consumer warpgroups compute, stages handed over through "full" / "empty"
 mbarriers; ir/lower_wgmma.py): lower -> emu against the interpreter (1-6 stages, one or
 two consumer warpgroups, padded tiles, bmm layouts), the emulator catching a producer that
 refills a stage without waiting for its release, a consumer that reads without waiting,
-and a stage never released (a hang), the schedule's legality and JSON, the CUDA source
+and a stage never released (a hang), the emulator's checks of warp roles (overlapping
+branches, a block-wide or miscounted barrier in a role, a wgmma from the producer warp),
+the schedule's legality and JSON, the CUDA source
 compiling for sm_90a without spills or serialized wgmmas, and on a GPU the kernels
 computing numpy's answer (skipped without one)."""
 from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +22,8 @@ from superopt.backends.emu.executor import EmuError
 from superopt.ir import tensorcore as tcm
 from superopt.ir.lower import lower
 from superopt.ir.lower_wgmma import BAR, EMPTY
-from superopt.ir.program import MbarArriveTx, MbarWait, Roles
+from superopt.ir.node import TRUE
+from superopt.ir.program import Barrier, If, MbarArriveTx, MbarWait, Roles, WgmmaFence, walk
 from superopt.ir.schedule import Schedule, check
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import copied_by_tma, make
@@ -89,6 +93,28 @@ def test_a_stage_never_released_hangs():
     k, p = _program()
     with pytest.raises(EmuError, match="hang"):
         _emu(_mutate(p, lambda x: None if isinstance(x, MbarArriveTx) and x.bar == EMPTY else x), _inputs(k), k, max_blocks=2)
+
+
+def _roles(p, f) -> object:
+    """``p`` with its ``Roles`` statement replaced by ``f(roles)``."""
+    return replace(p, body=tuple(f(x) if isinstance(x, Roles) else x for x in p.body))
+
+
+def test_warp_roles_are_checked():
+    k, p = _program()
+    ins = _inputs(k)
+    both = _roles(p, lambda r: Roles(tuple(If(TRUE, b.body) for b in r.branches)))
+    with pytest.raises(EmuError, match="overlap"):
+        _emu(both, ins, k, max_blocks=1)
+    with pytest.raises(EmuError, match="block-wide barrier inside a warp role"):
+        _emu(_mutate(p, lambda x: Barrier() if isinstance(x, Barrier) and x.threads else x), ins, k, max_blocks=1)
+    with pytest.raises(EmuError, match="named barrier of 128 threads"):
+        _emu(_mutate(p, lambda x: Barrier(128) if isinstance(x, Barrier) and x.threads else x), ins, k, max_blocks=1)
+    # a wgmma issued by the producer warp's thread (part of no whole warpgroup) is refused
+    producer_mma = _roles(p, lambda r: Roles((If(r.branches[0].cond, r.branches[0].body + tuple(
+        x for x in walk(r.branches[1].body) if isinstance(x, WgmmaFence))[:1]), r.branches[1])))
+    with pytest.raises(EmuError, match="part of a warpgroup"):
+        _emu(producer_mma, ins, k, max_blocks=1)
 
 
 def test_producer_schedules_are_checked_and_round_trip_through_json():
