@@ -67,6 +67,14 @@ def gpu_values(cuda, p, k, ins):
     return c, dt.to_values(out.reshape(k.output.shape), k.output.dtype).astype(np.float64)
 
 
+def gpu_wrong(c, got, ref) -> tuple[np.ndarray, str]:
+    """Elements of a GPU run ``got`` (compiled kernel ``c``) off the reference by more than
+    2e-2 relative, and a report of them for an assertion message."""
+    bad = ~(np.abs(got - ref) <= 2e-2 * np.maximum(1.0, np.abs(ref)))
+    return bad, (f"{bad.sum()} of {bad.size} wrong (registers {c.handle.registers}); first at "
+                 f"{np.argwhere(bad)[:8].tolist()}; NaN (unwritten) {np.isnan(got).sum()}")
+
+
 def mutate(p: Program, f) -> Program:
     """``p`` with every statement ``x`` but loops and ifs, in their bodies too, replaced by
     ``f(x)`` (dropped where that is None): a program with a bug put in (``ir.program.rewrite``)."""

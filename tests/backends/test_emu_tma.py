@@ -28,7 +28,7 @@ from superopt.ir.schedule import check
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
 from gemm_cases import (close16, emu_values as _emu, gemm_kernel, normal_inputs as _inputs,  # noqa: E402 - same folder
-                        gpu_values, mutate as _mutate, reference_values as _ref,
+                        gpu_values, gpu_wrong, mutate as _mutate, reference_values as _ref,
                         wgmma_shapes)
 
 
@@ -306,8 +306,5 @@ def test_tma_wgmma_gemms_on_the_gpu(cuda, case):
     k = gemm_kernel(kind, d, M, N, K)
     p = lower(k, _schedule(k, bm, bn, bk, wgm, wgn, stages, which), H100)
     ins = _inputs(k)
-    c, got = gpu_values(cuda, p, k, ins)
-    ref = _ref(k, ins)
-    bad = ~(np.abs(got - ref) <= 2e-2 * np.maximum(1.0, np.abs(ref)))
-    assert not bad.any(), (f"{bad.sum()} of {bad.size} wrong (registers {c.handle.registers}); first at "
-                           f"{np.argwhere(bad)[:8].tolist()}; NaN (unwritten) {np.isnan(got).sum()}\n{p.describe()[:4000]}")
+    bad, why = gpu_wrong(*gpu_values(cuda, p, k, ins), _ref(k, ins))
+    assert not bad.any(), f"{why}\n{p.describe()[:4000]}"

@@ -28,7 +28,7 @@ from superopt.kernels.registry import Workload
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import make
 from gemm_cases import (close16, emu_values as _emu, gemm_kernel, normal_inputs as _inputs,  # noqa: E402 - same folder
-                        gpu_values, mutate as _mutate, reference_values as _ref,
+                        gpu_values, gpu_wrong, mutate as _mutate, reference_values as _ref,
                         wgmma_shapes)
 
 HAVE_GPU, WHY = probe()
@@ -251,8 +251,5 @@ def test_wgmma_gemms_on_the_gpu(cuda, case):
     c, got = gpu_values(cuda, p, k, ins)
     ref = _ref(k, ins)
     emu = _emu(p, ins, k)[1]
-    bad = ~(np.abs(got - ref) <= 2e-2 * np.maximum(1.0, np.abs(ref)))
-    where = np.argwhere(bad)[:8].tolist()
-    assert not bad.any(), (f"{bad.sum()} of {bad.size} wrong (registers {c.handle.registers}); first at {where}; "
-                           f"{_where_wrong(bad)}; NaN (unwritten) {np.isnan(got).sum()}; "
-                           f"emu agrees with the reference: {close16(emu, ref, d)}\n{p.describe()}")
+    bad, why = gpu_wrong(c, got, ref)
+    assert not bad.any(), f"{why}; {_where_wrong(bad)}; emu agrees with the reference: {close16(emu, ref, d)}\n{p.describe()}"

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from superopt.backends.cuda.render import render
@@ -27,7 +26,7 @@ from superopt.ir.program import Barrier, If, MbarArriveTx, MbarWait, Roles, Wgmm
 from superopt.ir.schedule import Schedule, check
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import copied_by_tma, make
-from gemm_cases import (close16, emu_values as _emu, gemm_kernel, gpu_values, mutate as _mutate,  # noqa: E402 - same folder
+from gemm_cases import (close16, emu_values as _emu, gemm_kernel, gpu_values, gpu_wrong, mutate as _mutate,  # noqa: E402 - same folder
                         normal_inputs as _inputs, reference_values as _ref)
 
 
@@ -157,8 +156,5 @@ def test_warp_specialized_gemms_on_the_gpu(cuda, case):
     k = gemm_kernel(kind, d, M, N, K)
     p = lower(k, _schedule(k, bm, bn, bk, wgm, wgn, stages), H100)
     ins = _inputs(k)
-    c, got = gpu_values(cuda, p, k, ins)
-    ref = _ref(k, ins)
-    bad = ~(np.abs(got - ref) <= 2e-2 * np.maximum(1.0, np.abs(ref)))
-    assert not bad.any(), (f"{bad.sum()} of {bad.size} wrong (registers {c.handle.registers}); first at "
-                           f"{np.argwhere(bad)[:8].tolist()}; NaN (unwritten) {np.isnan(got).sum()}")
+    bad, why = gpu_wrong(*gpu_values(cuda, p, k, ins), _ref(k, ins))
+    assert not bad.any(), why
