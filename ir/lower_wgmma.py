@@ -95,7 +95,7 @@ def lower_wgmma(k, s, machine) -> Program:
     gm_i, gn_i = grp // g.wgn, grp % g.wgn
     stage = {name: wg.stage_bytes(*geo[name]) // m.dtype.itemsize for _, name, _ in v.ops}
 
-    views = {name: tma.view(k, m, op, *geo[name]) for op, name, _ in v.ops if st[op.input].tma}
+    views = {name: tma.view(k, m, t, op) for op, name, _ in v.ops if st[op.input].tma}
     why = [f"{name}: {x}" for name, x in views.items() if isinstance(x, str)]
     if why: raise ValueError(f"TMA cannot copy {'; '.join(why)} (ir.schedule.check says so)")
     thread_copied = [name for _, name, _ in v.ops if name not in views]
@@ -109,17 +109,22 @@ def lower_wgmma(k, s, machine) -> Program:
     def tma_copies(step: Node, at_stage: Node) -> list[Stmt]:
         return [If(lt(v.thread, 1), tuple(tma_boxes(step, at_stage)))]   # thread 0 issues them
 
+    def box_origin(op: tcm.Operand, name: str, step: Node, j: int) -> dict[int, Node]:
+        """The kernel axes' values at the first element of panel ``j`` of the operand's tile
+        at pipeline step ``step`` (K, window and batch; M or N along the tile)."""
+        col = j * wg.panel(geo[name][1])          # the panel's first column (along the contiguous axis)
+        at = {**v.fixed, **v.step_axes(step)}
+        if not op.k_major: at[v.vm(m.k)] = at[v.vm(m.k)] + col
+        at.update(v.m_at(col if op.k_major else 0)[0] if op is m.a else {v.vm(m.n): v.n0 + (col if op.k_major else 0)})
+        return {x.arg[0]: e for x, e in at.items()}
+
     def tma_boxes(step: Node, at_stage: Node) -> list[Stmt]:
         """Arm the stage's mbarrier for its bytes, then every TMA operand's boxes."""
-        k0 = v.step_axes(step)[v.vm(m.k)]
-        batch = {a: v.gidx.get(a, zero) for a in m.batch}
         nbytes = sum(geo[name][0] * geo[name][1] * m.dtype.itemsize for name in views)
         body: list[Stmt] = [MbarArriveTx(BAR, at_stage, nbytes)]
         for op, name, outer in v.ops:
             if name not in views: continue
-            outer0 = (v.gidx.get(m.m, zero) * t.bm) if op is m.a else v.n0
-            row0, col0 = (k0, outer0) if op.k_major else (outer0, k0)
-            for off, coords in tma.boxes(views[name], *geo[name], row0, col0, batch):
+            for off, coords in tma.boxes(views[name], *geo[name], lambda j: box_origin(op, name, step, j)):
                 body.append(TmaLoad(name, at_stage * stage[name] + off, views[name].map, coords, BAR, at_stage))
         return body
 

@@ -6,6 +6,7 @@ movement ops folded into indexing stay readable and cheap.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import weakref
@@ -382,6 +383,7 @@ def substitute(root: Node, mapping: dict[Node, Node]) -> Node:
     return done[root]
 
 
+@functools.lru_cache(maxsize=1 << 16)   # the schedule spaces and models ask for the same strides again and again
 def axis_stride(expr: Node, axis: int, size: int) -> int | None:
     """How far ``expr`` moves when axis variable ``axis`` steps by one (0 if it does not
     use it); None when the step is not a constant."""

@@ -11,10 +11,12 @@ Schedule convention (``Schedule.tensor_core`` set; see ``tiles``):
 - other reduce axes (the window of a convolution as implicit GEMM): LOOP only; the
   pipeline runs over ``steps = window points x kt`` (window outer, K tiles inner),
 - any other output axis (batch): GRID only, except ``TensorCore.m_outer`` axes: more M
-  axes outside the M axis, ``GRID x UPCAST`` each (THREAD, the warps, on the outermost M
-  axis only); the block's M tile is their flattened product, row ``r`` the mixed-radix
-  number over the axes' extents (outer -> inner), so a conv's (image, row, column) tile
-  of 2x8x8 pixels is 128 rows without padding 56-pixel rows;
+  axes outside the M axis, ``GRID x THREAD x UPCAST`` each; the block's M tile is their
+  flattened product, row ``r`` the mixed-radix number over the axes' extents (outer ->
+  inner), so a conv's (image, row, column) tile of 2x8x8 pixels is 128 rows without
+  padding 56-pixel rows; the warps (THREAD pieces, outer axes' more significant) take
+  consecutive row ranges, so no axis with THREAD > 1 lies inside one with UPCAST > 1 (2
+  rows x 64 columns for 8 warps: THREAD 2 x 4, UPCAST 1 x 16);
 M and N may be padded (``gm = ceil(M / BM)``): copies of rows past the end zero-fill and
 the epilogue's stores are guarded; K divides exactly.
 THREAD counts *warps* here (``Schedule.threads()`` = 32 x warps); the 32 lanes of a warp
@@ -231,12 +233,16 @@ def _tiles(kernel, s) -> Tiles | str:
         if pad and got.get(G, 1) != -(-size // tile): return f"axis {axis}: {got.get(G, 1)} blocks do not cover {size} in tiles of {tile}"
         return got
     m_axes = (*tc.m_outer, tc.m_axis)
-    pms = [pieces(a, (G, T, U) if i == 0 else (G, U), True) for i, a in enumerate(m_axes)]  # warps split the outermost
+    pms = [pieces(a, (G, T, U), True) for a in m_axes]
     pn, pk = pieces(tc.n_axis, (G, T, U), True), pieces(tc.k_axis, (L, R), False)
     for p in (*pms, pn, pk):
         if isinstance(p, str): return p
+    # warps take whole consecutive row ranges of the flattened tile: their THREAD pieces lead it
+    for i, p in enumerate(pms):
+        if p.get(T, 1) > 1 and any(q.get(U, 1) > 1 for q in pms[:i]):
+            return f"axis {m_axes[i]}: warps split an M axis inside one with rows of its own (UPCAST)"
     ext = tuple(p.get(T, 1) * p.get(U, 1) for p in pms)
-    pm = {G: math.prod(p.get(G, 1) for p in pms), T: pms[0].get(T, 1), U: math.prod(p.get(U, 1) for p in pms)}
+    pm = {G: math.prod(p.get(G, 1) for p in pms), T: math.prod(p.get(T, 1) for p in pms), U: math.prod(p.get(U, 1) for p in pms)}
     rs = 1
     for a in (r for r in kernel.reduce_axes if r != tc.k_axis):  # the window (Match.window)
         pw = pieces(a, (L,), False)

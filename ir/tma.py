@@ -14,13 +14,25 @@ absolute address and of the offset in the box agree). Elements of a box outside 
 tensor (a padded M or N tile) read as zeros; the stage still receives every box byte, so
 a stage's transaction count is the sum of its boxes' bytes.
 
-Tensor view of an operand (``view``): its LOAD reads input ``load.arg`` at an index that
-is an affine form of the kernel's axes (sums of constants and axes times constants: no
-division, modulo or mask) whose origin (all axes 0) is a multiple of 8 elements (a
-16-byte aligned global address). Dimensions, innermost first: the tile's contiguous axis
-(stride 1: K for a K-major operand, M or N for an MN-major one), the tile's other axis,
-then every batch axis the load reads; each dimension is the axis' full size and every
-stride but the first a multiple of 8 elements (16 bytes, below 2^40 bytes).
+Tensor view of an operand (``view``): its LOAD reads input ``load.arg`` at an affine form of
+the kernel's axes (sums of constants and axes times constants: no division or modulo).
+Axes stepping the index equally share a dimension whose coordinate is their sum (a
+convolution's output row and filter row: ``y + ky``) plus a constant; the load's mask, if
+any, must be exactly ``0 <= coordinate < size`` of such dimensions (a convolution's
+padding), which TMA's zero fill outside the tensor reproduces, and fixes the constant (``-pad``).
+Dimensions, innermost first: the tile's contiguous axis (stride 1: K for a K-major operand,
+M or N for an MN-major one), then the others by stride (the tile's row axes, K, N or a
+flattened M tile's, landing densely, must come inner -> outer; batch and window axes have
+boxes of 1 and may sit anywhere); each dimension spans
+the coordinates its axes reach (or the mask allows), every stride but the first a
+multiple of 8 elements (16 bytes, below 2^40 bytes). A box is one panel: ``P`` along the
+contiguous axis, each row axis' tile extent (a flattened MN-major M tile: one outer row a
+panel), 1 elsewhere; its coordinates are the panel's first element's axis values summed
+per dimension plus the constants (``boxes``), negative or past the end where the tile
+pads or the window overhangs (zeros). Only the tile's own axis may move along the
+contiguous dimension (by whole panels): a box starting off a 16-byte boundary there (an
+NCHW input's filter column, ``x + kx - 1``) faulted on the H100 (illegal instruction,
+bench/results/h100-2026-12-06).
 """
 from __future__ import annotations
 
@@ -39,9 +51,11 @@ ALIGN = 16               # bytes: global address and strides
 
 @dataclass(frozen=True)
 class View:
-    """An operand's tensor map and, per dimension, the kernel axis it runs along."""
+    """An operand's tensor map, per dimension the kernel axes whose sum (plus ``offsets``)
+    is its coordinate."""
     map: TensorMap
-    axes: tuple[int, ...]
+    dims: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
 
 
 def swizzle_span(width: int) -> int:
@@ -50,45 +64,111 @@ def swizzle_span(width: int) -> int:
     return 2 * wg.panel(width)
 
 
-def view(kernel, m: tcm.Match, op: tcm.Operand, rows: int, width: int) -> View | str:
-    """The tensor map of operand ``op`` (tile ``rows x width``), or why TMA cannot copy it."""
+def affine(expr: Node, kernel) -> tuple[dict[int, int], int] | None:
+    """(coefficient per axis, constant) of an affine index expression, or None."""
+    if any(n.op not in AFFINE for n in expr.toposort()): return None
+    used = sorted({n.arg[0] for n in expr.toposort() if n.op is Ops.VAR})
+    coef = {a: axis_stride(expr, a, kernel.axes[a].size) for a in used}
+    if any(c is None for c in coef.values()): return None
+    c0 = substitute(expr, {n: const(0, n.dtype) for n in expr.toposort() if n.op is Ops.VAR})
+    return ({a: c for a, c in coef.items() if c}, int(c0.arg)) if c0.op is Ops.CONST else None
+
+
+def _bounds(valid: Node, kernel) -> dict[frozenset, list[int]] | str:
+    """The mask as ``lo <= sum of axes < hi`` per set of axes ({axes: [lo, hi]}), or why not."""
+    terms, out = [valid], {}
+    while terms:
+        t = terms.pop()
+        if t is TRUE: continue
+        if t.op is Ops.AND: terms += t.src; continue  # noqa: E702
+        if t.op is not Ops.CMPLT: return "its mask is not a conjunction of bounds"
+        lhs, rhs = (affine(x, kernel) for x in t.src)
+        if lhs is None or rhs is None or (lhs[0] and rhs[0]) or not (lhs[0] or rhs[0]): return "its mask is not bounds of axis sums"
+        expr, c = (lhs, rhs[1]) if lhs[0] else (rhs, lhs[1])
+        if set(expr[0].values()) != {1}: return "its mask bounds a scaled axis"
+        b = out.setdefault(frozenset(expr[0]), [None, None])
+        if lhs[0]: b[1] = c - expr[1]               # sum + e < c  ->  sum < c - e
+        else: b[0] = c - expr[1] + 1                # c < sum + e  ->  sum >= c - e + 1
+    return out
+
+
+def view(kernel, m: tcm.Match, t: tcm.Tiles, op: tcm.Operand) -> View | str:
+    """The tensor map of operand ``op`` of tiles ``t``, or why TMA cannot copy it."""
     idx, valid = op.load.src
-    if valid is not TRUE: return "its load is masked (TMA copies whole boxes, zeros only outside the tensor)"
-    if m.window or m.m_outer: return "a convolution's windowed or flattened tile is not a box of one tensor"
-    if any(n.op not in AFFINE for n in idx.toposort()): return "its index is not an affine form of the axes"
-    used = sorted({n.arg[0] for n in idx.toposort() if n.op is Ops.VAR})
-    stride = {a: axis_stride(idx, a, kernel.axes[a].size) for a in used}
-    inner, second = (op.outer, m.k) if op.k_major else (m.k, op.outer)
-    if stride.get(inner) != 1: return f"axis {inner} (the tile's rows) is not contiguous in memory"
-    if not stride.get(second): return f"axis {second} does not move the index"
-    batch = [a for a in used if a not in (inner, second)]
-    if any(a not in m.batch for a in batch): return "it reads axes other than the tile's and the batch axes"
-    axes = (inner, second, *batch)
-    if len(axes) > MAX_RANK: return f"{len(axes)} dimensions (TMA has at most {MAX_RANK})"
+    aff = affine(idx, kernel)
+    if aff is None: return "its index is not an affine form of the axes"
+    coef, origin = aff
+    if any(c < 0 for c in coef.values()): return "an axis steps its index backwards"
+    bounds = _bounds(valid, kernel)
+    if isinstance(bounds, str): return bounds
+    outer = m.m_axes if op is m.a else (m.n,)
+    rows_axes, inner = ((m.k,), outer[-1]) if op.k_major else (tuple(reversed(outer)), m.k)
+    if op.k_major and len(outer) > 1 and (t.m_ext[-1] % wg.panel(t.bm)): return "a panel spans rows of the flattened M tile"
+    # axes stepping the index equally share a dimension; the tile's axes one each
+    by_stride: dict[int, list[int]] = {}
+    for a, c in coef.items(): by_stride.setdefault(c, []).append(a)
+    tile_axes = {m.k, *outer}
+    groups = list(by_stride.items())
+    for st_, axes in groups:
+        if len([a for a in axes if a in tile_axes]) > 1: return f"axes {axes} step its index by the same {st_}"
+    dim_of = {a: st_ for st_, axes in groups for a in axes}
+    for a in (m.k, *outer):
+        if a not in dim_of: return f"axis {a} does not move the index"
+    # innermost first, the rest by stride (maps with strides stepping outward, as the driver's
+    # examples build them)
+    order = [dim_of[inner], *sorted(st_ for st_ in by_stride if st_ != dim_of[inner])]
+    if order[0] != 1: return f"axis {inner} (the tile's rows) is not contiguous in memory"
+    # a box starting off a 16-byte boundary along the contiguous dimension (an NCHW input's
+    # filter column) faulted (CUDA_ERROR_ILLEGAL_INSTRUCTION) in every variant on the H100
+    if set(by_stride[1]) != {inner}: return f"axes {sorted(set(by_stride[1]) - {inner})} move its boxes along the contiguous dimension by single elements"
+    if len(order) > MAX_RANK: return f"{len(order)} dimensions (TMA has at most {MAX_RANK})"
+    # each dimension's extent and constant: the mask's bounds where it has them, else what its axes reach
+    dims, offsets, left = [], [], dict(bounds)
+    for st_ in order:
+        axes = frozenset(by_stride[st_])
+        lo, hi = left.pop(axes, (None, None))
+        reach = sum(kernel.axes[a].size - 1 for a in axes) + 1
+        lo, hi = lo or 0, reach if hi is None else hi
+        dims.append(hi - lo); offsets.append(-lo)
+    if left: return "its mask bounds axes that do not form one dimension"
+    base = origin - sum(o * st_ for o, st_ in zip(offsets, order))   # element (0, ..., 0) of the map
+    if any(n < 1 for n in dims): return "its mask leaves nothing"
+    if base < 0 or base + sum((n - 1) * st_ for n, st_ in zip(dims, order)) >= kernel.inputs[op.input].size:
+        return "its tensor reaches outside the input"
     isz = m.dtype.itemsize
-    strides = tuple(stride[a] for a in axes)
-    for a, st in zip(axes[1:], strides[1:]):
-        if st < 0 or (st * isz) % ALIGN or st * isz >= 1 << 40: return f"axis {a} strides {st * isz} bytes (a multiple of {ALIGN} below 2^40 is needed)"
-    origin = substitute(idx, {n: const(0, n.dtype) for n in idx.toposort() if n.op is Ops.VAR})
-    if origin.op is not Ops.CONST or (origin.arg * isz) % ALIGN: return "its first element is not 16-byte aligned"
+    for st_ in order[1:]:
+        if (st_ * isz) % ALIGN or st_ * isz >= 1 << 40: return f"a dimension strides {st_ * isz} bytes (a multiple of {ALIGN} below 2^40 is needed)"
+    if (base * isz) % ALIGN: return "its first element is not 16-byte aligned"
+    if (offsets[0] * isz) % ALIGN: return "its boxes start off 16-byte boundaries along the contiguous dimension"
+    rows, width = tcm.tile_shape(op, t.bm if op is m.a else t.bn, t.bk)
     p = wg.panel(width)
-    box = (p, rows, *(1 for _ in batch))
-    if rows > MAX_BOX: return f"a box of {rows} rows (at most {MAX_BOX})"
-    return View(TensorMap(op.input, int(origin.arg), tuple(kernel.axes[a].size for a in axes), strides, box, swizzle_span(width)),
-                axes)
+    ext = {m.k: t.bk, m.n: t.bn, **dict(zip(m.m_axes, t.m_ext))}
+    box_of = {a: ext[a] for a in rows_axes}
+    box_of[inner] = p
+    if op.k_major and len(outer) > 1: box_of.update({a: 1 for a in outer[:-1]})   # one outer row a panel
+    box = tuple(max([box_of.get(a, 1) for a in by_stride[st_]]) for st_ in order)
+    # a box lands densely, dimension 0 fastest: the tile's rows (those of more than one) must step outward in order
+    rows_order = [order.index(dim_of[a]) for a in rows_axes if box_of[a] > 1]
+    if rows_order != sorted(rows_order): return "its tile's row axes step memory out of order"
+    if max(box) > MAX_BOX: return f"a box of {max(box)} rows (at most {MAX_BOX} along a dimension)"
+    return View(TensorMap(op.input, base, tuple(dims), tuple(order), box, swizzle_span(width)),
+                tuple(tuple(sorted(by_stride[st_])) for st_ in order), tuple(offsets))
 
 
-def check(kernel, m: tcm.Match, op: tcm.Operand, rows: int, width: int) -> list[str]:
+def check(kernel, m: tcm.Match, t: tcm.Tiles, op: tcm.Operand) -> list[str]:
     """Why operand ``op`` of a wgmma schedule cannot be copied by TMA (empty: it can)."""
-    v = view(kernel, m, op, rows, width)
+    v = view(kernel, m, t, op)
     if isinstance(v, str): return [f"input {op.input}: TMA copy impossible: {v}"]
-    if swizzle_span(width) not in (32, 64, 128): return [f"input {op.input}: TMA has no swizzle for {width}-element rows"]
+    if v.map.swizzle not in (32, 64, 128): return [f"input {op.input}: TMA has no swizzle for {v.map.box[0]}-element rows"]
     return []
 
 
-def boxes(v: View, rows: int, width: int, row0: Node, col0: Node, batch: dict[int, Node]) -> list[tuple[int, tuple[Node, ...]]]:
-    """(element offset in the stage, coordinates) of each box copying the tile whose first
-    row/column sit at ``row0``/``col0`` of the tile's axes (rows: the second dimension,
-    columns: the first), batch axes at ``batch``."""
+def boxes(v: View, rows: int, width: int, at) -> list[tuple[int, tuple[Node, ...]]]:
+    """(element offset in the stage, coordinates) of each box copying a tile of ``rows x
+    width``: box j is panel j, ``at(j)`` the axis values ({axis: Node}) of its first element."""
     p = v.map.box[0]
-    return [(j * rows * p, (col0 + j * p, row0, *(batch[a] for a in v.axes[2:]))) for j in range(width // p)]
+    out = []
+    for j in range(width // p):
+        a = at(j)
+        out.append((j * rows * p, tuple(sum((a[x] for x in axes[1:]), a[axes[0]]) + o for axes, o in zip(v.dims, v.offsets))))
+    return out

@@ -189,7 +189,7 @@ def check(kernel, s, machine) -> list[str]:
         smem += stage_bytes(rows, width)
         if st.tma:  # one thread's box copies: no per-thread copy shape to check
             from . import tma
-            errs += tma.check(kernel, m, op, rows, width)
+            errs += tma.check(kernel, m, t, op)
             continue
         if st.vector not in (1, op.vec): errs.append(f"input {op.input}: staged copies are 1 element" + (f" or {op.vec}" if op.vec > 1 else ""))
         if op is m.a and op.k_major and st.vector > 1 and t.m_ext[-1] % st.vector:

@@ -200,17 +200,10 @@ def _tensor_core(k: Kernel, machine) -> Schedule | None:
     None where none fits."""
     from superopt.ir import tensorcore as tcm
     from superopt.search import banks, tc_space
-    views = tc_space.orientations(k)
-    if not views: return None
-    # the GEMM view and M tiling that pad least (a conv: a flattened image x row x column
-    # tile); ties: the default view, then the view whose A rows are densest in memory
-    dense = lambda v: abs(tcm.axis_stride(v.a.load.src[0], v.m, k.axes[v.m].size) or 1 << 40)  # noqa: E731
-    choices = []
-    for i, v in enumerate(views):
-        mm, ext = _tc_m_tile(k, v)
-        bn = _tc_tile(k.axes[v.n].size)
-        choices.append(((round(_tc_waste(k, mm, ext, bn), 6), i > 0, dense(v)), mm, ext, bn))
-    _, m, ext, bn = min(choices, key=lambda x: x[0])
+    view = _tc_view(k)
+    if view is None: return None
+    m, ext = view
+    bn = _tc_tile(k.axes[m.n].size)
     K = k.axes[m.k].size
     bk = next((c for c in (32, 16) if K % c == 0), None)
     if bk is None: return None
@@ -222,6 +215,20 @@ def _tensor_core(k: Kernel, machine) -> Schedule | None:
         s = replace(s, staging=banks.staging(k, s)[0])
         if not check(k, s, machine): return s
     return None
+
+
+def _tc_view(k: Kernel):
+    """(match, M extents) of the GEMM view and M tiling that pad least (a conv: a flattened
+    image x row x column tile); ties: the default view, then the view whose A rows are
+    densest in memory. None: no tensor-core view."""
+    from superopt.ir import tensorcore as tcm
+    from superopt.search import tc_space
+    dense = lambda v: abs(tcm.axis_stride(v.a.load.src[0], v.m, k.axes[v.m].size) or 1 << 40)  # noqa: E731
+    choices = []
+    for i, v in enumerate(tc_space.orientations(k)):
+        mm, ext = _tc_m_tile(k, v)
+        choices.append(((round(_tc_waste(k, mm, ext, _tc_tile(k.axes[v.n].size)), 6), i > 0, dense(v)), mm, ext))
+    return min(choices, key=lambda x: x[0])[1:] if choices else None
 
 
 def _tc_tile(size: int) -> int:
@@ -331,10 +338,41 @@ def _wgmma(k: Kernel, machine) -> Schedule | None:
     return None
 
 
+# Convolutions on wgmma (sm_90a), timed on the H100's ResNet 3x3 conv (bench/results/h100-2026-12-06):
+# where TMA can box both operands (NHWC), warp-specialized 128x64x64 tiles of one consumer
+# warpgroup, 4 stages, over the least-padding M tiling (2 images x 8 rows x 8 columns), the
+# fastest of 30 variants (282 TF/s; the mma.sync rule 176); else (NCHW: element copies) 256x64x64
+# cp.async tiles of 4 whole output rows, two warpgroups, 3 stages (102 TF/s; the mma.sync rule
+# 85, 2 x 8 x 8 tiles 70-75: element copies along rows of 8 pixels waste their sectors).
+CONV_WS_TILE, CONV_ROWS_TILE = (64, 64, 1, 1, 4), (64, 64, 2, 1, 3)   # (bn, bk, wgm, wgn, stages)
+
+
+def _wgmma_conv(k: Kernel, machine) -> Schedule | None:
+    from superopt.ir import tensorcore as tcm
+    from superopt.search import tc_space, wgmma_space
+    if machine.sm < 90 or k.kind != "conv": return None
+    view = _tc_view(k)
+    if view is None: return None
+    m, ext = view
+    N, K = (k.axes[a].size for a in (m.n, m.k))
+    bn, bk, wgm, wgn, stages = CONV_WS_TILE
+    if math.prod(ext) == 128 and N % bn == 0 and K % bk == 0:
+        s = wgmma_space.make(k, m, 128, bn, bk, wgm, wgn, stages, ext, producer=True)
+        if not check(k, s, machine): return s
+    bn, bk, wgm, wgn, stages = CONV_ROWS_TILE
+    rows = [(mm, e) for mm, e in tc_space.m_tilings(k, tcm.match(k, m.m, m.n, m.k)) if len(e) > 1 and math.prod(e) == 256 and e[-1] % 64 == 0]
+    for mm, e in sorted(rows, key=lambda x: _tc_waste(k, *x)):
+        if N % bn or K % bk: break
+        steps = K // bk * math.prod(k.axes[a].size for a in mm.window)
+        s = wgmma_space.make(k, mm, 256, bn, bk, wgm, wgn, min(stages, steps), e)
+        if not check(k, s, machine): return s
+    return None
+
+
 def gpu(k: Kernel, machine) -> Schedule:
     """A reasonable GPU schedule for any kernel (legal for ``machine`` by ``check``)."""
     if k.kind in ("gemm", "conv") and not _is_gemv(k):
-        s = _wgmma(k, machine) or _tensor_core(k, machine)
+        s = _wgmma(k, machine) or _wgmma_conv(k, machine) or _tensor_core(k, machine)
         if s is not None: return s
     if k.kind in STAGED_KINDS and not _is_gemv(k):
         s = _staged_rule(k, machine)

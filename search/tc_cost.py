@@ -124,6 +124,7 @@ def _sector_use(kernel, s, t: tcm.Tiles, op) -> float:
 WG_OVERHEAD_REGS = 40  # addressing, loop state, epilogue (measured on the H100: 60..168 compiled = accumulators + 28..40)
 WG_SYNC_S = 100e-9     # a step's end without a group in flight: the last wgmma's pipeline drains, fence, barrier (estimate)
 SMEM_RESERVED = 1024   # bytes the driver keeps per resident block
+L1_RESIDENT_BYTES = 96 << 10   # an operand this small stays in an SM's L1 beside the stages (estimate)
 # output stores an SM makes while every SM stores: straight from the wgmma fragments (a warp
 # instruction writes 8 rows x 16 bytes) and through the staged epilogue's shared tile (16-byte
 # row pieces): 6.0-7.5 us and 1.0-1.2 us a 256x128 fp16 tile on the H100 (the cut-out epilogue
@@ -174,7 +175,10 @@ def wgmma_time_s(kernel, s, machine) -> float:
     # a step without a group in flight waits for its wgmmas, then issues the next tile's
     # cp.async copies (their shared-memory writes) before the next barrier: serial to the
     # tensor pipe in that block; with a group in flight both overlap the group
-    copy = (t.bm + t.bn) * t.bk * 2 / sm_smem
+    m = tcm.match_tc(kernel, s.tensor_core)
+    vec = {x.input: x.vector for x in s.staging}
+    # element copies (an NCHW conv's operands) take a load and a store an element: 8x the instructions
+    copy = sum(outer * t.bk * 2 * tcm.UNIT / max(1, vec[op.input]) for op, outer in ((m.a, t.bm), (m.b, t.bn))) / sm_smem
     keep = wgmma_in_flight(s.stages, t.bk, g.wgm * g.wgn, any(x.tma for x in s.staging), ws)
     serial = 0.0 if keep else WG_SYNC_S + copy
     if ws:
@@ -197,7 +201,14 @@ def wgmma_time_s(kernel, s, machine) -> float:
     smem = per_sm * t.steps * (g.wgm * g.wgn * g.mt * (wg.WG_M + g.n) + t.bm + t.bn) * t.bk * 2 / sm_smem
     # global: compulsory bytes from DRAM; every block's operand tiles (BM + BN) x K from L2
     dram = kernel.min_bytes / machine.dram_bw
-    l2 = blocks * (t.bm + t.bn) * K * 2 / (L2_PER_DRAM * machine.dram_bw)
+    # every block's operand tiles, element copies' wasted sectors counted (as mma.sync's); an
+    # operand small enough to stay in an SM's L1 (an NCHW conv's filter: 73 KB) is read once an SM
+    l2 = 0.0
+    for op, outer in ((m.a, t.bm), (m.b, t.bn)):
+        size = kernel.inputs[op.input].size * m.dtype.itemsize
+        tiles = blocks * outer * K * 2 / _sector_use(kernel, s, t, op)
+        l2 += min(tiles, size * min(blocks, cores)) if size <= L1_RESIDENT_BYTES else tiles
+    l2 /= L2_PER_DRAM * machine.dram_bw
     return machine.launch_s + max(core, smem, dram, l2)
 
 

@@ -52,13 +52,15 @@ def make(kernel, m: tcm.Match, bm: int, bn: int, bk: int, wm: int, wn: int, stag
     """The tensor-core schedule of these tiles, with placeholder (plain) layouts; M and N
     tiles may overhang the axis (padded), window axes are serial loops. ``m_ext``: the
     block tile's extent along each of ``m.m_axes`` (outer -> inner; product ``bm``), the
-    warps splitting the outermost; default all of ``bm`` along ``m.m``."""
+    warps splitting the outer ones first (ir/tensorcore.py); default all of ``bm`` along ``m.m``."""
     N, K = (kernel.axes[a].size for a in (m.n, m.k))
     m_ext = m_ext or (bm,)
     sp = [(Split(G, ax.size),) for ax in kernel.axes]
     for a in m.window: sp[a] = (Split(L, kernel.axes[a].size),)
-    for i, (a, e) in enumerate(zip(m.m_axes, m_ext)):
-        size, w = kernel.axes[a].size, (wm if i == 0 else 1)
+    left = wm   # warps still to place, outer axes first (whole consecutive row ranges each)
+    for a, e in zip(m.m_axes, m_ext):
+        size, w = kernel.axes[a].size, math.gcd(left, e)
+        left //= w
         sp[a] = tuple(Split(lv, n) for lv, n in ((G, -(-size // e)), (T, w), (U, e // w)) if n > 1) or (Split(U, 1),)
     sp[m.n] = tuple(Split(lv, n) for lv, n in ((G, -(-N // bn)), (T, wn), (U, bn // wn)) if n > 1) or (Split(U, 1),)
     sp[m.k] = tuple(Split(lv, n) for lv, n in ((L, K // bk), (R, bk)) if n > 1) or (Split(L, 1),)
@@ -71,8 +73,8 @@ def m_tilings(kernel, m: tcm.Match) -> list[tuple[tcm.Match, tuple[int, ...]]]:
     """Ways to tile M: a block tile along the M axis alone (every ``TILES`` size that
     fits), and, where that axis is too short or ragged for a 128-row tile, flattened
     tiles over it and the M operand's sparser own axes (a conv's image and row around its
-    column): power-of-two extents, the inner ones dividing their axes, the outermost
-    dividing or padding by at most an eighth, 32..256 rows in all."""
+    column): power-of-two extents, one axis at most padded, by at most an eighth of its
+    padded size (a 56-pixel row in a 64-row panel), 32..256 rows in all."""
     size = kernel.axes[m.m].size
     out = [(m, (bm,)) for bm in TILES if tile_fits(size, bm)]
     if size % 128 == 0: return out
@@ -86,8 +88,9 @@ def m_tilings(kernel, m: tcm.Match) -> list[tuple[tcm.Match, tuple[int, ...]]]:
         if isinstance(mm, str): continue
         sizes = [kernel.axes[a].size for a in mm.m_axes]
         for ext in itertools.product(*[(2, 4, 8, 16, 32, 64)] * len(sizes)):
-            pad0 = -sizes[0] % ext[0]
-            if math.prod(ext) not in TILES[1:] or pad0 * 8 > sizes[0] + pad0 or any(n % e for n, e in zip(sizes[1:], ext[1:])): continue
+            padded = [n + -n % e for n, e in zip(sizes, ext)]
+            if math.prod(ext) not in TILES[1:] or 7 * math.prod(padded) > 8 * math.prod(sizes) or \
+                    sum(p != n for p, n in zip(padded, sizes)) > 1: continue
             out.append((mm, ext))
     return out
 
@@ -118,7 +121,7 @@ def points(kernel, machine) -> list[tuple[float, Schedule]]:
         win = math.prod(kernel.axes[a].size for a in m0.window)
         for (m, ext), bn, bk, wm, wn, st in itertools.product(m_tilings(kernel, m0), TILES, KSTEPS, WARPS, WARPS, STAGES):
             bm = math.prod(ext)
-            if not tile_fits(N, bn) or K % bk or st > max(1, K // bk * win) or ext[0] % wm: continue
+            if not tile_fits(N, bn) or K % bk or st > max(1, K // bk * win): continue
             tm, tn = bm // wm, bn // wn
             if tm % 16 or tn % 16 or tm * tn // tcm.WARP > MAX_ACC or wm * wn > 8: continue
             s = make(kernel, m, bm, bn, bk, wm, wn, st, ext)

@@ -20,6 +20,7 @@ flight (ir/lower_wgmma.wgmma_in_flight).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from superopt.ir import dtype as dt
@@ -71,18 +72,29 @@ def from_key(kernel, m: tcm.Match, key) -> Schedule:
     trailing ``"tma"`` for the TMA twin, ``"ws"`` for the warp-specialized one), e.g. one
     read back from a results file."""
     key = tuple(key)
+    view = key[-1] if key and isinstance(key[-1], dict) else None
+    if view is not None:   # a convolution's: the GEMM view with M over these axes and extents
+        key = key[:-1]
+        m = tcm.match(kernel, view["m_axes"][-1], view["n"], m.k, tuple(view["m_axes"][:-1]))
+        if isinstance(m, str): raise ValueError(f"wgmma variant key: {m}")
     twin = key[6] if len(key) == 7 and key[6] in TWINS else None
     if len(key) != 6 + (twin is not None): raise ValueError(f"not a wgmma variant key: {key!r}")
-    return make(kernel, m, *key[:6], tma=twin == "tma", producer=twin == "ws")
+    ext = tuple(view["m_ext"]) if view else ()
+    s = make(kernel, m, *key[:6], ext, producer=twin == "ws")
+    if twin == "tma" and view: return tma_where_possible(kernel, s) or copied_by_tma(s)
+    return copied_by_tma(s, twin is not None)
 
 
 def variants(kernel, machine, tma: bool = True) -> list[tuple[tuple, Schedule]]:
     """The legal ``VARIANTS`` of a GEMM or batched GEMM (default GEMM view; M/N padded
     as ``tc_space.tile_fits`` allows; stages at most the K steps), each followed by its
     legal TMA and warp-specialized twins (keys ending in ``"tma"``, ``"ws"``), then the
-    legal ``WS_DEEPER`` points, unless ``tma`` is False (cp.async variants only)."""
+    legal ``WS_DEEPER`` points, unless ``tma`` is False (cp.async variants only). A
+    convolution: ``conv_variants``."""
     m = tcm.match(kernel)
-    if isinstance(m, str) or m.window or m.m_outer: return []
+    if isinstance(m, str): return []
+    if m.window: return conv_variants(kernel, machine, tma)
+    if m.m_outer: return []
     M, N, K = (kernel.axes[a].size for a in (m.m, m.n, m.k))
     out: list[tuple[tuple, Schedule]] = []
 
@@ -103,3 +115,41 @@ def variants(kernel, machine, tma: bool = True) -> list[tuple[tuple, Schedule]]:
 def warp_specialized(s: Schedule) -> Schedule:
     """``s`` with its operands copied by TMA from a producer warp."""
     return copied_by_tma(replace(s, tensor_core=replace(s.tensor_core, producer=True)))
+
+
+# convolutions (implicit GEMM, N = output channels): (bm, bn, bk, warpgroups along M, along N,
+# stages) over every GEMM view and flattened M tiling of that many rows (search/tc_space.m_tilings)
+CONV_VARIANTS = ((128, 64, 64, 2, 1, 3), (128, 64, 64, 2, 1, 4), (128, 64, 64, 1, 1, 4), (256, 64, 64, 2, 1, 3),
+                 (256, 64, 64, 2, 1, 4), (64, 64, 64, 1, 1, 4), (128, 64, 32, 2, 1, 5))
+
+
+def conv_variants(kernel, machine, tma: bool = True) -> list[tuple[tuple, Schedule]]:
+    """The legal ``CONV_VARIANTS`` of a convolution, over each GEMM view and M tiling, each
+    followed by its TMA twin (every operand TMA can copy: an NCHW filter, read along input
+    channels 9 elements apart, stays with the threads) and its warp-specialized one (both
+    by TMA: NHWC). Keys: ``(bm, bn, bk, wgm, wgn, stages[, twin], view)``, ``view`` the M
+    axes (outer -> inner), their extents and the N axis, ``{"m_axes": [...], "m_ext": [...], "n": ...}``."""
+    out: list[tuple[tuple, Schedule]] = []
+    for m0 in tc_space.orientations(kernel):
+        N, K = (kernel.axes[a].size for a in (m0.n, m0.k))
+        steps = K * math.prod(kernel.axes[a].size for a in m0.window)
+        for m, ext in tc_space.m_tilings(kernel, m0):
+            view = {"m_axes": list(m.m_axes), "m_ext": list(ext), "n": m.n}
+            for bm, bn, bk, wgm, wgn, stages in CONV_VARIANTS:
+                if math.prod(ext) != bm or not tc_space.tile_fits(N, bn) or K % bk: continue
+                s = make(kernel, m, bm, bn, bk, wgm, wgn, min(stages, steps // bk), tuple(ext))
+                key = (bm, bn, bk, wgm, wgn, s.stages)
+                twins = [((*key, view), s)]
+                if tma:
+                    twins.append(((*key, "tma", view), tma_where_possible(kernel, s)))
+                    twins.append(((*key[:5], stages, "ws", view), warp_specialized(replace(s, stages=stages))))
+                out += [(k, x) for k, x in twins if x is not None and all(x != y for _, y in out) and not check(kernel, x, machine)]
+    return out
+
+
+def tma_where_possible(kernel, s: Schedule) -> Schedule | None:
+    """``s`` with the operands TMA can copy copied by TMA (None where it can copy none)."""
+    from superopt.ir import tma
+    m, t = tcm.match_tc(kernel, s.tensor_core), tcm.tiles(kernel, s)
+    ok = {op.input for op in (m.a, m.b) if not tma.check(kernel, m, t, op)}
+    return replace(s, staging=tuple(replace(x, tma=x.input in ok) for x in s.staging)) if ok else None

@@ -317,7 +317,8 @@ class _Run:
         published as by a full barrier: the other roles' only shared writes are TMA copies,
         tracked apart)."""
         reached = np.broadcast_to(mask, self.shape)[..., 0].sum(axis=1)
-        if s.threads and np.any(reached != s.threads):
+        # blocks run side by side: one whose threads all skip it (a persistent block past its last tile) is not at it
+        if s.threads and np.any((reached != s.threads) & (reached != 0)):
             raise EmuError(f"named barrier of {s.threads} threads reached by {sorted(set(reached.tolist()))} of a block")
         if not s.threads and not np.all(mask): raise EmuError("barrier reached by only some threads of a block")
         for w in self.writer.values(): w.fill(-1)

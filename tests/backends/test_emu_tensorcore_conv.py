@@ -27,6 +27,8 @@ from superopt.search.hand import gpu
 from superopt.search.machine import H100
 from gemm_cases import close16, normal_inputs as _inputs  # noqa: E402 - same folder (on sys.path under pytest)
 
+SM80 = replace(H100, sm=80)   # no wgmma: the mma.sync rule
+
 
 
 def _conv(layout: str, dtype: str, **p):
@@ -134,7 +136,8 @@ def test_resnet_3x3_conv_schedules_are_conflict_free_on_sampled_blocks(layout):
         assert not check(k, s, H100)
         _, r, ok = _check_run(k, s, max_blocks=3)
         assert ok and r.counters.bank_conflicts == 0 and r.counters.races == 0
-        assert r.counters.instructions["mma"] > 0
+        unit = "wgmma" if s.tensor_core.instr.startswith("wgmma.") else "mma"
+        assert r.counters.instructions[unit] > 0
 
 
 # ---- the CUDA renderer ------------------------------------------------------------------
@@ -146,7 +149,7 @@ def _syntax_errors(src: str, tmp_path) -> str:
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_conv_programs_render(layout, tmp_path):
     k = _conv(layout, "float16", N=2, C=32, H=10, W=12, K=48, stride=1, pad=1)
-    s = gpu(k, H100)
+    s = gpu(k, SM80)   # the mma.sync rule (wgmma's: tests/backends/test_emu_conv_wgmma.py)
     src, _ = render(lower(k, s, H100))
     if layout == "nhwc":   # 16-byte cp.async in its zero-fill form for the padded input
         assert "cp.async.cg.shared.global" in src and "? 16 : 0" in src
@@ -164,7 +167,7 @@ def test_conv_programs_compile_for_sm90_without_spills(layout, tmp_path):
     import subprocess
     for p in (dict(N=2, C=32, H=10, W=12, K=48, stride=1, pad=1), dict(N=32, C=64, H=56, W=56, K=64, stride=1, pad=1)):
         k = _conv(layout, "float16", **p)
-        src, _ = render(lower(k, gpu(k, H100), H100))
+        src, _ = render(lower(k, gpu(k, SM80), H100))
         cu = tmp_path / "k.cu"
         cu.write_text(src)
         r = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "k.cubin"), str(cu), "-Xptxas", "-v"],

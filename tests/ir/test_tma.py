@@ -29,7 +29,7 @@ def _gemm(kind="matmul", M=128, N=256, K=128, dtype="float16", batch=2):
 
 def _views(k, s):
     m, t = tcm.match_tc(k, s.tensor_core), tcm.tiles(k, s)
-    return [tma.view(k, m, op, *tcm.tile_shape(op, outer, t.bk)) for op, outer in ((m.a, t.bm), (m.b, t.bn))]
+    return [tma.view(k, m, t, op) for op in (m.a, m.b)]
 
 
 def test_matmul_maps_one_box_a_panel():
@@ -41,8 +41,8 @@ def test_matmul_maps_one_box_a_panel():
     assert (va.map.dims, va.map.strides, va.map.box, va.map.swizzle, va.map.offset) == ((128, 128), (1, 128), (64, 128), 128, 0)
     # B: dims (N, K), the tile 64 K rows x 256 N: four 64-wide panels, one box each
     assert (vb.map.dims, vb.map.strides, vb.map.box, vb.map.swizzle) == ((256, 128), (1, 256), (64, 64), 128)
-    r0, c0 = const(64, tcm.dt.int32), const(512, tcm.dt.int32)
-    got = tma.boxes(vb, 64, 256, r0, c0, {})
+    mt = tcm.match(k)
+    got = tma.boxes(vb, 64, 256, lambda j: {mt.n: const(512 + 64 * j, tcm.dt.int32), mt.k: const(64, tcm.dt.int32)})
     assert [off for off, _ in got] == [0, 4096, 8192, 12288]            # a panel is 64 rows x 64 elements
     assert [tuple(c.arg for c in coords) for _, coords in got] == [(512, 64), (576, 64), (640, 64), (704, 64)]
 
@@ -56,9 +56,9 @@ def test_batched_operands_are_rank3_maps(kind, dims, strides):
     _, vb = _views(k, s)
     assert (vb.map.dims, vb.map.strides) == (dims, strides) and vb.map.rank == 3 and vb.map.box[2] == 1
     b = tcm.match(k).batch[0]
-    assert vb.axes[2] == b
-    got = tma.boxes(vb, *tcm.tile_shape(tcm.match(k).b, 128, 32), const(0, tcm.dt.int32), const(0, tcm.dt.int32),
-                    {b: const(1, tcm.dt.int32)})
+    assert vb.dims[2] == (b,) and vb.offsets == (0, 0, 0)
+    mt, zero = tcm.match(k), const(0, tcm.dt.int32)
+    got = tma.boxes(vb, *tcm.tile_shape(mt.b, 128, 32), lambda j: {mt.n: zero + 64 * j, mt.k: zero, b: const(1, tcm.dt.int32)})
     assert len(got) == (2 if kind == "bmm_kn" else 1)                 # MN-major: 128 columns are two 64-wide panels
     assert all(coords[2].arg == 1 for _, coords in got)               # the block's batch index
 
@@ -128,7 +128,7 @@ def test_check_rejects_strided_and_misaligned_operands():
     assert "not contiguous" in _reasons(k, s)
     k = _strided_gemm(1, 1, K=64)                # A from element 1 of rows of 65 elements: 130-byte rows
     s = make(k, tcm.match(k), 64, 64, 64, 1, 1, 1, tma=True)
-    assert "input 0: TMA copy impossible: axis 0 strides 130 bytes" in _reasons(k, s)
+    assert "input 0: TMA copy impossible: a dimension strides 130 bytes" in _reasons(k, s)
     k = _strided_gemm(1, 1, K=64, row=72)        # rows of 144 bytes, but the first element at byte 2
     s = make(k, tcm.match(k), 64, 64, 64, 1, 1, 1, tma=True)
     assert "first element is not 16-byte aligned" in _reasons(k, s)
@@ -136,10 +136,54 @@ def test_check_rejects_strided_and_misaligned_operands():
     assert check(k, s, H100) == []
 
 
-def test_check_rejects_masked_operands():
-    k = Workload.make("conv2d", N=2, C=16, H=8, W=8, K=64, R=3, S=3, stride=1, pad=1, layout="nhwc", dtype="float16").kernels[0]
+def _conv(layout: str, **p):
+    q = dict(N=2, C=64, H=8, W=56, K=64, R=3, S=3, stride=1, pad=1)
+    return Workload.make("conv2d", layout=layout, dtype="float16", **{**q, **p}).kernels[0]
+
+
+def _conv_schedule(k, ext, view_m=None):
+    """A wgmma schedule of ``k`` over the GEMM view with M along ``view_m`` (default: the
+    output column), flattened over the other pixel axes as ``ext`` says (outer -> inner)."""
     from superopt.search import tc_space
     import math
+    m0 = next(v for v in tc_space.orientations(k) if view_m is None or v.m == view_m)
+    m = next(m for m, e in tc_space.m_tilings(k, m0) if e == ext)
+    return m, make(k, m, math.prod(ext), 64, 64, math.prod(ext) // 64, 1, 2, ext, tma=True)
+
+
+def test_nhwc_conv_operands_are_windowed_boxes():
+    k = _conv("nhwc")                      # x (N,H,W,C), w (K,R,S,C): both K-major along C
+    m, s = _conv_schedule(k, (2, 64))      # M: 2 output rows x 64 columns (56 + 8 padded)
+    assert check(k, s, H100) == []
+    va, vb = _views(k, s)
+    oh, ow = m.m_axes[-2:]
+    ky, kx = m.window
+    # A: dims (C, W, H, N) with the padding's -1 on the pixel dimensions, box 64 C x 64 columns x 2 rows
+    assert (va.map.dims, va.map.strides, va.map.box, va.map.offset) == ((64, 56, 8, 2), (1, 64, 56 * 64, 8 * 56 * 64), (64, 64, 2, 1), 0)
+    assert va.dims[1] == tuple(sorted((ow, kx))) and va.dims[2] == tuple(sorted((oh, ky))) and va.offsets == (0, -1, -1, 0)
+    # B (K, R, S, C): dims (C, S, R, K), the window's of one element a box
+    assert vb.map.strides == (1, 64, 3 * 64, 9 * 64) and vb.map.box == (64, 1, 1, 64) and vb.offsets == (0, 0, 0, 0)
+    z = const(0, tcm.dt.int32)
+    at = {a: z for a in range(len(k.axes))}
+    (off, coords), = tma.boxes(va, 128, 64, lambda j: {**at, oh: z + 6, ky: z + 2, ow: z, kx: z})
+    assert off == 0 and [c.arg for c in coords] == [0, -1, 7, 0]     # column -1 and rows 7, 8: outside (zeros)
+
+
+def test_nchw_conv_operands_are_not_boxes():
+    """The NCHW input moves along its contiguous column by the filter column (``x + kx - 1``):
+    boxes off 16-byte boundaries, which faulted on the H100; the filter (K,C,R,S) is not
+    contiguous along C."""
+    k = _conv("nchw")
+    m, s = _conv_schedule(k, (2, 64), view_m=3)
+    errs = check(k, s, H100)
+    assert len(errs) == 2 and f"input {m.a.input}: TMA copy impossible: axes" in errs[0] and "by single elements" in errs[0]
+    assert errs[1] == f"input {m.b.input}: TMA copy impossible: axis {m.k} (the tile's rows) is not contiguous in memory"
+
+
+def test_check_rejects_masks_tma_cannot_reproduce():
+    import math
+    k = _conv("nhwc", stride=2, H=16, W=16)  # the mask bounds 2*y + ky: no dimension's own bounds
+    from superopt.search import tc_space
     m, ext = next((m, e) for m, e in tc_space.m_tilings(k, tcm.match(k)) if math.prod(e) == 64)
     s = make(k, m, 64, 64, 16, 1, 1, 2, ext, tma=True)
     assert "TMA copy impossible" in _reasons(k, s)

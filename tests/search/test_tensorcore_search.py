@@ -123,12 +123,14 @@ def test_conv_match_maps_pixels_channels_and_window():
 
 
 def test_hand_rule_gives_the_resnet_conv_tensor_cores():
+    from dataclasses import replace
     from superopt.ir import tensorcore as tcm
+    sm80 = replace(H100, sm=80)   # no wgmma: the mma.sync rule
     for layout in ("nchw", "nhwc"):
         for d in ("float16", "bfloat16"):
             k = _resnet_conv(layout, d)
-            s = gpu(k, H100)
-            assert s.tensor_core is not None and not check(k, s, H100), layout
+            s = gpu(k, sm80)
+            assert s.tensor_core is not None and not check(k, s, sm80), layout
             t = tcm.tiles(k, s)
             # M: 2 images x 8 rows x 8 columns flattened (no padding of the 56x56 map), N: 64 channels
             assert (t.bm, t.bn, t.m_ext, t.steps) == (128, 64, (2, 8, 8), 9 * 64 // t.bk) and s.stages == 3
@@ -138,6 +140,16 @@ def test_hand_rule_gives_the_resnet_conv_tensor_cores():
                 mt = tcm.match_tc(k, s.tensor_core)
                 st = next(x for x in s.staging if x.input == (mt.a if which == "a" else mt.b).input)
                 assert banks.conflicts(rows, width, ph, st.pad, st.swizzle, st.shift) == 0
+            # sm_90: wgmma, warp-specialized where TMA boxes both operands (NHWC), else 4 whole rows a tile
+            s = gpu(k, H100)
+            assert s.tensor_core.instr.startswith("wgmma.") and not check(k, s, H100)
+            t = tcm.tiles(k, s)
+            if layout == "nhwc":
+                assert s.tensor_core.producer and all(x.tma for x in s.staging)
+                assert (t.bm, t.bn, t.bk, t.m_ext, s.stages, s.threads()) == (128, 64, 64, (2, 8, 8), 4, 160)
+            else:
+                assert not s.tensor_core.producer and not any(x.tma for x in s.staging)
+                assert (t.bm, t.bn, t.bk, t.m_ext, s.stages, s.threads()) == (256, 64, 64, (4, 64), 3, 256)
     fp32 = Workload.make("conv2d", N=1, C=16, H=8, W=8, K=16, dtype="float32").kernel
     assert gpu(fp32, H100).tensor_core is None
 
