@@ -12,7 +12,7 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
+# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
 # fidelity-rows, split-k, staged,
 # tinygrad-short, bench-membound.
 #
@@ -125,6 +125,9 @@ conv-check)   # wgmma convolutions (TMA boxes of the windowed input, warp specia
   $PY bench/gpu_tc.py --wgmma --only conv3x3_32x64x56x56_64_nchw_fp16,conv3x3_32x64x56x56_64_nhwc_fp16 \
     --out "$OUT/gpu-tc-conv-check.json" 2>&1 | tee "$OUT/gpu-tc-conv-check.txt" | tail -70
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_conv_wgmma.py -k gpu --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
+  ;;
+relayout-probe)   # what an NCHW conv pays to run as NHWC: our and torch's channels-last copies, torch's conv both ways
+  $PY bench/relayout_probe.py --out "$OUT/relayout-probe.json" 2>&1 | tee "$OUT/relayout-probe.txt" | tail -5
   ;;
 wgmma-check)   # the wgmma tile variants (and their TMA twins) of the fp16 BERT GEMMs with K = 1024
   $PY bench/gpu_tc.py --wgmma --only qkv_out_gemm_8192x1024x1024,ffn_up_gemm_8192x4096x1024 \

@@ -11,9 +11,9 @@ way in the same process. ``--split-k`` times split-K plans (ir/splitk.py: a part
 tensor-core GEMM on a grid S times larger, then a combine kernel; both verified end to
 end, the sum of their median times) of GEMMs whose grids underfill the SMs
 (1024x1024x8192, 512x512x4096), for S = 2, 4, 8 and the model's pick, next to the unsplit
-kernel and torch. ``--wgmma`` also times Hopper wgmma schedules of each GEMM
-(search/wgmma_space.variants; verified the same way) next to the hand rule's mma.sync
-kernel and torch. ``--variants`` also times a few other tile shapes of each GEMM
+kernel and torch. ``--wgmma`` also times Hopper wgmma schedules of each GEMM and convolution
+(search/wgmma_space.variants; a conv's over ``CONV_TIMED_EXT`` M tilings; verified the
+same way) next to the hand rule's kernel and torch. ``--variants`` also times a few other tile shapes of each GEMM
 (verified the same way) to show where the hand rule stands; ``--solver`` the optimum of
 the tensor-core space under the model (search/tc_space.py). ``--staged`` runs fp32 GEMMs
 instead (matmul 2048^3 and the bert suite's GEMMs in fp32): the hand rule's register-tile

@@ -34,7 +34,8 @@ GPU rules (``gpu``), per kernel class:
   output channels x input channels, the filter window as outer K loops): tensor cores
   (``_tensor_core``): 128x128 block tiles (smaller, or padded by at most an eighth, where
   the sizes need: a 56-pixel row takes 64) of 2x2 warps, K 32 deep a step, a 3-stage
-  pipeline, shared layouts from the Z3 bank-conflict solver (search/banks.py).
+  pipeline, shared layouts from the Z3 bank-conflict solver (search/banks.py); on sm_90
+  wgmma first (``WGMMA_TILES`` for GEMMs, ``_wgmma_conv`` for convolutions).
 Every rule's result is checked with ``ir.schedule.check``; on a failure the rule falls
 back to a plainer variant, ending at one thread per output point.
 """

@@ -16,8 +16,8 @@ bank-conflict solver (search/banks.py).
 
 On sm_90 machines the space also holds the wgmma (sm_90a) schedules of
 ``wgmma_space.variants`` (the tiles measured on the H100, with cp.async copies or a producer
-warp; their shared layouts are fixed by the descriptors, not solved), ranked with the
-mma.sync points by the same model.
+warp, a convolution's over every view and M tiling; their shared layouts are fixed by the
+descriptors, not solved), ranked with the mma.sync points by the same model.
 """
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def _wgmma_points(kernel, machine) -> list[tuple[float, Schedule]]:
     model ties or ranks them behind those."""
     if machine.sm < 90: return []
     from . import wgmma_space
-    return [(time_s(kernel, s, machine), s) for key, s in wgmma_space.variants(kernel, machine) if key[-1] != "tma"]
+    return [(time_s(kernel, s, machine), s) for key, s in wgmma_space.variants(kernel, machine) if "tma" not in key]
 
 
 def _element_copies(kernel, s: Schedule) -> int:

@@ -10,6 +10,9 @@ are copied by TMA with mbarriers (ir/tma.py) instead of every thread's cp.async 
 ``producer``: warp specialization (ir/lower_wgmma.py): TMA copies issued by a producer
 warp running ahead of the consumer warpgroups, stages released through mbarriers.
 
+A convolution's variants (``conv_variants``) run over its GEMM views and M tilings, the TMA
+twin boxing whichever operands TMA can copy (ir/tma.py: NHWC both, NCHW neither).
+
 ``variants`` lists each legal variant with cp.async copies, then its TMA twin (key
 ``(..., "tma")``) and its warp-specialized twin (key ``(..., "ws")``) where TMA can copy
 both operands, so the benchmarks time all three; ``WS_DEEPER`` adds warp-specialized
