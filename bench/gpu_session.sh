@@ -195,7 +195,7 @@ tc)
   $PY bench/gpu_tc.py --split-k --out "$OUT/gpu-tc.json" 2>&1 | tee "$OUT/gpu-tc.txt"   # the split-K rows last
   ;;
 tc-solver)   # the #6 table: hand rule, solver's top point and torch on every tensor-core workload
-  $PY bench/gpu_tc.py --solver --out "$OUT/gpu-tc.json" 2>&1 | tee "$OUT/gpu-tc.txt"
+  $PY bench/gpu_tc.py --solver --only "${TC_ONLY:-}" --out "$OUT/gpu-tc.json" 2>&1 | tee "$OUT/gpu-tc.txt"   # TC_ONLY: some workloads
   ;;
 wgmma-sweep)
   $PY bench/gpu_tc.py --wgmma --out "$OUT/gpu-tc-wgmma.json" 2>&1 | tee "$OUT/gpu-tc-wgmma.txt"

@@ -199,7 +199,6 @@ def _is_gemv(k: Kernel) -> bool:
 def _tensor_core(k: Kernel, machine) -> Schedule | None:
     """A tensor-core schedule for an fp16/bf16 GEMM or convolution (implicit GEMM), or
     None where none fits."""
-    from superopt.ir import tensorcore as tcm
     from superopt.search import banks, tc_space
     view = _tc_view(k)
     if view is None: return None
