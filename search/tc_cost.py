@@ -125,6 +125,9 @@ WG_OVERHEAD_REGS = 40  # addressing, loop state, epilogue (measured on the H100:
 WG_SYNC_S = 100e-9     # a step's end without a group in flight: the last wgmma's pipeline drains, fence, barrier (estimate)
 SMEM_RESERVED = 1024   # bytes the driver keeps per resident block
 L1_RESIDENT_BYTES = 96 << 10   # an operand this small stays in an SM's L1 beside the stages (estimate)
+# element copies an SM makes a second: 9.6-10.2e9 in the NCHW ResNet conv's wgmma kernels with
+# whole-row tiles on the H100 (7.9e9 with 8-pixel rows), bench/results/h100-2026-12-06 run 2
+ELEMENT_COPY_RATE = 10e9
 # output stores an SM makes while every SM stores: straight from the wgmma fragments (a warp
 # instruction writes 8 rows x 16 bytes) and through the staged epilogue's shared tile (16-byte
 # row pieces): 6.0-7.5 us and 1.0-1.2 us a 256x128 fp16 tile on the H100 (the cut-out epilogue
@@ -188,7 +191,8 @@ def wgmma_time_s(kernel, s, machine) -> float:
     # global load latency the copies running ``ahead`` tiles ahead do not hide
     ahead = max(0, s.stages - 1 - keep) if _async(s) else 0
     cycle = step + serial
-    cycle += max(0.0, LATENCY_S - ahead * cycle)
+    # (element copies' waits are in their measured rate, ``ELEMENT_COPY_RATE``, below)
+    if _async(s): cycle += max(0.0, LATENCY_S - ahead * cycle)
     # the SM's tensor pipe: r resident blocks overlap each other's serial parts and waits;
     # each block also waits once for its first tiles and its epilogue (LATENCY), overlapped likewise
     # the epilogue idles the tensor pipe: an SM's resident blocks run their tiles in step,
@@ -209,7 +213,23 @@ def wgmma_time_s(kernel, s, machine) -> float:
         tiles = blocks * outer * K * 2 / _sector_use(kernel, s, t, op)
         l2 += min(tiles, size * min(blocks, cores)) if size <= L1_RESIDENT_BYTES else tiles
     l2 /= L2_PER_DRAM * machine.dram_bw
-    return machine.launch_s + max(core, smem, dram, l2)
+    # element copies (no 16-byte copy fits: an NCHW conv's operands) issue one load and one
+    # store an element: an SM moves about ELEMENT_COPY_RATE of them a second
+    elem = per_sm * t.steps * sum(outer * t.bk * _line_cost(kernel, s, t, op) for op, outer in ((m.a, t.bm), (m.b, t.bn))
+                                  if vec[op.input] == 1)
+    return machine.launch_s + max(core, smem, dram, l2, elem / ELEMENT_COPY_RATE)
+
+
+LINE_COST = 0.12   # an element copy's extra cost per further 128-byte line its warp instruction touches (fitted: run 2)
+
+
+def _line_cost(kernel, s, t: tcm.Tiles, op) -> float:
+    """Relative cost of an element copy of ``op``: a warp's 32 copies run along ``32 x
+    sector use / 2`` contiguous elements (``_sector_use``), touching one 128-byte line per
+    run; an operand small enough to stay in L1 costs 1 (its lines are hits)."""
+    if kernel.inputs[op.input].size * 2 <= L1_RESIDENT_BYTES: return 1.0
+    run = max(1, round(_sector_use(kernel, s, t, op) * 16))
+    return 1 + LINE_COST * (max(1, 32 // run) - 1)
 
 
 def fit_rate(kernel, s, machine, measured_s: float) -> float:
