@@ -36,7 +36,10 @@ With a producer warp (warp specialization, a persistent kernel of one block an S
 step's serial part is only the warpgroup's drain, shared by the block's warpgroups, and a
 tile's first loads overlap the previous tile (estimates). Every tile's epilogue (its output
 stores: straight from the fragments, or through shared memory with a producer warp) idles
-the tensor pipe (measured rates; resident blocks run in step, so theirs coincide).
+the tensor pipe (measured rates; resident blocks run in step, so theirs coincide). Element
+copies (an NCHW convolution's operands: no 16-byte copy fits) bound a kernel at
+``ELEMENT_COPY_RATE`` an SM, dearer where a warp's copies touch several 128-byte lines
+(fitted on the H100's NCHW conv variants).
 """
 from __future__ import annotations
 

@@ -128,9 +128,8 @@ CONV_VARIANTS = ((128, 64, 64, 2, 1, 3), (128, 64, 64, 2, 1, 4), (128, 64, 64, 1
 
 def conv_variants(kernel, machine, tma: bool = True) -> list[tuple[tuple, Schedule]]:
     """The legal ``CONV_VARIANTS`` of a convolution, over each GEMM view and M tiling, each
-    followed by its TMA twin (every operand TMA can copy: an NCHW filter, read along input
-    channels 9 elements apart, stays with the threads) and its warp-specialized one (both
-    by TMA: NHWC). Keys: ``(bm, bn, bk, wgm, wgn, stages[, twin], view)``, ``view`` the M
+    followed by its TMA twin (the operands TMA can box, ir/tma.py: an NHWC conv's both, an
+    NCHW one's neither) and its warp-specialized one (both by TMA). Keys: ``(bm, bn, bk, wgm, wgn, stages[, twin], view)``, ``view`` the M
     axes (outer -> inner), their extents and the N axis, ``{"m_axes": [...], "m_ext": [...], "n": ...}``."""
     out: list[tuple[tuple, Schedule]] = []
     for m0 in tc_space.orientations(kernel):
