@@ -108,10 +108,9 @@ def view(kernel, m: tcm.Match, t: tcm.Tiles, op: tcm.Operand) -> View | str:
     by_stride: dict[int, list[int]] = {}
     for a, c in coef.items(): by_stride.setdefault(c, []).append(a)
     tile_axes = {m.k, *outer}
-    groups = list(by_stride.items())
-    for st_, axes in groups:
+    for st_, axes in by_stride.items():
         if len([a for a in axes if a in tile_axes]) > 1: return f"axes {axes} step its index by the same {st_}"
-    dim_of = {a: st_ for st_, axes in groups for a in axes}
+    dim_of = {a: st_ for st_, axes in by_stride.items() for a in axes}
     for a in (m.k, *outer):
         if a not in dim_of: return f"axis {a} does not move the index"
     # innermost first, the rest by stride (maps with strides stepping outward, as the driver's

@@ -360,9 +360,9 @@ def _wgmma_conv(k: Kernel, machine) -> Schedule | None:
         s = wgmma_space.make(k, m, 128, bn, bk, wgm, wgn, stages, ext, producer=True)
         if not check(k, s, machine): return s
     bn, bk, wgm, wgn, stages = CONV_ROWS_TILE
+    if N % bn or K % bk: return None
     rows = [(mm, e) for mm, e in tc_space.m_tilings(k, tcm.match(k, m.m, m.n, m.k)) if len(e) > 1 and math.prod(e) == 256 and e[-1] % 64 == 0]
     for mm, e in sorted(rows, key=lambda x: _tc_waste(k, *x)):
-        if N % bn or K % bk: break
         steps = K // bk * math.prod(k.axes[a].size for a in mm.window)
         s = wgmma_space.make(k, mm, 256, bn, bk, wgm, wgn, min(stages, steps), e)
         if not check(k, s, machine): return s

@@ -212,15 +212,19 @@ def wgmma_time_s(kernel, s, machine) -> float:
     # operand small enough to stay in an SM's L1 (an NCHW conv's filter: 73 KB) is read once an SM
     l2 = 0.0
     for op, outer in ((m.a, t.bm), (m.b, t.bn)):
-        size = kernel.inputs[op.input].size * m.dtype.itemsize
         tiles = blocks * outer * K * 2 / _sector_use(kernel, s, t, op)
-        l2 += min(tiles, size * min(blocks, cores)) if size <= L1_RESIDENT_BYTES else tiles
+        l2 += min(tiles, _bytes(kernel, op) * min(blocks, cores)) if _bytes(kernel, op) <= L1_RESIDENT_BYTES else tiles
     l2 /= L2_PER_DRAM * machine.dram_bw
     # element copies (no 16-byte copy fits: an NCHW conv's operands) issue one load and one
     # store an element: an SM moves about ELEMENT_COPY_RATE of them a second
     elem = per_sm * t.steps * sum(outer * t.bk * _line_cost(kernel, s, t, op) for op, outer in ((m.a, t.bm), (m.b, t.bn))
                                   if vec[op.input] == 1)
     return machine.launch_s + max(core, smem, dram, l2, elem / ELEMENT_COPY_RATE)
+
+
+def _bytes(kernel, op) -> int:
+    """Bytes of the input an operand reads (16-bit elements)."""
+    return kernel.inputs[op.input].size * 2
 
 
 LINE_COST = 0.12   # an element copy's extra cost per further 128-byte line its warp instruction touches (fitted: run 2)
@@ -230,7 +234,7 @@ def _line_cost(kernel, s, t: tcm.Tiles, op) -> float:
     """Relative cost of an element copy of ``op``: a warp's 32 copies run along ``32 x
     sector use / 2`` contiguous elements (``_sector_use``), touching one 128-byte line per
     run; an operand small enough to stay in L1 costs 1 (its lines are hits)."""
-    if kernel.inputs[op.input].size * 2 <= L1_RESIDENT_BYTES: return 1.0
+    if _bytes(kernel, op) <= L1_RESIDENT_BYTES: return 1.0
     run = max(1, round(_sector_use(kernel, s, t, op) * 16))
     return 1 + LINE_COST * (max(1, 32 // run) - 1)
 

@@ -37,6 +37,20 @@ def reference_values(k, ins) -> np.ndarray:
     return dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
 
 
+def emu_written_close(k, s, machine, seed: int = 0, max_blocks: int = 4096):
+    """Lower ``s`` for ``machine``, run it on the emulator on ``normal_inputs(k, seed)`` and
+    compare every written element with the interpreter at those points: (program, run,
+    written linear indices, whether all are within 16-bit tolerance)."""
+    from superopt.ir.lower import lower
+    ins = normal_inputs(k, seed)
+    p = lower(k, s, machine)
+    r = run_program(p, ins, max_blocks=max_blocks)
+    pts = np.flatnonzero(r.written.reshape(-1))
+    ref = run_kernel(k, ins, points=pts)
+    got = dt.to_values(r.output.reshape(-1)[pts], k.output.dtype).astype(np.float64)
+    return p, r, pts, close16(got, ref, k.output.dtype.name)
+
+
 def emu_values(p, ins, k, max_blocks: int = 64):
     """The emulator's run of program ``p`` and its output as float64 values."""
     r = run_program(p, ins, max_blocks=max_blocks)

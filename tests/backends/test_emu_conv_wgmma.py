@@ -1,7 +1,7 @@
 """Convolutions as implicit GEMM on wgmma (search/wgmma_space.conv_variants): random small
 3x3 convs (NCHW and NHWC, fp16 and bf16, padded and not) under random variants of the
-space: thread copies, TMA boxes of the windowed input (the padding read as TMA's zeros
-outside the tensor, an NCHW filter left to the threads) and warp-specialized ones, lower
+space: thread copies, TMA boxes of an NHWC conv's windowed operands (the padding read as
+TMA's zeros outside the tensor; an NCHW conv has none, ir/tma.py) and warp-specialized ones, lower
 -> emu against the interpreter with no races and no bank conflicts; the CUDA source of
 the ResNet conv compiles for sm_90a without spills; on a GPU the kernels compute the
 interpreter's answer (skipped without one)."""
@@ -10,21 +10,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from superopt.backends.cuda.render import render
-from superopt.backends.emu import run_program
-from superopt.ir import dtype as dt, tensorcore as tcm
-from superopt.ir.interpret import run_kernel
+from superopt.ir import tensorcore as tcm
 from superopt.ir.lower import lower
 from superopt.ir.program import TmaLoad, walk
 from superopt.ir.schedule import check
 from superopt.kernels.registry import Workload
 from superopt.search.machine import H100
 from superopt.search.wgmma_space import conv_variants, from_key
-from gemm_cases import close16, gpu_values, gpu_wrong, normal_inputs, reference_values  # noqa: E402 - same folder (on sys.path under pytest)
+from gemm_cases import emu_written_close, gpu_values, gpu_wrong, normal_inputs, reference_values  # noqa: E402 - same folder (on sys.path under pytest)
 
 
 def _conv(layout: str, dtype: str = "float16", **p):
@@ -34,12 +31,8 @@ def _conv(layout: str, dtype: str = "float16", **p):
 
 def _emu_check(k, s, blocks: int = 4096):
     """Run ``s`` on the emulator; every written element against the interpreter."""
-    ins = normal_inputs(k)
-    r = run_program(lower(k, s, H100), ins, max_blocks=blocks)
-    pts = np.flatnonzero(r.written.reshape(-1))
-    ref = run_kernel(k, ins, points=pts)
-    got = dt.to_values(r.output.reshape(-1)[pts], k.output.dtype).astype(np.float64)
-    return r, pts, close16(got, ref, k.output.dtype.name)
+    _, r, pts, ok = emu_written_close(k, s, H100, max_blocks=blocks)
+    return r, pts, ok
 
 
 def _twin(key) -> str:

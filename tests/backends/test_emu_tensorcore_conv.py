@@ -25,7 +25,7 @@ from superopt.kernels.registry import Workload
 from superopt.search import banks, tc_space
 from superopt.search.hand import gpu
 from superopt.search.machine import H100
-from gemm_cases import close16, normal_inputs as _inputs  # noqa: E402 - same folder (on sys.path under pytest)
+from gemm_cases import emu_written_close, normal_inputs as _inputs  # noqa: E402 - same folder (on sys.path under pytest)
 
 SM80 = replace(H100, sm=80)   # no wgmma: the mma.sync rule
 
@@ -38,14 +38,7 @@ def _conv(layout: str, dtype: str, **p):
 
 def _check_run(k, s, seed: int = 0, max_blocks: int = 4096):
     """Run on the emulator; compare every written element with the interpreter."""
-    ins = _inputs(k, seed)
-    p = lower(k, s, H100)
-    r = run_program(p, ins, max_blocks=max_blocks)
-    pts = np.flatnonzero(r.written.reshape(-1))
-    ref = run_kernel(k, ins, points=pts)
-    got = dt.to_values(r.output.reshape(-1)[pts], k.output.dtype).astype(np.float64)
-    d = k.output.dtype.name
-    ok = close16(got, ref, d)
+    p, r, _, ok = emu_written_close(k, s, H100, seed, max_blocks)
     return p, r, ok
 
 
