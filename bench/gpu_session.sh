@@ -12,7 +12,7 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
+# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
 # fidelity-rows, split-k, staged,
 # tinygrad-short, bench-membound.
 #
@@ -105,7 +105,7 @@ gputests)   # only the tests that run on the device (a short stage for a session
   TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
   # the staged SIMT test (28 compiles) last: it is the slowest
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
-    tests/backends/test_emu_wgmma.py tests/backends/test_emu_tma.py tests/backends/test_emu_ws.py tests/backends/test_emu_conv_wgmma.py \
+    tests/backends/test_emu_wgmma.py tests/backends/test_emu_tma.py tests/backends/test_emu_ws.py tests/backends/test_emu_conv_wgmma.py tests/backends/test_emu_relayout.py \
     tests/backends/test_emu_tensorcore_conv.py tests/backends/test_emu_staged.py \
     -k "(cuda or gpu or illegal or hang) and not compiles and not render and not legal_and_right_on_emu and not spells" -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
   ;;
@@ -125,6 +125,12 @@ conv-check)   # wgmma convolutions (TMA boxes of the windowed input, warp specia
   $PY bench/gpu_tc.py --wgmma --only conv3x3_32x64x56x56_64_nchw_fp16,conv3x3_32x64x56x56_64_nhwc_fp16 \
     --out "$OUT/gpu-tc-conv-check.json" 2>&1 | tee "$OUT/gpu-tc-conv-check.txt" | tail -70
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_conv_wgmma.py -k gpu --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
+  ;;
+conv-plan)   # the NCHW conv as a relayout plan (channels-last copies, then the warp-specialized kernel) vs torch, its final kernel's variants; the GPU test
+  TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
+  $PY bench/gpu_tc.py --plans --wgmma ws --only conv3x3_32x64x56x56_64_nchw_fp16 \
+    --out "$OUT/gpu-tc-conv-plan.json" 2>&1 | tee "$OUT/gpu-tc-conv-plan.txt" | tail -30
+  $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_relayout.py -k gpu --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
   ;;
 relayout-probe)   # what an NCHW conv pays to run as NHWC: our and torch's channels-last copies, torch's conv both ways
   $PY bench/relayout_probe.py --out "$OUT/relayout-probe.json" 2>&1 | tee "$OUT/relayout-probe.txt" | tail -5

@@ -163,52 +163,94 @@ def time_schedule(k, s, be, reps, rng) -> dict:
 SPLIT_K_SHAPES = ((1024, 1024, 8192), (512, 512, 4096))
 
 
+def time_plan(k, plan, be, reps: int, rng) -> dict:
+    """A plan's steps (search/plan.py) compiled, run in order on random inputs and the last
+    output verified against ``k``'s reference; each step timed on its own (L2 flushed) and
+    the sum of their medians reported."""
+    from superopt.backends.base import Failure
+    from superopt.verify import compare, poison, random_inputs
+    rec = {"kind": plan.kind, "modeled_s": plan.modeled_s, "whole_modeled_s": plan.whole_s,
+           "steps": [{"kernel": x.kernel.name, "describe": x.schedule.describe(x.kernel), "blocks": x.schedule.blocks()}
+                     for x in plan.steps]}
+    cs = [be.compile(lower(x.kernel, x.schedule, be.machine)) for x in plan.steps]
+    bad = next((c for c in cs if isinstance(c, Failure)), None)
+    if bad is not None: return {**rec, "ok": False, "failure": str(bad)}
+    ins = [a.reshape(-1) for a in random_inputs(k, rng)]
+    outs = []
+    for x, c in zip(plan.steps, cs):
+        r = be.run(c, [ins[i] if i >= 0 else outs[-1 - i] for i in x.inputs], poison(x.kernel.output))
+        if not isinstance(r, np.ndarray): return {**rec, "ok": False, "failure": str(r)}
+        outs.append(r.reshape(-1))
+    v = compare(k, outs[-1].reshape(k.output.shape), [a.reshape(k.inputs[i].shape) for i, a in enumerate(ins)], rng)
+    ts = []
+    for j, (x, c) in enumerate(zip(plan.steps, cs)):
+        t = be.time(c, [ins[i] if i >= 0 else outs[-1 - i] for i in x.inputs], poison(x.kernel.output), runs=reps)
+        if isinstance(t, Failure): return {**rec, "ok": False, "failure": str(t)}
+        rec["steps"][j].update(median_s=t.median_s, registers=c.handle.registers)
+        ts.append(t.median_s)
+    return {**rec, "ok": v.ok, "rel_err": v.rel_err, "median_s": sum(ts)}
+
+
+def plan_row(k, hand, be, args, rng) -> dict | None:
+    """The model's plan of ``k`` (a convolution: its relayout plan even where the model keeps it
+    whole) timed; with ``--wgmma``, the final kernel's warp-specialized variants too (the
+    copies' times are the plan's)."""
+    from superopt.search import plan as plans
+    from superopt.search import wgmma_space
+    from superopt.search.cost import modeled_time
+    pick = plans.best(k, _M)
+    p = pick
+    if p is None and k.kind == "conv":
+        p = plans.relayout_plan(k, _M, plans.k_last_orders(k)) if plans.k_last_orders(k) else None
+    if p is None: return None
+    r = {"model_picks": pick is not None, **time_plan(k, p, be, args.reps, rng)}
+    if p.kind == "relayout":   # each copy's other schedules: the solver's runners-up and the hand rule
+        from superopt.search.z3opt import solve
+        r["copy_variants"] = []
+        for x in p.steps[:-1]:
+            alts = [("hand", gpu(x.kernel, _M))] + [(f"solver {i}", c.schedule) for i, c in enumerate(solve(x.kernel, _M, top_k=6).candidates)]
+            for name, cs in alts:
+                r["copy_variants"].append({"kernel": x.kernel.name, "source": name, "describe": cs.describe(x.kernel),
+                                           "modeled_s": modeled_time(x.kernel, cs, _M), **time_schedule(x.kernel, cs, be, args.reps, rng)})
+    if args.wgmma and p.kind == "relayout":
+        f = p.final
+        r["final_variants"] = [{"tiles": t, "describe": ws.describe(f.kernel), **time_final(k, p, ws, be, args.reps, rng)}
+                               for t, ws in wgmma_space.variants(f.kernel, _M) if "ws" in t and _timed_view(f.kernel, t)]
+    return r
+
+
+def time_final(k, p, s, be, reps: int, rng) -> dict:
+    """Plan ``p`` with its last step's schedule replaced by ``s``, timed (``time_plan``)."""
+    from superopt.search.plan import Plan
+    return time_plan(k, Plan(p.kind, (*p.steps[:-1], replace(p.final, schedule=s)), p.modeled_s, p.whole_s, p.detail), be, reps, rng)
+
+
 def split_k_rows(be, reps: int, rng) -> list[dict]:
     """Split-K plans against the unsplit tensor-core kernel and torch, per shape."""
-    from superopt.backends.base import Failure
+    from superopt.search import plan as plans
     from superopt.search import tc_space
     from superopt.vendor import time_torch, torch_fn, torch_inputs
-    from superopt.verify import compare, poison, random_inputs
     out = []
     for M, N, K in SPLIT_K_SHAPES:
         w = Workload.make("matmul", name=f"splitk_{M}x{N}x{K}_fp16", M=M, N=N, K=K, dtype="float16")
         k = w.kernel
         (t_un, s_un), = tc_space.best(k, _M, 1)
         t0 = time.perf_counter()
-        pick = tc_space.split_k(k, _M)
+        pick = plans.split_k(k, _M)
         r = {"workload": w.name, "flops": w.flops, "unsplit": {"describe": s_un.describe(k), "modeled_s": t_un,
                                                               "blocks": s_un.blocks(), **time_schedule(k, s_un, be, reps, rng)},
-             "model_pick": pick.splits if pick else None, "split_solve_s": time.perf_counter() - t0, "plans": []}
-        for n in sorted({2, 4, 8} | ({pick.splits} if pick else set())):
-            plan = tc_space.split_plan(k, _M, n, t_un)
-            if plan is None: continue
-            rec = {"splits": n, "modeled_s": plan.modeled_s, "partial": plan.partial_schedule.describe(plan.partial),
-                   "combine": plan.combine_schedule.describe(plan.combine), "blocks": plan.partial_schedule.blocks()}
-            c1, c2 = (be.compile(lower(x, s, be.machine)) for x, s in
-                      ((plan.partial, plan.partial_schedule), (plan.combine, plan.combine_schedule)))
-            if isinstance(c1, Failure) or isinstance(c2, Failure):
-                out_fail = c1 if isinstance(c1, Failure) else c2
-                r["plans"].append({**rec, "ok": False, "failure": str(out_fail)}); continue  # noqa: E702
-            ins = [a.reshape(-1) for a in random_inputs(k, rng)]
-            part = be.run(c1, ins, poison(plan.partial.output))
-            res = be.run(c2, [part], poison(k.output)) if isinstance(part, np.ndarray) else part
-            if not isinstance(res, np.ndarray):
-                r["plans"].append({**rec, "ok": False, "failure": str(res)}); continue  # noqa: E702
-            v = compare(k, res, [a.reshape(k.inputs[i].shape) for i, a in enumerate(ins)], rng)
-            t1 = be.time(c1, ins, poison(plan.partial.output), runs=reps)
-            t2 = be.time(c2, [part], poison(k.output), runs=reps)
-            ok_t = not isinstance(t1, Failure) and not isinstance(t2, Failure)
-            r["plans"].append({**rec, "ok": v.ok, "rel_err": v.rel_err,
-                               "median_s": t1.median_s + t2.median_s if ok_t else None,
-                               "partial_s": t1.median_s if ok_t else None, "combine_s": t2.median_s if ok_t else None})
+             "model_pick": pick.detail["splits"] if pick else None, "split_solve_s": time.perf_counter() - t0, "plans": []}
+        for n in sorted({2, 4, 8} | ({pick.detail["splits"]} if pick else set())):
+            plan = plans.split_plan(k, _M, n, t_un)
+            if plan is not None: r["plans"].append({"splits": n, **time_plan(k, plan, be, reps, rng)})
         fn = torch_fn(w, torch_inputs(w, w.random_inputs(seed=1)))
         r["torch_s"] = statistics.median(time_torch(fn, reps, _M.l2_bytes))
         out.append(r)
         un = r["unsplit"].get("median_s")
         print(f"{w.name}: unsplit {un * 1e3 if un else float('nan'):.3f} ms, torch {r['torch_s'] * 1e3:.3f} ms, model picks S={r['model_pick']}", flush=True)
         for p in r["plans"]:
-            print(f"    S={p['splits']}: ok={p['ok']} " + (f"{p['median_s'] * 1e3:.3f} ms (partial {p['partial_s'] * 1e3:.3f} + combine "
-                  f"{p['combine_s'] * 1e3:.3f}), modeled {p['modeled_s'] * 1e3:.3f} ms" if p.get("median_s") else p.get("failure", "")), flush=True)
+            print(f"    S={p['splits']}: ok={p['ok']} " + (f"{p['median_s'] * 1e3:.3f} ms (" + " + ".join(f"{x['median_s'] * 1e3:.3f}" for x in p["steps"])
+                  + f"), modeled {p['modeled_s'] * 1e3:.3f} ms" if p.get("median_s") else p.get("failure", "")), flush=True)
     return out
 
 
@@ -244,6 +286,8 @@ def main(argv=None) -> int:
     ap.add_argument("--wgmma", nargs="?", const="all", choices=("all", "ws"),
                     help="also time wgmma (sm_90a) schedules of the GEMMs (search/wgmma_space); 'ws': the warp-specialized ones only")
     ap.add_argument("--no-gpu", action="store_true", help="schedules, solver and emulator only")
+    ap.add_argument("--plans", action="store_true",
+                    help="also time each workload's plan (search/plan.py); a convolution's relayout plan whether the model picks it or not")
     ap.add_argument("--staged", action="store_true", help="fp32 GEMMs: hand rule vs shared-memory staged SIMT variants vs torch")
     args = ap.parse_args(argv)
     command = "python3 bench/gpu_tc.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -290,6 +334,7 @@ def main(argv=None) -> int:
                 for v in (CONV_VARIANTS if k.kind == "conv" else VARIANTS):
                     vs = conv_variant(k, s, *v) if k.kind == "conv" else variant(k, *v)
                     if vs is not None: r["variants"].append({"tiles": v, **time_schedule(k, vs, be, args.reps, rng)})
+        if args.plans and be is not None: r["plan"] = plan_row(k, s, be, args, rng)
         if args.staged: r["staged"] = staged_rows(k, be, args, rng)
         if args.wgmma:
             from superopt.search import wgmma_space
@@ -303,6 +348,16 @@ def main(argv=None) -> int:
             _write(args.out, {"command": command, "device": be.device if be else None, "partial": True, "results": results})
         if r.get("solver", {}).get("median_s"):
             print(f"    solver pick {r['solver']['describe']}: ok={r['solver']['ok']} {w.flops / r['solver']['median_s'] / 1e12:.0f} TF/s", flush=True)
+        if r.get("plan"):
+            p = r["plan"]
+            print(f"    plan {p['kind']} (model {'picks' if p['model_picks'] else 'keeps it whole'}): ok={p.get('ok')} "
+                  + (f"{w.flops / p['median_s'] / 1e12:.0f} TF/s = {r['torch_s'] / p['median_s']:.2f}x torch, steps "
+                     + " + ".join(f"{x['median_s'] * 1e6:.1f}" for x in p["steps"]) + " us" if p.get("median_s") else p.get("failure", "")), flush=True)
+            for v in p.get("copy_variants", []):
+                print(f"      copy {v['kernel']} {v['source']}: ok={v.get('ok')} modeled {v['modeled_s'] * 1e6:.1f} us "
+                      + (f"measured {v['median_s'] * 1e6:.1f} us" if v.get("median_s") else v.get("failure", "")), flush=True)
+            for v in p.get("final_variants", []):
+                print(f"      final {v['tiles']}: ok={v.get('ok')} " + (f"{v['median_s'] * 1e6:.1f} us" if v.get("median_s") else v.get("failure", "")), flush=True)
         for v in r.get("wgmma", []):
             print(f"    wgmma {v['tiles']}: ok={v.get('ok')} conflicts {v.get('emu', {}).get('bank_conflicts', '-')} "
                   + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)

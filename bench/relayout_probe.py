@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 
 from superopt import Tensor
 from superopt.ir.kernelize import kernelize
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     conv = {"nchw": statistics.median(time_torch(lambda: F.conv2d(x, w, padding=1), args.reps, be.machine.l2_bytes)),
             "nhwc": statistics.median(time_torch(lambda: F.conv2d(xl, wl, padding=1), args.reps, be.machine.l2_bytes))}
     be.close()
-    doc = {"command": "python3 bench/relayout_probe.py " + " ".join(argv or []), "device": torch.cuda.get_device_name(),
+    doc = {"command": "python3 bench/relayout_probe.py " + " ".join(sys.argv[1:] if argv is None else argv), "device": torch.cuda.get_device_name(),
            "copies": rows, "torch_conv_s": conv}
     with open(args.out, "w") as f: json.dump(doc, f, indent=1)
     for r in rows:

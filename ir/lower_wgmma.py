@@ -56,7 +56,7 @@ from . import tensorcore as tcm
 from . import tma
 from . import wgmma as wg
 from .lower_tc import ACC, SA, SB, TileView
-from .node import TRUE, Node, Ops, const, lt, not_, special, substitute
+from .node import TRUE, Node, Ops, axis_stride, const, lt, not_, special, substitute
 from .program import (Assign, Barrier, CopyCommit, CopyWait, If, Loop, MbarArriveTx, MbarInit, Mbarriers, MbarWait, Program,
                       Reg, Roles, Shared, SharedFence, SharedStore, Stmt, Store, TmaLoad, subst_stmt, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
 
@@ -183,11 +183,19 @@ def lower_wgmma(k, s, machine) -> Program:
     return Program(k.name, k.inputs, k.output, s.blocks(), threads, 1, 1, tuple(body), k, s)
 
 
+def pieces_along_m(k, m: tcm.Match, t: tcm.Tiles) -> bool:
+    """Whether a staged epilogue writes 16-byte pieces along M (the output's contiguous
+    axis is the tile's innermost M axis: an NCHW conv's output row) rather than along N."""
+    vec = 16 // k.output.dtype.itemsize
+    return axis_stride(k.store, m.m_axes[-1], k.axes[m.m_axes[-1]].size) == 1 and t.m_ext[-1] % vec == 0
+
+
 def staged_stores(v: TileView, frag: list[tuple[Node, Node, int]]) -> list[Stmt]:
     """The epilogue through shared tile ``SO`` (rows padded by ``wg.EPI_PAD``): every
-    consumer writes its fragments' results, then each writes whole 16-byte pieces of tile
-    rows to the output (one vector load, one vector store), the consumers' named barrier
-    before each half (the first: the last tile's pieces are read)."""
+    consumer writes its fragments' results, then each writes whole 16-byte pieces of the
+    tile to the output, along its rows (N) or, where the output is contiguous along M, its
+    columns (``pieces_along_m``), the consumers' named barrier before each half (the
+    first: the last tile's pieces are read)."""
     t, k, consumers = v.t, v.k, v.threads
     od, width = k.output.dtype, t.bn + wg.EPI_PAD
     vec = 16 // od.itemsize
@@ -196,13 +204,17 @@ def staged_stores(v: TileView, frag: list[tuple[Node, Node, int]]) -> list[Stmt]
 
     fill = [guarded(SharedStore(SO, row * width + col, v.result(at, acc)), ok)
             for row, col, acc in frag for at, ok in (v.at(row, col),)]
+    along_m = pieces_along_m(k, v.m, t)
     out: list[Stmt] = []
     for j in range(t.bm * t.bn // vec // consumers):
         c = v.thread + j * consumers
-        row, col = c // (t.bn // vec), c % (t.bn // vec) * vec
-        out += [Assign(EPI, const(e, dt.int32), Node(Ops.SHARED, od, (row * width + col + e,), SO)) for e in range(vec)]
-        for e in range(vec):
-            at, ok = v.at(row, col + e)
+        # a piece: vec elements along the output's contiguous direction; lanes along the
+        # tile's columns when that is M, so each lane's shared reads hit other banks
+        row, col = (c // t.bn * vec, c % t.bn) if along_m else (c // (t.bn // vec), c % (t.bn // vec) * vec)
+        elems = [(row + e, col) if along_m else (row, col + e) for e in range(vec)]
+        out += [Assign(EPI, const(e, dt.int32), Node(Ops.SHARED, od, (r * width + cc,), SO)) for e, (r, cc) in enumerate(elems)]
+        for e, (r, cc) in enumerate(elems):
+            at, ok = v.at(r, cc)
             out.append(guarded(Store(substitute(k.store, at), Node(Ops.REG, od, (const(e, dt.int32),), EPI)), ok))
     return [Reg(EPI, od, vec), Barrier(consumers), *fill, Barrier(consumers), *out]
 

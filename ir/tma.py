@@ -74,8 +74,9 @@ def affine(expr: Node, kernel) -> tuple[dict[int, int], int] | None:
     return ({a: c for a, c in coef.items() if c}, int(c0.arg)) if c0.op is Ops.CONST else None
 
 
-def _bounds(valid: Node, kernel) -> dict[frozenset, list[int]] | str:
-    """The mask as ``lo <= sum of axes < hi`` per set of axes ({axes: [lo, hi]}), or why not."""
+def mask_bounds(valid: Node, kernel) -> dict[frozenset, list[int]] | str:
+    """The mask as ``lo <= sum of multiplier x axis < hi`` per such sum ({frozenset of
+    (axis, multiplier): [lo, hi]}, None where unbounded), or why not."""
     terms, out = [valid], {}
     while terms:
         t = terms.pop()
@@ -85,8 +86,7 @@ def _bounds(valid: Node, kernel) -> dict[frozenset, list[int]] | str:
         lhs, rhs = (affine(x, kernel) for x in t.src)
         if lhs is None or rhs is None or (lhs[0] and rhs[0]) or not (lhs[0] or rhs[0]): return "its mask is not bounds of axis sums"
         expr, c = (lhs, rhs[1]) if lhs[0] else (rhs, lhs[1])
-        if set(expr[0].values()) != {1}: return "its mask bounds a scaled axis"
-        b = out.setdefault(frozenset(expr[0]), [None, None])
+        b = out.setdefault(frozenset(expr[0].items()), [None, None])
         if lhs[0]: b[1] = c - expr[1]               # sum + e < c  ->  sum < c - e
         else: b[0] = c - expr[1] + 1                # c < sum + e  ->  sum >= c - e + 1
     return out
@@ -99,8 +99,10 @@ def view(kernel, m: tcm.Match, t: tcm.Tiles, op: tcm.Operand) -> View | str:
     if aff is None: return "its index is not an affine form of the axes"
     coef, origin = aff
     if any(c < 0 for c in coef.values()): return "an axis steps its index backwards"
-    bounds = _bounds(valid, kernel)
+    bounds = mask_bounds(valid, kernel)
     if isinstance(bounds, str): return bounds
+    if any(m != 1 for key in bounds for _, m in key): return "its mask bounds a scaled axis"
+    bounds = {frozenset(a for a, _ in key): b for key, b in bounds.items()}
     outer = m.m_axes if op is m.a else (m.n,)
     rows_axes, inner = ((m.k,), outer[-1]) if op.k_major else (tuple(reversed(outer)), m.k)
     if op.k_major and len(outer) > 1 and (t.m_ext[-1] % wg.panel(t.bm)): return "a panel spans rows of the flattened M tile"

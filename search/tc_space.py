@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from superopt.ir import tensorcore as tcm
 from superopt.ir import wgmma as wg
-from superopt.ir.kernel import Kernel
 from superopt.ir.node import Ops
 from superopt.ir.schedule import Level, Schedule, Split, Staging, TensorCore, check
 
@@ -172,49 +171,3 @@ def best(kernel, machine, top_k: int = 4) -> list[tuple[float, Schedule]]:
         out.append((time_s(kernel, s, machine), s))
         if len(out) == top_k: break
     return out
-
-
-# ---- split-K ---------------------------------------------------------------------------
-SPLITS = (2, 3, 4, 6, 8)
-
-
-@dataclass(frozen=True)
-class SplitPlan:
-    """Split-K as two kernels (ir/splitk.py), each with its schedule; ``modeled_s`` is
-    their sum (two launches, the float32 partial sums written and read once)."""
-    splits: int
-    partial: Kernel
-    partial_schedule: Schedule
-    combine: Kernel
-    combine_schedule: Schedule
-    modeled_s: float
-    unsplit_s: float         # the unsplit kernel's best tensor-core point, for comparison
-
-
-def split_plan(kernel, machine, n: int, unsplit_s: float = float("nan")) -> SplitPlan | None:
-    """Split-K into ``n`` chunks: the partial GEMM at the tensor-core space's optimum (the
-    split axis is a batch axis on the grid), the combine (a float32 sum of ``n`` partials,
-    then the epilogue) by the hand rule; None where K does not split so."""
-    from superopt.ir.splitk import split_k as rewrite
-    from . import cost
-    from .hand import hand_schedule
-    m = tcm.match(kernel)
-    if isinstance(m, str): return None
-    try:
-        part, comb = rewrite(kernel, n, m.k)
-    except ValueError:
-        return None
-    bp = best(part, machine, 1)
-    if not bp: return None
-    sc = hand_schedule(comb, machine)
-    return SplitPlan(n, part, bp[0][1], comb, sc, bp[0][0] + cost.modeled_time(comb, sc, machine), unsplit_s)
-
-
-def split_k(kernel, machine, splits: tuple[int, ...] = SPLITS) -> SplitPlan | None:
-    """The fastest split-K plan under the model where the unsplit tensor-core optimum
-    leaves SMs idle (fewer blocks than SMs) and splitting beats it; else None."""
-    base = best(kernel, machine, 1)
-    if not base or base[0][1].blocks() >= machine.cores: return None
-    plans = [p for p in (split_plan(kernel, machine, n, base[0][0]) for n in splits) if p is not None]
-    win = min(plans, key=lambda p: p.modeled_s, default=None)
-    return win if win is not None and win.modeled_s < base[0][0] else None

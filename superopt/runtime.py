@@ -6,10 +6,10 @@
 
 A cache hit runs the stored schedule; a miss runs the hand-rule schedule (or, with
 ``on_miss="tune"``, tunes the kernel now with the solver and stores the result). Compiled kernels are
-kept per process. On a GPU, a tensor-core GEMM whose grid leaves SMs idle and that the model
-says runs faster split along K (``search.tc_space.split_k``) runs as its two kernels
-(``ir/splitk.py``: partial sums, then their sum and the epilogue), each scheduled like any
-kernel; a tuned (measured) kernel is split only where tuning measured the split faster.
+kept per process. On a GPU, a kernel the model says runs faster as a plan of several
+(``search/plan.py``: a tensor-core GEMM leaving SMs idle split along K, a convolution reading
+channels-last copies of its operands) runs as its steps, each scheduled like any kernel; a
+tuned (measured) kernel runs a plan only where tuning measured it faster.
 If a backend run fails, the step is computed by the reference interpreter and a warning
 names the kernel: a result is never silently wrong or lost.
 """
@@ -50,17 +50,19 @@ class Runtime:
         self.on_miss, self.tune, self.tune_budget_s = on_miss, tune, tune_budget_s
         self.compiled: dict[tuple[str, str], object] = {}
         self.schedules: dict[str, tuple[Schedule, str]] = {}
-        self.splits: dict[str, object] = {}   # kernel key -> its split-K plan, or None
+        self.plans: dict[str, object] = {}    # kernel key -> its plan (search/plan.py), or None
         self.stats: Counter = Counter()
 
-    def schedule_for(self, k: Kernel) -> tuple[Schedule, str]:
-        """(schedule, source) where source is 'cache', 'hand' or 'tuned'."""
+    def schedule_for(self, k: Kernel, planned: Schedule | None = None) -> tuple[Schedule, str]:
+        """(schedule, source) where source is 'cache', 'hand', 'tuned' or 'plan' (a plan's
+        step on a cache miss: the schedule its plan chose, ``planned``)."""
         if k.key in self.schedules: return self.schedules[k.key]
         e = self.cache.get(k.key, self.backend.name, self.device)
         got: tuple[Schedule, str] | None = None
         if e is not None:
             s = e.schedule_obj()
             if not check(k, s, self.backend.machine): got = (s, "cache")
+        if got is None and planned is not None: got = (planned, "plan")
         if got is None and self.on_miss == "tune":
             got = self._tune(k)
         if got is None: got = (hand_schedule(k, self.backend.machine), "hand")
@@ -73,47 +75,52 @@ class Runtime:
                            device=self.device)
         return (e.schedule_obj(), "tuned") if e is not None and e.verified else None
 
-    def split_for(self, k: Kernel):
-        """The model's split-K plan (search/tc_space.SplitPlan) for ``k``, else None: only on
-        GPUs, for tensor-core GEMMs, never for a split's parts. A tuned (measured) kernel is
-        split only where tuning measured the split faster and stored its parts."""
-        if k.key not in self.splits:
-            self.splits[k.key] = None
+    def plan_for(self, k: Kernel):
+        """The model's plan (search/plan.py: split-K for a tensor-core GEMM leaving SMs idle,
+        relayout for a convolution whose operands are not channels-last) for ``k``, else
+        None: only on GPUs, never for a plan's own steps. A tuned (measured) kernel runs a
+        plan only where tuning measured it faster and stored its steps."""
+        if k.key not in self.plans:
+            self.plans[k.key] = None
             s, source = self.schedule_for(k)
-            if self.backend.machine.sm and k.kind == "gemm" and s.tensor_core is not None:
-                plan = self._split_plan(k)
+            if self.backend.machine.sm and k.kind in ("gemm", "conv") and s.tensor_core is not None:
+                plan = self._plan(k)
                 if plan is not None:
-                    self.splits[plan.partial.key] = self.splits[plan.combine.key] = None
-                    if source != "cache" or all(self._stored(x) for x in (plan.partial, plan.combine)):
-                        self.splits[k.key] = plan
-        return self.splits[k.key]
+                    for x in plan.steps: self.plans.setdefault(x.kernel.key, None)
+                    if source != "cache" or all(self._stored(x.kernel) for x in plan.steps):
+                        self.plans[k.key] = plan
+        return self.plans[k.key]
 
-    def _split_plan(self, k: Kernel):
-        from superopt.search.tc_space import split_k
+    def _plan(self, k: Kernel):
+        from superopt.search.plan import best
         try:
-            return split_k(k, self.backend.machine)
+            return best(k, self.backend.machine)
         except Exception as e:  # noqa: BLE001 - an optimization must not take the run down
-            warnings.warn(f"superopt runtime: no split-K plan for {k.name} ({type(e).__name__}: {e})",
+            warnings.warn(f"superopt runtime: no plan for {k.name} ({type(e).__name__}: {e})",
                           RuntimeWarning, stacklevel=3)
             return None
 
     def _stored(self, k: Kernel) -> bool:
         return self.cache.get(k.key, self.backend.name, self.device) is not None
 
-    def _run_split(self, plan, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
-        """The partial sums into a scratch buffer, then the combine kernel reading them."""
-        k, part = step.kernel, f"{step.output}__split_k"
-        partial = self(Step(plan.partial, step.inputs, part), bufs)
-        used = tuple(step.inputs[next(i for i, b in enumerate(k.inputs) if b is x)] for x in plan.combine.inputs[:-1])
-        self.stats["split_k"] += 1
-        return self(Step(plan.combine, used + (part,), step.output), {**bufs, part: partial})
+    def _run_plan(self, plan, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
+        """The plan's steps in order, intermediates in scratch buffers, the last into the output."""
+        bufs, names = dict(bufs), []
+        for j, x in enumerate(plan.steps):
+            out = step.output if x is plan.final else f"{step.output}__{plan.kind}{j}"
+            ins = tuple(step.inputs[i] if i >= 0 else names[-1 - i] for i in x.inputs)
+            self.schedule_for(x.kernel, x.schedule)
+            bufs[out] = self(Step(x.kernel, ins, out), bufs)
+            names.append(out)
+        self.stats[plan.kind] += 1
+        return bufs[step.output]
 
     def __call__(self, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
         from superopt.backends.base import Failure
         from superopt.ir.lower import lower
         k = step.kernel
-        plan = self.split_for(k)
-        if plan is not None: return self._run_split(plan, step, bufs)
+        plan = self.plan_for(k)
+        if plan is not None: return self._run_plan(plan, step, bufs)
         inputs = [np.ascontiguousarray(bufs[n]) for n in step.inputs]
         s, source = self.schedule_for(k)
         self.stats[source] += 1

@@ -139,10 +139,11 @@ def tune_and_store(k: Kernel, cache: Cache, backend: str, budget_s: float = 10.0
 
 
 def entries_of(k: Kernel, r, backend: str, device: str | None = None) -> list[Entry]:
-    """The cache rows of a tune result: the kernel's, then, for a GEMM measured faster split
-    along K, its two parts' (their rows tell the runtime to run it split, each part as stored)."""
+    """The cache rows of a tune result: the kernel's, then, for a kernel measured faster as a
+    plan (search/plan.py), its steps' (their rows tell the runtime to run the plan, each
+    step as stored)."""
     return [entry_from_result(k, r, backend, device)] + \
-        [entry_from_result(pk, pm, backend, device) for pk, pm in getattr(r, "split_parts", None) or ()]
+        [entry_from_result(pk, pm, backend, device) for pk, pm in getattr(r, "plan_parts", None) or ()]
 
 
 def entry_from_result(k: Kernel, r, backend: str, device: str | None = None) -> Entry:

@@ -38,7 +38,7 @@ class Measured:
     baseline_s: float | None = None        # the hand rules' measured time
     baseline_method: str | None = None
     extra: dict = field(default_factory=dict)
-    split_parts: list = field(default_factory=list)  # (kernel, Measured) of a split-K plan measured faster
+    plan_parts: list = field(default_factory=list)  # (kernel, Measured) of each step of a plan measured faster
 
     @property
     def gflops(self) -> float | None:
@@ -112,7 +112,7 @@ def tune_kernel(kernel: Kernel, backend="cpu", budget_s: float = 10.0, machine=N
             best = _solver(kernel, be, budget_s if method == "z3" else budget_s / 2, hand, inputs)
             if method == "z3+beam":
                 best = _beam(kernel, be, max(1.0, budget_s - (time.perf_counter() - t0)), hand, best, inputs)
-        _split(kernel, be, best)
+        _plan(kernel, be, best)
         best.tuning_s = time.perf_counter() - t0
         return best
     finally:
@@ -148,24 +148,30 @@ def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured |
     return m
 
 
-def _split(kernel: Kernel, be, best: Measured) -> None:
-    """On a GPU, the model's split-K plan of a tensor-core GEMM whose grid leaves SMs idle
-    (search/tc_space.split_k; the runtime runs such a GEMM split) measured against ``best``:
-    each part verified and timed on its own (their sum: two launches, the partial sums
-    written and read). Recorded in ``best.extra["split_k"]``, with the parts' results."""
-    if not be.machine.sm or kernel.kind != "gemm" or best.schedule.tensor_core is None or not best.measured_s: return
-    from superopt.search.tc_space import split_k
-    plan = split_k(kernel, be.machine)
+def _plan(kernel: Kernel, be, best: Measured) -> None:
+    """On a GPU, the model's plan of a tensor-core kernel (search/plan.py: split-K for a GEMM
+    leaving SMs idle, channels-last copies for a convolution; the runtime runs it as its
+    steps) measured against ``best``: each step verified and timed on its own (their sum:
+    one launch each, intermediates written and read). Recorded in ``best.extra[plan.kind]``,
+    with the steps' results."""
+    if not be.machine.sm or kernel.kind not in ("gemm", "conv") or best.schedule.tensor_core is None or not best.measured_s:
+        return
+    from superopt.search.plan import best as plan_of
+    plan = plan_of(kernel, be.machine)
     if plan is None: return
-    parts = [measure(plan.partial, plan.partial_schedule, be, "split-k"),
-             measure(plan.combine, plan.combine_schedule, be, "split-k")]
+    parts = [measure(x.kernel, x.schedule, be, plan.kind) for x in plan.steps]
     ok = all(p.verified and p.measured_s for p in parts)
     t = sum(p.measured_s for p in parts) if ok else None
     faster = bool(ok and t < best.measured_s)
-    best.extra["split_k"] = {"splits": plan.splits, "modeled_s": plan.modeled_s, "time_s": t, "verified": ok,
-                             "faster": faster,
+    best.extra[plan.kind] = {**_jsonable(plan.detail), "steps": len(parts), "modeled_s": plan.modeled_s, "time_s": t,
+                             "verified": ok, "faster": faster,
                              "reason": None if ok else next(p.reason for p in parts if not (p.verified and p.measured_s))}
-    if faster: best.split_parts = [(plan.partial, parts[0]), (plan.combine, parts[1])]
+    if faster: best.plan_parts = [(x.kernel, p) for x, p in zip(plan.steps, parts)]
+
+
+def _jsonable(detail: dict) -> dict:
+    """A plan's detail for JSON (relayout orders keyed by input slot)."""
+    return {k: ({str(a): list(b) for a, b in v.items()} if isinstance(v, dict) else v) for k, v in detail.items()}
 
 
 def _solver(kernel: Kernel, be, budget_s: float, hand: Measured, inputs: list) -> Measured:
@@ -214,11 +220,12 @@ def report(m: Measured) -> str:
     for c in m.extra.get("solver", {}).get("candidates", []):
         t = f"{c['time_s'] * 1e6:,.1f} us" if c["time_s"] else f"failed: {c['reason'][:80]}"
         lines.append(f"  solver candidate: modeled {c['modeled_s'] * 1e6:,.1f} us, measured {t}")
-    if m.extra.get("split_k"):
-        sk = m.extra["split_k"]
-        lines.append(f"split-K into {sk['splits']}: " + (f"{sk['time_s'] * 1e6:,.1f} us measured (partial + combine), "
-                     + ("faster: the runtime runs it split" if sk["faster"] else "slower: kept whole") if sk["verified"]
-                     else f"failed: {sk['reason']}") + f"; modeled {sk['modeled_s'] * 1e6:,.1f} us")
+    for kind, what in (("split_k", "split-K into {splits}"), ("relayout", "channels-last copies, then the kernel")):
+        if not m.extra.get(kind): continue
+        p = m.extra[kind]
+        lines.append(what.format(**p) + ": " + (f"{p['time_s'] * 1e6:,.1f} us measured ({p['steps']} kernels), "
+                     + ("faster: the runtime runs the plan" if p["faster"] else "slower: kept whole") if p["verified"]
+                     else f"failed: {p['reason']}") + f"; modeled {p['modeled_s'] * 1e6:,.1f} us")
     if m.extra.get("beam"):
         b = m.extra["beam"]
         lines.append(f"beam: {b['timed']} schedules timed in {b['elapsed_s']:.1f} s ({b['failures']} failed)"
@@ -273,15 +280,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _store(k: Kernel, m: Measured, backend: str, path: str | None) -> str:
-    """Put the verified result into the kernel cache; returns where (or why not). A GEMM
-    measured faster split along K stores its two parts too: the runtime then runs it split
-    (superopt/runtime.py), each part with its stored schedule."""
+    """Put the verified result into the kernel cache; returns where (or why not). A kernel
+    measured faster as a plan (split-K, relayout) stores its steps too: the runtime then
+    runs the plan (superopt/runtime.py), each step with its stored schedule."""
     from superopt.cache import Cache, CacheError
     from superopt.tune_cache import entries_of
     try:
         with Cache(path) as c:
             for e in entries_of(k, m, backend, None): c.put(e)
             where = str(c.path) if hasattr(c, "path") else "stored"
-            return f"{where} (its split-K parts: measured faster)" if m.split_parts else where
+            return f"{where} (its plan's steps: measured faster)" if m.plan_parts else where
     except (CacheError, OSError) as e:
         return f"not stored: {e}"

@@ -51,6 +51,25 @@ def emu_written_close(k, s, machine, seed: int = 0, max_blocks: int = 4096):
     return p, r, pts, close16(got, ref, k.output.dtype.name)
 
 
+def emu_plan(k, plan, ins, machine=None) -> tuple[np.ndarray, list]:
+    """Run a plan's steps (search/plan.py) on the emulator in order, every block, each step's
+    schedule legal and every output element written: (the last step's output as float64
+    values, each step's counters)."""
+    from superopt.ir.lower import lower
+    from superopt.ir.schedule import check
+    from superopt.search.machine import H100
+    machine = machine or H100
+    outs, counters = [], []
+    for x in plan.steps:
+        assert not check(x.kernel, x.schedule, machine), x.kernel.name
+        r = run_program(lower(x.kernel, x.schedule, machine), [ins[i] if i >= 0 else outs[-1 - i] for i in x.inputs],
+                        max_blocks=1 << 20)
+        assert r.written.all(), x.kernel.name
+        outs.append(r.output)
+        counters.append(r.counters)
+    return dt.to_values(outs[-1], k.output.dtype).astype(np.float64), counters
+
+
 def emu_values(p, ins, k, max_blocks: int = 64):
     """The emulator's run of program ``p`` and its output as float64 values."""
     r = run_program(p, ins, max_blocks=max_blocks)

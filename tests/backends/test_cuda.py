@@ -208,7 +208,7 @@ def test_tune_measures_the_split_k_plan_of_an_underfilled_gemm(cuda):
     k = Workload.make("matmul", M=128, N=128, K=4096, dtype="float16").kernels[0]
     m = tune_kernel(k, cuda, budget_s=2, method="hand")
     sk = m.extra["split_k"]
-    assert sk["verified"] and sk["time_s"] > 0 and bool(m.split_parts) == sk["faster"], sk
+    assert sk["verified"] and sk["time_s"] > 0 and sk["steps"] == 2 and bool(m.plan_parts) == sk["faster"], sk
 
 
 @needs_gpu

@@ -1,4 +1,4 @@
-"""Split-K (ir/splitk.py, search/tc_space.split_k) on the emulator: the partial GEMM on
+"""Split-K (ir/splitk.py, search/plan.split_k) on the emulator: the partial GEMM on
 tensor cores and the combine kernel, run one after the other, compute the original
 kernel (epilogue included) for random small GEMMs, batched GEMMs, dtypes and splits; the
 model splits only grids that underfill the SMs; bad splits are refused."""
@@ -9,16 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from superopt import Tensor
-from superopt.backends.emu import run_program
 from superopt.ir import dtype as dt
 from superopt.ir.interpret import run_kernel
 from superopt.ir.lower import lower
-from superopt.ir.schedule import check
 from superopt.ir.splitk import split_k
 from superopt.kernels.registry import Workload
-from superopt.search import tc_space
+from superopt.search.plan import split_k as split_plan_of, split_plan
 from superopt.search.machine import H100
-from gemm_cases import close16  # noqa: E402 - same folder (on sys.path under pytest)
+from gemm_cases import close16, emu_plan  # noqa: E402 - same folder (on sys.path under pytest)
 
 
 
@@ -26,14 +24,9 @@ def _run_plan(k, plan, seed: int) -> tuple[np.ndarray, np.ndarray, list]:
     """Run partial then combine on the emulator (all blocks); (got, reference, counters)."""
     rng = np.random.default_rng(seed)
     ins = [dt.to_storage(rng.standard_normal(b.shape), b.dtype) for b in k.inputs]
-    assert not check(plan.partial, plan.partial_schedule, H100) and not check(plan.combine, plan.combine_schedule, H100)
-    r1 = run_program(lower(plan.partial, plan.partial_schedule, H100), ins, max_blocks=1 << 20)
-    used = [i for i, b in enumerate(k.inputs) if b in plan.combine.inputs[:-1]]
-    r2 = run_program(lower(plan.combine, plan.combine_schedule, H100), [ins[i] for i in used] + [r1.output], max_blocks=1 << 20)
-    assert r1.written.all() and r2.written.all()
-    got = dt.to_values(r2.output, k.output.dtype).astype(np.float64)
+    got, counters = emu_plan(k, plan, ins)
     ref = dt.to_values(run_kernel(k, ins), k.output.dtype).astype(np.float64)
-    return got, ref, [r1.counters, r2.counters]
+    return got, ref, counters
 
 
 def _gemm_with_epilogue(M: int, N: int, K: int, name: str):
@@ -51,22 +44,22 @@ def test_split_plans_compute_the_original_kernel(kind, d, n, mm, nn, kk, seed):
     M, N, K = 32 * mm, 32 * nn, 64 * kk * n
     k = (Workload.make("matmul", M=M, N=N, K=K, dtype=d).kernel if kind == "matmul" else
          Workload.make("bmm", B=2, M=M, N=N, K=K, dtype=d).kernel if kind == "bmm" else _gemm_with_epilogue(M, N, K, d))
-    plan = tc_space.split_plan(k, H100, n)
-    assert plan is not None and plan.partial_schedule.tensor_core is not None
+    plan = split_plan(k, H100, n)
+    assert plan is not None and plan.steps[0].schedule.tensor_core is not None
     got, ref, (c1, _) = _run_plan(k, plan, seed)
     assert close16(got, ref, d)
     assert c1.bank_conflicts == 0 and c1.races == 0
-    assert plan.partial_schedule.blocks() % n == 0   # the split axis is on the grid
+    assert plan.steps[0].schedule.blocks() % n == 0   # the split axis is on the grid
 
 
 def test_the_model_splits_underfilled_grids_only():
     small = Workload.make("matmul", M=64, N=64, K=2048, dtype="float16").kernel
-    plan = tc_space.split_k(small, H100)
-    assert plan is not None and plan.modeled_s < plan.unsplit_s and plan.partial_schedule.blocks() > 1
+    plan = split_plan_of(small, H100)
+    assert plan is not None and plan.modeled_s < plan.whole_s and plan.steps[0].schedule.blocks() > 1
     got, ref, _ = _run_plan(small, plan, 0)
     assert np.all(np.abs(got - ref) <= 2e-3 * np.maximum(1.0, np.abs(ref)))
     big = Workload.make("matmul", M=4096, N=4096, K=1024, dtype="float16").kernel
-    assert tc_space.split_k(big, H100) is None       # 1024 blocks already fill 132 SMs
+    assert split_plan_of(big, H100) is None       # 1024 blocks already fill 132 SMs
 
 
 def test_split_k_refuses_what_it_cannot_split():
@@ -91,9 +84,9 @@ def test_split_plan_programs_compile_for_sm90(tmp_path):
     from superopt.backends.cuda.render import render
     from superopt.backends.cuda.wgmma import arch_for
     k = Workload.make("matmul", M=1024, N=1024, K=8192, dtype="float16").kernel
-    plan = tc_space.split_plan(k, H100, 4)
-    for x, s in ((plan.partial, plan.partial_schedule), (plan.combine, plan.combine_schedule)):
-        src, _ = render(lower(x, s, H100))
+    plan = split_plan(k, H100, 4)
+    for x in plan.steps:
+        src, _ = render(lower(x.kernel, x.schedule, H100))
         (tmp_path / "k.cu").write_text(src)
         r = subprocess.run(["nvcc", f"-arch={arch_for(src, 'sm_90')}", "-cubin", "-o", str(tmp_path / "k.cubin"), str(tmp_path / "k.cu")],
                            capture_output=True, text=True)

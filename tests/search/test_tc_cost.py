@@ -11,6 +11,7 @@ from superopt.ir import wgmma as wg
 from superopt.kernels.registry import Workload
 from superopt.search import tc_cost, tc_space
 from superopt.search.machine import H100
+from superopt.search.plan import split_k
 
 
 def _mm(M: int, N: int, K: int):
@@ -76,7 +77,7 @@ def test_small_gemm_optimum_and_split_parts_feed_every_sub_partition():
     k = _mm(512, 512, 4096)
     (_, s), = tc_space.best(k, H100, 1)
     assert wg.is_wgmma(s.tensor_core.instr) or _sm_warps(k, s) >= 4
-    plan = tc_space.split_k(k, H100)
-    assert plan is not None and plan.modeled_s < plan.unsplit_s
-    p = plan.partial_schedule
-    assert wg.is_wgmma(p.tensor_core.instr) or _sm_warps(plan.partial, p) >= 4
+    plan = split_k(k, H100)
+    assert plan is not None and plan.modeled_s < plan.whole_s
+    part = plan.steps[0]
+    assert wg.is_wgmma(part.schedule.tensor_core.instr) or _sm_warps(part.kernel, part.schedule) >= 4

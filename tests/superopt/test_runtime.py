@@ -99,7 +99,7 @@ def test_a_tuned_gemm_is_split_only_where_tuning_stored_its_parts(tmp_path):
     """A tuned entry keeps the GEMM whole; the parts' entries (tune stores them when the split
     measured faster) make the runtime split it, each part with its stored schedule."""
     from superopt.search.hand import hand_schedule
-    from superopt.search.tc_space import split_k
+    from superopt.search.plan import split_k
     x, w = (rng.uniform(-1, 1, sh).astype(np.float16) for sh in ((128, 2048), (2048, 128)))
     out = Tensor(x) @ Tensor(w)
     (st,) = out.schedule()
@@ -113,8 +113,9 @@ def test_a_tuned_gemm_is_split_only_where_tuning_stored_its_parts(tmp_path):
         whole = (Tensor(x) @ Tensor(w)).numpy()
         assert rt.stats["split_k"] == 0 and rt.stats["cache"] == 1
     with Cache(tmp_path / "c.sqlite") as c:
-        for part, s in ((plan.partial, plan.partial_schedule), (plan.combine, plan.combine_schedule)):
-            c.put(Entry(part.key, "emu", dev, s.to_json(), "split-k", True, 1e-6, kernel=json.dumps(part.to_dict())))
+        for part in plan.steps:
+            c.put(Entry(part.kernel.key, "emu", dev, part.schedule.to_json(), "split_k", True, 1e-6,
+                        kernel=json.dumps(part.kernel.to_dict())))
     with runtime.using("emu", cache=tmp_path / "c.sqlite") as rt:
         split = (Tensor(x) @ Tensor(w)).numpy()
         assert rt.stats["split_k"] == 1 and rt.stats["cache"] == 2 and rt.stats["interpreter"] == 0

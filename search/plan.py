@@ -1,0 +1,159 @@
+"""Plans: one kernel computed by several, where the model says that is faster on a GPU.
+
+Two rewrites make plans, each of ordinary kernels scheduled, verified and timed by the
+existing paths:
+
+- split-K (ir/splitk.py): a tensor-core GEMM whose grid leaves SMs idle as partial sums
+  over K chunks, then their sum and the epilogue;
+- relayout (ir/relayout.py): a tensor-core convolution whose operands TMA cannot box (an
+  NCHW input: its filter-column window moves along the contiguous dimension by single
+  elements; an OIHW filter: channels not contiguous) reading channels-last copies made by
+  permute kernels, so the warp-specialized TMA kernels of an NHWC conv compute it.
+
+A ``Plan`` lists its steps in order, each a kernel with its schedule and where its inputs
+come from (the planned kernel's inputs, or earlier steps' outputs); the last step writes
+the planned kernel's output. ``modeled_s`` is the sum of the steps' modeled times (each a
+launch, its intermediates written and read once), ``whole_s`` the kernel's own best
+tensor-core point: a plan is only made where it is faster under the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from superopt.ir import tensorcore as tcm
+from superopt.ir.kernel import Kernel
+from superopt.ir.schedule import Schedule
+
+from . import tc_space
+
+SPLITS = (2, 3, 4, 6, 8)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One kernel of a plan; ``inputs[i] >= 0`` is the planned kernel's input slot, ``-1 - j``
+    the output of step ``j``."""
+    kernel: Kernel
+    schedule: Schedule
+    inputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str                     # "split_k" or "relayout"
+    steps: tuple[Step, ...]
+    modeled_s: float
+    whole_s: float = float("nan")
+    detail: dict = field(default_factory=dict, compare=False)   # {"splits": n} / {"orders": {slot: order}}
+
+    @property
+    def final(self) -> Step: return self.steps[-1]
+
+
+def _best_point(kernel, machine) -> tuple[float, Schedule] | None:
+    b = tc_space.best(kernel, machine, 1)
+    return b[0] if b else None
+
+
+def _hand(kernel, machine) -> tuple[float, Schedule]:
+    from . import cost
+    from .hand import hand_schedule
+    s = hand_schedule(kernel, machine)
+    return cost.modeled_time(kernel, s, machine), s
+
+
+def _solved(kernel, machine) -> tuple[float, Schedule]:
+    """The solver's optimum (a copy kernel's space is small: enumerated, proved in ms)."""
+    from .z3opt import solve
+    r = solve(kernel, machine, top_k=1, timeout_s=5.0)
+    return r.modeled_s, r.best
+
+
+# ---- split-K ---------------------------------------------------------------------------
+def split_plan(kernel, machine, n: int, whole_s: float = float("nan")) -> Plan | None:
+    """Split-K into ``n`` chunks: the partial GEMM at the tensor-core space's optimum (the
+    split axis is a batch axis on the grid), the combine (a float32 sum of ``n`` partials,
+    then the epilogue) by the hand rule; None where K does not split so."""
+    from superopt.ir.splitk import split_k as rewrite
+    m = tcm.match(kernel)
+    if isinstance(m, str): return None
+    try:
+        part, comb = rewrite(kernel, n, m.k)
+    except ValueError:
+        return None
+    bp = _best_point(part, machine)
+    if bp is None: return None
+    tc, sc = _hand(comb, machine)
+    used = [next(i for i, b in enumerate(kernel.inputs) if b is x) for x in comb.inputs[:-1]]
+    steps = (Step(part, bp[1], tuple(range(len(kernel.inputs)))), Step(comb, sc, (*used, -1)))
+    return Plan("split_k", steps, bp[0] + tc, whole_s, {"splits": n})
+
+
+def split_k(kernel, machine, splits: tuple[int, ...] = SPLITS, whole: tuple[float, Schedule] | None = None) -> Plan | None:
+    """The fastest split-K plan under the model where the unsplit tensor-core optimum
+    leaves SMs idle (fewer blocks than SMs) and splitting beats it; else None."""
+    base = whole or _best_point(kernel, machine)
+    if base is None or base[1].blocks() >= machine.cores: return None
+    plans = [p for p in (split_plan(kernel, machine, n, base[0]) for n in splits) if p is not None]
+    win = min(plans, key=lambda p: p.modeled_s, default=None)
+    return win if win is not None and win.modeled_s < base[0] else None
+
+
+# ---- relayout --------------------------------------------------------------------------
+def k_last_orders(kernel) -> dict[int, tuple[int, ...]]:
+    """Per operand input of a convolution whose reduction's channel dimension is not its
+    innermost: the order that makes it so (channels last), the others kept in order."""
+    from superopt.ir.relayout import coordinates
+    m = tcm.match(kernel)
+    if isinstance(m, str): return {}
+    out = {}
+    for op in (m.a, m.b):
+        shape = kernel.inputs[op.input].shape
+        try:
+            coords = coordinates(op.load, kernel, shape)
+        except ValueError:
+            continue
+        d = next((d for d, (axes, _) in enumerate(coords) if m.k in axes), None)
+        if d is None or all(shape[e] == 1 for e in range(d + 1, len(shape))): continue
+        out[op.input] = tuple(e for e in range(len(shape)) if e != d) + (d,)
+    return out
+
+
+def relayout_plan(kernel, machine, orders: dict[int, tuple[int, ...]], whole_s: float = float("nan")) -> Plan | None:
+    """The copies of ``orders``' inputs (permute kernels at the solver's optimum: the hand
+    rule's vectors run along one side of a transpose only), then the kernel reading them at
+    its tensor-core optimum; None where an input does not relayout."""
+    from superopt.ir.relayout import relayout
+    steps, k2, modeled, slots = [], kernel, 0.0, list(range(len(kernel.inputs)))
+    try:
+        for slot, order in sorted(orders.items()):
+            copy, k2 = relayout(k2, slot, order)
+            t, s = _solved(copy, machine)
+            steps.append(Step(copy, s, (slot,)))
+            slots[slot] = -len(steps)
+            modeled += t
+    except ValueError:
+        return None
+    bp = _best_point(k2, machine)
+    if bp is None: return None
+    return Plan("relayout", (*steps, Step(k2, bp[1], tuple(slots))), modeled + bp[0], whole_s, {"orders": orders})
+
+
+def relayout(kernel, machine, whole: tuple[float, Schedule] | None = None) -> Plan | None:
+    """Where a tensor-core convolution's operands are not channels-last: the plan reading
+    channels-last copies, if it beats the kernel's own optimum under the model; else None."""
+    orders = k_last_orders(kernel) if kernel.kind == "conv" else {}
+    if not orders: return None
+    base = whole or _best_point(kernel, machine)
+    if base is None: return None
+    p = relayout_plan(kernel, machine, orders, base[0])
+    return p if p is not None and p.modeled_s < base[0] else None
+
+
+def best(kernel, machine) -> Plan | None:
+    """The model's plan for ``kernel`` on a GPU (split-K for a GEMM whose grid underfills the
+    SMs, relayout for a convolution), or None where running it whole is fastest."""
+    if not machine.sm or kernel.kind not in ("gemm", "conv"): return None
+    whole = _best_point(kernel, machine)
+    if whole is None: return None
+    return split_k(kernel, machine, whole=whole) if kernel.kind == "gemm" else relayout(kernel, machine, whole=whole)
