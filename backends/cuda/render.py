@@ -331,7 +331,7 @@ class _Renderer:
             self.vector_loads(s.value)
             d = self.shared_dt[s.name]
             for i, (idx, val, ok) in enumerate(zip(self.lanes_of(s.index), self.lanes_of(s.value), self.lanes_of(s.valid))):
-                line = f"{s.name}[{self.expr(idx, i)}] = {to_storage(self.expr(val, i), d)};"
+                line = f"{s.name}[{self.expr(idx, i)}] = {self.stored(val, i, d)};"
                 self.emit(line if ok is TRUE else f"if ({self.expr(ok, i)}) {line}")
         elif isinstance(s, Barrier):
             self.emit(f'asm volatile("bar.sync 1, {s.threads};\\n" ::: "memory");' if s.threads else "__syncthreads();")
@@ -382,6 +382,14 @@ class _Renderer:
         for sc in self.scopes:
             for n in [n for n in sc if any(x.op is Ops.REG and x.arg == name for x in toposort(n))]: del sc[n]
 
+    def stored(self, val: Node, lane: int, d: dt.DType) -> str:
+        """``val`` converted to storage type ``d``; a cast to ``d`` itself is the conversion
+        (one rounding, not round, widen, round again: the conversions are inline asm the
+        compiler cannot fold, three instructions an element of a tensor-core epilogue)."""
+        if val.op is Ops.CAST and val.dtype is d and d in (dt.float16, dt.bfloat16) and val.src[0].dtype.is_float:
+            return to_storage(f"(float)({self.expr(val.src[0], lane)})", d)
+        return to_storage(self.expr(val, lane), d)
+
     def store(self, s: Store) -> None:
         d = self.p.output.dtype
         self.vector_loads(s.value)
@@ -392,10 +400,10 @@ class _Renderer:
                and chunk * d.itemsize in VEC and L % chunk == 0 and divisible(idxs[0], chunk))
         if not vec:
             for i, (idx, val, ok) in enumerate(zip(idxs, vals, oks)):
-                line = f"out[{self.expr(idx, i)}] = {to_storage(self.expr(val, i), d)};"
+                line = f"out[{self.expr(idx, i)}] = {self.stored(val, i, d)};"
                 self.emit(line if ok is TRUE else f"if ({self.expr(ok, i)}) {line}")
             return
-        cv = [to_storage(self.expr(v, i), d) for i, v in enumerate(vals)]
+        cv = [self.stored(v, i, d) for i, v in enumerate(vals)]
         base = self.expr(idxs[0])
         ok = None if oks[0] is TRUE else self.expr(oks[0])
         for c0 in range(0, L, chunk): self.vector_store(base, c0, cv[c0:c0 + chunk], ok)
@@ -404,7 +412,7 @@ class _Renderer:
         """Stores of consecutive output elements (vectorize.store_runs) as one vector store."""
         d = self.p.output.dtype
         for st in run: self.vector_loads(st.value)
-        cv = [to_storage(self.expr(st.value), d) for st in run]
+        cv = [self.stored(st.value, 0, d) for st in run]
         ok = None if run[0].valid is TRUE else self.expr(run[0].valid)
         self.vector_store(self.expr(run[0].index), 0, cv, ok)
 

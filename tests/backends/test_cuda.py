@@ -90,6 +90,18 @@ def test_split_reduce_within_a_warp_uses_shuffles():
     assert "__shfl_xor_sync" not in src_b and "__syncthreads" in src_b   # 64 threads span two warps
 
 
+@pytest.mark.parametrize("d,conv", [("float16", "f2h"), ("bfloat16", "f2b")])
+def test_a_16_bit_result_is_rounded_once(d, conv):
+    """The epilogue's cast to the output type is the store's conversion (the casts are inline
+    asm the compiler cannot fold: rounding, widening, rounding again cost a tensor-core GEMM
+    three instructions an element)."""
+    from superopt.kernels.registry import Workload
+    k = Workload.make("matmul", M=256, N=256, K=256, dtype=d).kernel
+    src, _ = render(lower(k, gpu(k, H100), H100))
+    widen = {"f2h": "h2f", "f2b": "b2f"}[conv]
+    assert f"{conv}((float)" in src and f"{conv}({widen}(" not in src
+
+
 def test_vector_access_only_when_aligned():
     lane = special("lane", 4)
     t = special("thread", 32)
