@@ -30,7 +30,7 @@ SPLITS = (2, 3, 4, 6, 8)
 
 
 @dataclass(frozen=True)
-class Step:
+class PlanStep:
     """One kernel of a plan; ``inputs[i] >= 0`` is the planned kernel's input slot, ``-1 - j``
     the output of step ``j``."""
     kernel: Kernel
@@ -41,13 +41,13 @@ class Step:
 @dataclass(frozen=True)
 class Plan:
     kind: str                     # "split_k" or "relayout"
-    steps: tuple[Step, ...]
+    steps: tuple[PlanStep, ...]
     modeled_s: float
     whole_s: float = float("nan")
     detail: dict = field(default_factory=dict, compare=False)   # {"splits": n} / {"orders": {slot: order}}
 
     @property
-    def final(self) -> Step: return self.steps[-1]
+    def final(self) -> PlanStep: return self.steps[-1]
 
 
 def _best_point(kernel, machine) -> tuple[float, Schedule] | None:
@@ -85,7 +85,7 @@ def split_plan(kernel, machine, n: int, whole_s: float = float("nan")) -> Plan |
     if bp is None: return None
     tc, sc = _hand(comb, machine)
     used = [next(i for i, b in enumerate(kernel.inputs) if b is x) for x in comb.inputs[:-1]]
-    steps = (Step(part, bp[1], tuple(range(len(kernel.inputs)))), Step(comb, sc, (*used, -1)))
+    steps = (PlanStep(part, bp[1], tuple(range(len(kernel.inputs)))), PlanStep(comb, sc, (*used, -1)))
     return Plan("split_k", steps, bp[0] + tc, whole_s, {"splits": n})
 
 
@@ -129,14 +129,14 @@ def relayout_plan(kernel, machine, orders: dict[int, tuple[int, ...]], whole_s: 
         for slot, order in sorted(orders.items()):
             copy, k2 = relayout(k2, slot, order)
             t, s = _solved(copy, machine)
-            steps.append(Step(copy, s, (slot,)))
+            steps.append(PlanStep(copy, s, (slot,)))
             slots[slot] = -len(steps)
             modeled += t
     except ValueError:
         return None
     bp = _best_point(k2, machine)
     if bp is None: return None
-    return Plan("relayout", (*steps, Step(k2, bp[1], tuple(slots))), modeled + bp[0], whole_s, {"orders": orders})
+    return Plan("relayout", (*steps, PlanStep(k2, bp[1], tuple(slots))), modeled + bp[0], whole_s, {"orders": orders})
 
 
 def relayout(kernel, machine, whole: tuple[float, Schedule] | None = None) -> Plan | None:
