@@ -15,7 +15,7 @@ cannot box it and threads copy it element by element) can pay for a copy into on
 
 Like split-K (ir/splitk.py) a plan of ordinary kernels: each is scheduled, verified and
 timed by the existing paths; the copy's cost is the model's to weigh
-(search/tc_space.relayout).
+(search/plan.relayout).
 """
 from __future__ import annotations
 

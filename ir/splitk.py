@@ -16,7 +16,7 @@ Why two kernels and not one with a partial-sum buffer: a ``Program`` has its inp
 one output and no grid-wide synchronisation; two ordinary kernels need neither, each is
 scheduled, verified and timed by the existing paths, and the plan runs them as two steps
 (``partial``'s output is ``combine``'s last input). The price is a second launch and the
-``S x outputs`` float32 round trip, which the model charges (search/tc_space.split_k).
+``S x outputs`` float32 round trip, which the model charges (search/plan.split_k).
 """
 from __future__ import annotations
 
