@@ -178,13 +178,13 @@ def time_plan(k, plan, be, reps: int, rng) -> dict:
     ins = [a.reshape(-1) for a in random_inputs(k, rng)]
     outs = []
     for x, c in zip(plan.steps, cs):
-        r = be.run(c, [ins[i] if i >= 0 else outs[-1 - i] for i in x.inputs], poison(x.kernel.output))
+        r = be.run(c, x.operands(ins, outs), poison(x.kernel.output))
         if not isinstance(r, np.ndarray): return {**rec, "ok": False, "failure": str(r)}
         outs.append(r.reshape(-1))
     v = compare(k, outs[-1].reshape(k.output.shape), [a.reshape(k.inputs[i].shape) for i, a in enumerate(ins)], rng)
     ts = []
     for j, (x, c) in enumerate(zip(plan.steps, cs)):
-        t = be.time(c, [ins[i] if i >= 0 else outs[-1 - i] for i in x.inputs], poison(x.kernel.output), runs=reps)
+        t = be.time(c, x.operands(ins, outs), poison(x.kernel.output), runs=reps)
         if isinstance(t, Failure): return {**rec, "ok": False, "failure": str(t)}
         rec["steps"][j].update(median_s=t.median_s, registers=c.handle.registers)
         ts.append(t.median_s)
@@ -200,8 +200,8 @@ def plan_row(k, hand, be, args, rng) -> dict | None:
     from superopt.search.cost import modeled_time
     pick = plans.best(k, _M)
     p = pick
-    if p is None and k.kind == "conv":
-        p = plans.relayout_plan(k, _M, plans.k_last_orders(k)) if plans.k_last_orders(k) else None
+    orders = plans.k_last_orders(k) if p is None and k.kind == "conv" else {}
+    if orders: p = plans.relayout_plan(k, _M, orders)
     if p is None: return None
     r = {"model_picks": pick is not None, **time_plan(k, p, be, args.reps, rng)}
     if p.kind == "relayout":   # each copy's other schedules: the solver's runners-up and the hand rule

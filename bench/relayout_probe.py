@@ -1,6 +1,6 @@
 """What an NCHW convolution would pay to run as an NHWC one (H100): the ResNet 3x3 conv's
-input NCHW -> NHWC and its filter (K,C,R,S) -> (K,R,S,C) as our kernels (the hand rule's
-schedule of the permute copy, verified), torch's same copies (``contiguous(memory_format=
+input NCHW -> NHWC and its filter (K,C,R,S) -> (K,R,S,C) as our kernels (the relayout plan's
+permute copies, ir/relayout.py, at the hand rule's schedule, verified), torch's same copies (``contiguous(memory_format=
 torch.channels_last)``), and torch's conv in both layouts, all in one run (CUDA events, L2
 flushed, medians). Our NHWC conv itself is timed by ``bench/gpu_tc.py``.
 
@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 
-from superopt import Tensor
-from superopt.ir.kernelize import kernelize
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_tc import time_schedule  # noqa: E402  (bench/gpu_tc.py: compile, time, verify)
+
+from superopt.ir import dtype as dt  # noqa: E402
+from superopt.ir.kernel import Buffer  # noqa: E402
+from superopt.ir.relayout import permute_kernel  # noqa: E402
 
 N, C, H, W, K = 32, 64, 56, 56, 64
-
-
-def permute_kernel(shape, order, name):
-    """The copy kernel of ``x.permute(order)`` for an fp16 ``x`` of ``shape``."""
-    import numpy as np
-    x = Tensor(np.zeros(shape, np.float16), name=name)
-    (st,) = kernelize(x.permute(*order).node)
-    return st.kernel
 
 
 def main(argv=None) -> int:
@@ -35,26 +32,18 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from superopt.backends.base import Failure, get
-    from superopt.ir.lower import lower
+    from superopt.backends.base import get
     from superopt.search.hand import gpu
     from superopt.vendor import time_torch
-    from superopt.verify import compare, poison, random_inputs
     be = get("cuda")
     rng = np.random.default_rng(0)
     rows = []
     for name, shape in (("input", (N, C, H, W)), ("filter", (K, C, 3, 3))):
-        k = permute_kernel(shape, (0, 2, 3, 1), name)
+        k = permute_kernel(Buffer(name, dt.float16, shape), (0, 2, 3, 1), f"{name}_nhwc")   # the relayout plan's copy
         s = gpu(k, be.machine)
-        c = be.compile(lower(k, s, be.machine))
         r = {"copy": f"{name} {shape} -> channels last", "bytes": 2 * 2 * int(np.prod(shape)), "describe": s.describe(k)}
-        if isinstance(c, Failure): r["failure"] = str(c)
-        else:
-            ins = random_inputs(k, rng)
-            out = poison(k.output)
-            t = be.time(c, [a.reshape(-1) for a in ins], out, runs=args.reps)
-            if isinstance(t, Failure): r["failure"] = str(t)
-            else: r.update(ok=compare(k, out, ins, rng).ok, ours_s=t.median_s)
+        t = time_schedule(k, s, be, args.reps, rng)
+        r.update({"failure": t["failure"]} if "failure" in t else {"ok": t["ok"], "ours_s": t["median_s"]})
         x = torch.randn(*shape, device="cuda", dtype=torch.float16)
         r["torch_s"] = statistics.median(time_torch(lambda: x.contiguous(memory_format=torch.channels_last), args.reps, be.machine.l2_bytes))
         rows.append(r)

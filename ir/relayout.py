@@ -19,17 +19,11 @@ timed by the existing paths; the copy's cost is the model's to weigh
 """
 from __future__ import annotations
 
-import math
-
 from .kernel import Axis, Buffer, Kernel
+from .kernelize import strides
 from .node import Node, Ops, TRUE, const, substitute, var
 from .tma import affine, mask_bounds
 from . import dtype as dt
-
-
-def strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Row-major strides of ``shape``."""
-    return tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
 
 
 def permute_kernel(buf: Buffer, order: tuple[int, ...], name: str) -> Kernel:
@@ -69,7 +63,7 @@ def coordinates(load: Node, kernel: Kernel, shape: tuple[int, ...]) -> list[tupl
     rest = c0 - sum(offs[d] * st[d] for d in masked)
     for d in dims:  # the rest by the strides, outermost first
         if d in masked: continue
-        offs[d], rest = divmod(rest, st[d]) if d != dims[-1] else (rest // st[d], rest % st[d])
+        offs[d], rest = divmod(rest, st[d])
     if rest: raise ValueError(f"the constant {c0} does not split over the dimensions")
     for d in dims:
         axes, o = coords[d][0], offs[d]

@@ -37,6 +37,10 @@ class PlanStep:
     schedule: Schedule
     inputs: tuple[int, ...]
 
+    def operands(self, inputs: list, outputs: list) -> list:
+        """This step's operands among the planned kernel's ``inputs`` and the earlier steps' ``outputs``."""
+        return [inputs[i] if i >= 0 else outputs[-1 - i] for i in self.inputs]
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -82,10 +86,10 @@ def split_plan(kernel, machine, n: int, whole_s: float = float("nan")) -> Plan |
     return Plan("split_k", steps, bp[0] + tc, whole_s, {"splits": n})
 
 
-def split_k(kernel, machine, splits: tuple[int, ...] = SPLITS, whole: tuple[float, Schedule] | None = None) -> Plan | None:
+def split_k(kernel, machine, splits: tuple[int, ...] = SPLITS) -> Plan | None:
     """The fastest split-K plan under the model where the unsplit tensor-core optimum
     leaves SMs idle (fewer blocks than SMs) and splitting beats it; else None."""
-    base = whole or _best_point(kernel, machine)
+    base = _best_point(kernel, machine)
     if base is None or base[1].blocks() >= machine.cores: return None
     plans = [p for p in (split_plan(kernel, machine, n, base[0]) for n in splits) if p is not None]
     win = min(plans, key=lambda p: p.modeled_s, default=None)
@@ -133,12 +137,12 @@ def relayout_plan(kernel, machine, orders: dict[int, tuple[int, ...]], whole_s: 
     return Plan("relayout", (*steps, PlanStep(k2, s, tuple(slots))), modeled + t, whole_s, {"orders": orders})
 
 
-def relayout(kernel, machine, whole: tuple[float, Schedule] | None = None) -> Plan | None:
+def relayout(kernel, machine) -> Plan | None:
     """Where a tensor-core convolution's operands are not channels-last: the plan reading
     channels-last copies, if it beats the kernel's own optimum under the model; else None."""
     orders = k_last_orders(kernel) if kernel.kind == "conv" else {}
     if not orders: return None
-    base = whole or _best_point(kernel, machine)
+    base = _best_point(kernel, machine)   # only once a copy could help: the solve takes seconds
     if base is None: return None
     p = relayout_plan(kernel, machine, orders, base[0])
     return p if p is not None and p.modeled_s < base[0] else None
@@ -148,6 +152,4 @@ def best(kernel, machine) -> Plan | None:
     """The model's plan for ``kernel`` on a GPU (split-K for a GEMM whose grid underfills the
     SMs, relayout for a convolution), or None where running it whole is fastest."""
     if not machine.sm or kernel.kind not in ("gemm", "conv"): return None
-    whole = _best_point(kernel, machine)
-    if whole is None: return None
-    return split_k(kernel, machine, whole=whole) if kernel.kind == "gemm" else relayout(kernel, machine, whole=whole)
+    return split_k(kernel, machine) if kernel.kind == "gemm" else relayout(kernel, machine)

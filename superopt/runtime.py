@@ -108,7 +108,7 @@ class Runtime:
         bufs, names = dict(bufs), []
         for j, x in enumerate(plan.steps):
             out = step.output if x is plan.final else f"{step.output}__{plan.kind}{j}"
-            ins = tuple(step.inputs[i] if i >= 0 else names[-1 - i] for i in x.inputs)
+            ins = tuple(x.operands(step.inputs, names))
             self.schedule_for(x.kernel, x.schedule)
             bufs[out] = self(Step(x.kernel, ins, out), bufs)
             names.append(out)

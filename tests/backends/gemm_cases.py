@@ -62,8 +62,7 @@ def emu_plan(k, plan, ins, machine=None) -> tuple[np.ndarray, list]:
     outs, counters = [], []
     for x in plan.steps:
         assert not check(x.kernel, x.schedule, machine), x.kernel.name
-        r = run_program(lower(x.kernel, x.schedule, machine), [ins[i] if i >= 0 else outs[-1 - i] for i in x.inputs],
-                        max_blocks=1 << 20)
+        r = run_program(lower(x.kernel, x.schedule, machine), x.operands(ins, outs), max_blocks=1 << 20)
         assert r.written.all(), x.kernel.name
         outs.append(r.output)
         counters.append(r.counters)

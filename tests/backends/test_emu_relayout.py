@@ -120,8 +120,7 @@ def test_relayout_plan_on_the_gpu(cuda):
     ins = normal_inputs(k)
     outs = []
     for x in p.steps:
-        c, got = gpu_values(cuda, lower(x.kernel, x.schedule, cuda.machine), x.kernel,
-                            [ins[i] if i >= 0 else outs[-1 - i] for i in x.inputs])
+        c, got = gpu_values(cuda, lower(x.kernel, x.schedule, cuda.machine), x.kernel, x.operands(ins, outs))
         outs.append(dt.to_storage(got.reshape(x.kernel.output.shape), x.kernel.output.dtype))
     bad, why = gpu_wrong(c, got.reshape(k.output.shape), reference_values(k, ins).reshape(k.output.shape))
     assert not bad.any(), why
