@@ -14,9 +14,12 @@ max(ALU issue, load/store issue) + loop overhead. ALU issue is scaled by SIMD us
 register spills; loads per step follow the register tile's reuse; memory traffic is
 each chunk's footprint, inflated when the chunk's working set overflows the cache.
 
-GPU: time = launch + max(compute, DRAM, L2, latency), with occupancy from threads and
-registers, waves (and their tail) over SMs, latency of each thread's serial steps,
-uncoalesced sectors, lanes wasted by partial warps and the split-reduce combine.
+GPU: time = launch + max(compute, DRAM, L2, load path, latency), with occupancy from threads
+and registers, waves (and their tail) over SMs, latency of each thread's serial steps,
+uncoalesced sectors, lanes wasted by partial warps and the split-reduce combine. The load
+path counts the cache lines each warp-wide load looks up: where the lanes sit (``Vars.stride``:
+a split reduce whose threads each walk a chunk puts every lane on its own line) and how wide
+each lane's load is (the renderer's merged vectors, or scalar under a vector on another axis).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from ..ir import dtype as dt
 from ..ir.kernel import Kernel
 from ..ir.node import ALU, Ops
 from ..ir.node import axis_stride
-from ..ir.schedule import Level, Schedule, vector_axis
+from ..ir.schedule import Level, Schedule, Split, vector_axis
 
 # ALU ops that cost more than one issue slot per lane (transcendentals run as short
 # polynomial sequences).
@@ -152,15 +155,24 @@ class Vars:
     vector: Any
     workers: Any
     order: Any = ()          # loop order: a tuple (() = axis order), or the solver's choice among orders
+    stride: tuple = ()       # per axis the elements between adjacent threads' indices (``lane_stride``)
 
     def padded(self, a: int): return self.grid[a] * self.thread[a] * self.loop[a] * self.upcast[a] * self.unroll[a]
+
+
+def lane_stride(option: Sequence[Split]) -> int:
+    """Elements between adjacent threads' indices along an axis split as ``option``: the
+    product of the pieces inside its THREAD piece (a LOOP there gives each thread its own
+    chunk, so a warp's lanes land that far apart), 1 without threads."""
+    at = next((i for i, p in enumerate(option) if p.level is Level.THREAD), None)
+    return 1 if at is None else math.prod(p.size for p in option[at + 1:])
 
 
 def vars_of(s: Schedule) -> Vars:
     n = range(len(s.splits))
     lv = lambda level: tuple(float(s.size(a, level)) for a in n)  # noqa: E731
     return Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL),
-                float(s.vector), float(s.workers), s.order)
+                float(s.vector), float(s.workers), s.order, tuple(float(lane_stride(o)) for o in s.splits))
 
 
 # ---- parameters -----------------------------------------------------------------------
@@ -198,6 +210,7 @@ class Params:
     l2_bw_factor: float = 3.0      # L2 bandwidth / DRAM bandwidth
     sector_bytes: float = 32.0
     combine_s: float = 2e-7        # one shared-memory combine step of a split reduce
+    l1_lines_per_cycle: float = 1.0   # cache lines an SM's load path looks up per cycle
 
 
 def params(machine) -> Params:
@@ -405,7 +418,47 @@ def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     # a grid of fewer blocks than SMs draws only its SMs' share of the bandwidth
     busy_share = B.min(1.0, p.sm_bw_share * B.min(blocks, float(machine.cores)) / machine.cores)
     memory_s = B.max(dram / machine.dram_bw, l2 / (p.l2_bw_factor * machine.dram_bw)) / busy_share
-    return machine.launch_s + B.max(B.max(compute_s, memory_s), latency_s)
+    # the SM's load path: cache lines looked up per warp-wide load, over the busiest SM's blocks
+    lines = 0.0
+    for acc in f.accesses:
+        if not acc.output: lines = lines + _load_lines(B, f, x, acc, machine.warp)
+    clock = machine.smem_bw / (machine.cores * 128.0) if machine.smem_bw else 1.5e9   # 128 B/cycle/SM
+    l1_s = B.ceil(blocks / machine.cores) * warps * lines / (clock * p.l1_lines_per_cycle)
+    return machine.launch_s + B.max(B.max(B.max(compute_s, memory_s), l1_s), latency_s)
+
+
+LINE_BYTES = 128.0
+
+
+def _load_lines(B, f: Facts, x: Vars, acc: Access, warp: int) -> Any:
+    """Cache lines one thread's loads of ``acc`` cost its warp: the warp-wide loads it issues
+    (its register tile over the loops, in vectors of the width the renderer merges) times
+    the lines each touches. A warp's lanes spread over the thread axes fastest first:
+    lanes along an axis the access does not use share a line, lanes along its contiguous
+    axis sit ``stride`` elements apart, lanes along another axis it uses each read their own."""
+    n = len(f.sizes)
+    rem, lines = float(warp), 1.0
+    for a in sorted(range(n), key=lambda a: -_thread_rank(f, a)):
+        la = B.min(x.thread[a], rem)
+        rem = rem / la
+        if a not in acc.axes: continue
+        if a == acc.contig: lines = lines * B.min(la, B.ceil(la * x.stride[a] * acc.itemsize / LINE_BYTES))
+        else: lines = lines * la
+    elems = _prod(x.loop[a] * x.upcast[a] * x.unroll[a] for a in sorted(acc.axes))
+    return elems * f.passes / _lane_width(B, f, x, acc) * lines
+
+
+def _lane_width(B, f: Facts, x: Vars, acc: Access) -> Any:
+    """Elements of ``acc`` one lane loads at once: the register run along its contiguous axis
+    up to 16 bytes (the renderer merges an unrolled block's neighbouring loads), or the
+    vector width on the vector axis; a vector on another axis the access uses leaves its
+    loads scalar (each lane's elements are per vector lane, not neighbours)."""
+    c = acc.contig
+    if c is None: return 1.0
+    run = B.min(16.0 / acc.itemsize, x.upcast[c] * x.unroll[c])
+    va = f.vector_axis
+    if va is None or va not in acc.axes: return run
+    return B.select_le(x.vector, 1.0, run, x.vector if va == c else 1.0)
 
 
 def _thread_rank(f: Facts, a: int) -> int:
@@ -427,15 +480,16 @@ def _rereads(B, f: Facts, x: Vars, cache: float) -> Any:
 
 
 # ---- numeric entry points --------------------------------------------------------------
-def modeled_time(kernel: Kernel, schedule: Schedule, machine, f: Facts | None = None) -> float:
-    """Modeled seconds of ``schedule`` for ``kernel`` on ``machine``."""
+def modeled_time(kernel: Kernel, schedule: Schedule, machine, f: Facts | None = None, p: Params | None = None) -> float:
+    """Modeled seconds of ``schedule`` for ``kernel`` on ``machine`` (``p``: other constants
+    for the SIMT model than the machine's)."""
     if schedule.tensor_core is not None:  # not in the symbolic model yet: its own numeric model
         from .tc_cost import time_s
         return time_s(kernel, schedule, machine)
     if schedule.staging and machine.kind == "gpu":  # a staged SIMT GEMM (ir/lower_staged.py): its own numeric model
         from .staged_cost import time_s as staged_s
         return staged_s(kernel, schedule, machine)
-    return float(time(NUMERIC, f or facts(kernel), vars_of(schedule), machine, params(machine)))
+    return float(time(NUMERIC, f or facts(kernel), vars_of(schedule), machine, p or params(machine)))
 
 
 def roofline_s(kernel: Kernel, machine) -> float:

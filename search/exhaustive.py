@@ -75,7 +75,9 @@ def _pass(kernel: Kernel, machine, sp: Space, first: range, order, f: cost.Facts
     lv = lambda level: tuple(_shaped(_level(o, level), a, nd) for a, o in enumerate(opts))  # noqa: E731
     vec = _shaped(np.array([float(v) for v in sp.vectors]), n, nd)
     wrk = _shaped(np.array([float(w) for w in sp.workers]), n + 1, nd)
-    x = cost.Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL), vec, wrk, order)
+    stride = tuple(_shaped(np.array([float(cost.lane_stride(x)) for x in o]), a, nd) for a, o in enumerate(opts))
+    x = cost.Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL), vec, wrk, order,
+                  stride)
     shape = tuple(len(o) for o in opts) + (len(sp.vectors), len(sp.workers))
     T = np.broadcast_to(np.asarray(cost.time(VECTOR, f, x, machine, p), dtype=float), shape).copy()
     T[~np.broadcast_to(_feasible(kernel, machine, sp, opts, x), shape)] = np.inf

@@ -74,7 +74,7 @@ def sample(kernel: Kernel, machine, n: int = 50, top_k: int = 4, seed: int = 0, 
     if n < 1: raise ValueError(f"need at least one schedule, got n={n}")
     sp = space or build(kernel, machine)
     f, p = cost.facts(kernel), cost.params(machine)
-    val = lambda s: float(cost.time(cost.NUMERIC, f, cost.vars_of(s), machine, p))  # noqa: E731
+    val = lambda s: cost.modeled_time(kernel, s, machine, f, p)  # noqa: E731
     rnd = random.Random(seed)
     out: dict[Schedule, Point] = {}
 
@@ -143,9 +143,10 @@ class KernelFidelity:
                 "runs_max_over_min_median": at(runs, 0.5) if runs else None}
 
     def remodel(self, machine, p: cost.Params) -> list[float]:
-        """Modeled seconds of the verified points under other parameters."""
+        """Modeled seconds of the verified points under other parameters (those of the
+        SIMT model: tensor-core and staged points keep their own models' times)."""
         f = cost.facts(self.kernel)
-        return [float(cost.time(cost.NUMERIC, f, cost.vars_of(q.schedule), machine, p)) for q in self.ok]
+        return [cost.modeled_time(self.kernel, q.schedule, machine, f, p) for q in self.ok]
 
     def to_dict(self) -> dict:
         k = self.kernel

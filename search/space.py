@@ -9,7 +9,7 @@ Option shapes (pieces of size 1 are left out):
   CPU output axis   GRID g, LOOP l, UPCAST u      (GRID = parallel chunks for workers)
   CPU reduce axis   LOOP l, UNROLL r
   GPU output axis   GRID g, LOOP l, THREAD t, UPCAST u
-  GPU reduce axis   THREAD t (split reduce), LOOP l, UNROLL r
+  GPU reduce axis   THREAD t (split reduce), LOOP l, UNROLL r; or LOOP l, THREAD t, UNROLL r
   row axis (a row kernel's REDUCEs fold it; no GRID: a block holds whole rows)
                     CPU LOOP l, UPCAST u;  GPU LOOP l, THREAD t, UPCAST u
 Sizes are divisors of the axis, plus a few padded register tiles (masked excess) for
@@ -99,11 +99,15 @@ def gpu_output_options(n: int, machine) -> list[Option]:
 
 
 def gpu_reduce_options(n: int, machine) -> list[Option]:
+    """Split reduces both ways: each thread a chunk (THREAD, LOOP, UNROLL) or the threads
+    interleaved (LOOP, THREAD, UNROLL: a warp's lanes read neighbouring elements)."""
     out: list[Option] = []
     for t in GPU_THREADS:
         for r in GPU_UNROLL:
             if t * r > n or n % (t * r) or t > machine.max_threads: continue
-            out.append(_option([(Level.THREAD, t), (Level.LOOP, n // (t * r)), (Level.UNROLL, r)]))
+            loop = n // (t * r)
+            out.append(_option([(Level.THREAD, t), (Level.LOOP, loop), (Level.UNROLL, r)]))
+            if t > 1 and loop > 1: out.append(_option([(Level.LOOP, loop), (Level.THREAD, t), (Level.UNROLL, r)]))
     return out
 
 

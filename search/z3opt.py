@@ -307,9 +307,11 @@ def formulate(kernel: Kernel, machine, sp: Space | None = None, ctx: z3.Context 
                                                                   _exactly_one(list(wrk.values())),
                                                                   _exactly_one(list(orders.values()))]
     lv = lambda level: tuple(_level_choice(m, sp, sel, a, level) for a in range(len(sel)))  # noqa: E731
+    stride = tuple(Sym.choice(m, [(cost.lane_stride(opt), b) for opt, b in zip(sp.axis_options[a], sel[a])])
+                   for a in range(len(sel)))
     x = cost.Vars(lv(Level.GRID), lv(Level.THREAD), lv(Level.LOOP), lv(Level.UPCAST), lv(Level.UNROLL),
                   Sym.choice(m, [(v, b) for v, b in vec.items()]), Sym.choice(m, [(w, b) for w, b in wrk.items()]),
-                  orders if len(orders) > 1 else next(iter(orders)))
+                  orders if len(orders) > 1 else next(iter(orders)), stride)
     cons += _resources(kernel, machine, sp, sel, vec, x, m)
     T = cost.time(Z3Ops(m), cost.facts(kernel), x, machine, cost.params(machine))
     if not isinstance(T, Sym): T = Sym(m)._lift(T)

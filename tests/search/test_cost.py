@@ -123,3 +123,58 @@ def test_params_override_from_machine_notes():
     m = replace(CPU, notes={"cost": {"loop_cycles": 3.0}})
     assert cost.params(m).loop_cycles == 3.0
     assert cost.params(CPU).freq > 1e8
+
+
+def test_lane_stride_is_what_lies_inside_the_thread_piece():
+    from superopt.ir.schedule import Level, Split
+    T, L, U, G = Level.THREAD, Level.LOOP, Level.UNROLL, Level.GRID
+    assert cost.lane_stride((Split(T, 32), Split(L, 16), Split(U, 8))) == 128   # each thread a chunk
+    assert cost.lane_stride((Split(L, 16), Split(T, 32), Split(U, 8))) == 8     # interleaved threads
+    assert cost.lane_stride((Split(G, 4), Split(T, 64), Split(Level.UPCAST, 4))) == 4
+    assert cost.lane_stride((Split(L, 512),)) == 1
+
+
+def _gemv(n: int = 11008):
+    """y[n] = sum_k x[k] W[n, k], fp16 (axes n, k): every lane's W loads run along k."""
+    from superopt.kernels.registry import Workload
+    return Workload.make("gemv", K=4096, N=n).kernels[0]
+
+
+def test_gpu_model_charges_lanes_that_land_far_apart():
+    """The load path's line lookups (cost._load_lines) order four GEMV schedules as the H100
+    measured them (fidelity sample of bench/results/h100-2026-11-23c, seed 1, medians): interleaved
+    split-reduce threads reading 16-byte vectors 42.6 us; threads each walking a chunk 63.0 us;
+    chunks with W's loads left scalar by a vector on the rows 236 us, and at 128-byte lane
+    strides 805 us. The model without the term put all four at the DRAM floor."""
+    k = _gemv()
+    def sched(rows, red, vector=1): return Schedule.from_dict({"version": 1, "splits": [rows, red], "vector": vector})
+    measured_order = [sched([["grid", 1376], ["thread", 8]], [["loop", 16], ["thread", 32], ["unroll", 8]]),
+                      sched([["grid", 688], ["thread", 16]], [["thread", 8], ["loop", 64], ["unroll", 8]]),
+                      sched([["grid", 344], ["thread", 8], ["upcast", 4]], [["thread", 32], ["loop", 16], ["unroll", 8]], 4),
+                      sched([["grid", 344], ["thread", 4], ["upcast", 8]], [["thread", 64], ["loop", 64]], 8)]
+    sp = space.build(k, H100)
+    assert all(sp.legal(s) for s in measured_order)
+    t = [cost.modeled_time(k, s, H100) for s in measured_order]
+    assert t == sorted(t) and t[2] > 4 * t[0]
+    assert t[0] < 1.2 * cost.roofline_s(k, H100) + H100.launch_s
+
+
+def test_gpu_model_charges_a_split_reduce_across_lanes_in_a_gemm():
+    """fp32 2048^3 GEMM on the H100 (same sample, seed 0): the old model's optimum, 8 threads
+    splitting K with each its own chunk of it (every lane of a load on its own line), ran
+    3217 us; a register tile over 256 threads along N, 628 us. The model now ranks them so."""
+    from superopt.kernels.registry import Workload
+    k = Workload.make("matmul", M=2048, N=2048, K=2048, dtype="float32").kernels[0]
+    tile = Schedule.from_dict({"version": 1, "splits": [[["grid", 256], ["thread", 2], ["upcast", 4]],
+                                                        [["grid", 4], ["thread", 128], ["upcast", 4]], [["loop", 512], ["unroll", 4]]]})
+    split = Schedule.from_dict({"version": 1, "splits": [[["grid", 32], ["thread", 8], ["upcast", 8]],
+                                                         [["grid", 64], ["thread", 8], ["upcast", 4]],
+                                                         [["thread", 8], ["loop", 32], ["unroll", 8]]]})
+    assert cost.modeled_time(k, split, H100) > 1.4 * cost.modeled_time(k, tile, H100)
+
+
+def test_gpu_space_offers_interleaved_split_reduces():
+    k = _gemv()
+    opts = space.build(k, H100).axis_options[1]
+    strides = {(cost.lane_stride(o), math.prod(p.size for p in o if p.level.name == "THREAD")) for o in opts}
+    assert (8, 32) in strides and (128, 32) in strides   # LOOP 16 x THREAD 32 x UNROLL 8, and THREAD-first
