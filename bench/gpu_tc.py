@@ -165,8 +165,10 @@ SPLIT_K_SHAPES = ((1024, 1024, 8192), (512, 512, 4096))
 
 def time_plan(k, plan, be, reps: int, rng) -> dict:
     """A plan's steps (search/plan.py) compiled, run in order on random inputs and the last
-    output verified against ``k``'s reference; each step timed on its own (L2 flushed) and
-    the sum of their medians reported."""
+    output verified against ``k``'s reference; each step timed on its own (L2 flushed), and
+    the whole plan timed as the runtime runs it: its kernels back to back over shared buffers
+    (``run_sequence``, L2 flushed once before each run), that output verified too.
+    ``median_s`` is the whole plan's time, ``steps_sum_s`` the sum of the steps' medians."""
     from superopt.backends.base import Failure
     from superopt.verify import compare, poison, random_inputs
     rec = {"kind": plan.kind, "modeled_s": plan.modeled_s, "whole_modeled_s": plan.whole_s,
@@ -176,19 +178,28 @@ def time_plan(k, plan, be, reps: int, rng) -> dict:
     bad = next((c for c in cs if isinstance(c, Failure)), None)
     if bad is not None: return {**rec, "ok": False, "failure": str(bad)}
     ins = [a.reshape(-1) for a in random_inputs(k, rng)]
+    shaped = [a.reshape(k.inputs[i].shape) for i, a in enumerate(ins)]
     outs = []
     for x, c in zip(plan.steps, cs):
         r = be.run(c, x.operands(ins, outs), poison(x.kernel.output))
         if not isinstance(r, np.ndarray): return {**rec, "ok": False, "failure": str(r)}
         outs.append(r.reshape(-1))
-    v = compare(k, outs[-1].reshape(k.output.shape), [a.reshape(k.inputs[i].shape) for i, a in enumerate(ins)], rng)
+    v = compare(k, outs[-1].reshape(k.output.shape), shaped, rng)
     ts = []
     for j, (x, c) in enumerate(zip(plan.steps, cs)):
         t = be.time(c, x.operands(ins, outs), poison(x.kernel.output), runs=reps)
         if isinstance(t, Failure): return {**rec, "ok": False, "failure": str(t)}
         rec["steps"][j].update(median_s=t.median_s, registers=c.handle.registers)
         ts.append(t.median_s)
-    return {**rec, "ok": v.ok, "rel_err": v.rel_err, "median_s": sum(ts)}
+    n = len(ins)   # buffers: the inputs, then each step's output; a step's args: its output, its operands
+    bufs = [*ins, *(poison(x.kernel.output).reshape(-1) for x in plan.steps)]
+    args = [[n + j, *(i if i >= 0 else n - 1 - i for i in x.inputs)] for j, x in enumerate(plan.steps)]
+    seq = be.run_sequence(cs, args, bufs, [len(bufs) - 1], runs=reps)
+    if isinstance(seq, Failure): return {**rec, "ok": False, "failure": f"as one sequence: {seq}"}
+    (got,), t = seq
+    w = compare(k, got.reshape(k.output.shape), shaped, rng)
+    return {**rec, "ok": v.ok and w.ok, "rel_err": max(v.rel_err, w.rel_err), "median_s": t.median_s,
+            "spread": (min(t.samples), max(t.samples)), "steps_sum_s": sum(ts)}
 
 
 def plan_row(k, hand, be, args, rng) -> dict | None:
@@ -351,8 +362,9 @@ def main(argv=None) -> int:
         if r.get("plan"):
             p = r["plan"]
             print(f"    plan {p['kind']} (model {'picks' if p['model_picks'] else 'keeps it whole'}): ok={p.get('ok')} "
-                  + (f"{w.flops / p['median_s'] / 1e12:.0f} TF/s = {r['torch_s'] / p['median_s']:.2f}x torch, steps "
-                     + " + ".join(f"{x['median_s'] * 1e6:.1f}" for x in p["steps"]) + " us" if p.get("median_s") else p.get("failure", "")), flush=True)
+                  + (f"{w.flops / p['median_s'] / 1e12:.0f} TF/s = {r['torch_s'] / p['median_s']:.2f}x torch as one sequence "
+                     f"({p['median_s'] * 1e6:.1f} us; steps alone " + " + ".join(f"{x['median_s'] * 1e6:.1f}" for x in p["steps"]) + " us)"
+                     if p.get("median_s") else p.get("failure", "")), flush=True)
             for v in p.get("copy_variants", []):
                 print(f"      copy {v['kernel']} {v['source']}: ok={v.get('ok')} modeled {v['modeled_s'] * 1e6:.1f} us "
                       + (f"measured {v['median_s'] * 1e6:.1f} us" if v.get("median_s") else v.get("failure", "")), flush=True)
