@@ -209,8 +209,10 @@ class Params:
                                    # blocks than SMs streams at blocks x share / cores of it; fitted with mem_latency_s)
     l2_bw_factor: float = 3.0      # L2 bandwidth / DRAM bandwidth
     sector_bytes: float = 32.0
-    combine_s: float = 2e-7        # one shared-memory combine step of a split reduce
-    l1_lines_per_cycle: float = 1.0   # cache lines an SM's load path looks up per cycle
+    combine_s: float = 4e-8        # one shared-memory combine step of a split reduce, per partial a thread holds
+                                   # (rank-fitted with l1_lines_per_cycle to the H100 fidelity samples of seeds 0-2:
+                                   # bench/results/h100-2026-11-23c, h100-2026-12-06c)
+    l1_lines_per_cycle: float = 0.5   # cache lines (128 B) an SM's load path serves per cycle
 
 
 def params(machine) -> Params:
@@ -401,7 +403,8 @@ def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     t_red = _prod(x.thread[a] for a in reds or f.rows)
     steps = _prod(x.loop[a] for a in range(n))
     combines = f.passes - 1.0 if f.rows else 1.0        # a row kernel combines once per REDUCE
-    latency_s = waves * (steps * f.passes * p.mem_latency_s + combines * B.log2(t_red) * p.combine_s)
+    held = _prod(x.upcast[a] for a in outs if a not in f.rows)   # partials each thread combines per step
+    latency_s = waves * (steps * f.passes * p.mem_latency_s + combines * B.log2(t_red) * held * p.combine_s)
     # traffic: every block reads its footprint through L2; DRAM sees each buffer once
     blk_ext = [padded[a] / x.grid[a] for a in range(n)]
     l2, dram = 0.0, 0.0
@@ -445,7 +448,9 @@ def _load_lines(B, f: Facts, x: Vars, acc: Access, warp: int) -> Any:
         if a == acc.contig: lines = lines * B.min(la, B.ceil(la * x.stride[a] * acc.itemsize / LINE_BYTES))
         else: lines = lines * la
     elems = _prod(x.loop[a] * x.upcast[a] * x.unroll[a] for a in sorted(acc.axes))
-    return elems * f.passes / _lane_width(B, f, x, acc) * lines
+    w = _lane_width(B, f, x, acc)
+    # ... and at least the cycles its lanes' data take through the 128-byte path
+    return elems * f.passes / w * B.max(lines, warp * w * acc.itemsize / LINE_BYTES)
 
 
 def _lane_width(B, f: Facts, x: Vars, acc: Access) -> Any:

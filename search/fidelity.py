@@ -26,12 +26,12 @@ from .space import Space, build
 
 SOURCES = ("z3", "hand", "neighbour", "random")
 CALIBRATED = ("loop_cycles", "overlap_loss", "l2_load_cost", "max_streams", "cache_bytes", "fma_latency", "add_latency")
-GPU_CALIBRATED = ("mem_latency_s", "sm_bw_share", "l2_bw_factor", "combine_s")   # the GPU model's constants
+GPU_CALIBRATED = ("mem_latency_s", "sm_bw_share", "l2_bw_factor", "combine_s", "l1_lines_per_cycle")   # the GPU model's constants
 STEPS = (0.25, 0.5, 0.7, 1.4, 2.0, 4.0)      # multiplicative moves of the calibration search
 BOUNDS = {"overlap_loss": (0.0, 1.0), "l2_load_cost": (1.0, 16.0), "loop_cycles": (0.0, 16.0),
           "max_streams": (1.0, 64.0), "fma_latency": (1.0, 32.0), "add_latency": (0.5, 16.0),
           "cache_bytes": (32 * 1024.0, 64 * 2.0**20), "mem_latency_s": (1e-8, 2e-6), "sm_bw_share": (1.0, 8.0),
-          "l2_bw_factor": (1.0, 8.0), "combine_s": (1e-8, 2e-6)}
+          "l2_bw_factor": (1.0, 8.0), "combine_s": (1e-9, 2e-6), "l1_lines_per_cycle": (0.05, 4.0)}
 
 
 def calibrated(machine) -> tuple[str, ...]:
