@@ -65,6 +65,9 @@ class CudaBackend(Backend):
             src, smem = render(program)
         except ValueError as e:
             return Failure("compile", f"cannot render: {e}")
+        limit = self.machine.smem_per_block
+        if limit and smem > limit:  # the launch would fail with an opaque invalid-value error
+            return Failure("compile", f"shared memory {smem} B per block > {limit} B (the block's threads x rows x lanes)")
         name = kernel_name(program)
         try:
             resp, _ = self.worker.request({"op": "compile", "source": src, "name": name})
