@@ -12,7 +12,7 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
+# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, fp32-plan, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
 # fidelity-rows, split-k, staged,
 # tinygrad-short, bench-membound.
 #
@@ -131,6 +131,13 @@ conv-plan)   # the NCHW conv as a relayout plan (channels-last copies, then the 
   $PY bench/gpu_tc.py --plans --wgmma ws --only conv3x3_32x64x56x56_64_nchw_fp16 \
     --out "$OUT/gpu-tc-conv-plan.json" 2>&1 | tee "$OUT/gpu-tc-conv-plan.txt" | tail -30
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_relayout.py -k gpu --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
+  ;;
+fp32-plan)   # fp32 GEMMs: the hand rule (staged SIMT), its tile variants, the split-fp32 plan (bf16 pieces, one bf16 GEMM) vs torch (#5), the GPU test
+  TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
+  $PY bench/gpu_tc.py --staged --plans --only "${FP32_ONLY:-matmul_2048x2048x2048_fp32,qkv_out_gemm_fp32_8192x1024x1024,ffn_up_gemm_fp32_8192x4096x1024,ffn_down_gemm_fp32_8192x1024x4096}" \
+    --out "$OUT/gpu-fp32-plan.json" 2>&1 | tee "$OUT/gpu-fp32-plan.txt" | tail -40
+  $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_split_fp32.py tests/backends/test_cuda.py \
+    -k "split_fp32_plan_on_the_gpu or cuda_refuses" --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
   ;;
 relayout-probe)   # what an NCHW conv pays to run as NHWC: our and torch's channels-last copies, torch's conv both ways
   $PY bench/relayout_probe.py --out "$OUT/relayout-probe.json" 2>&1 | tee "$OUT/relayout-probe.txt" | tail -5

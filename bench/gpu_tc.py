@@ -382,7 +382,7 @@ def main(argv=None) -> int:
             print(f"    variant {v['tiles']}: ok={v['ok']} "
                   + (f"{w.flops / v['median_s'] / 1e12:.0f} TF/s regs {v.get('registers')}" if v.get("median_s") else v.get("failure", "")), flush=True)
     out = {"command": command, "device": be.device if be else None, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "results": results}
+           "torch_fp32_matmul": _torch_fp32_mode(), "results": results}
     if args.split_k and be is not None: out["split_k"] = split_k_rows(be, args.reps, rng)
     if be is not None: be.close()
     if args.out: _write(args.out, out)
@@ -397,6 +397,15 @@ def main(argv=None) -> int:
     ratios = [r["torch_s"] / r["median_s"] for r in results if r.get("ok") and r.get("torch_s") and r.get("median_s")]
     if ratios: print(f"geomean vs torch {math.exp(sum(map(math.log, ratios)) / len(ratios)):.3f}x ({be.device['name']})")
     return 0
+
+
+def _torch_fp32_mode() -> dict | None:
+    """How torch ran its fp32 GEMMs (TF32 off: cuBLAS fp32 FMAs, the baseline the fp32 rows compare with)."""
+    try:
+        import torch
+        return {"allow_tf32": torch.backends.cuda.matmul.allow_tf32, "precision": torch.get_float32_matmul_precision()}
+    except ImportError:
+        return None
 
 
 HEADER = ("workload", "ok", "ours ms", "torch ms", "vs torch", "ours TF/s", "torch TF/s", "tune s", "conflicts")

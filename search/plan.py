@@ -1,6 +1,6 @@
 """Plans: one kernel computed by several, where the model says that is faster on a GPU.
 
-Two rewrites make plans, each of ordinary kernels scheduled, verified and timed by the
+Three rewrites make plans, each of ordinary kernels scheduled, verified and timed by the
 existing paths:
 
 - split-K (ir/splitk.py): a tensor-core GEMM whose grid leaves SMs idle as partial sums
@@ -8,7 +8,10 @@ existing paths:
 - relayout (ir/relayout.py): a tensor-core convolution whose operands TMA cannot box (an
   NCHW input: its filter-column window moves along the contiguous dimension by single
   elements; an OIHW filter: channels not contiguous) reading channels-last copies made by
-  permute kernels, so the warp-specialized TMA kernels of an NHWC conv compute it.
+  permute kernels, so the warp-specialized TMA kernels of an NHWC conv compute it;
+- split fp32 (ir/split_fp32.py): an fp32 GEMM as one bf16 tensor-core GEMM over its
+  operands split into three bf16 pieces each (six piece products along K), where the
+  shared-memory SIMT kernel runs on fp32 FMAs.
 
 A ``Plan`` lists its steps in order, each a kernel with its schedule and where its inputs
 come from (the planned kernel's inputs, or earlier steps' outputs); the last step writes
@@ -44,7 +47,7 @@ class PlanStep:
 
 @dataclass(frozen=True)
 class Plan:
-    kind: str                     # "split_k" or "relayout"
+    kind: str                     # "split_k", "relayout" or "split_fp32"
     steps: tuple[PlanStep, ...]
     modeled_s: float
     whole_s: float = float("nan")
@@ -148,8 +151,34 @@ def relayout(kernel, machine) -> Plan | None:
     return p if p is not None and p.modeled_s < base[0] else None
 
 
+# ---- split fp32 ------------------------------------------------------------------------
+def split_fp32_plan(kernel, machine) -> Plan | None:
+    """An fp32 GEMM as its operands' bf16 pieces, then one bf16 tensor-core GEMM over them,
+    every step by the hand rule; None where the kernel does not split so (ir/split_fp32.py)
+    or the GEMM gets no tensor-core schedule."""
+    from superopt.ir.split_fp32 import split_fp32 as rewrite
+    r = rewrite(kernel)
+    if isinstance(r, str): return None
+    sa, sb, g, a_slot, b_slot = r
+    (ta, xa), (tb, xb), (tg, xg) = (_hand(x, machine) for x in (sa, sb, g))
+    if xg.tensor_core is None: return None
+    made = {sa.output.name: -1, sb.output.name: -2}
+    steps = (PlanStep(sa, xa, (a_slot,)), PlanStep(sb, xb, (b_slot,)), PlanStep(g, xg, tuple(made[b.name] for b in g.inputs)))
+    return Plan("split_fp32", steps, ta + tb + tg, _hand(kernel, machine)[0], {"pieces": 3, "products": 6})
+
+
+def split_fp32(kernel, machine) -> Plan | None:
+    """``split_fp32_plan`` where it beats the kernel's own hand rule (the staged SIMT GEMM on
+    fp32 FMAs) under the model, on a GPU with bf16 tensor cores; else None."""
+    if not machine.flops_tc_fp16 or machine.sm < 80 or kernel.kind != "gemm": return None
+    p = split_fp32_plan(kernel, machine)
+    return p if p is not None and p.modeled_s < p.whole_s else None
+
+
 def best(kernel, machine) -> Plan | None:
     """The model's plan for ``kernel`` on a GPU (split-K for a GEMM whose grid underfills the
-    SMs, relayout for a convolution), or None where running it whole is fastest."""
+    SMs, split fp32 for an fp32 GEMM, relayout for a convolution), or None where running it
+    whole is fastest."""
     if not machine.sm or kernel.kind not in ("gemm", "conv"): return None
-    return split_k(kernel, machine) if kernel.kind == "gemm" else relayout(kernel, machine)
+    if kernel.kind == "conv": return relayout(kernel, machine)
+    return split_k(kernel, machine) or split_fp32(kernel, machine)

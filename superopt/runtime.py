@@ -77,13 +77,14 @@ class Runtime:
 
     def plan_for(self, k: Kernel):
         """The model's plan (search/plan.py: split-K for a tensor-core GEMM leaving SMs idle,
-        relayout for a convolution whose operands are not channels-last) for ``k``, else
-        None: only on GPUs, never for a plan's own steps. A tuned (measured) kernel runs a
-        plan only where tuning measured it faster and stored its steps."""
+        split fp32 for an fp32 GEMM, relayout for a convolution whose operands are not
+        channels-last) for ``k``, else None: only on GPUs, never for a plan's own steps. A
+        tuned (measured) kernel runs a plan only where tuning measured it faster and stored
+        its steps."""
         if k.key not in self.plans:
             self.plans[k.key] = None
-            s, source = self.schedule_for(k)
-            if self.backend.machine.sm and k.kind in ("gemm", "conv") and s.tensor_core is not None:
+            source = self.schedule_for(k)[1]
+            if self.backend.machine.sm and k.kind in ("gemm", "conv"):
                 plan = self._plan(k)
                 if plan is not None:
                     for x in plan.steps: self.plans.setdefault(x.kernel.key, None)

@@ -149,12 +149,12 @@ def _beam(kernel: Kernel, be, budget_s: float, hand: Measured, start: Measured |
 
 
 def _plan(kernel: Kernel, be, best: Measured) -> None:
-    """On a GPU, the model's plan of a tensor-core kernel (search/plan.py: split-K for a GEMM
-    leaving SMs idle, channels-last copies for a convolution; the runtime runs it as its
-    steps) measured against ``best``: each step verified and timed on its own (their sum:
-    one launch each, intermediates written and read). Recorded in ``best.extra[plan.kind]``,
-    with the steps' results."""
-    if not be.machine.sm or kernel.kind not in ("gemm", "conv") or best.schedule.tensor_core is None or not best.measured_s:
+    """On a GPU, the model's plan of a GEMM or convolution (search/plan.py: split-K for a
+    tensor-core GEMM leaving SMs idle, bf16 pieces for an fp32 GEMM, channels-last copies for
+    a convolution; the runtime runs it as its steps) measured against ``best``: each step
+    verified and timed on its own (their sum: one launch each, intermediates written and
+    read). Recorded in ``best.extra[plan.kind]``, with the steps' results."""
+    if not be.machine.sm or kernel.kind not in ("gemm", "conv") or not best.measured_s:
         return
     from superopt.search.plan import best as plan_of
     plan = plan_of(kernel, be.machine)
@@ -220,7 +220,8 @@ def report(m: Measured) -> str:
     for c in m.extra.get("solver", {}).get("candidates", []):
         t = f"{c['time_s'] * 1e6:,.1f} us" if c["time_s"] else f"failed: {c['reason'][:80]}"
         lines.append(f"  solver candidate: modeled {c['modeled_s'] * 1e6:,.1f} us, measured {t}")
-    for kind, what in (("split_k", "split-K into {splits}"), ("relayout", "channels-last copies, then the kernel")):
+    for kind, what in (("split_k", "split-K into {splits}"), ("relayout", "channels-last copies, then the kernel"),
+                       ("split_fp32", "bf16 pieces ({pieces} an operand), then one bf16 GEMM over {products} products")):
         if not m.extra.get(kind): continue
         p = m.extra[kind]
         lines.append(what.format(**p) + ": " + (f"{p['time_s'] * 1e6:,.1f} us measured ({p['steps']} kernels), "
@@ -281,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _store(k: Kernel, m: Measured, backend: str, path: str | None) -> str:
     """Put the verified result into the kernel cache; returns where (or why not). A kernel
-    measured faster as a plan (split-K, relayout) stores its steps too: the runtime then
+    measured faster as a plan (split-K, relayout, split fp32) stores its steps too: the runtime then
     runs the plan (superopt/runtime.py), each step with its stored schedule."""
     from superopt.cache import Cache, CacheError
     from superopt.tune_cache import entries_of
