@@ -12,7 +12,7 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, fp32-plan, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
+# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, fp32-plan, tune-fp32, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
 # fidelity-rows, split-k, staged,
 # tinygrad-short, bench-membound.
 #
@@ -138,6 +138,17 @@ fp32-plan)   # fp32 GEMMs: the hand rule (staged SIMT), its tile variants, the s
     --out "$OUT/gpu-fp32-plan.json" 2>&1 | tee "$OUT/gpu-fp32-plan.txt" | tail -40
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_split_fp32.py tests/backends/test_cuda.py \
     -k "split_fp32_plan_on_the_gpu or cuda_refuses" --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
+  ;;
+tune-fp32)   # #5: `superopt tune` of the fp32 2048^3 GEMM: the solver's candidates, the hand rule and the model's plan measured
+  mkdir -p "$OUT/kernels"
+  $PY - "$OUT/kernels" <<'PYEOF'
+import sys
+from superopt.io import save_kernel
+from superopt.kernels.registry import Workload
+k = Workload.make("matmul", M=2048, N=2048, K=2048, dtype="float32").kernels[0]
+save_kernel(k, f"{sys.argv[1]}/{k.name}.json")
+PYEOF
+  $PY -m superopt tune "$OUT"/kernels/matmul_2048x2048x2048_float32.json --backend cuda --no-cache 2>&1 | tee "$OUT/tune-fp32.txt" | tail -25
   ;;
 relayout-probe)   # what an NCHW conv pays to run as NHWC: our and torch's channels-last copies, torch's conv both ways
   $PY bench/relayout_probe.py --out "$OUT/relayout-probe.json" 2>&1 | tee "$OUT/relayout-probe.txt" | tail -5

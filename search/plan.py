@@ -167,10 +167,19 @@ def split_fp32_plan(kernel, machine) -> Plan | None:
     return Plan("split_fp32", steps, ta + tb + tg, _hand(kernel, machine)[0], {"pieces": 3, "products": 6})
 
 
+# The tensor cores' fp32 accumulation truncates: on the H100 the plan's error grew with K,
+# 1.1e-5 relative at K = 1024, 2.2e-5 at 2048, 4.3e-5 at 4096 (fp32 FMAs: 6e-7 to 8e-7;
+# bench/results/h100-2026-12-06c). Past this K it would near the 1e-4 fp32 tolerance.
+SPLIT_FP32_MAX_K = 4096
+
+
 def split_fp32(kernel, machine) -> Plan | None:
     """``split_fp32_plan`` where it beats the kernel's own hand rule (the staged SIMT GEMM on
-    fp32 FMAs) under the model, on a GPU with bf16 tensor cores; else None."""
+    fp32 FMAs) under the model, on a GPU with bf16 tensor cores, K at most
+    ``SPLIT_FP32_MAX_K``; else None."""
     if not machine.flops_tc_fp16 or machine.sm < 80 or kernel.kind != "gemm": return None
+    m = tcm.match(kernel, simt=True)
+    if isinstance(m, str) or kernel.axes[m.k].size > SPLIT_FP32_MAX_K: return None
     p = split_fp32_plan(kernel, machine)
     return p if p is not None and p.modeled_s < p.whole_s else None
 

