@@ -228,7 +228,24 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
         from .lower_staged import check as check_staged
         errs += check_staged(kernel, s, machine)
     if s.stages < 1 or s.stages > 8: errs.append(f"stages {s.stages} not in 1..8")
+    if not errs and machine.kind == "gpu" and s.tensor_core is None and not s.staging and getattr(kernel, "row_axes", ()):
+        errs += _check_row_shared(kernel, s, machine)
     return errs
+
+
+def _check_row_shared(kernel, s: Schedule, machine) -> list[str]:
+    """A row kernel's partials meet in shared memory (``ir.lower``: per REDUCE, the vector
+    lanes', the threads' and the totals' cells): they must fit one block. Counted from the
+    lowered program where a bound (three cells of 8 bytes per thread, tile element and lane
+    per REDUCE) does not settle it. The renderer may fold a warp's partials with shuffles
+    instead (backends/cuda/shuffle.py), so this count errs on the side of refusing."""
+    limit = getattr(machine, "smem_per_block", 0)
+    if not limit or 8 * 3 * len(kernel.reduces) * s.threads() * s.upcast() * s.vector <= limit: return []
+    from .lower import _Lowerer
+    from .program import Shared, walk
+    body = _Lowerer(kernel, s, machine).program().body
+    used = sum(-(-x.size * x.dtype.itemsize // 16) * 16 for x in walk(body) if isinstance(x, Shared))
+    return [f"shared memory {used} B > {limit} B per block (row partials: threads x rows x lanes)"] if used > limit else []
 
 
 def vector_axis(kernel) -> int | None:

@@ -91,3 +91,19 @@ def test_schedules_keep_rows_in_one_block():
     assert any("row axis" in e for e in check(k, split_row, H100))
     ordered = Schedule(((Split(Level.GRID, 8),), (Split(Level.LOOP, 64),)), order=(1, 0))
     assert any("loop order" in e for e in check(k, ordered, CPU))
+
+
+def test_row_partials_must_fit_a_blocks_shared_memory():
+    """1024 threads x 8 rows x 4 vector lanes of a layernorm need 272 KB of shared memory for
+    their partials (the solver offered it on the H100, where the launch failed): illegal,
+    saying why; the hand rule and a modest schedule stay legal."""
+    from superopt.kernels.registry import Workload
+    from superopt.search.hand import gpu
+    k = Workload.make("layernorm", M=8192, N=1024, dtype="float32").kernels[-1]
+    big = Schedule.from_dict({"version": 1, "splits": [[["grid", 128], ["thread", 8], ["upcast", 8]],
+                                                       [["loop", 2], ["thread", 128], ["upcast", 4]]], "vector": 4})
+    errs = check(k, big, H100)
+    assert len(errs) == 1 and "shared memory" in errs[0] and f"> {H100.smem_per_block} B" in errs[0], errs
+    modest = Schedule.from_dict({"version": 1, "splits": [[["grid", 2048], ["thread", 2], ["upcast", 2]],
+                                                          [["loop", 4], ["thread", 128], ["upcast", 2]]], "vector": 2})
+    assert not check(k, modest, H100) and not check(k, gpu(k, H100), H100)
