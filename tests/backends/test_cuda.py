@@ -176,13 +176,16 @@ def test_illegal_address_is_a_failure_and_the_backend_goes_on(cuda):
 def test_cuda_refuses_more_shared_memory_than_a_block_has(cuda):
     """A layernorm with 1024 threads x 8 rows x 4 vector lanes (its partials need 271 KB of
     shared memory; the H100 fidelity sample drew it as a neighbour and its launch failed with
-    CUDA_ERROR_INVALID_VALUE) fails to compile, saying why; the backend goes on."""
-    from superopt.ir.schedule import Schedule
+    CUDA_ERROR_INVALID_VALUE): the legality check refuses it, and its program, lowered past
+    the check, fails to compile saying why; the backend goes on."""
+    from superopt.ir.lower import _Lowerer
+    from superopt.ir.schedule import Schedule, check
     from superopt.kernels.registry import Workload
     k = Workload.make("layernorm", M=8192, N=1024, dtype="float32").kernels[-1]
     s = Schedule.from_dict({"version": 1, "splits": [[["grid", 256], ["thread", 4], ["upcast", 8]], [["thread", 256], ["upcast", 4]]],
                             "vector": 4})
-    c = cuda.compile(lower(k, s, cuda.machine))
+    assert any("shared memory" in e for e in check(k, s, cuda.machine))
+    c = cuda.compile(_Lowerer(k, s, cuda.machine).program())
     assert isinstance(c, Failure) and c.kind == "compile" and "shared memory" in c.message, c
     assert verify(k, gpu(k, cuda.machine), cuda).ok
 
