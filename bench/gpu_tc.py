@@ -191,9 +191,10 @@ def time_plan(k, plan, be, reps: int, rng) -> dict:
         if isinstance(t, Failure): return {**rec, "ok": False, "failure": str(t)}
         rec["steps"][j].update(median_s=t.median_s, registers=c.handle.registers)
         ts.append(t.median_s)
-    n = len(ins)   # buffers: the inputs, then each step's output; a step's args: its output, its operands
+    # buffers: the inputs, then each step's output; a step's args: its output, then its operands
     bufs = [*ins, *(poison(x.kernel.output).reshape(-1) for x in plan.steps)]
-    args = [[n + j, *(i if i >= 0 else n - 1 - i for i in x.inputs)] for j, x in enumerate(plan.steps)]
+    at_in, at_out = list(range(len(ins))), list(range(len(ins), len(bufs)))
+    args = [[at_out[j], *x.operands(at_in, at_out)] for j, x in enumerate(plan.steps)]
     seq = be.run_sequence(cs, args, bufs, [len(bufs) - 1], runs=reps)
     if isinstance(seq, Failure): return {**rec, "ok": False, "failure": f"as one sequence: {seq}"}
     (got,), t = seq

@@ -169,6 +169,11 @@ class Shared:
     dtype: DType
     size: int
 
+    @property
+    def nbytes(self) -> int:
+        """Its bytes, 16-byte aligned as buffers are laid out one after another."""
+        return -(-self.size * self.dtype.itemsize // 16) * 16
+
 
 @dataclass(frozen=True)
 class SharedStore:

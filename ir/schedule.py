@@ -244,7 +244,7 @@ def _check_row_shared(kernel, s: Schedule, machine) -> list[str]:
     from .lower import _Lowerer
     from .program import Shared, walk
     body = _Lowerer(kernel, s, machine).program().body
-    used = sum(-(-x.size * x.dtype.itemsize // 16) * 16 for x in walk(body) if isinstance(x, Shared))
+    used = sum(x.nbytes for x in walk(body) if isinstance(x, Shared))
     return [f"shared memory {used} B > {limit} B per block (row partials: threads x rows x lanes)"] if used > limit else []
 
 

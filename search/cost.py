@@ -425,8 +425,7 @@ def gpu_time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     lines = 0.0
     for acc in f.accesses:
         if not acc.output: lines = lines + _load_lines(B, f, x, acc, machine.warp)
-    clock = machine.smem_bw / (machine.cores * 128.0) if machine.smem_bw else 1.5e9   # 128 B/cycle/SM
-    l1_s = B.ceil(blocks / machine.cores) * warps * lines / (clock * p.l1_lines_per_cycle)
+    l1_s = B.ceil(blocks / machine.cores) * warps * lines / (machine.sm_clock() * p.l1_lines_per_cycle)
     return machine.launch_s + B.max(B.max(B.max(compute_s, memory_s), l1_s), latency_s)
 
 

@@ -40,6 +40,11 @@ class Machine:
 
     def to_dict(self) -> dict: return asdict(self)
 
+    def sm_clock(self) -> float:
+        """A GPU SM's cycles a second, from the fp32 FMA peak: 4 warp schedulers, each one FFMA
+        warp instruction (warp lanes x 2 flops) a cycle."""
+        return self.flops_fp32 / (self.cores * 4 * self.warp * 2)
+
 
 def _cpu_simd_bytes() -> int:
     try:

@@ -43,7 +43,6 @@ MOD_OPS = 16           # stage offsets modulo a stage count that is not a power 
 SWIZZLE_OPS = 2        # address XOR of a shared read from a swizzled tile
 OVERHEAD_REGS = 24     # addressing and loop state over accumulators + fragments (ptxas: 89-128 for 8x4, 8x8 tiles)
 LDS_CYCLES = 33        # shared-read latency a lone block waits after each barrier (cycles)
-SCHEDULERS = 4         # warp schedulers an SM, one FFMA warp instruction (32 lanes) a cycle each
 WAVEFRONT = 128        # bytes of shared memory an SM reads a cycle (32 banks x 4 bytes)
 
 
@@ -109,7 +108,7 @@ def time_s(kernel, s, machine) -> float:
     per_sm = math.ceil(blocks / cores)                  # the busiest SM's blocks
     r = min(per_sm, resident_blocks(kernel, s, machine))
     rounds = math.ceil(per_sm / r)
-    clock = machine.flops_fp32 / (cores * SCHEDULERS * machine.warp * 2)
+    clock = machine.sm_clock()
     # per K step of a round: global latency the copies ``ahead`` steps early do not cover (the
     # round's r blocks issue meanwhile), and a lone block's shared-read latency after its barrier
     ahead = s.stages - 1

@@ -432,14 +432,14 @@ def render(p: Program) -> tuple[str, int]:
     r.scopes.append({})
     r.body(p.body)
     shared = [s for s in shared if s.name not in r.shuffled]
-    total = sum(-(-s.size * s.dtype.itemsize // 16) * 16 for s in shared)
+    total = sum(s.nbytes for s in shared)
     dynamic = total > STATIC_SMEM_LIMIT
     decl, off = [], 0
     for s in shared:
         st = STORAGE[s.dtype.name]
         decl.append(f"{st}* {s.name} = reinterpret_cast<{st}*>(smem_ + {off});" if dynamic
                     else f"__shared__ __align__(16) {st} {s.name}[{s.size}];")
-        off += -(-s.size * s.dtype.itemsize // 16) * 16
+        off += s.nbytes
     if dynamic: decl.insert(0, "extern __shared__ __align__(16) unsigned char smem_[];")
     if wgmma.uses(p):  # 1024-byte aligned, the mbarriers of TMA copies after the buffers
         (decl, total), dynamic = wgmma.shared_decls(shared, STORAGE, [s for s in p.body if isinstance(s, Mbarriers)]), True
