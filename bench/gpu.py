@@ -9,9 +9,13 @@ whole program back to back (L2 flushed once before it, as torch's op); "kernels 
 sum of its kernels timed alone, each after an L2 flush. Prints a table last
 and writes every number to JSON together with the command that made it. "% roof" is the
 share of the calibrated roofline: max(flops / fp32 FMA rate, min bytes / copy bandwidth)
-(no tensor cores yet, so fp16 GEMMs are held to the fp32 FMA rate).
+(no tensor cores yet, so fp16 GEMMs are held to the fp32 FMA rate). ``--copy`` adds "%
+copy": the calibration's copy kernel moving the workload's minimum bytes (half each way),
+timed the same way, over our time: the share of what a plain copy of that size reaches,
+fixed costs (launch, the flush's dirty L2 lines) included. ``SUPEROPT_L2_FLUSH=clean``
+times everything (torch too) after a flush that leaves L2 clean (backends/cuda/runtime).
 
-    python3 bench/gpu.py --suites membound,bert --out results.json [--small] [--calibrate]
+    python3 bench/gpu.py --suites membound,bert --out results.json [--small] [--calibrate] [--copy]
 """
 from __future__ import annotations
 
@@ -93,6 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="", help="JSON file to write")
     ap.add_argument("--calibrate", action="store_true", help="measure and store the machine's ceilings first")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--copy", action="store_true", help="time a plain copy of each workload's minimum bytes too")
     args = ap.parse_args(argv)
     command = "python3 bench/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
     cal = None
@@ -122,13 +127,18 @@ def main(argv=None) -> int:
             if fn is not None:
                 ts = time_torch(fn, args.reps, m.l2_bytes)
                 r["torch_s"], r["torch_spread"] = statistics.median(ts), (min(ts), max(ts))
+            if args.copy:
+                from superopt.backends.cuda.calibrate import copy_times
+                ts = copy_times(w.min_bytes // 2, args.reps)
+                r["copy_s"], r["copy_spread"] = statistics.median(ts), (min(ts), max(ts))
             roof = max(w.flops / m.flops_fp32, w.min_bytes / m.dram_bw)
             r["roofline_s"] = roof
             r["wall_s"] = time.time() - t0
             results.append(r)
             rows.append(_row(r))
             print(_fmt(rows[-1]), flush=True)
-    out = {"command": command, "device": be.device, "machine": m.to_dict(), "calibration": cal,
+    from superopt.backends.cuda.runtime import flush_mode
+    out = {"command": command, "device": be.device, "machine": m.to_dict(), "calibration": cal, "l2_flush": flush_mode(),
            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}
     be.close()
     if args.out:
@@ -142,7 +152,7 @@ def main(argv=None) -> int:
     return 0 if ok == len(results) else 1
 
 
-HEADER = ("workload", "ok", "ours ms", "kernels ms", "torch ms", "vs torch", "ours rate", "torch rate", "% roof")
+HEADER = ("workload", "ok", "ours ms", "kernels ms", "torch ms", "vs torch", "ours rate", "torch rate", "% roof", "% copy")
 
 
 def _row(r) -> tuple:
@@ -152,11 +162,12 @@ def _row(r) -> tuple:
     ks = r.get("kernels_s")
     return (r["workload"][:34], "yes" if r["ok"] else "NO", f"{ours * 1e3:.3f}" if ours else "-",
             f"{ks * 1e3:.3f}" if ks else "-", f"{th * 1e3:.3f}" if th else "-", f"{th / ours:.2f}x" if ours and th else "-",
-            rate(ours) if ours else "-", rate(th) if th else "-", f"{100 * r['roofline_s'] / ours:.0f}%" if ours else "-")
+            rate(ours) if ours else "-", rate(th) if th else "-", f"{100 * r['roofline_s'] / ours:.0f}%" if ours else "-",
+            f"{100 * r['copy_s'] / ours:.0f}%" if ours and r.get("copy_s") else "-")
 
 
 def _fmt(row) -> str:
-    w = (34, 4, 9, 10, 9, 8, 13, 13, 7)
+    w = (34, 4, 9, 10, 9, 8, 13, 13, 7, 7)
     return " ".join(str(c).ljust(n) if i == 0 else str(c).rjust(n) for i, (c, n) in enumerate(zip(row, w)))
 
 

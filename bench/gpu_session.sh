@@ -12,7 +12,7 @@
 #   bash bench/gpu_session.sh bench-b    # superopt bench bert,resnet: hand/z3/beam/torch (#10)
 #   bash bench/gpu_session.sh tinygrad   # + tinygrad's hand rules and BEAM on the membound suite (#10)
 # Shorter stages for a session with little device time: gputests (only the tests that need the
-# device), tc-solver, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, fp32-plan, tune-fp32, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
+# device), tc-solver, membound-copy, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, fp32-plan, tune-fp32, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
 # fidelity-rows, split-k, staged,
 # tinygrad-short, bench-membound.
 #
@@ -138,6 +138,15 @@ fp32-plan)   # fp32 GEMMs: the hand rule (staged SIMT), its tile variants, the s
     --out "$OUT/gpu-fp32-plan.json" 2>&1 | tee "$OUT/gpu-fp32-plan.txt" | tail -40
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_emu_split_fp32.py tests/backends/test_cuda.py \
     -k "split_fp32_plan_on_the_gpu or cuda_refuses" --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -8
+  ;;
+membound-copy)   # #5: membound suite, hand rules vs torch vs a plain copy of the same bytes, under both L2 flushes; z3-tuned; the smem GPU test
+  TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
+  $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_cuda.py -k "cuda_refuses or flush" --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -4
+  $PY bench/gpu.py --suites membound --copy --out "$OUT/gpu-membound-copy.json" 2>&1 | tee "$OUT/gpu-membound-copy.txt" | tail -8
+  SUPEROPT_L2_FLUSH=clean $PY bench/gpu.py --suites membound --copy --out "$OUT/gpu-membound-copy-clean.json" 2>&1 \
+    | tee "$OUT/gpu-membound-copy-clean.txt" | tail -8
+  $PY -m superopt bench --suite membound --backend cuda --methods hand,z3,torch --budget 5 --no-plots \
+    --out "$OUT/bench-membound" 2>&1 | tee "$OUT/bench.txt" | tail -12
   ;;
 tune-fp32)   # #5: `superopt tune` of the fp32 2048^3 GEMM: the solver's candidates, the hand rule and the model's plan measured
   mkdir -p "$OUT/kernels"

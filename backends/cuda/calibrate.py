@@ -54,17 +54,13 @@ extern "C" __global__ void empty() {}
 def measure(dev: Device | None = None, reps: int = 30) -> dict:
     """Ceilings of the current device: bytes/s, flop/s, seconds per launch."""
     dev = dev or Device.get()
-    fn = {n: dev.compile(SOURCE, n) for n in ("copy4", "fma_chains", "smem_read", "empty")}
+    fn = {n: dev.compile(SOURCE, n) for n in ("fma_chains", "smem_read", "empty")}
     res: dict = {"device": dev.info()}
 
-    n4 = (1 << 30) // 16  # 1 GiB each way
-    src, dst, sink = dev.alloc(n4 * 16), dev.alloc(n4 * 16), dev.alloc(dev.sms * 8 * 256 * 4)
-    src.fill_bytes(0x3F)
-    grid = -(-n4 // (256 * 4))
-    t = median(dev.time(lambda i: dev.launch(fn["copy4"], [grid], [256], [dst, src, _ll(n4)]), reps=reps))
-    res["copy_bytes_per_s"] = 2 * n4 * 16 / t
+    t = median(copy_times(1 << 30, reps, dev))  # 1 GiB each way
+    res["copy_bytes_per_s"] = 2 * (1 << 30) / t
     res["copy_s"] = t
-    dev.free(src); dev.free(dst)  # noqa: E702
+    sink = dev.alloc(dev.sms * 8 * 256 * 4)
 
     iters, blocks, threads = 512, dev.sms * 8, 256
     t = median(dev.time(lambda i: dev.launch(fn["fma_chains"], [blocks], [threads], [sink, iters, 0.999, 0.001]),
@@ -86,6 +82,22 @@ def measure(dev: Device | None = None, reps: int = 30) -> dict:
     dev.free(sink)
     res["tensor_core_fp16"] = "not measured here (superopt calibrate measures it through the backend)"
     return res
+
+
+def copy_times(nbytes: int, reps: int = 30, dev: Device | None = None) -> list[float]:
+    """Seconds per copy of ``nbytes`` (rounded up to 16) from one device buffer to another by
+    the calibration's copy kernel, timed as every kernel is (L2 flushed before each): the
+    best a kernel moving ``2 * nbytes`` can do at that size, fixed costs included."""
+    dev = dev or Device.get()
+    fn = dev.compile(SOURCE, "copy4")
+    n4 = -(-nbytes // 16)
+    src, dst = dev.alloc(n4 * 16), dev.alloc(n4 * 16)
+    try:
+        src.fill_bytes(0x3F)
+        grid = -(-n4 // (256 * 4))
+        return dev.time(lambda i: dev.launch(fn, [grid], [256], [dst, src, _ll(n4)]), reps=reps)
+    finally:
+        dev.free(src); dev.free(dst)  # noqa: E702
 
 
 def _ll(v: int):

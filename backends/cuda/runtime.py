@@ -4,12 +4,16 @@
 
 Timing follows one method everywhere (kernels and calibration alike): warm-up, L2
 flushed before every timed launch by writing a buffer larger than L2, input sets rotated,
-CUDA events around each launch, median of many runs.
+CUDA events around each launch, median of many runs. The write leaves L2 full of dirty
+lines that the timed kernel's own traffic evicts (written back to DRAM on its time):
+``SUPEROPT_L2_FLUSH=clean`` then reads the flush buffer once more, so the timed kernel
+finds clean lines — a diagnostic of what that write-back costs (``flush_mode``).
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -32,6 +36,27 @@ STICKY = {"CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_
           "CUDA_ERROR_INVALID_PC", "CUDA_ERROR_ECC_UNCORRECTABLE", "CUDA_ERROR_LAUNCH_TIMEOUT",
           "CUDA_ERROR_INVALID_ADDRESS_SPACE"}
 EXECUTION = "kernel execution"  # what a synchronize after launches is called in its error
+
+
+FLUSH_MODES = ("write", "clean")
+
+# read after the flush's write (clean mode): evicts its dirty lines before the timed launch
+_TOUCH = r"""
+extern "C" __global__ void l2_touch(const float4* __restrict__ p, long long n, float* __restrict__ sink) {
+  float s = 0.0f;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const float4 v = p[i]; s += v.x + v.y + v.z + v.w;
+  }
+  if (s == -1.0f) sink[0] = s;  // never true for the flush's 1.0 fill: keeps the reads
+}
+"""
+
+
+def flush_mode() -> str:
+    """How timing flushes L2: ``write`` (the default) or ``clean`` (see the module doc)."""
+    mode = os.environ.get("SUPEROPT_L2_FLUSH", "write") or "write"
+    if mode not in FLUSH_MODES: raise ValueError(f"SUPEROPT_L2_FLUSH={mode!r}: expected one of {', '.join(FLUSH_MODES)}")
+    return mode
 
 
 class CudaError(RuntimeError):
@@ -266,9 +291,13 @@ class Device:
 
     # ---- timing --------------------------------------------------------------
     def flush_l2(self) -> None:
-        """Write a buffer twice the size of L2 so no input stays cached."""
+        """Write a buffer twice the size of L2 so no input stays cached (clean mode: then
+        read it, so the lines left in L2 are clean)."""
         if self._flush is None: self._flush = self.alloc(max(2 * self.l2_bytes, 8 << 20))
         check(_drv.cuMemsetD32Async(self._flush.ptr, 0x3F800000, self._flush.nbytes // 4, 0), "timing", "L2 flush")
+        if flush_mode() == "clean":
+            touch = self.compile(_TOUCH, "l2_touch")
+            self.launch(touch, [self.sms * 4], [256], [self._flush, ctypes.c_int64(self._flush.nbytes // 16), self._flush])
 
     def time(self, run: Callable[[int], None], reps: int = 50, warmup: int = 3, flush: bool = True,
              budget_s: float = 2.0) -> list[float]:

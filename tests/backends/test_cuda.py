@@ -221,6 +221,30 @@ def test_timing_and_calibration_are_sane(cuda):
     assert 1e12 < m["smem_bytes_per_s"] and 0 < m["launch_s"] < 1e-3
 
 
+def test_l2_flush_mode_comes_from_the_environment(monkeypatch):
+    from superopt.backends.cuda.runtime import flush_mode
+    monkeypatch.delenv("SUPEROPT_L2_FLUSH", raising=False)
+    assert flush_mode() == "write"
+    monkeypatch.setenv("SUPEROPT_L2_FLUSH", "clean")
+    assert flush_mode() == "clean"
+    monkeypatch.setenv("SUPEROPT_L2_FLUSH", "read")
+    with pytest.raises(ValueError, match="SUPEROPT_L2_FLUSH='read'"):
+        flush_mode()
+
+
+@needs_gpu
+def test_a_clean_flush_times_a_copy_no_slower_than_a_dirty_one(cuda, monkeypatch):
+    """The clean flush reads the dirty lines out before the timed launch: a copy of a few MB
+    (whose time the write-back would dominate) never gets slower for it."""
+    from superopt.backends.cuda.calibrate import copy_times
+    from superopt.backends.cuda.runtime import median
+    monkeypatch.delenv("SUPEROPT_L2_FLUSH", raising=False)
+    dirty = median(copy_times(8 << 20, reps=20))
+    monkeypatch.setenv("SUPEROPT_L2_FLUSH", "clean")
+    clean = median(copy_times(8 << 20, reps=20))
+    assert 0 < clean <= dirty * 1.05, (clean, dirty)
+
+
 @needs_gpu
 def test_tensor_core_rate_is_calibrated_from_our_own_gemm():
     from superopt.commands.calibrate import tensor_core_rate
