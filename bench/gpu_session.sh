@@ -147,6 +147,19 @@ membound-copy)   # #5: membound suite, hand rules vs torch vs a plain copy of th
     | tee "$OUT/gpu-membound-copy-clean.txt" | tail -8
   $PY -m superopt bench --suite membound --backend cuda --methods hand,z3,torch --budget 5 --no-plots \
     --out "$OUT/bench-membound" 2>&1 | tee "$OUT/bench.txt" | tail -12
+  # layernorm 8192x1024: the fastest schedules of the fidelity samples (h100-2026-12-06c), the hand rule, under both flushes
+  mkdir -p "$OUT/kernels"
+  $PY -c "from superopt.io import save_kernel; from superopt.kernels.suites import suite; \
+save_kernel([w for w in suite('membound') if w.name == 'layernorm_8192x1024'][0].kernel, '$OUT/kernels/layernorm.json')"
+  for sch in '[[["grid",8192]],[["loop",2],["thread",256],["upcast",2]]]' '[[["grid",2048],["thread",2],["upcast",2]],[["loop",4],["thread",128],["upcast",2]]],"vector":2' \
+             '[[["grid",1024],["thread",2],["upcast",4]],[["loop",8],["thread",128]]]' '[[["grid",8192]],[["thread",256],["upcast",4]]]' \
+             '[[["grid",8192]],[["thread",256],["upcast",4]]],"vector":4' '[[["grid",8192]],[["unroll",2],["thread",256],["upcast",2]]]' \
+             '[[["grid",8192]],[["thread",128],["upcast",8]]],"vector":4' '[[["grid",4096],["thread",2]],[["loop",4],["thread",128],["upcast",2]]]'; do
+    for fl in write clean; do
+      echo "$fl {\"version\":1,\"splits\":$sch}: $(SUPEROPT_L2_FLUSH=$fl $PY -m superopt run "$OUT/kernels/layernorm.json" --backend cuda \
+        --schedule "{\"version\":1,\"splits\":$sch}" 2>&1 | tail -3 | tr '\n' ' ')"
+    done
+  done 2>&1 | tee "$OUT/layernorm-schedules.txt"
   ;;
 tune-fp32)   # #5: `superopt tune` of the fp32 2048^3 GEMM: the solver's candidates, the hand rule and the model's plan measured
   mkdir -p "$OUT/kernels"
