@@ -154,7 +154,10 @@ save_kernel([w for w in suite('membound') if w.name == 'layernorm_8192x1024'][0]
   for sch in '[[["grid",8192]],[["loop",2],["thread",256],["upcast",2]]]' '[[["grid",2048],["thread",2],["upcast",2]],[["loop",4],["thread",128],["upcast",2]]],"vector":2' \
              '[[["grid",1024],["thread",2],["upcast",4]],[["loop",8],["thread",128]]]' '[[["grid",8192]],[["thread",256],["upcast",4]]]' \
              '[[["grid",8192]],[["thread",256],["upcast",4]]],"vector":4' '[[["grid",8192]],[["unroll",2],["thread",256],["upcast",2]]]' \
-             '[[["grid",8192]],[["thread",128],["upcast",8]]],"vector":4' '[[["grid",4096],["thread",2]],[["loop",4],["thread",128],["upcast",2]]]'; do
+             '[[["grid",8192]],[["thread",128],["upcast",8]]],"vector":4' '[[["grid",4096],["thread",2]],[["loop",4],["thread",128],["upcast",2]]]' \
+             '[[["grid",8192]],[["unroll",2],["thread",128],["upcast",4]]],"vector":4' \
+             '[[["grid",4096],["thread",2]],[["unroll",2],["thread",128],["upcast",4]]],"vector":4' \
+             '[[["grid",2048],["thread",4]],[["unroll",8],["thread",32],["upcast",4]]],"vector":4'; do
     for fl in write clean; do
       echo "$fl {\"version\":1,\"splits\":$sch}: $(SUPEROPT_L2_FLUSH=$fl $PY -m superopt run "$OUT/kernels/layernorm.json" --backend cuda \
         --schedule "{\"version\":1,\"splits\":$sch}" 2>&1 | tail -3 | tr '\n' ' ')"
