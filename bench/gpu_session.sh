@@ -142,11 +142,13 @@ fp32-plan)   # fp32 GEMMs: the hand rule (staged SIMT), its tile variants, the s
 membound-copy)   # #5: membound suite, hand rules vs torch vs a plain copy of the same bytes, under both L2 flushes; z3-tuned; the smem GPU test
   TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_cuda.py -k "cuda_refuses or flush" --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -4
-  $PY bench/gpu.py --suites membound --copy --out "$OUT/gpu-membound-copy.json" 2>&1 | tee "$OUT/gpu-membound-copy.txt" | tail -8
-  SUPEROPT_L2_FLUSH=clean $PY bench/gpu.py --suites membound --copy --out "$OUT/gpu-membound-copy-clean.json" 2>&1 \
+  # MB_SUITES / MB_ONLY: other suites and workloads; LN_PROBE=0 skips the layernorm schedules at the end
+  $PY bench/gpu.py --suites "${MB_SUITES:-membound}" --only "${MB_ONLY:-}" --copy --out "$OUT/gpu-membound-copy.json" 2>&1 | tee "$OUT/gpu-membound-copy.txt" | tail -8
+  SUPEROPT_L2_FLUSH=clean $PY bench/gpu.py --suites "${MB_SUITES:-membound}" --only "${MB_ONLY:-}" --copy --out "$OUT/gpu-membound-copy-clean.json" 2>&1 \
     | tee "$OUT/gpu-membound-copy-clean.txt" | tail -8
   $PY -m superopt bench --suite membound --backend cuda --methods hand,z3,torch --budget 5 --no-plots \
     --out "$OUT/bench-membound" 2>&1 | tee "$OUT/bench.txt" | tail -12
+  [ "${LN_PROBE:-1}" = 0 ] && exit 0
   # layernorm 8192x1024: the fastest schedules of the fidelity samples (h100-2026-12-06c), the hand rule, under both flushes
   mkdir -p "$OUT/kernels"
   $PY -c "from superopt.io import save_kernel; from superopt.kernels.suites import suite; \
