@@ -26,6 +26,7 @@
 # (wgmma-check times the TMA twins; fusion-unfused has not run on a GPU yet). Seen 2026-11-23 (h100-2026-11-23c):
 # wgmma-check 84-107 s, gputests 112 s, fidelity more than 300 s for five kernels (softmax alone 176 s),
 # fidelity-rows 246 s.
+# Seen 2026-12-06 (h100-2026-12-06d): membound-copy 220 s with its layernorm probe, 135 s with LN_PROBE=0.
 # Several stages in one command: `bash bench/gpu_session.sh tests:150 tc:300 fusion` runs each
 # under its own time limit (seconds; a default per stage otherwise), each into $OUT/stages/STAGE,
 # and packs everything into $OUT/results.tgz at the end, so a stage that runs long or breaks

@@ -57,3 +57,26 @@ def test_cpu_reduce_breaks_the_add_chain():
     k = Tensor.empty(64, 256, name="x").sum(1).schedule()[0].kernel
     s = hand_schedule(k, CPU)
     assert s.upcast() >= 4  # independent accumulators
+
+
+@pytest.mark.parametrize("width,dtype", [(1024, dtypes.float32), (256, dtypes.float32), (4096, dtypes.float16)])
+def test_gpu_row_rule_gives_each_thread_two_vector_loads_of_a_row(width, dtype):
+    """Two 16-byte loads a thread at least, the two serial steps unrolled (measured faster on
+    the H100 than one load a thread: bench/results/h100-2026-12-06d); right on the emulator."""
+    from superopt.backends.base import get
+    k = Tensor.empty(4, width, dtype=dtype, name="x").layernorm().schedule()[0].kernel
+    s = hand_schedule(k, H100)
+    ra = k.row_axes[0]
+    assert s.vector * dtype.itemsize == 16
+    assert s.size(ra, Level.UNROLL) == 2 and s.size(ra, Level.LOOP) == 1
+    assert s.size(ra, Level.THREAD) * 2 * s.vector == width
+    assert check(k, s, H100) == []
+    r = verify(k, s, get("emu"), seed=0)
+    assert r.ok, f"{s.describe(k)}: {r}"
+
+
+def test_gpu_row_rule_keeps_a_loop_over_long_rows():
+    k = Tensor.empty(2, 8192, name="x").softmax().schedule()[0].kernel
+    s = hand_schedule(k, H100)
+    ra = k.row_axes[0]
+    assert (s.size(ra, Level.LOOP), s.size(ra, Level.THREAD), s.vector) == (4, 512, 4)
