@@ -29,6 +29,8 @@ import time
 import numpy as np
 
 from superopt.backends.base import Failure, get
+from superopt.backends.cuda.calibrate import copy_times
+from superopt.backends.cuda.runtime import flush_mode
 from superopt.ir.lower import lower
 from superopt.kernels.suites import suite
 from superopt.search.hand import gpu
@@ -128,7 +130,6 @@ def main(argv=None) -> int:
                 ts = time_torch(fn, args.reps, m.l2_bytes)
                 r["torch_s"], r["torch_spread"] = statistics.median(ts), (min(ts), max(ts))
             if args.copy:
-                from superopt.backends.cuda.calibrate import copy_times
                 ts = copy_times(w.min_bytes // 2, args.reps)
                 r["copy_s"], r["copy_spread"] = statistics.median(ts), (min(ts), max(ts))
             roof = max(w.flops / m.flops_fp32, w.min_bytes / m.dram_bw)
@@ -137,7 +138,6 @@ def main(argv=None) -> int:
             results.append(r)
             rows.append(_row(r))
             print(_fmt(rows[-1]), flush=True)
-    from superopt.backends.cuda.runtime import flush_mode
     out = {"command": command, "device": be.device, "machine": m.to_dict(), "calibration": cal, "l2_flush": flush_mode(),
            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}
     be.close()

@@ -67,7 +67,7 @@ class CudaBackend(Backend):
             return Failure("compile", f"cannot render: {e}")
         limit = self.machine.smem_per_block
         if limit and smem > limit:  # the launch would fail with an opaque invalid-value error
-            return Failure("compile", f"shared memory {smem} B per block > {limit} B (the block's threads x rows x lanes)")
+            return Failure("compile", f"shared memory {smem} B per block > {limit} B, the most a block may have")
         name = kernel_name(program)
         try:
             resp, _ = self.worker.request({"op": "compile", "source": src, "name": name})

@@ -169,6 +169,7 @@ class Device:
     bus_bits: int
     _modules: dict = field(default_factory=dict)
     _flush: DeviceArray | None = None
+    _touch: Function | None = None   # the clean flush's read kernel, compiled on first use
     _scratch: list = field(default_factory=list)
 
     _current = None
@@ -296,8 +297,8 @@ class Device:
         if self._flush is None: self._flush = self.alloc(max(2 * self.l2_bytes, 8 << 20))
         check(_drv.cuMemsetD32Async(self._flush.ptr, 0x3F800000, self._flush.nbytes // 4, 0), "timing", "L2 flush")
         if flush_mode() == "clean":
-            touch = self.compile(_TOUCH, "l2_touch")
-            self.launch(touch, [self.sms * 4], [256], [self._flush, ctypes.c_int64(self._flush.nbytes // 16), self._flush])
+            if self._touch is None: self._touch = self.compile(_TOUCH, "l2_touch")
+            self.launch(self._touch, [self.sms * 4], [256], [self._flush, ctypes.c_int64(self._flush.nbytes // 16), self._flush])
 
     def time(self, run: Callable[[int], None], reps: int = 50, warmup: int = 3, flush: bool = True,
              budget_s: float = 2.0) -> list[float]:
