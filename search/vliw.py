@@ -11,8 +11,17 @@ Machine description (sources):
   units and the per-class slot lists of LLVM's HexagonDepIICHVX.td itineraries, whose
   comments name the classes used below: VA = any one of the four compute units, VA_DV
   = a pair, VX = one multiplier in slot 2/3, VX_DV = both multipliers, VS = shift,
+  VRMPYV = vector x vector vrmpy accumulate, VSPLAT = vsplat/vinsert,
   VP = permute, VP_VS = permute + shift, aligned LOAD in slot 0/1, STORE in slot 0,
   unaligned load/store in slot 0 blocking slot 1 and using the permute unit).
+  The HVX classes' slots and units are *read* from those itineraries, copied in
+  ``search/data/hvx_v66.tsv`` (default) and ``hvx_v73.tsv`` (``use_cpu("v73")``), one
+  representative opcode a class (``_REPRESENTATIVE``). From the v66 table: a vector x
+  vector ``vrmpy`` accumulate takes both multipliers (one on v73), the Rt form one; an
+  aligned ``vmem`` load or store takes its load/store unit plus any one compute unit;
+  ``vsplat``/``vinsert`` take slot 2/3 and a multiplier; ``.new`` stores only the store
+  unit. A constant extender (``##``, or a constant too wide for the field) takes a slot;
+  a ``.new`` consumer sits in its producer's packet.
 - Latency (HVX PRM, "Instruction latency"): an HVX result is usable by the next packet,
   except by an *early source* operand (the inputs of a multiply other than its
   accumulator, the shifted/counted input of a shift, the permuted input of a permute,
@@ -36,6 +45,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import z3
 
@@ -44,6 +54,11 @@ MAX_SOLVE = 64   # instructions per block handed to Z3; larger blocks are packed
 UNITS = ("ld", "st", "mpy0", "mpy1", "shift", "xlane")
 _ANY1 = (("mpy0",), ("mpy1",), ("shift",), ("xlane",))
 _PAIR = (("mpy0", "mpy1"), ("shift", "xlane"))
+_DATA = Path(__file__).with_name("data")
+# resource names of LLVM's Hexagon itineraries -> the units one stage takes together
+_TSV_UNITS = {"CVI_LD": ("ld",), "CVI_ST": ("st",), "CVI_MPY0": ("mpy0",), "CVI_MPY1": ("mpy1",),
+              "CVI_SHIFT": ("shift",), "CVI_XLANE": ("xlane",), "CVI_MPY01": ("mpy0", "mpy1"),
+              "CVI_XLSHF": ("xlane", "shift")}
 
 
 @dataclass(frozen=True)
@@ -58,31 +73,72 @@ class IClass:
     hvx: bool = False
 
 
-CLASSES = {c.name: c for c in (
-    IClass("VA", (0, 1, 2, 3), _ANY1, hvx=True),
-    IClass("VA_DV", (0, 1, 2, 3), _PAIR, hvx=True),
-    IClass("VX", (2, 3), (("mpy0",), ("mpy1",)), early=True, hvx=True),
-    IClass("VX_DV", (2, 3), (("mpy0", "mpy1"),), early=True, hvx=True),
-    IClass("VS", (0, 1, 2, 3), (("shift",),), early=True, hvx=True),
-    IClass("VP", (0, 1, 2, 3), (("xlane",),), early=True, hvx=True),
-    IClass("VP_VS", (0, 1, 2, 3), (("xlane", "shift"),), early=True, hvx=True),
-    IClass("VLOAD", (0, 1), (("ld",),), hvx=True),
-    IClass("VLOADCUR", (0, 1), tuple(("ld",) + a for a in _ANY1), latency=0, hvx=True),  # .cur/.tmp: used in its packet
-    IClass("VLOADU", (0,), (("ld", "xlane"),), noslot1=True, hvx=True),
-    IClass("VSTORE", (0,), (("st",),), hvx=True),
-    IClass("VSTOREU", (0,), (("st", "xlane"),), noslot1=True, early=True, hvx=True),
-    IClass("ALU32", (0, 1, 2, 3)),
-    IClass("XTYPE", (2, 3)),
-    IClass("MPY", (2, 3), latency=2),
-    IClass("LD", (0, 1), latency=2),
-    IClass("ST", (0, 1)),
-    IClass("J", (2, 3)),
-    IClass("CR", (3,)),
-)}
+def itineraries(cpu: str = "v66") -> dict[str, tuple[tuple[int, ...], bool, tuple[tuple[str, ...], ...]]]:
+    """LLVM opcode -> (slots, blocks slot 1, unit alternatives) from ``data/hvx_<cpu>.tsv``
+    (LLVM's Hexagon itineraries: each ``[c1:A|B nextN]`` stage takes one of its resources;
+    two single-slot stages SLOT0 then SLOT1 mean slot 0 with slot 1 blocked)."""
+    if cpu in _ITIN: return _ITIN[cpu]
+    out = {}
+    for line in (_DATA / f"hvx_{cpu}.tsv").read_text().splitlines():
+        if line.startswith("#") or "stages=[" not in line: continue
+        op = line.split("\t")[0]
+        stages = re.findall(r"\[c\d+:([^ \]]+) next\d+\]", line)
+        slot_stages = [st for st in stages if re.match(r"SLOT\d", st)]
+        slots = tuple(sorted({int(x[4:]) for st in slot_stages[:1] for x in st.split("|") if x[4:].isdigit()}))
+        noslot1 = len(slot_stages) > 1
+        alts: list[tuple[str, ...]] = [()]
+        for st in stages:
+            if not st.startswith("CVI_"): continue
+            choice = [_TSV_UNITS[x] for x in st.split("|") if x in _TSV_UNITS]
+            if choice: alts = [a + c for a in alts for c in choice]
+        out[op] = (slots, noslot1, tuple(dict.fromkeys(tuple(sorted(set(a))) for a in alts)))
+    _ITIN[cpu] = out
+    return out
+
+
+_ITIN: dict[str, dict] = {}
+# one representative LLVM opcode per class: the class's slots and units are read from its row
+_REPRESENTATIVE = {
+    "VA": "V6_vaddw", "VA_DV": "V6_vaddw_dv", "VX": "V6_vrmpybus_acc", "VX_DV": "V6_vmpybus",
+    "VRMPYV": "V6_vrmpyubv_acc",   # vector x vector vrmpy accumulate: both multipliers on v66, one on v73
+    "VS": "V6_vasrwh", "VP": "V6_valignb", "VP_VS": "V6_vunpackub",
+    "VSPLAT": "V6_lvsplatw",        # vsplat / vinsert: slots 2/3 and a multiplier
+    "VLOAD": "V6_vL32b_ai", "VLOADCUR": "V6_vL32b_cur_ai", "VLOADTMP": "V6_vL32b_tmp_ai",
+    "VLOADU": "V6_vL32Ub_ai", "VSTORE": "V6_vS32b_ai", "VSTORENEW": "V6_vS32b_new_ai",
+    "VSTOREU": "V6_vS32Ub_ai",
+}
+_EARLY = {"VX", "VX_DV", "VRMPYV", "VS", "VP", "VP_VS", "VSTOREU", "VSPLAT"}
+CPU = "v66"
+
+
+def build_classes(cpu: str = "v66") -> dict[str, IClass]:
+    """The instruction classes of ``cpu`` (``v66`` default, ``v73`` selectable): HVX classes
+    from the itinerary table, scalar classes from the PRM's slot rules."""
+    it = itineraries(cpu)
+    cl = []
+    for name, op in _REPRESENTATIVE.items():
+        slots, noslot1, units = it[op]
+        cl.append(IClass(name, (0,) if noslot1 else slots, units, noslot1, name in _EARLY,
+                         0 if name in ("VLOADCUR", "VLOADTMP") else 1, True))
+    cl += [IClass("ALU32", (0, 1, 2, 3)), IClass("XTYPE", (2, 3)), IClass("MPY", (2, 3), latency=2),
+           IClass("LD", (0, 1), latency=2), IClass("ST", (0, 1)), IClass("J", (2, 3)), IClass("CR", (3,))]
+    return {c.name: c for c in cl}
+
+
+CLASSES = build_classes("v66")
+
+
+def use_cpu(cpu: str) -> None:
+    """Switch the packet model to another table (``v66`` or ``v73``), in place."""
+    global CPU
+    CLASSES.clear()
+    CLASSES.update(build_classes(cpu))
+    CPU = cpu
+
 
 # ---- classification of clang's Hexagon assembly -------------------------------------
 _VP_OPS = ("valign", "vlalign", "vror", "vdelta", "vrdelta", "vshuff", "vdeal", "vpack", "vsetq",
-           "vlut", "vswap", "vsplat")
+           "vlut", "vswap")
 _VS_OPS = ("vasr", "vasl", "vlsr", "vnormamt", "vpopcount", "vcl0", "vround", "vrotr")
 _VX_OPS = ("vmpy", "vrmpy", "vdmpy", "vtmpy", "vmpa", "vrsad", "vdsad", "vabsdiff")
 _ALU32 = ("add", "sub", "and", "or", "xor", "combine", "mux", "sxtb", "sxth", "zxtb", "zxth", "aslh",
@@ -116,7 +172,7 @@ def classify_packet(texts: list[str]) -> list[Instr]:
             ext = True
             continue
         ins = classify(t)
-        out.append(replace(ins, words=2) if ext else ins)
+        out.append(replace(ins, words=2) if ext or ins.words == 2 else ins)
         ext = False
     # a new-value operand written as ``Nx.new`` / ``Ox.new`` (qemu's disassembly: scalar /
     # vector) names its producer by position; read it as a same-packet use of every
@@ -189,7 +245,7 @@ def classify(text: str) -> Instr:
     # post-increment addressing writes its base register
     for m2 in re.finditer(r"\(\s*(r\d+)\s*\+\+", low):
         defs.append(m2.group(1))
-    cls = _class_of(body, lhs, rhs, store, load, bool(pred))
+    cls = _class_of(body, lhs, rhs, store, load, bool(pred), bool(op) and op != "=")
     early: list[str] = []
     c = CLASSES[cls]
     if c.early:
@@ -197,7 +253,24 @@ def classify(text: str) -> Instr:
         if op != "=" and op:
             early = [r for r in early if r not in defs]
     return Instr(t, cls, tuple(dict.fromkeys(defs)), tuple(dict.fromkeys(uses)), tuple(dict.fromkeys(new_uses)),
-                 tuple(dict.fromkeys(early)), "store" if store else "load" if load else "", branch)
+                 tuple(dict.fromkeys(early)), "store" if store else "load" if load else "", branch,
+                 2 if _extended(low) else 1)
+
+
+def _extended(low: str) -> bool:
+    """Does the instruction need a constant extender (``immext``, a slot of its own)? ``##``
+    always; otherwise a ``#`` constant outside the smallest common unextended field: s16 for
+    ``add(rX,#)`` / ``rX = #`` (A2_addi / A2_tfrsi), none for ``vmem`` offsets (not
+    extendable), s8 for anything else (conservative: cmp/and/or take s10, mux s8)."""
+    if "##" in low: return True
+    if "vmem" in low: return False
+    for m in re.finditer(r"#(-?(?:0x[0-9a-f]+|\d+))\b", low):
+        v = int(m.group(1), 0)
+        wide = re.search(r"=\s*add\s*\(\s*r\d+\s*,\s*#|^\s*r\d+\s*=\s*#", low)
+        lo, hi = (-(1 << 15), (1 << 15) - 1) if wide else (-1024, 1023) if "mem" in low else \
+            (0, 1023) if re.match(r"\s*loop[01]", low) else (-128, 127)   # s11:0 offsets, u10 trip counts
+        if not lo <= v <= hi: return True
+    return False
 
 
 def _split_assign(body: str) -> tuple[str, str, str]:
@@ -212,18 +285,25 @@ def _split_assign(body: str) -> tuple[str, str, str]:
     return "", "", body
 
 
-def _class_of(body: str, lhs: str, rhs: str, store: bool, load: bool, pred: bool) -> str:
+def _class_of(body: str, lhs: str, rhs: str, store: bool, load: bool, pred: bool, acc: bool = False) -> str:
     qreg = bool(re.search(r"\bq\d+", body))   # HVX vector predicates
     vec = bool(re.search(r"\bv\d+", body)) or "vmem" in body or qreg
     if re.search(r"\bjump|\bcall|endloop", body): return "J"
     if re.match(r"\s*loop[01]|\s*p3:0|\s*lc\d|\s*sa\d|\s*usr|\s*m\d\b", body) or re.search(r"\bloop[01]\s*\(", body):
         return "CR"
     if vec:
-        if store: return "VSTOREU" if "vmemu" in lhs else "VSTORE"
-        if load: return "VLOADU" if "vmemu" in rhs else "VLOADCUR" if re.search(r"\.(cur|tmp)\b", lhs) else "VLOAD"
+        if store:
+            if "vmemu" in lhs: return "VSTOREU"
+            return "VSTORENEW" if re.search(r"\.new\b", rhs) else "VSTORE"
+        if load:
+            if "vmemu" in rhs: return "VLOADU"
+            return "VLOADCUR" if re.search(r"\.cur\b", lhs) else "VLOADTMP" if re.search(r"\.tmp\b", lhs) else "VLOAD"
         name = re.search(r"\b(v[a-z0-9_]+)\s*\(", rhs)
         fn = name.group(1) if name else ""
         pair_dst = ":" in lhs
+        if fn.startswith(("vsplat", "vinsert")): return "VSPLAT"
+        # vector x vector vrmpy accumulate (V6_vrmpy{ub,b,bus}v_acc): both multipliers on v65-v69
+        if fn == "vrmpy" and acc and not pair_dst and len(re.findall(r"\bv\d+", rhs)) >= 2: return "VRMPYV"
         if any(fn.startswith(o) for o in _VX_OPS): return "VX_DV" if pair_dst or fn.startswith("vmpyi") and ".h" in rhs else "VX"
         # predicate <-> vector moves (vand(Q,R), vand(V,R)) are CVI_VX_LATE; predicate logic
         # (and(Qs,!Qt), or, not) CVI_VA_DV (instruction types in LLVM's hvx_hexagon_protos.h)
@@ -316,6 +396,7 @@ class Dep:
     dst: int
     latency: int
     distance: int = 0   # iterations between producer and consumer (loop-carried when > 0)
+    same: bool = False  # a ``.new`` read: the consumer must sit in its producer's packet
 
 
 def dependences(instrs: list[Instr], loop: bool = True) -> list[Dep]:
@@ -328,8 +409,10 @@ def dependences(instrs: list[Instr], loop: bool = True) -> list[Dep]:
     for i, j, dist in order:
         a, b = instrs[i], instrs[j]
         lat = None
+        same = False
         for r in a.defs:
-            if r in b.new_uses and dist == 0: lat = max(lat or 0, 0)
+            if r in b.new_uses and dist == 0:
+                lat, same = max(lat or 0, 0), True
             if r in b.uses:
                 l = _raw_latency(a, b, r)
                 if dist and _redefined_between(instrs, i, j, r, dist): continue
@@ -342,13 +425,13 @@ def dependences(instrs: list[Instr], loop: bool = True) -> list[Dep]:
             lat = max(lat or 0, 1 if a.mem == "store" else 0)
         if b.branch and not dist and not (lat and lat > 0): lat = max(lat or 0, 0)
         if lat is not None and not (dist and i == j and lat == 0):
-            deps.append(Dep(i, j, lat, dist))
+            deps.append(Dep(i, j, lat, dist, same and lat == 0))
     return deps
 
 
 def _raw_latency(a: Instr, b: Instr, r: str) -> int:
     lat = a.iclass.latency
-    if a.iclass.hvx and a.cls != "VLOADCUR" and r in b.early_uses: lat = max(lat, 2)
+    if a.iclass.hvx and a.cls not in ("VLOADCUR", "VLOADTMP") and r in b.early_uses: lat = max(lat, 2)
     return lat
 
 
@@ -410,7 +493,7 @@ def _lower_bound(instrs: list[Instr]) -> int:
     lb = max(lb, math.ceil(hv_units / 4))
     for kind in ("ld", "st"):
         lb = max(lb, sum(1 for i in instrs if all(kind in a for a in i.iclass.units)))
-    mpy = sum(2 if i.cls == "VX_DV" else 1 for i in instrs if i.cls in ("VX", "VX_DV"))
+    mpy = sum(min(sum(u.startswith("mpy") for u in a) for a in i.iclass.units) for i in instrs)
     lb = max(lb, math.ceil(mpy / 2))
     return max(lb, 1)
 
@@ -489,7 +572,7 @@ def _pack_check(instrs: list[Instr], deps: list[Dep], p: int, timeout_s: float, 
     asap, tail = _windows(n, deps)
     s.add([z3.And(cyc[i] >= asap[i], cyc[i] < p - tail[i]) for i in range(n)])  # ASAP/ALAP windows prune the search
     s.add(_resource_constraints(instrs, cyc, p))
-    for d in deps: s.add(cyc[d.dst] >= cyc[d.src] + d.latency)
+    for d in deps: s.add(cyc[d.dst] == cyc[d.src] if d.same else cyc[d.dst] >= cyc[d.src] + d.latency)
     s.add([cyc[i] == p - 1 for i in range(n) if instrs[i].branch])
     if max_issued is not None:   # at most this many packets hold an instruction
         s.add(z3.PbLe([(z3.Or([c == q for c in cyc]), 1) for q in range(p)], max_issued))
@@ -559,7 +642,7 @@ def _modulo_check(instrs: list[Instr], deps: list[Dep], ii: int, horizon: int, t
     for i in range(n):
         s.add(t[i] == ii * k[i] + r[i], r[i] >= 0, r[i] < ii, k[i] >= 0, t[i] >= asap[i], t[i] < horizon)
     s.add(_resource_constraints(instrs, r, ii))
-    for d in deps: s.add(t[d.dst] >= t[d.src] + d.latency - ii * d.distance)
+    for d in deps: s.add(t[d.dst] == t[d.src] if d.same else t[d.dst] >= t[d.src] + d.latency - ii * d.distance)
     s.add([r[i] == ii - 1 for i in range(n) if instrs[i].branch])
     res = s.check()
     return res, ([s.model().eval(x).as_long() for x in t] if res == z3.sat else [])
