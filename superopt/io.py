@@ -34,6 +34,7 @@ from superopt.ir import dtype as dt
 from superopt.ir.kernel import KERNEL_FORMAT, KERNEL_VERSION, Axis, Buffer, Kernel
 from superopt.ir.kernelize import Step
 from superopt.ir.node import Node, Ops
+from superopt.validate import FRONT_END_OPS, LIMITS, ValidationError, validate_kernel
 
 PROGRAM_FORMAT = "superopt.program"
 PROGRAM_VERSION = 1
@@ -165,6 +166,7 @@ def _kernel_field(x: Any, from_json: bool) -> Kernel:
                                                   and all(type(i) is int and 0 <= i < j for i in n[2])
                                                   for j, n in enumerate(nodes)):
             raise KernelFileError("malformed kernel node list")
+        if len(nodes) > LIMITS["max_nodes"]: raise KernelFileError(f"more than {LIMITS['max_nodes']} nodes")
         try:
             k = Kernel.from_dict(x)
         except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -180,6 +182,10 @@ def _kernel_field(x: Any, from_json: bool) -> Kernel:
 
 
 # ---- the allow-list unpickler ----------------------------------------------------------------
+# ``find_class`` hands out factory functions and private stand-in classes only, never the
+# real classes, enums or dtype singletons; BUILD (``__setstate__``) is applied only to
+# stand-ins this stream created itself (dataclasses pickle as NEWOBJ + BUILD), so a file
+# can never set state on an object that exists outside it.
 _PLAIN = (type(None), bool, int, float, str)
 
 
@@ -187,39 +193,94 @@ def _plain(x: Any) -> bool:
     return isinstance(x, _PLAIN) or (type(x) is tuple and all(_plain(v) for v in x))
 
 
+class _Stub:
+    """A Buffer/Axis as the stream describes it: constructor args and BUILD state, checked later."""
+    fields: tuple[str, ...] = ()
+
+    def __new__(cls, *args: Any) -> "_Stub":
+        self = object.__new__(cls)
+        self.args, self.state = args, None
+        return self
+
+    def build(self) -> Any:
+        st = self.state
+        if isinstance(st, tuple) and len(st) == 2 and st[0] is None: st = st[1]  # (dict, slots) form
+        if st is None:
+            vals = dict(zip(self.fields, self.args))
+            if len(self.args) > len(self.fields): raise KernelFileError(f"malformed {self.kind} in pickle")
+        elif isinstance(st, dict) and not self.args and all(type(x) is str for x in st):
+            vals = st
+        else:
+            raise KernelFileError(f"malformed {self.kind} in pickle")
+        if set(vals) - set(self.fields): raise KernelFileError(f"malformed {self.kind} in pickle")
+        try:
+            return self.make(**vals)
+        except TypeError:
+            raise KernelFileError(f"malformed {self.kind} in pickle") from None
+
+
+class _AxisStub(_Stub):
+    fields, kind = ("size", "reduce"), "axis"
+    make = staticmethod(lambda **kw: Axis(**kw))
+
+
+class _BufferStub(_Stub):
+    fields, kind = ("name", "dtype", "shape"), "buffer"
+    make = staticmethod(lambda **kw: Buffer(**kw))
+
+
+def _real(x: Any) -> Any: return x.build() if isinstance(x, _Stub) else x
+
+
 def _node(op: Any, dtype: Any, src: Any = (), arg: Any = None) -> Node:
-    if not isinstance(op, Ops) or not isinstance(dtype, dt.DType) or type(src) is not tuple \
-            or not all(isinstance(s, Node) for s in src) or not _plain(arg):
+    if type(op) is not Ops or type(dtype) is not dt.DType or type(src) is not tuple \
+            or not all(type(s) is Node for s in src) or not _plain(arg) or (type(arg) is tuple and len(arg) > 64):
         raise KernelFileError("malformed IR node in pickle")
+    if op not in FRONT_END_OPS: raise KernelFileError(f"op {op.name} is not allowed in a kernel file")
     return Node(op, dtype, src, arg)
 
 
 def _kernel(name: Any, axes: Any, inputs: Any, output: Any, body: Any, store: Any) -> Kernel:
-    if not isinstance(name, str) or type(axes) is not tuple or not all(type(a) is Axis for a in axes) \
-            or type(inputs) is not tuple or not all(type(b) is Buffer for b in inputs) or type(output) is not Buffer \
-            or not isinstance(body, Node) or not isinstance(store, Node):
+    if type(axes) is not tuple or type(inputs) is not tuple: raise KernelFileError("malformed Kernel in pickle")
+    axes, inputs, output = tuple(_real(a) for a in axes), tuple(_real(b) for b in inputs), _real(output)
+    if not isinstance(name, str) or not all(type(a) is Axis for a in axes) \
+            or not all(type(b) is Buffer for b in inputs) or type(output) is not Buffer \
+            or type(body) is not Node or type(store) is not Node:
         raise KernelFileError("malformed Kernel in pickle")
-    for a in axes: _check_axis(a)
-    for b in inputs + (output,): _check_buffer(b)
+    _validate(_Unchecked(name, axes, inputs, output, body, store))
     return Kernel(name, axes, inputs, output, body, store)
+
+
+class _Unchecked:
+    """Kernel-shaped fields, validated before ``Kernel.__post_init__`` walks them."""
+    def __init__(self, name, axes, inputs, output, body, store):
+        self.name, self.axes, self.inputs, self.output, self.body, self.store = name, axes, inputs, output, body, store
 
 
 def _dtype(name: Any) -> dt.DType:
     if not isinstance(name, str): raise KernelFileError("malformed dtype in pickle")
-    return dt.dtype_by_name(name)
+    try:
+        return dt.dtype_by_name(name)
+    except ValueError as e:
+        raise KernelFileError(_one_line(e)) from None
 
 
 def _ops(value: Any) -> Ops:
     if not isinstance(value, str): raise KernelFileError("malformed op in pickle")
-    return Ops(value)
+    try:
+        return Ops(value)
+    except ValueError:
+        raise KernelFileError(f"unknown op {value[:20]!r}") from None
 
 
 _ALLOWED = {("superopt.ir.node", "Node"): _node, ("superopt.ir.node", "Ops"): _ops,
             ("superopt.ir.dtype", "dtype_by_name"): _dtype, ("superopt.ir.kernel", "Kernel"): _kernel,
-            ("superopt.ir.kernel", "Buffer"): Buffer, ("superopt.ir.kernel", "Axis"): Axis}
+            ("superopt.ir.kernel", "Buffer"): _BufferStub, ("superopt.ir.kernel", "Axis"): _AxisStub}
 
 
-class _SafeUnpickler(pickle.Unpickler):
+class _SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD can be replaced
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def find_class(self, module: str, name: str) -> Any:
         f = _ALLOWED.get((module, name))
         if f is None:
@@ -229,25 +290,29 @@ class _SafeUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("persistent references are not allowed")
 
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if type(inst) not in (_AxisStub, _BufferStub) or inst.state is not None:
+            raise pickle.UnpicklingError(f"refusing BUILD on a {type(inst).__name__[:40]}")
+        inst.state = state
+    dispatch[pickle.BUILD[0]] = load_build
 
-def _check_axis(a: Any) -> None:
-    if type(a) is not Axis or type(a.size) is not int or a.size <= 0 or type(a.reduce) is not bool:
-        raise KernelFileError("malformed axis")
+    def _refuse(self) -> None: raise pickle.UnpicklingError("opcode not allowed in a kernel file")
+    for _op in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.NEWOBJ_EX):
+        dispatch[_op[0]] = _refuse
 
 
-def _check_buffer(b: Any) -> None:
-    if type(b) is not Buffer or not isinstance(b.name, str) or not isinstance(b.dtype, dt.DType) \
-            or type(b.shape) is not tuple or not all(type(d) is int and d > 0 for d in b.shape):
-        raise KernelFileError("malformed buffer")
+def _validate(k: Any) -> None:
+    try:
+        validate_kernel(k)
+    except ValidationError as e:
+        raise KernelFileError(f"invalid kernel: {e}") from None
 
 
 def _check_kernel(k: Kernel) -> None:
-    """Types all the way down (Axis/Buffer state comes from the stream unchecked)."""
-    for a in k.axes: _check_axis(a)
-    for b in k.inputs + (k.output,): _check_buffer(b)
-    for n in k.body.toposort() + k.store.toposort():
-        if not isinstance(n.op, Ops) or not isinstance(n.dtype, dt.DType) or not _plain(n.arg):
-            raise KernelFileError("malformed IR node")
+    """The one validator (``superopt.validate``): ops, arity, types, limits, index ranges."""
+    _validate(k)
 
 
 # ---- tinygrad ASTs ---------------------------------------------------------------------------------
