@@ -326,8 +326,10 @@ def _is_tinygrad(data: bytes) -> bool:
 
 def _tinygrad_steps(path: str | Path, data: bytes) -> tuple[list[Step], int]:
     from superopt.tinygrad_import import from_ast, loads_asts
+    from superopt.validate import NAME_CHARS
+    stem = "".join(c if c in NAME_CHARS else "_" for c in Path(path).stem)[:LIMITS["max_name"] - 8] or "tinygrad"
     try:
-        ks = [from_ast(a, name=f"{Path(path).stem}_{i}" if i else Path(path).stem) for i, a in enumerate(loads_asts(data))]
+        ks = [from_ast(a, name=f"{stem}_{i}" if i else stem) for i, a in enumerate(loads_asts(data))]
     except ValueError as e:
         raise KernelFileError(_one_line(e)) from None
     if not ks: raise KernelFileError("tinygrad pickle holds no kernels")

@@ -170,7 +170,10 @@ def from_ast(sink: Any, name: str = "tinygrad") -> Kernel:
     output = Buffer("out", _dtype(out_param.dtype), (_param_size(out_param),))
     body = c.value(store.src[1], output.dtype)
     if body.dtype is not output.dtype: body = Node(Ops.CAST, output.dtype, (body,))
-    return Kernel(name, axes, inputs, output, body, c.index(out_idx))
+    k = Kernel(name, axes, inputs, output, body, c.index(out_idx))
+    from superopt.validate import validate_kernel
+    validate_kernel(k)  # the one validator every loader uses (a ValueError)
+    return k
 
 
 # ---- helpers --------------------------------------------------------------------------

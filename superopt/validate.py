@@ -26,6 +26,7 @@ LIMITS: dict[str, int] = {
     "max_name": 128,             # characters of a kernel or buffer name
 }
 
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+=,:@ "
 FRONT_END_OPS = {Ops.CONST, Ops.VAR, Ops.LOAD, Ops.WHERE, Ops.REDUCE} | UNARY | BINARY
 # int32 constants may be folded index arithmetic (linear forms), so they get 64 bits
 _INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(1 << 63), (1 << 63) - 1)}
@@ -39,8 +40,8 @@ def _fail(msg: str) -> None: raise ValidationError(msg)
 
 
 def check_name(s: Any, what: str) -> None:
-    if type(s) is not str or not s or len(s) > LIMITS["max_name"] or not all(c.isalnum() or c in "_-." for c in s):
-        _fail(f"bad {what} name {str(s)[:40]!r} (letters, digits, _ - . only)")
+    if type(s) is not str or not s or len(s) > LIMITS["max_name"] or not all(c in NAME_CHARS for c in s):
+        _fail(f"bad {what} name {str(s)[:40]!r} (ASCII letters, digits and {NAME_CHARS[62:]!r} only)")
 
 
 def check_dtype(d: Any) -> None:
