@@ -39,6 +39,7 @@ class Param:
     help: str = ""
     choices: tuple[str, ...] = ()
     minimum: int = 1  # int params only
+    maximum: int = 1 << 24  # int params only: an absurd size is refused, not built
 
     def parse(self, text: str) -> Any:
         """Parse a command-line value; raise ValueError with a one-line message."""
@@ -57,6 +58,8 @@ class Param:
             raise ValueError(f"{self.name}={text}: not a{'n integer' if isinstance(self.default, int) else ' number'}") from None
         if isinstance(v, int) and v < self.minimum:
             raise ValueError(f"{self.name}={text}: must be >= {self.minimum}")
+        if isinstance(v, int) and v > self.maximum:
+            raise ValueError(f"{self.name}={text[:30]}: must be <= {self.maximum}")
         return v
 
     def show(self) -> str:

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         w = Workload.from_args(args.kind, args.params)
         steps = w.steps
+        from superopt.validate import validate_kernel
+        for s in steps: validate_kernel(s.kernel)  # the limits a kernel file is read under (sizes, ...)
     except ValueError as e:
         raise UserError(str(e)) from None
     out = Path(args.output or f"{w.name}.pkl")
