@@ -398,24 +398,38 @@ _INFIX = {Ops.ADD: "+", Ops.MUL: "*", Ops.IDIV: "//", Ops.MOD: "%", Ops.CMPLT: "
           Ops.CMPNE: "!=", Ops.AND: "&", Ops.OR: "|", Ops.XOR: "^", Ops.SHL: "<<", Ops.SHR: ">>"}
 
 
+RENDER_LIMIT = 2000  # characters of one rendered subexpression; longer ones are cut with "..."
+
+
 def render(n: Node, names: dict[Any, str] | None = None) -> str:
     """Readable infix form of an expression (used by `superopt show` and errors).
     ``names`` maps axis numbers to variable names and, optionally, Nodes to names
-    (shared subexpressions printed once)."""
-    if names and n in names: return names[n]
+    (shared subexpressions printed once). Works on the DAG: each node is rendered once
+    (iteratively, memoized) and cut at ``RENDER_LIMIT`` characters, so a deep or
+    exponentially shared expression never blows up."""
+    memo: dict[int, str] = {}
+    nm = names or {}
+    for x in toposort(n):
+        s = _render1(x, nm, lambda c: memo[id(c)])
+        memo[id(x)] = s if len(s) <= RENDER_LIMIT else s[:RENDER_LIMIT - 3] + "..."
+    return memo[id(n)]
+
+
+def _render1(n: Node, names: dict[Any, str], r) -> str:
+    if n in names: return names[n]
     if n.op is Ops.CONST: return repr(n.arg)
-    if n.op is Ops.VAR: return (names or {}).get(n.arg[0], f"i{n.arg[0]}")
+    if n.op is Ops.VAR: return names.get(n.arg[0], f"i{n.arg[0]}")
     if n.op is Ops.SPECIAL: return str(n.arg[0])
-    if n.op in (Ops.REG, Ops.SHARED): return f"{n.arg}[{render(n.src[0], names)}]"
+    if n.op in (Ops.REG, Ops.SHARED): return f"{n.arg}[{r(n.src[0])}]"
     if n.op is Ops.LOAD:
-        idx = render(n.src[0], names)
-        valid = "" if n.src[1] is TRUE else f" if {render(n.src[1], names)}"
+        idx = r(n.src[0])
+        valid = "" if n.src[1] is TRUE else f" if {r(n.src[1])}"
         return f"in{n.arg}[{idx}{valid}]"
     if n.op in _INFIX:
-        return f"({render(n.src[0], names)}{_INFIX[n.op]}{render(n.src[1], names)})"
+        return f"({r(n.src[0])}{_INFIX[n.op]}{r(n.src[1])})"
     if n.op is Ops.WHERE:
-        return f"where({', '.join(render(s, names) for s in n.src)})"
-    if n.op is Ops.CAST: return f"{n.dtype.name}({render(n.src[0], names)})"
+        return f"where({', '.join(r(s) for s in n.src)})"
+    if n.op is Ops.CAST: return f"{n.dtype.name}({r(n.src[0])})"
     if n.op is Ops.REDUCE:
-        return f"{n.arg[0]}[{','.join((names or {}).get(a, f'i{a}') for a in n.arg[1])}]({render(n.src[0], names)})"
-    return f"{n.op.value}({', '.join(render(s, names) for s in n.src)})"
+        return f"{n.arg[0]}[{','.join(names.get(a, f'i{a}') for a in n.arg[1])}]({r(n.src[0])})"
+    return f"{n.op.value}({', '.join(r(s) for s in n.src)})"

@@ -167,10 +167,7 @@ def _kernel_field(x: Any, from_json: bool) -> Kernel:
                                                   for j, n in enumerate(nodes)):
             raise KernelFileError("malformed kernel node list")
         if len(nodes) > LIMITS["max_nodes"]: raise KernelFileError(f"more than {LIMITS['max_nodes']} nodes")
-        try:
-            k = Kernel.from_dict(x)
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise KernelFileError(f"invalid kernel: {_one_line(e)}") from None
+        k = _kernel_from_json(x, nodes)
     else:
         k = x
     if type(k) is not Kernel: raise KernelFileError(f"expected a Kernel, found {type(k).__name__}")
@@ -179,6 +176,41 @@ def _kernel_field(x: Any, from_json: bool) -> Kernel:
     return Kernel(k.name, tuple(Axis(a.size, a.reduce) for a in k.axes),
                   tuple(Buffer(b.name, b.dtype, b.shape) for b in k.inputs),
                   Buffer(k.output.name, k.output.dtype, k.output.shape), k.body, k.store)
+
+
+def _json_arg(a: Any, depth: int = 0) -> Any:
+    if isinstance(a, list) and depth < 2 and len(a) <= 64: return tuple(_json_arg(v, depth + 1) for v in a)
+    if isinstance(a, dict) and set(a) == {"float"} and a["float"] in ("inf", "-inf", "nan"): return float(a["float"])
+    if a is None or type(a) in (bool, int, float, str): return a
+    raise KernelFileError("malformed node argument")
+
+
+def _json_buffer(b: Any) -> Buffer:
+    if not isinstance(b, dict) or set(b) != {"name", "dtype", "shape"} or not isinstance(b["shape"], list):
+        raise KernelFileError("malformed buffer")
+    return Buffer(b["name"], _dtype(b["dtype"]), tuple(b["shape"]))
+
+
+def _kernel_from_json(x: dict, nodes: list) -> Kernel:
+    """Nodes, axes and buffers built from checked parts and validated before ``Kernel`` sees them."""
+    built: list[Node] = []
+    for op, dtn, src, arg in nodes:
+        built.append(_node(_ops(op), _dtype(dtn), tuple(built[i] for i in src), _json_arg(arg)))
+    axes = x.get("axes")
+    if not isinstance(axes, list) or not all(isinstance(a, list) and len(a) == 2 for a in axes):
+        raise KernelFileError("malformed axes")
+    ins = x.get("inputs")
+    if not isinstance(ins, list): raise KernelFileError("malformed inputs")
+    body, store = x.get("body"), x.get("store")
+    if type(body) is not int or type(store) is not int or not 0 <= body < len(built) or not 0 <= store < len(built):
+        raise KernelFileError("body/store is not a node index")
+    parts = (x.get("name"), tuple(Axis(s, r) for s, r in axes), tuple(_json_buffer(b) for b in ins),
+             _json_buffer(x.get("output")), built[body], built[store])
+    _validate(_Unchecked(*parts))
+    try:
+        return Kernel(*parts)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise KernelFileError(f"invalid kernel: {_one_line(e)}") from None
 
 
 # ---- the allow-list unpickler ----------------------------------------------------------------
