@@ -40,6 +40,7 @@ __device__ __forceinline__ float h2f(unsigned short h) { float f; asm("cvt.f32.f
 __device__ __forceinline__ unsigned short f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 __device__ __forceinline__ float b2f(unsigned short b) { return __uint_as_float(((unsigned int)b) << 16); }
 __device__ __forceinline__ unsigned short f2b(float f) { unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float maxf_nan(float a, float b) { return (a != a || a > b) ? a : b; }  /* numpy's max: NaN propagates (fmaxf drops it) */
 __device__ __forceinline__ int fdiv(int a, int b) { int q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
 __device__ __forceinline__ int fmod_(int a, int b) { int r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }
 """
@@ -149,7 +150,7 @@ class _Renderer:
             return f"(int)((unsigned){src[0]} {dict(ADD='+', MUL='*', SHL='<<')[op.name]} (unsigned){src[1]})"
         if op is Ops.ADD: return f"({src[0]} + {src[1]})" if n.dtype.kind != "b" else f"({src[0]} || {src[1]})"
         if op is Ops.MUL: return f"({src[0]} * {src[1]})" if n.dtype.kind != "b" else f"({src[0]} && {src[1]})"
-        if op is Ops.MAX: return f"fmaxf({src[0]}, {src[1]})" if f else f"max({src[0]}, {src[1]})"
+        if op is Ops.MAX: return f"maxf_nan({src[0]}, {src[1]})" if f else f"max({src[0]}, {src[1]})"
         if op is Ops.CMPLT: return f"({src[0]} < {src[1]})"
         if op is Ops.CMPEQ: return f"({src[0]} == {src[1]})"
         if op is Ops.CMPNE: return f"({src[0]} != {src[1]})"
@@ -275,7 +276,7 @@ class _Renderer:
     def shuffle_combine(self, m: WarpCombine) -> None:
         reg, n, tr, op, cond, stores = m.reg, m.size, m.threads, m.op, m.cond, m.stores
         mask = "0xffffffffu" if self.p.threads >= 32 else hex((1 << self.p.threads) - 1) + "u"
-        fold = "fmaxf" if op is Ops.MAX and self.reg_dt[reg].is_float else "max" if op is Ops.MAX else None
+        fold = "maxf_nan" if op is Ops.MAX and self.reg_dt[reg].is_float else "max" if op is Ops.MAX else None
         self.emit(f"// {tr} threads' partials folded with warp shuffles")
         for e in range(n * self.p.lanes):
             for off in (1 << i for i in reversed(range(tr.bit_length() - 1))):
