@@ -38,6 +38,7 @@ class Compiled:
 class Timing:
     median_s: float
     samples: tuple[float, ...] = field(default_factory=tuple)
+    counters: dict = field(default_factory=dict)   # optional event counts (hexagon: packets, instructions, ...)
 
     @staticmethod
     def of(samples: Sequence[float]) -> "Timing":

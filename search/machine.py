@@ -79,7 +79,12 @@ H200 = replace(H100, name="h200", l2_bytes=60 * 2**20, dram_bw=4.3e12)
 # packet, 4 threads). Times come from the VLIW model (search/vliw.py), not these ceilings.
 HEXAGON = Machine("hexagon", "hexagon", 4, max_threads=1, max_upcast=128, simd_bytes=128,
                   dram_bw=12e9, flops_fp32=4 * 1.0e9 * 2 * 2 * 128, launch_s=50e-6,
-                  notes={"cpu": "hexagonv66", "hvx_bytes": 128, "packet_slots": 4})
+                  notes={"cpu": "hexagonv66", "hvx_bytes": 128, "packet_slots": 4,
+                         # HexagonBackend.time: seconds = packets counted by qemu (c20) / clock_hz
+                         # + stall packets / clock_hz; the stall model is none (0 stall packets):
+                         # qemu counts issued packets only, and no hardware is here to calibrate
+                         "clock_hz": 1.0e9, "clock_source": "assumption: a 1 GHz class cDSP clock, not measured",
+                         "stall_model": "none (0 stall packets)"})
 
 BUILTIN = {"h100": H100, "h200": H200, "hexagon": HEXAGON}
 

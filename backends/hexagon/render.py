@@ -167,9 +167,38 @@ class HexagonRenderer(CRenderer):
                 *[f"  if (so_read_all(g_{n}, sizeof(g_{n}))) return 3;" for n, _ in bufs[:-1]],
                 f"  {{ volatile unsigned char *o = (volatile unsigned char *)g_out; "
                 f"for (unsigned i = 0; i < sizeof(g_out); i++) o[i] = {POISON}; }}",
+                "  unsigned so_c0[3], so_c1[3], so_e0[3], so_e1[3];",
+                "  so_counters(so_e0); so_counters(so_e1);",   # the reads' own packets, subtracted below
+                "  so_counters(so_c0);",
                 f"  {KERNEL_FN}();",
-                "  if (so_write_all(g_out, sizeof(g_out))) return 4;", "  return 0;", "}"]
-        return decl + kernel + main
+                "  so_counters(so_c1);",
+                "  if (so_write_all(g_out, sizeof(g_out))) return 4;",
+                "  { unsigned so_n[3]; for (int i = 0; i < 3; i++) so_n[i] = (so_c1[i] - so_c0[i]) - (so_e1[i] - so_e0[i]);",
+                "    if (so_counters_out(so_n)) return 5; }",
+                "  return 0;", "}"]
+        return decl + COUNTERS + kernel + main
+
+
+# qemu's counters around the kernel call (hexagon/NOTES: c20 packets, c21 instructions, c22
+# HVX instructions; read with the raw transfer-from-control-register words into r0). The
+# three counts go to stderr as "so-counters P I H" (stdout carries only the output bytes).
+COUNTERS = [
+    "static inline __attribute__((always_inline)) void so_counters(unsigned c[3]) {",
+    "  register unsigned r0 __asm__(\"r0\");",
+    "  __asm__ volatile(\".word 0x6a14c000\" : \"=r\"(r0) :: \"memory\"); c[0] = r0;",
+    "  __asm__ volatile(\".word 0x6a15c000\" : \"=r\"(r0) :: \"memory\"); c[1] = r0;",
+    "  __asm__ volatile(\".word 0x6a16c000\" : \"=r\"(r0) :: \"memory\"); c[2] = r0;",
+    "}",
+    "static int so_counters_out(const unsigned n[3]) {",
+    "  char buf[64]; const char *h = \"so-counters\"; int k = 0;",
+    "  while (*h) buf[k++] = *h++;",
+    "  for (int i = 0; i < 3; i++) { char d[12]; int m = 0; unsigned v = n[i];",
+    "    do { d[m++] = (char)('0' + v % 10); v /= 10; } while (v);",
+    "    buf[k++] = ' '; while (m) buf[k++] = d[--m]; }",
+    "  buf[k++] = '\\n';",
+    "  return so_syscall3(64, 2, (long)buf, k) != k;",
+    "}",
+]
 
 
 def render(p: Program, vrmpy: bool = True) -> str:

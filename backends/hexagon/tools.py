@@ -131,6 +131,17 @@ def assembly(source: str, timeout: float = 120.0) -> str | Failure:
 
 def run_program(exe: Path, stdin: bytes, out_bytes: int, timeout: float = 60.0) -> bytes | Failure:
     """Run under qemu; the program must exit 0 and write exactly ``out_bytes`` bytes."""
+    r = run_counted(exe, stdin, out_bytes, timeout)
+    return r if isinstance(r, Failure) else r[0]
+
+
+_COUNTERS = re.compile(rb"so-counters (\d+) (\d+) (\d+)")
+
+
+def run_counted(exe: Path, stdin: bytes, out_bytes: int, timeout: float = 60.0) -> tuple[bytes, tuple[int, int, int] | None] | Failure:
+    """``run_program`` plus qemu's counters around the kernel call, as the rendered entry
+    prints them on stderr: (packets, instructions, HVX instructions) = c20, c21, c22
+    deltas less the deltas of an empty read pair; None when the program printed none."""
     tools = find_tools()
     if tools is None: return Failure("launch", missing_message())
     try:
@@ -144,7 +155,8 @@ def run_program(exe: Path, stdin: bytes, out_bytes: int, timeout: float = 60.0) 
     if r.returncode: return Failure("crash", f"exit status {r.returncode}")
     if len(r.stdout) != out_bytes:
         return Failure("crash", f"wrote {len(r.stdout)} bytes, expected {out_bytes}")
-    return r.stdout
+    m = _COUNTERS.search(r.stderr)
+    return r.stdout, (tuple(int(x) for x in m.groups()) if m else None)  # type: ignore[return-value]
 
 
 def tool_versions() -> dict[str, str]:

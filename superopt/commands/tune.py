@@ -82,6 +82,10 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
     t = backend.time(compiled, [a.reshape(-1) for a in inputs], poison(kernel.output), runs=runs)
     if hasattr(t, "median_s"):
         m.measured_s, m.samples = t.median_s, t.samples
+        counters = dict(getattr(t, "counters", None) or {})   # e.g. the Hexagon backend's qemu counts
+        if counters.get("packets"):
+            counters["macs_per_packet"] = kernel.flops / 2 / counters["packets"]
+        m.extra.update(counters)
     else:
         m.verified, m.reason = False, f"timing failed: {t}"
     return m
