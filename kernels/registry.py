@@ -39,7 +39,7 @@ class Param:
     help: str = ""
     choices: tuple[str, ...] = ()
     minimum: int = 1  # int params only
-    maximum: int = 1 << 24  # int params only: an absurd size is refused, not built
+    maximum: int = 1 << 30  # int params only: an absurd size is refused, not built
 
     def parse(self, text: str) -> Any:
         """Parse a command-line value; raise ValueError with a one-line message."""
