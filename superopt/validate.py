@@ -18,7 +18,8 @@ from superopt.ir import dtype as dt
 from superopt.ir.node import BINARY, REDUCE_OPS, TRUE, UNARY, Node, Ops
 
 LIMITS: dict[str, int] = {
-    "max_elements": 1 << 34,     # elements of one buffer, and points of the iteration space
+    "max_elements": 1 << 34,     # elements of one buffer
+    "max_points": 1 << 40,       # points of the iteration space (product of the axes)
     "max_dims": 8,               # dimensions of a buffer
     "max_axes": 16,              # kernel axes
     "max_nodes": 20000,          # distinct nodes of body + store
@@ -26,7 +27,7 @@ LIMITS: dict[str, int] = {
     "max_name": 128,             # characters of a kernel or buffer name
 }
 
-NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+=,:@ "
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+=,:@^ "
 FRONT_END_OPS = {Ops.CONST, Ops.VAR, Ops.LOAD, Ops.WHERE, Ops.REDUCE} | UNARY | BINARY
 # int32 constants may be folded index arithmetic (linear forms), so they get 64 bits
 _INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(1 << 63), (1 << 63) - 1)}
@@ -75,7 +76,7 @@ def validate_kernel(k: Any) -> None:
         if type(a) is not Axis or type(a.size) is not int or a.size <= 0 or type(a.reduce) is not bool:
             _fail("malformed axis")
     pts = math.prod(a.size for a in k.axes)
-    if pts > LIMITS["max_elements"]: _fail(f"iteration space of {pts:.3g} points (limit {LIMITS['max_elements']})")
+    if pts > LIMITS["max_points"]: _fail(f"iteration space of {pts:.3g} points (limit {LIMITS['max_points']})")
     if type(k.inputs) is not tuple: _fail("bad inputs")
     sizes = []
     for b in k.inputs + (k.output,):
