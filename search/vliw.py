@@ -21,7 +21,8 @@ Machine description (sources):
   aligned ``vmem`` load or store takes its load/store unit plus any one compute unit;
   ``vsplat``/``vinsert`` take slot 2/3 and a multiplier; ``.new`` stores only the store
   unit. A constant extender (``##``, or a constant too wide for the field) takes a slot;
-  a ``.new`` consumer sits in its producer's packet.
+  a ``.new`` consumer sits in its producer's packet; a solo instruction (``trap0``,
+  ``barrier``, ...) sits alone.
 - Latency (HVX PRM, "Instruction latency"): an HVX result is usable by the next packet,
   except by an *early source* operand (the inputs of a multiply other than its
   accumulator, the shifted/counted input of a shift, the permuted input of a permute,
@@ -172,7 +173,7 @@ def classify_packet(texts: list[str]) -> list[Instr]:
             ext = True
             continue
         ins = classify(t)
-        out.append(replace(ins, words=2) if ext or ins.words == 2 else ins)
+        out.append(replace(ins, words=max(2, ins.words)) if ext else ins)
         ext = False
     # a new-value operand written as ``Nx.new`` / ``Ox.new`` (qemu's disassembly: scalar /
     # vector) names its producer by position; read it as a same-packet use of every
@@ -254,7 +255,11 @@ def classify(text: str) -> Instr:
             early = [r for r in early if r not in defs]
     return Instr(t, cls, tuple(dict.fromkeys(defs)), tuple(dict.fromkeys(uses)), tuple(dict.fromkeys(new_uses)),
                  tuple(dict.fromkeys(early)), "store" if store else "load" if load else "", branch,
-                 2 if _extended(low) else 1)
+                 SLOTS if _SOLO.match(body) else 2 if _extended(low) else 1)
+
+
+# instructions marked isSolo (alone in their packet): modeled as taking all four slots
+_SOLO = re.compile(r"\s*(trap[01]|rte|barrier|isync|syncht|brkpt|k0lock|k0unlock|crswap|ciad|siad|wait|resume|swi|cswi|tlb\w*)\b")
 
 
 def _extended(low: str) -> bool:
