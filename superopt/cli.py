@@ -24,9 +24,16 @@ def _available() -> dict:
     return mods
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag or value is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     mods = _available()
-    p = argparse.ArgumentParser(prog="superopt", description="Constraint-solver-driven kernel superoptimizer.")
+    p = _Parser(prog="superopt", description="Constraint-solver-driven kernel superoptimizer.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, mod in mods.items():
         sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP)

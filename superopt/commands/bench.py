@@ -7,6 +7,8 @@ import argparse
 import shlex
 import sys
 
+from superopt.commands.args import positive_float, positive_int
+
 HELP = "research benchmark: hand rules vs Z3 vs BEAM (vs numpy/torch) on suites; tables, JSON, plots"
 
 
@@ -16,9 +18,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="hand,z3,beam", metavar="M[,M]",
                    help="hand, z3, beam, z3+beam, tinygrad-hand, tinygrad-beam, numpy (cpu), torch (cuda) "
                         "(default: hand,z3,beam)")
-    p.add_argument("--budget", type=float, default=10.0, metavar="S",
+    p.add_argument("--budget", type=positive_float, default=10.0, metavar="S",
                    help="tuning budget per kernel in seconds: z3's time limit, BEAM's search time (default 10)")
-    p.add_argument("--repeat", type=int, default=15, metavar="R", help="timing samples per median (default 15)")
+    p.add_argument("--repeat", type=positive_int, default=15, metavar="R", help="timing samples per median (default 15)")
     p.add_argument("--small", action="store_true", help="the small CI shapes of each suite")
     p.add_argument("--only", default="", metavar="NAME[,NAME]", help="keep only these workloads")
     p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default: bench-out)")

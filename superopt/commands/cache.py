@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from superopt.commands.args import nonneg_float
 from superopt.cache import Cache, CacheError, Entry, default_path
 from superopt.cli import UserError
 
@@ -38,7 +39,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     im.add_argument("file", help="input file, '-' for stdin")
     im.add_argument("--force", action="store_true", help="overwrite existing rows")
     pr = sub.add_parser("prune", help="delete unverified, stale-version or old rows")
-    pr.add_argument("--older-than", type=float, metavar="DAYS", default=None)
+    pr.add_argument("--older-than", type=nonneg_float, metavar="DAYS", default=None)
     pr.add_argument("--other-versions", action="store_true", help="rows of other tuner/schedule-format versions")
     pr.add_argument("--keep-unverified", action="store_true")
     pr.add_argument("--backend", default=None)

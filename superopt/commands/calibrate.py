@@ -13,12 +13,14 @@ import tempfile
 import time
 from dataclasses import replace
 
+from superopt.commands.args import positive_int
+
 HELP = "measure copy bandwidth, FMA rate, shared-memory bandwidth, launch overhead and (GPU) tensor-core rate; store them"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("cuda", "cpu"), default="cpu")
-    p.add_argument("--reps", type=int, default=30, help="timed runs per measurement (median taken)")
+    p.add_argument("--reps", type=positive_int, default=30, help="timed runs per measurement (median taken)")
     p.add_argument("--json", action="store_true", help="print the measurements as one JSON object")
     p.add_argument("--no-save", action="store_true", help="measure only; keep the stored calibration")
 

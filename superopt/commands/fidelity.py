@@ -17,19 +17,21 @@ import statistics
 import sys
 import time
 
+from superopt.commands.args import nonneg_int, positive_int
+
 HELP = "time many schedules of kernels and report how well the cost model ranks them (Spearman)"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", metavar="FILE", nargs="+", help=".pkl or .json kernel files")
     p.add_argument("--backend", default="cpu", help="backend to time on (default: cpu)")
-    p.add_argument("--schedules", type=int, default=50, metavar="N", help="schedules per kernel (default: 50)")
-    p.add_argument("--topk", type=int, default=4, metavar="K", help="solver candidates in the sample (default: 4)")
-    p.add_argument("--runs", type=int, default=7, metavar="R", help="timed runs per schedule, median (default: 7)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the sample")
+    p.add_argument("--schedules", type=positive_int, default=50, metavar="N", help="schedules per kernel (default: 50)")
+    p.add_argument("--topk", type=nonneg_int, default=4, metavar="K", help="solver candidates in the sample (default: 4)")
+    p.add_argument("--runs", type=positive_int, default=7, metavar="R", help="timed runs per schedule, median (default: 7)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the sample")
     p.add_argument("--stat", choices=("median", "min"), default="median",
                    help="figure of the runs ranked: median (default) or min (steadier on a shared machine)")
-    p.add_argument("--cores", type=int, metavar="N",
+    p.add_argument("--cores", type=positive_int, metavar="N",
                    help="cpu: schedule for N cores only (one core times steadily on a machine others share)")
     p.add_argument("--all-steps", action="store_true", help="every kernel of a multi-kernel file (default: its main one)")
     p.add_argument("--calibrate-model", action="store_true",

@@ -10,6 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from superopt.commands.args import positive_float, positive_int
 from superopt.cli import UserError
 
 HELP = "plan fusion (what to store, what to recompute) for a lazy-Tensor script or graph file; compare with unfused and the default rule"
@@ -20,8 +21,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SCRIPT_OR_GRAPH", help="a Python script that builds and realizes superopt Tensors, or a graph .json")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script ('--' separates them)")
     p.add_argument("--machine", default="cpu", help="machine model: cpu, h100, h200 (default cpu)")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="solver time per graph (default 30 s)")
-    p.add_argument("--peak-limit", type=int, metavar="BYTES", help="keep intermediate buffers alive at once within BYTES")
+    p.add_argument("--timeout", type=positive_float, default=30.0, metavar="S", help="solver time per graph (default 30 s)")
+    p.add_argument("--peak-limit", type=positive_int, metavar="BYTES", help="keep intermediate buffers alive at once within BYTES")
     p.add_argument("--schedules", choices=["hand", "z3"],
                    help="re-rank the candidate plans by the schedule cost model of their kernels under these schedules")
     p.add_argument("--execute", action="store_true",

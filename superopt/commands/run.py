@@ -6,6 +6,7 @@ import json
 import os
 import time
 
+from superopt.commands.args import nonneg_int
 from superopt.commands.tune import get_backend, load, measure, report
 
 HELP = "verify and time a kernel with a given schedule (default: the hand rules)"
@@ -15,8 +16,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a .pkl or .json kernel file")
     p.add_argument("--schedule", metavar="JSON_OR_PATH", help="schedule as JSON text or a file holding it")
     p.add_argument("--backend", default="cpu")
-    p.add_argument("--step", type=int, metavar="I", help="step I of a multi-kernel file (default: its main kernel)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the random inputs")
+    p.add_argument("--step", type=nonneg_int, metavar="I", help="step I of a multi-kernel file (default: its main kernel)")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="seed of the random inputs")
     p.add_argument("--show-source", action="store_true", help="also print the rendered source")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from superopt.commands.args import nonneg_int
+
 HELP = "print a kernel file: axes, buffers, index expressions, flops, bytes, intensity"
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a .pkl or .json kernel file")
-    p.add_argument("--step", type=int, metavar="I", help="only step I of a multi-kernel program")
+    p.add_argument("--step", type=nonneg_int, metavar="I", help="only step I of a multi-kernel program")
 
 
 def run(args: argparse.Namespace) -> int:

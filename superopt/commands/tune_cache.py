@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from superopt.commands.args import positive_float, positive_int
 from superopt.cli import UserError
 from superopt.commands.cache import add_cache_arg, console
 
@@ -13,8 +14,8 @@ HELP = "tune every kernel of a captured model into the cache (prioritized, paral
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="capture directory (manifest.json from `superopt capture`) or a folder of kernel files")
-    p.add_argument("--budget-per-kernel", type=float, default=10.0, metavar="S", help="tuning budget per kernel, seconds")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
+    p.add_argument("--budget-per-kernel", type=positive_float, default=10.0, metavar="S", help="tuning budget per kernel, seconds")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="parallel tuning processes (on cpu, concurrent timings disturb each other: keep 1 for "
                         "final numbers)")
     p.add_argument("--backend", default="cpu")
@@ -23,7 +24,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "hand: hand rules only")
     p.add_argument("--gpus", default=None, metavar="LIST",
                    help="comma-separated GPU ordinals: one worker per GPU, each timing on its own device")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=None, metavar="S",
                    help="kill a kernel's tuning after S seconds (default 4 x budget + 120)")
     p.add_argument("--retry-failed", action="store_true", help="retry kernels whose tuning failed before")
     p.add_argument("--summary", metavar="FILE", default=None,
