@@ -134,7 +134,7 @@ def pickle_cases(marker: Path) -> dict[str, bytes]:
     cases["inst0"] = b"(" + f"S'touch {marker}'\n".encode() + b"ios\nsystem\n."
     # BUILD on objects that exist outside the file
     cases["build_float32"] = _pk(_glob("superopt.ir.dtype", "dtype_by_name"), _su("float32"), b"\x85R",
-                                 b"}" + _su("itemsize") + b"K\x63" + _su("c") + _su("evil") + b"\x86" + b"u", b"b")
+                                 b"}(" + _su("itemsize") + b"K\x63" + _su("c") + _su("evil") + b"u", b"b")
     cases["build_float32_slots"] = _pk(_glob("superopt.ir.dtype", "dtype_by_name"), _su("float32"), b"\x85R",
                                        b"N}" + _su("name") + _su("evil") + b"s\x86b")
     cases["build_ops_add"] = _pk(_glob("superopt.ir.node", "Ops"), _su("add"), b"\x85R",
@@ -235,7 +235,7 @@ def test_build_on_shared_objects_changes_nothing(tmp_path):
     for name in ("build_float32", "build_float32_slots", "build_ops_add", "build_kernel_cls"):
         p = tmp_path / f"{name}.pkl"
         p.write_bytes(pickle_cases(tmp_path / MARK)[name])
-        with pytest.raises(KernelFileError):
+        with pytest.raises(KernelFileError, match="BUILD"):
             load_steps(p)
     assert _state() == before and dt.float32.itemsize == 4 and Ops.ADD.value == "add"
     assert not hasattr(dt.float32, "c") or dt.float32.c == "float"
@@ -284,6 +284,8 @@ def test_cli_one_line_exit_2(tmp_path):
     for p in paths[4:]:
         r = _cli("show", str(p), cwd=tmp_path)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (p.name, r.stderr[-500:])
+    r = _cli("tune-cache", str(d), "--no-progress", "--cache", str(tmp_path / "c"), cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-500:]
     assert not marker.exists()
 
 
