@@ -12,11 +12,18 @@ max, sum-of-exp and normalize). Both encodings carry a format tag and a version:
 
 The encoding is recognised from the content, not the file name. Pickles are read with an
 allow-list unpickler: the only globals a stream may name are the IR's ``Node``, ``Ops``,
-``dtype_by_name``, ``Kernel``, ``Buffer`` and ``Axis`` (each constructor checks its
-arguments' types); everything else is plain data (dict, list, tuple, str, numbers).
-A tinygrad kernel-AST pickle is handed to ``superopt.tinygrad_import`` (its own
-allow-list). Any problem — missing, truncated or foreign file, a disallowed global, a
-wrong type, an unknown version — raises ``KernelFileError`` with one line naming the file.
+``dtype_by_name``, ``Kernel``, ``Buffer`` and ``Axis``, and each resolves to a checking
+factory or a private stand-in, never to the real class, enum or dtype singleton; BUILD
+(``__setstate__``) is applied only to the stand-ins the stream itself created, so a file
+cannot change any object that exists outside it. Everything else is plain data. Every
+kernel, whatever its encoding (pickle, JSON, tinygrad import), then goes through the one
+validator, ``superopt.validate.validate_kernel``: front-end ops only (no lowered-only
+SPECIAL/REG/SHARED), arities, argument types, canonical dtypes, representable constants,
+limits on elements, nodes and depth (``superopt.validate.LIMITS``) and every unmasked
+index range inside its buffer. A tinygrad kernel-AST pickle is handed to
+``superopt.tinygrad_import`` (its own allow-list). Any problem — missing, truncated or
+foreign file, a disallowed global, a wrong type, an unknown version — raises
+``KernelFileError`` with one line naming the file.
 
 ``load_kernel(path)`` returns a program's *main* kernel (the one ``superopt new``
 recorded: most flops); ``load_kernel(path, index=i)`` picks step i, and
