@@ -33,6 +33,9 @@ FRONT_END_OPS = {Ops.CONST, Ops.VAR, Ops.LOAD, Ops.WHERE, Ops.REDUCE} | UNARY | 
 _INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(1 << 63), (1 << 63) - 1)}
 
 
+_FLOAT_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": 3.4028234663852886e38}
+
+
 class ValidationError(ValueError):
     """One line saying what is wrong."""
 
@@ -65,6 +68,8 @@ def check_const(value: Any, d: dt.DType) -> None:
         lo, hi = _INT_RANGE.get(d.name, (-(1 << 63), (1 << 63) - 1))
         if type(value) is not int or not lo <= value <= hi: _fail(f"constant not representable in {d.name}")
     elif type(value) is not float: _fail(f"{d.name} constant is not a float")
+    elif math.isfinite(value) and abs(value) > _FLOAT_MAX.get(d.name, math.inf):
+        _fail(f"constant {value:.3g} overflows {d.name}")
 
 
 def validate_kernel(k: Any) -> None:

@@ -156,6 +156,7 @@ def pickle_cases(marker: Path) -> dict[str, bytes]:
     cases["pkl_huge"] = _envelope(_Raw(Kernel, ("k", (Axis(10 ** 12), Axis(10 ** 12), Axis(512, True)), ins, out, good.body, good.store)))
     cases["pkl_arity"] = _envelope(_Raw(Kernel, ("k", axes, ins, out, Node(Ops.ADD, dt.float32, (good.body,)), good.store)))
     cases["pkl_bigconst"] = _envelope(_Raw(Kernel, ("k", axes, ins, out, Node(Ops.CONST, dt.int8, (), 10 ** 5000), good.store)))
+    cases["pkl_fp16_overflow"] = _envelope(_Raw(Kernel, ("k", axes, ins, out, Node(Ops.CONST, dt.float16, (), 1e10), good.store)))
     cases["pkl_wrongtype"] = _envelope(_Raw(Kernel, ("k", axes, ins, out, "body", good.store)))
     chain = v
     for _ in range(300): chain = Node(Ops.NEG, dt.int32, (chain,))  # deeper than the limit (256)
@@ -355,3 +356,12 @@ def test_random_mutations_only_raise_kernel_file_error(tmp_path, data):
         for s in load_steps(p)[0]: s.kernel.describe()
     except KernelFileError as e:
         assert "\n" not in str(e)
+
+
+def test_constants_must_fit_their_dtype():
+    from superopt.validate import ValidationError, check_const
+    for v, d in ((1e10, dt.float16), (1 << 200, dt.int32), (300, dt.uint8), (-129, dt.int8), (1, dt.bool_), (1.5, dt.int32)):
+        with pytest.raises(ValidationError):
+            check_const(v, d)
+    for v, d in ((65504.0, dt.float16), (float("-inf"), dt.float32), (255, dt.uint8), (True, dt.bool_)):
+        check_const(v, d)
