@@ -79,11 +79,12 @@ def test_integers_must_be_exact():
     assert not r.ok and "differ" in r.reason
 
 
-def test_large_outputs_are_sampled(cpu_backend):
+def test_large_gemm_outputs_are_checked_whole(cpu_backend):
+    """(Sampled 4096 points before issue 22; the fast reference now covers all of it.)"""
     k = (Tensor.empty(512, 256, name="a") @ Tensor.empty(256, 256, name="b")).schedule()[0].kernel
     r = verify(k, Schedule(((Split(L.GRID, 128), Split(L.UPCAST, 4)), (Split(L.LOOP, 16), Split(L.UPCAST, 16)),
                             (Split(L.LOOP, 256),)), vector=16, workers=2), cpu_backend)
-    assert r.ok and r.checked == SAMPLE_POINTS
+    assert r.ok and r.checked == k.out_points > SAMPLE_POINTS
 
 
 def test_illegal_schedule_is_a_structured_failure(cpu_backend):
@@ -145,7 +146,9 @@ def test_a_wrong_candidate_is_rejected_by_a_shared_reference(monkeypatch):
 
 def test_a_sampled_reference_keeps_its_points_and_matches_the_whole_output(monkeypatch):
     """Large outputs: SAMPLE_POINTS random points drawn once per input set; their reference
-    values are the whole reference's at those elements."""
+    values are the whole reference's at those elements (where no fast whole reference
+    exists: large row kernels; forced off here)."""
+    monkeypatch.setattr(V, "whole_output", lambda k, ins: None)
     k = (Tensor.empty(512, 256, name="a") @ Tensor.empty(256, 256, name="b")).schedule()[0].kernel
     ins = random_inputs(k, np.random.default_rng(3))
     whole = run_kernel(k, ins).reshape(-1).astype(np.float64)

@@ -1,0 +1,115 @@
+"""A fast whole-output reference for classic kernels (elementwise, GEMM, conv, reductions).
+
+Every axis of the kernel is its own numpy dimension, so a node's value only spans the axes
+it depends on (a GEMM's loads are M x K and K x N, never M x N x K); a sum over the reduce
+axes of a product is one ``np.einsum`` (BLAS), other reductions fold the materialized
+value. Values are float64 for floats (the interpreter's compute precision) and wrap like
+the interpreter for integers. Any intermediate larger than ``LIMIT`` elements, or a row
+kernel, gives ``None`` (callers fall back to the point-wise interpreter)."""
+from __future__ import annotations
+
+import math
+import string
+
+import numpy as np
+
+from superopt.ir import dtype as dt
+from superopt.ir.interpret import _Input, apply, cast_values, compute_dtype
+from superopt.ir.kernel import Kernel
+from superopt.ir.node import Ops, toposort
+
+LIMIT = 1 << 26
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _check(shape) -> None:
+    if math.prod(shape) > LIMIT: raise _TooBig
+
+
+def _einsum_sum(a: np.ndarray, b: np.ndarray, red: list[int], nd: int) -> np.ndarray:
+    """sum over dims ``red`` of a * b (both nd-dimensional, broadcastable), keepdims."""
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    letters = string.ascii_letters[:nd]
+    def sub(x):
+        keep = [i for i in range(nd) if x.shape[i] != 1]
+        return x.reshape([x.shape[i] for i in keep]), "".join(letters[i] for i in keep)
+    (xa, sa), (xb, sb) = sub(a), sub(b)
+    out_dims = [i for i in range(nd) if i not in red and shape[i] != 1]
+    _check([shape[i] for i in out_dims])
+    r = np.einsum(f"{sa},{sb}->{''.join(letters[i] for i in out_dims)}", xa, xb, optimize=True)
+    full = [1] * nd
+    for i in out_dims: full[i] = shape[i]
+    return r.reshape(full)
+
+
+def whole_output(k: Kernel, inputs) -> np.ndarray | None:
+    """The whole output (storage dtype, flat) or None where no fast path applies."""
+    if k.row_axes: return None
+    try:
+        return _run(k, inputs)
+    except _TooBig:
+        return None
+
+
+def _run(k: Kernel, inputs) -> np.ndarray:
+    nd, red = len(k.axes), list(k.reduce_axes)
+    ins = [_Input(np.asarray(a).reshape(-1), b.dtype) for a, b in zip(inputs, k.inputs)]
+    env = {}
+    for i, a in enumerate(k.axes):
+        shp = [1] * nd
+        shp[i] = a.size
+        env[i] = np.arange(a.size, dtype=np.int64).reshape(shp)
+    order = toposort(k.body) if k.body is not None else []
+    users: dict = {}
+    for n in order:
+        for s in n.src: users.setdefault(s, []).append(n)
+    lazy = {n.src[0] for n in order if n.op is Ops.REDUCE and n.arg[0] == "sum" and n.src[0].op is Ops.MUL
+            and all(u.op is Ops.REDUCE for u in users.get(n.src[0], []))}
+    val = _eval(order, env, ins, nd, red, lazy)
+    body = val[k.body]
+    st = _eval(toposort(k.store), env, ins, nd, red, set())[k.store]
+    grid = [1 if a.reduce else a.size for a in k.axes]
+    _check(grid)
+    out = np.zeros(k.output.size, dtype=compute_dtype(k.output.dtype))
+    out[np.broadcast_to(st, grid).reshape(-1)] = np.broadcast_to(body, grid).reshape(-1)
+    return dt.to_storage(cast_values(out, k.output.dtype), k.output.dtype)
+
+
+def _eval(order, env, ins, nd, red, lazy) -> dict:
+    val: dict = {}
+    for n in order:
+        if n in lazy: continue
+        if n.op is Ops.CONST:
+            v = np.asarray(n.arg, dtype=compute_dtype(n.dtype)).reshape((1,) * nd)
+        elif n.op is Ops.VAR:
+            v = env[n.arg[0]]
+        elif n.op is Ops.LOAD:
+            idx, ok = val[n.src[0]], val[n.src[1]]
+            _check(np.broadcast_shapes(idx.shape, ok.shape))
+            buf = ins[n.arg]
+            safe = np.where(ok, idx, 0)
+            if safe.size and (safe.min() < 0 or safe.max() >= buf.size):
+                raise IndexError(f"load from input {n.arg} out of bounds")
+            v = np.where(ok, buf.gather(safe), np.zeros((), compute_dtype(buf.dtype)))
+        elif n.op is Ops.REDUCE:
+            axes = tuple(red)
+            if n.src[0] in lazy:
+                m = n.src[0]
+                v = _einsum_sum(val[m.src[0]], val[m.src[1]], red, nd)
+                if n.dtype.is_int and v.dtype != np.int64: v = v.astype(np.int64)
+            else:
+                x = val[n.src[0]]
+                shape = list(x.shape)
+                for i in axes: shape[i] = env[i].shape[i]
+                _check(shape)
+                v = (np.sum if n.arg[0] == "sum" else np.max)(np.broadcast_to(x, shape), axis=axes, keepdims=True)
+        else:
+            srcs = [val[s] for s in n.src]
+            _check(np.broadcast_shapes(*[s.shape for s in srcs]))
+            v = apply(n.op, n.dtype, srcs, [s.dtype for s in n.src])
+            if n.dtype.is_float and v.dtype != np.float64: v = v.astype(np.float64)
+        val[n] = v
+    return val
