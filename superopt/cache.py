@@ -52,6 +52,14 @@ class CacheError(Exception):
     """The cache file is unusable (corrupt, foreign, newer format); the message is one line."""
 
 
+def _busy_timeout() -> float:
+    """How long to wait for another process's write lock (``SUPEROPT_CACHE_BUSY_TIMEOUT`` seconds overrides)."""
+    try:
+        return max(0.0, float(os.environ.get("SUPEROPT_CACHE_BUSY_TIMEOUT", _BUSY_TIMEOUT_S)))
+    except ValueError:
+        return _BUSY_TIMEOUT_S
+
+
 def tuner_version() -> str:
     import superopt
     return superopt.__version__
@@ -120,8 +128,21 @@ class Entry:
 _COLS = [f.name for f in fields(Entry)]
 
 
+_STR_COLS = ("kernel_key", "backend", "device", "schedule", "method", "tuner_version", "created")
+_OPT_STR_COLS = ("baseline_method", "name", "kernel", "note")
+_OPT_NUM_COLS = ("measured_s", "modeled_s", "baseline_s")
+
+
 def _row_entry(row: sqlite3.Row) -> Entry:
+    """A stored row as an Entry; a row of garbage types (written by something else) is a CacheError."""
     d = {k: row[k] for k in row.keys() if k in _COLS}
+    key = d.get("kernel_key")
+    bad = [c for c in _STR_COLS if c in d and not isinstance(d[c], str)]
+    bad += [c for c in _OPT_STR_COLS if d.get(c) is not None and not isinstance(d[c], str)]
+    bad += [c for c in _OPT_NUM_COLS if d.get(c) is not None and (isinstance(d[c], bool) or not isinstance(d[c], (int, float)))]
+    bad += [c for c in ("verified", "schedule_version", "tunes") if c in d and not isinstance(d[c], int)]
+    if bad: raise CacheError(f"cache row {str(key)[:40]!r} has bad values in {bad}; the cache was written by something else "
+                             "(`superopt cache prune` cannot fix it: move the file away)")
     d["verified"] = bool(d["verified"])
     return Entry(**d)
 
@@ -144,15 +165,41 @@ class Cache:
         if self.path.is_dir(): raise CacheError(f"{self.path} is a directory, not a cache file")
         _check_file(self.path)
         if readonly and not self.path.exists(): raise CacheError(f"{self.path}: no kernel cache there yet (nothing tuned)")
-        if not readonly: self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not readonly:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CacheError(f"{self.path}: cannot create the cache directory ({e.strerror or e})") from None
         try:
             target = self.path.resolve().as_uri() + "?mode=ro" if readonly else str(self.path)
-            self.db = sqlite3.connect(target, uri=readonly, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            self.db = sqlite3.connect(target, uri=readonly, timeout=_busy_timeout(), isolation_level=None)
             self.db.row_factory = sqlite3.Row
+            if self.path.exists() and self.path.stat().st_size > 0: self._integrity()
             if not readonly: self._init()
             self._check_format()
         except sqlite3.DatabaseError as e:
-            raise CacheError(f"{self.path} is corrupt or not a superopt kernel cache ({e})") from None
+            raise CacheError(self._describe(e)) from None
+
+    def _describe(self, e: sqlite3.DatabaseError) -> str:
+        """One line telling a read-only, a locked and a damaged cache apart (only the last one may be deleted)."""
+        msg = str(e)
+        low = msg.lower()
+        if "readonly" in low or "read-only" in low or "read only" in low:
+            return f"{self.path} is read-only ({msg}); the cache itself is not damaged: fix its permissions or pass --cache"
+        if "locked" in low or "busy" in low:
+            return f"{self.path} is locked by another process ({msg}); the cache is not damaged: retry when it finishes"
+        if "unable to open" in low:
+            return f"{self.path}: cannot open the cache file ({msg}); check the path and its directory's permissions"
+        if isinstance(e, sqlite3.OperationalError) and ("no such" in low or "has no column" in low):
+            return f"{self.path} has an unexpected schema ({msg}); not a superopt kernel cache of this version"
+        return f"{self.path} is corrupt or not a superopt kernel cache ({msg}); move it away (or delete it) and retune"
+
+    def _integrity(self) -> None:
+        rows = self.db.execute("PRAGMA quick_check").fetchall()
+        if [tuple(r) for r in rows] != [("ok",)]:
+            first = rows[0][0] if rows else "no result"
+            raise CacheError(f"{self.path} is corrupt (integrity check: {str(first).splitlines()[0][:200]}); "
+                             "move it away (or delete it) and retune")
 
     # ---- setup ----------------------------------------------------------------
     def _init(self) -> None:
@@ -189,19 +236,35 @@ class Cache:
     @contextmanager
     def _write(self) -> Iterator[None]:
         """One write transaction holding SQLite's write lock from the start (no upgrade deadlocks)."""
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as e:
+            raise CacheError(self._describe(e)) from None
         try:
             yield
+        except sqlite3.DatabaseError as e:
+            self._rollback()
+            raise CacheError(self._describe(e)) from None
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            self._rollback()
+            raise CacheError(self._describe(e)) from None
+
+    def _rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.DatabaseError:
+            pass
 
     def _q(self, sql: str, args=()) -> list[sqlite3.Row]:
         try:
             return self.db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as e:
-            raise CacheError(f"{self.path} is corrupt ({e})") from None
+            raise CacheError(self._describe(e)) from None
 
     def close(self) -> None: self.db.close()
     def __enter__(self) -> "Cache": return self
@@ -247,7 +310,7 @@ class Cache:
                 self.db.execute("DELETE FROM failures WHERE kernel_key=? AND backend=? AND device=?",
                                 (e.kernel_key, e.backend, e.device))
         except sqlite3.DatabaseError as err:
-            raise CacheError(f"{self.path}: cannot write ({err})") from None
+            raise CacheError(self._describe(err)) from None
         return True
 
     def put_failure(self, kernel_key: str, backend: str, device: str | None, error: str) -> None:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from superopt.commands.args import positive_float, positive_int
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     out.print(table)
     path = Path(args.summary) if args.summary else Path(args.dir) / f"summary-{args.backend}.md"
     try:
-        path.write_text(md)
+        write_atomic(path, md)
         out.print(f"summary written to {path}")
     except OSError as e:
         out.print(f"could not write {path}: {e}")
@@ -130,3 +132,19 @@ def summary(res, backend: str, device: str):
     notes = [f"- {o.job.name} ({o.job.key[:8]}): {o.entry.note}" for o in res.outcomes if o.entry and o.entry.note]
     if notes: md += ["Tuner notes:", ""] + notes + [""]
     return t, "\n".join(md)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path`` and rename it over: a reader (or a killed run)
+    never sees half a summary."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
