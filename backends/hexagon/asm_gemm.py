@@ -4,7 +4,8 @@ C[M,N] (int32) = A[M,K] (int8) @ B[K,N] (int8). B is prepacked once (outside the
 counted region) into the vrmpy layout: per 32-column block and 4-k group, 128 bytes =
 32 lanes x 4 k bytes, stored as unsigned (B + 128) because the scalar-operand form
 ``Vx.w += vrmpy(Vu.ub, Rt.b)`` multiplies unsigned vector bytes by signed Rt bytes; the
-counted program subtracts 128 * rowsum(A) by starting each accumulator at that value.
+loop also accumulates 128 * rowsum(A) per row (vrmpy of a 0x80 splat by the same Rt)
+and each tile subtracts it before the stores.
 
 The inner loop (one 4-k group of an R-row x J-block tile) is software-pipelined by hand
 (the loads fetch the next group's operands) and packed by ``search.vliw.pack``; the
@@ -39,6 +40,7 @@ def body_instrs(bl: Blocking) -> list[str]:
     """One k-group: R*J vrmpy on the current operands, then loads of the next ones."""
     R, J = bl.rows, bl.blocks
     out = [f"v{i * J + j}.w += vrmpy(v{R * J + j}.ub,r{12 + i}.b)" for i in range(R) for j in range(J)]
+    out += [f"v{R * J + J + 1 + i}.w += vrmpy(v{R * J + J}.ub,r{12 + i}.b)" for i in range(R)]  # 128*rowsum(A)
     out += [f"v{R * J + j} = vmem(r{1 + j + 3}++#1)" for j in range(J)]   # B pointers r4..
     out += [f"r{12 + i} = memw(r{4 + J + i}++#4)" for i in range(R)]     # A pointers after
     return out
@@ -46,7 +48,7 @@ def body_instrs(bl: Blocking) -> list[str]:
 
 def valid(bl: Blocking, m: int, n: int, k: int) -> bool:
     R, J = bl.rows, bl.blocks
-    return (R * J + J <= ROWS_MAX_REGS and 4 + J + R <= 12 and 12 + R <= 28 and m % R == 0
+    return (R * J + J + 1 + R <= ROWS_MAX_REGS and 4 + J + R <= 12 and 12 + R <= 28 and m % R == 0
             and n % (32 * J) == 0 and k % 4 == 0 and k // 4 <= 1023)
 
 
@@ -63,7 +65,7 @@ def pack_body(bl: Blocking, timeout_s: float = 20.0) -> tuple[list[list[str]], v
 def tile_overhead(bl: Blocking) -> int:
     """Single-instruction packets around each tile's loop, as emitted below."""
     R, J = bl.rows, bl.blocks
-    return (J + R) + 2 * R + J + R + 1 + R + R * J   # pointers, corr load+splat, prologue loads, loop0, row ptrs, stores
+    return (J + R) + R * J + R + J + R + 1 + R * J + R + R * J   # pointers, zeroing, prologue loads, loop0, subtract, row ptrs, stores
 
 
 def modeled_packets(bl: Blocking, m: int, n: int, k: int, body_packets: int) -> int:
@@ -92,7 +94,8 @@ def emit_asm(bl: Blocking, m: int, n: int, k: int, packets: list[list[str]]) -> 
     L: list[str] = [".text", ".p2align 4", ".globl gemm_asm", ".type gemm_asm,@function", "gemm_asm:",
                     "{ allocframe(#64) }",
                     "{ memd(r29+#0) = r17:16 }", "{ memd(r29+#8) = r19:18 }", "{ memd(r29+#16) = r21:20 }",
-                    "{ memd(r29+#24) = r23:22 }", "{ memd(r29+#32) = r25:24 }", "{ memd(r29+#40) = r27:26 }"]
+                    "{ memd(r29+#24) = r23:22 }", "{ memd(r29+#32) = r25:24 }", "{ memd(r29+#40) = r27:26 }",
+                    "{ r28 = ##-2139062144 }", f"{{ v{R * J + J} = vsplat(r28) }}"]
     t = 0
     for m0 in range(0, m, R):
         for n0 in range(0, n, 32 * J):
@@ -100,9 +103,8 @@ def emit_asm(bl: Blocking, m: int, n: int, k: int, packets: list[list[str]]) -> 
                 L.append(f"{{ r{4 + j} = add(r1,##{((n0 // 32 + j) * (k // 4)) * 128}) }}")
             for i in range(R):
                 L.append(f"{{ r{4 + J + i} = add(r0,##{(m0 + i) * k}) }}")
-            for i in range(R):
-                L.append(f"{{ r28 = memw(r3+##{(m0 + i) * 4}) }}")
-                for j in range(J): L.append(f"{{ v{i * J + j} = vsplat(r28) }}")
+            for v in range(R * J): L.append(f"{{ v{v} = vxor(v{v},v{v}) }}")
+            for i in range(R): L.append(f"{{ v{R * J + J + 1 + i} = vxor(v{R * J + J + 1 + i},v{R * J + J + 1 + i}) }}")
             for j in range(J): L.append(f"{{ v{R * J + j} = vmem(r{4 + j}++#1) }}")
             for i in range(R): L.append(f"{{ r{12 + i} = memw(r{4 + J + i}++#4) }}")
             L.append(f"{{ loop0(.Lk{t},#{k // 4}) }}")
@@ -110,6 +112,8 @@ def emit_asm(bl: Blocking, m: int, n: int, k: int, packets: list[list[str]]) -> 
             L.append(f".Lk{t}:")
             for p, pk in enumerate(packets):
                 L.append("{ " + "; ".join(pk) + (" }:endloop0" if p == len(packets) - 1 else " }"))
+            for i in range(R):
+                for j in range(J): L.append(f"{{ v{i * J + j}.w = vsub(v{i * J + j}.w,v{R * J + J + 1 + i}.w) }}")
             for i in range(R):
                 L.append(f"{{ r28 = add(r2,##{((m0 + i) * n + n0) * 4}) }}")
                 for j in range(J): L.append(f"{{ vmem(r28+#{j}) = v{i * J + j} }}")
@@ -141,7 +145,6 @@ __attribute__((noinline)) void empty(void) { __asm__ volatile(""); }
     if asm:
         parts.append(r"""
 __attribute__((noinline)) void kernel(void) {
-  for (int i = 0; i < M; i++) { int s = 0; for (int q = 0; q < K; q++) s += A[i*K + q]; corr[i] = -128 * s; }
   gemm_asm(A, B, C, corr);
 }""")
     else:
