@@ -131,6 +131,12 @@ class Runtime:
                 self.compiled[ck] = self.backend.compile(lower(k, s, self.backend.machine))
             except ValueError as e:  # a schedule the lowering rejects: same as a compile failure
                 self.compiled[ck] = Failure("compile", str(e))
+            if not isinstance(self.compiled[ck], Failure):
+                # never return the result of a schedule that fails verification: checked once,
+                # on random inputs, before its first result is used
+                from superopt.verify import verify_compiled
+                v = verify_compiled(k, self.compiled[ck], self.backend, np.random.default_rng(0))
+                if not v.ok: self.compiled[ck] = Failure(v.failure_kind or "wrong", f"failed verification: {v.reason}")
         c = self.compiled[ck]
         if not isinstance(c, Failure):
             out = np.empty(k.output.shape, dtype=k.output.dtype.np)

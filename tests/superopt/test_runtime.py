@@ -128,3 +128,21 @@ def test_no_split_on_a_cpu(tmp_path):
     with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
         np.testing.assert_allclose((Tensor(x) @ Tensor(w)).numpy(), x @ w, rtol=1e-4, atol=1e-4)
         assert rt.stats["split_k"] == 0
+
+
+def test_a_schedule_that_fails_verification_never_returns_its_result(tmp_path):
+    """A backend result that is wrong (one element, injected after the real run) fails the
+    runtime's check before first use: the kernel falls back to the interpreter."""
+    x, w = rng.standard_normal((16, 8)).astype(np.float32), rng.standard_normal((8, 12)).astype(np.float32)
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
+        real = rt.backend.run
+
+        def wrong(c, ins, out):
+            r = real(c, ins, out)
+            if isinstance(r, np.ndarray): r.reshape(-1)[5] += 1.0
+            return r
+        rt.backend.run = wrong
+        with pytest.warns(RuntimeWarning, match="failed verification"):
+            got = _model(x, w).numpy()
+        assert rt.stats["interpreter"] == len(_model(x, w).schedule())
+    np.testing.assert_allclose(got, _ref(x, w), rtol=1e-4, atol=1e-6)
