@@ -136,18 +136,22 @@ class Schedule:
         if d.get("version") != SCHEDULE_VERSION:
             raise ValueError(f"unsupported schedule version {d.get('version')!r} (this superopt reads {SCHEDULE_VERSION})")
         try:
-            splits = tuple(tuple(Split(Level(lv), int(n)) for lv, n in ax) for ax in d["splits"])
-            return Schedule(splits, tuple(d.get("order", ())), int(d.get("vector", 1)), int(d.get("workers", 1)),
+            if not isinstance(d["splits"], list): raise ValueError("splits must be a list of axes")
+            splits = tuple(tuple(Split(Level(lv), _count(n, "split size")) for lv, n in ax) for ax in d["splits"])
+            return Schedule(splits, tuple(_count(a, "order entry", 0) for a in d.get("order", ())),
+                            _count(d.get("vector", 1), "vector"), _count(d.get("workers", 1), "workers"),
                             TensorCore(**d["tensor_core"]) if d.get("tensor_core") else None,
-                            tuple(_staging(s) for s in d.get("staging", ())), int(d.get("stages", 1)))
+                            tuple(_staging(s) for s in d.get("staging", ())), _count(d.get("stages", 1), "stages"))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed schedule: {e}") from None
 
     @staticmethod
     def from_json(s: str) -> "Schedule":
+        if len(s) > MAX_JSON_CHARS: raise ValueError(f"schedule JSON is {len(s)} characters (at most {MAX_JSON_CHARS})")
+        if _depth(s) > MAX_JSON_DEPTH: raise ValueError(f"schedule JSON nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             return Schedule.from_dict(json.loads(s))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"schedule is not valid JSON: {e}") from None
 
     def describe(self, kernel=None) -> str:
@@ -166,6 +170,36 @@ class Schedule:
             extra.append("staged " + ", ".join(f"in{st.input}{lay(st)}" for st in self.staging))
         if self.stages > 1: extra.append(f"stages {self.stages}")
         return "; ".join(parts + extra)
+
+
+MAX_JSON_CHARS = 1 << 20
+MAX_JSON_DEPTH = 16
+
+
+def _depth(s: str) -> int:
+    """Deepest bracket nesting of a JSON text (outside strings), found without parsing it."""
+    depth = best = 0
+    in_str = esc = False
+    for ch in s:
+        if in_str:
+            if esc: esc = False
+            elif ch == "\\": esc = True
+            elif ch == '"': in_str = False
+        elif ch == '"': in_str = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}": depth -= 1
+    return best
+
+
+def _count(v: Any, what: str, least: int = 1) -> int:
+    """A whole number from JSON: 512.9, "512" and true are refused, not truncated or coerced."""
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise ValueError(f"{what} must be an integer, not {v!r}")
+    n = v.__index__()
+    if n < least: raise ValueError(f"{what} must be >= {least}, not {n}")
+    return n
 
 
 def _staging(d: dict[str, Any]) -> Staging:

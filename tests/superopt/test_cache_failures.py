@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from superopt.cache import Cache, CacheError, Entry
 from superopt.cli import main
 from superopt.ir.schedule import Level, Schedule, Split
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "kernels" / "examples" / "matmul_512.json"
 SCHED = Schedule(((Split(Level.LOOP, 8), Split(Level.UPCAST, 4)),)).to_json()
 
 
@@ -166,3 +168,22 @@ def test_summary_written_atomically(tmp_path):
     write_atomic(target, "new table\n")
     assert target.read_text() == "new table\n"
     assert sorted(f.name for f in tmp_path.iterdir()) == ["summary-cpu.md"]
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 100000 + "]" * 100000,                                # deeply nested: no RecursionError traceback
+    '{"version": 1, "splits": [[["loop", 512.9]]]}',           # float size: refused, not truncated
+    '{"version": 1, "splits": [[["loop", "512"]]]}',           # string size: refused, not coerced
+    '{"version": 1, "splits": [[["loop", 512]]], "vector": -1}',
+    '{"version": 1, "splits": [[["loop", true]]]}',
+    '{"version": 1, "splits": "abc"}',
+])
+def test_bad_schedule_json_is_one_line(text, capsys):
+    err = one_line_exit2(capsys, ["run", str(EXAMPLE), "--schedule", text])
+    assert "--schedule" in err
+    with pytest.raises(ValueError):
+        Schedule.from_json(text)
+
+
+def test_good_schedule_still_parses():
+    assert Schedule.from_json(SCHED).to_json() == SCHED
