@@ -62,15 +62,56 @@ def pack_body(bl: Blocking, timeout_s: float = 20.0) -> tuple[list[list[str]], v
     return [p for p in packets if p], res
 
 
-def tile_overhead(bl: Blocking) -> int:
+def tile_texts(bl: Blocking, m0: int, n0: int, m: int, n: int, k: int, label: str) -> tuple[list[str], list[str]]:
+    """Straight-line code before (pointers, zeroing, first loads, loop0) and after (rowsum
+    subtract, row pointers, stores) one tile's loop; every constant with ``##`` so that all
+    tiles have the same packing."""
+    R, J = bl.rows, bl.blocks
+    pro = [f"r{4 + j} = add(r1,##{((n0 // 32 + j) * (k // 4)) * 128})" for j in range(J)]
+    pro += [f"r{4 + J + i} = add(r0,##{(m0 + i) * k})" for i in range(R)]
+    pro += [f"v{v} = vxor(v{v},v{v})" for v in range(R * J)]
+    pro += [f"v{R * J + J + 1 + i} = vxor(v{R * J + J + 1 + i},v{R * J + J + 1 + i})" for i in range(R)]
+    pro += [f"v{R * J + j} = vmem(r{4 + j}++#1)" for j in range(J)]
+    pro += [f"r{12 + i} = memw(r{4 + J + i}++#4)" for i in range(R)]
+    pro += [f"loop0({label},#{k // 4})"]
+    epi = [f"v{i * J + j}.w = vsub(v{i * J + j}.w,v{R * J + J + 1 + i}.w)" for i in range(R) for j in range(J)]
+    epi += [f"r{12 + i} = add(r2,##{((m0 + i) * n + n0) * 4})" for i in range(R)]
+    epi += [f"vmem(r{12 + i}+#{j}) = v{i * J + j}" for i in range(R) for j in range(J)]
+    return pro, epi
+
+
+def _pack_straight(texts: list[str], timeout_s: float = 20.0) -> list[int]:
+    """Packet index of each instruction (search.vliw.pack; one per packet if it finds none)."""
+    res = vliw.pack([vliw.classify(t) for t in texts], timeout_s=timeout_s)
+    if not res.assignment: return list(range(len(texts)))
+    return res.assignment
+
+
+def tile_packing(bl: Blocking, m: int, n: int, k: int) -> tuple[list[int], list[int]]:
+    pro, epi = tile_texts(bl, 0, 0, m, n, k, ".Lk0")
+    return _pack_straight(pro), _pack_straight(epi)
+
+
+def _group(texts: list[str], asg: list[int]) -> list[list[str]]:
+    pk: list[list[str]] = [[] for _ in range(max(asg) + 1)]
+    for t, p in zip(texts, asg): pk[p].append(t)
+    return [p for p in pk if p]
+
+
+def tile_overhead_unpacked(bl: Blocking) -> int:
     """Single-instruction packets around each tile's loop, as emitted below."""
     R, J = bl.rows, bl.blocks
     return (J + R) + R * J + R + J + R + 1 + R * J + R + R * J   # pointers, zeroing, prologue loads, loop0, subtract, row ptrs, stores
 
 
-def modeled_packets(bl: Blocking, m: int, n: int, k: int, body_packets: int) -> int:
+def modeled_packets(bl: Blocking, m: int, n: int, k: int, body_packets: int, overhead: int | None = None) -> int:
+    """Tiles x (iterations x body packets + packets around the loop); the frame save /
+    restore and the call are left out."""
     tiles = (m // bl.rows) * (n // (32 * bl.blocks))
-    return tiles * ((k // 4) * body_packets + tile_overhead(bl))
+    if overhead is None:
+        pa, ea = tile_packing(bl, m, n, k)
+        overhead = len(set(pa)) + len(set(ea))
+    return tiles * ((k // 4) * body_packets + overhead)
 
 
 def choose(m: int, n: int, k: int, space=None) -> tuple[Blocking, int, list[list[str]], dict]:
@@ -96,27 +137,17 @@ def emit_asm(bl: Blocking, m: int, n: int, k: int, packets: list[list[str]]) -> 
                     "{ memd(r29+#0) = r17:16 }", "{ memd(r29+#8) = r19:18 }", "{ memd(r29+#16) = r21:20 }",
                     "{ memd(r29+#24) = r23:22 }", "{ memd(r29+#32) = r25:24 }", "{ memd(r29+#40) = r27:26 }",
                     "{ r28 = ##-2139062144 }", f"{{ v{R * J + J} = vsplat(r28) }}"]
+    pa, ea = tile_packing(bl, m, n, k)
     t = 0
     for m0 in range(0, m, R):
         for n0 in range(0, n, 32 * J):
-            for j in range(J):
-                L.append(f"{{ r{4 + j} = add(r1,##{((n0 // 32 + j) * (k // 4)) * 128}) }}")
-            for i in range(R):
-                L.append(f"{{ r{4 + J + i} = add(r0,##{(m0 + i) * k}) }}")
-            for v in range(R * J): L.append(f"{{ v{v} = vxor(v{v},v{v}) }}")
-            for i in range(R): L.append(f"{{ v{R * J + J + 1 + i} = vxor(v{R * J + J + 1 + i},v{R * J + J + 1 + i}) }}")
-            for j in range(J): L.append(f"{{ v{R * J + j} = vmem(r{4 + j}++#1) }}")
-            for i in range(R): L.append(f"{{ r{12 + i} = memw(r{4 + J + i}++#4) }}")
-            L.append(f"{{ loop0(.Lk{t},#{k // 4}) }}")
+            pro, epi = tile_texts(bl, m0, n0, m, n, k, f".Lk{t}")
+            L += ["{ " + "; ".join(p) + " }" for p in _group(pro, pa)]
             L.append(".p2align 4")
             L.append(f".Lk{t}:")
             for p, pk in enumerate(packets):
                 L.append("{ " + "; ".join(pk) + (" }:endloop0" if p == len(packets) - 1 else " }"))
-            for i in range(R):
-                for j in range(J): L.append(f"{{ v{i * J + j}.w = vsub(v{i * J + j}.w,v{R * J + J + 1 + i}.w) }}")
-            for i in range(R):
-                L.append(f"{{ r28 = add(r2,##{((m0 + i) * n + n0) * 4}) }}")
-                for j in range(J): L.append(f"{{ vmem(r28+#{j}) = v{i * J + j} }}")
+            L += ["{ " + "; ".join(p) + " }" for p in _group(epi, ea)]
             t += 1
     L += ["{ r17:16 = memd(r29+#0) }", "{ r19:18 = memd(r29+#8) }", "{ r21:20 = memd(r29+#16) }",
           "{ r23:22 = memd(r29+#24) }", "{ r25:24 = memd(r29+#32) }", "{ r27:26 = memd(r29+#40) }",
