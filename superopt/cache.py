@@ -328,15 +328,26 @@ class Cache:
         """Mark this kernel as being tuned by this process. False if another live process
         holds a claim younger than ``ttl_s`` (a dead holder's or an expired claim is taken over),
         so concurrent batches on one cache never tune the same kernel twice."""
+        return self.take(kernel_key, backend, device, ttl_s, check_done=False) == "ok"
+
+    def take(self, kernel_key: str, backend: str, device: str, ttl_s: float, check_done: bool = True):
+        """Claim a kernel for tuning in one write transaction: the stored verified Entry if one
+        is already there (``check_done``), "busy" if another live process holds a young claim,
+        else "ok" (claimed). No window between looking for a result and claiming."""
         host, pid, t = socket.gethostname(), os.getpid(), time.time()
         with self._write():
+            if check_done:
+                done = self.db.execute("SELECT * FROM results WHERE kernel_key=? AND backend=? AND device=? AND "
+                                       "schedule_version=? AND verified=1",
+                                       (kernel_key, backend, device, SCHEDULE_VERSION)).fetchone()
+                if done is not None: return _row_entry(done)
             r = self.db.execute("SELECT host, pid, since FROM claims WHERE kernel_key=? AND backend=? AND device=?",
                                 (kernel_key, backend, device)).fetchone()
             if r is not None and (r["host"], r["pid"]) != (host, pid) and t - r["since"] < ttl_s \
                     and _alive(r["host"], r["pid"]):
-                return False
+                return "busy"
             self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)", (kernel_key, backend, device, host, pid, t))
-        return True
+        return "ok"
 
     def release(self, kernel_key: str, backend: str, device: str) -> None:
         with self._write():

@@ -269,10 +269,8 @@ def run_batch(jobs: list[Job], cache_path: str | Path, backend: str = "cpu", bud
 
 def _take(j: Job, cache_path, backend: str, dev: str, timeout_s: float):
     """Claim a job: "ok", "busy" (another live batch tunes it) or the Entry another batch stored."""
-    with Cache(cache_path) as c:
-        e = c.get(j.key, backend, dev)
-        if e is not None: return e
-        return "ok" if c.claim(j.key, backend, dev, ttl_s=timeout_s + 60) else "busy"
+    with Cache(cache_path) as c:  # looking for a result and claiming are one transaction (no double tuning)
+        return c.take(j.key, backend, dev, ttl_s=timeout_s + 60)
 
 
 def _collect(r: _Running, cache_path, backend: str, dev: str, late: bool, timeout_s: float) -> Outcome:

@@ -187,3 +187,14 @@ def test_bad_schedule_json_is_one_line(text, capsys):
 
 def test_good_schedule_still_parses():
     assert Schedule.from_json(SCHED).to_json() == SCHED
+
+
+def test_take_sees_a_stored_result_in_the_claim_transaction(tmp_path):
+    p = str(tmp_path / "take.sqlite")
+    with Cache(p) as c:
+        assert c.take("kk", "cpu", "dev0", ttl_s=600) == "ok"
+        c.put(entry("kk"))
+        c.release("kk", "cpu", "dev0")
+        got = c.take("kk", "cpu", "dev0", ttl_s=600)  # already tuned: the row, not a second claim
+        assert isinstance(got, Entry) and got.kernel_key == "kk"
+        assert c.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
