@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from superopt.commands.args import nonneg_int, positive_float
 from superopt.ir.kernel import Kernel
 from superopt.ir.schedule import Schedule
 
@@ -243,13 +244,13 @@ def report(m: Measured) -> str:
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a .pkl or .json kernel file")
     p.add_argument("--backend", default="cpu", help="backend to tune for (default: cpu)")
-    p.add_argument("--step", type=int, metavar="I", help="tune step I of a multi-kernel file (default: its main kernel)")
+    p.add_argument("--step", type=nonneg_int, metavar="I", help="tune step I of a multi-kernel file (default: its main kernel)")
     p.add_argument("--method", choices=METHODS, default="z3",
                    help="z3 (default): the solver's top candidates, measured, vs the hand rules; hand: hand rules "
                         "alone; beam: BEAM search timed on the device; z3+beam: BEAM refining the solver's pick")
     p.add_argument("--cache", metavar="PATH", help="kernel cache file (default: the user's cache dir)")
     p.add_argument("--no-cache", action="store_true", help="do not store the result in the kernel cache")
-    p.add_argument("--budget", type=float, default=10.0, metavar="S", help="tuning budget in seconds (solver time)")
+    p.add_argument("--budget", type=positive_float, default=10.0, metavar="S", help="tuning budget in seconds (solver time)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -155,6 +155,8 @@ def test_stale_claim_of_dead_pid_expires(tmp_path):
     ["tune-cache", "d", "--workers", "0"],
     ["tune-cache", "d", "--budget-per-kernel", "-3"],
     ["fidelity", "x.pkl", "--runs", "0"],
+    ["tune", "x.pkl", "--budget", "-3"],
+    ["tune", "x.pkl", "--step", "-1"],
 ])
 def test_bad_numeric_flags(argv, capsys):
     err = one_line_exit2(capsys, argv)
