@@ -60,7 +60,7 @@ def main() -> None:
     if tools.find_tools() is None or shutil.which("llvm-mc") is None:
         print(tools.missing_message()); sys.exit(2)
     vers = tools.tool_versions()
-    vers["llvm-mc"] = subprocess.run(["llvm-mc", "--version"], capture_output=True, text=True).stdout.strip().splitlines()[1].strip()
+    vers["llvm-mc"] = subprocess.run(["llvm-mc", "--version"], capture_output=True, text=True).stdout.strip().splitlines()[0].strip()
     res = {"command": "python bench/hexagon_asm.py", "tool_versions": vers, "cpu": "hexagonv66 (qemu), HVX 128B",
            "scalar_c_flags": "clang --target=hexagon -mcpu=hexagonv66 -O3 (naive triple loop)",
            "kernels": []}
