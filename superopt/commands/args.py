@@ -18,7 +18,7 @@ def _num(kind, s: str):
 
 def positive_int(s: str) -> int:
     v = _num(int, s)
-    if v <= 0: raise argparse.ArgumentTypeError(f"{s!r} must be a positive integer")
+    if v <= 0: raise argparse.ArgumentTypeError(f"{s!r} must be a positive integer (at least 1)")
     return v
 
 
