@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, mod in mods.items():
         sp = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_args(sp)
-    args = p.parse_args(argv)
+    try: args = p.parse_args(argv)
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 2  # --help is 0, a bad flag 2
     if not args.command:
         p.print_help()
         return 2
