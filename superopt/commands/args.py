@@ -16,25 +16,16 @@ def _num(kind, s: str):
     return v
 
 
-def positive_int(s: str) -> int:
-    v = _num(int, s)
-    if v <= 0: raise argparse.ArgumentTypeError(f"{s!r} must be a positive integer (at least 1)")
-    return v
+def _bounded(kind, strict: bool, what: str):
+    """A ``type=`` function: a finite ``kind`` above 0 (``strict``) or at least 0, else one line."""
+    def parse(s: str):
+        v = _num(kind, s)
+        if v < 0 or (strict and v == 0): raise argparse.ArgumentTypeError(f"{s!r} must be {what}")
+        return v
+    return parse
 
 
-def nonneg_int(s: str) -> int:
-    v = _num(int, s)
-    if v < 0: raise argparse.ArgumentTypeError(f"{s!r} must be a non-negative integer")
-    return v
-
-
-def positive_float(s: str) -> float:
-    v = _num(float, s)
-    if v <= 0: raise argparse.ArgumentTypeError(f"{s!r} must be a positive number")
-    return v
-
-
-def nonneg_float(s: str) -> float:
-    v = _num(float, s)
-    if v < 0: raise argparse.ArgumentTypeError(f"{s!r} must be a non-negative number")
-    return v
+positive_int = _bounded(int, True, "a positive integer (at least 1)")
+nonneg_int = _bounded(int, False, "a non-negative integer")
+positive_float = _bounded(float, True, "a positive number")
+nonneg_float = _bounded(float, False, "a non-negative number")
