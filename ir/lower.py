@@ -38,6 +38,9 @@ class LoweringError(ValueError):
 def lower(kernel: Kernel, schedule: Schedule, machine) -> Program:
     errs = check(kernel, schedule, machine)
     if errs: raise LoweringError("; ".join(errs))
+    if schedule.family:
+        from .native import lower_native
+        return lower_native(kernel, schedule, machine)
     if schedule.tensor_core is not None and schedule.tensor_core.instr.startswith("wgmma."):
         from .lower_wgmma import lower_wgmma
         return lower_wgmma(kernel, schedule, machine)

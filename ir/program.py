@@ -341,7 +341,21 @@ class TmaLoad:
     index: Node
 
 
-Stmt = Union[Loop, If, Roles, Reg, Assign, Store, Shared, SharedStore, Barrier, SharedCopy, CopyCommit, CopyWait, FragLoad, Mma,
+@dataclass(frozen=True)
+class Native:
+    """The whole kernel done by a backend's native template of a schedule family
+    (``ir/native.py``): the family, its decided parameters and the geometry the lowering
+    recognized (named integers, e.g. a GEMM's m, n, k). A backend without the template
+    fails the candidate's compile."""
+    family: str
+    params: tuple[tuple[str, int], ...]
+    geometry: tuple[tuple[str, int], ...]
+
+    def get(self, name: str) -> int:
+        return dict(self.params + self.geometry)[name]
+
+
+Stmt = Union[Native, Loop, If, Roles, Reg, Assign, Store, Shared, SharedStore, Barrier, SharedCopy, CopyCommit, CopyWait, FragLoad, Mma,
              SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait, Mbarriers, MbarInit, MbarArriveTx, MbarWait, TmaLoad]
 
 
@@ -456,6 +470,8 @@ def _describe(body: tuple[Stmt, ...], depth: int) -> list[str]:
         elif isinstance(s, Roles):
             out.append(f"{pad}concurrently (warp roles):")
             out += _describe(s.branches, depth + 1)
+        elif isinstance(s, Native):
+            out.append(f"{pad}native {s.family}(" + ", ".join(f"{k}={v}" for k, v in s.geometry + s.params) + ")")
         elif isinstance(s, Reg): out.append(f"{pad}reg {s.name}: {s.dtype.name}[{s.size}]")
         elif isinstance(s, Shared): out.append(f"{pad}shared {s.name}: {s.dtype.name}[{s.size}]")
         elif isinstance(s, Assign): out.append(f"{pad}{s.name}[{render(s.index)}] = {render(s.value)}")

@@ -10,6 +10,11 @@ With ``tensor_core`` set, the M/N/K axes follow the convention of ``ir/tensorcor
 gives the shared layout of each operand tile (pad, XOR swizzle of 16-byte units).
 ``staging`` without a tensor core is the shared-memory staged SIMT GEMM of fp32 GEMMs and
 convolutions (its axis convention and layouts: ``ir/lower_staged.py``).
+
+With ``family`` set (e.g. ``"hvx_gemm"``), the kernel is done by a native kernel template of
+that schedule family (``ir/native.py``): ``params`` are the family's own decisions (named
+integers: blocking, unroll, pipeline depth), the splits stay the plain loop nest. Both are
+written to JSON only when set, so every older schedule keeps its version-1 JSON.
 """
 from __future__ import annotations
 
@@ -91,6 +96,18 @@ class Schedule:
     staging: tuple[Staging, ...] = ()
     stages: int = 1                 # software pipeline depth of staged copies
     version: int = field(default=SCHEDULE_VERSION)
+    family: str = ""                # a native kernel template's family ("" = the loop nest itself)
+    params: tuple[tuple[str, int], ...] = ()   # that family's decisions, sorted by name
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", tuple(sorted((str(k), v) for k, v in self.params)))
+
+    def param(self, name: str, default: int | None = None) -> int:
+        """One of the family's decisions (``default`` if absent; KeyError without one)."""
+        for k, v in self.params:
+            if k == name: return v
+        if default is None: raise KeyError(f"schedule has no parameter {name!r}")
+        return default
 
     # ---- construction helpers ------------------------------------------------
     @staticmethod
@@ -126,6 +143,8 @@ class Schedule:
         if self.tensor_core: d["tensor_core"] = self.tensor_core.to_dict()
         if self.staging: d["staging"] = [s.to_dict() for s in self.staging]
         if self.stages != 1: d["stages"] = self.stages
+        if self.family: d["family"] = self.family
+        if self.params: d["params"] = {k: v for k, v in self.params}
         return d
 
     def to_json(self) -> str: return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -141,7 +160,8 @@ class Schedule:
             return Schedule(splits, tuple(_count(a, "order entry", 0) for a in d.get("order", ())),
                             _count(d.get("vector", 1), "vector"), _count(d.get("workers", 1), "workers"),
                             TensorCore(**d["tensor_core"]) if d.get("tensor_core") else None,
-                            tuple(_staging(s) for s in d.get("staging", ())), _count(d.get("stages", 1), "stages"))
+                            tuple(_staging(s) for s in d.get("staging", ())), _count(d.get("stages", 1), "stages"),
+                            family=_family(d.get("family", "")), params=_params(d.get("params", {})))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed schedule: {e}") from None
 
@@ -169,6 +189,8 @@ class Schedule:
                     (" tma" if st.tma else "")
             extra.append("staged " + ", ".join(f"in{st.input}{lay(st)}" for st in self.staging))
         if self.stages > 1: extra.append(f"stages {self.stages}")
+        if self.family:
+            extra.append(f"family {self.family}" + "".join(f" {k}={v}" for k, v in self.params))
         return "; ".join(parts + extra)
 
 
@@ -200,6 +222,28 @@ def _count(v: Any, what: str, least: int = 1) -> int:
     n = v.__index__()
     if n < least: raise ValueError(f"{what} must be >= {least}, not {n}")
     return n
+
+
+MAX_PARAMS = 32
+MAX_PARAM = 1 << 30
+
+
+def _family(v: Any) -> str:
+    """A family name from JSON: a short identifier, never anything that could reach generated code."""
+    if not isinstance(v, str) or len(v) > 32 or not all(c.isalnum() or c == "_" for c in v):
+        raise ValueError(f"family must be a short identifier, not {v!r:.60}")
+    return v
+
+
+def _params(v: Any) -> tuple[tuple[str, int], ...]:
+    if not isinstance(v, dict) or len(v) > MAX_PARAMS: raise ValueError(f"params must be an object of at most {MAX_PARAMS} integers")
+    out = []
+    for k, n in v.items():
+        _family(k)
+        n = _count(n, f"param {k}", 0)
+        if n > MAX_PARAM: raise ValueError(f"param {k} = {n} is larger than {MAX_PARAM}")
+        out.append((k, n))
+    return tuple(out)
 
 
 def _staging(d: dict[str, Any]) -> Staging:
@@ -262,6 +306,10 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
         from .lower_staged import check as check_staged
         errs += check_staged(kernel, s, machine)
     if s.stages < 1 or s.stages > 8: errs.append(f"stages {s.stages} not in 1..8")
+    if s.params and not s.family: errs.append("schedule parameters without a family")
+    if s.family:
+        from .native import check as check_native   # the family's geometry and parameter rules
+        errs += check_native(kernel, s, machine)
     if not errs and machine.kind == "gpu" and s.tensor_core is None and not s.staging and getattr(kernel, "row_axes", ()):
         errs += _check_row_shared(kernel, s, machine)
     return errs
