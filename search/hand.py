@@ -382,6 +382,11 @@ def gpu(k: Kernel, machine) -> Schedule:
     if k.kind in STAGED_KINDS and not _is_gemv(k):
         s = _staged_rule(k, machine)
         if s is not None: return s
+    return gpu_plain(k, machine)
+
+
+def gpu_plain(k: Kernel, machine) -> Schedule:
+    """The plain SIMT rule (no shared-memory staging, no tensor core) for any kernel."""
     rule = {"elementwise": _elementwise, "reduce": _reduce, "gemm": _contraction, "conv": _contraction, "row": _rows}[k.kind]
     if k.kind == "gemm" and _is_gemv(k): rule = _reduce  # one output row: split K over threads instead
     for make in (rule, _plain_variant(rule), lambda k, m: _naive_gpu(k)):
@@ -412,6 +417,11 @@ def hand_schedule(kernel: Kernel, machine) -> Schedule:
 
 
 schedule = hand_schedule  # the name the solver's fallback looks for
+
+
+def plain_schedule(kernel: Kernel, machine) -> Schedule:
+    """The hand rules' loop nest (on a GPU: plain SIMT, no staging or tensor core)."""
+    return gpu_plain(kernel, machine) if machine.kind == "gpu" else hand_schedule(kernel, machine)
 
 
 SMALL_POINTS = 1 << 18  # below this many loop-nest points, waking a second core costs more than it saves

@@ -111,8 +111,9 @@ def tile_fits(size: int, tile: int) -> bool:
     return pad * 8 <= size + pad or tile == tcm.MMA_M
 
 
-def points(kernel, machine) -> list[tuple[float, Schedule]]:
-    """Every point of the space with its modeled time (plain layouts), fastest first."""
+def points(kernel, machine, wgmma: bool = True) -> list[tuple[float, Schedule]]:
+    """Every point of the space with its modeled time (plain layouts), fastest first
+    (``wgmma`` False: the mma.sync points only)."""
     if machine.kind != "gpu": return []
     out = []
     for m0 in orientations(kernel):
@@ -127,7 +128,7 @@ def points(kernel, machine) -> list[tuple[float, Schedule]]:
             if resident_blocks(tcm.tiles(kernel, s), machine) < 2 or _element_copies(kernel, s) > MAX_ELEMENT_COPIES: continue
             if check(kernel, s, machine): continue
             out.append((time_s(kernel, s, machine), s))
-    out += _wgmma_points(kernel, machine)
+    if wgmma: out += _wgmma_points(kernel, machine)
     # ties (memory-bound GEMMs tie at the DRAM bound): a producer warp first (TMA copies: on the
     # H100 the attention bmms, both DRAM-bound in the model, ran 1.4-2.2x faster with it than with
     # mma.sync, bench/results/h100-2026-11-23d), less ldmatrix traffic (squarer warp tiles), then
@@ -161,11 +162,11 @@ def _frag_traffic(kernel, s: Schedule) -> float:
     return (t.tm + t.tn) / (t.tm * t.tn)
 
 
-def best(kernel, machine, top_k: int = 4) -> list[tuple[float, Schedule]]:
+def best(kernel, machine, top_k: int = 4, wgmma: bool = True) -> list[tuple[float, Schedule]]:
     """The ``top_k`` fastest points under the model, each with its Z3-solved layouts
     (points whose solved layouts break a resource limit are skipped)."""
     out = []
-    for t, s in points(kernel, machine):
+    for t, s in points(kernel, machine, wgmma):
         if not wg.is_wgmma(s.tensor_core.instr): s = replace(s, staging=banks.staging(kernel, s)[0])
         if check(kernel, s, machine): continue
         out.append((time_s(kernel, s, machine), s))

@@ -417,7 +417,7 @@ def seeds(kernel: Kernel, machine, sp: Space, samples: int = 48, starts: int = 3
 
 
 def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
-          space: Space | None = None, method: str = "auto") -> SolveResult:
+          space: Space | None = None, method: str = "auto", tensor_core: bool = True) -> SolveResult:
     """Best schedule under the cost model, plus up to ``top_k - 1`` distinct runners-up.
 
     ``proved_optimal``: no schedule of the space is modeled faster than ``best`` (Z3
@@ -425,17 +425,18 @@ def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
     far (Z3's, the model-guided descent's, or that of the part of the space modeled) is
     returned; when the space is empty, the hand rules' (``fallback`` says why).
     ``method``: "auto" (exhaustive for spaces of up to ``exhaustive.LIMIT``, else Z3),
-    "z3" or "exhaustive"."""
+    "z3" or "exhaustive". ``tensor_core`` False: the loop-nest space alone (no tensor-core
+    candidates merged in, the plain hand rule on ties), as the SIMT family asks."""
     t0 = _time.monotonic()
     sp = space or build(kernel, machine)
     if method == "exhaustive" or method == "auto" and sp.size() <= exhaustive.LIMIT:
-        return _exhaustive(kernel, machine, sp, top_k, timeout_s, t0)
+        return _exhaustive(kernel, machine, sp, top_k, timeout_s, t0, tensor_core)
     if method not in ("auto", "z3"): raise ValueError(f"unknown solve method {method!r}")
     start = seeds(kernel, machine, sp, deadline=t0 + timeout_s / 2)
     try:
         F = formulate(kernel, machine, sp)
     except NonlinearError as e:  # the model is not expressible for this kernel: descent's best
-        return _fallback(kernel, machine, start, top_k, t0, f"z3 model not linear for this kernel ({e})")
+        return _fallback(kernel, machine, start, top_k, t0, f"z3 model not linear for this kernel ({e})", tensor_core)
     ctx = F.model.ctx
     opt = z3.Optimize(ctx=ctx)
     opt.add(*F.constraints)
@@ -467,51 +468,55 @@ def solve(kernel: Kernel, machine, top_k: int = 4, timeout_s: float = 10.0,
             if not cands: proved = found.proved
             cands.append(Candidate(s, cost.modeled_time(kernel, s, machine)))
         if not finished: break
-    if not cands: return _fallback(kernel, machine, start, top_k, t0, fallback or "z3 found no legal schedule")
+    if not cands: return _fallback(kernel, machine, start, top_k, t0, fallback or "z3 found no legal schedule", tensor_core)
     have = {c.schedule for c in cands}
     cands += [c for c in start if c.schedule not in have][:max(0, top_k - len(cands))]
-    cands = _ranked(kernel, machine, cands, top_k)
+    cands = _ranked(kernel, machine, cands, top_k, tensor_core)
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, proved, _time.monotonic() - t0, fallback)
 
 
-def _exhaustive(kernel: Kernel, machine, sp: Space, top_k: int, timeout_s: float, t0: float) -> SolveResult:
+def _exhaustive(kernel: Kernel, machine, sp: Space, top_k: int, timeout_s: float, t0: float,
+                tensor_core: bool = True) -> SolveResult:
     """Every schedule of ``sp`` modeled (``search.exhaustive``): exact top-k, a proof when finished."""
     ranked, finished = exhaustive.solve(kernel, machine, sp, top_k, deadline=t0 + timeout_s)
     cands = [Candidate(r.schedule, r.modeled_s) for r in ranked]
     if not cands:
         why = "time limit before any schedule was modeled" if not finished else "no legal schedule in the space"
-        r = _fallback(kernel, machine, [], top_k, t0, why)
+        r = _fallback(kernel, machine, [], top_k, t0, why, tensor_core)
         r.method = "exhaustive"
         return r
     fallback = None if finished else "time limit: best schedule of the part of the space modeled"
-    cands = _ranked(kernel, machine, cands, top_k)
+    cands = _ranked(kernel, machine, cands, top_k, tensor_core)
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, finished, _time.monotonic() - t0, fallback,
                        "exhaustive")
 
 
-def _ranked(kernel: Kernel, machine, cands: list[Candidate], top_k: int) -> list[Candidate]:
+def _ranked(kernel: Kernel, machine, cands: list[Candidate], top_k: int, tensor_core: bool = True) -> list[Candidate]:
     """A finished solve's candidates with the tensor-core ones, fastest first, hand rules on ties."""
-    return _hand_on_ties(kernel, machine, sorted(cands + _tensor_core(kernel, machine, top_k), key=lambda c: c.modeled_s), top_k)
+    tc = _tensor_core(kernel, machine, top_k) if tensor_core else []
+    return _hand_on_ties(kernel, machine, sorted(cands + tc, key=lambda c: c.modeled_s), top_k, tensor_core)
 
 
-def _hand_on_ties(kernel: Kernel, machine, cands: list[Candidate], top_k: int) -> list[Candidate]:
+def _hand_on_ties(kernel: Kernel, machine, cands: list[Candidate], top_k: int, tensor_core: bool = True) -> list[Candidate]:
     """The first ``top_k`` of ``cands`` (sorted), led by the hand rules' schedule where the
     model rates it at least as fast as the best: among schedules the model cannot tell apart
     (every memory-bound one at the DRAM roofline, say) the one a rule picked. On the H100 a
     tied solver pick ran rowsum at 0.62x the hand rules (bench/results/h100-2026-11-23)."""
     if not cands: return cands
-    hand = _hand_schedule(kernel, machine)
+    hand = _hand_schedule(kernel, machine, tensor_core)
     if check(kernel, hand, machine): return cands[:top_k]
     t = cost.modeled_time(kernel, hand, machine)
     if t > cands[0].modeled_s * (1 + 1e-9): return cands[:top_k]
     return [Candidate(hand, t)] + [c for c in cands if c.schedule != hand][:top_k - 1]
 
 
-def _fallback(kernel: Kernel, machine, start: list[Candidate], top_k: int, t0: float, why: str) -> SolveResult:
+def _fallback(kernel: Kernel, machine, start: list[Candidate], top_k: int, t0: float, why: str,
+              tensor_core: bool = True) -> SolveResult:
     """The descent's schedules, else the hand rules'."""
-    cands = sorted(list(start[:top_k]) + _tensor_core(kernel, machine, top_k), key=lambda c: c.modeled_s)[:top_k]
+    tc = _tensor_core(kernel, machine, top_k) if tensor_core else []
+    cands = sorted(list(start[:top_k]) + tc, key=lambda c: c.modeled_s)[:top_k]
     if not cands:
-        hand = _hand_schedule(kernel, machine)
+        hand = _hand_schedule(kernel, machine, tensor_core)
         cands, why = [Candidate(hand, cost.modeled_time(kernel, hand, machine))], why + "; hand rules"
     return SolveResult(cands[0].schedule, cands[0].modeled_s, cands, False, _time.monotonic() - t0, why)
 
@@ -533,11 +538,12 @@ def _interrupt(ctx: z3.Context, after_s: float) -> threading.Timer:
     return t
 
 
-def _hand_schedule(kernel: Kernel, machine) -> Schedule:
-    """The hand rules' schedule (a plain loop nest when no hand rules are installed)."""
+def _hand_schedule(kernel: Kernel, machine, tensor_core: bool = True) -> Schedule:
+    """The hand rules' schedule (a plain loop nest when no hand rules are installed;
+    ``tensor_core`` False: their loop-nest rule)."""
     try:
-        from .hand import schedule as hand
-        s = hand(kernel, machine)
+        from .hand import plain_schedule, schedule
+        s = (schedule if tensor_core else plain_schedule)(kernel, machine)
         if not check(kernel, s, machine): return s
     except ImportError:
         pass

@@ -1,0 +1,51 @@
+"""mma.sync tensor-core GEMMs and convolutions (implicit GEMM) on a GPU: the space, model and
+layouts of ``search/tc_space.py`` without its wgmma points, cost ``search/tc_cost.time_s``,
+hand rule ``search/hand._tensor_core``.
+
+``solve`` models every point of the space with plain layouts, then solves the shared-memory
+layouts (``search/banks``, Z3) of the fastest ones in order: the points are all enumerated,
+but the layouts of the others are not, so the result is not a proof (proved_optimal False)."""
+from __future__ import annotations
+
+import time as _time
+from typing import Iterable
+
+from superopt.ir import wgmma as wg
+from superopt.ir.kernel import Kernel
+from superopt.ir.schedule import Schedule, check
+
+from .. import hand as hand_rules
+from .. import tc_cost, tc_space
+from . import Candidate, Solved
+
+
+class MmaSync:
+    name = "mma"
+
+    def applies(self, kernel: Kernel, machine) -> bool:
+        return machine.kind == "gpu" and kernel.kind in ("gemm", "conv") and bool(tc_space.orientations(kernel))
+
+    def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
+        if not self.applies(kernel, machine): return iter(())
+        return (s for _, s in tc_space.points(kernel, machine, wgmma=False))
+
+    def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
+        tc = schedule.tensor_core
+        if tc is None or wg.is_wgmma(tc.instr): return ["mma: not an mma.sync schedule"]
+        return check(kernel, schedule, machine)
+
+    def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
+        return tc_cost.time_s(kernel, schedule, machine)
+
+    def hand(self, kernel: Kernel, machine) -> Schedule | None:
+        return hand_rules._tensor_core(kernel, machine) if self.applies(kernel, machine) else None
+
+    def solve(self, kernel: Kernel, machine, timeout_s: float, top: int = 4) -> Solved:
+        t0 = _time.monotonic()
+        best = tc_space.best(kernel, machine, top, wgmma=False) if self.applies(kernel, machine) else []
+        cands = [Candidate(s, t) for t, s in best]
+        return Solved(self.name, cands, "enumeration+z3 layouts", False, None, _time.monotonic() - t0,
+                      {"why_not_proved": "layouts solved only for the points ranked first with plain layouts"})
+
+
+FAMILY = MmaSync()
