@@ -1,10 +1,14 @@
 """The kernel cache: tuned schedules in SQLite (WAL), shared by the tuner and the runtime.
 
-A row is keyed by (kernel content key, backend, device, schedule-format version) and holds
+A row of ``results`` is keyed by (kernel content key, backend, device, schedule-format version) and holds
 the schedule JSON, measured/modeled/baseline times, verification status, method, tuner
 version and date. Writers take SQLite's write lock (``BEGIN IMMEDIATE``) with a long busy
 timeout, so several processes can tune into one cache at once without losing rows; WAL
 keeps readers (the runtime) unblocked and survives a writer killed mid-transaction.
+
+``candidates`` is the log of every schedule the tuner timed (not only the winner): schedule,
+method, time, samples, verification and date, written by ``Cache.log_candidates`` and shown
+by ``superopt cache show KEY``, so a stored result can be traced to what it beat.
 """
 from __future__ import annotations
 
@@ -42,6 +46,10 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE TABLE IF NOT EXISTS failures (
     kernel_key TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, tuner_version TEXT NOT NULL,
     error TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (kernel_key, backend, device, tuner_version));
+CREATE TABLE IF NOT EXISTS candidates (
+    kernel_key TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, schedule TEXT NOT NULL, method TEXT NOT NULL,
+    time_s REAL, samples INTEGER, verified INTEGER NOT NULL, note TEXT, tuner_version TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS candidates_key ON candidates (kernel_key, backend, device);
 """
 
 
@@ -126,6 +134,35 @@ class Entry:
 
 
 _COLS = [f.name for f in fields(Entry)]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One timed schedule of a tuning run. ``time_s`` is None when it was not timed (failed to
+    compile or verify: ``note`` says why); ``samples`` is how many timed runs the time is the median of."""
+    schedule: str                      # the Schedule's JSON
+    method: str                        # who proposed it: "hand", "z3", "beam", ...
+    verified: bool
+    time_s: float | None = None
+    samples: int | None = None
+    note: str | None = None
+    kernel_key: str = ""
+    backend: str = ""
+    device: str = ""
+    tuner_version: str = ""
+    created: str = ""
+
+
+def _as_candidate(c) -> Candidate:
+    """A Candidate, a dict of its fields, or one with a Schedule object in ``schedule``."""
+    if isinstance(c, dict): c = Candidate(**c)
+    if not isinstance(c, Candidate): raise TypeError(f"not a Candidate: {type(c).__name__}")
+    sched = c.schedule if isinstance(c.schedule, str) else c.schedule.to_json()
+    Schedule.from_json(sched)   # never log a schedule that does not parse
+    if c.time_s is not None and not (isinstance(c.time_s, (int, float)) and c.time_s > 0):
+        raise ValueError(f"candidate time {c.time_s!r} is not a positive number of seconds")
+    from dataclasses import replace
+    return replace(c, schedule=sched, verified=bool(c.verified))
 
 
 _STR_COLS = ("kernel_key", "backend", "device", "schedule", "method", "tuner_version", "created")
@@ -319,6 +356,35 @@ class Cache:
             self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                             (kernel_key, backend, device or device_id(backend), tuner_version(), error[:2000], now()))
 
+    def log_candidates(self, kernel_key: str, backend: str, candidates, device: str | None = None) -> int:
+        """Append every timed candidate of one tuning run to the log (one transaction);
+        ``candidates``: Candidate objects or dicts of their fields (``schedule`` may be a
+        Schedule). Returns how many were logged. The log only grows; ``prune`` trims it."""
+        rows = [_as_candidate(c) for c in candidates]
+        dev, ver, t = device or device_id(backend), tuner_version(), now()
+        with self._write():
+            self.db.executemany(
+                "INSERT INTO candidates (kernel_key, backend, device, schedule, method, time_s, samples, verified, note, "
+                "tuner_version, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(kernel_key, backend, dev, c.schedule, c.method, c.time_s, c.samples, int(c.verified), c.note, ver, t)
+                 for c in rows])
+        return len(rows)
+
+    def candidates(self, kernel_key: str, backend: str | None = None, device: str | None = None) -> list[Candidate]:
+        """The logged candidates of one kernel, oldest run first and fastest first within a run
+        (an older cache file without the log reads as empty)."""
+        sql, args = "SELECT * FROM candidates WHERE kernel_key=?", [kernel_key]
+        if backend: sql, args = sql + " AND backend=?", args + [backend]
+        if device: sql, args = sql + " AND device=?", args + [device]
+        try:
+            rows = self.db.execute(sql + " ORDER BY created, time_s IS NULL, time_s", args).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e): return []
+            raise CacheError(self._describe(e)) from None
+        except sqlite3.DatabaseError as e:
+            raise CacheError(self._describe(e)) from None
+        return [Candidate(**{**dict(r), "verified": bool(r["verified"])}) for r in rows]
+
     def clear_failures(self) -> int:
         with self._write():
             return self.db.execute("DELETE FROM failures").rowcount
@@ -355,9 +421,10 @@ class Cache:
                             (kernel_key, backend, device, socket.gethostname(), os.getpid()))
 
     def prune(self, older_than_days: float | None = None, other_versions: bool = False,
-              unverified: bool = True, backend: str | None = None) -> int:
+              unverified: bool = True, backend: str | None = None, dry_run: bool = False) -> int:
         """Delete rows: unverified ones, rows of other schedule-format/tuner versions,
-        rows older than a number of days; optionally only for one backend. Returns the count."""
+        rows older than a number of days; optionally only for one backend. Returns the count
+        (with ``dry_run``, the count that would go; nothing is deleted)."""
         conds: list[str] = []
         args: list = []
         if unverified: conds.append("verified=0")
@@ -369,11 +436,25 @@ class Cache:
             cutoff = datetime.fromtimestamp(time.time() - older_than_days * 86400, timezone.utc)
             args.append(cutoff.replace(microsecond=0).isoformat())
         if not conds: return 0
-        sql = f"DELETE FROM results WHERE ({' OR '.join(conds)})"
-        if backend: sql, args = sql + " AND backend=?", args + [backend]
+        where = f"WHERE ({' OR '.join(conds)})"
+        if backend: where, args = where + " AND backend=?", args + [backend]
+        if dry_run: return int(self._q(f"SELECT COUNT(*) FROM results {where}", args)[0][0])
         with self._write():
-            n = self.db.execute(sql, args).rowcount
+            n = self.db.execute(f"DELETE FROM results {where}", args).rowcount
         return n
+
+    def prune_candidates(self, older_than_days: float, backend: str | None = None, dry_run: bool = False) -> int:
+        """Delete (or with ``dry_run`` count) candidate-log entries older than a number of days."""
+        cutoff = datetime.fromtimestamp(time.time() - older_than_days * 86400, timezone.utc).replace(microsecond=0).isoformat()
+        where, args = "WHERE created<?", [cutoff]
+        if backend: where, args = where + " AND backend=?", args + [backend]
+        if dry_run:
+            try:
+                return int(self.db.execute(f"SELECT COUNT(*) FROM candidates {where}", args).fetchone()[0])
+            except sqlite3.OperationalError:
+                return 0   # an older read-only file without the log
+        with self._write():
+            return self.db.execute(f"DELETE FROM candidates {where}", args).rowcount
 
     # ---- JSON lines -----------------------------------------------------------
     def export_jsonl(self, out: IO[str], backend: str | None = None) -> int:

@@ -6,10 +6,13 @@ import sys
 from pathlib import Path
 
 from superopt.commands.args import nonneg_float
-from superopt.cache import Cache, CacheError, Entry, default_path
+from superopt.cache import Cache, CacheError, Candidate, Entry, default_path
 from superopt.cli import UserError
 
 HELP = "inspect and maintain the kernel cache (ls, show, export, import, prune)"
+BACKENDS = ("cpu", "cuda", "emu", "hexagon")
+JSON_HELP = ("one JSON object: ls {\"cache\", \"entries\": [ROW]}, show {\"cache\", \"entries\": [ROW + \"candidates\": "
+             "[{schedule, method, time_s, samples, verified, note, created}]]}; ROW has the columns of `cache export`")
 
 
 def add_cache_arg(p: argparse.ArgumentParser) -> None:
@@ -28,22 +31,26 @@ def open_cache(path: str | None, readonly: bool = False) -> Cache:
 def add_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = sub.add_parser("ls", help="list cached kernels")
-    ls.add_argument("--backend", default=None)
-    show = sub.add_parser("show", help="show one cached kernel (by key or key prefix)")
+    show = sub.add_parser("show", help="show one cached kernel (by key or unambiguous key prefix) and its candidate log")
     show.add_argument("key")
-    show.add_argument("--backend", default=None)
+    show.add_argument("--all", action="store_true", help="every kernel whose key starts with KEY, not only an unambiguous one")
+    for sp in (ls, show):
+        sp.add_argument("--json", action="store_true", help=JSON_HELP)
     ex = sub.add_parser("export", help="write rows as JSON lines")
     ex.add_argument("file", help="output file, '-' for stdout")
-    ex.add_argument("--backend", default=None)
     im = sub.add_parser("import", help="read rows from JSON lines (keeps faster existing rows unless --force)")
     im.add_argument("file", help="input file, '-' for stdin")
     im.add_argument("--force", action="store_true", help="overwrite existing rows")
     pr = sub.add_parser("prune", help="delete unverified, stale-version or old rows")
-    pr.add_argument("--older-than", type=nonneg_float, metavar="DAYS", default=None)
+    pr.add_argument("--older-than", type=nonneg_float, metavar="DAYS", default=None,
+                    help="rows (and candidate-log entries) written more than DAYS days ago")
     pr.add_argument("--other-versions", action="store_true", help="rows of other tuner/schedule-format versions")
     pr.add_argument("--keep-unverified", action="store_true")
-    pr.add_argument("--backend", default=None)
     pr.add_argument("--failures", action="store_true", help="also forget recorded tuning failures")
+    pr.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    pr.add_argument("--yes", action="store_true", help="needed when the prune would delete every row")
+    for sp in (ls, show, ex, pr):
+        sp.add_argument("--backend", default=None, choices=BACKENDS, help="only rows of this backend")
     for sp in (ls, show, ex, im, pr): add_cache_arg(sp)
 
 
@@ -60,9 +67,30 @@ def _fmt_s(t: float | None) -> str:
     return f"{t * 1e6:,.1f} us" if t < 1e-2 else f"{t * 1e3:,.2f} ms"
 
 
+def entry_json(e: Entry) -> dict:
+    """A row as JSON: the columns of ``cache export`` (schedule and kernel parsed) plus the speed-up."""
+    from dataclasses import asdict
+    import json
+    d = asdict(e)
+    d["schedule"] = json.loads(e.schedule)
+    d["kernel"] = json.loads(e.kernel) if e.kernel else None
+    d["speedup"] = e.speedup
+    return d
+
+
+def candidate_json(c: Candidate) -> dict:
+    import json
+    return {"schedule": json.loads(c.schedule), "method": c.method, "time_s": c.time_s, "samples": c.samples,
+            "verified": c.verified, "note": c.note, "device": c.device, "tuner_version": c.tuner_version, "created": c.created}
+
+
 def _ls(c: Cache, args) -> int:
     from rich.table import Table
+    import json
     rows = c.entries(backend=args.backend)
+    if args.json:
+        print(json.dumps({"cache": str(c.path), "entries": [entry_json(e) for e in rows]}))
+        return 0
     t = Table(title=f"{c.path}: {len(rows)} kernels")
     for col in ("key", "name", "backend", "device", "method", "verified", "baseline", "tuned", "speed-up", "date"):
         t.add_column(col, justify="right" if col in ("baseline", "tuned", "speed-up") else "left")
@@ -79,16 +107,28 @@ def console():
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-def _find(c: Cache, key: str, backend: str | None) -> list[Entry]:
+def _find(c: Cache, key: str, backend: str | None, every: bool = False) -> list[Entry]:
+    """The rows of the one kernel whose key starts with ``key`` (all matching kernels with ``every``)."""
+    if not key.strip(): raise UserError("give a kernel key or key prefix (`superopt cache ls` lists them)")
     hits = c.entries(backend=backend, prefix=key)
     if not hits: raise UserError(f"no cached kernel with key {key!r}")
+    keys = sorted({e.kernel_key for e in hits})
+    if len(keys) > 1 and not every:
+        raise UserError(f"key prefix {key!r} matches {len(keys)} kernels ({', '.join(k[:12] for k in keys[:6])}"
+                        f"{', ...' if len(keys) > 6 else ''}); give more of the key, or --all")
     return hits
 
 
 def _show(c: Cache, args) -> int:
     from superopt.ir.kernel import Kernel
     import json
-    for e in _find(c, args.key, args.backend):
+    hits = _find(c, args.key, args.backend, args.all)
+    if args.json:
+        print(json.dumps({"cache": str(c.path), "entries": [
+            {**entry_json(e), "candidates": [candidate_json(x) for x in c.candidates(e.kernel_key, e.backend, e.device)]}
+            for e in hits]}))
+        return 0
+    for e in hits:
         print(f"key {e.kernel_key}  backend {e.backend}  device {e.device}")
         if e.kernel:
             k = Kernel.from_dict(json.loads(e.kernel))
@@ -99,8 +139,24 @@ def _show(c: Cache, args) -> int:
         print(f"method {e.method}  verified {'yes' if e.verified else 'NO'}  tuned {_fmt_s(e.measured_s)}  "
               f"modeled {_fmt_s(e.modeled_s)}  baseline {_fmt_s(e.baseline_s)} ({e.baseline_method or '-'})")
         if e.note: print(f"note: {e.note}")
-        print(f"tuner {e.tuner_version}  schedule format v{e.schedule_version}  date {e.created}\n")
+        print(f"tuner {e.tuner_version}  schedule format v{e.schedule_version}  date {e.created}")
+        _print_log(c.candidates(e.kernel_key, e.backend, e.device))
+        print()
     return 0
+
+
+def _print_log(cands: list[Candidate]) -> None:
+    """The candidate log: every schedule timed for this kernel, per tuning run, fastest first."""
+    if not cands:
+        print("candidate log: empty (tuned before the log existed, or imported)")
+        return
+    print(f"candidate log: {len(cands)} timed schedules")
+    print(f"  {'date':<20}{'method':<8}{'time':>12}{'samples':>8}  {'verified':<9}schedule")
+    for x in cands:
+        sched = x.schedule if len(x.schedule) <= 90 else x.schedule[:87] + "..."
+        note = f"  ({x.note})" if x.note else ""
+        print(f"  {x.created[:19]:<20}{x.method:<8}{_fmt_s(x.time_s):>12}{x.samples if x.samples is not None else '-':>8}  "
+              f"{'yes' if x.verified else 'NO':<9}{sched}{note}")
 
 
 def _export(c: Cache, args) -> int:
@@ -125,9 +181,19 @@ def _import(c: Cache, args) -> int:
 
 
 def _prune(c: Cache, args) -> int:
-    n = c.prune(older_than_days=args.older_than, other_versions=args.other_versions,
-                unverified=not args.keep_unverified, backend=args.backend)
+    how = dict(older_than_days=args.older_than, other_versions=args.other_versions,
+               unverified=not args.keep_unverified, backend=args.backend)
+    n, total = c.prune(**how, dry_run=True), len(c)
+    logs = c.prune_candidates(args.older_than, args.backend, dry_run=True) if args.older_than is not None else 0
+    if args.dry_run:
+        print(f"would delete {n} of {total} rows and {logs} candidate-log entries (dry run: nothing deleted)")
+        return 0
+    if n and n == total and not args.yes:
+        raise UserError(f"this prune would delete all {total} rows of {c.path}; pass --yes to do it "
+                        "(--dry-run counts without deleting)")
+    n = c.prune(**how)
     msg = f"deleted {n} rows"
+    if args.older_than is not None: msg += f" and {c.prune_candidates(args.older_than, args.backend)} candidate-log entries"
     if args.failures: msg += f", forgot {c.clear_failures()} failures"
     print(msg)
     return 0
