@@ -14,6 +14,7 @@ import numpy as np
 
 from superopt.ir.program import Program
 from ..base import Backend, Compiled, Failure, Timing
+from . import gemm
 from .render import render
 from .worker import WorkerPool
 
@@ -48,7 +49,9 @@ class CPUBackend(Backend):
         self.timeout_s, self.compile_timeout_s = timeout_s, compile_timeout_s
         self.pool = WorkerPool()
 
-    def render(self, program: Program) -> str: return render(program)
+    def render(self, program: Program) -> str:
+        if _native(program) == "cpu_gemm": return gemm.render(program)  # the packed GEMM template
+        return render(program)
 
     def compile(self, program: Program) -> Compiled | Failure:
         src = self.source(program)
@@ -100,6 +103,12 @@ def _check_args(p: Program, inputs: Sequence[np.ndarray], out: np.ndarray) -> Fa
         if a.dtype != b.dtype.np or a.size != b.size:
             return Failure("launch", f"buffer {b.name}: expected {b.dtype.name}[{b.size}], got {a.dtype}[{a.size}]")
     return None
+
+
+def _native(p: Program) -> str:
+    """The native template family of a program whose body is one Native statement, else ""."""
+    from superopt.ir.program import Native
+    return p.body[0].family if len(p.body) == 1 and isinstance(p.body[0], Native) else ""
 
 
 def backend(machine=None) -> CPUBackend: return CPUBackend(machine)
