@@ -96,16 +96,19 @@ def _record_only(step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 @contextmanager
-def capture(out_dir: str | Path | None = None, execute: bool = True, source: str | None = None) -> Iterator[Capture]:
+def capture(out_dir: str | Path | None = None, execute: bool = True, source: str | None = None,
+            progress=None) -> Iterator[Capture]:
     """Record kernels realized inside the block; write them to ``out_dir`` (if given) on exit.
 
     ``execute=False`` records without computing (outputs are zeros): fast for large
-    shapes, valid only for programs whose control flow does not depend on values."""
+    shapes, valid only for programs whose control flow does not depend on values.
+    ``progress(done, total, what)`` (superopt.progress) hears of every launch recorded."""
     cap = Capture()
     inner = Tensor.runner
 
     def runner(step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
         cap.record(step.kernel)
+        if progress: progress(cap.launches, None, "kernel launches recorded")
         return inner(step, bufs) if execute else _record_only(step, bufs)
 
     Tensor.runner = staticmethod(runner)
