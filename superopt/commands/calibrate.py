@@ -21,13 +21,18 @@ HELP = "measure copy bandwidth, FMA rate, shared-memory bandwidth, launch overhe
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("cuda", "cpu"), default="cpu")
     p.add_argument("--reps", type=positive_int, default=30, help="timed runs per measurement (median taken)")
-    p.add_argument("--json", action="store_true", help="print the measurements as one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object: {"machine", "copy_bytes_per_s", "fma_flops_per_s", "saved", ...} (cpu adds '
+                        '"threads", "compiler"; cuda adds "smem_bytes_per_s", "launch_s", "launch_host_s", "device", '
+                        '"tensor_core_fp16"); progress goes to stderr')
     p.add_argument("--no-save", action="store_true", help="measure only; keep the stored calibration")
 
 
-def measured_machine(backend: str, reps: int = 30):
+def measured_machine(backend: str, reps: int = 30, progress=None):
     """Measure ``backend``'s ceilings; returns (the calibrated Machine, the raw measurements).
-    Stores nothing (``run`` and ``superopt bench --calibrate`` share this)."""
+    Stores nothing (``run`` and ``superopt bench --calibrate`` share this). ``progress(done,
+    total, what)`` (superopt.progress) hears of each measurement as it starts."""
+    progress = progress or (lambda done, total, what: None)
     from superopt.cli import UserError
     from superopt.search import machine as M
     if backend == "cuda":
@@ -35,9 +40,12 @@ def measured_machine(backend: str, reps: int = 30):
         ok, why = probe()
         if not ok: raise UserError(f"no CUDA device is present ({why})")
         from superopt.backends.cuda.calibrate import measure
+        progress(0, 2, "copy, FMA, shared memory, launch")
         r = measure(reps=reps)
         base = machine_for(r["device"])
+        progress(1, 2, "tensor-core GEMM")
         r["tensor_core_fp16"] = tensor_core_rate(reps)
+        progress(2, 2, "tensor-core GEMM")
         tc = r["tensor_core_fp16"] if isinstance(r["tensor_core_fp16"], float) else base.flops_tc_fp16
         m = replace(base, dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], smem_bw=r["smem_bytes_per_s"],
                     launch_s=r["launch_s"], cores=r["device"]["sms"], l2_bytes=r["device"]["l2_bytes"], calibrated=True,
@@ -48,7 +56,7 @@ def measured_machine(backend: str, reps: int = 30):
             r["tensor_core_model_fp16"] = model_rate(m, r["tensor_core_fp16"])
             m = replace(m, flops_tc_fp16=r["tensor_core_model_fp16"], notes={**m.notes, "tensor_core_model_fp16": r["tensor_core_model_fp16"]})
     elif backend == "cpu":
-        r = measure_cpu(M.host_cpu(), reps)
+        r = measure_cpu(M.host_cpu(), reps, progress)
         m = replace(M.host_cpu(), dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], calibrated=True,
                     notes={"compiler": r["compiler"], "threads": r["threads"],
                            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -104,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
     from superopt.cli import UserError
     from superopt.search import machine as M
     if args.reps < 3: raise UserError("--reps must be at least 3")
-    m, r = measured_machine(args.backend, args.reps)
+    from superopt.progress import progress_for
+    with progress_for(args, "calibrate", phase=False) as progress:
+        m, r = measured_machine(args.backend, args.reps, progress)
     path = None if args.no_save else M.save_calibration(m)
     if args.json:
         print(json.dumps({"machine": m.name, **r, "saved": str(path) if path else None}))
@@ -153,8 +163,10 @@ double fma_chains(long iters, int* threads) {
 """
 
 
-def measure_cpu(machine, reps: int = 30) -> dict:
+def measure_cpu(machine, reps: int = 30, progress=None) -> dict:
     import numpy as np
+    progress = progress or (lambda done, total, what: None)
+    progress(0, 3, "build the C kernels")
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         from superopt.cli import UserError
@@ -171,6 +183,7 @@ def measure_cpu(machine, reps: int = 30) -> dict:
         so.copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
         so.fma_chains.argtypes = [ctypes.c_long, ctypes.POINTER(ctypes.c_int)]
         so.fma_chains.restype = ctypes.c_double
+        progress(1, 3, "copy bandwidth")
         n = 1 << 26  # 256 MiB each way: far past the caches
         a, b = np.ones(n, np.float32), np.empty(n, np.float32)
         so.copy(b.ctypes.data, a.ctypes.data, n)
@@ -178,10 +191,12 @@ def measure_cpu(machine, reps: int = 30) -> dict:
         for _ in range(max(3, reps // 5)):
             t0 = time.perf_counter(); so.copy(b.ctypes.data, a.ctypes.data, n); times.append(time.perf_counter() - t0)  # noqa: E702
         copy_bw = 2 * n * 4 / statistics.median(times)
+        progress(2, 3, "FMA rate")
         thr, iters = ctypes.c_int(0), 1 << 22
         so.fma_chains(1 << 16, ctypes.byref(thr))
         times = []
         for _ in range(max(3, reps // 5)):
             t0 = time.perf_counter(); so.fma_chains(iters, ctypes.byref(thr)); times.append(time.perf_counter() - t0)  # noqa: E702
         flops = 2 * 16 * (machine.simd_bytes // 4) * iters * thr.value / statistics.median(times)
+        progress(3, 3, "FMA rate")
     return {"copy_bytes_per_s": copy_bw, "fma_flops_per_s": flops, "threads": thr.value, "compiler": cc}
