@@ -4,7 +4,8 @@ A kernel file describes a *front-end* kernel and nothing else: only the ops a ke
 body may hold (no lowered-only ``SPECIAL``/``REG``/``SHARED``, whose string args reach
 generated code), each with its arity and argument types, dtypes that are the canonical
 objects of ``ir.dtype``, constants representable in their dtype, and every index
-expression's range (from the axes' bounds) inside its buffer. Everything is iterative
+expression's range (from the axes' bounds) inside its buffer -- for a masked load, the range
+where its mask is true (``check_load_bounds``). Everything is iterative
 (no recursion over the graph). Limits are module attributes, overridable::
 
     import superopt.validate as v; v.LIMITS["max_elements"] = 1 << 36
@@ -97,10 +98,8 @@ def validate_kernel(k: Any) -> None:
         depth[id(n)] = d = 1 + max((depth[id(s)] for s in n.src), default=0)
         if d > LIMITS["max_depth"]: _fail(f"graph deeper than {LIMITS['max_depth']}")
         n._range()  # sources already cached: no recursion
-    for n in order:  # every unmasked load's index inside its buffer
-        if n.op is Ops.LOAD and n.src[1] is TRUE:
-            lo, hi = n.src[0]._range()
-            if not (0 <= lo and hi < sizes[n.arg]): _fail(f"load index range [{lo}, {hi}] outside input {n.arg} ({sizes[n.arg]} elements)")
+    for n in order:  # every load's index inside its buffer wherever its mask is true
+        if n.op is Ops.LOAD: check_load_bounds(n, sizes[n.arg])
     lo, hi = k.store._range()
     if not (0 <= lo and hi < sizes[-1]): _fail(f"store index range [{lo}, {hi}] outside the output ({sizes[-1]} elements)")
     if not k.store.dtype.is_int: _fail("store index is not an integer")
@@ -150,3 +149,102 @@ def _check_node(n: Node, k: Any, sizes: list[int]) -> None:
         _fail(f"{op.name} takes no argument")
     if op in (Ops.IDIV, Ops.MOD) and d.is_int and src[1].op is Ops.CONST and src[1].arg == 0:
         _fail("integer division by zero")
+
+
+# ---- bounds of masked loads and gathers -------------------------------------------------------
+# A masked load (convolution padding, causal masks) may have an index whose raw range leaves the
+# buffer: only where the mask is true must it stay inside. The index and the mask's integer
+# comparisons are read as linear forms over "atoms" (axis variables, and any non-linear
+# subexpression such as a loaded value or a division, with its interval range); the extremes
+# of the index over the box of atom ranges cut by the mask's linear constraints are a linear
+# program. Its real-valued optimum bounds the integer one, so a pass is a proof. Constraints
+# the reader does not understand (OR, float comparisons) are dropped, which only loosens it.
+# A gather (an index computed from a loaded value) passes only when a clamp (MAX/MIN) or the
+# mask bounds the loaded value; otherwise the file is refused.
+_SMALL_INT = {"int8": (-128, 127), "uint8": (0, 255)}
+
+Lin = dict  # atom Node (or 1 for the constant term) -> coefficient
+
+
+def _atom_range(n: Node) -> tuple[float, float]:
+    lo, hi = n._range()
+    if n.op in (Ops.LOAD, Ops.CAST) and n.dtype.name in _SMALL_INT:   # the dtype bounds its values
+        a, b = _SMALL_INT[n.dtype.name]
+        lo, hi = max(lo, a), min(hi, b)
+    elif n.op is Ops.CAST and n.dtype is dt.int32 and n.src[0].dtype.name in _SMALL_INT:
+        lo, hi = _SMALL_INT[n.src[0].dtype.name]                     # widening keeps the values
+    return lo, hi
+
+
+def _linear(root: Node) -> Lin:
+    """``root`` as {atom: coefficient, 1: constant} (iterative; shared subterms computed once)."""
+    memo: dict[int, Lin] = {}
+    for n in _walk((root,)):
+        if n.op is Ops.CONST and n.dtype.is_int: f = {1: n.arg}
+        elif n.op is Ops.ADD: f = _axpy(memo[id(n.src[0])], memo[id(n.src[1])], 1)
+        elif n.op is Ops.NEG: f = _axpy({}, memo[id(n.src[0])], -1)
+        elif n.op is Ops.MUL and n.src[1].op is Ops.CONST: f = _axpy({}, memo[id(n.src[0])], n.src[1].arg)
+        elif n.op is Ops.MUL and n.src[0].op is Ops.CONST: f = _axpy({}, memo[id(n.src[1])], n.src[0].arg)
+        else: f = {n: 1}
+        memo[id(n)] = f
+    return memo[id(root)]
+
+
+def _axpy(a: Lin, b: Lin, k: int) -> Lin:
+    out = dict(a)
+    for t, c in b.items(): out[t] = out.get(t, 0) + k * c
+    return {t: c for t, c in out.items() if c}
+
+
+def _constraints(mask: Node) -> list[Lin]:
+    """The mask's conjuncts as linear forms that are <= 0 wherever the mask is true."""
+    out: list[Lin] = []
+    stack = [mask]
+    while stack:
+        c = stack.pop()
+        if c.op is Ops.AND and c.dtype is dt.bool_: stack.extend(c.src); continue  # noqa: E702
+        neg = c.op is Ops.CMPNE and c.src[1] is TRUE            # not_(x)
+        x = c.src[0] if neg else c
+        if x.op not in (Ops.CMPLT, Ops.CMPEQ) or not x.src[0].dtype.is_int: continue
+        d = _axpy(_linear(x.src[0]), _linear(x.src[1]), -1)     # a - b
+        if x.op is Ops.CMPLT: out.append(_axpy(d, {1: 1}, 1) if not neg else _axpy({}, d, -1))  # a-b+1<=0 | b-a<=0
+        elif not neg: out += [d, _axpy({}, d, -1)]                # a == b
+    return out
+
+
+def _extremes(index: Node, mask: Node) -> tuple[float, float] | None:
+    """(min, max) of the index where the mask is true (None: the mask is never true)."""
+    from scipy.optimize import linprog
+    f, cons = _linear(index), _constraints(mask)
+    atoms = list({t: None for g in [f] + cons for t in g if t != 1})
+    bounds = [tuple(None if math.isinf(v) else v for v in _atom_range(a)) for a in atoms]
+    a_ub = [[g.get(a, 0) for a in atoms] for g in cons] or None
+    b_ub = [-g.get(1, 0) for g in cons] or None
+    c = [f.get(a, 0) for a in atoms]
+    if not atoms: return (f.get(1, 0), f.get(1, 0))
+    ext = []
+    for sign in (1, -1):
+        r = linprog([sign * x for x in c], A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
+        if r.status == 2: return None                          # infeasible: never loads
+        ext.append(sign * r.fun + f.get(1, 0) if r.status == 0 else sign * -math.inf)
+    return ext[0], ext[1]
+
+
+def _is_gather(index: Node) -> bool:
+    return any(n.op is Ops.LOAD for n in _walk((index,)))
+
+
+def check_load_bounds(load: Node, size: int) -> None:
+    """Refuse (one line) a load whose index can leave its buffer of ``size`` elements where
+    its mask is true."""
+    index, mask = load.src
+    lo, hi = index._range()
+    if 0 <= lo and hi < size: return
+    ext = None if mask.op is Ops.CONST and mask.arg is False else _extremes(index, mask)
+    if ext is None: return   # the mask is never true: nothing is read
+    lo, hi = ext
+    if math.isfinite(lo + hi) and math.ceil(lo - 1e-6) >= 0 and math.floor(hi + 1e-6) <= size - 1:
+        return   # the extremes are real-valued: round inward to the integer points
+    what = "gather (index from a loaded value, not clamped or masked into range)" if _is_gather(index) else "load"
+    _fail(f"{what} from input {load.arg}: index range [{lo:g}, {hi:g}]"
+          f"{'' if mask is TRUE else ' where its mask is true'} outside the buffer ({size} elements)")
