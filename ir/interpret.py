@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -160,29 +160,57 @@ def _eval(k: Kernel, ins: list[_Input], pts: np.ndarray, with_store: bool = Fals
 
 
 def _eval_node(root: Node, env: dict[int, np.ndarray], ins: list[_Input], nd: int) -> np.ndarray:
-    val: dict[Node, np.ndarray] = {}
-    for n in toposort(root):
+    """The value of ``root`` with dim 0 the evaluation points and dims 1.. the folded axes."""
+    return evaluate(toposort(root), env, ins, nd, tuple(range(1, nd)))[root]
+
+
+Hook = Callable[[Node, dict], Any]
+
+
+def evaluate(order: Sequence[Node], env: dict[int, np.ndarray], ins: list[_Input], nd: int,
+             red: tuple[int, ...], hook: Hook | None = None, check: Callable[[tuple], None] | None = None) -> dict:
+    """The one evaluator: every node of ``order`` (sources first) as an nd-dimensional array
+    that spans only the dims its value depends on; ``env`` maps an axis to its index array,
+    a REDUCE folds dims ``red`` (keepdims). Floats are float64, integers int64.
+
+    Two modes share it: the interpreter's (dim 0 the evaluation points, dims 1.. the folded
+    axes) and ``superopt.fastref``'s whole-array mode (one dim per axis), which passes
+    ``hook`` -- asked first for each node, a value it returns (not None) is used instead:
+    fastref keeps a reduced product lazy and sums it with einsum -- and ``check``, called
+    with each value's shape before it is made (fastref refuses huge intermediates)."""
+    val: dict = {}
+    for n in order:
+        if hook is not None and (v := hook(n, val)) is not None:
+            val[n] = v
+            continue
         if n.op is Ops.CONST:
             v = np.asarray(n.arg, dtype=compute_dtype(n.dtype)).reshape((1,) * nd)
         elif n.op is Ops.VAR:
             v = env[n.arg[0]]
         elif n.op is Ops.LOAD:
-            idx, ok = val[n.src[0]], val[n.src[1]]
-            buf = ins[n.arg]
-            safe = np.where(ok, idx, 0)
-            if safe.size and (safe.min() < 0 or safe.max() >= buf.size):
-                raise IndexError(f"load from input {n.arg} out of bounds (index range {safe.min()}..{safe.max()}, size {buf.size})")
-            v = np.where(ok, buf.gather(safe), np.zeros((), compute_dtype(buf.dtype)))
+            v = _load(n, val[n.src[0]], val[n.src[1]], ins[n.arg], check)
         elif n.op is Ops.REDUCE:
             x = val[n.src[0]]
-            axes = tuple(1 + j for j in range(nd - 1))
-            full = np.broadcast_to(x, x.shape[:1] + tuple(max(x.shape[i], _size(env, i, nd)) for i in range(1, nd)))
-            v = (np.sum if n.arg[0] == "sum" else np.max)(full, axis=axes, keepdims=True)
+            shape = list(x.shape)
+            for i in red: shape[i] = max(shape[i], _size(env, i, nd))
+            if check: check(shape)
+            v = (np.sum if n.arg[0] == "sum" else np.max)(np.broadcast_to(x, shape), axis=red, keepdims=True)
         else:
-            v = apply(n.op, n.dtype, [val[s] for s in n.src], [s.dtype for s in n.src])
+            srcs = [val[s] for s in n.src]
+            if check: check(np.broadcast_shapes(*[x.shape for x in srcs]))
+            v = apply(n.op, n.dtype, srcs, [s.dtype for s in n.src])
             if n.dtype.is_float and v.dtype != np.float64: v = v.astype(np.float64)
         val[n] = v
-    return val[root]
+    return val
+
+
+def _load(n: Node, idx: np.ndarray, ok: np.ndarray, buf: _Input, check) -> np.ndarray:
+    """A (masked) load: masked-off points read nothing and yield 0."""
+    if check: check(np.broadcast_shapes(idx.shape, ok.shape))
+    safe = np.where(ok, idx, 0)
+    if safe.size and (safe.min() < 0 or safe.max() >= buf.size):
+        raise IndexError(f"load from input {n.arg} out of bounds (index range {safe.min()}..{safe.max()}, size {buf.size})")
+    return np.where(ok, buf.gather(safe), np.zeros((), compute_dtype(buf.dtype)))
 
 
 def _size(env: dict[int, np.ndarray], dim: int, nd: int) -> int:

@@ -14,7 +14,7 @@ import string
 import numpy as np
 
 from superopt.ir import dtype as dt
-from superopt.ir.interpret import _Input, apply, cast_values, compute_dtype
+from superopt.ir.interpret import _Input, cast_values, compute_dtype, evaluate
 from superopt.ir.kernel import Kernel
 from superopt.ir.node import Ops, toposort
 
@@ -68,9 +68,8 @@ def _run(k: Kernel, inputs) -> np.ndarray:
         for s in n.src: users.setdefault(s, []).append(n)
     lazy = {n.src[0] for n in order if n.op is Ops.REDUCE and n.arg[0] == "sum" and n.src[0].op is Ops.MUL
             and all(u.op is Ops.REDUCE for u in users.get(n.src[0], []))}
-    val = _eval(order, env, ins, nd, red, lazy)
-    body = val[k.body]
-    st = _eval(toposort(k.store), env, ins, nd, red, set())[k.store]
+    body = evaluate(order, env, ins, nd, tuple(red), _einsum_hook(lazy, red, nd), _check)[k.body]
+    st = evaluate(toposort(k.store), env, ins, nd, tuple(red), check=_check)[k.store]
     grid = [1 if a.reduce else a.size for a in k.axes]
     _check(grid)
     out = np.zeros(k.output.size, dtype=compute_dtype(k.output.dtype))
@@ -78,38 +77,17 @@ def _run(k: Kernel, inputs) -> np.ndarray:
     return dt.to_storage(cast_values(out, k.output.dtype), k.output.dtype)
 
 
-def _eval(order, env, ins, nd, red, lazy) -> dict:
-    val: dict = {}
-    for n in order:
-        if n in lazy: continue
-        if n.op is Ops.CONST:
-            v = np.asarray(n.arg, dtype=compute_dtype(n.dtype)).reshape((1,) * nd)
-        elif n.op is Ops.VAR:
-            v = env[n.arg[0]]
-        elif n.op is Ops.LOAD:
-            idx, ok = val[n.src[0]], val[n.src[1]]
-            _check(np.broadcast_shapes(idx.shape, ok.shape))
-            buf = ins[n.arg]
-            safe = np.where(ok, idx, 0)
-            if safe.size and (safe.min() < 0 or safe.max() >= buf.size):
-                raise IndexError(f"load from input {n.arg} out of bounds")
-            v = np.where(ok, buf.gather(safe), np.zeros((), compute_dtype(buf.dtype)))
-        elif n.op is Ops.REDUCE:
-            axes = tuple(red)
-            if n.src[0] in lazy:
-                m = n.src[0]
-                v = _einsum_sum(val[m.src[0]], val[m.src[1]], red, nd)
-                if n.dtype.is_int and v.dtype != np.int64: v = v.astype(np.int64)
-            else:
-                x = val[n.src[0]]
-                shape = list(x.shape)
-                for i in axes: shape[i] = env[i].shape[i]
-                _check(shape)
-                v = (np.sum if n.arg[0] == "sum" else np.max)(np.broadcast_to(x, shape), axis=axes, keepdims=True)
-        else:
-            srcs = [val[s] for s in n.src]
-            _check(np.broadcast_shapes(*[s.shape for s in srcs]))
-            v = apply(n.op, n.dtype, srcs, [s.dtype for s in n.src])
-            if n.dtype.is_float and v.dtype != np.float64: v = v.astype(np.float64)
-        val[n] = v
-    return val
+class _Lazy:
+    """A product under a sum-reduction, not materialized (a GEMM's M x N x K)."""
+    def __init__(self, a: np.ndarray, b: np.ndarray): self.a, self.b = a, b
+
+
+def _einsum_hook(lazy: set, red: list[int], nd: int):
+    """The evaluator hook of the whole-array mode: a reduced product is summed by einsum."""
+    def hook(n, val):
+        if n in lazy: return _Lazy(val[n.src[0]], val[n.src[1]])
+        if n.op is Ops.REDUCE and isinstance(m := val[n.src[0]], _Lazy):
+            v = _einsum_sum(m.a, m.b, red, nd)
+            return v.astype(np.int64) if n.dtype.is_int and v.dtype != np.int64 else v
+        return None
+    return hook
