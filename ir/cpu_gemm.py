@@ -16,6 +16,8 @@ Parameters (``Schedule.params``), checked by ``check``:
 """
 from __future__ import annotations
 
+import functools
+
 from . import dtype as dt
 from .node import Node, Ops, axis_stride, const, substitute
 
@@ -23,9 +25,10 @@ AFFINE_OPS = {Ops.ADD, Ops.MUL, Ops.VAR, Ops.CONST}
 PARAMS = ("KC", "MC", "MR", "NC", "NR", "PF", "V", "workers")
 
 
+@functools.lru_cache(maxsize=256)  # every check() of a schedule space asks again
 def match(kernel) -> dict[str, int] | str:
     """The geometry (named integers: batch, m, n, k, the operands' input slots and strides),
-    or why the kernel is not a plain fp32 GEMM."""
+    or why the kernel is not a plain fp32 GEMM. Callers must not mutate the dict (cached)."""
     red = kernel.reduce
     if red is None or red.arg[0] != "sum": return "not a sum reduction"
     if kernel.body is not red: return "the stored value is not the sum itself (an epilogue)"
