@@ -4,8 +4,10 @@ Every axis of the kernel is its own numpy dimension, so a node's value only span
 it depends on (a GEMM's loads are M x K and K x N, never M x N x K); a sum over the reduce
 axes of a product is one ``np.einsum`` (BLAS), other reductions fold the materialized
 value. Values are float64 for floats (the interpreter's compute precision) and wrap like
-the interpreter for integers. Any intermediate larger than ``LIMIT`` elements, or a row
-kernel, gives ``None`` (callers fall back to the point-wise interpreter)."""
+the interpreter for integers. Any intermediate larger than ``LIMIT`` elements gives ``None``
+(callers fall back to the point-wise interpreter). Row kernels (softmax, layernorm, rmsnorm)
+are evaluated whole by the interpreter's whole-row mode of the same evaluator, up to
+``ROW_LIMIT`` output elements."""
 from __future__ import annotations
 
 import math
@@ -14,11 +16,12 @@ import string
 import numpy as np
 
 from superopt.ir import dtype as dt
-from superopt.ir.interpret import _Input, cast_values, compute_dtype, evaluate
+from superopt.ir.interpret import _Input, cast_values, compute_dtype, evaluate, run_kernel
 from superopt.ir.kernel import Kernel
 from superopt.ir.node import Ops, toposort
 
 LIMIT = 1 << 26
+ROW_LIMIT = 1 << 25        # output elements of a row kernel checked whole (1000x1000 softmax: ~0.2 s)
 
 
 class _TooBig(Exception):
@@ -47,7 +50,8 @@ def _einsum_sum(a: np.ndarray, b: np.ndarray, red: list[int], nd: int) -> np.nda
 
 def whole_output(k: Kernel, inputs) -> np.ndarray | None:
     """The whole output (storage dtype, flat) or None where no fast path applies."""
-    if k.row_axes: return None
+    if k.row_axes:   # softmax, norms: the interpreter's whole-row mode, rows in chunks
+        return run_kernel(k, inputs).reshape(-1) if k.out_points <= ROW_LIMIT else None
     try:
         return _run(k, inputs)
     except _TooBig:

@@ -51,3 +51,29 @@ def test_fast_reference_equals_the_interpreter():
         k = _kernel(t)
         ins = random_inputs(k, np.random.default_rng(0))
         np.testing.assert_array_equal(whole_output(k, ins), run_kernel(k, ins).reshape(-1))
+
+
+def test_single_wrong_or_unwritten_elements_of_a_1000x1000_softmax_fail():
+    from superopt.kernels import Workload
+    k = Workload.make("softmax", M=1000, N=1000).kernel
+    assert k.row_axes                                   # a row kernel: compared whole, not sampled
+    ins = random_inputs(k, np.random.default_rng(3))
+    x = np.asarray(ins[0], dtype=np.float64)
+    e = np.exp(x - x.max(1, keepdims=True))
+    numpy_softmax = (e / e.sum(1, keepdims=True)).astype(np.float32).reshape(-1)
+    assert compare(k, numpy_softmax, ins, np.random.default_rng(0)).ok
+    assert _ten_single_errors(k, 3) == 10
+
+
+def test_norm_rows_compared_whole():
+    from superopt.kernels import Workload
+    for kind in ("layernorm", "rmsnorm"):
+        k = Workload.make(kind, M=300, N=700).kernel
+        rng = np.random.default_rng(4)
+        ins = random_inputs(k, rng)
+        good = whole_output(k, ins)
+        np.testing.assert_array_equal(good, run_kernel(k, ins).reshape(-1))
+        bad = good.copy()
+        bad[12345] = bad[12345] * np.float32(1.01) + np.float32(0.01)   # wrong by ~1%
+        r = compare(k, bad, ins, rng)
+        assert r.checked == k.out_points and not r.ok and "1 of" in r.reason
