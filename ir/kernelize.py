@@ -12,14 +12,15 @@ Without a plan, the default rule (``default_plan``, to be replaced by the solver
 search/fusion): every reduction ends a kernel, and so does every elementwise operand of
 a contraction (a GEMM keeps plain operands); then each elementwise kernel computes the
 reductions only it reads as row reductions (rows up to ``ROW_MAX``) or an epilogue.
-``PLANNER``, when set, is asked for a plan for every root the lazy front end realizes.
+The context's planner (``ir.context``: ``with context.use(planner=p):``), when set, is asked
+for a plan for every root the lazy front end realizes.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
+from . import context
 from . import dtype as dt
 from .graph import shape
 from .kernel import Axis, Buffer, Kernel
@@ -56,17 +57,13 @@ def unravel(flat: Node, shp: tuple[int, ...]) -> list[Node]:
     return out
 
 
-# Given a root, the nodes to materialize (None: the default rule). The lazy front end
-# goes through kernelize, so installing a planner here schedules it through plans.
-PLANNER: Callable[[Node], "frozenset[Node] | None"] | None = None
-
-
 def kernelize(root: Node, out_name: str = "out", plan: "frozenset[Node] | None" = None) -> list[Step]:
     """Split the graph under ``root`` into kernels, dependencies first; with ``plan``,
     materialize exactly the plan's nodes (see the module docstring), else the default
-    rule's (``default_plan``)."""
-    if plan is None and PLANNER is not None:
-        plan = PLANNER(root)
+    rule's (``default_plan``); without ``plan``, the context's planner is asked first."""
+    planner = context.current().planner
+    if plan is None and planner is not None:
+        plan = planner(root)
     chosen = plan if plan is not None else default_plan(root)
     base = output_node(root)
     order = toposort(base)

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import dtype as dt
+from . import context
 from . import graph as g
 from .kernelize import Step, kernelize
 from .node import Node, Ops, const
@@ -17,15 +18,19 @@ _ids = itertools.count()
 LOG2E, LN2 = 1 / math.log(2), math.log(2)
 
 
-def _runner_default(step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
-    from .interpret import run_kernel
-    return run_kernel(step.kernel, [bufs[n] for n in step.inputs])
+_runner_default = context.interpret   # the reference interpreter, the runner outside any context
+
+
+class _CurrentRunner:
+    """``Tensor.runner``: the current context's runner (read-only; set it with ``context.use``)."""
+    def __get__(self, obj, owner=None) -> Callable[[Step, dict[str, np.ndarray]], np.ndarray]:
+        return context.current().runner
 
 
 class Tensor:
     """A lazy n-d array. Build with ``Tensor(array)`` or ``Tensor.empty(shape)``."""
-    # every realize goes through this hook (the runtime swaps in tuned backends)
-    runner: Callable[[Step, dict[str, np.ndarray]], np.ndarray] = staticmethod(_runner_default)
+    # every realize goes through the context's runner (the runtime enters tuned backends)
+    runner = _CurrentRunner()
     _data: dict[str, np.ndarray] = {}
 
     def __init__(self, data, dtype: dt.DType | None = None, name: str | None = None):
@@ -103,7 +108,7 @@ class Tensor:
         for st in steps:
             missing = [n for n in st.inputs if n not in bufs]
             if missing: raise ValueError(f"inputs without data: {missing} (use Tensor(array) to give data)")
-            bufs[st.output] = Tensor.runner(st, bufs)
+            bufs[st.output] = context.current().runner(st, bufs)
         return dt.to_values(bufs[steps[-1].output], self.dtype).reshape(self.shape)
 
     # ---- elementwise --------------------------------------------------------

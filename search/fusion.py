@@ -48,6 +48,7 @@ from typing import Iterator, Sequence
 import networkx as nx
 import z3
 
+from ..ir import context
 from ..ir.graph import shape
 from ..ir.kernel import Kernel, counts_as_flop
 from ..ir.node import ALU, MOVEMENT, TRUE, Node, Ops, toposort
@@ -455,17 +456,13 @@ def planned(machine, **kw) -> Iterator[dict[Node, Plan]]:
     """Inside the block, every root the lazy front end realizes is kernelized through its
     plan; yields the plans made, by root."""
     made: dict[Node, Plan] = {}
-    prev = kz.PLANNER
 
     def planner(r: Node) -> frozenset[Node]:
         if r not in made: made[r] = plan(r, machine, **kw)
         return made[r].materialize
 
-    kz.PLANNER = planner
-    try:
+    with context.use(planner=planner):
         yield made
-    finally:
-        kz.PLANNER = prev
 
 
 def kernel_nodes(root: Node, materialize: frozenset[Node]) -> list[tuple[Node, list[Node]]]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from superopt.ir.kernel import Kernel
 from superopt.ir.kernelize import Step
+from superopt.ir import context
 from superopt.ir.tensor import Tensor
 
 MANIFEST = "manifest.json"
@@ -111,9 +112,8 @@ def capture(out_dir: str | Path | None = None, execute: bool = True, source: str
         if progress: progress(cap.launches, None, "kernel launches recorded")
         return inner(step, bufs) if execute else _record_only(step, bufs)
 
-    Tensor.runner = staticmethod(runner)
     try:
-        yield cap
+        with context.use(runner=runner):
+            yield cap
     finally:
-        Tensor.runner = staticmethod(inner)
         if out_dir is not None and cap.kernels: cap.save(out_dir, source=source)

@@ -28,7 +28,7 @@ from superopt.ir.interpret import run_kernel
 from superopt.ir.kernel import Kernel
 from superopt.ir.kernelize import Step
 from superopt.ir.schedule import Schedule, check
-from superopt.ir.tensor import Tensor, _runner_default
+from superopt.ir import context
 
 
 def hand_schedule(kernel: Kernel, machine) -> Schedule:
@@ -153,37 +153,31 @@ class Runtime:
         self.cache.close()
 
 
-_active: Runtime | None = None
-
-
 def use(backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand") -> Runtime:
-    """Install a runtime as ``Tensor.runner``; returns it (its ``stats`` count hits and misses)."""
-    global _active
+    """Enter a runtime as the context's runner until ``reset()``; returns it."""
     reset()
-    _active = Runtime(backend, cache, on_miss)
-    Tensor.runner = staticmethod(_active)
-    return _active
+    rt = Runtime(backend, cache, on_miss)
+    _installed.append((rt, context.enter(runner=rt, cache=rt.cache, target=rt.backend.machine)))
+    return rt
+
+
+_installed: list = []   # what use() entered, for reset() to leave (with-scopes: ``using``)
 
 
 def reset() -> None:
-    """Back to the reference interpreter."""
-    global _active
-    if _active is not None: _active.close()
-    _active = None
-    Tensor.runner = staticmethod(_runner_default)
+    """Leave what ``use`` entered: back to the runner before it."""
+    while _installed:
+        rt, token = _installed.pop()
+        context.leave(token)
+        rt.close()
 
 
 @contextmanager
 def using(backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand") -> Iterator[Runtime]:
-    """``with runtime.using("cpu") as rt:`` — installed inside the block, previous runner restored after."""
-    global _active
-    prev_runner, prev_active = Tensor.runner, _active
+    """``with runtime.using("cpu") as rt:`` the runtime is the context's runner inside the block only."""
     rt = Runtime(backend, cache, on_miss)
-    _active = rt
-    Tensor.runner = staticmethod(rt)
     try:
-        yield rt
+        with context.use(runner=rt, cache=rt.cache, target=rt.backend.machine):
+            yield rt
     finally:
-        Tensor.runner = staticmethod(prev_runner)
-        _active = prev_active
         rt.close()

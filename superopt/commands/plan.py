@@ -94,12 +94,11 @@ def load_graphs(path: Path) -> list:
 def _record(args, script: Path, machine, plans: dict, progress=None) -> list:
     """Run the script; return the roots it realized (kernelized through plans with --execute,
     which are kept in ``plans``)."""
-    import importlib
     from superopt.capture import capture
     from superopt.search import fusion
-    kz = importlib.import_module("superopt.ir.kernelize")
+    from superopt.ir import context
     roots: list = []
-    argv, path0, prev = sys.argv, sys.path[0], kz.PLANNER
+    argv, path0 = sys.argv, sys.path[0]
     sys.argv, sys.path[0] = [str(script)] + list(args.script_args), str(script.parent.resolve())
 
     def planner(r):
@@ -110,12 +109,11 @@ def _record(args, script: Path, machine, plans: dict, progress=None) -> list:
         if r not in plans: plans[r] = fusion.plan(r, machine, args.peak_limit, args.timeout, args.schedules)
         return plans[r].materialize
 
-    kz.PLANNER = planner
     import contextlib
     # with --json the script's prints must not mix into the one JSON object on stdout
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext()
     try:
-        with quiet_stdout, capture(execute=args.execute):
+        with quiet_stdout, context.use(planner=planner), capture(execute=args.execute):
             runpy.run_path(str(script), run_name="__main__")
     except SystemExit:
         pass
@@ -123,7 +121,7 @@ def _record(args, script: Path, machine, plans: dict, progress=None) -> list:
         traceback.print_exc()
         raise UserError(f"{script} failed (graphs realized before the failure: {len(roots)})") from None
     finally:
-        kz.PLANNER, sys.argv, sys.path[0] = prev, argv, path0
+        sys.argv, sys.path[0] = argv, path0
     return roots
 
 

@@ -20,12 +20,9 @@ def test_small_models_match_numpy_under_default_and_planned_kernels(name):
     want = m.reference()
     np.testing.assert_allclose(m.out.numpy(), want, rtol=1e-4, atol=1e-5)            # default rule
     p = fusion.plan(m.out.node, H100, timeout_s=10)
-    prev = kz.PLANNER
-    kz.PLANNER = lambda r: p.materialize if r is m.out.node else None
-    try:
+    with kz.context.use(planner=lambda r: p.materialize if r is m.out.node else None):
         np.testing.assert_allclose(m.out.numpy(), want, rtol=1e-4, atol=1e-5)        # the planner's kernels
-    finally:
-        kz.PLANNER = prev
+    assert kz.context.current().planner is None
     assert p.cost.time_s <= p.unfused.time_s
 
 
