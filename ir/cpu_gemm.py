@@ -46,7 +46,7 @@ def match(kernel) -> dict[str, int] | str:
     if any(isinstance(s, str) for s in strides): return next(s for s in strides if isinstance(s, str))
     if isinstance(out_st, str): return "output " + out_st
     if any(s[kx] == 0 for s in strides): return "an operand does not read the reduce axis"
-    outs = kernel.output_axes
+    outs = [a for a in kernel.output_axes if kernel.axes[a].size > 1]  # a size-1 axis moves nothing
     own = [[a for a in outs if strides[i][a] and not strides[1 - i][a]] for i in (0, 1)]
     shared = [a for a in outs if strides[0][a] and strides[1][a]]
     unread = [a for a in outs if not strides[0][a] and not strides[1][a]]
