@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from superopt.commands.args import positive_float, positive_int
@@ -26,6 +27,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "hand: hand rules only")
     p.add_argument("--gpus", default=None, metavar="LIST",
                    help="comma-separated GPU ordinals: one worker per GPU, each timing on its own device")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="tune on a Ray cluster: ADDRESS of its head (host:port, or 'auto' for the one `ray start` "
+                        "made here); without ADDRESS a local cluster on this machine. Needs the ray extra")
     p.add_argument("--timeout", type=positive_float, default=None, metavar="S",
                    help="kill a kernel's tuning after S seconds (default 4 x budget + 120)")
     p.add_argument("--retry-failed", action="store_true", help="retry kernels whose tuning failed before")
@@ -55,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
     jobs = prioritize(jobs, machine)
     opts = dict(device=device, gpus=gpus, method=args.method)
     out = console()
+    if args.ray is not None and gpus is not None:
+        raise UserError("--ray and --gpus: choose one (on Ray, each GPU of the cluster is a timing slot)")
     try:
-        if args.no_progress or not sys.stderr.isatty():
+        if args.ray is not None:
+            res = _on_ray(jobs, cache_path, args, device)
+        elif args.no_progress or not sys.stderr.isatty():
             res = run_batch(jobs, cache_path, args.backend, args.budget_per_kernel, args.workers, args.timeout,
                             args.retry_failed, args.tune_fn, progress=_plain_progress(jobs), **opts)
         else:
@@ -77,12 +85,30 @@ def run(args: argparse.Namespace) -> int:
     return 1 if [o for o in res.failed if not o.skipped] else 0
 
 
+def _on_ray(jobs, cache_path, args, device):
+    try:
+        from superopt.cluster import run_batch_ray
+        import ray  # noqa: F401
+    except ImportError:
+        raise UserError("--ray needs ray: pip install 'superopt[ray]'") from None
+    progress = _plain_progress(jobs)   # plain lines with ETA (a bar would fight the workers' logs)
+    try:
+        return run_batch_ray(jobs, cache_path, args.backend, args.budget_per_kernel, args.ray or None, args.timeout,
+                             args.retry_failed, args.tune_fn, progress=progress, device=device, method=args.method)
+    except ConnectionError as e:
+        raise UserError(f"cannot reach the Ray cluster at {args.ray!r}: {' '.join(str(e).split())[:200]}") from None
+
+
 def _plain_progress(jobs):
     last = [-1]
+    t0 = time.monotonic()
 
     def report(done: int, total: int, running: list[str]) -> None:
         if done != last[0]:
-            print(f"tune-cache: {done}/{total} kernels tuned" + (f"; running {', '.join(running)}" if running else ""),
+            eta = ""
+            if 0 < done < total:
+                eta = f"; eta {(time.monotonic() - t0) / done * (total - done):.0f} s"
+            print(f"tune-cache: {done}/{total} kernels tuned{eta}" + (f"; running {', '.join(running)}" if running else ""),
                   file=sys.stderr, flush=True)
             last[0] = done
     return report
