@@ -16,7 +16,7 @@ import numpy as np
 
 from superopt.ir.program import Program
 from ..base import Backend, Compiled, Failure, Timing
-from . import tools
+from . import templates, tools
 from .render import KERNEL_FN, render
 
 
@@ -28,7 +28,9 @@ class HexagonBackend(Backend):
         self.machine = machine or load("hexagon")
         self.timeout_s = timeout_s
 
-    def render(self, program: Program) -> str: return render(program)
+    def render(self, program: Program) -> str:
+        # a Native program (schedule family) is rendered by its template (templates.TEMPLATES)
+        return templates.render(program) if templates.family(program) else render(program)
 
     def compile(self, program: Program) -> Compiled | Failure:
         src = self.source(program)
