@@ -8,8 +8,9 @@ GotoBLAS/BLIS structure, every block size a compile-time constant from the sched
             pack A[ic:+MC, pc:+KC] into MR-tall panels  (each thread its own buffer)
             for jr (NR): for ir (MR): micro-kernel over KC
 
-The micro-kernel keeps an MR x NR tile of C in vector registers (NR/V vectors a row, V
-the ISA's fp32 lanes) and does broadcast FMAs: per k step NR/V vector loads of packed B,
+The micro-kernel (``microkernel.py``, one copy shared with the convolution template)
+keeps an MR x NR tile of C in vector registers (NR/V vectors a row, V the ISA's fp32
+lanes) and does broadcast FMAs: per k step NR/V vector loads of packed B,
 MR broadcasts of packed A. Packing is inside the timed call (counted). Ragged edges:
 the last panels are zero-filled in the pack buffers only (the matrices are read and
 written exactly to their edge); a tile past the edge goes through a small local tile.
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 from superopt.ir.program import Native, Program
 
+from .microkernel import MICRO
+
 _TEMPLATE = r"""
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +32,6 @@ _TEMPLATE = r"""
 #define MR %(MR)d
 #define NR %(NR)d
 #define V %(V)d
-#define NV (NR / V)
 #define MC %(MC)d
 #define KC %(KC)d
 #define NC %(NC)d
@@ -50,8 +52,7 @@ _TEMPLATE = r"""
 #define C_CS %(c_cs)dL
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
-typedef float vf __attribute__((vector_size(V * 4)));
-typedef float vfu __attribute__((vector_size(V * 4), aligned(4)));  /* unaligned C rows */
+/*MICRO*/
 
 static float *pack_b, *pack_a[WORKERS];
 
@@ -80,47 +81,6 @@ static void pack_a_panel(const float* restrict a, float* restrict dst, long kc, 
   } else {
     for (long p = 0; p < kc; p++)
       for (long i = 0; i < MR; i++) dst[p * MR + i] = i < mr ? a[i * A_RS + p * A_CS] : 0.0f;
-  }
-}
-
-static inline __attribute__((always_inline)) void micro(long kc, const float* restrict ap, const float* restrict bp,
-                                                        float* restrict c, int first, long mr, long nr) {
-  vf acc[MR][NV];
-  #pragma GCC unroll 32
-  for (int i = 0; i < MR; i++)
-    #pragma GCC unroll 8
-    for (int j = 0; j < NV; j++) acc[i][j] = (vf){0};
-  for (long p = 0; p < kc; p++) {
-#if PF > 0
-    __builtin_prefetch(ap + PF * MR, 0, 3);
-#endif
-    vf bv[NV];
-    #pragma GCC unroll 8
-    for (int j = 0; j < NV; j++) bv[j] = *(const vf*)(bp + j * V);
-    #pragma GCC unroll 32
-    for (int i = 0; i < MR; i++) {
-      float av = ap[i];
-      #pragma GCC unroll 8
-      for (int j = 0; j < NV; j++) acc[i][j] += av * bv[j];
-    }
-    ap += MR; bp += NR;
-  }
-  if (mr == MR && nr == NR && C_CS == 1) {
-    #pragma GCC unroll 32
-    for (int i = 0; i < MR; i++)
-      #pragma GCC unroll 8
-      for (int j = 0; j < NV; j++) {
-        vfu* q = (vfu*)(c + i * C_RS + j * V);
-        *q = first ? acc[i][j] : *q + acc[i][j];
-      }
-  } else {  /* the edge: through a local tile, only the valid part reaches C */
-    float t[MR][NR] __attribute__((aligned(64)));
-    for (int i = 0; i < MR; i++) for (int j = 0; j < NV; j++) *(vf*)&t[i][j * V] = acc[i][j];
-    for (long i = 0; i < mr; i++)
-      for (long j = 0; j < nr; j++) {
-        float* q = c + i * C_RS + j * C_CS;
-        *q = first ? t[i][j] : *q + t[i][j];
-      }
   }
 }
 
@@ -180,7 +140,7 @@ def source(values: dict[str, int]) -> str:
     """The C source for one geometry and decided parameters (every name in GEOMETRY and PARAMS)."""
     missing = [n for n in GEOMETRY + PARAMS if n not in values]
     if missing: raise ValueError(f"cpu_gemm: missing {', '.join(missing)}")
-    return _TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}
+    return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", MICRO)
 
 
 def render(p: Program) -> str:
