@@ -74,8 +74,8 @@ def _splits(kernel: Kernel) -> tuple:
     return tuple((Split(Level.LOOP, ax.size),) for ax in kernel.axes)
 
 
-def schedule(kernel: Kernel, **params: int) -> Schedule:
-    return Schedule(_splits(kernel), family="cpu_gemm", params=tuple(params.items()))
+def schedule(kernel: Kernel, family: str = "cpu_gemm", **params: int) -> Schedule:
+    return Schedule(_splits(kernel), family=family, params=tuple(params.items()))
 
 
 def _round(x: int, q: int) -> int: return max(q, (x // q) * q)
@@ -83,9 +83,10 @@ def _round(x: int, q: int) -> int: return max(q, (x // q) * q)
 
 class CPUGemm:
     name = "cpu_gemm"
+    template = tpl  # matcher + check: a subclass over another template (cpu_conv) reuses space, cost, solve
 
     def applies(self, kernel: Kernel, machine) -> bool:
-        return machine.kind == "cpu" and isinstance(tpl.match(kernel), dict)
+        return machine.kind == "cpu" and isinstance(self.template.match(kernel), dict)
 
     def tiles(self, machine) -> list[tuple[int, int]]:
         lanes, regs = tpl.registers(machine)
@@ -93,31 +94,35 @@ class CPUGemm:
                 if mr * (nr // lanes) + nr // lanes + 1 <= regs]
 
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
-        g = tpl.match(kernel)
+        g = self.template.match(kernel)
         if isinstance(g, str): return
         lanes, _ = tpl.registers(machine)
         for mr, nr in self.tiles(machine):
             for mc in sorted({_round(x, mr) for x in (48, 64, 96, 128, 192, 256, 384)}):
-                for kc in (128, 192, 256, 384, 512):
+                for kc in self.kcs(g):
                     for nc in sorted({_round(x, nr) for x in (256, 512, 1024, 2048, 4096)} | {-(-g["n"] // nr) * nr}):
                         if nc > 4 * max(g["n"], nr) and nc > 256: continue  # past the edge: the same as the smallest covering NC
                         for pf in (0, 8):
                             for w in range(1, max(1, machine.cores) + 1):
-                                yield schedule(kernel, MR=mr, NR=nr, V=lanes, MC=mc, KC=kc, NC=nc, PF=pf, workers=w)
+                                yield schedule(kernel, family=self.name, MR=mr, NR=nr, V=lanes, MC=mc, KC=kc, NC=nc, PF=pf, workers=w)
+
+    def kcs(self, g: dict[str, int]) -> tuple[int, ...]:
+        """The KC blocks tried."""
+        return (128, 192, 256, 384, 512)
 
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
-        g = tpl.match(kernel)
+        g = self.template.match(kernel)
         if isinstance(g, str): return [g]
         if schedule.family != self.name: return [f"not a {self.name} schedule"]
-        return tpl.check(g, dict(schedule.params), machine)
+        return self.template.check(g, dict(schedule.params), machine)
 
     def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
-        g = tpl.match(kernel)
+        g = self.template.match(kernel)
         if isinstance(g, str): raise ValueError(g)
         return model(g, dict(schedule.params), machine)
 
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
-        g = tpl.match(kernel)
+        g = self.template.match(kernel)
         if isinstance(g, str): return None
         lanes, _ = tpl.registers(machine)
         c = caches()
@@ -126,11 +131,11 @@ class CPUGemm:
         kc = _round(min(512, c[1] // 2 // (4 * nr)), 16)            # the B micro-panel fills half of L1
         mc = _round(min(384, c[2] // 2 // (4 * kc)), mr)            # the A block half of L2
         nc = _round(min(4096, c[3] // 2 // (4 * kc)), nr)           # the B panel half of L3
-        return schedule(kernel, MR=mr, NR=nr, V=lanes, MC=mc, KC=kc, NC=nc, PF=0, workers=max(1, machine.cores))
+        return schedule(kernel, family=self.name, MR=mr, NR=nr, V=lanes, MC=mc, KC=kc, NC=nc, PF=0, workers=max(1, machine.cores))
 
     def solve(self, kernel: Kernel, machine, timeout_s: float, top: int = 4) -> Solved:
         t0 = time.perf_counter()
-        g = tpl.match(kernel)
+        g = self.template.match(kernel)
         if isinstance(g, str): return Solved(self.name, [], "enumeration", False, detail={"why": g})
         best: list[Candidate] = []
         n = 0
@@ -140,7 +145,7 @@ class CPUGemm:
                 complete = False
                 break
             p = dict(s.params)
-            if tpl.check(g, p, machine): continue
+            if self.template.check(g, p, machine): continue
             n += 1
             best.append(Candidate(s, model(g, p, machine)))
             if len(best) > 64 * top:

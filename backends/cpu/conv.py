@@ -1,0 +1,206 @@
+"""The implicit-GEMM fp32 convolution (the ``cpu_conv`` schedule family) rendered as C.
+
+The GEMM is M = OH*OW output pixels (per image) x N = c_out x K = c_in*R*S, never built:
+
+    for image:  for jc (NC c_out):  for pc (KC of K):
+        pack the filter's [pc:+KC, jc:+NC] into NR-wide panels      (threads share it)
+        for ic (MC pixels, threads take whole blocks):
+            pack the input window of pixels [ic:+MC] x k [pc:+KC]    (each thread its buffer)
+            straight into MR-tall panels (im2col of one MC x KC block, zero for padding)
+            for jr (NR): for ir (MR): the shared micro-kernel (microkernel.py) over KC
+
+K is ordered as the input's memory (ci, r, s for NCHW; r, s, ci for NHWC), so one k step
+of a panel is, for MR pixels of one output row inside the input, a strided run of the
+input (contiguous at stride 1 in NCHW): the packing copies runs and tests the padding only
+per run; a run touching the border goes element by element. Both packings are inside the
+timed call (the filter is an input of the kernel, not a constant), the filter once per
+(NC, KC) block, the input once per (MC, KC) block and NC block. Output pixels are one
+linear run per image (C's row stride ``o_m``), c_out strided by ``o_k``.
+"""
+from __future__ import annotations
+
+from superopt.ir.program import Native, Program
+
+from .microkernel import MICRO
+
+_TEMPLATE = r"""
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <omp.h>
+
+#define MR %(MR)d
+#define NR %(NR)d
+#define V %(V)d
+#define MC %(MC)d
+#define KC %(KC)d
+#define NC %(NC)d
+#define PF %(PF)d
+#define WORKERS %(workers)d
+#define BATCH %(batch)dL
+#define M %(m)dL
+#define N %(n)dL
+#define K %(k)dL
+#define CI %(c)dL
+#define H %(h)dL
+#define W %(w)dL
+#define OW %(ow)dL
+#define R %(r)dL
+#define S %(s)dL
+#define SH %(sh)dL
+#define SW %(sw)dL
+#define PH %(ph)dL
+#define PW %(pw)dL
+#define X_OFF %(x_off)dL
+#define X_N %(x_n)dL
+#define X_C %(x_c)dL
+#define X_H %(x_h)dL
+#define X_W %(x_w)dL
+#define W_K %(w_k)dL
+#define W_C %(w_c)dL
+#define W_R %(w_r)dL
+#define W_S %(w_s)dL
+#define O_N %(o_n)dL
+#define C_RS %(o_m)dL
+#define C_CS %(o_k)dL
+#define NHWC %(layout)d
+#define PS (SW * X_W)  /* input elements between neighbouring pixels of a row */
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/*MICRO*/
+
+static float *pack_b, *pack_a[WORKERS];
+static long *ktab[WORKERS];  /* per k of the block: input offset, r, s, filter offset */
+
+static void ensure_buffers(void) {
+  if (pack_b) return;
+  pack_b = aligned_alloc(64, sizeof(float) * (size_t)KC * (((NC + NR - 1) / NR) * NR));
+  for (int t = 0; t < WORKERS; t++) {
+    pack_a[t] = aligned_alloc(64, sizeof(float) * (size_t)KC * (((MC + MR - 1) / MR) * MR));
+    ktab[t] = malloc(sizeof(long) * 4 * KC);
+  }
+}
+
+/* k -> (ci, r, s) in the input's memory order */
+static void k_table(long pc, long kc, long* t) {
+  for (long p = 0; p < kc; p++) {
+    long kk = pc + p, ci, r, s;
+#if NHWC
+    ci = kk %% CI; s = (kk / CI) %% S; r = kk / (CI * S);
+#else
+    s = kk %% S; r = (kk / S) %% R; ci = kk / (R * S);
+#endif
+    t[4 * p] = ci * X_C + r * X_H + s * X_W; t[4 * p + 1] = r; t[4 * p + 2] = s;
+    t[4 * p + 3] = ci * W_C + r * W_R + s * W_S;
+  }
+}
+
+/* filter[jc+j0:+NR, k of the block] -> one panel, k-major rows of NR (zero past c_out nr) */
+static void pack_b_panel(const float* restrict w, float* restrict dst, long kc, long nr, const long* t) {
+  for (long p = 0; p < kc; p++) {
+    const float* src = w + t[4 * p + 3];
+    for (long j = 0; j < NR; j++) dst[p * NR + j] = j < nr ? src[j * W_K] : 0.0f;
+  }
+}
+
+/* the input window of pixels [m0, m0+mr) x k of the block -> one panel, k-major columns of MR */
+static void pack_a_panel(const float* restrict x, float* restrict dst, long m0, long mr, long kc, const long* t) {
+  long ih0[MR], iw0[MR], base[MR], run[MR + 1], nrun = 0;
+  for (long i = 0; i < mr; i++) {
+    long oh = (m0 + i) / OW, ow = (m0 + i) %% OW;
+    ih0[i] = oh * SH - PH; iw0[i] = ow * SW - PW;
+    base[i] = oh * SH * X_H + ow * SW * X_W + X_OFF;  /* the kernel's own index at r = s = ci = 0 */
+    if (i == 0 || ih0[i] != ih0[i - 1]) run[nrun++] = i;  /* runs: pixels of one output row */
+  }
+  run[nrun] = mr;
+  for (long p = 0; p < kc; p++) {
+    const long off = t[4 * p], r = t[4 * p + 1], s = t[4 * p + 2];
+    float* d = dst + p * MR;
+    for (long q = 0; q < nrun; q++) {
+      long a = run[q], b = run[q + 1];
+      long ih = ih0[a] + r;
+      if ((unsigned long)ih < (unsigned long)H && iw0[a] + s >= 0 && iw0[b - 1] + s < W) {
+        const float* src = x + base[a] + off;
+        if (a == 0 && b == MR) {  /* the whole panel in one row, inside: a fixed-length copy */
+          #pragma GCC unroll 32
+          for (long i = 0; i < MR; i++) d[i] = src[i * PS];
+        } else {
+          for (long i = a; i < b; i++) d[i] = src[(i - a) * PS];
+        }
+      } else {  /* the border: padding tested per element */
+        for (long i = a; i < b; i++) {
+          long iw = iw0[i] + s;
+          d[i] = (unsigned long)ih < (unsigned long)H && (unsigned long)iw < (unsigned long)W ? x[base[i] + off] : 0.0f;
+        }
+      }
+    }
+    for (long i = mr; i < MR; i++) d[i] = 0.0f;
+  }
+}
+
+static void conv(const float* restrict x, const float* restrict w, float* restrict c, int workers) {
+  #pragma omp parallel num_threads(workers) if(workers > 1)
+  {
+    int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* pa = pack_a[tid];
+    long* t = ktab[tid];
+    for (long bt = 0; bt < BATCH; bt++) {
+      const float* xb = x + bt * X_N; float* cb = c + bt * O_N;
+      for (long jc = 0; jc < N; jc += NC) {
+        long nc = MIN(NC, N - jc);
+        for (long pc = 0; pc < K; pc += KC) {
+          long kc = MIN(KC, K - pc);
+          k_table(pc, kc, t);
+          long npanels = (nc + NR - 1) / NR;
+          for (long q = tid; q < npanels; q += nt)
+            pack_b_panel(w + (jc + q * NR) * W_K, pack_b + q * kc * NR, kc, MIN(NR, nc - q * NR), t);
+          #pragma omp barrier
+          long mblocks = (M + MC - 1) / MC;
+          for (long ib = tid; ib < mblocks; ib += nt) {
+            long ic = ib * MC, mc = MIN(MC, M - ic);
+            for (long ir = 0; ir < mc; ir += MR)
+              pack_a_panel(xb, pa + ir * kc, ic + ir, MIN(MR, mc - ir), kc, t);
+            for (long jr = 0; jr < nc; jr += NR)
+              for (long ir = 0; ir < mc; ir += MR)
+                micro(kc, pa + ir * kc, pack_b + (jr / NR) * kc * NR, cb + (ic + ir) * C_RS + (jc + jr) * C_CS,
+                      pc == 0, MIN(MR, mc - ir), MIN(NR, nc - jr));
+          }
+          #pragma omp barrier  /* the filter panel is repacked next */
+        }
+      }
+    }
+  }
+}
+
+int superopt_run(void** bufs, int workers) {
+  (void)workers;  /* the schedule's decision, compiled in */
+  ensure_buffers();
+  conv((const float*)bufs[%(x_in)d], (const float*)bufs[%(w_in)d], (float*)bufs[2], WORKERS);
+  return 0;
+}
+
+double superopt_time(void** bufs, int workers, int iters) {
+  struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);
+  int (*volatile run)(void**, int) = superopt_run;
+  for (int i = 0; i < iters; i++) { run(bufs, workers); __asm__ volatile("" ::: "memory"); }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  return (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+}
+"""
+
+GEOMETRY = ("batch", "m", "n", "k", "c", "h", "w", "ow", "r", "s", "sh", "sw", "ph", "pw", "x_off", "x_n", "x_c",
+            "x_h", "x_w", "w_k", "w_c", "w_r", "w_s", "o_n", "o_m", "o_k", "layout", "x_in", "w_in")
+PARAMS = ("MR", "NR", "V", "MC", "KC", "NC", "PF", "workers")
+
+
+def source(values: dict[str, int]) -> str:
+    """The C source for one geometry and decided parameters (every name in GEOMETRY and PARAMS)."""
+    missing = [n for n in GEOMETRY + PARAMS if n not in values]
+    if missing: raise ValueError(f"cpu_conv: missing {', '.join(missing)}")
+    return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", MICRO)
+
+
+def render(p: Program) -> str:
+    (st,) = p.body
+    assert isinstance(st, Native) and st.family == "cpu_conv"
+    return source(dict(st.params + st.geometry))

@@ -1,0 +1,27 @@
+"""The implicit-GEMM CPU convolution family (``cpu_conv``; template ir/cpu_conv.py, C in
+backends/cpu/conv.py).
+
+The decisions, the space, the cost model and the solver are cpu_gemm's, applied to the
+implicit GEMM's m (output pixels), n (c_out) and k (c_in*R*S) that the template's matcher
+reports: the family is cpu_gemm's class over the convolution template. One difference in
+the space: KC also offers the whole K (up to 1024), since a convolution's K (576 for a
+3x3 over 64 channels) is often just past a power of two, and a second KC pass over a short
+remainder repacks the filter and re-reads C for little work.
+"""
+from __future__ import annotations
+
+from superopt.ir import cpu_conv as tpl
+
+from .cpu_gemm import CPUGemm
+
+
+class CPUConv(CPUGemm):
+    name = "cpu_conv"
+    template = tpl
+
+    def kcs(self, g: dict[str, int]) -> tuple[int, ...]:
+        base = super().kcs(g)
+        return base + ((g["k"],) if base[-1] < g["k"] <= 1024 else ())
+
+
+FAMILY = CPUConv()
