@@ -14,7 +14,7 @@ import numpy as np
 
 from superopt.ir.program import Program
 from ..base import Backend, Compiled, Failure, Timing
-from . import gemm
+from . import conv, gemm
 from .render import render
 from .worker import WorkerPool
 
@@ -51,6 +51,7 @@ class CPUBackend(Backend):
 
     def render(self, program: Program) -> str:
         if _native(program) == "cpu_gemm": return gemm.render(program)  # the packed GEMM template
+        if _native(program) == "cpu_conv": return conv.render(program)  # the implicit-GEMM convolution
         return render(program)
 
     def compile(self, program: Program) -> Compiled | Failure:
