@@ -185,6 +185,22 @@ wgmma-check)   # the wgmma tile variants (and their TMA twins) of the fp16 BERT 
   $PY bench/gpu_tc.py --wgmma --only qkv_out_gemm_8192x1024x1024,ffn_up_gemm_8192x4096x1024 \
     --out "$OUT/gpu-tc-wgmma-check.json" 2>&1 | tee "$OUT/gpu-tc-wgmma-check.txt" | tail -30
   ;;
+ray)   # issue 28: the captured BERT layer and ResNet block tuned locally and through a local Ray cluster, caches compared
+  if ! $PY -c "import ray" 2>/dev/null; then   # .whl/ray-cp312.tar.xz: ray (jars, dashboard build, rllib left out) + its deps
+    mkdir -p /tmp/rayp && tar xJf .whl/ray-cp312.tar.xz -C /tmp/rayp
+    export PYTHONPATH="/tmp/rayp/front${PYTHONPATH:+:$PYTHONPATH}:/tmp/rayp/deps"
+  fi
+  $PY -c "import ray; print('ray', ray.__version__)"
+  for m in bert_layer resnet_block; do $PY -m superopt capture bench/models/$m.py -o "$STATE/ray-kernels" --no-execute 2>&1 | tail -1; done
+  B=${RAY_BUDGET:-2}
+  rm -f "$STATE/local.sqlite" "$STATE/ray.sqlite"
+  s=$SECONDS; $PY -m superopt tune-cache "$STATE/ray-kernels" --backend cuda --budget-per-kernel $B \
+    --cache "$STATE/local.sqlite" --no-progress --summary "$OUT/summary-local.md" 2>&1 | tail -4 | tee "$OUT/local.txt"; echo "local wall $((SECONDS - s)) s" | tee -a "$OUT/local.txt"
+  s=$SECONDS; $PY -m superopt tune-cache "$STATE/ray-kernels" --backend cuda --budget-per-kernel $B \
+    --cache "$STATE/ray.sqlite" --ray --no-progress --summary "$OUT/summary-ray.md" 2>&1 | tail -4 | tee "$OUT/ray.txt"; echo "ray wall $((SECONDS - s)) s" | tee -a "$OUT/ray.txt"
+  $PY bench/ray_compare.py "$STATE/local.sqlite" "$STATE/ray.sqlite" --backend cuda --noise 0.05 --out "$OUT/ray-vs-local-h100.json" \
+    | tee "$OUT/compare.txt" | tail -20 || true
+  ;;
 fusion-embed)   # the embedding input (token ids, dropout, layernorm) only
   $PY bench/fusion_e2e.py --backend cuda --models embed --plans default,planned --plan-timeout 20 \
     --out "$OUT/fusion-e2e-embed-h100.json" 2>&1 | tee "$OUT/fusion-e2e-embed-h100.txt"
