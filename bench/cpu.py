@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from superopt.backends.base import get
-from superopt.commands.tune import measure
+from superopt.engine import measure
 from superopt.kernels.suites import SUITES, suite
 from superopt.search.hand import hand_schedule
 from superopt.vendor import numpy_time  # shared with `superopt bench`

@@ -36,7 +36,7 @@ import numpy as np
 
 from superopt import runtime
 from superopt.backends.base import get
-from superopt.commands.tune import tune_kernel
+from superopt.engine import tune as tune_kernel
 from superopt.ir.node import Ops
 from superopt.kernels.models import MODELS
 from superopt.search import fusion

@@ -24,7 +24,7 @@ import sys
 import time
 
 from superopt.backends.base import get
-from superopt.commands.tune import measure
+from superopt.engine import BackendRunner, measure
 from superopt.kernels.registry import Workload
 from superopt.search import beam, cost, z3opt
 from superopt.search.hand import hand_schedule
@@ -55,7 +55,7 @@ def run_kernel(k, be, top_k: int, timeout_s: float, beam_budget: float, repeat: 
                     "modeled_s": cost.modeled_time(k, hand_s, be.machine)}, "beam": None}
     if beam_budget <= 0: return row
     t0 = time.perf_counter()
-    b = beam.beam(k, be, budget_s=beam_budget, max_candidates=16, width=4)
+    b = beam.beam(k, BackendRunner(k, be), budget_s=beam_budget, max_candidates=16, width=4)
     beam_search_s = time.perf_counter() - t0
     bm = measure(k, b.best, be, "beam", runs=repeat)
     row["beam"] = {"schedule": b.best.to_dict(), "time_s": bm.measured_s, "verified": bm.verified and b.verified,

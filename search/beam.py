@@ -1,12 +1,16 @@
-"""BEAM search over schedule actions, every candidate timed on the backend.
+"""BEAM search over schedule actions, every candidate timed on the device by a runner.
 
 Actions are the space's neighbour moves (``Space.neighbors``): re-split one axis over
 the levels, change the vector width, the workers or the loop order. Each step times
 every new neighbour of the beam (up to ``max_candidates``, chosen at random or by the
 cost model), keeps the ``width`` fastest, and stops when a step finds nothing faster,
 after ``max_steps`` or when ``budget_s`` is spent. A candidate that fails to lower,
-compile or run is recorded and skipped. The pick is verified against the reference
-(``superopt.verify``); a pick that fails is dropped for the next fastest.
+compile or run is recorded and skipped. The pick is checked against the reference by the
+runner; a pick that fails is dropped for the next fastest.
+
+BEAM does not lower, compile, run or verify anything itself: a ``Runner`` (the strategy /
+runner split of TVM's MetaSchedule) times a schedule and checks a timed one; the tuning
+engine passes one over a backend (``superopt.engine.measure.BackendRunner``).
 
 The budget covers the whole search, verification included: every candidate is timed on
 one input set, whose reference is computed once (before the search) and reused to check
@@ -27,12 +31,12 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
+from typing import Protocol
 
 from ..ir.kernel import Kernel
-from ..ir.lower import LoweringError, lower
 from ..ir.schedule import Schedule, check
 from . import cost
+from .hand import hand_schedule
 from .space import Space, build
 
 _clock = _time.monotonic   # the search's clock (a test steps it by hand)
@@ -74,24 +78,29 @@ class BeamResult:
                 "failures": [{"schedule": f.schedule.to_dict(), "reason": f.reason} for f in self.failures]}
 
 
+class Runner(Protocol):
+    """What BEAM needs of a device: ``machine``; ``prepare()`` computes the reference of the
+    input set every candidate is timed on (counted in the budget); ``time(s)`` lowers,
+    compiles and times ``s`` (a ``Timed``; ``time_s`` None and a reason when it fails);
+    ``check(s)`` checks a timed ``s`` against the reference (None, or why it is wrong)."""
+    machine: object
+
+    def prepare(self) -> None: ...
+    def time(self, s: Schedule) -> Timed: ...
+    def check(self, s: Schedule) -> str | None: ...
+
+
 class Timer:
-    """Times schedules of one kernel on one backend, on one random input set, with a memo;
-    keeps each compiled candidate (the pick is checked without compiling it again) and the
-    wall time each candidate took (lower, compile, time)."""
-    def __init__(self, kernel: Kernel, backend, runs: int = 5, inputs: list | None = None):
-        from superopt.verify import poison, random_inputs
-        self.kernel, self.backend, self.runs = kernel, backend, runs
-        self.inputs = random_inputs(kernel, np.random.default_rng()) if inputs is None else inputs
-        self.flat = [a.reshape(-1) for a in self.inputs]
-        self.out = poison(kernel.output)
+    """The runner's timings of one search, memoized, with the wall time each candidate took."""
+    def __init__(self, runner: Runner):
+        self.runner = runner
         self.memo: dict[Schedule, Timed] = {}
-        self.compiled: dict[Schedule, object] = {}
         self.costs: list[float] = []
 
     def __call__(self, s: Schedule) -> Timed:
         if s not in self.memo:
             t0 = _clock()
-            self.memo[s] = self._time(s)
+            self.memo[s] = self.runner.time(s)
             self.costs.append(_clock() - t0)
         return self.memo[s]
 
@@ -99,41 +108,24 @@ class Timer:
         """What timing one more candidate is expected to take (median so far)."""
         return statistics.median(self.costs) if self.costs else 0.0
 
-    def _time(self, s: Schedule) -> Timed:
-        try:
-            program = lower(self.kernel, s, self.backend.machine)
-        except LoweringError as e:
-            return Timed(s, None, f"illegal: {e}")
-        except Exception as e:  # a lowering bug must not take the search down
-            return Timed(s, None, f"lowering failed: {type(e).__name__}: {e}")
-        compiled = self.backend.compile(program)
-        if not hasattr(compiled, "handle"): return Timed(s, None, str(compiled))
-        t = self.backend.time(compiled, self.flat, self.out, warmup=1, runs=self.runs)
-        if not hasattr(t, "median_s"): return Timed(s, None, str(t))
-        self.compiled[s] = compiled
-        return Timed(s, t.median_s)
 
-
-def beam(kernel: Kernel, backend, start: Schedule | None = None, width: int = 4, max_steps: int = 8,
-         budget_s: float = 60.0, max_candidates: int = 32, rank: str = "random", runs: int = 5,
+def beam(kernel: Kernel, runner: Runner, start: Schedule | None = None, width: int = 4, max_steps: int = 8,
+         budget_s: float = 60.0, max_candidates: int = 32, rank: str = "random",
          progress: Callable[[dict], None] | None = None, space: Space | None = None, seed: int = 0,
-         verify: bool = True, inputs: list | None = None) -> BeamResult:
+         verify: bool = True) -> BeamResult:
     """BEAM from ``start`` (the hand rules' schedule when None).
 
     ``rank``: which neighbours to time when there are more than ``max_candidates`` per
     step: "random" (the pure-BEAM baseline) or "model" (the cost model's best first, for
-    refining a solver result). ``seed`` drives that random choice; ``inputs`` (an input
-    set from ``superopt.verify.random_inputs``; default: a fresh one) are what every
-    candidate is timed on and the pick is checked on."""
+    refining a solver result). ``seed`` drives that random choice; ``runner`` times every
+    candidate on one input set and checks the pick on it."""
     t0 = _clock()
-    machine = backend.machine
+    machine = runner.machine
     sp = space or build(kernel, machine)
-    if start is None:
-        from .hand import hand_schedule
-        start = hand_schedule(kernel, machine)
+    if start is None: start = hand_schedule(kernel, machine)
     if check(kernel, start, machine): raise ValueError(f"start schedule is illegal: {check(kernel, start, machine)}")
-    timer = Timer(kernel, backend, runs=runs, inputs=inputs)
-    verify_s = _reference(kernel, timer) if verify else 0.0
+    timer = Timer(runner)
+    verify_s = _reference(runner) if verify else 0.0
     rnd = random.Random(seed)
     f = cost.facts(kernel)
     first = timer(start)
@@ -157,14 +149,13 @@ def beam(kernel: Kernel, backend, start: Schedule | None = None, width: int = 4,
         beam_ = new
         history.append(beam_[0].time_s)
         if not improved: break
-    return _finish(kernel, backend, timer, start, first.time_s, steps, history, t0, verify, budget_s, verify_s)
+    return _finish(timer, start, first.time_s, steps, history, t0, verify, budget_s, verify_s)
 
 
-def _reference(kernel: Kernel, timer: Timer) -> float:
+def _reference(runner: Runner) -> float:
     """Compute the input set's reference now (inside the budget, before the search); its seconds."""
-    from superopt.verify import InputSet
     t = _clock()
-    if isinstance(timer.inputs, InputSet): timer.inputs.reference(kernel)
+    runner.prepare()
     return _clock() - t
 
 
@@ -177,29 +168,28 @@ def _pick(cands: list[Schedule], n: int, rank: str, rnd: random.Random, kernel, 
     return rnd.sample(cands, n)
 
 
-def _finish(kernel, backend, timer: Timer, start: Schedule, start_s: float, steps: int, history: list[float],
+def _finish(timer: Timer, start: Schedule, start_s: float, steps: int, history: list[float],
             t0: float, verify: bool, budget_s: float, verify_s: float) -> BeamResult:
     """The fastest timed schedule that verifies (checked on the timer's input set, against
     its reference); the fastest timed, unverified, when none of the first 8 does."""
-    from superopt.verify import verify_compiled
     ranked = sorted((t for t in timer.memo.values() if t.time_s is not None), key=lambda t: t.time_s)
     failures = [t for t in timer.memo.values() if t.time_s is None]
     best, reason, ok = ranked[0], "", not verify
     if verify:
         tv = _clock()
         for t in ranked[:8]:
-            v = verify_compiled(kernel, timer.compiled[t.schedule], backend, np.random.default_rng(), timer.inputs)
-            if v.ok:
+            why = timer.runner.check(t.schedule)
+            if why is None:
                 best, ok, reason = t, True, ""
                 break
-            failures.append(Timed(t.schedule, None, f"wrong: {v.reason}"))
-            reason = v.reason
+            failures.append(Timed(t.schedule, None, f"wrong: {why}"))
+            reason = why
         verify_s += _clock() - tv
     return BeamResult(best.schedule, best.time_s, start, start_s, ok, reason if not ok else "", steps,
                       len(timer.memo), failures, _clock() - t0, history, budget_s, verify_s)
 
 
-def refine(kernel: Kernel, backend, solution: Schedule, budget_s: float = 30.0, **kw) -> BeamResult:
+def refine(kernel: Kernel, runner: Runner, solution: Schedule, budget_s: float = 30.0, **kw) -> BeamResult:
     """BEAM from a solver's schedule, timing the model's favourite neighbours first."""
     kw.setdefault("rank", "model")
-    return beam(kernel, backend, start=solution, budget_s=budget_s, **kw)
+    return beam(kernel, runner, start=solution, budget_s=budget_s, **kw)

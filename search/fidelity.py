@@ -3,8 +3,9 @@
 ``sample`` draws a spread of distinct legal schedules from the space: the solver's
 top-k, the hand rules, neighbours of the solver's pick (one BEAM action away) and
 random legal schedules taken at evenly spaced ranks of their modeled times (so the
-sample covers the model's whole range, not just its favourites). ``measure_kernel``
-verifies and times each one (``commands.tune.measure``). ``KernelFidelity`` reports
+sample covers the model's whole range, not just its favourites). The tuning engine's
+``superopt.engine.fidelity.measure_kernel`` verifies and times each one (this module
+measures nothing: it is the model-only half). ``KernelFidelity`` reports
 the Spearman rank correlation of modeled against measured times, the measured rank of
 the model's top-1, and how far the model's top-1 of the solver's top-k is from the best
 measured of that top-k. ``calibrate`` fits a few ``cost.Params`` constants to such
@@ -15,14 +16,38 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable, Sequence
+from typing import Iterable, Sequence
 
-from superopt.report import spearman  # one Spearman for bench reports and fidelity
+import numpy as np
 
 from ..ir.kernel import Kernel
 from ..ir.schedule import Schedule
 from . import cost
+from .hand import hand_schedule
+from .machine import save_calibration
 from .space import Space, build
+from .z3opt import solve
+
+
+# ---- statistics (one Spearman for model fidelity and the bench reports, superopt/report.py) ----
+def ranks(x: Iterable[float]) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank."""
+    a = np.asarray(list(x), dtype=np.float64)
+    order = np.argsort(a, kind="stable")
+    r = np.empty(len(a))
+    r[order] = np.arange(1, len(a) + 1)
+    for v in np.unique(a):
+        tie = a == v
+        if tie.sum() > 1: r[tie] = r[tie].mean()
+    return r
+
+
+def spearman(x: Iterable[float], y: Iterable[float]) -> float | None:
+    """Spearman rank correlation (Pearson on tie-averaged ranks); None for < 3 points or a constant side."""
+    rx, ry = ranks(x), ranks(y)
+    if len(rx) < 3 or rx.std() == 0 or ry.std() == 0: return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
 
 SOURCES = ("z3", "hand", "neighbour", "random")
 CALIBRATED = ("loop_cycles", "overlap_loss", "l2_load_cost", "max_streams", "cache_bytes", "fma_latency", "add_latency")
@@ -69,8 +94,6 @@ def sample(kernel: Kernel, machine, n: int = 50, top_k: int = 4, seed: int = 0, 
            space: Space | None = None, solved: list | None = None) -> tuple[list[Point], list[Schedule]]:
     """``n`` distinct legal schedules (fewer when the space is smaller) and the solver's top-k
     (its ``SolveResult`` is appended to ``solved`` when given)."""
-    from .hand import hand_schedule
-    from .z3opt import solve
     if n < 1: raise ValueError(f"need at least one schedule, got n={n}")
     sp = space or build(kernel, machine)
     f, p = cost.facts(kernel), cost.params(machine)
@@ -157,30 +180,6 @@ class KernelFidelity:
                 "topk": [s.to_dict() for s in self.top], "points": [q.to_dict() for q in self.points]}
 
 
-STATS = ("median", "min")
-
-
-def measure_kernel(kernel: Kernel, backend, n: int = 50, top_k: int = 4, runs: int = 7, seed: int = 0,
-                   progress: Callable[[int, int, Point], None] | None = None, stat: str = "median") -> KernelFidelity:
-    """Sample ``n`` schedules, verify and time each on ``backend``. ``stat``: which figure of
-    the runs is ranked, the median or the fastest (steadier on a machine others share:
-    contention only ever adds time). Every schedule is checked and timed on one input set
-    (drawn from ``seed``), its reference computed once."""
-    import numpy as np
-    from superopt.commands.tune import measure
-    from superopt.verify import random_inputs
-    if stat not in STATS: raise ValueError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
-    solved: list = []
-    points, top = sample(kernel, backend.machine, n, top_k, seed, solved=solved)
-    inputs = random_inputs(kernel, np.random.default_rng(seed))
-    for i, q in enumerate(points):
-        m = measure(kernel, q.schedule, backend, q.source, runs=runs, inputs=inputs)
-        q.verified, q.reason, q.samples = m.verified, m.reason, tuple(m.samples)
-        q.measured_s = (min(m.samples) if stat == "min" and m.samples else m.measured_s) if m.verified else None
-        if progress: progress(i + 1, len(points), q)
-    return KernelFidelity(kernel, points, top, solved[0].solve_s)
-
-
 # ---- calibration ------------------------------------------------------------------------------
 def score(results: Sequence[KernelFidelity], machine, p: cost.Params) -> float:
     """Mean per-kernel Spearman under ``p`` (kernels with too few points count as 0)."""
@@ -218,7 +217,6 @@ def calibrate(results: Sequence[KernelFidelity], machine, names: Sequence[str] |
 
 def store(machine, p: cost.Params, names: Sequence[str] | None = None):
     """Save the fitted constants in the machine's calibration (``notes['cost']``); returns the path."""
-    from .machine import save_calibration
     names = calibrated(machine) if names is None else names
     notes = dict(machine.notes or {})
     notes["cost"] = {**notes.get("cost", {}), **{x: getattr(p, x) for x in names}}

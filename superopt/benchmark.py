@@ -2,16 +2,19 @@
 (vs vendor libraries) on the same kernels, with the same timer, in one run.
 
 What is timed: every kernel (step) of every workload is tuned by every method and then
-verified and timed with ``commands.tune.measure`` (fresh random inputs checked against
+verified and timed with the tuning engine's ``measure`` (fresh random inputs checked against
 the reference interpreter, then the backend's timer: median of ``repeat`` samples). A
 workload's time under a method is the sum of its steps' medians; vendor baselines
 (``superopt.vendor``) time the whole workload as one call. A schedule that did not verify
 has no time: it is reported as unverified and never counted as a win.
 
 Tuning time of a method is its wall time end to end: choosing, compiling, verifying and
-timing its candidates. For z3 that is the solve (``search.z3opt.solve``, time limit =
-the budget) plus measuring its top-k, the fastest verified of which is its answer;
-``modeled_s`` is the cost model's time of that answer and ``solve_s`` the solver's time.
+timing its candidates. For z3 that is the solve of every schedule family that applies
+(``engine.strategies.solve_families``, the budget shared among them) plus measuring the
+top-k of all families ranked by modeled time (and each family's best), the fastest
+verified of which is its answer (the hand rules are not among them: z3 is compared with
+them); ``modeled_s`` is its family's modeled time, ``solve_s`` the families' solve time and
+``families`` the proof status of each.
 BEAM (``search.beam``) gets the budget; its progress callback gives the trace of best
 measured time against elapsed tuning time. z3+beam refines the z3 answer with BEAM for
 the budget left after z3 (at least a fifth of it); its trace starts at z3's point.
@@ -23,17 +26,24 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import z3
 
 from superopt import vendor
-from superopt.commands.tune import Measured, measure
+from superopt.backends.cpu import compiler
+from superopt.engine import BackendRunner, measure
+from superopt.engine import strategies
+from superopt.engine.result import Result as Measured
 from superopt.ir.kernel import Kernel
 from superopt.ir.schedule import Schedule
 from superopt.kernels.registry import Workload
+from superopt.search import beam
 from superopt.search import cost
 from superopt.search.hand import hand_schedule
 from superopt.verify import random_inputs
@@ -94,21 +104,29 @@ def run_hand(k: Kernel, be, cfg: Config, inputs: list | None = None) -> Measured
 
 
 def run_z3(k: Kernel, be, cfg: Config, inputs: list | None = None) -> Measured:
-    """Solve, measure the top-k, keep the fastest verified (the model's top-1 when none verifies)."""
-    from superopt.search import z3opt
+    """Every family solves, the top-k over all families (and each family's best) are measured,
+    the fastest verified kept (the model's top-1 when none verifies). Raises when no family's
+    solver answered."""
     t0 = time.perf_counter()
-    r = z3opt.solve(k, be.machine, top_k=Z3_TOP_K, timeout_s=cfg.budget_s)
+    sv = strategies.solve_families(k, be.machine, cfg.budget_s, Z3_TOP_K)
+    if not sv.solved or not sv.ranked():
+        raise RuntimeError("no schedule family's solver answered: " + "; ".join(f"{n}: {e}" for n, e in sv.errors.items()))
     if inputs is None: inputs = random_inputs(k, np.random.default_rng())  # one set for all candidates
-    ms = [measure(k, c.schedule, be, "z3", runs=cfg.repeat, inputs=inputs) for c in r.candidates]
+    run = strategies.Run(k, be, inputs, cfg.repeat)
+    picks = sv.picks(Z3_TOP_K)
+    ms = [run.measure(c.schedule, "z3", name, c.modeled_s) for name, c in picks]
     ok = [i for i, m in enumerate(ms) if m.verified and m.measured_s]
     pick = min(ok, key=lambda i: ms[i].measured_s) if ok else 0
     best = ms[pick]
     best.tuning_s = time.perf_counter() - t0
+    best.families = strategies.family_report(sv, run)
     best.extra.update(
-        modeled_s=r.candidates[pick].modeled_s, solve_s=r.solve_s, solve_method=r.method, proved_optimal=r.proved_optimal,
-        fallback=r.fallback, model_rank=pick,
-        candidates=[{"modeled_s": c.modeled_s, "time_s": m.measured_s, "verified": m.verified, "schedule": c.schedule.to_dict()}
-                    for c, m in zip(r.candidates, ms)])
+        solve_s=sum(s.solve_s for s in sv.solved.values()), solve_method="+".join(sorted({s.method for s in sv.solved.values()})),
+        proved_optimal=all(s.proved_optimal for s in sv.solved.values()),
+        fallback="; ".join(f"{n}: {s.detail['fallback']}" for n, s in sv.solved.items() if s.detail.get("fallback")) or None,
+        model_rank=pick,
+        candidates=[{"modeled_s": c.modeled_s, "time_s": m.measured_s, "verified": m.verified, "family": name,
+                     "schedule": c.schedule.to_dict()} for (name, c), m in zip(picks, ms)])
     return best
 
 
@@ -122,7 +140,6 @@ def run_beam(k: Kernel, be, cfg: Config, start: Measured | None = None, budget_s
     sub-microsecond kernel can differ by tens of per cent). BEAM verifies only its pick,
     so the trace is clamped at the verified pick's time: an unverified candidate never
     shows as a win."""
-    from superopt.search import beam
     budget = cfg.budget_s if budget_s is None else budget_s
     method = "z3+beam" if start is not None else "beam"
     trace = Trace()
@@ -134,8 +151,9 @@ def run_beam(k: Kernel, be, cfg: Config, start: Measured | None = None, budget_s
 
     t0 = time.perf_counter()
     try:
-        if start is None: res = beam.beam(k, rec, budget_s=budget, progress=progress, inputs=inputs)
-        else: res = beam.refine(k, rec, start.schedule, budget_s=budget, progress=progress, inputs=inputs)
+        runner = BackendRunner(k, rec, inputs=inputs)
+        if start is None: res = beam.beam(k, runner, budget_s=budget, progress=progress)
+        else: res = beam.refine(k, runner, _nest(start, k, be), budget_s=budget, progress=progress)
     except ValueError as e:  # BEAM could not start (its start schedule does not run)
         m = Measured(k, be.name, start.schedule if start else hand_schedule(k, be.machine), method, False, f"beam: {e}")
         m.tuning_s = t_offset + time.perf_counter() - t0
@@ -152,6 +170,15 @@ def run_beam(k: Kernel, be, cfg: Config, start: Measured | None = None, budget_s
     return m
 
 
+def _nest(start: Measured, k: Kernel, be) -> Schedule:
+    """BEAM refines loop nests: a native template's pick (a family's packed GEMM) is refined
+    from the fastest loop nest among the solver's candidates, else the hand rules'."""
+    if not start.schedule.family: return start.schedule
+    nests = [c for c in start.extra.get("candidates", []) if c["verified"] and c["time_s"] and "family" not in c["schedule"]]
+    best = min(nests, key=lambda c: c["time_s"]) if nests else None
+    return Schedule.from_dict(best["schedule"]) if best else hand_schedule(k, be.machine)
+
+
 class _Recorder:
     """The backend, passed through, keeping each timed schedule's median (the model-fidelity
     points of the run). BEAM's progress events carry times but not schedules."""
@@ -165,7 +192,7 @@ class _Recorder:
         s = getattr(compiled.program, "schedule", None)
         if hasattr(t, "median_s") and s is not None:
             self.timed.append({"schedule": s.to_dict(), "time_s": t.median_s,
-                               "modeled_s": cost.modeled_time(self._k, s, self._be.machine)})
+                               "modeled_s": _modeled(self._k, s, self._be.machine)})
         return t
 
 
@@ -192,12 +219,21 @@ def method_record(m: Measured, k: Kernel, machine, roof_s: float, ceilings) -> d
     d = m.to_json()
     d.pop("samples_s", None)
     d["describe"] = m.schedule.describe(k)
-    d["model_s"] = cost.modeled_time(k, m.schedule, machine)  # modeled time of the schedule it ended with
+    d["model_s"] = m.modeled_s if m.modeled_s is not None else _modeled(k, m.schedule, machine)  # of the schedule it ended with
     t = m.measured_s if m.verified else None
     d["time_s"] = t
     d["rate"], d["rate_unit"] = throughput(k.flops, k.min_bytes, t, ceilings)
     d["roofline_pct"] = 100.0 * roof_s / t if t else None
     return d
+
+
+def _modeled(k: Kernel, s: Schedule, machine) -> float | None:
+    """The loop-nest model's time (native templates are priced by their family, in ``modeled_s``)."""
+    if s.family: return None
+    try:
+        return cost.modeled_time(k, s, machine)
+    except Exception:  # a schedule the model does not cover keeps its measurement
+        return None
 
 
 def kernel_record(k: Kernel, step: int, machine) -> dict:
@@ -262,7 +298,6 @@ def bench_workload(w: Workload, suite: str, be, cfg: Config, log: Callable[[str]
 
 def _where(e: BaseException) -> str:
     """The exception and the innermost place it was raised (for the report)."""
-    import traceback
     tb = traceback.extract_tb(e.__traceback__)
     root = str(Path(__file__).resolve().parent.parent)
     ours = [f for f in tb if f.filename.startswith(root)]  # the last frame in this project, then the library's
@@ -348,11 +383,8 @@ def host_info() -> dict:
 
 
 def versions(cfg: Config) -> dict:
-    import numpy as np
-    import z3
     out = {"numpy": np.__version__, "z3": z3.get_version_string()}
     try:
-        from importlib.metadata import version
         out["superopt"] = version("superopt")
     except Exception:
         pass
@@ -361,7 +393,6 @@ def versions(cfg: Config) -> dict:
         v = getattr(sys.modules.get(mod), "__version__", None)
         if v: out[mod] = v
     if cfg.backend == "cpu":
-        from superopt.backends.cpu import compiler
         try:
             cc = compiler()
             out["cc"] = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]

@@ -11,23 +11,8 @@ import numpy as np
 
 
 # ---- statistics ---------------------------------------------------------------------------
-def ranks(x: Iterable[float]) -> np.ndarray:
-    """Ranks 1..n, ties sharing their average rank."""
-    a = np.asarray(list(x), dtype=np.float64)
-    order = np.argsort(a, kind="stable")
-    r = np.empty(len(a))
-    r[order] = np.arange(1, len(a) + 1)
-    for v in np.unique(a):
-        tie = a == v
-        if tie.sum() > 1: r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(x: Iterable[float], y: Iterable[float]) -> float | None:
-    """Spearman rank correlation (Pearson on tie-averaged ranks); None for < 3 points or a constant side."""
-    rx, ry = ranks(x), ranks(y)
-    if len(rx) < 3 or rx.std() == 0 or ry.std() == 0: return None
-    return float(np.corrcoef(rx, ry)[0, 1])
+# one Spearman for bench reports and model fidelity: the search layer's (search/fidelity.py)
+from superopt.search.fidelity import ranks, spearman  # noqa: E402,F401
 
 
 def geomean(xs: Iterable[float | None]) -> float | None:

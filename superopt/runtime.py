@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from superopt.cache import Cache, device_of
+from superopt.engine.store import tune_and_store
 from superopt.ir.interpret import run_kernel
 from superopt.ir.kernel import Kernel
 from superopt.ir.kernelize import Step
@@ -70,7 +71,6 @@ class Runtime:
         return got
 
     def _tune(self, k: Kernel) -> tuple[Schedule, str] | None:
-        from superopt.tune_cache import tune_and_store
         e = tune_and_store(k, self.cache, self.backend.name, budget_s=self.tune_budget_s, tune=self.tune,
                            device=self.device)
         return (e.schedule_obj(), "tuned") if e is not None and e.verified else None

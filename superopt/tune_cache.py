@@ -13,6 +13,7 @@ instead of repeating it (a dead batch's claims are taken over at once).
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -23,8 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from superopt.cache import Cache, Entry, device_id
+from superopt.backends.base import get
+from superopt.cache import Cache, Entry, device_id, device_of
+from superopt.capture import MANIFEST, read_manifest
+from superopt.engine import tune as engine_tune
+from superopt.engine.store import entries_of, entry_from_result, tune_and_store  # noqa: F401 - the batch's rows
+from superopt.io import load_kernel
 from superopt.ir.kernel import Kernel
+from superopt.search import cost
+from superopt.search.hand import hand_schedule
+from superopt.search.machine import load
 
 
 @dataclass
@@ -72,8 +81,6 @@ class BatchResult:
 def load_jobs(d: str | Path) -> list[Job]:
     """Kernels of a capture directory (manifest.json with counts), or every kernel file
     (.json/.pkl, count 1) of a directory without a manifest."""
-    from superopt.capture import MANIFEST, read_manifest
-    from superopt.io import load_kernel
     d = Path(d)
     if not d.is_dir(): raise ValueError(f"{d}: not a directory")
     jobs: dict[str, Job] = {}
@@ -93,8 +100,6 @@ def load_jobs(d: str | Path) -> list[Job]:
 
 def expected_gain_s(k: Kernel, machine) -> float:
     """Modeled time of the hand-rule schedule minus the roofline bound: what tuning could win."""
-    from superopt.search import cost
-    from superopt.runtime import hand_schedule
     try:
         base = cost.modeled_time(k, hand_schedule(k, machine), machine)
     except Exception:  # a kernel the model or hand rules do not cover still gets tuned, last
@@ -109,58 +114,18 @@ def prioritize(jobs: list[Job], machine) -> list[Job]:
 
 # ---- tuning one kernel -------------------------------------------------------------------
 def default_tune() -> Callable:
-    """The engine behind ``superopt tune``: ``tune_kernel(kernel, backend, budget_s, method) -> result``."""
-    from superopt.commands.tune import tune_kernel
-    return tune_kernel
+    """The engine behind ``superopt tune``: ``tune(kernel, backend=, budget_s=, method=) -> Result``."""
+    return engine_tune
 
 
 def identify(backend: str):
     """(device id for cache rows, Machine) of a backend; starts it briefly for GPUs."""
-    from superopt.backends.base import get
-    from superopt.cache import device_of
-    from superopt.search.machine import load
     if backend == "cpu": return device_id("cpu"), load("cpu")
     b = get(backend)
     try:
         return device_of(b), b.machine
     finally:
         b.close()
-
-
-def tune_and_store(k: Kernel, cache: Cache, backend: str, budget_s: float = 10.0,
-                   tune: Callable | None = None, device: str | None = None, method: str = "z3") -> Entry | None:
-    """Tune ``k`` with the tune engine (``method``: "z3" = solver candidates vs hand rules, or
-    "hand") and commit the result; returns the stored entry (or the better one already there).
-    Raises if tuning fails."""
-    r = (tune or default_tune())(k, backend=backend, budget_s=budget_s, method=method)
-    es = entries_of(k, r, backend, device)
-    for e in es: cache.put(e)
-    return cache.get(k.key, backend, es[0].device) or es[0]
-
-
-def entries_of(k: Kernel, r, backend: str, device: str | None = None) -> list[Entry]:
-    """The cache rows of a tune result: the kernel's, then, for a kernel measured faster as a
-    plan (search/plan.py), its steps' (their rows tell the runtime to run the plan, each
-    step as stored)."""
-    return [entry_from_result(k, r, backend, device)] + \
-        [entry_from_result(pk, pm, backend, device) for pk, pm in getattr(r, "plan_parts", None) or ()]
-
-
-def entry_from_result(k: Kernel, r, backend: str, device: str | None = None) -> Entry:
-    """A cache row from the tune engine's result (``superopt.commands.tune.Measured``)."""
-    modeled = getattr(r, "modeled_s", None)
-    if modeled is None and backend == "cpu":
-        from superopt.search import cost
-        from superopt.search.machine import load
-        try:
-            modeled = cost.modeled_time(k, r.schedule, load("cpu"))
-        except Exception:  # the model not covering a schedule must not lose a measured result
-            modeled = None
-    return Entry(kernel_key=k.key, backend=backend, device=device or device_id(backend), schedule=r.schedule.to_json(),
-                 method=r.method, verified=bool(r.verified), measured_s=r.measured_s,
-                 modeled_s=modeled, baseline_s=getattr(r, "baseline_s", None),
-                 baseline_method=getattr(r, "baseline_method", None), name=k.name, kernel=json.dumps(k.to_dict()),
-                 note=(getattr(r, "extra", None) or {}).get("method_note"))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -191,7 +156,6 @@ def _worker(kernel_json: str, cache_path: str, backend: str, budget_s: float, pa
 
 def _resolve(ref: str) -> Callable:
     """'module:function' -> the function (lets tests and plug-ins supply a tune engine)."""
-    import importlib
     mod, _, fn = ref.partition(":")
     return getattr(importlib.import_module(mod), fn)
 

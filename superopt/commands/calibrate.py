@@ -88,7 +88,7 @@ def tensor_core_rate(reps: int = 30, size: int = TC_GEMM) -> float | str:
     at ``size``^3, verified first, timed like every kernel; the rate the tensor-core cost
     model (search/tc_cost.py) then assumes. A string says why it was not measured."""
     from superopt.backends.base import get
-    from superopt.commands.tune import measure
+    from superopt.engine import measure
     from superopt.kernels.registry import Workload
     from superopt.search.hand import gpu
     k = tc_gemm() if size == TC_GEMM else Workload.make("matmul", M=size, N=size, K=size, dtype="float16").kernels[0]

@@ -2,7 +2,7 @@
 
 For each kernel file, ``--schedules`` distinct legal schedules (the solver's top-k, the
 hand rules, neighbours of the solver's pick, random ones spread over the model's range;
-``search.fidelity.sample``) are verified and timed; the report gives the Spearman rank
+``search.fidelity.sample``) are verified and timed (``engine.fidelity.measure_kernel``); the report gives the Spearman rank
 correlation of modeled against measured time, the measured rank of the model's top-1 and
 the gap of the model's top-1 to the best measured of the solver's top-k.
 ``--calibrate-model`` then fits a few cost-model constants to the timings and stores them
@@ -17,7 +17,16 @@ import statistics
 import sys
 import time
 
+from dataclasses import replace
+
+from superopt.backends.base import get
+from superopt.cli import UserError
 from superopt.commands.args import nonneg_int, positive_int
+from superopt.commands.tune import get_backend
+from superopt.engine import fidelity as measured
+from superopt.io import KernelFileError, load_steps
+from superopt.search import fidelity
+from superopt.search.machine import load
 
 HELP = "time many schedules of kernels and report how well the cost model ranks them (Spearman)"
 
@@ -41,8 +50,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _kernels(args) -> list:
-    from superopt.cli import UserError
-    from superopt.io import KernelFileError, load_steps
     out = []
     for path in args.files:
         try:
@@ -54,13 +61,8 @@ def _kernels(args) -> list:
 
 
 def _backend(args):
-    from superopt.cli import UserError
-    from superopt.commands.tune import get_backend
     if args.cores is None: return get_backend(args.backend)
     if args.backend != "cpu": raise UserError("--cores applies to the cpu backend only")
-    from dataclasses import replace
-    from superopt.backends.base import get
-    from superopt.search.machine import load
     m = load("cpu")
     if not 1 <= args.cores <= m.cores: raise UserError(f"--cores must be between 1 and {m.cores}, got {args.cores}")
     return get("cpu", replace(m, cores=args.cores, flops_fp32=m.flops_fp32 * args.cores / m.cores))
@@ -76,8 +78,6 @@ def _progress(k, quiet: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from superopt.cli import UserError
-    from superopt.search import fidelity
     if args.schedules < 3: raise UserError(f"--schedules must be at least 3 (a rank correlation needs 3 points), got {args.schedules}")
     if args.topk < 1 or args.runs < 1: raise UserError("--topk and --runs must be at least 1")
     kernels = _kernels(args)
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for i, k in enumerate(kernels):
             print(f"{k.name}: timing {args.schedules} schedules", file=sys.stderr, flush=True)
-            r = fidelity.measure_kernel(k, be, args.schedules, args.topk, args.runs, args.seed, _progress(k, args.json),
+            r = measured.measure_kernel(k, be, args.schedules, args.topk, args.runs, args.seed, _progress(k, args.json),
                                         args.stat)
             results.append(r)
             if not args.json: print(_line(r), flush=True)
@@ -123,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save(path: str, doc: dict) -> None:
-    from superopt.cli import UserError
     try:
         with open(path, "w") as f: json.dump(doc, f, indent=1)
     except OSError as e:

@@ -6,8 +6,13 @@ import json
 import os
 import time
 
+from superopt.cli import UserError
 from superopt.commands.args import nonneg_int
-from superopt.commands.tune import get_backend, load, measure, report
+from superopt.commands.tune import get_backend, load, report
+from superopt.engine import measure
+from superopt.ir.lower import LoweringError, lower
+from superopt.ir.schedule import Schedule, check
+from superopt.search.hand import hand_schedule
 
 HELP = "verify and time a kernel with a given schedule (default: the hand rules)"
 
@@ -22,9 +27,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def parse_schedule(text: str):
-    from superopt.cli import UserError
-    from superopt.ir.schedule import Schedule
+def parse_schedule(text: str) -> Schedule:
     if not text.lstrip().startswith("{") and os.path.exists(text):
         with open(text) as f: text = f.read()
     try:
@@ -34,10 +37,6 @@ def parse_schedule(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from superopt.cli import UserError
-    from superopt.ir.lower import LoweringError, lower
-    from superopt.ir.schedule import check
-    from superopt.search.hand import hand_schedule
     k = load(args)
     be = get_backend(args.backend)
     try:

@@ -256,7 +256,7 @@ def test_tensor_core_rate_is_calibrated_from_our_own_gemm():
 def test_tune_measures_the_split_k_plan_of_an_underfilled_gemm(cuda):
     """128x128 outputs are one tile for 132 SMs: tune measures the model's split-K plan too and
     keeps its parts for the cache exactly when they ran faster."""
-    from superopt.commands.tune import tune_kernel
+    from superopt.engine import tune as tune_kernel
     from superopt.kernels.registry import Workload
     k = Workload.make("matmul", M=128, N=128, K=4096, dtype="float16").kernels[0]
     m = tune_kernel(k, cuda, budget_s=2, method="hand")

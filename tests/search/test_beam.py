@@ -8,6 +8,7 @@ from superopt import Tensor
 from superopt.backends.base import Failure
 from superopt.backends.cpu import CPUBackend
 from superopt.ir.schedule import Level, Schedule, Split, check
+from superopt.engine import BackendRunner
 from superopt.search import beam
 from superopt.search.machine import load
 
@@ -21,7 +22,7 @@ def _gemm():
 def test_beam_returns_a_verified_schedule_no_slower_than_its_start(cpu_backend):
     k = _gemm()
     steps = []
-    r = beam.beam(k, cpu_backend, start=Schedule.naive(k), width=2, max_steps=2, max_candidates=6, budget_s=15,
+    r = beam.beam(k, BackendRunner(k, cpu_backend), start=Schedule.naive(k), width=2, max_steps=2, max_candidates=6, budget_s=15,
                   progress=steps.append)
     assert r.verified and not check(k, r.best, CPU)
     assert r.best_s <= r.start_s
@@ -41,7 +42,7 @@ def test_failures_are_recorded_and_skipped():
     b = _NoVectors(CPU)
     try:
         start = Schedule.naive(k).with_axis(1, (Split(Level.LOOP, 2), Split(Level.UPCAST, 16)))
-        r = beam.refine(k, b, start, width=2, max_steps=1, max_candidates=10, budget_s=10)
+        r = beam.refine(k, BackendRunner(k, b), start, width=2, max_steps=1, max_candidates=10, budget_s=10)
     finally:
         b.close()
     assert r.verified and r.best.vector == 1
@@ -52,4 +53,4 @@ def test_illegal_start_is_refused(cpu_backend):
     k = _gemm()
     bad = Schedule.naive(k).with_axis(0, ())
     with pytest.raises(ValueError):
-        beam.beam(k, cpu_backend, start=bad, budget_s=1)
+        beam.beam(k, BackendRunner(k, cpu_backend), start=bad, budget_s=1)

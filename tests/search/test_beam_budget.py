@@ -11,6 +11,7 @@ import pytest
 from superopt import Tensor
 from superopt.backends.cpu import CPUBackend
 from superopt.ir.schedule import Schedule
+from superopt.engine import BackendRunner
 from superopt.search import beam
 from superopt.search.machine import load
 
@@ -74,7 +75,7 @@ def test_a_candidate_starts_only_when_it_and_the_check_of_the_pick_fit(stepped):
     elapsed, each followed by 2 s of expected work), then the pick's check: 5 s in all."""
     be = stepped(time_cost=1.0, run_cost=1.0)
     k = _gemm()
-    r = beam.beam(k, be, start=Schedule.naive(k), width=2, max_steps=8, max_candidates=50, budget_s=5.5)
+    r = beam.beam(k, BackendRunner(k, be), start=Schedule.naive(k), width=2, max_steps=8, max_candidates=50, budget_s=5.5)
     assert not r.failures, [f.reason for f in r.failures]
     assert r.verified and be.timings == 4 and r.timed == 4 and be.runs == 1
     assert r.elapsed_s == 5.0 and r.overrun_s == 0.0 and r.budget_s == 5.5 and r.verify_s == 1.0
@@ -87,7 +88,7 @@ def test_an_overrun_is_reported_with_its_size(stepped):
     runs past the budget, and the result says by how much."""
     be = stepped(time_cost=1.0, run_cost=10.0)
     k = _gemm()
-    r = beam.beam(k, be, start=Schedule.naive(k), width=2, max_steps=8, max_candidates=50, budget_s=5.5)
+    r = beam.beam(k, BackendRunner(k, be), start=Schedule.naive(k), width=2, max_steps=8, max_candidates=50, budget_s=5.5)
     assert r.verified and be.timings == 4 and be.runs == 1
     assert r.elapsed_s == 14.0 and r.overrun_s == 8.5 and r.verify_s == 10.0
     assert r.to_dict()["overrun_s"] == 8.5
@@ -96,7 +97,7 @@ def test_an_overrun_is_reported_with_its_size(stepped):
 def test_a_budget_too_small_for_any_candidate_keeps_the_start(stepped):
     be = stepped(time_cost=1.0, run_cost=1.0)
     k = _gemm()
-    r = beam.beam(k, be, start=Schedule.naive(k), budget_s=2.5)
+    r = beam.beam(k, BackendRunner(k, be), start=Schedule.naive(k), budget_s=2.5)
     assert be.timings == 1 and r.steps == 0 and r.best == r.start and r.verified
     assert r.elapsed_s == 2.0 and r.overrun_s == 0.0
 
@@ -105,7 +106,7 @@ def test_the_pick_is_checked_on_the_timing_inputs_with_one_reference(stepped, mo
     calls = _count_references(monkeypatch)
     be = stepped(time_cost=0.1, run_cost=0.1)
     k = _gemm()
-    r = beam.beam(k, be, start=Schedule.naive(k), width=2, max_steps=2, max_candidates=6, budget_s=100)
+    r = beam.beam(k, BackendRunner(k, be), start=Schedule.naive(k), width=2, max_steps=2, max_candidates=6, budget_s=100)
     assert r.verified and be.runs == 1 and r.timed >= 2
     assert len(calls) == 1      # computed before the search, reused for the check
 
@@ -116,7 +117,7 @@ def test_wrong_picks_are_still_rejected_with_the_shared_reference(stepped, monke
     calls = _count_references(monkeypatch)
     be = stepped(time_cost=0.1, run_cost=0.1, wrong=True)
     k = _gemm()
-    r = beam.beam(k, be, start=Schedule.naive(k), width=2, max_steps=2, max_candidates=6, budget_s=100)
+    r = beam.beam(k, BackendRunner(k, be), start=Schedule.naive(k), width=2, max_steps=2, max_candidates=6, budget_s=100)
     wrong = [f for f in r.failures if f.reason.startswith("wrong:")]
     assert not r.verified and "relative error" in r.verify_reason
     assert len(wrong) == be.runs == min(8, r.timed) and len(calls) == 1
@@ -128,5 +129,6 @@ def test_given_inputs_are_the_ones_timed_and_checked(cpu_backend, monkeypatch):
     k = _gemm()
     ins = random_inputs(k, np.random.default_rng(5))
     ins.reference(k)                # already computed: BEAM reuses it
-    r = beam.beam(k, cpu_backend, start=Schedule.naive(k), max_steps=1, max_candidates=3, budget_s=60, inputs=ins)
+    r = beam.beam(k, BackendRunner(k, cpu_backend, inputs=ins), start=Schedule.naive(k), max_steps=1, max_candidates=3,
+                  budget_s=60)
     assert r.verified and len(calls) == 1

@@ -40,7 +40,7 @@ def test_fidelity_end_to_end(kfile, tmp_path, capsys):
 
 def test_fidelity_saves_after_every_kernel(kfile, tmp_path, monkeypatch, capsys):
     """A run cut short after its first kernel leaves that kernel's result (``partial``)."""
-    from superopt.search import fidelity
+    from superopt.engine import fidelity
     out, real, calls = tmp_path / "fid.json", fidelity.measure_kernel, []
 
     def second_fails(*a, **kw):

@@ -199,7 +199,7 @@ def test_inexpressible_schedules_are_refused(beam_cache):
 
 def test_tinygrad_matmul_and_conv_tune_and_verify_on_cpu(tmp_path, capsys):
     from superopt.cli import main
-    from superopt.commands.tune import tune_kernel
+    from superopt.engine import tune as tune_kernel
     for name, t in (("matmul", TT.empty(64, 48) @ TT.empty(48, 32)),
                     ("conv", TT.empty(2, 4, 10, 10).conv2d(TT.empty(8, 4, 3, 3), padding=1))):
         [sink] = kernel_asts(t.schedule_linear())

@@ -99,7 +99,7 @@ def test_one_input_set_and_one_reference_for_every_candidate(monkeypatch, method
     """tune checks the hand rules, each solver candidate and BEAM's pick on one input set:
     one reference evaluation for all of them, and each candidate still checked."""
     import superopt.verify as V
-    from superopt.commands.tune import tune_kernel
+    from superopt.engine import tune as tune_kernel
     from superopt import Tensor
     k = (Tensor.empty(32, 16, name="a") @ Tensor.empty(16, 32, name="b")).schedule()[0].kernel
     refs, checks = [], []

@@ -1,0 +1,197 @@
+"""Where candidate schedules come from: the hand rules, the schedule families' solvers
+(``z3``), BEAM timed on the device (``beam``), and BEAM refining the solvers' pick
+(``z3+beam``). Each strategy measures its candidates through one ``Run`` (one input set,
+one reference, every measurement recorded) and returns the fastest verified ``Result``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from superopt.ir.kernel import Kernel
+from superopt.ir.schedule import Schedule
+from superopt.search import beam as beam_search
+from superopt.search import families as fam
+from superopt.search.hand import hand_schedule
+
+from .measure import BackendRunner, measure
+from .result import Result, Tried
+
+Progress = Callable[[int, "int | None", str], None]
+TOP = 4          # candidates measured from the ranking of all families (plus each family's best)
+
+
+def _quiet(done: int, total: int | None, what: str = "") -> None: return None
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
+@dataclass
+class Run:
+    """One tuning run's shared state: the kernel, the backend, the input set every candidate
+    is checked and timed on, and every measurement made (``tried``)."""
+    kernel: Kernel
+    be: object
+    inputs: list
+    runs: int = 15
+    progress: Progress = _quiet
+    tried: list[Tried] = field(default_factory=list)
+
+    def measure(self, s: Schedule, method: str, family: str = "", modeled_s: float | None = None) -> Result:
+        m = measure(self.kernel, s, self.be, method, runs=self.runs, inputs=self.inputs, family=family)
+        m.modeled_s = modeled_s
+        self.tried.append(Tried(s, method, family, modeled_s, m.verified, m.measured_s if m.verified else None,
+                                len(m.samples), "" if m.verified else m.reason))
+        return m
+
+
+def faster(a: Result, b: Result | None) -> bool:
+    """``a`` verified and measured faster than ``b`` (or ``b`` has no time)."""
+    return bool(a.verified and a.measured_s and (b is None or not b.verified or b.measured_s is None
+                                                 or a.measured_s < b.measured_s))
+
+
+# ---- hand rules ------------------------------------------------------------------------------
+def hand(run: Run) -> Result:
+    """The hand rules' schedule (``search.hand``): the baseline every other method is held to."""
+    m = run.measure(hand_schedule(run.kernel, run.be.machine), "hand")
+    m.baseline_s, m.baseline_method = m.measured_s, "hand"
+    return m
+
+
+# ---- the families' solvers ---------------------------------------------------------------------
+@dataclass
+class Solve:
+    """What the families said about a kernel: each applicable family's ``Solved`` (or why its
+    solve failed) and its hand rule."""
+    families: list
+    solved: dict[str, fam.Solved]
+    errors: dict[str, str]
+    hands: dict[str, Schedule]
+
+    def ranked(self) -> list[tuple[str, fam.Candidate]]:
+        """Every family's candidates, ranked by modeled time (one problem over all families)."""
+        out = [(n, c) for n, s in self.solved.items() for c in s.candidates]
+        return sorted(out, key=lambda x: x[1].modeled_s)
+
+    def picks(self, top: int = TOP) -> list[tuple[str, fam.Candidate]]:
+        """The ``top`` best modeled over all families, and each family's best (every family measured)."""
+        ranked = self.ranked()
+        chosen = ranked[:top] + [(n, s.candidates[0]) for n, s in self.solved.items() if s.candidates]
+        seen: set[Schedule] = set()
+        return [(n, c) for n, c in chosen if not (c.schedule in seen or seen.add(c.schedule))]
+
+
+def solve_families(kernel: Kernel, machine, budget_s: float, top: int = TOP) -> Solve:
+    """Each family that applies solves within its share of the budget; a family whose solve
+    fails is recorded (never fatal)."""
+    fams = fam.applicable(kernel, machine)
+    share = max(0.5, budget_s / max(1, len(fams)))
+    solved, errors, hands = {}, {}, {}
+    for f in fams:
+        try:
+            solved[f.name] = f.solve(kernel, machine, timeout_s=share, top=top)
+        except Exception as e:  # one family's solver must not take tuning down
+            errors[f.name] = _why(e)
+        try:
+            h = f.hand(kernel, machine)
+        except Exception as e:
+            h, errors[f.name + ".hand"] = None, _why(e)
+        if h is not None: hands[f.name] = h
+    return Solve(fams, solved, errors, hands)
+
+
+def family_report(sv: Solve, run: Run) -> list[dict]:
+    """Per family: how it solved, whether its optimum is proved (or its bound), and its
+    candidates as measured in this run."""
+    out = []
+    for f in sv.families:
+        s = sv.solved.get(f.name)
+        d = {"family": f.name, "method": s.method if s else None, "proved_optimal": bool(s and s.proved_optimal),
+             "bound_s": s.bound_s if s else None, "solve_s": s.solve_s if s else None,
+             "modeled_best_s": s.candidates[0].modeled_s if s and s.candidates else None,
+             "measured": [t.to_dict() for t in run.tried if t.family == f.name]}
+        if f.name in sv.errors: d["error"] = sv.errors[f.name]
+        if s and s.detail: d["detail"] = {k: v for k, v in s.detail.items() if isinstance(v, (str, int, float, bool))}
+        out.append(d)
+    return out
+
+
+def z3(run: Run, budget_s: float, base: Result, top: int = TOP) -> Result:
+    """Every applicable family solves; the best modeled candidates over all of them and every
+    family's hand rule are measured; the fastest verified is kept (``base``, the hand rules'
+    result, when nothing beats it: never worse than the hand rules)."""
+    run.progress(0, None, "solve")
+    sv = solve_families(run.kernel, run.be.machine, budget_s, top)
+    picks = sv.picks(top)
+    hands = [(n, s) for n, s in sv.hands.items() if s != base.schedule]
+    n = len(picks) + len(hands)
+    best = base
+    for i, (name, c) in enumerate(picks):
+        run.progress(i, n, "measure")
+        m = run.measure(c.schedule, "z3", name, c.modeled_s)
+        if faster(m, best): best = m
+    for i, (name, s) in enumerate(hands, len(picks)):
+        run.progress(i, n, "measure")
+        m = run.measure(s, "hand", name, _modeled(sv, name, s, run))
+        if faster(m, best): best = m
+    run.progress(n, n, "measure")
+    best.families = family_report(sv, run)
+    best.extra["solver"] = {"method": "+".join(sorted({s.method for s in sv.solved.values()})) or "none",
+                            "proved_optimal": bool(sv.solved) and all(s.proved_optimal for s in sv.solved.values()),
+                            "solve_s": sum(s.solve_s for s in sv.solved.values()),
+                            "candidates": [t.to_dict() for t in run.tried if t.method == "z3"]}
+    if sv.errors: best.extra["solver"]["errors"] = dict(sv.errors)
+    if not sv.solved:
+        best.extra["method_note"] = "hand rules (every family's solver failed: " + \
+            "; ".join(f"{k}: {v}" for k, v in sv.errors.items()) + ")"
+    elif best is base:
+        best.extra["method_note"] = "hand rules (no solver candidate measured faster)"
+    return best
+
+
+def _modeled(sv: Solve, name: str, s: Schedule, run: Run) -> float | None:
+    f = next(f for f in sv.families if f.name == name)
+    try:
+        return f.cost(run.kernel, s, run.be.machine)
+    except Exception:  # a hand rule the family's model does not price still gets measured
+        return None
+
+
+# ---- BEAM ----------------------------------------------------------------------------------------
+def beam(run: Run, budget_s: float, base: Result, start: Result | None = None,
+         progress: Callable[[dict], None] | None = None) -> Result:
+    """BEAM from the hand rules' schedule (or refining ``start``); kept only if it measures
+    faster, verified, than ``start`` (or ``base``). BEAM's space is loop nests: a native
+    template's pick is refined from the fastest loop nest measured."""
+    prev = start or base
+    origin = _loop_nest_start(run, start) if start is not None else None
+    runner = BackendRunner(run.kernel, run.be, inputs=run.inputs)
+    try:
+        r = beam_search.refine(run.kernel, runner, origin, budget_s=budget_s, progress=progress) \
+            if origin is not None else beam_search.beam(run.kernel, runner, budget_s=budget_s, progress=progress)
+    except Exception as e:  # a search failure must not take tuning down
+        prev.extra["method_note"] = f"{prev.method} (BEAM failed: {_why(e)})"
+        return prev
+    info = {"steps": r.steps, "timed": r.timed, "failures": len(r.failures), "elapsed_s": r.elapsed_s,
+            "budget_s": r.budget_s, "overrun_s": r.overrun_s}
+    if not r.verified or r.best == prev.schedule:
+        prev.extra["beam"] = info
+        return prev
+    m = run.measure(r.best, "z3+beam" if start is not None else "beam")
+    if not faster(m, prev):
+        prev.extra["beam"] = info
+        return prev
+    m.baseline_s, m.baseline_method = base.measured_s, "hand"
+    m.families, m.extra["beam"] = prev.families, info
+    if "solver" in prev.extra: m.extra["solver"] = prev.extra["solver"]
+    return m
+
+
+def _loop_nest_start(run: Run, start: Result) -> Schedule:
+    """``start``'s schedule, or where it is a native template, the fastest verified loop nest measured."""
+    if not start.schedule.family: return start.schedule
+    nests = [t for t in run.tried if t.verified and t.time_s and not t.schedule.family]
+    return min(nests, key=lambda t: t.time_s).schedule if nests else hand_schedule(run.kernel, run.be.machine)
+
