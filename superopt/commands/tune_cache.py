@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -37,6 +38,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="also write the summary table as Markdown (default DIR/summary-BACKEND.md)")
     p.add_argument("--tune-fn", default=None, metavar="MODULE:FUNC", help=argparse.SUPPRESS)  # plug-in / tests
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object (keys: backend, device, kernels [name, key, kind, count, "
+                        "baseline_s, measured_s, speedup, method, status, error], whole_model {before_s, after_s, "
+                        "kernels_counted}, interrupted); progress lines stay on stderr")
     add_cache_arg(p)
 
 
@@ -72,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
     except CacheError as e:
         raise UserError(str(e)) from None
     table, md = summary(res, args.backend, device)
-    out.print(table)
+    if not args.json: out.print(table)
     path = Path(args.summary) if args.summary else Path(args.dir) / f"summary-{args.backend}.md"
     try:
         write_atomic(path, md)
-        out.print(f"summary written to {path}")
+        if not args.json: out.print(f"summary written to {path}")
     except OSError as e:
-        out.print(f"could not write {path}: {e}")
+        print(f"superopt tune-cache: could not write {path}: {e}", file=sys.stderr)
+    if args.json: print(json.dumps(summary_json(res, args.backend, device)))
     if res.interrupted:
         print("superopt tune-cache: interrupted; every finished kernel is in the cache; rerun to resume", file=sys.stderr)
         return 130
@@ -158,6 +164,20 @@ def summary(res, backend: str, device: str):
     notes = [f"- {o.job.name} ({o.job.key[:8]}): {o.entry.note}" for o in res.outcomes if o.entry and o.entry.note]
     if notes: md += ["Tuner notes:", ""] + notes + [""]
     return t, "\n".join(md)
+
+
+def summary_json(res, backend: str, device: str) -> dict:
+    """``tune-cache --json``: the summary table's rows and the whole-model estimate."""
+    rows = []
+    for o in sorted(res.outcomes, key=lambda o: -o.job.priority):
+        e = o.entry
+        rows.append(dict(name=o.job.name, key=o.job.key, kind=o.job.kind, count=o.job.count,
+                         baseline_s=e.baseline_s if e else None, measured_s=e.measured_s if e else None,
+                         speedup=e.speedup if e else None, method=e.method if e else None,
+                         status=("cached" if o.skipped else "tuned") if e is not None else "failed", error=o.error))
+    before, after, n = res.model_estimate()
+    return dict(backend=backend, device=device, kernels=rows, interrupted=res.interrupted,
+                whole_model=dict(before_s=before, after_s=after, kernels_counted=n))
 
 
 def write_atomic(path: Path, text: str) -> None:
