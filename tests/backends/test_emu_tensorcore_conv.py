@@ -24,10 +24,10 @@ from superopt.ir.schedule import Staging, check
 from superopt.kernels.registry import Workload
 from superopt.search import banks, tc_space
 from superopt.search.hand import gpu
-from superopt.search.machine import H100
+from superopt.search.machine import H100, nvidia_at
 from gemm_cases import emu_written_close, normal_inputs as _inputs  # noqa: E402 - same folder (on sys.path under pytest)
 
-SM80 = replace(H100, sm=80)   # no wgmma: the mma.sync rule
+SM80 = nvidia_at(H100, 80)   # no wgmma: the mma.sync rule
 
 
 

@@ -17,7 +17,7 @@ from superopt.ir.kernelize import kernelize
 from superopt.ir.node import const
 from superopt.ir.schedule import Schedule, check
 from superopt.kernels.registry import Workload
-from superopt.search.machine import H100
+from superopt.search.machine import H100, nvidia_at
 from superopt.search.tc_space import make as make_mma
 from superopt.search.wgmma_space import make
 
@@ -95,7 +95,7 @@ def test_check_rejects_tma_where_it_cannot_work():
     m = tcm.match(k)
     s = make(k, m, 128, 256, 64, 2, 1, 3, tma=True)
     # not sm_90, not wgmma
-    assert "sm_90" in _reasons(k, s, replace(H100, sm=80))
+    assert "sm_90" in _reasons(k, s, nvidia_at(H100, 80))
     mma = make_mma(k, m, 128, 128, 32, 4, 2, 3)
     mma = replace(mma, staging=tuple(replace(x, tma=True) for x in mma.staging))
     assert "feed wgmma schedules only" in _reasons(k, mma)

@@ -14,7 +14,7 @@ from superopt.ir import tensorcore as tcm
 from superopt.ir import wgmma as wg
 from superopt.ir.schedule import Level, Schedule, Split, check
 from superopt.kernels.registry import Workload
-from superopt.search.machine import H100, host_cpu
+from superopt.search.machine import H100, host_cpu, nvidia_at
 from superopt.search.wgmma_space import make
 
 
@@ -93,7 +93,7 @@ def test_check_accepts_legal_and_rejects_illegal_wgmma_schedules():
     s = make(k, m, 128, 128, 64, 2, 1, 3)
     assert check(k, s, H100) == []
     assert Schedule.from_json(s.to_json()) == s
-    assert any("sm_90" in e for e in check(k, s, replace(H100, sm=80)))
+    assert any("sm_90" in e for e in check(k, s, nvidia_at(H100, 80)))
     assert any("GPUs only" in e for e in check(k, s, host_cpu()))
     bad_layout = replace(s, staging=(replace(s.staging[0], pad=8), s.staging[1]))
     assert any("descriptor needs layout" in e for e in check(k, bad_layout, H100))

@@ -13,11 +13,11 @@ from superopt.ir import dtypes
 from superopt.ir.schedule import check
 from superopt.search import cost, families, staged_cost, tc_cost, z3opt
 from superopt.search.hand import hand_schedule
-from superopt.search.machine import H100, load
+from superopt.search.machine import H100, load, nvidia_at
 from superopt.verify import verify
 
 CPU = load("cpu")
-A100 = type(H100)(**{**H100.to_dict(), "name": "a100", "sm": 80})  # no wgmma
+A100 = nvidia_at(H100, 80, name="a100")  # no wgmma
 NAMES = {"loopnest_cpu", "mma", "simt", "staged", "wgmma"}
 
 

@@ -9,7 +9,7 @@ from superopt.ir.schedule import Level, Schedule, Split, TensorCore, check
 from superopt.kernels.registry import Workload
 from superopt.search import banks, cost
 from superopt.search.hand import gpu
-from superopt.search.machine import H100
+from superopt.search.machine import H100, nvidia_at
 
 G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 
@@ -126,7 +126,7 @@ def test_conv_match_maps_pixels_channels_and_window():
 def test_hand_rule_gives_the_resnet_conv_tensor_cores():
     from dataclasses import replace
     from superopt.ir import tensorcore as tcm
-    sm80 = replace(H100, sm=80)   # no wgmma: the mma.sync rule
+    sm80 = nvidia_at(H100, 80)   # no wgmma: the mma.sync rule
     for layout in ("nchw", "nhwc"):
         for d in ("float16", "bfloat16"):
             k = _resnet_conv(layout, d)

@@ -14,11 +14,11 @@ from superopt.ir import wgmma as wg
 from superopt.ir.schedule import check
 from superopt.kernels.registry import Workload
 from superopt.search import cost, tc_cost, tc_space
-from superopt.search.machine import H100
+from superopt.search.machine import H100, nvidia_at
 from superopt.search.wgmma_space import make
 from superopt.verify import verify
 
-A100_LIKE = replace(H100, name="sm80", sm=80)
+A100_LIKE = nvidia_at(H100, 80, name="sm80")
 
 
 def _mm(M: int, N: int, K: int, dtype: str = "float16"):
