@@ -61,7 +61,7 @@ BOUNDS = {"overlap_loss": (0.0, 1.0), "l2_load_cost": (1.0, 16.0), "loop_cycles"
 
 def calibrated(machine) -> tuple[str, ...]:
     """The ``cost.Params`` constants ``calibrate`` fits for ``machine``'s model."""
-    return GPU_CALIBRATED if machine.kind == "gpu" else CALIBRATED
+    return GPU_CALIBRATED if machine.is_simt else CALIBRATED
 
 
 # ---- the sample ---------------------------------------------------------------------------
