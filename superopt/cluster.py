@@ -32,9 +32,11 @@ GPU_BACKENDS = ("cuda",)
 
 def _tune_task(kernel_json: str, backend: str, budget_s: float, method: str, tune_ref: str | None,
                device: str) -> dict:
-    """Body of one Ray task: tune a kernel; {"entries": [row dicts]} or {"error": one line}."""
+    """Body of one Ray task: tune a kernel; {"entries": [row dicts], "tried": [candidate log rows]}
+    or {"error": one line}."""
+    from superopt.engine.store import entries_of
     from superopt.ir.kernel import Kernel
-    from superopt.tune_cache import _resolve, default_tune, entries_of
+    from superopt.tune_cache import _resolve, default_tune
     k = Kernel.from_dict(json.loads(kernel_json))
     tune = _resolve(tune_ref) if tune_ref else default_tune()
     try:
@@ -43,7 +45,10 @@ def _tune_task(kernel_json: str, backend: str, budget_s: float, method: str, tun
     except Exception as ex:  # a kernel that fails to tune is a recorded failure, not a lost task
         return {"error": f"{type(ex).__name__}: {' '.join(str(ex).split())}"[:2000]}
     if not es[0].verified: return {"error": f"no verified schedule (method {es[0].method})"}
-    return {"entries": [asdict(e) for e in es]}
+    tried = [t.log_row() for t in getattr(r, "tried", None) or []]
+    for row in tried:
+        if hasattr(row.get("schedule"), "to_json"): row["schedule"] = row["schedule"].to_json()
+    return {"entries": [asdict(e) for e in es], "tried": tried}
 
 
 def connect(address: str | None, num_cpus: int | None = None):
@@ -149,6 +154,7 @@ def _store(j: Job, out: dict, cache_path, backend: str, dev: str) -> Outcome:
                 c.put_failure(j.key, backend, dev, out["error"])
                 return Outcome(j, error=out["error"])
             for d in out["entries"]: c.put(Entry(**d))
+            if out.get("tried"): c.log_candidates(j.key, backend, out["tried"], dev)
             return Outcome(j, entry=c.get(j.key, backend, dev) or Entry(**out["entries"][0]))
         finally:
             c.release(j.key, backend, dev)

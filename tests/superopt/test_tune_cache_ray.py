@@ -70,6 +70,8 @@ def test_sigkilled_driver_resumes_and_every_kernel_is_stored_once(model_dir, tmp
     assert set(after) == keys
     assert all(e.tunes == 1 and e.verified for e in after.values())     # stored exactly once, nothing lost
     assert all(after[k].created == t for k, t in before.items())        # the first run's rows kept
+    with Cache(cache) as c:                                             # the driver logged what the tasks timed
+        assert all(c.candidates(k, "cpu") for k in keys)
 
 
 def test_a_killed_worker_is_retried_and_its_kernel_stored_once(model_dir, tmp_path):
