@@ -45,7 +45,15 @@ MODEL = {
     "barrier_s": 2e-6,       # one OpenMP barrier
     "fill": 0.5,             # fraction of a cache level a block may use
     "overlap": 0.75,         # fraction of the shorter of compute and cache traffic hidden under the longer
+    "fma_eff": 1.0,          # fraction of the port-bound FMA rate the compiled micro-kernel reaches
 }
+FITTED = "cpu_gemm_model"    # the key of ``superopt calibrate``'s fit of MODEL in the target's notes
+
+
+def constants(machine) -> dict[str, float]:
+    """MODEL with the numbers ``superopt calibrate`` fitted on this machine, where present."""
+    fit = (getattr(machine, "notes", None) or {}).get(FITTED) or {}
+    return {**MODEL, **{k: float(v) for k, v in fit.items() if k in MODEL}}
 CACHE_DEFAULT = {1: 32 << 10, 2: 1 << 20, 3: 16 << 20}
 
 
@@ -86,7 +94,7 @@ class CPUGemm:
     template = tpl  # matcher + check: a subclass over another template (cpu_conv) reuses space, cost, solve
 
     def applies(self, kernel: Kernel, machine) -> bool:
-        return machine.kind == "cpu" and isinstance(self.template.match(kernel), dict)
+        return machine.has("threads") and isinstance(self.template.match(kernel), dict)
 
     def tiles(self, machine) -> list[tuple[int, int]]:
         lanes, regs = tpl.registers(machine)
@@ -164,19 +172,22 @@ def _distinct(cands: list[Candidate]) -> list[Candidate]:
     return out
 
 
-def efficiency(mr: int, nr: int, lanes: int) -> float:
+def efficiency(mr: int, nr: int, lanes: int, P: dict[str, float] = MODEL) -> float:
     """Fraction of the FMA peak the MR x NR micro-kernel sustains (ports, latency, spills)."""
+    MODEL = P  # noqa: N806 - the fitted constants where given
     nv = nr // lanes
     fmas = mr * nv
     cycles = max(fmas / MODEL["fma_ports"], (nv + mr) / MODEL["load_ports"],
                  MODEL["fma_latency"])  # a k step's accumulator chain: one FMA latency at least
     live = fmas + nv + 1
     spill = 1.0 + MODEL["spill_cost"] * max(0, live - MODEL["spill_regs"])
-    return fmas / MODEL["fma_ports"] / (cycles * spill)
+    return MODEL["fma_eff"] * fmas / MODEL["fma_ports"] / (cycles * spill)
 
 
-def model(g: dict[str, int], p: dict[str, int], machine) -> float:
-    """Modeled seconds of one call (see the module docstring)."""
+def model(g: dict[str, int], p: dict[str, int], machine, P: dict[str, float] | None = None) -> float:
+    """Modeled seconds of one call (see the module docstring) under constants ``P``
+    (default: ``constants(machine)``)."""
+    MODEL = P or constants(machine)  # noqa: N806
     lanes, _ = tpl.registers(machine)
     mr, nr, mc, kc, nc, w = p["MR"], p["NR"], p["MC"], p["KC"], p["NC"], p["workers"]
     m, n, k, b = g["m"], g["n"], g["k"], g["batch"]
@@ -187,7 +198,7 @@ def model(g: dict[str, int], p: dict[str, int], machine) -> float:
     rows_pad = -(-rows // mr) * mr
     n_pad = -(-n // nr) * nr
     peak = MODEL["fma_ports"] * lanes * hz                 # FMAs a second per core
-    fma_s = b * rows_pad * n_pad * k / (peak * efficiency(mr, nr, lanes))
+    fma_s = b * rows_pad * n_pad * k / (peak * efficiency(mr, nr, lanes, MODEL))
     # bytes each level serves to the busiest worker
     a_l2 = b * rows * k * 4 * (n_pad / nr)                 # the A block, once per micro-panel of B
     l1_ok = (kc * nr + mr * kc) * 4 <= fill * c[1] * 2     # B micro-panel + A micro-panel in L1

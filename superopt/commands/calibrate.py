@@ -23,7 +23,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=positive_int, default=30, help="timed runs per measurement (median taken)")
     p.add_argument("--json", action="store_true",
                    help='one JSON object: {"machine", "copy_bytes_per_s", "fma_flops_per_s", "saved", ...} (cpu adds '
-                        '"threads", "compiler"; cuda adds "smem_bytes_per_s", "launch_s", "launch_host_s", "device", '
+                        '"threads", "compiler", "gemm_model" (the cpu_gemm cost model fit), "gemm_fit_seconds", '
+                        '"gemm_fit_rms_log"; cuda adds "smem_bytes_per_s", "launch_s", "launch_host_s", "device", '
                         '"tensor_core_fp16"); progress goes to stderr')
     p.add_argument("--no-save", action="store_true", help="measure only; keep the stored calibration")
 
@@ -56,10 +57,16 @@ def measured_machine(backend: str, reps: int = 30, progress=None):
             r["tensor_core_model_fp16"] = model_rate(m, r["tensor_core_fp16"])
             m = replace(m, flops_tc_fp16=r["tensor_core_model_fp16"], notes={**m.notes, "tensor_core_model_fp16": r["tensor_core_model_fp16"]})
     elif backend == "cpu":
+        from superopt.search.families.cpu_gemm import FITTED
         r = measure_cpu(M.host_cpu(), reps, progress)
         m = replace(M.host_cpu(), dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], calibrated=True,
                     notes={"compiler": r["compiler"], "threads": r["threads"],
                            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        cases = gemm_fit_cases(m)
+        r["gemm_fit_seconds"] = measure_gemm_cases(m, cases, reps, progress)
+        fit, rms = fit_gemm_model(cases, r["gemm_fit_seconds"], m)
+        r["gemm_model"], r["gemm_fit_rms_log"] = fit, rms
+        m = replace(m, notes={**m.notes, FITTED: fit})
     else:
         raise UserError(f"calibration is available for cpu and cuda, not {backend}")
     return m, r
@@ -128,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
         tc = r["tensor_core_fp16"]
         print("  fp16 tensor-core rate          " + (f"{tc / 1e12:10.1f} TFLOP/s (our {TC_GEMM}^3 GEMM; the model's pipe "
                                                           f"rate {r['tensor_core_model_fp16'] / 1e12:.1f})" if isinstance(tc, float) else tc))
+    if "gemm_model" in r:
+        g = r["gemm_model"]
+        print(f"  cpu_gemm model fit             FMA efficiency {g['fma_eff']:.2f}, latency {g['fma_latency']:.1f} cycles, L2 {g['l2_bw']:.1f} and L3 "
+              f"{g['l3_bw']:.1f} B/cycle, overlap {g['overlap']:.2f} ({len(r['gemm_fit_seconds'])} GEMMs, "
+              f"rms log error {r['gemm_fit_rms_log']:.3f})")
     print(f"saved to {path}" if path else "not saved (--no-save)")
     return 0
 
@@ -200,3 +212,89 @@ def measure_cpu(machine, reps: int = 30, progress=None) -> dict:
         flops = 2 * 16 * (machine.simd_bytes // 4) * iters * thr.value / statistics.median(times)
         progress(3, 3, "FMA rate")
     return {"copy_bytes_per_s": copy_bw, "fma_flops_per_s": flops, "threads": thr.value, "compiler": cc}
+
+
+# ---- CPU: the packed GEMM's cost model fitted to timed GEMMs ----------------------------------
+# (m, n, k) and the blocks of single-worker cpu_gemm runs (NR in vectors): a compute-bound
+# textbook blocking, a latency-bound small tile, a B micro-panel past L1 (from L2), an A
+# block past L2 (from L3), a memory-bound short K, a large tile with whole-K blocks. Each
+# fitted constant moves at least one of their modeled times.
+GEMM_CASES = (
+    ((512, 512, 512), dict(MR=8, NR=2, MC=96, KC=256, NC=512)),
+    ((256, 256, 256), dict(MR=2, NR=1, MC=64, KC=128, NC=256)),
+    ((512, 512, 512), dict(MR=2, NR=4, MC=64, KC=512, NC=512)),
+    ((2048, 256, 512), dict(MR=8, NR=1, MC=2048, KC=512, NC=256)),
+    ((1024, 1024, 16), dict(MR=8, NR=2, MC=96, KC=16, NC=1024)),
+    ((512, 2064, 1024), dict(MR=4, NR=3, MC=1024, KC=1024, NC=2064)),
+)
+# the fitted constants of search/families/cpu_gemm.MODEL and their ranges (bandwidths in bytes a cycle)
+GEMM_FIT = {"fma_eff": (0.05, 4.0), "fma_latency": (1.0, 16.0), "l2_bw": (4.0, 512.0), "l3_bw": (1.0, 256.0),
+            "overlap": (0.0, 1.0)}
+
+
+def gemm_fit_cases(machine) -> list[tuple[dict[str, int], dict[str, int]]]:
+    """(geometry, parameters) of each GEMM_CASES run on ``machine``'s ISA, one worker."""
+    from superopt.ir.cpu_gemm import registers
+    lanes, _ = registers(machine)
+    return [({"batch": 1, "m": m, "n": n, "k": k}, dict(p, NR=p["NR"] * lanes, V=lanes, PF=0, workers=1))
+            for (m, n, k), p in GEMM_CASES]
+
+
+def measure_gemm_cases(machine, cases, reps: int = 30, progress=None) -> list[float]:
+    """Median seconds of each case on the cpu backend (checked against numpy first)."""
+    import numpy as np
+    from superopt.backends.base import Failure
+    from superopt.backends.cpu import CPUBackend
+    from superopt.ir.lower import lower
+    from superopt.kernels.registry import Workload
+    from superopt.search.families.cpu_gemm import schedule
+    progress = progress or (lambda done, total, what: None)
+    be, out = CPUBackend(machine, timeout_s=120), []
+    try:
+        for i, (g, p) in enumerate(cases):
+            progress(i, len(cases), f"GEMM {g['m']}x{g['n']}x{g['k']} for the cost model fit")
+            k = Workload.make("matmul", M=g["m"], N=g["n"], K=g["k"]).kernels[0]
+            c = be.compile(lower(k, schedule(k, **p), machine))
+            if isinstance(c, Failure): raise RuntimeError(f"calibration GEMM {g}: {c}")
+            rng = np.random.default_rng(i)
+            a, b = rng.random((g["m"], g["k"]), dtype=np.float32), rng.random((g["k"], g["n"]), dtype=np.float32)
+            ins = [a.reshape(-1), b.reshape(-1)]
+            got = be.run(c, ins, np.full(g["m"] * g["n"], np.nan, np.float32))
+            if isinstance(got, Failure) or not np.allclose(got.reshape(g["m"], g["n"]), a @ b, rtol=1e-3):
+                raise RuntimeError(f"calibration GEMM {g}: wrong result ({got})")
+            t = be.time(c, ins, got, runs=max(3, reps // 5), min_s=0.02)
+            if isinstance(t, Failure): raise RuntimeError(f"calibration GEMM {g}: {t}")
+            out.append(t.median_s)
+        progress(len(cases), len(cases), "GEMM cost model fit")
+    finally:
+        be.close()
+    return out
+
+
+def fit_gemm_model(cases, seconds: list[float], machine) -> tuple[dict[str, float], float]:
+    """The GEMM_FIT constants under which the cpu_gemm model best times ``cases`` as
+    ``seconds`` (least squares of log(modeled / measured), pattern search from the
+    defaults in log space; overlap in linear space), and the fit's rms log error."""
+    import math
+    from superopt.search.families.cpu_gemm import MODEL, model
+    names = list(GEMM_FIT)
+    fwd = {n: (lambda v: v) if n == "overlap" else math.log for n in names}
+    inv = {n: (lambda u: u) if n == "overlap" else math.exp for n in names}
+    lo, hi = ({n: fwd[n](GEMM_FIT[n][j]) for n in names} for j in (0, 1))
+
+    def err(u: dict[str, float]) -> float:
+        P = {**MODEL, **{n: inv[n](u[n]) for n in names}}
+        return sum(math.log(model(g, p, machine, P) / t) ** 2 for (g, p), t in zip(cases, seconds))
+
+    u = {n: min(hi[n], max(lo[n], fwd[n](MODEL[n]))) for n in names}
+    e, step = err(u), 0.5
+    while step > 1e-6:  # try each coordinate up and down; halve the step when nothing improves
+        moved = False
+        for n in names:
+            for d in (step, -step):
+                v = dict(u, **{n: min(hi[n], max(lo[n], u[n] + d))})
+                if (ev := err(v)) < e:
+                    u, e, moved = v, ev, True
+                    break
+        if not moved: step /= 2
+    return {n: inv[n](u[n]) for n in names}, math.sqrt(e / max(1, len(cases)))
