@@ -206,6 +206,7 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
     rows = [[w["suite"], w["workload"], w["timed"]] + [_cell_time({**w["methods"][t], "method": t}) for t in tuners + vendors]
             for w in doc["workloads"]]
     out += _table(head, rows)
+    out += _families(doc)
     bad = [(k["name"], t, d.get("reason") or "") for k in kernels(doc) for t, d in k["methods"].items() if not d["time_s"]]
     if bad:
         out += ["", "## Unverified (no time reported, never a win)", ""]
@@ -214,6 +215,23 @@ def markdown(doc: dict, plots: list[str] | None = None) -> str:
         out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     out += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
     return "\n".join(out) + "\n"
+
+
+def _proof(f: dict) -> str:
+    """One family's proof status under its model, said plainly."""
+    if f.get("method") is None: return f"failed ({(f.get('error') or '')[:60]})"
+    st = "proved optimal" if f["proved_optimal"] else f"bound {_us(f['bound_s'])} µs" if f.get("bound_s") else "not proved"
+    return f"{f['method']}, {st}, {f['solve_s']:.2f} s"
+
+
+def _families(doc: dict) -> list[str]:
+    """Per kernel, each schedule family the z3 method asked: how it solved, its proof status
+    under its model, and which family's schedule z3 kept."""
+    rows = [[k["name"], k["methods"]["z3"].get("family") or "—", f["family"], _proof(f)]
+            for k in kernels(doc) if "z3" in k["methods"] for f in k["methods"]["z3"].get("families") or []]
+    if not rows: return []
+    return ["", "## Schedule families asked by z3: proof status under each family's model", ""] + \
+        _table(["kernel", "kept", "family", "method, proof, solve time"], rows)
 
 
 def _ceil(m: dict) -> str:
