@@ -19,6 +19,7 @@ from .program import Native, Program
 # family name -> module of this package holding its matcher (static: adding a template adds a line)
 TEMPLATES: dict[str, str] = {
     "cpu_gemm": "cpu_gemm",
+    "hvx_gemm": "hvx",   # int8 GEMM and NHWC convolutions (implicit GEMM) on HVX
     "cpu_conv": "cpu_conv",
 }
 

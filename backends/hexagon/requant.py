@@ -28,10 +28,7 @@ line and, only when the L bytes cross it, one to the next line.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from superopt.ir import dtype as dt
-from superopt.ir.node import Node, Ops
+from superopt.ir.hvx import Requant, match_requant  # noqa: F401  (re-exported)
 
 HVX_BASE = r"""
 typedef unsigned vu __attribute__((vector_size(4 * LANES)));
@@ -64,65 +61,5 @@ static inline void so_vstore_masked(void *p, HVX_Vector v, HVX_Vector keep, unsi
 """
 
 
-@dataclass(frozen=True)
-class Requant:
-    x: Node       # int32: accumulator + bias
-    mult: Node    # int32 multiplier, 0..32767
-    pre: int
-    post: int
-
-
-def match(value: Node) -> Requant | None:
-    """The requantize above with ``value`` its int8 result, or None."""
-    if value.op is not Ops.CAST or value.dtype is not dt.int8: return None
-    s = _clamp(value.src[0], -128, 127)
-    post, z = _rshift(s) if s is not None else (None, None)
-    if z is None or z.op is not Ops.SHR or _const(z.src[1]) != 16: return None
-    t = _add_const(z.src[0], 1 << 15)
-    m2 = _mul_const(t, 2) if t is not None else None
-    if m2 is None or m2.op is not Ops.MUL: return None
-    y, mult = m2.src
-    pre, x = _rshift(_clamp(y, -32768, 32767))
-    if x is None:
-        y, mult = mult, y
-        pre, x = _rshift(_clamp(y, -32768, 32767))
-    if x is None or x.dtype is not dt.int32 or mult.dtype is not dt.int32 or not 1 <= pre <= 15 or not 1 <= post <= 7:
-        return None
-    return Requant(x, mult, pre, post)
-
-
-def _const(n: Node | None) -> int | None:
-    return n.arg if n is not None and n.op is Ops.CONST and isinstance(n.arg, int) else None
-
-
-def _clamp(n: Node | None, lo: int, hi: int) -> Node | None:
-    """-max(-max(v, lo), -hi) -> v."""
-    if n is None or n.op is not Ops.NEG: return None
-    a = n.src[0]
-    if a.op is not Ops.MAX or _const(a.src[1]) != -hi or a.src[0].op is not Ops.NEG: return None
-    b = a.src[0].src[0]
-    if b.op is not Ops.MAX or _const(b.src[1]) != lo: return None
-    return b.src[0]
-
-
-def _rshift(n: Node | None) -> tuple[int | None, Node | None]:
-    """(v + 2^(s-1)) >> s -> (s, v)."""
-    if n is None or n.op is not Ops.SHR: return None, None
-    s = _const(n.src[1])
-    v = _add_const(n.src[0], 1 << (s - 1)) if s is not None and s >= 1 else None
-    return (s, v) if v is not None else (None, None)
-
-
-def _add_const(n: Node, c: int) -> Node | None:
-    return _other(n, Ops.ADD, c)
-
-
-def _mul_const(n: Node, c: int) -> Node | None:
-    return _other(n, Ops.MUL, c)
-
-
-def _other(n: Node, op: Ops, c: int) -> Node | None:
-    """The operand of ``n = op(a, c)`` (either order) that is not the constant ``c``."""
-    if n.op is not op: return None
-    a, b = n.src
-    return a if _const(b) == c else b if _const(a) == c else None
+# the matcher lives with the HVX template's geometry (ir/hvx.py), below the backends
+match = match_requant

@@ -1,0 +1,276 @@
+"""The HVX int8 implicit-GEMM template (schedule family ``hvx_gemm``): geometry and legality.
+
+One micro-kernel runs an int8 x int8 -> int32 GEMM and an int8 NHWC convolution (the
+convolution as an implicit GEMM, no im2col copy): rows are output pixels (GEMM: rows of
+A), columns output channels (GEMM: columns of B), and the reduction runs over ``kh``
+*segments* (one per kernel row ky), each ``kw * c_in`` contiguous bytes of one input row
+in NHWC (GEMM: one segment, a row of A). Row ``p = (oy, ox)`` of segment ``ky`` starts at
+byte ``((oy*stride + ky) * wp + ox*stride) * c_in`` of the zero-padded image (row pitch
+``wp = w + 2*pad``); a GEMM row ``i`` at ``i * a_rs``.
+
+Geometry (named integers, ``match``): ``conv`` (0 GEMM, 1 convolution), ``m`` (rows:
+pixels), ``n`` (columns), ``k`` (reduction length = kh*kw*c_in), ``kh, kw, c_in, h, w,
+stride, pad, oh, ow`` (GEMM: kh = kw = stride = 1, pad 0, h = m, w = 1, c_in = k), ``a_rs``
+(bytes between GEMM rows; for a convolution w*c_in), the weights' strides ``w_n`` (per
+column) and ``w_ky, w_kx, w_c`` (GEMM: w_c = B's row stride, the others 0), the output's
+row stride ``c_rs``, the input slots ``a_in, b_in``, and for a requantized output
+(``requant`` 1) ``bias_in, mult_in, pre, post``.
+
+Parameters (``Schedule.params``), checked by ``check``: ``rows`` R (output rows a tile)
+and ``blocks`` J (32-column blocks a tile). A tile holds R*J accumulators, J weight
+vectors, the 0x80 splat and R correction accumulators in the 32 HVX registers, and J + R
+pointers and R activation words in the 24 scalar registers the kernel may use (r4..r27);
+R divides m, 32*J divides n; one segment is at most 1023 k-groups (``loop0``'s immediate
+trip count).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import dtype as dt
+from .node import Node, Ops, axis_stride, const, substitute
+
+PARAMS = ("blocks", "rows")
+HVX_REGS, SCALAR_REGS = 32, 24   # vector registers; scalar registers free for the tile (r4..r27)
+LANES = 32                        # int32 lanes of a 128-byte vector: the columns of one block
+MAX_TRIPS = 1023                  # loop0(label, #u10)
+
+
+def _strides(kernel, idx: Node) -> tuple[dict[int, int], int] | str:
+    """Per axis the constant stride of an affine index, and its offset; or why not."""
+    if any(n.op not in (Ops.ADD, Ops.MUL, Ops.VAR, Ops.CONST) for n in idx.toposort()): return "index is not affine"
+    out = {}
+    for i, ax in enumerate(kernel.axes):
+        s = axis_stride(idx, i, ax.size) if ax.size > 1 else 0
+        if s is None: return "index stride is not constant"
+        out[i] = s
+    base = substitute(idx, {v: const(0, dt.int32) for v in idx.toposort() if v.op is Ops.VAR})
+    if base.op is not Ops.CONST: return "index offset is not constant"
+    return out, int(base.arg)
+
+
+@dataclass(frozen=True)
+class Requant:
+    """``int8(clamp(rshift(clamp(rshift(x, pre), int16) * mult * 2 + 2^15 >> 16, post), int8))``
+    with ``rshift(v, s) = (v + 2^(s-1)) >> s`` (``kernels.builders.requantize``)."""
+    x: Node       # int32: accumulator + bias
+    mult: Node    # int32 multiplier, 0..32767
+    pre: int
+    post: int
+
+
+def match_requant(value: Node) -> Requant | None:
+    """The requantize above with ``value`` its int8 result, or None."""
+    if value.op is not Ops.CAST or value.dtype is not dt.int8: return None
+    s = _clamp(value.src[0], -128, 127)
+    post, z = _rshift(s) if s is not None else (None, None)
+    if z is None or z.op is not Ops.SHR or _const(z.src[1]) != 16: return None
+    t = _other(z.src[0], Ops.ADD, 1 << 15)
+    m2 = _other(t, Ops.MUL, 2) if t is not None else None
+    if m2 is None or m2.op is not Ops.MUL: return None
+    y, mult = m2.src
+    pre, x = _rshift(_clamp(y, -32768, 32767))
+    if x is None:
+        y, mult = mult, y
+        pre, x = _rshift(_clamp(y, -32768, 32767))
+    if x is None or x.dtype is not dt.int32 or mult.dtype is not dt.int32 or not 1 <= pre <= 15 or not 1 <= post <= 7:
+        return None
+    return Requant(x, mult, pre, post)
+
+
+def _const(n: Node | None) -> int | None:
+    return n.arg if n is not None and n.op is Ops.CONST and isinstance(n.arg, int) else None
+
+
+def _clamp(n: Node | None, lo: int, hi: int) -> Node | None:
+    """-max(-max(v, lo), -hi) -> v."""
+    if n is None or n.op is not Ops.NEG: return None
+    a = n.src[0]
+    if a.op is not Ops.MAX or _const(a.src[1]) != -hi or a.src[0].op is not Ops.NEG: return None
+    b = a.src[0].src[0]
+    if b.op is not Ops.MAX or _const(b.src[1]) != lo: return None
+    return b.src[0]
+
+
+def _rshift(n: Node | None) -> tuple[int | None, Node | None]:
+    """(v + 2^(s-1)) >> s -> (s, v)."""
+    if n is None or n.op is not Ops.SHR: return None, None
+    s = _const(n.src[1])
+    v = _other(n.src[0], Ops.ADD, 1 << (s - 1)) if s is not None and s >= 1 else None
+    return (s, v) if v is not None else (None, None)
+
+
+def _other(n: Node, op: Ops, c: int) -> Node | None:
+    """The operand of ``n = op(a, c)`` (either order) that is not the constant ``c``."""
+    if n.op is not op: return None
+    a, b = n.src
+    return a if _const(b) == c else b if _const(a) == c else None
+
+
+def _int8_load(n: Node) -> Node | None:
+    return n.src[0] if n.op is Ops.CAST and n.dtype is dt.int32 and n.src[0].op is Ops.LOAD \
+        and n.src[0].dtype is dt.int8 else None
+
+
+def _epilogue(kernel) -> dict[str, int] | str:
+    """Geometry of the stored value around the sum: none, or the requantize of
+    ``sum + bias[n]`` with a per-column ``mult[n]``."""
+    red = kernel.reduce
+    if kernel.body is red: return {"requant": 0}
+    rq = match_requant(kernel.body)
+    if rq is None: return "the stored value is neither the sum nor its requantize to int8"
+    x = rq.x
+    if x.op is not Ops.ADD or red not in x.src: return "the requantized value is not sum + bias"
+    bias = x.src[1] if x.src[0] is red else x.src[0]
+    if bias.op is not Ops.LOAD or rq.mult.op is not Ops.LOAD: return "bias or multiplier is not a load"
+    return {"requant": 1, "bias_in": bias.arg, "mult_in": rq.mult.arg, "pre": rq.pre, "post": rq.post,
+            "_bias": bias, "_mult": rq.mult}
+
+
+@functools.lru_cache(maxsize=256)  # every check() of a schedule space asks again
+def match(kernel) -> dict[str, int] | str:
+    """The geometry (module docstring), or why the kernel is not an int8 GEMM or NHWC
+    convolution this template runs. Callers must not mutate the dict (cached)."""
+    red = kernel.reduce
+    if red is None or red.arg[0] != "sum": return "not a sum reduction"
+    if red.dtype is not dt.int32: return f"accumulates in {red.dtype.name}, not int32"
+    x = red.src[0]
+    if x.op is not Ops.MUL: return "the reduced value is not a product"
+    loads = [_int8_load(f) for f in x.src]
+    if any(ld is None for ld in loads): return "the factors are not int8 loads widened to int32"
+    if loads[0].arg == loads[1].arg: return "both factors read the same input"
+    epi = _epilogue(kernel)
+    if isinstance(epi, str): return epi
+    st = [_strides(kernel, ld.src[0]) for ld in loads]
+    if any(isinstance(s, str) for s in st): return next(s for s in st if isinstance(s, str))
+    out_st = _strides(kernel, kernel.store)
+    if isinstance(out_st, str): return "output " + out_st
+    outs = [a for a in kernel.output_axes if kernel.axes[a].size > 1]
+    reds = [a for a in kernel.reduce_axes if kernel.axes[a].size > 1]
+    # the weights (columns' operand) read exactly one output axis; the activations the others
+    own = [[a for a in outs if st[i][0][a]] for i in (0, 1)]
+    if any(st[0][0][a] and st[1][0][a] for a in outs): return "an output axis read by both operands (a batch)"
+    if any(not (st[0][0][a] or st[1][0][a]) for a in outs): return "an output axis no operand reads (a broadcast)"
+    if any(not (st[0][0][a] and st[1][0][a]) for a in reds): return "a reduce axis not read by both operands"
+    wi = next((i for i in (0, 1) if len(own[i]) == 1 and (len(own[1 - i]) != 1 or out_st[0][own[i][0]] == 1)), None)
+    if wi is None: return "no operand reads exactly one output axis"
+    act, wgt = loads[1 - wi], loads[wi]
+    (sa, oa), (sw, ow_) = st[1 - wi], st[wi]
+    n_ax = own[wi][0]
+    if ow_ != 0: return "the weight index has an offset"
+    if not (wgt.src[1].op is Ops.CONST and wgt.src[1].arg is True): return "the weight load is masked"
+    if out_st[0][n_ax] != 1 or out_st[1] != 0: return "output columns are not contiguous"
+    g = _conv(kernel, act, sa, oa, own[1 - wi], reds, out_st[0]) if len(kernel.inputs[act.arg].shape) == 4 \
+        else _gemm(kernel, act, sa, oa, own[1 - wi], reds, out_st[0])
+    if isinstance(g, str): return g
+    ky, kx, c = g.pop("_ky"), g.pop("_kx"), g.pop("_c")
+    g.update({"n": kernel.axes[n_ax].size, "a_in": act.arg, "b_in": wgt.arg, "w_n": sw[n_ax],
+              "w_ky": sw[ky] if ky is not None else 0, "w_kx": sw[kx] if kx is not None else 0, "w_c": sw[c]})
+    g["k"] = g["kh"] * g["kw"] * g["c_in"]
+    if epi["requant"]:
+        for key, ld in (("bias", epi["_bias"]), ("mult", epi["_mult"])):
+            s = _strides(kernel, ld.src[0])
+            if isinstance(s, str) or s[1] != 0 or any(v and a != n_ax for a, v in s[0].items()) or s[0][n_ax] != 1:
+                return f"the {key} is not one int32 per output column"
+    g.update({k: v for k, v in epi.items() if not k.startswith("_")})
+    return g
+
+
+def _gemm(kernel, act, sa, oa, pix, reds, out) -> dict[str, int] | str:
+    if len(pix) != 1 or len(reds) != 1: return "a GEMM needs one row axis and one reduce axis"
+    (m_ax,), (k_ax,) = pix, reds
+    if oa != 0 or not (act.src[1].op is Ops.CONST and act.src[1].arg is True): return "operand A is offset or masked"
+    if sa[k_ax] != 1: return "operand A is not contiguous along the reduction"
+    m, k = kernel.axes[m_ax].size, kernel.axes[k_ax].size
+    return {"conv": 0, "m": m, "kh": 1, "kw": 1, "c_in": k, "h": m, "w": 1, "stride": 1, "pad": 0, "oh": m, "ow": 1,
+            "a_rs": sa[m_ax], "c_rs": out[m_ax], "_ky": None, "_kx": None, "_c": k_ax}
+
+
+def _conv(kernel, act, sa, oa, pix, reds, out) -> dict[str, int] | str:
+    nb, h, w, c = kernel.inputs[act.arg].shape
+    if nb != 1: return "batch > 1 (one image a kernel)"
+    by_stride = {sa[a]: a for a in reds}
+    c_ax = by_stride.get(1)
+    if c_ax is None or kernel.axes[c_ax].size != c: return "no reduce axis over the input channels"
+    kx_ax, ky_ax = by_stride.get(c), by_stride.get(w * c)
+    if len(reds) != 1 + (kx_ax is not None) + (ky_ax is not None): return "reduce axes are not (ky, kx, c_in)"
+    axes = kernel.axes
+    kh = axes[ky_ax].size if ky_ax is not None else 1
+    kw = axes[kx_ax].size if kx_ax is not None else 1
+    pix_st = sorted(pix, key=lambda a: -sa[a])
+    if len(pix_st) == 1: pix_st = pix_st + [None] if sa[pix_st[0]] >= w * c else [None] + pix_st
+    if len(pix_st) != 2: return "not two output pixel axes"
+    oy_ax, ox_ax = pix_st
+    oh = axes[oy_ax].size if oy_ax is not None else 1
+    ow = axes[ox_ax].size if ox_ax is not None else 1
+    s = sa[ox_ax] // c if ox_ax is not None else (sa[oy_ax] // (w * c) if oy_ax is not None else 1)
+    if ox_ax is not None and sa[ox_ax] != s * c or oy_ax is not None and sa[oy_ax] != s * w * c:
+        return "pixel strides are not stride * (c_in, w * c_in)"
+    if oa % (c * (w + 1)): return "padding is not the same on both axes"
+    pad = -oa // (c * (w + 1))
+    if pad < 0 or (h + 2 * pad - kh) // s + 1 != oh or (w + 2 * pad - kw) // s + 1 != ow:
+        return "output size does not match the input, filter, stride and padding"
+    if c % 4: return "c_in is not a multiple of 4 (one vrmpy reads 4 channels)"
+    c_rs = out[ox_ax] if ox_ax is not None else out[oy_ax]
+    if ox_ax is not None and oy_ax is not None and out[oy_ax] != ow * c_rs: return "output pixels are not in raster order"
+    err = _check_mask(act.src[1], kernel, oy_ax, ox_ax, ky_ax, kx_ax, s, pad, h, w)
+    if err: return err
+    return {"conv": 1, "m": oh * ow, "kh": kh, "kw": kw, "c_in": c, "h": h, "w": w, "stride": s, "pad": pad,
+            "oh": oh, "ow": ow, "a_rs": w * c, "c_rs": c_rs, "_ky": ky_ax, "_kx": kx_ax, "_c": c_ax}
+
+
+def _check_mask(mask: Node, kernel, oy, ox, ky, kx, s, pad, h, w) -> str | None:
+    """The activation's mask must be exactly the zero padding's in-bounds test (evaluated
+    over the whole (oy, ox, ky, kx) grid)."""
+    ax = [a for a in (oy, ox, ky, kx) if a is not None]
+    used = {n.arg[0] for n in mask.toposort() if n.op is Ops.VAR}
+    if not used <= set(ax): return "the activation's mask reads other axes than the window"
+    grids = np.meshgrid(*[np.arange(kernel.axes[a].size) for a in ax], indexing="ij")
+    env = dict(zip(ax, grids))
+    zero = np.zeros_like(grids[0]) if grids else np.zeros(())
+    y = (env.get(oy, zero) * s + env.get(ky, zero) - pad)
+    x = (env.get(ox, zero) * s + env.get(kx, zero) - pad)
+    want = (0 <= y) & (y < h) & (0 <= x) & (x < w)
+    got = _eval(mask, env, zero)
+    if got is None: return "the activation's mask is not an affine comparison"
+    return None if np.array_equal(np.broadcast_to(got, want.shape), want) else "the activation's mask is not the padding's"
+
+
+_NP = {Ops.ADD: np.add, Ops.MUL: np.multiply, Ops.CMPLT: np.less, Ops.AND: np.logical_and, Ops.OR: np.logical_or,
+       Ops.CMPNE: np.not_equal, Ops.CMPEQ: np.equal,
+       Ops.XOR: np.logical_xor}
+
+
+def _eval(n: Node, env: dict[int, np.ndarray], zero: np.ndarray):
+    memo: dict[int, np.ndarray] = {}
+    for x in n.toposort():
+        if x.op is Ops.CONST: v = np.asarray(x.arg)
+        elif x.op is Ops.VAR: v = env[x.arg[0]]
+        elif x.op in _NP: v = _NP[x.op](memo[id(x.src[0])], memo[id(x.src[1])])
+        else: return None
+        memo[id(x)] = v
+    return memo[id(n)]
+
+
+def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> list[str]:
+    """Every reason ``params`` are illegal for ``geometry`` (module docstring)."""
+    missing = [p for p in PARAMS if p not in params]
+    if missing: return [f"missing parameter(s) {', '.join(missing)}"]
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown: return [f"unknown parameter(s) {', '.join(unknown)}"]
+    r, j = params["rows"], params["blocks"]
+    if r < 1 or j < 1: return ["rows and blocks must be >= 1"]
+    g = geometry
+    errs = []
+    if g["m"] % r: errs.append(f"rows={r} does not divide the {g['m']} output rows")
+    if g["n"] % (LANES * j): errs.append(f"{LANES}*blocks={LANES * j} does not divide n={g['n']}")
+    if r * j + j + 1 + r > HVX_REGS: errs.append(f"a {r}x{j} tile needs {r * j + j + 1 + r} > {HVX_REGS} HVX registers")
+    if j + 2 * r > SCALAR_REGS: errs.append(f"a {r}x{j} tile needs {j + 2 * r} > {SCALAR_REGS} scalar registers")
+    if (g["kw"] * g["c_in"]) % 4: errs.append("a segment (kw * c_in bytes) is not whole 4-byte groups")
+    elif g["kw"] * g["c_in"] // 4 > MAX_TRIPS: errs.append(f"a segment of {g['kw'] * g['c_in'] // 4} k-groups exceeds loop0's {MAX_TRIPS}")
+    if g["a_rs"] % 4 and g["m"] > 1: errs.append("rows of A are not 4-byte aligned")
+    if g["c_rs"] % LANES: errs.append("output rows are not 128-byte aligned (c_rs % 32)")
+    return errs
