@@ -1,0 +1,92 @@
+"""The implicit-GEMM cpu_conv template on the cpu backend: right against a float64 numpy
+convolution on small ragged shapes (NCHW and NHWC, stride, padding, every block level's
+edges), the solver's pick on a ResNet-like 3x3, and refusals at lowering."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+
+from superopt.backends.base import Compiled
+from superopt.backends.cpu import CPUBackend
+from superopt.ir.lower import LoweringError, lower
+from superopt.kernels import reference as ref
+from superopt.kernels.registry import Workload
+from superopt.search.families.cpu_conv import FAMILY
+from superopt.search.families.cpu_gemm import schedule
+from superopt.search.machine import load
+
+CPU = load("cpu")
+LANES = 16 if CPU.simd_bytes >= 64 else 8
+
+
+@pytest.fixture(scope="module")
+def be():
+    b = CPUBackend(CPU, timeout_s=20)
+    yield b
+    b.close()
+
+
+def _case(seed: int, **p):
+    """The kernel, its inputs and the float64 reference output of conv2d(**p)."""
+    k = Workload.make("conv2d", **p).kernels[0]
+    rng = np.random.default_rng(seed)
+    ins = [rng.standard_normal(b.shape).astype(np.float32) for b in k.inputs]
+    want = ref.conv2d(ins[0].astype(np.float64), ins[1].astype(np.float64), p["stride"], p["pad"], 1, p["layout"])
+    return k, ins, want
+
+
+def _run(be, kernel, ins, **params) -> np.ndarray:
+    c = be.compile(lower(kernel, schedule(kernel, family="cpu_conv", **params), CPU))
+    assert isinstance(c, Compiled), c
+    out = be.run(c, [x.reshape(-1) for x in ins], np.full(kernel.output.size, np.nan, np.float32))
+    assert isinstance(out, np.ndarray), out
+    return out.reshape(kernel.output.shape)
+
+
+def _close(got, want, k: int) -> None:
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.sqrt(k) * max(1.0, float(np.abs(want).max())))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 2), c=st.integers(1, 6), h=st.integers(2, 11), w=st.integers(2, 11), co=st.integers(1, 40),
+       r=st.integers(1, 3), s=st.integers(1, 3), stride=st.integers(1, 2), pad=st.integers(0, 2),
+       layout=st.sampled_from(["nchw", "nhwc"]), tile=st.integers(0, 3), blocks=st.integers(0, 2),
+       workers=st.integers(1, 2), seed=st.integers(0, 2**16))
+def test_ragged_against_numpy(be, n, c, h, w, co, r, s, stride, pad, layout, tile, blocks, workers, seed):
+    r, s = min(r, h + 2 * pad), min(s, w + 2 * pad)
+    assume(c * r * s > 1)  # else there is nothing to reduce (an elementwise product, not a conv)
+    mr, nr = [(8, 2 * LANES), (6, LANES), (4, 3 * LANES), (2, LANES)][tile]
+    mc, kc, nc = [(mr, 5, nr), (2 * mr, 16, 2 * nr), (8 * mr, 64, 4 * nr)][blocks]  # small blocks: many edges
+    k, ins, want = _case(seed, N=n, C=c, H=h, W=w, K=co, R=r, S=s, stride=stride, pad=pad, layout=layout)
+    got = _run(be, k, ins, MR=mr, NR=nr, V=LANES, MC=mc, KC=kc, NC=nc, PF=0, workers=min(workers, CPU.cores))
+    _close(got, want, c * r * s)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_stride_2_padding_3_stem_like(be, layout):
+    """A 7x7 stride-2 window over a ragged input with padding 3 (the ResNet stem's form)."""
+    k, ins, want = _case(3, N=1, C=3, H=23, W=19, K=10, R=7, S=7, stride=2, pad=3, layout=layout)
+    got = _run(be, k, ins, MR=6, NR=LANES, V=LANES, MC=12, KC=32, NC=LANES, PF=8, workers=min(2, CPU.cores))
+    _close(got, want, 3 * 49)
+
+
+def test_model_pick_on_a_resnet_3x3(be):
+    """The solver's first schedule on a 3x3 pad-1 conv with 64 channels (K = 576 > every KC
+    but the whole-K one) at a ragged 30x30 image."""
+    k, ins, want = _case(1, N=1, C=64, H=30, W=30, K=64, R=3, S=3, stride=1, pad=1, layout="nchw")
+    best = FAMILY.solve(k, CPU, timeout_s=10, top=1).candidates[0].schedule
+    got = _run(be, k, ins, **dict(best.params))
+    _close(got, want, 576)
+
+
+def test_illegal_parameters_refused_at_lowering():
+    k = Workload.make("conv2d", N=1, C=4, H=6, W=6, K=8).kernels[0]
+    with pytest.raises(LoweringError, match="multiple of MR"):
+        lower(k, schedule(k, family="cpu_conv", MR=4, NR=LANES, V=LANES, MC=10, KC=8, NC=LANES, PF=0, workers=1), CPU)
+
+
+def test_grouped_conv_refused_at_lowering():
+    k = Workload.make("conv2d", N=1, C=4, H=6, W=6, K=4, groups=2).kernels[0]
+    with pytest.raises(LoweringError, match="groups"):
+        lower(k, schedule(k, family="cpu_conv", MR=4, NR=LANES, V=LANES, MC=8, KC=8, NC=LANES, PF=0, workers=1), CPU)
