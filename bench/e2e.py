@@ -1,0 +1,347 @@
+"""Whole models end to end against torch: each model's kernels (the tuned cache, a plan's
+steps, or the hand rule on a miss: ``schedules`` says which per kernel) run as ONE CUDA
+graph (``superopt.backends.cuda.graph``), next to torch eager and
+``torch.compile(mode="max-autotune")`` on the same inputs in the same run.
+
+Per model (``superopt.kernels.models``: bert_layer, resnet_block, bottleneck, embed):
+- every kernel verified first on random inputs (``superopt.verify``, through the backend);
+- ``ours_s``: median of graph replays, CUDA events, L2 flushed before each replay;
+  ``ours_warm_s`` the same without the flush; ``ours_eager_s`` the same launches issued
+  one by one from the host (L2 flushed before each run); ``kernels_sum_s`` the sum of each
+  kernel's median alone (L2 flushed before each launch, as the backend's timer does):
+  ``kernels_sum_s`` against ``ours_s`` shows the launch gaps the graph removes;
+- ``torch_s``, ``torch_compile_s``: medians under CUDA events with the L2 flushed
+  (``superopt.vendor.time_torch``); torch.compile's compile time (first call) is excluded
+  from its time and reported as ``torch_compile_compile_s``;
+- ``rel_err``: max |ours - ref| / max |ref| against torch run in fp32 (TF32 off) on the same
+  arrays; for ``embed`` against the numpy float64 reference, since torch draws its own
+  dropout mask (``reference`` says which);
+- ``tuning_s``: the tuning time this run spent (``--tune-budget``), else ``--cache-tuning-s``
+  (the time of the tune-cache run that filled ``--cache``), else 0 where every kernel ran
+  its hand rule (None where cached schedules of unknown tuning time were used).
+
+On cuda each model runs in a child process (a crash or a time-out costs that model only;
+what it measured before is kept). ``--backend cpu`` (small shapes) runs the same path
+without a graph: the kernels one by one on the host, timed by wall clock, the reference
+numpy's (float64), no torch.
+
+    python bench/e2e.py --backend cuda --out bench/results/e2e-h100.json
+    python bench/e2e.py --backend cpu --small --out /tmp/e2e-cpu-small.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from superopt.ir.kernelize import kernelize
+from superopt.kernels.models import MODELS, Model
+
+ORDER = ("embed", "resnet_block", "bottleneck", "bert_layer")   # small to large: a time-out costs the last
+
+
+@dataclass
+class Resolved:
+    """A model's launches (``graph.Item``s, plans expanded) and what checking them found."""
+    items: list
+    compiled: list           # the backend's Compiled per item (or its Failure)
+    checks: list[dict]       # per item: name, kind, source, verified, reason
+
+
+def resolve(model: Model, rt) -> list:
+    """The model's kernels in order as launch items: each kernel's schedule from the
+    runtime (cache, hand rule, tuned), a kernel the model plans as several (split-K,
+    relayout, split fp32) expanded into its steps over scratch buffers."""
+    items = []
+    for st in kernelize(model.out.node):
+        plan = rt.plan_for(st.kernel)
+        if plan is None:
+            items.append(_item(rt, st.kernel, tuple(st.inputs), st.output))
+            continue
+        names: list[str] = []
+        for j, x in enumerate(plan.steps):
+            out = st.output if x is plan.final else f"{st.output}__{plan.kind}{j}"
+            items.append(_item(rt, x.kernel, tuple(x.operands(list(st.inputs), names)), out, x.schedule))
+            names.append(out)
+    return items
+
+
+def _item(rt, k, inputs: tuple[str, ...], output: str, planned=None):
+    from superopt.backends.cuda.graph import Item
+    s, source = rt.schedule_for(k, planned)
+    return Item(k, s, inputs, output, source)
+
+
+def check_items(items: list, backend, seed: int = 0) -> Resolved:
+    """Compile every item on ``backend`` and verify it against the reference on random inputs."""
+    from superopt.backends.base import Failure
+    from superopt.ir.lower import lower
+    from superopt.verify import verify_compiled
+    rng = np.random.default_rng(seed)
+    compiled, checks = [], []
+    for it in items:
+        try:
+            c = backend.compile(lower(it.kernel, it.schedule, backend.machine))
+        except ValueError as e:
+            c = Failure("compile", str(e))
+        v = None if isinstance(c, Failure) else verify_compiled(it.kernel, c, backend, rng)
+        ok = v is not None and v.ok
+        checks.append({"name": it.kernel.name, "kind": it.kernel.kind, "key": it.kernel.key, "output": it.output,
+                       "source": it.source, "verified": ok, "reason": "" if ok else str(c) if v is None else v.reason,
+                       "schedule": it.schedule.to_dict()})
+        compiled.append(c)
+    return Resolved(items, compiled, checks)
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want| (float64); NaN anywhere is infinite error."""
+    g, w = np.asarray(got, np.float64).reshape(-1), np.asarray(want, np.float64).reshape(-1)
+    if g.shape != w.shape: raise ValueError(f"output of {g.size} elements, reference {w.size}")
+    if not np.isfinite(g).all(): return float("inf")
+    return float(np.max(np.abs(g - w)) / max(1e-30, float(np.max(np.abs(w)))))
+
+
+# ---- cpu: the launches one by one on the host --------------------------------------------
+def run_host(r: Resolved, model: Model, backend, reps: int = 5) -> tuple[np.ndarray, list[float], list[float]]:
+    """The output, wall-clock seconds of the whole sequence per run, and each kernel's
+    median (the backend's timer)."""
+    from superopt.backends.base import Failure
+    bad = [c["name"] for c, x in zip(r.checks, r.compiled) if isinstance(x, Failure) or not c["verified"]]
+    if bad: raise RuntimeError(f"kernels {bad} did not verify: nothing to run")
+
+    def once() -> dict:
+        bufs = dict(model.arrays)
+        for it, c in zip(r.items, r.compiled):
+            out = np.empty(it.kernel.output.shape, dtype=it.kernel.output.dtype.np)
+            got = backend.run(c, [np.ascontiguousarray(bufs[n]) for n in it.inputs], out)
+            if isinstance(got, Failure): raise RuntimeError(f"kernel {it.kernel.name}: {got}")
+            bufs[it.output] = out
+        return bufs
+    final = r.items[-1].output
+    out = once()[final]
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter(); once(); times.append(time.perf_counter() - t0)  # noqa: E702
+    per = []
+    bufs = once()
+    for it, c in zip(r.items, r.compiled):
+        t = backend.time(c, [np.ascontiguousarray(bufs[n]) for n in it.inputs], np.empty_like(bufs[it.output]))
+        per.append(t.median_s if not isinstance(t, Failure) else float("nan"))
+    return out, times, per
+
+
+# ---- cuda: one graph -----------------------------------------------------------------------
+def run_graph(r: Resolved, model: Model, machine, reps: int) -> dict:
+    """Build the model's graph, run it eagerly once, capture, replay; outputs and times."""
+    from superopt.backends.cuda.graph import ModelGraph
+    final = r.items[-1].output
+    with ModelGraph(r.items, model.arrays, [final], machine) as g:
+        g.run_eager()
+        eager_out = g.output()
+        g.buffer(final).fill_bytes(0xFF)       # the replay must write every element again
+        g.capture()
+        g.replay()
+        out = g.output()
+        res = {"graph_nodes": g.nodes, "device_bytes": g.plan.total_bytes, "graph_equals_eager": bool(np.array_equal(
+            out.view(np.uint8), eager_out.view(np.uint8))), "out": out}
+        res["ours_s"] = statistics.median(g.time_graph(reps, flush=True))
+        res["ours_warm_s"] = statistics.median(g.time_graph(reps, flush=False))
+        res["ours_eager_s"] = statistics.median(g.time_eager(reps))
+        res["per_kernel_s"] = g.time_kernels()
+    return res
+
+
+# ---- torch -----------------------------------------------------------------------------------
+def torch_reference(model: Model) -> np.ndarray:
+    """The model in torch at fp32 (TF32 off) on the same arrays, as float64."""
+    import torch
+    mm, cd = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        t = {k: (v.float() if v.is_floating_point() else v) for k, v in model.torch_inputs(torch).items()}
+        with torch.no_grad():
+            return model.torch_forward(torch, t).double().cpu().numpy()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = mm, cd
+
+
+def torch_eager_s(model: Model, l2_bytes: int, reps: int) -> float:
+    import torch
+    from superopt.vendor import time_torch
+    t = model.torch_inputs(torch)
+    with torch.no_grad():
+        return statistics.median(time_torch(lambda: model.torch_forward(torch, t), reps, l2_bytes))
+
+
+def torch_compiled_s(model: Model, l2_bytes: int, reps: int, mode: str) -> tuple[float, float]:
+    """(median seconds, compile seconds: the first call, synchronized) of torch.compile."""
+    import torch
+    from superopt.vendor import time_torch
+    t = model.torch_inputs(torch)
+    fn = torch.compile(lambda x: model.torch_forward(torch, x), mode=mode)
+    with torch.no_grad():
+        t0 = time.perf_counter(); fn(t); torch.cuda.synchronize(); compile_s = time.perf_counter() - t0  # noqa: E702
+        return statistics.median(time_torch(lambda: fn(t), reps, l2_bytes)), compile_s
+
+
+# ---- one model -------------------------------------------------------------------------------
+def measure(name: str, a, save=lambda e: None) -> dict:
+    """One model's entry; ``save(entry)`` after every phase, so a later failure keeps it."""
+    from superopt import runtime
+    model = MODELS[name](small=a.small)
+    e: dict = {"model": name, "small": a.small, "ours_s": None, "torch_s": None, "torch_compile_s": None}
+    on_miss = "tune" if a.tune_budget else "hand"
+    rt = runtime.Runtime(a.backend, a.cache, on_miss, tune_budget_s=a.tune_budget or 5.0)
+    try:
+        t0 = time.perf_counter()
+        items = resolve(model, rt)
+        resolve_s = time.perf_counter() - t0
+        r = check_items(items, rt.backend)
+        src = Counter(c["source"] for c in r.checks)
+        e.update(kernels=len(items), schedules=dict(src), per_kernel=r.checks,
+                 all_verified=all(c["verified"] for c in r.checks), tuning_s=_tuning_s(a, src, resolve_s))
+        save(e)
+        if a.backend == "cpu":
+            out, times, per = run_host(r, model, rt.backend, a.repeat)
+            e.update(ours_s=statistics.median(times), kernels_sum_s=sum(per), timer="wall clock, whole sequence")
+            for c, t in zip(e["per_kernel"], per): c["time_s"] = t
+            e.update(reference="numpy-float64", rel_err=rel_err(out, model.reference()))
+            return e
+        if not e["all_verified"]:
+            e["error"] = "not run: kernels failed verification: " + ", ".join(c["name"] for c in r.checks if not c["verified"])
+            return e
+        g = run_graph(r, model, rt.backend.machine, a.repeat)
+        out = g.pop("out")
+        per = g.pop("per_kernel_s")
+        for c, t in zip(e["per_kernel"], per): c["time_s"] = t
+        e.update(g, kernels_sum_s=sum(per), timer="CUDA events; L2 flushed before each replay (ours_warm_s: not)")
+    finally:
+        rt.close()
+    save(e)
+    ref = model.reference() if name == "embed" else torch_reference(model)
+    e.update(reference="numpy-float64" if name == "embed" else "torch-fp32", rel_err=rel_err(out, ref))
+    save(e)
+    e["torch_s"] = torch_eager_s(model, rt.backend.machine.l2_bytes, a.repeat)
+    save(e)
+    if a.compile_mode != "none":
+        e["torch_compile_s"], e["torch_compile_compile_s"] = torch_compiled_s(model, rt.backend.machine.l2_bytes,
+                                                                              a.repeat, a.compile_mode)
+        e["torch_compile_mode"] = a.compile_mode
+    return e
+
+
+def _tuning_s(a, sources: Counter, resolve_s: float) -> float | None:
+    if a.tune_budget: return resolve_s          # schedules resolved with tuning on a miss: this run's time
+    if a.cache_tuning_s is not None: return a.cache_tuning_s
+    return 0.0 if set(sources) <= {"hand", "plan"} else None
+
+
+def _write(path: str, doc: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f: json.dump(doc, f, indent=1, default=float)
+    os.replace(path + ".tmp", path)
+
+
+def _child(name: str, a, argv: list[str]) -> dict:
+    """``measure`` in a child process under ``--model-timeout``; what it saved survives a crash."""
+    part = f"{a.out}.{name}.part"
+    if os.path.exists(part): os.remove(part)
+    rest = [x for i, x in enumerate(argv) if not _dropped(argv, i)]
+    cmd = [sys.executable, *(["-P"] if sys.flags.safe_path else []), os.path.abspath(__file__), *rest,
+           "--models", name, "--part", part]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.model_timeout)
+        why = "" if p.returncode == 0 else f"exit {p.returncode}: {p.stderr.strip()[-1500:]}"
+        sys.stderr.write(p.stderr[-3000:])
+    except subprocess.TimeoutExpired:
+        why = f"timed out after {a.model_timeout:.0f} s"
+    e = json.load(open(part)) if os.path.exists(part) else {"model": name}
+    if os.path.exists(part): os.remove(part)
+    if why: e["error"] = (e.get("error", "") + "; " if e.get("error") else "") + why
+    e["wall_s"] = time.perf_counter() - t0
+    return e
+
+
+def _dropped(argv: list[str], i: int) -> bool:
+    """--models / --part (and their values) are set per child."""
+    x = argv[i]
+    if x.startswith(("--models=", "--part=")): return True
+    return x in ("--models", "--part") or (i > 0 and argv[i - 1] in ("--models", "--part"))
+
+
+def table(models: list[dict]) -> str:
+    def ms(x): return f"{x * 1e3:9.3f}" if isinstance(x, (int, float)) and x == x else f"{'-':>9}"
+
+    def ratio(a, b): return f"{b / a:6.2f}x" if a and b else f"{'-':>7}"
+    lines = [f"{'model':<13} {'kern':>4} {'ours ms':>9} {'sum ms':>9} {'torch ms':>9} {'compile':>9} {'vs torch':>8} "
+             f"{'vs comp':>8} {'rel_err':>8}  note"]
+    for e in models:
+        err = e.get("rel_err")
+        lines.append(f"{e['model']:<13} {e.get('kernels', '-'):>4} {ms(e.get('ours_s'))} {ms(e.get('kernels_sum_s'))} "
+                     f"{ms(e.get('torch_s'))} {ms(e.get('torch_compile_s'))} {ratio(e.get('ours_s'), e.get('torch_s')):>8} "
+                     f"{ratio(e.get('ours_s'), e.get('torch_compile_s')):>8} "
+                     f"{(f'{err:8.1e}' if err is not None else '-'):>8}  {(e.get('error') or '')[:60]}")
+    return "\n".join(lines)
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", default="cuda", choices=["cpu", "cuda"])
+    ap.add_argument("--models", default=",".join(ORDER))
+    ap.add_argument("--small", action="store_true", help="the small (CI) shapes")
+    ap.add_argument("--cache", default=None, help="kernel cache (default: the user's)")
+    ap.add_argument("--tune-budget", type=float, default=0.0, help="tune each cache miss for this many seconds (0: hand rule)")
+    ap.add_argument("--cache-tuning-s", type=float, default=None, help="the tuning time of the run that filled --cache")
+    ap.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode ('none': skip torch.compile)")
+    ap.add_argument("--repeat", type=int, default=30, help="timing samples per median")
+    ap.add_argument("--model-timeout", type=float, default=150.0, help="seconds per model (cuda: each in a child process)")
+    ap.add_argument("--isolate", choices=["auto", "yes", "no"], default="auto", help="a child process per model (auto: on cuda)")
+    ap.add_argument("--part", default=None, help=argparse.SUPPRESS)   # a child: write this model's entry here
+    ap.add_argument("--out", required=True)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = parse(argv)
+    names = a.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown: raise SystemExit(f"unknown models {unknown} (known: {', '.join(MODELS)})")
+    if a.part:   # a child: one model
+        save = lambda e: _write(a.part, e)  # noqa: E731
+        save(measure(names[0], a, save))
+        return 0
+    doc = {"command": "python bench/e2e.py " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "backend": a.backend, "host": platform.node(), "load_avg_before": os.getloadavg(), "models": []}
+    isolate = a.isolate == "yes" or (a.isolate == "auto" and a.backend == "cuda")
+    for name in names:
+        if isolate:
+            e = _child(name, a, argv)
+        else:
+            try:
+                e = measure(name, a)
+            except Exception as x:  # noqa: BLE001 - one model's failure must not lose the others
+                e = {"model": name, "error": f"{type(x).__name__}: {x}"}
+        doc["models"].append(e)
+        _write(a.out, {**doc, "partial": True})
+        print(f"{name}: ours {e.get('ours_s')} s, torch {e.get('torch_s')} s, compile {e.get('torch_compile_s')} s, "
+              f"rel_err {e.get('rel_err')}" + (f"  ({e['error'][:200]})" if e.get("error") else ""), flush=True)
+    doc["load_avg_after"] = os.getloadavg()
+    _write(a.out, doc)
+    print(f"wrote {a.out}")
+    print(table(doc["models"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
