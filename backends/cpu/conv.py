@@ -104,7 +104,7 @@ static void pack_b_panel(const float* restrict w, float* restrict dst, long kc, 
 }
 
 /* the input window of pixels [m0, m0+mr) x k of the block -> one panel, k-major columns of MR */
-static void pack_a_panel(const float* restrict x, float* restrict dst, long m0, long mr, long kc, const long* t) {
+static void pack_a_panel(const float* restrict x, float* restrict dst, long m0, long mr, long kc, const long* restrict t) {
   long ih0[MR], iw0[MR], base[MR], run[MR + 1], nrun = 0;
   for (long i = 0; i < mr; i++) {
     long oh = (m0 + i) / OW, ow = (m0 + i) %% OW;
@@ -113,6 +113,23 @@ static void pack_a_panel(const float* restrict x, float* restrict dst, long m0, 
     if (i == 0 || ih0[i] != ih0[i - 1]) run[nrun++] = i;  /* runs: pixels of one output row */
   }
   run[nrun] = mr;
+  if (nrun == 1 && mr == MR) {  /* the common case: one output row, a fixed-length copy where inside */
+    const long ih = ih0[0], iwa = iw0[0], iwb = iw0[MR - 1];
+    const float* restrict xb = x + base[0];
+    for (long p = 0; p < kc; p++, dst += MR) {
+      const long off = t[4 * p], r = t[4 * p + 1], s = t[4 * p + 2];
+      if ((unsigned long)(ih + r) < (unsigned long)H && iwa + s >= 0 && iwb + s < W) {
+        #pragma GCC unroll 32
+        for (long i = 0; i < MR; i++) dst[i] = xb[off + i * PS];
+      } else {
+        for (long i = 0; i < MR; i++) {
+          long iw = iw0[i] + s;
+          dst[i] = (unsigned long)(ih + r) < (unsigned long)H && (unsigned long)iw < (unsigned long)W ? x[base[i] + off] : 0.0f;
+        }
+      }
+    }
+    return;
+  }
   for (long p = 0; p < kc; p++) {
     const long off = t[4 * p], r = t[4 * p + 1], s = t[4 * p + 2];
     float* d = dst + p * MR;
@@ -121,12 +138,7 @@ static void pack_a_panel(const float* restrict x, float* restrict dst, long m0, 
       long ih = ih0[a] + r;
       if ((unsigned long)ih < (unsigned long)H && iw0[a] + s >= 0 && iw0[b - 1] + s < W) {
         const float* src = x + base[a] + off;
-        if (a == 0 && b == MR) {  /* the whole panel in one row, inside: a fixed-length copy */
-          #pragma GCC unroll 32
-          for (long i = 0; i < MR; i++) d[i] = src[i * PS];
-        } else {
-          for (long i = a; i < b; i++) d[i] = src[(i - a) * PS];
-        }
+        for (long i = a; i < b; i++) d[i] = src[(i - a) * PS];
       } else {  /* the border: padding tested per element */
         for (long i = a; i < b; i++) {
           long iw = iw0[i] + s;
