@@ -58,27 +58,11 @@ class Resolved:
 
 
 def resolve(model: Model, rt) -> list:
-    """The model's kernels in order as launch items: each kernel's schedule from the
-    runtime (cache, hand rule, tuned), a kernel the model plans as several (split-K,
-    relayout, split fp32) expanded into its steps over scratch buffers."""
-    items = []
-    for st in kernelize(model.out.node):
-        plan = rt.plan_for(st.kernel)
-        if plan is None:
-            items.append(_item(rt, st.kernel, tuple(st.inputs), st.output))
-            continue
-        names: list[str] = []
-        for j, x in enumerate(plan.steps):
-            out = st.output if x is plan.final else f"{st.output}__{plan.kind}{j}"
-            items.append(_item(rt, x.kernel, tuple(x.operands(list(st.inputs), names)), out, x.schedule))
-            names.append(out)
-    return items
-
-
-def _item(rt, k, inputs: tuple[str, ...], output: str, planned=None):
-    from superopt.backends.cuda.graph import Item
-    s, source = rt.schedule_for(k, planned)
-    return Item(k, s, inputs, output, source)
+    """The model's kernels in order as launch items (``graph.expand``): each kernel's
+    schedule from the runtime (cache, hand rule, tuned), a kernel the model plans as several
+    (split-K, relayout, split fp32) expanded into its steps."""
+    from superopt.backends.cuda.graph import expand
+    return expand(kernelize(model.out.node), rt.schedule_for, rt.plan_for)
 
 
 def check_items(items: list, backend, seed: int = 0) -> Resolved:
@@ -113,28 +97,39 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
 # ---- cpu: the launches one by one on the host --------------------------------------------
 def run_host(r: Resolved, model: Model, backend, reps: int = 5) -> tuple[np.ndarray, list[float], list[float]]:
     """The output, wall-clock seconds of the whole sequence per run, and each kernel's
-    median (the backend's timer)."""
+    median (the backend's timer). Buffers live where the graph's would
+    (``graph.plan_buffers``: an intermediate's bytes reused after its last reader), so a
+    wrong reuse shows here as a wrong result."""
     from superopt.backends.base import Failure
+    from superopt.backends.cuda.graph import buffer_specs, plan_buffers
     bad = [c["name"] for c, x in zip(r.checks, r.compiled) if isinstance(x, Failure) or not c["verified"]]
     if bad: raise RuntimeError(f"kernels {bad} did not verify: nothing to run")
-
-    def once() -> dict:
-        bufs = dict(model.arrays)
-        for it, c in zip(r.items, r.compiled):
-            out = np.empty(it.kernel.output.shape, dtype=it.kernel.output.dtype.np)
-            got = backend.run(c, [np.ascontiguousarray(bufs[n]) for n in it.inputs], out)
-            if isinstance(got, Failure): raise RuntimeError(f"kernel {it.kernel.name}: {got}")
-            bufs[it.output] = out
-        return bufs
     final = r.items[-1].output
-    out = once()[final]
+    meta = buffer_specs(r.items, model.arrays)
+    plan = plan_buffers(r.items, {n: m[0] for n, m in meta.items()}, [final])
+    slots = [np.empty(n, np.uint8) for n in plan.sizes]
+
+    def view(n: str) -> np.ndarray:
+        nb, d = meta[n]
+        return slots[plan.slot[n]][:nb].view(d)
+    for n, a in model.arrays.items():
+        if n in plan.slot: view(n)[:] = a.reshape(-1)
+    for n in meta:
+        if n not in model.arrays: view(n).view(np.uint8)[:] = 0xFF   # poison, as on the device
+
+    def once() -> None:
+        for it, c in zip(r.items, r.compiled):
+            got = backend.run(c, [view(n) for n in it.inputs], view(it.output))
+            if isinstance(got, Failure): raise RuntimeError(f"kernel {it.kernel.name}: {got}")
+    once()
+    out = view(final).copy()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter(); once(); times.append(time.perf_counter() - t0)  # noqa: E702
     per = []
-    bufs = once()
-    for it, c in zip(r.items, r.compiled):
-        t = backend.time(c, [np.ascontiguousarray(bufs[n]) for n in it.inputs], np.empty_like(bufs[it.output]))
+    for it, c in zip(r.items, r.compiled):   # each alone, on the model's own intermediates
+        ins = [np.ascontiguousarray(view(n)) for n in it.inputs]
+        t = backend.time(c, ins, np.empty(meta[it.output][0] // meta[it.output][1].itemsize, meta[it.output][1]))
         per.append(t.median_s if not isinstance(t, Failure) else float("nan"))
     return out, times, per
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -50,6 +50,51 @@ class Item:
     inputs: tuple[str, ...]
     output: str
     source: str = "hand"
+
+
+def expand(steps: Sequence, schedule_for: Callable, plan_for: Callable | None = None) -> list[Item]:
+    """A kernelized model's steps (``ir.kernelize.Step``) as launch items in order.
+    ``schedule_for(kernel, planned=None) -> (schedule, source)`` picks each schedule;
+    ``plan_for(kernel)`` may return a plan (``search.plan.Plan``: split-K, relayout, split
+    fp32), whose steps become items over scratch buffers ``<output>__<kind><j>``, the last
+    writing the step's output (as the runtime runs a plan)."""
+    items: list[Item] = []
+    for st in steps:
+        plan = plan_for(st.kernel) if plan_for is not None else None
+        if plan is None:
+            items.append(_item(st.kernel, schedule_for(st.kernel), tuple(st.inputs), st.output))
+            continue
+        names: list[str] = []
+        for j, x in enumerate(plan.steps):
+            out = st.output if x is plan.final else f"{st.output}__{plan.kind}{j}"
+            items.append(_item(x.kernel, schedule_for(x.kernel, x.schedule), tuple(x.operands(list(st.inputs), names)), out))
+            names.append(out)
+    return items
+
+
+def _item(k: Kernel, chosen: tuple, inputs: tuple[str, ...], output: str) -> Item:
+    schedule, source = chosen
+    return Item(k, schedule, inputs, output, source)
+
+
+def buffer_specs(items: Sequence[Item], arrays: dict[str, np.ndarray] | None = None) -> dict[str, tuple[int, np.dtype]]:
+    """(bytes, numpy dtype) of every buffer the items touch, from their kernels; a buffer
+    two kernels see differently, a given input that does not match, or an input read but
+    neither given nor written is an error naming it."""
+    meta: dict[str, tuple[int, np.dtype]] = {}
+    for it in items:
+        for n, b in [(it.output, it.kernel.output), *zip(it.inputs, it.kernel.inputs)]:
+            want = (b.nbytes, np.dtype(b.dtype.np))
+            if meta.setdefault(n, want) != want:
+                raise GraphError(f"kernel {it.kernel.name}: buffer {n} is {want}, elsewhere {meta[n]}")
+    if arrays is None: return meta
+    for n, (nb, d) in meta.items():
+        if n in arrays and (arrays[n].nbytes != nb or arrays[n].dtype != d):
+            raise GraphError(f"input {n}: {arrays[n].dtype}[{arrays[n].size}] given, the kernels read {nb} bytes of {d}")
+    written = {it.output for it in items}
+    absent = [n for n in meta if n not in arrays and n not in written]
+    if absent: raise GraphError(f"inputs {absent} are read but not given")
+    return meta
 
 
 @dataclass(frozen=True)
@@ -120,7 +165,7 @@ class ModelGraph:
         self.arrays: list[DeviceArray] = []
         try:
             self.programs = [self._lower(it, machine) for it in self.items]
-            self.meta = self._buffers(arrays)
+            self.meta = buffer_specs(self.items, arrays)
             self.plan = plan_buffers(self.items, {n: m[0] for n, m in self.meta.items()}, self.outputs)
             self.arrays = [self.dev.alloc(n) for n in self.plan.sizes]
             for n, a in arrays.items():
@@ -140,21 +185,6 @@ class ModelGraph:
             return lower(it.kernel, it.schedule, machine)
         except ValueError as e:
             raise GraphError(f"kernel {it.kernel.name} ({it.kernel.key[:12]}): its schedule does not lower: {e}") from None
-
-    def _buffers(self, arrays: dict[str, np.ndarray]) -> dict[str, tuple[int, np.dtype]]:
-        """(bytes, dtype) of every buffer, from the programs; a model input must match."""
-        meta: dict[str, tuple[int, np.dtype]] = {}
-        for it, p in zip(self.items, self.programs):
-            for n, b in [(it.output, p.output), *zip(it.inputs, p.inputs)]:
-                want = (b.nbytes, b.dtype.np)
-                if meta.setdefault(n, want) != want:
-                    raise GraphError(f"kernel {it.kernel.name}: buffer {n} is {want}, elsewhere {meta[n]}")
-        for n, (nb, d) in meta.items():
-            if n in arrays and (arrays[n].nbytes != nb or arrays[n].dtype != d):
-                raise GraphError(f"input {n}: {arrays[n].dtype}[{arrays[n].size}] given, the kernels read {nb} bytes of {d}")
-        absent = [n for n in meta if n not in arrays and n not in {it.output for it in self.items}]
-        if absent: raise GraphError(f"inputs {absent} are read but not given")
-        return meta
 
     def buffer(self, name: str) -> DeviceArray: return self.arrays[self.plan.slot[name]]
 
