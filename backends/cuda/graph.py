@@ -198,6 +198,10 @@ class ModelGraph:
             raise GraphError(f"{name}: the cuda renderer refuses it: {e}") from None
         if smem > self.dev.smem_optin:
             raise GraphError(f"{name}: shared memory {smem} B per block > {self.dev.smem_optin} B")
+        want = [self.meta[it.output][0]] + [self.meta[n][0] for n in it.inputs]
+        if [b.nbytes for b in (p.output, *p.inputs)] != want:   # the launch would read or write past a buffer
+            raise GraphError(f"{name}: its program's buffers {[b.nbytes for b in (p.output, *p.inputs)]} B "
+                             f"differ from the kernel's {want} B")
         fn = self.dev.compile(src, kernel_name(p))
         bufs = [self.buffer(it.output)] + [self.buffer(n) for n in it.inputs]
         try:   # TMA: encoded once over the graph's fixed addresses, captured by value
@@ -218,8 +222,7 @@ class ModelGraph:
         """Record every launch into one CUDA graph (stream capture on a stream of its own;
         relaxed mode: the launches' shared-memory opt-ins are not stream work)."""
         if self.exec is not None: return
-        S = _drv.CUstream_flags.CU_STREAM_NON_BLOCKING
-        stream = check(_drv.cuStreamCreate(S), "graph", "cuStreamCreate")
+        stream = check(_drv.cuStreamCreate(int(_drv.CUstream_flags.CU_STREAM_NON_BLOCKING)), "graph", "cuStreamCreate")
         try:
             check(_drv.cuStreamBeginCapture(stream, _drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED),
                   "graph", "cuStreamBeginCapture")
@@ -228,7 +231,7 @@ class ModelGraph:
             finally:   # always end the capture, or the stream stays unusable
                 graph = check(_drv.cuStreamEndCapture(stream), "graph", "cuStreamEndCapture")
             self.graph = graph
-            self.exec = check(_drv.cuGraphInstantiateWithFlags(graph, 0), "graph", "cuGraphInstantiateWithFlags")
+            self.exec = _instantiate(graph)
         finally:
             check(_drv.cuStreamDestroy(stream), "graph", "cuStreamDestroy")
 
@@ -236,7 +239,8 @@ class ModelGraph:
     def nodes(self) -> int:
         """Kernel nodes in the captured graph (one per launch)."""
         if self.graph is None: return 0
-        return int(check(_drv.cuGraphGetNodes(self.graph, 0), "graph", "cuGraphGetNodes")[1])
+        r = check(_drv.cuGraphGetNodes(self.graph, 0), "graph", "cuGraphGetNodes")   # (nodes, count) with no array
+        return int(r[-1] if isinstance(r, tuple) else r)
 
     def replay(self, stream=0) -> None:
         if self.exec is None: self.capture()
@@ -274,3 +278,10 @@ class ModelGraph:
 
     def __enter__(self) -> "ModelGraph": return self
     def __exit__(self, *exc) -> None: self.close()
+
+
+def _instantiate(graph):
+    """``cuGraphInstantiateWithFlags(graph, 0)``; bindings without it take the flags in ``cuGraphInstantiate``."""
+    if hasattr(_drv, "cuGraphInstantiateWithFlags"):
+        return check(_drv.cuGraphInstantiateWithFlags(graph, 0), "graph", "cuGraphInstantiateWithFlags")
+    return check(_drv.cuGraphInstantiate(graph, 0), "graph", "cuGraphInstantiate")
