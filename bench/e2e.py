@@ -246,8 +246,8 @@ def _write(path: str, doc: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _child(name: str, a, argv: list[str]) -> dict:
-    """``measure`` in a child process under ``--model-timeout``; what it saved survives a crash."""
+def _child(name: str, a, argv: list[str], limit_s: float) -> dict:
+    """``measure`` in a child process for at most ``limit_s``; what it saved survives a crash."""
     part = f"{a.out}.{name}.part"
     if os.path.exists(part): os.remove(part)
     rest = [x for i, x in enumerate(argv) if not _dropped(argv, i)]
@@ -255,11 +255,11 @@ def _child(name: str, a, argv: list[str]) -> dict:
            "--models", name, "--part", part]
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.model_timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s)
         why = "" if p.returncode == 0 else f"exit {p.returncode}: {p.stderr.strip()[-1500:]}"
         sys.stderr.write(p.stderr[-3000:])
     except subprocess.TimeoutExpired:
-        why = f"timed out after {a.model_timeout:.0f} s"
+        why = f"timed out after {limit_s:.0f} s"
     e = json.load(open(part)) if os.path.exists(part) else {"model": name}
     if os.path.exists(part): os.remove(part)
     if why: e["error"] = (e.get("error", "") + "; " if e.get("error") else "") + why
@@ -300,6 +300,7 @@ def parse(argv=None):
     ap.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode ('none': skip torch.compile)")
     ap.add_argument("--repeat", type=int, default=30, help="timing samples per median")
     ap.add_argument("--model-timeout", type=float, default=150.0, help="seconds per model (cuda: each in a child process)")
+    ap.add_argument("--budget", type=float, default=0.0, help="seconds for the whole run (0: none); models past it are not run")
     ap.add_argument("--isolate", choices=["auto", "yes", "no"], default="auto", help="a child process per model (auto: on cuda)")
     ap.add_argument("--part", default=None, help=argparse.SUPPRESS)   # a child: write this model's entry here
     ap.add_argument("--out", required=True)
@@ -319,9 +320,13 @@ def main(argv=None) -> int:
     doc = {"command": "python bench/e2e.py " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "backend": a.backend, "host": platform.node(), "load_avg_before": os.getloadavg(), "models": []}
     isolate = a.isolate == "yes" or (a.isolate == "auto" and a.backend == "cuda")
+    start = time.perf_counter()
     for name in names:
-        if isolate:
-            e = _child(name, a, argv)
+        left = a.budget - (time.perf_counter() - start) if a.budget else float("inf")
+        if left < 5:
+            e = {"model": name, "error": f"not run: the run's --budget of {a.budget:.0f} s was spent"}
+        elif isolate:   # at most --model-timeout, and never past the run's budget
+            e = _child(name, a, argv, min(a.model_timeout, left))
         else:
             try:
                 e = measure(name, a)
