@@ -1,7 +1,8 @@
 """The CPU implicit-GEMM convolution template (schedule family ``cpu_conv``): geometry, legality.
 
 Fits a kernel ``out[n, co, oh, ow] = sum_{ci, r, s} x[n, ci, oh*SH + r - PH, ow*SW + s - PW]
-* w[co, ci, r, s]`` in float32 (NCHW or NHWC input, any filter and output strides), zero
+* w[co, ci, r, s]`` in float32, or in int32 of uint8/int8 inputs and an int8 filter (the
+int8 variant, geometry ``dtype``; NCHW or NHWC input, any filter and output strides), zero
 outside the input (padding, the load's mask), dilation 1, one group. As an implicit GEMM:
 M = OH*OW output pixels (a batch loop over n), N = c_out, K = c_in*R*S.
 
@@ -39,17 +40,33 @@ def match(kernel) -> dict[str, int] | str:
     red = kernel.reduce
     if red is None or red.arg[0] != "sum": return "not a sum reduction"
     if kernel.body is not red: return "the stored value is not the sum itself (an epilogue)"
-    if red.dtype is not dt.float32: return f"accumulates in {red.dtype.name}, not float32"
     x = red.src[0]
-    if x.op is not Ops.MUL or any(f.op is not Ops.LOAD for f in x.src): return "the reduced value is not a product of two loads"
-    if any(ld.dtype is not dt.float32 for ld in x.src): return "operands are not both float32"
-    if x.src[0].arg == x.src[1].arg: return "both factors read the same input"
+    if x.op is not Ops.MUL: return "the reduced value is not a product of two loads"
+    if red.dtype is dt.int32:  # the int8 variant: each factor a byte load cast to int32
+        if any(f.op is not Ops.CAST or f.src[0].op is not Ops.LOAD for f in x.src): return "the reduced value is not a product of two loads"
+        loads = tuple(f.src[0] for f in x.src)
+        if any(ld.dtype not in (dt.int8, dt.uint8) for ld in loads): return "int32 accumulation of operands that are not 8-bit"
+    elif red.dtype is dt.float32:
+        loads = x.src
+        if any(f.op is not Ops.LOAD for f in loads): return "the reduced value is not a product of two loads"
+        if any(ld.dtype is not dt.float32 for ld in loads): return "operands are not both float32"
+    else:
+        return f"accumulates in {red.dtype.name}, not float32 or int32"
+    if loads[0].arg == loads[1].arg: return "both factors read the same input"
     whys = []
-    for xl, wl in (x.src, x.src[::-1]):  # either factor may be the input
+    for xl, wl in (loads, loads[::-1]):  # either factor may be the input
         g = _try(kernel, xl, wl)
-        if isinstance(g, dict): return g
+        if isinstance(g, dict): return _with_dtype(g, xl, wl)
         whys.append(g)
-    return whys[0] if x.src[0].src[1].op is not Ops.CONST or x.src[1].src[1].op is Ops.CONST else whys[1]
+    return whys[0] if loads[0].src[1].op is not Ops.CONST or loads[1].src[1].op is Ops.CONST else whys[1]
+
+
+def _with_dtype(g: dict[str, int], xl: Node, wl: Node) -> dict[str, int] | str:
+    """``g`` with its operand types: dtype 0 fp32, 1 uint8 input x int8 filter, 2 int8 x int8
+    (the template offsets the input to unsigned and subtracts 128 * the filter's sums)."""
+    if xl.dtype is dt.float32: return dict(g, dtype=0)
+    if wl.dtype is not dt.int8: return "the filter is not int8 (VNNI multiplies unsigned by signed bytes)"
+    return dict(g, dtype=1 if xl.dtype is dt.uint8 else 2)
 
 
 def _affine(kernel, idx: Node) -> tuple[dict[int, int], int] | str:
@@ -157,5 +174,13 @@ def _mask_grid(kernel, mask: Node, grid: dict[int, int]) -> np.ndarray:
 
 
 def check(geometry: dict[str, int], params: dict[str, int], machine) -> list[str]:
-    """Every reason ``params`` are illegal for ``geometry`` on ``machine`` (the GEMM's rules)."""
-    return cpu_gemm.check(geometry, params, machine)
+    """Every reason ``params`` are illegal for ``geometry`` on ``machine``: the GEMM's rules
+    (for int8, KC counts steps of 4 k, the dot product one VNNI instruction does)."""
+    errs = cpu_gemm.check(geometry, params, machine)
+    if geometry.get("dtype", 0) and not has_vnni(machine):
+        errs.append("int8 needs AVX-512 VNNI (AVX2's maddubs saturates its 16-bit sums)")
+    return errs
+
+
+def has_vnni(machine) -> bool:
+    return machine.simd_bytes >= 64 and "avx512_vnni" in getattr(machine, "capabilities", ())

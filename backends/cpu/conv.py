@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from superopt.ir.program import Native, Program
 
-from .microkernel import MICRO
+from .microkernel import MICRO, MICRO_VNNI
 
 _TEMPLATE = r"""
 #include <stdlib.h>
@@ -64,20 +64,44 @@ _TEMPLATE = r"""
 #define C_RS %(o_m)dL
 #define C_CS %(o_k)dL
 #define NHWC %(layout)d
+#define DT %(dtype)d   /* 0: fp32; 1: uint8 input x int8 filter -> int32; 2: int8 x int8 -> int32 */
 #define PS (SW * X_W)  /* input elements between neighbouring pixels of a row */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#if DT == 0
+typedef float ta; typedef float tb; typedef float tc;
+#define KG 1           /* k elements a micro-kernel step consumes */
+#define XV(v) (v)
+#define PADV 0.0f
+#else
+#include <stdint.h>
+typedef uint8_t ta; typedef int8_t tb; typedef int32_t tc;
+#define KG 4           /* one VNNI dot product: 4 bytes of k into each int32 lane */
+#if DT == 2            /* int8 input: stored offset by 128 (unsigned); 128 * the filter's sums subtracted */
+#define XV(v) ((uint8_t)((v) ^ 0x80))
+#define PADV ((uint8_t)0x80)
+#else
+#define XV(v) ((uint8_t)(v))
+#define PADV ((uint8_t)0)
+#endif
+#endif
+#define KCE (KC * KG)  /* k elements of one KC block */
+/* element (k p, row i) of an A panel and (k p, column j) of a B panel: k-major groups of KG */
+#define A_AT(p, i) ((p) / KG * (MR * KG) + (i) * KG + (p) %% KG)
+#define B_AT(p, j) ((p) / KG * (NR * KG) + (j) * KG + (p) %% KG)
 
 /*MICRO*/
 
-static float *pack_b, *pack_a[WORKERS];
+static tb *pack_b; static ta *pack_a[WORKERS];
+static int32_t *comp;        /* int8 x int8: per packed filter column, 128 * its sum over the block */
 static long *ktab[WORKERS];  /* per k of the block: input offset, r, s, filter offset */
 
 static void ensure_buffers(void) {
   if (pack_b) return;
-  pack_b = aligned_alloc(64, sizeof(float) * (size_t)KC * (((NC + NR - 1) / NR) * NR));
+  pack_b = aligned_alloc(64, sizeof(tb) * (size_t)KCE * (((NC + NR - 1) / NR) * NR));
+  comp = aligned_alloc(64, sizeof(int32_t) * (size_t)(((NC + NR - 1) / NR) * NR));
   for (int t = 0; t < WORKERS; t++) {
-    pack_a[t] = aligned_alloc(64, sizeof(float) * (size_t)KC * (((MC + MR - 1) / MR) * MR));
-    ktab[t] = malloc(sizeof(long) * 4 * KC);
+    pack_a[t] = aligned_alloc(64, sizeof(ta) * (size_t)KCE * (((MC + MR - 1) / MR) * MR));
+    ktab[t] = malloc(sizeof(long) * 4 * KCE);
   }
 }
 
@@ -95,16 +119,28 @@ static void k_table(long pc, long kc, long* t) {
   }
 }
 
-/* filter[jc+j0:+NR, k of the block] -> one panel, k-major rows of NR (zero past c_out nr) */
-static void pack_b_panel(const float* restrict w, float* restrict dst, long kc, long nr, const long* t) {
-  for (long p = 0; p < kc; p++) {
-    const float* src = w + t[4 * p + 3];
-    for (long j = 0; j < NR; j++) dst[p * NR + j] = j < nr ? src[j * W_K] : 0.0f;
+/* filter[jc+j0:+NR, k of the block] -> one panel (zero past c_out nr and past kc to the
+   k group); int8 x int8: 128 * each column's sum into cp */
+static void pack_b_panel(const tb* restrict w, tb* restrict dst, long kc, long nr, const long* t, int32_t* restrict cp) {
+  long kp = (kc + KG - 1) / KG * KG;
+  for (long p = 0; p < kp; p++) {
+    const tb* src = w + (p < kc ? t[4 * p + 3] : 0);
+    for (long j = 0; j < NR; j++) dst[B_AT(p, j)] = p < kc && j < nr ? src[j * W_K] : (tb)0;
   }
+#if DT == 2
+  for (long j = 0; j < NR; j++) {
+    int32_t sum = 0;
+    for (long p = 0; p < kc; p++) sum += dst[B_AT(p, j)];
+    cp[j] = 128 * sum;
+  }
+#else
+  for (long j = 0; j < NR; j++) cp[j] = 0;
+#endif
 }
 
-/* the input window of pixels [m0, m0+mr) x k of the block -> one panel, k-major columns of MR */
-static void pack_a_panel(const float* restrict x, float* restrict dst, long m0, long mr, long kc, const long* restrict t) {
+/* the input window of pixels [m0, m0+mr) x k of the block -> one panel (zero past mr and
+   past kc to the k group; padding as the value 0) */
+static void pack_a_panel(const ta* restrict x, ta* restrict dst, long m0, long mr, long kc, const long* restrict t) {
   long ih0[MR], iw0[MR], base[MR], run[MR + 1], nrun = 0;
   for (long i = 0; i < mr; i++) {
     long oh = (m0 + i) / OW, ow = (m0 + i) %% OW;
@@ -113,18 +149,21 @@ static void pack_a_panel(const float* restrict x, float* restrict dst, long m0, 
     if (i == 0 || ih0[i] != ih0[i - 1]) run[nrun++] = i;  /* runs: pixels of one output row */
   }
   run[nrun] = mr;
+  long kp = (kc + KG - 1) / KG * KG;
+  for (long p = kc; p < kp; p++) for (long i = 0; i < MR; i++) dst[A_AT(p, i)] = 0;
   if (nrun == 1 && mr == MR) {  /* the common case: one output row, a fixed-length copy where inside */
     const long ih = ih0[0], iwa = iw0[0], iwb = iw0[MR - 1];
-    const float* restrict xb = x + base[0];
-    for (long p = 0; p < kc; p++, dst += MR) {
+    const ta* restrict xb = x + base[0];
+    for (long p = 0; p < kc; p++) {
       const long off = t[4 * p], r = t[4 * p + 1], s = t[4 * p + 2];
+      ta* restrict d = dst + A_AT(p, 0);
       if ((unsigned long)(ih + r) < (unsigned long)H && iwa + s >= 0 && iwb + s < W) {
         #pragma GCC unroll 32
-        for (long i = 0; i < MR; i++) dst[i] = xb[off + i * PS];
+        for (long i = 0; i < MR; i++) d[i * KG] = XV(xb[off + i * PS]);
       } else {
         for (long i = 0; i < MR; i++) {
           long iw = iw0[i] + s;
-          dst[i] = (unsigned long)(ih + r) < (unsigned long)H && (unsigned long)iw < (unsigned long)W ? x[base[i] + off] : 0.0f;
+          d[i * KG] = (unsigned long)(ih + r) < (unsigned long)H && (unsigned long)iw < (unsigned long)W ? XV(x[base[i] + off]) : PADV;
         }
       }
     }
@@ -132,50 +171,50 @@ static void pack_a_panel(const float* restrict x, float* restrict dst, long m0, 
   }
   for (long p = 0; p < kc; p++) {
     const long off = t[4 * p], r = t[4 * p + 1], s = t[4 * p + 2];
-    float* d = dst + p * MR;
+    ta* d = dst + A_AT(p, 0);
     for (long q = 0; q < nrun; q++) {
       long a = run[q], b = run[q + 1];
       long ih = ih0[a] + r;
       if ((unsigned long)ih < (unsigned long)H && iw0[a] + s >= 0 && iw0[b - 1] + s < W) {
-        const float* src = x + base[a] + off;
-        for (long i = a; i < b; i++) d[i] = src[(i - a) * PS];
+        const ta* src = x + base[a] + off;
+        for (long i = a; i < b; i++) d[i * KG] = XV(src[(i - a) * PS]);
       } else {  /* the border: padding tested per element */
         for (long i = a; i < b; i++) {
           long iw = iw0[i] + s;
-          d[i] = (unsigned long)ih < (unsigned long)H && (unsigned long)iw < (unsigned long)W ? x[base[i] + off] : 0.0f;
+          d[i * KG] = (unsigned long)ih < (unsigned long)H && (unsigned long)iw < (unsigned long)W ? XV(x[base[i] + off]) : PADV;
         }
       }
     }
-    for (long i = mr; i < MR; i++) d[i] = 0.0f;
+    for (long i = mr; i < MR; i++) d[i * KG] = 0;
   }
 }
 
-static void conv(const float* restrict x, const float* restrict w, float* restrict c, int workers) {
+static void conv(const ta* restrict x, const tb* restrict w, tc* restrict c, int workers) {
   #pragma omp parallel num_threads(workers) if(workers > 1)
   {
     int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    float* pa = pack_a[tid];
+    ta* pa = pack_a[tid];
     long* t = ktab[tid];
     for (long bt = 0; bt < BATCH; bt++) {
-      const float* xb = x + bt * X_N; float* cb = c + bt * O_N;
+      const ta* xb = x + bt * X_N; tc* cb = c + bt * O_N;
       for (long jc = 0; jc < N; jc += NC) {
         long nc = MIN(NC, N - jc);
-        for (long pc = 0; pc < K; pc += KC) {
-          long kc = MIN(KC, K - pc);
+        for (long pc = 0; pc < K; pc += KCE) {
+          long kc = MIN(KCE, K - pc), kp = (kc + KG - 1) / KG * KG;
           k_table(pc, kc, t);
           long npanels = (nc + NR - 1) / NR;
           for (long q = tid; q < npanels; q += nt)
-            pack_b_panel(w + (jc + q * NR) * W_K, pack_b + q * kc * NR, kc, MIN(NR, nc - q * NR), t);
+            pack_b_panel(w + (jc + q * NR) * W_K, pack_b + q * kp * NR, kc, MIN(NR, nc - q * NR), t, comp + q * NR);
           #pragma omp barrier
           long mblocks = (M + MC - 1) / MC;
           for (long ib = tid; ib < mblocks; ib += nt) {
             long ic = ib * MC, mc = MIN(MC, M - ic);
             for (long ir = 0; ir < mc; ir += MR)
-              pack_a_panel(xb, pa + ir * kc, ic + ir, MIN(MR, mc - ir), kc, t);
+              pack_a_panel(xb, pa + ir * kp, ic + ir, MIN(MR, mc - ir), kc, t);
             for (long jr = 0; jr < nc; jr += NR)
               for (long ir = 0; ir < mc; ir += MR)
-                micro(kc, pa + ir * kc, pack_b + (jr / NR) * kc * NR, cb + (ic + ir) * C_RS + (jc + jr) * C_CS,
-                      pc == 0, MIN(MR, mc - ir), MIN(NR, nc - jr));
+                MICRO_CALL(kp / KG, pa + ir * kp, pack_b + (jr / NR) * kp * NR, cb + (ic + ir) * C_RS + (jc + jr) * C_CS,
+                           comp + jr, pc == 0, MIN(MR, mc - ir), MIN(NR, nc - jr));
           }
           #pragma omp barrier  /* the filter panel is repacked next */
         }
@@ -187,7 +226,7 @@ static void conv(const float* restrict x, const float* restrict w, float* restri
 int superopt_run(void** bufs, int workers) {
   (void)workers;  /* the schedule's decision, compiled in */
   ensure_buffers();
-  conv((const float*)bufs[%(x_in)d], (const float*)bufs[%(w_in)d], (float*)bufs[2], WORKERS);
+  conv((const ta*)bufs[%(x_in)d], (const tb*)bufs[%(w_in)d], (tc*)bufs[2], WORKERS);
   return 0;
 }
 
@@ -201,7 +240,7 @@ double superopt_time(void** bufs, int workers, int iters) {
 """
 
 GEOMETRY = ("batch", "m", "n", "k", "c", "h", "w", "ow", "r", "s", "sh", "sw", "ph", "pw", "x_off", "x_n", "x_c",
-            "x_h", "x_w", "w_k", "w_c", "w_r", "w_s", "o_n", "o_m", "o_k", "layout", "x_in", "w_in")
+            "x_h", "x_w", "w_k", "w_c", "w_r", "w_s", "o_n", "o_m", "o_k", "layout", "dtype", "x_in", "w_in")
 PARAMS = ("MR", "NR", "V", "MC", "KC", "NC", "PF", "workers")
 
 
@@ -209,7 +248,9 @@ def source(values: dict[str, int]) -> str:
     """The C source for one geometry and decided parameters (every name in GEOMETRY and PARAMS)."""
     missing = [n for n in GEOMETRY + PARAMS if n not in values]
     if missing: raise ValueError(f"cpu_conv: missing {', '.join(missing)}")
-    return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", MICRO)
+    micro = MICRO + "#define MICRO_CALL(kq, ap, bp, c, cp, first, mr, nr) micro(kq, ap, bp, c, first, mr, nr)\n" \
+        if values["dtype"] == 0 else MICRO_VNNI + "#define MICRO_CALL micro_vnni\n"
+    return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", micro)
 
 
 def render(p: Program) -> str:

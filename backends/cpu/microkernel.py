@@ -7,6 +7,12 @@ C's strides C_RS (between rows, the M direction) and C_CS (between columns, N). 
 of a row-major C store vectors; edge tiles, and a C whose N direction is strided, go
 through a local tile (only the valid part reaches C; column by column when M is C's
 contiguous direction, e.g. an NCHW convolution's output).
+
+``MICRO_VNNI`` is the int8 variant (AVX-512 VNNI): the same tile of int32 accumulators,
+each k step 4 bytes of k: packed A holds groups of 4 unsigned bytes per row, packed B 4
+signed bytes per column, and one ``vpdpbusd`` adds the 4 products into each int32 lane
+(no 16-bit intermediate, so no saturation). ``cp`` (NR int32) is subtracted from each row
+at the store: 128 * the filter's column sums when an int8 input was stored offset by 128.
 """
 from __future__ import annotations
 
@@ -61,6 +67,48 @@ static inline __attribute__((always_inline)) void micro(long kc, const float* re
           *q = first ? t[i][j] : *q + t[i][j];
         }
     }
+  }
+}
+"""
+
+MICRO_VNNI = r"""
+#include <immintrin.h>
+#define NV (NR / V)
+
+static inline __attribute__((always_inline)) void micro_vnni(long kq, const uint8_t* restrict ap, const int8_t* restrict bp,
+                                                             int32_t* restrict c, const int32_t* restrict cp, int first,
+                                                             long mr, long nr) {
+  __m512i acc[MR][NV];
+  #pragma GCC unroll 32
+  for (int i = 0; i < MR; i++)
+    #pragma GCC unroll 8
+    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_si512();
+  for (long q = 0; q < kq; q++) {
+#if PF > 0
+    __builtin_prefetch(ap + PF * MR * 4, 0, 3);
+#endif
+    __m512i bv[NV];
+    #pragma GCC unroll 8
+    for (int j = 0; j < NV; j++) bv[j] = _mm512_loadu_si512((const void*)(bp + j * 64));
+    #pragma GCC unroll 32
+    for (int i = 0; i < MR; i++) {
+      int32_t a4; memcpy(&a4, ap + 4 * i, 4);
+      __m512i av = _mm512_set1_epi32(a4);
+      #pragma GCC unroll 8
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, bv[j]);
+    }
+    ap += 4 * MR; bp += 4 * NR;
+  }
+  int32_t t[MR][NR] __attribute__((aligned(64)));
+  for (int i = 0; i < MR; i++)
+    for (int j = 0; j < NV; j++)
+      _mm512_store_si512((void*)&t[i][j * V], _mm512_sub_epi32(acc[i][j], _mm512_loadu_si512((const void*)(cp + j * V))));
+  if (C_RS == 1 && C_CS != 1) {
+    for (long j = 0; j < nr; j++)
+      for (long i = 0; i < mr; i++) { int32_t* q = c + i + j * C_CS; *q = first ? t[i][j] : *q + t[i][j]; }
+  } else {
+    for (long i = 0; i < mr; i++)
+      for (long j = 0; j < nr; j++) { int32_t* q = c + i * C_RS + j * C_CS; *q = first ? t[i][j] : *q + t[i][j]; }
   }
 }
 """

@@ -118,6 +118,10 @@ class CPUGemm:
         """The KC blocks tried."""
         return (128, 192, 256, 384, 512)
 
+    def model_geometry(self, g: dict[str, int]) -> dict[str, int]:
+        """The m, n, k, batch the cost model prices (k: the micro-kernel's steps)."""
+        return g
+
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
         g = self.template.match(kernel)
         if isinstance(g, str): return [g]
@@ -127,7 +131,7 @@ class CPUGemm:
     def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
         g = self.template.match(kernel)
         if isinstance(g, str): raise ValueError(g)
-        return model(g, dict(schedule.params), machine)
+        return model(self.model_geometry(g), dict(schedule.params), machine)
 
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         g = self.template.match(kernel)
@@ -146,7 +150,7 @@ class CPUGemm:
         g = self.template.match(kernel)
         if isinstance(g, str): return Solved(self.name, [], "enumeration", False, detail={"why": g})
         best: list[Candidate] = []
-        n = 0
+        n, mg = 0, self.model_geometry(g)
         complete = True
         for s in self.space(kernel, machine):
             if time.perf_counter() - t0 > timeout_s:
@@ -155,7 +159,7 @@ class CPUGemm:
             p = dict(s.params)
             if self.template.check(g, p, machine): continue
             n += 1
-            best.append(Candidate(s, model(g, p, machine)))
+            best.append(Candidate(s, model(mg, p, machine)))
             if len(best) > 64 * top:
                 best = _distinct(sorted(best, key=lambda c: c.modeled_s))[:top]
         best = _distinct(sorted(best, key=lambda c: c.modeled_s))[:top]

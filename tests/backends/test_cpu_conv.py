@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from superopt.backends.base import Compiled
+from superopt import Tensor
 from superopt.backends.cpu import CPUBackend
+from superopt.ir import cpu_conv, dtypes as dt
 from superopt.ir.lower import LoweringError, lower
 from superopt.kernels import reference as ref
 from superopt.kernels.registry import Workload
@@ -78,6 +80,32 @@ def test_model_pick_on_a_resnet_3x3(be):
     best = FAMILY.solve(k, CPU, timeout_s=10, top=1).candidates[0].schedule
     got = _run(be, k, ins, **dict(best.params))
     _close(got, want, 576)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(unsigned=st.booleans(), c=st.integers(1, 9), h=st.integers(3, 9), w=st.integers(3, 9), co=st.integers(1, 40),
+       stride=st.integers(1, 2), pad=st.integers(0, 2), layout=st.sampled_from(["nchw", "nhwc"]), tile=st.integers(0, 2),
+       kc=st.sampled_from([1, 2, 64]), seed=st.integers(0, 2**16))
+@pytest.mark.skipif(not cpu_conv.has_vnni(CPU), reason="the int8 variant needs AVX-512 VNNI")
+def test_int8_exact_against_numpy(be, unsigned, c, h, w, co, stride, pad, layout, tile, kc, seed):
+    """uint8 or int8 input x int8 filter -> int32, exact (extreme values included), with K
+    no multiple of 4 and KC blocks of 4 to 256 k."""
+    xd = dt.uint8 if unsigned else dt.int8
+    xs, ws = ((1, c, h, w), (co, c, 3, 3)) if layout == "nchw" else ((1, h, w, c), (co, 3, 3, c))
+    kern = Tensor.empty(*xs, name="x", dtype=xd).conv2d(Tensor.empty(*ws, name="w", dtype=dt.int8), stride, pad, 1, layout)
+    kern = kern.schedule()[-1].kernel
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0 if unsigned else -128, 256 if unsigned else 128, xs).astype(xd.np)
+    x.reshape(-1)[:2] = (255, 0) if unsigned else (-128, 127)
+    f = rng.integers(-128, 128, ws).astype(np.int8)
+    f.reshape(-1)[:2] = (-128, 127)
+    mr, nr = [(8, 2 * LANES), (6, LANES), (4, 3 * LANES)][tile]
+    c_ = be.compile(lower(kern, schedule(kern, family="cpu_conv", MR=mr, NR=nr, V=LANES, MC=2 * mr, KC=kc, NC=nr, PF=0,
+                                         workers=min(2, CPU.cores)), CPU))
+    assert isinstance(c_, Compiled), c_
+    got = be.run(c_, [x.reshape(-1), f.reshape(-1)], np.full(kern.output.size, -7, np.int32))
+    want = ref.conv2d(x.astype(np.int64), f.astype(np.int64), stride, pad, 1, layout)
+    assert np.array_equal(got.reshape(want.shape), want)
 
 
 def test_illegal_parameters_refused_at_lowering():

@@ -61,8 +61,10 @@ def test_one_sided_padding_matches_its_window():
     (lambda: _conv(C=4, K=4, H=6, W=6, groups=2), "both operands read"),
     (lambda: (Tensor.empty(1, 4, 6, 6, name="x").conv2d(Tensor.empty(4, 4, 3, 3, name="w"), padding=1) * 2.0).schedule()[-1].kernel,
      "epilogue"),
-    (lambda: Tensor.empty(1, 4, 6, 6, name="x", dtype=dt.int8).conv2d(Tensor.empty(4, 4, 3, 3, name="w", dtype=dt.int8))
-     .schedule()[-1].kernel, "int32"),
+    (lambda: Tensor.empty(1, 4, 6, 6, name="x", dtype=dt.float16).conv2d(Tensor.empty(4, 4, 3, 3, name="w", dtype=dt.float16))
+     .schedule()[-1].kernel, "epilogue"),  # the float32 sum cast back to float16
+    (lambda: Tensor.empty(1, 4, 6, 6, name="x", dtype=dt.int8).conv2d(Tensor.empty(4, 4, 3, 3, name="w", dtype=dt.uint8))
+     .schedule()[-1].kernel, "filter is not int8"),
     (lambda: (Tensor.empty(8, 16, name="a") @ Tensor.empty(16, 4, name="b")).schedule()[-1].kernel, "4-D buffer"),
     (lambda: _conv(C=2, K=2, H=4, W=4, pad=9), "no padding up to"),
     (lambda: Tensor.empty(1, 4, 6, 6, name="x").sum((2, 3)).schedule()[-1].kernel, "product of two loads"),
@@ -70,6 +72,25 @@ def test_one_sided_padding_matches_its_window():
 def test_refusals(make, why):
     r = cpu_conv.match(make())
     assert isinstance(r, str) and why in r, r
+
+
+@pytest.mark.parametrize("xdt, code", [(dt.uint8, 1), (dt.int8, 2)])
+def test_int8_variant_geometry(xdt, code):
+    k = Tensor.empty(1, 4, 6, 6, name="x", dtype=xdt).conv2d(Tensor.empty(5, 4, 3, 3, name="w", dtype=dt.int8), padding=1)
+    g = cpu_conv.match(k.schedule()[-1].kernel)
+    assert g["dtype"] == code and (g["m"], g["n"], g["k"]) == (36, 5, 36)
+    assert cpu_conv.match(_conv(C=2, K=2, H=4, W=4))["dtype"] == 0
+
+
+def test_int8_needs_vnni():
+    g = cpu_conv.match(Tensor.empty(1, 4, 6, 6, name="x", dtype=dt.int8).conv2d(
+        Tensor.empty(5, 4, 3, 3, name="w", dtype=dt.int8)).schedule()[-1].kernel)
+    p = dict(MR=8, NR=32, V=16, MC=64, KC=16, NC=32, PF=0, workers=1)
+    vnni = dataclasses.replace(AVX512, capabilities=AVX512.capabilities | {"avx512_vnni"})
+    plain = dataclasses.replace(AVX512, capabilities=AVX512.capabilities - {"avx512_vnni"})
+    assert cpu_conv.check(g, p, vnni) == []
+    assert any("VNNI" in e for e in cpu_conv.check(g, p, plain))
+    assert cpu_conv.check(dict(g, dtype=0), p, plain) == []
 
 
 def test_space_legal_and_lowered_to_native():
