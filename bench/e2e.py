@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -254,12 +255,19 @@ def _child(name: str, a, argv: list[str], limit_s: float) -> dict:
     cmd = [sys.executable, *(["-P"] if sys.flags.safe_path else []), os.path.abspath(__file__), *rest,
            "--models", name, "--part", part]
     t0 = time.perf_counter()
+    # a session of its own: on a time-out its whole group goes (the CUDA worker, torch's autotuning processes)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s)
-        why = "" if p.returncode == 0 else f"exit {p.returncode}: {p.stderr.strip()[-1500:]}"
-        sys.stderr.write(p.stderr[-3000:])
+        _, err = p.communicate(timeout=limit_s)
+        why = "" if p.returncode == 0 else f"exit {p.returncode}: {err.strip()[-1500:]}"
     except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        try:
+            _, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:   # a process that left the group still holds the pipe
+            err = ""
         why = f"timed out after {limit_s:.0f} s"
+    sys.stderr.write(err[-3000:])
     e = json.load(open(part)) if os.path.exists(part) else {"model": name}
     if os.path.exists(part): os.remove(part)
     if why: e["error"] = (e.get("error", "") + "; " if e.get("error") else "") + why

@@ -14,7 +14,7 @@
 # Shorter stages for a session with little device time: gputests (only the tests that need the
 # device), tc-solver, membound-copy, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, fp32-plan, tune-fp32, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
 # fidelity-rows, split-k, staged,
-# tinygrad-short, bench-membound.
+# tinygrad-short, bench-membound, e2e (each model as one CUDA graph vs torch eager and torch.compile, issue 25).
 #
 # Seen on the H100 (2026-11-23, bench/results/h100-2026-11-23 and h100-2026-11-23b): a bare machine's start
 # about 40-75 s of device time, set-up + calibration 20 s, gputests 107 s, membound 54 s, fusion 172 s,
@@ -242,6 +242,15 @@ tinygrad-short)   # tinygrad's hand rules and BEAM on two memory-bound kernels, 
   $PY -m superopt bench --suite membound --only softmax_8192x8192,layernorm_8192x1024 --backend cuda \
     --methods hand,torch,tinygrad-hand,tinygrad-beam --budget 5 --no-plots \
     --out "$OUT/bench-tinygrad-short" 2>&1 | tee "$OUT/bench.txt" | tail -20
+  ;;
+e2e)   # issue 25 items 4-5: each model as ONE CUDA graph (hand rules + the model's plans, a fresh cache; E2E_TUNE=2: tune misses 2 s each)
+  # vs torch eager and torch.compile max-autotune, same inputs, one run; the graph's GPU tests first (at most 75 s)
+  TPY=$PY; $PY -c "import superopt, sys; sys.exit('shim' in superopt.__file__)" && TPY=python3
+  timeout -k 5 75 $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_cuda_graph.py --tb=short 2>&1 | tee "$OUT/tests-graph.txt" | tail -4 || true
+  rm -f "$STATE/e2e.sqlite"
+  $PY bench/e2e.py --backend cuda --cache "$STATE/e2e.sqlite" --models "${E2E_MODELS:-embed,resnet_block,bottleneck,bert_layer}" \
+    --compile-mode "${E2E_COMPILE:-max-autotune}" --tune-budget "${E2E_TUNE:-0}" --model-timeout "${E2E_MODEL_TIMEOUT:-150}" \
+    --budget "$(( ${E2E_LIMIT:-290} - SECONDS ))" --out "$OUT/e2e-h100.json" 2>&1 | tee "$OUT/e2e-h100.txt" | tail -8
   ;;
 fusion-bert)   # the BERT layer under the default and planned plans only
   $PY bench/fusion_e2e.py --backend cuda --models bert_layer --plans default,planned --plan-timeout 20 \
