@@ -4,6 +4,7 @@
 one reference, every measurement recorded) and returns the fastest verified ``Result``."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -84,12 +85,14 @@ class Solve:
 
 
 def solve_families(kernel: Kernel, machine, budget_s: float, top: int = TOP) -> Solve:
-    """Each family that applies solves within its share of the budget; a family whose solve
+    """Each family that applies solves within its share of the budget (what is left over the
+    families left: time a fast family does not use goes to the next); a family whose solve
     fails is recorded (never fatal)."""
     fams = fam.applicable(kernel, machine)
-    share = max(0.5, budget_s / max(1, len(fams)))
     solved, errors, hands = {}, {}, {}
-    for f in fams:
+    t0 = time.monotonic()
+    for i, f in enumerate(fams):
+        share = max(0.5, (budget_s - (time.monotonic() - t0)) / (len(fams) - i))
         try:
             solved[f.name] = f.solve(kernel, machine, timeout_s=share, top=top)
         except Exception as e:  # one family's solver must not take tuning down
@@ -125,7 +128,8 @@ def z3(run: Run, budget_s: float, base: Result, top: int = TOP) -> Result:
     run.progress(0, None, "solve")
     sv = solve_families(run.kernel, run.be.machine, budget_s, top)
     picks = sv.picks(top)
-    hands = [(n, s) for n, s in sv.hands.items() if s != base.schedule]
+    chosen = {c.schedule for _, c in picks} | {base.schedule}
+    hands = [(n, s) for n, s in sv.hands.items() if s not in chosen]
     n = len(picks) + len(hands)
     best = base
     for i, (name, c) in enumerate(picks):
