@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from superopt.ir.dtype import to_values
 from superopt.ir.kernelize import kernelize
 from superopt.kernels.models import MODELS, Model
 
@@ -203,11 +204,12 @@ def measure(name: str, a, save=lambda e: None) -> dict:
         resolve_s = time.perf_counter() - t0
         r = check_items(items, rt.backend)
         src = Counter(c["source"] for c in r.checks)
-        e.update(kernels=len(items), schedules=dict(src), per_kernel=r.checks,
+        e.update(kernels=len(items), model_kernels=sum("__" not in it.output for it in items), schedules=dict(src), per_kernel=r.checks,
                  all_verified=all(c["verified"] for c in r.checks), tuning_s=_tuning_s(a, src, resolve_s))
         save(e)
         if a.backend == "cpu":
             out, times, per = run_host(r, model, rt.backend, a.repeat)
+            out = to_values(out, items[-1].kernel.output.dtype)
             e.update(ours_s=statistics.median(times), kernels_sum_s=sum(per), timer="wall clock, whole sequence")
             for c, t in zip(e["per_kernel"], per): c["time_s"] = t
             e.update(reference="numpy-float64", rel_err=rel_err(out, model.reference()))
@@ -216,7 +218,7 @@ def measure(name: str, a, save=lambda e: None) -> dict:
             e["error"] = "not run: kernels failed verification: " + ", ".join(c["name"] for c in r.checks if not c["verified"])
             return e
         g = run_graph(r, model, rt.backend.machine, a.repeat)
-        out = g.pop("out")
+        out = to_values(g.pop("out"), items[-1].kernel.output.dtype)
         per = g.pop("per_kernel_s")
         for c, t in zip(e["per_kernel"], per): c["time_s"] = t
         e.update(g, kernels_sum_s=sum(per), timer="CUDA events; L2 flushed before each replay (ours_warm_s: not)")
@@ -293,7 +295,8 @@ def table(models: list[dict]) -> str:
         lines.append(f"{e['model']:<13} {e.get('kernels', '-'):>4} {ms(e.get('ours_s'))} {ms(e.get('kernels_sum_s'))} "
                      f"{ms(e.get('torch_s'))} {ms(e.get('torch_compile_s'))} {ratio(e.get('ours_s'), e.get('torch_s')):>8} "
                      f"{ratio(e.get('ours_s'), e.get('torch_compile_s')):>8} "
-                     f"{(f'{err:8.1e}' if err is not None else '-'):>8}  {(e.get('error') or '')[:60]}")
+                     f"{(f'{err:8.1e}' if err is not None else '-'):>8}  "
+                     + ("graph != eager! " if e.get("graph_equals_eager") is False else "") + (e.get("error") or "")[:60])
     return "\n".join(lines)
 
 
