@@ -158,6 +158,7 @@ class Instr:
     mem: str = ""                       # "" | "load" | "store"
     branch: bool = False
     words: int = 1                      # 2 with a constant extender (immext takes a slot too)
+    region: str = ""                    # the buffer a memory access touches when known: distinct regions never alias
 
     @property
     def iclass(self) -> IClass: return CLASSES[self.cls]
@@ -426,7 +427,7 @@ def dependences(instrs: list[Instr], loop: bool = True) -> list[Dep]:
             if r in b.defs: lat = max(lat or 0, 1)
         for r in a.uses:   # write after read: may share the packet
             if r in b.defs: lat = max(lat or 0, 0)
-        if a.mem == "store" and b.mem or a.mem and b.mem == "store":
+        if (a.mem == "store" and b.mem or a.mem and b.mem == "store") and not (a.region and b.region and a.region != b.region):
             lat = max(lat or 0, 1 if a.mem == "store" else 0)
         if b.branch and not dist and not (lat and lat > 0): lat = max(lat or 0, 0)
         if lat is not None and not (dist and i == j and lat == 0):
