@@ -127,7 +127,7 @@ def conv_variant(k, hand: Schedule, m_ext, bn, bk, wm, wn, stages) -> Schedule |
 
 
 def _solved(k, s: Schedule) -> Schedule | None:
-    s = replace(s, staging=banks.staging(k, s)[0])
+    s = replace(s, staging=banks.staging(k, s, bench_gpu_machine().warp)[0])
     return None if check(k, s, bench_gpu_machine()) else s
 
 
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
         r = {"workload": w.name, "flops": w.flops, "schedule": s.to_dict(), "describe": s.describe(k), "tune_s": tune_s,
              "modeled_s": modeled_time(k, s, _M)}
         if s.tensor_core is not None:
-            _, info = banks.staging(k, s)
+            _, info = banks.staging(k, s, _M.warp)
             r["layouts"] = {x: vars(lay) for x, lay in info.items()}
         if args.emu: r["emu"] = emu_conflicts(k, s, _M)
         if be is not None:

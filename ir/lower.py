@@ -60,7 +60,8 @@ class _Lowerer:
         self.vaxis = vector_axis(k) if s.vector > 1 else None
         self.blocks, self.threads = s.blocks(), s.threads()
         self.tr = math.prod(s.size(a, Level.THREAD) for a in k.reduce_axes or k.row_axes)  # threads sharing a reduction
-        self.workers = s.workers if machine.kind == "cpu" else 1
+        self.workers = s.workers if machine.has("threads") else 1
+        self.warp = machine.warp               # a row fold goes a warp at a time past this many threads
         self.block, self.thread = special("block", self.blocks), special("thread", self.threads)
         self.lane = special("lane", self.lanes) if self.lanes > 1 else const(0, dt.int32)
         self.loop_var: dict[int, Node] = {}     # axis -> LOOP variable
@@ -238,7 +239,7 @@ class _Lowerer:
     def _row_total(self, name: str, rdt, nrow: int, fold) -> list[Stmt]:
         """Fold a row register's partials into its total, in every lane and thread of the
         row: the vector lanes through the thread's own shared cells, then the threads
-        (a warp at a time when there are more than 32, partials in shared memory or warp
+        (a warp at a time when there are more than the target's warp, partials in shared memory or warp
         shuffles) with the total broadcast through shared memory."""
         out: list[Stmt] = []
         reg = lambda e: Node(Ops.REG, rdt, (e,), name)  # noqa: E731
@@ -255,7 +256,7 @@ class _Lowerer:
                     Loop(e, (SharedStore(lanes, cell(self.lane), reg(e)),), unroll),
                     Loop(e, (Assign(name, e, total),), unroll)]
         if self.tr == 1: return out
-        t1 = 32 if self.tr > 32 and self.tr % 32 == 0 else self.tr
+        t1 = self.warp if self.tr > self.warp and self.tr % self.warp == 0 else self.tr
         group = lambda t, x: Node(Ops.SHARED, rdt, (((self.thread // t + x) * nrow + e) * self.lanes + self.lane,), f"{name}_mid")  # noqa: E731
         bc = f"{name}_bc"
         at_bc = ((self.thread // self.tr) * nrow + e) * self.lanes + self.lane

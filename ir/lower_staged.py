@@ -28,7 +28,7 @@ fastest, so the threads of a quarter warp share their rows and read adjacent col
 Along a dimension that is contiguous in an operand's shared tile (N of a K-major B, M of
 a K-major A) a thread's elements are strips of 4 (one 16-byte read each) spread a whole
 thread row apart: columns ``(j // 4) * 4*wn + (t % wn) * 4 + j % 4``; a quarter warp's
-8 threads then read 128 consecutive bytes (no bank conflict) and a warp 32 distinct
+8 threads then read 128 consecutive bytes (no bank conflict) and a warp's lanes distinct
 words in scalar form too when wn >= 8. Elsewhere strips of 1 (``j * wn + t % wn``).
 K is read in runs of 4 where an operand's tile rows run along K (a row-major A), so a
 thread's A values come in 16-byte reads while the quarter warp broadcasts one address.
@@ -151,7 +151,7 @@ def tile_index(i: int, thread: Node, threads: int, strip: int) -> Node:
 def lower_staged(k, s: Schedule, machine) -> Program:
     m = match(k)
     t = tiles(k, s, m)
-    v = TileView(k, s, m, t)
+    v = TileView(k, s, machine.warp, m, t)
     st = v.st
     stage_size = smem_elems(k, s, m, t)
     width = {name: tcm.tile_shape(op, outer, t.bk)[1] for op, name, outer in v.ops}

@@ -14,7 +14,7 @@ Per block (tile BM x BN, ``wm x wn`` warps each owning tm x tn):
   epilogue: the kernel body with the reduction replaced by each accumulator, stored.
 Copies: ``Staging.vector`` elements (16-byte units, else single elements) numbered
 row-major over the tile in its global orientation, copy q handled by thread q % threads,
-so a warp writes 32 consecutive copies (coalesced). A copy is guarded by the operand
+so a warp's lanes write consecutive copies (coalesced). A copy is guarded by the operand
 load's mask (a convolution's padding) and, in a padded M/N tile, by the axis end; a
 guarded-off copy writes zeros. Element copies are synchronous (cp.async has no 2-byte
 form); they write a stage no warp reads until the next barrier.
@@ -37,14 +37,14 @@ class TileView:
     axes, the global->shared tile copies, and the epilogue's stores. The SIMT staged GEMM
     (ir/lower_staged.py) passes its own match and tiles."""
 
-    def __init__(self, k, s, m: tcm.Match | None = None, t: tcm.Tiles | None = None):
-        self.k, self.s = k, s
-        self.m, self.t = m or tcm.match_tc(k, s.tensor_core), t or tcm.tiles(k, s)
+    def __init__(self, k, s, warp: int, m: tcm.Match | None = None, t: tcm.Tiles | None = None):
+        self.k, self.s, self.warp_lanes = k, s, warp
+        self.m, self.t = m or tcm.match_tc(k, s.tensor_core), t or tcm.tiles(k, s, warp)
         self.st = {x.input: x for x in s.staging}
         self.threads, self.S = self.t.threads, s.stages
         # the block's threads: a producer warp's included (s.threads()), not in ``threads``
-        self.block, self.thread = special("block", s.blocks()), special("thread", s.threads())
-        self.warp, self.lane = self.thread // tcm.WARP, self.thread % tcm.WARP
+        self.block, self.thread = special("block", s.blocks()), special("thread", s.threads(warp))
+        self.warp, self.lane = self.thread // warp, self.thread % warp
         # grid pieces in axis order (as ir/lower does), M and N last-level block indices
         grid = [(a, p.size) for a in range(len(k.axes)) for p in s.splits[a] if p.level.value == "grid" and p.size > 1]
         self.gidx, stride = {}, 1
@@ -147,7 +147,7 @@ class TileView:
 
 
 def lower_tensor_core(k, s, machine) -> Program:
-    v = TileView(k, s)
+    v = TileView(k, s, machine.warp)
     tc, m, t, st, threads, S = s.tensor_core, v.m, v.t, v.st, v.threads, v.S
     lane = v.lane
     wm_i, wn_i = v.warp // t.wn, v.warp % t.wn

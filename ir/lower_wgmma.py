@@ -87,7 +87,7 @@ def wgmma_in_flight(stages: int, bk: int, warpgroups: int, tma: bool = False, pr
 
 
 def lower_wgmma(k, s, machine) -> Program:
-    v = TileView(k, s)
+    v = TileView(k, s, machine.warp)
     tc, m, t, st, threads, S, zero, geo = s.tensor_core, v.m, v.t, v.st, v.threads, v.S, v.zero, v.geo
     g = wg.groups(t)
     lane = v.lane
@@ -155,7 +155,7 @@ def lower_wgmma(k, s, machine) -> Program:
     if s.tensor_core.producer:
         grid = min(s.blocks(), machine.cores)   # persistent: one block an SM walks the tiles
         body = warp_specialized(v, g, tma_boxes, mma, shared, acc, stores, grid)
-        return Program(k.name, k.inputs, k.output, grid, s.threads(), 1, 1, tuple(body), k, s)
+        return Program(k.name, k.inputs, k.output, grid, s.threads(machine.warp), 1, 1, tuple(body), k, s)
 
     nsteps = t.steps
     kt = special("kt", nsteps)
@@ -240,7 +240,7 @@ def warp_specialized(v: TileView, g: wg.Groups, boxes, mma, shared: list[Stmt], 
 
     init = tuple(MbarInit(bar, const(i, dt.int32), n) for i in range(S) for bar, n in ((BAR, 1), (EMPTY, g.wgm * g.wgn)))
     kp, kc = special("kp", nsteps), special("kc", nsteps)
-    leader = not_(v.thread % (wg.WARPS_PER_GROUP * tcm.WARP))   # thread 0 of each warpgroup
+    leader = not_(v.thread % (wg.WARPS_PER_GROUP * v.warp_lanes))   # thread 0 of each warpgroup
 
     def producer(step) -> tuple[Stmt, ...]:
         return (Loop(kp, (MbarWait(EMPTY, step(kp) % S, (step(kp) // S + 1) % 2), *boxes(kp, step(kp) % S))),)

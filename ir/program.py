@@ -45,7 +45,7 @@ to: partial accumulators per thread -> ``SharedStore`` of every partial -> ``Bar
 memory and barriers (a CUDA renderer may still pattern-match it into warp shuffles).
 
 Tensor-core statements (GEMM schedules with ``Schedule.tensor_core``; lane layouts in
-``ir/tensorcore.py``). Threads are grouped in warps of 32 consecutive threads; these
+``ir/tensorcore.py``). Threads are grouped in warps of the target's ``warp`` consecutive threads; these
 statements are executed by every thread of the block (never inside ``If`` except
 ``SharedCopy``):
 - ``SharedCopy``: each thread copies ``width`` consecutive elements (16 bytes) of an input

@@ -6,7 +6,7 @@ along the axis is the mixed-radix number formed by the pieces. A product larger 
 the axis size pads the axis and guards the excess.
 
 With ``tensor_core`` set, the M/N/K axes follow the convention of ``ir/tensorcore.py``
-(THREAD there counts warps of 32 threads; UPCAST is a warp's tile) and ``staging``
+(THREAD there counts warps of the target's ``warp`` threads; UPCAST is a warp's tile) and ``staging``
 gives the shared layout of each operand tile (pad, XOR swizzle of 16-byte units).
 ``staging`` without a tensor core is the shared-memory staged SIMT GEMM of fp32 GEMMs and
 convolutions (its axis convention and layouts: ``ir/lower_staged.py``).
@@ -22,7 +22,10 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
+
+from . import tensorcore as tcm
+from .target import Target
 
 SCHEDULE_VERSION = 1
 
@@ -118,12 +121,14 @@ class Schedule:
     def size(self, axis: int, level: Level) -> int:
         return math.prod(s.size for s in self.splits[axis] if s.level is level)
 
-    def threads(self) -> int:
-        """Threads per block (with a tensor core, THREAD pieces count warps of 32, and a
-        producer warp comes on top)."""
+    def threads(self, warp: int | None = None) -> int:
+        """Threads per block (with a tensor core, THREAD pieces count warps of ``warp`` lanes,
+        the target's, and a producer warp comes on top)."""
         tc = self.tensor_core
-        return math.prod(self.size(a, Level.THREAD) for a in range(len(self.splits))) * (32 if tc else 1) + \
-            (32 if tc and tc.producer else 0)
+        if tc and warp is None: raise ValueError("a tensor-core schedule's threads need the target's warp size")
+        per = warp if tc else 1
+        return math.prod(self.size(a, Level.THREAD) for a in range(len(self.splits))) * per + \
+            (per if tc and tc.producer else 0)
     def blocks(self) -> int: return math.prod(self.size(a, Level.GRID) for a in range(len(self.splits)))
     def upcast(self) -> int: return math.prod(self.size(a, Level.UPCAST) for a in range(len(self.splits)))
 
@@ -252,16 +257,10 @@ def _staging(d: dict[str, Any]) -> Staging:
     return st
 
 
-class MachineLike(Protocol):
-    kind: str               # "cpu" | "gpu" | "hexagon"
-    max_threads: int        # per block (GPU); 1 on CPU
-    max_upcast: int         # register tile elements per thread
-    cores: int
-
-
-def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
-    """Every reason ``s`` is illegal for ``kernel`` on ``machine`` (empty: legal).
-    The one legality check shared by every producer of schedules."""
+def check(kernel, s: Schedule, machine: Target) -> list[str]:
+    """Every reason ``s`` is illegal for ``kernel`` on target ``machine`` (empty: legal).
+    The one legality check shared by every producer of schedules; it counts resources from
+    the schedule's geometry and never lowers."""
     errs: list[str] = []
     if s.version != SCHEDULE_VERSION: errs.append(f"schedule version {s.version}, expected {SCHEDULE_VERSION}")
     if len(s.splits) != len(kernel.axes):
@@ -278,31 +277,34 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
         if ax.reduce and Level.UPCAST in levels: errs.append(f"axis {i}: reduce axes unroll, they do not upcast")
         if ax.reduce and Level.GRID in levels and s.size(i, Level.GRID) > 1:
             errs.append(f"axis {i}: splitting a reduction across the grid (split-K) is not supported yet")
-        if machine.kind != "gpu" and Level.THREAD in levels and s.size(i, Level.THREAD) > 1:
-            errs.append(f"axis {i}: thread level exists on GPUs only")
+        if not machine.is_simt and Level.THREAD in levels and s.size(i, Level.THREAD) > 1:
+            errs.append(f"axis {i}: thread level exists on GPUs only (SIMT targets)")
         if i in getattr(kernel, "row_axes", ()) and s.size(i, Level.GRID) > 1:
             errs.append(f"axis {i}: a row axis stays in one block (its REDUCEs fold it), no grid split")
     if sorted(s.loop_order()) != list(range(len(kernel.axes))): errs.append(f"order {s.order} is not a permutation of the axes")
     if s.order and getattr(kernel, "row_axes", None): errs.append("row kernels take no loop order (rows outside, passes over the row inside)")
-    if s.threads() > machine.max_threads: errs.append(f"{s.threads()} threads per block > {machine.max_threads}")
-    tile = s.upcast() // (32 if s.tensor_core else 1)  # a warp's tile is spread over its 32 lanes
+    threads = s.threads(machine.warp)
+    if threads > machine.max_threads: errs.append(f"{threads} threads per block > {machine.max_threads}")
+    tile = s.upcast() // (machine.warp if s.tensor_core else 1)  # a warp's tile is spread over its lanes
     if tile > machine.max_upcast: errs.append(f"register tile {tile} > {machine.max_upcast}")
     unroll = math.prod(s.size(a, Level.UNROLL) for a in range(len(s.splits)))
     if s.tensor_core is None and unroll * s.upcast() > 4 * machine.max_upcast:
         errs.append(f"unroll x upcast {unroll * s.upcast()} too large")
-    if s.workers < 1 or (machine.kind == "cpu" and s.workers > machine.cores):
+    if s.workers < 1 or (machine.has("threads") and s.workers > machine.cores):
         errs.append(f"workers {s.workers} not in 1..{machine.cores}")
-    widths = (1, 2, 4, 8, 16, 32) if machine.kind == "hexagon" else (1, 2, 4, 8, 16)  # HVX: 32 int32 lanes = 128 B
+    widths = (1, 2, 4, 8, 16, 32) if machine.has("hvx") else (1, 2, 4, 8, 16)  # HVX: 32 int32 lanes = 128 B
     if s.vector not in widths: errs.append(f"vector width {s.vector} not in {','.join(map(str, widths))}")
     elif s.vector > 1:
         errs += _check_vector(kernel, s)
-    if s.tensor_core is not None and machine.kind != "gpu": errs.append("tensor cores exist on GPUs only")
-    if s.staging and machine.kind != "gpu": errs.append("shared-memory staging exists on GPUs only")
+    tc_ok = s.tensor_core is not None and machine.has("mma.sync")
+    if s.tensor_core is not None and not tc_ok: errs.append(f"tensor cores exist on GPUs only ({machine.name} has no mma.sync)")
+    elif tc_ok and tcm.warp_fits(machine): errs.append(f"tensor core: {tcm.warp_fits(machine)}")
+    if s.staging and not machine.is_simt: errs.append("shared-memory staging exists on GPUs only (SIMT targets)")
     tma = [st.input for st in s.staging if st.tma]
     if tma and (s.tensor_core is None or not s.tensor_core.instr.startswith("wgmma.")):
         errs.append(f"input {tma[0]}: TMA copies feed wgmma schedules only (sm_90a)")
-    if s.tensor_core is not None and machine.kind == "gpu": errs += _check_tensor_core(kernel, s, machine)
-    elif s.staging and machine.kind == "gpu":  # the SIMT GEMM staged through shared memory
+    if tc_ok and not tcm.warp_fits(machine): errs += _check_tensor_core(kernel, s, machine)
+    elif s.tensor_core is None and s.staging and machine.is_simt:  # the SIMT GEMM staged through shared memory
         from .lower_staged import check as check_staged
         errs += check_staged(kernel, s, machine)
     if s.stages < 1 or s.stages > 8: errs.append(f"stages {s.stages} not in 1..8")
@@ -310,7 +312,7 @@ def check(kernel, s: Schedule, machine: MachineLike) -> list[str]:
     if s.family:
         from .native import check as check_native   # the family's geometry and parameter rules
         errs += check_native(kernel, s, machine)
-    if not errs and machine.kind == "gpu" and s.tensor_core is None and not s.staging and getattr(kernel, "row_axes", ()):
+    if not errs and machine.is_simt and s.tensor_core is None and not s.staging and getattr(kernel, "row_axes", ()):
         errs += _check_row_shared(kernel, s, machine)
     return errs
 
@@ -322,7 +324,7 @@ def _check_row_shared(kernel, s: Schedule, machine) -> list[str]:
     per REDUCE) does not settle it. The renderer may fold a warp's partials with shuffles
     instead (backends/cuda/shuffle.py), so this count errs on the side of refusing."""
     limit = getattr(machine, "smem_per_block", 0)
-    if not limit or 8 * 3 * len(kernel.reduces) * s.threads() * s.upcast() * s.vector <= limit: return []
+    if not limit or 8 * 3 * len(kernel.reduces) * s.threads(machine.warp) * s.upcast() * s.vector <= limit: return []
     from .lower import _Lowerer
     from .program import Shared, walk
     body = _Lowerer(kernel, s, machine).program().body
@@ -351,7 +353,6 @@ def _check_vector(kernel, s: Schedule) -> list[str]:
 
 
 def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
-    from . import tensorcore as tcm
     tc = s.tensor_core
     if tc.instr.startswith("wgmma."):  # Hopper warpgroup MMA: its own geometry (ir/wgmma.py)
         from .wgmma import check as check_wgmma
@@ -364,7 +365,7 @@ def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
     if m.dtype is not tcm.INSTRS[tc.instr]: return [f"tensor core: {tc.instr} takes {tcm.INSTRS[tc.instr].name} operands, not {m.dtype.name}"]
     errs = [f"axis {a}: batch axes of a tensor-core schedule are GRID only" for a in m.batch
             if any(p.level is not Level.GRID and p.size > 1 for p in s.splits[a])]
-    t = tcm.tiles(kernel, s)
+    t = tcm.tiles(kernel, s, machine.warp)
     if isinstance(t, str): return errs + [f"tensor core: {t}"]
     by_input = {st.input: st for st in s.staging}
     if sorted(by_input) != sorted([m.a.input, m.b.input]) or len(s.staging) != 2:

@@ -110,8 +110,3 @@ class Target:
         """A GPU SM's cycles a second, from the fp32 FMA peak: 4 warp schedulers, each one FFMA
         warp instruction (warp lanes x 2 flops) a cycle."""
         return self.flops_fp32 / (self.cores * 4 * self.warp * 2)
-
-    # transitional: the machine "kind" of the code not yet asking capabilities
-    @property
-    def kind(self) -> str:
-        return "gpu" if self.is_simt else "cpu" if "threads" in self.capabilities else "hexagon"

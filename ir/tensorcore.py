@@ -19,8 +19,9 @@ Schedule convention (``Schedule.tensor_core`` set; see ``tiles``):
   rows x 64 columns for 8 warps: THREAD 2 x 4, UPCAST 1 x 16);
 M and N may be padded (``gm = ceil(M / BM)``): copies of rows past the end zero-fill and
 the epilogue's stores are guarded; K divides exactly.
-THREAD counts *warps* here (``Schedule.threads()`` = 32 x warps); the 32 lanes of a warp
-are the instruction's. Block tile BM = wm*tm, BN = wn*tn.
+THREAD counts *warps* here (``Schedule.threads(warp)`` = the target's warp x warps); a
+warp's lanes are the instruction's: the fragment layouts below hold for a 32-lane warp
+(``LANE_GROUPS`` groups of ``GROUP_LANES``), so ``check`` refuses any other warp size. Block tile BM = wm*tm, BN = wn*tn.
 
 Implicit GEMM: a convolution's input read through windowed indices (``y + ky - 1``) with
 a padding mask is operand A (M: an output pixel axis, its other pixel axes batch), the
@@ -55,7 +56,7 @@ from .node import Node, Ops, axis_stride, const, substitute
 INSTRS = {"mma.m16n8k16.f16.f32": dt.float16, "mma.m16n8k16.bf16.f32": dt.bfloat16}
 MMA_M, MMA_N, MMA_K = 16, 8, 16
 UNIT = 8            # elements per 16-byte unit (16-bit operands)
-WARP = 32
+LANE_GROUPS, GROUP_LANES = 8, 4   # mma fragments: groupID = lane // 4 (8 groups), threadID_in_group = lane % 4
 # x4 fragment matrices as (outer offset, k offset): A's a0..a7 and two n8 tiles of B
 A_MATS = ((0, 0), (8, 0), (0, 8), (8, 8))
 B_MATS = ((0, 0), (0, 8), (8, 0), (8, 8))
@@ -189,6 +190,12 @@ def _vector_ok(kernel, ld: Node, along: int, unit: int = UNIT) -> bool:
     return base.op is Ops.CONST and base.arg % unit == 0
 
 
+def warp_fits(target) -> str | None:
+    """Why the fragment layouts do not fit ``target``'s warp (None: they do)."""
+    lanes = LANE_GROUPS * GROUP_LANES
+    return None if target.warp == lanes else f"mma fragments are laid out over {lanes} lanes, {target.name} has a warp of {target.warp}"
+
+
 @dataclass(frozen=True)
 class Tiles:
     gm: int; wm: int; tm: int  # noqa: E702
@@ -197,7 +204,7 @@ class Tiles:
     rs: int = 1                # window points (product of the window axes' sizes)
     m_ext: tuple[int, ...] = ()   # per M axis (outer -> inner) its extent in the block tile
     m_grid: tuple[int, ...] = ()  # per M axis its blocks
-    per: int = WARP            # threads per THREAD unit: a warp (tensor cores), 1 (SIMT, ir/lower_staged.py)
+    per: int = 1               # threads per THREAD unit: the target's warp (tensor cores), 1 (SIMT, ir/lower_staged.py)
 
     @property
     def bm(self) -> int: return self.wm * self.tm
@@ -213,14 +220,15 @@ class Tiles:
         return self.rs * self.kt
 
 
-def tiles(kernel, s) -> Tiles | str:
-    """The tile sizes of a tensor-core schedule (see the module docstring), or why not.
-    M and N may be padded (ragged last block tile, guarded); K divides exactly."""
-    return _tiles(kernel, s)
+def tiles(kernel, s, warp: int) -> Tiles | str:
+    """The tile sizes of a tensor-core schedule (see the module docstring) on a target of
+    ``warp`` lanes, or why not. M and N may be padded (ragged last block tile, guarded); K
+    divides exactly."""
+    return _tiles(kernel, s, warp)
 
 
 @functools.lru_cache(maxsize=1 << 14)  # a space's legality check, model and ranking each ask
-def _tiles(kernel, s) -> Tiles | str:
+def _tiles(kernel, s, warp: int) -> Tiles | str:
     from .schedule import Level
     tc = s.tensor_core
     G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
@@ -249,7 +257,7 @@ def _tiles(kernel, s) -> Tiles | str:
         if isinstance(pw, str): return f"window {pw}"
         rs *= kernel.axes[a].size
     t = Tiles(pm[G], pm[T], pm[U], pn.get(G, 1), pn.get(T, 1), pn.get(U, 1), pk.get(L, 1), pk.get(R, 1), rs,
-              ext, tuple(p.get(G, 1) for p in pms))
+              ext, tuple(p.get(G, 1) for p in pms), per=warp)
     if t.tm % MMA_M or t.tn % 16 or t.bk % MMA_K: return f"warp tile {t.tm}x{t.tn}x{t.bk} is not a multiple of 16x16x16"
     return t
 

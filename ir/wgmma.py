@@ -158,14 +158,14 @@ def check(kernel, s, machine) -> list[str]:
     from .schedule import Level
     tc = s.tensor_core
     if tc.instr not in INSTRS: return [f"unknown wgmma instruction {tc.instr!r} (know {sorted(INSTRS)})"]
-    if getattr(machine, "sm", 0) < 90: return [f"wgmma needs an sm_90 GPU, {machine.name} is not one"]
+    if not machine.has("wgmma"): return [f"wgmma needs an sm_90 GPU ({machine.name} has no wgmma)"]
     if s.vector != 1 or s.order: return ["tensor-core schedules take no vector width or loop order"]
     m = tcm.match_tc(kernel, tc)
     if isinstance(m, str): return [f"tensor core: {m}"]
     if m.dtype is not INSTRS[tc.instr]: return [f"tensor core: {tc.instr} takes {INSTRS[tc.instr].name} operands, not {m.dtype.name}"]
     errs = [f"axis {a}: batch axes of a tensor-core schedule are GRID only" for a in m.batch
             if any(p.level is not Level.GRID and p.size > 1 for p in s.splits[a])]
-    t = tcm.tiles(kernel, s)
+    t = tcm.tiles(kernel, s, machine.warp)
     if isinstance(t, str): return errs + [f"tensor core: {t}"]
     g = groups(t)
     if t.wm % WARPS_PER_GROUP: errs.append(f"wgmma: {t.wm} warps along M is not whole warpgroups of 4")
@@ -187,6 +187,7 @@ def check(kernel, s, machine) -> list[str]:
                         f"pad {st.pad} swizzle {st.swizzle}@{st.shift}")
         if op.k_major and slice_ % panel(width): errs.append(f"input {op.input}: an MN-major slice of {slice_} splits a {panel(width)}-wide panel")
         smem += stage_bytes(rows, width)
+        if st.tma and not machine.has("tma"): errs.append(f"input {op.input}: TMA copies need sm_90 ({machine.name} has no tma)")
         if st.tma:  # one thread's box copies: no per-thread copy shape to check
             from . import tma
             errs += tma.check(kernel, m, t, op)
@@ -233,7 +234,7 @@ def staging(kernel, s) -> tuple:
     """The shared layouts a wgmma schedule must use (both operands), from its tiles; an
     operand ``s`` copies by TMA keeps ``tma`` (how it is copied, not its layout)."""
     m = tcm.match_tc(kernel, s.tensor_core)
-    t = tcm.tiles(kernel, s)
+    t = tcm.tiles(kernel, s, warp=1)   # the block tile's shape only (no thread count is read)
     tma = {x.input for x in s.staging if x.tma}
     return tuple(replace(staging_of(op, *tcm.tile_shape(op, outer, t.bk)), tma=op.input in tma)
                  for op, outer in ((m.a, t.bm), (m.b, t.bn)))

@@ -36,11 +36,12 @@ class Layout:
     phases: int
 
 
-def operand_phases(kernel, s: Schedule, which: str) -> tuple[int, int, list[Phase]]:
-    """(rows, width, distinct phases) of operand ``which`` ("a" | "b") under ``s``."""
+def operand_phases(kernel, s: Schedule, which: str, warp: int) -> tuple[int, int, list[Phase]]:
+    """(rows, width, distinct phases) of operand ``which`` ("a" | "b") under ``s`` on a
+    target of ``warp`` lanes."""
     tc = s.tensor_core
     m = tcm.match_tc(kernel, tc)
-    t = tcm.tiles(kernel, s)
+    t = tcm.tiles(kernel, s, warp)
     op, outer_tile, warps_o, tile_o, mats = ((m.a, t.bm, t.wm, t.tm, tcm.A_MATS) if which == "a"
                                              else (m.b, t.bn, t.wn, t.tn, tcm.B_MATS))
     step = tcm.MMA_M if which == "a" else 16
@@ -48,7 +49,7 @@ def operand_phases(kernel, s: Schedule, which: str) -> tuple[int, int, list[Phas
     vec = _vector(s, op)
     out: set[Phase] = set()
     n = rows * width // vec
-    per = 8 if vec == tcm.UNIT else tcm.WARP  # 16-byte copies: 8 threads a phase; element copies: a warp
+    per = 8 if vec == tcm.UNIT else warp  # 16-byte copies: 8 threads a phase (128 bytes); element copies: a warp
     for q0 in range(0, n, per):   # consecutive threads take consecutive copies
         out.add(tuple((r, c // tcm.UNIT) for r, c in (tcm.copy_elem(q, width, vec) for q in range(q0, min(n, q0 + per)))))
     for w in range(warps_o):
@@ -120,16 +121,16 @@ def conflicts(rows: int, width: int, phases: list[Phase], pad: int, swizzle: int
     return sum(group(x) == group(y) for x, y in _pairs(phases))
 
 
-def staging(kernel, s: Schedule) -> tuple[tuple[Staging, ...], dict[str, Layout]]:
-    """Conflict-free (or minimal) layouts for both operands of tensor-core schedule ``s``
-    (its ``staging`` may hold placeholders: only the inputs are read)."""
+def staging(kernel, s: Schedule, warp: int) -> tuple[tuple[Staging, ...], dict[str, Layout]]:
+    """Conflict-free (or minimal) layouts for both operands of tensor-core schedule ``s`` on a
+    target of ``warp`` lanes (its ``staging`` may hold placeholders: only the inputs are read)."""
     tc = s.tensor_core
     m = tcm.match_tc(kernel, tc)
     if not s.staging:
         s = replace(s, staging=(Staging(m.a.input, vector=m.a.vec), Staging(m.b.input, vector=m.b.vec)))
     out, info = [], {}
     for which, op in (("a", m.a), ("b", m.b)):
-        rows, width, ph = operand_phases(kernel, s, which)
+        rows, width, ph = operand_phases(kernel, s, which, warp)
         lay = _cached(rows, width, tuple(ph))
         info[which] = lay
         out.append(Staging(op.input, lay.pad, lay.swizzle, _vector(s, op), lay.shift))

@@ -217,7 +217,7 @@ class Params:
 
 def params(machine) -> Params:
     p = Params()
-    if machine.kind == "cpu":
+    if machine.has("threads"):  # a host CPU: its clock from its FMA peak
         lanes32 = max(1, machine.simd_bytes // 4)
         p = replace(p, freq=machine.flops_fp32 / max(1, machine.cores) / (p.fma_pipes * lanes32 * 2))
     extra = (getattr(machine, "notes", None) or {}).get("cost", {})
@@ -234,7 +234,7 @@ def _prod(xs) -> Any:
 
 def time(B, f: Facts, x: Vars, machine, p: Params) -> Any:
     """Modeled seconds of schedule ``x`` (numbers or Z3 terms, following ``B``)."""
-    return gpu_time(B, f, x, machine, p) if machine.kind == "gpu" else cpu_time(B, f, x, machine, p)
+    return gpu_time(B, f, x, machine, p) if machine.is_simt else cpu_time(B, f, x, machine, p)
 
 
 def _footprint(acc: Access, ext: Sequence) -> Any:
@@ -490,7 +490,7 @@ def modeled_time(kernel: Kernel, schedule: Schedule, machine, f: Facts | None = 
     if schedule.tensor_core is not None:  # not in the symbolic model yet: its own numeric model
         from .tc_cost import time_s
         return time_s(kernel, schedule, machine)
-    if schedule.staging and machine.kind == "gpu":  # a staged SIMT GEMM (ir/lower_staged.py): its own numeric model
+    if schedule.staging and machine.is_simt:  # a staged SIMT GEMM (ir/lower_staged.py): its own numeric model
         from .staged_cost import time_s as staged_s
         return staged_s(kernel, schedule, machine)
     return float(time(NUMERIC, f or facts(kernel), vars_of(schedule), machine, p or params(machine)))

@@ -217,7 +217,7 @@ def _tensor_core(k: Kernel, machine) -> Schedule | None:
     for wm, wn in dict.fromkeys(((2 if bm >= 32 else 1, 2 if bn >= 32 else 1), (1, 2 if bn >= 32 else 1), (1, 1))):
         if ext[0] % wm: continue
         s = tc_space.make(k, m, bm, bn, bk, wm, wn, min(3, steps), ext)
-        s = replace(s, staging=banks.staging(k, s)[0])
+        s = replace(s, staging=banks.staging(k, s, machine.warp)[0])
         if not check(k, s, machine): return s
     return None
 
@@ -283,7 +283,7 @@ def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, t
     Tiles shrink to the axes; None where the kernel or the machine does not fit it."""
     from superopt.ir import lower_staged
     from superopt.ir.schedule import Staging
-    if machine.kind != "gpu": return None
+    if not machine.is_simt: return None
     m = lower_staged.match(k)
     if isinstance(m, str): return None
     M, N, K = (k.axes[a].size for a in (m.m, m.n, m.k))
@@ -332,7 +332,7 @@ WGMMA_TILES = (((256, 128, 64, 2, 1, 3), True), ((128, 128, 64, 2, 1, 3), False)
 def _wgmma(k: Kernel, machine) -> Schedule | None:
     from superopt.ir import tensorcore as tcm
     from superopt.search import wgmma_space
-    if machine.sm < 90 or k.kind != "gemm": return None
+    if not machine.has("wgmma") or k.kind != "gemm": return None
     m = tcm.match(k)
     if isinstance(m, str) or m.window or m.m_outer: return None
     M, N, K = (k.axes[a].size for a in (m.m, m.n, m.k))
@@ -355,7 +355,7 @@ CONV_WS_TILE, CONV_ROWS_TILE = (64, 64, 1, 1, 4), (64, 64, 2, 1, 3)   # (bn, bk,
 def _wgmma_conv(k: Kernel, machine) -> Schedule | None:
     from superopt.ir import tensorcore as tcm
     from superopt.search import tc_space, wgmma_space
-    if machine.sm < 90 or k.kind != "conv": return None
+    if not machine.has("wgmma") or k.kind != "conv": return None
     view = _tc_view(k)
     if view is None: return None
     m, ext = view
@@ -409,7 +409,7 @@ def _plain_variant(rule):
 # ---- CPU ---------------------------------------------------------------------------
 def hand_schedule(kernel: Kernel, machine) -> Schedule:
     """The hand-rule schedule of ``kernel`` for ``machine`` (always legal)."""
-    if machine.kind == "gpu": return gpu(kernel, machine)
+    if machine.is_simt: return gpu(kernel, machine)
     s = cpu(kernel, machine)
     if not check(kernel, s, machine): return s
     fallback = _cpu_fallback(kernel, machine)
@@ -421,7 +421,7 @@ schedule = hand_schedule  # the name the solver's fallback looks for
 
 def plain_schedule(kernel: Kernel, machine) -> Schedule:
     """The hand rules' loop nest (on a GPU: plain SIMT, no staging or tensor core)."""
-    return gpu_plain(kernel, machine) if machine.kind == "gpu" else hand_schedule(kernel, machine)
+    return gpu_plain(kernel, machine) if machine.is_simt else hand_schedule(kernel, machine)
 
 
 SMALL_POINTS = 1 << 18  # below this many loop-nest points, waking a second core costs more than it saves

@@ -17,6 +17,7 @@ from ..ir.target import IDENTITY, Target
 # the x86 ISA flags of /proc/cpuinfo a host target carries as capabilities
 X86_FLAGS = ("sse2", "ssse3", "sse4_1", "sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw",
              "avx512vl", "avx512_vnni", "avx512_bf16", "avx512fp16")
+NVIDIA_WARP = 32   # lanes of an NVIDIA warp (every arch); CUDA's warpSize, the PTX fragment layouts' lanes
 # NVIDIA capabilities by compute capability (the first arch that has each)
 NVIDIA_SINCE = {"simt": 0, "mma.sync": 80, "cp.async": 80, "wgmma": 90, "tma": 90}
 
@@ -66,7 +67,7 @@ def host_cpu(flags: frozenset[str] | None = None, cores: int | None = None) -> T
 
 
 H100 = Target("h100", "nvidia", "sm_90", nvidia_capabilities(90), 132, max_threads=1024, max_upcast=256,
-              simd_bytes=16, warp=32, regs_per_sm=65536, max_regs_per_thread=255, smem_per_block=227 * 1024,
+              simd_bytes=16, warp=NVIDIA_WARP, regs_per_sm=65536, max_regs_per_thread=255, smem_per_block=227 * 1024,
               smem_per_sm=228 * 1024, max_threads_per_sm=2048, max_blocks_per_sm=32, l2_bytes=50 * 2**20,
               dram_bw=3.0e12, flops_fp32=67e12, flops_tc_fp16=989e12, smem_bw=132 * 128 * 1.98e9, launch_s=4e-6)
 H200 = replace(H100, name="h200", l2_bytes=60 * 2**20, dram_bw=4.3e12)

@@ -177,7 +177,7 @@ def split_fp32(kernel, machine) -> Plan | None:
     """``split_fp32_plan`` where it beats the kernel's own hand rule (the staged SIMT GEMM on
     fp32 FMAs) under the model, on a GPU with bf16 tensor cores, K at most
     ``SPLIT_FP32_MAX_K``; else None."""
-    if not machine.flops_tc_fp16 or machine.sm < 80 or kernel.kind != "gemm": return None
+    if not machine.flops_tc_fp16 or not machine.has("mma.sync") or kernel.kind != "gemm": return None
     m = tcm.match(kernel, simt=True)
     if isinstance(m, str) or kernel.axes[m.k].size > SPLIT_FP32_MAX_K: return None
     p = split_fp32_plan(kernel, machine)
@@ -188,6 +188,6 @@ def best(kernel, machine) -> Plan | None:
     """The model's plan for ``kernel`` on a GPU (split-K for a GEMM whose grid underfills the
     SMs, split fp32 for an fp32 GEMM, relayout for a convolution), or None where running it
     whole is fastest."""
-    if not machine.sm or kernel.kind not in ("gemm", "conv"): return None
+    if not machine.is_simt or kernel.kind not in ("gemm", "conv"): return None
     if kernel.kind == "conv": return relayout(kernel, machine)
     return split_k(kernel, machine) or split_fp32(kernel, machine)

@@ -114,7 +114,7 @@ def gpu_reduce_options(n: int, machine) -> list[Option]:
 def row_options(n: int, machine) -> list[Option]:
     """A row axis: the output options with the grid part turned into a serial loop, in
     front of the threads (each pass over the row reads it coalesced)."""
-    gpu = machine.kind == "gpu"
+    gpu = machine.is_simt
     out: list[Option] = []
     for opt in (gpu_output_options(n, machine) if gpu else cpu_output_options(n, machine)):
         loop = math.prod(p.size for p in opt if p.level in (Level.GRID, Level.LOOP))
@@ -202,7 +202,7 @@ def loop_orders(kernel: Kernel) -> tuple[tuple[int, ...], ...]:
 
 def build(kernel: Kernel, machine) -> Space:
     """The schedule space of ``kernel`` on ``machine``."""
-    gpu = machine.kind == "gpu"
+    gpu = machine.is_simt
     opts: list[tuple[Option, ...]] = []
     for a, ax in enumerate(kernel.axes):
         if a in kernel.row_axes: o = row_options(ax.size, machine)

@@ -3,7 +3,7 @@
 space does not hold them).
 
 An SM's four schedulers each issue one warp instruction a cycle, and an fp32 FFMA warp
-instruction (32 FMAs) takes one of those slots: the SM issues warp instructions at the FFMA
+instruction (an FMA a lane) takes one of those slots: the SM issues warp instructions at the FFMA
 rate, ``flops_fp32 / (2 x warp)`` over the SMs. A block's K step costs every warp its FFMAs
 (tm x tn x bk), its 16-byte shared reads (``lds``), its copies and the step's fixed
 instructions (wait, barrier, loop, stage offsets); ``ISSUE_EFF`` of the issue rate is what
@@ -85,17 +85,17 @@ def step_instructions(kernel, s) -> tuple[float, float]:
     return t.tm * t.tn * t.bk + lds_a + lds_b + copies * COPY_OPS + STEP_OPS + mod + swz * SWIZZLE_OPS, lds_a + lds_b
 
 
-def _wavefronts(kernel, s) -> float:
+def _wavefronts(kernel, s, warp: int) -> float:
     """Shared-memory wavefronts of one block's K step: every warp's reads (the distinct bytes
     its threads ask for, a broadcast counted once: an A read differs by thread row, a B read
     by thread column) and the copies' writes."""
     m, t, vm, vn, vk, a_run, b_run = _shape(kernel, s)
     size = m.dtype.itemsize
     lds_a, lds_b = _shared_reads(t, vm, vn, vk, a_run, b_run)
-    rows, cols = max(1, min(t.wm, 32 // t.wn)), min(t.wn, 32)   # a warp's distinct thread rows / columns
+    rows, cols = max(1, min(t.wm, warp // t.wn)), min(t.wn, warp)   # a warp's distinct thread rows / columns
     width_a, width_b = size * max(vm, vk if a_run else 1), size * max(vn, vk if b_run else 1)
     per_warp = lds_a * math.ceil(rows * width_a / WAVEFRONT) + lds_b * math.ceil(cols * width_b / WAVEFRONT)
-    return max(1, t.threads // 32) * per_warp + (t.bm + t.bn) * t.bk * size / WAVEFRONT
+    return max(1, t.threads // warp) * per_warp + (t.bm + t.bn) * t.bk * size / WAVEFRONT
 
 
 def time_s(kernel, s, machine) -> float:
@@ -116,7 +116,7 @@ def time_s(kernel, s, machine) -> float:
     tile_bytes = t.bm * t.bn * kernel.output.dtype.itemsize
     exposed = LATENCY_S + tile_bytes / (machine.dram_bw / cores) + t.steps * wait
     core = per_sm * t.steps * step + rounds * exposed
-    smem = per_sm * t.steps * _wavefronts(kernel, s) * WAVEFRONT / ((machine.smem_bw or machine.dram_bw) / cores)
+    smem = per_sm * t.steps * _wavefronts(kernel, s, machine.warp) * WAVEFRONT / ((machine.smem_bw or machine.dram_bw) / cores)
     l2 = blocks * (t.bm + t.bn) * t.steps * t.bk * m.dtype.itemsize / (L2_PER_DRAM * machine.dram_bw)
     dram = kernel.min_bytes / machine.dram_bw
     return machine.launch_s + max(core, smem, l2, dram)

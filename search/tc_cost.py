@@ -67,7 +67,7 @@ def tc_share(warps: int) -> float:
 
 def registers(t: tcm.Tiles) -> int:
     """Estimated registers per thread: fp32 accumulators, fragments (32-bit), overhead."""
-    return t.tm * t.tn // tcm.WARP + (t.tm // 16) * 4 + (t.tn // 16) * 4 + OVERHEAD_REGS
+    return t.tm * t.tn // t.per + (t.tm // 16) * 4 + (t.tn // 16) * 4 + OVERHEAD_REGS
 
 
 def resident_blocks(t: tcm.Tiles, machine) -> int:
@@ -76,7 +76,7 @@ def resident_blocks(t: tcm.Tiles, machine) -> int:
 
 def time_s(kernel, s, machine) -> float:
     if wg.is_wgmma(s.tensor_core.instr): return wgmma_time_s(kernel, s, machine)
-    t = tcm.tiles(kernel, s)
+    t = tcm.tiles(kernel, s, machine.warp)
     K = t.steps * t.bk               # the implicit GEMM's K: window points x K axis
     blocks = s.blocks()
     sm_rate = (machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores
@@ -159,8 +159,8 @@ def wgmma_smem(kernel, s, t: tcm.Tiles) -> int:
 
 def wgmma_resident(kernel, s, machine) -> int:
     """Blocks an SM holds: the least of the register, shared-memory and thread limits."""
-    t = tcm.tiles(kernel, s)
-    threads = s.threads()   # a producer warp's included
+    t = tcm.tiles(kernel, s, machine.warp)
+    threads = s.threads(machine.warp)   # a producer warp's included
     regs = threads * min(machine.max_regs_per_thread, wgmma_registers(t))
     smem = wgmma_smem(kernel, s, t) + SMEM_RESERVED
     return max(1, min(machine.regs_per_sm // regs, (machine.smem_per_sm or smem) // smem,
@@ -169,7 +169,7 @@ def wgmma_resident(kernel, s, machine) -> int:
 
 def wgmma_time_s(kernel, s, machine) -> float:
     from superopt.ir.lower_wgmma import wgmma_in_flight
-    t = tcm.tiles(kernel, s)
+    t = tcm.tiles(kernel, s, machine.warp)
     g = wg.groups(t)
     K, blocks, cores = t.steps * t.bk, s.blocks(), machine.cores
     sm_smem = (machine.smem_bw or machine.dram_bw) / cores
@@ -231,12 +231,12 @@ LINE_COST = 0.12   # an element copy's extra cost per further 128-byte line its 
 
 
 def _line_cost(kernel, s, t: tcm.Tiles, op) -> float:
-    """Relative cost of an element copy of ``op``: a warp's 32 copies run along ``32 x
+    """Relative cost of an element copy of ``op``: a warp's copies (``t.per`` lanes) run along ``lanes x
     sector use / 2`` contiguous elements (``_sector_use``), touching one 128-byte line per
     run; an operand small enough to stay in L1 costs 1 (its lines are hits)."""
     if _bytes(kernel, op) <= L1_RESIDENT_BYTES: return 1.0
     run = max(1, round(_sector_use(kernel, s, t, op) * 16))
-    return 1 + LINE_COST * (max(1, 32 // run) - 1)
+    return 1 + LINE_COST * (max(1, t.per // run) - 1)
 
 
 def fit_rate(kernel, s, machine, measured_s: float) -> float:

@@ -114,7 +114,7 @@ def tile_fits(size: int, tile: int) -> bool:
 def points(kernel, machine, wgmma: bool = True) -> list[tuple[float, Schedule]]:
     """Every point of the space with its modeled time (plain layouts), fastest first
     (``wgmma`` False: the mma.sync points only)."""
-    if machine.kind != "gpu": return []
+    if not machine.has("mma.sync"): return []
     out = []
     for m0 in orientations(kernel):
         N, K = (kernel.axes[a].size for a in (m0.n, m0.k))
@@ -123,9 +123,9 @@ def points(kernel, machine, wgmma: bool = True) -> list[tuple[float, Schedule]]:
             bm = math.prod(ext)
             if not tile_fits(N, bn) or K % bk or st > max(1, K // bk * win): continue
             tm, tn = bm // wm, bn // wn
-            if tm % 16 or tn % 16 or tm * tn // tcm.WARP > MAX_ACC or wm * wn > 8: continue
+            if tm % 16 or tn % 16 or tm * tn // machine.warp > MAX_ACC or wm * wn > 8: continue
             s = make(kernel, m, bm, bn, bk, wm, wn, st, ext)
-            if resident_blocks(tcm.tiles(kernel, s), machine) < 2 or _element_copies(kernel, s) > MAX_ELEMENT_COPIES: continue
+            if resident_blocks(tcm.tiles(kernel, s, machine.warp), machine) < 2 or _element_copies(kernel, s, machine.warp) > MAX_ELEMENT_COPIES: continue
             if check(kernel, s, machine): continue
             out.append((time_s(kernel, s, machine), s))
     if wgmma: out += _wgmma_points(kernel, machine)
@@ -135,7 +135,7 @@ def points(kernel, machine, wgmma: bool = True) -> list[tuple[float, Schedule]]:
     # fewer stages (less shared memory); times to the picosecond: the two models' equal bounds
     # differ in the last bits
     out = [(round(t, 12), s) for t, s in out]
-    out.sort(key=lambda x: (x[0], not x[1].tensor_core.producer, _frag_traffic(kernel, x[1]), x[1].stages))
+    out.sort(key=lambda x: (x[0], not x[1].tensor_core.producer, _frag_traffic(kernel, x[1], machine.warp), x[1].stages))
     return out
 
 
@@ -144,21 +144,21 @@ def _wgmma_points(kernel, machine) -> list[tuple[float, Schedule]]:
     cp.async and the warp-specialized ones. The TMA twins stay out: on the H100 they ran no
     faster than their cp.async variants (-16% to +5%, bench/results/h100-2026-11-23c), and the
     model ties or ranks them behind those."""
-    if machine.sm < 90: return []
+    if not machine.has("wgmma"): return []
     from . import wgmma_space
     return [(time_s(kernel, s, machine), s) for key, s in wgmma_space.variants(kernel, machine) if "tma" not in key]
 
 
-def _element_copies(kernel, s: Schedule) -> int:
+def _element_copies(kernel, s: Schedule, warp: int) -> int:
     """Element copies one thread issues per K step (16-byte copies do not count)."""
-    t = tcm.tiles(kernel, s)
+    t = tcm.tiles(kernel, s, warp)
     m = tcm.match_tc(kernel, s.tensor_core)
     vec = {x.input: x.vector for x in s.staging}
     return sum(outer * t.bk // t.threads for op, outer in ((m.a, t.bm), (m.b, t.bn)) if vec[op.input] == 1)
 
 
-def _frag_traffic(kernel, s: Schedule) -> float:
-    t = tcm.tiles(kernel, s)
+def _frag_traffic(kernel, s: Schedule, warp: int) -> float:
+    t = tcm.tiles(kernel, s, warp)
     return (t.tm + t.tn) / (t.tm * t.tn)
 
 
@@ -167,7 +167,7 @@ def best(kernel, machine, top_k: int = 4, wgmma: bool = True) -> list[tuple[floa
     (points whose solved layouts break a resource limit are skipped)."""
     out = []
     for t, s in points(kernel, machine, wgmma):
-        if not wg.is_wgmma(s.tensor_core.instr): s = replace(s, staging=banks.staging(kernel, s)[0])
+        if not wg.is_wgmma(s.tensor_core.instr): s = replace(s, staging=banks.staging(kernel, s, machine.warp)[0])
         if check(kernel, s, machine): continue
         out.append((time_s(kernel, s, machine), s))
         if len(out) == top_k: break

@@ -524,7 +524,7 @@ def _fallback(kernel: Kernel, machine, start: list[Candidate], top_k: int, t0: f
 def _tensor_core(kernel: Kernel, machine, top_k: int) -> list[Candidate]:
     """Tensor-core schedules (GEMM-like 16-bit kernels on GPUs): the exact optimum of their
     own small space under their own model, layouts from the Z3 bank solver (search/tc_space)."""
-    if machine.kind != "gpu": return []
+    if not machine.has("mma.sync"): return []
     from .tc_space import best
     return [Candidate(s, t) for t, s in best(kernel, machine, top_k)]
 

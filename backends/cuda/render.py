@@ -30,7 +30,7 @@ from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad
                                  Roles, Shared, SharedCopy, SharedStore, Store, lane_stride, unrolled)
 
 from . import shuffle, tma, wgmma
-from .shuffle import WarpCombine
+from .shuffle import NVIDIA_WARP, WarpCombine
 from .vectorize import divisible, merged_loads, shared_runs, store_runs
 
 STATIC_SMEM_LIMIT = 48 * 1024
@@ -275,7 +275,7 @@ class _Renderer:
 
     def shuffle_combine(self, m: WarpCombine) -> None:
         reg, n, tr, op, cond, stores = m.reg, m.size, m.threads, m.op, m.cond, m.stores
-        mask = "0xffffffffu" if self.p.threads >= 32 else hex((1 << self.p.threads) - 1) + "u"
+        mask = "0xffffffffu" if self.p.threads >= NVIDIA_WARP else hex((1 << self.p.threads) - 1) + "u"
         fold = "maxf_nan" if op is Ops.MAX and self.reg_dt[reg].is_float else "max" if op is Ops.MAX else None
         self.emit(f"// {tr} threads' partials folded with warp shuffles")
         for e in range(n * self.p.lanes):

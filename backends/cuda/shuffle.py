@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 from superopt.ir.node import Node, Ops, toposort
 from superopt.ir.program import Assign, Barrier, If, Loop, Program, Shared, SharedStore, walk
+from superopt.search.machine import NVIDIA_WARP
 
 
 @dataclass(frozen=True)
 class WarpCombine:
     reg: str            # register array holding each thread's partials
     size: int           # its elements (times the program's lanes)
-    threads: int        # threads sharing one reduction: adjacent, a power of two <= 32
+    threads: int        # threads sharing one reduction: adjacent, a power of two <= a warp
     op: Ops             # ADD or MAX
     cond: Node          # the leader test (thread % threads < 1)
     stores: tuple       # what the leader does with the totals
@@ -35,7 +36,7 @@ def match(w: list, p: Program) -> WarpCombine | None:
     if lead is p.thread: tr = p.threads   # the whole block shares the reduction (thread % threads simplified away)
     elif lead.op is Ops.MOD and lead.src[0] is p.thread and lead.src[1].op is Ops.CONST: tr = int(lead.src[1].arg)
     else: return None
-    if tr > 32 or tr & (tr - 1) or p.threads % tr: return None
+    if tr > NVIDIA_WARP or tr & (tr - 1) or p.threads % tr: return None
     take = w[2].body[0]
     if not (isinstance(take, Loop) and len(take.body) == 1 and isinstance(take.body[0], Loop)): return None
     inner = take.body[0].body

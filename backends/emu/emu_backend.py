@@ -10,7 +10,7 @@ from superopt.backends.base import Backend, Compiled, Failure, Timing
 from superopt.ir.program import Program
 
 from .counters import Counters
-from .executor import EmuError, run_program
+from .executor import WARP, EmuError, run_program
 
 
 class EmuBackend(Backend):
@@ -25,6 +25,8 @@ class EmuBackend(Backend):
     def render(self, program: Program) -> str: return program.describe()
 
     def compile(self, program: Program) -> Compiled | Failure:
+        if self.machine.warp != WARP:  # the emulator runs NVIDIA warps (fragments, shuffles, bank phases)
+            return Failure("compile", f"the emulator runs warps of {WARP} lanes, {self.machine.name} has {self.machine.warp}")
         if program.threads > getattr(self.machine, "max_threads", 1024):
             return Failure("compile", f"{program.threads} threads per block > {self.machine.max_threads}")
         return Compiled(program, program, program.describe())

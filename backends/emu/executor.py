@@ -2,8 +2,8 @@
 system would see.
 
 All threads of the executed blocks run each statement together, vectorized as arrays of
-shape ``(blocks, threads, lanes)``; ``If`` masks threads off. Warps are 32 consecutive
-threads of a block; every evaluation of a load or shared access is one instruction per
+shape ``(blocks, threads, lanes)``; ``If`` masks threads off. Warps are ``WARP`` (NVIDIA's 32)
+consecutive threads of a block; every evaluation of a load or shared access is one instruction per
 warp (one per lane too when the lanes are not one contiguous vector). Values follow the
 reference interpreter (floats in float64, rounded where the program casts or writes a
 register, shared buffer or output), so results match ``ir.interpret.run_kernel`` up to
@@ -43,7 +43,9 @@ from . import tma as tma_emu
 from . import wgmma as wgmma_emu
 from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
 
-WARP = 32
+from superopt.search.machine import NVIDIA_WARP
+
+WARP = NVIDIA_WARP   # the emulated GPU's warp (NVIDIA semantics); EmuBackend refuses a target of another warp
 SFU = {Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT, Ops.RECIP}
 _UNINIT_INT = -0x2152411  # what an unwritten integer register/shared element reads as
 
@@ -460,7 +462,7 @@ class _Run:
         self.c.count("st.shared" if write else "ld.shared", int(m.any(axis=1).sum()))
 
     def warp_view(self, x: np.ndarray) -> np.ndarray:
-        """(B, T, 1) -> (B, warps, 32)."""
+        """(B, T, 1) -> (B, warps, WARP)."""
         B, T = self.shape[:2]
         if T % WARP: raise EmuError("tensor-core statements need whole warps")
         return np.broadcast_to(x, (B, T, 1)).reshape(B, T // WARP, WARP)

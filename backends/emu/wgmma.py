@@ -32,6 +32,7 @@ from superopt.ir import dtype as dt
 from superopt.ir import wgmma as wg
 from superopt.ir.interpret import cast_values
 from superopt.ir.program import SharedFence, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait
+from superopt.search.machine import NVIDIA_WARP
 
 STMTS = (SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait)
 GROUP = 128  # threads of a warpgroup
@@ -79,7 +80,7 @@ def acc_coords(n: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) in the 64 x n tile of accumulator element e of warpgroup thread t:
     arrays of shape (128, n/2)."""
     t, e = np.arange(GROUP)[:, None], np.arange(n // 2)[None, :]
-    q, lane = t // 32, t % 32
+    q, lane = t // NVIDIA_WARP, t % NVIDIA_WARP
     return 16 * q + lane // 4 + 8 * ((e // 2) % 2), 8 * (e // 4) + 2 * (lane % 4) + e % 2
 
 

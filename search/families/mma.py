@@ -23,7 +23,7 @@ class MmaSync:
     name = "mma"
 
     def applies(self, kernel: Kernel, machine) -> bool:
-        return machine.kind == "gpu" and kernel.kind in ("gemm", "conv") and bool(tc_space.orientations(kernel))
+        return machine.has("mma.sync") and kernel.kind in ("gemm", "conv") and bool(tc_space.orientations(kernel))
 
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
         if not self.applies(kernel, machine): return iter(())

@@ -21,7 +21,7 @@ from . import Candidate, Solved
 
 
 def _gpu(machine) -> bool:
-    return machine.kind == "gpu"
+    return machine.is_simt
 
 
 class LoopNest:
@@ -38,7 +38,7 @@ class LoopNest:
         return space_mod.build(kernel, machine).enumerate()
 
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
-        errs = [] if self.applies(kernel, machine) else [f"{self.name}: not for a {machine.kind} machine"]
+        errs = [] if self.applies(kernel, machine) else [f"{self.name}: not for {machine.name} (" + ("a" if machine.is_simt else "no") + " SIMT target)"]
         if schedule.tensor_core is not None: errs.append(f"{self.name}: a tensor-core schedule")
         if schedule.staging and self.gpu: errs.append(f"{self.name}: stages operands in shared memory")
         if schedule.family: errs.append(f"{self.name}: a native template ({schedule.family})")

@@ -41,7 +41,7 @@ class Staged:
     name = "staged"
 
     def applies(self, kernel: Kernel, machine) -> bool:
-        return machine.kind == "gpu" and _matches(kernel)
+        return machine.is_simt and _matches(kernel)
 
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
         if not self.applies(kernel, machine): return

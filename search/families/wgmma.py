@@ -23,7 +23,7 @@ class Wgmma:
     name = "wgmma"
 
     def applies(self, kernel: Kernel, machine) -> bool:
-        return machine.kind == "gpu" and machine.sm >= 90 and kernel.kind in ("gemm", "conv") \
+        return machine.has("wgmma") and kernel.kind in ("gemm", "conv") \
             and bool(tc_space.orientations(kernel))
 
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
@@ -33,7 +33,7 @@ class Wgmma:
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
         tc = schedule.tensor_core
         if tc is None or not wg.is_wgmma(tc.instr): return ["wgmma: not a wgmma schedule"]
-        if machine.sm < 90: return [f"wgmma: needs sm_90, machine is sm_{machine.sm}"]
+        if not machine.has("wgmma"): return [f"wgmma: needs sm_90 ({machine.name} has no wgmma)"]
         return check(kernel, schedule, machine)
 
     def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:

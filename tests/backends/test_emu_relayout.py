@@ -75,11 +75,11 @@ def test_relayout_plans_compute_the_nchw_conv(d, n, h, w, pad, pick, seed):
 def test_the_epilogue_writes_pieces_along_the_output_rows():
     p = _ws_final(_conv())
     f = p.final
-    m, t = tcm.match_tc(f.kernel, f.schedule.tensor_core), tcm.tiles(f.kernel, f.schedule)
+    m, t = tcm.match_tc(f.kernel, f.schedule.tensor_core), tcm.tiles(f.kernel, f.schedule, H100.warp)
     assert pieces_along_m(f.kernel, m, t)
     gemm = Workload.make("matmul", M=256, N=256, K=256, dtype="float16").kernel
     (_, s), = [(t, s) for t, s in wgmma_space.variants(gemm, H100) if "ws" in t][:1]
-    assert not pieces_along_m(gemm, tcm.match_tc(gemm, s.tensor_core), tcm.tiles(gemm, s))
+    assert not pieces_along_m(gemm, tcm.match_tc(gemm, s.tensor_core), tcm.tiles(gemm, s, H100.warp))
 
 
 def test_the_runtime_runs_a_relayout_plan(tmp_path):

@@ -35,7 +35,7 @@ def _schedule(k, dtype: str, bm: int, bn: int, bk: int, wm: int, wn: int, stages
     sp[mt.n] = (Split(G, N // bn), Split(T, wn), Split(U, bn // wn))
     sp[mt.k] = (Split(L, K // bk), Split(R, bk))
     s = Schedule(tuple(sp), tensor_core=TensorCore(INSTR[dtype], mt.m, mt.n, mt.k), stages=stages)
-    return replace(s, staging=banks.staging(k, s)[0])
+    return replace(s, staging=banks.staging(k, s, H100.warp)[0])
 
 
 def _run(k, s, seed=0, max_blocks=64):
@@ -99,7 +99,7 @@ def test_unswizzled_layout_conflicts_and_the_solver_count_agrees():
     _, r, got, ref = _run(k, plain, max_blocks=1)
     assert close16(got, ref, "float16") and r.counters.bank_conflicts > 0
     for which in ("a", "b"):
-        rows, width, ph = banks.operand_phases(k, s, which)
+        rows, width, ph = banks.operand_phases(k, s, which, H100.warp)
         assert banks.conflicts(rows, width, ph, 0, 0, 0) > 0
         lay = banks.solve(rows, width, ph)
         assert lay.conflicts == 0 and lay.proved and banks.conflicts(rows, width, ph, lay.pad, lay.swizzle, lay.shift) == 0

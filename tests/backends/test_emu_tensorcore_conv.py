@@ -69,7 +69,7 @@ def conv_case(draw):
     # element copies are always legal; 16-byte ones where the operand allows them
     vec = tuple(Staging(x.input, vector=draw(st.sampled_from(sorted({1, x.vector})))) for x in s.staging)
     s = replace(s, staging=vec)
-    s = replace(s, staging=banks.staging(k, s)[0])
+    s = replace(s, staging=banks.staging(k, s, H100.warp)[0])
     return k, s
 
 
@@ -82,7 +82,7 @@ def test_tensor_core_convs_match_the_interpreter(case, seed):
     assert r.written.all() and ok, s.describe(k) + "\n" + p.describe()
     assert r.counters.races == 0
     assert r.counters.bank_conflicts == 0          # the solver's layouts, confirmed by the counter
-    t = tcm.tiles(k, s)
+    t = tcm.tiles(k, s, H100.warp)
     assert r.counters.instructions["mma"] == s.blocks() * t.steps * (t.bm // 16) * (t.bn // 8) * (t.bk // 16)
 
 
@@ -104,8 +104,8 @@ def test_padding_rows_are_zero_filled_not_read():
     k = _conv("nhwc", "float16", N=1, C=16, H=4, W=56, K=16, stride=1, pad=1)
     m = tcm.match(k)
     s = tc_space.make(k, m, 64, 16, 16, 1, 1, 2)     # the 56-pixel row alone as M, in 64-row tiles
-    s = replace(s, staging=banks.staging(k, s)[0])
-    t = tcm.tiles(k, s)
+    s = replace(s, staging=banks.staging(k, s, H100.warp)[0])
+    t = tcm.tiles(k, s, H100.warp)
     assert not check(k, s, H100) and t.gm * t.bm > 56  # a padded M tile
     p = lower(k, s, H100)
     copies = [x for x in p.walk() if isinstance(x, SharedCopy) and x.input == 0]

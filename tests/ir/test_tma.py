@@ -28,7 +28,7 @@ def _gemm(kind="matmul", M=128, N=256, K=128, dtype="float16", batch=2):
 
 
 def _views(k, s):
-    m, t = tcm.match_tc(k, s.tensor_core), tcm.tiles(k, s)
+    m, t = tcm.match_tc(k, s.tensor_core), tcm.tiles(k, s, H100.warp)
     return [tma.view(k, m, t, op) for op in (m.a, m.b)]
 
 

@@ -36,7 +36,7 @@ def test_options_cover_axes(name, k, machine):
             prod = math.prod(p.size for p in opt)
             assert prod >= ax.size
             if ax.reduce: assert all(p.level is not Level.UPCAST and p.level is not Level.GRID for p in opt)
-            if machine.kind == "cpu": assert all(p.level is not Level.THREAD for p in opt)
+            if not machine.is_simt: assert all(p.level is not Level.THREAD for p in opt)
 
 
 @settings(max_examples=60, deadline=None)

@@ -24,7 +24,7 @@ def _device_s(k, s) -> float:
 
 def _sm_warps(k, s) -> int:
     """Warps resident on the busiest SM (blocks on it, at most as many as fit)."""
-    t = tcm.tiles(k, s)
+    t = tcm.tiles(k, s, H100.warp)
     per_sm = -(-s.blocks() // H100.cores)
     return min(per_sm, tc_cost.resident_blocks(t, H100)) * t.warps
 

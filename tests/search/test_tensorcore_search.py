@@ -22,7 +22,7 @@ def test_solver_layouts_are_conflict_free_by_the_lowering_formula(layout, wm, wn
     s = Schedule(((Split(G, 2),), (Split(T, wm), Split(U, tm)), (Split(T, wn), Split(U, tn)), (Split(R, bk),)),
                  tensor_core=TensorCore("mma.m16n8k16.f16.f32", 1, 2, 3))
     for which in ("a", "b"):
-        rows, width, ph = banks.operand_phases(k, s, which)
+        rows, width, ph = banks.operand_phases(k, s, which, H100.warp)
         lay = banks.solve(rows, width, ph)
         assert lay.proved
         assert banks.conflicts(rows, width, ph, lay.pad, lay.swizzle, lay.shift) == lay.conflicts == 0
@@ -101,8 +101,8 @@ def test_space_points_are_legal_and_ranked():
     assert all(not check(k, s, H100) and s.tensor_core is not None for _, s in pts)
     # a producer warp (warp specialization) comes on top of at most 8 warps and pipelines up to 6 stages
     ws = [s for _, s in pts if s.tensor_core.producer]
-    assert ws and all(s.stages <= 6 and s.threads() == 32 * (s.threads() // 32) <= 288 for s in ws)
-    assert all(s.stages <= 4 and s.threads() <= 256 for _, s in pts if not s.tensor_core.producer)
+    assert ws and all(s.stages <= 6 and s.threads(H100.warp) == H100.warp * (s.threads(H100.warp) // H100.warp) <= 288 for s in ws)
+    assert all(s.stages <= 4 and s.threads(H100.warp) <= 256 for _, s in pts if not s.tensor_core.producer)
 
 
 # ---- convolutions as implicit GEMM -----------------------------------------------------
@@ -132,25 +132,25 @@ def test_hand_rule_gives_the_resnet_conv_tensor_cores():
             k = _resnet_conv(layout, d)
             s = gpu(k, sm80)
             assert s.tensor_core is not None and not check(k, s, sm80), layout
-            t = tcm.tiles(k, s)
+            t = tcm.tiles(k, s, H100.warp)
             # M: 2 images x 8 rows x 8 columns flattened (no padding of the 56x56 map), N: 64 channels
             assert (t.bm, t.bn, t.m_ext, t.steps) == (128, 64, (2, 8, 8), 9 * 64 // t.bk) and s.stages == 3
             assert t.gm * t.bm == 32 * 56 * 56 and len(s.tensor_core.m_outer) == 2
             for which in ("a", "b"):   # the layouts are conflict-free by the solver's own count
-                rows, width, ph = banks.operand_phases(k, s, which)
+                rows, width, ph = banks.operand_phases(k, s, which, H100.warp)
                 mt = tcm.match_tc(k, s.tensor_core)
                 st = next(x for x in s.staging if x.input == (mt.a if which == "a" else mt.b).input)
                 assert banks.conflicts(rows, width, ph, st.pad, st.swizzle, st.shift) == 0
             # sm_90: wgmma, warp-specialized where TMA boxes both operands (NHWC), else 4 whole rows a tile
             s = gpu(k, H100)
             assert s.tensor_core.instr.startswith("wgmma.") and not check(k, s, H100)
-            t = tcm.tiles(k, s)
+            t = tcm.tiles(k, s, H100.warp)
             if layout == "nhwc":
                 assert s.tensor_core.producer and all(x.tma for x in s.staging)
-                assert (t.bm, t.bn, t.bk, t.m_ext, s.stages, s.threads()) == (128, 64, 64, (2, 8, 8), 4, 160)
+                assert (t.bm, t.bn, t.bk, t.m_ext, s.stages, s.threads(H100.warp)) == (128, 64, 64, (2, 8, 8), 4, 160)
             else:
                 assert not s.tensor_core.producer and not any(x.tma for x in s.staging)
-                assert (t.bm, t.bn, t.bk, t.m_ext, s.stages, s.threads()) == (256, 64, 64, (4, 64), 3, 256)
+                assert (t.bm, t.bn, t.bk, t.m_ext, s.stages, s.threads(H100.warp)) == (256, 64, 64, (4, 64), 3, 256)
     fp32 = Workload.make("conv2d", N=1, C=16, H=8, W=8, K=16, dtype="float32").kernel
     assert gpu(fp32, H100).tensor_core is None
 

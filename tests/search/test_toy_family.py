@@ -27,7 +27,7 @@ class Toy:
     name = "toy_naive"
 
     def applies(self, kernel, machine):
-        return kernel.kind == "elementwise" and machine.kind == "cpu"
+        return kernel.kind == "elementwise" and machine.has("threads")
 
     def space(self, kernel, machine):
         return iter([Schedule.naive(kernel)])

@@ -67,7 +67,7 @@ def test_residency_from_registers_and_shared_memory():
     k = _mm(8192, 1024, 1024)
     m = tcm.match(k)
     big, mid = make(k, m, 128, 256, 64, 2, 1, 3), make(k, m, 128, 128, 64, 2, 1, 3)
-    assert tc_cost.wgmma_registers(tcm.tiles(k, big)) == 128 + tc_cost.WG_OVERHEAD_REGS   # 128 x 256 over 2 warpgroups
+    assert tc_cost.wgmma_registers(tcm.tiles(k, big, H100.warp)) == 128 + tc_cost.WG_OVERHEAD_REGS   # 128 x 256 over 2 warpgroups
     assert tc_cost.wgmma_resident(k, big, H100) == 1 and tc_cost.wgmma_resident(k, mid, H100) == 2
 
 

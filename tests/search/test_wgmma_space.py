@@ -29,7 +29,7 @@ def test_variants_are_legal_and_compute_the_reference():
     assert {key[:5] for key, _ in ws} >= {key[:5] for key, _ in plain} and (128, 256, 32, 2, 1, 5, "ws") in dict(ws)
     assert {(*t, "ws") for t in WS_DEEPER} <= set(dict(ws))
     for key, s in ws:
-        assert s.tensor_core.producer and all(x.tma for x in s.staging) and s.threads() == s.threads() // 32 * 32
+        assert s.tensor_core.producer and all(x.tma for x in s.staging) and s.threads(H100.warp) == s.threads(H100.warp) // H100.warp * H100.warp
     for key, s in got:
         assert from_key(k, tcm.match(k), key) == s
     rng = np.random.default_rng(0)
