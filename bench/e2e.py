@@ -141,7 +141,7 @@ def run_graph(r: Resolved, model: Model, machine, reps: int) -> dict:
     """Build the model's graph, run it eagerly once, capture, replay; outputs and times."""
     from superopt.backends.cuda.graph import ModelGraph
     final = r.items[-1].output
-    with ModelGraph(r.items, model.arrays, [final], machine) as g:
+    with ModelGraph(r.items, model.arrays, [final], machine, programs=[c.program for c in r.compiled]) as g:
         g.run_eager()
         eager_out = g.output()
         g.buffer(final).fill_bytes(0xFF)       # the replay must write every element again

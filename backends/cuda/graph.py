@@ -158,13 +158,16 @@ class ModelGraph:
     CUDA graph, ``replay`` launches it. Close it to free the device memory."""
 
     def __init__(self, items: Sequence[Item], arrays: dict[str, np.ndarray], outputs: Sequence[str], machine,
-                 device: Device | None = None):
+                 device: Device | None = None, programs: Sequence | None = None):
+        """``programs``: the items' lowered programs where the caller has them (lowering a
+        tensor-core kernel takes seconds), else lowered here under ``machine``."""
         self.dev = device or Device.get()
         self.items, self.outputs = list(items), list(outputs)
         self.graph = self.exec = None
         self.arrays: list[DeviceArray] = []
         try:
-            self.programs = [self._lower(it, machine) for it in self.items]
+            self.programs = list(programs) if programs is not None else [self._lower(it, machine) for it in self.items]
+            if len(self.programs) != len(self.items): raise GraphError(f"{len(self.programs)} programs for {len(self.items)} kernels")
             self.meta = buffer_specs(self.items, arrays)
             self.plan = plan_buffers(self.items, {n: m[0] for n, m in self.meta.items()}, self.outputs)
             self.arrays = [self.dev.alloc(n) for n in self.plan.sizes]

@@ -164,7 +164,7 @@ def test_small_models_as_one_graph_on_the_gpu(name):
         assert g.nodes == len(items)
         assert np.array_equal(got.view(np.uint8), eager.view(np.uint8))
         want = m.reference().reshape(-1)
-        assert np.max(np.abs(got.astype(np.float64) - want)) <= 1e-4 * np.max(np.abs(want))
+        assert np.max(np.abs(got.astype(np.float64) - want)) <= 1e-3 * np.max(np.abs(want))   # fp32 GEMMs may run as split-fp32 plans
         ts = g.time_graph(reps=5)
         assert len(ts) >= 5 and all(t > 0 for t in ts) and all(t > 0 for t in g.time_kernels(reps=5))
 
