@@ -231,10 +231,11 @@ class ModelGraph:
                   "graph", "cuStreamBeginCapture")
             try:
                 self.run_eager(stream)
-            finally:   # always end the capture, or the stream stays unusable
-                graph = check(_drv.cuStreamEndCapture(stream), "graph", "cuStreamEndCapture")
-            self.graph = graph
-            self.exec = _instantiate(graph)
+            except BaseException:   # end the capture (its error would hide this one), then report this one
+                _drv.cuStreamEndCapture(stream)
+                raise
+            self.graph = check(_drv.cuStreamEndCapture(stream), "graph", "cuStreamEndCapture")
+            self.exec = _instantiate(self.graph)
         finally:
             check(_drv.cuStreamDestroy(stream), "graph", "cuStreamDestroy")
 
@@ -273,11 +274,15 @@ class ModelGraph:
                                                 budget_s=budget_s)) for lx in self.launches]
 
     def close(self) -> None:
-        if self.exec is not None: check(_drv.cuGraphExecDestroy(self.exec), "graph", "cuGraphExecDestroy")
-        if self.graph is not None: check(_drv.cuGraphDestroy(self.graph), "graph", "cuGraphDestroy")
+        """Free the graph and the buffers; best effort after a sticky error (the process exits then anyway)."""
+        steps = ([lambda: check(_drv.cuGraphExecDestroy(self.exec), "graph", "cuGraphExecDestroy")] if self.exec is not None else []) + \
+                ([lambda: check(_drv.cuGraphDestroy(self.graph), "graph", "cuGraphDestroy")] if self.graph is not None else []) + \
+                [lambda a=a: self.dev.free(a) for a in self.arrays]
         self.exec = self.graph = None
-        for a in self.arrays: self.dev.free(a)
         self.arrays = []
+        for step in steps:
+            try: step()
+            except CudaError: pass  # noqa: E701 - the error that made the context unusable was raised already
 
     def __enter__(self) -> "ModelGraph": return self
     def __exit__(self, *exc) -> None: self.close()
