@@ -21,6 +21,7 @@ TEMPLATES: dict[str, str] = {
     "cpu_gemm": "cpu_gemm",
     "hvx_gemm": "hvx",   # int8 GEMM and NHWC convolutions (implicit GEMM) on HVX
     "cpu_conv": "cpu_conv",
+    "hvx_depthwise": "hvx_depthwise",   # int8 NHWC depthwise 3x3, 64 channels (HVX widening vmpy)
 }
 
 

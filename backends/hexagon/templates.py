@@ -17,6 +17,7 @@ from superopt.ir.program import Native, Program
 # family -> module of this package with ``render(program) -> str``
 TEMPLATES: dict[str, str] = {
     "hvx_gemm": "asm_gemm",
+    "hvx_depthwise": "asm_depthwise",
 }
 
 

@@ -1,0 +1,239 @@
+"""The HVX depthwise 3x3 family (``hvx_depthwise``; template ir/hvx_depthwise.py, assembly
+in backends/hexagon/asm_depthwise.py): int8 NHWC depthwise 3x3, 64 channels, stride 1 or 2.
+
+The instruction stream (this module writes it; the backend emits exactly its packets):
+64 channels are half a vector, so one aligned ``vmem`` holds a pixel pair. Each pair is
+loaded ``.tmp`` (load unit only) and widened by ``vunpack`` in the same packet into a
+register pair (one pixel's 64 int16 lanes each); the widening vector x vector multiply
+``Vdd.w (+)= vmpy(Vu.h, Vv.h)`` (both multipliers) by the tap's prepacked int16 weights
+(v22..v30) accumulates an output pixel in int32, even channels in the low vector, odd in
+the high; ``vshuff`` by words restores channel order before the two stores. An iteration
+makes ``unroll`` output pixels of a row; its stores are drained in the next iteration
+(software pipelining one stage deep: a store reads its accumulator in the packet where
+the next first multiply overwrites it). The first and last iterations of a row are
+peeled (taps outside the image skipped, their pairs not loaded); rows outside the image
+read a zero row. Each straight block (row prologue, first, loop body, last, drain) is
+packed by ``search.vliw.pack`` (Z3; LLVM's v66 slot and unit rules).
+
+Model: packets = frame + rows x (prologue + first + last + drain + loop setup
++ middle iterations x body); seconds = packets / ``machine.notes["clock_hz"]`` (no stall
+model: qemu counts issued packets). ``solve`` enumerates every legal unroll (proved
+optimal under the model when every packing is proved).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Iterable
+
+from superopt.ir import hvx_depthwise as tpl
+from superopt.ir.kernel import Kernel
+from superopt.ir.schedule import Level, Schedule, Split
+
+from .. import vliw
+from . import Candidate, Solved
+
+C = tpl.C
+W_REG = 22              # weights of tap t = 3*dy + dx in v(22 + t)
+ACC_REG = 18            # the accumulator pair of output o in v(19 + 2o):v(18 + 2o)
+TMP = "v31"             # .tmp load target (never written: read in the load's packet)
+ROW_REGS = ("r10", "r11", "r12")   # input rows dy = 0, 1, 2, at the iteration's first pair
+OUT_REG = "r13"
+SHUF_REG = "r7"         # -4: vshuff by words
+UNROLLS = (1, 2, 3, 4)
+PACK_TIMEOUT_S = 10.0
+FRAME_PACKETS = 9 + 1   # nine weight loads (the shuffle constant rides in the first), the return
+
+
+def _tied(load_text: str, unpack_text: str, k: int) -> list[vliw.Instr]:
+    """A .tmp load and the unpack that reads it in the same packet. The load writes no
+    register (its value lives in that packet only), so the pair is tied by a private name
+    (a same-packet use, as for ``.new``) instead of by the register the text names."""
+    tag = f"tmp{k}"
+    ld = replace(vliw.classify(load_text), defs=(tag,), region="in")
+    up = vliw.classify(unpack_text)
+    return [ld, replace(up, uses=tuple(u for u in up.uses if u != TMP), new_uses=(tag,),
+                        early_uses=tuple(u for u in up.early_uses if u != TMP))]
+
+
+def compute(s: int, u: int, x0: int, w: int) -> list[vliw.Instr]:
+    """Loads + unpacks of the pairs in the image and the multiplies of the taps in the
+    image for the iteration whose first output pixel is ``x0``; the row pointers step."""
+    npair = tpl.pairs(s, u)
+    p0 = s * x0 - 2                        # first pixel of the first pair the row pointers address
+    out: list[vliw.Instr] = []
+    for dy, rr in enumerate(ROW_REGS):
+        for q in range(npair):
+            if not 0 <= p0 + 2 * q < w: continue
+            k = dy * npair + q
+            out += _tied(f"{TMP}.tmp = vmem({rr}+#{q})", f"v{2 * k + 1}:{2 * k}.h = vunpack({TMP}.b)", k)
+    for o in range(u):
+        a = ACC_REG + 2 * o
+        taps = []
+        for dy in range(3):
+            for dx in (1, 0, 2):           # the centre first: always in the image, so it starts the sum
+                px = s * (x0 + o) + dx - 1
+                if not 0 <= px < w: continue
+                rel = px - p0
+                taps.append((2 * (dy * npair + rel // 2) + rel % 2, W_REG + 3 * dy + dx))
+        for i, (src, wr) in enumerate(taps):
+            out.append(vliw.classify(f"v{a + 1}:{a}.w {'+=' if i else '='} vmpy(v{src}.h,v{wr}.h)"))
+    out += [vliw.classify(f"{rr} = add({rr},#{s * u * C})") for rr in ROW_REGS]
+    return out
+
+
+def drain(u: int) -> list[vliw.Instr]:
+    """Channel order back (vshuff by words) and the stores of the previous iteration's
+    accumulators, then the output pointer steps."""
+    out: list[vliw.Instr] = []
+    for o in range(u):
+        a = ACC_REG + 2 * o
+        out.append(vliw.classify(f"v{a + 1}:{a} = vshuff(v{a + 1},v{a},{SHUF_REG})"))
+        out += [replace(vliw.classify(f"vmem({OUT_REG}+#{2 * o + j}) = v{a + j}"), region="out") for j in (0, 1)]
+    out.append(vliw.classify(f"{OUT_REG} = add({OUT_REG},#{u * C * 4})"))
+    return out
+
+
+def row_prologue(g: dict[str, int], y: int) -> list[str]:
+    """Row pointers of output row y (input rows s*y-1 .. s*y+1, else the zero row in r3)
+    at the first iteration's pair -1, and its output row; ``##`` constants so that every
+    row packs alike."""
+    s, h, w = g["stride"], g["h"], g["w"]
+    out = []
+    for dy, rr in enumerate(ROW_REGS):
+        iy = s * y + dy - 1
+        base, off = ("r0", iy * w * C) if 0 <= iy < h else ("r3", 0)
+        out.append(f"{rr} = add({base},##{off - 2 * C})")
+    out.append(f"{OUT_REG} = add(r2,##{y * g['ow'] * C * 4})")
+    return out
+
+
+def iterations(g: dict[str, int], u: int) -> tuple[int, int, bool]:
+    """(iterations a row, of them run by the loop body, whether a peeled last one exists)."""
+    n = g["ow"] // u
+    last = g["stride"] * (g["ow"] - 1) + 1 >= g["w"] and n > 1     # the last touches the right edge
+    return n, n - 1 - int(last), last
+
+
+def blocks(g: dict[str, int], u: int) -> dict[str, list[vliw.Instr]]:
+    """The straight blocks of one row, in emission order (the loop body once)."""
+    s, w = g["stride"], g["w"]
+    n, middle, last = iterations(g, u)
+    out = {"prologue": [vliw.classify(t) for t in row_prologue(g, min(1, g["oh"] - 1))], "first": compute(s, u, 0, w)}
+    if middle: out["body"] = drain(u) + compute(s, u, u, w)
+    if last: out["last"] = drain(u) + compute(s, u, (n - 1) * u, w)
+    out["epilogue"] = drain(u)
+    return out
+
+
+@dataclass(frozen=True)
+class Packing:
+    packets: dict[str, tuple[tuple[str, ...], ...]]   # block -> packets (instruction texts)
+    middle: int
+    proved: bool
+    solve_s: float
+
+    def get(self, block: str) -> tuple[tuple[str, ...], ...]: return self.packets.get(block, ())
+
+
+def _pack(instrs: list[vliw.Instr]) -> tuple[tuple[tuple[str, ...], ...], bool, float]:
+    res = vliw.pack(instrs, timeout_s=PACK_TIMEOUT_S)
+    asg = res.assignment or list(range(len(instrs)))
+    pk: list[list[str]] = [[] for _ in range(max(asg) + 1)]
+    for ins, p in zip(instrs, asg): pk[p].append(ins.text)
+    return tuple(tuple(p) for p in pk if p), res.proved and bool(res.assignment), res.solve_s
+
+
+@lru_cache(maxsize=64)
+def _packing(key: tuple, u: int) -> Packing:
+    g = dict(key)
+    got, proved, t = {}, True, 0.0
+    for name, ins in blocks(g, u).items():
+        got[name], ok, dt = _pack(ins)
+        proved &= ok
+        t += dt
+    return Packing(got, iterations(g, u)[1], proved, t)
+
+
+def packing(g: dict[str, int], u: int) -> Packing:
+    """The packets of one row (every row alike), cached per geometry and unroll."""
+    return _packing(tuple(sorted(g.items())), u)
+
+
+def modeled_packets(g: dict[str, int], u: int) -> int:
+    pk = packing(g, u)
+    setup = 1 if pk.middle > 1 else 0      # loop0 (a single middle iteration runs straight)
+    per_row = sum(len(pk.get(b)) for b in ("prologue", "first", "last", "epilogue")) + setup + pk.middle * len(pk.get("body"))
+    return FRAME_PACKETS + g["oh"] * per_row
+
+
+def macs(g: dict[str, int]) -> int:
+    """Multiply-adds of the convolution (taps inside the image only)."""
+    def taps(n: int, on: int) -> int:
+        return sum(1 for o in range(on) for d in range(3) if 0 <= g["stride"] * o + d - 1 < n)
+    return taps(g["h"], g["oh"]) * taps(g["w"], g["ow"]) * g["c"]
+
+
+def schedule(kernel: Kernel, unroll: int) -> Schedule:
+    return Schedule(tuple((Split(Level.LOOP, ax.size),) for ax in kernel.axes), family="hvx_depthwise",
+                    params=(("unroll", unroll),))
+
+
+def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
+
+
+class HvxDepthwise:
+    name = "hvx_depthwise"
+
+    def applies(self, kernel: Kernel, machine) -> bool:
+        return machine.has("hvx") and isinstance(tpl.match(kernel), dict)
+
+    def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
+        g = tpl.match(kernel)
+        if isinstance(g, str): return
+        for u in UNROLLS:
+            if not tpl.check(g, {"unroll": u}): yield schedule(kernel, u)
+
+    def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
+        g = tpl.match(kernel)
+        if isinstance(g, str): return [g]
+        if schedule.family != self.name: return [f"not a {self.name} schedule"]
+        return tpl.check(g, dict(schedule.params), machine)
+
+    def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
+        g = tpl.match(kernel)
+        if isinstance(g, str): raise ValueError(g)
+        return modeled_packets(g, dict(schedule.params)["unroll"]) / _clock(machine)
+
+    def hand(self, kernel: Kernel, machine) -> Schedule | None:
+        """What an engineer writes first: the smallest legal unroll (one output pixel an
+        iteration where the stride allows it)."""
+        g = tpl.match(kernel)
+        if isinstance(g, str): return None
+        return next((schedule(kernel, u) for u in UNROLLS if not tpl.check(g, {"unroll": u})), None)
+
+    def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
+        """Exact enumeration of the legal unrolls under the packet model."""
+        t0 = time.perf_counter()
+        g = tpl.match(kernel)
+        if isinstance(g, str): return Solved(self.name, [], "enumeration", False, detail={"why": g})
+        cands, table, complete, exact = [], {}, True, True
+        for s in self.space(kernel, machine):
+            if time.perf_counter() - t0 > timeout_s:
+                complete = False
+                break
+            u = dict(s.params)["unroll"]
+            mp = modeled_packets(g, u)
+            exact &= packing(g, u).proved
+            table[f"unroll {u}"] = mp
+            cands.append(Candidate(s, mp / _clock(machine)))
+        cands.sort(key=lambda c: c.modeled_s)
+        ok = complete and exact and bool(cands)
+        # not proved: the bound every schedule meets, one 64-MAC widening multiply a packet
+        bound = None if ok else macs(g) / 64 / _clock(machine)
+        return Solved(self.name, cands[:top], "enumeration", ok, bound_s=bound, solve_s=time.perf_counter() - t0,
+                      detail={"modeled_packets": table, "points": len(cands), "packings_proved": exact, "macs": macs(g)})
+
+
+FAMILY = HvxDepthwise()
