@@ -79,9 +79,11 @@ typedef uint8_t ta; typedef int8_t tb; typedef int32_t tc;
 #if DT == 2            /* int8 input: stored offset by 128 (unsigned); 128 * the filter's sums subtracted */
 #define XV(v) ((uint8_t)((v) ^ 0x80))
 #define PADV ((uint8_t)0x80)
+#define XW 0x80808080u
 #else
 #define XV(v) ((uint8_t)(v))
 #define PADV ((uint8_t)0)
+#define XW 0u
 #endif
 #endif
 #define KCE (KC * KG)  /* k elements of one KC block */
@@ -151,6 +153,47 @@ static void pack_a_panel(const ta* restrict x, ta* restrict dst, long m0, long m
   run[nrun] = mr;
   long kp = (kc + KG - 1) / KG * KG;
   for (long p = kc; p < kp; p++) for (long i = 0; i < MR; i++) dst[A_AT(p, i)] = 0;
+#if KG == 4
+  if (nrun == 1 && mr == MR) {  /* one output row: a group of 4 k inside becomes one 32-bit word a pixel */
+    const long ih = ih0[0], iwa = iw0[0], iwb = iw0[MR - 1];
+    const ta* restrict xb = x + base[0];
+    for (long q = 0; q < kp / 4; q++) {
+      const ta* restrict s4[4]; int inside = 1;
+      for (int u = 0; u < 4; u++) {
+        long p = 4 * q + u, r = p < kc ? t[4 * p + 1] : 0, s = p < kc ? t[4 * p + 2] : 0;
+        inside &= p < kc && (unsigned long)(ih + r) < (unsigned long)H && iwa + s >= 0 && iwb + s < W;
+        s4[u] = xb + (p < kc ? t[4 * p] : 0);
+      }
+      if (inside) {
+        uint32_t* restrict d32 = (uint32_t*)(dst + q * MR * 4);
+        #pragma GCC unroll 32
+        for (long i = 0; i < MR; i++)
+          d32[i] = ((uint32_t)s4[0][i * PS] | (uint32_t)s4[1][i * PS] << 8 | (uint32_t)s4[2][i * PS] << 16 |
+                    (uint32_t)s4[3][i * PS] << 24) ^ XW;
+      } else {  /* per k of the group: beyond kc, a padding row, inside, or the border column by column */
+        for (int u = 0; u < 4; u++) {
+          long p = 4 * q + u;
+          ta* restrict d = dst + A_AT(p, 0);
+          if (p >= kc) { for (long i = 0; i < MR; i++) d[i * 4] = 0; continue; }
+          long r = t[4 * p + 1], s = t[4 * p + 2];
+          if ((unsigned long)(ih + r) >= (unsigned long)H) { for (long i = 0; i < MR; i++) d[i * 4] = PADV; continue; }
+          if (iwa + s >= 0 && iwb + s < W) {
+            #pragma GCC unroll 32
+            for (long i = 0; i < MR; i++) d[i * 4] = XV(s4[u][i * PS]);
+            continue;
+          }
+          long lo = 0, hi = MR;  /* the border: padding before lo and from hi */
+          while (lo < MR && iw0[lo] + s < 0) lo++;
+          while (hi > lo && iw0[hi - 1] + s >= W) hi--;
+          for (long i = 0; i < lo; i++) d[i * 4] = PADV;
+          for (long i = lo; i < hi; i++) d[i * 4] = XV(s4[u][i * PS]);
+          for (long i = hi; i < MR; i++) d[i * 4] = PADV;
+        }
+      }
+    }
+    return;
+  }
+#endif
   if (nrun == 1 && mr == MR) {  /* the common case: one output row, a fixed-length copy where inside */
     const long ih = ih0[0], iwa = iw0[0], iwb = iw0[MR - 1];
     const ta* restrict xb = x + base[0];
