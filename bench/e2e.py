@@ -21,7 +21,8 @@ Per model (``superopt.kernels.models``: bert_layer, resnet_block, bottleneck, em
   its hand rule (None where cached schedules of unknown tuning time were used).
 
 On cuda each model runs in a child process (a crash or a time-out costs that model only;
-what it measured before is kept). ``--backend cpu`` (small shapes) runs the same path
+what it measured before is kept), in two passes under one ``--budget``: first ours, torch
+eager and rel_err of every model, then torch.compile of each (its autotuning is the slow part). ``--backend cpu`` (small shapes) runs the same path
 without a graph: the kernels one by one on the host, timed by wall clock, the reference
 numpy's (float64), no torch.
 
@@ -229,12 +230,15 @@ def measure(name: str, a, save=lambda e: None) -> dict:
     e.update(reference="numpy-float64" if name == "embed" else "torch-fp32", rel_err=rel_err(out, ref))
     save(e)
     e["torch_s"] = torch_eager_s(model, rt.backend.machine.l2_bytes, a.repeat)
-    save(e)
-    if a.compile_mode != "none":
-        e["torch_compile_s"], e["torch_compile_compile_s"] = torch_compiled_s(model, rt.backend.machine.l2_bytes,
-                                                                              a.repeat, a.compile_mode)
-        e["torch_compile_mode"] = a.compile_mode
+    e["l2_bytes"] = rt.backend.machine.l2_bytes
     return e
+
+
+def measure_compiled(name: str, a, l2_bytes: int) -> dict:
+    """torch.compile's figures for one model (a second pass: every model's own figures come first)."""
+    model = MODELS[name](small=a.small)
+    t, c = torch_compiled_s(model, l2_bytes, a.repeat, a.compile_mode)
+    return {"torch_compile_s": t, "torch_compile_compile_s": c, "torch_compile_mode": a.compile_mode}
 
 
 def _tuning_s(a, sources: Counter, resolve_s: float) -> float | None:
@@ -249,13 +253,14 @@ def _write(path: str, doc: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _child(name: str, a, argv: list[str], limit_s: float) -> dict:
-    """``measure`` in a child process for at most ``limit_s``; what it saved survives a crash."""
+def _child(name: str, a, argv: list[str], limit_s: float, phase: str = "ours", l2_bytes: int = 0) -> dict:
+    """``measure`` (phase 'ours') or ``measure_compiled`` ('compile') in a child process for
+    at most ``limit_s``; what it saved survives a crash."""
     part = f"{a.out}.{name}.part"
     if os.path.exists(part): os.remove(part)
     rest = [x for i, x in enumerate(argv) if not _dropped(argv, i)]
     cmd = [sys.executable, *(["-P"] if sys.flags.safe_path else []), os.path.abspath(__file__), *rest,
-           "--models", name, "--part", part]
+           "--models", name, "--part", part, "--phase", phase, "--l2-bytes", str(l2_bytes)]
     t0 = time.perf_counter()
     # a session of its own: on a time-out its whole group goes (the CUDA worker, torch's autotuning processes)
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -278,10 +283,27 @@ def _child(name: str, a, argv: list[str], limit_s: float) -> dict:
 
 
 def _dropped(argv: list[str], i: int) -> bool:
-    """--models / --part (and their values) are set per child."""
+    """--models, --part, --phase, --l2-bytes (and their values) are set per child."""
+    own = ("--models", "--part", "--phase", "--l2-bytes")
     x = argv[i]
-    if x.startswith(("--models=", "--part=")): return True
-    return x in ("--models", "--part") or (i > 0 and argv[i - 1] in ("--models", "--part"))
+    if x.startswith(tuple(o + "=" for o in own)): return True
+    return x in own or (i > 0 and argv[i - 1] in own)
+
+
+def _run_one(name: str, a, argv: list[str], isolate: bool, left: float, phase: str, l2_bytes: int = 0) -> dict:
+    """One model's phase, in a child process or here; never raises (one model's failure must not lose the others)."""
+    if left < 5: return {"model": name, "error": f"not run ({phase}): the run's --budget of {a.budget:.0f} s was spent"}
+    if isolate: return _child(name, a, argv, min(a.model_timeout, left), phase, l2_bytes)   # never past the budget
+    try:
+        return measure(name, a) if phase == "ours" else measure_compiled(name, a, l2_bytes)
+    except Exception as x:  # noqa: BLE001
+        return {"model": name, "error": f"{type(x).__name__}: {x}"}
+
+
+def _say(e: dict) -> None:
+    print(f"{e['model']}: ours {e.get('ours_s')} s, torch {e.get('torch_s')} s, compile {e.get('torch_compile_s')} s, "
+          f"rel_err {e.get('rel_err')}" + (f"  ({e['error'][:200]})" if e.get("error") else "")
+          + (f"  (torch.compile: {e['torch_compile_error'][:200]})" if e.get("torch_compile_error") else ""), flush=True)
 
 
 def table(models: list[dict]) -> str:
@@ -296,7 +318,8 @@ def table(models: list[dict]) -> str:
                      f"{ms(e.get('torch_s'))} {ms(e.get('torch_compile_s'))} {ratio(e.get('ours_s'), e.get('torch_s')):>8} "
                      f"{ratio(e.get('ours_s'), e.get('torch_compile_s')):>8} "
                      f"{(f'{err:8.1e}' if err is not None else '-'):>8}  "
-                     + ("graph != eager! " if e.get("graph_equals_eager") is False else "") + (e.get("error") or "")[:60])
+                     + ("graph != eager! " if e.get("graph_equals_eager") is False else "") + (e.get("error") or "")[:60]
+                     + (f"torch.compile: {e['torch_compile_error'][:40]}" if e.get("torch_compile_error") else ""))
     return "\n".join(lines)
 
 
@@ -314,6 +337,8 @@ def parse(argv=None):
     ap.add_argument("--budget", type=float, default=0.0, help="seconds for the whole run (0: none); models past it are not run")
     ap.add_argument("--isolate", choices=["auto", "yes", "no"], default="auto", help="a child process per model (auto: on cuda)")
     ap.add_argument("--part", default=None, help=argparse.SUPPRESS)   # a child: write this model's entry here
+    ap.add_argument("--phase", default="ours", choices=["ours", "compile"], help=argparse.SUPPRESS)
+    ap.add_argument("--l2-bytes", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--out", required=True)
     return ap.parse_args(argv)
 
@@ -324,29 +349,28 @@ def main(argv=None) -> int:
     names = a.models.split(",")
     unknown = [n for n in names if n not in MODELS]
     if unknown: raise SystemExit(f"unknown models {unknown} (known: {', '.join(MODELS)})")
-    if a.part:   # a child: one model
+    if a.part:   # a child: one model, one phase
         save = lambda e: _write(a.part, e)  # noqa: E731
-        save(measure(names[0], a, save))
+        save(measure(names[0], a, save) if a.phase == "ours" else measure_compiled(names[0], a, a.l2_bytes))
         return 0
     doc = {"command": "python bench/e2e.py " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "backend": a.backend, "host": platform.node(), "load_avg_before": os.getloadavg(), "models": []}
     isolate = a.isolate == "yes" or (a.isolate == "auto" and a.backend == "cuda")
     start = time.perf_counter()
-    for name in names:
-        left = a.budget - (time.perf_counter() - start) if a.budget else float("inf")
-        if left < 5:
-            e = {"model": name, "error": f"not run: the run's --budget of {a.budget:.0f} s was spent"}
-        elif isolate:   # at most --model-timeout, and never past the run's budget
-            e = _child(name, a, argv, min(a.model_timeout, left))
-        else:
-            try:
-                e = measure(name, a)
-            except Exception as x:  # noqa: BLE001 - one model's failure must not lose the others
-                e = {"model": name, "error": f"{type(x).__name__}: {x}"}
+    left = lambda: a.budget - (time.perf_counter() - start) if a.budget else float("inf")  # noqa: E731
+    for name in names:   # pass 1: ours, torch eager, rel_err of every model
+        e = _run_one(name, a, argv, isolate, left(), "ours")
         doc["models"].append(e)
         _write(a.out, {**doc, "partial": True})
-        print(f"{name}: ours {e.get('ours_s')} s, torch {e.get('torch_s')} s, compile {e.get('torch_compile_s')} s, "
-              f"rel_err {e.get('rel_err')}" + (f"  ({e['error'][:200]})" if e.get("error") else ""), flush=True)
+        _say(e)
+    if a.backend == "cuda" and a.compile_mode != "none":   # pass 2: torch.compile, as the budget allows
+        for e in doc["models"]:
+            if e.get("torch_s") is None: continue
+            c = _run_one(e["model"], a, argv, isolate, left(), "compile", e.get("l2_bytes", 0))
+            e.update({k: v for k, v in c.items() if k.startswith("torch_compile")})
+            if c.get("error"): e["torch_compile_error"] = c["error"]
+            _write(a.out, {**doc, "partial": True})
+            _say(e)
     doc["load_avg_after"] = os.getloadavg()
     _write(a.out, doc)
     print(f"wrote {a.out}")
