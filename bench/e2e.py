@@ -75,12 +75,16 @@ def check_items(items: list, backend, seed: int = 0) -> Resolved:
     from superopt.verify import verify_compiled
     rng = np.random.default_rng(seed)
     compiled, checks = [], []
+    seen: dict[tuple[str, str], tuple] = {}   # (kernel key, schedule): one compile and check (BERT's Q, K, V GEMMs are one kernel)
     for it in items:
-        try:
-            c = backend.compile(lower(it.kernel, it.schedule, backend.machine))
-        except ValueError as e:
-            c = Failure("compile", str(e))
-        v = None if isinstance(c, Failure) else verify_compiled(it.kernel, c, backend, rng)
+        ck = (it.kernel.key, it.schedule.to_json())
+        if ck not in seen:
+            try:
+                c = backend.compile(lower(it.kernel, it.schedule, backend.machine))
+            except ValueError as e:
+                c = Failure("compile", str(e))
+            seen[ck] = (c, None if isinstance(c, Failure) else verify_compiled(it.kernel, c, backend, rng))
+        c, v = seen[ck]
         ok = v is not None and v.ok
         checks.append({"name": it.kernel.name, "kind": it.kernel.kind, "key": it.kernel.key, "output": it.output,
                        "source": it.source, "verified": ok, "reason": "" if ok else str(c) if v is None else v.reason,
