@@ -6,7 +6,9 @@ verified against a float64 numpy convolution and timed in rounds (medians), alte
 the numpy route's rounds. That runs in a child process per round (OpenBLAS threads spin
 after a call and would take the cores from the backend's workers): im2col as the Caffe route does it (pad, a strided window
 view copied to a (C*R*S, OH*OW) matrix, so W @ col gives NCHW directly), then np.matmul;
-reported with the im2col copy and without it (the GEMM alone). Single-thread numpy:
+reported with the im2col copy and without it (the GEMM alone). The int8 row (int8 input and
+filter, int32 out: the VNNI variant) has numpy's int32 matmul of the same values beside it
+(numpy has no int8 GEMM; that one is not BLAS). Single-thread numpy:
 OPENBLAS_NUM_THREADS=1 (threadpoolctl is not installed); OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE are never set. torch's CPU conv where ``import torch`` works.
 
@@ -26,8 +28,10 @@ import time
 
 import numpy as np
 
+from superopt import Tensor
 from superopt.backends.base import Failure
 from superopt.backends.cpu import CPUBackend
+from superopt.ir import dtypes as dt
 from superopt.ir.lower import lower
 from superopt.kernels import reference as ref
 from superopt.kernels.registry import Workload
@@ -40,6 +44,7 @@ SHAPES = {
     "3x3": dict(N=1, C=64, H=56, W=56, K=64, R=3, S=3, stride=1, pad=1),
     "stem": dict(N=1, C=3, H=224, W=224, K=64, R=7, S=7, stride=2, pad=3),
     "1x1": dict(N=1, C=256, H=56, W=56, K=64, R=1, S=1, stride=1, pad=0),
+    "3x3-int8": dict(N=1, C=64, H=56, W=56, K=64, R=3, S=3, stride=1, pad=1, int8=1),
 }
 
 _NUMPY_CHILD = r"""
@@ -47,14 +52,18 @@ import sys, time, json, numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 p, rounds = json.loads(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(0)
-x = rng.standard_normal((p["N"], p["C"], p["H"], p["W"]), dtype=np.float32)
-w = rng.standard_normal((p["K"], p["C"], p["R"], p["S"]), dtype=np.float32)
+if p.get("int8"):  # numpy has no int8 GEMM: int32 matmul of the int8 values (no BLAS)
+    x = rng.integers(-128, 128, (p["N"], p["C"], p["H"], p["W"])).astype(np.int8)
+    w = rng.integers(-128, 128, (p["K"], p["C"], p["R"], p["S"])).astype(np.int8)
+else:
+    x = rng.standard_normal((p["N"], p["C"], p["H"], p["W"]), dtype=np.float32)
+    w = rng.standard_normal((p["K"], p["C"], p["R"], p["S"]), dtype=np.float32)
 st, pd = p["stride"], p["pad"]
-w2 = w.reshape(p["K"], -1)
+w2 = w.reshape(p["K"], -1).astype(np.int32 if p.get("int8") else np.float32)
 def im2col():
     xp = np.pad(x[0], ((0, 0), (pd, pd), (pd, pd))) if pd else x[0]
     v = sliding_window_view(xp, (p["R"], p["S"]), axis=(1, 2))[:, ::st, ::st]   # C, OH, OW, R, S
-    return np.ascontiguousarray(v.transpose(0, 3, 4, 1, 2)).reshape(w2.shape[1], -1)
+    return np.ascontiguousarray(v.transpose(0, 3, 4, 1, 2), dtype=w2.dtype).reshape(w2.shape[1], -1)
 def whole(): return w2 @ im2col()
 col = im2col()
 def gemm(): return w2 @ col
@@ -74,6 +83,7 @@ from superopt.kernels import reference as ref
 want = ref.conv2d(x.astype(np.float64), w.astype(np.float64), st, pd, 1, "nchw").reshape(p["K"], -1)
 res["max_rel_err"] = float(np.abs(y - want).max() / np.abs(want).max())
 try:
+    if p.get("int8"): raise ImportError("no torch row for int8")
     import torch
     torch.set_num_threads(int(sys.argv[3]))
     tx, tw = torch.from_numpy(x), torch.from_numpy(w)
@@ -96,17 +106,29 @@ def numpy_child(p: dict, rounds: int, workers: int) -> dict:
     return json.loads(r.stdout)
 
 
+def kernel(p: dict):
+    """The conv2d kernel of ``p`` (int8: int8 input and filter, int32 accumulate)."""
+    if not p.get("int8"): return Workload.make("conv2d", **{k: v for k, v in p.items() if k != "int8"}).kernels[0]
+    x = Tensor.empty(p["N"], p["C"], p["H"], p["W"], name="x", dtype=dt.int8)
+    w = Tensor.empty(p["K"], p["C"], p["R"], p["S"], name="w", dtype=dt.int8)
+    return x.conv2d(w, p["stride"], p["pad"]).schedule()[-1].kernel
+
+
+def inputs(k, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    if p.get("int8"): return tuple(rng.integers(-128, 128, b.shape).astype(np.int8) for b in k.inputs)
+    return tuple(rng.standard_normal(b.shape, dtype=np.float32) for b in k.inputs)
+
+
 def one(be: CPUBackend, machine, name: str, workers: int, rounds: int, top: int) -> dict:
     p = dict(SHAPES[name], layout="nchw")
     m = dataclasses.replace(machine, cores=workers, flops_fp32=machine.flops_fp32 * workers / machine.cores)
-    k = Workload.make("conv2d", **p).kernels[0]
+    k = kernel(p)
     t0 = time.perf_counter()
     solved = FAMILY.solve(k, m, timeout_s=10, top=top)
     cands = [c for c in solved.candidates if dict(c.schedule.params)["workers"] == workers]
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(k.inputs[0].shape, dtype=np.float32)
-    w = rng.standard_normal(k.inputs[1].shape, dtype=np.float32)
-    ins, out = [x.reshape(-1), w.reshape(-1)], np.full(k.output.size, np.nan, np.float32)
+    x, w = inputs(k, p)
+    ins, out = [x.reshape(-1), w.reshape(-1)], np.full(k.output.size, -7, k.output.dtype.np)
     measured = []
     for c in cands:
         comp = be.compile(lower(k, c.schedule, m))
@@ -121,19 +143,19 @@ def one(be: CPUBackend, machine, name: str, workers: int, rounds: int, top: int)
     for _ in range(rounds):
         ours.append(be.time(comp, ins, out, runs=1, min_s=0.05).median_s)
         r = numpy_child(p, 1, workers)
-        for key in theirs: theirs[key] += r.get(key) or []
+        for key in ("im2col_matmul", "matmul_only", "torch"): theirs[key] += r.get(key) or []
         theirs["max_rel_err"] = r["max_rel_err"]
-    got = be.run(comp, ins, np.full(k.output.size, np.nan, np.float32)).reshape(k.output.shape)
+    got = be.run(comp, ins, np.full(k.output.size, -7 if p.get("int8") else np.nan, k.output.dtype.np)).reshape(k.output.shape)
     want = ref.conv2d(x.astype(np.float64), w.astype(np.float64), p["stride"], p["pad"], 1, "nchw")
     err = float(np.abs(got - want).max() / np.abs(want).max())
-    if not err < 1e-5: raise RuntimeError(f"{name}: wrong result (max rel err {err:.2e})")
+    if not err < (1e-12 if p.get("int8") else 1e-5): raise RuntimeError(f"{name}: wrong result (max rel err {err:.2e})")
     o = statistics.median(ours)
     i2c, mm = statistics.median(theirs["im2col_matmul"]), statistics.median(theirs["matmul_only"])
     flops = 2 * k.output.size * p["C"] * p["R"] * p["S"]
     row = {"shape": name, "conv": p, "workers": workers, "superopt_us": round(o * 1e6, 1),
            "im2col_matmul_us": round(i2c * 1e6, 1), "matmul_only_us": round(mm * 1e6, 1),
            "ratio_vs_im2col_matmul": round(i2c / o, 3), "ratio_vs_matmul_only": round(mm / o, 3),
-           "gflops": round(flops / o / 1e9, 1), "max_rel_err": err, "numpy_route_max_rel_err": theirs["max_rel_err"],
+           "gops": round(flops / o / 1e9, 1), "max_rel_err": err, "numpy_route_max_rel_err": theirs["max_rel_err"],
            "params": dict(best.schedule.params), "modeled_us": round(best.modeled_s * 1e6, 1),
            "model_rank_of_best": [c for _, c, _ in measured].index(best),
            "candidates_us": [round(s * 1e6, 1) for s, _, _ in measured], "solve_s": round(solved.solve_s, 3),
@@ -149,7 +171,7 @@ def one(be: CPUBackend, machine, name: str, workers: int, rounds: int, top: int)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
     ap.add_argument("--threads", default="2,1", help="worker counts (the first: all cores)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--top", type=int, default=4)
@@ -164,7 +186,7 @@ def main() -> None:
                 r = one(be, machine, name, min(w, machine.cores), args.rounds, args.top)
                 print(f"{name:5s} workers {r['workers']}: superopt {r['superopt_us']:8.1f} us  im2col+matmul {r['im2col_matmul_us']:8.1f} us "
                       f"(x{r['ratio_vs_im2col_matmul']:.2f})  matmul alone {r['matmul_only_us']:8.1f} us (x{r['ratio_vs_matmul_only']:.2f})  "
-                      f"{r['gflops']} GFLOP/s, {r['params']}, solve {r['solve_s']} s, tune {r['tune_s']} s", flush=True)
+                      f"{r['gops']} GOP/s, {r['params']}, solve {r['solve_s']} s, tune {r['tune_s']} s", flush=True)
                 rows.append(r)
     finally:
         be.close()
