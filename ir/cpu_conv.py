@@ -137,28 +137,34 @@ def _geometry(kernel, xl, roles, co, dims, lay, xs, xoff, ws, os_) -> dict[str, 
     sh = xs[roles["oh"]] // lay["h"] if "oh" in roles else 1
     sw = xs[roles["ow"]] // lay["w"] if "ow" in roles else 1
     o_w = os_[roles["ow"]] if "ow" in roles else (os_[roles["oh"]] if "oh" in roles else 1)
-    o_h = os_[roles["oh"]] if "oh" in roles else o_w * ow
-    if "ow" in roles and "oh" in roles and o_h != ow * o_w:
+    if "ow" in roles and "oh" in roles and os_[roles["oh"]] != ow * o_w:
         return "output pixels are not one linear run per image (oh stride != OW * ow stride)"
+    pad = _padding(kernel, xl.src[1], roles, dims, lay, (sh, sw), xoff)
+    if isinstance(pad, str): return pad
+    st = lambda t, role: t[roles[role]] if role in roles else 0  # noqa: E731 - a role's stride, 0 where absent
+    return {"batch": n, "c": ci, "h": dims["H"], "w": dims["W"], "oh": oh, "ow": ow, "r": r, "s": s, "sh": sh, "sw": sw,
+            "ph": pad[0], "pw": pad[1], "m": oh * ow, "n": kernel.axes[co].size if co is not None else 1, "k": ci * r * s,
+            "x_off": xoff, "x_n": st(xs, "n"), "x_c": lay["ci"], "x_h": lay["h"], "x_w": lay["w"],
+            "w_k": ws[co] if co is not None else 0, "w_c": st(ws, "ci"), "w_r": st(ws, "r"), "w_s": st(ws, "s"),
+            "o_n": st(os_, "n"), "o_m": o_w, "o_k": os_[co] if co is not None else 0}
+
+
+def _padding(kernel, mask: Node, roles, dims, lay, strides: tuple[int, int], xoff: int) -> tuple[int, int] | str:
+    """(PH, PW) whose offset is the input's and whose window test equals its mask on every
+    (oh, r, ow, s) point, or why none does."""
     pads = [(ph, pw) for ph in range(PAD_MAX + 1) for pw in range(PAD_MAX + 1) if xoff == -(ph * lay["h"] + pw * lay["w"])]
     if not pads: return f"input offset {xoff} is no padding up to {PAD_MAX}"
-    mask = xl.src[1]
     used = {v.arg[0] for v in mask.toposort() if v.op is Ops.VAR}
     grid = {roles[x]: d for d, x in enumerate(("oh", "r", "ow", "s")) if x in roles}  # axis -> grid dim
     if not used <= set(grid): return "the input's mask reads axes other than oh, r, ow, s"
+    oh, r, ow, s = (kernel.axes[roles[x]].size if x in roles else 1 for x in ("oh", "r", "ow", "s"))
     if oh * r * ow * s > GRID_MAX: return "mask grid too large to check"
     got = _mask_grid(kernel, mask, grid)
     idx = np.ix_(np.arange(oh), np.arange(r), np.arange(ow), np.arange(s))
     for ph, pw in pads:
-        ih, iw = idx[0] * sh + idx[1] - ph, idx[2] * sw + idx[3] - pw
+        ih, iw = idx[0] * strides[0] + idx[1] - ph, idx[2] * strides[1] + idx[3] - pw
         want = (ih >= 0) & (ih < dims["H"]) & (iw >= 0) & (iw < dims["W"])
-        if np.array_equal(np.broadcast_to(got, want.shape), want):
-            st = lambda t, role: t[roles[role]] if role in roles else 0  # noqa: E731
-            return {"batch": n, "c": ci, "h": dims["H"], "w": dims["W"], "oh": oh, "ow": ow, "r": r, "s": s, "sh": sh, "sw": sw, "ph": ph, "pw": pw,
-                    "m": oh * ow, "n": kernel.axes[co].size if co is not None else 1, "k": ci * r * s,
-                    "x_off": xoff, "x_n": st(xs, "n"), "x_c": lay["ci"], "x_h": lay["h"], "x_w": lay["w"],
-                    "w_k": ws[co] if co is not None else 0, "w_c": st(ws, "ci"), "w_r": st(ws, "r"), "w_s": st(ws, "s"),
-                    "o_n": st(os_, "n"), "o_m": o_w, "o_k": os_[co] if co is not None else 0}
+        if np.array_equal(np.broadcast_to(got, want.shape), want): return ph, pw
     return "the input's mask is not the padding of the window"
 
 
