@@ -153,8 +153,9 @@ def run_graph(r: Resolved, model: Model, machine, reps: int) -> dict:
         g.capture()
         g.replay()
         out = g.output()
-        res = {"graph_nodes": g.nodes, "device_bytes": g.plan.total_bytes, "graph_equals_eager": bool(np.array_equal(
-            out.view(np.uint8), eager_out.view(np.uint8))), "out": out}
+        same = bool(np.array_equal(out.view(np.uint8), eager_out.view(np.uint8)))
+        res = {"device": g.dev.name, "graph_nodes": g.nodes, "device_bytes": g.plan.total_bytes,
+               "buffers_bytes": sum(m[0] for m in g.meta.values()), "graph_equals_eager": same, "out": out}
         res["ours_s"] = statistics.median(g.time_graph(reps, flush=True))
         res["ours_warm_s"] = statistics.median(g.time_graph(reps, flush=False))
         res["ours_eager_s"] = statistics.median(g.time_eager(reps))
