@@ -36,6 +36,7 @@ class Context:
     planner: Planner | None = None
     target: Any = None      # the machine the runner runs on (None: the interpreter, no target)
     cache: Any = None       # the kernel cache the runner reads (None: none)
+    debug: int = 0          # SUPEROPT_DEBUG: 1 logs kernels, launches, times, cache hits; 2 adds generated code
 
 
 _CURRENT: ContextVar[Context] = ContextVar("superopt_context", default=Context())
