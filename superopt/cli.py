@@ -14,6 +14,8 @@ import os
 import sys
 import traceback
 
+from superopt import debug
+
 COMMANDS = ["new", "show", "tune", "run", "calibrate", "cache", "capture", "tune-cache", "bench", "plan", "fidelity"]
 
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args.verbosity = -1 if args.quiet else args.verbose
     as_json = lambda: bool(getattr(args, "json", False))  # noqa: E731 - a command may set it late (plan SCRIPT --json)
     try:
-        return int(mods[args.command].run(args) or 0)
+        return int(debug.run_with_env(mods[args.command].run, args) or 0)   # SUPEROPT_DEBUG, read once
     except UserError as e:
         return _fail(f"superopt {args.command}: error: {e}" if not as_json() else str(e), e.kind, args.command, as_json(), 2)
     except UsageError as e:

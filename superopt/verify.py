@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from superopt import debug
 from superopt.fastref import whole_output
 from superopt.ir import dtype as dt
 from superopt.ir.interpret import _eval_node, cast_values, run_kernel
@@ -262,14 +263,19 @@ def verify_compiled(kernel: Kernel, compiled, backend, rng: np.random.Generator,
     inputs = random_inputs(kernel, rng) if inputs is None else inputs
     if not isinstance(inputs, InputSet): inputs = InputSet([np.array(a) for a in inputs], rng)
     r = _run_and_compare(kernel, compiled, backend, inputs, rng, False)
-    if not r.ok: return r
+    if not r.ok:
+        debug.log(1, lambda: f"verification of {kernel.name} on {backend.name} failed: {r.reason}")
+        return r
     done: list[str] = []
     for name in special_sets(kernel):
         s = _run_and_compare(kernel, compiled, backend, inputs.special(kernel, name), rng, True)
         if not s.ok:
+            debug.log(1, lambda: f"verification of {kernel.name} on {backend.name} failed on {name} inputs: {s.reason}")
             return VerifyResult(False, s.max_abs_err, s.rel_err, s.checked, f"{name} inputs ({DISTRIBUTIONS[name][2]}): "
                                 f"{s.reason}", s.failure_kind, tuple(done + [name]))
         done.append(name)
+    debug.log(1, lambda: f"verified {kernel.name} on {backend.name}: {r.checked} outputs, relative error {r.rel_err:.3g}, "
+              f"special sets {', '.join(done) or 'none'}")
     return VerifyResult(True, r.max_abs_err, r.rel_err, r.checked, special=tuple(done))
 
 
@@ -280,6 +286,7 @@ def check_special(kernel: Kernel, compiled, backend, inputs: InputSet, name: str
 
 
 def _run_and_compare(kernel: Kernel, compiled, backend, inputs: "InputSet", rng, special: bool) -> VerifyResult:
+    debug.log(1, lambda: f"launch {kernel.name} on {backend.name} ({'special' if special else 'random'} inputs)")
     with np.errstate(all="ignore") if special else contextlib.nullcontext():   # inf - inf, NaN: what the set is for
         out = backend.run(compiled, [a.reshape(-1) for a in inputs], poison(kernel.output))
         if not isinstance(out, np.ndarray):
