@@ -4,10 +4,24 @@ See ``superopt.benchmark`` for what is timed and ``bench/README.md`` for reading
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
+import shutil
 import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
+from superopt import benchmark, report
+from superopt.backends.base import get
+from superopt.benchmark import TINYGRAD, Config, parse_methods
+from superopt.cli import UserError
 from superopt.commands.args import positive_float, positive_int
+from superopt.commands.calibrate import measured_machine
+from superopt.kernels.suites import SUITES, suite
+from superopt.plots import MISSING, have_matplotlib
+from superopt.vendor import TINYGRAD_DEVICE, VENDORS, available
 
 HELP = "research benchmark: hand rules vs Z3 vs BEAM (vs numpy/torch) on suites; tables, JSON, plots"
 
@@ -45,10 +59,6 @@ def command_line(a: argparse.Namespace) -> str:
 
 
 def config(a: argparse.Namespace):
-    from superopt.benchmark import TINYGRAD, Config, parse_methods
-    from superopt.cli import UserError
-    from superopt.kernels.suites import SUITES
-    from superopt.vendor import VENDORS, available
     try:
         methods = parse_methods(a.methods)
     except ValueError as e:
@@ -59,31 +69,20 @@ def config(a: argparse.Namespace):
     if a.budget <= 0 or a.repeat < 1: raise UserError("--budget must be > 0 and --repeat >= 1")
     for m in methods:
         if m in TINYGRAD:
-            from superopt.vendor import TINYGRAD_DEVICE
             if a.backend not in TINYGRAD_DEVICE: raise UserError(f"{m}: tinygrad runs on cpu and cuda here, not {a.backend}")
             try:
-                import tinygrad  # noqa: F401
+                import tinygrad  # noqa: F401 - an optional dependency: asked for only when a method needs it
             except ImportError:
                 raise UserError(f"{m}: tinygrad is not installed (pip install 'superopt[tinygrad]')") from None
         if m in VENDORS:
             if VENDORS[m] != a.backend: raise UserError(f"{m} is the vendor baseline of --backend {VENDORS[m]}, not {a.backend}")
             why = available(m)
             if why: raise UserError(f"{m}: {why}")
-    if any(m in ("beam", "z3+beam") for m in methods):
-        try:
-            from superopt.search import beam  # noqa: F401
-        except ImportError as e:
-            raise UserError(f"BEAM is not available here ({e})") from None
     return Config(suites, a.backend, methods, a.budget, a.repeat, a.small, command_line(a),
                   tuple(x for x in a.only.split(",") if x))
 
 
 def run(args: argparse.Namespace) -> int:
-    from superopt import benchmark, report
-    from superopt.cli import UserError
-    from superopt.backends.base import get
-    from superopt.kernels.suites import suite
-    from superopt.plots import MISSING, have_matplotlib
     if args.replot: return _replot(args.replot)
     if not args.suite: raise UserError("--suite is required (or --replot DIR)")
     cfg = config(args)
@@ -95,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
         plots = False
     calibration = None
     if args.calibrate:
-        from dataclasses import replace
-        from superopt.commands.calibrate import measured_machine
         ceilings, calibration = measured_machine(cfg.backend)
         cfg = replace(cfg, ceilings=ceilings)
         print(f"roofline (measured): DRAM {ceilings.dram_bw / 1e9:,.1f} GB/s, fp32 {ceilings.flops_fp32 / 1e9:,.0f} GFLOP/s", flush=True)
@@ -130,11 +127,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _replot(folder: str) -> int:
-    import json
-    from pathlib import Path
-    from superopt import report
-    from superopt.cli import UserError
-    from superopt.plots import MISSING, have_matplotlib
     path = Path(folder) / "results.json"
     try:
         doc = json.loads(path.read_text())
@@ -152,9 +144,6 @@ def _cold_build_cache():
     """Point the build cache (under ``SUPEROPT_CACHE_DIR``) at an empty temporary folder
     for the rest of the run, after the backend has loaded its machine description (which
     lives there too); returns the function that restores it."""
-    import os
-    import shutil
-    import tempfile
     old = os.environ.get("SUPEROPT_CACHE_DIR")
     tmp = tempfile.mkdtemp(prefix="superopt-bench-")
     os.environ["SUPEROPT_CACHE_DIR"] = tmp
