@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from superopt import verify
+from superopt import debug, verify
 from superopt.backends.base import Compiled, Failure, Timing
 from superopt.ir.kernel import Kernel
 from superopt.ir.lower import LoweringError, lower
@@ -63,6 +63,7 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
         m.reason = f"lowering failed: {type(e).__name__}: {e}"
         return m
     compiled = backend.compile(program)
+    debug.compiled(backend.name, kernel, schedule, compiled)
     if not hasattr(compiled, "handle"):
         m.reason = str(compiled)
         return m
@@ -76,6 +77,7 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
         m.verified, m.reason = False, f"timing failed: {t}"
         return m
     m.measured_s, m.samples = t.median_s, t.samples
+    debug.log(1, lambda: f"time {kernel.name} on {backend.name}: median {t.median_s * 1e6:.2f} us of {len(t.samples)} runs")
     counters = dict(t.counters or {})   # e.g. the Hexagon backend's qemu counts, the emulator's counters
     if counters.get("packets"):
         counters["macs_per_packet"] = kernel.flops / 2 / counters["packets"]
@@ -108,6 +110,7 @@ class BackendRunner:
         except Exception as e:  # a lowering bug must not take the search down
             return Timed(s, None, f"lowering failed: {type(e).__name__}: {e}")
         compiled = self.backend.compile(program)
+        debug.compiled(self.backend.name, self.kernel, s, compiled)
         if not hasattr(compiled, "handle"): return Timed(s, None, str(compiled))
         t = time_on(self.backend, compiled, self.flat, self.out, runs=self.runs, warmup=1)
         if not hasattr(t, "median_s"): return Timed(s, None, str(t))
