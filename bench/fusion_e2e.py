@@ -37,6 +37,7 @@ import numpy as np
 from superopt import runtime
 from superopt.backends.base import get
 from superopt.engine import tune as tune_kernel
+from superopt.ir import context
 from superopt.ir.node import Ops
 from superopt.kernels.models import MODELS
 from superopt.search import fusion
@@ -67,14 +68,9 @@ def run_plan(model, mat, be, method: str, budget_s: float) -> dict:
 
 def end_to_end(model, mat, backend: str, want: np.ndarray) -> dict:
     """The whole model through the backend under the plan, against ``want``."""
-    prev = kz.PLANNER
-    kz.PLANNER = lambda r: mat if r is model.out.node else None
-    try:
-        with runtime.using(backend) as rt:
-            got = model.out.numpy()
-            stats = dict(rt.stats)
-    finally:
-        kz.PLANNER = prev
+    with context.use(planner=lambda r: mat if r is model.out.node else None), runtime.using(backend) as rt:
+        got = model.out.numpy()
+        stats = dict(rt.stats)
     err = float(np.max(np.abs(got.astype(np.float64) - want)) / max(1e-30, float(np.max(np.abs(want)))))
     return {"max_rel_err": err, "runtime": stats}
 
