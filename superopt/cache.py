@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
 
+from superopt import debug
 from superopt.ir.schedule import SCHEDULE_VERSION, Schedule
 
 CACHE_FORMAT = "superopt.kernel-cache"
@@ -312,6 +313,7 @@ class Cache:
         """The verified entry for this kernel on this backend/device, if any."""
         rows = self._q("SELECT * FROM results WHERE kernel_key=? AND backend=? AND device=? AND schedule_version=? "
                        "AND verified=1", (kernel_key, backend, device or device_id(backend), SCHEDULE_VERSION))
+        debug.log(1, lambda: f"cache {'hit' if rows else 'miss'}: {kernel_key[:12]} on {backend} in {self.path}")
         return _row_entry(rows[0]) if rows else None
 
     def entries(self, backend: str | None = None, device: str | None = None, prefix: str = "") -> list[Entry]:
