@@ -137,8 +137,9 @@ class Packing:
     def get(self, block: str) -> tuple[tuple[str, ...], ...]: return self.packets.get(block, ())
 
 
-def _pack(instrs: list[vliw.Instr]) -> tuple[tuple[tuple[str, ...], ...], bool, float]:
-    res = vliw.pack(instrs, timeout_s=PACK_TIMEOUT_S)
+@lru_cache(maxsize=256)   # geometries share blocks (the peeled and loop-body streams depend on stride and unroll only)
+def _pack(instrs: tuple[vliw.Instr, ...]) -> tuple[tuple[tuple[str, ...], ...], bool, float]:
+    res = vliw.pack(list(instrs), timeout_s=PACK_TIMEOUT_S)
     asg = res.assignment or list(range(len(instrs)))
     pk: list[list[str]] = [[] for _ in range(max(asg) + 1)]
     for ins, p in zip(instrs, asg): pk[p].append(ins.text)
@@ -150,7 +151,7 @@ def _packing(key: tuple, u: int) -> Packing:
     g = dict(key)
     got, proved, t = {}, True, 0.0
     for name, ins in blocks(g, u).items():
-        got[name], ok, dt = _pack(ins)
+        got[name], ok, dt = _pack(tuple(ins))
         proved &= ok
         t += dt
     return Packing(got, iterations(g, u)[1], proved, t)
