@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from superopt import debug
 from superopt.cache import Cache, device_of
 from superopt.engine.store import tune_and_store
 from superopt.ir.interpret import run_kernel
@@ -131,6 +132,7 @@ class Runtime:
                 self.compiled[ck] = self.backend.compile(lower(k, s, self.backend.machine))
             except ValueError as e:  # a schedule the lowering rejects: same as a compile failure
                 self.compiled[ck] = Failure("compile", str(e))
+            debug.compiled(self.backend.name, k, s, self.compiled[ck])
             if not isinstance(self.compiled[ck], Failure):
                 # never return the result of a schedule that fails verification: checked once,
                 # on random inputs, before its first result is used
@@ -140,6 +142,7 @@ class Runtime:
         c = self.compiled[ck]
         if not isinstance(c, Failure):
             out = np.empty(k.output.shape, dtype=k.output.dtype.np)
+            debug.log(1, lambda: f"launch {k.name} ({k.key[:12]}) on {self.backend.name}: {source} schedule")
             r = self.backend.run(c, inputs, out)
             if not isinstance(r, Failure): return out
             c = r
