@@ -33,7 +33,7 @@ import numpy as np
 from . import dtype as dt
 from .node import Node, Ops, axis_stride, const, substitute
 
-PARAMS = ("blocks", "rows")
+PARAMS = ("blocks", "corr", "rows", "unroll")
 HVX_REGS, SCALAR_REGS = 32, 24   # vector registers; scalar registers free for the tile (r4..r27)
 LANES = 32                        # int32 lanes of a 128-byte vector: the columns of one block
 MAX_TRIPS = 1023                  # loop0(label, #u10)
@@ -255,22 +255,61 @@ def _eval(n: Node, env: dict[int, np.ndarray], zero: np.ndarray):
     return memo[id(n)]
 
 
+def pitch(g: dict[str, int]) -> int:
+    """Bytes between image rows of the buffer the kernel reads (padded for a convolution)."""
+    return (g["w"] + 2 * g["pad"]) * g["c_in"] if g["conv"] else g["a_rs"]
+
+
+def row_offset(g: dict[str, int], p: int) -> int:
+    """Byte offset of output row ``p``'s first segment in the buffer the kernel reads."""
+    if not g["conv"]: return p * g["a_rs"]
+    oy, ox = divmod(p, g["ow"])
+    return oy * g["stride"] * pitch(g) + ox * g["stride"] * g["c_in"]
+
+
+def tile_spread(g: dict[str, int], r: int) -> int:
+    """The largest byte distance from a tile's first row to one of its rows."""
+    return max((row_offset(g, m0 + r - 1) - row_offset(g, m0) for m0 in range(0, g["m"], r)), default=0)
+
+
+def scalar_regs(r: int, j: int, corr: int, unroll: int) -> int:
+    """Scalar registers of a tile: in-loop correction, a pointer per block and per row plus a
+    word per row; precomputed correction, one weight and one row pointer plus the rows' words."""
+    return j + 2 * r if corr == 0 else 2 + unroll * r
+
+
+def vector_regs(r: int, j: int, corr: int, unroll: int) -> int:
+    """Accumulators, weight vectors, and for the in-loop correction the 0x80 splat and one
+    correction accumulator a row."""
+    return r * j + j + 1 + r if corr == 0 else r * j + unroll * j
+
+
 def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> list[str]:
     """Every reason ``params`` are illegal for ``geometry`` (module docstring)."""
     missing = [p for p in PARAMS if p not in params]
     if missing: return [f"missing parameter(s) {', '.join(missing)}"]
     unknown = sorted(set(params) - set(PARAMS))
     if unknown: return [f"unknown parameter(s) {', '.join(unknown)}"]
-    r, j = params["rows"], params["blocks"]
+    r, j, corr, u = params["rows"], params["blocks"], params["corr"], params["unroll"]
     if r < 1 or j < 1: return ["rows and blocks must be >= 1"]
+    if corr not in (0, 1) or u not in (1, 2) or corr == 0 and u != 1:
+        return ["corr is 0 (in the loop) or 1 (precomputed); unroll is 1, or 2 with corr 1"]
     g = geometry
     errs = []
     if g["m"] % r: errs.append(f"rows={r} does not divide the {g['m']} output rows")
     if g["n"] % (LANES * j): errs.append(f"{LANES}*blocks={LANES * j} does not divide n={g['n']}")
-    if r * j + j + 1 + r > HVX_REGS: errs.append(f"a {r}x{j} tile needs {r * j + j + 1 + r} > {HVX_REGS} HVX registers")
-    if j + 2 * r > SCALAR_REGS: errs.append(f"a {r}x{j} tile needs {j + 2 * r} > {SCALAR_REGS} scalar registers")
-    if (g["kw"] * g["c_in"]) % 4: errs.append("a segment (kw * c_in bytes) is not whole 4-byte groups")
-    elif g["kw"] * g["c_in"] // 4 > MAX_TRIPS: errs.append(f"a segment of {g['kw'] * g['c_in'] // 4} k-groups exceeds loop0's {MAX_TRIPS}")
-    if g["a_rs"] % 4 and g["m"] > 1: errs.append("rows of A are not 4-byte aligned")
+    if j > 4: errs.append("blocks > 4 (vector offsets of one pointer)")
+    nv, ns = vector_regs(r, j, corr, u), scalar_regs(r, j, corr, u)
+    if nv > HVX_REGS: errs.append(f"the tile needs {nv} > {HVX_REGS} HVX registers")
+    if ns > (SCALAR_REGS if corr == 0 else 25): errs.append(f"the tile needs {ns} scalar registers, more than there are")
+    seg = g["kw"] * g["c_in"]
+    if seg % (4 * u): errs.append(f"a segment ({seg} bytes) is not whole {4 * u}-byte loads")
+    elif seg // (4 * u) > MAX_TRIPS: errs.append(f"a segment of {seg // (4 * u)} iterations exceeds loop0's {MAX_TRIPS}")
+    if g["m"] > 1 and (g["a_rs"] % (4 * u) or pitch(g) % (4 * u) or g["conv"] and (g["stride"] * g["c_in"]) % (4 * u)):
+        errs.append(f"rows are not {4 * u}-byte aligned")
+    if corr == 1 and tile_spread(g, r) > (4096 if u == 1 else 8192) - 8:
+        errs.append("a tile's rows lie farther apart than a load's offset reaches")
+    if corr == 1 and (g["conv"] and g["c_in"] % 8 or not g["conv"] and g["a_rs"] % 8):
+        errs.append("the precomputed correction reads 8-byte words: c_in (GEMM: A's row stride) % 8")
     if g["c_rs"] % LANES: errs.append("output rows are not 128-byte aligned (c_rs % 32)")
     return errs

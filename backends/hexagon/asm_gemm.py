@@ -36,15 +36,15 @@ def _pk(texts: list[str], last_endloop: bool = False) -> list[str]:
     return ["{ " + "; ".join(p) + (" }:endloop0" if last_endloop and q == len(pk) - 1 else " }") for q, p in enumerate(pk)]
 
 
-def emit(g: dict[str, int], r: int, j: int) -> str:
-    """The kernel's assembly for geometry ``g`` and an R x J tile (every packet braced)."""
-    regs = fam.regs(r, j)
+def emit(g: dict[str, int], p: dict[str, int]) -> str:
+    """The kernel's assembly for geometry ``g`` and parameters ``p`` (every packet braced)."""
     lines = [".text", ".p2align 4", f".globl {ENTRY}", f".type {ENTRY},@function", f"{ENTRY}:", "{ allocframe(#64) }"]
     lines += ["{ " + s + " }" for s in SAVE]
-    lines += ["{ r28 = ##-2139062144 }", f"{{ v{regs['splat'][0]} = vsplat(r28) }}"]   # 0x80808080
+    if p["corr"] == 0:
+        lines += ["{ r28 = ##-2139062144 }", f"{{ v{fam.regs(p['rows'], p['blocks'])['splat'][0]} = vsplat(r28) }}"]  # 0x80808080
     label = 0
-    for m0, n0 in fam.tiles(g, r, j):
-        st = fam.tile_streams(g, r, j, m0, n0)
+    for m0, n0 in fam.tiles(g, p):
+        st = fam.tile_streams(g, p, m0, n0)
         lines += _pk(st["pro"])
         for ky in range(g["kh"]):
             lab = f".Lk{label}"
@@ -62,8 +62,13 @@ def count_packets(asm: str) -> int:
     return sum(1 for ln in asm.splitlines() if ln.startswith("{"))
 
 
-def prepack(g: dict[str, int], w: np.ndarray) -> np.ndarray:
-    """Weights (natural layout, flat int8) -> uint8 [N/32][K/4][32][4] holding w + 128
+def interleave(p: dict[str, int]) -> int:
+    """Blocks whose weight vectors are interleaved in the packed layout (one pointer reads them)."""
+    return p["blocks"] if p["corr"] else 1
+
+
+def prepack(g: dict[str, int], w: np.ndarray, jj: int = 1) -> np.ndarray:
+    """Weights (natural layout, flat int8) -> uint8 [N/32jj][K/4][jj][32][4] holding w + 128
     (the numpy twin of the C ``so_prepack``, for tests)."""
     k = np.arange(g["k"])
     ky, rest = divmod(k, g["kw"] * g["c_in"])
@@ -71,23 +76,62 @@ def prepack(g: dict[str, int], w: np.ndarray) -> np.ndarray:
     n = np.arange(g["n"])
     idx = n[None, :] * g["w_n"] + (ky * g["w_ky"] + kx * g["w_kx"] + c * g["w_c"])[:, None]   # [K][N]
     u = (w.reshape(-1)[idx].astype(np.int16) + 128).astype(np.uint8)
-    return np.ascontiguousarray(u.reshape(g["k"] // 4, 4, g["n"] // 32, 32).transpose(2, 0, 3, 1)).reshape(-1)
+    return np.ascontiguousarray(u.reshape(g["k"] // 4, 4, g["n"] // (32 * jj), jj, 32).transpose(2, 0, 3, 4, 1)).reshape(-1)
 
 
 def _c_escape(asm: str) -> str:
     return asm.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n\"\n\"")
 
 
-def _c_prepack(g: dict[str, int], w: str) -> str:
+def _c_prepack(g: dict[str, int], w: str, jj: int) -> str:
     return f"""
 static void so_prepack(void) {{
   for (int nb = 0; nb < {g['n'] // 32}; nb++) for (int q = 0; q < {g['k'] // 4}; q++)
     for (int l = 0; l < 32; l++) for (int b = 0; b < 4; b++) {{
       int k = 4 * q + b, ky = k / {g['kw'] * g['c_in']}, kx = k % {g['kw'] * g['c_in']} / {g['c_in']}, c = k % {g['c_in']};
       int n = 32 * nb + l;
-      g_bp[((nb * {g['k'] // 4} + q) * 32 + l) * 4 + b] =
+      g_bp[((((nb / {jj}) * {g['k'] // 4} + q) * {jj} + nb % {jj}) * 32 + l) * 4 + b] =
         (uint8_t)({w}[n * {g['w_n']} + ky * {g['w_ky']} + kx * {g['w_kx']} + c * {g['w_c']}] ^ 0x80);
     }}
+}}
+"""
+
+
+def _c_corr(g: dict[str, int], x: str) -> str:
+    """-128 x each output row's sum (GEMM: the row of A; convolution: its window, from prefix
+    sums of the padded image's pixel sums along its rows): the accumulators' start."""
+    ones = "0x0101010101010101LL"
+    if not g["conv"]:
+        return f"""
+static int32_t g_corr[{g['m'] + 32}] __attribute__((aligned(128)));
+static void so_corr(void) {{
+  for (int i = 0; i < {g['m']}; i++) {{
+    const long long *q = (const long long *)((const int8_t *){x} + i * {g['a_rs']});
+    long long s = 0;
+    for (int t = 0; t < {g['k'] // 8}; t++) s = Q6_P_vrmpybsuacc_PP(s, q[t], {ones});
+    g_corr[i] = -128 * ((int)s + (int)(s >> 32));
+  }}
+}}
+"""
+    hp, wp, c, st = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"], g["c_in"], g["stride"]
+    return f"""
+static int32_t g_corr[{g['m'] + 32}] __attribute__((aligned(128)));
+static int32_t g_ps[{hp}][{wp + 1}];
+static void so_corr(void) {{
+  for (int y = 0; y < {hp}; y++) {{
+    int run = 0; g_ps[y][0] = 0;
+    for (int x = 0; x < {wp}; x++) {{
+      const long long *q = (const long long *)((const int8_t *){x} + (y * {wp} + x) * {c});
+      long long s = 0;
+      for (int t = 0; t < {c // 8}; t++) s = Q6_P_vrmpybsuacc_PP(s, q[t], {ones});
+      run += (int)s + (int)(s >> 32); g_ps[y][x + 1] = run;
+    }}
+  }}
+  for (int oy = 0; oy < {g['oh']}; oy++) for (int ox = 0; ox < {g['ow']}; ox++) {{
+    int s = 0;
+    for (int ky = 0; ky < {g['kh']}; ky++) {{ const int32_t *r = g_ps[oy * {st} + ky]; s += r[ox * {st} + {g['kw']}] - r[ox * {st}]; }}
+    g_corr[oy * {g['ow']} + ox] = -128 * s;
+  }}
 }}
 """
 
@@ -125,7 +169,7 @@ static void so_requant_all(void) {{
 """
 
 
-def c_program(g: dict[str, int], r: int, j: int, inputs: list, output) -> str:
+def c_program(g: dict[str, int], p: dict[str, int], inputs: list, output, parts: bool = False) -> str:
     """The freestanding program (without ``tools.STARTUP``) for the kernel's buffers."""
     from superopt.backends.cpu.render import STORAGE
     decl = [f"static {STORAGE[b.dtype.name]} g_in{i}[{b.size + 128}] __attribute__((aligned(128)));"
@@ -133,30 +177,32 @@ def c_program(g: dict[str, int], r: int, j: int, inputs: list, output) -> str:
     decl.append(f"static {STORAGE[output.dtype.name]} g_out[{output.size}] __attribute__((aligned(128)));")
     decl.append(f"static uint8_t g_bp[{g['n'] * g['k'] + 256}] __attribute__((aligned(128)));")
     act = f"g_in{g['a_in']}"
-    parts = [f'__asm__("{_c_escape(emit(g, r, j))}");\n',
-             f"void {ENTRY}(const void *, const uint8_t *, int32_t *);\n", "\n".join(decl) + "\n",
-             _c_prepack(g, f"g_in{g['b_in']}")]
-    pre = []
+    src = [f'__asm__("{_c_escape(emit(g, p))}");\n',
+             f"void {ENTRY}(const void *, const uint8_t *, int32_t *, const int32_t *);\n", "\n".join(decl) + "\n",
+             _c_prepack(g, f"g_in{g['b_in']}", interleave(p))]
+    pre: list[tuple[str, str]] = []   # (phase, call) in order
     if g["conv"] and g["pad"]:
         hp = g["h"] + 2 * g["pad"]
-        parts.append(f"static uint8_t g_xp[{hp * fam.pitch(g) + 256}] __attribute__((aligned(128)));\n")
-        parts.append(_c_pad(g, act))
-        pre.append("so_pad();")
+        src.append(f"static uint8_t g_xp[{hp * fam.pitch(g) + 256}] __attribute__((aligned(128)));\n")
+        src.append(_c_pad(g, act))
+        pre.append(("pad", "so_pad();"))
         act = "g_xp"
+    corr = "0"
+    if p["corr"]:
+        src.append(_c_corr(g, act))
+        pre.append(("corr", "so_corr();"))
+        corr = "g_corr"
     acc = "g_out"
     post = []
     if g["requant"]:
-        parts.append(f"static int32_t g_acc[{g['m'] * g['c_rs'] + 32}] __attribute__((aligned(128)));\n")
-        parts.append(_c_requant(g, f"g_in{g['bias_in']}", f"g_in{g['mult_in']}"))
+        src.append(f"static int32_t g_acc[{g['m'] * g['c_rs'] + 32}] __attribute__((aligned(128)));\n")
+        src.append(_c_requant(g, f"g_in{g['bias_in']}", f"g_in{g['mult_in']}"))
         acc = "g_acc"
-        post.append("so_requant_all();")
-    parts += [x + "\n" for x in COUNTERS]
-    parts.append(f"""
-__attribute__((noinline)) void so_kernel(void) {{
-  {' '.join(pre)}
-  {ENTRY}({act}, g_bp, (int32_t *){acc});
-  {' '.join(post)}
-}}
+        post.append(("requant", "so_requant_all();"))
+    src += [x + "\n" for x in COUNTERS]
+    phases = pre + [("asm", f"{ENTRY}({act}, g_bp, (int32_t *){acc}, {corr});")] + post
+    src.append(_c_kernel(phases, parts))
+    src.append(f"""
 int so_main(void) {{
 {''.join(f'  if (so_read_all(g_in{i}, {b.size * b.dtype.itemsize})) return 3;{chr(10)}' for i, b in enumerate(inputs))}  so_prepack();
   {{ volatile unsigned char *o = (volatile unsigned char *)g_out; for (unsigned i = 0; i < sizeof(g_out); i++) o[i] = {POISON}; }}
@@ -168,17 +214,44 @@ int so_main(void) {{
   if (so_write_all(g_out, sizeof(g_out))) return 4;
   {{ unsigned so_n[3]; for (int i = 0; i < 3; i++) so_n[i] = (so_c1[i] - so_c0[i]) - (so_e1[i] - so_e0[i]);
     if (so_counters_out(so_n)) return 5; }}
+  {"so_parts_out();" if parts else ""}
   return 0;
 }}
 """)
-    return "".join(parts)
+    return "".join(src)
+
+
+def _c_kernel(phases: list[tuple[str, str]], parts: bool) -> str:
+    """``so_kernel``: the counted phases in order; with ``parts`` (the bench's breakdown, never
+    the backend's program) c20 is read between them and printed as ``so-parts name=packets ..``."""
+    if not parts:
+        return "__attribute__((noinline)) void so_kernel(void) {\n  " + "\n  ".join(c for _, c in phases) + "\n}\n"
+    n = len(phases)
+    body = [f"  so_pk[{i}] = so_c20(); {c}" for i, (_, c) in enumerate(phases)] + [f"  so_pk[{n}] = so_c20();"]
+    names = " ".join(f"{nm}=" for nm, _ in phases)
+    return f"""
+static unsigned so_pk[{n + 1}];
+static inline __attribute__((always_inline)) unsigned so_c20(void) {{
+  register unsigned r0 __asm__("r0"); __asm__ volatile(".word 0x6a14c000" : "=r"(r0) :: "memory"); return r0; }}
+__attribute__((noinline)) void so_kernel(void) {{
+{chr(10).join(body)}
+}}
+static void so_parts_out(void) {{
+  char buf[256]; int k = 0; const char *names[] = {{{", ".join(f'"{nm}"' for nm, _ in phases)}}};
+  const char *h = "so-parts"; while (*h) buf[k++] = *h++;
+  for (int i = 0; i < {n}; i++) {{ unsigned v = so_pk[i + 1] - so_pk[i]; char d[12]; int m = 0;
+    buf[k++] = ' '; for (const char *s = names[i]; *s; s++) buf[k++] = *s; buf[k++] = '=';
+    do {{ d[m++] = (char)('0' + v % 10); v /= 10; }} while (v); while (m) buf[k++] = d[--m]; }}
+  buf[k++] = '\\n'; so_syscall3(64, 2, (long)buf, k);
+}}
+"""
 
 
 def render(program: Program) -> str:
     nat = program.body[0]
     assert isinstance(nat, Native) and nat.family == "hvx_gemm", "not an hvx_gemm program"
     g, p = dict(nat.geometry), dict(nat.params)
-    return c_program(g, p["rows"], p["blocks"], list(program.inputs), program.output)
+    return c_program(g, p, list(program.inputs), program.output)
 
 
 def check_packets(asm: str) -> str | None:

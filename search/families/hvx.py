@@ -25,8 +25,12 @@ alike and one packing serves all).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import re
 import time
+from pathlib import Path
 from typing import Iterable
 
 from superopt.ir import hvx as tpl
@@ -37,15 +41,19 @@ from .. import vliw
 from . import Candidate, Solved
 
 ROWS, BLOCKS = tuple(range(1, 12)), (1, 2, 3, 4)
-PACK_TIMEOUT_S = 10.0
-# the emitted function's frame (backends/hexagon/asm_gemm.emit): allocframe, six callee-saved
-# pair stores, the splat constant and the splat, six restores, dealloc_return: one packet each
-FRAME_PACKETS = 16
+PACK_TIMEOUT_S = 1.0   # per stream; an unproved packing makes the result unproved, never wrong
 
 
-# ---- the instruction stream --------------------------------------------------------------
+def frame_packets(p: dict[str, int]) -> int:
+    """The emitted function's frame (backends/hexagon/asm_gemm.emit): allocframe, six
+    callee-saved pair stores, six restores, dealloc_return, and with the in-loop correction the
+    0x80 constant and its splat: one packet each."""
+    return 14 + (2 if p["corr"] == 0 else 0)
+
+
+# ---- the instruction stream: in-loop correction (corr 0) ---------------------------------
 def regs(r: int, j: int) -> dict[str, list[int]]:
-    """Register numbers of an R x J tile: scalar pointers and words, vectors."""
+    """Register numbers of an R x J tile with the in-loop correction."""
     return {"bp": [4 + x for x in range(j)], "ap": [4 + j + i for i in range(r)], "aw": [4 + j + r + i for i in range(r)],
             "acc": list(range(r * j)), "bv": [r * j + x for x in range(j)], "splat": [r * j + j],
             "corr": [r * j + j + 1 + i for i in range(r)]}
@@ -92,6 +100,51 @@ def tile_epilogue(r: int, j: int, c_offs: list[int]) -> list[str]:
     return out
 
 
+# ---- precomputed correction (corr 1): one weight pointer r4, one row pointer r5 ---------------
+# The accumulators start at -128 * (the row's sum) (``corr_pass``, r3 = its int32 array); the
+# weights of a tile's J blocks are interleaved ([N/32J][K/4][J][32][4]), so one pointer with
+# vector offsets reads them; the rows are offsets from one pointer; U 4-k groups an iteration
+# (U = 2: one memd a row feeds two).
+def word(i: int, u: int, unroll: int) -> str:
+    return f"r{6 + unroll * i + u}"
+
+
+def load_row(i: int, unroll: int, off: int) -> str:
+    return f"r{7 + 2 * i}:{6 + 2 * i} = memd(r5+#{off})" if unroll == 2 else f"r{6 + i} = memw(r5+#{off})"
+
+
+def body_pre(r: int, j: int, u: int, offs: list[int]) -> list[str]:
+    bv = lambda q, x: r * j + q * j + x   # noqa: E731
+    out = [f"v{i * j + x}.w += vrmpy(v{bv(q, x)}.ub,{word(i, q, u)}.b)" for q in range(u) for i in range(r) for x in range(j)]
+    out += [f"v{bv(q, x)} = vmem(r4+#{q * j + x})" for q in range(u) for x in range(j)]
+    out += [f"r4 = add(r4,#{u * j * 128})"]
+    out += [load_row(i, u, offs[i]) for i in range(r)] + [f"r5 = add(r5,#{4 * u})"]
+    return out
+
+
+def prologue_pre(r: int, j: int, u: int, b_off: int, m0: int) -> list[str]:
+    out = [f"r4 = add(r1,##{b_off})", f"r5 = add(r3,##{4 * m0})"]
+    out += [f"r{6 + i} = memw(r5+#{4 * i})" for i in range(r)]
+    out += [f"v{i * j} = vsplat(r{6 + i})" for i in range(r)]      # vsplat takes a multiplier: once a row,
+    out += [f"v{i * j + x} = v{i * j}" for i in range(r) for x in range(1, j)]   # copied to the row's other blocks
+    out += [f"v{r * j + q * j + x} = vmem(r4+#{q * j + x})" for q in range(u) for x in range(j)]
+    return out + [f"r4 = add(r4,#{u * j * 128})"]
+
+
+def segment_pre(r: int, u: int, offs: list[int], base: int | None, delta: int, trips: int, label: str) -> list[str]:
+    out = [f"r5 = add(r0,##{base})" if base is not None else f"r5 = add(r5,#{delta})"]
+    out += [load_row(i, u, offs[i]) for i in range(r)] + [f"r5 = add(r5,#{4 * u})"]
+    return out + [f"loop0({label},#{trips})"]
+
+
+def epilogue_pre(r: int, j: int, c_rs: int, base: int) -> list[str]:
+    """Stores through output pointers 16 vectors apart (a store's offset reaches -8..7)."""
+    vo = {(i, x): (i * c_rs + x * tpl.LANES) // tpl.LANES for i in range(r) for x in range(j)}
+    ptrs = max(vo.values()) // 16 + 1
+    out = [f"r6 = add(r2,##{base + 8 * 128})"] + [f"r{6 + q} = add(r6,#{16 * 128 * q})" for q in range(1, ptrs)]
+    return out + [f"vmem(r{6 + v // 16}+#{v % 16 - 8}) = v{i * j + x}" for (i, x), v in vo.items()]
+
+
 # ---- packing (cached by the stream's shape) -------------------------------------------------
 def _canonical(texts: list[str]) -> tuple[str, ...]:
     """The stream with its extended constants and loop labels blanked: tiles differ only there,
@@ -99,11 +152,44 @@ def _canonical(texts: list[str]) -> tuple[str, ...]:
     return tuple(re.sub(r"##-?\d+", "##0", re.sub(r"loop0\([^,]+,", "loop0(L,", t)) for t in texts)
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=4096)
 def _assignment(canon: tuple[str, ...]) -> tuple[tuple[int, ...], bool]:
+    """Packet of each instruction and whether the packing is proved minimal: from the packings
+    file when this stream was packed before (by any process), else packed now and recorded."""
+    key = hashlib.sha256(("\n".join(canon) + vliw.CPU).encode()).hexdigest()[:24]
+    known = _stored().get(key)
+    if known is not None: return tuple(known[0]), bool(known[1])
     res = vliw.pack([vliw.classify(t) for t in canon], timeout_s=PACK_TIMEOUT_S)
-    if not res.assignment: return tuple(range(len(canon))), False   # no packing found: one a packet
-    return tuple(res.assignment), res.proved
+    out = (tuple(res.assignment), res.proved) if res.assignment else (tuple(range(len(canon))), False)
+    _record(key, out)
+    return out
+
+
+def _packings_file() -> Path:
+    from superopt.search.machine import calibration_dir
+    return calibration_dir() / "hvx-packings.json"
+
+
+def _stored() -> dict:
+    try:
+        return json.loads(_packings_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(key: str, value: tuple) -> None:
+    """Add one packing to the file (read-modify-replace: a concurrent writer loses at most a
+    cache entry, never corrupts the file)."""
+    f = _packings_file()
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        d = _stored()
+        d[key] = [list(value[0]), value[1]]
+        tmp = f.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(d))
+        os.replace(tmp, f)
+    except OSError:
+        pass   # an unwritable cache only costs the packing again
 
 
 def packets(texts: list[str]) -> list[list[str]]:
@@ -119,49 +205,47 @@ def proved(texts: list[str]) -> bool:
 
 
 # ---- geometry of the emitted tiles -----------------------------------------------------------
-def trips(g: dict[str, int]) -> int: return g["kw"] * g["c_in"] // 4
+def trips(g: dict[str, int], unroll: int = 1) -> int: return g["kw"] * g["c_in"] // (4 * unroll)
 
 
-def pitch(g: dict[str, int]) -> int:
-    """Bytes between image rows of the buffer the kernel reads (padded for a convolution)."""
-    return (g["w"] + 2 * g["pad"]) * g["c_in"] if g["conv"] else g["a_rs"]
+pitch, row_offset = tpl.pitch, tpl.row_offset
 
 
-def row_offset(g: dict[str, int], p: int) -> int:
-    """Byte offset of output row ``p``'s first segment in the buffer the kernel reads."""
-    if not g["conv"]: return p * g["a_rs"]
-    oy, ox = divmod(p, g["ow"])
-    return oy * g["stride"] * pitch(g) + ox * g["stride"] * g["c_in"]
-
-
-def delta(g: dict[str, int]) -> int:
+def delta(g: dict[str, int], unroll: int = 1) -> int:
     """Move of a row pointer from the end of one segment to the start of the next: one image
-    row down, less the segment and the one word the pipelined body read ahead."""
-    return pitch(g) - (trips(g) + 1) * 4
+    row down, less the segment and the group(s) the pipelined body read ahead."""
+    return pitch(g) - (trips(g, unroll) + 1) * 4 * unroll
 
 
-def tiles(g: dict[str, int], r: int, j: int) -> Iterable[tuple[int, int]]:
+def tiles(g: dict[str, int], p: dict[str, int]) -> Iterable[tuple[int, int]]:
     """(first row, first column) of every tile, in the emitted order."""
-    for m0 in range(0, g["m"], r):
-        for n0 in range(0, g["n"], tpl.LANES * j):
+    for m0 in range(0, g["m"], p["rows"]):
+        for n0 in range(0, g["n"], tpl.LANES * p["blocks"]):
             yield m0, n0
 
 
-def tile_streams(g: dict[str, int], r: int, j: int, m0: int, n0: int) -> dict[str, list[str]]:
-    """The streams of one tile as emitted (labels blank): prologue, first segment, a later
-    segment, loop body, epilogue."""
+def tile_streams(g: dict[str, int], p: dict[str, int], m0: int, n0: int) -> dict[str, list[str]]:
+    """The streams of one tile as emitted (loop labels ``L``): prologue, first segment, a
+    later segment, loop body, epilogue."""
+    r, j, u = p["rows"], p["blocks"], p["unroll"]
     groups = g["k"] // 4
-    return {"pro": tile_prologue(r, j, [(n0 // tpl.LANES + x) * groups * 128 for x in range(j)]),
-            "seg0": segment_texts(r, j, [row_offset(g, m0 + i) for i in range(r)], 0, trips(g), "L"),
-            "seg": segment_texts(r, j, None, delta(g), trips(g), "L"), "body": body(r, j),
-            "epi": tile_epilogue(r, j, [((m0 + i) * g["c_rs"] + n0) * 4 for i in range(r)])}
+    if p["corr"] == 0:
+        return {"pro": tile_prologue(r, j, [(n0 // tpl.LANES + x) * groups * 128 for x in range(j)]),
+                "seg0": segment_texts(r, j, [row_offset(g, m0 + i) for i in range(r)], 0, trips(g), "L"),
+                "seg": segment_texts(r, j, None, delta(g), trips(g), "L"), "body": body(r, j),
+                "epi": tile_epilogue(r, j, [((m0 + i) * g["c_rs"] + n0) * 4 for i in range(r)])}
+    offs = [row_offset(g, m0 + i) - row_offset(g, m0) for i in range(r)]
+    return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, m0),
+            "seg0": segment_pre(r, u, offs, row_offset(g, m0), 0, trips(g, u), "L"),
+            "seg": segment_pre(r, u, offs, None, delta(g, u), trips(g, u), "L"), "body": body_pre(r, j, u, offs),
+            "epi": epilogue_pre(r, j, g["c_rs"], (m0 * g["c_rs"] + n0) * 4)}
 
 
-def parts(g: dict[str, int], r: int, j: int) -> list[list[str]]:
+def parts(g: dict[str, int], p: dict[str, int]) -> list[list[str]]:
     """Every distinct stream the kernel packs (tiles whose rows' offsets differ alike share one)."""
     seen: dict[tuple[str, ...], list[str]] = {}
-    for m0, n0 in tiles(g, r, j):
-        for t in tile_streams(g, r, j, m0, n0).values(): seen.setdefault(_canonical(t), t)
+    for m0, n0 in tiles(g, p):
+        for t in tile_streams(g, p, m0, n0).values(): seen.setdefault(_canonical(t), t)
     return list(seen.values())
 
 
@@ -175,11 +259,21 @@ def pad_packets(g: dict[str, int]) -> int:
     return g["h"] * (per + 4)
 
 
-def modeled_packets(g: dict[str, int], r: int, j: int) -> int:
-    total = FRAME_PACKETS + pad_packets(g)
-    for m0, n0 in tiles(g, r, j):
-        n = {k: len(packets(v)) for k, v in tile_streams(g, r, j, m0, n0).items()}
-        total += n["pro"] + n["seg0"] + (g["kh"] - 1) * n["seg"] + g["kh"] * trips(g) * n["body"] + n["epi"]
+def corr_packets(g: dict[str, int]) -> int:
+    """Estimate of the precomputed correction (backends/hexagon/asm_gemm ``so_corr``, scalar C):
+    8 bytes a load, two loads a packet for the sums of the rows (a convolution: of the padded
+    image's pixels), and for a convolution about 2 packets a window row of each output pixel
+    (prefix sums along the image rows, two loads and adds each) plus one a padded pixel."""
+    if not g["conv"]: return g["m"] * (g["k"] // 16 + 3)
+    hp, wp = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"]
+    return hp * wp * (g["c_in"] // 16 + 2) + g["m"] * (2 * g["kh"] + 2)
+
+
+def modeled_packets(g: dict[str, int], p: dict[str, int]) -> int:
+    total = frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0)
+    for m0, n0 in tiles(g, p):
+        n = {k: len(packets(v)) for k, v in tile_streams(g, p, m0, n0).items()}
+        total += n["pro"] + n["seg0"] + (g["kh"] - 1) * n["seg"] + g["kh"] * trips(g, p["unroll"]) * n["body"] + n["epi"]
     return total
 
 
@@ -187,9 +281,13 @@ def macs(g: dict[str, int]) -> int: return g["m"] * g["n"] * g["k"]
 
 
 # ---- the family -------------------------------------------------------------------------------
-def schedule(kernel: Kernel, rows: int, blocks: int) -> Schedule:
+def schedule(kernel: Kernel, rows: int, blocks: int, corr: int = 0, unroll: int = 1) -> Schedule:
     return Schedule(tuple((Split(Level.LOOP, ax.size),) for ax in kernel.axes), family="hvx_gemm",
-                    params=(("rows", rows), ("blocks", blocks)))
+                    params=(("rows", rows), ("blocks", blocks), ("corr", corr), ("unroll", unroll)))
+
+
+def key(p: dict[str, int]) -> str:
+    return f"{p['rows']}x{p['blocks']}" + (f" pre u{p['unroll']}" if p["corr"] else "")
 
 
 def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
@@ -204,9 +302,11 @@ class HvxGemm:
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
         g = tpl.match(kernel)
         if isinstance(g, str): return
-        for r in ROWS:
-            for j in BLOCKS:
-                if not tpl.check(g, {"rows": r, "blocks": j}): yield schedule(kernel, r, j)
+        for corr, u in ((0, 1), (1, 1), (1, 2)):
+            for r in ROWS:
+                for j in BLOCKS:
+                    p = {"rows": r, "blocks": j, "corr": corr, "unroll": u}
+                    if not tpl.check(g, p): yield schedule(kernel, **p)
 
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
         g = tpl.match(kernel)
@@ -217,8 +317,7 @@ class HvxGemm:
     def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
         g = tpl.match(kernel)
         if isinstance(g, str): raise ValueError(g)
-        p = dict(schedule.params)
-        return modeled_packets(g, p["rows"], p["blocks"]) / _clock(machine)
+        return modeled_packets(g, dict(schedule.params)) / _clock(machine)
 
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         """What an engineer writes first: 4 rows by one block of 32 columns (the smallest
@@ -226,31 +325,49 @@ class HvxGemm:
         g = tpl.match(kernel)
         if isinstance(g, str): return None
         for r in (4, 2, 1):
-            if not tpl.check(g, {"rows": r, "blocks": 1}): return schedule(kernel, r, 1)
+            if not tpl.check(g, {"rows": r, "blocks": 1, "corr": 0, "unroll": 1}): return schedule(kernel, r, 1)
         return None
 
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
-        """Exact enumeration of (rows, blocks) under the packet model."""
+        """Branch and bound over (corr, unroll, rows, blocks): points in the order of a lower
+        bound of their packets (``lower_bound``); each is packed and priced exactly until the
+        next bound exceeds the ``top``-th best price (the rest cannot enter the top)."""
         t0 = time.perf_counter()
         g = tpl.match(kernel)
         if isinstance(g, str): return Solved(self.name, [], "enumeration", False, detail={"why": g})
+        pts = sorted(((lower_bound(g, dict(s.params)), i, s) for i, s in enumerate(self.space(kernel, machine))),
+                     key=lambda x: x[:2])
         cands, table, complete, exact = [], {}, True, True
-        for s in self.space(kernel, machine):
+        for lb, _, s in pts:
+            if len(cands) >= top and lb >= sorted(c.modeled_s for c in cands)[top - 1] * _clock(machine): break
             if time.perf_counter() - t0 > timeout_s:
                 complete = False
                 break
             p = dict(s.params)
-            mp = modeled_packets(g, p["rows"], p["blocks"])
-            exact &= all(proved(v) for v in parts(g, p["rows"], p["blocks"]))
-            table[f"{p['rows']}x{p['blocks']}"] = mp
+            mp = modeled_packets(g, p)
+            exact &= all(proved(v) for v in parts(g, p))
+            table[key(p)] = mp
             cands.append(Candidate(s, mp / _clock(machine)))
         cands.sort(key=lambda c: c.modeled_s)
         ok = complete and exact and bool(cands)
-        # not proved: the bound every schedule meets, two 128-MAC vrmpy a packet
-        bound = None if ok else macs(g) / (2 * 128) / _clock(machine)
-        return Solved(self.name, cands[:top], "enumeration", ok, bound_s=bound, solve_s=time.perf_counter() - t0,
-                      detail={"modeled_packets": table, "points": len(cands), "packings_proved": exact,
-                              "macs": macs(g)})
+        # not proved: the least bound of the points not priced, or of all when a packing was not proved
+        rest = [lb for lb, _, s in pts if key(dict(s.params)) not in table]
+        bound = None if ok else min([pts[0][0]] if not exact else rest + [cands[0].modeled_s * _clock(machine)]) / _clock(machine)
+        return Solved(self.name, cands[:top], "branch and bound", ok, bound_s=bound, solve_s=time.perf_counter() - t0,
+                      detail={"modeled_packets": table, "points": len(pts), "priced": len(table),
+                              "packings_proved": exact, "macs": macs(g)})
+
+
+def lower_bound(g: dict[str, int], p: dict[str, int]) -> int:
+    """Packets no packing of the point's streams can beat: per loop iteration its vrmpy two a
+    packet and its loads two a packet (one of them HVX), per tile its stores one a packet."""
+    r, j, u = p["rows"], p["blocks"], p["unroll"]
+    mpy = u * r * j + (r if p["corr"] == 0 else 0)
+    loads = u * j + (r if p["corr"] == 0 or u == 1 else r)
+    it = max(-(-mpy // 2), -(-loads // 2), u * j)
+    n = (g["m"] // r) * (g["n"] // (tpl.LANES * j))
+    return frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + \
+        n * (g["kh"] * trips(g, u) * it + r * j)
 
 
 FAMILY = HvxGemm()

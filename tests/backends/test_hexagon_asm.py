@@ -62,13 +62,34 @@ def test_bit_exact_under_qemu_and_counted(name):
     assert not fam.FAMILY.legal(k, s, be.machine)
     g, p = hvx.match(k), dict(s.params)
     assert "hvx_kernel" in asm_gemm.render(lower(k, s, be.machine))
-    assert asm_gemm.check_packets(asm_gemm.emit(g, p["rows"], p["blocks"])) is None   # every packet legal (v66 HVX-128)
+    assert asm_gemm.check_packets(asm_gemm.emit(g, p)) is None   # every packet legal (v66 HVX-128)
     m = measure(k, s, be, "z3", seed=3)                          # verified against numpy, then counted
     assert m.verified, m.reason
-    modeled = fam.modeled_packets(g, p["rows"], p["blocks"])
-    kernel_only = modeled - fam.pad_packets(g)
-    assert m.extra["packets"] >= kernel_only                     # the model leaves out only stalls (none
-    assert m.extra["hvx_instructions"] >= fam.macs(g) // 128     # counted) and the call; >= one vrmpy per 128 MACs
+    _check_counts(g, p, m.extra)
+
+
+def _check_counts(g, p, counted):
+    kernel_only = fam.modeled_packets(g, p) - fam.pad_packets(g) - (fam.corr_packets(g) if p["corr"] else 0)
+    assert counted["packets"] >= kernel_only                     # the assembly is exactly the model's packets
+    assert counted["hvx_instructions"] >= fam.macs(g) // 128     # at least one vrmpy per 128 MACs
+
+
+@needs_tools
+@pytest.mark.parametrize("name, params", [
+    ("gemm", dict(rows=8, blocks=2, corr=1, unroll=2)), ("3x3", dict(rows=4, blocks=1, corr=1, unroll=2)),
+    ("3x3 stride 2", dict(rows=5, blocks=1, corr=1, unroll=1)), ("requant", dict(rows=5, blocks=1, corr=1, unroll=2)),
+    ("1x1", dict(rows=4, blocks=2, corr=1, unroll=2))])
+def test_precomputed_correction_bit_exact(name, params):
+    """The correction-free loop body (accumulators start at -128 x the rows' window sums)."""
+    k = CASES[name]()
+    be = HexagonBackend()
+    s = fam.schedule(k, **params)
+    assert not fam.FAMILY.legal(k, s, be.machine)
+    g = hvx.match(k)
+    assert asm_gemm.check_packets(asm_gemm.emit(g, params)) is None
+    m = measure(k, s, be, "z3", seed=5)
+    assert m.verified, m.reason
+    _check_counts(g, params, m.extra)
 
 
 def test_illegal_packet_rejected():
