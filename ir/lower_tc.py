@@ -26,9 +26,9 @@ from . import tensorcore as tcm
 from .node import Node, Ops, TRUE, and_, const, lt, special, substitute, var
 from .program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared, SharedCopy,
                       Stmt, Store)
+from .tensorcore import SA, SB  # noqa: F401  (the shared tile names; lower_staged and lower_wgmma import them here)
 
 ACC, FA, FB = "acc", "fa", "fb"
-SA, SB = "sa", "sb"
 
 
 class TileView:

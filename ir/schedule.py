@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from . import geometry_staged, wgmma
 from . import tensorcore as tcm
 from .target import Target
 
@@ -305,8 +306,7 @@ def check(kernel, s: Schedule, machine: Target) -> list[str]:
         errs.append(f"input {tma[0]}: TMA copies feed wgmma schedules only (sm_90a)")
     if tc_ok and not tcm.warp_fits(machine): errs += _check_tensor_core(kernel, s, machine)
     elif s.tensor_core is None and s.staging and machine.is_simt:  # the SIMT GEMM staged through shared memory
-        from .lower_staged import check as check_staged
-        errs += check_staged(kernel, s, machine)
+        errs += geometry_staged.check(kernel, s, machine)
     if s.stages < 1 or s.stages > 8: errs.append(f"stages {s.stages} not in 1..8")
     if s.params and not s.family: errs.append("schedule parameters without a family")
     if s.family:
@@ -318,18 +318,43 @@ def check(kernel, s: Schedule, machine: Target) -> list[str]:
 
 
 def _check_row_shared(kernel, s: Schedule, machine) -> list[str]:
-    """A row kernel's partials meet in shared memory (``ir.lower``: per REDUCE, the vector
-    lanes', the threads' and the totals' cells): they must fit one block. Counted from the
-    lowered program where a bound (three cells of 8 bytes per thread, tile element and lane
-    per REDUCE) does not settle it. The renderer may fold a warp's partials with shuffles
-    instead (backends/cuda/shuffle.py), so this count errs on the side of refusing."""
-    limit = getattr(machine, "smem_per_block", 0)
-    if not limit or 8 * 3 * len(kernel.reduces) * s.threads(machine.warp) * s.upcast() * s.vector <= limit: return []
-    from .lower import _Lowerer
-    from .program import Shared, walk
-    body = _Lowerer(kernel, s, machine).program().body
-    used = sum(x.nbytes for x in walk(body) if isinstance(x, Shared))
-    return [f"shared memory {used} B > {limit} B per block (row partials: threads x rows x lanes)"] if used > limit else []
+    """A row kernel's partials meet in shared memory: they must fit one block. The renderer
+    may fold a warp's partials with shuffles instead (backends/cuda/shuffle.py), so this
+    count errs on the side of refusing."""
+    limit = machine.smem_per_block
+    used = row_shared_bytes(kernel, s, machine.warp)
+    return [f"shared memory {used} B > {limit} B per block (row partials: threads x rows x lanes)"] if limit and used > limit else []
+
+
+def row_shared_bytes(kernel, s: Schedule, warp: int) -> int:
+    """Shared bytes the row-kernel lowering (``ir.lower``, ``_row_total``) allocates for
+    ``s`` on a target of ``warp`` lanes, counted from the schedule: per REDUCE of ``rdt``,
+    with ``nrow`` rows in a thread's tile, ``T`` threads, ``L`` vector lanes and ``tr``
+    threads sharing a row, 16-byte aligned buffers of
+      lanes  T x nrow x L  (the vector lanes' partials, when the vector axis is a row axis)
+      red    T x nrow x L  (the threads' partials, when tr > 1)
+      mid    T/w x nrow x L  (the warps' totals, when tr is a multiple w of the warp past it)
+      bc     T/tr x nrow x L  (the row's broadcast total, when tr > 1)."""
+    rows = set(kernel.row_axes)
+    if not rows or s.tensor_core is not None or s.staging: return 0
+    threads, lanes = s.threads(), s.vector
+    tr = math.prod(s.size(a, Level.THREAD) for a in kernel.reduce_axes or kernel.row_axes)
+    vaxis = vector_axis(kernel) if lanes > 1 else None
+    nrow = 1   # the tile's rows: its UPCAST slots off the row axes (the vector axis' last piece counts lanes)
+    for a in range(len(kernel.axes)):
+        if a in rows: continue
+        for j, p in enumerate(s.splits[a]):
+            if p.level is Level.UPCAST: nrow *= p.size // lanes if a == vaxis and j == len(s.splits[a]) - 1 else p.size
+    cells = threads * nrow * lanes if lanes > 1 and vaxis in rows else 0
+    if tr > 1:
+        fold = warp if tr > warp and tr % warp == 0 else tr
+        cells_red = threads * nrow * lanes
+        cells_mid = threads // fold * nrow * lanes if fold != tr else 0
+        cells_bc = threads // tr * nrow * lanes
+    else:
+        cells_red = cells_mid = cells_bc = 0
+    size = lambda n, d: -(-n * d.itemsize // 16) * 16 if n else 0  # noqa: E731  (Shared.nbytes)
+    return sum(size(c, red.dtype) for red in kernel.reduces for c in (cells, cells_red, cells_mid, cells_bc))
 
 
 def vector_axis(kernel) -> int | None:
@@ -354,9 +379,8 @@ def _check_vector(kernel, s: Schedule) -> list[str]:
 
 def _check_tensor_core(kernel, s: Schedule, machine) -> list[str]:
     tc = s.tensor_core
-    if tc.instr.startswith("wgmma."):  # Hopper warpgroup MMA: its own geometry (ir/wgmma.py)
-        from .wgmma import check as check_wgmma
-        return check_wgmma(kernel, s, machine)
+    if wgmma.is_wgmma(tc.instr):  # Hopper warpgroup MMA: its own geometry (ir/wgmma.py)
+        return wgmma.check(kernel, s, machine)
     if tc.instr not in tcm.INSTRS: return [f"unknown tensor-core instruction {tc.instr!r} (know {sorted(tcm.INSTRS)})"]
     if tc.producer: return ["a producer warp feeds wgmma schedules only (sm_90a)"]
     if s.vector != 1 or s.order: return ["tensor-core schedules take no vector width or loop order"]

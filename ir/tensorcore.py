@@ -56,6 +56,7 @@ from .node import Node, Ops, axis_stride, const, substitute
 INSTRS = {"mma.m16n8k16.f16.f32": dt.float16, "mma.m16n8k16.bf16.f32": dt.bfloat16}
 MMA_M, MMA_N, MMA_K = 16, 8, 16
 UNIT = 8            # elements per 16-byte unit (16-bit operands)
+SA, SB = "sa", "sb"  # the shared tiles of operands A and B (names of their buffers in a lowered program)
 LANE_GROUPS, GROUP_LANES = 8, 4   # mma fragments: groupID = lane // 4 (8 groups), threadID_in_group = lane % 4
 # x4 fragment matrices as (outer offset, k offset): A's a0..a7 and two n8 tiles of B
 A_MATS = ((0, 0), (8, 0), (0, 8), (8, 8))

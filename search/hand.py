@@ -281,10 +281,10 @@ def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, t
     different rows (a B stored N x K) has its 16-byte units XOR-swizzled within each 128
     bytes (conflict-free 16-byte reads and copies; a pad of 4 would serve the reads only).
     Tiles shrink to the axes; None where the kernel or the machine does not fit it."""
-    from superopt.ir import lower_staged
+    from superopt.ir import geometry_staged
     from superopt.ir.schedule import Staging
     if not machine.is_simt: return None
-    m = lower_staged.match(k)
+    m = geometry_staged.match(k)
     if isinstance(m, str): return None
     M, N, K = (k.axes[a].size for a in (m.m, m.n, m.k))
     bm, bn = min(bm, 1 << (M - 1).bit_length()), min(bn, 1 << (N - 1).bit_length())

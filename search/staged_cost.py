@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from superopt.ir import lower_staged
+from superopt.ir import geometry_staged
 from superopt.ir import tensorcore as tcm
 
 from .tc_cost import L2_PER_DRAM, LATENCY_S
@@ -52,9 +52,9 @@ def registers(t: tcm.Tiles, vk: int, a_run: bool, b_run: bool) -> int:
 
 
 def _shape(kernel, s):
-    m = lower_staged.match(kernel)
-    t = lower_staged.tiles(kernel, s, m)
-    vm, vn, vk = lower_staged.strips(m, t)
+    m = geometry_staged.match(kernel)
+    t = geometry_staged.tiles(kernel, s, m)
+    vm, vn, vk = geometry_staged.strips(m, t)
     return m, t, vm, vn, vk, not m.a.k_major and vk > 1, not m.b.k_major and vk > 1
 
 
@@ -63,7 +63,7 @@ def resident_blocks(kernel, s, machine) -> int:
     thread and block limits."""
     m, t, vm, vn, vk, a_run, b_run = _shape(kernel, s)
     regs = min(machine.max_regs_per_thread, -(-registers(t, vk, a_run, b_run) // 8) * 8)
-    smem = sum(lower_staged.smem_elems(kernel, s, m, t).values()) * m.dtype.itemsize * s.stages
+    smem = sum(geometry_staged.smem_elems(kernel, s, m, t).values()) * m.dtype.itemsize * s.stages
     return max(1, min(machine.regs_per_sm // (regs * t.threads), machine.smem_per_sm // max(1, smem),
                       machine.max_threads_per_sm // t.threads, machine.max_blocks_per_sm))
 

@@ -12,7 +12,7 @@ import itertools
 import time as _time
 from typing import Iterable
 
-from superopt.ir import lower_staged
+from superopt.ir import geometry_staged
 from superopt.ir.kernel import Kernel
 from superopt.ir.schedule import Schedule, check
 
@@ -25,7 +25,7 @@ BLOCK, THREAD, KSTEP, STAGES = (32, 64, 128, 256), (4, 8, 16), (8, 16), (2, 3)
 
 def _matches(kernel: Kernel) -> bool:
     return kernel.kind in hand_rules.STAGED_KINDS and not hand_rules._is_gemv(kernel) \
-        and not isinstance(lower_staged.match(kernel), str)
+        and not isinstance(geometry_staged.match(kernel), str)
 
 
 def _registers(kernel: Kernel, s: Schedule) -> int:
