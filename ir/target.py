@@ -28,14 +28,20 @@ Capabilities (add a name here when code starts asking for it):
                ``avx512fp16``, ...): what the host's C compiler may use
 =============  ========================================================================
 
-Adding an AMD GPU (warp 64): a ``Target(vendor="amd", arch="gfx90a", warp=64,
-capabilities={"simt", ...})`` in ``search/machine.py`` with its resources. The plain SIMT
-and row-kernel schedules then check and lower as they are (warp-wide folds use
-``target.warp``); the staged SIMT GEMM's bank model assumes 32 banks of a 32-lane warp
-(``smem_banks``), and mma.sync / wgmma / TMA schedules are refused (no such capability):
-matrix cores would be a new capability (e.g. ``"mfma"``) with its own geometry and lowering
-beside ``ir/tensorcore.py``, a renderer in ``backends/`` and a schedule family in
-``search/families/``.
+Adding an AMD GPU (warp 64) takes:
+1. a ``Target(name, vendor="amd", arch="gfx90a", capabilities={"simt"}, warp=64, ...)`` with
+   its resources and datasheet ceilings in ``search/machine.py`` (``BUILTIN``, so ``load``
+   and calibration find it);
+2. a backend in ``backends/`` (a HIP renderer and runner): ``backends/cuda`` renders for
+   NVIDIA only (``__shfl_xor_sync`` masks of ``NVIDIA_WARP`` lanes), and ``backends/emu``
+   refuses a target whose warp is not NVIDIA's;
+3. nothing in ir/ or search/ for plain SIMT, row-kernel and staged SIMT schedules: they
+   check, lower and cost with ``target.warp`` (thread counts, warp-wide row folds, bank
+   phases, the SIMT cost model's warps); the bank model keeps ``smem_banks`` banks of 4 bytes;
+4. for matrix cores, a new capability (e.g. ``"mfma"``) with its own geometry and check
+   beside ``ir/tensorcore.py``, its lowering, renderer and a family in ``search/families/``:
+   mma.sync / wgmma / TMA schedules are refused without their capability, and the mma
+   fragments also refuse a warp other than their 32 lanes (``tensorcore.warp_fits``).
 """
 from __future__ import annotations
 
