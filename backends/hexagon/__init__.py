@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from superopt.ir.program import Program
+from ...ir.program import Program
 from ..base import Backend, Compiled, Failure, Timing
 from . import templates, tools
 from .render import KERNEL_FN, render
@@ -24,7 +24,7 @@ class HexagonBackend(Backend):
     name = "hexagon"
 
     def __init__(self, machine=None, timeout_s: float = 60.0):
-        from superopt.search.machine import load
+        from ...search.machine import load
         self.machine = machine or load("hexagon")
         self.timeout_s = timeout_s
 
