@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from superopt.ir import hvx_depthwise as tpl
-from superopt.search.families import hvx_depthwise as fam
+from ...ir import hvx_depthwise as tpl
+from ...search.families import hvx_depthwise as fam
 from . import tools
 
 C = tpl.C
