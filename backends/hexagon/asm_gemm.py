@@ -21,8 +21,8 @@ import subprocess
 
 import numpy as np
 
-from superopt.ir.program import Native, Program
-from superopt.search.families import hvx as fam
+from ...ir.program import Native, Program
+from ...search.families import hvx as fam
 from . import requant
 from .render import COUNTERS, POISON
 
@@ -171,7 +171,7 @@ static void so_requant_all(void) {{
 
 def c_program(g: dict[str, int], p: dict[str, int], inputs: list, output, parts: bool = False) -> str:
     """The freestanding program (without ``tools.STARTUP``) for the kernel's buffers."""
-    from superopt.backends.cpu.render import STORAGE
+    from ..cpu.render import STORAGE
     decl = [f"static {STORAGE[b.dtype.name]} g_in{i}[{b.size + 128}] __attribute__((aligned(128)));"
             for i, b in enumerate(inputs)]
     decl.append(f"static {STORAGE[output.dtype.name]} g_out[{output.size}] __attribute__((aligned(128)));")
