@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from superopt.search import vliw
+from ...search import vliw
 from ..base import Failure
 from . import tools
 
