@@ -21,11 +21,11 @@ register and int8 lanes to byte vectors). What differs here:
 """
 from __future__ import annotations
 
-from superopt.backends.cpu.render import C_HELPERS, CRenderer, STORAGE
-from superopt.ir import dtype as dt
-from superopt.ir.dtype import DType
-from superopt.ir.node import Node, Ops, TRUE, const, substitute
-from superopt.ir.program import Assign, Loop, Program, Stmt, lane_stride, unrolled
+from ..cpu.render import C_HELPERS, CRenderer, STORAGE
+from ...ir import dtype as dt
+from ...ir.dtype import DType
+from ...ir.node import Node, Ops, TRUE, const, substitute
+from ...ir.program import Assign, Loop, Program, Stmt, lane_stride, unrolled
 from . import requant
 
 PRELUDE = r"""
