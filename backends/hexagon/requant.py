@@ -28,7 +28,7 @@ line and, only when the L bytes cross it, one to the next line.
 """
 from __future__ import annotations
 
-from superopt.ir.hvx import Requant, match_requant  # noqa: F401  (re-exported)
+from ...ir.hvx import Requant, match_requant  # noqa: F401  (re-exported)
 
 HVX_BASE = r"""
 typedef unsigned vu __attribute__((vector_size(4 * LANES)));
