@@ -41,10 +41,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from superopt.ir.interpret import run_kernel
-from superopt.ir.kernel import Kernel
-from superopt.ir.lower import lower
-from superopt.ir.schedule import Level, Schedule, Split, check, vector_axis
+from ...ir.interpret import run_kernel
+from ...ir.kernel import Kernel
+from ...ir.lower import lower
+from ...ir.schedule import Level, Schedule, Split, check, vector_axis
 from ..base import Failure
 from . import backend as make_backend
 from . import profile
