@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from superopt.ir.program import Native, Program
+from ...ir.program import Native, Program
 
 # family -> module of this package with ``render(program) -> str``
 TEMPLATES: dict[str, str] = {
