@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from superopt.ir import hvx as tpl
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Level, Schedule, Split
+from ...ir import hvx as tpl
+from ...ir.kernel import Kernel
+from ...ir.schedule import Level, Schedule, Split
 
 from .. import vliw
 from . import Candidate, Solved
@@ -166,7 +166,7 @@ def _assignment(canon: tuple[str, ...]) -> tuple[tuple[int, ...], bool]:
 
 
 def _packings_file() -> Path:
-    from superopt.search.machine import calibration_dir
+    from ..machine import calibration_dir
     return calibration_dir() / "hvx-packings.json"
 
 
