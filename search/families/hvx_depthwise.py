@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterable
 
-from superopt.ir import hvx_depthwise as tpl
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Level, Schedule, Split
+from ...ir import hvx_depthwise as tpl
+from ...ir.kernel import Kernel
+from ...ir.schedule import Level, Schedule, Split
 
 from .. import vliw
 from . import Candidate, Solved
