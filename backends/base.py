@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from superopt.ir.program import Program
+from ..ir.program import Program
 
 
 @dataclass(frozen=True)

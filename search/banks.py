@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import z3
 
-from superopt.ir import tensorcore as tcm
-from superopt.ir.schedule import Schedule, Staging
+from ..ir import tensorcore as tcm
+from ..ir.schedule import Schedule, Staging
 
 BITS = 16
 Phase = tuple[tuple[int, int], ...]   # the (row, unit) of each thread of one phase

@@ -44,9 +44,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from superopt.ir.kernel import Kernel
-from superopt.ir.node import Ops
-from superopt.ir.schedule import Level, Schedule, Split, check, vector_axis
+from ..ir.kernel import Kernel
+from ..ir.node import Ops
+from ..ir.schedule import Level, Schedule, Split, check, vector_axis
 
 G, T, L, U, R = Level.GRID, Level.THREAD, Level.LOOP, Level.UPCAST, Level.UNROLL
 
@@ -71,7 +71,7 @@ def _pow2_divisor(n: int, cap: int) -> int:
 
 def _contiguous_reduce(k: Kernel) -> bool:
     """Some load moves by one element along the innermost reduce axis."""
-    from superopt.ir.node import axis_stride
+    from ..ir.node import axis_stride
     a = k.reduce_axes[-1]
     return any(axis_stride(ld.src[0], a, k.axes[a].size) == 1 for ld in k.loads)
 
@@ -137,7 +137,7 @@ def _reduce(k: Kernel, m) -> Schedule:
 
 
 def _contraction(k: Kernel, m) -> Schedule:
-    from superopt.ir.node import axis_stride
+    from ..ir.node import axis_stride
     outs = k.output_axes
     va = vector_axis(k)
     n_ax = va if va is not None else max(outs, key=lambda a: k.axes[a].size)
@@ -204,7 +204,7 @@ def _is_gemv(k: Kernel) -> bool:
 def _tensor_core(k: Kernel, machine) -> Schedule | None:
     """A tensor-core schedule for an fp16/bf16 GEMM or convolution (implicit GEMM), or
     None where none fits."""
-    from superopt.search import banks, tc_space
+    from . import banks, tc_space
     view = _tc_view(k)
     if view is None: return None
     m, ext = view
@@ -226,8 +226,8 @@ def _tc_view(k: Kernel):
     """(match, M extents) of the GEMM view and M tiling that pad least (a conv: a flattened
     image x row x column tile); ties: the default view, then the view whose A rows are
     densest in memory. None: no tensor-core view."""
-    from superopt.ir import tensorcore as tcm
-    from superopt.search import tc_space
+    from ..ir import tensorcore as tcm
+    from . import tc_space
     dense = lambda v: abs(tcm.axis_stride(v.a.load.src[0], v.m, k.axes[v.m].size) or 1 << 40)  # noqa: E731
     choices = []
     for i, v in enumerate(tc_space.orientations(k)):
@@ -239,7 +239,7 @@ def _tc_view(k: Kernel):
 def _tc_tile(size: int) -> int:
     """The block tile of an M or N axis: the least padding, then the largest of
     128/64/32/16 that fits (search/tc_space.tile_fits; 56 conv pixels: 64)."""
-    from superopt.search.tc_space import tile_fits
+    from .tc_space import tile_fits
     return min((c for c in (128, 64, 32, 16) if tile_fits(size, c)), key=lambda c: (-size % c, -c))
 
 
@@ -247,7 +247,7 @@ def _tc_m_tile(k: Kernel, m):
     """(match, extents) of the M tile: along the M axis alone where a tile divides it,
     else the flattened tile (search/tc_space.m_tilings) with the least padding, nearest
     128 rows, largest inner extents (a 56x56 conv map: 2 images x 8 rows x 8 columns)."""
-    from superopt.search.tc_space import m_tilings
+    from .tc_space import m_tilings
     size = k.axes[m.m].size
     bm = _tc_tile(size)
     if size % bm == 0: return m, (bm,)
@@ -281,8 +281,8 @@ def staged_simt(k: Kernel, machine, bm: int = 128, bn: int = 128, tm: int = 8, t
     different rows (a B stored N x K) has its 16-byte units XOR-swizzled within each 128
     bytes (conflict-free 16-byte reads and copies; a pad of 4 would serve the reads only).
     Tiles shrink to the axes; None where the kernel or the machine does not fit it."""
-    from superopt.ir import geometry_staged
-    from superopt.ir.schedule import Staging
+    from ..ir import geometry_staged
+    from ..ir.schedule import Staging
     if not machine.is_simt: return None
     m = geometry_staged.match(k)
     if isinstance(m, str): return None
@@ -330,8 +330,8 @@ WGMMA_TILES = (((256, 128, 64, 2, 1, 3), True), ((128, 128, 64, 2, 1, 3), False)
 
 
 def _wgmma(k: Kernel, machine) -> Schedule | None:
-    from superopt.ir import tensorcore as tcm
-    from superopt.search import wgmma_space
+    from ..ir import tensorcore as tcm
+    from . import wgmma_space
     if not machine.has("wgmma") or k.kind != "gemm": return None
     m = tcm.match(k)
     if isinstance(m, str) or m.window or m.m_outer: return None
@@ -353,8 +353,8 @@ CONV_WS_TILE, CONV_ROWS_TILE = (64, 64, 1, 1, 4), (64, 64, 2, 1, 3)   # (bn, bk,
 
 
 def _wgmma_conv(k: Kernel, machine) -> Schedule | None:
-    from superopt.ir import tensorcore as tcm
-    from superopt.search import tc_space, wgmma_space
+    from ..ir import tensorcore as tcm
+    from . import tc_space, wgmma_space
     if not machine.has("wgmma") or k.kind != "conv": return None
     view = _tc_view(k)
     if view is None: return None
@@ -439,8 +439,8 @@ def cpu(k: Kernel, m) -> Schedule:
 def load_strides(kernel: Kernel, axis: int) -> set[int | None]:
     """Strides of every load's index along ``axis`` (None: irregular). A mask that moves
     along the axis is fine: the cpu backend renders a masked vector load."""
-    from superopt.ir import dtype as dt
-    from superopt.ir.node import const, substitute, var
+    from ..ir import dtype as dt
+    from ..ir.node import const, substitute, var
     v = var(axis, kernel.axes[axis].size)
     out: set[int | None] = set()
     for ld in kernel.loads:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from superopt.ir import tensorcore as tcm
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Schedule
+from ..ir import tensorcore as tcm
+from ..ir.kernel import Kernel
+from ..ir.schedule import Schedule
 
 from . import tc_space
 
@@ -74,7 +74,7 @@ def split_plan(kernel, machine, n: int, whole_s: float = float("nan")) -> Plan |
     """Split-K into ``n`` chunks: the partial GEMM at the tensor-core space's optimum (the
     split axis is a batch axis on the grid), the combine (a float32 sum of ``n`` partials,
     then the epilogue) by the hand rule; None where K does not split so."""
-    from superopt.ir.splitk import split_k as rewrite
+    from ..ir.splitk import split_k as rewrite
     m = tcm.match(kernel)
     if isinstance(m, str): return None
     try:
@@ -103,7 +103,7 @@ def split_k(kernel, machine, splits: tuple[int, ...] = SPLITS) -> Plan | None:
 def k_last_orders(kernel) -> dict[int, tuple[int, ...]]:
     """Per operand input of a convolution whose reduction's channel dimension is not its
     innermost: the order that makes it so (channels last), the others kept in order."""
-    from superopt.ir.relayout import coordinates
+    from ..ir.relayout import coordinates
     m = tcm.match(kernel)
     if isinstance(m, str): return {}
     out = {}
@@ -124,7 +124,7 @@ def relayout_plan(kernel, machine, orders: dict[int, tuple[int, ...]], whole_s: 
     (on the H100 the hand rule's permute ran 15.8 us where the solver's picks ran 33-45 us,
     and its warp-specialized conv tile 33 us where the tensor-core optimum under the model
     ran 134 us: bench/results/h100-2026-12-06b); None where an input does not relayout."""
-    from superopt.ir.relayout import relayout
+    from ..ir.relayout import relayout
     steps, k2, modeled, slots = [], kernel, 0.0, list(range(len(kernel.inputs)))
     try:
         for slot, order in sorted(orders.items()):
@@ -156,7 +156,7 @@ def split_fp32_plan(kernel, machine) -> Plan | None:
     """An fp32 GEMM as its operands' bf16 pieces, then one bf16 tensor-core GEMM over them,
     every step by the hand rule; None where the kernel does not split so (ir/split_fp32.py)
     or the GEMM gets no tensor-core schedule."""
-    from superopt.ir.split_fp32 import split_fp32 as rewrite
+    from ..ir.split_fp32 import split_fp32 as rewrite
     r = rewrite(kernel)
     if isinstance(r, str): return None
     sa, sb, g, a_slot, b_slot = r

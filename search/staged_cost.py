@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 
-from superopt.ir import geometry_staged
-from superopt.ir import tensorcore as tcm
+from ..ir import geometry_staged
+from ..ir import tensorcore as tcm
 
 from .tc_cost import L2_PER_DRAM, LATENCY_S
 

@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import math
 
-from superopt.ir import tensorcore as tcm
-from superopt.ir import wgmma as wg
+from ..ir import tensorcore as tcm
+from ..ir import wgmma as wg
 
 LATENCY_S = 600e-9     # global load -> shared, estimate (not calibrated)
 L2_PER_DRAM = 4.0     # L2 / DRAM bandwidth, estimate: 2 is refuted on the H100 (ffn_down pulls 7.7 TB/s of tiles through L2)
@@ -168,7 +168,7 @@ def wgmma_resident(kernel, s, machine) -> int:
 
 
 def wgmma_time_s(kernel, s, machine) -> float:
-    from superopt.ir.lower_wgmma import wgmma_in_flight
+    from ..ir.lower_wgmma import wgmma_in_flight
     t = tcm.tiles(kernel, s, machine.warp)
     g = wg.groups(t)
     K, blocks, cores = t.steps * t.bk, s.blocks(), machine.cores

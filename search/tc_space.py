@@ -25,10 +25,10 @@ import itertools
 import math
 from dataclasses import replace
 
-from superopt.ir import tensorcore as tcm
-from superopt.ir import wgmma as wg
-from superopt.ir.node import Ops
-from superopt.ir.schedule import Level, Schedule, Split, Staging, TensorCore, check
+from ..ir import tensorcore as tcm
+from ..ir import wgmma as wg
+from ..ir.node import Ops
+from ..ir.schedule import Level, Schedule, Split, Staging, TensorCore, check
 
 from . import banks
 from .tc_cost import resident_blocks, time_s

@@ -26,10 +26,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from superopt.ir import dtype as dt
-from superopt.ir import tensorcore as tcm
-from superopt.ir import wgmma as wg
-from superopt.ir.schedule import Schedule, check
+from ..ir import dtype as dt
+from ..ir import tensorcore as tcm
+from ..ir import wgmma as wg
+from ..ir.schedule import Schedule, check
 
 from . import tc_space
 
@@ -151,7 +151,7 @@ def conv_variants(kernel, machine, tma: bool = True) -> list[tuple[tuple, Schedu
 
 def tma_where_possible(kernel, s: Schedule) -> Schedule | None:
     """``s`` with the operands TMA can copy copied by TMA (None where it can copy none)."""
-    from superopt.ir import tma
+    from ..ir import tma
     m, t = tcm.match_tc(kernel, s.tensor_core), tcm.tiles(kernel, s, warp=1)   # box shapes only (no thread count is read)
     ok = {op.input for op in (m.a, m.b) if not tma.check(kernel, m, t, op)}
     return replace(s, staging=tuple(replace(x, tma=x.input in ok) for x in s.staging)) if ok else None

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from superopt.ir.program import Program
+from ...ir.program import Program
 from ..base import Backend, Compiled, Failure, Timing
 from . import conv, gemm
 from .render import render
@@ -28,7 +28,7 @@ CFLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-fopenmp", "-ffp-contract
 
 
 def cache_dir() -> Path:
-    from superopt.search.machine import calibration_dir
+    from ...search.machine import calibration_dir
     d = calibration_dir() / "cpu-build"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -44,7 +44,7 @@ class CPUBackend(Backend):
     name = "cpu"
 
     def __init__(self, machine=None, timeout_s: float = 60.0, compile_timeout_s: float = 120.0):
-        from superopt.search.machine import load
+        from ...search.machine import load
         self.machine = machine or load("cpu")
         self.timeout_s, self.compile_timeout_s = timeout_s, compile_timeout_s
         self.pool = WorkerPool()
@@ -108,7 +108,7 @@ def _check_args(p: Program, inputs: Sequence[np.ndarray], out: np.ndarray) -> Fa
 
 def _native(p: Program) -> str:
     """The native template family of a program whose body is one Native statement, else ""."""
-    from superopt.ir.program import Native
+    from ...ir.program import Native
     return p.body[0].family if len(p.body) == 1 and isinstance(p.body[0], Native) else ""
 
 

@@ -19,7 +19,7 @@ linear run per image (C's row stride ``o_m``), c_out strided by ``o_k``.
 """
 from __future__ import annotations
 
-from superopt.ir.program import Native, Program
+from ...ir.program import Native, Program
 
 from .microkernel import MICRO, MICRO_VNNI
 

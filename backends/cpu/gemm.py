@@ -19,7 +19,7 @@ packing). ``PF`` > 0 prefetches packed A that many k steps ahead.
 """
 from __future__ import annotations
 
-from superopt.ir.program import Native, Program
+from ...ir.program import Native, Program
 
 from .microkernel import MICRO
 

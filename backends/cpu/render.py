@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 
-from superopt.ir import dtype as dt
-from superopt.ir.dtype import DType
-from superopt.ir.node import Node, Ops
-from superopt.ir.program import (Assign, Barrier, If, Loop, Program, Reg, Shared, SharedStore, Stmt, Store,
+from ...ir import dtype as dt
+from ...ir.dtype import DType
+from ...ir.node import Node, Ops
+from ...ir.program import (Assign, Barrier, If, Loop, Program, Reg, Shared, SharedStore, Stmt, Store,
                                  lane_stride, subst_stmt, unrolled)
-from superopt.ir.node import const, substitute
+from ...ir.node import const, substitute
 
 STORAGE = {"float32": "float", "float16": "_Float16", "bfloat16": "uint16_t", "int8": "int8_t", "uint8": "uint8_t",
            "int32": "int32_t", "bool": "uint8_t", "float64": "double"}

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from superopt.backends.base import Backend, Compiled, Failure, Timing
-from superopt.ir.program import Program
+from ..base import Backend, Compiled, Failure, Timing
+from ...ir.program import Program
 
 from . import tma
 from .render import kernel_name, render
@@ -140,7 +140,7 @@ class CudaBackend(Backend):
 
 def machine_for(info: dict):
     """The Machine of this device, with stored calibration applied."""
-    from superopt.search import machine as M
+    from ...search import machine as M
     name = "h100" if "H100" in info["name"] else "h200" if "H200" in info["name"] else None
     if name: return M.load(name)
     return replace(M.H100, name=info["name"].lower().replace(" ", "-"), cores=info["sms"], l2_bytes=info["l2_bytes"],

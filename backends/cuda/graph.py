@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Schedule
+from ...ir.kernel import Kernel
+from ...ir.schedule import Schedule
 
 from . import tma
 from .runtime import CudaError, Device, DeviceArray, Function, _drv, check
@@ -183,7 +183,7 @@ class ModelGraph:
     # ---- building ----------------------------------------------------------------------
     @staticmethod
     def _lower(it: Item, machine):
-        from superopt.ir.lower import lower
+        from ...ir.lower import lower
         try:
             return lower(it.kernel, it.schedule, machine)
         except ValueError as e:

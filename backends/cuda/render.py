@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 import re
 
-from superopt.ir import dtype as dt
-from superopt.ir.node import Node, Ops, TRUE, const, substitute, toposort
-from superopt.ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mbarriers, Mma, Program, Reg,
+from ...ir import dtype as dt
+from ...ir.node import Node, Ops, TRUE, const, substitute, toposort
+from ...ir.program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mbarriers, Mma, Program, Reg,
                                  Roles, Shared, SharedCopy, SharedStore, Store, lane_stride, unrolled)
 
 from . import shuffle, tma, wgmma

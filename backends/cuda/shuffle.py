@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from superopt.ir.node import Node, Ops, toposort
-from superopt.ir.program import Assign, Barrier, If, Loop, Program, Shared, SharedStore, walk
-from superopt.search.machine import NVIDIA_WARP
+from ...ir.node import Node, Ops, toposort
+from ...ir.program import Assign, Barrier, If, Loop, Program, Shared, SharedStore, walk
+from ...search.machine import NVIDIA_WARP
 
 
 @dataclass(frozen=True)

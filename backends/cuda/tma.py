@@ -18,8 +18,8 @@ plain data (the runtime hands them to the driver at launch: ``runtime.Device.ten
 """
 from __future__ import annotations
 
-from superopt.ir import dtype as dt
-from superopt.ir.program import MbarArriveTx, MbarInit, Mbarriers, MbarWait, Program, TmaLoad, tensor_maps
+from ...ir import dtype as dt
+from ...ir.program import MbarArriveTx, MbarInit, Mbarriers, MbarWait, Program, TmaLoad, tensor_maps
 
 STMTS = (Mbarriers, MbarInit, MbarArriveTx, MbarWait, TmaLoad)
 MARK = "cp.async.bulk.tensor"

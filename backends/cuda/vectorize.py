@@ -3,9 +3,9 @@ the CUDA renderer (which emits the vector loads) and the emulator (which counts 
 the single warp instructions the GPU executes)."""
 from __future__ import annotations
 
-from superopt.ir import dtype as dt
-from superopt.ir.node import Node, Ops, const, toposort
-from superopt.ir.program import Assign, Store
+from ...ir import dtype as dt
+from ...ir.node import Node, Ops, const, toposort
+from ...ir.program import Assign, Store
 
 
 def split_const(n: Node) -> tuple[Node, int]:

@@ -18,8 +18,8 @@ called from ``render.py``.
 """
 from __future__ import annotations
 
-from superopt.ir import wgmma as wg
-from superopt.ir.program import Mbarriers, Program, Reg, Shared, SharedFence, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait
+from ...ir import wgmma as wg
+from ...ir.program import Mbarriers, Program, Reg, Shared, SharedFence, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait
 
 STMTS = (SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait)
 MARK = "wgmma.mma_async"

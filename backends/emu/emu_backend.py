@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from superopt.backends.base import Backend, Compiled, Failure, Timing
-from superopt.ir.program import Program
+from ..base import Backend, Compiled, Failure, Timing
+from ...ir.program import Program
 
 from .counters import Counters
 from .executor import WARP, EmuError, run_program
@@ -17,7 +17,7 @@ class EmuBackend(Backend):
     name = "emu"
 
     def __init__(self, machine=None, max_blocks: int | None = None):
-        from superopt.search.machine import load
+        from ...search.machine import load
         self.machine = machine or load("h100")
         self.max_blocks = max_blocks
         self.last_counters: Counters | None = None

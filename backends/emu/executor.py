@@ -30,20 +30,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from superopt.ir import dtype as dt
-from superopt.ir.interpret import apply, cast_values, compute_dtype
-from superopt.ir.node import Node, Ops, toposort
-from superopt.ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad, If, Loop, MbarWait, Mma, Program, Reg, Roles, Shared,
+from ...ir import dtype as dt
+from ...ir.interpret import apply, cast_values, compute_dtype
+from ...ir.node import Node, Ops, toposort
+from ...ir.program import (Barrier, Assign, CopyCommit, CopyWait, FragLoad, If, Loop, MbarWait, Mma, Program, Reg, Roles, Shared,
                                  SharedCopy, SharedStore, Store, lane_stride, unrolled, walk)
 
-from superopt.backends.cuda import shuffle
-from superopt.backends.cuda.vectorize import block_loads, merged_loads, shared_runs, store_runs
+from ..cuda import shuffle
+from ..cuda.vectorize import block_loads, merged_loads, shared_runs, store_runs
 
 from . import tma as tma_emu
 from . import wgmma as wgmma_emu
 from .counters import BANK_BYTES, Counters, bank_wavefronts, sectors
 
-from superopt.search.machine import NVIDIA_WARP
+from ...search.machine import NVIDIA_WARP
 
 WARP = NVIDIA_WARP   # the emulated GPU's warp (NVIDIA semantics); EmuBackend refuses a target of another warp
 SFU = {Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT, Ops.RECIP}

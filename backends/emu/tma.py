@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from superopt.ir.interpret import cast_values
-from superopt.ir.program import MbarArriveTx, MbarInit, Mbarriers, MbarWait, TensorMap, TmaLoad
+from ...ir.interpret import cast_values
+from ...ir.program import MbarArriveTx, MbarInit, Mbarriers, MbarWait, TensorMap, TmaLoad
 
 from .counters import BANK_BYTES, bank_wavefronts, sectors
 from .wgmma import async_view, swizzle

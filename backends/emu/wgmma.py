@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from superopt.ir import dtype as dt
-from superopt.ir import wgmma as wg
-from superopt.ir.interpret import cast_values
-from superopt.ir.program import SharedFence, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait
-from superopt.search.machine import NVIDIA_WARP
+from ...ir import dtype as dt
+from ...ir import wgmma as wg
+from ...ir.interpret import cast_values
+from ...ir.program import SharedFence, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait
+from ...search.machine import NVIDIA_WARP
 
 STMTS = (SharedFence, WgmmaFence, Wgmma, WgmmaCommit, WgmmaWait)
 GROUP = 128  # threads of a warpgroup

@@ -12,8 +12,8 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Schedule
+from ...ir.kernel import Kernel
+from ...ir.schedule import Schedule
 
 
 @dataclass

@@ -11,7 +11,7 @@ is priced as the fp32 GEMM of its k steps (4 bytes of k each; KC counts steps).
 """
 from __future__ import annotations
 
-from superopt.ir import cpu_conv as tpl
+from ...ir import cpu_conv as tpl
 
 from .cpu_gemm import CPUGemm
 

@@ -28,9 +28,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from superopt.ir import cpu_gemm as tpl
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Level, Schedule, Split
+from ...ir import cpu_gemm as tpl
+from ...ir.kernel import Kernel
+from ...ir.schedule import Level, Schedule, Split
 
 from . import Candidate, Solved
 

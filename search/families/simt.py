@@ -10,8 +10,8 @@ from __future__ import annotations
 import time as _time
 from typing import Iterable
 
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Schedule, check
+from ...ir.kernel import Kernel
+from ...ir.schedule import Schedule, check
 
 from .. import cost as cost_model
 from .. import hand as hand_rules

@@ -12,9 +12,9 @@ import itertools
 import time as _time
 from typing import Iterable
 
-from superopt.ir import geometry_staged
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Schedule, check
+from ...ir import geometry_staged
+from ...ir.kernel import Kernel
+from ...ir.schedule import Schedule, check
 
 from .. import hand as hand_rules
 from .. import staged_cost

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time as _time
 from typing import Iterable
 
-from superopt.ir import wgmma as wg
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Schedule, check
+from ...ir import wgmma as wg
+from ...ir.kernel import Kernel
+from ...ir.schedule import Schedule, check
 
 from .. import hand as hand_rules
 from .. import tc_cost, tc_space, wgmma_space
