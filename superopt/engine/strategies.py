@@ -21,7 +21,7 @@ Progress = Callable[[int, "int | None", str], None]
 TOP = 4          # candidates measured from the ranking of all families (plus each family's best)
 
 
-def _quiet(done: int, total: int | None, what: str = "") -> None: return None
+def quiet(done: int, total: int | None, what: str = "") -> None: return None
 
 
 def _why(e: BaseException) -> str:
@@ -36,7 +36,7 @@ class Run:
     be: object
     inputs: list
     runs: int = 15
-    progress: Progress = _quiet
+    progress: Progress = quiet
     tried: list[Tried] = field(default_factory=list)
 
     def measure(self, s: Schedule, method: str, family: str = "", modeled_s: float | None = None) -> Result:

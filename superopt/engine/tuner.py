@@ -37,7 +37,7 @@ def tune(kernel: Kernel, backend="cpu", method: str = "z3", budget_s: float = 10
     try:
         t0 = time.perf_counter()
         inputs = verify.random_inputs(kernel, np.random.default_rng()) if inputs is None else inputs
-        run = strategies.Run(kernel, be, inputs, runs, progress or strategies._quiet)
+        run = strategies.Run(kernel, be, inputs, runs, progress or strategies.quiet)
         base = strategies.hand(run)
         if method == "hand":
             best = base
