@@ -22,6 +22,7 @@ TEMPLATES: dict[str, str] = {
     "hvx_gemm": "hvx",   # int8 GEMM and NHWC convolutions (implicit GEMM) on HVX
     "cpu_conv": "cpu_conv",
     "hvx_depthwise": "hvx_depthwise",   # int8 NHWC depthwise 3x3, 64 channels (HVX widening vmpy)
+    "hvx_firstlayer": "hvx_firstlayer",  # int8 NHWC 3x3 stride-2 conv, 3 -> 32 channels (vrmpy on the natural layout)
 }
 
 

@@ -18,6 +18,7 @@ from ...ir.program import Native, Program
 TEMPLATES: dict[str, str] = {
     "hvx_gemm": "asm_gemm",
     "hvx_depthwise": "asm_depthwise",
+    "hvx_firstlayer": "asm_firstlayer",
 }
 
 

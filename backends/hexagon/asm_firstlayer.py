@@ -1,0 +1,174 @@
+"""int8 NHWC 3x3 stride-2 convolution from 3 to 32 channels (an image network's first
+layer) in HVX assembly with explicit packets (issue 23; schedule family ``hvx_firstlayer``).
+
+out[y, x, k] (int32) = sum_{dy,dx,c} in[2y+dy-1, 2x+dx-1, c] * w[k, dy, dx, c]
+
+The activations are read in their natural layout, the weights are prepacked once outside
+the counted region into 18 vrmpy vectors (even and odd pixel of a pair x 3 rows x 3
+words; per lane the 4 byte weights + 128, 128 where a byte is no tap of that pixel). The
+instruction stream, its packing (``search.vliw.pack``) and the packet model live in
+``search/families/hvx_firstlayer.py``; this module emits exactly those packets (each row's
+constants substituted into the shared packing), wraps them in a C program for qemu and
+runs it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from superopt.ir import hvx_firstlayer as tpl
+from superopt.search.families import hvx_firstlayer as fam
+from . import tools
+from .asm_depthwise import compile_o3
+
+CIN, COUT = tpl.CIN, tpl.COUT
+
+
+def prepack_w(wt: np.ndarray) -> np.ndarray:
+    """w[32, 3, 3, 3] int8 -> uint8 [parity 2][dy 3][word 3][lane 32][byte 4]: the weight of
+    the byte (+128), 128 where the byte is not one of the pixel's taps. The C program
+    builds the same bytes before the counted region."""
+    out = np.full((2, 3, 3, COUT, 4), 128, np.uint8)
+    for par, first in ((0, -1), (1, -3)):          # window start relative to the pair's word 3m
+        for dy in range(3):
+            for k in range(3):
+                for b in range(4):
+                    rel = 4 * k + b + first
+                    if 0 <= rel < 9: out[par, dy, k, :, b] = (wt[:, dy, rel // 3, rel % 3].astype(np.int16) + 128).astype(np.uint8)
+    return out
+
+
+def _fmt(p, end: str = "") -> str: return "{ " + "; ".join(p) + " }" + end
+
+
+def _loop(label: str, body, n: int) -> list[str]:
+    if n < 1: return []
+    if n == 1: return [_fmt(p) for p in body]
+    return [f"{{ loop0({label},#{n}) }}", ".p2align 4", f"{label}:"] + \
+        [_fmt(p, ":endloop0" if i == len(body) - 1 else "") for i, p in enumerate(body)]
+
+
+def emit_asm(g: dict[str, int], p: dict[str, int]) -> str:
+    """fl_asm(r0 = input, r1 = prepacked weights, r2 = output, r3 = zero row, r4 = scratch)."""
+    pk, tr = fam.packing(g, p), fam.trips(g)
+    L = [".text", ".p2align 4", ".globl fl_asm", ".type fl_asm,@function", "fl_asm:", "{ allocframe(#48) }"]
+    L += [f"{{ memd(r29+#{8 * i}) = r{17 + 2 * i}:{16 + 2 * i} }}" for i in range(6)]
+    L += ["{ r28 = ##-2139062144 }", f"{{ v{fam.M128} = vsplat(r28) }}"]             # 0x80808080: -128 bytes
+    L += [f"{{ v{v} = vmem(r1++#1) }}" for v in range(18)]
+    ref = min(1, g["oh"] - 1)
+    ref_a, ref_m = fam.prologue_a(g, ref), fam.prologue_main(g, ref, p)
+    for y in range(g["oh"]):
+        sub = {**dict(zip(ref_a, fam.prologue_a(g, y))), **dict(zip(ref_m, fam.prologue_main(g, y, p)))}
+        def rows(block: str): return [_fmt([sub.get(t, t) for t in q]) for q in pk.get(block)]
+        L += rows("pro_a") + _loop(f".Lfa{y}", pk.get("pass_a"), tr["pass_a"])
+        L += rows("pro_b") + _loop(f".Lfb{y}", pk.get("pass_b"), tr["pass_b"])
+        L += rows("pro_main") + rows("first") + _loop(f".Lfm{y}", pk.get("body"), tr["body"]) + rows("epilogue")
+    L += [f"{{ r{17 + 2 * i}:{16 + 2 * i} = memd(r29+#{8 * i}) }}" for i in range(6)]
+    L += ["{ dealloc_return }", ".size fl_asm, .-fl_asm"]
+    return "\n".join(L) + "\n"
+
+
+def c_program(g: dict[str, int], asm: str | None) -> str:
+    """Reads x (int8 [H,W,3]) and w (int8 [32,3,3,3]) from stdin in the kernel's input
+    order, prepacks w outside the counted region, runs the kernel between two counter
+    reads, writes out (int32 [OH,OW,32]) to stdout and the counts to stderr. Without
+    ``asm``: the plain scalar C loop nest (the clang -O3 baseline)."""
+    from .render import COUNTERS
+    h, w, oh, ow = g["h"], g["w"], g["oh"], g["ow"]
+    lay = fam.scratch_layout(w)
+    esc = asm.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n\"\n\"") if asm else ""
+    reads = ["so_read_all(X, H*W*CI)", "so_read_all(Wt, CO*27)"]
+    if g["x_in"] != 0: reads.reverse()
+    parts = [f"#define H {h}\n#define W {w}\n#define CI {CIN}\n#define CO {COUT}\n#define OH {oh}\n#define OW {ow}\n"
+             f"#define SCRATCH {lay['bytes']}\n"]
+    if asm: parts.append(f'__asm__("{esc}");\nvoid fl_asm(const int8_t*, const uint8_t*, int32_t*, const int8_t*, int32_t*);\n')
+    parts.append(r"""
+static int8_t Xbuf[H*W*CI + 512] __attribute__((aligned(128)));   /* slack: the pre-pass reads whole vectors */
+#define X (Xbuf + 128)
+static int8_t Wt[CO*27] __attribute__((aligned(128)));
+static uint8_t Wp[18*CO*4] __attribute__((aligned(128)));
+static int8_t Z[W*CI + 512] __attribute__((aligned(128)));
+static int32_t S[SCRATCH / 4] __attribute__((aligned(128)));
+static int32_t O[OH*OW*CO] __attribute__((aligned(128)));
+""" + "\n".join(COUNTERS) + "\n")
+    if asm:
+        parts.append("__attribute__((noinline)) void kernel(void) { fl_asm(X, Wp, O, Z + 128, S); }\n")
+    else:
+        parts.append(r"""
+__attribute__((noinline)) void kernel(void) {
+  for (int y = 0; y < OH; y++) for (int x = 0; x < OW; x++) for (int k = 0; k < CO; k++) {
+    int s = 0;
+    for (int dy = 0; dy < 3; dy++) {
+      int iy = 2*y + dy - 1;
+      if (iy < 0 || iy >= H) continue;
+      for (int dx = 0; dx < 3; dx++) {
+        int ix = 2*x + dx - 1;
+        if (ix < 0 || ix >= W) continue;
+        const int8_t *xp = &X[(iy*W + ix)*CI], *wp = &Wt[((k*3 + dy)*3 + dx)*CI];
+        for (int c = 0; c < CI; c++) s += xp[c] * wp[c];
+      }
+    }
+    O[(y*OW + x)*CO + k] = s;
+  }
+}
+""")
+    parts.append(f"""
+static void prepack(void) {{   /* Wp[par][dy][k][lane][b] = w + 128 of the byte's tap, 128 where none */
+  for (int par = 0; par < 2; par++) for (int dy = 0; dy < 3; dy++) for (int k = 0; k < 3; k++)
+    for (int l = 0; l < CO; l++) for (int b = 0; b < 4; b++) {{
+      int rel = 4*k + b + (par ? -3 : -1);
+      Wp[(((par*3 + dy)*3 + k)*CO + l)*4 + b] = (rel >= 0 && rel < 9) ? (uint8_t)(Wt[l*27 + dy*9 + rel] + 128) : 128;
+    }}
+}}
+int so_main(void) {{
+  if ({reads[0]} || {reads[1]}) return 3;
+  prepack();
+  {{ volatile unsigned char *o = (volatile unsigned char *)O; for (unsigned i = 0; i < sizeof O; i++) o[i] = 0xA5; }}
+  unsigned c0[3], c1[3], e0[3], e1[3];
+  so_counters(e0); so_counters(e1);
+  so_counters(c0);
+  kernel();
+  so_counters(c1);
+  if (so_write_all(O, sizeof O)) return 4;
+  {{ unsigned n[3]; for (int i = 0; i < 3; i++) n[i] = (c1[i] - c0[i]) - (e1[i] - e0[i]);
+    if (so_counters_out(n)) return 5; }}
+  return 0;
+}}
+""")
+    return "".join(parts)
+
+
+def render(program) -> str:
+    """The templates' entry: the C program of a ``Native`` hvx_firstlayer program."""
+    nat = program.body[0]
+    g = dict(nat.geometry)
+    return c_program(g, emit_asm(g, dict(nat.params)))
+
+
+def geometry(h: int, w: int) -> dict[str, int]:
+    return {"h": h, "w": w, "oh": tpl.out_size(h), "ow": tpl.out_size(w), "x_in": 0, "w_in": 1}
+
+
+def run(x: np.ndarray, wt: np.ndarray, params: dict[str, int] | None, timeout: float = 600.0):
+    """x int8 [H,W,3], w int8 [32,3,3,3] -> (out int32 [OH,OW,32], (packets, instrs, hvx))
+    or a Failure; ``params`` None runs the plain C baseline (clang -O3)."""
+    g = geometry(x.shape[0], x.shape[1])
+    if x.shape[1] % 4: raise ValueError(f"width {x.shape[1]} is not a multiple of 4")
+    errs = tpl.check(g, params) if params is not None else []
+    if errs: raise ValueError("; ".join(errs))
+    exe = compile_o3(c_program(g, emit_asm(g, params) if params is not None else None))
+    if isinstance(exe, tools.Failure): return exe
+    r = tools.run_counted(exe, x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes(), g["oh"] * g["ow"] * COUT * 4, timeout)
+    if isinstance(r, tools.Failure): return r
+    data, counts = r
+    return np.frombuffer(data, dtype=np.int32).reshape(g["oh"], g["ow"], COUT), counts
+
+
+def reference(x: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    h, w = x.shape[:2]
+    xp = np.pad(x.astype(np.int64), ((1, 1), (1, 1), (0, 0)))
+    oh, ow = tpl.out_size(h), tpl.out_size(w)
+    out = np.zeros((oh, ow, COUT), np.int64)
+    for dy in range(3):
+        for dx in range(3):
+            out += xp[dy:dy + 2 * (oh - 1) + 1:2, dx:dx + 2 * (ow - 1) + 1:2] @ wt[:, dy, dx, :].astype(np.int64).T
+    return out

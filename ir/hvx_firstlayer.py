@@ -1,0 +1,82 @@
+"""The HVX few-channel first-layer template (schedule family ``hvx_firstlayer``): geometry and legality.
+
+Fits ``out[0, y, x, k] (int32) = sum_{dy,dx,c} x[0, 2y+dy-1, 2x+dx-1, c] * w[k, dy, dx, c]``:
+an int8 NHWC 3x3 stride-2 pad-1 convolution from 3 input channels to 32 output channels,
+batch 1, no epilogue, as ``Tensor.conv2d(w, 2, 1, 1, "nhwc")`` builds it (the stem of
+image networks: 224x224x3 -> 112x112x32). The template reads the natural layout: a row
+of an output pixel pair's window is four aligned words (three pixels of three bytes are
+nine of their twelve bytes), so the width must be a multiple of 4; the 32 output
+channels are the 32 word lanes of one vector.
+
+Parameters (``Schedule.params``), checked by ``check``:
+- ``pipeline``: 1 stores a pixel pair in the next iteration (software pipelining one
+  stage deep), 0 at the end of its own iteration;
+- ``tload``: 1 loads the next pair's window corrections one iteration ahead, 0 in its own.
+"""
+from __future__ import annotations
+
+import functools
+
+from . import dtype as dt
+from .node import Ops
+
+CIN, COUT = 3, 32
+PARAMS = ("pipeline", "tload")
+
+
+def out_size(n: int) -> int: return (n + 2 - 3) // 2 + 1
+
+
+@functools.lru_cache(maxsize=64)
+def canonical(h: int, w: int):
+    """The kernel ``Tensor.conv2d`` builds for this first layer."""
+    from .tensor import Tensor
+    x = Tensor.empty(1, h, w, CIN, dtype=dt.int8, name="x")
+    wt = Tensor.empty(COUT, 3, 3, CIN, dtype=dt.int8, name="w")
+    steps = x.conv2d(wt, 2, 1, 1, "nhwc").schedule("out")
+    return steps[-1].kernel if len(steps) == 1 else None
+
+
+@functools.lru_cache(maxsize=256)
+def match(kernel) -> dict[str, int] | str:
+    """The geometry (h, w, oh, ow, x_in, w_in), or why the kernel does not fit. Callers
+    must not mutate the dict (cached)."""
+    red = kernel.reduce
+    if red is None or red.arg[0] != "sum": return "not a sum reduction"
+    if kernel.body is not red: return "the stored value is not the sum itself (an epilogue)"
+    if red.dtype is not dt.int32: return f"accumulates in {red.dtype.name}, not int32"
+    if len(kernel.inputs) != 2: return "not two inputs"
+    rax = kernel.reduce_axes
+    if len(rax) != 3: return "not a (channel, row, column) window reduction"
+    prod = red.src[0]
+    if prod.op is not Ops.MUL: return "the reduced value is not a product"
+    loads = [f.src[0] if f.op is Ops.CAST else f for f in prod.src]
+    if any(ld.op is not Ops.LOAD for ld in loads): return "the factors are not (widened) loads"
+    if any(kernel.inputs[ld.arg].dtype is not dt.int8 for ld in loads): return "operands are not both int8"
+    shapes = [kernel.inputs[ld.arg].shape for ld in loads]
+    x_in = next((ld.arg for ld, s in zip(loads, shapes) if len(s) == 4 and s[0] == 1 and s[3] == CIN), None)
+    if x_in is None: return f"no NHWC activation operand of batch 1 with {CIN} channels"
+    w_in = 1 - x_in
+    _, h, w, _ = kernel.inputs[x_in].shape
+    if kernel.inputs[w_in].shape != (COUT, 3, 3, CIN):
+        return f"weights {kernel.inputs[w_in].shape} are not {COUT} filters of 3x3x{CIN} (NHWC order)"
+    if w % 4: return f"width {w} is not a multiple of 4 (a pixel pair's window row is whole words)"
+    if h < 2 or w < 4: return "image too small"
+    if kernel.output.shape != (1, out_size(h), out_size(w), COUT):
+        return f"output {kernel.output.shape} is not a stride-2, pad-1 window of {(1, h, w, CIN)}"
+    ref = canonical(h, w)
+    if ref is None or ref.key != kernel.key:
+        return "not the 3x3 stride-2 NHWC convolution conv2d builds (index, mask or axis order differ)"
+    return {"h": h, "w": w, "oh": out_size(h), "ow": out_size(w), "x_in": x_in, "w_in": w_in}
+
+
+def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> list[str]:
+    """Every reason ``params`` are illegal for ``geometry``."""
+    missing = [p for p in PARAMS if p not in params]
+    if missing: return [f"missing parameter(s) {', '.join(missing)}"]
+    unknown = sorted(set(params) - set(PARAMS))
+    errs = [f"unknown parameter(s) {', '.join(unknown)}"] if unknown else []
+    errs += [f"{p} must be 0 or 1" for p in PARAMS if params[p] not in (0, 1)]
+    if geometry["ow"] // 2 - 1 > 1023: errs.append("more than 1024 iterations a row (loop0's immediate count)")
+    if geometry["h"] * geometry["w"] * CIN >= 1 << 24: errs.append("image too large for the row offsets")
+    return errs
