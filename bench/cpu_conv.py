@@ -155,6 +155,8 @@ def one(be: CPUBackend, machine, name: str, workers: int, rounds: int, top: int)
     row = {"shape": name, "conv": p, "workers": workers, "superopt_us": round(o * 1e6, 1),
            "im2col_matmul_us": round(i2c * 1e6, 1), "matmul_only_us": round(mm * 1e6, 1),
            "ratio_vs_im2col_matmul": round(i2c / o, 3), "ratio_vs_matmul_only": round(mm / o, 3),
+           "min_us": {"superopt": round(min(ours) * 1e6, 1), "im2col_matmul": round(min(theirs["im2col_matmul"]) * 1e6, 1),
+                      "matmul_only": round(min(theirs["matmul_only"]) * 1e6, 1)},
            "gops": round(flops / o / 1e9, 1), "max_rel_err": err, "numpy_route_max_rel_err": theirs["max_rel_err"],
            "params": dict(best.schedule.params), "modeled_us": round(best.modeled_s * 1e6, 1),
            "model_rank_of_best": [c for _, c, _ in measured].index(best),
