@@ -56,7 +56,37 @@ def depthwise(h: int, w: int, stride: int) -> dict:
     return res
 
 
-CASES = {"dw56s1": lambda: depthwise(56, 56, 1), "dw56s2": lambda: depthwise(56, 56, 2), "dw112s2": lambda: depthwise(112, 112, 2)}
+def firstlayer(h: int, w: int) -> dict:
+    from superopt.backends.hexagon import asm_firstlayer as fl
+    from superopt.kernels.registry import Workload
+    from superopt.search.families import hvx_firstlayer as fam
+    from superopt.search.machine import load
+    m = load("hexagon")
+    k = Workload.make("conv2d", H=h, W=w, C=3, K=32, stride=2, layout="nhwc", dtype="int8").kernel
+    sol = fam.FAMILY.solve(k, m, 30.0)
+    best = dict(sol.candidates[0].schedule.params)
+    hand = dict(fam.FAMILY.hand(k, m).params)
+    g = fl.geometry(h, w)
+    macs = fam.macs(g)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (h, w, 3), dtype=np.int8)
+    wt = rng.integers(-128, 128, (32, 3, 3, 3), dtype=np.int8)
+    ref = fl.reference(x, wt)
+    res = {"kernel": f"first layer 3x3 s2 {h}x{w}x3 -> 32 (int8 NHWC -> int32)", "macs": macs,
+           "solver": {"params": best, "modeled_packets": fam.modeled_packets(g, best), "solve_s": round(sol.solve_s, 2),
+                      "proved_optimal": sol.proved_optimal, "table": sol.detail["modeled_packets"]}}
+    for tag, p in (("chosen", best), ("hand", hand), ("plain_c_O3", None)):
+        r = fl.run(x, wt, p)
+        res[tag] = {**({"params": p} if p else {}), **_row(tag, macs, r),
+                    "bit_exact": bool(not isinstance(r, fl.tools.Failure) and np.array_equal(r[0], ref))}
+    if "packets" in res["chosen"] and "packets" in res["plain_c_O3"]:
+        res["plain_c_over_chosen_packets"] = round(res["plain_c_O3"]["packets"] / res["chosen"]["packets"], 1)
+        res["model_error"] = round(res["chosen"]["packets"] / res["solver"]["modeled_packets"] - 1, 4)
+    return res
+
+
+CASES = {"dw56s1": lambda: depthwise(56, 56, 1), "dw56s2": lambda: depthwise(56, 56, 2), "dw112s2": lambda: depthwise(112, 112, 2),
+         "fl224": lambda: firstlayer(224, 224)}
 
 
 def main(argv=None) -> int:

@@ -86,6 +86,7 @@ static int8_t Xbuf[H*W*CI + 512] __attribute__((aligned(128)));   /* slack: the 
 #define X (Xbuf + 128)
 static int8_t Wt[CO*27] __attribute__((aligned(128)));
 static uint8_t Wp[18*CO*4] __attribute__((aligned(128)));
+static int8_t Wt2[27*CO] __attribute__((aligned(128)));
 static int8_t Z[W*CI + 512] __attribute__((aligned(128)));
 static int32_t S[SCRATCH / 4] __attribute__((aligned(128)));
 static int32_t O[OH*OW*CO] __attribute__((aligned(128)));
@@ -93,21 +94,27 @@ static int32_t O[OH*OW*CO] __attribute__((aligned(128)));
     if asm:
         parts.append("__attribute__((noinline)) void kernel(void) { fl_asm(X, Wp, O, Z + 128, S); }\n")
     else:
+        # the output channels innermost over weights transposed to [tap][k] (prepacked like
+        # the HVX kernel's, outside the counted region): each input byte is loaded once and
+        # feeds 32 independent accumulators, taps outside the image skipped once a pixel
         parts.append(r"""
 __attribute__((noinline)) void kernel(void) {
-  for (int y = 0; y < OH; y++) for (int x = 0; x < OW; x++) for (int k = 0; k < CO; k++) {
-    int s = 0;
+  for (int y = 0; y < OH; y++) for (int x = 0; x < OW; x++) {
+    int32_t *o = &O[(y*OW + x)*CO];
+    for (int k = 0; k < CO; k++) o[k] = 0;
     for (int dy = 0; dy < 3; dy++) {
       int iy = 2*y + dy - 1;
       if (iy < 0 || iy >= H) continue;
       for (int dx = 0; dx < 3; dx++) {
         int ix = 2*x + dx - 1;
         if (ix < 0 || ix >= W) continue;
-        const int8_t *xp = &X[(iy*W + ix)*CI], *wp = &Wt[((k*3 + dy)*3 + dx)*CI];
-        for (int c = 0; c < CI; c++) s += xp[c] * wp[c];
+        for (int c = 0; c < CI; c++) {
+          int v = X[(iy*W + ix)*CI + c];
+          const int8_t *wp = &Wt2[((dy*3 + dx)*CI + c)*CO];
+          for (int k = 0; k < CO; k++) o[k] += v * wp[k];
+        }
       }
     }
-    O[(y*OW + x)*CO + k] = s;
   }
 }
 """)
@@ -118,6 +125,7 @@ static void prepack(void) {{   /* Wp[par][dy][k][lane][b] = w + 128 of the byte'
       int rel = 4*k + b + (par ? -3 : -1);
       Wp[(((par*3 + dy)*3 + k)*CO + l)*4 + b] = (rel >= 0 && rel < 9) ? (uint8_t)(Wt[l*27 + dy*9 + rel] + 128) : 128;
     }}
+  for (int t = 0; t < 27; t++) for (int l = 0; l < CO; l++) Wt2[t*CO + l] = Wt[l*27 + t];   /* the plain C's [tap][k] */
 }}
 int so_main(void) {{
   if ({reads[0]} || {reads[1]}) return 3;
