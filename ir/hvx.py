@@ -272,6 +272,27 @@ def tile_spread(g: dict[str, int], r: int) -> int:
     return max((row_offset(g, m0 + r - 1) - row_offset(g, m0) for m0 in range(0, g["m"], r)), default=0)
 
 
+def chunk_stride(length: int) -> int | None:
+    """Words between the sums of consecutive ``length``-byte chunks as the HVX sum pass
+    (backends/hexagon/asm_gemm ``so_chunks``) leaves them: a chunk's sum sits in its first
+    word (length/4 words apart; 32 for chunks of whole vectors); None where that pass does
+    not fit (a chunk neither divides nor is a multiple of the 128-byte vector)."""
+    if length % 4 == 0 and length < 128 and 128 % length == 0: return length // 4
+    return 32 if length % 128 == 0 else None
+
+
+def direct_rows(g: dict[str, int]) -> bool:
+    """Are the rows' sums the sums of dense rows (a GEMM with rows back to back, or a 1x1
+    convolution of stride 1 without padding)? Then the sum pass writes the correction itself."""
+    dense = g["a_rs"] == g["k"] if not g["conv"] else g["kh"] == g["kw"] == g["stride"] == 1 and not g["pad"]
+    return dense and chunk_stride(g["k"]) is not None
+
+
+def corr_stride(g: dict[str, int]) -> int:
+    """Words between consecutive rows' corrections in the array the kernel reads."""
+    return chunk_stride(g["k"]) if direct_rows(g) else 1
+
+
 def scalar_regs(r: int, j: int, corr: int, unroll: int) -> int:
     """Scalar registers of a tile: in-loop correction, a pointer per block and per row plus a
     word per row; precomputed correction, one weight and one row pointer plus the rows' words."""
@@ -309,7 +330,8 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
         errs.append(f"rows are not {4 * u}-byte aligned")
     if corr == 1 and tile_spread(g, r) > (4096 if u == 1 else 8192) - 8:
         errs.append("a tile's rows lie farther apart than a load's offset reaches")
-    if corr == 1 and (g["conv"] and g["c_in"] % 8 or not g["conv"] and g["a_rs"] % 8):
+    if corr == 1 and not direct_rows(g) and (g["conv"] and g["c_in"] % 8 or not g["conv"] and g["a_rs"] % 8):
         errs.append("the precomputed correction reads 8-byte words: c_in (GEMM: A's row stride) % 8")
+    if corr == 1 and 4 * corr_stride(g) * (r - 1) > 4092: errs.append("a tile's corrections lie beyond a load's offset")
     if g["c_rs"] % LANES: errs.append("output rows are not 128-byte aligned (c_rs % 32)")
     return errs

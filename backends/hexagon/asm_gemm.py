@@ -21,6 +21,7 @@ import subprocess
 
 import numpy as np
 
+from ...ir import hvx
 from ...ir.program import Native, Program
 from ...search.families import hvx as fam
 from . import requant
@@ -97,40 +98,81 @@ static void so_prepack(void) {{
 """
 
 
+def _c_chunks(length: int, chunks: int, src: str, dst: str) -> str:
+    """-128 x the sum of each ``length``-byte chunk of ``src`` (signed bytes) in HVX: a
+    vector x vector ``vrmpy`` by a splat of 0x80 (-128) sums each 4 bytes, rotations and adds
+    fold a chunk's words into its first (``hvx.chunk_stride``)."""
+    if length < 128:
+        steps = []
+        h = length // 8
+        while h >= 1:
+            steps.append(f"w = Q6_Vw_vadd_VwVw(w, Q6_V_vror_VR(w, {4 * h}));")
+            h //= 2
+        return f"""
+  for (int v = 0; v < {-(-chunks * length // 128)}; v++) {{
+    HVX_Vector w = Q6_Vw_vrmpy_VbVb(((const HVX_Vector *){src})[v], m80);
+    {" ".join(steps)}
+    ((HVX_Vector *){dst})[v] = w;
+  }}"""
+    fold = " ".join(f"w = Q6_Vw_vadd_VwVw(w, Q6_V_vror_VR(w, {4 * h}));" for h in (16, 8, 4, 2, 1))
+    return f"""
+  for (int c = 0; c < {chunks}; c++) {{
+    const HVX_Vector *p = (const HVX_Vector *)((const int8_t *){src} + c * {length});
+    HVX_Vector w = Q6_Vw_vrmpy_VbVb(p[0], m80);
+    for (int t = 1; t < {length // 128}; t++) w = Q6_Vw_vrmpyacc_VwVbVb(w, p[t], m80);
+    {fold}
+    ((HVX_Vector *){dst})[c] = w;
+  }}"""
+
+
+def _c_sums8(length: int, chunks: int, pitch: int, src: str, dst: str, cs: int) -> str:
+    """The same sums in scalar C (8 bytes a ``vrmpybsu``) where the HVX pass does not fit."""
+    return f"""
+  for (int c = 0; c < {chunks}; c++) {{
+    const long long *q = (const long long *)((const int8_t *){src} + c * {pitch});
+    long long s = 0;
+    for (int t = 0; t < {length // 8}; t++) s = Q6_P_vrmpybsuacc_PP(s, q[t], 0x0101010101010101LL);
+    {dst}[c * {cs}] = -128 * ((int)s + (int)(s >> 32));
+  }}"""
+
+
 def _c_corr(g: dict[str, int], x: str) -> str:
     """-128 x each output row's sum (GEMM: the row of A; convolution: its window, from prefix
-    sums of the padded image's pixel sums along its rows): the accumulators' start."""
-    ones = "0x0101010101010101LL"
+    sums along the image rows of the padded image's pixel sums): the accumulators' start."""
+    head = "  HVX_Vector m80 = Q6_V_vsplat_R(0x80808080);\n"
+    if hvx.direct_rows(g):
+        cs = hvx.corr_stride(g)
+        words = -(-g["m"] * cs // 32) * 32 + 32
+        return f"""
+static int32_t g_corr[{words}] __attribute__((aligned(128)));
+static void so_corr(void) {{
+{head}{_c_chunks(g['k'], g['m'], x, 'g_corr')}
+}}
+"""
     if not g["conv"]:
         return f"""
 static int32_t g_corr[{g['m'] + 32}] __attribute__((aligned(128)));
-static void so_corr(void) {{
-  for (int i = 0; i < {g['m']}; i++) {{
-    const long long *q = (const long long *)((const int8_t *){x} + i * {g['a_rs']});
-    long long s = 0;
-    for (int t = 0; t < {g['k'] // 8}; t++) s = Q6_P_vrmpybsuacc_PP(s, q[t], {ones});
-    g_corr[i] = -128 * ((int)s + (int)(s >> 32));
-  }}
+static void so_corr(void) {{{_c_sums8(g['k'], g['m'], g['a_rs'], x, 'g_corr', 1)}
 }}
 """
     hp, wp, c, st = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"], g["c_in"], g["stride"]
+    ps = hvx.chunk_stride(c)
+    sums = f"{head}{_c_chunks(c, hp * wp, x, 'g_px')}" if ps else _c_sums8(c, hp * wp, c, x, "g_px", 1)
+    ps = ps or 1
     return f"""
 static int32_t g_corr[{g['m'] + 32}] __attribute__((aligned(128)));
+static int32_t g_px[{-(-hp * wp * ps // 32) * 32 + 32}] __attribute__((aligned(128)));
 static int32_t g_ps[{hp}][{wp + 1}];
 static void so_corr(void) {{
+{sums}
   for (int y = 0; y < {hp}; y++) {{
     int run = 0; g_ps[y][0] = 0;
-    for (int x = 0; x < {wp}; x++) {{
-      const long long *q = (const long long *)((const int8_t *){x} + (y * {wp} + x) * {c});
-      long long s = 0;
-      for (int t = 0; t < {c // 8}; t++) s = Q6_P_vrmpybsuacc_PP(s, q[t], {ones});
-      run += (int)s + (int)(s >> 32); g_ps[y][x + 1] = run;
-    }}
+    for (int x = 0; x < {wp}; x++) {{ run += g_px[(y * {wp} + x) * {ps}]; g_ps[y][x + 1] = run; }}
   }}
   for (int oy = 0; oy < {g['oh']}; oy++) for (int ox = 0; ox < {g['ow']}; ox++) {{
     int s = 0;
     for (int ky = 0; ky < {g['kh']}; ky++) {{ const int32_t *r = g_ps[oy * {st} + ky]; s += r[ox * {st} + {g['kw']}] - r[ox * {st}]; }}
-    g_corr[oy * {g['ow']} + ox] = -128 * s;
+    g_corr[oy * {g['ow']} + ox] = s;
   }}
 }}
 """

@@ -122,9 +122,10 @@ def body_pre(r: int, j: int, u: int, offs: list[int]) -> list[str]:
     return out
 
 
-def prologue_pre(r: int, j: int, u: int, b_off: int, m0: int) -> list[str]:
-    out = [f"r4 = add(r1,##{b_off})", f"r5 = add(r3,##{4 * m0})"]
-    out += [f"r{6 + i} = memw(r5+#{4 * i})" for i in range(r)]
+def prologue_pre(r: int, j: int, u: int, b_off: int, m0: int, cs: int) -> list[str]:
+    """Accumulators from the corrections (``cs`` words apart), the first weight vectors."""
+    out = [f"r4 = add(r1,##{b_off})", f"r5 = add(r3,##{4 * cs * m0})"]
+    out += [f"r{6 + i} = memw(r5+#{4 * cs * i})" for i in range(r)]
     out += [f"v{i * j} = vsplat(r{6 + i})" for i in range(r)]      # vsplat takes a multiplier: once a row,
     out += [f"v{i * j + x} = v{i * j}" for i in range(r) for x in range(1, j)]   # copied to the row's other blocks
     out += [f"v{r * j + q * j + x} = vmem(r4+#{q * j + x})" for q in range(u) for x in range(j)]
@@ -235,7 +236,7 @@ def tile_streams(g: dict[str, int], p: dict[str, int], m0: int, n0: int) -> dict
                 "seg": segment_texts(r, j, None, delta(g), trips(g), "L"), "body": body(r, j),
                 "epi": tile_epilogue(r, j, [((m0 + i) * g["c_rs"] + n0) * 4 for i in range(r)])}
     offs = [row_offset(g, m0 + i) - row_offset(g, m0) for i in range(r)]
-    return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, m0),
+    return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, m0, tpl.corr_stride(g)),
             "seg0": segment_pre(r, u, offs, row_offset(g, m0), 0, trips(g, u), "L"),
             "seg": segment_pre(r, u, offs, None, delta(g, u), trips(g, u), "L"), "body": body_pre(r, j, u, offs),
             "epi": epilogue_pre(r, j, g["c_rs"], (m0 * g["c_rs"] + n0) * 4)}
@@ -260,13 +261,17 @@ def pad_packets(g: dict[str, int]) -> int:
 
 
 def corr_packets(g: dict[str, int]) -> int:
-    """Estimate of the precomputed correction (backends/hexagon/asm_gemm ``so_corr``, scalar C):
-    8 bytes a load, two loads a packet for the sums of the rows (a convolution: of the padded
-    image's pixels), and for a convolution about 2 packets a window row of each output pixel
-    (prefix sums along the image rows, two loads and adds each) plus one a padded pixel."""
-    if not g["conv"]: return g["m"] * (g["k"] // 16 + 3)
-    hp, wp = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"]
-    return hp * wp * (g["c_in"] // 16 + 2) + g["m"] * (2 * g["kh"] + 2)
+    """Estimate of the precomputed correction (backends/hexagon/asm_gemm ``so_corr``): the HVX
+    sum pass, about 3 packets a vector (the rotations share the one permute unit) plus 2 a
+    chunk of whole vectors; for a convolution then scalar C over the pixel sums, about one
+    packet a padded pixel (prefix sums along its row) and 2 a window row of each output pixel;
+    where the sum pass does not fit, 8-byte scalar loads, two a packet."""
+    length = g["k"] if tpl.direct_rows(g) else g["c_in"]
+    chunks = g["m"] if tpl.direct_rows(g) else (g["h"] + 2 * g["pad"]) * (g["w"] + 2 * g["pad"])
+    cs = tpl.chunk_stride(length)
+    sums = chunks * (length // 16 + 2) if cs is None else \
+        -(-chunks * length // 128) * 3 + (chunks * (2 + length // 128) if length >= 128 else 0)
+    return sums + (0 if tpl.direct_rows(g) else chunks + g["m"] * 2 * g["kh"])
 
 
 def modeled_packets(g: dict[str, int], p: dict[str, int]) -> int:
