@@ -188,7 +188,7 @@ def test_methods_share_one_input_set_and_reference_per_kernel(tmp_path, monkeypa
         return real_draw(k, rng)
 
     def ref(*a, **kw):
-        refs.append(1)
+        refs.append(a[0])
         return real_ref(*a, **kw)
     monkeypatch.setattr(benchmark, "random_inputs", draw)
     monkeypatch.setattr(verify, "random_inputs", lambda *a: pytest.fail("a method drew its own inputs"))
@@ -196,5 +196,6 @@ def test_methods_share_one_input_set_and_reference_per_kernel(tmp_path, monkeypa
     assert main(TINY + ["--methods", "hand,z3,beam", "--no-plots", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     (k,) = doc["workloads"][0]["kernels"]
-    assert drawn == [k["name"]] and len(refs) == 1 and k["inputs_s"] > 0
+    # one reference for the random set and one for each special set of the kernel, shared by the methods
+    assert drawn == [k["name"]] and len(refs) == 1 + len(verify.special_sets(refs[0])) and k["inputs_s"] > 0
     assert all(m["time_s"] > 0 for m in k["methods"].values())
