@@ -3,7 +3,7 @@ compiling, launching and timing happen in a worker process (``worker.py``), so a
 candidate that faults or hangs is reported as a ``Failure`` and the caller goes on."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -139,9 +139,11 @@ class CudaBackend(Backend):
 
 
 def machine_for(info: dict):
-    """The Machine of this device, with stored calibration applied."""
+    """The Target of this device, with stored calibration applied (another GPU: the H100's
+    numbers with its own SMs, L2, shared memory and the capabilities of its arch)."""
     from ...search import machine as M
     name = "h100" if "H100" in info["name"] else "h200" if "H200" in info["name"] else None
     if name: return M.load(name)
-    return replace(M.H100, name=info["name"].lower().replace(" ", "-"), cores=info["sms"], l2_bytes=info["l2_bytes"],
-                   smem_per_block=info["smem_optin"])
+    sm = int("".join(c for c in str(info.get("arch", "")) if c.isdigit()) or M.H100.sm)
+    return M.nvidia_at(M.H100, sm, name=info["name"].lower().replace(" ", "-"), cores=info["sms"], l2_bytes=info["l2_bytes"],
+                       smem_per_block=info["smem_optin"])

@@ -474,7 +474,7 @@ class _Run:
         row = self._index(self.eval(s.row, mask), ok, buf.shape[1] - 7, f"ldmatrix from {s.shared}")
         if np.any(row % 8): raise EmuError("ldmatrix row address not 16-byte aligned")
         self.smem_rows(s.shared, row, ok, 16, write=False)
-        addr = self.warp_view(row)                                   # (B, W, 32): row starts
+        addr = self.warp_view(row)                                   # (B, W, WARP): row starts
         lane = np.arange(WARP)
         B, W = addr.shape[:2]
         out = np.empty((8, B, W, WARP))
@@ -496,7 +496,7 @@ class _Run:
 
     def mma(self, s: Mma, mask: np.ndarray) -> None:
         if not np.all(mask): raise EmuError("mma executed by only part of a block")
-        a = np.stack([self.warp_view(self.regs[s.a][s.a_off + i]) for i in range(8)], -1)   # (B, W, 32, 8)
+        a = np.stack([self.warp_view(self.regs[s.a][s.a_off + i]) for i in range(8)], -1)   # (B, W, WARP, 8)
         b = np.stack([self.warp_view(self.regs[s.b][s.b_off + i]) for i in range(4)], -1)
         c = np.stack([self.warp_view(self.regs[s.d][s.d_off + i]) for i in range(4)], -1)
         lane = np.arange(WARP)[:, None]
@@ -508,7 +508,7 @@ class _Run:
         Bm[:, :, 2 * t + ib % 2 + 8 * (ib // 2), np.broadcast_to(g, (WARP, 4))] = b
         C[:, :, g + 8 * (ic // 2), 2 * t + ic % 2] = c
         D = A @ Bm + C
-        d = D[:, :, g + 8 * (ic // 2), 2 * t + ic % 2]                        # (B, W, 32, 4)
+        d = D[:, :, g + 8 * (ic // 2), 2 * t + ic % 2]                        # (B, W, WARP, 4)
         r = self.regs[s.d]
         for i in range(4):
             r[s.d_off + i] = cast_values(d[..., i].reshape(B, -1, 1), self.reg_dt[s.d])
