@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from superopt.ir import hvx_firstlayer as tpl
-from superopt.search.families import hvx_firstlayer as fam
+from ...ir import hvx_firstlayer as tpl
+from ...search.families import hvx_firstlayer as fam
 from . import tools
 from .asm_depthwise import compile_o3
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterable
 
-from superopt.ir import hvx_firstlayer as tpl
-from superopt.ir.kernel import Kernel
-from superopt.ir.schedule import Level, Schedule, Split
+from ...ir import hvx_firstlayer as tpl
+from ...ir.kernel import Kernel
+from ...ir.schedule import Level, Schedule, Split
 
 from .. import vliw
 from . import Candidate, Solved
