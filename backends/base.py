@@ -47,7 +47,7 @@ class Timing:
 
 class Backend(ABC):
     name: str
-    machine: Any  # search.machine.Machine
+    machine: Any  # ir.target.Target (the built-ins: search/machine.py)
 
     @abstractmethod
     def render(self, program: Program) -> str:

@@ -178,7 +178,7 @@ def vars_of(s: Schedule) -> Vars:
 # ---- parameters -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Params:
-    """Model constants beyond the Machine's ceilings; ``machine.notes['cost']`` overrides."""
+    """Model constants beyond the Target's ceilings; ``machine.notes['cost']`` overrides."""
     freq: float = 3.0e9            # CPU core clock (Hz), derived from the peak when absent
     fma_pipes: float = 2.0
     fma_latency: float = 8.0       # cycles: chains needed = pipes x latency (16 measured to fill AVX-512 pipes)

@@ -9,7 +9,7 @@ broadcast back along the axes it folds, as in softmax). ``ir.kernelize`` builds 
 plan, so a plan is judged on the very kernels it produces.
 
 Modeled time of a plan = sum over its kernels of ``machine.launch_s + cost.roofline_s``
-(the larger of flops at peak and compulsory bytes at DRAM bandwidth; the same Machine
+(the larger of flops at peak and compulsory bytes at DRAM bandwidth; the same Target
 numbers the schedule model uses). Recomputation shows up as flops, materialization as
 bytes written and re-read plus a launch. Peak memory is the largest sum of buffers alive
 at one step (written, and still to be read), graph inputs excluded.
