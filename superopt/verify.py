@@ -264,13 +264,13 @@ def verify_compiled(kernel: Kernel, compiled, backend, rng: np.random.Generator,
     it is kept (BEAM's check of its fastest candidates)."""
     inputs = random_inputs(kernel, rng) if inputs is None else inputs
     if not isinstance(inputs, InputSet): inputs = InputSet([np.array(a) for a in inputs], rng)
-    r = _run_and_compare(kernel, compiled, backend, inputs, rng, False)
+    r = _run_and_compare(kernel, compiled, backend, inputs, rng, "random")
     if not r.ok:
         debug.log(1, lambda: f"verification of {kernel.name} on {backend.name} failed: {r.reason}")
         return r
     done: list[str] = []
     for name in special_sets(kernel) if special else []:
-        s = _run_and_compare(kernel, compiled, backend, inputs.special(kernel, name), rng, True)
+        s = _run_and_compare(kernel, compiled, backend, inputs.special(kernel, name), rng, name)
         if not s.ok:
             debug.log(1, lambda: f"verification of {kernel.name} on {backend.name} failed on {name} inputs: {s.reason}")
             return VerifyResult(False, s.max_abs_err, s.rel_err, s.checked, f"{name} inputs ({DISTRIBUTIONS[name][2]}): "
@@ -284,11 +284,13 @@ def verify_compiled(kernel: Kernel, compiled, backend, rng: np.random.Generator,
 def check_special(kernel: Kernel, compiled, backend, inputs: InputSet, name: str) -> VerifyResult:
     """Run ``compiled`` on the special set ``name`` made from ``inputs`` and compare (one
     distribution alone; ``verify_compiled`` runs them all)."""
-    return _run_and_compare(kernel, compiled, backend, inputs.special(kernel, name), inputs._rng, True)
+    return _run_and_compare(kernel, compiled, backend, inputs.special(kernel, name), inputs._rng, name)
 
 
-def _run_and_compare(kernel: Kernel, compiled, backend, inputs: "InputSet", rng, special: bool) -> VerifyResult:
-    debug.log(1, lambda: f"launch {kernel.name} on {backend.name} ({'special' if special else 'random'} inputs)")
+def _run_and_compare(kernel: Kernel, compiled, backend, inputs: "InputSet", rng, label: str) -> VerifyResult:
+    """One run on ``inputs`` (the random set, or the special set named ``label``) and its comparison."""
+    debug.log(1, lambda: f"launch {kernel.name} on {backend.name} ({label} inputs)")
+    special = label != "random"
     with np.errstate(all="ignore") if special else contextlib.nullcontext():   # inf - inf, NaN: what the set is for
         out = backend.run(compiled, [a.reshape(-1) for a in inputs], poison(kernel.output))
         if not isinstance(out, np.ndarray):
