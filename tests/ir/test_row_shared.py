@@ -27,8 +27,9 @@ def _kernel(op: str, shape: tuple[int, ...], axis: int):
     return kernelize(getattr(Tensor.empty(*shape, name="x"), op)(axis).node)[0].kernel
 
 
-def _allocated(k, s, target) -> int:
-    return sum(x.nbytes for x in walk(_Lowerer(k, s, target).program().body) if isinstance(x, Shared))
+def _shared(k, s, target) -> list[Shared]:
+    """The Shared buffers the lowering allocates for ``s``."""
+    return [x for x in walk(_Lowerer(k, s, target).program().body) if isinstance(x, Shared)]
 
 
 def _sample(k, target, n: int):
@@ -46,10 +47,9 @@ def test_row_shared_formula_equals_the_lowered_programs_shared_bytes(target):
         k = _kernel(op, shape, axis)
         assert k.row_axes
         for s in _sample(k, target, 24):
-            want = _allocated(k, s, target)
-            assert row_shared_bytes(k, s, target.warp) == want, (op, shape, axis, s.to_json())
-            names = {x.name.rsplit("_", 1)[-1] for x in walk(_Lowerer(k, s, target).program().body) if isinstance(x, Shared)}
-            seen |= names
+            bufs = _shared(k, s, target)
+            assert row_shared_bytes(k, s, target.warp) == sum(x.nbytes for x in bufs), (op, shape, axis, s.to_json())
+            seen |= {x.name.rsplit("_", 1)[-1] for x in bufs}
     if target.is_simt: assert {"red", "mid", "bc", "lanes"} <= seen   # every buffer kind was counted at least once
     else: assert "lanes" in seen
 
