@@ -11,7 +11,10 @@ channels are the 32 word lanes of one vector.
 Parameters (``Schedule.params``), checked by ``check``:
 - ``pipeline``: 1 stores a pixel pair in the next iteration (software pipelining one
   stage deep), 0 at the end of its own iteration;
-- ``tload``: 1 loads the next pair's window corrections one iteration ahead, 0 in its own.
+- ``tload``: 1 loads the next pair's window corrections one iteration ahead, 0 in its own;
+- ``pre``: vectors (1 or 2) an iteration of the per-row correction pre-pass makes;
+- ``pairs``: output pixel pairs (1 or 2) a main-loop iteration makes (two alternate two
+  accumulator sets).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from . import dtype as dt
 from .node import Ops
 
 CIN, COUT = 3, 32
-PARAMS = ("pipeline", "tload")
+PARAMS = ("pairs", "pipeline", "pre", "tload")
 
 
 def out_size(n: int) -> int: return (n + 2 - 3) // 2 + 1
@@ -76,7 +79,8 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
     if missing: return [f"missing parameter(s) {', '.join(missing)}"]
     unknown = sorted(set(params) - set(PARAMS))
     errs = [f"unknown parameter(s) {', '.join(unknown)}"] if unknown else []
-    errs += [f"{p} must be 0 or 1" for p in PARAMS if params[p] not in (0, 1)]
+    errs += [f"{p} must be 0 or 1" for p in ("pipeline", "tload") if params[p] not in (0, 1)]
+    errs += [f"{p} must be 1 or 2" for p in ("pre", "pairs") if params[p] not in (1, 2)]
     if geometry["ow"] // 2 - 1 > 1023: errs.append("more than 1024 iterations a row (loop0's immediate count)")
     if geometry["h"] * geometry["w"] * CIN >= 1 << 24: errs.append("image too large for the row offsets")
     return errs

@@ -49,7 +49,7 @@ def _loop(label: str, body, n: int) -> list[str]:
 
 def emit_asm(g: dict[str, int], p: dict[str, int]) -> str:
     """fl_asm(r0 = input, r1 = prepacked weights, r2 = output, r3 = zero row, r4 = scratch)."""
-    pk, tr = fam.packing(g, p), fam.trips(g)
+    pk, tr = fam.packing(g, p), fam.trips(g, p)
     L = [".text", ".p2align 4", ".globl fl_asm", ".type fl_asm,@function", "fl_asm:", "{ allocframe(#48) }"]
     L += [f"{{ memd(r29+#{8 * i}) = r{17 + 2 * i}:{16 + 2 * i} }}" for i in range(6)]
     L += ["{ r28 = ##-2139062144 }", f"{{ v{fam.M128} = vsplat(r28) }}"]             # 0x80808080: -128 bytes
@@ -61,20 +61,20 @@ def emit_asm(g: dict[str, int], p: dict[str, int]) -> str:
         def rows(block: str): return [_fmt([sub.get(t, t) for t in q]) for q in pk.get(block)]
         L += rows("pro_a") + _loop(f".Lfa{y}", pk.get("pass_a"), tr["pass_a"])
         L += rows("pro_b") + _loop(f".Lfb{y}", pk.get("pass_b"), tr["pass_b"])
-        L += rows("pro_main") + rows("first") + _loop(f".Lfm{y}", pk.get("body"), tr["body"]) + rows("epilogue")
+        L += rows("pro_main") + rows("first") + _loop(f".Lfm{y}", pk.get("body"), tr["body"]) + rows("last") + rows("epilogue")
     L += [f"{{ r{17 + 2 * i}:{16 + 2 * i} = memd(r29+#{8 * i}) }}" for i in range(6)]
     L += ["{ dealloc_return }", ".size fl_asm, .-fl_asm"]
     return "\n".join(L) + "\n"
 
 
-def c_program(g: dict[str, int], asm: str | None) -> str:
+def c_program(g: dict[str, int], asm: str | None, pre: int = 2) -> str:
     """Reads x (int8 [H,W,3]) and w (int8 [32,3,3,3]) from stdin in the kernel's input
     order, prepacks w outside the counted region, runs the kernel between two counter
     reads, writes out (int32 [OH,OW,32]) to stdout and the counts to stderr. Without
     ``asm``: the plain scalar C loop nest (the clang -O3 baseline)."""
     from .render import COUNTERS
     h, w, oh, ow = g["h"], g["w"], g["oh"], g["ow"]
-    lay = fam.scratch_layout(w)
+    lay = fam.scratch_layout(w, pre)
     esc = asm.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n\"\n\"") if asm else ""
     reads = ["so_read_all(X, H*W*CI)", "so_read_all(Wt, CO*27)"]
     if g["x_in"] != 0: reads.reverse()
@@ -149,7 +149,8 @@ def render(program) -> str:
     """The templates' entry: the C program of a ``Native`` hvx_firstlayer program."""
     nat = program.body[0]
     g = dict(nat.geometry)
-    return c_program(g, emit_asm(g, dict(nat.params)))
+    p = dict(nat.params)
+    return c_program(g, emit_asm(g, p), p["pre"])
 
 
 def geometry(h: int, w: int) -> dict[str, int]:
@@ -163,7 +164,7 @@ def run(x: np.ndarray, wt: np.ndarray, params: dict[str, int] | None, timeout: f
     if x.shape[1] % 4: raise ValueError(f"width {x.shape[1]} is not a multiple of 4")
     errs = tpl.check(g, params) if params is not None else []
     if errs: raise ValueError("; ".join(errs))
-    exe = compile_o3(c_program(g, emit_asm(g, params) if params is not None else None))
+    exe = compile_o3(c_program(g, emit_asm(g, params), params["pre"]) if params is not None else c_program(g, None))
     if isinstance(exe, tools.Failure): return exe
     r = tools.run_counted(exe, x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes(), g["oh"] * g["ow"] * COUT * 4, timeout)
     if isinstance(r, tools.Failure): return r

@@ -18,8 +18,9 @@ Each straight block (pre-pass loop bodies, prologues, the first pair, the loop b
 drain) is packed by ``search.vliw.pack`` (Z3; LLVM's v66 slot and unit rules); the backend
 emits those packets. Model: packets = frame + rows x (the blocks, loop bodies times their
 trips); seconds = packets / ``machine.notes["clock_hz"]``. Decisions: ``pipeline`` (a
-pair's stores in the next iteration) and ``tload`` (the next pair's corrections loaded one
-iteration ahead). ``solve`` enumerates all four (proved optimal when every packing is).
+pair's stores in the next iteration), ``tload`` (the next pair's corrections loaded one
+iteration ahead) and ``pre`` (vectors a pre-pass iteration makes). ``solve`` enumerates
+all eight (proved optimal when every packing is).
 """
 from __future__ import annotations
 
@@ -36,17 +37,23 @@ from .. import vliw
 from . import Candidate, Solved
 
 EVEN, ODD = 0, 9        # weight vectors: v(EVEN + 3*dy + k), v(ODD + 3*dy + k)
-ACC = (18, 19)          # accumulators of the even and odd pixel
+ACC = ((18, 19), (20, 21))   # accumulator sets (even, odd pixel); the second only with two pairs an iteration
 M128 = 31               # splat of -128 bytes (the pre-pass)
 ROWS = ("r5", "r6", "r7")          # main loop: input rows at word 3m of the pair
 PRE = ("r8", "r9", "r10")          # pre-pass pointers
 VS, TP, OUT = "r11", "r12", "r13"  # pre-pass store pointer, corrections pointer, output pointer
 CORR = ("r26", "r27")
 PACK_TIMEOUT_S = 10.0
+PRE_VECTORS = (1, 2)    # vectors a pre-pass iteration makes
+PAIRS = (1, 2)          # pixel pairs a main-loop iteration makes
 FRAME_PACKETS = 1 + 6 + 2 + 18 + 6 + 1   # allocframe, 6 saves, the -128 splat, 18 weight loads, 6 restores, return
 
 
-def word_reg(dy: int, i: int) -> str: return f"r{14 + 4 * dy + i}"
+# window words (row dy, word i at 4*dy + i) of each accumulator set's pair: the second set's
+# first rows take the registers free in the main loop, so its loads need not wait for the
+# first pair's multiplies to read theirs
+WORDS = (tuple(f"r{14 + k}" for k in range(12)),
+         ("r1", "r8", "r9", "r10", "r11", "r28", "r22", "r23", "r24", "r25", "r14", "r15"))
 
 
 def vectors(w: int) -> int:
@@ -54,10 +61,11 @@ def vectors(w: int) -> int:
     return -(-3 * w // 128)
 
 
-def scratch_layout(w: int) -> dict[str, int]:
+def scratch_layout(w: int, pre: int = 2) -> dict[str, int]:
     """Byte offsets in the scratch buffer: a zero vector (word -1 of the sums), the word
-    sums, a gap the shifted loads run into, the corrections."""
-    nv = vectors(w)
+    sums (whole pre-pass iterations of ``pre`` vectors), a gap the shifted loads run into,
+    the corrections."""
+    nv = -(-vectors(w) // pre) * pre
     return {"vs": 128, "t": 128 + nv * 128 + 128, "bytes": 128 + 2 * nv * 128 + 256}
 
 
@@ -66,19 +74,27 @@ def _i(text: str, region: str = "") -> vliw.Instr:
     return replace(ins, region=region) if region else ins
 
 
-def pass_a() -> list[vliw.Instr]:
-    """One vector of -128 x word sums of the three rows."""
-    out = [_i(f"v{20 + r} = vmemu({p}++#1)", "in") for r, p in enumerate(PRE)]
-    out += [_i(f"v{23 + r}.w = vrmpy(v{20 + r}.b,v{M128}.b)") for r in range(3)]
-    out += [_i("v23.w = vadd(v23.w,v24.w)"), _i("v23.w = vadd(v23.w,v25.w)"), _i(f"vmem({VS}++#1) = v23", "vs")]
-    return out
+def pass_a(pre: int) -> list[vliw.Instr]:
+    """``pre`` vectors of -128 x word sums of the three rows (in place: load, vrmpy, add)."""
+    out: list[vliw.Instr] = []
+    for j in range(pre):
+        v = [20 + 3 * j + r for r in range(3)]
+        out += [_i(f"v{v[r]} = vmemu({p}+#{j})", "in") for r, p in enumerate(PRE)]
+        out += [_i(f"v{x}.w = vrmpy(v{x}.b,v{M128}.b)") for x in v]
+        out += [_i(f"v{v[0]}.w = vadd(v{v[0]}.w,v{v[1]}.w)"), _i(f"v{v[0]}.w = vadd(v{v[0]}.w,v{v[2]}.w)"),
+                _i(f"vmem({VS}+#{j}) = v{v[0]}", "vs")]
+    return out + [_i(f"{p} = add({p},#{128 * pre})") for p in PRE + (VS,)]
 
 
-def pass_b() -> list[vliw.Instr]:
-    """One vector of corrections: the sums of words j-1, j, j+1."""
-    return [_i(f"v26 = vmemu({PRE[0]}++#1)", "vs"), _i(f"v27 = vmem({PRE[1]}++#1)", "vs"),
-            _i(f"v28 = vmemu({PRE[2]}++#1)", "vs"), _i("v26.w = vadd(v26.w,v27.w)"), _i("v26.w = vadd(v26.w,v28.w)"),
-            _i(f"vmem({VS}++#1) = v26", "t")]
+def pass_b(pre: int) -> list[vliw.Instr]:
+    """``pre`` vectors of corrections: the sums of words j-1, j, j+1."""
+    out: list[vliw.Instr] = []
+    for j in range(pre):
+        v = [20 + 3 * j + r for r in range(3)]
+        out += [_i(f"v{v[0]} = vmemu({PRE[0]}+#{j})", "vs"), _i(f"v{v[1]} = vmem({PRE[1]}+#{j})", "vs"),
+                _i(f"v{v[2]} = vmemu({PRE[2]}+#{j})", "vs"), _i(f"v{v[0]}.w = vadd(v{v[0]}.w,v{v[1]}.w)"),
+                _i(f"v{v[0]}.w = vadd(v{v[0]}.w,v{v[2]}.w)"), _i(f"vmem({VS}+#{j}) = v{v[0]}", "t")]
+    return out + [_i(f"{p} = add({p},#{128 * pre})") for p in PRE + (VS,)]
 
 
 def row_base(g: dict[str, int], iy: int) -> tuple[str, int]:
@@ -90,11 +106,11 @@ def prologue_a(g: dict[str, int], y: int) -> list[str]:
     for dy, p in enumerate(PRE):
         base, off = row_base(g, 2 * y + dy - 1)
         out.append(f"{p} = add({base},##{off})")
-    return out + [f"{VS} = add(r4,#{scratch_layout(g['w'])['vs']})"]
+    return out + [f"{VS} = add(r4,#128)"]
 
 
-def prologue_b(g: dict[str, int]) -> list[str]:
-    lay = scratch_layout(g["w"])
+def prologue_b(g: dict[str, int], p: dict[str, int]) -> list[str]:
+    lay = scratch_layout(g["w"], p["pre"])
     return [f"{PRE[0]} = add(r4,#{lay['vs'] - 4})", f"{PRE[1]} = add(r4,#{lay['vs']})", f"{PRE[2]} = add(r4,#{lay['vs'] + 4})",
             f"{VS} = add(r4,##{lay['t']})"]
 
@@ -104,7 +120,7 @@ def prologue_main(g: dict[str, int], y: int, p: dict[str, int]) -> list[str]:
     for dy, r in enumerate(ROWS):
         base, off = row_base(g, 2 * y + dy - 1)
         out.append(f"{r} = add({base},##{off})")
-    out += [f"{TP} = add(r4,##{scratch_layout(g['w'])['t']})", f"{OUT} = add(r2,##{y * g['ow'] * 128})"]
+    out += [f"{TP} = add(r4,##{scratch_layout(g['w'], p['pre'])['t']})", f"{OUT} = add(r2,##{y * g['ow'] * 128})"]
     return out
 
 
@@ -112,44 +128,70 @@ def _tload(p: dict[str, int], ahead: int) -> list[vliw.Instr]:
     return [_i(f"{CORR[j]} = memw({TP}+#{4 * j + 12 * ahead})", "t") for j in (0, 1)]
 
 
-def pair(p: dict[str, int], first: bool) -> list[vliw.Instr]:
-    """One output pixel pair: corrections splatted into the accumulators, the window's
-    words loaded, 18 vrmpy (17 for the first pair), pointer steps."""
+def pair(p: dict[str, int], first: bool, acc: int = 0) -> list[vliw.Instr]:
+    """One output pixel pair into accumulator set ``acc``: corrections splatted into the
+    accumulators, the window's words loaded, 18 vrmpy (17 for the first pair), pointer steps."""
+    a, words = ACC[acc], WORDS[acc]
     out: list[vliw.Instr] = [] if p["tload"] else _tload(p, 0)
-    out += [_i(f"v{ACC[j]} = vsplat({CORR[j]})") for j in (0, 1)]
+    out += [_i(f"v{a[j]} = vsplat({CORR[j]})") for j in (0, 1)]
     if p["tload"]: out += _tload(p, 1)            # the next pair's, after the splats read these
     for dy, r in enumerate(ROWS):
-        out += [_i(f"{word_reg(dy, i)} = memw({r}+#{4 * i - 4})", "in") for i in range(4) if not (first and i == 0)]
+        out += [_i(f"{words[4 * dy + i]} = memw({r}+#{4 * i - 4})", "in") for i in range(4) if not (first and i == 0)]
     for dy in range(3):
         for k in range(3):
             if not (first and k == 0):
-                out.append(_i(f"v{ACC[0]}.w += vrmpy(v{EVEN + 3 * dy + k}.ub,{word_reg(dy, k)}.b)"))
-            out.append(_i(f"v{ACC[1]}.w += vrmpy(v{ODD + 3 * dy + k}.ub,{word_reg(dy, k + 1)}.b)"))
-    out += [_i(f"{r} = add({r},#12)") for r in ROWS] + [_i(f"{TP} = add({TP},#12)")]
-    if not p["pipeline"]: out += drain()
+                out.append(_i(f"v{a[0]}.w += vrmpy(v{EVEN + 3 * dy + k}.ub,{words[4 * dy + k]}.b)"))
+            out.append(_i(f"v{a[1]}.w += vrmpy(v{ODD + 3 * dy + k}.ub,{words[4 * dy + k + 1]}.b)"))
+    return out + [_i(f"{r} = add({r},#12)") for r in ROWS] + [_i(f"{TP} = add({TP},#12)")]
+
+
+def drain(acc: int = 0) -> list[vliw.Instr]:
+    """A pair's two stores (a pixel's 32 channels are one vector), the output steps."""
+    return [_i(f"vmem({OUT}+#{j}) = v{ACC[acc][j]}", "out") for j in (0, 1)] + [_i(f"{OUT} = add({OUT},#256)")]
+
+
+def _step(p: dict[str, int], first: bool, acc: int, pending: int | None) -> tuple[list[vliw.Instr], int | None]:
+    """One pair in program order: the pending pair's stores first (pipelined), or its own after it."""
+    ins = (drain(pending) if pending is not None else []) + pair(p, first, acc)
+    if p["pipeline"]: return ins, acc
+    return ins + drain(acc), None
+
+
+def main_blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
+    """first (pair 0), body (``pairs`` pairs a loop iteration; with two, the accumulator sets
+    alternate so that one pair's stores overlap the next one's multiplies), last (a pair
+    left over), epilogue (the last pending stores)."""
+    n = p["pairs"]
+    sets = [m % 2 if n == 2 else 0 for m in range(g["ow"] // 2)]
+    out: dict[str, list[vliw.Instr]] = {}
+    out["first"], pend = _step(p, True, 0, None)
+    middle = g["ow"] // 2 - 1
+    if middle >= n:
+        body, pend_b = [], pend
+        for j in range(n):
+            ins, pend_b = _step(p, False, sets[1 + j], pend_b)
+            body += ins
+        out["body"] = body
+        pend = pend_b
+    if middle % n:
+        out["last"], pend = _step(p, False, sets[-1], pend)
+    if pend is not None: out["epilogue"] = drain(pend)
     return out
-
-
-def drain() -> list[vliw.Instr]:
-    """The pair's two stores (a pixel's 32 channels are one vector), the output steps."""
-    return [_i(f"vmem({OUT}+#{j}) = v{ACC[j]}", "out") for j in (0, 1)] + [_i(f"{OUT} = add({OUT},#256)")]
 
 
 def blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
     """The straight blocks of one output row in emission order (loop bodies once)."""
     ref = min(1, g["oh"] - 1)
-    out = {"pro_a": [_i(t) for t in prologue_a(g, ref)], "pass_a": pass_a(),
-           "pro_b": [_i(t) for t in prologue_b(g)], "pass_b": pass_b(),
-           "pro_main": [_i(t) for t in prologue_main(g, ref, p)] + (_tload(p, 0) if p["tload"] else []),
-           "first": pair(p, True)}
-    if g["ow"] // 2 > 1: out["body"] = (drain() if p["pipeline"] else []) + pair(p, False)
-    if p["pipeline"]: out["epilogue"] = drain()
-    return out
+    out = {"pro_a": [_i(t) for t in prologue_a(g, ref)], "pass_a": pass_a(p["pre"]),
+           "pro_b": [_i(t) for t in prologue_b(g, p)], "pass_b": pass_b(p["pre"]),
+           "pro_main": [_i(t) for t in prologue_main(g, ref, p)] + (_tload(p, 0) if p["tload"] else [])}
+    return {**out, **main_blocks(g, p)}
 
 
-def trips(g: dict[str, int]) -> dict[str, int]:
+def trips(g: dict[str, int], p: dict[str, int]) -> dict[str, int]:
     """Times each loop body runs a row."""
-    return {"pass_a": vectors(g["w"]), "pass_b": vectors(g["w"]), "body": g["ow"] // 2 - 1}
+    nv = -(-vectors(g["w"]) // p["pre"])
+    return {"pass_a": nv, "pass_b": nv, "body": (g["ow"] // 2 - 1) // p["pairs"]}
 
 
 @dataclass(frozen=True)
@@ -190,8 +232,8 @@ def loop_packets(body: int, n: int) -> int:
 
 
 def modeled_packets(g: dict[str, int], p: dict[str, int]) -> int:
-    pk, tr = packing(g, p), trips(g)
-    per_row = sum(len(pk.get(b)) for b in ("pro_a", "pro_b", "pro_main", "first", "epilogue"))
+    pk, tr = packing(g, p), trips(g, p)
+    per_row = sum(len(pk.get(b)) for b in ("pro_a", "pro_b", "pro_main", "first", "last", "epilogue"))
     per_row += sum(loop_packets(len(pk.get(b)), tr[b]) for b in ("pass_a", "pass_b", "body"))
     return FRAME_PACKETS + g["oh"] * per_row
 
@@ -202,9 +244,9 @@ def macs(g: dict[str, int]) -> int:
     return taps(g["h"], g["oh"]) * taps(g["w"], g["ow"]) * tpl.CIN * tpl.COUT
 
 
-def schedule(kernel: Kernel, pipeline: int, tload: int) -> Schedule:
+def schedule(kernel: Kernel, pipeline: int, tload: int, pre: int = 1, pairs: int = 1) -> Schedule:
     return Schedule(tuple((Split(Level.LOOP, ax.size),) for ax in kernel.axes), family="hvx_firstlayer",
-                    params=(("pipeline", pipeline), ("tload", tload)))
+                    params=(("pairs", pairs), ("pipeline", pipeline), ("pre", pre), ("tload", tload)))
 
 
 def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
@@ -221,7 +263,10 @@ class HvxFirstLayer:
         if isinstance(g, str): return
         for pl in (0, 1):
             for tl in (0, 1):
-                if not tpl.check(g, {"pipeline": pl, "tload": tl}): yield schedule(kernel, pl, tl)
+                for pre in PRE_VECTORS:
+                    for n in PAIRS:
+                        p = {"pipeline": pl, "tload": tl, "pre": pre, "pairs": n}
+                        if not tpl.check(g, p): yield schedule(kernel, **p)
 
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
         g = tpl.match(kernel)
@@ -237,7 +282,7 @@ class HvxFirstLayer:
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         """What an engineer writes first: each pair loads, computes and stores in its own iteration."""
         g = tpl.match(kernel)
-        return None if isinstance(g, str) else schedule(kernel, 0, 0)
+        return None if isinstance(g, str) else schedule(kernel, 0, 0, 1)
 
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
         """Exact enumeration of (pipeline, tload) under the packet model."""
@@ -252,7 +297,7 @@ class HvxFirstLayer:
             p = dict(s.params)
             mp = modeled_packets(g, p)
             exact &= packing(g, p).proved
-            table[f"pipeline {p['pipeline']} tload {p['tload']}"] = mp
+            table[" ".join(f"{k} {v}" for k, v in sorted(p.items()))] = mp
             cands.append(Candidate(s, mp / _clock(machine)))
         cands.sort(key=lambda c: c.modeled_s)
         ok = complete and exact and bool(cands)
