@@ -288,6 +288,14 @@ def direct_rows(g: dict[str, int]) -> bool:
     return dense and chunk_stride(g["k"]) is not None
 
 
+def hvx_windows(g: dict[str, int]) -> bool:
+    """Does a convolution's correction fit the all-HVX pass (backends/hexagon/asm_gemm
+    ``_c_corr_hvx``): a power-of-two number of 4-byte groups a pixel, at most a vector's 32,
+    and stride 1 or 2?"""
+    w = g["c_in"] // 4
+    return bool(g["conv"]) and g["c_in"] % 4 == 0 and w & (w - 1) == 0 and w <= 32 and g["stride"] in (1, 2)
+
+
 def corr_stride(g: dict[str, int]) -> int:
     """Words between consecutive rows' corrections in the array the kernel reads."""
     return chunk_stride(g["k"]) if direct_rows(g) else 1

@@ -155,6 +155,7 @@ static int32_t g_corr[{g['m'] + 32}] __attribute__((aligned(128)));
 static void so_corr(void) {{{_c_sums8(g['k'], g['m'], g['a_rs'], x, 'g_corr', 1)}
 }}
 """
+    if hvx.hvx_windows(g): return _c_corr_hvx(g, x)
     hp, wp, c, st = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"], g["c_in"], g["stride"]
     ps = hvx.chunk_stride(c)
     sums = f"{head}{_c_chunks(c, hp * wp, x, 'g_px')}" if ps else _c_sums8(c, hp * wp, c, x, "g_px", 1)
@@ -173,6 +174,53 @@ static void so_corr(void) {{
     int s = 0;
     for (int ky = 0; ky < {g['kh']}; ky++) {{ const int32_t *r = g_ps[oy * {st} + ky]; s += r[ox * {st} + {g['kw']}] - r[ox * {st}]; }}
     g_corr[oy * {g['ow']} + ox] = s;
+  }}
+}}
+"""
+
+
+def _c_corr_hvx(g: dict[str, int], x: str) -> str:
+    """The correction of a convolution in HVX: dense pixel sums of the padded image (vrmpy by
+    -128 of each 4 bytes, then word deals and adds fold a pixel's groups: order kept), window
+    sums along the rows (unaligned loads at the kx offsets), then down the columns, stride 2
+    keeping the even columns (a word deal)."""
+    hp, wp, c, st = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"], g["c_in"], g["stride"]
+    w, nb = c // 4, -(-hp * wp // 32)
+    xs = -(-g["ow"] * st // 32)                 # vectors of window sums along a row
+    hw = xs * 32
+    fold, cnt = [], w
+    while cnt > 1:
+        fold += [f"{{ HVX_VectorPair d = Q6_W_vdeal_VVR(v[{2 * t + 1}], v[{2 * t}], -4); "
+                 f"v[{t}] = Q6_Vw_vadd_VwVw(Q6_V_lo_W(d), Q6_V_hi_W(d)); }}" for t in range(cnt // 2)]
+        cnt //= 2
+    keep = "r" if st == 1 else "Q6_V_lo_W(Q6_W_vdeal_VVR(r2, r, -4))"
+    step = 32 if st == 1 else 64
+    return f"""
+typedef int32_t so_uvw __attribute__((vector_size(128), aligned(4)));
+static int32_t g_corr[{g['m'] + 64}] __attribute__((aligned(128)));
+static int32_t g_px[{nb * 32 + hw + 64}] __attribute__((aligned(128)));
+static int32_t g_h[{hp}][{hw + 32}] __attribute__((aligned(128)));
+static void so_corr(void) {{
+  HVX_Vector m80 = Q6_V_vsplat_R(0x80808080);
+  const HVX_Vector *src = (const HVX_Vector *){x};
+  for (int b = 0; b < {nb}; b++) {{
+    HVX_Vector v[{w}];
+    for (int t = 0; t < {w}; t++) v[t] = Q6_Vw_vrmpy_VbVb(src[b * {w} + t], m80);
+    {" ".join(fold)}
+    ((HVX_Vector *)g_px)[b] = v[0];
+  }}
+  for (int y = 0; y < {hp}; y++) for (int q = 0; q < {xs}; q++) {{
+    const int32_t *p = g_px + y * {wp} + 32 * q;
+    HVX_Vector a = *(const so_uvw *)p;
+    for (int kx = 1; kx < {g['kw']}; kx++) a = Q6_Vw_vadd_VwVw(a, *(const so_uvw *)(p + kx));
+    ((HVX_Vector *)g_h[y])[q] = a;
+  }}
+  for (int oy = 0; oy < {g['oh']}; oy++) for (int q = 0; q < {xs}; q += {step // 32}) {{
+    HVX_Vector r = ((const HVX_Vector *)g_h[oy * {st}])[q]{", r2 = ((const HVX_Vector *)g_h[oy * 2])[q + 1]" if st == 2 else ""};
+    for (int ky = 1; ky < {g['kh']}; ky++) {{
+      r = Q6_Vw_vadd_VwVw(r, ((const HVX_Vector *)g_h[oy * {st} + ky])[q]);{chr(10) + "      r2 = Q6_Vw_vadd_VwVw(r2, ((const HVX_Vector *)g_h[oy * 2 + ky])[q + 1]);" if st == 2 else ""}
+    }}
+    *(so_uvw *)(g_corr + oy * {g['ow']} + q * {32 // st}) = {keep};
   }}
 }}
 """
@@ -214,7 +262,8 @@ static void so_requant_all(void) {{
 def c_program(g: dict[str, int], p: dict[str, int], inputs: list, output, parts: bool = False) -> str:
     """The freestanding program (without ``tools.STARTUP``) for the kernel's buffers."""
     from ..cpu.render import STORAGE
-    decl = [f"static {STORAGE[b.dtype.name]} g_in{i}[{b.size + 128}] __attribute__((aligned(128)));"
+    slack = 128 + 32 * g["c_in"] if g["conv"] else 128     # the pixel-sum pass reads whole 32-pixel blocks
+    decl = [f"static {STORAGE[b.dtype.name]} g_in{i}[{b.size + slack}] __attribute__((aligned(128)));"
             for i, b in enumerate(inputs)]
     decl.append(f"static {STORAGE[output.dtype.name]} g_out[{output.size}] __attribute__((aligned(128)));")
     decl.append(f"static uint8_t g_bp[{g['n'] * g['k'] + 256}] __attribute__((aligned(128)));")
@@ -225,7 +274,7 @@ def c_program(g: dict[str, int], p: dict[str, int], inputs: list, output, parts:
     pre: list[tuple[str, str]] = []   # (phase, call) in order
     if g["conv"] and g["pad"]:
         hp = g["h"] + 2 * g["pad"]
-        src.append(f"static uint8_t g_xp[{hp * fam.pitch(g) + 256}] __attribute__((aligned(128)));\n")
+        src.append(f"static uint8_t g_xp[{hp * fam.pitch(g) + 256 + slack}] __attribute__((aligned(128)));\n")
         src.append(_c_pad(g, act))
         pre.append(("pad", "so_pad();"))
         act = "g_xp"

@@ -261,17 +261,23 @@ def pad_packets(g: dict[str, int]) -> int:
 
 
 def corr_packets(g: dict[str, int]) -> int:
-    """Estimate of the precomputed correction (backends/hexagon/asm_gemm ``so_corr``): the HVX
-    sum pass, about 3 packets a vector (the rotations share the one permute unit) plus 2 a
-    chunk of whole vectors; for a convolution then scalar C over the pixel sums, about one
-    packet a padded pixel (prefix sums along its row) and 2 a window row of each output pixel;
-    where the sum pass does not fit, 8-byte scalar loads, two a packet."""
-    length = g["k"] if tpl.direct_rows(g) else g["c_in"]
-    chunks = g["m"] if tpl.direct_rows(g) else (g["h"] + 2 * g["pad"]) * (g["w"] + 2 * g["pad"])
-    cs = tpl.chunk_stride(length)
-    sums = chunks * (length // 16 + 2) if cs is None else \
-        -(-chunks * length // 128) * 3 + (chunks * (2 + length // 128) if length >= 128 else 0)
-    return sums + (0 if tpl.direct_rows(g) else chunks + g["m"] * 2 * g["kh"])
+    """Estimate of the precomputed correction (backends/hexagon/asm_gemm ``so_corr``; clang
+    schedules it, so this is an estimate, not a packing): a GEMM's or 1x1's rows, about 3
+    packets a vector (the rotations share the one permute unit) plus 2 a row of whole vectors;
+    a convolution in HVX, about 2 packets a 4-byte group of 32 pixels (vrmpy, then the word
+    deals that fold a pixel's groups), one a loaded vector of the window sums along the rows
+    and down the columns; otherwise scalar C, 8 bytes a load, two loads a packet, one packet a
+    padded pixel (prefix sums) and 2 a window row of each output pixel."""
+    hp, wp = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"]
+    if tpl.direct_rows(g):
+        length = g["k"]
+        return -(-g["m"] * length // 128) * 3 + (g["m"] * (2 + length // 128) if length >= 128 else 0)
+    if tpl.hvx_windows(g):
+        xs = -(-g["ow"] * g["stride"] // 32)
+        return -(-hp * wp // 32) * 2 * (g["c_in"] // 4) + xs * (hp * g["kw"] + g["oh"] * g["kh"] * g["stride"])
+    rows = g["m"] if not g["conv"] else hp * wp
+    length = g["k"] if not g["conv"] else g["c_in"]
+    return rows * (length // 16 + 2) + (g["m"] * 2 * g["kh"] + rows if g["conv"] else 0)
 
 
 def modeled_packets(g: dict[str, int], p: dict[str, int]) -> int:
