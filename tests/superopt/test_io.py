@@ -46,7 +46,7 @@ def test_examples_load_and_twins_agree():
 
 def test_examples_are_what_make_py_writes(tmp_path):
     import importlib.util
-    spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES / "make.py")
+    spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES.parents[1] / "scripts" / "make_examples.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.main(tmp_path)
