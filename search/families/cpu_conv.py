@@ -20,6 +20,11 @@ class CPUConv(CPUGemm):
     name = "cpu_conv"
     template = tpl
 
+    def applies(self, kernel: Kernel, machine) -> bool:
+        """A convolution the template matches; int8 only where the host has VNNI."""
+        if not super().applies(kernel, machine): return False
+        return tpl.match(kernel).get("dtype", 0) == 0 or tpl.has_vnni(machine)
+
     def kcs(self, g: dict[str, int]) -> tuple[int, ...]:
         base, k = super().kcs(g), self.model_geometry(g)["k"]
         return base + ((k,) if base[-1] < k <= 1024 else ())

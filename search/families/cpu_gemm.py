@@ -15,7 +15,8 @@ outer block, C is read and written once per KC step. A block that overflows its 
 is served by the next one. The micro-kernel's efficiency: MR*NR/V FMAs a k step against
 NR/V loads and MR broadcasts (load ports), the FMA latency hidden only with enough
 independent accumulators, and a spill penalty past the registers the compiler keeps.
-``MODEL`` holds the constants (cycles, ports, bandwidths in bytes a cycle).
+``MODEL`` holds the constants (cycles, ports, bandwidths in bytes a cycle); ``superopt
+calibrate`` fits some of them to timed GEMMs and ``constants(machine)`` applies that fit.
 
 ``solve`` enumerates the whole space under the model (proved optimal under it); ``hand``
 is the textbook blocking (BLIS-like: the largest tile that fits, KC from L1, MC from L2).

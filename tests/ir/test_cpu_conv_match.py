@@ -91,6 +91,9 @@ def test_int8_needs_vnni():
     assert cpu_conv.check(g, p, vnni) == []
     assert any("VNNI" in e for e in cpu_conv.check(g, p, plain))
     assert cpu_conv.check(dict(g, dtype=0), p, plain) == []
+    k = Tensor.empty(1, 4, 6, 6, name="x", dtype=dt.int8).conv2d(Tensor.empty(5, 4, 3, 3, name="w", dtype=dt.int8))
+    k = k.schedule()[-1].kernel
+    assert FAMILY.applies(k, vnni) and not FAMILY.applies(k, plain)
 
 
 def test_space_legal_and_lowered_to_native():
