@@ -76,11 +76,12 @@ class Backend(ABC):
         """Release workers or devices held by the backend."""
 
 
-def get(name: str, machine=None) -> Backend:
-    """A backend by name ('cpu' now; 'cuda', 'emu', 'hexagon' when present)."""
+def get(name: str, machine=None, build_dir=None) -> Backend:
+    """A backend by name ('cpu' now; 'cuda', 'emu', 'hexagon' when present); ``build_dir``:
+    where the cpu backend keeps compiled kernels (others build in memory or by content hash)."""
     if name == "cpu":
         from .cpu import CPUBackend
-        return CPUBackend(machine)
+        return CPUBackend(machine, build_dir=build_dir)
     try:
         import importlib
         mod = importlib.import_module(f"superopt.backends.{name}")

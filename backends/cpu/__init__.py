@@ -43,10 +43,14 @@ def compiler() -> str:
 class CPUBackend(Backend):
     name = "cpu"
 
-    def __init__(self, machine=None, timeout_s: float = 60.0, compile_timeout_s: float = 120.0):
+    def __init__(self, machine=None, timeout_s: float = 60.0, compile_timeout_s: float = 120.0,
+                 build_dir: Path | None = None):
+        """``build_dir``: where compiled kernels are kept (default: the user cache's cpu-build;
+        ``superopt bench`` passes an empty one so every method pays for its own compiles)."""
         from ...search.machine import load
         self.machine = machine or load("cpu")
         self.timeout_s, self.compile_timeout_s = timeout_s, compile_timeout_s
+        self.build_dir = build_dir
         self.pool = WorkerPool()
 
     def render(self, program: Program) -> str:
@@ -59,7 +63,9 @@ class CPUBackend(Backend):
         if isinstance(src, Failure): return src
         cc = compiler()
         h = hashlib.sha256((cc + " ".join(CFLAGS) + src).encode()).hexdigest()[:24]
-        so = cache_dir() / f"k_{h}.so"
+        d = self.build_dir or cache_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        so = d / f"k_{h}.so"
         if not so.exists():
             c = so.with_suffix(f".{os.getpid()}.c")  # per process: concurrent builds of one source never collide
             c.write_text(src)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -97,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
         ceilings, calibration = measured_machine(cfg.backend)
         cfg = replace(cfg, ceilings=ceilings)
         print(f"roofline (measured): DRAM {ceilings.dram_bw / 1e9:,.1f} GB/s, fp32 {ceilings.flops_fp32 / 1e9:,.0f} GFLOP/s", flush=True)
+    # without --warm every method pays for its own compiles: an empty build folder for this run
+    build = None if args.warm else Path(tempfile.mkdtemp(prefix="superopt-bench-"))
     try:
-        be = get(cfg.backend)
+        be = get(cfg.backend, build_dir=build)
     except Exception as e:  # e.g. no GPU: one line, not a traceback
         raise UserError(f"backend {cfg.backend}: {e}") from None
-    if not args.warm:  # every method pays for its own compiles: no kernels built by earlier runs
-        cold = _cold_build_cache()
     n = sum(len(w.steps) for _, w in work)
     print(f"superopt bench: {len(work)} workloads, {n} kernels, methods {','.join(cfg.methods)}, "
           f"budget {cfg.budget_s:g} s, backend {cfg.backend}", flush=True)
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                             checkpoint=lambda d: report.write(d, args.out, plots=False))
     finally:
         be.close()
-        if not args.warm: cold()
+        if build is not None: shutil.rmtree(build, ignore_errors=True)
     doc["calibration"] = calibration
     doc["config"]["cold_build_cache"] = not args.warm
     files = report.write(doc, args.out, plots=plots)
@@ -140,16 +139,3 @@ def _replot(folder: str) -> int:
     return 0
 
 
-def _cold_build_cache():
-    """Point the build cache (under ``SUPEROPT_CACHE_DIR``) at an empty temporary folder
-    for the rest of the run, after the backend has loaded its machine description (which
-    lives there too); returns the function that restores it."""
-    old = os.environ.get("SUPEROPT_CACHE_DIR")
-    tmp = tempfile.mkdtemp(prefix="superopt-bench-")
-    os.environ["SUPEROPT_CACHE_DIR"] = tmp
-
-    def restore() -> None:
-        if old is None: os.environ.pop("SUPEROPT_CACHE_DIR", None)
-        else: os.environ["SUPEROPT_CACHE_DIR"] = old
-        shutil.rmtree(tmp, ignore_errors=True)
-    return restore
