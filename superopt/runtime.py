@@ -24,19 +24,23 @@ from typing import Callable, Iterator
 import numpy as np
 
 from superopt import debug
+from superopt.backends.base import Failure, get
 from superopt.cache import Cache, device_of
 from superopt.engine.store import tune_and_store
 from superopt.ir.interpret import run_kernel
 from superopt.ir.kernel import Kernel
 from superopt.ir.kernelize import Step
+from superopt.ir.lower import lower
+from superopt.verify import verify_compiled
 from superopt.ir.schedule import Schedule, check
 from superopt.ir import context
+from superopt.search.hand import hand_schedule as hand_rule
+from superopt.search.plan import best as best_plan
 
 
 def hand_schedule(kernel: Kernel, machine) -> Schedule:
     """The hand-rule schedule for a cache miss."""
-    from superopt.search.hand import hand_schedule as rule
-    return rule(kernel, machine)
+    return hand_rule(kernel, machine)
 
 
 class Runtime:
@@ -44,7 +48,6 @@ class Runtime:
 
     def __init__(self, backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand",
                  tune: Callable | None = None, tune_budget_s: float = 5.0):
-        from superopt.backends.base import get
         if on_miss not in ("hand", "tune"): raise ValueError(f"on_miss must be 'hand' or 'tune', not {on_miss!r}")
         self.backend = get(backend)
         self.device = device_of(self.backend)
@@ -94,9 +97,8 @@ class Runtime:
         return self.plans[k.key]
 
     def _plan(self, k: Kernel):
-        from superopt.search.plan import best
         try:
-            return best(k, self.backend.machine)
+            return best_plan(k, self.backend.machine)
         except Exception as e:  # noqa: BLE001 - an optimization must not take the run down
             warnings.warn(f"superopt runtime: no plan for {k.name} ({type(e).__name__}: {e})",
                           RuntimeWarning, stacklevel=3)
@@ -118,8 +120,6 @@ class Runtime:
         return bufs[step.output]
 
     def __call__(self, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
-        from superopt.backends.base import Failure
-        from superopt.ir.lower import lower
         k = step.kernel
         plan = self.plan_for(k)
         if plan is not None: return self._run_plan(plan, step, bufs)
@@ -136,7 +136,6 @@ class Runtime:
             if not isinstance(self.compiled[ck], Failure):
                 # never return the result of a schedule that fails verification: checked once,
                 # on random inputs, before its first result is used
-                from superopt.verify import verify_compiled
                 v = verify_compiled(k, self.compiled[ck], self.backend, np.random.default_rng(0))
                 if not v.ok: self.compiled[ck] = Failure(v.failure_kind or "wrong", f"failed verification: {v.reason}")
         c = self.compiled[ck]
