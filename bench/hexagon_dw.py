@@ -35,8 +35,8 @@ def depthwise(h: int, w: int, stride: int) -> dict:
     m = load("hexagon")
     k = Workload.make("conv2d", H=h, W=w, C=64, K=64, groups=64, layout="nhwc", dtype="int8", stride=stride).kernel
     sol = fam.FAMILY.solve(k, m, 30.0)
-    best = dict(sol.candidates[0].schedule.params)["unroll"]
-    hand = dict(fam.FAMILY.hand(k, m).params)["unroll"]
+    best = dict(sol.candidates[0].schedule.params)
+    hand = dict(fam.FAMILY.hand(k, m).params)
     g = dw.geometry(h, w, stride)
     macs = fam.macs(g)
     rng = np.random.default_rng(0)
@@ -44,11 +44,11 @@ def depthwise(h: int, w: int, stride: int) -> dict:
     wt = rng.integers(-128, 128, (64, 3, 3, 1), dtype=np.int8)
     ref = dw.reference(x, wt, stride)
     res = {"kernel": f"depthwise 3x3 s{stride} {h}x{w}x64 (int8 NHWC -> int32)", "macs": macs,
-           "solver": {"unroll": best, "modeled_packets": fam.modeled_packets(g, best), "solve_s": round(sol.solve_s, 2),
+           "solver": {"params": best, "modeled_packets": fam.modeled_packets(g, best), "solve_s": round(sol.solve_s, 2),
                       "proved_optimal": sol.proved_optimal, "table": sol.detail["modeled_packets"]}}
-    for tag, u in (("chosen", best), ("hand", hand), ("plain_c_O3", None)):
-        r = dw.run(x, wt, stride, u)
-        res[tag] = {**({"unroll": u} if u else {}), **_row(tag, macs, r),
+    for tag, p in (("chosen", best), ("hand", hand), ("plain_c_O3", None)):
+        r = dw.run(x, wt, stride, p)
+        res[tag] = {**({"params": p} if p else {}), **_row(tag, macs, r),
                     "bit_exact": bool(not isinstance(r, dw.tools.Failure) and np.array_equal(r[0], ref))}
     if "packets" in res["chosen"] and "packets" in res["plain_c_O3"]:
         res["plain_c_over_chosen_packets"] = round(res["plain_c_O3"]["packets"] / res["chosen"]["packets"], 1)

@@ -10,7 +10,9 @@ Parameters (``Schedule.params``), checked by ``check``:
 - ``unroll``: output pixels an iteration of the row loop makes (stride x unroll even, so
   every iteration starts on a pixel pair; the output width a multiple of it). An
   iteration keeps ``3 * pairs(stride, unroll)`` unpacked pixel pairs (two vectors each),
-  ``unroll`` accumulator pairs and the nine weight vectors in the 32 HVX registers.
+  ``unroll`` accumulator pairs and the nine weight vectors in the 32 HVX registers;
+- ``early``: 1 shuffles every output but the last right after its multiplies (needs
+  unroll >= 2), 0 shuffles all of them with their stores in the next iteration.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from . import dtype as dt
 from .node import Ops
 
 C = 64
-PARAMS = ("unroll",)
+PARAMS = ("early", "unroll")
 UNPACKED_REGS = 18      # v0..v17: unpacked pixel pairs (the weights sit in v22..v30, v31 is the load temporary)
 ACC_REGS = 4            # v18..v21: accumulator pairs
 
@@ -91,5 +93,7 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
     if regs > UNPACKED_REGS or 2 * u > ACC_REGS:
         errs.append(f"{regs} unpacked + {2 * u} accumulator vectors do not fit the {UNPACKED_REGS} + {ACC_REGS} registers")
     if ow // u > 1024: errs.append("more than 1024 iterations a row (loop0's immediate count)")
+    if params["early"] not in (0, 1): errs.append("early must be 0 or 1")
+    elif params["early"] and u < 2: errs.append("early needs unroll >= 2 (the last output is always shuffled with its stores)")
     if geometry["h"] * geometry["w"] * geometry["c"] >= 1 << 24: errs.append("image too large for the row offsets")
     return errs

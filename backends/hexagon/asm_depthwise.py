@@ -36,10 +36,10 @@ def prepack_w(wt: np.ndarray) -> np.ndarray:
 def _fmt(p, end: str = "") -> str: return "{ " + "; ".join(p) + " }" + end
 
 
-def emit_asm(g: dict[str, int], unroll: int) -> str:
+def emit_asm(g: dict[str, int], params: dict[str, int]) -> str:
     """dw_asm(r0 = input, r1 = prepacked weights, r2 = output, r3 = zero row): the family's
     packets, row after row (each row's constants substituted into the shared packing)."""
-    pk = fam.packing(g, unroll)
+    pk = fam.packing(g, params)
     L = [".text", ".p2align 4", ".globl dw_asm", ".type dw_asm,@function", "dw_asm:"]
     L += [_fmt([f"v{fam.W_REG + t} = vmem(r1++#1)"] + ([f"{fam.SHUF_REG} = #-4"] if t == 0 else [])) for t in range(9)]
     ref = fam.row_prologue(g, min(1, g["oh"] - 1))
@@ -136,7 +136,7 @@ def render(program) -> str:
     """The templates' entry: the C program of a ``Native`` hvx_depthwise program."""
     nat = program.body[0]
     g = dict(nat.geometry)
-    return c_program(g, emit_asm(g, dict(nat.params)["unroll"]))
+    return c_program(g, emit_asm(g, dict(nat.params)))
 
 
 def geometry(h: int, w: int, stride: int) -> dict[str, int]:
@@ -145,13 +145,13 @@ def geometry(h: int, w: int, stride: int) -> dict[str, int]:
             "x_in": 0, "w_in": 1}
 
 
-def run(x: np.ndarray, wt: np.ndarray, stride: int, unroll: int | None, timeout: float = 600.0):
+def run(x: np.ndarray, wt: np.ndarray, stride: int, params: dict[str, int] | None, timeout: float = 600.0):
     """x int8 [H,W,64], w int8 [64,3,3,1] -> (out int32 [OH,OW,64], (packets, instrs, hvx))
-    or a Failure; ``unroll`` None runs the plain C baseline (clang -O3)."""
+    or a Failure; ``params`` (unroll, early) None runs the plain C baseline (clang -O3)."""
     g = geometry(x.shape[0], x.shape[1], stride)
-    errs = tpl.check(g, {"unroll": unroll}) if unroll else []
+    errs = tpl.check(g, params) if params is not None else []
     if errs: raise ValueError("; ".join(errs))
-    exe = compile_o3(c_program(g, emit_asm(g, unroll) if unroll else None))
+    exe = compile_o3(c_program(g, emit_asm(g, params) if params is not None else None))
     if isinstance(exe, tools.Failure): return exe
     r = tools.run_counted(exe, x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes(), g["oh"] * g["ow"] * C * 4, timeout)
     if isinstance(r, tools.Failure): return r

@@ -17,8 +17,10 @@ packed by ``search.vliw.pack`` (Z3; LLVM's v66 slot and unit rules).
 
 Model: packets = frame + rows x (prologue + first + last + drain + loop setup
 + middle iterations x body); seconds = packets / ``machine.notes["clock_hz"]`` (no stall
-model: qemu counts issued packets). ``solve`` enumerates every legal unroll (proved
-optimal under the model when every packing is proved).
+model: qemu counts issued packets). Decisions: ``unroll`` and ``early`` (all outputs but
+the last shuffled right after their multiplies instead of in the next iteration's head).
+``solve`` enumerates every legal point (proved optimal under the model when every packing
+is proved).
 """
 from __future__ import annotations
 
@@ -57,9 +59,14 @@ def _tied(load_text: str, unpack_text: str, k: int) -> list[vliw.Instr]:
                         early_uses=tuple(u for u in up.early_uses if u != TMP))]
 
 
-def compute(s: int, u: int, x0: int, w: int) -> list[vliw.Instr]:
+def _shuffle(a: int) -> vliw.Instr: return vliw.classify(f"v{a + 1}:{a} = vshuff(v{a + 1},v{a},{SHUF_REG})")
+
+
+def compute(s: int, u: int, x0: int, w: int, early: int = 0) -> list[vliw.Instr]:
     """Loads + unpacks of the pairs in the image and the multiplies of the taps in the
-    image for the iteration whose first output pixel is ``x0``; the row pointers step."""
+    image for the iteration whose first output pixel is ``x0``; the row pointers step.
+    ``early``: every output but the last is shuffled here, after its multiplies (the
+    next iteration's head then holds one shuffle, not ``unroll``)."""
     npair = tpl.pairs(s, u)
     p0 = s * x0 - 2                        # first pixel of the first pair the row pointers address
     out: list[vliw.Instr] = []
@@ -79,17 +86,18 @@ def compute(s: int, u: int, x0: int, w: int) -> list[vliw.Instr]:
                 taps.append((2 * (dy * npair + rel // 2) + rel % 2, W_REG + 3 * dy + dx))
         for i, (src, wr) in enumerate(taps):
             out.append(vliw.classify(f"v{a + 1}:{a}.w {'+=' if i else '='} vmpy(v{src}.h,v{wr}.h)"))
+        if early and o < u - 1: out.append(_shuffle(a))
     out += [vliw.classify(f"{rr} = add({rr},#{s * u * C})") for rr in ROW_REGS]
     return out
 
 
-def drain(u: int) -> list[vliw.Instr]:
-    """Channel order back (vshuff by words) and the stores of the previous iteration's
-    accumulators, then the output pointer steps."""
+def drain(u: int, early: int = 0) -> list[vliw.Instr]:
+    """Channel order back (vshuff by words; with ``early`` the last output's only) and the
+    stores of the previous iteration's accumulators, then the output pointer steps."""
     out: list[vliw.Instr] = []
     for o in range(u):
         a = ACC_REG + 2 * o
-        out.append(vliw.classify(f"v{a + 1}:{a} = vshuff(v{a + 1},v{a},{SHUF_REG})"))
+        if not early or o == u - 1: out.append(_shuffle(a))
         out += [replace(vliw.classify(f"vmem({OUT_REG}+#{2 * o + j}) = v{a + j}"), region="out") for j in (0, 1)]
     out.append(vliw.classify(f"{OUT_REG} = add({OUT_REG},#{u * C * 4})"))
     return out
@@ -116,14 +124,14 @@ def iterations(g: dict[str, int], u: int) -> tuple[int, int, bool]:
     return n, n - 1 - int(last), last
 
 
-def blocks(g: dict[str, int], u: int) -> dict[str, list[vliw.Instr]]:
+def blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
     """The straight blocks of one row, in emission order (the loop body once)."""
-    s, w = g["stride"], g["w"]
+    s, w, u, e = g["stride"], g["w"], p["unroll"], p["early"]
     n, middle, last = iterations(g, u)
-    out = {"prologue": [vliw.classify(t) for t in row_prologue(g, min(1, g["oh"] - 1))], "first": compute(s, u, 0, w)}
-    if middle: out["body"] = drain(u) + compute(s, u, u, w)
-    if last: out["last"] = drain(u) + compute(s, u, (n - 1) * u, w)
-    out["epilogue"] = drain(u)
+    out = {"prologue": [vliw.classify(t) for t in row_prologue(g, min(1, g["oh"] - 1))], "first": compute(s, u, 0, w, e)}
+    if middle: out["body"] = drain(u, e) + compute(s, u, u, w, e)
+    if last: out["last"] = drain(u, e) + compute(s, u, (n - 1) * u, w, e)
+    out["epilogue"] = drain(u, e)
     return out
 
 
@@ -147,23 +155,23 @@ def _pack(instrs: tuple[vliw.Instr, ...]) -> tuple[tuple[tuple[str, ...], ...], 
 
 
 @lru_cache(maxsize=64)
-def _packing(key: tuple, u: int) -> Packing:
-    g = dict(key)
+def _packing(key: tuple, pkey: tuple) -> Packing:
+    g, p = dict(key), dict(pkey)
     got, proved, t = {}, True, 0.0
-    for name, ins in blocks(g, u).items():
+    for name, ins in blocks(g, p).items():
         got[name], ok, dt = _pack(tuple(ins))
         proved &= ok
         t += dt
-    return Packing(got, iterations(g, u)[1], proved, t)
+    return Packing(got, iterations(g, p["unroll"])[1], proved, t)
 
 
-def packing(g: dict[str, int], u: int) -> Packing:
-    """The packets of one row (every row alike), cached per geometry and unroll."""
-    return _packing(tuple(sorted(g.items())), u)
+def packing(g: dict[str, int], p: dict[str, int]) -> Packing:
+    """The packets of one row (every row alike), cached per geometry and parameters."""
+    return _packing(tuple(sorted(g.items())), tuple(sorted(p.items())))
 
 
-def modeled_packets(g: dict[str, int], u: int) -> int:
-    pk = packing(g, u)
+def modeled_packets(g: dict[str, int], p: dict[str, int]) -> int:
+    pk = packing(g, p)
     setup = 1 if pk.middle > 1 else 0      # loop0 (a single middle iteration runs straight)
     per_row = sum(len(pk.get(b)) for b in ("prologue", "first", "last", "epilogue")) + setup + pk.middle * len(pk.get("body"))
     return FRAME_PACKETS + g["oh"] * per_row
@@ -176,9 +184,9 @@ def macs(g: dict[str, int]) -> int:
     return taps(g["h"], g["oh"]) * taps(g["w"], g["ow"]) * g["c"]
 
 
-def schedule(kernel: Kernel, unroll: int) -> Schedule:
+def schedule(kernel: Kernel, unroll: int, early: int = 0) -> Schedule:
     return Schedule(tuple((Split(Level.LOOP, ax.size),) for ax in kernel.axes), family="hvx_depthwise",
-                    params=(("unroll", unroll),))
+                    params=(("early", early), ("unroll", unroll)))
 
 
 def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
@@ -194,7 +202,8 @@ class HvxDepthwise:
         g = tpl.match(kernel)
         if isinstance(g, str): return
         for u in UNROLLS:
-            if not tpl.check(g, {"unroll": u}): yield schedule(kernel, u)
+            for e in (0, 1):
+                if not tpl.check(g, {"unroll": u, "early": e}): yield schedule(kernel, u, e)
 
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
         g = tpl.match(kernel)
@@ -205,14 +214,14 @@ class HvxDepthwise:
     def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
         g = tpl.match(kernel)
         if isinstance(g, str): raise ValueError(g)
-        return modeled_packets(g, dict(schedule.params)["unroll"]) / _clock(machine)
+        return modeled_packets(g, dict(schedule.params)) / _clock(machine)
 
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         """What an engineer writes first: the smallest legal unroll (one output pixel an
-        iteration where the stride allows it)."""
+        iteration where the stride allows it), every shuffle next to its stores."""
         g = tpl.match(kernel)
         if isinstance(g, str): return None
-        return next((schedule(kernel, u) for u in UNROLLS if not tpl.check(g, {"unroll": u})), None)
+        return next((schedule(kernel, u) for u in UNROLLS if not tpl.check(g, {"unroll": u, "early": 0})), None)
 
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
         """Exact enumeration of the legal unrolls under the packet model."""
@@ -224,10 +233,10 @@ class HvxDepthwise:
             if time.perf_counter() - t0 > timeout_s:
                 complete = False
                 break
-            u = dict(s.params)["unroll"]
-            mp = modeled_packets(g, u)
-            exact &= packing(g, u).proved
-            table[f"unroll {u}"] = mp
+            p = dict(s.params)
+            mp = modeled_packets(g, p)
+            exact &= packing(g, p).proved
+            table[f"unroll {p['unroll']} early {p['early']}"] = mp
             cands.append(Candidate(s, mp / _clock(machine)))
         cands.sort(key=lambda c: c.modeled_s)
         ok = complete and exact and bool(cands)

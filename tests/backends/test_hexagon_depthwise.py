@@ -11,9 +11,11 @@ from superopt.search.families import hvx_depthwise as fam
 
 pytestmark = pytest.mark.skipif(tools.find_tools() is None, reason="Hexagon tools (clang, ld.lld, qemu-hexagon) not found")
 
-# (H, W, stride, unroll): stride 1 with a peeled first and last iteration and a one-trip
-# middle; stride 2 with the hardware loop (unroll 1) and without a right edge (unroll 2)
-CASES = [(4, 6, 1, 2), (5, 8, 2, 1), (5, 8, 2, 2), (3, 10, 1, 2)]
+# (H, W, stride, params): stride 1 with a peeled first and last iteration and a one-trip
+# middle; stride 2 with the hardware loop (unroll 1) and without a right edge (unroll 2);
+# stride 1 with the loop and early shuffles
+U1, U2, U2E = {"unroll": 1, "early": 0}, {"unroll": 2, "early": 0}, {"unroll": 2, "early": 1}
+CASES = [(4, 6, 1, U2), (5, 8, 2, U1), (5, 8, 2, U2E), (3, 10, 1, U2E)]
 
 
 def inputs(h: int, w: int, seed: int):
@@ -21,15 +23,15 @@ def inputs(h: int, w: int, seed: int):
     return (rng.integers(-128, 128, (h, w, 64), dtype=np.int8), rng.integers(-128, 128, (64, 3, 3, 1), dtype=np.int8))
 
 
-@pytest.mark.parametrize("h, w, s, u", CASES)
-def test_bit_exact_and_counted(h, w, s, u):
+@pytest.mark.parametrize("h, w, s, p", CASES)
+def test_bit_exact_and_counted(h, w, s, p):
     x, wt = inputs(h, w, h * 100 + w)
     x[0, 0, :] = -128                        # the extremes: -128 * -128 products
     wt[:, 1, 1, 0] = -128
-    out, (packets, instrs, hvx) = dw.run(x, wt, s, u)
+    out, (packets, instrs, hvx) = dw.run(x, wt, s, p)
     assert np.array_equal(out, dw.reference(x, wt, s))
     g = dw.geometry(h, w, s)
-    modeled = fam.modeled_packets(g, u)
+    modeled = fam.modeled_packets(g, p)
     assert 0 <= packets - modeled <= 8          # the model leaves out the call into the kernel
     assert hvx > fam.macs(g) // 64              # one 64-MAC widening multiply per tap and pixel pair, and more
 
@@ -42,9 +44,9 @@ def _llvm_mc_errors(asm: str) -> str:
     return "" if r.returncode == 0 and not r.stderr.strip() else r.stderr or "failed"
 
 
-@pytest.mark.parametrize("h, w, s, u", CASES)
-def test_every_packet_accepted_by_llvm_mc(h, w, s, u):
-    asm = dw.emit_asm(dw.geometry(h, w, s), u)
+@pytest.mark.parametrize("h, w, s, p", CASES)
+def test_every_packet_accepted_by_llvm_mc(h, w, s, p):
+    asm = dw.emit_asm(dw.geometry(h, w, s), p)
     assert asm.count("{") > 20
     assert _llvm_mc_errors(asm) == ""
 
@@ -63,7 +65,7 @@ def test_backend_native_path_and_timing():
     m = load("hexagon")
     wl = Workload.make("conv2d", H=5, W=8, C=64, K=64, groups=64, layout="nhwc", dtype="int8", stride=2)
     k = wl.kernel
-    s = fam.schedule(k, 2)
+    s = fam.schedule(k, 2, 1)
     prog = native.lower_native(k, s, m)
     be = HexagonBackend(m)
     exe = be.compile(prog)
@@ -73,7 +75,7 @@ def test_backend_native_path_and_timing():
     out = np.zeros(k.output.shape, np.int32)
     t = be.time(exe, ins, out)
     assert np.array_equal(out[0], dw.reference(ins[0][0], ins[1], 2))
-    assert t.counters["packets"] >= fam.modeled_packets(native.geometry(k, "hvx_depthwise"), 2)
+    assert t.counters["packets"] >= fam.modeled_packets(native.geometry(k, "hvx_depthwise"), dict(s.params))
     assert t.median_s == pytest.approx(t.counters["packets"] / m.notes["clock_hz"])
 
 
@@ -86,4 +88,6 @@ def test_plain_c_baseline_is_exact():
 def test_run_refuses_an_illegal_unroll():
     x, wt = inputs(4, 6, 0)
     with pytest.raises(ValueError, match="odd"):
-        dw.run(x, wt, 1, 1)
+        dw.run(x, wt, 1, U1)
+    with pytest.raises(ValueError, match="early needs unroll"):
+        dw.run(x, wt, 2, {"unroll": 1, "early": 1})

@@ -43,13 +43,15 @@ def test_refuses_requantize_epilogue():
 
 def test_check_reasons():
     g1, g2 = tpl.match(kernel(H=6, W=6)), tpl.match(kernel(H=7, W=8, stride=2))
-    assert tpl.check(g1, {"unroll": 2}) == [] and tpl.check(g2, {"unroll": 1}) == [] and tpl.check(g2, {"unroll": 2}) == []
-    assert any("odd" in e for e in tpl.check(g1, {"unroll": 1}))             # stride 1 needs pixel-pair iterations
-    assert any("do not fit" in e for e in tpl.check(g1, {"unroll": 4}))      # registers
-    assert any("multiple of unroll" in e for e in tpl.check(tpl.match(kernel(H=6, W=12, stride=2)), {"unroll": 4}))
-    assert tpl.check(g1, {}) == ["missing parameter(s) unroll"]
-    assert any("unknown" in e for e in tpl.check(g1, {"unroll": 2, "rows": 1}))
-    assert tpl.check(g1, {"unroll": 0}) == ["unroll must be an integer >= 1"]
+    def p(u, e=0): return {"unroll": u, "early": e}
+    assert tpl.check(g1, p(2)) == [] and tpl.check(g1, p(2, 1)) == [] and tpl.check(g2, p(1)) == [] and tpl.check(g2, p(2)) == []
+    assert any("odd" in e for e in tpl.check(g1, p(1)))             # stride 1 needs pixel-pair iterations
+    assert any("do not fit" in e for e in tpl.check(g1, p(4)))      # registers
+    assert any("multiple of unroll" in e for e in tpl.check(tpl.match(kernel(H=6, W=12, stride=2)), p(4)))
+    assert any("early needs unroll" in e for e in tpl.check(g2, p(1, 1)))
+    assert tpl.check(g1, {"unroll": 2}) == ["missing parameter(s) early"]
+    assert any("unknown" in e for e in tpl.check(g1, {**p(2), "rows": 1}))
+    assert tpl.check(g1, p(0)) == ["unroll must be an integer >= 1"]
 
 
 def test_native_line_and_registry():
@@ -68,29 +70,30 @@ def test_family_space_hand_solve():
     m = load("hexagon")
     k = kernel(H=5, W=8, stride=2)
     space = list(fam.FAMILY.space(k, m))
-    assert sorted(dict(s.params)["unroll"] for s in space) == [1, 2]
+    assert sorted((dict(s.params)["unroll"], dict(s.params)["early"]) for s in space) == [(1, 0), (2, 0), (2, 1)]
     assert all(fam.FAMILY.legal(k, s, m) == [] and native.check(k, s, m) == [] for s in space)
-    assert dict(fam.FAMILY.hand(k, m).params) == {"unroll": 1}
+    assert dict(fam.FAMILY.hand(k, m).params) == {"unroll": 1, "early": 0}
     sol = fam.FAMILY.solve(k, m, 30.0)
     assert sol.proved_optimal and sol.method == "enumeration" and sol.solve_s <= 30
     costs = sorted(fam.FAMILY.cost(k, s, m) for s in space)
     assert [c.modeled_s for c in sol.candidates] == costs             # every point, best first
     # the model is packets at the machine's clock; each row's blocks are Z3-packed
     g = tpl.match(k)
-    best = dict(sol.candidates[0].schedule.params)["unroll"]
+    best = dict(sol.candidates[0].schedule.params)
     assert sol.candidates[0].modeled_s == pytest.approx(fam.modeled_packets(g, best) / m.notes["clock_hz"])
     from superopt.ir.schedule import Schedule
     bad = fam.schedule(k, 3)
     assert any("do not fit" in e for e in fam.FAMILY.legal(k, bad, m))
     assert fam.FAMILY.legal(k, Schedule(bad.splits), m) == ["not a hvx_depthwise schedule"]
+    assert dict(sol.candidates[0].schedule.params) == {"unroll": 2, "early": 1}   # the early shuffle saves a packet an iteration
 
 
 def test_stream_register_roles():
     """Unpacks write v0..v17, multiplies accumulate into v18..v21 from the weights v22..v30,
     and every load is a .tmp load into v31 tied to its unpack."""
     import re
-    for g, u in ((tpl.match(kernel(H=6, W=6)), 2), (tpl.match(kernel(H=5, W=8, stride=2)), 2)):
-        ins = [i for b in fam.blocks(g, u).values() for i in b]
+    for g, e in ((tpl.match(kernel(H=6, W=6)), 0), (tpl.match(kernel(H=5, W=8, stride=2)), 1)):
+        ins = [i for b in fam.blocks(g, {"unroll": 2, "early": e}).values() for i in b]
         unp = [i for i in ins if "vunpack" in i.text]
         mpy = [i for i in ins if "vmpy" in i.text]
         assert unp and all(int(r[1:]) < 18 for i in unp for r in i.defs)
