@@ -181,11 +181,17 @@ def _mask_grid(kernel, mask: Node, grid: dict[int, int]) -> np.ndarray:
 
 def check(geometry: dict[str, int], params: dict[str, int], machine) -> list[str]:
     """Every reason ``params`` are illegal for ``geometry`` on ``machine``: the GEMM's rules
-    (for int8, KC counts steps of 4 k, the dot product one VNNI instruction does)."""
+    (for int8, KC counts micro-kernel steps: ``int8_step`` k each)."""
     errs = cpu_gemm.check(geometry, params, machine)
-    if geometry.get("dtype", 0) and not has_vnni(machine):
-        errs.append("int8 needs AVX-512 VNNI (AVX2's maddubs saturates its 16-bit sums)")
+    if geometry.get("dtype", 0) and int8_step(machine) == 0:
+        errs.append("int8 needs AVX-512 VNNI or AVX2 (vpmaddwd); AVX-512 without VNNI is not done")
     return errs
+
+
+def int8_step(machine) -> int:
+    """k elements one int8 micro-kernel step takes on ``machine``: 4 with AVX-512 VNNI
+    (vpdpbusd), 2 with AVX2 (vpmaddwd on int16), 0 where the template has no int8 kernel."""
+    return 4 if has_vnni(machine) else 2 if machine.simd_bytes == 32 else 0
 
 
 def has_vnni(machine) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ...ir.program import Native, Program
 
-from .microkernel import MICRO, MICRO_VNNI
+from .microkernel import MICRO, MICRO_INT8
 
 _TEMPLATE = r"""
 #include <stdlib.h>
@@ -68,22 +68,38 @@ _TEMPLATE = r"""
 #define PS (SW * X_W)  /* input elements between neighbouring pixels of a row */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #if DT == 0
-typedef float ta; typedef float tb; typedef float tc;
+typedef float tx; typedef float tw; typedef float ta; typedef float tb; typedef float tc;
 #define KG 1           /* k elements a micro-kernel step consumes */
 #define XV(v) (v)
 #define PADV 0.0f
 #else
 #include <stdint.h>
-typedef uint8_t ta; typedef int8_t tb; typedef int32_t tc;
-#define KG 4           /* one VNNI dot product: 4 bytes of k into each int32 lane */
+#include <immintrin.h>
+typedef int32_t tc; typedef int8_t tw;
+#if DT == 1
+typedef uint8_t tx;
+#else
+typedef int8_t tx;
+#endif
+#if defined(__AVX512VNNI__) && V == 16
+#define VNNI 1
+typedef uint8_t ta; typedef int8_t tb;
+#define KG 4           /* one vpdpbusd: 4 bytes of k into each int32 lane */
 #if DT == 2            /* int8 input: stored offset by 128 (unsigned); 128 * the filter's sums subtracted */
-#define XV(v) ((uint8_t)((v) ^ 0x80))
+#define XV(v) ((uint8_t)((uint8_t)(v) ^ 0x80))
 #define PADV ((uint8_t)0x80)
 #define XW 0x80808080u
 #else
 #define XV(v) ((uint8_t)(v))
 #define PADV ((uint8_t)0)
 #define XW 0u
+#endif
+#else
+#define VNNI 0         /* AVX2: vpmaddwd of int16 pairs, exact (vpmaddubsw would saturate at 16 bits) */
+typedef int16_t ta; typedef int16_t tb;
+#define KG 2
+#define XV(v) ((int16_t)(v))
+#define PADV ((int16_t)0)
 #endif
 #endif
 #define KCE (KC * KG)  /* k elements of one KC block */
@@ -123,13 +139,13 @@ static void k_table(long pc, long kc, long* t) {
 
 /* filter[jc+j0:+NR, k of the block] -> one panel (zero past c_out nr and past kc to the
    k group); int8 x int8: 128 * each column's sum into cp */
-static void pack_b_panel(const tb* restrict w, tb* restrict dst, long kc, long nr, const long* t, int32_t* restrict cp) {
+static void pack_b_panel(const tw* restrict w, tb* restrict dst, long kc, long nr, const long* t, int32_t* restrict cp) {
   long kp = (kc + KG - 1) / KG * KG;
   for (long p = 0; p < kp; p++) {
-    const tb* src = w + (p < kc ? t[4 * p + 3] : 0);
-    for (long j = 0; j < NR; j++) dst[B_AT(p, j)] = p < kc && j < nr ? src[j * W_K] : (tb)0;
+    const tw* src = w + (p < kc ? t[4 * p + 3] : 0);
+    for (long j = 0; j < NR; j++) dst[B_AT(p, j)] = p < kc && j < nr ? (tb)src[j * W_K] : (tb)0;
   }
-#if DT == 2
+#if DT == 2 && VNNI
   for (long j = 0; j < NR; j++) {
     int32_t sum = 0;
     for (long p = 0; p < kc; p++) sum += dst[B_AT(p, j)];
@@ -142,7 +158,7 @@ static void pack_b_panel(const tb* restrict w, tb* restrict dst, long kc, long n
 
 /* the input window of pixels [m0, m0+mr) x k of the block -> one panel (zero past mr and
    past kc to the k group; padding as the value 0) */
-static void pack_a_panel(const ta* restrict x, ta* restrict dst, long m0, long mr, long kc, const long* restrict t) {
+static void pack_a_panel(const tx* restrict x, ta* restrict dst, long m0, long mr, long kc, const long* restrict t) {
   long ih0[MR], iw0[MR], base[MR], run[MR + 1], nrun = 0;
   for (long i = 0; i < mr; i++) {
     long oh = (m0 + i) / OW, ow = (m0 + i) %% OW;
@@ -156,9 +172,9 @@ static void pack_a_panel(const ta* restrict x, ta* restrict dst, long m0, long m
 #if KG == 4
   if (nrun == 1 && mr == MR) {  /* one output row: a group of 4 k inside becomes one 32-bit word a pixel */
     const long ih = ih0[0], iwa = iw0[0], iwb = iw0[MR - 1];
-    const ta* restrict xb = x + base[0];
+    const tx* restrict xb = x + base[0];
     for (long q = 0; q < kp / 4; q++) {
-      const ta* restrict s4[4]; int inside = 1;
+      const tx* restrict s4[4]; int inside = 1;
       for (int u = 0; u < 4; u++) {
         long p = 4 * q + u, r = p < kc ? t[4 * p + 1] : 0, s = p < kc ? t[4 * p + 2] : 0;
         inside &= p < kc && (unsigned long)(ih + r) < (unsigned long)H && iwa + s >= 0 && iwb + s < W;
@@ -168,8 +184,8 @@ static void pack_a_panel(const ta* restrict x, ta* restrict dst, long m0, long m
         uint32_t* restrict d32 = (uint32_t*)(dst + q * MR * 4);
         #pragma GCC unroll 32
         for (long i = 0; i < MR; i++)
-          d32[i] = ((uint32_t)s4[0][i * PS] | (uint32_t)s4[1][i * PS] << 8 | (uint32_t)s4[2][i * PS] << 16 |
-                    (uint32_t)s4[3][i * PS] << 24) ^ XW;
+          d32[i] = ((uint32_t)(uint8_t)s4[0][i * PS] | (uint32_t)(uint8_t)s4[1][i * PS] << 8 |
+                    (uint32_t)(uint8_t)s4[2][i * PS] << 16 | (uint32_t)(uint8_t)s4[3][i * PS] << 24) ^ XW;
       } else {  /* per k of the group: beyond kc, a padding row, inside, or the border column by column */
         for (int u = 0; u < 4; u++) {
           long p = 4 * q + u;
@@ -196,7 +212,7 @@ static void pack_a_panel(const ta* restrict x, ta* restrict dst, long m0, long m
 #endif
   if (nrun == 1 && mr == MR) {  /* the common case: one output row, a fixed-length copy where inside */
     const long ih = ih0[0], iwa = iw0[0], iwb = iw0[MR - 1];
-    const ta* restrict xb = x + base[0];
+    const tx* restrict xb = x + base[0];
     for (long p = 0; p < kc; p++) {
       const long off = t[4 * p], r = t[4 * p + 1], s = t[4 * p + 2];
       ta* restrict d = dst + A_AT(p, 0);
@@ -219,7 +235,7 @@ static void pack_a_panel(const ta* restrict x, ta* restrict dst, long m0, long m
       long a = run[q], b = run[q + 1];
       long ih = ih0[a] + r;
       if ((unsigned long)ih < (unsigned long)H && iw0[a] + s >= 0 && iw0[b - 1] + s < W) {
-        const ta* src = x + base[a] + off;
+        const tx* src = x + base[a] + off;
         for (long i = a; i < b; i++) d[i * KG] = XV(src[(i - a) * PS]);
       } else {  /* the border: padding tested per element */
         for (long i = a; i < b; i++) {
@@ -232,14 +248,14 @@ static void pack_a_panel(const ta* restrict x, ta* restrict dst, long m0, long m
   }
 }
 
-static void conv(const ta* restrict x, const tb* restrict w, tc* restrict c, int workers) {
+static void conv(const tx* restrict x, const tw* restrict w, tc* restrict c, int workers) {
   #pragma omp parallel num_threads(workers) if(workers > 1)
   {
     int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     ta* pa = pack_a[tid];
     long* t = ktab[tid];
     for (long bt = 0; bt < BATCH; bt++) {
-      const ta* xb = x + bt * X_N; tc* cb = c + bt * O_N;
+      const tx* xb = x + bt * X_N; tc* cb = c + bt * O_N;
       for (long jc = 0; jc < N; jc += NC) {
         long nc = MIN(NC, N - jc);
         for (long pc = 0; pc < K; pc += KCE) {
@@ -269,7 +285,7 @@ static void conv(const ta* restrict x, const tb* restrict w, tc* restrict c, int
 int superopt_run(void** bufs, int workers) {
   (void)workers;  /* the schedule's decision, compiled in */
   ensure_buffers();
-  conv((const ta*)bufs[%(x_in)d], (const tb*)bufs[%(w_in)d], (tc*)bufs[2], WORKERS);
+  conv((const tx*)bufs[%(x_in)d], (const tw*)bufs[%(w_in)d], (tc*)bufs[2], WORKERS);
   return 0;
 }
 
@@ -292,7 +308,7 @@ def source(values: dict[str, int]) -> str:
     missing = [n for n in GEOMETRY + PARAMS if n not in values]
     if missing: raise ValueError(f"cpu_conv: missing {', '.join(missing)}")
     micro = MICRO + "#define MICRO_CALL(kq, ap, bp, c, cp, first, mr, nr) micro(kq, ap, bp, c, first, mr, nr)\n" \
-        if values["dtype"] == 0 else MICRO_VNNI + "#define MICRO_CALL micro_vnni\n"
+        if values["dtype"] == 0 else MICRO_INT8 + "#define MICRO_CALL micro_int8\n"
     return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", micro)
 
 

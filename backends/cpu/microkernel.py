@@ -8,11 +8,13 @@ of a row-major C store vectors; edge tiles, and a C whose N direction is strided
 through a local tile (only the valid part reaches C; column by column when M is C's
 contiguous direction, e.g. an NCHW convolution's output).
 
-``MICRO_VNNI`` is the int8 variant (AVX-512 VNNI): the same tile of int32 accumulators,
-each k step 4 bytes of k: packed A holds groups of 4 unsigned bytes per row, packed B 4
-signed bytes per column, and one ``vpdpbusd`` adds the 4 products into each int32 lane
-(no 16-bit intermediate, so no saturation). ``cp`` (NR int32) is subtracted from each row
-at the store: 128 * the filter's column sums when an int8 input was stored offset by 128.
+``MICRO_INT8`` is the int8 variant: the same tile of int32 accumulators, each k step 4
+bytes of a row of packed A (broadcast) against 4 bytes a column of packed B. With AVX-512
+VNNI (``VNNI`` 1) those are 4 unsigned x 4 signed bytes and one ``vpdpbusd`` adds the 4
+products into each int32 lane; on AVX2 they are 2 int16 each and ``vpmaddwd`` adds 2
+products (exact: ``vpmaddubsw`` would saturate its 16-bit sums). ``cp`` (NR int32) is
+subtracted from each row at the store: 128 * the filter's column sums when an int8 input
+was stored offset by 128 (VNNI only).
 """
 from __future__ import annotations
 
@@ -71,38 +73,53 @@ static inline __attribute__((always_inline)) void micro(long kc, const float* re
 }
 """
 
-MICRO_VNNI = r"""
-#include <immintrin.h>
+MICRO_INT8 = r"""
 #define NV (NR / V)
+#if VNNI
+typedef __m512i vi;
+#define VLOAD(p) _mm512_loadu_si512((const void*)(p))
+#define VSET1(x) _mm512_set1_epi32(x)
+#define VZERO() _mm512_setzero_si512()
+#define VSUB(a, b) _mm512_sub_epi32(a, b)
+#define VSTORE(p, v) _mm512_store_si512((void*)(p), v)
+#define DOT(acc, a, b) _mm512_dpbusd_epi32(acc, a, b)  /* 4 u8 x s8 products into each int32 lane */
+#else
+typedef __m256i vi;
+#define VLOAD(p) _mm256_loadu_si256((const __m256i*)(p))
+#define VSET1(x) _mm256_set1_epi32(x)
+#define VZERO() _mm256_setzero_si256()
+#define VSUB(a, b) _mm256_sub_epi32(a, b)
+#define VSTORE(p, v) _mm256_store_si256((__m256i*)(p), v)
+#define DOT(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))  /* 2 s16 x s16 products a lane */
+#endif
 
-static inline __attribute__((always_inline)) void micro_vnni(long kq, const uint8_t* restrict ap, const int8_t* restrict bp,
+static inline __attribute__((always_inline)) void micro_int8(long kq, const ta* restrict ap, const tb* restrict bp,
                                                              int32_t* restrict c, const int32_t* restrict cp, int first,
                                                              long mr, long nr) {
-  __m512i acc[MR][NV];
+  vi acc[MR][NV];
   #pragma GCC unroll 32
   for (int i = 0; i < MR; i++)
     #pragma GCC unroll 8
-    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_si512();
+    for (int j = 0; j < NV; j++) acc[i][j] = VZERO();
   for (long q = 0; q < kq; q++) {
 #if PF > 0
-    __builtin_prefetch(ap + PF * MR * 4, 0, 3);
+    __builtin_prefetch(ap + PF * MR * KG, 0, 3);
 #endif
-    __m512i bv[NV];
+    vi bv[NV];
     #pragma GCC unroll 8
-    for (int j = 0; j < NV; j++) bv[j] = _mm512_loadu_si512((const void*)(bp + j * 64));
+    for (int j = 0; j < NV; j++) bv[j] = VLOAD(bp + j * V * KG);
     #pragma GCC unroll 32
     for (int i = 0; i < MR; i++) {
-      int32_t a4; memcpy(&a4, ap + 4 * i, 4);
-      __m512i av = _mm512_set1_epi32(a4);
+      int32_t a4; memcpy(&a4, ap + KG * i, 4);  /* one row's 4 bytes: its KG elements of k */
+      vi av = VSET1(a4);
       #pragma GCC unroll 8
-      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, bv[j]);
+      for (int j = 0; j < NV; j++) acc[i][j] = DOT(acc[i][j], av, bv[j]);
     }
-    ap += 4 * MR; bp += 4 * NR;
+    ap += KG * MR; bp += KG * NR;
   }
   int32_t t[MR][NR] __attribute__((aligned(64)));
   for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NV; j++)
-      _mm512_store_si512((void*)&t[i][j * V], _mm512_sub_epi32(acc[i][j], _mm512_loadu_si512((const void*)(cp + j * V))));
+    for (int j = 0; j < NV; j++) VSTORE(&t[i][j * V], VSUB(acc[i][j], VLOAD(cp + j * V)));
   if (C_RS == 1 && C_CS != 1) {
     for (long j = 0; j < nr; j++)
       for (long i = 0; i < mr; i++) { int32_t* q = c + i + j * C_CS; *q = first ? t[i][j] : *q + t[i][j]; }

@@ -108,18 +108,18 @@ class CPUGemm:
         lanes, _ = tpl.registers(machine)
         for mr, nr in self.tiles(machine):
             for mc in sorted({_round(x, mr) for x in (48, 64, 96, 128, 192, 256, 384)}):
-                for kc in self.kcs(g):
+                for kc in self.kcs(g, machine):
                     for nc in sorted({_round(x, nr) for x in (256, 512, 1024, 2048, 4096)} | {-(-g["n"] // nr) * nr}):
                         if nc > 4 * max(g["n"], nr) and nc > 256: continue  # past the edge: the same as the smallest covering NC
                         for pf in (0, 8):
                             for w in range(1, max(1, machine.cores) + 1):
                                 yield schedule(kernel, family=self.name, MR=mr, NR=nr, V=lanes, MC=mc, KC=kc, NC=nc, PF=pf, workers=w)
 
-    def kcs(self, g: dict[str, int]) -> tuple[int, ...]:
+    def kcs(self, g: dict[str, int], machine) -> tuple[int, ...]:
         """The KC blocks tried."""
         return (128, 192, 256, 384, 512)
 
-    def model_geometry(self, g: dict[str, int]) -> dict[str, int]:
+    def model_geometry(self, g: dict[str, int], machine) -> dict[str, int]:
         """The m, n, k, batch the cost model prices (k: the micro-kernel's steps)."""
         return g
 
@@ -132,7 +132,7 @@ class CPUGemm:
     def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
         g = self.template.match(kernel)
         if isinstance(g, str): raise ValueError(g)
-        return model(self.model_geometry(g), dict(schedule.params), machine)
+        return model(self.model_geometry(g, machine), dict(schedule.params), machine)
 
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         g = self.template.match(kernel)
@@ -151,7 +151,7 @@ class CPUGemm:
         g = self.template.match(kernel)
         if isinstance(g, str): return Solved(self.name, [], "enumeration", False, detail={"why": g})
         best: list[Candidate] = []
-        n, mg = 0, self.model_geometry(g)
+        n, mg = 0, self.model_geometry(g, machine)
         complete = True
         for s in self.space(kernel, machine):
             if time.perf_counter() - t0 > timeout_s:

@@ -3,6 +3,8 @@ convolution on small ragged shapes (NCHW and NHWC, stride, padding, every block 
 edges), the solver's pick on a ResNet-like 3x3, and refusals at lowering."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
@@ -82,29 +84,54 @@ def test_model_pick_on_a_resnet_3x3(be):
     _close(got, want, 576)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(unsigned=st.booleans(), c=st.integers(1, 9), h=st.integers(3, 9), w=st.integers(3, 9), co=st.integers(1, 40),
-       stride=st.integers(1, 2), pad=st.integers(0, 2), layout=st.sampled_from(["nchw", "nhwc"]), tile=st.integers(0, 2),
-       kc=st.sampled_from([1, 2, 64]), seed=st.integers(0, 2**16))
-@pytest.mark.skipif(not cpu_conv.has_vnni(CPU), reason="the int8 variant needs AVX-512 VNNI")
-def test_int8_exact_against_numpy(be, unsigned, c, h, w, co, stride, pad, layout, tile, kc, seed):
-    """uint8 or int8 input x int8 filter -> int32, exact (extreme values included), with K
-    no multiple of 4 and KC blocks of 4 to 256 k."""
+AVX2 = dataclasses.replace(CPU, simd_bytes=32, capabilities=CPU.capabilities - {"avx512f", "avx512_vnni"})
+
+
+def _int8_case(unsigned: bool, shape: tuple, co: int, stride: int, pad: int, layout: str, seed: int):
+    """An int8 conv kernel (uint8 or int8 input, int8 filter, 3x3), inputs with the extreme
+    values, and the exact int64 reference."""
+    c, h, w = shape
     xd = dt.uint8 if unsigned else dt.int8
     xs, ws = ((1, c, h, w), (co, c, 3, 3)) if layout == "nchw" else ((1, h, w, c), (co, 3, 3, c))
     kern = Tensor.empty(*xs, name="x", dtype=xd).conv2d(Tensor.empty(*ws, name="w", dtype=dt.int8), stride, pad, 1, layout)
-    kern = kern.schedule()[-1].kernel
     rng = np.random.default_rng(seed)
     x = rng.integers(0 if unsigned else -128, 256 if unsigned else 128, xs).astype(xd.np)
     x.reshape(-1)[:2] = (255, 0) if unsigned else (-128, 127)
     f = rng.integers(-128, 128, ws).astype(np.int8)
     f.reshape(-1)[:2] = (-128, 127)
-    mr, nr = [(8, 2 * LANES), (6, LANES), (4, 3 * LANES)][tile]
-    c_ = be.compile(lower(kern, schedule(kern, family="cpu_conv", MR=mr, NR=nr, V=LANES, MC=2 * mr, KC=kc, NC=nr, PF=0,
-                                         workers=min(2, CPU.cores)), CPU))
-    assert isinstance(c_, Compiled), c_
-    got = be.run(c_, [x.reshape(-1), f.reshape(-1)], np.full(kern.output.size, -7, np.int32))
-    want = ref.conv2d(x.astype(np.int64), f.astype(np.int64), stride, pad, 1, layout)
+    return kern.schedule()[-1].kernel, [x, f], ref.conv2d(x.astype(np.int64), f.astype(np.int64), stride, pad, 1, layout)
+
+
+def _int8_run(be, kern, ins, machine, **params) -> np.ndarray:
+    c = be.compile(lower(kern, schedule(kern, family="cpu_conv", **params), machine))
+    assert isinstance(c, Compiled), c
+    return be.run(c, [a.reshape(-1) for a in ins], np.full(kern.output.size, -7, np.int32))
+
+
+INT8_ISAS = [pytest.param(CPU, LANES, id="vnni", marks=pytest.mark.skipif(not cpu_conv.has_vnni(CPU), reason="no AVX-512 VNNI")),
+             pytest.param(AVX2, 8, id="avx2-pmaddwd", marks=pytest.mark.skipif(CPU.simd_bytes < 32, reason="no AVX2"))]
+
+
+@pytest.mark.parametrize("machine, lanes", INT8_ISAS)
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(unsigned=st.booleans(), c=st.integers(1, 9), h=st.integers(3, 9), w=st.integers(3, 9), co=st.integers(1, 40),
+       stride=st.integers(1, 2), pad=st.integers(0, 2), layout=st.sampled_from(["nchw", "nhwc"]), tile=st.integers(0, 2),
+       kc=st.sampled_from([1, 2, 64]), seed=st.integers(0, 2**16))
+def test_int8_exact_against_numpy(be, machine, lanes, unsigned, c, h, w, co, stride, pad, layout, tile, kc, seed):
+    """uint8 or int8 input x int8 filter -> int32, exact (extreme values included), with K
+    no multiple of the step and KC blocks of 1 to 64 steps, on VNNI and on AVX2."""
+    kern, ins, want = _int8_case(unsigned, (c, h, w), co, stride, pad, layout, seed)
+    mr, nr = [(6, 2 * lanes), (6, lanes), (4, 3 * lanes)][tile]  # tiles both ISAs' registers hold
+    got = _int8_run(be, kern, ins, machine, MR=mr, NR=nr, V=lanes, MC=2 * mr, KC=kc, NC=nr, PF=0, workers=min(2, CPU.cores))
+    assert np.array_equal(got.reshape(want.shape), want)
+
+
+@pytest.mark.parametrize("machine, lanes", INT8_ISAS)
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_int8_whole_rows_inside(be, machine, lanes, unsigned):
+    """Panels of one output row inside the input (the packing's fast path) and at the border."""
+    kern, ins, want = _int8_case(unsigned, (13, 12, 20), 24, 1, 1, "nchw", 5)
+    got = _int8_run(be, kern, ins, machine, MR=4, NR=3 * lanes, V=lanes, MC=20, KC=16, NC=3 * lanes, PF=0, workers=1)
     assert np.array_equal(got.reshape(want.shape), want)
 
 

@@ -82,7 +82,7 @@ def test_int8_variant_geometry(xdt, code):
     assert cpu_conv.match(_conv(C=2, K=2, H=4, W=4))["dtype"] == 0
 
 
-def test_int8_needs_vnni():
+def test_int8_needs_vnni_or_avx2():
     g = cpu_conv.match(Tensor.empty(1, 4, 6, 6, name="x", dtype=dt.int8).conv2d(
         Tensor.empty(5, 4, 3, 3, name="w", dtype=dt.int8)).schedule()[-1].kernel)
     p = dict(MR=8, NR=32, V=16, MC=64, KC=16, NC=32, PF=0, workers=1)
@@ -94,6 +94,11 @@ def test_int8_needs_vnni():
     k = Tensor.empty(1, 4, 6, 6, name="x", dtype=dt.int8).conv2d(Tensor.empty(5, 4, 3, 3, name="w", dtype=dt.int8))
     k = k.schedule()[-1].kernel
     assert FAMILY.applies(k, vnni) and not FAMILY.applies(k, plain)
+    avx2 = dataclasses.replace(CPU, simd_bytes=32, capabilities=frozenset({"avx2", "fma"}))
+    assert cpu_conv.int8_step(vnni) == 4 and cpu_conv.int8_step(avx2) == 2 and cpu_conv.int8_step(plain) == 0
+    assert cpu_conv.check(g, dict(p, V=8, NR=16, MR=6), avx2) == [] and FAMILY.applies(k, avx2)
+    # the model prices k in steps: 36 k are 9 VNNI steps, 18 vpmaddwd steps
+    assert FAMILY.model_geometry(g, vnni)["k"] == 9 and FAMILY.model_geometry(g, avx2)["k"] == 18
 
 
 def test_space_legal_and_lowered_to_native():
