@@ -16,8 +16,11 @@ column) and ``w_ky, w_kx, w_c`` (GEMM: w_c = B's row stride, the others 0), the 
 row stride ``c_rs``, the input slots ``a_in, b_in``, and for a requantized output
 (``requant`` 1) ``bias_in, mult_in, pre, post``.
 
-Parameters (``Schedule.params``), checked by ``check``: ``rows`` R (output rows a tile)
-and ``blocks`` J (32-column blocks a tile). A tile holds R*J accumulators, J weight
+Parameters (``Schedule.params``), checked by ``check``: ``rows`` R (output rows a tile),
+``blocks`` J (32-column blocks a tile), ``corr`` (0: the 128 x row-sum correction
+accumulated in the loop; 1: precomputed by a counted HVX pass, the accumulators start at
+it), ``unroll`` U (4-byte groups a loop trip: 2 loads 8 bytes a row, corr 1 only) and
+``fuse`` (1: a requantized output requantized in the tile's epilogue; 0: a separate pass). A tile holds R*J accumulators, J weight
 vectors, the 0x80 splat and R correction accumulators in the 32 HVX registers, and J + R
 pointers and R activation words in the 24 scalar registers the kernel may use (r4..r27);
 R divides m, 32*J divides n; one segment is at most 1023 k-groups (``loop0``'s immediate
@@ -33,7 +36,7 @@ import numpy as np
 from . import dtype as dt
 from .node import Node, Ops, axis_stride, const, substitute
 
-PARAMS = ("blocks", "corr", "rows", "unroll")
+PARAMS = ("blocks", "corr", "fuse", "rows", "unroll")
 HVX_REGS, SCALAR_REGS = 32, 24   # vector registers; scalar registers free for the tile (r4..r27)
 LANES = 32                        # int32 lanes of a 128-byte vector: the columns of one block
 MAX_TRIPS = 1023                  # loop0(label, #u10)
@@ -342,4 +345,11 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
         errs.append("the precomputed correction reads 8-byte words: c_in (GEMM: A's row stride) % 8")
     if corr == 1 and 4 * corr_stride(g) * (r - 1) > 4092: errs.append("a tile's corrections lie beyond a load's offset")
     if g["c_rs"] % LANES: errs.append("output rows are not 128-byte aligned (c_rs % 32)")
+    if params["fuse"] not in (0, 1): errs.append("fuse is 0 or 1")
+    elif params["fuse"]:
+        if not g["requant"]: errs.append("fuse: no requantize to fuse")
+        if corr != 1: errs.append("fuse needs the precomputed correction (its registers)")
+        if j * LANES != g["n"] or j > 2: errs.append("fuse: a tile spans all n columns in 1 or 2 blocks")
+        if (r * j) % 4: errs.append("fuse: rows x blocks is whole groups of 4 vectors (128 output bytes)")
+        if nv + 2 * j > HVX_REGS: errs.append("fuse: no registers for the bias and multiplier vectors")
     return errs

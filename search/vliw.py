@@ -310,7 +310,8 @@ def _class_of(body: str, lhs: str, rhs: str, store: bool, load: bool, pred: bool
         if fn.startswith(("vsplat", "vinsert")): return "VSPLAT"
         # vector x vector vrmpy accumulate (V6_vrmpy{ub,b,bus}v_acc): both multipliers on v65-v69
         if fn == "vrmpy" and acc and not pair_dst and len(re.findall(r"\bv\d+", rhs)) >= 2: return "VRMPYV"
-        if any(fn.startswith(o) for o in _VX_OPS): return "VX_DV" if pair_dst or fn.startswith("vmpyi") and ".h" in rhs else "VX"
+        # Vd.h = vmpy(Vu.h, Vv.h / Rt.h):<<1:..sat (V6_vmpyhvsrs, vmpyhss, vmpyhsrs) take both multipliers
+        if any(fn.startswith(o) for o in _VX_OPS): return "VX_DV" if pair_dst or fn.startswith("vmpyi") and ".h" in rhs or fn == "vmpy" and ".h" in lhs else "VX"
         # predicate <-> vector moves (vand(Q,R), vand(V,R)) are CVI_VX_LATE; predicate logic
         # (and(Qs,!Qt), or, not) CVI_VA_DV (instruction types in LLVM's hvx_hexagon_protos.h)
         if fn == "vand" and re.search(r"\b[qr]\d+", rhs): return "VX"

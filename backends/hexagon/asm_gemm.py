@@ -43,6 +43,9 @@ def emit(g: dict[str, int], p: dict[str, int]) -> str:
     lines += ["{ " + s + " }" for s in SAVE]
     if p["corr"] == 0:
         lines += ["{ r28 = ##-2139062144 }", f"{{ v{fam.regs(p['rows'], p['blocks'])['splat'][0]} = vsplat(r28) }}"]  # 0x80808080
+    if p["fuse"]:   # the fused requantize's bias and multiplier vectors (r4 = the packed pair)
+        bias, mult = fam.qregs(p["rows"], p["blocks"], p["unroll"])
+        lines += [f"{{ v{v} = vmem(r4+#{q}) }}" for q, v in enumerate(bias + mult)]
     label = 0
     for m0, n0 in fam.tiles(g, p):
         st = fam.tile_streams(g, p, m0, n0)
@@ -269,7 +272,7 @@ def c_program(g: dict[str, int], p: dict[str, int], inputs: list, output, parts:
     decl.append(f"static uint8_t g_bp[{g['n'] * g['k'] + 256}] __attribute__((aligned(128)));")
     act = f"g_in{g['a_in']}"
     src = [f'__asm__("{_c_escape(emit(g, p))}");\n',
-             f"void {ENTRY}(const void *, const uint8_t *, int32_t *, const int32_t *);\n", "\n".join(decl) + "\n",
+             f"void {ENTRY}(const void *, const uint8_t *, int32_t *, const int32_t *, const int32_t *);\n", "\n".join(decl) + "\n",
              _c_prepack(g, f"g_in{g['b_in']}", interleave(p))]
     pre: list[tuple[str, str]] = []   # (phase, call) in order
     if g["conv"] and g["pad"]:
@@ -285,17 +288,27 @@ def c_program(g: dict[str, int], p: dict[str, int], inputs: list, output, parts:
         corr = "g_corr"
     acc = "g_out"
     post = []
-    if g["requant"]:
+    qp, prep = "0", ""
+    if g["requant"] and p["fuse"]:
+        j = p["blocks"]
+        src.append(f"""static int32_t g_qp[{2 * j * 32}] __attribute__((aligned(128)));
+static void so_qprep(void) {{   /* bias, and the multiplier's low halfword in both halves (vshuffe) */
+  for (int n = 0; n < {j * 32}; n++) {{ uint32_t lo = (uint32_t)g_in{g['mult_in']}[n] & 0xffffu;
+    g_qp[n] = g_in{g['bias_in']}[n]; g_qp[{j * 32} + n] = (int32_t)(lo | (lo << 16)); }}
+}}
+""")
+        qp, prep = "g_qp", "so_qprep();"
+    elif g["requant"]:
         src.append(f"static int32_t g_acc[{g['m'] * g['c_rs'] + 32}] __attribute__((aligned(128)));\n")
         src.append(_c_requant(g, f"g_in{g['bias_in']}", f"g_in{g['mult_in']}"))
         acc = "g_acc"
         post.append(("requant", "so_requant_all();"))
     src += [x + "\n" for x in COUNTERS]
-    phases = pre + [("asm", f"{ENTRY}({act}, g_bp, (int32_t *){acc}, {corr});")] + post
+    phases = pre + [("asm", f"{ENTRY}({act}, g_bp, (int32_t *){acc}, {corr}, {qp});")] + post
     src.append(_c_kernel(phases, parts))
     src.append(f"""
 int so_main(void) {{
-{''.join(f'  if (so_read_all(g_in{i}, {b.size * b.dtype.itemsize})) return 3;{chr(10)}' for i, b in enumerate(inputs))}  so_prepack();
+{''.join(f'  if (so_read_all(g_in{i}, {b.size * b.dtype.itemsize})) return 3;{chr(10)}' for i, b in enumerate(inputs))}  so_prepack(); {prep}
   {{ volatile unsigned char *o = (volatile unsigned char *)g_out; for (unsigned i = 0; i < sizeof(g_out); i++) o[i] = {POISON}; }}
   unsigned so_c0[3], so_c1[3], so_e0[3], so_e1[3];
   so_counters(so_e0); so_counters(so_e1);

@@ -48,7 +48,7 @@ def frame_packets(p: dict[str, int]) -> int:
     """The emitted function's frame (backends/hexagon/asm_gemm.emit): allocframe, six
     callee-saved pair stores, six restores, dealloc_return, and with the in-loop correction the
     0x80 constant and its splat: one packet each."""
-    return 14 + (2 if p["corr"] == 0 else 0)
+    return 14 + (2 if p["corr"] == 0 else 0) + (2 * p["blocks"] if p["fuse"] else 0)   # + the bias/multiplier loads
 
 
 # ---- the instruction stream: in-loop correction (corr 0) ---------------------------------
@@ -136,6 +136,31 @@ def segment_pre(r: int, u: int, offs: list[int], base: int | None, delta: int, t
     out = [f"r5 = add(r0,##{base})" if base is not None else f"r5 = add(r5,#{delta})"]
     out += [load_row(i, u, offs[i]) for i in range(r)] + [f"r5 = add(r5,#{4 * u})"]
     return out + [f"loop0({label},#{trips})"]
+
+
+def qregs(r: int, j: int, u: int) -> tuple[list[int], list[int]]:
+    """Vector registers of the fused requantize: bias and (halfword-paired) multiplier a block."""
+    b0 = r * j + u * j
+    return [b0 + x for x in range(j)], [b0 + j + x for x in range(j)]
+
+
+def epilogue_fused(r: int, j: int, u: int, base: int, pre: int, post: int) -> list[str]:
+    """int32 -> int8 in the tile (``kernels.builders.requantize``, HVX as
+    ``backends/hexagon/requant.HELPERS``, four vectors at once): + bias; rounding shift by
+    ``pre`` saturated to halfwords, pairing vectors (a, a+2) and (a+1, a+3); Q15 multiply;
+    rounding shift by ``post`` saturated to bytes (bytes 4i..4i+3: the four vectors' lane i);
+    two byte deals put the four vectors' 32 bytes in order: 128 output bytes, one store."""
+    bias, mult = qregs(r, j, u)
+    out = [f"r4 = #{pre}", f"r5 = #{post}", f"r6 = add(r2,##{base})"]
+    out += [f"v{c}.w = vadd(v{c}.w,v{bias[c % j]}.w)" for c in range(r * j)]
+    for t in range(r * j // 4):
+        a = [4 * t + k for k in range(4)]
+        out += [f"v{a[0]}.h = vasr(v{a[2]}.w,v{a[0]}.w,r4):rnd:sat", f"v{a[1]}.h = vasr(v{a[3]}.w,v{a[1]}.w,r4):rnd:sat",
+                f"v{a[0]}.h = vmpy(v{a[0]}.h,v{mult[a[0] % j]}.h):<<1:rnd:sat",
+                f"v{a[1]}.h = vmpy(v{a[1]}.h,v{mult[a[1] % j]}.h):<<1:rnd:sat",
+                f"v{a[0]}.b = vasr(v{a[1]}.h,v{a[0]}.h,r5):rnd:sat", f"v{a[0]}.b = vdeal(v{a[0]}.b)",
+                f"v{a[0]}.b = vdeal(v{a[0]}.b)", f"vmem(r6+#{t}) = v{a[0]}"]
+    return out
 
 
 def epilogue_pre(r: int, j: int, c_rs: int, base: int) -> list[str]:
@@ -239,7 +264,8 @@ def tile_streams(g: dict[str, int], p: dict[str, int], m0: int, n0: int) -> dict
     return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, m0, tpl.corr_stride(g)),
             "seg0": segment_pre(r, u, offs, row_offset(g, m0), 0, trips(g, u), "L"),
             "seg": segment_pre(r, u, offs, None, delta(g, u), trips(g, u), "L"), "body": body_pre(r, j, u, offs),
-            "epi": epilogue_pre(r, j, g["c_rs"], (m0 * g["c_rs"] + n0) * 4)}
+            "epi": epilogue_fused(r, j, u, m0 * g["n"], g["pre"], g["post"]) if p["fuse"] else
+            epilogue_pre(r, j, g["c_rs"], (m0 * g["c_rs"] + n0) * 4)}
 
 
 def parts(g: dict[str, int], p: dict[str, int]) -> list[list[str]]:
@@ -280,8 +306,15 @@ def corr_packets(g: dict[str, int]) -> int:
     return rows * (length // 16 + 2) + (g["m"] * 2 * g["kh"] + rows if g["conv"] else 0)
 
 
+def requant_packets(g: dict[str, int], p: dict[str, int]) -> int:
+    """Estimate of the separate requantize pass (fuse 0; C with HVX intrinsics, clang's
+    schedule): 10 packets an output vector, its count on the 3x3 qconv of
+    bench/results/dsp-asm-conv.json (2636 for 256 vectors)."""
+    return 10 * g["m"] * (g["n"] // tpl.LANES) if g["requant"] and not p["fuse"] else 0
+
+
 def modeled_packets(g: dict[str, int], p: dict[str, int]) -> int:
-    total = frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0)
+    total = frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
     for m0, n0 in tiles(g, p):
         n = {k: len(packets(v)) for k, v in tile_streams(g, p, m0, n0).items()}
         total += n["pro"] + n["seg0"] + (g["kh"] - 1) * n["seg"] + g["kh"] * trips(g, p["unroll"]) * n["body"] + n["epi"]
@@ -292,13 +325,13 @@ def macs(g: dict[str, int]) -> int: return g["m"] * g["n"] * g["k"]
 
 
 # ---- the family -------------------------------------------------------------------------------
-def schedule(kernel: Kernel, rows: int, blocks: int, corr: int = 0, unroll: int = 1) -> Schedule:
+def schedule(kernel: Kernel, rows: int, blocks: int, corr: int = 0, unroll: int = 1, fuse: int = 0) -> Schedule:
     return Schedule(tuple((Split(Level.LOOP, ax.size),) for ax in kernel.axes), family="hvx_gemm",
-                    params=(("rows", rows), ("blocks", blocks), ("corr", corr), ("unroll", unroll)))
+                    params=(("rows", rows), ("blocks", blocks), ("corr", corr), ("unroll", unroll), ("fuse", fuse)))
 
 
 def key(p: dict[str, int]) -> str:
-    return f"{p['rows']}x{p['blocks']}" + (f" pre u{p['unroll']}" if p["corr"] else "")
+    return f"{p['rows']}x{p['blocks']}" + (f" pre u{p['unroll']}" if p["corr"] else "") + (" fused" if p["fuse"] else "")
 
 
 def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
@@ -313,10 +346,10 @@ class HvxGemm:
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
         g = tpl.match(kernel)
         if isinstance(g, str): return
-        for corr, u in ((0, 1), (1, 1), (1, 2)):
+        for corr, u, fuse in ((0, 1, 0), (1, 1, 0), (1, 2, 0), (1, 1, 1), (1, 2, 1)):
             for r in ROWS:
                 for j in BLOCKS:
-                    p = {"rows": r, "blocks": j, "corr": corr, "unroll": u}
+                    p = {"rows": r, "blocks": j, "corr": corr, "unroll": u, "fuse": fuse}
                     if not tpl.check(g, p): yield schedule(kernel, **p)
 
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
@@ -336,7 +369,7 @@ class HvxGemm:
         g = tpl.match(kernel)
         if isinstance(g, str): return None
         for r in (4, 2, 1):
-            if not tpl.check(g, {"rows": r, "blocks": 1, "corr": 0, "unroll": 1}): return schedule(kernel, r, 1)
+            if not tpl.check(g, {"rows": r, "blocks": 1, "corr": 0, "unroll": 1, "fuse": 0}): return schedule(kernel, r, 1)
         return None
 
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
@@ -377,8 +410,9 @@ def lower_bound(g: dict[str, int], p: dict[str, int]) -> int:
     loads = u * j + (r if p["corr"] == 0 or u == 1 else r)
     it = max(-(-mpy // 2), -(-loads // 2), u * j)
     n = (g["m"] // r) * (g["n"] // (tpl.LANES * j))
-    return frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + \
-        n * (g["kh"] * trips(g, u) * it + r * j)
+    stores = r * j // 4 if p["fuse"] else r * j
+    return frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p) + \
+        n * (g["kh"] * trips(g, u) * it + stores)
 
 
 FAMILY = HvxGemm()

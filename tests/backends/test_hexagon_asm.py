@@ -33,6 +33,8 @@ CASES = {
     "3x3 stride 2": lambda: _conv(H=9, W=9, stride=2),
     "3x3 stride 2 no pad": lambda: _conv(H=9, W=9, stride=2, pad=0),
     "requant": lambda: Workload.make("qconv2d", N=1, C=8, H=5, W=5, K=32, R=3, S=3, stride=1, pad=1),
+    "requant 4x4": lambda: Workload.make("qconv2d", N=1, C=8, H=4, W=4, K=32, R=3, S=3, stride=1, pad=1),
+    "requant 64": lambda: Workload.make("qconv2d", N=1, C=8, H=4, W=4, K=64, R=3, S=3, stride=1, pad=1),
 }
 
 
@@ -74,12 +76,14 @@ def test_solved_pick_end_to_end():
 
 @needs_tools
 @pytest.mark.parametrize("name, params", [
-    ("gemm", dict(rows=4, blocks=2, corr=0, unroll=1)), ("gemm", dict(rows=2, blocks=2, corr=1, unroll=2)),
-    ("3x3", dict(rows=4, blocks=1, corr=0, unroll=1)), ("3x3", dict(rows=4, blocks=1, corr=1, unroll=2)),
-    ("5x5", dict(rows=7, blocks=1, corr=0, unroll=1)), ("7x7", dict(rows=4, blocks=1, corr=1, unroll=2)),
-    ("1x1", dict(rows=4, blocks=2, corr=0, unroll=1)), ("1x1", dict(rows=4, blocks=2, corr=1, unroll=2)),
-    ("3x3 stride 2", dict(rows=5, blocks=1, corr=1, unroll=1)), ("3x3 stride 2 no pad", dict(rows=4, blocks=1, corr=0, unroll=1)),
-    ("requant", dict(rows=5, blocks=1, corr=0, unroll=1)), ("requant", dict(rows=5, blocks=1, corr=1, unroll=2))])
+    ("gemm", dict(rows=4, blocks=2, corr=0, unroll=1, fuse=0)), ("gemm", dict(rows=2, blocks=2, corr=1, unroll=2, fuse=0)),
+    ("3x3", dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0)), ("3x3", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0)),
+    ("5x5", dict(rows=7, blocks=1, corr=0, unroll=1, fuse=0)), ("7x7", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0)),
+    ("1x1", dict(rows=4, blocks=2, corr=0, unroll=1, fuse=0)), ("1x1", dict(rows=4, blocks=2, corr=1, unroll=2, fuse=0)),
+    ("3x3 stride 2", dict(rows=5, blocks=1, corr=1, unroll=1, fuse=0)), ("3x3 stride 2 no pad", dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0)),
+    ("requant", dict(rows=5, blocks=1, corr=0, unroll=1, fuse=0)), ("requant", dict(rows=5, blocks=1, corr=1, unroll=2, fuse=0)),
+    ("requant 4x4", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=1)), ("requant 4x4", dict(rows=8, blocks=1, corr=1, unroll=1, fuse=1)),
+    ("requant 64", dict(rows=2, blocks=2, corr=1, unroll=2, fuse=1))])
 def test_bit_exact_under_qemu_and_counted(name, params):
     work = CASES[name]()
     be = HexagonBackend()
@@ -91,7 +95,8 @@ def test_bit_exact_under_qemu_and_counted(name, params):
 
 
 def _check_counts(g, p, counted):
-    kernel_only = fam.modeled_packets(g, p) - fam.pad_packets(g) - (fam.corr_packets(g) if p["corr"] else 0)
+    kernel_only = fam.modeled_packets(g, p) - fam.pad_packets(g) - (fam.corr_packets(g) if p["corr"] else 0) \
+        - fam.requant_packets(g, p)
     assert counted["packets"] >= kernel_only                     # the assembly is exactly the model's packets
     assert counted["hvx_instructions"] >= fam.macs(g) // 128     # at least one vrmpy per 128 MACs
 

@@ -70,7 +70,7 @@ def test_refused_kernel_solves_to_nothing():
 
 def test_packings_keep_the_rules():
     g = hvx.match(_small_conv())
-    for p in (dict(rows=4, blocks=1, corr=0, unroll=1), dict(rows=4, blocks=1, corr=1, unroll=2)):
+    for p in (dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0), dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0)):
         for texts in fam.parts(g, p):
             pk = fam.packets(texts)
             assert sorted(t for q in pk for t in q) == sorted(texts)    # every instruction, once
