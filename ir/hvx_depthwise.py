@@ -2,7 +2,9 @@
 
 Fits ``out[0, y, x, c] (int32) = sum_{dy,dx} x[0, s*y+dy-1, s*x+dx-1, c] * w[c, dy, dx, 0]``:
 an int8 NHWC depthwise 3x3 convolution (groups = channels, one filter a channel), stride 1
-or 2, padding 1, batch 1, no epilogue, as ``Tensor.conv2d(w, s, 1, C, "nhwc")`` builds it.
+or 2, padding 1, batch 1, as ``Tensor.conv2d(w, s, 1, C, "nhwc")`` builds it; stored as is
+(int32) or through the library's per-channel requantize to int8 (``qconv2d``: bias,
+rounding shift, Q15 multiplier, rounding shift, saturation).
 The template holds a pixel pair of 64 channels in one 128-byte vector, so C must be 64
 and the width even.
 
@@ -45,15 +47,35 @@ def canonical(h: int, w: int, c: int, stride: int):
     return steps[-1].kernel if len(steps) == 1 else None
 
 
+def _epilogue(kernel) -> dict[str, int] | str:
+    """None (the sum is stored: int32 out), or the library's requantize of ``sum + bias[c]``
+    with a per-channel ``mult[c]`` to int8 (``kernels.builders.requantize``)."""
+    from .hvx import match_requant
+    red = kernel.reduce
+    if kernel.body is red: return {"requant": 0}
+    rq = match_requant(kernel.body)
+    if rq is None: return "the stored value is neither the sum nor its requantize to int8"
+    x = rq.x
+    if x.op is not Ops.ADD or red not in x.src: return "the requantized value is not sum + bias"
+    bias = x.src[1] if x.src[0] is red else x.src[0]
+    for ld, what in ((bias, "bias"), (rq.mult, "multiplier")):
+        if ld.op is not Ops.LOAD or len(kernel.inputs[ld.arg].shape) != 1 or kernel.inputs[ld.arg].dtype is not dt.int32:
+            return f"the {what} is not a load of an int32 vector"
+        if ld.src[0].op is not Ops.VAR or not (ld.src[1].op is Ops.CONST and ld.src[1].arg is True):
+            return f"the {what} is not read per channel"
+    return {"requant": 1, "bias_in": bias.arg, "mult_in": rq.mult.arg, "pre": rq.pre, "post": rq.post}
+
+
 @functools.lru_cache(maxsize=256)
 def match(kernel) -> dict[str, int] | str:
-    """The geometry (h, w, c, stride, oh, ow, x_in, w_in), or why the kernel does not fit.
-    Callers must not mutate the dict (cached)."""
+    """The geometry (h, w, c, stride, oh, ow, x_in, w_in, requant [, bias_in, mult_in, pre,
+    post]), or why the kernel does not fit. Callers must not mutate the dict (cached)."""
     red = kernel.reduce
     if red is None or red.arg[0] != "sum": return "not a sum reduction"
-    if kernel.body is not red: return "the stored value is not the sum itself (an epilogue)"
     if red.dtype is not dt.int32: return f"accumulates in {red.dtype.name}, not int32"
-    if len(kernel.inputs) != 2: return "not two inputs"
+    epi = _epilogue(kernel)
+    if isinstance(epi, str): return epi
+    if len(kernel.inputs) != 2 + 2 * epi["requant"]: return "not the conv's two inputs (plus bias and multiplier)"
     rax = kernel.reduce_axes
     if len(rax) != 2 or any(kernel.axes[a].size != 3 for a in rax): return "not a 3x3 window (two reduce axes of 3)"
     prod = red.src[0]
@@ -63,20 +85,24 @@ def match(kernel) -> dict[str, int] | str:
     if any(kernel.inputs[ld.arg].dtype is not dt.int8 for ld in loads): return "operands are not both int8"
     x_in = next((ld.arg for ld in loads if len(kernel.inputs[ld.arg].shape) == 4 and kernel.inputs[ld.arg].shape[3] != 1), None)
     if x_in is None: return "no NHWC activation operand"
-    w_in = 1 - x_in
+    w_in = next(ld.arg for ld in loads if ld.arg != x_in) if len({ld.arg for ld in loads}) == 2 else None
+    if w_in is None: return "both factors read the same input"
     n, h, w, c = kernel.inputs[x_in].shape
     if n != 1: return f"batch {n} (the template runs batch 1)"
     if kernel.inputs[w_in].shape != (c, 3, 3, 1): return f"weights {kernel.inputs[w_in].shape} are not one 3x3 filter a channel (depthwise)"
     if c != C: return f"{c} channels (the template holds a pixel pair of {C} channels a vector)"
     if w % 2: return f"width {w} is odd (pixel pairs)"
+    if epi["requant"] and any(kernel.inputs[epi[b]].shape != (c,) for b in ("bias_in", "mult_in")):
+        return f"bias and multiplier are not int32[{c}]"
     oshape = kernel.output.shape
     stride = next((s for s in (1, 2) if oshape == (1, out_size(h, s), out_size(w, s), c)), None)
     if stride is None: return f"output {oshape} is not a stride-1 or stride-2, pad-1 window of {(1, h, w, c)}"
     ref = canonical(h, w, c, stride)
-    if ref is None or ref.key != kernel.key:
-        return "not the depthwise 3x3 NHWC convolution conv2d builds (index, mask or axis order differ)"
+    same = ref is not None and (ref.key == kernel.key if not epi["requant"] else
+                                (x_in, w_in) == (0, 1) and red is ref.body and kernel.store is ref.store and kernel.axes == ref.axes)
+    if not same: return "not the depthwise 3x3 NHWC convolution conv2d builds (index, mask or axis order differ)"
     return {"h": h, "w": w, "c": c, "stride": stride, "oh": out_size(h, stride), "ow": out_size(w, stride),
-            "x_in": x_in, "w_in": w_in}
+            "x_in": x_in, "w_in": w_in, **epi}
 
 
 def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> list[str]:
@@ -95,5 +121,7 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
     if ow // u > 1024: errs.append("more than 1024 iterations a row (loop0's immediate count)")
     if params["early"] not in (0, 1): errs.append("early must be 0 or 1")
     elif params["early"] and u < 2: errs.append("early needs unroll >= 2 (the last output is always shuffled with its stores)")
+    if geometry.get("requant") and (u != 2 or params["early"]):
+        errs.append("the requantize epilogue packs two output pixels a store: unroll 2, early 0")
     if geometry["h"] * geometry["w"] * geometry["c"] >= 1 << 24: errs.append("image too large for the row offsets")
     return errs

@@ -41,7 +41,9 @@ def emit_asm(g: dict[str, int], params: dict[str, int]) -> str:
     packets, row after row (each row's constants substituted into the shared packing)."""
     pk = fam.packing(g, params)
     L = [".text", ".p2align 4", ".globl dw_asm", ".type dw_asm,@function", "dw_asm:"]
-    L += [_fmt([f"v{fam.W_REG + t} = vmem(r1++#1)"] + ([f"{fam.SHUF_REG} = #-4"] if t == 0 else [])) for t in range(9)]
+    consts = [f"{fam.SHUF_REG} = #-4"]
+    if g.get("requant"): consts += [f"{fam.PRE_REG} = #{g['pre']}", f"{fam.POST_REG} = #{g['post']}", f"{fam.DEAL_REG} = #-2"]
+    L += [_fmt([f"v{fam.W_REG + t} = vmem(r1++#1)"] + consts[t:t + 1]) for t in range(9)]   # r1 ends at the bias vectors
     ref = fam.row_prologue(g, min(1, g["oh"] - 1))
     for y in range(g["oh"]):
         sub = dict(zip(ref, fam.row_prologue(g, y)))       # same registers, this row's constants
@@ -60,35 +62,45 @@ def emit_asm(g: dict[str, int], params: dict[str, int]) -> str:
 
 
 def c_program(g: dict[str, int], asm: str | None) -> str:
-    """Reads x (int8 [H,W,64]) and w (int8 [64,3,3,1]) from stdin in the kernel's input
-    order, prepacks w outside the counted region, runs the kernel between two counter
-    reads, writes out (int32 [OH,OW,64]) to stdout and the counts to stderr. Without
-    ``asm``: the plain scalar C loop nest (the clang -O3 baseline)."""
+    """Reads the kernel's inputs in its input order from stdin (x int8 [H,W,64], w int8
+    [64,3,3,1], with the requantize bias and mult int32 [64]), prepacks w (and the bias and
+    multiplier vectors) outside the counted region, runs the kernel between two counter
+    reads, writes out (int32, or int8 with the requantize, [OH,OW,64]) to stdout and the
+    counts to stderr. Without ``asm``: the plain scalar C loop nest (the clang -O3 baseline)."""
     from .render import COUNTERS
-    h, w, stride, oh, ow = g["h"], g["w"], g["stride"], g["oh"], g["ow"]
-    x_first = g["x_in"] == 0
+    h, w, stride, oh, ow, rq = g["h"], g["w"], g["stride"], g["oh"], g["ow"], g.get("requant", 0)
     esc = asm.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n\"\n\"") if asm else ""
-    reads = ["so_read_all(X, H*W*C)", "so_read_all(Wt, C*9)"]
-    parts = [f"#define H {h}\n#define W {w}\n#define C {C}\n#define S {stride}\n#define OH {oh}\n#define OW {ow}\n"]
-    if asm: parts.append(f'__asm__("{esc}");\nvoid dw_asm(const int8_t*, const int16_t*, int32_t*, const int8_t*);\n')
+    bufs = {g["x_in"]: "so_read_all(X, H*W*C)", g["w_in"]: "so_read_all(Wt, C*9)"}
+    if rq: bufs.update({g["bias_in"]: "so_read_all(Bias, C*4)", g["mult_in"]: "so_read_all(Mult, C*4)"})
+    reads = " || ".join(bufs[i] for i in sorted(bufs))
+    otype = "int8_t" if rq else "int32_t"
+    parts = [f"#define H {h}\n#define W {w}\n#define C {C}\n#define S {stride}\n#define OH {oh}\n#define OW {ow}\n"
+             + (f"#define PRE {g['pre']}\n#define POST {g['post']}\n" if rq else "")]
+    if asm: parts.append(f'__asm__("{esc}");\nvoid dw_asm(const int8_t*, const int16_t*, {otype}*, const int8_t*);\n')
     parts.append(r"""
 static int8_t Xbuf[H*W*C + 512] __attribute__((aligned(128)));   /* slack: peeled loads never read past it */
 #define X (Xbuf + 256)
 static int8_t Wt[C*9] __attribute__((aligned(128)));
-static int16_t Wp[9*C] __attribute__((aligned(128)));
+static int32_t Bias[C], Mult[C];
+static int16_t Wp[9*C + 3*64] __attribute__((aligned(128)));      /* 9 tap vectors, then bias even/odd, mult */
 static int8_t Z[W*C + 512] __attribute__((aligned(128)));
-static int32_t O[OH*OW*C] __attribute__((aligned(128)));
-""" + "\n".join(COUNTERS) + "\n")
+""" + f"static {otype} O[OH*OW*C] __attribute__((aligned(128)));\n" + "\n".join(COUNTERS) + "\n")
+    epi = ("static inline int8_t epi(int32_t a, int c) {\n"
+           "  int32_t y = (a + Bias[c] + (1 << (PRE - 1))) >> PRE; y = y < -32768 ? -32768 : y > 32767 ? 32767 : y;\n"
+           "  int32_t z = (2 * y * Mult[c] + (1 << 15)) >> 16;\n"
+           "  z = (z + (1 << (POST - 1))) >> POST; return (int8_t)(z < -128 ? -128 : z > 127 ? 127 : z);\n}\n"
+           "#define EPI(a, c) epi(a, c)\n") if rq else "#define EPI(a, c) (a)\n"
+    parts.append(epi)
     if asm:
         parts.append("__attribute__((noinline)) void kernel(void) { dw_asm(X, Wp, O, Z + 256); }\n")
     else:
         # taps outside the image are skipped once per pixel, not per channel; the channel
         # loop is innermost over contiguous bytes (the plain C an engineer writes first)
         parts.append(r"""
+static int32_t acc[C];
 __attribute__((noinline)) void kernel(void) {
   for (int y = 0; y < OH; y++) for (int x = 0; x < OW; x++) {
-    int32_t *o = &O[(y*OW + x)*C];
-    for (int c = 0; c < C; c++) o[c] = 0;
+    for (int c = 0; c < C; c++) acc[c] = 0;
     for (int dy = 0; dy < 3; dy++) {
       int iy = y*S + dy - 1;
       if (iy < 0 || iy >= H) continue;
@@ -97,16 +109,19 @@ __attribute__((noinline)) void kernel(void) {
         if (ix < 0 || ix >= W) continue;
         const int8_t *xp = &X[(iy*W + ix)*C];
         const int16_t *wp = &Wp[(dy*3 + dx)*C];   /* the prepacked weights: contiguous too */
-        for (int c = 0; c < C; c++) o[c] += xp[c] * wp[c];
+        for (int c = 0; c < C; c++) acc[c] += xp[c] * wp[c];
       }
     }
+    for (int c = 0; c < C; c++) O[(y*OW + x)*C + c] = EPI(acc[c], c);
   }
 }
 """)
     parts.append(f"""
 int so_main(void) {{
-  if ({reads[0] if x_first else reads[1]} || {reads[1] if x_first else reads[0]}) return 3;
+  if ({reads}) return 3;
   for (int t = 0; t < 9; t++) for (int c = 0; c < C; c++) Wp[t*C + c] = Wt[c*9 + t];   /* prepack: not counted */
+  {{ int32_t *b = (int32_t *)(Wp + 9*C); for (int i = 0; i < C/2; i++) {{ b[i] = Bias[2*i]; b[C/2 + i] = Bias[2*i + 1]; }}
+     for (int c = 0; c < C; c++) Wp[9*C + 128 + c] = (int16_t)Mult[c]; }}
   {{ volatile unsigned char *o = (volatile unsigned char *)O; for (unsigned i = 0; i < sizeof O; i++) o[i] = 0xA5; }}
   unsigned c0[3], c1[3], e0[3], e1[3];
   so_counters(e0); so_counters(e1);
@@ -142,21 +157,27 @@ def render(program) -> str:
 def geometry(h: int, w: int, stride: int) -> dict[str, int]:
     """The matcher's geometry of an [H, W, 64] input (x before w)."""
     return {"h": h, "w": w, "c": C, "stride": stride, "oh": tpl.out_size(h, stride), "ow": tpl.out_size(w, stride),
-            "x_in": 0, "w_in": 1}
+            "x_in": 0, "w_in": 1, "requant": 0}
 
 
-def run(x: np.ndarray, wt: np.ndarray, stride: int, params: dict[str, int] | None, timeout: float = 600.0):
-    """x int8 [H,W,64], w int8 [64,3,3,1] -> (out int32 [OH,OW,64], (packets, instrs, hvx))
-    or a Failure; ``params`` (unroll, early) None runs the plain C baseline (clang -O3)."""
+def run(x: np.ndarray, wt: np.ndarray, stride: int, params: dict[str, int] | None,
+        requant: tuple[np.ndarray, np.ndarray, int, int] | None = None, timeout: float = 600.0):
+    """x int8 [H,W,64], w int8 [64,3,3,1] (and with ``requant`` = (bias, mult, pre, post)
+    the int8 epilogue) -> (out [OH,OW,64] int32 or int8, (packets, instrs, hvx)) or a
+    Failure; ``params`` (unroll, early) None runs the plain C baseline (clang -O3)."""
     g = geometry(x.shape[0], x.shape[1], stride)
+    if requant is not None: g.update(requant=1, bias_in=2, mult_in=3, pre=requant[2], post=requant[3])
     errs = tpl.check(g, params) if params is not None else []
     if errs: raise ValueError("; ".join(errs))
     exe = compile_o3(c_program(g, emit_asm(g, params) if params is not None else None))
     if isinstance(exe, tools.Failure): return exe
-    r = tools.run_counted(exe, x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes(), g["oh"] * g["ow"] * C * 4, timeout)
+    stdin = x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes()
+    if requant is not None: stdin += requant[0].astype(np.int32).tobytes() + requant[1].astype(np.int32).tobytes()
+    isz = 1 if requant is not None else 4
+    r = tools.run_counted(exe, stdin, g["oh"] * g["ow"] * C * isz, timeout)
     if isinstance(r, tools.Failure): return r
     data, counts = r
-    return np.frombuffer(data, dtype=np.int32).reshape(g["oh"], g["ow"], C), counts
+    return np.frombuffer(data, dtype=np.int8 if requant is not None else np.int32).reshape(g["oh"], g["ow"], C), counts
 
 
 def reference(x: np.ndarray, wt: np.ndarray, stride: int) -> np.ndarray:

@@ -43,9 +43,10 @@ TMP = "v31"             # .tmp load target (never written: read in the load's pa
 ROW_REGS = ("r10", "r11", "r12")   # input rows dy = 0, 1, 2, at the iteration's first pair
 OUT_REG = "r13"
 SHUF_REG = "r7"         # -4: vshuff by words
+PRE_REG, POST_REG, DEAL_REG = "r4", "r5", "r6"   # requantize: the two shifts, -2 (vdeal by halfwords)
 UNROLLS = (1, 2, 3, 4)
 PACK_TIMEOUT_S = 10.0
-FRAME_PACKETS = 9 + 1   # nine weight loads (the shuffle constant rides in the first), the return
+FRAME_PACKETS = 9 + 1   # nine weight loads (the shuffle and requantize constants ride in them), the return
 
 
 def _tied(load_text: str, unpack_text: str, k: int) -> list[vliw.Instr]:
@@ -91,9 +92,41 @@ def compute(s: int, u: int, x0: int, w: int, early: int = 0) -> list[vliw.Instr]
     return out
 
 
-def drain(u: int, early: int = 0) -> list[vliw.Instr]:
+def _tmp(load_text: str, consumers: list[str], tag: str) -> list[vliw.Instr]:
+    """A .tmp load of a constant vector and the instructions that read it in its packet."""
+    out = [replace(vliw.classify(load_text), defs=(tag,), region="const")]
+    for t in consumers:
+        c = vliw.classify(t)
+        out.append(replace(c, uses=tuple(u for u in c.uses if u != TMP), new_uses=(tag,),
+                           early_uses=tuple(u for u in c.early_uses if u != TMP)))
+    return out
+
+
+def requant_drain() -> list[vliw.Instr]:
+    """The requantize of an output pixel pair to int8 and its one store: per pixel
+    + bias (even, odd channels), rounding shift by ``pre`` packing words to halfwords in
+    channel order (the even/odd halves interleave), the Q15 multiply rounded; then the two
+    pixels dealt by halfwords so that the rounding shift by ``post`` packing to bytes
+    leaves pixel A's 64 bytes before pixel B's. Bias and multiplier vectors are .tmp loads
+    at r1 (right after the weights)."""
+    (a0, a1), (b0, b1) = (ACC_REG, ACC_REG + 1), (ACC_REG + 2, ACC_REG + 3)
+    out = _tmp(f"{TMP}.tmp = vmem(r1+#0)", [f"v{a0}.w = vadd(v{a0}.w,{TMP}.w)", f"v{b0}.w = vadd(v{b0}.w,{TMP}.w)"], "rq0")
+    out += _tmp(f"{TMP}.tmp = vmem(r1+#1)", [f"v{a1}.w = vadd(v{a1}.w,{TMP}.w)", f"v{b1}.w = vadd(v{b1}.w,{TMP}.w)"], "rq1")
+    out += [vliw.classify(f"v{x}.h = vasr(v{y}.w,v{x}.w,{PRE_REG}):rnd:sat") for x, y in ((a0, a1), (b0, b1))]
+    for k, x in enumerate((a0, b0)):
+        out += _tmp(f"{TMP}.tmp = vmem(r1+#2)", [f"v{x}.h = vmpy(v{x}.h,{TMP}.h):<<1:rnd:sat"], f"rq{2 + k}")
+    out += [vliw.classify(f"v{a1}:{a0} = vdeal(v{b0},v{a0},{DEAL_REG})"),
+            vliw.classify(f"v{a0}.b = vasr(v{a1}.h,v{a0}.h,{POST_REG}):rnd:sat"),
+            replace(vliw.classify(f"vmem({OUT_REG}+#0) = v{a0}"), region="out"),
+            vliw.classify(f"{OUT_REG} = add({OUT_REG},#{2 * C})")]
+    return out
+
+
+def drain(u: int, early: int = 0, requant: int = 0) -> list[vliw.Instr]:
     """Channel order back (vshuff by words; with ``early`` the last output's only) and the
-    stores of the previous iteration's accumulators, then the output pointer steps."""
+    stores of the previous iteration's accumulators, then the output pointer steps; with
+    ``requant`` the int8 epilogue instead."""
+    if requant: return requant_drain()
     out: list[vliw.Instr] = []
     for o in range(u):
         a = ACC_REG + 2 * o
@@ -108,12 +141,13 @@ def row_prologue(g: dict[str, int], y: int) -> list[str]:
     at the first iteration's pair -1, and its output row; ``##`` constants so that every
     row packs alike."""
     s, h, w = g["stride"], g["h"], g["w"]
+    pixel = C * (1 if g.get("requant") else 4)          # output bytes a pixel
     out = []
     for dy, rr in enumerate(ROW_REGS):
         iy = s * y + dy - 1
         base, off = ("r0", iy * w * C) if 0 <= iy < h else ("r3", 0)
         out.append(f"{rr} = add({base},##{off - 2 * C})")
-    out.append(f"{OUT_REG} = add(r2,##{y * g['ow'] * C * 4})")
+    out.append(f"{OUT_REG} = add(r2,##{y * g['ow'] * pixel})")
     return out
 
 
@@ -126,12 +160,12 @@ def iterations(g: dict[str, int], u: int) -> tuple[int, int, bool]:
 
 def blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
     """The straight blocks of one row, in emission order (the loop body once)."""
-    s, w, u, e = g["stride"], g["w"], p["unroll"], p["early"]
+    s, w, u, e, rq = g["stride"], g["w"], p["unroll"], p["early"], g.get("requant", 0)
     n, middle, last = iterations(g, u)
     out = {"prologue": [vliw.classify(t) for t in row_prologue(g, min(1, g["oh"] - 1))], "first": compute(s, u, 0, w, e)}
-    if middle: out["body"] = drain(u, e) + compute(s, u, u, w, e)
-    if last: out["last"] = drain(u, e) + compute(s, u, (n - 1) * u, w, e)
-    out["epilogue"] = drain(u, e)
+    if middle: out["body"] = drain(u, e, rq) + compute(s, u, u, w, e)
+    if last: out["last"] = drain(u, e, rq) + compute(s, u, (n - 1) * u, w, e)
+    out["epilogue"] = drain(u, e, rq)
     return out
 
 

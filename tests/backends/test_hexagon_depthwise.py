@@ -79,6 +79,42 @@ def test_backend_native_path_and_timing():
     assert t.median_s == pytest.approx(t.counters["packets"] / m.notes["clock_hz"])
 
 
+@pytest.mark.parametrize("h, w, s", [(4, 6, 1), (5, 8, 2)])
+def test_requantize_bit_exact(h, w, s):
+    """int8 out through the library's requantize; the extremes saturate both ways."""
+    from superopt.kernels.reference import requantize
+    x, wt = inputs(h, w, 11 * h + w)
+    rng = np.random.default_rng(h)
+    bias = rng.integers(-20000, 20000, 64).astype(np.int32)
+    mult = rng.integers(1 << 14, 1 << 15, 64).astype(np.int32)
+    bias[:4], mult[:4] = (30000, -30000, 0, 0), (32767, 32767, 1 << 14, 32767)
+    ref = requantize(dw.reference(x, wt, s), bias.astype(np.int64), mult.astype(np.int64), 2, 6)
+    assert (ref == 127).any() and (ref == -128).any()
+    for p in (U2, None):                       # the template and the plain C program
+        out, counts = dw.run(x, wt, s, p, (bias, mult, 2, 6))
+        assert out.dtype == np.int8 and np.array_equal(out, ref) and counts[0] > 0
+
+
+def test_requantize_backend_path():
+    """The dsp suite's kind (qconv2d, groups = channels) through lowering and the backend."""
+    from superopt.backends.hexagon import HexagonBackend
+    from superopt.ir import native
+    from superopt.kernels.registry import Workload
+    from superopt.search.machine import load
+    m = load("hexagon")
+    wl = Workload.make("qconv2d", H=6, W=8, C=64, K=64, groups=64, stride=1)
+    k = wl.kernel
+    sol = fam.FAMILY.solve(k, m, 30.0)
+    assert sol.proved_optimal and [dict(c.schedule.params) for c in sol.candidates] == [U2]
+    be = HexagonBackend(m)
+    exe = be.compile(native.lower_native(k, sol.candidates[0].schedule, m))
+    assert not isinstance(exe, tools.Failure), exe
+    ins = wl.random_inputs(3)
+    out = np.zeros(k.output.shape, np.int8)
+    t = be.time(exe, ins, out)
+    assert np.array_equal(out, wl.reference(ins)) and t.counters["packets"] > 0
+
+
 def test_plain_c_baseline_is_exact():
     x, wt = inputs(4, 6, 3)
     out, counts = dw.run(x, wt, 1, None)

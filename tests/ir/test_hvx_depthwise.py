@@ -15,7 +15,8 @@ def kernel(**kw):
 
 
 def test_geometry_stride_1_and_2():
-    assert tpl.match(kernel(H=6, W=6)) == {"h": 6, "w": 6, "c": 64, "stride": 1, "oh": 6, "ow": 6, "x_in": 0, "w_in": 1}
+    assert tpl.match(kernel(H=6, W=6)) == {"h": 6, "w": 6, "c": 64, "stride": 1, "oh": 6, "ow": 6, "x_in": 0, "w_in": 1,
+                                           "requant": 0}
     g = tpl.match(kernel(H=7, W=8, stride=2))
     assert (g["stride"], g["oh"], g["ow"]) == (2, 4, 4)
 
@@ -36,9 +37,18 @@ def test_refusals(kw, why):
     assert isinstance(r, str) and why in r
 
 
-def test_refuses_requantize_epilogue():
-    k = Workload.make("qconv2d", H=6, W=6, C=64, K=64, groups=64).kernel
-    assert "epilogue" in tpl.match(k)
+def test_requantize_epilogue():
+    """The library's qconv2d (bias, shifts, Q15 multiplier to int8): matched with its
+    shifts, only at unroll 2 (two int8 pixels a store)."""
+    wl = Workload.make("qconv2d", H=112, W=112, C=64, K=64, groups=64, stride=2)   # the dsp suite's stride-2 depthwise
+    g = tpl.match(wl.kernel)
+    from superopt.kernels.builders import qshifts
+    assert (g["requant"], g["stride"], g["bias_in"], g["mult_in"], (g["pre"], g["post"])) == (1, 2, 2, 3, qshifts(wl.args))
+    assert tpl.check(g, {"unroll": 2, "early": 0}) == []
+    assert any("requantize" in e for e in tpl.check(g, {"unroll": 1, "early": 0}))
+    assert any("requantize" in e for e in tpl.check(g, {"unroll": 2, "early": 1}))
+    assert "not a 3x3 window" in tpl.match(Workload.make("qconv2d", H=6, W=6, C=64, K=64, groups=1).kernel)
+    assert "8 channels" in tpl.match(Workload.make("qconv2d", H=6, W=6, C=8, K=8, groups=8).kernel)
 
 
 def test_check_reasons():
