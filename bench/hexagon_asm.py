@@ -14,10 +14,12 @@ naive loops in C (clang -O3) counted the same way in the same run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -183,14 +185,18 @@ def one(name: str, work: Workload, be: HexagonBackend, top: int = 3) -> dict:
 
 
 def main() -> None:
+    # a fresh cache: the solve times below include every Z3 packing (none reused from earlier runs)
+    os.environ["SUPEROPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="dsp-asm-bench-")
     if tools.find_tools() is None or asm_gemm.check_packets("") == "llvm-mc not found":
         print(tools.missing_message() + " (and llvm-mc)"); sys.exit(2)
     vers = tools.tool_versions()
     mc = shutil.which("llvm-mc") or shutil.which("llvm-mc-14")
-    vers["llvm-mc"] = subprocess.run([mc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[1].strip()
+    out = subprocess.run([mc, "--version"], capture_output=True, text=True).stdout
+    vers["llvm-mc"] = next((ln.strip() for ln in out.splitlines() if "version" in ln.lower()), "?")
     be = HexagonBackend(timeout_s=600)
     res = {"command": "python bench/hexagon_asm.py", "tool_versions": vers, "cpu": "hexagonv66 under qemu, HVX 128B",
-           "note": "counts are qemu's c20 (packets), deterministic; the host was shared with other jobs (affects solve_s only)",
+           "note": "counts are qemu's c20 (packets), deterministic; solve_s with an empty packing cache, on a host "
+                   "shared with other jobs (2 cores)",
            "scalar_c_flags": "clang --target=hexagon -mcpu=hexagonv66 -O3 (naive loops over the natural layouts)",
            "kernels": []}
     only = sys.argv[1:]
