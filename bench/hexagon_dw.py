@@ -27,13 +27,19 @@ def _row(tag: str, macs: int, r) -> dict:
     return {"packets": packets, "instructions": instrs, "hvx_instructions": hvx, "macs_per_packet": round(macs / packets, 2)}
 
 
-def depthwise(h: int, w: int, stride: int) -> dict:
+def depthwise(h: int, w: int, stride: int, requant: bool = False) -> dict:
     from superopt.backends.hexagon import asm_depthwise as dw
+    from superopt.kernels.builders import qshifts
+    from superopt.kernels.reference import requantize
     from superopt.kernels.registry import Workload
     from superopt.search.families import hvx_depthwise as fam
     from superopt.search.machine import load
     m = load("hexagon")
-    k = Workload.make("conv2d", H=h, W=w, C=64, K=64, groups=64, layout="nhwc", dtype="int8", stride=stride).kernel
+    if requant:
+        wl = Workload.make("qconv2d", H=h, W=w, C=64, K=64, groups=64, stride=stride)
+    else:
+        wl = Workload.make("conv2d", H=h, W=w, C=64, K=64, groups=64, layout="nhwc", dtype="int8", stride=stride)
+    k = wl.kernel
     sol = fam.FAMILY.solve(k, m, 30.0)
     best = dict(sol.candidates[0].schedule.params)
     hand = dict(fam.FAMILY.hand(k, m).params)
@@ -43,11 +49,17 @@ def depthwise(h: int, w: int, stride: int) -> dict:
     x = rng.integers(-128, 128, (h, w, 64), dtype=np.int8)
     wt = rng.integers(-128, 128, (64, 3, 3, 1), dtype=np.int8)
     ref = dw.reference(x, wt, stride)
-    res = {"kernel": f"depthwise 3x3 s{stride} {h}x{w}x64 (int8 NHWC -> int32)", "macs": macs,
+    rq = None
+    if requant:   # the library's ranges (kernels.builders: bias +-20000, mult in [2^14, 2^15))
+        rq = (rng.integers(-20000, 20000, 64).astype(np.int32), rng.integers(1 << 14, 1 << 15, 64).astype(np.int32),
+              *qshifts(wl.args))
+        ref = requantize(ref, rq[0].astype(np.int64), rq[1].astype(np.int64), rq[2], rq[3])
+    res = {"kernel": f"depthwise 3x3 s{stride} {h}x{w}x64 (int8 NHWC -> " + ("int8, qconv2d requantize)" if requant else "int32)"),
+           "macs": macs,
            "solver": {"params": best, "modeled_packets": fam.modeled_packets(g, best), "solve_s": round(sol.solve_s, 2),
                       "proved_optimal": sol.proved_optimal, "table": sol.detail["modeled_packets"]}}
     for tag, p in (("chosen", best), ("hand", hand), ("plain_c_O3", None)):
-        r = dw.run(x, wt, stride, p)
+        r = dw.run(x, wt, stride, p, rq)
         res[tag] = {**({"params": p} if p else {}), **_row(tag, macs, r),
                     "bit_exact": bool(not isinstance(r, dw.tools.Failure) and np.array_equal(r[0], ref))}
     if "packets" in res["chosen"] and "packets" in res["plain_c_O3"]:
@@ -86,6 +98,7 @@ def firstlayer(h: int, w: int) -> dict:
 
 
 CASES = {"dw56s1": lambda: depthwise(56, 56, 1), "dw56s2": lambda: depthwise(56, 56, 2), "dw112s2": lambda: depthwise(112, 112, 2),
+         "qdw56s1": lambda: depthwise(56, 56, 1, True), "qdw112s2": lambda: depthwise(112, 112, 2, True),
          "fl224": lambda: firstlayer(224, 224)}
 
 

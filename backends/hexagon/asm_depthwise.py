@@ -89,7 +89,9 @@ static int8_t Z[W*C + 512] __attribute__((aligned(128)));
            "  int32_t y = (a + Bias[c] + (1 << (PRE - 1))) >> PRE; y = y < -32768 ? -32768 : y > 32767 ? 32767 : y;\n"
            "  int32_t z = (2 * y * Mult[c] + (1 << 15)) >> 16;\n"
            "  z = (z + (1 << (POST - 1))) >> POST; return (int8_t)(z < -128 ? -128 : z > 127 ? 127 : z);\n}\n"
-           "#define EPI(a, c) epi(a, c)\n") if rq else "#define EPI(a, c) (a)\n"
+           "#define ACC_AT(y, x) tmp\n"
+           "#define EPILOGUE(y, x) for (int c = 0; c < C; c++) O[((y)*OW + (x))*C + c] = epi(tmp[c], c)\n") if rq else \
+        "#define ACC_AT(y, x) (&O[((y)*OW + (x))*C])   /* int32 out: accumulate in place */\n#define EPILOGUE(y, x)\n"
     parts.append(epi)
     if asm:
         parts.append("__attribute__((noinline)) void kernel(void) { dw_asm(X, Wp, O, Z + 256); }\n")
@@ -97,9 +99,10 @@ static int8_t Z[W*C + 512] __attribute__((aligned(128)));
         # taps outside the image are skipped once per pixel, not per channel; the channel
         # loop is innermost over contiguous bytes (the plain C an engineer writes first)
         parts.append(r"""
-static int32_t acc[C];
+static int32_t tmp[C];
 __attribute__((noinline)) void kernel(void) {
   for (int y = 0; y < OH; y++) for (int x = 0; x < OW; x++) {
+    int32_t *acc = ACC_AT(y, x);
     for (int c = 0; c < C; c++) acc[c] = 0;
     for (int dy = 0; dy < 3; dy++) {
       int iy = y*S + dy - 1;
@@ -112,7 +115,7 @@ __attribute__((noinline)) void kernel(void) {
         for (int c = 0; c < C; c++) acc[c] += xp[c] * wp[c];
       }
     }
-    for (int c = 0; c < C; c++) O[(y*OW + x)*C + c] = EPI(acc[c], c);
+    EPILOGUE(y, x);
   }
 }
 """)
