@@ -24,6 +24,9 @@ from ...ir.program import Native, Program
 from .microkernel import MICRO, MICRO_INT8
 
 _TEMPLATE = r"""
+#define _GNU_SOURCE  /* sched_getaffinity, pthread_setaffinity_np */
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -248,10 +251,25 @@ static void pack_a_panel(const tx* restrict x, ta* restrict dst, long m0, long m
   }
 }
 
+/* this thread onto the tid-th CPU of ``allowed`` */
+static void pin_to(const cpu_set_t* allowed, int tid) {
+  for (int c = 0, seen = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, allowed) && seen++ == tid) {
+      cpu_set_t one; CPU_ZERO(&one); CPU_SET(c, &one);
+      pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+      return;
+    }
+}
+
 static void conv(const tx* restrict x, const tw* restrict w, tc* restrict c, int workers) {
+  /* each worker on its own allowed CPU for the call: woken OpenMP threads are otherwise placed
+     beside their waker by the scheduler and can share one core for a whole call */
+  cpu_set_t allowed;
+  int pin = workers > 1 && sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) >= workers;
   #pragma omp parallel num_threads(workers) if(workers > 1)
   {
     int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    if (pin) pin_to(&allowed, tid);
     ta* pa = pack_a[tid];
     long* t = ktab[tid];
     for (long bt = 0; bt < BATCH; bt++) {
@@ -280,6 +298,7 @@ static void conv(const tx* restrict x, const tw* restrict w, tc* restrict c, int
       }
     }
   }
+  if (pin) sched_setaffinity(0, sizeof allowed, &allowed);  /* the calling thread free again */
 }
 
 int superopt_run(void** bufs, int workers) {
