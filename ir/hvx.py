@@ -20,7 +20,9 @@ Parameters (``Schedule.params``), checked by ``check``: ``rows`` R (output rows 
 ``blocks`` J (32-column blocks a tile), ``corr`` (0: the 128 x row-sum correction
 accumulated in the loop; 1: precomputed by a counted HVX pass, the accumulators start at
 it), ``unroll`` U (4-byte groups a loop trip: 2 loads 8 bytes a row, corr 1 only) and
-``fuse`` (1: a requantized output requantized in the tile's epilogue; 0: a separate pass). A tile holds R*J accumulators, J weight
+``fuse`` (1: a requantized output requantized in the tile's epilogue; 0: a separate pass) and
+``late`` (the software pipeline's depth for the second group's weights: 0 a trip ahead, 1
+loaded in the trip; unroll 2 only). A tile holds R*J accumulators, J weight
 vectors, the 0x80 splat and R correction accumulators in the 32 HVX registers, and J + R
 pointers and R activation words in the 24 scalar registers the kernel may use (r4..r27);
 R divides m, 32*J divides n; one segment is at most 1023 k-groups (``loop0``'s immediate
@@ -36,7 +38,7 @@ import numpy as np
 from . import dtype as dt
 from .node import Node, Ops, axis_stride, const, substitute
 
-PARAMS = ("blocks", "corr", "fuse", "rows", "unroll")
+PARAMS = ("blocks", "corr", "fuse", "late", "rows", "unroll")
 HVX_REGS, SCALAR_REGS = 32, 24   # vector registers; scalar registers free for the tile (r4..r27)
 LANES = 32                        # int32 lanes of a 128-byte vector: the columns of one block
 MAX_TRIPS = 1023                  # loop0(label, #u10)
@@ -345,6 +347,9 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
         errs.append("the precomputed correction reads 8-byte words: c_in (GEMM: A's row stride) % 8")
     if corr == 1 and 4 * corr_stride(g) * (r - 1) > 4092: errs.append("a tile's corrections lie beyond a load's offset")
     if g["c_rs"] % LANES: errs.append("output rows are not 128-byte aligned (c_rs % 32)")
+    if params["late"] not in (0, 1): errs.append("late is 0 or 1")
+    elif params["late"] and (corr != 1 or u != 2 or j > 2):
+        errs.append("late (the second group's weights loaded in the trip) needs corr 1, unroll 2, blocks <= 2")
     if params["fuse"] not in (0, 1): errs.append("fuse is 0 or 1")
     elif params["fuse"]:
         if not g["requant"]: errs.append("fuse: no requantize to fuse")

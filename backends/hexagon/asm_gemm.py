@@ -55,7 +55,8 @@ def emit(g: dict[str, int], p: dict[str, int]) -> str:
             label += 1
             seg = st["seg0"] if ky == 0 else st["seg"]
             lines += _pk([t.replace("loop0(L,", f"loop0({lab},") for t in seg])
-            lines += [".p2align 4", f"{lab}:"] + _pk(st["body"], last_endloop=True)
+            # no .p2align before the loop: its padding packets would be executed (and counted) on entry
+            lines += [f"{lab}:"] + _pk(st["body"], last_endloop=True)
         lines += _pk(st["epi"])
     lines += ["{ " + s + " }" for s in RESTORE] + ["{ dealloc_return }", f".size {ENTRY}, .-{ENTRY}"]
     return "\n".join(lines) + "\n"

@@ -113,29 +113,42 @@ def load_row(i: int, unroll: int, off: int) -> str:
     return f"r{7 + 2 * i}:{6 + 2 * i} = memd(r5+#{off})" if unroll == 2 else f"r{6 + i} = memw(r5+#{off})"
 
 
-def body_pre(r: int, j: int, u: int, offs: list[int]) -> list[str]:
+def load_rows(r: int, unroll: int, offs: list[int]) -> list[str]:
+    """The rows' next words; row 0 (offset 0) last, post-incrementing the row pointer: the
+    others read it first (no add of its own to place)."""
+    last = f"r7:6 = memd(r5++#8)" if unroll == 2 else "r6 = memw(r5++#4)"
+    return [load_row(i, unroll, offs[i]) for i in range(1, r)] + [last]
+
+
+def body_pre(r: int, j: int, u: int, offs: list[int], late: int = 0) -> list[str]:
+    """One trip of U groups. ``late`` 0: every operand is loaded a trip ahead (the loads
+    follow the vrmpy that read the old values); 1 (U = 2): the second group's weight vectors
+    are loaded in the trip itself, first, so the trip's last packet needs no weight reload."""
     bv = lambda q, x: r * j + q * j + x   # noqa: E731
-    out = [f"v{i * j + x}.w += vrmpy(v{bv(q, x)}.ub,{word(i, q, u)}.b)" for q in range(u) for i in range(r) for x in range(j)]
-    out += [f"v{bv(q, x)} = vmem(r4+#{q * j + x})" for q in range(u) for x in range(j)]
+    mac = lambda q: [f"v{i * j + x}.w += vrmpy(v{bv(q, x)}.ub,{word(i, q, u)}.b)" for i in range(r) for x in range(j)]  # noqa: E731
+    if late:   # r4 at this trip's first group: group 1 now, the next trip's group 0 ahead
+        out = [f"v{bv(1, x)} = vmem(r4+#{j + x})" for x in range(j)] + mac(0) + mac(1)
+        out += [f"v{bv(0, x)} = vmem(r4+#{2 * j + x})" for x in range(j)]
+    else:      # r4 at the next trip's first group
+        out = mac(0) + (mac(1) if u == 2 else []) + [f"v{bv(q, x)} = vmem(r4+#{q * j + x})" for q in range(u) for x in range(j)]
     out += [f"r4 = add(r4,#{u * j * 128})"]
-    out += [load_row(i, u, offs[i]) for i in range(r)] + [f"r5 = add(r5,#{4 * u})"]
-    return out
+    return out + load_rows(r, u, offs)
 
 
-def prologue_pre(r: int, j: int, u: int, b_off: int, m0: int, cs: int) -> list[str]:
+def prologue_pre(r: int, j: int, u: int, b_off: int, m0: int, cs: int, late: int = 0) -> list[str]:
     """Accumulators from the corrections (``cs`` words apart), the first weight vectors."""
     out = [f"r4 = add(r1,##{b_off})", f"r5 = add(r3,##{4 * cs * m0})"]
     out += [f"r{6 + i} = memw(r5+#{4 * cs * i})" for i in range(r)]
     out += [f"v{i * j} = vsplat(r{6 + i})" for i in range(r)]      # vsplat takes a multiplier: once a row,
     out += [f"v{i * j + x} = v{i * j}" for i in range(r) for x in range(1, j)]   # copied to the row's other blocks
+    if late: return out + [f"v{r * j + x} = vmem(r4+#{x})" for x in range(j)]
     out += [f"v{r * j + q * j + x} = vmem(r4+#{q * j + x})" for q in range(u) for x in range(j)]
     return out + [f"r4 = add(r4,#{u * j * 128})"]
 
 
 def segment_pre(r: int, u: int, offs: list[int], base: int | None, delta: int, trips: int, label: str) -> list[str]:
     out = [f"r5 = add(r0,##{base})" if base is not None else f"r5 = add(r5,#{delta})"]
-    out += [load_row(i, u, offs[i]) for i in range(r)] + [f"r5 = add(r5,#{4 * u})"]
-    return out + [f"loop0({label},#{trips})"]
+    return out + load_rows(r, u, offs) + [f"loop0({label},#{trips})"]
 
 
 def qregs(r: int, j: int, u: int) -> tuple[list[int], list[int]]:
@@ -261,9 +274,10 @@ def tile_streams(g: dict[str, int], p: dict[str, int], m0: int, n0: int) -> dict
                 "seg": segment_texts(r, j, None, delta(g), trips(g), "L"), "body": body(r, j),
                 "epi": tile_epilogue(r, j, [((m0 + i) * g["c_rs"] + n0) * 4 for i in range(r)])}
     offs = [row_offset(g, m0 + i) - row_offset(g, m0) for i in range(r)]
-    return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, m0, tpl.corr_stride(g)),
+    late = p["late"]
+    return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, m0, tpl.corr_stride(g), late),
             "seg0": segment_pre(r, u, offs, row_offset(g, m0), 0, trips(g, u), "L"),
-            "seg": segment_pre(r, u, offs, None, delta(g, u), trips(g, u), "L"), "body": body_pre(r, j, u, offs),
+            "seg": segment_pre(r, u, offs, None, delta(g, u), trips(g, u), "L"), "body": body_pre(r, j, u, offs, late),
             "epi": epilogue_fused(r, j, u, m0 * g["n"], g["pre"], g["post"]) if p["fuse"] else
             epilogue_pre(r, j, g["c_rs"], (m0 * g["c_rs"] + n0) * 4)}
 
@@ -325,13 +339,15 @@ def macs(g: dict[str, int]) -> int: return g["m"] * g["n"] * g["k"]
 
 
 # ---- the family -------------------------------------------------------------------------------
-def schedule(kernel: Kernel, rows: int, blocks: int, corr: int = 0, unroll: int = 1, fuse: int = 0) -> Schedule:
+def schedule(kernel: Kernel, rows: int, blocks: int, corr: int = 0, unroll: int = 1, fuse: int = 0,
+             late: int = 0) -> Schedule:
     return Schedule(tuple((Split(Level.LOOP, ax.size),) for ax in kernel.axes), family="hvx_gemm",
-                    params=(("rows", rows), ("blocks", blocks), ("corr", corr), ("unroll", unroll), ("fuse", fuse)))
+                    params=(("rows", rows), ("blocks", blocks), ("corr", corr), ("unroll", unroll), ("fuse", fuse),
+                            ("late", late)))
 
 
 def key(p: dict[str, int]) -> str:
-    return f"{p['rows']}x{p['blocks']}" + (f" pre u{p['unroll']}" if p["corr"] else "") + (" fused" if p["fuse"] else "")
+    return f"{p['rows']}x{p['blocks']}" + (f" pre u{p['unroll']}" if p["corr"] else "") + (" late" if p.get("late") else "") + (" fused" if p["fuse"] else "")
 
 
 def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
@@ -346,10 +362,11 @@ class HvxGemm:
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
         g = tpl.match(kernel)
         if isinstance(g, str): return
-        for corr, u, fuse in ((0, 1, 0), (1, 1, 0), (1, 2, 0), (1, 1, 1), (1, 2, 1)):
+        for corr, u, fuse, late in ((0, 1, 0, 0), (1, 1, 0, 0), (1, 2, 0, 0), (1, 2, 0, 1), (1, 1, 1, 0), (1, 2, 1, 0),
+                                    (1, 2, 1, 1)):
             for r in ROWS:
                 for j in BLOCKS:
-                    p = {"rows": r, "blocks": j, "corr": corr, "unroll": u, "fuse": fuse}
+                    p = {"rows": r, "blocks": j, "corr": corr, "unroll": u, "fuse": fuse, "late": late}
                     if not tpl.check(g, p): yield schedule(kernel, **p)
 
     def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
@@ -369,7 +386,8 @@ class HvxGemm:
         g = tpl.match(kernel)
         if isinstance(g, str): return None
         for r in (4, 2, 1):
-            if not tpl.check(g, {"rows": r, "blocks": 1, "corr": 0, "unroll": 1, "fuse": 0}): return schedule(kernel, r, 1)
+            if not tpl.check(g, {"rows": r, "blocks": 1, "corr": 0, "unroll": 1, "fuse": 0, "late": 0}):
+                return schedule(kernel, r, 1)
         return None
 
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:

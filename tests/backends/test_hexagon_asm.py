@@ -76,14 +76,17 @@ def test_solved_pick_end_to_end():
 
 @needs_tools
 @pytest.mark.parametrize("name, params", [
-    ("gemm", dict(rows=4, blocks=2, corr=0, unroll=1, fuse=0)), ("gemm", dict(rows=2, blocks=2, corr=1, unroll=2, fuse=0)),
-    ("3x3", dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0)), ("3x3", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0)),
-    ("5x5", dict(rows=7, blocks=1, corr=0, unroll=1, fuse=0)), ("7x7", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0)),
-    ("1x1", dict(rows=4, blocks=2, corr=0, unroll=1, fuse=0)), ("1x1", dict(rows=4, blocks=2, corr=1, unroll=2, fuse=0)),
-    ("3x3 stride 2", dict(rows=5, blocks=1, corr=1, unroll=1, fuse=0)), ("3x3 stride 2 no pad", dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0)),
-    ("requant", dict(rows=5, blocks=1, corr=0, unroll=1, fuse=0)), ("requant", dict(rows=5, blocks=1, corr=1, unroll=2, fuse=0)),
-    ("requant 4x4", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=1)), ("requant 4x4", dict(rows=8, blocks=1, corr=1, unroll=1, fuse=1)),
-    ("requant 64", dict(rows=2, blocks=2, corr=1, unroll=2, fuse=1))])
+    ("gemm", dict(rows=4, blocks=2, corr=0, unroll=1, fuse=0, late=0)), ("gemm", dict(rows=2, blocks=2, corr=1, unroll=2, fuse=0, late=0)),
+    ("3x3", dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0, late=0)), ("3x3", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0, late=0)),
+    ("5x5", dict(rows=7, blocks=1, corr=0, unroll=1, fuse=0, late=0)), ("7x7", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0, late=0)),
+    ("1x1", dict(rows=4, blocks=2, corr=0, unroll=1, fuse=0, late=0)), ("1x1", dict(rows=4, blocks=2, corr=1, unroll=2, fuse=0, late=0)),
+    ("3x3 stride 2", dict(rows=5, blocks=1, corr=1, unroll=1, fuse=0, late=0)), ("3x3 stride 2 no pad", dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0, late=0)),
+    ("requant", dict(rows=5, blocks=1, corr=0, unroll=1, fuse=0, late=0)), ("requant", dict(rows=5, blocks=1, corr=1, unroll=2, fuse=0, late=0)),
+    ("requant 4x4", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=1, late=0)), ("requant 4x4", dict(rows=8, blocks=1, corr=1, unroll=1, fuse=1, late=0)),
+    ("requant 64", dict(rows=2, blocks=2, corr=1, unroll=2, fuse=1, late=0)),
+    ("3x3", dict(rows=8, blocks=1, corr=1, unroll=2, fuse=0, late=1)), ("gemm", dict(rows=4, blocks=2, corr=1, unroll=2, fuse=0, late=1)),
+    ("3x3 stride 2", dict(rows=5, blocks=1, corr=1, unroll=2, fuse=0, late=1)),
+    ("requant 4x4", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=1, late=1))])
 def test_bit_exact_under_qemu_and_counted(name, params):
     work = CASES[name]()
     be = HexagonBackend()

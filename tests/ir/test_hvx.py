@@ -76,32 +76,33 @@ def test_asymmetric_padding_refused():
 
 def test_check_register_budgets_and_divisibility():
     g = hvx.match(_conv(C=32, H=16, W=16, R=1, S=1, pad=0))            # m = 256, n = 32, k = 32
-    ok = dict(rows=8, blocks=1, corr=0, unroll=1, fuse=0)
+    ok = dict(rows=8, blocks=1, corr=0, unroll=1, fuse=0, late=0)
     assert hvx.check(g, ok) == []
     assert any("divide" in e for e in hvx.check(g, dict(ok, rows=3)))
     assert any("divide n" in e for e in hvx.check(g, dict(ok, blocks=2)))
     big = hvx.match(Workload.make("matmul", M=64, N=256, K=64, dtype=I8).kernel)
-    assert any("HVX registers" in e for e in hvx.check(big, dict(rows=8, blocks=4, corr=0, unroll=1, fuse=0)))   # 32+4+1+8
-    assert any("scalar registers" in e for e in hvx.check(big, dict(rows=16, blocks=1, corr=0, unroll=1, fuse=0)))
-    assert hvx.check(big, dict(rows=4, blocks=4, corr=1, unroll=2, fuse=0)) == []
+    assert any("HVX registers" in e for e in hvx.check(big, dict(rows=8, blocks=4, corr=0, unroll=1, fuse=0, late=0)))   # 32+4+1+8
+    assert any("scalar registers" in e for e in hvx.check(big, dict(rows=16, blocks=1, corr=0, unroll=1, fuse=0, late=0)))
+    assert hvx.check(big, dict(rows=4, blocks=4, corr=1, unroll=2, fuse=0, late=0)) == []
     assert any("unroll" in e for e in hvx.check(g, dict(ok, unroll=2)))        # corr 0 runs one group a trip
-    assert hvx.check(g, dict(rows=8)) == ["missing parameter(s) blocks, corr, fuse, unroll"]
+    assert hvx.check(g, dict(rows=8)) == ["missing parameter(s) blocks, corr, fuse, late, unroll"]
+    assert any("late" in e for e in hvx.check(g, dict(ok, late=1)))           # needs corr 1, unroll 2
     assert any("no requantize" in e for e in hvx.check(g, dict(ok, corr=1, fuse=1)))
     assert "unknown" in hvx.check(g, dict(ok, tile=4))[0]
 
 
 def test_fused_requantize_checks():
     g = hvx.match(Workload.make("qconv2d", N=1, C=8, H=4, W=4, K=32, R=3, S=3, stride=1, pad=1).kernel)
-    assert hvx.check(g, dict(rows=4, blocks=1, corr=1, unroll=2, fuse=1)) == []
-    assert any("whole groups of 4" in e for e in hvx.check(g, dict(rows=2, blocks=1, corr=1, unroll=2, fuse=1)))
-    assert any("precomputed" in e for e in hvx.check(g, dict(rows=4, blocks=1, corr=0, unroll=1, fuse=1)))
+    assert hvx.check(g, dict(rows=4, blocks=1, corr=1, unroll=2, fuse=1, late=0)) == []
+    assert any("whole groups of 4" in e for e in hvx.check(g, dict(rows=2, blocks=1, corr=1, unroll=2, fuse=1, late=0)))
+    assert any("precomputed" in e for e in hvx.check(g, dict(rows=4, blocks=1, corr=0, unroll=1, fuse=1, late=0)))
 
 
 def test_loop_count_limit():
     g = hvx.match(Workload.make("matmul", M=4, N=32, K=4096 + 128, dtype=I8).kernel)   # 1056 k-groups > loop0's 1023
-    assert any("loop0" in e for e in hvx.check(g, dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0)))
-    assert hvx.check(g, dict(rows=1, blocks=1, corr=1, unroll=2, fuse=0)) == []                 # 528 trips of two groups
-    assert any("offset" in e for e in hvx.check(g, dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0)))  # rows 4224 B apart
+    assert any("loop0" in e for e in hvx.check(g, dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0, late=0)))
+    assert hvx.check(g, dict(rows=1, blocks=1, corr=1, unroll=2, fuse=0, late=0)) == []                 # 528 trips of two groups
+    assert any("offset" in e for e in hvx.check(g, dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0, late=0)))  # rows 4224 B apart
 
 
 def test_row_offsets_of_a_strided_conv():

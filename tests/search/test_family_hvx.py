@@ -68,9 +68,17 @@ def test_refused_kernel_solves_to_nothing():
     assert s.candidates == [] and not s.proved_optimal and "int32" in s.detail["why"]
 
 
+def test_late_weights_reach_the_multiplier_bound():
+    """With the second group's weights loaded in the trip, 16 vrmpy pack into 8 packets (the
+    multipliers' bound, proved); a trip ahead they take 9 (the last packet cannot hold the
+    reloads of everything it reads)."""
+    b = fam.body_pre(8, 1, 2, [8 * i for i in range(8)], late=1)
+    assert len(fam.packets(b)) == 8 and fam.proved(b)
+
+
 def test_packings_keep_the_rules():
     g = hvx.match(_small_conv())
-    for p in (dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0), dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0)):
+    for p in (dict(rows=4, blocks=1, corr=0, unroll=1, fuse=0, late=0), dict(rows=4, blocks=1, corr=1, unroll=2, fuse=0, late=0)):
         for texts in fam.parts(g, p):
             pk = fam.packets(texts)
             assert sorted(t for q in pk for t in q) == sorted(texts)    # every instruction, once
@@ -83,4 +91,7 @@ def test_packings_keep_the_rules():
 def test_correction_free_body_has_no_splat_vrmpy():
     b = fam.body_pre(4, 1, 2, [0, 8, 16, 24])
     assert sum("vrmpy" in t for t in b) == 8 and not any(re.search(r"vrmpy\(v\d+\.ub,r\d+\.b\)", t) is None for t in b if "vrmpy" in t)
-    assert len(fam.body(4, 1)) - len(fam.body_pre(4, 1, 1, [0, 8, 16, 24])) == 4 - 2   # 4 correction vrmpy less, 2 adds more
+    assert len(fam.body(4, 1)) - len(fam.body_pre(4, 1, 1, [0, 8, 16, 24])) == 4 - 1   # 4 correction vrmpy less, a pointer add more
+    late = fam.body_pre(4, 1, 2, [0, 8, 16, 24], late=1)
+    first_mac = next(k for k, t in enumerate(late) if "vrmpy" in t)
+    assert "vmem" in late[0] and first_mac == 1               # the second group's weights load first, in the trip
