@@ -47,7 +47,7 @@ def canonical(h: int, w: int, c: int, stride: int):
     return steps[-1].kernel if len(steps) == 1 else None
 
 
-def _epilogue(kernel) -> dict[str, int] | str:
+def epilogue(kernel) -> dict[str, int] | str:
     """None (the sum is stored: int32 out), or the library's requantize of ``sum + bias[c]``
     with a per-channel ``mult[c]`` to int8 (``kernels.builders.requantize``)."""
     from .hvx import match_requant
@@ -73,7 +73,7 @@ def match(kernel) -> dict[str, int] | str:
     red = kernel.reduce
     if red is None or red.arg[0] != "sum": return "not a sum reduction"
     if red.dtype is not dt.int32: return f"accumulates in {red.dtype.name}, not int32"
-    epi = _epilogue(kernel)
+    epi = epilogue(kernel)
     if isinstance(epi, str): return epi
     if len(kernel.inputs) != 2 + 2 * epi["requant"]: return "not the conv's two inputs (plus bias and multiplier)"
     rax = kernel.reduce_axes

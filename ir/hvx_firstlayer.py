@@ -2,8 +2,9 @@
 
 Fits ``out[0, y, x, k] (int32) = sum_{dy,dx,c} x[0, 2y+dy-1, 2x+dx-1, c] * w[k, dy, dx, c]``:
 an int8 NHWC 3x3 stride-2 pad-1 convolution from 3 input channels to 32 output channels,
-batch 1, no epilogue, as ``Tensor.conv2d(w, 2, 1, 1, "nhwc")`` builds it (the stem of
-image networks: 224x224x3 -> 112x112x32). The template reads the natural layout: a row
+batch 1, as ``Tensor.conv2d(w, 2, 1, 1, "nhwc")`` builds it (the stem of image networks:
+224x224x3 -> 112x112x32); stored as is (int32) or through the library's per-channel
+requantize to int8 (``qconv2d``). The template reads the natural layout: a row
 of an output pixel pair's window is four aligned words (three pixels of three bytes are
 nine of their twelve bytes), so the width must be a multiple of 4; the 32 output
 channels are the 32 word lanes of one vector.
@@ -44,11 +45,13 @@ def canonical(h: int, w: int):
 def match(kernel) -> dict[str, int] | str:
     """The geometry (h, w, oh, ow, x_in, w_in), or why the kernel does not fit. Callers
     must not mutate the dict (cached)."""
+    from .hvx_depthwise import epilogue
     red = kernel.reduce
     if red is None or red.arg[0] != "sum": return "not a sum reduction"
-    if kernel.body is not red: return "the stored value is not the sum itself (an epilogue)"
     if red.dtype is not dt.int32: return f"accumulates in {red.dtype.name}, not int32"
-    if len(kernel.inputs) != 2: return "not two inputs"
+    epi = epilogue(kernel)
+    if isinstance(epi, str): return epi
+    if len(kernel.inputs) != 2 + 2 * epi["requant"]: return "not the conv's two inputs (plus bias and multiplier)"
     rax = kernel.reduce_axes
     if len(rax) != 3: return "not a (channel, row, column) window reduction"
     prod = red.src[0]
@@ -59,7 +62,8 @@ def match(kernel) -> dict[str, int] | str:
     shapes = [kernel.inputs[ld.arg].shape for ld in loads]
     x_in = next((ld.arg for ld, s in zip(loads, shapes) if len(s) == 4 and s[0] == 1 and s[3] == CIN), None)
     if x_in is None: return f"no NHWC activation operand of batch 1 with {CIN} channels"
-    w_in = 1 - x_in
+    w_in = next((ld.arg for ld in loads if ld.arg != x_in), None)
+    if w_in is None: return "both factors read the same input"
     _, h, w, _ = kernel.inputs[x_in].shape
     if kernel.inputs[w_in].shape != (COUT, 3, 3, CIN):
         return f"weights {kernel.inputs[w_in].shape} are not {COUT} filters of 3x3x{CIN} (NHWC order)"
@@ -67,10 +71,13 @@ def match(kernel) -> dict[str, int] | str:
     if h < 2 or w < 4: return "image too small"
     if kernel.output.shape != (1, out_size(h), out_size(w), COUT):
         return f"output {kernel.output.shape} is not a stride-2, pad-1 window of {(1, h, w, CIN)}"
+    if epi["requant"] and any(kernel.inputs[epi[b]].shape != (COUT,) for b in ("bias_in", "mult_in")):
+        return f"bias and multiplier are not int32[{COUT}]"
     ref = canonical(h, w)
-    if ref is None or ref.key != kernel.key:
-        return "not the 3x3 stride-2 NHWC convolution conv2d builds (index, mask or axis order differ)"
-    return {"h": h, "w": w, "oh": out_size(h), "ow": out_size(w), "x_in": x_in, "w_in": w_in}
+    same = ref is not None and (ref.key == kernel.key if not epi["requant"] else
+                                (x_in, w_in) == (0, 1) and red is ref.body and kernel.store is ref.store and kernel.axes == ref.axes)
+    if not same: return "not the 3x3 stride-2 NHWC convolution conv2d builds (index, mask or axis order differ)"
+    return {"h": h, "w": w, "oh": out_size(h), "ow": out_size(w), "x_in": x_in, "w_in": w_in, **epi}
 
 
 def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> list[str]:
@@ -83,4 +90,6 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
     errs += [f"{p} must be 1 or 2" for p in ("pre", "pairs") if params[p] not in (1, 2)]
     if geometry["ow"] // 2 - 1 > 1023: errs.append("more than 1024 iterations a row (loop0's immediate count)")
     if geometry["h"] * geometry["w"] * CIN >= 1 << 24: errs.append("image too large for the row offsets")
+    if geometry.get("requant") and (params["pairs"] != 2 or geometry["ow"] % 4):
+        errs.append("the requantize epilogue stores four int8 pixels a vector: pairs 2 and an output width a multiple of 4")
     return errs

@@ -61,7 +61,8 @@ def emit_asm(g: dict[str, int], p: dict[str, int]) -> str:
         def rows(block: str): return [_fmt([sub.get(t, t) for t in q]) for q in pk.get(block)]
         L += rows("pro_a") + _loop(f".Lfa{y}", pk.get("pass_a"), tr["pass_a"])
         L += rows("pro_b") + _loop(f".Lfb{y}", pk.get("pass_b"), tr["pass_b"])
-        L += rows("pro_main") + rows("first") + _loop(f".Lfm{y}", pk.get("body"), tr["body"]) + rows("last") + rows("epilogue")
+        L += rows("pro_main") + rows("first") + rows("first2")
+        L += _loop(f".Lfm{y}", pk.get("body") + pk.get("body2"), tr["body"]) + rows("last") + rows("epilogue")
     L += [f"{{ r{17 + 2 * i}:{16 + 2 * i} = memd(r29+#{8 * i}) }}" for i in range(6)]
     L += ["{ dealloc_return }", ".size fl_asm, .-fl_asm"]
     return "\n".join(L) + "\n"
@@ -73,24 +74,33 @@ def c_program(g: dict[str, int], asm: str | None, pre: int = 2) -> str:
     reads, writes out (int32 [OH,OW,32]) to stdout and the counts to stderr. Without
     ``asm``: the plain scalar C loop nest (the clang -O3 baseline)."""
     from .render import COUNTERS
-    h, w, oh, ow = g["h"], g["w"], g["oh"], g["ow"]
+    h, w, oh, ow, rq = g["h"], g["w"], g["oh"], g["ow"], g.get("requant", 0)
     lay = fam.scratch_layout(w, pre)
     esc = asm.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n\"\n\"") if asm else ""
-    reads = ["so_read_all(X, H*W*CI)", "so_read_all(Wt, CO*27)"]
-    if g["x_in"] != 0: reads.reverse()
+    bufs = {g["x_in"]: "so_read_all(X, H*W*CI)", g["w_in"]: "so_read_all(Wt, CO*27)"}
+    if rq: bufs.update({g["bias_in"]: "so_read_all(Bias, CO*4)", g["mult_in"]: "so_read_all(Mult, CO*4)"})
+    reads = [bufs[i] for i in sorted(bufs)]
+    otype = "int8_t" if rq else "int32_t"
     parts = [f"#define H {h}\n#define W {w}\n#define CI {CIN}\n#define CO {COUT}\n#define OH {oh}\n#define OW {ow}\n"
-             f"#define SCRATCH {lay['bytes']}\n"]
-    if asm: parts.append(f'__asm__("{esc}");\nvoid fl_asm(const int8_t*, const uint8_t*, int32_t*, const int8_t*, int32_t*);\n')
+             f"#define SCRATCH {lay['bytes']}\n" + (f"#define PRE {g['pre']}\n#define POST {g['post']}\n" if rq else "")]
+    if asm: parts.append(f'__asm__("{esc}");\nvoid fl_asm(const int8_t*, const uint8_t*, {otype}*, const int8_t*, int32_t*);\n')
     parts.append(r"""
 static int8_t Xbuf[H*W*CI + 512] __attribute__((aligned(128)));   /* slack: the pre-pass reads whole vectors */
 #define X (Xbuf + 128)
 static int8_t Wt[CO*27] __attribute__((aligned(128)));
-static uint8_t Wp[18*CO*4] __attribute__((aligned(128)));
+static uint8_t Wp[18*CO*4 + 256] __attribute__((aligned(128)));   /* 18 weight vectors, then bias, multipliers */
+static int32_t Bias[CO], Mult[CO];
 static int8_t Wt2[27*CO] __attribute__((aligned(128)));
 static int8_t Z[W*CI + 512] __attribute__((aligned(128)));
 static int32_t S[SCRATCH / 4] __attribute__((aligned(128)));
-static int32_t O[OH*OW*CO] __attribute__((aligned(128)));
-""" + "\n".join(COUNTERS) + "\n")
+""" + f"static {otype} O[OH*OW*CO] __attribute__((aligned(128)));\n" + "\n".join(COUNTERS) + "\n")
+    parts.append(("static inline int8_t epi(int32_t a, int c) {\n"
+                  "  int32_t y = (a + Bias[c] + (1 << (PRE - 1))) >> PRE; y = y < -32768 ? -32768 : y > 32767 ? 32767 : y;\n"
+                  "  int32_t z = (2 * y * Mult[c] + (1 << 15)) >> 16;\n"
+                  "  z = (z + (1 << (POST - 1))) >> POST; return (int8_t)(z < -128 ? -128 : z > 127 ? 127 : z);\n}\n"
+                  "static int32_t tmp[CO];\n#define ACC_AT(y, x) tmp\n"
+                  "#define EPILOGUE(y, x) for (int k = 0; k < CO; k++) O[((y)*OW + (x))*CO + k] = epi(tmp[k], k)\n") if rq else
+                 "#define ACC_AT(y, x) (&O[((y)*OW + (x))*CO])   /* int32 out: accumulate in place */\n#define EPILOGUE(y, x)\n")
     if asm:
         parts.append("__attribute__((noinline)) void kernel(void) { fl_asm(X, Wp, O, Z + 128, S); }\n")
     else:
@@ -100,7 +110,7 @@ static int32_t O[OH*OW*CO] __attribute__((aligned(128)));
         parts.append(r"""
 __attribute__((noinline)) void kernel(void) {
   for (int y = 0; y < OH; y++) for (int x = 0; x < OW; x++) {
-    int32_t *o = &O[(y*OW + x)*CO];
+    int32_t *o = ACC_AT(y, x);
     for (int k = 0; k < CO; k++) o[k] = 0;
     for (int dy = 0; dy < 3; dy++) {
       int iy = 2*y + dy - 1;
@@ -115,6 +125,7 @@ __attribute__((noinline)) void kernel(void) {
         }
       }
     }
+    EPILOGUE(y, x);
   }
 }
 """)
@@ -126,9 +137,11 @@ static void prepack(void) {{   /* Wp[par][dy][k][lane][b] = w + 128 of the byte'
       Wp[(((par*3 + dy)*3 + k)*CO + l)*4 + b] = (rel >= 0 && rel < 9) ? (uint8_t)(Wt[l*27 + dy*9 + rel] + 128) : 128;
     }}
   for (int t = 0; t < 27; t++) for (int l = 0; l < CO; l++) Wt2[t*CO + l] = Wt[l*27 + t];   /* the plain C's [tap][k] */
+  {{ int32_t *b = (int32_t *)(Wp + 18*CO*4); int16_t *m = (int16_t *)(Wp + 18*CO*4 + 128);
+     for (int l = 0; l < CO; l++) {{ b[l] = Bias[l]; m[2*l] = m[2*l + 1] = (int16_t)Mult[l]; }} }}   /* the halfword interleave */
 }}
 int so_main(void) {{
-  if ({reads[0]} || {reads[1]}) return 3;
+  if ({" || ".join(reads)}) return 3;
   prepack();
   {{ volatile unsigned char *o = (volatile unsigned char *)O; for (unsigned i = 0; i < sizeof O; i++) o[i] = 0xA5; }}
   unsigned c0[3], c1[3], e0[3], e1[3];
@@ -154,22 +167,28 @@ def render(program) -> str:
 
 
 def geometry(h: int, w: int) -> dict[str, int]:
-    return {"h": h, "w": w, "oh": tpl.out_size(h), "ow": tpl.out_size(w), "x_in": 0, "w_in": 1}
+    return {"h": h, "w": w, "oh": tpl.out_size(h), "ow": tpl.out_size(w), "x_in": 0, "w_in": 1, "requant": 0}
 
 
-def run(x: np.ndarray, wt: np.ndarray, params: dict[str, int] | None, timeout: float = 600.0):
-    """x int8 [H,W,3], w int8 [32,3,3,3] -> (out int32 [OH,OW,32], (packets, instrs, hvx))
-    or a Failure; ``params`` None runs the plain C baseline (clang -O3)."""
+def run(x: np.ndarray, wt: np.ndarray, params: dict[str, int] | None,
+        requant: tuple[np.ndarray, np.ndarray, int, int] | None = None, timeout: float = 600.0):
+    """x int8 [H,W,3], w int8 [32,3,3,3] (and with ``requant`` = (bias, mult, pre, post) the
+    int8 epilogue) -> (out [OH,OW,32] int32 or int8, (packets, instrs, hvx)) or a Failure;
+    ``params`` None runs the plain C baseline (clang -O3)."""
     g = geometry(x.shape[0], x.shape[1])
+    if requant is not None: g.update(requant=1, bias_in=2, mult_in=3, pre=requant[2], post=requant[3])
     if x.shape[1] % 4: raise ValueError(f"width {x.shape[1]} is not a multiple of 4")
     errs = tpl.check(g, params) if params is not None else []
     if errs: raise ValueError("; ".join(errs))
     exe = compile_o3(c_program(g, emit_asm(g, params), params["pre"]) if params is not None else c_program(g, None))
     if isinstance(exe, tools.Failure): return exe
-    r = tools.run_counted(exe, x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes(), g["oh"] * g["ow"] * COUT * 4, timeout)
+    stdin = x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes()
+    if requant is not None: stdin += requant[0].astype(np.int32).tobytes() + requant[1].astype(np.int32).tobytes()
+    odt = np.int8 if requant is not None else np.int32
+    r = tools.run_counted(exe, stdin, g["oh"] * g["ow"] * COUT * np.dtype(odt).itemsize, timeout)
     if isinstance(r, tools.Failure): return r
     data, counts = r
-    return np.frombuffer(data, dtype=np.int32).reshape(g["oh"], g["ow"], COUT), counts
+    return np.frombuffer(data, dtype=odt).reshape(g["oh"], g["ow"], COUT), counts
 
 
 def reference(x: np.ndarray, wt: np.ndarray) -> np.ndarray:

@@ -54,6 +54,11 @@ FRAME_PACKETS = 1 + 6 + 2 + 18 + 6 + 1   # allocframe, 6 saves, the -128 splat, 
 # first pair's multiplies to read theirs
 WORDS = (tuple(f"r{14 + k}" for k in range(12)),
          ("r1", "r8", "r9", "r10", "r11", "r28", "r22", "r23", "r24", "r25", "r14", "r15"))
+# with the requantize epilogue r1 holds the bias and multiplier vectors, and the two shifts
+# need registers below r8 (vasr's Rt field): r5, r6; the main loop's row pointers move
+WORDS_RQ = (WORDS[0], ("r8", "r9", "r22", "r23", "r24", "r25", "r14", "r15", "r16", "r17", "r18", "r19"))
+ROWS_RQ = ("r28", "r11", "r10")
+PRE_REG, POST_REG = "r5", "r6"
 
 
 def vectors(w: int) -> int:
@@ -117,10 +122,12 @@ def prologue_b(g: dict[str, int], p: dict[str, int]) -> list[str]:
 
 def prologue_main(g: dict[str, int], y: int, p: dict[str, int]) -> list[str]:
     out = []
-    for dy, r in enumerate(ROWS):
+    for dy, r in enumerate(ROWS_RQ if g.get("requant") else ROWS):
         base, off = row_base(g, 2 * y + dy - 1)
         out.append(f"{r} = add({base},##{off})")
-    out += [f"{TP} = add(r4,##{scratch_layout(g['w'], p['pre'])['t']})", f"{OUT} = add(r2,##{y * g['ow'] * 128})"]
+    out += [f"{TP} = add(r4,##{scratch_layout(g['w'], p['pre'])['t']})",
+            f"{OUT} = add(r2,##{y * g['ow'] * (32 if g.get('requant') else 128)})"]
+    if g.get("requant"): out += [f"{PRE_REG} = #{g['pre']}", f"{POST_REG} = #{g['post']}"]
     return out
 
 
@@ -128,21 +135,21 @@ def _tload(p: dict[str, int], ahead: int) -> list[vliw.Instr]:
     return [_i(f"{CORR[j]} = memw({TP}+#{4 * j + 12 * ahead})", "t") for j in (0, 1)]
 
 
-def pair(p: dict[str, int], first: bool, acc: int = 0) -> list[vliw.Instr]:
+def pair(p: dict[str, int], first: bool, acc: int = 0, rq: int = 0) -> list[vliw.Instr]:
     """One output pixel pair into accumulator set ``acc``: corrections splatted into the
     accumulators, the window's words loaded, 18 vrmpy (17 for the first pair), pointer steps."""
-    a, words = ACC[acc], WORDS[acc]
+    a, words, rows = ACC[acc], (WORDS_RQ if rq else WORDS)[acc], ROWS_RQ if rq else ROWS
     out: list[vliw.Instr] = [] if p["tload"] else _tload(p, 0)
     out += [_i(f"v{a[j]} = vsplat({CORR[j]})") for j in (0, 1)]
     if p["tload"]: out += _tload(p, 1)            # the next pair's, after the splats read these
-    for dy, r in enumerate(ROWS):
+    for dy, r in enumerate(rows):
         out += [_i(f"{words[4 * dy + i]} = memw({r}+#{4 * i - 4})", "in") for i in range(4) if not (first and i == 0)]
     for dy in range(3):
         for k in range(3):
             if not (first and k == 0):
                 out.append(_i(f"v{a[0]}.w += vrmpy(v{EVEN + 3 * dy + k}.ub,{words[4 * dy + k]}.b)"))
             out.append(_i(f"v{a[1]}.w += vrmpy(v{ODD + 3 * dy + k}.ub,{words[4 * dy + k + 1]}.b)"))
-    return out + [_i(f"{r} = add({r},#12)") for r in ROWS] + [_i(f"{TP} = add({TP},#12)")]
+    return out + [_i(f"{r} = add({r},#12)") for r in rows] + [_i(f"{TP} = add({TP},#12)")]
 
 
 def drain(acc: int = 0) -> list[vliw.Instr]:
@@ -155,6 +162,49 @@ def _step(p: dict[str, int], first: bool, acc: int, pending: int | None) -> tupl
     ins = (drain(pending) if pending is not None else []) + pair(p, first, acc)
     if p["pipeline"]: return ins, acc
     return ins + drain(acc), None
+
+
+def _tmp(load_text: str, consumers: list[str], tag: str) -> list[vliw.Instr]:
+    """A .tmp load of a constant vector (v31) and the instructions that read it in its packet."""
+    out = [replace(vliw.classify(load_text), defs=(tag,), region="const")]
+    for t in consumers:
+        c = vliw.classify(t)
+        out.append(replace(c, uses=tuple(u for u in c.uses if u != "v31"), new_uses=(tag,),
+                           early_uses=tuple(u for u in c.early_uses if u != "v31")))
+    return out
+
+
+def requant_drain() -> list[vliw.Instr]:
+    """Four output pixels (A, B of the first pair, C, D of the second) requantized to int8
+    and stored as one vector: + bias; words to halfwords by a rounding shift of (C, A) and
+    (D, B) (lanes interleave: A0 C0 A1 C1 ..); the Q15 multiply by the per-channel
+    multipliers prepacked in that interleave; halfwords to bytes of (BD, AC): A0 B0 C0 D0
+    A1 ..; two byte deals leave A, B, C, D contiguous. Bias and multipliers: .tmp loads at r1."""
+    (a, b), (c, d) = ACC
+    out = []
+    for k, (x, y) in enumerate(((a, b), (c, d))):
+        out += _tmp("v31.tmp = vmem(r1+#0)", [f"v{x}.w = vadd(v{x}.w,v31.w)", f"v{y}.w = vadd(v{y}.w,v31.w)"], f"rqb{k}")
+    out += [_i(f"v{a}.h = vasr(v{c}.w,v{a}.w,{PRE_REG}):rnd:sat"), _i(f"v{b}.h = vasr(v{d}.w,v{b}.w,{PRE_REG}):rnd:sat")]
+    for k, x in enumerate((a, b)):
+        out += _tmp("v31.tmp = vmem(r1+#1)", [f"v{x}.h = vmpy(v{x}.h,v31.h):<<1:rnd:sat"], f"rqm{k}")
+    out += [_i(f"v{a}.b = vasr(v{b}.h,v{a}.h,{POST_REG}):rnd:sat"), _i(f"v{a}.b = vdeal(v{a}.b)"), _i(f"v{a}.b = vdeal(v{a}.b)"),
+            _i(f"vmem({OUT}+#0) = v{a}", "out"), _i(f"{OUT} = add({OUT},#128)")]
+    return out
+
+
+def requant_blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
+    """Four pixels (two pairs, the two accumulator sets) an iteration, the first four peeled.
+    Each pair is its own straight block (``first``/``first2``, ``body``/``body2``, emitted
+    back to back): one block of both pairs and the epilogue is too large for the packer's
+    time budget."""
+    pipe = p["pipeline"]
+    drain = requant_drain()
+    out = {"first": pair(p, True, 0, 1), "first2": pair(p, False, 1, 1) + ([] if pipe else drain)}
+    if g["ow"] // 4 > 1:
+        out["body"] = (drain if pipe else []) + pair(p, False, 0, 1)
+        out["body2"] = pair(p, False, 1, 1) + ([] if pipe else drain)
+    if pipe: out["epilogue"] = drain
+    return out
 
 
 def main_blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
@@ -185,12 +235,13 @@ def blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
     out = {"pro_a": [_i(t) for t in prologue_a(g, ref)], "pass_a": pass_a(p["pre"]),
            "pro_b": [_i(t) for t in prologue_b(g, p)], "pass_b": pass_b(p["pre"]),
            "pro_main": [_i(t) for t in prologue_main(g, ref, p)] + (_tload(p, 0) if p["tload"] else [])}
-    return {**out, **main_blocks(g, p)}
+    return {**out, **(requant_blocks(g, p) if g.get("requant") else main_blocks(g, p))}
 
 
 def trips(g: dict[str, int], p: dict[str, int]) -> dict[str, int]:
     """Times each loop body runs a row."""
     nv = -(-vectors(g["w"]) // p["pre"])
+    if g.get("requant"): return {"pass_a": nv, "pass_b": nv, "body": g["ow"] // 4 - 1}
     return {"pass_a": nv, "pass_b": nv, "body": (g["ow"] // 2 - 1) // p["pairs"]}
 
 
@@ -233,8 +284,9 @@ def loop_packets(body: int, n: int) -> int:
 
 def modeled_packets(g: dict[str, int], p: dict[str, int]) -> int:
     pk, tr = packing(g, p), trips(g, p)
-    per_row = sum(len(pk.get(b)) for b in ("pro_a", "pro_b", "pro_main", "first", "last", "epilogue"))
-    per_row += sum(loop_packets(len(pk.get(b)), tr[b]) for b in ("pass_a", "pass_b", "body"))
+    per_row = sum(len(pk.get(b)) for b in ("pro_a", "pro_b", "pro_main", "first", "first2", "last", "epilogue"))
+    per_row += sum(loop_packets(len(pk.get(b)), tr[b]) for b in ("pass_a", "pass_b"))
+    per_row += loop_packets(len(pk.get("body")) + len(pk.get("body2")), tr["body"])
     return FRAME_PACKETS + g["oh"] * per_row
 
 
@@ -282,7 +334,7 @@ class HvxFirstLayer:
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         """What an engineer writes first: each pair loads, computes and stores in its own iteration."""
         g = tpl.match(kernel)
-        return None if isinstance(g, str) else schedule(kernel, 0, 0, 1)
+        return None if isinstance(g, str) else schedule(kernel, 0, 0, 1, 2 if g.get("requant") else 1)
 
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
         """Exact enumeration of (pipeline, tload) under the packet model."""

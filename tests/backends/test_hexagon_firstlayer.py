@@ -33,7 +33,7 @@ def inputs(h: int, w: int, seed: int):
 
 
 def test_geometry():
-    assert tpl.match(kernel(H=8, W=16)) == {"h": 8, "w": 16, "oh": 4, "ow": 8, "x_in": 0, "w_in": 1}
+    assert tpl.match(kernel(H=8, W=16)) == {"h": 8, "w": 16, "oh": 4, "ow": 8, "x_in": 0, "w_in": 1, "requant": 0}
     assert tpl.match(kernel(H=7, W=8))["oh"] == 4
 
 
@@ -52,8 +52,14 @@ def test_refusals(kw, why):
     assert isinstance(r, str) and why in r
 
 
-def test_refuses_epilogue_and_checks_params():
-    assert "epilogue" in tpl.match(Workload.make("qconv2d", H=8, W=16, C=3, K=32, stride=2).kernel)
+def test_requantize_epilogue_and_params():
+    wl = Workload.make("qconv2d", H=224, W=224, C=3, K=32, stride=2)
+    g = tpl.match(wl.kernel)
+    from superopt.kernels.builders import qshifts
+    assert (g["requant"], g["ow"], (g["pre"], g["post"])) == (1, 112, qshifts(wl.args))
+    assert tpl.check(g, PARAMS[2]) == [] and any("four int8 pixels" in e for e in tpl.check(g, PARAMS[1]))
+    assert any("four int8 pixels" in e for e in tpl.check(tpl.match(Workload.make("qconv2d", H=8, W=12, C=3, K=32, stride=2).kernel),
+                                                          PARAMS[2]))      # output width 6
     g = tpl.match(kernel(H=8, W=16))
     assert all(tpl.check(g, p) == [] for p in PARAMS)
     assert tpl.check(g, {"pipeline": 1, "pre": 1, "pairs": 1}) == ["missing parameter(s) tload"]
@@ -126,6 +132,40 @@ def test_backend_native_path_and_plain_c():
     assert np.array_equal(out[0], fl.reference(x, wt)) and t.counters["packets"] > 0
     plain, counts = fl.run(x, wt, None)
     assert np.array_equal(plain, fl.reference(x, wt)) and counts[0] > t.counters["packets"]
+
+
+@needs_tools
+@pytest.mark.parametrize("h, w, p", [(8, 16, PARAMS[2]), (7, 8, {**PARAMS[3], "tload": 1})])
+def test_requantize_bit_exact(h, w, p):
+    """int8 out through the library's requantize (saturating both ways), template and plain C."""
+    from superopt.kernels.reference import requantize
+    x, wt = inputs(h, w, 3 * h + w)
+    rng = np.random.default_rng(w)
+    bias = rng.integers(-20000, 20000, 32).astype(np.int32)
+    mult = rng.integers(1 << 14, 1 << 15, 32).astype(np.int32)
+    bias[:2], mult[:2] = (30000, -30000), (32767, 32767)
+    ref = requantize(fl.reference(x, wt), bias.astype(np.int64), mult.astype(np.int64), 3, 5)
+    assert (ref == 127).any() and (ref == -128).any()
+    for q in (p, None):
+        out, counts = fl.run(x, wt, q, (bias, mult, 3, 5))
+        assert out.dtype == np.int8 and np.array_equal(out, ref) and counts[0] > 0
+
+
+@needs_tools
+def test_requantize_backend_path():
+    from superopt.backends.hexagon import HexagonBackend
+    m = load("hexagon")
+    wl = Workload.make("qconv2d", H=6, W=8, C=3, K=32, stride=2)
+    k = wl.kernel
+    sol = fam.FAMILY.solve(k, m, 30.0)
+    assert sol.proved_optimal and all(dict(c.schedule.params)["pairs"] == 2 for c in sol.candidates)
+    be = HexagonBackend(m)
+    exe = be.compile(native.lower_native(k, sol.candidates[0].schedule, m))
+    assert not isinstance(exe, tools.Failure), exe
+    ins = wl.random_inputs(2)
+    out = np.zeros(k.output.shape, np.int8)
+    t = be.time(exe, ins, out)
+    assert np.array_equal(out, wl.reference(ins)) and t.counters["packets"] > 0
 
 
 def test_run_refuses_bad_input():
