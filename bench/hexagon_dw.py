@@ -68,13 +68,19 @@ def depthwise(h: int, w: int, stride: int, requant: bool = False) -> dict:
     return res
 
 
-def firstlayer(h: int, w: int) -> dict:
+def firstlayer(h: int, w: int, requant: bool = False) -> dict:
     from superopt.backends.hexagon import asm_firstlayer as fl
+    from superopt.kernels.builders import qshifts
+    from superopt.kernels.reference import requantize
     from superopt.kernels.registry import Workload
     from superopt.search.families import hvx_firstlayer as fam
     from superopt.search.machine import load
     m = load("hexagon")
-    k = Workload.make("conv2d", H=h, W=w, C=3, K=32, stride=2, layout="nhwc", dtype="int8").kernel
+    if requant:
+        wl = Workload.make("qconv2d", H=h, W=w, C=3, K=32, stride=2)
+    else:
+        wl = Workload.make("conv2d", H=h, W=w, C=3, K=32, stride=2, layout="nhwc", dtype="int8")
+    k = wl.kernel
     sol = fam.FAMILY.solve(k, m, 30.0)
     best = dict(sol.candidates[0].schedule.params)
     hand = dict(fam.FAMILY.hand(k, m).params)
@@ -84,11 +90,17 @@ def firstlayer(h: int, w: int) -> dict:
     x = rng.integers(-128, 128, (h, w, 3), dtype=np.int8)
     wt = rng.integers(-128, 128, (32, 3, 3, 3), dtype=np.int8)
     ref = fl.reference(x, wt)
-    res = {"kernel": f"first layer 3x3 s2 {h}x{w}x3 -> 32 (int8 NHWC -> int32)", "macs": macs,
+    rq = None
+    if requant:   # the library's ranges (kernels.builders: bias +-20000, mult in [2^14, 2^15))
+        rq = (rng.integers(-20000, 20000, 32).astype(np.int32), rng.integers(1 << 14, 1 << 15, 32).astype(np.int32),
+              *qshifts(wl.args))
+        ref = requantize(ref, rq[0].astype(np.int64), rq[1].astype(np.int64), rq[2], rq[3])
+    res = {"kernel": f"first layer 3x3 s2 {h}x{w}x3 -> 32 (int8 NHWC -> " + ("int8, qconv2d requantize)" if requant else "int32)"),
+           "macs": macs,
            "solver": {"params": best, "modeled_packets": fam.modeled_packets(g, best), "solve_s": round(sol.solve_s, 2),
                       "proved_optimal": sol.proved_optimal, "table": sol.detail["modeled_packets"]}}
     for tag, p in (("chosen", best), ("hand", hand), ("plain_c_O3", None)):
-        r = fl.run(x, wt, p)
+        r = fl.run(x, wt, p, rq)
         res[tag] = {**({"params": p} if p else {}), **_row(tag, macs, r),
                     "bit_exact": bool(not isinstance(r, fl.tools.Failure) and np.array_equal(r[0], ref))}
     if "packets" in res["chosen"] and "packets" in res["plain_c_O3"]:
@@ -99,7 +111,7 @@ def firstlayer(h: int, w: int) -> dict:
 
 CASES = {"dw56s1": lambda: depthwise(56, 56, 1), "dw56s2": lambda: depthwise(56, 56, 2), "dw112s2": lambda: depthwise(112, 112, 2),
          "qdw56s1": lambda: depthwise(56, 56, 1, True), "qdw112s2": lambda: depthwise(112, 112, 2, True),
-         "fl224": lambda: firstlayer(224, 224)}
+         "fl224": lambda: firstlayer(224, 224), "qfl224": lambda: firstlayer(224, 224, True)}
 
 
 def main(argv=None) -> int:
