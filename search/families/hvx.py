@@ -41,7 +41,7 @@ from .. import vliw
 from . import Candidate, Solved
 
 ROWS, BLOCKS = tuple(range(1, 12)), (1, 2, 3, 4)
-PACK_TIMEOUT_S = 1.0   # per stream; an unproved packing makes the result unproved, never wrong
+PACK_TIMEOUT_S = 0.5   # per stream; an unproved packing makes the result unproved, never wrong
 
 
 def frame_packets(p: dict[str, int]) -> int:
@@ -391,33 +391,59 @@ class HvxGemm:
         return None
 
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
-        """Branch and bound over (corr, unroll, rows, blocks): points in the order of a lower
-        bound of their packets (``lower_bound``); each is packed and priced exactly until the
-        next bound exceeds the ``top``-th best price (the rest cannot enter the top)."""
+        """Branch and bound over (corr, unroll, late, fuse, rows, blocks): points in the order
+        of a lower bound of their packets (``lower_bound``); each is packed and priced exactly
+        until the next bound exceeds the ``top``-th best price (the rest cannot enter the top),
+        or the time is up (stopping before a point that could overrun ``timeout_s``)."""
         t0 = time.perf_counter()
         g = tpl.match(kernel)
         if isinstance(g, str): return Solved(self.name, [], "enumeration", False, detail={"why": g})
         pts = sorted(((lower_bound(g, dict(s.params)), i, s) for i, s in enumerate(self.space(kernel, machine))),
                      key=lambda x: x[:2])
-        cands, table, complete, exact = [], {}, True, True
+        cands, table, bounds, complete, exact = [], {}, {}, True, {}
+        slowest = 0.0
         for lb, _, s in pts:
             if len(cands) >= top and lb >= sorted(c.modeled_s for c in cands)[top - 1] * _clock(machine): break
-            if time.perf_counter() - t0 > timeout_s:
+            if time.perf_counter() - t0 + slowest > timeout_s:   # the next point could overrun: stop before it
                 complete = False
                 break
+            t1 = time.perf_counter()
             p = dict(s.params)
             mp = modeled_packets(g, p)
-            exact &= all(proved(v) for v in parts(g, p))
-            table[key(p)] = mp
+            table[key(p)], bounds[key(p)] = mp, point_bound(g, p)
+            exact[key(p)] = all(proved(v) for v in parts(g, p))
             cands.append(Candidate(s, mp / _clock(machine)))
+            slowest = max(slowest, time.perf_counter() - t1)
         cands.sort(key=lambda c: c.modeled_s)
-        ok = complete and exact and bool(cands)
-        # not proved: the least bound of the points not priced, or of all when a packing was not proved
+        if not cands: return Solved(self.name, [], "branch and bound", False, solve_s=time.perf_counter() - t0)
+        best = key(dict(cands[0].schedule.params))
+        # proved: every packing of the pick minimal, every other priced point's bound (its
+        # unproved packings at their resource bound) no better, the unpriced ones pruned by theirs
+        ok = complete and exact[best] and all(b >= table[best] for b in bounds.values())
         rest = [lb for lb, _, s in pts if key(dict(s.params)) not in table]
-        bound = None if ok else min([pts[0][0]] if not exact else rest + [cands[0].modeled_s * _clock(machine)]) / _clock(machine)
+        bound = None if ok else min(rest + list(bounds.values())) / _clock(machine)
         return Solved(self.name, cands[:top], "branch and bound", ok, bound_s=bound, solve_s=time.perf_counter() - t0,
-                      detail={"modeled_packets": table, "points": len(pts), "priced": len(table),
-                              "packings_proved": exact, "macs": macs(g)})
+                      detail={"modeled_packets": table, "bound_packets": bounds, "points": len(pts), "priced": len(table),
+                              "packings_proved": all(exact.values()), "pick_packings_proved": exact[best], "macs": macs(g)})
+
+
+def stream_bound(texts: list[str]) -> int:
+    """Packets no packing of one stream can beat: 4 slots (an extender takes one), two
+    multipliers, two loads and one HVX load, one HVX store a packet."""
+    ins = [vliw.classify(t) for t in _canonical(texts)]
+    mpy = sum(min(sum(u.startswith("mpy") for u in a) for a in i.iclass.units) for i in ins)
+    return max(1, -(-sum(i.words for i in ins) // vliw.SLOTS), -(-mpy // 2), -(-sum(i.mem == "load" for i in ins) // 2),
+               sum(i.mem == "load" and i.iclass.hvx for i in ins), sum(i.mem == "store" and i.iclass.hvx for i in ins))
+
+
+def point_bound(g: dict[str, int], p: dict[str, int]) -> int:
+    """``modeled_packets`` with every packing not proved minimal replaced by its stream's bound."""
+    def n(t: list[str]) -> int: return len(packets(t)) if proved(t) else min(len(packets(t)), stream_bound(t))
+    total = frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
+    for m0, n0 in tiles(g, p):
+        c = {k: n(v) for k, v in tile_streams(g, p, m0, n0).items()}
+        total += c["pro"] + c["seg0"] + (g["kh"] - 1) * c["seg"] + g["kh"] * trips(g, p["unroll"]) * c["body"] + c["epi"]
+    return total
 
 
 def lower_bound(g: dict[str, int], p: dict[str, int]) -> int:

@@ -58,9 +58,12 @@ def test_solve_equals_pricing_every_point(make):
     every = sorted(fam.modeled_packets(g, dict(s.params)) for s in fam.FAMILY.space(k, HEX))
     picked = [round(c.modeled_s * HEX.notes["clock_hz"]) for c in solved.candidates]
     assert picked == every[:2]                                           # pruning never drops a better point
-    if not solved.proved_optimal:
+    best = round(solved.candidates[0].modeled_s * HEX.notes["clock_hz"])
+    assert all(b <= solved.detail["modeled_packets"][k] for k, b in solved.detail["bound_packets"].items())
+    if solved.proved_optimal:   # the pick's packings minimal and no other point's bound below it
+        assert solved.detail["pick_packings_proved"] and min(solved.detail["bound_packets"].values()) >= best
+    else:
         assert solved.bound_s is not None and solved.bound_s <= solved.candidates[0].modeled_s
-    assert solved.proved_optimal == (solved.detail["packings_proved"] and solved.detail["priced"] >= 1)
 
 
 def test_refused_kernel_solves_to_nothing():
