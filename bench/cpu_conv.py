@@ -10,7 +10,7 @@ reported with the im2col copy and without it (the GEMM alone). The int8 row (int
 filter, int32 out: the VNNI variant) has numpy's int32 matmul of the same values beside it
 (numpy has no int8 GEMM; that one is not BLAS). Single-thread numpy:
 OPENBLAS_NUM_THREADS=1 (threadpoolctl is not installed); OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE are never set. torch's CPU conv where ``import torch`` works.
+OPENBLAS_L2_SIZE are removed from the child's environment where the caller has them set. torch's CPU conv where ``import torch`` works.
 
     python bench/cpu_conv.py [--shapes 3x3,stem,1x1] [--threads 2,1] [--rounds 9] [--top 4] [--out bench/results/cpu-conv.json]
 """
@@ -46,6 +46,10 @@ SHAPES = {
     "1x1": dict(N=1, C=256, H=56, W=56, K=64, R=1, S=1, stride=1, pad=0),
     "3x3-int8": dict(N=1, C=64, H=56, W=56, K=64, R=3, S=3, stride=1, pad=1, int8=1),
 }
+
+# the issue's rule: numpy is timed with OpenBLAS's own core detection and cache sizes (this
+# environment presets both for other uses; a preset Haswell core type means AVX2 kernels)
+UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 _NUMPY_CHILD = r"""
 import sys, time, json, numpy as np
@@ -96,10 +100,11 @@ print(json.dumps(res))
 """
 
 
-def numpy_child(p: dict, rounds: int, workers: int) -> dict:
+def numpy_child(p: dict, rounds: int, workers: int, inherit: bool = False) -> dict:
     """Seconds per call of im2col + matmul and of the matmul alone (and torch's conv where
-    installed), ``rounds`` batches each, in a fresh process."""
-    env = dict(os.environ)
+    installed), ``rounds`` batches each, in a fresh process (``inherit``: with this
+    environment's OpenBLAS presets left in, to show what they cost)."""
+    env = {k: v for k, v in os.environ.items() if inherit or k not in UNSET}
     if workers == 1: env["OPENBLAS_NUM_THREADS"] = "1"
     r = subprocess.run([sys.executable, "-c", _NUMPY_CHILD, json.dumps(p), str(rounds), str(workers)], env=env,
                        capture_output=True, text=True, check=True)
@@ -192,6 +197,13 @@ def main() -> None:
                 rows.append(r)
     finally:
         be.close()
+    presets = {k: os.environ[k] for k in UNSET if k in os.environ}
+    env_effect = None
+    if presets:  # what the presets would have cost numpy: the 3x3 GEMM alone, single-thread, both ways
+        p3 = dict(SHAPES["3x3"], layout="nchw")
+        env_effect = {"presets": presets, "rounds": 5,
+                      "matmul_only_us_with_presets": round(statistics.median(numpy_child(p3, 5, 1, inherit=True)["matmul_only"]) * 1e6, 1),
+                      "matmul_only_us_without": round(statistics.median(numpy_child(p3, 5, 1)["matmul_only"]) * 1e6, 1)}
     try:
         import torch  # noqa: F401
         torch_note = "torch's CPU conv2d in the same child process"
@@ -202,9 +214,10 @@ def main() -> None:
            "caches": caches(), "numpy": np.__version__, "calibrated": machine.calibrated,
            "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
            "note": "the machine was shared with other jobs while timing (load average above; medians of rounds of >= 50 ms, "
-                   "ours and numpy's alternating); numpy in a child process (OpenBLAS defaults; single-thread: OPENBLAS_NUM_THREADS=1, threadpoolctl not installed); "
+                   "ours and numpy's alternating); numpy in a child process (OpenBLAS defaults: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE "
+                   "removed from its environment; single-thread: OPENBLAS_NUM_THREADS=1, threadpoolctl not installed); "
                    "im2col + matmul: Caffe-style (C*R*S, OH*OW) matrix, W @ col; " + torch_note,
-           "results": rows}
+           "openblas_presets_effect": env_effect, "results": rows}
     if args.out:
         with open(args.out, "w") as f: json.dump(doc, f, indent=1)
 
