@@ -27,12 +27,6 @@ from . import tools
 C = tpl.C
 
 
-def prepack_w(wt: np.ndarray) -> np.ndarray:
-    """w[C, 3, 3, 1] int8 -> int16 [9 taps][64 lanes] (lane = channel, as vunpack leaves it);
-    the C program does the same before the counted region."""
-    return np.ascontiguousarray(wt.reshape(C, 9).T.astype(np.int16))
-
-
 def _fmt(p, end: str = "") -> str: return "{ " + "; ".join(p) + " }" + end
 
 

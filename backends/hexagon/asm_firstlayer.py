@@ -23,20 +23,6 @@ from .asm_depthwise import compile_o3
 CIN, COUT = tpl.CIN, tpl.COUT
 
 
-def prepack_w(wt: np.ndarray) -> np.ndarray:
-    """w[32, 3, 3, 3] int8 -> uint8 [parity 2][dy 3][word 3][lane 32][byte 4]: the weight of
-    the byte (+128), 128 where the byte is not one of the pixel's taps. The C program
-    builds the same bytes before the counted region."""
-    out = np.full((2, 3, 3, COUT, 4), 128, np.uint8)
-    for par, first in ((0, -1), (1, -3)):          # window start relative to the pair's word 3m
-        for dy in range(3):
-            for k in range(3):
-                for b in range(4):
-                    rel = 4 * k + b + first
-                    if 0 <= rel < 9: out[par, dy, k, :, b] = (wt[:, dy, rel // 3, rel % 3].astype(np.int16) + 128).astype(np.uint8)
-    return out
-
-
 def _fmt(p, end: str = "") -> str: return "{ " + "; ".join(p) + " }" + end
 
 

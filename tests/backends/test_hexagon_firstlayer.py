@@ -82,15 +82,6 @@ def test_family_solve():
     assert fam.FAMILY.cost(k, hand, m) >= sol.candidates[0].modeled_s
 
 
-def test_prepack_matches_the_c_program_formula():
-    _, wt = inputs(4, 4, 1)
-    wp = fl.prepack_w(wt)
-    # even pixel, row 1, word 1: bytes 3..6 of the window -> (dx 1, c 0..2), (dx 2, c 0)
-    assert np.array_equal(wp[0, 1, 1].astype(int) - 128, np.stack([wt[:, 1, 1, 0], wt[:, 1, 1, 1], wt[:, 1, 1, 2], wt[:, 1, 2, 0]], 1))
-    # odd pixel, word 0: bytes 0..2 belong to the pixel before the window (weight 0 -> 128)
-    assert (wp[1, :, 0, :, :3] == 128).all()
-
-
 @needs_tools
 # 8x16: a pair left over after the two-pair loop; 8x20: none; 7x8: odd height; 5x4: one pair a row
 @pytest.mark.parametrize("h, w, p", [(8, 16, PARAMS[0]), (8, 16, PARAMS[2]), (8, 20, PARAMS[3]), (7, 8, PARAMS[1]),
