@@ -90,7 +90,7 @@ def test_requantize_bit_exact(h, w, s):
     bias[:4], mult[:4] = (30000, -30000, 0, 0), (32767, 32767, 1 << 14, 32767)
     ref = requantize(dw.reference(x, wt, s), bias.astype(np.int64), mult.astype(np.int64), 2, 6)
     assert (ref == 127).any() and (ref == -128).any()
-    for p in (U2, None):                       # the template and the plain C program
+    for p in (U2, None) if s == 1 else (U2,):   # the template (and once the plain C program)
         out, counts = dw.run(x, wt, s, p, (bias, mult, 2, 6))
         assert out.dtype == np.int8 and np.array_equal(out, ref) and counts[0] > 0
 

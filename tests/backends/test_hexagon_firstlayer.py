@@ -137,7 +137,7 @@ def test_requantize_bit_exact(h, w, p):
     bias[:2], mult[:2] = (30000, -30000), (32767, 32767)
     ref = requantize(fl.reference(x, wt), bias.astype(np.int64), mult.astype(np.int64), 3, 5)
     assert (ref == 127).any() and (ref == -128).any()
-    for q in (p, None):
+    for q in (p, None) if h == 8 else (p,):     # the template (and once the plain C program)
         out, counts = fl.run(x, wt, q, (bias, mult, 3, 5))
         assert out.dtype == np.int8 and np.array_equal(out, ref) and counts[0] > 0
 
