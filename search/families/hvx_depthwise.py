@@ -108,16 +108,18 @@ def requant_drain() -> list[vliw.Instr]:
     channel order (the even/odd halves interleave), the Q15 multiply rounded; then the two
     pixels dealt by halfwords so that the rounding shift by ``post`` packing to bytes
     leaves pixel A's 64 bytes before pixel B's. Bias and multiplier vectors are .tmp loads
-    at r1 (right after the weights)."""
+    at r1 (right after the weights). After the first shifts everything lives in pixel B's
+    registers: the next iteration's pixel A multiplies while the chain finishes."""
     (a0, a1), (b0, b1) = (ACC_REG, ACC_REG + 1), (ACC_REG + 2, ACC_REG + 3)
     out = _tmp(f"{TMP}.tmp = vmem(r1+#0)", [f"v{a0}.w = vadd(v{a0}.w,{TMP}.w)", f"v{b0}.w = vadd(v{b0}.w,{TMP}.w)"], "rq0")
     out += _tmp(f"{TMP}.tmp = vmem(r1+#1)", [f"v{a1}.w = vadd(v{a1}.w,{TMP}.w)", f"v{b1}.w = vadd(v{b1}.w,{TMP}.w)"], "rq1")
-    out += [vliw.classify(f"v{x}.h = vasr(v{y}.w,v{x}.w,{PRE_REG}):rnd:sat") for x, y in ((a0, a1), (b0, b1))]
-    for k, x in enumerate((a0, b0)):
+    out += [vliw.classify(f"v{b0}.h = vasr(v{b1}.w,v{b0}.w,{PRE_REG}):rnd:sat"),      # B
+            vliw.classify(f"v{b1}.h = vasr(v{a1}.w,v{a0}.w,{PRE_REG}):rnd:sat")]      # A, into B's odd half (read above)
+    for k, x in enumerate((b1, b0)):
         out += _tmp(f"{TMP}.tmp = vmem(r1+#2)", [f"v{x}.h = vmpy(v{x}.h,{TMP}.h):<<1:rnd:sat"], f"rq{2 + k}")
-    out += [vliw.classify(f"v{a1}:{a0} = vdeal(v{b0},v{a0},{DEAL_REG})"),
-            vliw.classify(f"v{a0}.b = vasr(v{a1}.h,v{a0}.h,{POST_REG}):rnd:sat"),
-            replace(vliw.classify(f"vmem({OUT_REG}+#0) = v{a0}"), region="out"),
+    out += [vliw.classify(f"v{b1}:{b0} = vdeal(v{b0},v{b1},{DEAL_REG})"),
+            vliw.classify(f"v{b0}.b = vasr(v{b1}.h,v{b0}.h,{POST_REG}):rnd:sat"),
+            replace(vliw.classify(f"vmem({OUT_REG}+#0) = v{b0}"), region="out"),
             vliw.classify(f"{OUT_REG} = add({OUT_REG},#{2 * C})")]
     return out
 

@@ -179,16 +179,18 @@ def requant_drain() -> list[vliw.Instr]:
     and stored as one vector: + bias; words to halfwords by a rounding shift of (C, A) and
     (D, B) (lanes interleave: A0 C0 A1 C1 ..); the Q15 multiply by the per-channel
     multipliers prepacked in that interleave; halfwords to bytes of (BD, AC): A0 B0 C0 D0
-    A1 ..; two byte deals leave A, B, C, D contiguous. Bias and multipliers: .tmp loads at r1."""
+    A1 ..; two byte deals leave A, B, C, D contiguous. Bias and multipliers: .tmp loads at
+    r1. Everything after the first shifts lives in the second pair's registers, so the
+    first pair of the next iteration can start while the rest of the chain runs."""
     (a, b), (c, d) = ACC
     out = []
     for k, (x, y) in enumerate(((a, b), (c, d))):
         out += _tmp("v31.tmp = vmem(r1+#0)", [f"v{x}.w = vadd(v{x}.w,v31.w)", f"v{y}.w = vadd(v{y}.w,v31.w)"], f"rqb{k}")
-    out += [_i(f"v{a}.h = vasr(v{c}.w,v{a}.w,{PRE_REG}):rnd:sat"), _i(f"v{b}.h = vasr(v{d}.w,v{b}.w,{PRE_REG}):rnd:sat")]
-    for k, x in enumerate((a, b)):
+    out += [_i(f"v{c}.h = vasr(v{c}.w,v{a}.w,{PRE_REG}):rnd:sat"), _i(f"v{d}.h = vasr(v{d}.w,v{b}.w,{PRE_REG}):rnd:sat")]
+    for k, x in enumerate((c, d)):
         out += _tmp("v31.tmp = vmem(r1+#1)", [f"v{x}.h = vmpy(v{x}.h,v31.h):<<1:rnd:sat"], f"rqm{k}")
-    out += [_i(f"v{a}.b = vasr(v{b}.h,v{a}.h,{POST_REG}):rnd:sat"), _i(f"v{a}.b = vdeal(v{a}.b)"), _i(f"v{a}.b = vdeal(v{a}.b)"),
-            _i(f"vmem({OUT}+#0) = v{a}", "out"), _i(f"{OUT} = add({OUT},#128)")]
+    out += [_i(f"v{c}.b = vasr(v{d}.h,v{c}.h,{POST_REG}):rnd:sat"), _i(f"v{c}.b = vdeal(v{c}.b)"), _i(f"v{c}.b = vdeal(v{c}.b)"),
+            _i(f"vmem({OUT}+#0) = v{c}", "out"), _i(f"{OUT} = add({OUT},#128)")]
     return out
 
 
