@@ -22,11 +22,13 @@ accumulated in the loop; 1: precomputed by a counted HVX pass, the accumulators 
 it), ``unroll`` U (4-byte groups a loop trip: 2 loads 8 bytes a row, corr 1 only) and
 ``fuse`` (1: a requantized output requantized in the tile's epilogue; 0: a separate pass) and
 ``late`` (the software pipeline's depth for the second group's weights: 0 a trip ahead, 1
-loaded in the trip; unroll 2 only). A tile holds R*J accumulators, J weight
-vectors, the 0x80 splat and R correction accumulators in the 32 HVX registers, and J + R
-pointers and R activation words in the 24 scalar registers the kernel may use (r4..r27);
-R divides m, 32*J divides n; one segment is at most 1023 k-groups (``loop0``'s immediate
-trip count).
+loaded in the trip; unroll 2 only). Register budgets (``vector_regs``, ``scalar_regs``):
+with the in-loop correction a tile holds R*J accumulators, J weight vectors, the 0x80 splat
+and R correction accumulators in the 32 HVX registers, and J + R pointers and R words in the
+24 scalar registers r4..r27; precomputed, R*J accumulators and U*J weight vectors (+ 2J for a
+fused requantize), one weight and one row pointer and U*R words in r4..r28. R divides m,
+32*J divides n; a segment is at most 1023 trips (``loop0``'s immediate); a tile's rows and
+corrections lie within a load's offset of its first.
 """
 from __future__ import annotations
 

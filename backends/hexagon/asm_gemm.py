@@ -1,18 +1,22 @@
 """Template of the ``hvx_gemm`` family: the int8 GEMM / NHWC convolution micro-kernel of
 ``search/families/hvx.py`` emitted as HVX assembly with the packets its packer chose.
 
-``emit(g, rows, blocks)`` writes ``hvx_kernel(r0 = activations, r1 = packed weights,
-r2 = int32 output)``: every tile's prologue, segments (a ``loop0`` hardware loop each) and
-epilogue, one ``{ ... }`` packet per packet of the model, closed by ``:endloop0``.
+``emit(g, params)`` writes ``hvx_kernel(r0 = activations, r1 = packed weights, r2 = output,
+r3 = corrections, r4 = requantize constants)``: every tile's prologue, segments (a ``loop0``
+hardware loop each) and epilogue, one ``{ ... }`` packet per packet of the model, closed by
+``:endloop0``.
 
 ``render(program)`` wraps it in a freestanding C program (``tools.STARTUP``) that reads the
 kernel's inputs in their natural layout from stdin and, outside the counted region, packs
-the weights into the ``vrmpy`` layout ([N/32][K/4][32 lanes][4 k], bytes w ^ 0x80 = w + 128
-as unsigned). Counted (qemu's c20/c21/c22 around the call): for a convolution with padding,
-the copy of the image into the interior of a zero-bordered buffer (the border is zeroed once
-at allocation: what the previous layer's epilogue would write into), the assembly kernel,
-and for a requantized output the int32 -> int8 pass (HVX intrinsics ``requant.HELPERS``:
-bias, rounding shift, Q15 multiply, rounding shift, saturate).
+the weights into the ``vrmpy`` layout ([N/32J][K/4][J][32 lanes][4 k], bytes w ^ 0x80 = w + 128
+as unsigned; J interleaved blocks with the precomputed correction, else 1) and a fused
+requantize's bias and multiplier vectors. Counted (qemu's c20/c21/c22 around the call): for a
+convolution with padding, the copy of the image into the interior of a zero-bordered buffer
+(the border is zeroed once at allocation: what the previous layer's epilogue would write
+into); the correction pass (``so_corr``, HVX intrinsics where the shapes fit, else scalar C);
+the assembly; and for a requantized output not fused, the int32 -> int8 pass (HVX intrinsics
+``requant.HELPERS``). ``c_program(..., parts=True)`` (the bench's build only) also reads c20
+between these phases.
 """
 from __future__ import annotations
 

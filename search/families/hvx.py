@@ -3,24 +3,28 @@ backends/hexagon/asm_gemm.py): int8 GEMMs and NHWC convolutions on the Hexagon D
 
 The micro-kernel (one tile = R output rows x J blocks of 32 columns): weights are prepacked
 once into the ``vrmpy`` layout as unsigned bytes (w + 128), the activations are the scalar
-operand, ``Vx.w += vrmpy(Vu.ub, Rt.b)``: per 4-k group, R*J vrmpy on the current operands
-plus R vrmpy of a 0x80 splat by the same Rt (128 * the rows' sums: subtracted at the end),
-while the next group's J weight vectors and R activation words are loaded (software
-pipelined one group deep). The reduction runs over ``kh`` segments (kernel rows; a GEMM has
-one) of ``kw * c_in`` contiguous bytes; each segment is a hardware loop (``loop0``).
+operand, ``Vx.w += vrmpy(Vu.ub, Rt.b)``, and the product carries 128 x each row's sum of
+activations, removed one of two ways (``corr``): 0, R more vrmpy a group of a 0x80 splat by
+the same Rt, subtracted at the end; 1, the accumulators start at -128 x the row's window sum,
+computed by a counted HVX pass before the kernel. The reduction runs over ``kh`` segments
+(kernel rows; a GEMM has one) of ``kw * c_in`` contiguous bytes, each a hardware loop
+(``loop0``) whose trips take U 4-byte groups (``unroll``; U = 2 loads 8 bytes a row); every
+operand is loaded a trip ahead, except with ``late`` the second group's weights, loaded in
+the trip; ``fuse`` requantizes a qconv's output in the tile's epilogue.
 
 This module writes the instruction stream of every part (tile prologue, segment prologue,
 loop body, tile epilogue) and packs each with ``search.vliw.pack`` (Z3, the slot and unit
 rules of LLVM's v66 itineraries): the backend emits exactly these packets. The model:
 
     packets = frame + tiles * (prologue + segment0 + (kh - 1) * segment + kh * trips * body + epilogue)
-              + the padding copy (convolutions with pad > 0; an estimate, see ``pad_packets``)
+              + estimates of the passes clang schedules (padding copy, correction, separate requantize)
 
 and seconds = packets / ``machine.notes["clock_hz"]`` (no stall model: qemu counts issued
-packets). Decisions: ``rows`` R and ``blocks`` J. ``solve`` enumerates every legal (R, J)
-under the model (proved optimal under it); packings of identical streams are cached (the
-constants that differ between tiles are ``##``-extended everywhere, so every tile packs
-alike and one packing serves all).
+packets). ``solve`` is a branch and bound over the decisions, ordered by a resource lower
+bound of each point's streams, priced by their Z3 packings; a pick is proved optimal under the
+model when its packings are proved minimal and no other point's bound is below it. Packings of
+identical streams are cached (in the process and in a file under the cache directory): tiles
+differ only in ``##``-extended constants, which take the same slots whatever their value.
 """
 from __future__ import annotations
 
@@ -447,16 +451,17 @@ def point_bound(g: dict[str, int], p: dict[str, int]) -> int:
 
 
 def lower_bound(g: dict[str, int], p: dict[str, int]) -> int:
-    """Packets no packing of the point's streams can beat: per loop iteration its vrmpy two a
-    packet and its loads two a packet (one of them HVX), per tile its stores one a packet."""
-    r, j, u = p["rows"], p["blocks"], p["unroll"]
-    mpy = u * r * j + (r if p["corr"] == 0 else 0)
-    loads = u * j + (r if p["corr"] == 0 or u == 1 else r)
-    it = max(-(-mpy // 2), -(-loads // 2), u * j)
-    n = (g["m"] // r) * (g["n"] // (tpl.LANES * j))
-    stores = r * j // 4 if p["fuse"] else r * j
-    return frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p) + \
-        n * (g["kh"] * trips(g, u) * it + stores)
+    """Packets no packing of the point's streams can beat: ``modeled_packets`` with every
+    stream at its resource bound (``stream_bound``; no Z3)."""
+    total = frame_packets(p) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
+    for m0, n0 in tiles(g, p):
+        c = {k: _bound(_canonical(v)) for k, v in tile_streams(g, p, m0, n0).items()}
+        total += c["pro"] + c["seg0"] + (g["kh"] - 1) * c["seg"] + g["kh"] * trips(g, p["unroll"]) * c["body"] + c["epi"]
+    return total
+
+
+@functools.lru_cache(maxsize=4096)
+def _bound(canon: tuple[str, ...]) -> int: return stream_bound(list(canon))
 
 
 FAMILY = HvxGemm()
