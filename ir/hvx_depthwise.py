@@ -15,6 +15,7 @@ Parameters (``Schedule.params``), checked by ``check``:
   ``unroll`` accumulator pairs and the nine weight vectors in the 32 HVX registers;
 - ``early``: 1 shuffles every output but the last right after its multiplies (needs
   unroll >= 2), 0 shuffles all of them with their stores in the next iteration.
+With the requantize epilogue two int8 pixels make one store: unroll 2, early 0.
 """
 from __future__ import annotations
 

@@ -10,7 +10,11 @@ register pair (one pixel's 64 int16 lanes each); the widening vector x vector mu
 the high; ``vshuff`` by words restores channel order before the two stores. An iteration
 makes ``unroll`` output pixels of a row; its stores are drained in the next iteration
 (software pipelining one stage deep: a store reads its accumulator in the packet where
-the next first multiply overwrites it). The first and last iterations of a row are
+the next first multiply overwrites it). With the requantize epilogue (``qconv2d``) the
+drain instead adds the bias, packs words to halfwords with a rounding shift (no vshuff:
+the even/odd halves interleave into channel order), multiplies by the Q15 multipliers and
+packs the pixel pair to 64 + 64 int8 bytes for one store (bias and multipliers are .tmp
+loads; the shifts sit in r4/r5). The first and last iterations of a row are
 peeled (taps outside the image skipped, their pairs not loaded); rows outside the image
 read a zero row. Each straight block (row prologue, first, loop body, last, drain) is
 packed by ``search.vliw.pack`` (Z3; LLVM's v66 slot and unit rules).
