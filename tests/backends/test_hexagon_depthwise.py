@@ -51,6 +51,13 @@ def test_every_packet_accepted_by_llvm_mc(h, w, s, p):
     assert _llvm_mc_errors(asm) == ""
 
 
+@pytest.mark.parametrize("s", [1, 2])
+def test_requantize_packets_accepted_by_llvm_mc(s):
+    g = {**dw.geometry(4, 8, s), "requant": 1, "bias_in": 2, "mult_in": 3, "pre": 2, "post": 6}
+    asm = dw.emit_asm(g, U2)
+    assert "vasr" in asm and _llvm_mc_errors(asm) == ""
+
+
 def test_llvm_mc_rejects_an_overfull_packet():
     """The acceptance test can fail: a store in a packet whose compute units are all taken."""
     bad = "{ vmem(r3+#0) = v18; v21:20.w += vmpy(v3.h,v23.h); v5:4.h = vunpack(v6.b) }\n"

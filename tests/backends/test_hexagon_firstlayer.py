@@ -108,6 +108,13 @@ def test_every_packet_accepted_by_llvm_mc(p):
     assert asm.count("vrmpy") > 17 and _llvm_mc_errors(asm) == ""
 
 
+@pytest.mark.parametrize("p", [PARAMS[2], {**PARAMS[2], "pipeline": 0}])
+def test_requantize_packets_accepted_by_llvm_mc(p):
+    g = {**fl.geometry(8, 16), "requant": 1, "bias_in": 2, "mult_in": 3, "pre": 3, "post": 5}
+    asm = fl.emit_asm(g, p)
+    assert "vdeal" in asm and _llvm_mc_errors(asm) == ""
+
+
 @needs_tools
 def test_backend_native_path_and_plain_c():
     from superopt.backends.hexagon import HexagonBackend
