@@ -9,7 +9,10 @@ and the widening vector x vector multiply ``Vdd.w (+)= vmpy(Vu.h, Vv.h)`` multip
 the tap's weights (prepacked once, outside the counted region, as 64 int16 lanes a tap,
 nine vectors kept in v22..v30) into an int32 pair: even channels in the low vector, odd
 in the high. One ``vshuff`` by words per output pixel restores channel order before the
-two stores. Every product and sum is exact in int32 (no saturation is reachable).
+two stores. Every product and sum is exact in int32 (no saturation is reachable). With
+the library's requantize epilogue (qconv2d) a pixel pair leaves as 128 int8 bytes instead:
+bias, rounding shifts with saturation and the Q15 multiplier in HVX's own pack-and-round
+instructions (bit-exact against ``kernels.reference.requantize``).
 
 The instruction stream, its packing (``search.vliw.pack``) and the packet model live in
 ``search/families/hvx_depthwise.py``; this module emits exactly those packets (each row's

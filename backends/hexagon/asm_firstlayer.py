@@ -9,7 +9,8 @@ words; per lane the 4 byte weights + 128, 128 where a byte is no tap of that pix
 instruction stream, its packing (``search.vliw.pack``) and the packet model live in
 ``search/families/hvx_firstlayer.py``; this module emits exactly those packets (each row's
 constants substituted into the shared packing), wraps them in a C program for qemu and
-runs it.
+runs it. With the library's requantize epilogue (qconv2d) four output pixels leave as one
+vector of int8 (the bias and the interleaved Q15 multipliers prepacked after the weights).
 """
 from __future__ import annotations
 
