@@ -304,8 +304,21 @@ def hvx_windows(g: dict[str, int]) -> bool:
 
 
 def corr_stride(g: dict[str, int]) -> int:
-    """Words between consecutive rows' corrections in the array the kernel reads."""
+    """Words between consecutive rows' corrections of a GEMM or 1x1 (``direct_rows``)."""
     return chunk_stride(g["k"]) if direct_rows(g) else 1
+
+
+def corr_pitch(g: dict[str, int]) -> int:
+    """Words between output rows' corrections of a convolution from the HVX pass (whole
+    vectors a row: the pass stores only aligned vectors)."""
+    return 32 * -(-g["ow"] // 32)
+
+
+def corr_index(g: dict[str, int], p: int) -> int:
+    """Word of output row ``p``'s correction in the array the kernel reads."""
+    if direct_rows(g): return p * corr_stride(g)
+    if hvx_windows(g): return p // g["ow"] * corr_pitch(g) + p % g["ow"]
+    return p
 
 
 def scalar_regs(r: int, j: int, corr: int, unroll: int) -> int:
@@ -347,7 +360,8 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
         errs.append("a tile's rows lie farther apart than a load's offset reaches")
     if corr == 1 and not direct_rows(g) and (g["conv"] and g["c_in"] % 8 or not g["conv"] and g["a_rs"] % 8):
         errs.append("the precomputed correction reads 8-byte words: c_in (GEMM: A's row stride) % 8")
-    if corr == 1 and 4 * corr_stride(g) * (r - 1) > 4092: errs.append("a tile's corrections lie beyond a load's offset")
+    if corr == 1 and max(corr_index(g, m0 + r - 1) - corr_index(g, m0) for m0 in range(0, g["m"], r)) * 4 > 4092:
+        errs.append("a tile's corrections lie beyond a load's offset")
     if g["c_rs"] % LANES: errs.append("output rows are not 128-byte aligned (c_rs % 32)")
     if params["late"] not in (0, 1): errs.append("late is 0 or 1")
     elif params["late"] and (corr != 1 or u != 2 or j > 2):

@@ -195,7 +195,7 @@ def _c_corr_hvx(g: dict[str, int], x: str) -> str:
     hp, wp, c, st = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"], g["c_in"], g["stride"]
     w, nb = c // 4, -(-hp * wp // 32)
     xs = -(-g["ow"] * st // 32)                 # vectors of window sums along a row
-    hw = xs * 32
+    hw, op = xs * 32, hvx.corr_pitch(g)
     fold, cnt = [], w
     while cnt > 1:
         fold += [f"{{ HVX_VectorPair d = Q6_W_vdeal_VVR(v[{2 * t + 1}], v[{2 * t}], -4); "
@@ -205,7 +205,7 @@ def _c_corr_hvx(g: dict[str, int], x: str) -> str:
     step = 32 if st == 1 else 64
     return f"""
 typedef int32_t so_uvw __attribute__((vector_size(128), aligned(4)));
-static int32_t g_corr[{g['m'] + 64}] __attribute__((aligned(128)));
+static int32_t g_corr[{g['oh'] * op + 32}] __attribute__((aligned(128)));
 static int32_t g_px[{nb * 32 + hw + 64}] __attribute__((aligned(128)));
 static int32_t g_h[{hp}][{hw + 32}] __attribute__((aligned(128)));
 static void so_corr(void) {{
@@ -228,7 +228,7 @@ static void so_corr(void) {{
     for (int ky = 1; ky < {g['kh']}; ky++) {{
       r = Q6_Vw_vadd_VwVw(r, ((const HVX_Vector *)g_h[oy * {st} + ky])[q]);{chr(10) + "      r2 = Q6_Vw_vadd_VwVw(r2, ((const HVX_Vector *)g_h[oy * 2 + ky])[q + 1]);" if st == 2 else ""}
     }}
-    *(so_uvw *)(g_corr + oy * {g['ow']} + q * {32 // st}) = {keep};
+    ((HVX_Vector *)g_corr)[oy * {op // 32} + q / {step // 32}] = {keep};   /* whole rows: aligned stores */
   }}
 }}
 """

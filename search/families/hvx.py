@@ -139,10 +139,10 @@ def body_pre(r: int, j: int, u: int, offs: list[int], late: int = 0) -> list[str
     return out + load_rows(r, u, offs)
 
 
-def prologue_pre(r: int, j: int, u: int, b_off: int, m0: int, cs: int, late: int = 0) -> list[str]:
-    """Accumulators from the corrections (``cs`` words apart), the first weight vectors."""
-    out = [f"r4 = add(r1,##{b_off})", f"r5 = add(r3,##{4 * cs * m0})"]
-    out += [f"r{6 + i} = memw(r5+#{4 * cs * i})" for i in range(r)]
+def prologue_pre(r: int, j: int, u: int, b_off: int, cw: list[int], late: int = 0) -> list[str]:
+    """Accumulators from the rows' corrections (at words ``cw``), the first weight vectors."""
+    out = [f"r4 = add(r1,##{b_off})", f"r5 = add(r3,##{4 * cw[0]})"]
+    out += [f"r{6 + i} = memw(r5+#{4 * (cw[i] - cw[0])})" for i in range(r)]
     out += [f"v{i * j} = vsplat(r{6 + i})" for i in range(r)]      # vsplat takes a multiplier: once a row,
     out += [f"v{i * j + x} = v{i * j}" for i in range(r) for x in range(1, j)]   # copied to the row's other blocks
     if late: return out + [f"v{r * j + x} = vmem(r4+#{x})" for x in range(j)]
@@ -279,7 +279,8 @@ def tile_streams(g: dict[str, int], p: dict[str, int], m0: int, n0: int) -> dict
                 "epi": tile_epilogue(r, j, [((m0 + i) * g["c_rs"] + n0) * 4 for i in range(r)])}
     offs = [row_offset(g, m0 + i) - row_offset(g, m0) for i in range(r)]
     late = p["late"]
-    return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, m0, tpl.corr_stride(g), late),
+    cw = [tpl.corr_index(g, m0 + i) for i in range(r)]
+    return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, cw, late),
             "seg0": segment_pre(r, u, offs, row_offset(g, m0), 0, trips(g, u), "L"),
             "seg": segment_pre(r, u, offs, None, delta(g, u), trips(g, u), "L"), "body": body_pre(r, j, u, offs, late),
             "epi": epilogue_fused(r, j, u, m0 * g["n"], g["pre"], g["post"]) if p["fuse"] else

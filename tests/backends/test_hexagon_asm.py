@@ -32,6 +32,7 @@ CASES = {
     "1x1": lambda: _conv(C=32, H=4, W=4, K=64, R=1, S=1, pad=0),
     "3x3 stride 2": lambda: _conv(H=9, W=9, stride=2),
     "3x3 stride 2 no pad": lambda: _conv(H=9, W=9, stride=2, pad=0),
+    "5x5 stride 2": lambda: _conv(C=16, H=11, W=9, R=5, S=5, stride=2, pad=2),   # 6 x 5 outputs
     "requant": lambda: Workload.make("qconv2d", N=1, C=8, H=5, W=5, K=32, R=3, S=3, stride=1, pad=1),
     "requant 4x4": lambda: Workload.make("qconv2d", N=1, C=8, H=4, W=4, K=32, R=3, S=3, stride=1, pad=1),
     "requant 64": lambda: Workload.make("qconv2d", N=1, C=8, H=4, W=4, K=64, R=3, S=3, stride=1, pad=1),
@@ -86,6 +87,7 @@ def test_solved_pick_end_to_end():
     ("requant 64", dict(rows=2, blocks=2, corr=1, unroll=2, fuse=1, late=0)),
     ("3x3", dict(rows=8, blocks=1, corr=1, unroll=2, fuse=0, late=1)), ("gemm", dict(rows=4, blocks=2, corr=1, unroll=2, fuse=0, late=1)),
     ("3x3 stride 2", dict(rows=5, blocks=1, corr=1, unroll=2, fuse=0, late=1)),
+    ("5x5 stride 2", dict(rows=5, blocks=1, corr=1, unroll=2, fuse=0, late=1)),   # correction rows at odd offsets
     ("requant 4x4", dict(rows=4, blocks=1, corr=1, unroll=2, fuse=1, late=1))])
 def test_bit_exact_under_qemu_and_counted(name, params):
     work = CASES[name]()
