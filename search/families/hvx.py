@@ -307,8 +307,8 @@ def pad_packets(g: dict[str, int]) -> int:
 
 def corr_packets(g: dict[str, int]) -> int:
     """Estimate of the precomputed correction (backends/hexagon/asm_gemm ``so_corr``; clang
-    schedules it, so this is an estimate, not a packing): a GEMM's or 1x1's rows, about 3
-    packets a vector (the rotations share the one permute unit) plus 2 a row of whole vectors;
+    schedules it, so this is an estimate, not a packing): a GEMM's or 1x1's rows, a packet a
+    vrmpy and a rotation (the rotations share the one permute unit);
     a convolution in HVX, about 2 packets a 4-byte group of 32 pixels (vrmpy, then the word
     deals that fold a pixel's groups), one a loaded vector of the window sums along the rows
     and down the columns; otherwise scalar C, 8 bytes a load, two loads a packet, one packet a
@@ -316,7 +316,8 @@ def corr_packets(g: dict[str, int]) -> int:
     hp, wp = g["h"] + 2 * g["pad"], g["w"] + 2 * g["pad"]
     if tpl.direct_rows(g):
         length = g["k"]
-        return -(-g["m"] * length // 128) * 3 + (g["m"] * (2 + length // 128) if length >= 128 else 0)
+        if length >= 128: return g["m"] * (length // 128 + 5)   # a vrmpy a vector, 5 rotations (one permute unit)
+        return -(-g["m"] * length // 128) * (length // 4).bit_length()   # a vrmpy and log2(length/4) rotations a vector
     if tpl.hvx_windows(g):
         xs = -(-g["ow"] * g["stride"] // 32)
         return -(-hp * wp // 32) * 2 * (g["c_in"] // 4) + xs * (hp * g["kw"] + g["oh"] * g["kh"] * g["stride"])
