@@ -54,7 +54,7 @@ def check_dtype(d: Any) -> None:
 
 
 def check_shape(shape: Any, what: str) -> int:
-    if type(shape) is not tuple or not 0 < len(shape) <= LIMITS["max_dims"] \
+    if type(shape) is not tuple or not 0 <= len(shape) <= LIMITS["max_dims"] \
             or not all(type(x) is int and x > 0 for x in shape):
         _fail(f"bad shape for {what}")
     n = math.prod(shape)
