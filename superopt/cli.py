@@ -63,6 +63,11 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in own
 
 
+def _command_in(argv: list[str], mods: dict) -> str | None:
+    """The subcommand named in ``argv`` (for a usage error's JSON), if any."""
+    return next((a for a in argv if a in mods), None)
+
+
 def _fail(message: str, kind: str, command: str | None, as_json: bool, status: int) -> int:
     if as_json: print(json.dumps({"error": message, "kind": kind, "command": command}))
     else: print(message, file=sys.stderr)
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     mods = _available()
     p = _parser(mods)
     try: args = p.parse_args(argv)
-    except UsageError as e: return _fail(str(e), "usage", None, _wants_json(argv), 2)
+    except UsageError as e: return _fail(str(e), "usage", _command_in(argv, mods), _wants_json(argv), 2)
     except SystemExit as e: return e.code if isinstance(e.code, int) else 2  # --help / --version: 0
     if not args.command:
         p.print_help()

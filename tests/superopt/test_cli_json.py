@@ -31,3 +31,10 @@ def test_plan_json_flag_is_superopts(tmp_path, capsys):
     out, err = capsys.readouterr()
     d = json.loads(out)
     assert d["graphs"][0]["plans"]["planned"]["kernels"] >= 1 and "ARGS ['x']" in err
+
+
+def test_usage_error_after_a_subcommand_names_it(capsys):
+    from superopt.cli import main
+    assert main(["tune", "--no-such-flag", "--json"]) == 2
+    d = json.loads(capsys.readouterr().out)
+    assert d["kind"] == "usage" and d["command"] == "tune"
