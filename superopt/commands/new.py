@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 HELP = "write a kernel from the library (matmul, conv2d, softmax, ...) to a .pkl or .json file"
@@ -27,6 +28,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("params", metavar="key=value", nargs="*", help="parameters; unset ones take their defaults")
     p.add_argument("-o", "--output", metavar="FILE", help="output file, .pkl or .json (default: NAME.pkl)")
     p.add_argument("--main-only", action="store_true", help="write only the main kernel of a multi-kernel program")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: path, name, kernels, main, key (the main kernel's), kind, flops, min_bytes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,5 +53,9 @@ def run(args: argparse.Namespace) -> int:
     n = 1 if args.main_only else len(steps)
     k = w.kernel
     what = f"{n} kernels, main {w.main} ({k.kind})" if n > 1 else f"1 kernel ({k.kind})"
-    print(f"wrote {out}: {w.name}, {what}; {k.flops:,} flops, {k.min_bytes:,} min bytes in the main kernel")
+    if args.json:
+        print(json.dumps(dict(path=str(out), name=w.name, kernels=n, main=0 if n == 1 else w.main, key=k.key,
+                              kind=k.kind, flops=k.flops, min_bytes=k.min_bytes)))
+    else:
+        print(f"wrote {out}: {w.name}, {what}; {k.flops:,} flops, {k.min_bytes:,} min bytes in the main kernel")
     return 0

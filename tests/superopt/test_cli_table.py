@@ -65,9 +65,9 @@ def test_the_table_lists_every_command_and_its_json_flag():
 def test_every_command_answers_json(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("superopt ")
-    assert _json(capsys, ["new", "--json"], 2)["kind"] == "usage"             # no --json: a JSON usage error
-    assert main(["new", "matmul", "M=16", "N=8", "K=4", "-o", "k.json"]) == 0
-    capsys.readouterr()
+    assert _json(capsys, ["new", "--json"], 2)["kind"] == "usage"             # no KIND: a JSON usage error
+    made = _json(capsys, ["new", "matmul", "M=16", "N=8", "K=4", "-o", "k.json", "--json"])
+    assert made["path"] == "k.json" and made["kind"] == "gemm" and made["flops"] == 2 * 16 * 8 * 4
     assert _json(capsys, ["show", "k.json", "--json"])["flops"] == 2 * 16 * 8 * 4
     # calibrate's cheapest valid run takes about 10 s here (its JSON: tests/superopt/test_calibrate.py)
     assert "--reps" in _json(capsys, ["calibrate", "--backend", "cpu", "--reps", "1", "--json"], 2)["error"]
