@@ -4,7 +4,7 @@ The GEMM is M = OH*OW output pixels (per image) x N = c_out x K = c_in*R*S, neve
 
     for image:  for jc (NC c_out):  for pc (KC of K):
         pack the filter's [pc:+KC, jc:+NC] into NR-wide panels      (threads share it)
-        for ic (MC pixels, threads take whole blocks):
+        for ic (MC pixels, threads take whole blocks as they come free):
             pack the input window of pixels [ic:+MC] x k [pc:+KC]    (each thread its buffer)
             straight into MR-tall panels (im2col of one MC x KC block, zero for padding)
             for jr (NR): for ir (MR): the shared micro-kernel (microkernel.py) over KC
@@ -284,7 +284,9 @@ static void conv(const tx* restrict x, const tw* restrict w, tc* restrict c, int
             pack_b_panel(w + (jc + q * NR) * W_K, pack_b + q * kp * NR, kc, MIN(NR, nc - q * NR), t, comp + q * NR);
           #pragma omp barrier
           long mblocks = (M + MC - 1) / MC;
-          for (long ib = tid; ib < mblocks; ib += nt) {
+          /* MC blocks dealt as threads come free: a worker whose core is shared takes fewer */
+          #pragma omp for schedule(dynamic, 1) nowait
+          for (long ib = 0; ib < mblocks; ib++) {
             long ic = ib * MC, mc = MIN(MC, M - ic);
             for (long ir = 0; ir < mc; ir += MR)
               pack_a_panel(xb, pa + ir * kp, ic + ir, MIN(MR, mc - ir), kc, t);
