@@ -44,6 +44,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="reuse kernels compiled by earlier runs (default: an empty build cache, so tuning times "
                         "include every compile)")
     p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object at the end: out, files, wall_s and the summary (per method: geomean "
+                        "speed-up vs hand, faster/slower, unverified, median tuning); progress lines go to stderr")
     p.add_argument("--replot", metavar="DIR", help="only redraw the table and plots of an earlier run from DIR/results.json "
                                                    "(e.g. a run made where matplotlib is missing)")
 
@@ -95,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate:
         ceilings, calibration = measured_machine(cfg.backend)
         cfg = replace(cfg, ceilings=ceilings)
-        print(f"roofline (measured): DRAM {ceilings.dram_bw / 1e9:,.1f} GB/s, fp32 {ceilings.flops_fp32 / 1e9:,.0f} GFLOP/s", flush=True)
+        print(f"roofline (measured): DRAM {ceilings.dram_bw / 1e9:,.1f} GB/s, fp32 {ceilings.flops_fp32 / 1e9:,.0f} GFLOP/s",
+              file=sys.stderr if args.json else sys.stdout, flush=True)
     # without --warm every method pays for its own compiles: an empty build folder for this run
     build = None if args.warm else Path(tempfile.mkdtemp(prefix="superopt-bench-"))
     try:
@@ -103,10 +107,11 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # e.g. no GPU: one line, not a traceback
         raise UserError(f"backend {cfg.backend}: {e}") from None
     n = sum(len(w.steps) for _, w in work)
-    print(f"superopt bench: {len(work)} workloads, {n} kernels, methods {','.join(cfg.methods)}, "
-          f"budget {cfg.budget_s:g} s, backend {cfg.backend}", flush=True)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
+    say(f"superopt bench: {len(work)} workloads, {n} kernels, methods {','.join(cfg.methods)}, "
+        f"budget {cfg.budget_s:g} s, backend {cfg.backend}")
     try:
-        doc = benchmark.run(cfg, be, work, log=lambda line: print(line, flush=True),
+        doc = benchmark.run(cfg, be, work, log=say,
                             checkpoint=lambda d: report.write(d, args.out, plots=False))
     finally:
         be.close()
@@ -115,13 +120,16 @@ def run(args: argparse.Namespace) -> int:
     doc["config"]["cold_build_cache"] = not args.warm
     files = report.write(doc, args.out, plots=plots)
     s = doc["summary"]
+    unverified = sum(d["unverified"] for d in s["methods"].values())
+    if args.json:
+        print(json.dumps(dict(out=args.out, files=[str(f) for f in files], wall_s=doc["wall_s"], summary=s)))
+        return 0 if unverified == 0 else 1
     for name, d in s["methods"].items():
         gm = d["geomean_speedup_vs_hand"]
         print(f"{name:8s} geomean speed-up vs hand {gm:.2f}x" if gm else f"{name:8s} -", end="")
         print(f"  faster/slower {d['faster_than_hand']}/{d['slower_than_hand']}  unverified {d['unverified']}  "
               f"median tuning {d['median_tuning_s']:.2f} s")
     print(f"wrote {', '.join(str(f) for f in files)}  ({doc['wall_s']:.0f} s)")
-    unverified = sum(d["unverified"] for d in s["methods"].values())
     return 0 if unverified == 0 else 1
 
 

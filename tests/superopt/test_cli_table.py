@@ -100,3 +100,10 @@ def test_commands_in_flux_help_and_json_errors(tmp_path, capsys, command):
     assert f"superopt {command}" in capsys.readouterr().out
     d = _json(capsys, [command, str(tmp_path / "missing.json"), "--json"], 2)
     assert d["kind"] in ("input", "usage") and d["error"]
+
+
+def test_bench_json_is_one_object_with_the_summary(tmp_path, capsys):
+    d = _json(capsys, ["bench", "--suite", "membound", "--small", "--methods", "hand", "--budget", "1", "--repeat", "3",
+                       "--no-plots", "--out", str(tmp_path / "b"), "--json"])
+    assert d["summary"]["methods"]["hand"]["unverified"] == 0 and d["summary"]["kernels"] >= 1
+    assert all(Path(f).exists() for f in d["files"])
