@@ -156,6 +156,7 @@ class CRenderer:
         if n.op is Ops.LOAD:
             idx, ok = self.ex(n.src[0], d), self.ex(n.src[1], d)
             val = _from_storage(f"in{n.arg}[{idx}]", self.p.inputs[n.arg].dtype)
+            if ok != "1": self.scalar_masked = True
             return val if ok == "1" else f"({ok} ? {val} : 0)"
         if n.op is Ops.REG: return f"{n.arg}[{self.ex(n.src[0], d)}]"
         if n.op is Ops.SHARED: return f"{n.arg}[{self.ex(n.src[0], d)}]"
@@ -282,7 +283,12 @@ class CRenderer:
         args.append(f"{STORAGE[p.output.dtype.name]}* restrict out")
         self.stmts(p.body, 1)
         lanes = ["  const vi lanes_ = {" + ", ".join(map(str, range(L))) + "};"] if L > 1 else []
-        return args, [f"{self.block_attrs}static void block_(int s_block, {', '.join(args)}) {{", *lanes, *self.lines, "}"]
+        # gcc 12's loop vectorizer (-O3 -march=native, AVX-512) miscompiles short reduction loops
+        # of masked scalar loads `(ok ? in[i] : 0)` (a padded unroll of a conv's reduce axis under
+        # an output loop gave 37% error); those functions are compiled without it
+        attrs = self.block_attrs + ('__attribute__((optimize("no-tree-loop-vectorize"))) '
+                                    if getattr(self, "scalar_masked", False) else "")
+        return args, [f"{attrs}static void block_(int s_block, {', '.join(args)}) {{", *lanes, *self.lines, "}"]
 
     def entry(self, args: list[str]) -> list[str]:
         """The exported functions: run every block (OpenMP over workers) and time runs."""
