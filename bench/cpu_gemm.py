@@ -5,7 +5,8 @@ the best few candidates are measured on the cpu backend, the fastest measured on
 verified against numpy and timed against numpy interleaved (rounds alternate, medians).
 numpy runs in a child process after ours (OpenBLAS threads spin after a call and would take
 the cores from the backend's workers), single-thread with OPENBLAS_NUM_THREADS=1
-(threadpoolctl is not installed); OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are never set.
+(threadpoolctl is not installed); OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the
+child's environment where the caller has them set.
 Verification: against float64 numpy, max error relative to the largest output.
 
     python bench/cpu_gemm.py [--sizes 512,1000,1024,2048] [--rounds 7] [--top 4] [--out bench/results/cpu-gemm.json]
@@ -46,11 +47,13 @@ for _ in range(rounds):
 print(json.dumps(out))
 """
 
+UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")   # a caller's presets would hold OpenBLAS to other kernels
+
 
 def numpy_child(n: int, rounds: int, workers: int) -> list[float]:
     """Seconds per a @ b, ``rounds`` batches, in a fresh process (OpenBLAS default threads
     for all cores, OPENBLAS_NUM_THREADS=1 for one)."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}   # OpenBLAS's own defaults, never presets
     if workers == 1: env["OPENBLAS_NUM_THREADS"] = "1"
     r = subprocess.run([sys.executable, "-c", _NUMPY_CHILD, str(n), str(rounds)], env=env, capture_output=True,
                        text=True, check=True)
