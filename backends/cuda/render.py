@@ -50,6 +50,11 @@ STORAGE = {"float32": "float", "float16": "unsigned short", "bfloat16": "unsigne
 VEC = {4: "unsigned int", 8: "uint2", 16: "uint4"}
 
 
+def _zero(vt: str) -> str:
+    """A zero of a copy type: ``unsigned int{}`` is not C++ (a two-word type in a functional cast)."""
+    return "0u" if vt == "unsigned int" else f"{vt}{{}}"
+
+
 def compute_type(d: dt.DType) -> str:
     return "float" if d.is_float else "bool" if d.kind == "b" else "int"
 
@@ -377,7 +382,7 @@ class _Renderer:
             return
         if nbytes not in VEC: raise ValueError(f"shared copies of {nbytes} bytes are not rendered (2, 4, 8, 16 only)")
         load = f"*reinterpret_cast<const {VEC[nbytes]}*>(in{s.input} + {src})"
-        self.emit(f"*reinterpret_cast<{VEC[nbytes]}*>(&{s.name}[{dst}]) = " + (load if ok is None else f"({ok}) ? {load} : {VEC[nbytes]}{{}}") + ";")
+        self.emit(f"*reinterpret_cast<{VEC[nbytes]}*>(&{s.name}[{dst}]) = " + (load if ok is None else f"({ok}) ? {load} : {_zero(VEC[nbytes])}") + ";")
 
     def forget_regs(self, name: str) -> None:
         for sc in self.scopes:
