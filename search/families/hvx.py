@@ -43,6 +43,7 @@ from ...ir.schedule import Level, Schedule, Split
 
 from .. import vliw
 from . import Candidate, Solved
+from .native_template import TemplateFamily, clock_hz
 
 ROWS, BLOCKS = tuple(range(1, 12)), (1, 2, 3, 4)
 PACK_TIMEOUT_S = 0.5   # per stream; an unproved packing makes the result unproved, never wrong
@@ -356,14 +357,13 @@ def key(p: dict[str, int]) -> str:
     return f"{p['rows']}x{p['blocks']}" + (f" pre u{p['unroll']}" if p["corr"] else "") + (" late" if p.get("late") else "") + (" fused" if p["fuse"] else "")
 
 
-def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
+_clock = clock_hz
 
 
-class HvxGemm:
+class HvxGemm(TemplateFamily):
     name = "hvx_gemm"
-
-    def applies(self, kernel: Kernel, machine) -> bool:
-        return machine.has("hvx") and isinstance(tpl.match(kernel), dict)
+    tpl = tpl
+    packets = staticmethod(modeled_packets)
 
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
         g = tpl.match(kernel)
@@ -374,17 +374,6 @@ class HvxGemm:
                 for j in BLOCKS:
                     p = {"rows": r, "blocks": j, "corr": corr, "unroll": u, "fuse": fuse, "late": late}
                     if not tpl.check(g, p): yield schedule(kernel, **p)
-
-    def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
-        g = tpl.match(kernel)
-        if isinstance(g, str): return [g]
-        if schedule.family != self.name: return [f"not a {self.name} schedule"]
-        return tpl.check(g, dict(schedule.params), machine)
-
-    def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
-        g = tpl.match(kernel)
-        if isinstance(g, str): raise ValueError(g)
-        return modeled_packets(g, dict(schedule.params)) / _clock(machine)
 
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         """What an engineer writes first: 4 rows by one block of 32 columns (the smallest

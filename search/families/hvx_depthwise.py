@@ -39,6 +39,7 @@ from ...ir.schedule import Level, Schedule, Split
 
 from .. import vliw
 from . import Candidate, Solved
+from .native_template import TemplateFamily, clock_hz
 
 C = tpl.C
 W_REG = 22              # weights of tap t = 3*dy + dx in v(22 + t)
@@ -229,14 +230,13 @@ def schedule(kernel: Kernel, unroll: int, early: int = 0) -> Schedule:
                     params=(("early", early), ("unroll", unroll)))
 
 
-def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
+_clock = clock_hz
 
 
-class HvxDepthwise:
+class HvxDepthwise(TemplateFamily):
     name = "hvx_depthwise"
-
-    def applies(self, kernel: Kernel, machine) -> bool:
-        return machine.has("hvx") and isinstance(tpl.match(kernel), dict)
+    tpl = tpl
+    packets = staticmethod(modeled_packets)
 
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
         g = tpl.match(kernel)
@@ -244,17 +244,6 @@ class HvxDepthwise:
         for u in UNROLLS:
             for e in (0, 1):
                 if not tpl.check(g, {"unroll": u, "early": e}): yield schedule(kernel, u, e)
-
-    def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
-        g = tpl.match(kernel)
-        if isinstance(g, str): return [g]
-        if schedule.family != self.name: return [f"not a {self.name} schedule"]
-        return tpl.check(g, dict(schedule.params), machine)
-
-    def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
-        g = tpl.match(kernel)
-        if isinstance(g, str): raise ValueError(g)
-        return modeled_packets(g, dict(schedule.params)) / _clock(machine)
 
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         """What an engineer writes first: the smallest legal unroll (one output pixel an

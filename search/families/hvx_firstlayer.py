@@ -35,6 +35,7 @@ from ...ir.schedule import Level, Schedule, Split
 
 from .. import vliw
 from . import Candidate, Solved
+from .native_template import TemplateFamily, clock_hz
 
 EVEN, ODD = 0, 9        # weight vectors: v(EVEN + 3*dy + k), v(ODD + 3*dy + k)
 ACC = ((18, 19), (20, 21))   # accumulator sets (even, odd pixel); the second only with two pairs an iteration
@@ -303,14 +304,13 @@ def schedule(kernel: Kernel, pipeline: int, tload: int, pre: int = 1, pairs: int
                     params=(("pairs", pairs), ("pipeline", pipeline), ("pre", pre), ("tload", tload)))
 
 
-def _clock(machine) -> float: return float(machine.notes.get("clock_hz", 1.0e9))
+_clock = clock_hz
 
 
-class HvxFirstLayer:
+class HvxFirstLayer(TemplateFamily):
     name = "hvx_firstlayer"
-
-    def applies(self, kernel: Kernel, machine) -> bool:
-        return machine.has("hvx") and isinstance(tpl.match(kernel), dict)
+    tpl = tpl
+    packets = staticmethod(modeled_packets)
 
     def space(self, kernel: Kernel, machine) -> Iterable[Schedule]:
         g = tpl.match(kernel)
@@ -321,17 +321,6 @@ class HvxFirstLayer:
                     for n in PAIRS:
                         p = {"pipeline": pl, "tload": tl, "pre": pre, "pairs": n}
                         if not tpl.check(g, p): yield schedule(kernel, **p)
-
-    def legal(self, kernel: Kernel, schedule: Schedule, machine) -> list[str]:
-        g = tpl.match(kernel)
-        if isinstance(g, str): return [g]
-        if schedule.family != self.name: return [f"not a {self.name} schedule"]
-        return tpl.check(g, dict(schedule.params), machine)
-
-    def cost(self, kernel: Kernel, schedule: Schedule, machine) -> float:
-        g = tpl.match(kernel)
-        if isinstance(g, str): raise ValueError(g)
-        return modeled_packets(g, dict(schedule.params)) / _clock(machine)
 
     def hand(self, kernel: Kernel, machine) -> Schedule | None:
         """What an engineer writes first: each pair loads, computes and stores in its own iteration."""
