@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     pr.add_argument("--failures", action="store_true", help="also forget recorded tuning failures")
     pr.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
     pr.add_argument("--yes", action="store_true", help="needed when the prune would delete every row")
+    for sp, keys in ((ex, "rows, file"), (im, "written, kept, file"), (pr, "deleted, would_delete, total, log_entries, "
+                                                                      "failures_forgotten, dry_run")):
+        sp.add_argument("--json", action="store_true", help=f"print one JSON object ({keys})")
     for sp in (ls, show, ex, pr):
         sp.add_argument("--backend", default=None, choices=BACKENDS, help="only rows of this backend")
     for sp in (ls, show, ex, im, pr): add_cache_arg(sp)
@@ -70,7 +74,6 @@ def _fmt_s(t: float | None) -> str:
 def entry_json(e: Entry) -> dict:
     """A row as JSON: the columns of ``cache export`` (schedule and kernel parsed) plus the speed-up."""
     from dataclasses import asdict
-    import json
     d = asdict(e)
     d["schedule"] = json.loads(e.schedule)
     d["kernel"] = json.loads(e.kernel) if e.kernel else None
@@ -165,7 +168,8 @@ def _export(c: Cache, args) -> int:
     else:
         with open(args.file, "w") as f:
             n = c.export_jsonl(f, backend=args.backend)
-    print(f"exported {n} rows", file=sys.stderr)
+    if args.json and args.file != "-": print(json.dumps({"rows": n, "file": args.file}))
+    else: print(f"exported {n} rows", file=sys.stderr)   # stdout may be the rows themselves
     return 0
 
 
@@ -176,7 +180,8 @@ def _import(c: Cache, args) -> int:
         if not Path(args.file).is_file(): raise UserError(f"{args.file}: no such file")
         with open(args.file) as f:
             w, k = c.import_jsonl(f, force=args.force)
-    print(f"imported {w} rows, kept {k} existing rows that were as good or better")
+    if args.json: print(json.dumps({"written": w, "kept": k, "file": args.file}))
+    else: print(f"imported {w} rows, kept {k} existing rows that were as good or better")
     return 0
 
 
@@ -186,15 +191,23 @@ def _prune(c: Cache, args) -> int:
     n, total = c.prune(**how, dry_run=True), len(c)
     logs = c.prune_candidates(args.older_than, args.backend, dry_run=True) if args.older_than is not None else 0
     if args.dry_run:
-        print(f"would delete {n} of {total} rows and {logs} candidate-log entries (dry run: nothing deleted)")
+        if args.json: print(json.dumps(dict(deleted=0, would_delete=n, total=total, log_entries=logs, failures_forgotten=0,
+                                            dry_run=True)))
+        else: print(f"would delete {n} of {total} rows and {logs} candidate-log entries (dry run: nothing deleted)")
         return 0
     if n and n == total and not args.yes:
         raise UserError(f"this prune would delete all {total} rows of {c.path}; pass --yes to do it "
                         "(--dry-run counts without deleting)")
     n = c.prune(**how)
+    logs = c.prune_candidates(args.older_than, args.backend) if args.older_than is not None else 0
+    forgot = c.clear_failures() if args.failures else 0
+    if args.json:
+        print(json.dumps(dict(deleted=n, would_delete=n, total=total, log_entries=logs, failures_forgotten=forgot,
+                              dry_run=False)))
+        return 0
     msg = f"deleted {n} rows"
-    if args.older_than is not None: msg += f" and {c.prune_candidates(args.older_than, args.backend)} candidate-log entries"
-    if args.failures: msg += f", forgot {c.clear_failures()} failures"
+    if args.older_than is not None: msg += f" and {logs} candidate-log entries"
+    if args.failures: msg += f", forgot {forgot} failures"
     print(msg)
     return 0
 

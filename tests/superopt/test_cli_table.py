@@ -90,8 +90,16 @@ def _cache_commands(capsys, tmp_path: Path) -> None:
                     schedule='{"version": 1, "splits": [[["loop", 16]], [["loop", 8]], [["loop", 4]]]}'))
     assert [e["kernel_key"] for e in _json(capsys, ["cache", "ls", "--cache", db, "--json"])["entries"]] == [k.key]
     assert _json(capsys, ["cache", "show", k.key[:6], "--cache", db, "--json"])["entries"][0]["kernel_key"] == k.key
-    for action in (["export", "x.jsonl"], ["import", "x.jsonl"], ["prune", "--dry-run"]):
-        assert _json(capsys, ["cache", *action, "--cache", db, "--json"], 2)["kind"] == "usage"   # no --json
+    assert _json(capsys, ["cache", "export", "x.jsonl", "--cache", db, "--json"]) == {"rows": 1, "file": "x.jsonl"}
+    db2 = str(tmp_path / "c2.sqlite")
+    assert _json(capsys, ["cache", "import", "x.jsonl", "--cache", db2, "--json"])["written"] == 1
+    with Cache(db2) as c:   # an unverified row: what prune removes by default
+        c.put(Entry(kernel_key="0" * 32, backend="cpu", device="dev0", method="hand", verified=False, measured_s=None,
+                    schedule='{"version": 1, "splits": [[["loop", 16]], [["loop", 8]], [["loop", 4]]]}'))
+    dry = _json(capsys, ["cache", "prune", "--cache", db2, "--dry-run", "--json"])
+    assert dry["dry_run"] and dry["would_delete"] == 1 and dry["total"] == 2 and dry["deleted"] == 0
+    done = _json(capsys, ["cache", "prune", "--cache", db2, "--json"])
+    assert done["deleted"] == 1 and not done["dry_run"]
 
 
 @pytest.mark.parametrize("command", ["tune", "run", "tune-cache", "bench", "fidelity"])
