@@ -28,7 +28,6 @@ is proved).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterable
@@ -38,7 +37,7 @@ from ...ir.kernel import Kernel
 from ...ir.schedule import Level, Schedule, Split
 
 from .. import vliw
-from . import Candidate, Solved
+from . import Solved
 from .native_template import TemplateFamily, clock_hz
 
 C = tpl.C
@@ -252,27 +251,13 @@ class HvxDepthwise(TemplateFamily):
         if isinstance(g, str): return None
         return next((schedule(kernel, u) for u in UNROLLS if not tpl.check(g, {"unroll": u, "early": 0})), None)
 
+    def label(self, params: dict) -> str:
+        return f"unroll {params['unroll']} early {params['early']}"
+
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
         """Exact enumeration of the legal unrolls under the packet model."""
-        t0 = time.perf_counter()
-        g = tpl.match(kernel)
-        if isinstance(g, str): return Solved(self.name, [], "enumeration", False, detail={"why": g})
-        cands, table, complete, exact = [], {}, True, True
-        for s in self.space(kernel, machine):
-            if time.perf_counter() - t0 > timeout_s:
-                complete = False
-                break
-            p = dict(s.params)
-            mp = modeled_packets(g, p)
-            exact &= packing(g, p).proved
-            table[f"unroll {p['unroll']} early {p['early']}"] = mp
-            cands.append(Candidate(s, mp / _clock(machine)))
-        cands.sort(key=lambda c: c.modeled_s)
-        ok = complete and exact and bool(cands)
         # not proved: the bound every schedule meets, one 64-MAC widening multiply a packet
-        bound = None if ok else macs(g) / 64 / _clock(machine)
-        return Solved(self.name, cands[:top], "enumeration", ok, bound_s=bound, solve_s=time.perf_counter() - t0,
-                      detail={"modeled_packets": table, "points": len(cands), "packings_proved": exact, "macs": macs(g)})
+        return self.enumerate_solve(kernel, machine, timeout_s, top, packing, macs, peak_macs=64)
 
 
 FAMILY = HvxDepthwise()

@@ -24,7 +24,6 @@ all eight (proved optimal when every packing is).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterable
@@ -34,7 +33,7 @@ from ...ir.kernel import Kernel
 from ...ir.schedule import Level, Schedule, Split
 
 from .. import vliw
-from . import Candidate, Solved
+from . import Solved
 from .native_template import TemplateFamily, clock_hz
 
 EVEN, ODD = 0, 9        # weight vectors: v(EVEN + 3*dy + k), v(ODD + 3*dy + k)
@@ -329,25 +328,8 @@ class HvxFirstLayer(TemplateFamily):
 
     def solve(self, kernel: Kernel, machine, timeout_s: float = 30.0, top: int = 4) -> Solved:
         """Exact enumeration of (pipeline, tload) under the packet model."""
-        t0 = time.perf_counter()
-        g = tpl.match(kernel)
-        if isinstance(g, str): return Solved(self.name, [], "enumeration", False, detail={"why": g})
-        cands, table, complete, exact = [], {}, True, True
-        for s in self.space(kernel, machine):
-            if time.perf_counter() - t0 > timeout_s:
-                complete = False
-                break
-            p = dict(s.params)
-            mp = modeled_packets(g, p)
-            exact &= packing(g, p).proved
-            table[" ".join(f"{k} {v}" for k, v in sorted(p.items()))] = mp
-            cands.append(Candidate(s, mp / _clock(machine)))
-        cands.sort(key=lambda c: c.modeled_s)
-        ok = complete and exact and bool(cands)
         # not proved: the bound every schedule meets, two 128-byte vrmpy a packet
-        bound = None if ok else macs(g) / 256 / _clock(machine)
-        return Solved(self.name, cands[:top], "enumeration", ok, bound_s=bound, solve_s=time.perf_counter() - t0,
-                      detail={"modeled_packets": table, "points": len(cands), "packings_proved": exact, "macs": macs(g)})
+        return self.enumerate_solve(kernel, machine, timeout_s, top, packing, macs, peak_macs=256)
 
 
 FAMILY = HvxFirstLayer()
