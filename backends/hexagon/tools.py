@@ -57,6 +57,37 @@ void *memmove(void *d, const void *s, unsigned long n) {
   volatile char *p = d; const char *q = s;
   if (p < q) { while (n--) *p++ = *q++; } else { p += n; q += n; while (n--) *--p = *--q; }
   return d; }
+/* float division: the compiler calls __hexagon_divsf3 (compiler-rt), which no Debian
+   package ships for hexagon. IEEE binary32 division, round to nearest even, from integer
+   shifts and compares only (a long division of the mantissas; hexagon has no divide). */
+typedef union { float f; uint32_t u; } so_fu;
+static float so_bits(uint32_t u) { so_fu x; x.u = u; return x.f; }
+float __hexagon_divsf3(float fa, float fb) {
+  so_fu a, b; a.f = fa; b.f = fb;
+  uint32_t sign = (a.u ^ b.u) & 0x80000000u, ma = a.u & 0x7fffffu, mb = b.u & 0x7fffffu;
+  int ea = (a.u >> 23) & 0xff, eb = (b.u >> 23) & 0xff;
+  if (ea == 255 && ma) return so_bits(a.u | 0x400000u);          /* NaN operands stay NaN */
+  if (eb == 255 && mb) return so_bits(b.u | 0x400000u);
+  if (ea == 255) return so_bits(eb == 255 ? 0x7fc00000u : sign | 0x7f800000u);
+  if (eb == 255) return so_bits(sign);
+  if (!ea && !ma) return so_bits(!eb && !mb ? 0x7fc00000u : sign);
+  if (!eb && !mb) return so_bits(sign | 0x7f800000u);
+  if (ea) ma |= 0x800000u; else { ea = 1; while (!(ma & 0x800000u)) { ma <<= 1; ea--; } }
+  if (eb) mb |= 0x800000u; else { eb = 1; while (!(mb & 0x800000u)) { mb <<= 1; eb--; } }
+  int e = ea - eb + 127;
+  if (ma < mb) { ma <<= 1; e--; }                                   /* quotient in [1, 2) */
+  uint32_t q = 0, r = ma;
+  for (int i = 0; i < 26; i++) { q <<= 1; if (r >= mb) { r -= mb; q |= 1; } r <<= 1; }
+  int sticky = r != 0, shift = e >= 1 ? 0 : 1 - e;                  /* subnormal: shift further */
+  if (shift > 27) shift = 27;
+  uint32_t mant = q >> (2 + shift), guard = (q >> (1 + shift)) & 1;
+  sticky |= (q & ((1u << (1 + shift)) - 1)) != 0;
+  if (guard && (sticky || (mant & 1))) mant++;
+  if (shift) return so_bits(sign | mant);                           /* a carry makes it the least normal */
+  if (mant == 0x1000000u) { mant >>= 1; e++; }
+  if (e >= 255) return so_bits(sign | 0x7f800000u);
+  return so_bits(sign | ((uint32_t)e << 23) | (mant & 0x7fffffu));
+}
 int so_main(void);
 void _start(void) { so_exit(so_main()); }
 """
