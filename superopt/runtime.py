@@ -4,6 +4,17 @@
     y = model(x).numpy()
     superopt.runtime.reset()           # back to the reference interpreter (the default)
 
+A realize hands the runtime its whole kernel sequence (``run_steps``). With ``graph=True``
+(the default) the runtime resolves every kernel's schedule, compiles and verifies each once,
+and builds the model's launch plan (``backends/cuda/launches.py``: buffers, launch order,
+argument slots, reuse of an intermediate's allocation after its last reader). On ``cuda``
+the plan's launches are captured as ONE CUDA graph over buffers allocated once
+(``backends/cuda/graph.py``), replayed on every later realize of the same program (keyed by
+the kernels, their schedules and their wiring, never by tensor names: the inputs are copied
+into the graph's input buffers); per-kernel launch gaps disappear. On other backends the
+plan runs kernel by kernel in host memory laid out as the plan says. ``graph=False`` runs
+each step on its own arrays, kernel by kernel (for debugging and for comparing with the graph).
+
 A cache hit runs the stored schedule; a miss runs the hand-rule schedule (or, with
 ``on_miss="tune"``, tunes the kernel now with the solver and stores the result). Compiled kernels are
 kept per process. On a GPU, a kernel the model says runs faster as a plan of several
@@ -11,20 +22,24 @@ kept per process. On a GPU, a kernel the model says runs faster as a plan of sev
 channels-last copies of its operands) runs as its steps, each scheduled like any kernel; a
 tuned (measured) kernel runs a plan only where tuning measured it faster.
 If a backend run fails, the step is computed by the reference interpreter and a warning
-names the kernel: a result is never silently wrong or lost.
+names the kernel: a result is never silently wrong or lost. A model with such a kernel, or
+whose graph cannot be built, runs kernel by kernel on the GPU (a warning says why).
 """
 from __future__ import annotations
 
 import warnings
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from superopt import debug
 from superopt.backends.base import Failure, get
+from superopt.backends.cuda.launches import Item, LaunchPlan, PlanError, build, expand, external_inputs, program_key
+from superopt.backends.cuda.runtime import CudaError
 from superopt.cache import Cache, device_of
 from superopt.engine.store import tune_and_store
 from superopt.ir.interpret import run_kernel
@@ -43,12 +58,31 @@ def hand_schedule(kernel: Kernel, machine) -> Schedule:
     return hand_rule(kernel, machine)
 
 
+@dataclass
+class Model:
+    """One program ready to run: its launch plan, each launch's compiled kernel (or the
+    ``Failure`` that sends it to the interpreter), and on a GPU its CUDA graph once built."""
+    plan: LaunchPlan
+    compiled: list
+    graph: object = None          # backends.cuda.graph.ModelGraph, built on the first run
+    no_graph: str = ""            # why it runs kernel by kernel on a GPU ('' : it runs as a graph)
+    plans: Counter = field(default_factory=Counter)   # model plans (split_k, relayout, ...) among its steps
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the kernels that did not compile or verify."""
+        return [it.kernel.name for it, c in zip(self.plan.items, self.compiled) if isinstance(c, Failure)]
+
+
 class Runtime:
-    """A ``Tensor.runner``: cache lookup, compile (memoized), run on the backend."""
+    """A ``Tensor.runner``: cache lookup, compile (memoized), run on the backend; a whole
+    realize at once through ``run_steps`` (one CUDA graph on ``cuda`` unless ``graph=False``)."""
 
     def __init__(self, backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand",
-                 tune: Callable | None = None, tune_budget_s: float = 5.0):
+                 tune: Callable | None = None, tune_budget_s: float = 5.0, graph: bool = True):
         if on_miss not in ("hand", "tune"): raise ValueError(f"on_miss must be 'hand' or 'tune', not {on_miss!r}")
+        self.graph = bool(graph)
+        self.models: dict[tuple, Model] = {}   # program key -> its launch plan, compiled kernels, graph
         self.backend = get(backend)
         self.device = device_of(self.backend)
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
@@ -119,13 +153,9 @@ class Runtime:
         self.stats[plan.kind] += 1
         return bufs[step.output]
 
-    def __call__(self, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
-        k = step.kernel
-        plan = self.plan_for(k)
-        if plan is not None: return self._run_plan(plan, step, bufs)
-        inputs = [np.ascontiguousarray(bufs[n]) for n in step.inputs]
-        s, source = self.schedule_for(k)
-        self.stats[source] += 1
+    def compiled_for(self, k: Kernel, s: Schedule):
+        """``k`` under ``s`` compiled on the backend and verified on random inputs (memoized),
+        or the ``Failure`` that says why it cannot be used."""
         ck = (k.key, s.to_json())
         if ck not in self.compiled:
             try:
@@ -138,27 +168,127 @@ class Runtime:
                 # on random inputs, before its first result is used
                 v = verify_compiled(k, self.compiled[ck], self.backend, np.random.default_rng(0))
                 if not v.ok: self.compiled[ck] = Failure(v.failure_kind or "wrong", f"failed verification: {v.reason}")
-        c = self.compiled[ck]
+        return self.compiled[ck]
+
+    def __call__(self, step: Step, bufs: dict[str, np.ndarray]) -> np.ndarray:
+        """One step on its own arrays (kernel by kernel)."""
+        k = step.kernel
+        plan = self.plan_for(k)
+        if plan is not None: return self._run_plan(plan, step, bufs)
+        inputs = [np.ascontiguousarray(bufs[n]) for n in step.inputs]
+        s, source = self.schedule_for(k)
+        self.stats[source] += 1
+        c = self.compiled_for(k, s)
         if not isinstance(c, Failure):
             out = np.empty(k.output.shape, dtype=k.output.dtype.np)
             debug.log(1, lambda: f"launch {k.name} ({k.key[:12]}) on {self.backend.name}: {source} schedule")
             r = self.backend.run(c, inputs, out)
             if not isinstance(r, Failure): return out
             c = r
-        warnings.warn(f"superopt runtime: kernel {k.name} ({k.key[:12]}) failed on {self.backend.name} ({c}); "
-                      "computed by the reference interpreter", RuntimeWarning, stacklevel=2)
+        return self._interpret(k, inputs, c)
+
+    def _interpret(self, k: Kernel, inputs: list[np.ndarray], why) -> np.ndarray:
+        warnings.warn(f"superopt runtime: kernel {k.name} ({k.key[:12]}) failed on {self.backend.name} ({why}); "
+                      "computed by the reference interpreter", RuntimeWarning, stacklevel=3)
         self.stats["interpreter"] += 1
         return run_kernel(k, inputs)
 
+    # ---- a whole realize -----------------------------------------------------------------
+    def items_for(self, steps: Sequence[Step]) -> list[Item]:
+        """The steps as launch items in order: each kernel's schedule (cache, tuned, hand
+        rule), a kernel its plan splits (search/plan.py) expanded into the plan's steps."""
+        return expand(steps, self.schedule_for, self.plan_for)
+
+    def prepare(self, steps: Sequence[Step]) -> Model:
+        """The program of ``steps`` ready to run (memoized by its program key): schedules
+        resolved, every kernel compiled and verified once, the launch plan built."""
+        items = self.items_for(steps)
+        return self._model(items, program_key(items, [steps[-1].output]), steps)
+
+    def _model(self, items: list[Item], key: tuple, steps: Sequence[Step]) -> Model:
+        if key not in self.models:
+            plans = Counter(p.kind for p in (self.plan_for(st.kernel) for st in steps) if p is not None)
+            self.models[key] = Model(build(items, [steps[-1].output]), [self.compiled_for(it.kernel, it.schedule) for it in items],
+                                     plans=plans)
+        return self.models[key]
+
+    def run_steps(self, steps: Sequence[Step], bufs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every step of one realize (``Tensor.numpy``); returns the last step's output by name.
+        ``graph``: as the program's launch plan (one CUDA graph on cuda), else step by step."""
+        final = steps[-1].output
+        if not self.graph:
+            bufs = dict(bufs)
+            for st in steps: bufs[st.output] = self(st, bufs)
+            return {final: bufs[final]}
+        items = self.items_for(steps)
+        m = self._model(items, program_key(items, [final]), steps)
+        # this realize's names for the plan's inputs: the same program reads them in the same order
+        arrays = {pn: np.ascontiguousarray(bufs[n]) for pn, n in zip(m.plan.inputs, external_inputs(items))}
+        for it in m.plan.items: self.stats[it.source] += 1
+        self.stats.update(m.plans)
+        out = self._run_model(m, arrays)
+        return {final: out.reshape(steps[-1].kernel.output.shape)}
+
+    def _run_model(self, m: Model, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        g = self.graph_of(m)
+        if g is not None:
+            try:
+                out = g.run(arrays)[m.plan.outputs[0]]
+                self.stats["graph_replays"] += 1
+                return out
+            except CudaError as e:   # the graph failed to run: the same launches one by one say which kernel
+                self._drop_graph(m, f"{type(e).__name__}: {e}")
+        return m.plan.run_host(arrays, lambda i, ins, out: self._launch(m, i, ins, out))[m.plan.outputs[0]]
+
+    def graph_of(self, m: Model):
+        """The model's CUDA graph (built on the first call: buffers allocated, kernels loaded,
+        launches captured), or None where it runs kernel by kernel: not on cuda, a kernel that
+        failed (it runs in the interpreter), or a graph that could not be built (``m.no_graph``)."""
+        if m.graph is not None or m.no_graph or self.backend.name != "cuda": return m.graph
+        if m.failed:
+            m.no_graph = f"kernels {m.failed} did not compile or verify"
+            warnings.warn(f"superopt runtime: not one CUDA graph ({m.no_graph}): kernel by kernel", RuntimeWarning, stacklevel=3)
+            return None
+        from superopt.backends.cuda.graph import ModelGraph   # here: the cuda backend is already loaded
+        try:
+            m.graph = ModelGraph(m.plan, None, machine=self.backend.machine, programs=[c.program for c in m.compiled])
+            m.graph.capture()
+            self.stats["graphs"] += 1
+        except (CudaError, PlanError) as e:
+            self._drop_graph(m, f"{type(e).__name__}: {e}")
+        return m.graph
+
+    def _drop_graph(self, m: Model, why: str) -> None:
+        if m.graph is not None: m.graph.close()
+        m.graph, m.no_graph = None, why
+        warnings.warn(f"superopt runtime: the model runs kernel by kernel, not as one CUDA graph ({why})",
+                      RuntimeWarning, stacklevel=4)
+
+    def _launch(self, m: Model, i: int, ins: list[np.ndarray], out: np.ndarray) -> None:
+        """Launch ``i`` of the model on the backend into ``out``; the interpreter where it fails."""
+        it, c = m.plan.items[i], m.compiled[i]
+        if not isinstance(c, Failure):
+            debug.log(1, lambda: f"launch {it.kernel.name} ({it.kernel.key[:12]}) on {self.backend.name}: {it.source} schedule")
+            r = self.backend.run(c, ins, out)
+            if not isinstance(r, Failure):
+                if r is not out: out[:] = np.asarray(r).reshape(-1)
+                return
+            c = r
+        out[:] = np.asarray(self._interpret(it.kernel, ins, c)).reshape(-1)
+
     def close(self) -> None:
+        for m in self.models.values():
+            if m.graph is not None: m.graph.close()
+        self.models.clear()
         self.backend.close()
         self.cache.close()
 
 
-def use(backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand") -> Runtime:
+def use(backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand",
+        graph: bool = True) -> Runtime:
     """Enter a runtime as the context's runner until ``reset()``; returns it."""
     reset()
-    rt = Runtime(backend, cache, on_miss)
+    rt = Runtime(backend, cache, on_miss, graph=graph)
     _installed.append((rt, context.enter(runner=rt, cache=rt.cache, target=rt.backend.machine)))
     return rt
 
@@ -175,9 +305,11 @@ def reset() -> None:
 
 
 @contextmanager
-def using(backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand") -> Iterator[Runtime]:
-    """``with runtime.using("cpu") as rt:`` the runtime is the context's runner inside the block only."""
-    rt = Runtime(backend, cache, on_miss)
+def using(backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand",
+          graph: bool = True) -> Iterator[Runtime]:
+    """``with runtime.using("cpu") as rt:`` the runtime is the context's runner inside the block
+    only (``graph=False``: every step kernel by kernel on its own arrays)."""
+    rt = Runtime(backend, cache, on_miss, graph=graph)
     try:
         with context.use(runner=rt, cache=rt.cache, target=rt.backend.machine):
             yield rt

@@ -7,10 +7,13 @@ rendering, compiling, tensor maps and launching are the cuda backend's own funct
 (``ir.lower.lower``, ``render.render``, ``runtime.Device.compile``/``launch``, the
 worker's ``_tensor_maps``): this module only orders them and captures the launches.
 
-Buffers: the model's inputs and outputs each get their own allocation; an intermediate's
+Buffers: the launch plan (``launches.py``, plain Python, run on the emulator and the CPU by
+the tests): the model's inputs and outputs each get their own allocation; an intermediate's
 allocation is handed back after its last reader and reused by a later intermediate that
 fits (smallest free block first; ``plan_buffers``), so peak device memory stays near the
-live set. Intermediates are poisoned (0xFF bytes: NaN / -1) before the first run.
+live set. Intermediates are poisoned (0xFF bytes: NaN / -1) before the first run. A later
+run with new inputs copies them into the input buffers and replays the same graph
+(``run``): the graph's addresses never change.
 
 Kernels with TMA copies get their tensor maps encoded once over the graph's fixed
 addresses and captured by value. A plan (split-K, relayout, split fp32) is not special
@@ -22,125 +25,23 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ...ir.kernel import Kernel
-from ...ir.schedule import Schedule
-
 from . import tma
+from .launches import BufferPlan, Item, LaunchPlan, PlanError, buffer_specs, build, check_inputs, expand, plan_buffers
 from .runtime import CudaError, Device, DeviceArray, Function, _drv, check
 
+__all__ = ["BufferPlan", "GraphError", "Item", "LaunchPlan", "ModelGraph", "PlanError", "buffer_specs", "expand",
+           "plan_buffers"]
 
-class GraphError(CudaError):
+
+class GraphError(CudaError, PlanError):
     """A model that cannot run as one graph; the message names the kernel."""
 
     def __init__(self, message: str, code: str = "GRAPH"):
         super().__init__("graph", message, code)
-
-
-@dataclass(frozen=True)
-class Item:
-    """One launch of the model: ``kernel`` under ``schedule`` reads the named buffers
-    ``inputs`` (the kernel's input order) and writes ``output``. ``source`` says where the
-    schedule came from ('cache', 'hand', 'plan', 'tuned')."""
-    kernel: Kernel
-    schedule: Schedule
-    inputs: tuple[str, ...]
-    output: str
-    source: str = "hand"
-
-
-def expand(steps: Sequence, schedule_for: Callable, plan_for: Callable | None = None) -> list[Item]:
-    """A kernelized model's steps (``ir.kernelize.Step``) as launch items in order.
-    ``schedule_for(kernel, planned=None) -> (schedule, source)`` picks each schedule;
-    ``plan_for(kernel)`` may return a plan (``search.plan.Plan``: split-K, relayout, split
-    fp32), whose steps become items over scratch buffers ``<output>__<kind><j>``, the last
-    writing the step's output (as the runtime runs a plan)."""
-    items: list[Item] = []
-    for st in steps:
-        plan = plan_for(st.kernel) if plan_for is not None else None
-        if plan is None:
-            items.append(_item(st.kernel, schedule_for(st.kernel), tuple(st.inputs), st.output))
-            continue
-        names: list[str] = []
-        for j, x in enumerate(plan.steps):
-            out = st.output if x is plan.final else f"{st.output}__{plan.kind}{j}"
-            items.append(_item(x.kernel, schedule_for(x.kernel, x.schedule), tuple(x.operands(list(st.inputs), names)), out))
-            names.append(out)
-    return items
-
-
-def _item(k: Kernel, chosen: tuple, inputs: tuple[str, ...], output: str) -> Item:
-    schedule, source = chosen
-    return Item(k, schedule, inputs, output, source)
-
-
-def buffer_specs(items: Sequence[Item], arrays: dict[str, np.ndarray] | None = None) -> dict[str, tuple[int, np.dtype]]:
-    """(bytes, numpy dtype) of every buffer the items touch, from their kernels; a buffer
-    two kernels see differently, a given input that does not match, or an input read but
-    neither given nor written is an error naming it."""
-    meta: dict[str, tuple[int, np.dtype]] = {}
-    for it in items:
-        for n, b in [(it.output, it.kernel.output), *zip(it.inputs, it.kernel.inputs)]:
-            want = (b.nbytes, np.dtype(b.dtype.np))
-            if meta.setdefault(n, want) != want:
-                raise GraphError(f"kernel {it.kernel.name}: buffer {n} is {want}, elsewhere {meta[n]}")
-    if arrays is None: return meta
-    for n, (nb, d) in meta.items():
-        if n in arrays and (arrays[n].nbytes != nb or arrays[n].dtype != d):
-            raise GraphError(f"input {n}: {arrays[n].dtype}[{arrays[n].size}] given, the kernels read {nb} bytes of {d}")
-    written = {it.output for it in items}
-    absent = [n for n in meta if n not in arrays and n not in written]
-    if absent: raise GraphError(f"inputs {absent} are read but not given")
-    return meta
-
-
-@dataclass(frozen=True)
-class BufferPlan:
-    """Where each buffer lives: ``slot[name]`` indexes ``sizes`` (bytes per allocation)."""
-    slot: dict[str, int]
-    sizes: tuple[int, ...]
-
-    @property
-    def total_bytes(self) -> int: return sum(self.sizes)
-
-
-def plan_buffers(items: Sequence[Item], nbytes: dict[str, int], keep: Sequence[str]) -> BufferPlan:
-    """One allocation per model input and per ``keep`` buffer (the outputs); intermediates
-    share allocations where their lifetimes do not overlap. A kernel's output never shares
-    with its own inputs: the allocation of a buffer read last by item i is freed after i."""
-    written = {it.output for it in items}
-    unknown = [n for it in items for n in (*it.inputs, it.output) if n not in nbytes]
-    if unknown: raise GraphError(f"no size for buffers {sorted(set(unknown))}")
-    missing = [n for n in keep if n not in written]
-    if missing: raise GraphError(f"outputs {missing} are written by no kernel")
-    seen: set[str] = set()
-    for it in items:
-        early = [n for n in it.inputs if n in written and n not in seen]
-        if early: raise GraphError(f"kernel {it.kernel.name} reads {early} before any kernel writes them")
-        if it.output in seen: raise GraphError(f"kernel {it.kernel.name} writes {it.output}, which an earlier kernel wrote")
-        seen.add(it.output)
-    last = {n: i for i, it in enumerate(items) for n in it.inputs}
-    slot: dict[str, int] = {}
-    sizes: list[int] = []
-    free: list[int] = []   # slots of dead intermediates
-    fixed = [n for it in items for n in it.inputs if n not in written] + list(keep)
-    for n in dict.fromkeys(fixed):   # inputs and outputs: their own allocation each
-        slot[n] = len(sizes); sizes.append(nbytes[n])  # noqa: E702
-    for i, it in enumerate(items):
-        if it.output not in slot:
-            fit = [s for s in free if sizes[s] >= nbytes[it.output]]
-            if fit:
-                s = min(fit, key=lambda j: sizes[j]); free.remove(s)  # noqa: E702
-            else:
-                s = len(sizes); sizes.append(nbytes[it.output])  # noqa: E702
-            slot[it.output] = s
-        dead = [n for n in set(it.inputs) if n in written and last[n] == i]
-        if it.output not in last: dead.append(it.output)   # written, never read: its allocation is free at once
-        free += [slot[n] for n in dead if n not in keep]
-    return BufferPlan(slot, tuple(sizes))
 
 
 @dataclass
@@ -157,28 +58,43 @@ class ModelGraph:
     """A model's launches over buffers allocated once; ``capture`` records them as one
     CUDA graph, ``replay`` launches it. Close it to free the device memory."""
 
-    def __init__(self, items: Sequence[Item], arrays: dict[str, np.ndarray], outputs: Sequence[str], machine,
-                 device: Device | None = None, programs: Sequence | None = None):
-        """``programs``: the items' lowered programs where the caller has them (lowering a
-        tensor-core kernel takes seconds), else lowered here under ``machine``."""
+    def __init__(self, items: Sequence[Item] | LaunchPlan, arrays: dict[str, np.ndarray] | None, outputs: Sequence[str] = (),
+                 machine=None, device: Device | None = None, programs: Sequence | None = None):
+        """``items``: the launches (or their ``LaunchPlan``, whose outputs are then read back);
+        ``arrays``: the model's inputs, uploaded now (None: upload with ``set_inputs``
+        before the first run); ``programs``: the items' lowered programs where the caller has
+        them (lowering a tensor-core kernel takes seconds), else lowered here under ``machine``."""
         self.dev = device or Device.get()
-        self.items, self.outputs = list(items), list(outputs)
+        self.lp = items if isinstance(items, LaunchPlan) else build(items, outputs, arrays)
+        self.items, self.outputs = list(self.lp.items), list(self.lp.outputs)
+        self.meta, self.plan = self.lp.meta, self.lp.buffers
         self.graph = self.exec = None
         self.arrays: list[DeviceArray] = []
         try:
             self.programs = list(programs) if programs is not None else [self._lower(it, machine) for it in self.items]
             if len(self.programs) != len(self.items): raise GraphError(f"{len(self.programs)} programs for {len(self.items)} kernels")
-            self.meta = buffer_specs(self.items, arrays)
-            self.plan = plan_buffers(self.items, {n: m[0] for n, m in self.meta.items()}, self.outputs)
             self.arrays = [self.dev.alloc(n) for n in self.plan.sizes]
-            for n, a in arrays.items():
-                if n in self.plan.slot: self.buffer(n).upload(np.ascontiguousarray(a).reshape(-1))
             for n in self.meta:
-                if n not in arrays: self.buffer(n).fill_bytes(0xFF)   # unwritten elements read as NaN / -1
+                if n not in self.lp.inputs: self.buffer(n).fill_bytes(0xFF)   # unwritten elements read as NaN / -1
+            if arrays is not None: self.set_inputs(arrays)
             self.launches = [self._compile(it, p) for it, p in zip(self.items, self.programs)]
         except BaseException:
             self.close()
             raise
+
+    def set_inputs(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy the model's inputs into the graph's input buffers (the graph's addresses stay;
+        a replay then reads them). Every input must be given, with the kernels' bytes and dtype."""
+        check_inputs(self.meta, arrays)
+        absent = [n for n in self.lp.inputs if n not in arrays]
+        if absent: raise GraphError(f"inputs {absent} are read but not given")
+        for n in self.lp.inputs: self.buffer(n).upload(np.ascontiguousarray(arrays[n]).reshape(-1))
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs copied in, one replay of the graph (captured on the first call), every output read back."""
+        self.set_inputs(arrays)
+        self.replay()
+        return {n: self.output(n) for n in self.outputs}
 
     # ---- building ----------------------------------------------------------------------
     @staticmethod

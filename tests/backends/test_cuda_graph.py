@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from superopt.backends.base import get
-from superopt.backends.cuda.graph import GraphError, Item, buffer_specs, expand, plan_buffers
+from superopt.backends.cuda.graph import Item, buffer_specs, expand, plan_buffers
+from superopt.backends.cuda.launches import PlanError
 from superopt.backends.cuda.runtime import available
 from superopt.ir import dtype as dt
 from superopt.ir.interpret import run_kernel
@@ -72,18 +73,18 @@ def test_plan_buffers_reuses_dead_intermediates():
 
 def test_bad_sequences_are_refused_naming_the_buffer():
     s = hand_schedule(_K, H100)
-    with pytest.raises(GraphError, match=r"reads \['t1'\] before"):
+    with pytest.raises(PlanError, match=r"reads \['t1'\] before"):
         plan_buffers([Item(_K, s, ("t1",), "t0"), Item(_K, s, ("t0",), "t1")], {"t0": 4, "t1": 4}, ["t1"])
-    with pytest.raises(GraphError, match="which an earlier kernel wrote"):
+    with pytest.raises(PlanError, match="which an earlier kernel wrote"):
         plan_buffers([Item(_K, s, ("x",), "t0"), Item(_K, s, ("x",), "t0")], {"x": 4, "t0": 4}, ["t0"])
-    with pytest.raises(GraphError, match="written by no kernel"):
+    with pytest.raises(PlanError, match="written by no kernel"):
         plan_buffers([Item(_K, s, ("x",), "t0")], {"x": 4, "t0": 4}, ["y"])
-    with pytest.raises(GraphError, match="no size for buffers"):
+    with pytest.raises(PlanError, match="no size for buffers"):
         plan_buffers([Item(_K, s, ("x",), "t0")], {"t0": 4}, ["t0"])
     a = np.zeros((8, 8), np.float32)
-    with pytest.raises(GraphError, match="read but not given"):
+    with pytest.raises(PlanError, match="read but not given"):
         buffer_specs([Item(_K, s, ("a", "b"), "out")], {"a": a})
-    with pytest.raises(GraphError, match="input b: float64"):
+    with pytest.raises(PlanError, match="input b: float64"):
         buffer_specs([Item(_K, s, ("a", "b"), "out")], {"a": a, "b": a.astype(np.float64)})
 
 
