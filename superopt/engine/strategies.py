@@ -1,9 +1,17 @@
 """Where candidate schedules come from: the hand rules, the schedule families' solvers
 (``z3``), BEAM timed on the device (``beam``), and BEAM refining the solvers' pick
 (``z3+beam``). Each strategy measures its candidates through one ``Run`` (one input set,
-one reference, every measurement recorded) and returns the fastest verified ``Result``."""
+one reference, every measurement recorded) and returns the fastest verified ``Result``.
+
+Under a deadline (``Run.deadline``, a ``time.monotonic()`` instant: the CLI's ``--budget``
+bounds the whole tune), a candidate is started only while the time left covers what one
+measurement has taken so far (the median of their wall times); the ones not started are
+counted in ``Run.skipped``. What can still run past the deadline is the one measurement in
+flight, and the hand rules' measurement, which is always made (it is the baseline)."""
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,20 +39,60 @@ def _why(e: BaseException) -> str:
 @dataclass
 class Run:
     """One tuning run's shared state: the kernel, the backend, the input set every candidate
-    is checked and timed on, and every measurement made (``tried``)."""
+    is checked and timed on, and every measurement made (``tried``); under a ``deadline``,
+    the wall seconds of each measurement (``walls``) and what was not started (``skipped``).
+    ``phase``, ``done`` and ``total`` are what progress says while a candidate is measured."""
     kernel: Kernel
     be: object
     inputs: list
     runs: int = 15
     progress: Progress = quiet
     tried: list[Tried] = field(default_factory=list)
+    deadline: float | None = None
+    walls: list[float] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    phase: str = "measure"
+    done: int = 0
+    total: int | None = None
+
+    def left_s(self) -> float:
+        """Seconds to the deadline (inf without one; negative once it has passed)."""
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    def expected_s(self) -> float:
+        """What one more measurement is expected to take: the median wall time so far."""
+        return statistics.median(self.walls) if self.walls else 0.0
+
+    def fits(self) -> bool:
+        return self.left_s() >= self.expected_s()
 
     def measure(self, s: Schedule, method: str, family: str = "", modeled_s: float | None = None) -> Result:
-        m = measure(self.kernel, s, self.be, method, runs=self.runs, inputs=self.inputs, family=family)
+        t0 = time.monotonic()
+        who = f" ({family or method})"
+        step = lambda what: self.progress(self.done, self.total, f"{self.phase}: {what}{who}")  # noqa: E731
+        m = measure(self.kernel, s, self.be, method, runs=self._runs(), inputs=self.inputs, family=family, step=step)
+        self.walls.append(time.monotonic() - t0)
         m.modeled_s = modeled_s
         self.tried.append(Tried(s, method, family, modeled_s, m.verified, m.measured_s if m.verified else None,
                                 len(m.samples), "" if m.verified else m.reason))
         return m
+
+    def measure_in_budget(self, s: Schedule, method: str, family: str = "", modeled_s: float | None = None) -> Result | None:
+        """``measure``, or None (counted in ``skipped``) when the deadline leaves no time for it."""
+        if not self.fits():
+            self.skipped.append(f"{method} {family}".strip())
+            return None
+        return self.measure(s, method, family, modeled_s)
+
+    def _runs(self) -> int:
+        """Timed runs of the next candidate: ``runs``, fewer (at least 3) where the deadline
+        would not hold that many for each candidate still to measure (the first measurement,
+        the hand rules', tells the seconds of one run and of the rest: compile, verify)."""
+        if self.deadline is None or not self.tried or not self.tried[0].time_s: return self.runs
+        first = self.tried[0]
+        overhead = max(0.0, self.walls[0] - (first.samples + 2) * first.time_s)
+        fit = int((self.left_s() / max(1, (self.total or 1) - self.done) - overhead) / first.time_s)
+        return max(3, min(self.runs, fit))
 
 
 def faster(a: Result, b: Result | None) -> bool:
@@ -56,7 +104,9 @@ def faster(a: Result, b: Result | None) -> bool:
 # ---- hand rules ------------------------------------------------------------------------------
 def hand(run: Run) -> Result:
     """The hand rules' schedule (``search.hand``): the baseline every other method is held to."""
+    run.phase, run.done, run.total = "hand rules", 0, 1
     m = run.measure(hand_schedule(run.kernel, run.be.machine), "hand")
+    run.progress(1, 1, "hand rules: measured")
     m.baseline_s, m.baseline_method = m.measured_s, "hand"
     return m
 
@@ -125,22 +175,22 @@ def z3(run: Run, budget_s: float, base: Result, top: int = TOP) -> Result:
     """Every applicable family solves; the best modeled candidates over all of them and every
     family's hand rule are measured; the fastest verified is kept (``base``, the hand rules'
     result, when nothing beats it: never worse than the hand rules)."""
-    run.progress(0, None, "solve")
+    if run.deadline is not None:   # under a whole-run deadline the solve takes at most half the time left
+        budget_s = min(budget_s, max(0.1, run.left_s() / 2))
+    run.progress(0, None, f"solve (up to {budget_s:.1f} s)")
     sv = solve_families(run.kernel, run.be.machine, budget_s, top)
-    picks = sv.picks(top)
+    picks = _in_order(sv.picks(top), sv)
     chosen = {c.schedule for _, c in picks} | {base.schedule}
-    hands = [(n, s) for n, s in sv.hands.items() if s not in chosen]
-    n = len(picks) + len(hands)
+    todo = [(n, c.schedule, "z3", c.modeled_s) for n, c in picks] + \
+        [(n, s, "hand", _modeled(sv, n, s, run)) for n, s in sv.hands.items() if s not in chosen]
     best = base
-    for i, (name, c) in enumerate(picks):
-        run.progress(i, n, "measure")
-        m = run.measure(c.schedule, "z3", name, c.modeled_s)
-        if faster(m, best): best = m
-    for i, (name, s) in enumerate(hands, len(picks)):
-        run.progress(i, n, "measure")
-        m = run.measure(s, "hand", name, _modeled(sv, name, s, run))
-        if faster(m, best): best = m
-    run.progress(n, n, "measure")
+    run.phase, run.total = "measure", len(todo)
+    for i, (name, sched, method, modeled) in enumerate(todo):
+        run.done = i
+        run.progress(i, run.total, f"measure: start ({name})")
+        m = run.measure_in_budget(sched, method, name, modeled)
+        if m is not None and faster(m, best): best = m
+    run.progress(run.total, run.total, "measure: done" + (f", {len(run.skipped)} skipped at the deadline" if run.skipped else ""))
     best.families = family_report(sv, run)
     best.extra["solver"] = {"method": "+".join(sorted({s.method for s in sv.solved.values()})) or "none",
                             "proved_optimal": bool(sv.solved) and all(s.proved_optimal for s in sv.solved.values()),
@@ -153,6 +203,13 @@ def z3(run: Run, budget_s: float, base: Result, top: int = TOP) -> Result:
     elif best is base:
         best.extra["method_note"] = "hand rules (no solver candidate measured faster)"
     return best
+
+
+def _in_order(picks: list[tuple[str, fam.Candidate]], sv: Solve) -> list[tuple[str, fam.Candidate]]:
+    """The picks in the order they are measured: the best modeled, then each family's best
+    (so that a deadline leaves every family measured where it can), then the rest."""
+    firsts = {id(s.candidates[0]) for s in sv.solved.values() if s.candidates}
+    return picks[:1] + [p for p in picks[1:] if id(p[1]) in firsts] + [p for p in picks[1:] if id(p[1]) not in firsts]
 
 
 def _modeled(sv: Solve, name: str, s: Schedule, run: Run) -> float | None:
@@ -170,6 +227,7 @@ def beam(run: Run, budget_s: float, base: Result, start: Result | None = None,
     faster, verified, than ``start`` (or ``base``). BEAM's space is loop nests: a native
     template's pick is refined from the fastest loop nest measured."""
     prev = start or base
+    if run.deadline is not None: budget_s = min(budget_s, max(0.0, run.left_s()))
     origin = _loop_nest_start(run, start) if start is not None else None
     runner = BackendRunner(run.kernel, run.be, inputs=run.inputs)
     try:
@@ -183,8 +241,9 @@ def beam(run: Run, budget_s: float, base: Result, start: Result | None = None,
     if not r.verified or r.best == prev.schedule:
         prev.extra["beam"] = info
         return prev
-    m = run.measure(r.best, "z3+beam" if start is not None else "beam")
-    if not faster(m, prev):
+    run.phase, run.done, run.total = "beam: verify its pick", 0, 1
+    m = run.measure_in_budget(r.best, "z3+beam" if start is not None else "beam")
+    if m is None or not faster(m, prev):
         prev.extra["beam"] = info
         return prev
     m.baseline_s, m.baseline_method = base.measured_s, "hand"
