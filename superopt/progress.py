@@ -6,8 +6,11 @@
             progress(i + 1, len(cands), "compile + verify + time")
 
 ``Progress`` is a callback ``progress(done, total, what)``: ``done`` of ``total`` units of the
-current phase ``what`` (``total`` None when unknown: then no ETA). A new ``what`` starts a
-new phase, with its own clock for the ETA; the elapsed time counts from the start.
+current phase ``what`` (``total`` None when unknown: then no ETA). The phase is ``what`` up
+to its first ":" (``"measure: verify (cpu_gemm)"`` is phase "measure", at its verify step):
+a new phase starts its own clock for the ETA, a new step within it does not; the elapsed
+time counts from the start. ``deadline`` (a ``time.monotonic()`` instant, e.g. ``tune
+--budget``'s end) caps the ETA: work past it is skipped.
 
 How it is shown (chosen once, from the command's flags and the terminal):
 - ``-q`` (verbosity < 0): nothing.
@@ -17,9 +20,9 @@ How it is shown (chosen once, from the command's flags and the terminal):
   objects ``{"progress": TITLE, "what", "done", "total", "elapsed_s", "eta_s"}``, still on stderr.
 
 How the engine calls it (E1 wires these; nothing here imports the engine):
-- ``tune``: one phase per step, ``progress(0, None, "solve")`` before the Z3 solve, then
-  ``progress(i, n, "compile")``, ``progress(i, n, "verify")``, ``progress(i, n, "time")``
-  over the n candidates (or one phase ``"compile + verify + time"`` per candidate).
+- ``tune``: phases "hand rules" (1 candidate), "solve (up to S s)", "measure" (n
+  candidates, steps "compile", "verify", "time (R runs)" of each, with its family), BEAM's
+  steps, "outside baseline".
 - ``tune-cache``: ``progress(done, n_kernels, name_of_kernel_just_finished)``: one bar
   over the kernels (use ``phase=False`` so each kernel's name does not reset the ETA).
 - BEAM (``search.beam``'s dict callback): pass ``beam_callback(progress)``.
@@ -58,16 +61,17 @@ class Progress:
         self.last_call = self.t0               # a new phase's work began when the previous call returned
         self._bar = None
         self._new_phase = False
+        self.deadline: float | None = None
 
     # ---- the callback ----------------------------------------------------------------------
     def __call__(self, done: int, total: int | None, what: str = "") -> None:
         if self.silent: return
         now = self.clock()
-        if what != self.what:
+        if _phase(what) != _phase(self.what):
             if self.what is not None and self.phase: self._flush()   # the last line of the previous phase
             if self.phase or self.what is None: self.phase_t0 = self.last_call
             self._new_phase = self.phase
-            self.what = what
+        self.what = what
         self.last, self.last_call = (done, total, what), now
         if self.tty: self._rich(done, total, what)
         elif now - self.last_print >= self.interval_s or (total is not None and done >= total):
@@ -76,8 +80,9 @@ class Progress:
     def eta_s(self, done: int, total: int | None, now: float | None = None) -> float | None:
         """Seconds left at the phase's rate so far; None without a total or before the first unit."""
         if total is None or done <= 0: return None
-        spent = (self.clock() if now is None else now) - self.phase_t0
-        return max(0.0, spent / done * (total - done))
+        now = self.clock() if now is None else now
+        eta = max(0.0, (now - self.phase_t0) / done * (total - done))
+        return eta if self.deadline is None else max(0.0, min(eta, self.deadline - now))
 
     def close(self) -> None:
         if self.silent: return
@@ -119,6 +124,10 @@ class Progress:
             self._bar.reset(self._task, total=total, description=what)
         self._new_phase = False
         self._bar.update(self._task, completed=done, total=total, description=what)
+
+
+def _phase(what: str | None) -> str | None:
+    return None if what is None else what.split(":", 1)[0]
 
 
 def progress_for(args, title: str, phase: bool = True) -> Progress:

@@ -7,11 +7,18 @@ family's hand rule, and keeps the fastest verified one (never worse than the han
 ``--method hand`` uses the hand rules alone; ``--method beam`` runs BEAM from the hand rules'
 schedule within the budget; ``--method z3+beam`` refines the solvers' pick with BEAM. The
 report names each family's proof status and the outside library (numpy / torch) timed on the
-same kernel. The result is stored in the kernel cache (``--cache PATH``, ``--no-cache``)."""
+same kernel. The result is stored in the kernel cache (``--cache PATH``, ``--no-cache``).
+
+``--budget S`` bounds the whole command's wall time (load, solve, compile, verify, time, BEAM,
+the outside library, the cache): the engine gets the deadline (``tune(..., deadline=)``) and
+stops starting candidates when it would pass; the report says the wall time, whether the
+budget held and what was skipped. It can be exceeded by the one measurement in flight at
+the deadline and by the hand rules' measurement, which is always made (the baseline)."""
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from superopt.backends.base import get
 from superopt.cache import Cache, CacheError
@@ -90,8 +97,22 @@ def report(m: Result) -> str:
         lines.append(f"beam: {b['timed']} schedules timed in {b['elapsed_s']:.1f} s ({b['failures']} failed)"
                      + (f", {b['overrun_s']:.1f} s over its {b['budget_s']:.1f} s budget" if b.get("overrun_s") else ""))
     lines.append(f"tuning: {m.tuning_s:.2f} s")
+    if m.extra.get("budget"): lines.append(budget_line(m.extra["budget"]))
     if m.extra.get("cache"): lines.append(f"cache: {m.extra['cache']}")
     return "\n".join(lines)
+
+
+def budget_line(b: dict) -> str:
+    """The wall time against ``--budget``, and what the deadline left out."""
+    if b["held"]: held = f"within the {b['budget_s']:g} s budget"
+    else:
+        why = f"the hand rules' measurement, always made, took {b['hand_measurement_s']:.1f} s" \
+            if b["hand_measurement_s"] >= b["budget_s"] / 2 else \
+            f"the measurement in flight at the deadline; the longest took {b['longest_measurement_s']:.1f} s"
+        held = f"{b['wall_s'] - b['budget_s']:.1f} s over the {b['budget_s']:g} s budget ({why})"
+    skipped = f"; skipped at the deadline: {b['skipped']} candidate(s)" if b["skipped"] else ""
+    extra = [w for w in b["skipped_what"] if w in ("plan", "outside baseline")]
+    return f"wall time: {b['wall_s']:.2f} s, {held}{skipped}" + (f" and the {' and the '.join(extra)}" if extra else "")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -104,7 +125,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", metavar="PATH", help="kernel cache file (default: the user's cache dir)")
     p.add_argument("--no-cache", action="store_true", help="do not store the result in the kernel cache")
     p.add_argument("--no-baseline", action="store_true", help="do not time the outside library (numpy / torch)")
-    p.add_argument("--budget", type=positive_float, default=10.0, metavar="S", help="tuning budget in seconds (solver time)")
+    p.add_argument("--budget", type=positive_float, default=10.0, metavar="S", help="wall-time budget of the whole tune in seconds (default 10): the solve, "
+                   "every candidate's compile, verification and timing, BEAM and the outside library; candidates that "
+                   "would start past it are skipped (the one in flight and the hand rules' measurement may overrun it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -123,16 +146,23 @@ def get_backend(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    deadline = t0 + args.budget
     k = load(args)
     be = get_backend(args.backend)
     try:
         with progress_for(args, "tune") as progress:
-            m = tune(k, be, args.method, args.budget, progress=progress)
+            progress.deadline = deadline
+            m = tune(k, be, args.method, args.budget, progress=progress, deadline=deadline)
+            if not args.no_baseline:
+                progress(0, 1, "outside baseline: time the vendor library")
+                add_outside_baseline(m, deadline=deadline)
     finally:
         be.close()
-    if not args.no_baseline: add_outside_baseline(m)
     if not args.no_cache and m.verified:
         m.extra["cache"] = _store(k, m, args.backend, args.cache)
+    wall = time.monotonic() - t0
+    m.extra["budget"] = {"budget_s": args.budget, "wall_s": wall, "held": wall <= args.budget, **m.extra["budget"]}
     print(json.dumps(m.to_json()) if args.json else report(m))
     return 0 if m.verified else 1
 

@@ -7,7 +7,7 @@ model the result states (``extra["time_model"]``):
 - ``emu``: the GPU emulator's counters of one run (``EMU_MODEL``)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -50,10 +50,14 @@ def time_on(backend, compiled: Compiled, flat: Sequence[np.ndarray], out: np.nda
 
 
 def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int | None = None,
-            runs: int = 15, inputs: list | None = None, family: str = "") -> Result:
+            runs: int = 15, inputs: list | None = None, family: str = "",
+            step: Callable[[str], None] | None = None) -> Result:
     """Verify on ``inputs`` (default: fresh random ones), then time on them (median of ``runs``
-    runs). Never raises for a bad candidate: the result says why it failed."""
+    runs). Never raises for a bad candidate: the result says why it failed. ``step(what)``
+    hears of each stage as it starts: "compile", "verify", "time" (progress)."""
+    step = step or (lambda what: None)
     m = Result(kernel, backend.name, schedule, method, False, family=family)
+    step("compile")
     try:
         program = lower(kernel, schedule, backend.machine)
     except LoweringError as e:
@@ -69,9 +73,11 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
         return m
     rng = np.random.default_rng(seed)
     inputs = verify.random_inputs(kernel, rng) if inputs is None else inputs
+    step("verify")
     v = verify.verify_compiled(kernel, compiled, backend, rng, inputs)
     m.verified, m.reason, m.rel_err = v.ok, v.reason, v.rel_err
     if not v.ok: return m
+    step(f"time ({runs} runs)")
     t = time_on(backend, compiled, [a.reshape(-1) for a in inputs], verify.poison(kernel.output), runs=runs)
     if not hasattr(t, "median_s"):
         m.verified, m.reason = False, f"timing failed: {t}"
