@@ -27,6 +27,7 @@ whose graph cannot be built, runs kernel by kernel on the GPU (a warning says wh
 """
 from __future__ import annotations
 
+import time
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from superopt.backends.cuda.launches import Item, LaunchPlan, PlanError, build, 
 from superopt.backends.cuda.runtime import CudaError
 from superopt.cache import Cache, device_of
 from superopt.engine.store import tune_and_store
+from superopt.engine.tuner import tune as engine_tune
 from superopt.ir.interpret import run_kernel
 from superopt.ir.kernel import Kernel
 from superopt.ir.kernelize import Step
@@ -79,14 +81,19 @@ class Runtime:
     realize at once through ``run_steps`` (one CUDA graph on ``cuda`` unless ``graph=False``)."""
 
     def __init__(self, backend: str = "cpu", cache: str | Path | Cache | None = None, on_miss: str = "hand",
-                 tune: Callable | None = None, tune_budget_s: float = 5.0, graph: bool = True):
+                 tune: Callable | None = None, tune_budget_s: float = 5.0, graph: bool = True,
+                 tune_limit_s: float | None = None):
+        """``tune_budget_s``: each miss's tuning budget (``on_miss="tune"``); ``tune_limit_s``: the
+        most seconds all tuning of this runtime may take (later misses get the hand rule), so a
+        whole model's tuning fits a stated time; ``graph``: realize as one launch plan / CUDA graph."""
         if on_miss not in ("hand", "tune"): raise ValueError(f"on_miss must be 'hand' or 'tune', not {on_miss!r}")
         self.graph = bool(graph)
         self.models: dict[tuple, Model] = {}   # program key -> its launch plan, compiled kernels, graph
         self.backend = get(backend)
         self.device = device_of(self.backend)
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
-        self.on_miss, self.tune, self.tune_budget_s = on_miss, tune, tune_budget_s
+        self.on_miss, self.tune, self.tune_budget_s, self.tune_limit_s = on_miss, tune, tune_budget_s, tune_limit_s
+        self.tuning_s = 0.0    # seconds spent tuning misses so far
         self.compiled: dict[tuple[str, str], object] = {}
         self.schedules: dict[str, tuple[Schedule, str]] = {}
         self.plans: dict[str, object] = {}    # kernel key -> its plan (search/plan.py), or None
@@ -109,9 +116,26 @@ class Runtime:
         return got
 
     def _tune(self, k: Kernel) -> tuple[Schedule, str] | None:
-        e = tune_and_store(k, self.cache, self.backend.name, budget_s=self.tune_budget_s, tune=self.tune,
-                           device=self.device)
+        """Tune a miss now and store it; None (the hand rule) once ``tune_limit_s`` is spent or
+        where tuning fails (a warning says why: a tuning failure never takes the run down)."""
+        if self.tune_limit_s is not None and self.tuning_s >= self.tune_limit_s:
+            self.stats["tune_skipped"] += 1
+            return None
+        t0 = time.perf_counter()
+        try:
+            e = tune_and_store(k, self.cache, self.backend.name, budget_s=self.tune_budget_s, tune=self.tune or self._engine_tune,
+                               device=self.device)
+        except Exception as x:  # noqa: BLE001 - the hand rule still runs the kernel
+            warnings.warn(f"superopt runtime: tuning {k.name} ({k.key[:12]}) failed ({type(x).__name__}: {x}); hand rule",
+                          RuntimeWarning, stacklevel=3)
+            return None
+        finally:
+            self.tuning_s += time.perf_counter() - t0
         return (e.schedule_obj(), "tuned") if e is not None and e.verified else None
+
+    def _engine_tune(self, k: Kernel, backend: str, budget_s: float, method: str):
+        """The engine's tuner on this runtime's own backend (a GPU's worker is not started again per kernel)."""
+        return engine_tune(k, backend=self.backend, budget_s=budget_s, method=method)
 
     def plan_for(self, k: Kernel):
         """The model's plan (search/plan.py: split-K for a tensor-core GEMM leaving SMs idle,
@@ -238,7 +262,7 @@ class Runtime:
                 return out
             except CudaError as e:   # the graph failed to run: the same launches one by one say which kernel
                 self._drop_graph(m, f"{type(e).__name__}: {e}")
-        return m.plan.run_host(arrays, lambda i, ins, out: self._launch(m, i, ins, out))[m.plan.outputs[0]]
+        return m.plan.run_host(arrays, lambda i, ins, out: self.launch(m, i, ins, out))[m.plan.outputs[0]]
 
     def graph_of(self, m: Model):
         """The model's CUDA graph (built on the first call: buffers allocated, kernels loaded,
@@ -264,7 +288,7 @@ class Runtime:
         warnings.warn(f"superopt runtime: the model runs kernel by kernel, not as one CUDA graph ({why})",
                       RuntimeWarning, stacklevel=4)
 
-    def _launch(self, m: Model, i: int, ins: list[np.ndarray], out: np.ndarray) -> None:
+    def launch(self, m: Model, i: int, ins: list[np.ndarray], out: np.ndarray) -> None:
         """Launch ``i`` of the model on the backend into ``out``; the interpreter where it fails."""
         it, c = m.plan.items[i], m.compiled[i]
         if not isinstance(c, Failure):

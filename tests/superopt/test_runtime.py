@@ -146,3 +146,23 @@ def test_a_schedule_that_fails_verification_never_returns_its_result(tmp_path):
             got = _model(x, w).numpy()
         assert rt.stats["interpreter"] == len(_model(x, w).schedule())
     np.testing.assert_allclose(got, _ref(x, w), rtol=1e-4, atol=1e-6)
+
+
+def test_tuning_stops_at_the_runtime_limit_and_a_failing_tuner_leaves_the_hand_rule(tmp_path):
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
+        rt.on_miss, rt.tune_limit_s = "tune", 0.0          # nothing left to tune with: hand rules
+        np.testing.assert_allclose((Tensor(x) * 2).sum(1).numpy(), (x * 2).sum(1), rtol=1e-5)
+        assert rt.stats["tune_skipped"] == 1 and rt.stats["hand"] == 1 and rt.stats["tuned"] == 0
+
+    def broken(k, backend, budget_s, method):
+        raise RuntimeError("the solver is gone")
+    rt = runtime.Runtime("cpu", cache=tmp_path / "c2.sqlite", on_miss="tune", tune=broken)
+    try:
+        from superopt.ir import context
+        with context.use(runner=rt), pytest.warns(RuntimeWarning, match="the solver is gone"):
+            got = (Tensor(x) + 3).numpy()
+        assert rt.stats["hand"] == 1 and rt.tuning_s >= 0.0
+    finally:
+        rt.close()
+    np.testing.assert_allclose(got, x + 3, rtol=1e-6)
