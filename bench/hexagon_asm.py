@@ -95,22 +95,12 @@ int so_main(void) {{
 """
 
 
-def compile_o3(source: str):
-    """``tools.compile_program`` with -O3 instead of -O2 (the scalar C baseline's flag)."""
-    old = tools.CFLAGS
-    tools.CFLAGS = tuple("-O3" if f == "-O2" else f for f in old)
-    try:
-        return tools.compile_program(source + "\n/* -O3 */\n")
-    finally:
-        tools.CFLAGS = old
-
-
 def _stdin(inputs) -> bytes:
     return b"".join(np.ascontiguousarray(a).tobytes() for a in inputs)
 
 
 def run_scalar(g, kernel, inputs) -> dict:
-    exe = compile_o3(scalar_c(g, list(kernel.inputs), kernel.output))
+    exe = tools.compile_o3(scalar_c(g, list(kernel.inputs), kernel.output))
     if isinstance(exe, tools.Failure): return {"error": str(exe)}
     r = tools.run_counted(exe, _stdin(inputs), g["m"] * g["c_rs"] * 4, 3600)
     if isinstance(r, tools.Failure): return {"error": str(r)}

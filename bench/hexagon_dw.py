@@ -27,18 +27,14 @@ def _row(tag: str, macs: int, r) -> dict:
     return {"packets": packets, "instructions": instrs, "hvx_instructions": hvx, "macs_per_packet": round(macs / packets, 2)}
 
 
-def depthwise(h: int, w: int, stride: int, requant: bool = False) -> dict:
-    from superopt.backends.hexagon import asm_depthwise as dw
+def _case(label: str, wl, fam, run, reference, x_shape: tuple, w_shape: tuple) -> dict:
+    """One kernel: the family's solver pick, its hand rule and the plain C (``run`` with None),
+    each run under qemu on one set of random int8 inputs and compared with ``reference``."""
+    from superopt.backends.hexagon import tools
     from superopt.kernels.builders import qshifts
     from superopt.kernels.reference import requantize
-    from superopt.kernels.registry import Workload
-    from superopt.search.families import hvx_depthwise as fam
     from superopt.search.machine import load
     m = load("hexagon")
-    if requant:
-        wl = Workload.make("qconv2d", H=h, W=w, C=64, K=64, groups=64, stride=stride)
-    else:
-        wl = Workload.make("conv2d", H=h, W=w, C=64, K=64, groups=64, layout="nhwc", dtype="int8", stride=stride)
     k = wl.kernel
     sol = fam.FAMILY.solve(k, m, 30.0)
     best = dict(sol.candidates[0].schedule.params)
@@ -46,67 +42,49 @@ def depthwise(h: int, w: int, stride: int, requant: bool = False) -> dict:
     g = dict(fam.tpl.match(k))        # the matcher's geometry (with the requantize's shifts)
     macs = fam.macs(g)
     rng = np.random.default_rng(0)
-    x = rng.integers(-128, 128, (h, w, 64), dtype=np.int8)
-    wt = rng.integers(-128, 128, (64, 3, 3, 1), dtype=np.int8)
-    ref = dw.reference(x, wt, stride)
+    x = rng.integers(-128, 128, x_shape, dtype=np.int8)
+    wt = rng.integers(-128, 128, w_shape, dtype=np.int8)
+    ref = reference(x, wt)
     rq = None
-    if requant:   # the library's ranges (kernels.builders: bias +-20000, mult in [2^14, 2^15))
-        rq = (rng.integers(-20000, 20000, 64).astype(np.int32), rng.integers(1 << 14, 1 << 15, 64).astype(np.int32),
+    if wl.kind == "qconv2d":   # the library's ranges (kernels.builders: bias +-20000, mult in [2^14, 2^15))
+        cout = w_shape[0]
+        rq = (rng.integers(-20000, 20000, cout).astype(np.int32), rng.integers(1 << 14, 1 << 15, cout).astype(np.int32),
               *qshifts(wl.args))
         ref = requantize(ref, rq[0].astype(np.int64), rq[1].astype(np.int64), rq[2], rq[3])
-    res = {"kernel": f"depthwise 3x3 s{stride} {h}x{w}x64 (int8 NHWC -> " + ("int8, qconv2d requantize)" if requant else "int32)"),
-           "macs": macs,
+    res = {"kernel": label + (" (int8 NHWC -> int8, qconv2d requantize)" if rq else " (int8 NHWC -> int32)"), "macs": macs,
            "solver": {"params": best, "modeled_packets": fam.modeled_packets(g, best), "solve_s": round(sol.solve_s, 2),
                       "proved_optimal": sol.proved_optimal, "table": sol.detail["modeled_packets"]}}
     for tag, p in (("chosen", best), ("hand", hand), ("plain_c_O3", None)):
-        r = dw.run(x, wt, stride, p, rq)
+        r = run(x, wt, p, rq)
         res[tag] = {**({"params": p} if p else {}), **_row(tag, macs, r),
-                    "bit_exact": bool(not isinstance(r, dw.tools.Failure) and np.array_equal(r[0], ref))}
+                    "bit_exact": bool(not isinstance(r, tools.Failure) and np.array_equal(r[0], ref))}
     if "packets" in res["chosen"] and "packets" in res["plain_c_O3"]:
         res["plain_c_over_chosen_packets"] = round(res["plain_c_O3"]["packets"] / res["chosen"]["packets"], 1)
         res["model_error"] = round(res["chosen"]["packets"] / res["solver"]["modeled_packets"] - 1, 4)
     return res
+
+
+def depthwise(h: int, w: int, stride: int, requant: bool = False) -> dict:
+    from superopt.backends.hexagon import asm_depthwise as dw
+    from superopt.kernels.registry import Workload
+    from superopt.search.families import hvx_depthwise as fam
+    if requant:
+        wl = Workload.make("qconv2d", H=h, W=w, C=64, K=64, groups=64, stride=stride)
+    else:
+        wl = Workload.make("conv2d", H=h, W=w, C=64, K=64, groups=64, layout="nhwc", dtype="int8", stride=stride)
+    return _case(f"depthwise 3x3 s{stride} {h}x{w}x64", wl, fam, lambda x, wt, p, rq: dw.run(x, wt, stride, p, rq),
+                 lambda x, wt: dw.reference(x, wt, stride), (h, w, 64), (64, 3, 3, 1))
 
 
 def firstlayer(h: int, w: int, requant: bool = False) -> dict:
     from superopt.backends.hexagon import asm_firstlayer as fl
-    from superopt.kernels.builders import qshifts
-    from superopt.kernels.reference import requantize
     from superopt.kernels.registry import Workload
     from superopt.search.families import hvx_firstlayer as fam
-    from superopt.search.machine import load
-    m = load("hexagon")
     if requant:
         wl = Workload.make("qconv2d", H=h, W=w, C=3, K=32, stride=2)
     else:
         wl = Workload.make("conv2d", H=h, W=w, C=3, K=32, stride=2, layout="nhwc", dtype="int8")
-    k = wl.kernel
-    sol = fam.FAMILY.solve(k, m, 30.0)
-    best = dict(sol.candidates[0].schedule.params)
-    hand = dict(fam.FAMILY.hand(k, m).params)
-    g = dict(fam.tpl.match(k))
-    macs = fam.macs(g)
-    rng = np.random.default_rng(0)
-    x = rng.integers(-128, 128, (h, w, 3), dtype=np.int8)
-    wt = rng.integers(-128, 128, (32, 3, 3, 3), dtype=np.int8)
-    ref = fl.reference(x, wt)
-    rq = None
-    if requant:   # the library's ranges (kernels.builders: bias +-20000, mult in [2^14, 2^15))
-        rq = (rng.integers(-20000, 20000, 32).astype(np.int32), rng.integers(1 << 14, 1 << 15, 32).astype(np.int32),
-              *qshifts(wl.args))
-        ref = requantize(ref, rq[0].astype(np.int64), rq[1].astype(np.int64), rq[2], rq[3])
-    res = {"kernel": f"first layer 3x3 s2 {h}x{w}x3 -> 32 (int8 NHWC -> " + ("int8, qconv2d requantize)" if requant else "int32)"),
-           "macs": macs,
-           "solver": {"params": best, "modeled_packets": fam.modeled_packets(g, best), "solve_s": round(sol.solve_s, 2),
-                      "proved_optimal": sol.proved_optimal, "table": sol.detail["modeled_packets"]}}
-    for tag, p in (("chosen", best), ("hand", hand), ("plain_c_O3", None)):
-        r = fl.run(x, wt, p, rq)
-        res[tag] = {**({"params": p} if p else {}), **_row(tag, macs, r),
-                    "bit_exact": bool(not isinstance(r, fl.tools.Failure) and np.array_equal(r[0], ref))}
-    if "packets" in res["chosen"] and "packets" in res["plain_c_O3"]:
-        res["plain_c_over_chosen_packets"] = round(res["plain_c_O3"]["packets"] / res["chosen"]["packets"], 1)
-        res["model_error"] = round(res["chosen"]["packets"] / res["solver"]["modeled_packets"] - 1, 4)
-    return res
+    return _case(f"first layer 3x3 s2 {h}x{w}x3 -> 32", wl, fam, fl.run, fl.reference, (h, w, 3), (32, 3, 3, 3))
 
 
 CASES = {"dw56s1": lambda: depthwise(56, 56, 1), "dw56s2": lambda: depthwise(56, 56, 2), "dw112s2": lambda: depthwise(112, 112, 2),

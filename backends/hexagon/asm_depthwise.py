@@ -137,16 +137,6 @@ int so_main(void) {{
     return "".join(parts)
 
 
-def compile_o3(source: str):
-    """``tools.compile_program`` at -O3 (the plain C baseline's flag; the asm is the same)."""
-    old = tools.CFLAGS
-    tools.CFLAGS = tuple("-O3" if f == "-O2" else f for f in old)
-    try:
-        return tools.compile_program(source + "\n/* -O3 */\n")
-    finally:
-        tools.CFLAGS = old
-
-
 def render(program) -> str:
     """The templates' entry: the C program of a ``Native`` hvx_depthwise program."""
     nat = program.body[0]
@@ -169,7 +159,7 @@ def run(x: np.ndarray, wt: np.ndarray, stride: int, params: dict[str, int] | Non
     if requant is not None: g.update(requant=1, bias_in=2, mult_in=3, pre=requant[2], post=requant[3])
     errs = tpl.check(g, params) if params is not None else []
     if errs: raise ValueError("; ".join(errs))
-    exe = compile_o3(c_program(g, emit_asm(g, params) if params is not None else None))
+    exe = tools.compile_o3(c_program(g, emit_asm(g, params) if params is not None else None))
     if isinstance(exe, tools.Failure): return exe
     stdin = x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes()
     if requant is not None: stdin += requant[0].astype(np.int32).tobytes() + requant[1].astype(np.int32).tobytes()

@@ -19,7 +19,6 @@ import numpy as np
 from ...ir import hvx_firstlayer as tpl
 from ...search.families import hvx_firstlayer as fam
 from . import tools
-from .asm_depthwise import compile_o3
 
 CIN, COUT = tpl.CIN, tpl.COUT
 
@@ -167,7 +166,7 @@ def run(x: np.ndarray, wt: np.ndarray, params: dict[str, int] | None,
     if x.shape[1] % 4: raise ValueError(f"width {x.shape[1]} is not a multiple of 4")
     errs = tpl.check(g, params) if params is not None else []
     if errs: raise ValueError("; ".join(errs))
-    exe = compile_o3(c_program(g, emit_asm(g, params), params["pre"]) if params is not None else c_program(g, None))
+    exe = tools.compile_o3(c_program(g, emit_asm(g, params), params["pre"]) if params is not None else c_program(g, None))
     if isinstance(exe, tools.Failure): return exe
     stdin = x.astype(np.int8).tobytes() + wt.astype(np.int8).tobytes()
     if requant is not None: stdin += requant[0].astype(np.int32).tobytes() + requant[1].astype(np.int32).tobytes()

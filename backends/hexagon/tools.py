@@ -121,19 +121,21 @@ def _workdir() -> Path:
     return base
 
 
-def compile_program(source: str, timeout: float = 120.0) -> Path | Failure:
-    """C source (without the start-up) -> a static Hexagon executable (cached by content)."""
+def compile_program(source: str, timeout: float = 120.0, opt: str = "-O2") -> Path | Failure:
+    """C source (without the start-up) -> a static Hexagon executable (cached by content and
+    flags); ``opt`` replaces ``CFLAGS``' optimization level."""
     tools = find_tools()
     if tools is None: return Failure("compile", missing_message())
+    flags = tuple(opt if f == "-O2" else f for f in CFLAGS)
     full = STARTUP + source
-    key = hashlib.sha256(full.encode()).hexdigest()[:20]
+    key = hashlib.sha256((" ".join(flags) + "\n" + full).encode()).hexdigest()[:20]
     d = _workdir()
     exe = d / f"{key}.elf"
     if exe.exists(): return exe
     src, obj = d / f"{key}.c", d / f"{key}.o"
     src.write_text(full)
     try:
-        r = subprocess.run([tools.clang, *CFLAGS, "-c", str(src), "-o", str(obj)],
+        r = subprocess.run([tools.clang, *flags, "-c", str(src), "-o", str(obj)],
                            capture_output=True, text=True, timeout=timeout)
         if r.returncode: return Failure("compile", _tail(r.stderr))
         tmp = d / f"{key}.{os.getpid()}.tmp"
@@ -146,6 +148,12 @@ def compile_program(source: str, timeout: float = 120.0) -> Path | Failure:
     except OSError as e:
         return Failure("compile", str(e))
     return exe
+
+
+def compile_o3(source: str, timeout: float = 120.0) -> Path | Failure:
+    """``compile_program`` at -O3: the plain scalar C baselines' flag (the assembly kernels
+    built the same way are unaffected by it)."""
+    return compile_program(source, timeout, opt="-O3")
 
 
 def assembly(source: str, timeout: float = 120.0) -> str | Failure:
