@@ -1,7 +1,8 @@
-"""Whole models end to end against torch: each model's kernels (the tuned cache, a plan's
-steps, or the hand rule on a miss: ``schedules`` says which per kernel) run as ONE CUDA
-graph (``superopt.backends.cuda.graph``), next to torch eager and
-``torch.compile(mode="max-autotune")`` on the same inputs in the same run.
+"""Whole models end to end against torch: each model realized by the runtime
+(``superopt.runtime.Runtime.run_steps``: every kernel from the tuned cache, a plan's steps,
+tuning on a miss with ``--tune-budget`` or the hand rule: ``schedules`` says which per
+kernel) as ONE CUDA graph (the runtime's own ``backends/cuda/graph.py`` path, not a copy),
+next to torch eager and ``torch.compile(mode="max-autotune")`` on the same inputs in the same run.
 
 Per model (``superopt.kernels.models``: bert_layer, resnet_block, bottleneck, embed):
 - every kernel verified first on random inputs (``superopt.verify``, through the backend);
@@ -16,15 +17,18 @@ Per model (``superopt.kernels.models``: bert_layer, resnet_block, bottleneck, em
 - ``rel_err``: max |ours - ref| / max |ref| against torch run in fp32 (TF32 off) on the same
   arrays; for ``embed`` against the numpy float64 reference, since torch draws its own
   dropout mask (``reference`` says which);
-- ``tuning_s``: the tuning time this run spent (``--tune-budget``), else ``--cache-tuning-s``
+- ``tuning_s``: the tuning time this run spent (``--tune-budget`` seconds per missed kernel,
+  ``--tune-limit`` seconds at most per model: later misses take the hand rule, counted in
+  ``tune_skipped``), else ``--cache-tuning-s``
   (the time of the tune-cache run that filled ``--cache``), else 0 where every kernel ran
   its hand rule (None where cached schedules of unknown tuning time were used).
 
 On cuda each model runs in a child process (a crash or a time-out costs that model only;
 what it measured before is kept), in two passes under one ``--budget``: first ours, torch
-eager and rel_err of every model, then torch.compile of each (its autotuning is the slow part). ``--backend cpu`` (small shapes) runs the same path
-without a graph: the kernels one by one on the host, timed by wall clock, the reference
-numpy's (float64), no torch.
+eager and rel_err of every model, then torch.compile of each (its autotuning is the slow
+part; a failure or a time-out is recorded as ``torch_compile_error``, never fatal).
+``--backend cpu`` (small shapes) runs the same runtime path without a graph: the launch plan
+kernel by kernel on the host, timed by wall clock, the reference numpy's (float64), no torch.
 
     python bench/e2e.py --backend cuda --out bench/results/e2e-h100.json
     python bench/e2e.py --backend cpu --small --out /tmp/e2e-cpu-small.json
@@ -41,10 +45,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 
+from superopt.backends.base import Failure
 from superopt.ir.dtype import to_values
 from superopt.ir.kernelize import kernelize
 from superopt.kernels.models import MODELS, Model
@@ -52,45 +56,17 @@ from superopt.kernels.models import MODELS, Model
 ORDER = ("embed", "resnet_block", "bottleneck", "bert_layer")   # small to large: a time-out costs the last
 
 
-@dataclass
-class Resolved:
-    """A model's launches (``graph.Item``s, plans expanded) and what checking them found."""
-    items: list
-    compiled: list           # the backend's Compiled per item (or its Failure)
-    checks: list[dict]       # per item: name, kind, source, verified, reason
-
-
-def resolve(model: Model, rt) -> list:
-    """The model's kernels in order as launch items (``graph.expand``): each kernel's
-    schedule from the runtime (cache, hand rule, tuned), a kernel the model plans as several
-    (split-K, relayout, split fp32) expanded into its steps."""
-    from superopt.backends.cuda.graph import expand
-    return expand(kernelize(model.out.node), rt.schedule_for, rt.plan_for)
-
-
-def check_items(items: list, backend, seed: int = 0) -> Resolved:
-    """Compile every item on ``backend`` and verify it against the reference on random inputs."""
-    from superopt.backends.base import Failure
-    from superopt.ir.lower import lower
-    from superopt.verify import verify_compiled
-    rng = np.random.default_rng(seed)
-    compiled, checks = [], []
-    seen: dict[tuple[str, str], tuple] = {}   # (kernel key, schedule): one compile and check (BERT's Q, K, V GEMMs are one kernel)
-    for it in items:
-        ck = (it.kernel.key, it.schedule.to_json())
-        if ck not in seen:
-            try:
-                c = backend.compile(lower(it.kernel, it.schedule, backend.machine))
-            except ValueError as e:
-                c = Failure("compile", str(e))
-            seen[ck] = (c, None if isinstance(c, Failure) else verify_compiled(it.kernel, c, backend, rng))
-        c, v = seen[ck]
-        ok = v is not None and v.ok
-        checks.append({"name": it.kernel.name, "kind": it.kernel.kind, "key": it.kernel.key, "output": it.output,
-                       "source": it.source, "verified": ok, "reason": "" if ok else str(c) if v is None else v.reason,
-                       "schedule": it.schedule.to_dict()})
-        compiled.append(c)
-    return Resolved(items, compiled, checks)
+def prepare(model: Model, rt) -> tuple[list, object, list[dict]]:
+    """The model's steps, the runtime's ``Model`` for them (``Runtime.prepare``: each kernel's
+    schedule from the cache, tuning or the hand rule, a kernel the model plans as several
+    expanded into its steps, every kernel compiled and verified once, the launch plan) and a
+    check row per launch."""
+    steps = kernelize(model.out.node)
+    m = rt.prepare(steps)
+    checks = [{"name": it.kernel.name, "kind": it.kernel.kind, "key": it.kernel.key, "output": it.output,
+               "source": it.source, "verified": not isinstance(c, Failure), "reason": str(c) if isinstance(c, Failure) else "",
+               "schedule": it.schedule.to_dict()} for it, c in zip(m.plan.items, m.compiled)]
+    return steps, m, checks
 
 
 def rel_err(got: np.ndarray, want: np.ndarray) -> float:
@@ -101,65 +77,48 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.max(np.abs(g - w)) / max(1e-30, float(np.max(np.abs(w)))))
 
 
-# ---- cpu: the launches one by one on the host --------------------------------------------
-def run_host(r: Resolved, model: Model, backend, reps: int = 5) -> tuple[np.ndarray, list[float], list[float]]:
-    """The output, wall-clock seconds of the whole sequence per run, and each kernel's
-    median (the backend's timer). Buffers live where the graph's would
-    (``graph.plan_buffers``: an intermediate's bytes reused after its last reader), so a
-    wrong reuse shows here as a wrong result."""
-    from superopt.backends.base import Failure
-    from superopt.backends.cuda.graph import buffer_specs, plan_buffers
-    bad = [c["name"] for c, x in zip(r.checks, r.compiled) if isinstance(x, Failure) or not c["verified"]]
-    if bad: raise RuntimeError(f"kernels {bad} did not verify: nothing to run")
-    final = r.items[-1].output
-    meta = buffer_specs(r.items, model.arrays)
-    plan = plan_buffers(r.items, {n: m[0] for n, m in meta.items()}, [final])
-    slots = [np.empty(n, np.uint8) for n in plan.sizes]
-
-    def view(n: str) -> np.ndarray:
-        nb, d = meta[n]
-        return slots[plan.slot[n]][:nb].view(d)
-    for n, a in model.arrays.items():
-        if n in plan.slot: view(n)[:] = a.reshape(-1)
-    for n in meta:
-        if n not in model.arrays: view(n).view(np.uint8)[:] = 0xFF   # poison, as on the device
-
-    def once() -> None:
-        for it, c in zip(r.items, r.compiled):
-            got = backend.run(c, [view(n) for n in it.inputs], view(it.output))
-            if isinstance(got, Failure): raise RuntimeError(f"kernel {it.kernel.name}: {got}")
-    once()
-    out = view(final).copy()
+# ---- cpu: the launch plan kernel by kernel on the host ---------------------------------------
+def run_host(steps: list, m, model: Model, rt, reps: int = 5) -> tuple[np.ndarray, list[float], list[float]]:
+    """The output (``Runtime.run_steps``: the launch plan in host memory, an intermediate's
+    bytes reused after its last reader, so a wrong reuse shows as a wrong result), wall-clock
+    seconds of the whole realize per run, and each kernel's median (the backend's timer, on
+    the model's own intermediates)."""
+    if m.failed: raise RuntimeError(f"kernels {m.failed} did not verify: nothing to run")
+    final = steps[-1].output
+    out = rt.run_steps(steps, model.arrays)[final]
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter(); once(); times.append(time.perf_counter() - t0)  # noqa: E702
-    per = []
-    for it, c in zip(r.items, r.compiled):   # each alone, on the model's own intermediates
-        ins = [np.ascontiguousarray(view(n)) for n in it.inputs]
-        t = backend.time(c, ins, np.empty(meta[it.output][0] // meta[it.output][1].itemsize, meta[it.output][1]))
+        t0 = time.perf_counter(); rt.run_steps(steps, model.arrays); times.append(time.perf_counter() - t0)  # noqa: E702
+    per: list[float] = []
+
+    def timed(i: int, ins: list, o: np.ndarray) -> None:   # each launch run, then timed alone on its inputs
+        rt.launch(m, i, ins, o)
+        t = rt.backend.time(m.compiled[i], [np.ascontiguousarray(x) for x in ins], np.empty_like(o))
         per.append(t.median_s if not isinstance(t, Failure) else float("nan"))
+    m.plan.run_host({pn: model.arrays[pn] for pn in m.plan.inputs}, timed)
     return out, times, per
 
 
-# ---- cuda: one graph -----------------------------------------------------------------------
-def run_graph(r: Resolved, model: Model, machine, reps: int) -> dict:
-    """Build the model's graph, run it eagerly once, capture, replay; outputs and times."""
-    from superopt.backends.cuda.graph import ModelGraph
-    final = r.items[-1].output
-    with ModelGraph(r.items, model.arrays, [final], machine, programs=[c.program for c in r.compiled]) as g:
-        g.run_eager()
-        eager_out = g.output()
-        g.buffer(final).fill_bytes(0xFF)       # the replay must write every element again
-        g.capture()
-        g.replay()
-        out = g.output()
-        same = bool(np.array_equal(out.view(np.uint8), eager_out.view(np.uint8)))
-        res = {"device": g.dev.name, "graph_nodes": g.nodes, "device_bytes": g.plan.total_bytes,
-               "buffers_bytes": sum(m[0] for m in g.meta.values()), "graph_equals_eager": same, "out": out}
-        res["ours_s"] = statistics.median(g.time_graph(reps, flush=True))
-        res["ours_warm_s"] = statistics.median(g.time_graph(reps, flush=False))
-        res["ours_eager_s"] = statistics.median(g.time_eager(reps))
-        res["per_kernel_s"] = g.time_kernels()
+# ---- cuda: one graph, the runtime's -------------------------------------------------------
+def run_graph(steps: list, m, model: Model, rt, reps: int) -> dict:
+    """The model realized by the runtime (its graph built, captured and replayed:
+    ``Runtime.run_steps``), the same launches issued one by one into the graph's buffers
+    (must give the same bytes), then the graph's times."""
+    final = steps[-1].output
+    out = rt.run_steps(steps, model.arrays)[final].reshape(-1)
+    g = m.graph
+    if g is None: raise RuntimeError(f"not one CUDA graph: {m.no_graph}")
+    g.buffer(final).fill_bytes(0xFF)       # the launches one by one must write every element again
+    g.run_eager()
+    eager_out = g.output()
+    same = bool(np.array_equal(out.view(np.uint8), eager_out.view(np.uint8)))
+    res = {"device": g.dev.name, "graph_nodes": g.nodes, "device_bytes": g.plan.total_bytes,
+           "buffers_bytes": sum(x[0] for x in g.meta.values()), "graph_equals_eager": same, "out": out,
+           "graph_replays": rt.stats["graph_replays"]}
+    res["ours_s"] = statistics.median(g.time_graph(reps, flush=True))
+    res["ours_warm_s"] = statistics.median(g.time_graph(reps, flush=False))
+    res["ours_eager_s"] = statistics.median(g.time_eager(reps))
+    res["per_kernel_s"] = g.time_kernels()
     return res
 
 
@@ -203,27 +162,27 @@ def measure(name: str, a, save=lambda e: None) -> dict:
     model = MODELS[name](small=a.small)
     e: dict = {"model": name, "small": a.small, "ours_s": None, "torch_s": None, "torch_compile_s": None}
     on_miss = "tune" if a.tune_budget else "hand"
-    rt = runtime.Runtime(a.backend, a.cache, on_miss, tune_budget_s=a.tune_budget or 5.0)
+    rt = runtime.Runtime(a.backend, a.cache, on_miss, tune_budget_s=a.tune_budget or 5.0, tune_limit_s=a.tune_limit or None)
     try:
         t0 = time.perf_counter()
-        items = resolve(model, rt)
-        resolve_s = time.perf_counter() - t0
-        r = check_items(items, rt.backend)
-        src = Counter(c["source"] for c in r.checks)
-        e.update(kernels=len(items), model_kernels=sum("__" not in it.output for it in items), schedules=dict(src), per_kernel=r.checks,
-                 all_verified=all(c["verified"] for c in r.checks), tuning_s=_tuning_s(a, src, resolve_s))
+        steps, m, checks = prepare(model, rt)
+        items = m.plan.items
+        src = Counter(c["source"] for c in checks)
+        e.update(kernels=len(items), model_kernels=len(steps), schedules=dict(src), per_kernel=checks,
+                 all_verified=not m.failed, tuning_s=_tuning_s(a, src, rt.tuning_s), prepare_s=time.perf_counter() - t0,
+                 tune_skipped=rt.stats["tune_skipped"])
         save(e)
         if a.backend == "cpu":
-            out, times, per = run_host(r, model, rt.backend, a.repeat)
+            out, times, per = run_host(steps, m, model, rt, a.repeat)
             out = to_values(out, items[-1].kernel.output.dtype)
-            e.update(ours_s=statistics.median(times), kernels_sum_s=sum(per), timer="wall clock, whole sequence")
+            e.update(ours_s=statistics.median(times), kernels_sum_s=sum(per), timer="wall clock, whole realize (Runtime.run_steps)")
             for c, t in zip(e["per_kernel"], per): c["time_s"] = t
             e.update(reference="numpy-float64", rel_err=rel_err(out, model.reference()))
             return e
-        if not e["all_verified"]:
-            e["error"] = "not run: kernels failed verification: " + ", ".join(c["name"] for c in r.checks if not c["verified"])
+        if m.failed:
+            e["error"] = "not run: kernels failed verification: " + ", ".join(m.failed)
             return e
-        g = run_graph(r, model, rt.backend.machine, a.repeat)
+        g = run_graph(steps, m, model, rt, a.repeat)
         out = to_values(g.pop("out"), items[-1].kernel.output.dtype)
         per = g.pop("per_kernel_s")
         for c, t in zip(e["per_kernel"], per): c["time_s"] = t
@@ -240,14 +199,18 @@ def measure(name: str, a, save=lambda e: None) -> dict:
 
 
 def measure_compiled(name: str, a, l2_bytes: int) -> dict:
-    """torch.compile's figures for one model (a second pass: every model's own figures come first)."""
+    """torch.compile's figures for one model (a second pass: every model's own figures come
+    first); a failure is recorded (``error``), never fatal."""
     model = MODELS[name](small=a.small)
-    t, c = torch_compiled_s(model, l2_bytes, a.repeat, a.compile_mode)
+    try:
+        t, c = torch_compiled_s(model, l2_bytes, a.repeat, a.compile_mode)
+    except Exception as x:  # noqa: BLE001 - torch.compile's failure is a result of the run
+        return {"torch_compile_s": None, "torch_compile_mode": a.compile_mode, "error": f"{type(x).__name__}: {str(x)[:1500]}"}
     return {"torch_compile_s": t, "torch_compile_compile_s": c, "torch_compile_mode": a.compile_mode}
 
 
-def _tuning_s(a, sources: Counter, resolve_s: float) -> float | None:
-    if a.tune_budget: return resolve_s          # schedules resolved with tuning on a miss: this run's time
+def _tuning_s(a, sources: Counter, tuned_s: float) -> float | None:
+    if a.tune_budget: return tuned_s            # misses tuned in this run: the runtime's tuning time
     if a.cache_tuning_s is not None: return a.cache_tuning_s
     return 0.0 if set(sources) <= {"hand", "plan"} else None
 
@@ -335,6 +298,8 @@ def parse(argv=None):
     ap.add_argument("--small", action="store_true", help="the small (CI) shapes")
     ap.add_argument("--cache", default=None, help="kernel cache (default: the user's)")
     ap.add_argument("--tune-budget", type=float, default=0.0, help="tune each cache miss for this many seconds (0: hand rule)")
+    ap.add_argument("--tune-limit", type=float, default=0.0,
+                    help="the most seconds one model's tuning may take (later misses: hand rule; 0: no limit)")
     ap.add_argument("--cache-tuning-s", type=float, default=None, help="the tuning time of the run that filled --cache")
     ap.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode ('none': skip torch.compile)")
     ap.add_argument("--repeat", type=int, default=30, help="timing samples per median")
