@@ -16,7 +16,7 @@ import traceback
 
 from superopt import debug
 
-COMMANDS = ["new", "show", "tune", "run", "calibrate", "cache", "capture", "tune-cache", "bench", "plan", "fidelity"]
+COMMANDS = ["new", "show", "tune", "run", "script", "calibrate", "cache", "capture", "tune-cache", "bench", "plan", "fidelity"]
 
 
 class UserError(Exception):

@@ -37,6 +37,9 @@ def parse_schedule(text: str) -> Schedule:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.file.endswith(".py"):   # a script, not a kernel file: its own command (other flags)
+        raise UserError(f"{args.file} is a Python script: run it with `superopt script {args.file}` "
+                        "(through the kernel cache, timed against numpy/torch)", "usage")
     k = load(args)
     be = get_backend(args.backend)
     try:

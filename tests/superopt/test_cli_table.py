@@ -74,6 +74,8 @@ def test_every_command_answers_json(tmp_path, capsys, monkeypatch):
     Path("s.py").write_text(SCRIPT)
     cap = _json(capsys, ["capture", "s.py", "-o", "cap", "--json"])
     assert cap["distinct"] >= 1 and Path(cap["manifest"]).exists()
+    ran = _json(capsys, ["script", "s.py", "--json", "--cache", str(tmp_path / "s.sqlite")])
+    assert ran["script_status"] == 0 and ran["kernels"]["distinct"] >= 1 and ran["kernels"]["hits"] == 0
     plan = _json(capsys, ["plan", "s.py", "--json", "--timeout", "5"])
     assert plan["graphs"][0]["plans"]["planned"]["kernels"] >= 1
     _cache_commands(capsys, tmp_path)
