@@ -51,13 +51,37 @@ from superopt.ir.lower import lower
 from superopt.verify import verify_compiled
 from superopt.ir.schedule import Schedule, check
 from superopt.ir import context
+from superopt.search.families import applicable
 from superopt.search.hand import hand_schedule as hand_rule
 from superopt.search.plan import best as best_plan
 
 
 def hand_schedule(kernel: Kernel, machine) -> Schedule:
-    """The hand-rule schedule for a cache miss."""
+    """The hand-rule schedule for a cache miss: on a DSP (``hvx``), the hand rule of the schedule
+    family (hvx_gemm, hvx_depthwise, hvx_firstlayer: ``search/families``) whose model prices
+    it fastest, where one applies (the generic rule is a scalar loop nest there, a few MACs a
+    packet against the families' vrmpy templates); elsewhere, and for every other kernel,
+    the generic hand rules (``search/hand.py``)."""
+    if machine.has("hvx"):
+        s = family_hand(kernel, machine)
+        if s is not None: return s
     return hand_rule(kernel, machine)
+
+
+def family_hand(kernel: Kernel, machine) -> Schedule | None:
+    """The legal hand rule, among every applicable family's, that its family's cost model
+    prices fastest (the families the engine asks, ``search.families.applicable``), or None."""
+    best: tuple[float, Schedule] | None = None
+    for f in applicable(kernel, machine):
+        try:
+            h = f.hand(kernel, machine)
+            if h is None or f.legal(kernel, h, machine) or check(kernel, h, machine): continue
+            c = float(f.cost(kernel, h, machine))
+        except Exception as e:  # noqa: BLE001 - one family's rule must not stop the kernel from running
+            debug.log(1, lambda e=e, f=f: f"family {f.name}: no hand rule for {kernel.name} ({type(e).__name__}: {e})")
+            continue
+        if best is None or c < best[0]: best = (c, h)
+    return best[1] if best else None
 
 
 @dataclass
