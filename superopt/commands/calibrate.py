@@ -1,5 +1,13 @@
 """``superopt calibrate --backend cuda|cpu``: measure the machine's ceilings and store them
-(JSON in the user's cache dir) for the cost model; ``search.machine.load`` applies them."""
+(JSON in the user's cache dir) for the cost model; ``search.machine.load`` applies them.
+
+Each measurement repeats until it is stable: the relative spread of its last ``STABLE_K``
+timings, (max - min) / median, is at most ``--spread`` (default 5%), or ``--reps`` timings
+were taken; the median of those last ones is the figure, and each measurement's spread and
+count are stored with the calibration (``notes["spread"]``). A machine already busy gives
+ceilings below what it can do, so calibrate refuses (one line, exit 2) when the 1-minute load
+average exceeds ``--max-load`` per core or a quick timing-noise check (``NOISE_RUNS`` runs of a
+small fixed numpy workload) spreads more than ``NOISE_LIMIT``, unless ``--force``."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +21,11 @@ import tempfile
 import time
 from dataclasses import replace
 
-from superopt.commands.args import positive_int
+from superopt.commands.args import nonneg_float, positive_float, positive_int
+
+STABLE_K = 5          # timings the spread is taken over
+NOISE_RUNS = 9        # runs of the noise check's workload
+NOISE_LIMIT = 0.5     # its (max - min) / median above this: the machine is busy
 
 HELP = "measure copy bandwidth, FMA rate, shared-memory bandwidth, launch overhead and (GPU) tensor-core rate; store them"
 
@@ -27,12 +39,67 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         '"gemm_fit_rms_log"; cuda adds "smem_bytes_per_s", "launch_s", "launch_host_s", "device", '
                         '"tensor_core_fp16"); progress goes to stderr')
     p.add_argument("--no-save", action="store_true", help="measure only; keep the stored calibration")
+    p.add_argument("--spread", type=positive_float, default=0.05, metavar="F",
+                   help="repeat a measurement until (max - min) / median of its last 5 timings is at most F (default 0.05)")
+    p.add_argument("--max-load", type=nonneg_float, default=0.5, metavar="L",
+                   help="refuse when the 1-minute load average exceeds L per core (default 0.5)")
+    p.add_argument("--force", action="store_true", help="calibrate even on a busy machine (the figures may be low)")
+    p.add_argument("--copy-mib", type=positive_int, default=256, metavar="MIB", help=argparse.SUPPRESS)  # small runs in tests
+    p.add_argument("--fma-iters", type=positive_int, default=1 << 22, metavar="N", help=argparse.SUPPRESS)
 
 
-def measured_machine(backend: str, reps: int = 30, progress=None):
+def spread(xs) -> float:
+    """(max - min) / median: how far apart the timings are, relative to their middle."""
+    med = statistics.median(xs)
+    return (max(xs) - min(xs)) / med if med > 0 else float("inf")
+
+
+def until_stable(timed, limit: int, threshold: float, k: int = STABLE_K) -> dict:
+    """Call ``timed()`` (seconds of one timing) until the spread of its last ``k`` results is at
+    most ``threshold`` or ``limit`` calls were made (at least ``min(k, limit)``); returns the
+    median and spread of the last ``k``, the calls made and whether it became stable."""
+    xs: list[float] = []
+    while len(xs) < limit:
+        xs.append(timed())
+        if len(xs) >= k and spread(xs[-k:]) <= threshold: break
+    last = xs[-k:]
+    return {"median_s": statistics.median(last), "spread": spread(last), "runs": len(xs), "stable": spread(last) <= threshold}
+
+
+def busy_reason(load1: float, cores: int, noise: float, max_load: float, max_noise: float = NOISE_LIMIT) -> str | None:
+    """Why the machine is too busy to calibrate (None: quiet enough)."""
+    if load1 > max_load * cores:
+        return f"the machine is busy (1-minute load average {load1:.2f} on {cores} cores, above {max_load:g} a core)"
+    if noise > max_noise:
+        return f"timings on this machine are noisy (a fixed workload's spread is {noise:.0%}, above {max_noise:.0%})"
+    return None
+
+
+def noise_check(runs: int = NOISE_RUNS) -> float:
+    """The spread of ``runs`` timings of a small fixed numpy workload (about a millisecond each)."""
+    import numpy as np
+    a = np.arange(1 << 18, dtype=np.float64)
+    xs = []
+    for _ in range(runs):
+        t0 = time.perf_counter(); np.sqrt(a * a + 1.0).sum(); xs.append(time.perf_counter() - t0)  # noqa: E702
+    return spread(xs)
+
+
+def check_quiet(args) -> dict:
+    """The load and noise seen before measuring; raises UserError (unless --force) when busy."""
+    from superopt.cli import UserError
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load1, noise = os.getloadavg()[0], noise_check()
+    why = busy_reason(load1, cores, noise, args.max_load)
+    if why and not args.force: raise UserError(f"{why}: calibrating now would store low ceilings; retry when it is idle, or pass --force")
+    return {"load1": load1, "cores": cores, "noise_spread": noise, "busy": why, "forced": bool(why)}
+
+
+def measured_machine(backend: str, reps: int = 30, progress=None, stable: dict | None = None):
     """Measure ``backend``'s ceilings; returns (the calibrated Machine, the raw measurements).
     Stores nothing (``run`` and ``superopt bench --calibrate`` share this). ``progress(done,
-    total, what)`` (superopt.progress) hears of each measurement as it starts."""
+    total, what)`` (superopt.progress) hears of each measurement as it starts. ``stable``
+    (cpu): ``measure_cpu``'s keywords (``threshold``, ``copy_elems``, ``fma_iters``)."""
     progress = progress or (lambda done, total, what: None)
     from superopt.cli import UserError
     from superopt.search import machine as M
@@ -58,15 +125,15 @@ def measured_machine(backend: str, reps: int = 30, progress=None):
             m = replace(m, flops_tc_fp16=r["tensor_core_model_fp16"], notes={**m.notes, "tensor_core_model_fp16": r["tensor_core_model_fp16"]})
     elif backend == "cpu":
         from superopt.search.families.cpu_gemm import FITTED
-        r = measure_cpu(M.host_cpu(), reps, progress)
+        r = measure_cpu(M.host_cpu(), reps, progress, **(stable or {}))
         m = replace(M.host_cpu(), dram_bw=r["copy_bytes_per_s"], flops_fp32=r["fma_flops_per_s"], calibrated=True,
-                    notes={"compiler": r["compiler"], "threads": r["threads"],
+                    notes={"compiler": r["compiler"], "threads": r["threads"], "spread": r["spread"],
                            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         cases = gemm_fit_cases(m)
-        r["gemm_fit_seconds"] = measure_gemm_cases(m, cases, reps, progress)
+        r["gemm_fit_seconds"] = measure_gemm_cases(m, cases, reps, progress, r["spread"], (stable or {}).get("threshold", 0.05))
         fit, rms = fit_gemm_model(cases, r["gemm_fit_seconds"], m)
         r["gemm_model"], r["gemm_fit_rms_log"] = fit, rms
-        m = replace(m, notes={**m.notes, FITTED: fit})
+        m = replace(m, notes={**m.notes, FITTED: fit, "spread": r["spread"]})
     else:
         raise UserError(f"calibration is available for cpu and cuda, not {backend}")
     return m, r
@@ -119,9 +186,17 @@ def run(args: argparse.Namespace) -> int:
     from superopt.cli import UserError
     from superopt.search import machine as M
     if args.reps < 3: raise UserError("--reps must be at least 3")
+    if args.backend == "cuda":   # no device: say that first, not how busy the host is
+        from superopt.backends.cuda.cuda_backend import probe
+        ok, why = probe()
+        if not ok: raise UserError(f"no CUDA device is present ({why})")
+    quiet = check_quiet(args)
     from superopt.progress import progress_for
+    stable = {"threshold": args.spread, "copy_elems": args.copy_mib << 18, "fma_iters": args.fma_iters}
     with progress_for(args, "calibrate", phase=False) as progress:
-        m, r = measured_machine(args.backend, args.reps, progress)
+        m, r = measured_machine(args.backend, args.reps, progress, stable)
+    r["machine_state"] = quiet
+    if quiet["busy"]: m = replace(m, notes={**m.notes, "forced_busy": quiet["busy"]})
     path = None if args.no_save else M.save_calibration(m)
     if args.json:
         print(json.dumps({"machine": m.name, **r, "saved": str(path) if path else None}))
@@ -140,6 +215,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  cpu_gemm model fit             FMA efficiency {g['fma_eff']:.2f}, latency {g['fma_latency']:.1f} cycles, L2 {g['l2_bw']:.1f} and L3 "
               f"{g['l3_bw']:.1f} B/cycle, overlap {g['overlap']:.2f} ({len(r['gemm_fit_seconds'])} GEMMs, "
               f"rms log error {r['gemm_fit_rms_log']:.3f})")
+    for name, sp in r.get("spread", {}).items():
+        if isinstance(sp, dict):
+            print(f"  spread of {name:21s} {sp['spread']:10.1%} ({sp['runs']} timings)"
+                  + ("" if sp["stable"] else f" (not below {args.spread:.0%} within --reps)"))
+    if quiet["busy"]: print(f"warning: {quiet['busy']} (--force)")
     print(f"saved to {path}" if path else "not saved (--no-save)")
     return 0
 
@@ -175,7 +255,10 @@ double fma_chains(long iters, int* threads) {
 """
 
 
-def measure_cpu(machine, reps: int = 30, progress=None) -> dict:
+def measure_cpu(machine, reps: int = 30, progress=None, threshold: float = 0.05, copy_elems: int = 1 << 26,
+                fma_iters: int = 1 << 22) -> dict:
+    """Copy bandwidth and FMA rate, each repeated until stable (``until_stable``: at most
+    ``reps`` timings); ``spread`` says how stable each became."""
     import numpy as np
     progress = progress or (lambda done, total, what: None)
     progress(0, 3, "build the C kernels")
@@ -196,22 +279,24 @@ def measure_cpu(machine, reps: int = 30, progress=None) -> dict:
         so.fma_chains.argtypes = [ctypes.c_long, ctypes.POINTER(ctypes.c_int)]
         so.fma_chains.restype = ctypes.c_double
         progress(1, 3, "copy bandwidth")
-        n = 1 << 26  # 256 MiB each way: far past the caches
+        n = copy_elems  # default 256 MiB each way: far past the caches
         a, b = np.ones(n, np.float32), np.empty(n, np.float32)
         so.copy(b.ctypes.data, a.ctypes.data, n)
-        times = []
-        for _ in range(max(3, reps // 5)):
-            t0 = time.perf_counter(); so.copy(b.ctypes.data, a.ctypes.data, n); times.append(time.perf_counter() - t0)  # noqa: E702
-        copy_bw = 2 * n * 4 / statistics.median(times)
+        copy = until_stable(lambda: _seconds(so.copy, b.ctypes.data, a.ctypes.data, n), reps, threshold)
         progress(2, 3, "FMA rate")
-        thr, iters = ctypes.c_int(0), 1 << 22
+        thr, iters = ctypes.c_int(0), fma_iters
         so.fma_chains(1 << 16, ctypes.byref(thr))
-        times = []
-        for _ in range(max(3, reps // 5)):
-            t0 = time.perf_counter(); so.fma_chains(iters, ctypes.byref(thr)); times.append(time.perf_counter() - t0)  # noqa: E702
-        flops = 2 * 16 * (machine.simd_bytes // 4) * iters * thr.value / statistics.median(times)
+        fma = until_stable(lambda: _seconds(so.fma_chains, iters, ctypes.byref(thr)), reps, threshold)
+        flops = 2 * 16 * (machine.simd_bytes // 4) * iters * thr.value / fma["median_s"]
         progress(3, 3, "FMA rate")
-    return {"copy_bytes_per_s": copy_bw, "fma_flops_per_s": flops, "threads": thr.value, "compiler": cc}
+    return {"copy_bytes_per_s": 2 * n * 4 / copy["median_s"], "fma_flops_per_s": flops, "threads": thr.value, "compiler": cc,
+            "spread": {"copy": copy, "fma": fma}}
+
+
+def _seconds(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
 
 
 # ---- CPU: the packed GEMM's cost model fitted to timed GEMMs ----------------------------------
@@ -240,8 +325,11 @@ def gemm_fit_cases(machine) -> list[tuple[dict[str, int], dict[str, int]]]:
             for (m, n, k), p in GEMM_CASES]
 
 
-def measure_gemm_cases(machine, cases, reps: int = 30, progress=None) -> list[float]:
-    """Median seconds of each case on the cpu backend (checked against numpy first)."""
+def measure_gemm_cases(machine, cases, reps: int = 30, progress=None, spreads: dict | None = None,
+                       threshold: float = 0.05) -> list[float]:
+    """Median seconds of each case on the cpu backend (checked against numpy first), its timing
+    repeated (up to 3 times) until its samples' spread is at most ``threshold``; each case's
+    spread lands in ``spreads["gemm WxHxK"]``."""
     import numpy as np
     from superopt.backends.base import Failure
     from superopt.backends.cpu import CPUBackend
@@ -262,8 +350,14 @@ def measure_gemm_cases(machine, cases, reps: int = 30, progress=None) -> list[fl
             got = be.run(c, ins, np.full(g["m"] * g["n"], np.nan, np.float32))
             if isinstance(got, Failure) or not np.allclose(got.reshape(g["m"], g["n"]), a @ b, rtol=1e-3):
                 raise RuntimeError(f"calibration GEMM {g}: wrong result ({got})")
-            t = be.time(c, ins, got, runs=max(3, reps // 5), min_s=0.02)
-            if isinstance(t, Failure): raise RuntimeError(f"calibration GEMM {g}: {t}")
+            for attempt in range(3):
+                t = be.time(c, ins, got, runs=max(STABLE_K, reps // 5), min_s=0.02)
+                if isinstance(t, Failure): raise RuntimeError(f"calibration GEMM {g}: {t}")
+                if spread(t.samples) <= threshold: break
+            if spreads is not None:
+                spreads[f"gemm {g['m']}x{g['n']}x{g['k']} #{i}"] = {
+                    "median_s": t.median_s, "spread": spread(t.samples), "runs": len(t.samples) * (attempt + 1),
+                    "stable": spread(t.samples) <= threshold}
             out.append(t.median_s)
         progress(len(cases), len(cases), "GEMM cost model fit")
     finally:

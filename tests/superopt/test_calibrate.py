@@ -12,7 +12,7 @@ from superopt.cli import main
 
 def test_cpu_calibration_is_measured_and_stored(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SUPEROPT_CACHE_DIR", str(tmp_path))
-    assert main(["calibrate", "--backend", "cpu", "--reps", "3", "--json"]) == 0
+    assert main(["calibrate", "--backend", "cpu", "--reps", "3", "--json", "--force"]) == 0   # a busy machine: tests/superopt/test_calibrate_stable.py
     r = json.loads(capsys.readouterr().out)
     assert 1e8 < r["copy_bytes_per_s"] < 1e13 and 1e8 < r["fma_flops_per_s"] < 1e14 and r["threads"] >= 1
     from superopt.search.machine import load
