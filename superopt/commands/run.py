@@ -12,7 +12,7 @@ from superopt.commands.tune import get_backend, load, report
 from superopt.engine import measure
 from superopt.ir.lower import LoweringError, lower
 from superopt.ir.schedule import Schedule, check
-from superopt.search.hand import hand_schedule
+from superopt.runtime import hand_schedule   # on a DSP: the hand rule of the HVX family that applies
 
 HELP = "verify and time a kernel with a given schedule (default: the hand rules)"
 
