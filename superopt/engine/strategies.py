@@ -21,6 +21,7 @@ from superopt.ir.schedule import Schedule
 from superopt.search import beam as beam_search
 from superopt.search import families as fam
 from superopt.search.hand import hand_schedule
+from superopt.validate import modeled_hand_s
 
 from .measure import BackendRunner, measure
 from .result import Result, Tried
@@ -52,6 +53,7 @@ class Run:
     walls: list[float] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     phase: str = "measure"
+    estimate_s: float | None = None    # modeled seconds of one run of the first candidate (the hand rules')
     done: int = 0
     total: int | None = None
 
@@ -87,8 +89,12 @@ class Run:
     def _runs(self) -> int:
         """Timed runs of the next candidate: ``runs``, fewer (at least 3) where the deadline
         would not hold that many for each candidate still to measure (the first measurement,
-        the hand rules', tells the seconds of one run and of the rest: compile, verify)."""
-        if self.deadline is None or not self.tried or not self.tried[0].time_s: return self.runs
+        the hand rules', tells the seconds of one run and of the rest: compile, verify). The
+        first itself gets what a third of the time left holds at its modeled seconds a run."""
+        if self.deadline is None: return self.runs
+        if not self.tried:
+            return self.runs if not self.estimate_s else max(3, min(self.runs, int(self.left_s() / 3 / self.estimate_s)))
+        if not self.tried[0].time_s: return self.runs
         first = self.tried[0]
         overhead = max(0.0, self.walls[0] - (first.samples + 2) * first.time_s)
         fit = int((self.left_s() / max(1, (self.total or 1) - self.done) - overhead) / first.time_s)
@@ -105,6 +111,7 @@ def faster(a: Result, b: Result | None) -> bool:
 def hand(run: Run) -> Result:
     """The hand rules' schedule (``search.hand``): the baseline every other method is held to."""
     run.phase, run.done, run.total = "hand rules", 0, 1
+    if run.deadline is not None: run.estimate_s = modeled_hand_s(run.kernel, run.be.machine)
     m = run.measure(hand_schedule(run.kernel, run.be.machine), "hand")
     run.progress(1, 1, "hand rules: measured")
     m.baseline_s, m.baseline_method = m.measured_s, "hand"
