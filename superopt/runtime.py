@@ -14,9 +14,12 @@ the kernels, their schedules and their wiring, never by tensor names: the inputs
 into the graph's input buffers); per-kernel launch gaps disappear. On other backends the
 plan runs kernel by kernel in host memory laid out as the plan says. ``graph=False`` runs
 each step on its own arrays, kernel by kernel (for debugging and for comparing with the graph).
+Every replay copies every input in (weights too: the runtime cannot know an array did not
+change since the last realize), so a replay's time is the graph's plus those copies.
 
-A cache hit runs the stored schedule; a miss runs the hand-rule schedule (or, with
-``on_miss="tune"``, tunes the kernel now with the solver and stores the result). Compiled kernels are
+A cache hit runs the stored schedule; a miss runs the hand-rule schedule (on a DSP, the hand
+rule of the HVX family that applies: ``hand_schedule``), or, with ``on_miss="tune"``, tunes the
+kernel now with the solver and stores the result (``tune_limit_s`` bounds a runtime's tuning). Compiled kernels are
 kept per process. On a GPU, a kernel the model says runs faster as a plan of several
 (``search/plan.py``: a tensor-core GEMM leaving SMs idle split along K, a convolution reading
 channels-last copies of its operands) runs as its steps, each scheduled like any kernel; a
