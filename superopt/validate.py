@@ -248,3 +248,56 @@ def check_load_bounds(load: Node, size: int) -> None:
     what = "gather (index from a loaded value, not clamped or masked into range)" if _is_gather(index) else "load"
     _fail(f"{what} from input {load.arg}: index range [{lo:g}, {hi:g}]"
           f"{'' if mask is TRUE else ' where its mask is true'} outside the buffer ({size} elements)")
+
+
+# ---- does the kernel fit the backend? -----------------------------------------------------------
+# Before compiling: refuse a kernel whose buffers cannot be held by the machine that runs it
+# (one line), and warn, with the cost model's estimate, where one run of the hand rules'
+# schedule's runs for one candidate's measurement (RUNS_PER_CANDIDATE: 15 timed, 2 warm-up,
+# about 5 for the verification's input sets) are modeled past SLOW_S.
+SLOW_S = 60.0
+RUNS_PER_CANDIDATE = 22
+DEVICE_MEMORY = {"h100": 80 * 10**9, "h200": 141 * 10**9}   # bytes, datasheets (HBM3 / HBM3e)
+
+
+def modeled_hand_s(kernel: Any, machine: Any) -> float | None:
+    """Modeled seconds of one run of the hand rules' schedule on ``machine`` (None where the
+    model does not price it)."""
+    from superopt.search.cost import modeled_time
+    from superopt.search.hand import hand_schedule
+    try:
+        return float(modeled_time(kernel, hand_schedule(kernel, machine), machine))
+    except Exception:  # noqa: BLE001 - an estimate only: no estimate is not an error
+        return None
+
+
+def host_memory() -> int | None:
+    """Bytes of physical memory of this machine (None where the OS does not say)."""
+    import os
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def buffer_bytes(kernel: Any) -> int:
+    return sum(b.size * b.dtype.itemsize for b in kernel.inputs + (kernel.output,))
+
+
+def check_fits(kernel: Any, machine: Any, slow_s: float | None = None) -> str | None:
+    """Raise ValidationError (one line) where the kernel's buffers exceed the memory of the
+    machine that holds them (a GPU's, else this host's: cpu, emu and hexagon under qemu run
+    here); return a warning (one line, with the model's estimate) where measuring one candidate
+    (``RUNS_PER_CANDIDATE`` runs of the hand rules' schedule) is modeled past ``slow_s``; else None."""
+    slow_s = SLOW_S if slow_s is None else slow_s   # read now: the module's setting is overridable
+    need = buffer_bytes(kernel)
+    mem = DEVICE_MEMORY.get(machine.name) if machine.is_simt else host_memory()
+    where = f"the {machine.name} GPU's" if machine.is_simt else "this machine's"
+    if mem is not None and need > mem:
+        _fail(f"kernel {kernel.name} needs {need / 1e9:,.1f} GB of buffers, more than {where} {mem / 1e9:,.1f} GB of memory")
+    est = modeled_hand_s(kernel, machine)
+    if est is not None and est * RUNS_PER_CANDIDATE > slow_s:
+        return (f"kernel {kernel.name} is modeled at {est:,.2f} s a run on {machine.name} with the hand rules (cost model): "
+                f"measuring one candidate ({RUNS_PER_CANDIDATE} runs) takes about {est * RUNS_PER_CANDIDATE:,.0f} s, "
+                f"over {slow_s:g} s; --budget bounds the whole tune")
+    return None

@@ -8,7 +8,7 @@ import time
 
 from superopt.cli import UserError
 from superopt.commands.args import nonneg_int
-from superopt.commands.tune import get_backend, load, report
+from superopt.commands.tune import fits, get_backend, load, report
 from superopt.engine import measure
 from superopt.ir.lower import LoweringError, lower
 from superopt.ir.schedule import Schedule, check
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     k = load(args)
     be = get_backend(args.backend)
     try:
+        warning = fits(k, be.machine, args)
         s, method = (parse_schedule(args.schedule), "given") if args.schedule else (hand_schedule(k, be.machine), "hand")
         errs = check(k, s, be.machine)
         if errs: raise UserError("illegal schedule: " + "; ".join(errs))
@@ -56,5 +57,6 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(str(e)) from None
     finally:
         be.close()
+    if warning: m.extra["warnings"] = [warning]
     print(json.dumps(m.to_json()) if args.json else report(m))
     return 0 if m.verified else 1

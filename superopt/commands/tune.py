@@ -29,6 +29,7 @@ from superopt.engine.store import store
 from superopt.io import KernelFileError, load_kernel
 from superopt.ir.kernel import Kernel
 from superopt.progress import progress_for
+from superopt.validate import ValidationError, check_fits
 
 HELP = "tune a kernel file: pick a schedule, verify it against the reference, time it"
 
@@ -151,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     k = load(args)
     be = get_backend(args.backend)
     try:
+        warning = fits(k, be.machine, args)
         with progress_for(args, "tune") as progress:
             progress.deadline = deadline
             m = tune(k, be, args.method, args.budget, progress=progress, deadline=deadline)
@@ -161,10 +163,25 @@ def run(args: argparse.Namespace) -> int:
         be.close()
     if not args.no_cache and m.verified:
         m.extra["cache"] = _store(k, m, args.backend, args.cache)
+    if warning: m.extra["warnings"] = [warning]
     wall = time.monotonic() - t0
     m.extra["budget"] = {"budget_s": args.budget, "wall_s": wall, "held": wall <= args.budget, **m.extra["budget"]}
     print(json.dumps(m.to_json()) if args.json else report(m))
     return 0 if m.verified else 1
+
+
+def fits(k: Kernel, machine, args) -> str | None:
+    """``validate.check_fits`` before compiling: a kernel whose buffers exceed the machine's
+    memory is a one-line error; one modeled past a minute a run is a warning (stderr, unless
+    -q; in ``--json`` under "warnings")."""
+    try:
+        warning = check_fits(k, machine)
+    except ValidationError as e:
+        raise UserError(str(e)) from None
+    if warning and getattr(args, "verbosity", 0) >= 0:
+        import sys
+        print(f"superopt {getattr(args, 'command', 'tune')}: warning: {warning}", file=sys.stderr)
+    return warning
 
 
 def _store(k: Kernel, m: Result, backend: str, path: str | None) -> str:
