@@ -208,6 +208,7 @@ def _conv(kernel, act, sa, oa, pix, reds, out) -> dict[str, int] | str:
     kh = axes[ky_ax].size if ky_ax is not None else 1
     kw = axes[kx_ax].size if kx_ax is not None else 1
     pix_st = sorted(pix, key=lambda a: -sa[a])
+    if not pix_st and h == w == 1: pix_st = [None, None]   # a 1x1 map (a fully connected layer)
     if len(pix_st) == 1: pix_st = pix_st + [None] if sa[pix_st[0]] >= w * c else [None] + pix_st
     if len(pix_st) != 2: return "not two output pixel axes"
     oy_ax, ox_ax = pix_st
@@ -221,7 +222,7 @@ def _conv(kernel, act, sa, oa, pix, reds, out) -> dict[str, int] | str:
     if pad < 0 or (h + 2 * pad - kh) // s + 1 != oh or (w + 2 * pad - kw) // s + 1 != ow:
         return "output size does not match the input, filter, stride and padding"
     if c % 4: return "c_in is not a multiple of 4 (one vrmpy reads 4 channels)"
-    c_rs = out[ox_ax] if ox_ax is not None else out[oy_ax]
+    c_rs = out[ox_ax] if ox_ax is not None else out[oy_ax] if oy_ax is not None else kernel.output.shape[-1]
     if ox_ax is not None and oy_ax is not None and out[oy_ax] != ow * c_rs: return "output pixels are not in raster order"
     err = _check_mask(act.src[1], kernel, oy_ax, ox_ax, ky_ax, kx_ax, s, pad, h, w)
     if err: return err
