@@ -8,9 +8,11 @@ kernels of ``backends/hexagon`` compute it).
   1x1 head 32 -> 128 with ReLU6, a global average pool and a fully connected layer (a 1x1
   convolution of the pooled 1x1 map). Narrower than the real one: the expansion is always
   64 channels (the HVX depthwise kernel's channel count) and the bottleneck 32 (the GEMM
-  template's column block). ``small=True``: 16x16 input, 2 blocks, 32 classes (tests).
+  template's column block). The input is 192x192 (MobileNetV2's 192 resolution): at 224 the
+  last stage is 7x7, and the depthwise kernel needs an even output width.
+  ``small=True``: 16x16 input, 2 blocks, 32 classes (tests).
 - ``openpilot_stack``: a smaller conv stack in the openpilot style (a strided first layer,
-  then depthwise-separable stages that halve the resolution), no residuals.
+  then depthwise-separable stages that halve the resolution, a 1x1 head), no residuals.
 
 Quantization (``variant="int8"``, the one the DSP runs): symmetric int8 activations (zero
 point 0), int8 weights quantized per output channel from Gaussian floats (each channel's
@@ -99,7 +101,7 @@ def _arch(blocks: list[tuple[int, bool]], head: bool, classes: int) -> list[Laye
     return L
 
 
-def mobilenet_v2(small: bool = False, size: int = 224, classes: int = 1024, variant: str = "int8", seed: int = 0) -> Net:
+def mobilenet_v2(small: bool = False, size: int = 192, classes: int = 1024, variant: str = "int8", seed: int = 0) -> Net:
     if small:
         blocks, size, classes = [(1, True), (2, False)], 16, 32
     else:   # the stride schedule of MobileNetV2 (five stride-2 stages to 1/32), a residual block after each
@@ -113,8 +115,8 @@ def mobilenet_v2(small: bool = False, size: int = 224, classes: int = 1024, vari
 def openpilot_stack(small: bool = False, size: int = 128, variant: str = "int8", seed: int = 1) -> Net:
     blocks = [(2, False), (2, False)] if small else [(2, False), (1, False), (2, False), (2, False)]
     size = 16 if small else size
-    net = Net("openpilot_stack" + ("_small" if small else ""), size, size, _arch(blocks, False, 32), variant,
-              notes=f"{size}x{size} input; depthwise-separable stages, no residuals")
+    net = Net("openpilot_stack" + ("_small" if small else ""), size, size, _arch(blocks, True, 32), variant,
+              notes=f"{size}x{size} input; depthwise-separable stages, no residuals, head {HEAD}, 32 outputs")
     return quantize(net, seed)
 
 

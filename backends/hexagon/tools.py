@@ -181,6 +181,12 @@ def run_counted(exe: Path, stdin: bytes, out_bytes: int, timeout: float = 60.0) 
     """``run_program`` plus qemu's counters around the kernel call, as the rendered entry
     prints them on stderr: (packets, instructions, HVX instructions) = c20, c21, c22
     deltas less the deltas of an empty read pair; None when the program printed none."""
+    r = run_counted_err(exe, stdin, out_bytes, timeout)
+    return r if isinstance(r, Failure) else r[:2]
+
+
+def run_counted_err(exe: Path, stdin: bytes, out_bytes: int, timeout: float = 60.0) -> tuple[bytes, tuple[int, int, int] | None, bytes] | Failure:
+    """``run_counted`` with the program's stderr (where a network prints its per-layer counts)."""
     tools = find_tools()
     if tools is None: return Failure("launch", missing_message())
     try:
@@ -195,7 +201,7 @@ def run_counted(exe: Path, stdin: bytes, out_bytes: int, timeout: float = 60.0) 
     if len(r.stdout) != out_bytes:
         return Failure("crash", f"wrote {len(r.stdout)} bytes, expected {out_bytes}")
     m = _COUNTERS.search(r.stderr)
-    return r.stdout, (tuple(int(x) for x in m.groups()) if m else None)  # type: ignore[return-value]
+    return r.stdout, (tuple(int(x) for x in m.groups()) if m else None), r.stderr  # type: ignore[return-value]
 
 
 def tool_versions() -> dict[str, str]:
