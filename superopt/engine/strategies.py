@@ -62,8 +62,15 @@ class Run:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
     def expected_s(self) -> float:
-        """What one more measurement is expected to take: the median wall time so far."""
-        return statistics.median(self.walls) if self.walls else 0.0
+        """What one more measurement is expected to take: the median wall time of the
+        candidates after the first (the hand rules', whose schedule may be far slower); with
+        the first alone, its compile and verification plus the fewest timed runs (3 and 2
+        warm-up) at its seconds a run, as ``_runs`` would cut them."""
+        if len(self.walls) > 1: return statistics.median(self.walls[1:])
+        if not self.walls: return 0.0
+        first = self.tried[0]
+        if not first.time_s: return self.walls[0]
+        return max(0.0, self.walls[0] - (first.samples + 2) * first.time_s) + 5 * first.time_s
 
     def fits(self) -> bool:
         return self.left_s() >= self.expected_s()
