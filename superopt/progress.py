@@ -120,8 +120,9 @@ class Progress:
                             console=Console(file=self.stream, force_terminal=True), transient=True)
             self._bar.start()
             self._task = self._bar.add_task(what, total=total)
-        elif self._new_phase:
-            self._bar.reset(self._task, total=total, description=what)
+        elif self._new_phase:   # a fresh task: reset() cannot clear a total to None (unknown)
+            self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(what, total=total)
         self._new_phase = False
         self._bar.update(self._task, completed=done, total=total, description=what)
 
