@@ -12,6 +12,7 @@ the fewest swizzle bits); where none exists it minimizes the number of conflicti
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from dataclasses import dataclass, replace
@@ -119,6 +120,36 @@ def conflicts(rows: int, width: int, phases: list[Phase], pad: int, swizzle: int
     """Conflicting lane pairs of a layout, counted with the lowering's formula."""
     def group(x): return (tcm.smem_offset(x[0], x[1], width, pad, swizzle, shift) // tcm.UNIT) % 8
     return sum(group(x) == group(y) for x, y in _pairs(phases))
+
+
+def ways(rows: int, width: int, phases: list[Phase], pad: int, swizzle: int, shift: int) -> float:
+    """Mean wavefronts a phase takes under a layout: a phase's 16-byte units are served one
+    wavefront per bank group's distinct units (1: conflict-free), with the lowering's offsets."""
+    if not phases: return 1.0
+    total = 0
+    for ph in phases:
+        per: dict[int, set] = {}
+        for x in set(ph):
+            per.setdefault((tcm.smem_offset(x[0], x[1], width, pad, swizzle, shift) // tcm.UNIT) % 8, set()).add(x)
+        total += max(len(u) for u in per.values())
+    return total / len(phases)
+
+
+def schedule_ways(kernel, s: Schedule, warp: int) -> tuple[float, float]:
+    """(A, B): the mean wavefronts of each operand's shared accesses under ``s``'s layouts."""
+    m = tcm.match_tc(kernel, s.tensor_core)
+    st = {x.input: x for x in s.staging}
+    out = []
+    for which, op in (("a", m.a), ("b", m.b)):
+        rows, width, ph = operand_phases(kernel, s, which, warp)
+        x = st.get(op.input)
+        out.append(_ways_cached(rows, width, tuple(ph), x.pad if x else 0, x.swizzle if x else 0, x.shift if x else 0))
+    return out[0], out[1]
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _ways_cached(rows: int, width: int, phases: tuple, pad: int, swizzle: int, shift: int) -> float:
+    return ways(rows, width, list(phases), pad, swizzle, shift)
 
 
 def staging(kernel, s: Schedule, warp: int) -> tuple[tuple[Staging, ...], dict[str, Layout]]:

@@ -31,6 +31,7 @@ import math
 from ..ir import geometry_staged
 from ..ir import tensorcore as tcm
 
+from .cost import NUMERIC
 from .tc_cost import L2_PER_DRAM, LATENCY_S
 
 # issued / peak warp instructions a cycle that the compiled staged loops sustain on the H100: the
@@ -99,24 +100,36 @@ def _wavefronts(kernel, s, warp: int) -> float:
 
 
 def time_s(kernel, s, machine) -> float:
+    return float(staged_time(NUMERIC, staged_facts(kernel, s, machine), machine))
+
+
+def staged_facts(kernel, s, machine) -> dict[str, float]:
+    """What the staged model needs of schedule ``s``: counts of its tiles (no lowering)."""
     m, t, *_ = _shape(kernel, s)
-    cores, blocks = machine.cores, s.blocks()
-    warps = max(1, t.threads // machine.warp)
-    issue = machine.flops_fp32 / (2 * machine.warp * cores) * ISSUE_EFF   # warp instructions a second per SM
     instrs, _ = step_instructions(kernel, s)
-    step = warps * instrs / issue                       # one block's K step, alone on its SM
-    per_sm = math.ceil(blocks / cores)                  # the busiest SM's blocks
-    r = min(per_sm, resident_blocks(kernel, s, machine))
-    rounds = math.ceil(per_sm / r)
+    return {"warps": max(1, t.threads // machine.warp), "instrs": instrs, "blocks": s.blocks(),
+            "resident": resident_blocks(kernel, s, machine), "stages": s.stages, "steps": t.steps,
+            "tile_bytes": t.bm * t.bn * kernel.output.dtype.itemsize, "wavefronts": _wavefronts(kernel, s, machine.warp),
+            "panel_bytes": (t.bm + t.bn) * t.bk * m.dtype.itemsize, "min_bytes": float(kernel.min_bytes)}
+
+
+def staged_time(B, f, machine):
+    """Modeled seconds of a staged SIMT schedule from its facts ``f`` (``staged_facts``), in
+    the arithmetic ``B`` (floats, numpy arrays, Z3 terms)."""
+    cores = float(machine.cores)
+    issue = machine.flops_fp32 / (2 * machine.warp * machine.cores) * ISSUE_EFF   # warp instructions a second per SM
+    step = f["warps"] * f["instrs"] / issue             # one block's K step, alone on its SM
+    per_sm = B.ceil(f["blocks"] / cores)                # the busiest SM's blocks
+    r = B.min(per_sm, f["resident"])
+    rounds = B.ceil(per_sm / r)
     clock = machine.sm_clock()
     # per K step of a round: global latency the copies ``ahead`` steps early do not cover (the
     # round's r blocks issue meanwhile), and a lone block's shared-read latency after its barrier
-    ahead = s.stages - 1
-    wait = max(0.0, LATENCY_S - ahead * r * step) + (LDS_CYCLES / clock if r == 1 else 0.0)
-    tile_bytes = t.bm * t.bn * kernel.output.dtype.itemsize
-    exposed = LATENCY_S + tile_bytes / (machine.dram_bw / cores) + t.steps * wait
-    core = per_sm * t.steps * step + rounds * exposed
-    smem = per_sm * t.steps * _wavefronts(kernel, s, machine.warp) * WAVEFRONT / ((machine.smem_bw or machine.dram_bw) / cores)
-    l2 = blocks * (t.bm + t.bn) * t.steps * t.bk * m.dtype.itemsize / (L2_PER_DRAM * machine.dram_bw)
-    dram = kernel.min_bytes / machine.dram_bw
-    return machine.launch_s + max(core, smem, l2, dram)
+    ahead = f["stages"] - 1.0
+    wait = B.max(0.0, LATENCY_S - ahead * r * step) + B.select_le(r, 1.0, LDS_CYCLES / clock, 0.0)
+    exposed = LATENCY_S + f["tile_bytes"] / (machine.dram_bw / machine.cores) + f["steps"] * wait
+    core = per_sm * f["steps"] * step + rounds * exposed
+    smem = per_sm * f["steps"] * f["wavefronts"] * WAVEFRONT / ((machine.smem_bw or machine.dram_bw) / machine.cores)
+    l2 = f["blocks"] * f["panel_bytes"] * f["steps"] / (L2_PER_DRAM * machine.dram_bw)
+    dram = f["min_bytes"] / machine.dram_bw
+    return machine.launch_s + B.max(B.max(B.max(core, smem), l2), dram)

@@ -48,6 +48,8 @@ import math
 from ..ir import tensorcore as tcm
 from ..ir import wgmma as wg
 
+from .cost import NUMERIC
+
 LATENCY_S = 600e-9     # global load -> shared, estimate (not calibrated)
 L2_PER_DRAM = 4.0     # L2 / DRAM bandwidth, estimate: 2 is refuted on the H100 (ffn_down pulls 7.7 TB/s of tiles through L2)
 # mma.sync's share of the datasheet tensor peak on sm_90 (which wgmma reaches), estimate: the
@@ -57,12 +59,12 @@ SUBPARTITIONS = 4      # per SM (sm_70+), each with its own tensor core and warp
 OVERHEAD_REGS = 64     # addressing, loop state, epilogue temporaries (128x128x32 tile: 224 vs 217 compiled)
 
 
-def tc_share(warps: int) -> float:
+def tc_share(warps, B=NUMERIC):
     """The share of an SM's tensor-core rate that ``warps`` resident warps issuing mma can use:
     each of its ``SUBPARTITIONS`` has its own tensor core, fed only by the warps it holds (a
     warp stays on one), so one warp alone reaches a quarter of the SM. A wgmma warpgroup is
     4 warps, one a sub-partition: always the whole SM."""
-    return min(SUBPARTITIONS, max(1, warps)) / SUBPARTITIONS
+    return B.min(float(SUBPARTITIONS), B.max(1.0, warps)) / SUBPARTITIONS
 
 
 def registers(t: tcm.Tiles) -> int:
@@ -76,31 +78,52 @@ def resident_blocks(t: tcm.Tiles, machine) -> int:
 
 def time_s(kernel, s, machine) -> float:
     if wg.is_wgmma(s.tensor_core.instr): return wgmma_time_s(kernel, s, machine)
+    return float(mma_time(NUMERIC, mma_facts(kernel, s, machine), machine))
+
+
+def mma_facts(kernel, s, machine, ways: tuple[float, float] | None = None) -> dict[str, float]:
+    """What the mma.sync model needs of schedule ``s``: counts read off its tiles, staging
+    and the kernel (no lowering). ``ways``: the shared-memory wavefronts a warp-wide access
+    of A and of B takes under the schedule's layouts (search/banks.ways; default counted)."""
     t = tcm.tiles(kernel, s, machine.warp)
-    K = t.steps * t.bk               # the implicit GEMM's K: window points x K axis
-    blocks = s.blocks()
+    m = tcm.match_tc(kernel, s.tensor_core)
+    if ways is None:
+        from . import banks
+        ways = banks.schedule_ways(kernel, s, machine.warp)
+    return {"bm": t.bm, "bn": t.bn, "bk": t.bk, "tm": t.tm, "tn": t.tn, "warps": t.warps, "steps": t.steps,
+            "blocks": s.blocks(), "resident": resident_blocks(t, machine), "stages": s.stages,
+            "async": float(_async(s)), "eff_a": _sector_use(kernel, s, t, m.a), "eff_b": _sector_use(kernel, s, t, m.b),
+            "ways_a": ways[0], "ways_b": ways[1],
+            "out_bytes": float(kernel.output.dtype.itemsize), "min_bytes": float(kernel.min_bytes)}
+
+
+def mma_time(B, f, machine):
+    """Modeled seconds of an mma.sync schedule from its facts ``f`` (``mma_facts``), in the
+    arithmetic ``B`` (floats, numpy arrays over a space, or Z3 terms: search/cost.py)."""
+    cores = float(machine.cores)
+    K = f["steps"] * f["bk"]         # the implicit GEMM's K: window points x K axis
     sm_rate = (machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores
     if machine.sm >= 90: sm_rate *= MMA_SYNC_SM90
-    per_sm = math.ceil(blocks / machine.cores)  # the busiest SM's blocks
-    r = max(1, min(per_sm, resident_blocks(t, machine)))  # of them resident at once
-    step = 2 * t.bm * t.bn * t.bk / sm_rate     # padded tiles compute their padding too
-    others = r - 1  # co-resident blocks fill the wait with their steps
-    ahead = s.stages - 1 if _async(s) else 0    # element copies are synchronous: no step ahead
+    per_sm = B.ceil(f["blocks"] / cores)  # the busiest SM's blocks
+    r = B.max(1.0, B.min(per_sm, f["resident"]))  # of them resident at once
+    step = 2.0 * f["bm"] * f["bn"] * f["bk"] / sm_rate     # padded tiles compute their padding too
+    others = r - 1.0  # co-resident blocks fill the wait with their steps
+    ahead = (f["stages"] - 1.0) * f["async"]    # element copies are synchronous: no step ahead
     # the wait is covered at the full rate's steps: a step slowed by idle sub-partitions would
     # cover more of it, and this stall (not a fixed point) would then drop by more than the
     # compute grows, modeling fewer usable tensor cores as faster
-    exposed = max(0.0, LATENCY_S - (ahead + others * max(1, ahead + 1)) * step) * t.steps
-    compute = per_sm * t.steps * step / tc_share(r * t.warps)  # the rate the SM's resident warps can use
+    exposed = B.max(0.0, LATENCY_S - (ahead + others * B.max(1.0, ahead + 1.0)) * step) * f["steps"]
+    compute = per_sm * f["steps"] * step / tc_share(r * f["warps"], B)  # the rate the SM's resident warps can use
     # every tile's epilogue stores straight from the fragments (8 rows x 16 bytes a warp instruction,
     # as wgmma's): the attention-scores bmm (K = 64) ran 145 us where the DRAM bound is 56
-    compute += per_sm * epilogue_s(t.bm * t.bn * kernel.output.dtype.itemsize, blocks, machine.cores, False)
+    compute = compute + per_sm * _epilogue(B, f["bm"] * f["bn"] * f["out_bytes"], f["blocks"], cores, False)
     stall = per_sm * exposed  # on the critical path whatever bounds the rest
-    dram = kernel.min_bytes / machine.dram_bw
-    m = tcm.match_tc(kernel, s.tensor_core)
-    eff_a, eff_b = (_sector_use(kernel, s, t, op) for op in (m.a, m.b))
-    l2 = blocks * (t.bm / eff_a + t.bn / eff_b) * K * 2 / (L2_PER_DRAM * machine.dram_bw)
-    smem = blocks * (K // 16) * t.warps * (t.tm + t.tn) * 16 * 2 / (machine.smem_bw or machine.dram_bw)
-    return machine.launch_s + max(compute, dram, l2, smem) + stall
+    dram = f["min_bytes"] / machine.dram_bw
+    l2 = f["blocks"] * (f["bm"] / f["eff_a"] + f["bn"] / f["eff_b"]) * K * 2.0 / (L2_PER_DRAM * machine.dram_bw)
+    # ldmatrix reads, each warp-wide access taking the wavefronts its layout's bank conflicts cost
+    smem = f["blocks"] * (K / 16.0) * f["warps"] * (f["tm"] * f["ways_a"] + f["tn"] * f["ways_b"]) * 16.0 * 2.0 / \
+        (machine.smem_bw or machine.dram_bw)
+    return machine.launch_s + B.max(B.max(B.max(compute, dram), l2), smem) + stall
 
 
 def _async(s) -> bool:
@@ -142,7 +165,11 @@ EPI_STAGED_BPS = 57e9
 
 def epilogue_s(tile_bytes: int, blocks: int, cores: int, staged: bool) -> float:
     """Seconds an SM spends storing one output tile while ``min(blocks, cores)`` SMs store."""
-    return tile_bytes * min(blocks, cores) / ((EPI_STAGED_BPS if staged else EPI_DIRECT_BPS) * cores)
+    return float(_epilogue(NUMERIC, tile_bytes, blocks, cores, staged))
+
+
+def _epilogue(B, tile_bytes, blocks, cores, staged: bool):
+    return tile_bytes * B.min(blocks, float(cores)) / ((EPI_STAGED_BPS if staged else EPI_DIRECT_BPS) * cores)
 
 
 def wgmma_registers(t: tcm.Tiles) -> int:
@@ -168,58 +195,81 @@ def wgmma_resident(kernel, s, machine) -> int:
 
 
 def wgmma_time_s(kernel, s, machine) -> float:
+    return float(wgmma_time(NUMERIC, wgmma_facts(kernel, s, machine), machine))
+
+
+def wgmma_facts(kernel, s, machine) -> dict[str, float]:
+    """What the wgmma model needs of schedule ``s``, counted from its tiles and staging."""
     from ..ir.lower_wgmma import wgmma_in_flight
     t = tcm.tiles(kernel, s, machine.warp)
     g = wg.groups(t)
-    K, blocks, cores = t.steps * t.bk, s.blocks(), machine.cores
-    sm_smem = (machine.smem_bw or machine.dram_bw) / cores
-    per_sm = math.ceil(blocks / cores)                         # the busiest SM's blocks (tiles)
-    ws = s.tensor_core.producer   # persistent: one block an SM walks its tiles (ir/lower_wgmma.py)
-    r = 1 if ws else max(1, min(per_sm, wgmma_resident(kernel, s, machine)))  # of them resident at once
-    # tensor pipe: a block's K step at the SM's share of the datasheet peak (padding computed too)
-    step = 2 * t.bm * t.bn * t.bk / ((machine.flops_tc_fp16 or 16 * machine.flops_fp32) / cores)
-    # a step without a group in flight waits for its wgmmas, then issues the next tile's
-    # cp.async copies (their shared-memory writes) before the next barrier: serial to the
-    # tensor pipe in that block; with a group in flight both overlap the group
     m = tcm.match_tc(kernel, s.tensor_core)
     vec = {x.input: x.vector for x in s.staging}
+    ops = ((m.a, t.bm), (m.b, t.bn))
+    ws = s.tensor_core.producer   # persistent: one block an SM walks its tiles (ir/lower_wgmma.py)
     # element copies (an NCHW conv's operands) take a load and a store an element: 8x the instructions
-    copy = sum(outer * t.bk * 2 * tcm.UNIT / max(1, vec[op.input]) for op, outer in ((m.a, t.bm), (m.b, t.bn))) / sm_smem
-    keep = wgmma_in_flight(s.stages, t.bk, g.wgm * g.wgn, any(x.tma for x in s.staging), ws)
-    serial = 0.0 if keep else WG_SYNC_S + copy
-    if ws:
-        # a producer warp: no copies and no block barrier in a consumer's step; each
-        # warpgroup's drain is overlapped by the block's other warpgroups' wgmmas
-        serial = WG_SYNC_S / (g.wgm * g.wgn)
+    copy_bytes = sum(outer * t.bk * 2 * tcm.UNIT / max(1, vec[op.input]) for op, outer in ops)
+    # per operand: a block's tile bytes through L2 (element copies' wasted sectors counted), and
+    # whether the operand is small enough to stay in an SM's L1 (read once an SM)
+    small = [_bytes(kernel, op) <= L1_RESIDENT_BYTES for op, _ in ops]
+    return {"bm": t.bm, "bn": t.bn, "bk": t.bk, "steps": t.steps, "blocks": s.blocks(), "ws": float(ws),
+            "resident": wgmma_resident(kernel, s, machine), "groups": g.wgm * g.wgn, "mt": g.mt, "gn": g.n,
+            "keep": float(wgmma_in_flight(s.stages, t.bk, g.wgm * g.wgn, any(x.tma for x in s.staging), ws)),
+            "stages": s.stages, "async": float(_async(s)), "copy_bytes": copy_bytes,
+            "epi_bytes": t.bm * t.bn * kernel.output.dtype.itemsize, "epi_staged": float(wg.staged_epilogue(kernel, s)),
+            "tile_a": ops[0][1] * t.steps * t.bk * 2 / _sector_use(kernel, s, t, m.a),
+            "tile_b": ops[1][1] * t.steps * t.bk * 2 / _sector_use(kernel, s, t, m.b),
+            "once_a": float(_bytes(kernel, m.a)) if small[0] else -1.0,
+            "once_b": float(_bytes(kernel, m.b)) if small[1] else -1.0,
+            "elem": sum(outer * t.bk * _line_cost(kernel, s, t, op) for op, outer in ops if vec[op.input] == 1),
+            "min_bytes": float(kernel.min_bytes)}
+
+
+def wgmma_time(B, f, machine):
+    """Modeled seconds of a wgmma schedule from its facts ``f`` (``wgmma_facts``), in the
+    arithmetic ``B`` (floats, numpy arrays, Z3 terms)."""
+    cores = float(machine.cores)
+    sm_smem = (machine.smem_bw or machine.dram_bw) / machine.cores
+    per_sm = B.ceil(f["blocks"] / cores)                         # the busiest SM's blocks (tiles)
+    ws = f["ws"]
+    # of them resident at once (a producer warp's persistent kernel: one)
+    r = B.select_le(ws, 0.0, B.max(1.0, B.min(per_sm, f["resident"])), 1.0)
+    # tensor pipe: a block's K step at the SM's share of the datasheet peak (padding computed too)
+    step = 2.0 * f["bm"] * f["bn"] * f["bk"] / ((machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores)
+    # a step without a group in flight waits for its wgmmas, then issues the next tile's
+    # cp.async copies (their shared-memory writes) before the next barrier: serial to the
+    # tensor pipe in that block; with a group in flight both overlap the group. With a producer
+    # warp: no copies and no block barrier in a consumer's step; each warpgroup's drain is
+    # overlapped by the block's other warpgroups' wgmmas
+    serial = B.select_le(ws, 0.0, (1.0 - f["keep"]) * (WG_SYNC_S + f["copy_bytes"] / sm_smem), WG_SYNC_S / f["groups"])
     # global load latency the copies running ``ahead`` tiles ahead do not hide
-    ahead = max(0, s.stages - 1 - keep) if _async(s) else 0
+    ahead = B.max(0.0, f["stages"] - 1.0 - f["keep"]) * f["async"]
     cycle = step + serial
     # (element copies' waits are in their measured rate, ``ELEMENT_COPY_RATE``, below)
-    if _async(s): cycle += max(0.0, LATENCY_S - ahead * cycle)
+    cycle = cycle + f["async"] * B.max(0.0, LATENCY_S - ahead * cycle)
     # the SM's tensor pipe: r resident blocks overlap each other's serial parts and waits;
-    # each block also waits once for its first tiles and its epilogue (LATENCY), overlapped likewise
+    # each block also waits once for its first tiles and its epilogue (LATENCY), overlapped likewise;
     # the epilogue idles the tensor pipe: an SM's resident blocks run their tiles in step,
     # so they store at the same time (no overlap counted)
-    epi = epilogue_s(t.bm * t.bn * kernel.output.dtype.itemsize, blocks, cores, wg.staged_epilogue(kernel, s))
-    core = per_sm * (t.steps * max(step, cycle / r) + epi + (0 if ws else 2 * LATENCY_S / r))
-    if ws: core += 2 * LATENCY_S   # the first tiles' loads; the others overlap the previous tile
+    epi = f["epi_bytes"] * B.min(f["blocks"], cores) / \
+        (B.select_le(f["epi_staged"], 0.0, EPI_DIRECT_BPS, EPI_STAGED_BPS) * cores)
+    # a producer warp's kernel waits once for the first tiles; the others overlap the previous tile
+    core = per_sm * (f["steps"] * B.max(step, cycle / r) + epi + (1.0 - ws) * 2.0 * LATENCY_S / r) + ws * 2.0 * LATENCY_S
     # shared memory: every m64 tile's wgmma reads its 64 A rows and the warpgroup's N
     # columns of B (16 deep, no ldmatrix), and the copies write both tiles once
-    smem = per_sm * t.steps * (g.wgm * g.wgn * g.mt * (wg.WG_M + g.n) + t.bm + t.bn) * t.bk * 2 / sm_smem
-    # global: compulsory bytes from DRAM; every block's operand tiles (BM + BN) x K from L2
-    dram = kernel.min_bytes / machine.dram_bw
-    # every block's operand tiles, element copies' wasted sectors counted (as mma.sync's); an
-    # operand small enough to stay in an SM's L1 (an NCHW conv's filter: 73 KB) is read once an SM
+    smem = per_sm * f["steps"] * (f["groups"] * f["mt"] * (wg.WG_M + f["gn"]) + f["bm"] + f["bn"]) * f["bk"] * 2.0 / sm_smem
+    # global: compulsory bytes from DRAM; every block's operand tiles (BM + BN) x K from L2,
+    # element copies' wasted sectors counted (as mma.sync's); an operand small enough to stay in
+    # an SM's L1 (an NCHW conv's filter: 73 KB) is read once an SM
+    dram = f["min_bytes"] / machine.dram_bw
     l2 = 0.0
-    for op, outer in ((m.a, t.bm), (m.b, t.bn)):
-        tiles = blocks * outer * K * 2 / _sector_use(kernel, s, t, op)
-        l2 += min(tiles, _bytes(kernel, op) * min(blocks, cores)) if _bytes(kernel, op) <= L1_RESIDENT_BYTES else tiles
-    l2 /= L2_PER_DRAM * machine.dram_bw
+    for tile, once in ((f["tile_a"], f["once_a"]), (f["tile_b"], f["once_b"])):
+        l2 = l2 + B.select_le(once, -1.0, f["blocks"] * tile, B.min(f["blocks"] * tile, once * B.min(f["blocks"], cores)))
+    l2 = l2 / (L2_PER_DRAM * machine.dram_bw)
     # element copies (no 16-byte copy fits: an NCHW conv's operands) issue one load and one
     # store an element: an SM moves about ELEMENT_COPY_RATE of them a second
-    elem = per_sm * t.steps * sum(outer * t.bk * _line_cost(kernel, s, t, op) for op, outer in ((m.a, t.bm), (m.b, t.bn))
-                                  if vec[op.input] == 1)
-    return machine.launch_s + max(core, smem, dram, l2, elem / ELEMENT_COPY_RATE)
+    elem = per_sm * f["steps"] * f["elem"]
+    return machine.launch_s + B.max(B.max(B.max(B.max(core, smem), dram), l2), elem / ELEMENT_COPY_RATE)
 
 
 def _bytes(kernel, op) -> int:

@@ -31,7 +31,8 @@ from ..ir.node import Ops
 from ..ir.schedule import Level, Schedule, Split, Staging, TensorCore, check
 
 from . import banks
-from .tc_cost import resident_blocks, time_s
+from .cost import NUMERIC
+from .tc_cost import mma_facts, mma_time, resident_blocks, time_s
 
 G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 TILES, KSTEPS, WARPS, STAGES = (16, 32, 64, 128, 256), (16, 32, 64), (1, 2, 4), (1, 2, 3, 4)
@@ -112,7 +113,7 @@ def tile_fits(size: int, tile: int) -> bool:
 
 
 def points(kernel, machine, wgmma: bool = True) -> list[tuple[float, Schedule]]:
-    """Every point of the space with its modeled time (plain layouts), fastest first
+    """Every point of the space with its modeled time (mma.sync points as with conflict-free layouts, ``free_time_s``), fastest first
     (``wgmma`` False: the mma.sync points only)."""
     if not machine.has("mma.sync"): return []
     out = []
@@ -127,7 +128,7 @@ def points(kernel, machine, wgmma: bool = True) -> list[tuple[float, Schedule]]:
             s = make(kernel, m, bm, bn, bk, wm, wn, st, ext)
             if resident_blocks(tcm.tiles(kernel, s, machine.warp), machine) < 2 or _element_copies(kernel, s, machine.warp) > MAX_ELEMENT_COPIES: continue
             if check(kernel, s, machine): continue
-            out.append((time_s(kernel, s, machine), s))
+            out.append((free_time_s(kernel, s, machine), s))
     if wgmma: out += _wgmma_points(kernel, machine)
     # ties (memory-bound GEMMs tie at the DRAM bound): a producer warp first (TMA copies: on the
     # H100 the attention bmms, both DRAM-bound in the model, ran 1.4-2.2x faster with it than with
@@ -137,6 +138,12 @@ def points(kernel, machine, wgmma: bool = True) -> list[tuple[float, Schedule]]:
     out = [(round(t, 12), s) for t, s in out]
     out.sort(key=lambda x: (x[0], not x[1].tensor_core.producer, _frag_traffic(kernel, x[1], machine.warp), x[1].stages))
     return out
+
+
+def free_time_s(kernel, s: Schedule, machine) -> float:
+    """The modeled time of mma.sync point ``s`` as with conflict-free shared layouts (the
+    layouts are solved afterwards, for the points ranked first: ``best``)."""
+    return float(mma_time(NUMERIC, mma_facts(kernel, s, machine, ways=(1.0, 1.0)), machine))
 
 
 def _wgmma_points(kernel, machine) -> list[tuple[float, Schedule]]:
