@@ -161,8 +161,12 @@ class Runtime:
         return (e.schedule_obj(), "tuned") if e is not None and e.verified else None
 
     def _engine_tune(self, k: Kernel, backend: str, budget_s: float, method: str):
-        """The engine's tuner on this runtime's own backend (a GPU's worker is not started again per kernel)."""
-        return engine_tune(k, backend=self.backend, budget_s=budget_s, method=method)
+        """The engine's tuner on this runtime's own backend (a GPU's worker is not started again
+        per kernel), under a deadline at the end of ``tune_limit_s`` where one is set (the
+        engine then skips measurements that would run past it)."""
+        left = None if self.tune_limit_s is None else self.tune_limit_s - self.tuning_s
+        return engine_tune(k, backend=self.backend, budget_s=budget_s, method=method,
+                           deadline=None if left is None else time.monotonic() + max(0.0, left))
 
     def plan_for(self, k: Kernel):
         """The model's plan (search/plan.py: split-K for a tensor-core GEMM leaving SMs idle,

@@ -166,3 +166,15 @@ def test_tuning_stops_at_the_runtime_limit_and_a_failing_tuner_leaves_the_hand_r
     finally:
         rt.close()
     np.testing.assert_allclose(got, x + 3, rtol=1e-6)
+
+
+def test_a_tuning_limit_is_the_engine_s_deadline(tmp_path):
+    """Under tune_limit_s the engine's tuner gets a deadline: the run records how it kept it."""
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    with runtime.using("cpu", cache=tmp_path / "c.sqlite") as rt:
+        rt.on_miss, rt.tune_limit_s = "tune", 30.0
+        k = (Tensor(x) * 2).sum(1).schedule()[0].kernel
+        r = rt._engine_tune(k, "cpu", 1.0, "z3")
+        assert "budget" in r.extra and r.verified and rt.tuning_s == 0.0   # the limit is the runtime's, counted by _tune
+        np.testing.assert_allclose((Tensor(x) * 2).sum(1).numpy(), (x * 2).sum(1), rtol=1e-5)
+        assert rt.stats["tuned"] == 1 and 0.0 < rt.tuning_s < 30.0
