@@ -85,6 +85,14 @@ class Net:
         if ly.op == "conv": return h * w * c * ly.k * ly.k * ly.cin // ly.groups
         return h * w * c if ly.op == "add" else int(np.prod(self.shape(ly.src[0])))
 
+    def layer_kernel(self, i: int):
+        """The library kernel (qconv2d) of conv layer i: what an HVX family's solver prices."""
+        from .registry import Workload
+        ly = self.layers[i]
+        h, w, _ = self.shape(ly.src[0])
+        return Workload.make("qconv2d", H=h, W=w, C=ly.cin, K=ly.cout, R=ly.k, S=ly.k, stride=ly.stride,
+                             pad=ly.pad, groups=ly.groups).kernel
+
 
 def _arch(blocks: list[tuple[int, bool]], head: bool, classes: int) -> list[Layer]:
     """Stem, then per block (stride, residual): expand, depthwise, project[, add]; head, pool, fc."""

@@ -15,6 +15,9 @@ layers. qemu's packet counter (c20) is read before and after every layer (the co
 empty read pair subtracted); the program prints ``so-layers p0 p1 ..`` and the totals
 (``so-counters``: packets, instructions, HVX instructions) on stderr, and every layer's
 output bytes on stdout, so each layer is checked against the numpy reference.
+
+``net`` is a ``kernels.dsp_models.Net``, passed in (backends do not import the workload
+library): its layers, shapes and ``layer_kernel(i)``, the qconv2d kernel a family prices.
 """
 from __future__ import annotations
 
@@ -23,7 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...kernels import dsp_models as dm
 from . import asm_depthwise, asm_firstlayer, asm_gemm, hvx_eltwise, tools
 from .render import COUNTERS
 
@@ -32,7 +34,7 @@ TAIL = 512 + 32 * 128           # and after (the correction pass reads whole 32-
 _LAYERS = re.compile(rb"so-layers((?: \d+)*)")
 
 
-def kind(ly: dm.Layer) -> str:
+def kind(ly) -> str:
     """Which template runs a convolution layer."""
     if ly.k == 3 and ly.stride == 2 and ly.cin == 3 and ly.cout == 32 and ly.groups == 1: return "hvx_firstlayer"
     if ly.k == 3 and ly.groups == ly.cin == ly.cout: return "hvx_depthwise"
@@ -45,26 +47,17 @@ def _family(name: str):
     return {"hvx_gemm": hvx, "hvx_depthwise": hvx_depthwise, "hvx_firstlayer": hvx_firstlayer}[name]
 
 
-def layer_kernel(net: dm.Net, i: int):
-    """The library kernel (qconv2d) of conv layer i: what the family's solver prices."""
-    from ...kernels.registry import Workload
-    ly = net.layers[i]
-    h, w, _ = net.shape(ly.src[0])
-    return Workload.make("qconv2d", H=h, W=w, C=ly.cin, K=ly.cout, R=ly.k, S=ly.k, stride=ly.stride, pad=ly.pad,
-                         groups=ly.groups).kernel
-
-
 _CHOICES: dict = {}
 
 
-def choose(net: dm.Net, i: int, mode: str, machine, timeout_s: float = 30.0) -> dict:
+def choose(net, i: int, mode: str, machine, timeout_s: float = 30.0) -> dict:
     """(family, geometry, params, modeled packets) of conv layer i: the solver's pick or the hand
     rule. The geometry is the matcher's, with the network's calibrated requantize shifts."""
     from ...search.machine import load
     ly = net.layers[i]
     fname = kind(ly)
     fam = _family(fname)
-    k = layer_kernel(net, i)
+    k = net.layer_kernel(i)
     g = dict(fam.tpl.match(k))
     g.update(pre=ly.q["pre"], post=ly.q["post"])
     key = (fname, mode, tuple(sorted(g.items())))
@@ -185,7 +178,7 @@ def _fl(i: int, c: dict, src: str, dst: str, q: dict):
 
 
 # ---- per-layer code of the plain C binary --------------------------------------------------
-def _plain_conv(i: int, net: dm.Net, src: str, dst: str, q: dict):
+def _plain_conv(i: int, net, src: str, dst: str, q: dict):
     ly = net.layers[i]
     h, w, cin = net.shape(ly.src[0])
     oh, ow, k = net.shape(i)
@@ -208,7 +201,7 @@ def _plain_conv(i: int, net: dm.Net, src: str, dst: str, q: dict):
     return decl, body, data, reads
 
 
-def build(net: dm.Net, x: np.ndarray, mode: str = "ours", machine=None, solve_s: float = 30.0) -> Program:
+def build(net, x: np.ndarray, mode: str = "ours", machine=None, solve_s: float = 30.0) -> Program:
     """The whole network's program and its stdin (image, then each layer's packed constants)."""
     if mode not in ("ours", "hand", "plain"): raise ValueError(f"mode {mode!r}: ours, hand or plain")
     if net.variant != "int8": raise ValueError("the DSP binary runs the int8 variant (symmetric activations)")
@@ -283,7 +276,7 @@ class Run:
     choices: dict
 
 
-def run(net: dm.Net, x: np.ndarray, mode: str = "ours", machine=None, timeout: float = 600.0, solve_s: float = 30.0):
+def run(net, x: np.ndarray, mode: str = "ours", machine=None, timeout: float = 600.0, solve_s: float = 30.0):
     """Build, compile, run under qemu: a ``Run`` or a ``tools.Failure``."""
     prog = build(net, x, mode, machine, solve_s)
     exe = tools.compile_program(prog.source, timeout=timeout)

@@ -1,5 +1,5 @@
 """``superopt script SCRIPT.py`` (issue 27): an unmodified lazy-Tensor script (the MLP block of
-kernels/examples/mlp.py) runs through the kernel cache on cpu; its forward() is timed against
+examples/mlp.py) runs through the kernel cache on cpu; its forward() is timed against
 its numpy reference() and their outputs compared; misses tuned now are hits next time."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from superopt.cli import main
 from superopt.commands.script import compare
 
-MLP = Path(__file__).resolve().parents[2] / "kernels" / "examples" / "mlp.py"
+MLP = Path(__file__).resolve().parents[2] / "examples" / "mlp.py"
 
 
 def _script(capsys, *argv: str, status: int = 0) -> dict:

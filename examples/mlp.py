@@ -1,10 +1,10 @@
 """A two-layer MLP block written in lazy superopt Tensors: x @ w1 + b1, relu, @ w2 + b2, softmax.
 
-    superopt script kernels/examples/mlp.py --backend cpu      # through the kernel cache, timed against numpy
+    superopt script examples/mlp.py --backend cpu      # through the kernel cache, timed against numpy
 
 ``forward()`` is what ``superopt script`` times again after the first run (warm: the kernels
 compiled once); ``reference()`` is the same block in plain numpy, which it times and compares
-with. Run as a plain script (``python kernels/examples/mlp.py``) it prints a row of the output
+with. Run as a plain script (``python examples/mlp.py``) it prints a row of the output
 from the reference interpreter."""
 import numpy as np
 
