@@ -228,6 +228,10 @@ def _kernelize_plan(root: Node, out_name: str, plan: frozenset[Node], order: lis
     for n in realized:
         out_shape = shape(root) if n is base else shape(n)
         inner = inner_reductions(n, done)
+        from .attention import fused_step  # a plan leaving an attention's scores and softmax unwritten fuses it
+        if len(inner) > 1 and (fused := fused_step(n, names, done, out_shape, f"a{len(steps)}")) is not None:
+            steps.append(fused)
+            continue
         if inner and n.op is Ops.REDUCE:
             raise ValueError(f"plan puts {len(inner)} reductions inside one reduce kernel (a reduce kernel "
                              "holds only its own)")

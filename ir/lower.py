@@ -36,6 +36,9 @@ class LoweringError(ValueError):
 
 
 def lower(kernel: Kernel, schedule: Schedule, machine) -> Program:
+    if schedule.family == "attention":  # a fused attention (ir/attention.py): its own lowering and checks
+        from .attention_lower import lower_attention
+        return lower_attention(kernel, schedule, machine)
     errs = check(kernel, schedule, machine)
     if errs: raise LoweringError("; ".join(errs))
     if schedule.family:

@@ -1,0 +1,303 @@
+"""Fused attention found in the graph: ``softmax(q @ k.T * scale + mask) @ v`` as one kernel.
+
+Plan (how an attention kernel is represented). The lazy graph is never pattern-matched by
+its movement ops: the kernelizer already folds those into index expressions, so the
+matcher works on the three kernels the unfused plan gives (a score GEMM S = Q K^T, the
+softmax row kernel P = softmax(f(S)), the output GEMM O = P V) and accepts them when the
+row kernel is exactly softmax of an elementwise "logit" expression f of the score (any
+scale, additive mask buffer, index-generated causal mask: whatever elementwise the user
+wrote, loads of other buffers included) and the buffers chain S -> P -> O element for
+element. A plan asks for the fusion by leaving S and P unmaterialized (``kernelize``
+then calls ``fused_step`` for the kernel that would have to compute them; search/fusion
+adds that plan as a candidate and keeps it where its model says it is faster). The
+result is an ``AttentionKernel``: the three kernels it replaces (the reference
+interpreter runs them in order, so the graph's own semantics is the reference), its
+fused inputs and output, flops and compulsory bytes for the planner, and a geometry
+(batch dimensions, query/key lengths, head dims, the index expressions of Q, K, V and the
+output, the logit expression) that the lowering reads. The schedule family
+``attention`` (search/families/attention.py: BLOCK_M, BLOCK_N, warps, stages; legality
+from shared-memory and register counts; cost in search/cost.py's generic arithmetic)
+picks a ``Schedule(family="attention", params=...)``, which ir/attention_lower.py lowers
+to an ordinary ``Program`` of mma.sync statements (cp.async K/V tiles, ldmatrix, online
+softmax in registers, row statistics exchanged through a small shared buffer): the
+emulator executes it and the CUDA renderer renders it with no attention-specific code.
+wgmma with a TMA producer warp is a later variant of the same family.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from . import dtype as dt
+from .graph import shape
+from .kernel import Buffer, Kernel
+from .kernelize import Step, _build, _build_epilogue, _narrowed, _NoFuse, _through, inner_reductions
+from .node import Node, Ops, axis_stride, const, substitute, toposort, var
+
+LOG2E = 1 / math.log(2)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the lowering needs. Index expressions are over ``VAR`` nodes: batch axes
+    0..nb-1, then the query row ``nb`` and the key/column ``nb+1`` (Q, K, V: their last
+    variable ``nb+1`` is the head dimension; for K and V ``nb`` is the key)."""
+    batch: tuple[int, ...]
+    sq: int
+    sk: int
+    d: int
+    dv: int
+    q: Node          # Q element index over (batch, i, e)
+    k: Node          # K element index over (batch, j, e)
+    v: Node          # V element index over (batch, j, e)
+    out: Node        # output element index over (batch, i, e)
+    logit: Node      # float32 f(S) over (batch, i, j); the score is ``SCORE``; loads use fused slots
+    slots: tuple[int, int, int]   # the fused input slots of Q, K, V
+
+    @property
+    def heads(self) -> int: return math.prod(self.batch)
+
+
+SCORE = Node(Ops.REG, dt.float32, (const(0, dt.int32),), "attention_score")   # stands for S[i, j] in ``logit``
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionKernel:
+    """One fused attention kernel standing for the score GEMM, the softmax row kernel and
+    the output GEMM (``kernels``, in that order) in a ``Step``."""
+    name: str
+    kernels: tuple[Kernel, Kernel, Kernel]
+    inputs: tuple[Buffer, ...]
+    output: Buffer
+    geometry: Geometry
+    kind = "attention"
+
+    def __reduce__(self):
+        return (AttentionKernel, (self.name, self.kernels, self.inputs, self.output, self.geometry))
+
+    def __eq__(self, other) -> bool: return isinstance(other, AttentionKernel) and self.key == other.key
+    def __hash__(self) -> int: return hash(self.key)
+
+    @cached_property
+    def key(self) -> str:
+        return hashlib.sha256(("attention:" + ":".join(k.key for k in self.kernels)).encode()).hexdigest()[:32]
+
+    @property
+    def flops(self) -> int: return sum(k.flops for k in self.kernels)
+
+    @property
+    def min_bytes(self) -> int: return sum(b.nbytes for b in self.inputs) + self.output.nbytes
+
+    @property
+    def intensity(self) -> float: return self.flops / max(1, self.min_bytes)
+
+    @property
+    def mma_flops(self) -> int:
+        """The two products' multiply-adds (2 flops each): what tensor cores run."""
+        g = self.geometry
+        return 2 * g.heads * g.sq * g.sk * (g.d + g.dv)
+
+    def interpret(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """The graph's semantics: the three kernels it replaces, run by the interpreter."""
+        from .interpret import run_kernel
+        bufs = {b.name: np.asarray(a) for b, a in zip(self.inputs, inputs)}
+        out = None
+        for k in self.kernels:
+            out = run_kernel(k, [bufs[b.name] for b in k.inputs])
+            bufs[k.output.name] = out
+        return out.reshape(self.output.shape)
+
+    def describe(self) -> str:
+        g = self.geometry
+        return (f"kernel {self.name}  [attention]  key {self.key}\nbatch {list(g.batch)}  queries {g.sq}  keys {g.sk}  "
+                f"head dims {g.d}/{g.dv}\n" + "\n".join(f"in{i} {b.name}: {b.dtype.name}{list(b.shape)}"
+                                                     for i, b in enumerate(self.inputs))
+                + f"\nout {self.output.name}: {self.output.dtype.name}{list(self.output.shape)}\nflops: {self.flops:,}")
+
+
+# ---- finding it in the graph ---------------------------------------------------------------
+def _contraction(r: Node) -> tuple[Node, Node] | None:
+    """The two operands (below casts and movement) of a sum-of-products reduction ``r``."""
+    if r.op is not Ops.REDUCE or r.arg[0] != "sum": return None
+    x, _ = _through(r.src[0], movement=False)
+    if x.op is not Ops.MUL: return None
+    ops = [_through(s) for s in x.src]
+    if not all(e for _, e in ops): return None
+    return ops[0][0], ops[1][0]
+
+
+def internals(n: Node, realized: set[Node]) -> tuple[Node, Node] | None:
+    """(S, P): the score and probability nodes of the attention whose output contraction
+    ``n`` (or a cast of it) computes, when neither is realized; else None."""
+    r = n
+    while r.op in (Ops.CAST, Ops.RESHAPE) and r.src: r = r.src[0]
+    ops = _contraction(r)
+    if ops is None: return None
+    for p in ops:
+        if p in realized or p.op not in (Ops.MUL,): continue
+        inner = inner_reductions(p, realized)
+        sums = [x for x in inner if _contraction(x) is not None]
+        if len(sums) != 1 or len(inner) != 3: continue
+        s = _narrowed([sums[0]], toposort(p))[0]
+        if s not in realized: return s, p
+    return None
+
+
+def fused_plan(root: Node, plan: frozenset[Node]) -> frozenset[Node] | None:
+    """``plan`` with every attention's score and probabilities left unwritten (so
+    ``kernelize`` fuses each into one kernel); None when the graph holds no attention."""
+    drop: set[Node] = set()
+    for n in toposort(root):
+        got = internals(n, set()) if n.op is Ops.REDUCE else None
+        if got is None: continue
+        s, p = got
+        drop |= {s, p, *(x for x in toposort(s) if x.op is Ops.REDUCE)}
+    return frozenset(plan) - drop if drop else None
+
+
+def fused_step(n: Node, names: dict[Node, str], realized: set[Node], out_shape: tuple[int, ...], kname: str) -> Step | None:
+    """The attention kernel of ``n`` when ``n``'s kernel would compute an attention's
+    score and softmax (both left unmaterialized by the plan), else None."""
+    got = internals(n, realized)
+    if got is None: return None
+    s, p = got
+    nm = dict(names)
+    nm[s], nm[p] = f"{kname}_scores", f"{kname}_probs"
+    done = set(realized) | {s, p}
+    try:
+        ks = _kernel_of(s, nm, done, shape(s), f"{kname}s")
+        kp = _kernel_of(p, nm, done, shape(p), f"{kname}p")
+        ko = _kernel_of(n, nm, done, out_shape, f"{kname}o")
+    except (_NoFuse, ValueError):
+        return None
+    k = build(kname, ks, kp, ko)
+    if isinstance(k, str): return None
+    return Step(k, tuple(b.name for b in k.inputs), k.output.name)
+
+
+def _kernel_of(n: Node, names: dict[Node, str], realized: set[Node], out_shape: tuple[int, ...], kname: str) -> Kernel:
+    """``n``'s kernel as ``kernelize`` builds it: plain, with row reductions, or with its
+    one reduction as an epilogue (raises _NoFuse / ValueError where none fits)."""
+    inner = inner_reductions(n, realized)
+    if not inner: return _build(n, names, out_shape, kname).kernel
+    try:
+        return _build(n, names, out_shape, kname, frozenset(inner)).kernel
+    except _NoFuse:
+        if len(inner) > 1: raise
+    return _build_epilogue(n, inner[0], names, out_shape, kname).kernel
+
+
+# ---- matching the three kernels --------------------------------------------------------------
+def _softmax_of(body: Node) -> Node | None:
+    """x where ``body`` is exactly the front end's softmax of x along one row axis."""
+    if body.op is not Ops.MUL or body.src[1].op is not Ops.RECIP: return None
+    e, ssum = body.src[0], body.src[1].src[0]
+    if ssum.op is not Ops.REDUCE or ssum.arg[0] != "sum" or ssum.src[0] is not e: return None
+    if e.op is not Ops.EXP2 or e.src[0].op is not Ops.MUL: return None
+    d, c = e.src[0].src
+    if c.op is not Ops.CONST or abs(c.arg - LOG2E) > 1e-12 * LOG2E or d.op is not Ops.ADD: return None
+    x, neg = d.src
+    if neg.op is not Ops.NEG or neg.src[0].op is not Ops.REDUCE or neg.src[0].arg != ("max", ssum.arg[1]) \
+            or neg.src[0].src[0] is not x:
+        return None
+    return x
+
+
+def _f32(x: Node, score_load: Node, slot: dict[int, int]) -> Node:
+    """``x`` recomputed in float32, the score load replaced by ``SCORE`` and other loads'
+    slots renumbered (``slot``: row kernel slot -> fused slot)."""
+    done: dict[Node, Node] = {}
+    for n in x.toposort():
+        src = tuple(done.get(s, s) for s in n.src)
+        if n is score_load: done[n] = SCORE
+        elif n.op is Ops.LOAD: done[n] = Node(Ops.CAST, dt.float32, (Node(Ops.LOAD, n.dtype, src, slot[n.arg]),))
+        elif n.op is Ops.CONST and n.dtype.is_float: done[n] = const(n.arg, dt.float32)
+        elif n.op is Ops.CAST and n.dtype.is_float and src[0].dtype.is_float: done[n] = src[0]
+        elif n.dtype.is_float: done[n] = Node(n.op, dt.float32, src, n.arg)
+        elif src != n.src: done[n] = Node(n.op, n.dtype, src, n.arg)
+        else: done[n] = n
+    return done[x]
+
+
+def _only_load(k: Kernel, slot: int) -> Node | str:
+    loads = [ld for ld in k.loads if ld.arg == slot]
+    if len({ld for ld in loads}) != 1: return f"{k.inputs[slot].name} is read at more than one index"
+    if loads[0].src[1].op is not Ops.CONST or not loads[0].src[1].arg: return f"{k.inputs[slot].name} is read masked"
+    return loads[0]
+
+
+def _gemm_operands(k: Kernel) -> tuple[Node, Node] | str:
+    """The two loads of a GEMM kernel's product, in the product's order."""
+    r = k.reduce
+    if r is None or r.arg[0] != "sum": return "not a sum reduction"
+    x = r.src[0]
+    while x.op is Ops.CAST: x = x.src[0]
+    if x.op is not Ops.MUL: return "not a product"
+    out = []
+    for s in x.src:
+        while s.op is Ops.CAST: s = s.src[0]
+        if s.op is not Ops.LOAD or s.src[1].op is not Ops.CONST or not s.src[1].arg: return "an operand is not a plain load"
+        out.append(s)
+    return out[0], out[1]
+
+
+def build(name: str, ks: Kernel, kp: Kernel, ko: Kernel) -> AttentionKernel | str:
+    """The fused kernel of a score GEMM ``ks``, softmax row kernel ``kp`` and output GEMM
+    ``ko``, or why they are not an attention."""
+    nb = len(ks.axes) - 3
+    if nb < 0 or len(kp.axes) != nb + 2 or len(ko.axes) != nb + 3: return "axes are not (batch, rows, columns)"
+    if ks.reduce_axes != [nb + 2] or ko.reduce_axes != [nb + 2] or kp.reduce_axes: return "reductions are not the products'"
+    batch = tuple(a.size for a in ks.axes[:nb])
+    sq, sk, d = (a.size for a in ks.axes[nb:])
+    if tuple(a.size for a in kp.axes) != batch + (sq, sk): return "softmax shape differs from the scores'"
+    if tuple(a.size for a in ko.axes) != batch + (sq, ko.axes[nb + 1].size, sk): return "output product does not fold the keys"
+    dv = ko.axes[nb + 1].size
+    if kp.row_axes != [nb + 1]: return "softmax is not along the keys"
+    x = _softmax_of(kp.body.src[0] if kp.body.op is Ops.CAST else kp.body)
+    if x is None: return "row kernel is not a softmax"
+    # the row kernel reads the scores exactly where the score kernel wrote them
+    if ks.output.name not in [b.name for b in kp.inputs]: return "softmax does not read the scores"
+    s_slot = [b.name for b in kp.inputs].index(ks.output.name)
+    s_load = _only_load(kp, s_slot)
+    if isinstance(s_load, str): return s_load
+    if s_load.src[0] is not ks.store or s_load.src[0] is not kp.store: return "scores are not read element for element"
+    # the output product reads the probabilities where the row kernel wrote them
+    ops = _gemm_operands(ko)
+    if isinstance(ops, str): return f"output product: {ops}"
+    pi = [i for i, ld in enumerate(ops) if ko.inputs[ld.arg].name == kp.output.name]
+    if len(pi) != 1: return "output product does not read the probabilities once"
+    p_load, v_load = ops[pi[0]], ops[1 - pi[0]]
+    # ko's variables (batch, i, e, j) renamed to the row kernel's (batch, i, j)
+    to_row = {var(nb + 2, sk): var(nb + 1, sk)}
+    if substitute(p_load.src[0], {var(nb + 1, dv): const(0, dt.int32), **to_row}) is not kp.store \
+            or axis_stride(p_load.src[0], nb + 1, dv) != 0:
+        return "probabilities are not read element for element"
+    qk = _gemm_operands(ks)
+    if isinstance(qk, str): return f"score product: {qk}"
+    q_load, k_load = qk
+    if axis_stride(q_load.src[0], nb + 1, sk) != 0 or axis_stride(k_load.src[0], nb, sq) != 0:
+        return "score product is not rows x keys"
+    # fused inputs: the score kernel's, the logit's other buffers, the value buffer; no intermediates
+    inputs: list[Buffer] = []
+    def slot_of(b: Buffer) -> int:
+        if b not in inputs: inputs.append(b)
+        return inputs.index(b)
+    qs, kslot = slot_of(ks.inputs[q_load.arg]), slot_of(ks.inputs[k_load.arg])
+    kp_slots = {i: slot_of(b) for i, b in enumerate(kp.inputs) if i != s_slot}
+    vs = slot_of(ko.inputs[v_load.arg])
+    if any(b.name in (ks.output.name, kp.output.name) for b in inputs): return "an intermediate is read elsewhere"
+    # Q over (batch, i, e), K over (batch, j, e): the score kernel's (batch, i, j, e) renamed
+    e_s = var(nb + 2, d)
+    q_idx = substitute(q_load.src[0], {e_s: var(nb + 1, d)})
+    k_idx = substitute(k_load.src[0], {var(nb + 1, sk): var(nb, sk), e_s: var(nb + 1, d)})
+    # V over (batch, j, e), the output over (batch, i, e): ko's (batch, i, e, j) renamed
+    v_idx = substitute(v_load.src[0], {var(nb + 2, sk): var(nb, sk), var(nb + 1, dv): var(nb + 1, dv)})
+    if axis_stride(v_load.src[0], nb, sq) != 0: return "values depend on the query row"
+    g = Geometry(batch, sq, sk, d, dv, q_idx, k_idx, v_idx, ko.store, _f32(x, s_load, kp_slots), (qs, kslot, vs))
+    for n, what in ((g.logit, "logit"),):
+        if any(y.op is Ops.REDUCE for y in n.toposort()): return f"{what} holds a reduction"
+    return AttentionKernel(name, (ks, kp, ko), tuple(inputs), ko.output, g)
