@@ -25,6 +25,7 @@ wgmma with a TMA producer warp is a later variant of the same family.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -60,6 +61,12 @@ class Geometry:
 
     @property
     def heads(self) -> int: return math.prod(self.batch)
+
+    def rows_ok(self, which: str) -> str | None:
+        """Why tensor ``which`` ("q", "k", "v") cannot be copied as 16-byte row pieces (its
+        head dimension contiguous, every row start 16-byte aligned), or None."""
+        idx, rows, width = {"q": (self.q, self.sq, self.d), "k": (self.k, self.sk, self.d), "v": (self.v, self.sk, self.dv)}[which]
+        return _rows_ok(idx, self.batch + (rows,), width)
 
 
 SCORE = Node(Ops.REG, dt.float32, (const(0, dt.int32),), "attention_score")   # stands for S[i, j] in ``logit``
@@ -119,6 +126,26 @@ class AttentionKernel:
                 + f"\nout {self.output.name}: {self.output.dtype.name}{list(self.output.shape)}\nflops: {self.flops:,}")
 
 
+_NP = {Ops.ADD: np.add, Ops.MUL: np.multiply, Ops.IDIV: np.floor_divide, Ops.MOD: np.mod}
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_ok(idx: Node, outer: tuple[int, ...], width: int) -> str | None:
+    """Exact, by evaluating the index at every point (the batch terms may hold div/mod)."""
+    env = {a: np.arange(n, dtype=np.int64).reshape((n,) + (1,) * (len(outer) - a)) for a, n in enumerate(outer)}
+    env[len(outer)] = np.arange(width, dtype=np.int64)
+    memo: dict[Node, np.ndarray] = {}
+    for x in idx.toposort():
+        if x.op is Ops.CONST: memo[x] = np.asarray(int(x.arg), dtype=np.int64)
+        elif x.op is Ops.VAR: memo[x] = env[x.arg[0]]
+        elif x.op in _NP: memo[x] = _NP[x.op](memo[x.src[0]], memo[x.src[1]])
+        else: return f"index op {x.op.name} is not supported"
+    v = np.broadcast_to(memo[idx], outer + (width,))
+    if np.any(v - v[..., :1] != np.arange(width)): return "rows are not contiguous along the head dimension"
+    if np.any(v[..., 0] % 8): return "rows are not 16-byte aligned"
+    return None
+
+
 # ---- finding it in the graph ---------------------------------------------------------------
 def _contraction(r: Node) -> tuple[Node, Node] | None:
     """The two operands (below casts and movement) of a sum-of-products reduction ``r``."""
@@ -132,18 +159,19 @@ def _contraction(r: Node) -> tuple[Node, Node] | None:
 
 def internals(n: Node, realized: set[Node]) -> tuple[Node, Node] | None:
     """(S, P): the score and probability nodes of the attention whose output contraction
-    ``n`` (or a cast of it) computes, when neither is realized; else None."""
+    ``n`` (or a cast of it) computes, read through nodes not in ``realized`` (S and P
+    themselves may be in it: a plan that writes them); else None."""
     r = n
     while r.op in (Ops.CAST, Ops.RESHAPE) and r.src: r = r.src[0]
     ops = _contraction(r)
     if ops is None: return None
     for p in ops:
-        if p in realized or p.op not in (Ops.MUL,): continue
-        inner = inner_reductions(p, realized)
-        sums = [x for x in inner if _contraction(x) is not None]
-        if len(sums) != 1 or len(inner) != 3: continue
-        s = _narrowed([sums[0]], toposort(p))[0]
-        if s not in realized: return s, p
+        if p.op is not Ops.MUL: continue
+        sums = [x for x in inner_reductions(p, set(realized) - {p} - set(toposort(p))) if _contraction(x) is not None]
+        for rs in sums:
+            s = _narrowed([rs], toposort(p))[0]
+            inner = inner_reductions(p, set(realized) - {p, s, rs})
+            if len(inner) == 3 and rs in inner: return s, p
     return None
 
 
@@ -151,19 +179,30 @@ def fused_plan(root: Node, plan: frozenset[Node]) -> frozenset[Node] | None:
     """``plan`` with every attention's score and probabilities left unwritten (so
     ``kernelize`` fuses each into one kernel); None when the graph holds no attention."""
     drop: set[Node] = set()
-    for n in toposort(root):
-        got = internals(n, set()) if n.op is Ops.REDUCE else None
+    order = toposort(root)
+    realized = set(plan) | set(_narrowed(list(plan), order))
+    for n in order:
+        got = internals(n, realized) if n.op is Ops.REDUCE else None
         if got is None: continue
         s, p = got
-        drop |= {s, p, *(x for x in toposort(s) if x.op is Ops.REDUCE)}
+        rs = s
+        while rs.op in (Ops.CAST, Ops.RESHAPE): rs = rs.src[0]
+        done = realized - {s, p, rs}
+        names = {x: f"t{i}" for i, x in enumerate(order) if x in done or x is n}   # only the kernels' structure matters
+        if isinstance(_fused(n, names, done, shape(n), "a"), AttentionKernel): drop |= {s, p, rs}
     return frozenset(plan) - drop if drop else None
 
 
 def fused_step(n: Node, names: dict[Node, str], realized: set[Node], out_shape: tuple[int, ...], kname: str) -> Step | None:
     """The attention kernel of ``n`` when ``n``'s kernel would compute an attention's
     score and softmax (both left unmaterialized by the plan), else None."""
+    k = _fused(n, names, realized, out_shape, kname)
+    return Step(k, tuple(b.name for b in k.inputs), k.output.name) if isinstance(k, AttentionKernel) else None
+
+
+def _fused(n: Node, names: dict[Node, str], realized: set[Node], out_shape: tuple[int, ...], kname: str) -> "AttentionKernel | str":
     got = internals(n, realized)
-    if got is None: return None
+    if got is None: return "no attention"
     s, p = got
     nm = dict(names)
     nm[s], nm[p] = f"{kname}_scores", f"{kname}_probs"
@@ -172,11 +211,9 @@ def fused_step(n: Node, names: dict[Node, str], realized: set[Node], out_shape: 
         ks = _kernel_of(s, nm, done, shape(s), f"{kname}s")
         kp = _kernel_of(p, nm, done, shape(p), f"{kname}p")
         ko = _kernel_of(n, nm, done, out_shape, f"{kname}o")
-    except (_NoFuse, ValueError):
-        return None
-    k = build(kname, ks, kp, ko)
-    if isinstance(k, str): return None
-    return Step(k, tuple(b.name for b in k.inputs), k.output.name)
+    except (_NoFuse, ValueError) as e:
+        return f"its kernels do not build: {e}"
+    return build(kname, ks, kp, ko)
 
 
 def _kernel_of(n: Node, names: dict[Node, str], realized: set[Node], out_shape: tuple[int, ...], kname: str) -> Kernel:

@@ -74,25 +74,11 @@ def check(kernel, p: dict[str, int], machine) -> list[str]:
     threads = WARP * w
     for what, rows, width in (("Q", bm, g.d), ("K", bn, g.d), ("V", bn, g.dv)):
         if rows * width // 8 % threads: errs.append(f"{what} tile's 16-byte copies ({rows * width // 8}) do not split over {threads} threads")
-    for name, idx, last in (("Q", g.q, g.d), ("K", g.k, g.d), ("V", g.v, g.dv)):
-        nb = len(g.batch)
-        if _stride(idx, nb + 1, last) != 1: errs.append(f"{name} rows are not contiguous along the head dimension")
-        others = [_stride(idx, a, n) for a, n in enumerate(g.batch + (g.sq if name == "Q" else g.sk,))]
-        if any(s is None or s % 8 for s in others) or _offset(idx) % 8:
-            errs.append(f"{name} rows are not 16-byte aligned")
+    for name in ("q", "k", "v"):
+        if (why := g.rows_ok(name)) is not None: errs.append(f"{name.upper()}: {why}")
     if shared_bytes(g, p) > machine.smem_per_block: errs.append(f"shared memory {shared_bytes(g, p)} B over {machine.smem_per_block}")
     if registers(g, p) > machine.max_regs_per_thread: errs.append(f"about {registers(g, p)} registers a thread (over {machine.max_regs_per_thread})")
     return errs
-
-
-def _stride(idx: Node, axis: int, size: int) -> int | None:
-    from .node import axis_stride
-    return axis_stride(idx, axis, size) if size > 1 else 0
-
-
-def _offset(idx: Node) -> int:
-    base = substitute(idx, {v: const(0, dt.int32) for v in idx.toposort() if v.op is Ops.VAR})
-    return int(base.arg) if base.op is Ops.CONST else 1
 
 
 def _reg(name: str, i: int, d: dt.DType = dt.float32) -> Node: return Node(Ops.REG, d, (const(i, dt.int32),), name)

@@ -387,6 +387,7 @@ def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 
                 proved = False
     elif peak_limit is not None:
         raise ValueError(f"no plan keeps peak memory within {peak_limit} bytes")
+    if (att := _attention(root, machine, chosen)) is not None: chosen.append(att)
     fits = [c for c in chosen if peak_limit is None or c[0].peak_bytes <= peak_limit] or chosen
     best = fits[0]
     for c in fits[1:]:   # keep the default unless strictly better under the model
@@ -403,6 +404,23 @@ def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 
                 _time.perf_counter() - t0, solver_s, solved.time_s if solved is not None else None, scheduled)
 
 
+def _attention(root: Node, machine, chosen: list[tuple]) -> tuple | None:
+    """The fastest plan so far with every attention (ir/attention.py) fused into one kernel,
+    priced like any plan (kept only where the model says it is faster); None without one."""
+    from ..ir.attention import fused_plan
+    best = min(chosen, key=lambda c: c[0].time_s)
+    p = fused_plan(root, best[1])
+    if p is None: return None
+    try:
+        steps = kz.kernelize(root, plan=p)
+    except ValueError:
+        return None
+    from .families.attention import FAMILY as att
+    fused = [s.kernel for s in steps if s.kernel.kind == "attention"]
+    if not fused or not all(att.applies(k, machine) and att.hand(k, machine) is not None for k in fused): return None
+    return cost_of(steps, machine), p, steps, "attention"
+
+
 def scheduled_time(steps: Sequence[Step], machine, schedules: str = "hand", memo: dict | None = None) -> float:
     """Modeled seconds of the kernels under ``schedules`` ("hand": the hand rules; "z3":
     the solver's optimum, 10 s a kernel), memoized by kernel key in ``memo``."""
@@ -413,7 +431,10 @@ def scheduled_time(steps: Sequence[Step], machine, schedules: str = "hand", memo
     for s in steps:
         key = (s.kernel.key, schedules)
         if key not in memo:
-            if schedules == "z3":
+            if s.kernel.kind == "attention":   # its own family's model (no loop-nest schedule)
+                from .families.attention import FAMILY as att
+                memo[key] = att.solve(s.kernel, machine, 10.0, top=1).candidates[0].modeled_s
+            elif schedules == "z3":
                 from . import z3opt
                 memo[key] = z3opt.solve(s.kernel, machine, top_k=1, timeout_s=10.0).candidates[0].modeled_s
             elif schedules == "hand":

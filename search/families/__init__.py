@@ -67,4 +67,6 @@ def registry(package: str = __name__) -> list[Family]:
 
 
 def applicable(kernel: Kernel, machine, families: list[Family] | None = None) -> list[Family]:
-    return [f for f in (registry() if families is None else families) if f.applies(kernel, machine)]
+    fams = registry() if families is None else families
+    if getattr(kernel, "kind", "") == "attention": fams = [f for f in fams if f.name == "attention"]  # only it reads a fused attention
+    return [f for f in fams if f.applies(kernel, machine)]

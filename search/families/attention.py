@@ -1,0 +1,138 @@
+"""Fused attention (``ir/attention.py``) with mma.sync: the schedule family ``attention``.
+
+Space: ``block_m`` (query rows a block: 16 or 32 a warp), ``block_n`` (keys a tile), ``warps``,
+``stages`` (1: synchronous K/V copies, 2-3: cp.async pipeline). Legality: the lowering's own
+analytic counts (``ir/attention_lower.check``: shared memory, registers a thread, tile and
+copy divisibility, 16-byte aligned rows). wgmma with a TMA producer warp is a later variant.
+
+Cost (``attention_time``, one formula in the generic arithmetic of search/cost.py: floats,
+numpy arrays over the whole space, Z3 terms): per SM, its blocks (waves over the SMs, at most
+``resident`` at once by registers, shared memory and threads) each run ``sk / block_n`` key
+tiles of
+  - tensor work: 2 block_m x block_n x (d + dv) flops at the mma.sync rate (tc_cost's sm_90
+    share of the tensor peak), of which the SM's resident warps use tc_share;
+  - softmax work: per score element the logit, two exponentials (``OP_WEIGHT``), max, sum and
+    the rescale of the accumulator rows, at the fp32 lane rate;
+  - the exposed copy latency of a tile (tc_cost.LATENCY_S) not covered by the stages ahead
+    and the other resident blocks, and three block-wide barriers;
+against DRAM (compulsory bytes), L2 (K and V re-read by every query block) and shared memory
+(every warp reads the whole K and V tile through ldmatrix; the padded layouts are conflict
+free, so one wavefront per 128 bytes). Time = launch + max(compute, DRAM, L2, shared) + stall.
+The hand rule: 64 query rows (4 warps of 16), 64-key tiles, 2 stages — FlashAttention-2's
+forward tile for head dim 64 and 128 on sm_80+.
+"""
+from __future__ import annotations
+
+import itertools
+import time as _time
+from typing import Iterable
+
+import numpy as np
+
+from ...ir import attention_lower as al
+from ...ir.node import Ops
+from ...ir.schedule import Schedule
+
+from ..cost import NUMERIC, OP_WEIGHT
+from ..exhaustive import VECTOR
+from ..tc_cost import L2_PER_DRAM, LATENCY_S, MMA_SYNC_SM90, tc_share
+from . import Candidate, Solved
+
+BLOCK_M, BLOCK_N, WARPS, STAGES = (16, 32, 64, 128), (16, 32, 64, 128), (1, 2, 4, 8), (1, 2, 3)
+BARRIER_S = 40e-9        # one block-wide barrier with its pipeline drain, estimate (not calibrated)
+HAND = {"block_m": 64, "block_n": 64, "warps": 4, "stages": 2}
+
+
+def schedule_of(p: dict[str, int]) -> Schedule:
+    return Schedule((), family="attention", params=tuple(p.items()))
+
+
+def facts(kernel, p: dict[str, int], machine) -> dict[str, float]:
+    """What ``attention_time`` needs of parameters ``p`` (counts, no lowering)."""
+    g = kernel.geometry
+    threads = 32 * p["warps"]
+    regs = min(machine.max_regs_per_thread, al.registers(g, p))
+    smem = al.shared_bytes(g, p)
+    resident = min(machine.regs_per_sm // (threads * regs), machine.smem_per_sm // max(1, smem),
+                   machine.max_threads_per_sm // threads, machine.max_blocks_per_sm)
+    logit_ops = sum(1 for n in g.logit.toposort() if n.op not in (Ops.CONST, Ops.REG, Ops.LOAD) and n.dtype.is_float)
+    return {"bm": float(p["block_m"]), "bn": float(p["block_n"]), "warps": float(p["warps"]),
+            "stages": float(p["stages"]), "blocks": float(g.heads * (g.sq // p["block_m"])),
+            "tiles": float(g.sk // p["block_n"]), "d": float(g.d), "dv": float(g.dv),
+            "resident": float(max(1, resident)), "elem_ops": float(logit_ops + 2 * OP_WEIGHT[Ops.EXP2] + 4),
+            "min_bytes": float(kernel.min_bytes), "itemsize": float(kernel.inputs[g.slots[0]].dtype.itemsize)}
+
+
+def attention_time(B, f: dict, machine):
+    """Modeled seconds (see the module docstring) in arithmetic ``B``."""
+    cores = float(machine.cores)
+    tc_rate = (machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores
+    if machine.sm >= 90: tc_rate *= MMA_SYNC_SM90
+    fp_rate = machine.flops_fp32 / machine.cores
+    per_sm = B.ceil(f["blocks"] / cores)
+    r = B.max(1.0, B.min(per_sm, f["resident"]))
+    mma = 2.0 * f["bm"] * f["bn"] * (f["d"] + f["dv"]) / tc_rate
+    soft = f["bm"] * f["bn"] * f["elem_ops"] / fp_rate + f["bm"] * f["dv"] * 2.0 / fp_rate
+    step = mma / tc_share(r * f["warps"], B) + soft
+    ahead = f["stages"] - 1.0
+    exposed = B.max(0.0, LATENCY_S - (ahead + (r - 1.0) * B.max(1.0, ahead + 1.0)) * step)
+    compute = per_sm * f["tiles"] * (step + 3.0 * BARRIER_S / r)
+    stall = per_sm * f["tiles"] * exposed
+    dram = f["min_bytes"] / machine.dram_bw
+    kv = f["blocks"] * f["tiles"] * f["bn"] * (f["d"] + f["dv"]) * f["itemsize"]
+    l2 = kv / (L2_PER_DRAM * machine.dram_bw)
+    smem = kv * f["warps"] / (machine.smem_bw or machine.dram_bw)
+    return machine.launch_s + B.max(B.max(B.max(compute, dram), l2), smem) + stall
+
+
+class Attention:
+    name = "attention"
+
+    def applies(self, kernel, machine) -> bool:
+        return getattr(kernel, "kind", "") == "attention" and machine.has("mma.sync") and machine.is_simt
+
+    def points(self, kernel, machine) -> list[dict[str, int]]:
+        """Every legal parameter point."""
+        out = []
+        for bm, bn, w, st in itertools.product(BLOCK_M, BLOCK_N, WARPS, STAGES):
+            p = {"block_m": bm, "block_n": bn, "warps": w, "stages": st}
+            if not al.check(kernel, p, machine): out.append(p)
+        return out
+
+    def space(self, kernel, machine) -> Iterable[Schedule]:
+        if not self.applies(kernel, machine): return iter(())
+        return (schedule_of(p) for p in self.points(kernel, machine))
+
+    def legal(self, kernel, schedule: Schedule, machine) -> list[str]:
+        if schedule.family != "attention": return ["attention: not an attention schedule"]
+        if getattr(kernel, "kind", "") != "attention": return ["attention: not an attention kernel"]
+        try:
+            p = al.params_of(schedule)
+        except KeyError as e:
+            return [f"attention: {e.args[0]}"]
+        return [f"attention: {e}" for e in al.check(kernel, p, machine)]
+
+    def cost(self, kernel, schedule: Schedule, machine) -> float:
+        return float(attention_time(NUMERIC, facts(kernel, al.params_of(schedule), machine), machine))
+
+    def hand(self, kernel, machine) -> Schedule | None:
+        if not self.applies(kernel, machine): return None
+        for bn in (64, 32, 16):   # FA2's tile, smaller key tiles where 64 does not divide or fit
+            p = dict(HAND, block_n=bn)
+            if not al.check(kernel, p, machine): return schedule_of(p)
+        return None
+
+    def solve(self, kernel, machine, timeout_s: float, top: int = 4) -> Solved:
+        """The whole space evaluated at once (numpy arrays through the same formula), best first."""
+        t0 = _time.monotonic()
+        pts = self.points(kernel, machine) if self.applies(kernel, machine) else []
+        if not pts: return Solved(self.name, [], "enumeration", False, None, _time.monotonic() - t0, {"points": 0})
+        fs = [facts(kernel, p, machine) for p in pts]
+        cols = {k: np.array([f[k] for f in fs]) for k in fs[0]}
+        t = np.asarray(attention_time(VECTOR, cols, machine), dtype=float)
+        order = np.lexsort((np.arange(len(pts)), t))
+        cands = [Candidate(schedule_of(pts[i]), float(t[i])) for i in order[:top]]
+        return Solved(self.name, cands, "enumeration", True, None, _time.monotonic() - t0, {"points": len(pts)})
+
+
+FAMILY = Attention()
