@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time as _time
 from dataclasses import replace
 
 from ..ir import tensorcore as tcm
@@ -34,6 +35,7 @@ from . import banks
 from .cost import NUMERIC
 from .tc_cost import mma_facts, mma_time, resident_blocks, time_s
 
+TIE = 1 + 1e-9   # times this close are equal (float round-off of one formula)
 G, T, U, L, R = Level.GRID, Level.THREAD, Level.UPCAST, Level.LOOP, Level.UNROLL
 TILES, KSTEPS, WARPS, STAGES = (16, 32, 64, 128, 256), (16, 32, 64), (1, 2, 4), (1, 2, 3, 4)
 MAX_ACC = 128          # fp32 accumulators a thread
@@ -156,6 +158,11 @@ def _wgmma_points(kernel, machine) -> list[tuple[float, Schedule]]:
     return [(time_s(kernel, s, machine), s) for key, s in wgmma_space.variants(kernel, machine) if "tma" not in key]
 
 
+def _conflict_free(kernel, s: Schedule, machine) -> bool:
+    """Whether both operands' layouts under ``s`` take one wavefront a phase."""
+    return banks.schedule_ways(kernel, s, machine.warp) == (1.0, 1.0)
+
+
 def _element_copies(kernel, s: Schedule, warp: int) -> int:
     """Element copies one thread issues per K step (16-byte copies do not count)."""
     t = tcm.tiles(kernel, s, warp)
@@ -172,10 +179,34 @@ def _frag_traffic(kernel, s: Schedule, warp: int) -> float:
 def best(kernel, machine, top_k: int = 4, wgmma: bool = True) -> list[tuple[float, Schedule]]:
     """The ``top_k`` fastest points under the model, each with its Z3-solved layouts
     (points whose solved layouts break a resource limit are skipped)."""
-    out = []
-    for t, s in points(kernel, machine, wgmma):
-        if not wg.is_wgmma(s.tensor_core.instr): s = replace(s, staging=banks.staging(kernel, s, machine.warp)[0])
-        if check(kernel, s, machine): continue
-        out.append((time_s(kernel, s, machine), s))
-        if len(out) == top_k: break
-    return out
+    return ranked(kernel, machine, top_k, wgmma, deadline=-math.inf)[0]
+
+
+def ranked(kernel, machine, top_k: int = 4, wgmma: bool = True,
+           deadline: float = math.inf) -> tuple[list[tuple[float, Schedule]], bool]:
+    """``best``, and whether its first point is proved optimal over the whole space, layouts
+    included (branch and bound). A point's time with conflict-free layouts (``free_time_s``)
+    is a lower bound on its time under any layout (conflicts only add shared-memory
+    wavefronts), and exact where the solved layouts are conflict-free. Points are visited in
+    that bound's order, so once the best exact time is at most the next point's bound, no
+    later point can beat it: proved. Past ``deadline``, with ``top_k`` points found, the walk
+    stops unproved (``best``: at once)."""
+    out: list[tuple[float, Schedule]] = []
+    unresolved = math.inf   # the least bound of the points whose best layout is not known
+    for _, s in points(kernel, machine, wgmma):
+        mma = not wg.is_wgmma(s.tensor_core.instr)
+        free = free_time_s(kernel, s, machine) if mma else time_s(kernel, s, machine)  # unrounded
+        if len(out) >= top_k and out[0][0] <= min(free, unresolved) * TIE: return out[:top_k], True
+        if len(out) >= top_k and _time.monotonic() > deadline: return out[:top_k], False
+        if mma:
+            solved = replace(s, staging=banks.staging(kernel, s, machine.warp)[0])
+            # solved layouts past a resource limit: the point runs with its plain ones (legal:
+            # ``points`` checked them), and layouts between the two stay unexplored
+            if check(kernel, solved, machine): unresolved = min(unresolved, free)
+            else: s = solved
+        t = time_s(kernel, s, machine)
+        if t > free * TIE and s.staging and not _conflict_free(kernel, s, machine):
+            unresolved = min(unresolved, free)   # conflicts left: only the bound is known
+        out.append((t, s))
+        out.sort(key=lambda x: x[0])
+    return out[:top_k], out[0][0] <= unresolved * TIE if out else True   # every point visited

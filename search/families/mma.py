@@ -2,9 +2,11 @@
 layouts of ``search/tc_space.py`` without its wgmma points, cost ``search/tc_cost.time_s``,
 hand rule ``search/hand._tensor_core``.
 
-``solve`` models every point of the space with plain layouts, then solves the shared-memory
-layouts (``search/banks``, Z3) of the fastest ones in order: the points are all enumerated,
-but the layouts of the others are not, so the result is not a proof (proved_optimal False)."""
+``solve`` models every point of the space as with conflict-free layouts (a lower bound on
+its time under any layout), then solves the shared-memory layouts (``search/banks``, Z3)
+of the points in that bound's order until the best time found is at most the next bound:
+a branch and bound over tiles and layouts, so its best is proved optimal over both
+(``tc_space.ranked``) unless the time runs out first."""
 from __future__ import annotations
 
 import time as _time
@@ -42,10 +44,12 @@ class MmaSync:
 
     def solve(self, kernel: Kernel, machine, timeout_s: float, top: int = 4) -> Solved:
         t0 = _time.monotonic()
-        best = tc_space.best(kernel, machine, top, wgmma=False) if self.applies(kernel, machine) else []
+        best, proved = tc_space.ranked(kernel, machine, top, wgmma=False, deadline=t0 + timeout_s) \
+            if self.applies(kernel, machine) else ([], True)
         cands = [Candidate(s, t) for t, s in best]
-        return Solved(self.name, cands, "enumeration+z3 layouts", False, None, _time.monotonic() - t0,
-                      {"why_not_proved": "layouts solved only for the points ranked first with plain layouts"})
+        detail = {} if proved else {"why_not_proved": "the time ran out before the layouts' bound closed"}
+        return Solved(self.name, cands, "enumeration+z3 layouts (bounded)", proved and bool(cands),
+                      cands[0].modeled_s if proved and cands else None, _time.monotonic() - t0, detail)
 
 
 FAMILY = MmaSync()

@@ -106,11 +106,30 @@ def test_proof_status_is_honest():
     k = KERNELS["hgemm:0"]
     simt = FAMILIES["simt"].solve(k, H100, 10, 4)
     assert simt.proved_optimal == z3opt.solve(k, H100, top_k=4, timeout_s=10, tensor_core=False).proved_optimal
-    assert not FAMILIES["mma"].solve(k, H100, 10, 4).proved_optimal     # layouts not enumerated
-    assert not FAMILIES["wgmma"].solve(k, H100, 10, 4).proved_optimal   # a list of variants
+    wg_ = FAMILIES["wgmma"].solve(k, H100, 10, 4)   # every variant of its list modeled
+    assert wg_.proved_optimal and wg_.candidates[0].modeled_s == min(FAMILIES["wgmma"].cost(k, s, H100)
+                                                                       for s in FAMILIES["wgmma"].space(k, H100))
     st = FAMILIES["staged"].solve(KERNELS["gemm:0"], H100, 10, 4)
     assert st.proved_optimal and st.candidates[0].modeled_s == min(
         FAMILIES["staged"].cost(KERNELS["gemm:0"], s, H100) for s in FAMILIES["staged"].space(KERNELS["gemm:0"], H100))
+
+
+def test_mma_proof_holds_over_every_point_and_layout():
+    """mma's bounded walk claims its best beats every tile under every layout: check every
+    point of the space under its plain layouts and other pads and swizzles."""
+    from dataclasses import replace
+    from superopt.ir.schedule import check
+    from superopt.search import tc_space
+    k = (Tensor.empty(128, 64, dtype=dtypes.float16, name="a") @ Tensor.empty(
+        64, 64, dtype=dtypes.float16, name="b")).schedule()[-1].kernel
+    r = FAMILIES["mma"].solve(k, H100, 30, 4)
+    assert r.proved_optimal and r.bound_s == r.candidates[0].modeled_s
+    best = r.candidates[0].modeled_s
+    for s in FAMILIES["mma"].space(k, H100):
+        tries = [s] + [replace(s, staging=tuple(replace(x, pad=p, swizzle=w) for x in s.staging))
+                       for p, w in ((8, 0), (0, 3), (8, 1))]
+        for t in tries:
+            if not check(k, t, H100): assert FAMILIES["mma"].cost(k, t, H100) >= best / tc_space.TIE
 
 
 def test_legal_rejects_other_families_schedules():
