@@ -75,6 +75,22 @@ def test_solver_schedule_matches_numpy(mask):
     check(r, ref)
 
 
+def test_arange_causal_mask():
+    """Causal masking written with ``arange`` comparisons: an index expression in the kernel."""
+    s, d = 128, 64
+    arr = {n: RNG.standard_normal((2, s, d)).astype(np.float16) for n in "qkv"}
+    q, k, v = (Tensor(arr[n], dtype=dt.float16, name=n) for n in "qkv")
+    i, j = Tensor.arange(s).reshape(s, 1).expand(s, s), Tensor.arange(s).reshape(1, s).expand(s, s)
+    x = (q @ k.transpose(-1, -2)) * 0.125
+    x = (j < i + 1).where(x, Tensor.full(x.shape, float("-inf"), dt.float16))
+    out = x.softmax(-1) @ v
+    kern = kernelize(out.node, plan=fused_plan(out.node, default_plan(out.node)))[0].kernel
+    _, r = run(kern, arr, schedule_of({"block_m": 64, "block_n": 32, "warps": 4, "stages": 2}))
+    sc = arr["q"].astype(np.float64) @ arr["k"].astype(np.float64).transpose(0, 2, 1) * 0.125 + causal(s)
+    e = np.exp(sc - sc.max(-1, keepdims=True))
+    check(r, (e / e.sum(-1, keepdims=True)) @ arr["v"].astype(np.float64))
+
+
 def test_padding_mask_and_fully_masked_row():
     """Keys 0..79 of head 1 masked (its first 64-key tile fully masked: the running max is -inf
     there and the weights must be 0, not NaN), plus query row 5 of every head masked entirely:
