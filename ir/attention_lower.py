@@ -33,6 +33,7 @@ from .node import Node, Ops, TRUE, alu, const, lt, special, substitute, var
 from .program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, Loop, Mma, Program, Reg, Shared, SharedCopy,
                       SharedStore, Stmt, Store)
 
+OVERHEAD_REGS = 64          # addresses, loop state, temporaries: search/tc_cost.py's allowance for mma.sync tiles
 PAD = 8                     # elements of padding per shared row (16 bytes)
 WARP = 32
 NEG_INF = float("-inf")
@@ -56,7 +57,7 @@ def registers(g, p: dict[str, int]) -> int:
     a fixed allowance for addresses and temporaries."""
     mt = p["block_m"] // p["warps"] // 16
     bn = p["block_n"]
-    return mt * (g.d // 4 + bn // 2 + bn // 4 + g.dv // 2 + 12) + 8 + 40
+    return mt * (g.d // 4 + bn // 2 + bn // 4 + g.dv // 2 + 12) + 8 + OVERHEAD_REGS
 
 
 def check(kernel, p: dict[str, int], machine) -> list[str]:

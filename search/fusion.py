@@ -382,6 +382,7 @@ def plan(root: Node, machine, peak_limit: int | None = None, timeout_s: float = 
             model_ns = model.eval(m.exact_ns, model_completion=True)
             try:
                 steps = kz.kernelize(root, plan=p)
+                if not _runnable(steps, machine): raise ValueError("a fused attention no family runs")
                 chosen.append((cost_of(steps, machine), p, steps, "solver"))
             except ValueError:
                 proved = False
@@ -415,10 +416,16 @@ def _attention(root: Node, machine, chosen: list[tuple]) -> tuple | None:
         steps = kz.kernelize(root, plan=p)
     except ValueError:
         return None
-    from .families.attention import FAMILY as att
-    fused = [s.kernel for s in steps if s.kernel.kind == "attention"]
-    if not fused or not all(att.applies(k, machine) and att.hand(k, machine) is not None for k in fused): return None
+    if not any(s.kernel.kind == "attention" for s in steps) or not _runnable(steps, machine): return None
     return cost_of(steps, machine), p, steps, "attention"
+
+
+def _runnable(steps: Sequence[Step], machine) -> bool:
+    """Every fused attention among ``steps`` has a legal schedule on ``machine`` (a plan that
+    leaves an attention's scores unwritten fuses it whether or not a family can run it)."""
+    from .families.attention import FAMILY as att
+    return all(att.applies(s.kernel, machine) and bool(att.points(s.kernel, machine))
+               for s in steps if s.kernel.kind == "attention")
 
 
 def scheduled_time(steps: Sequence[Step], machine, schedules: str = "hand", memo: dict | None = None) -> float:
@@ -466,6 +473,7 @@ def _improve(root: Node, machine, start: tuple, peak_limit: int | None, deadline
                 steps = kz.kernelize(root, plan=p)
             except ValueError:
                 continue   # e.g. a reduction that cannot be an epilogue there
+            if not _runnable(steps, machine): continue
             c = cost_of(steps, machine)
             if excess(c) < excess(best[0]) or (excess(c) == excess(best[0]) and _better(c, best[0])):
                 best, improved = (c, p, steps, "local"), True

@@ -5,6 +5,9 @@ Space: ``block_m`` (query rows a block: 16 or 32 a warp), ``block_n`` (keys a ti
 analytic counts (``ir/attention_lower.check``: shared memory, registers a thread, tile and
 copy divisibility, 16-byte aligned rows). wgmma with a TMA producer warp is a later variant.
 
+``solve`` evaluates the whole space at once (numpy) and poses the same formula to Z3, whose
+optimum must agree (the space is small enough to cover: the optimum is proved under the model).
+
 Cost (``attention_time``, one formula in the generic arithmetic of search/cost.py: floats,
 numpy arrays over the whole space, Z3 terms): per SM, its blocks (waves over the SMs, at most
 ``resident`` at once by registers, shared memory and threads) each run ``sk / block_n`` key
@@ -85,6 +88,26 @@ def attention_time(B, f: dict, machine):
     return machine.launch_s + B.max(B.max(B.max(compute, dram), l2), smem) + stall
 
 
+def z3_optimum(kernel, points: list[dict[str, int]], machine, timeout_s: float) -> tuple[int, float] | None:
+    """The point index minimizing ``attention_time`` posed to Z3 (each fact a finite choice
+    over the points, the formula evaluated as Z3 terms), and its modeled seconds; None when
+    Z3 gives no model in ``timeout_s``."""
+    import z3
+    from ..z3opt import Model, Sym, Z3Ops
+    m = Model()
+    pick = z3.Int("point", m.ctx)
+    fs = [facts(kernel, p, machine) for p in points]
+    conds = [pick == i for i in range(len(points))]
+    t = attention_time(Z3Ops(m), {k: Sym.choice(m, [(f[k], c) for f, c in zip(fs, conds)]) for k in fs[0]}, machine)
+    opt = z3.Optimize(ctx=m.ctx)
+    opt.set(timeout=max(1, int(timeout_s * 1000)))
+    opt.add(z3.Or(*conds), *m.side)
+    opt.minimize(t.real())
+    if opt.check() != z3.sat: return None
+    i = opt.model().eval(pick).as_long()
+    return i, float(attention_time(NUMERIC, fs[i], machine))
+
+
 class Attention:
     name = "attention"
 
@@ -132,7 +155,11 @@ class Attention:
         t = np.asarray(attention_time(VECTOR, cols, machine), dtype=float)
         order = np.lexsort((np.arange(len(pts)), t))
         cands = [Candidate(schedule_of(pts[i]), float(t[i])) for i in order[:top]]
-        return Solved(self.name, cands, "enumeration", True, None, _time.monotonic() - t0, {"points": len(pts)})
+        # Z3 on the same formula: its optimum must be the enumeration's (ties keep the enumeration's order)
+        z = z3_optimum(kernel, pts, machine, max(0.5, timeout_s - (_time.monotonic() - t0)))
+        proved = z is not None and abs(z[1] - cands[0].modeled_s) <= 1e-12 * cands[0].modeled_s
+        return Solved(self.name, cands, "z3" if proved else "enumeration", True, None, _time.monotonic() - t0,
+                      {"points": len(pts), "z3_point": None if z is None else pts[z[0]], "z3_agrees": proved})
 
 
 FAMILY = Attention()

@@ -1,0 +1,96 @@
+"""The ``attention`` schedule family: registered, asked only for fused attention kernels; its
+analytic shared-memory count equals what the lowered Program declares; the cost formula gives
+the same seconds as floats, as numpy arrays over the space and as Z3 terms (Z3's optimum is the
+enumeration's); the hand rule is legal; solve ranks best first; and the fusion planner fuses an
+fp16 attention on the H100 (its model: faster than the three kernels), but not where no family
+can run the fused kernel (fp32 inputs, the CPU)."""
+from __future__ import annotations
+
+import numpy as np
+
+from superopt.ir import dtype as dt
+from superopt.ir.attention import fused_plan
+from superopt.ir.attention_lower import shared_bytes
+from superopt.ir.kernelize import default_plan, kernelize
+from superopt.ir.lower import lower
+from superopt.ir.program import Shared
+from superopt.ir.schedule import Schedule
+from superopt.ir.tensor import Tensor
+from superopt.search.cost import NUMERIC
+from superopt.search.exhaustive import VECTOR
+from superopt.search.families import applicable, registry
+from superopt.search.families.attention import FAMILY, attention_time, facts, schedule_of, z3_optimum
+from superopt.search.fusion import plan
+from superopt.search.machine import BUILTIN, H100
+
+
+def graph(heads: int, s: int, d: int, dtype=dt.float16):
+    q, k, v = (Tensor.empty(heads, s, d, dtype=dtype, name=n) for n in "qkv")
+    return ((q @ k.transpose(-1, -2)) * (d ** -0.5)).softmax(-1) @ v
+
+
+def kernel(heads: int = 16, s: int = 512, d: int = 64):
+    out = graph(heads, s, d)
+    return kernelize(out.node, plan=fused_plan(out.node, default_plan(out.node)))[0].kernel
+
+
+def test_registered_and_asked_only_for_attention():
+    k = kernel()
+    assert "attention" in [f.name for f in registry()]
+    assert [f.name for f in applicable(k, H100)] == ["attention"]
+    out = graph(2, 64, 64)
+    gemm = kernelize(out.node)[0].kernel
+    assert not FAMILY.applies(gemm, H100) and FAMILY.solve(gemm, H100, 1.0).candidates == []
+
+
+def test_shared_count_is_what_the_program_declares():
+    k = kernel(2, 128, 128)
+    for p in FAMILY.points(k, H100)[::7]:
+        prog = lower(k, schedule_of(p), H100)
+        declared = sum(s.size * s.dtype.itemsize for s in prog.body if isinstance(s, Shared))
+        assert declared == shared_bytes(k.geometry, p)
+
+
+def test_legality_counts():
+    k = kernel(2, 128, 128)
+    errs = FAMILY.legal(k, schedule_of({"block_m": 128, "block_n": 128, "warps": 4, "stages": 3}), H100)
+    assert any("registers" in e for e in errs)
+    assert FAMILY.legal(k, schedule_of({"block_m": 64, "block_n": 64, "warps": 4, "stages": 2}), H100) == []
+    assert any("not an attention schedule" in e for e in FAMILY.legal(k, Schedule((), family="cpu_gemm"), H100))
+    assert any("block_m" in e for e in FAMILY.legal(k, schedule_of({"block_n": 64, "warps": 4, "stages": 2}), H100))
+
+
+def test_cost_floats_numpy_and_z3_agree():
+    k = kernel()
+    pts = FAMILY.points(k, H100)
+    fs = [facts(k, p, H100) for p in pts]
+    num = np.array([attention_time(NUMERIC, f, H100) for f in fs])
+    vec = np.asarray(attention_time(VECTOR, {key: np.array([f[key] for f in fs]) for key in fs[0]}, H100))
+    np.testing.assert_array_equal(num, vec)
+    got = z3_optimum(k, pts, H100, 20.0)
+    assert got is not None and abs(got[1] - num.min()) <= 1e-12 * num.min()
+    sol = FAMILY.solve(k, H100, 20.0)
+    assert sol.proved_optimal and sol.detail["z3_agrees"]
+    ts = [c.modeled_s for c in sol.candidates]
+    assert ts == sorted(ts) and ts[0] == num.min()
+    assert all(FAMILY.cost(k, c.schedule, H100) == c.modeled_s for c in sol.candidates)
+
+
+def test_hand_rule_is_fa2_tile_and_legal():
+    k = kernel(2, 128, 64)
+    h = FAMILY.hand(k, H100)
+    assert dict(h.params) == {"block_m": 64, "block_n": 64, "warps": 4, "stages": 2}
+    assert FAMILY.legal(k, h, H100) == []
+
+
+def test_planner_fuses_fp16_attention_on_the_h100():
+    out = graph(4, 256, 64)
+    pl = plan(out.node, H100, timeout_s=2.0)
+    assert [s.kernel.kind for s in pl.steps] == ["attention"]   # found by the local search or the attention candidate
+    assert pl.cost.time_s < pl.default.time_s and pl.cost.bytes < pl.default.bytes
+
+
+def test_planner_does_not_fuse_what_no_family_runs():
+    kinds = lambda out, m: [s.kernel.kind for s in plan(out.node, m, timeout_s=1.0).steps]  # noqa: E731
+    assert "attention" not in kinds(graph(2, 64, 64, dt.float32), H100)
+    assert "attention" not in kinds(graph(2, 64, 64), BUILTIN["hexagon"])
