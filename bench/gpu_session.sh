@@ -14,7 +14,8 @@
 # Shorter stages for a session with little device time: gputests (only the tests that need the
 # device), tc-solver, membound-copy, wgmma-check, ws-check, ws-probe, conv-check, conv-plan, fp32-plan, tune-fp32, relayout-probe, fusion-bert (default and planned plans), fusion-embed, fusion-unfused, fidelity, fidelity-softmax,
 # fidelity-rows, split-k, staged,
-# tinygrad-short, bench-membound, e2e (each model as one CUDA graph vs torch eager and torch.compile, issue 25).
+# tinygrad-short, bench-membound, e2e (each model as one CUDA graph vs torch eager and torch.compile, issue 25),
+# attention (the fused attention vs torch SDPA, issue 25 item 1; not run on a GPU yet).
 #
 # Seen on the H100 (2026-11-23, bench/results/h100-2026-11-23 and h100-2026-11-23b): a bare machine's start
 # about 40-75 s of device time, set-up + calibration 20 s, gputests 107 s, membound 54 s, fusion 172 s,
@@ -262,6 +263,9 @@ e2e)   # issue 25 items 4-5: each model realized by the runtime as ONE CUDA grap
     --compile-mode "${E2E_COMPILE:-max-autotune}" --tune-budget "${E2E_TUNE:-1}" --tune-limit "${E2E_TUNE_LIMIT:-100}" \
     --model-timeout "${E2E_MODEL_TIMEOUT:-240}" --budget "$(( ${E2E_LIMIT:-290} - SECONDS ))" --out "$OUT/e2e-h100.json" 2>&1 \
     | tee "$OUT/e2e-h100.txt" | tail -8
+  ;;
+attention)   # issue 25 item 1: the fused attention (solver's pick, hand rule) vs torch SDPA: BERT-large, S 2048-8192 D 128, causal and not
+  $PY bench/gpu_attention.py --out "$OUT" --budget "${ATT_BUDGET:-250}" 2>&1 | tee "$OUT/gpu-attention.txt" | tail -12
   ;;
 fusion-bert)   # the BERT layer under the default and planned plans only
   $PY bench/fusion_e2e.py --backend cuda --models bert_layer --plans default,planned --plan-timeout 20 \
