@@ -53,10 +53,12 @@ def _q(v: float, ctx: z3.Context | None = None) -> z3.ArithRef:
 
 class Model:
     """Side constraints and fresh variables of one symbolic evaluation, in its own Z3
-    context (so one solve can be interrupted without touching others)."""
-    def __init__(self, ctx: z3.Context | None = None, limit: int = CHOICE_LIMITS[0]) -> None:
+    context (so one solve can be interrupted without touching others). ``prefix`` starts the
+    names of its variables: two models may share a context (search/joint.py)."""
+    def __init__(self, ctx: z3.Context | None = None, limit: int = CHOICE_LIMITS[0], prefix: str = "") -> None:
         self.ctx = ctx or z3.Context()
         self.limit = limit
+        self.prefix = prefix
         self.side: list[z3.BoolRef] = []
         self.n = 0
 
@@ -67,13 +69,13 @@ class Model:
         """A boolean standing for ``cond`` (keeps combined tables' conditions small)."""
         if z3.is_true(cond) or z3.is_false(cond) or z3.is_const(cond): return cond
         self.n += 1
-        b = z3.Bool(f"c{self.n}", self.ctx)
+        b = z3.Bool(f"{self.prefix}c{self.n}", self.ctx)
         self.side.append(b == cond)
         return b
 
     def fresh(self, lo: float, hi: float) -> z3.ArithRef:
         self.n += 1
-        r = z3.Real(f"t{self.n}", self.ctx)
+        r = z3.Real(f"{self.prefix}t{self.n}", self.ctx)
         slack = 1e-9 * max(abs(lo), abs(hi))   # the bounds are float products; the terms exact rationals
         self.side += [r >= self.q(lo - slack), r <= self.q(hi + slack)]
         return r
@@ -210,7 +212,7 @@ class Z3Ops:
         if not isinstance(a, Sym): return fn(a)
         if a.table is not None: return a.map(fn, "round")
         self.m.n += 1
-        k = z3.Int(f"k{self.m.n}", self.m.ctx)
+        k = z3.Int(f"{self.m.prefix}k{self.m.n}", self.m.ctx)
         r, eps = a.real(), self.m.q(1e-9)
         if fn is cost.NUMERIC.ceil: self.m.side += [z3.ToReal(k) >= r - eps, z3.ToReal(k) < r - eps + 1]
         else: self.m.side += [z3.ToReal(k) <= r + eps, z3.ToReal(k) > r + eps - 1]
@@ -315,6 +317,7 @@ def formulate(kernel: Kernel, machine, sp: Space | None = None, ctx: z3.Context 
     cons += _resources(kernel, machine, sp, sel, vec, x, m)
     T = cost.time(Z3Ops(m), cost.facts(kernel), x, machine, cost.params(machine))
     if not isinstance(T, Sym): T = Sym(m)._lift(T)
+    T.real()   # a table's real term adds side constraints: before they are collected
     return Formulation(sp, m, sel, vec, wrk, T, cons + m.side, orders)
 
 
