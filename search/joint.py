@@ -25,6 +25,7 @@ only where every family's own solve proved its part ("decomposed").
 """
 from __future__ import annotations
 
+import math
 import time as _time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -236,11 +237,11 @@ def _below(P: Problem, t: float, deadline: float):
     s = z3.Solver(ctx=P.ctx)
     s.add(*P.constraints)
     s.add(P.T < z3opt._q(t / TIE, P.ctx))
-    timer = z3opt._interrupt(P.ctx, max(0.0, deadline - _time.monotonic()))
+    timer = z3opt._interrupt(P.ctx, max(0.0, deadline - _time.monotonic())) if math.isfinite(deadline) else None
     try:
         r = s.check()
     finally:
-        timer.cancel()
+        if timer is not None: timer.cancel()
     if r == z3.unsat: return None, True
     if r != z3.sat: return None, False
     mdl = s.model()
