@@ -97,6 +97,9 @@ class AttentionKernel:
     def flops(self) -> int: return sum(k.flops for k in self.kernels)
 
     @property
+    def out_points(self) -> int: return self.output.size
+
+    @property
     def min_bytes(self) -> int: return sum(b.nbytes for b in self.inputs) + self.output.nbytes
 
     @property

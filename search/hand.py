@@ -376,6 +376,9 @@ def _wgmma_conv(k: Kernel, machine) -> Schedule | None:
 
 def gpu(k: Kernel, machine) -> Schedule:
     """A reasonable GPU schedule for any kernel (legal for ``machine`` by ``check``)."""
+    if k.kind == "attention":   # a fused attention (ir/attention.py): its family's rule
+        from .families.attention import FAMILY
+        return FAMILY.hand(k, machine)
     if k.kind in ("gemm", "conv") and not _is_gemv(k):
         s = _wgmma(k, machine) or _wgmma_conv(k, machine) or _tensor_core(k, machine)
         if s is not None: return s

@@ -114,6 +114,26 @@ def test_head_dims_causal(d, params):
     check(r, ref)
 
 
+def test_runtime_runs_the_fused_step_on_emu():
+    """The lazy Tensor realized by the runtime on emu: the fused step gets the family's hand
+    rule, is verified against the three kernels it replaces and runs (no interpreter fallback)."""
+    import warnings
+    from superopt import runtime
+    from superopt.ir import context
+    arr = {n: RNG.standard_normal((2, 64, 64)).astype(np.float16) for n in "qkv"}
+    q, k, v = (Tensor(arr[n], dtype=dt.float16, name=n) for n in "qkv")
+    out = ((q @ k.transpose(-1, -2)) * 0.125).softmax(-1) @ v
+    plan = fused_plan(out.node, default_plan(out.node))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # an interpreter fallback warns
+        with context.use(planner=lambda r: plan if r is out.node else None), runtime.using("emu") as rt:
+            got = out.numpy().astype(np.float64)
+    assert rt.stats["hand"] == 1 and rt.stats["interpreter"] == 0
+    sc = arr["q"].astype(np.float64) @ arr["k"].astype(np.float64).transpose(0, 2, 1) * 0.125
+    e = np.exp(sc - sc.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, (e / e.sum(-1, keepdims=True)) @ arr["v"].astype(np.float64), atol=4e-3, rtol=1e-2)
+
+
 def test_illegal_schedule_is_refused():
     kern, _, _ = attention(1, 64, 64, None)
     bad = schedule_of({"block_m": 64, "block_n": 48, "warps": 4, "stages": 2})
