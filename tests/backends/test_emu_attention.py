@@ -3,7 +3,7 @@ Tensor becomes one kernel (ir/attention.py), lowered under the schedule the atte
 solver picks (or a named one), executed by the emulator and compared with a float64 numpy
 reference: no mask, a causal mask, a key-padding mask whose first key tiles are fully masked for
 some rows, a fully masked row (NaN, as numpy), head dims 64 and 128, 1-3 stages, one and two m16
-tiles a warp. Every run counts zero bank conflicts and zero races. The CUDA source of the same
+tiles a warp, bf16. Every run counts zero bank conflicts and zero races. The CUDA source of the same
 Program parses as C++ (g++ with test_cuda's stand-in header) and, where cuda-python's NVRTC is
 installed, compiles for sm_90a (skipped without it)."""
 from __future__ import annotations
@@ -112,6 +112,22 @@ def test_head_dims_causal(d, params):
     kern, arr, ref = attention(1, 128, d, causal(128))
     _, r = run(kern, arr, schedule_of(params))
     check(r, ref)
+
+
+def test_bf16():
+    vals = {n: RNG.standard_normal((2, 128, 64)) for n in "qkv"}
+    st = {n: dt.to_storage(vals[n], dt.bfloat16) for n in "qkv"}
+    q, k, v = (Tensor(st[n], dtype=dt.bfloat16, name=n) for n in "qkv")
+    out = ((q @ k.transpose(-1, -2)) * 0.125).softmax(-1) @ v
+    kern = kernelize(out.node, plan=fused_plan(out.node, default_plan(out.node)))[0].kernel
+    p, r = run(kern, st, FAMILY.hand(kern, H100))
+    assert {x.instr for x in p.walk() if hasattr(x, "instr")} == {"mma.m16n8k16.bf16.f32"}
+    x = {n: dt.to_values(st[n], dt.bfloat16).astype(np.float64) for n in "qkv"}
+    sc = x["q"] @ x["k"].transpose(0, 2, 1) * 0.125
+    e = np.exp(sc - sc.max(-1, keepdims=True))
+    ref = (e / e.sum(-1, keepdims=True)) @ x["v"]
+    np.testing.assert_allclose(dt.to_values(r.output, dt.bfloat16).astype(np.float64), ref, atol=1e-2, rtol=2e-2)
+    assert r.counters.shared_wavefronts == r.counters.shared_ideal and r.counters.races == 0
 
 
 def test_runtime_runs_the_fused_step_on_emu():
