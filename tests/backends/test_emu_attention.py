@@ -114,6 +114,25 @@ def test_head_dims_causal(d, params):
     check(r, ref)
 
 
+def test_four_d_heads_and_broadcast_key_padding():
+    """q, k, v of (batch, heads, seq, dim): two batch axes; a (batch, 1, 1, keys) padding mask."""
+    b, h, s, d = 2, 3, 128, 64
+    arr = {n: RNG.standard_normal((b, h, s, d)).astype(np.float16) for n in "qkv"}
+    m = np.zeros((b, 1, 1, s), np.float16)
+    m[0, ..., 100:] = -np.inf
+    m[1, ..., :70] = -np.inf
+    arr["m"] = m
+    q, k, v = (Tensor(arr[n], dtype=dt.float16, name=n) for n in "qkv")
+    out = ((q @ k.transpose(-1, -2)) * 0.125 + Tensor(m, dtype=dt.float16, name="m")).softmax(-1) @ v
+    kern = kernelize(out.node, plan=fused_plan(out.node, default_plan(out.node)))[0].kernel
+    assert kern.geometry.batch == (b, h)
+    _, r = run(kern, arr, FAMILY.solve(kern, H100, 5.0).candidates[0].schedule)
+    x = {n: arr[n].astype(np.float64) for n in "qkv"}
+    sc = x["q"] @ x["k"].transpose(0, 1, 3, 2) * 0.125 + m
+    e = np.exp(sc - sc.max(-1, keepdims=True))
+    check(r, (e / e.sum(-1, keepdims=True)) @ x["v"])
+
+
 def test_bf16():
     vals = {n: RNG.standard_normal((2, 128, 64)) for n in "qkv"}
     st = {n: dt.to_storage(vals[n], dt.bfloat16) for n in "qkv"}
