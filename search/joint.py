@@ -59,9 +59,10 @@ class Table:
         return np.broadcast_to(np.asarray(self.time(VECTOR, cols, machine), dtype=np.float64), (len(self.rows),))
 
 
-def _mma_table(kernel: Kernel, machine) -> Table:
+def _mma_table(kernel: Kernel, machine, deadline: float = math.inf) -> Table:
     rows, facts = [], []
     for _, s in tc_space.points(kernel, machine, wgmma=False):
+        if _time.monotonic() > deadline: raise TimeoutError("mma table")
         solved = banks.staging(kernel, s, machine.warp)[0]
         for la in {s.staging[0], solved[0]}:
             for lb in {s.staging[1], solved[1]}:
@@ -93,12 +94,14 @@ def _listed_table(kernel: Kernel, machine, family) -> Table:
 LOOP_NESTS = ("simt", "loopnest_cpu")
 
 
-def tables(kernel: Kernel, machine, families) -> list[Table]:
-    """A table for every family of ``families`` that is not a loop nest."""
+def tables(kernel: Kernel, machine, families, deadline: float = math.inf) -> list[Table]:
+    """A table for every family of ``families`` that is not a loop nest (TimeoutError past
+    ``deadline``: mma's layouts are solved for every tile)."""
     out = []
     for f in families:
         if f.name in LOOP_NESTS: continue
-        if f.name == "mma": out.append(_mma_table(kernel, machine))
+        if _time.monotonic() > deadline: raise TimeoutError("joint tables")
+        if f.name == "mma": out.append(_mma_table(kernel, machine, deadline))
         elif f.name == "wgmma": out.append(_wgmma_table(kernel, machine))
         elif f.name == "staged": out.append(_staged_table(kernel, machine, f))
         else: out.append(_listed_table(kernel, machine, f))
@@ -206,30 +209,52 @@ def solve(kernel: Kernel, machine, families, timeout_s: float = 10.0,
     schedule, time, proved). None when no family offers a schedule."""
     t0 = _time.monotonic()
     tabs = tables(kernel, machine, families)
-    rows = sum(len(t.rows) for t in tabs)
     inc = incumbent(kernel, machine, tabs, nest)
     if inc is None: return None
-    fam, sched, t_inc, _ = inc
     # every table row is priced: the incumbent is proved where the loop nest's solve proved its part
-    out = JointResult(fam, sched, t_inc, nest is None or nest[3], "decomposed", 0.0, rows)
-    nest_family = nest[0] if nest is not None else ""
-    if rows > MAX_ROWS:
-        out.note = f"{rows} table rows > {MAX_ROWS}: no joint Z3 problem"
-    else:
-        try:
-            P = formulate_linear(kernel, machine, tabs, nest_family)
-            found, finished = _below(P, t_inc, t0 + timeout_s)
-            if finished and found is None: out.proved_optimal, out.method = True, "z3 joint"
-            elif found is not None:   # Z3 found something faster than every family's own best
-                out.family, out.schedule = found[0], found[1]
-                out.modeled_s, out.method = found[2], "z3 joint"
-                out.proved_optimal = False
-                out.note = "z3 found a schedule below the families' best (their solves were not exact)"
-            else: out.note = "z3 timed out: the families' best"
-        except z3opt.NonlinearError as e:
-            out.note = f"z3 model not linear ({e})"
+    out = JointResult(inc[0], inc[1], inc[2], nest is None or nest[3], "decomposed", 0.0, sum(len(t.rows) for t in tabs))
+    _z3_check(out, kernel, machine, tabs, nest[0] if nest is not None else "", t0 + timeout_s)
     out.solve_s = _time.monotonic() - t0
     return out
+
+
+def confirm(kernel: Kernel, machine, families, best: tuple[str, Schedule, float, bool],
+            deadline: float) -> JointResult:
+    """The engine's check of the families' own best ``best`` (family, schedule, modeled time,
+    whether every family proved its part) in the joint problem, until ``deadline``: "z3
+    joint" when Z3 shows nothing below it; else "decomposed" (proved if every family's own
+    solve proved its space), with a note of why Z3 did not decide."""
+    t0 = _time.monotonic()
+    out = JointResult(best[0], best[1], best[2], best[3], "decomposed", 0.0, 0)
+    try:
+        tabs = tables(kernel, machine, families, deadline)
+    except TimeoutError:
+        out.note = "the tables were not built before the deadline"
+    else:
+        out.rows = sum(len(t.rows) for t in tabs)
+        nest = next((f.name for f in families if f.name in LOOP_NESTS), "")
+        _z3_check(out, kernel, machine, tabs, nest, deadline)
+    out.solve_s = _time.monotonic() - t0
+    return out
+
+
+def _z3_check(out: JointResult, kernel: Kernel, machine, tabs: list[Table], nest_family: str, deadline: float) -> None:
+    """Ask the joint problem for anything below ``out``'s time; record the answer in ``out``."""
+    if out.rows > MAX_ROWS:
+        out.note = f"{out.rows} table rows > {MAX_ROWS}: no joint Z3 problem"
+        return
+    try:
+        P = formulate_linear(kernel, machine, tabs, nest_family)
+    except z3opt.NonlinearError as e:
+        out.note = f"z3 model not linear ({e})"
+        return
+    found, finished = _below(P, out.modeled_s, deadline)
+    if finished and found is None: out.proved_optimal, out.method = True, "z3 joint"
+    elif found is not None:   # below the families' best: one of their solves was not exact
+        out.family, out.schedule, out.modeled_s = found
+        out.method, out.proved_optimal = "z3 joint", False
+        out.note = "z3 found a schedule below the families' best (their solves were not exact)"
+    else: out.note = "z3 timed out: the families' best"
 
 
 def _below(P: Problem, t: float, deadline: float):

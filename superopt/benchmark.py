@@ -113,6 +113,7 @@ def run_z3(k: Kernel, be, cfg: Config, inputs: list | None = None) -> Measured:
         raise RuntimeError("no schedule family's solver answered: " + "; ".join(f"{n}: {e}" for n, e in sv.errors.items()))
     if inputs is None: inputs = random_inputs(k, np.random.default_rng())  # one set for all candidates
     run = strategies.Run(k, be, inputs, cfg.repeat)
+    jr = strategies._joint(run, sv, time.monotonic() + max(0.5, cfg.budget_s - (time.perf_counter() - t0)))
     picks = sv.picks(Z3_TOP_K)
     ms = [run.measure(c.schedule, "z3", name, c.modeled_s) for name, c in picks]
     ok = [i for i, m in enumerate(ms) if m.verified and m.measured_s]
@@ -122,7 +123,7 @@ def run_z3(k: Kernel, be, cfg: Config, inputs: list | None = None) -> Measured:
     best.families = strategies.family_report(sv, run)
     best.extra.update(
         solve_s=sum(s.solve_s for s in sv.solved.values()), solve_method="+".join(sorted({s.method for s in sv.solved.values()})),
-        proved_optimal=all(s.proved_optimal for s in sv.solved.values()),
+        proved_optimal=bool(jr and jr.proved_optimal), joint=jr.to_dict() if jr else None,
         fallback="; ".join(f"{n}: {s.detail['fallback']}" for n, s in sv.solved.items() if s.detail.get("fallback")) or None,
         model_rank=pick,
         candidates=[{"modeled_s": c.modeled_s, "time_s": m.measured_s, "verified": m.verified, "family": name,

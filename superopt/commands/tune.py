@@ -80,8 +80,8 @@ def report(m: Result) -> str:
     if m.extra.get("solver"):
         sv = m.extra["solver"]
         lines.append(f"solver: {sv['method']} over {len(m.families)} famil{'y' if len(m.families) == 1 else 'ies'}, "
-                     f"{'every optimum proved' if sv['proved_optimal'] else 'not every optimum proved'} "
-                     f"in {sv['solve_s']:.2f} s")
+                     f"{'the optimum over all of them proved' if sv['proved_optimal'] else 'the optimum over all of them not proved'}"
+                     f"{' (' + sv['joint']['method'] + ')' if sv.get('joint') else ''} in {sv['solve_s']:.2f} s")
         lines += family_lines(m)
     for c in m.extra.get("solver", {}).get("candidates", []):
         t = _us(c["time_s"]) if c["time_s"] else f"failed: {c['reason'][:80]}"

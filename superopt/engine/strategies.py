@@ -20,6 +20,7 @@ from superopt.ir.kernel import Kernel
 from superopt.ir.schedule import Schedule
 from superopt.search import beam as beam_search
 from superopt.search import families as fam
+from superopt.search import joint
 from superopt.search.hand import hand_schedule
 from superopt.validate import modeled_hand_s
 
@@ -192,7 +193,11 @@ def z3(run: Run, budget_s: float, base: Result, top: int = TOP) -> Result:
     if run.deadline is not None:   # under a whole-run deadline the solve takes at most half the time left
         budget_s = min(budget_s, max(0.1, run.left_s() / 2))
     run.progress(0, None, f"solve (up to {budget_s:.1f} s)")
+    t0 = time.monotonic()
     sv = solve_families(run.kernel, run.be.machine, budget_s, top)
+    jr = _joint(run, sv, t0 + budget_s)
+    if jr is not None and not any(c.schedule == jr.schedule for _, c in sv.ranked()):   # Z3 found better
+        sv.solved[jr.family].candidates.insert(0, fam.Candidate(jr.schedule, jr.modeled_s))
     picks = _in_order(sv.picks(top), sv)
     chosen = {c.schedule for _, c in picks} | {base.schedule}
     todo = [(n, c.schedule, "z3", c.modeled_s) for n, c in picks] + \
@@ -207,8 +212,9 @@ def z3(run: Run, budget_s: float, base: Result, top: int = TOP) -> Result:
     run.progress(run.total, run.total, "measure: done" + (f", {len(run.skipped)} skipped at the deadline" if run.skipped else ""))
     best.families = family_report(sv, run)
     best.extra["solver"] = {"method": "+".join(sorted({s.method for s in sv.solved.values()})) or "none",
-                            "proved_optimal": bool(sv.solved) and all(s.proved_optimal for s in sv.solved.values()),
-                            "solve_s": sum(s.solve_s for s in sv.solved.values()),
+                            "proved_optimal": jr.proved_optimal if jr is not None else False,
+                            "joint": jr.to_dict() if jr is not None else None,
+                            "solve_s": sum(s.solve_s for s in sv.solved.values()) + (jr.solve_s if jr else 0.0),
                             "candidates": [t.to_dict() for t in run.tried if t.method == "z3"]}
     if sv.errors: best.extra["solver"]["errors"] = dict(sv.errors)
     if not sv.solved:
@@ -217,6 +223,20 @@ def z3(run: Run, budget_s: float, base: Result, top: int = TOP) -> Result:
     elif best is base:
         best.extra["method_note"] = "hand rules (no solver candidate measured faster)"
     return best
+
+
+def _joint(run: Run, sv: Solve, deadline: float) -> joint.JointResult | None:
+    """The families' best checked in one problem over all of them (search/joint.py) in the
+    solve's time left: proved there, or by every family's own proof (decomposed)."""
+    ranked = sv.ranked()
+    if not ranked: return None
+    name, c = ranked[0]
+    proved = not sv.errors and all(s.proved_optimal for s in sv.solved.values())
+    try:
+        return joint.confirm(run.kernel, run.be.machine, [f for f in sv.families if f.name in sv.solved],
+                             (name, c.schedule, c.modeled_s, proved), deadline)
+    except Exception as e:   # the check must not take tuning down
+        return joint.JointResult(name, c.schedule, c.modeled_s, proved, "decomposed", 0.0, 0, f"joint check failed: {_why(e)}")
 
 
 def _in_order(picks: list[tuple[str, fam.Candidate]], sv: Solve) -> list[tuple[str, fam.Candidate]]:

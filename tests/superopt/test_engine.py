@@ -61,6 +61,16 @@ def test_cpu_every_family_reports_its_proof_and_the_pick_is_no_worse_than_hand(c
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_the_joint_problem_decides_the_kernel_s_proof(cpu_result):
+    """One problem over every family: its optimum is the least modeled best of the families,
+    and the kernel's proof status is the joint one."""
+    sv = cpu_result.extra["solver"]
+    j = sv["joint"]
+    assert j["method"] in ("z3 joint", "decomposed") and sv["proved_optimal"] == j["proved_optimal"]
+    least = min(f["modeled_best_s"] for f in cpu_result.families if f["modeled_best_s"] is not None)
+    assert j["modeled_s"] == pytest.approx(least, rel=1e-9) and j["rows"] > 0
+
+
 def test_every_measured_candidate_is_logged_in_the_cache(tmp_path):
     k = _matmul(16, 32, 16)
     with Cache(tmp_path / "k.sqlite") as c:
