@@ -100,7 +100,8 @@ class _Renderer:
         self.lane = p.lane if p.lanes > 1 else None
         self._pure: dict[Node, bool] = {}
         self.shuffled: set[str] = set()   # shared buffers replaced by warp shuffles
-        self.frags = {x.name for x in p.walk() if isinstance(x, FragLoad)}  # packed 16-bit pairs
+        self.frags = {x.name for x in p.walk() if isinstance(x, FragLoad)} | \
+            {n for x in p.walk() if isinstance(x, Mma) for n in (x.a, x.b)}   # packed 16-bit pairs (mma operands)
 
     # ---- plumbing ----------------------------------------------------------------
     def emit(self, line: str) -> None: self.lines.append("  " * len(self.scopes) + line)
@@ -315,12 +316,17 @@ class _Renderer:
             for i, b in enumerate(s.branches):
                 self.scoped(f"{'else ' if i else ''}if ({self.expr(b.cond)})", b.body)
         elif isinstance(s, Reg) and s.name in self.frags:
+            self.reg_dt[s.name] = s.dtype
             self.emit(f"unsigned {s.name}[{-(-s.size // 2)}];")
         elif isinstance(s, Reg):
             self.reg_dt[s.name] = s.dtype
             self.emit(f"{compute_type(s.dtype)} {s.name}[{s.size * self.p.lanes}];")
         elif isinstance(s, Shared):
             pass  # declared at the top of the kernel
+        elif isinstance(s, Assign) and s.name in self.frags:   # one 16-bit half of a packed pair (index constant)
+            k, d = int(s.index.arg), self.reg_dt[s.name]
+            keep = "0xffff0000u" if k % 2 == 0 else "0x0000ffffu"
+            self.emit(f"{s.name}[{k // 2}] = ({s.name}[{k // 2}] & {keep}) | ((unsigned)({self.stored(s.value, 0, d)}) << {16 * (k % 2)});")
         elif isinstance(s, Assign):
             self.vector_loads(s.value)
             d = self.reg_dt[s.name]

@@ -194,6 +194,7 @@ def test_cuda_source_parses(tmp_path):
     p = lower(kern, FAMILY.hand(kern, H100), H100)
     src, _ = render(p)
     assert "mma.sync.aligned.m16n8k16" in src and "ldmatrix" in src and "cp.async" in src
+    assert "unsigned pa[" in src and "unsigned qa[" in src   # mma operands are packed 16-bit pairs, P's included
     assert not _parses(src, tmp_path)
 
 
