@@ -22,6 +22,13 @@ to an ordinary ``Program`` of mma.sync statements (cp.async K/V tiles, ldmatrix,
 softmax in registers, row statistics exchanged through a small shared buffer): the
 emulator executes it and the CUDA renderer renders it with no attention-specific code.
 wgmma with a TMA producer warp is a later variant of the same family.
+
+Numerics: fp32 scores, logits, statistics and accumulator, P rounded to the input's 16 bits
+for the second product (as FlashAttention); the graph's own kernels round the scores and the
+softmax to 16 bits, so the fused kernel is closer to a float64 reference than they are (the
+tests compare with float64 numpy). A fully masked row gives 0/0 = NaN, as numpy's softmax.
+Elsewhere: the runtime and engine run a fused step like any kernel (search/hand.py's GPU rule
+defers to the family; superopt/verify.py's reference runs the three kernels it replaces).
 """
 from __future__ import annotations
 
