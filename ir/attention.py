@@ -128,6 +128,26 @@ class AttentionKernel:
             bufs[k.output.name] = out
         return out.reshape(self.output.shape)
 
+    def reference(self, inputs: list[np.ndarray], rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(output element indices, float64 values): the three kernels it replaces, by the
+        interpreter, at the (batch, query) rows ``rows`` (flat indices; None: every row).
+        Only those rows of the scores and probabilities are computed (the rest stay zero)."""
+        from .interpret import cast_values, run_kernel
+        g = self.geometry
+        rows = np.arange(g.heads * g.sq) if rows is None else np.asarray(rows, dtype=np.int64)
+        bufs = {b.name: np.asarray(a).reshape(-1) for b, a in zip(self.inputs, inputs)}
+        for k in self.kernels:
+            width = k.axes[len(g.batch) + 1].size   # the row's other output axis: keys, or the head dim
+            pts = (rows[:, None] * width + np.arange(width)).reshape(-1)
+            vals = run_kernel(k, [bufs[b.name] for b in k.inputs], points=pts)
+            at = _store_at(k, pts)
+            if k is self.kernels[-1]:
+                return at, dt.to_values(dt.to_storage(cast_values(vals, k.output.dtype), k.output.dtype), k.output.dtype).astype(np.float64)
+            buf = np.zeros(k.output.size, dtype=k.output.dtype.np)
+            buf[at] = dt.to_storage(cast_values(vals, k.output.dtype), k.output.dtype)
+            bufs[k.output.name] = buf
+        raise AssertionError("unreachable")
+
     def describe(self) -> str:
         g = self.geometry
         return (f"kernel {self.name}  [attention]  key {self.key}\nbatch {list(g.batch)}  queries {g.sq}  keys {g.sk}  "
@@ -154,6 +174,19 @@ def _rows_ok(idx: Node, outer: tuple[int, ...], width: int) -> str | None:
     if np.any(v - v[..., :1] != np.arange(width)): return "rows are not contiguous along the head dimension"
     if np.any(v[..., 0] % 8): return "rows are not 16-byte aligned"
     return None
+
+
+def _store_at(k: Kernel, pts: np.ndarray) -> np.ndarray:
+    """The output element kernel ``k`` writes for each output point (row-major over its output axes)."""
+    env, rem = {}, pts.astype(np.int64)
+    for a in reversed(k.output_axes):
+        env[a], rem = rem % k.axes[a].size, rem // k.axes[a].size
+    memo: dict[Node, np.ndarray] = {}
+    for x in k.store.toposort():
+        if x.op is Ops.CONST: memo[x] = np.asarray(int(x.arg), dtype=np.int64)
+        elif x.op is Ops.VAR: memo[x] = env[x.arg[0]]
+        else: memo[x] = _NP[x.op](memo[x.src[0]], memo[x.src[1]])
+    return np.broadcast_to(memo[k.store], pts.shape).astype(np.int64)
 
 
 # ---- finding it in the graph ---------------------------------------------------------------
