@@ -104,3 +104,17 @@ def test_fused_step_runs_through_the_interpreter():
     s = qa @ ka.transpose(0, 2, 1) * 0.25
     e = np.exp(s - s.max(-1, keepdims=True))
     np.testing.assert_allclose(got, (e / e.sum(-1, keepdims=True)) @ va, atol=5e-3, rtol=1e-2)
+
+
+def test_reference_at_sampled_rows_equals_the_whole():
+    q, k, v = t("q", 2, 32, 16), t("k", 2, 32, 16), t("v", 2, 32, 16)
+    kern = fused(((q @ k.transpose(-1, -2)) * 0.25).softmax(-1) @ v)[0].kernel
+    ins = [x.numpy() for x in (q, k, v)]
+    at, whole = kern.reference(ins)
+    assert sorted(at) == list(range(kern.output.size))
+    rows = np.array([3, 40, 63])
+    at_s, part = kern.reference(ins, rows)
+    assert len(at_s) == 3 * 16
+    by_element = whole[np.argsort(at)]
+    np.testing.assert_array_equal(part, by_element[at_s])
+    np.testing.assert_array_equal(kern.interpret(ins).reshape(-1)[at_s], dt.to_storage(part, dt.float16))
