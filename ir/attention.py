@@ -106,6 +106,18 @@ class AttentionKernel:
     @property
     def out_points(self) -> int: return self.output.size
 
+    def to_dict(self) -> dict:
+        """JSON-ready: the three kernels it replaces (``from_dict`` matches them again)."""
+        return {"format": "superopt.attention", "version": 1, "name": self.name, "kernels": [k.to_dict() for k in self.kernels]}
+
+    @staticmethod
+    def from_dict(d: dict) -> "AttentionKernel":
+        if not isinstance(d, dict) or d.get("format") != "superopt.attention" or d.get("version") != 1:
+            raise ValueError("not a superopt fused attention (format superopt.attention, version 1)")
+        k = build(d["name"], *(Kernel.from_dict(x) for x in d["kernels"]))
+        if isinstance(k, str): raise ValueError(f"the stored kernels are not an attention: {k}")
+        return k
+
     @property
     def min_bytes(self) -> int: return sum(b.nbytes for b in self.inputs) + self.output.nbytes
 

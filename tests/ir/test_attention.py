@@ -118,3 +118,17 @@ def test_reference_at_sampled_rows_equals_the_whole():
     by_element = whole[np.argsort(at)]
     np.testing.assert_array_equal(part, by_element[at_s])
     np.testing.assert_array_equal(kern.interpret(ins).reshape(-1)[at_s], dt.to_storage(part, dt.float16))
+
+
+def test_json_round_trip_and_bad_input():
+    import json
+    q, k, v = t("q", 2, 32, 16), t("k", 2, 32, 16), t("v", 2, 32, 16)
+    kern = fused(((q @ k.transpose(-1, -2)) * 0.25).softmax(-1) @ v)[0].kernel
+    back = AttentionKernel.from_dict(json.loads(json.dumps(kern.to_dict())))
+    assert back == kern and back.geometry == kern.geometry
+    with pytest.raises(ValueError):
+        AttentionKernel.from_dict({"format": "superopt.kernel"})
+    d = kern.to_dict()
+    d["kernels"] = [d["kernels"][0]] * 3
+    with pytest.raises(ValueError):
+        AttentionKernel.from_dict(d)
