@@ -38,8 +38,10 @@ def measure(net, x, want, mode: str, clock: float, solve_s: float) -> dict:
         macs = net.macs(i)
         row = {"name": ly.name, "packets": p, "macs": macs, "macs_per_packet": round(macs / p, 2) if p else None,
                "modeled_us": round(p / clock * 1e6, 2), "exact": bool(np.array_equal(r.outputs[i], want[i]))}
-        if i in r.choices: row.update(family=r.choices[i]["family"], params=r.choices[i]["params"],
-                                      modeled_packets=r.choices[i]["modeled_packets"])
+        if i in r.choices:
+            c = r.choices[i]
+            row.update(family=c["family"], params=c["params"], modeled_packets=c["modeled_packets"] + c["clamp_packets"],
+                       epilogue=c["epilogue"], **({"priced_clamp": c["priced"]} if c["priced"] else {}))
         layers.append(row)
     total = r.totals[0]
     return {"exact": all(l["exact"] for l in layers), "layers": layers, "total_packets": total,
@@ -52,11 +54,12 @@ def table(out: dict) -> str:
     ours, hand, plain = out, out["hand"], out["clang_autovec"]
     lines = [f"# {out['network']} on the Hexagon DSP (qemu, one binary)", "", f"Command: `{out['command']}`", "",
              f"{out['notes']}. Clock {out['clock_hz'] / 1e9:g} GHz ({out['clock_source']}); packets are qemu's c20. "
-             f"Bit-exact against numpy: ours {ours['exact']}, hand {hand.get('exact')}, clang_autovec {plain.get('exact')}.", "",
+             f"Bit-exact against numpy: ours {ours.get('exact')}, hand {hand.get('exact')}, clang_autovec {plain.get('exact')}.", "",
              "| layer | family (params) | packets | MACs | MACs/packet | modeled µs | hand packets | clang -mhvx -O2 packets |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for i, l in enumerate(ours["layers"]):
-        fam = f"{l.get('family', 'hvx_eltwise')} {l.get('params', '')}".strip()
+    for i, l in enumerate(ours.get("layers", [])):
+        fam = f"{l.get('family', 'hvx_eltwise')} {l.get('params', '')}".strip() + \
+            (f" (ReLU6 {l['epilogue']})" if l.get("epilogue") in ("fused", "separate") else "")
         hp = hand["layers"][i]["packets"] if "layers" in hand else "-"
         pp = plain["layers"][i]["packets"] if "layers" in plain else "-"
         lines.append(f"| {l['name']} | {fam} | {l['packets']} | {l['macs']} | {l['macs_per_packet']} | {l['modeled_us']} | {hp} | {pp} |")
@@ -93,9 +96,10 @@ def main(argv=None) -> int:
            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "tools": tools.tool_versions(),
            "clock_hz": clock, "clock_source": notes.get("clock_source"), "stall_model": notes.get("stall_model"),
            "machine": "the host's 2 cores were shared with other jobs (packet counts are deterministic; wall_s is not)",
-           "layer_notes": "a ReLU6 layer's packets include its clamp (a separate HVX vmax pass, not fused into the "
-                          "conv epilogue); add/pool 'macs' count elements (one multiply-add each); fc is a 1x1 conv "
-                          "of the pooled map through hvx_gemm"}
+           "layer_notes": "a ReLU6 layer's packets include its clamp: ours fuses it into the conv's epilogue where "
+                          "the packet model prices that below the separate HVX vmax pass (priced_clamp: both), the hand "
+                          "rules keep the separate pass; add/pool 'macs' count elements (one multiply-add each); fc is a "
+                          "1x1 conv of the pooled map through hvx_gemm"}
     for key, mode in (("ours", "ours"), ("hand", "hand"), ("clang_autovec", "plain")):
         r = measure(net, x, want, mode, clock, a.solve_s)
         print(f"{key:14s} exact={r.get('exact')} packets={r.get('total_packets')} MACs/packet={r.get('macs_per_packet')} "

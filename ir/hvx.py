@@ -374,4 +374,6 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
         if j * LANES != g["n"] or j > 2: errs.append("fuse: a tile spans all n columns in 1 or 2 blocks")
         if (r * j) % 4: errs.append("fuse: rows x blocks is whole groups of 4 vectors (128 output bytes)")
         if nv + 2 * j > HVX_REGS: errs.append("fuse: no registers for the bias and multiplier vectors")
+        if geometry.get("relu") and nv + 2 * j + 1 > HVX_REGS: errs.append("fuse: no register for ReLU6's zero vector")
+    if geometry.get("relu") and not geometry["requant"]: errs.append("relu: ReLU6 fuses into a requantize only")
     return errs

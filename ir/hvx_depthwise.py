@@ -125,4 +125,5 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
     if geometry.get("requant") and (u != 2 or params["early"]):
         errs.append("the requantize epilogue packs two output pixels a store: unroll 2, early 0")
     if geometry["h"] * geometry["w"] * geometry["c"] >= 1 << 24: errs.append("image too large for the row offsets")
+    if geometry.get("relu") and not geometry.get("requant"): errs.append("relu: ReLU6 fuses into the requantize epilogue only")
     return errs

@@ -90,6 +90,7 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
     errs += [f"{p} must be 1 or 2" for p in ("pre", "pairs") if params[p] not in (1, 2)]
     if geometry["ow"] // 2 - 1 > 1023: errs.append("more than 1024 iterations a row (loop0's immediate count)")
     if geometry["h"] * geometry["w"] * CIN >= 1 << 24: errs.append("image too large for the row offsets")
+    if geometry.get("relu") and not geometry.get("requant"): errs.append("relu: ReLU6 fuses into the requantize epilogue only")
     if geometry.get("requant") and (params["pairs"] != 2 or geometry["ow"] % 4):
         errs.append("the requantize epilogue stores four int8 pixels a vector: pairs 2 and an output width a multiple of 4")
     return errs

@@ -50,6 +50,9 @@ def emit(g: dict[str, int], p: dict[str, int]) -> str:
     if p["fuse"]:   # the fused requantize's bias and multiplier vectors (r4 = the packed pair)
         bias, mult = fam.qregs(p["rows"], p["blocks"], p["unroll"])
         lines += [f"{{ v{v} = vmem(r4+#{q}) }}" for q, v in enumerate(bias + mult)]
+        if g.get("relu"):   # the fused ReLU6's zero vector
+            z = fam.zero_reg(p["rows"], p["blocks"], p["unroll"])
+            lines.append(f"{{ v{z} = vxor(v{z},v{z}) }}")
     label = 0
     for m0, n0 in fam.tiles(g, p):
         st = fam.tile_streams(g, p, m0, n0)

@@ -72,6 +72,17 @@ def check_pool(pixels: int, c: int, m: int, post: int) -> None:
     if not (0 < m < 1 << 15 and 1 <= post <= 7): raise ValueError(f"average pool: m {m} (Q15), post {post} (1..7)")
 
 
+def clamp_packets(n: int) -> int:
+    """Packets of the separate clamp pass over ``n`` bytes (what a fusion into a conv's
+    epilogue is priced against), as clang schedules ``so_clamp0``: a loop unrolled by 8 vectors
+    in 9 packets a trip (a single trip straight: 8 packets), 16 of call and set-up, and a
+    remainder loop of one packet a vector (17 alone, 4 + one a vector after the main loop).
+    qemu's c20 reads exactly this at 1..12, 15..17, 24, 32, 33, 40, 64 and 100 vectors."""
+    q, r = divmod(-(-n // 128), 8)
+    if q == 0: return 17 + r
+    return (24 if q == 1 else 16 + 9 * q) + (4 + r if r else 0)
+
+
 def clamp_call(x: str, n: int) -> str: return f"so_clamp0({x}, {n});"
 
 

@@ -51,8 +51,12 @@ _CHOICES: dict = {}
 
 
 def choose(net, i: int, mode: str, machine, timeout_s: float = 30.0) -> dict:
-    """(family, geometry, params, modeled packets) of conv layer i: the solver's pick or the hand
-    rule. The geometry is the matcher's, with the network's calibrated requantize shifts."""
+    """(family, geometry, params, modeled packets, epilogue) of conv layer i: the solver's pick or
+    the hand rule. The geometry is the matcher's, with the network's calibrated requantize
+    shifts. A ReLU6 layer (``mode="ours"``): each of the solver's top points priced with the
+    clamp fused into its epilogue (``relu`` in the geometry: the template's packets, packed) and
+    with the separate clamp pass (its packets plus ``hvx_eltwise.clamp_packets``); the cheapest
+    wins and is emitted as decided. The hand rule keeps the separate pass."""
     from ...search.machine import load
     ly = net.layers[i]
     fname = kind(ly)
@@ -60,19 +64,36 @@ def choose(net, i: int, mode: str, machine, timeout_s: float = 30.0) -> dict:
     k = net.layer_kernel(i)
     g = dict(fam.tpl.match(k))
     g.update(pre=ly.q["pre"], post=ly.q["post"])
-    key = (fname, mode, tuple(sorted(g.items())))
+    key = (fname, mode, ly.relu, tuple(sorted(g.items())))
     if key not in _CHOICES:
         m = machine or load("hexagon")
         if mode == "ours":   # a large layer's first pricing can outlast the budget: grant it more once
             sol = fam.FAMILY.solve(k, m, timeout_s)
             sol = sol if sol.candidates else fam.FAMILY.solve(k, m, 4 * timeout_s)
             if not sol.candidates: raise RuntimeError(f"layer {ly.name}: the {fname} solver priced no point")
-            s = sol.candidates[0].schedule
+            points = [dict(c.schedule.params) for c in sol.candidates]
         else:
-            s = fam.FAMILY.hand(k, m)
-        p = dict(s.params)
-        _CHOICES[key] = {"family": fname, "geometry": g, "params": p, "modeled_packets": int(fam.modeled_packets(g, p))}
+            points = [dict(fam.FAMILY.hand(k, m).params)]
+        clamp = hvx_eltwise.clamp_packets(int(np.prod(net.shape(i)))) if ly.relu else 0
+        _CHOICES[key] = fuse_choice(fam, fname, g, points, clamp, ly.relu and mode == "ours")
     return _CHOICES[key]
+
+
+def fuse_choice(fam, fname: str, g: dict, points: list[dict], clamp: int, may_fuse: bool) -> dict:
+    """The cheapest of ``points`` under the packet model, each with a separate clamp pass of
+    ``clamp`` packets (0: no ReLU6) or, where ``may_fuse`` and the template takes it, the clamp
+    fused into its epilogue."""
+    options = []
+    for p in points:
+        options.append((int(fam.modeled_packets(g, p)) + clamp, "separate" if clamp else "none", g, p))
+        gr = {**g, "relu": 1}
+        if may_fuse and clamp and not fam.tpl.check(gr, p):
+            options.append((int(fam.modeled_packets(gr, p)), "fused", gr, p))
+    total, epi, geo, p = min(options, key=lambda o: o[0])
+    alt = {e: t for t, e, _, q in options if q == p}
+    return {"family": fname, "geometry": geo, "params": p, "modeled_packets": int(fam.modeled_packets(geo, p)),
+            "epilogue": epi, "clamp_packets": clamp if epi == "separate" else 0,
+            "priced": {"fused": alt.get("fused"), "separate": alt.get("separate")} if clamp else {}}
 
 
 def _rename(text: str, names: list[str], prefix: str) -> str:
@@ -91,6 +112,18 @@ class Program:
     stdin: bytes
     out_sizes: list[int]
     choices: dict = field(default_factory=dict)   # layer index -> choose()
+
+
+# A whole network's code (every tile and row emitted straight) outgrows a direct call's
+# reach (ld.lld's R_HEX_B22_PCREL: +-2 MiB at 192x192): every layer call goes through its
+# absolute address (a ## constant and callr), hidden from clang so it cannot fold it back.
+FAR = """static inline __attribute__((always_inline)) void *so_far(void *p) { __asm__("" : "+r"(p)); return p; }
+#define SO_FAR(f) ((__typeof__(&f))so_far((void *)&f))
+"""
+_CALL = re.compile(r"(^|\s)(L\d+_\w+|so_clamp0|so_add_rq|so_avgpool)\(", re.M)
+
+
+def _far(call: str) -> str: return _CALL.sub(r"\1SO_FAR(\2)(", call)
 
 
 def _buf(i: int) -> str: return "X_img" if i < 0 else f"X{i}"
@@ -132,7 +165,8 @@ def _gemm(i: int, c: dict, src: str, dst: str, q: dict) -> tuple[str, str, bytes
                 f"    HVX_Vector acc = *(const HVX_Vector *)(L{i}_acc + p * {g['c_rs']} + nb * 32);\n"
                 f"    HVX_Vector v = so_requant(Q6_Vw_vadd_VwVw(acc, *(const HVX_Vector *)(L{i}_bias + nb * 32)),"
                 f" *(const HVX_Vector *)(L{i}_mult + nb * 32), {g['pre']}, {g['post']});\n"
-                f"    so_vstore_masked({dst} + p * {n} + nb * 32, v, so_first(32), 32);\n  }}\n")
+                + ("    v = Q6_Vb_vmax_VbVb(v, Q6_V_vzero());   /* ReLU6 fused into this pass */\n" if g.get("relu") else "")
+                + f"    so_vstore_masked({dst} + p * {n} + nb * 32, v, so_first(32), 32);\n  }}\n")
     call = (f"  L{i}_so_corr();\n" if p["corr"] else "") + \
         f"  L{i}_{asm_gemm.ENTRY}({src}, L{i}_bp, {out}, {corr}, {qp});\n" + post
     return "\n".join(decl) + "\n", call, data, reads
@@ -143,11 +177,11 @@ def _dw(i: int, c: dict, src: str, dst: str, q: dict):
     text = asm_depthwise.emit_asm(g, p)
     asm = _rename(text, ["dw_asm"] + sorted(set(re.findall(r"\.Ldw\d+", text))), f"L{i}_")
     wt = q["w"].reshape(64, 9).astype(np.int16)
-    wp = np.zeros(9 * 64 + 3 * 64, np.int16)
+    wp = np.zeros(9 * 64 + (4 if g.get("relu") else 3) * 64, np.int16)   # a fused ReLU6's zero vector last
     wp[:9 * 64] = wt.T.reshape(-1)                                          # [tap][channel]
     b = q["bias"].astype(np.int32)
     wp[9 * 64:9 * 64 + 128] = np.concatenate([b[0::2], b[1::2]]).view(np.int16)   # even channels, then odd
-    wp[9 * 64 + 128:] = q["mult"].astype(np.int16)
+    wp[9 * 64 + 128:9 * 64 + 192] = q["mult"].astype(np.int16)
     decl = f'__asm__("{_esc(asm)}");\nvoid L{i}_dw_asm(const int8_t*, const int16_t*, int8_t*, const int8_t*);\n' \
            f"static int16_t L{i}_wp[{wp.size}] __attribute__((aligned(128)));\n"
     return decl, f"  L{i}_dw_asm({src}, L{i}_wp, {dst}, so_zero + 256);\n", wp.tobytes(), [f"so_read_all(L{i}_wp, {wp.nbytes})"]
@@ -167,7 +201,8 @@ def _fl(i: int, c: dict, src: str, dst: str, q: dict):
                 if 0 <= rel < 9:
                     for dy in range(3): wp[par, dy, word, :, byte] = (w[:, dy * 9 + rel] + 128).astype(np.uint8)
     m = q["mult"].astype(np.int16)
-    tail = np.concatenate([q["bias"].astype(np.int32).view(np.uint8), np.repeat(m, 2).view(np.uint8)])
+    tail = np.concatenate([q["bias"].astype(np.int32).view(np.uint8), np.repeat(m, 2).view(np.uint8),
+                           np.zeros(128 if g.get("relu") else 0, np.uint8)])   # a fused ReLU6's zero vector
     data = np.concatenate([wp.reshape(-1), tail])
     lay = fam.scratch_layout(g["w"], p["pre"])
     decl = f'__asm__("{_esc(asm)}");\nvoid L{i}_fl_asm(const int8_t*, const uint8_t*, int8_t*, const int8_t*, int32_t*);\n' \
@@ -222,7 +257,7 @@ def build(net, x: np.ndarray, mode: str = "ours", machine=None, solve_s: float =
             else:
                 choices[i] = ch = choose(net, i, mode, machine, solve_s)
                 d, c, b, r = {"hvx_gemm": _gemm, "hvx_depthwise": _dw, "hvx_firstlayer": _fl}[ch["family"]](i, ch, src, dst, ly.q)
-                if ly.relu: c += "  " + hvx_eltwise.clamp_call(dst, sizes[i]) + "\n"
+                if ch["epilogue"] == "separate": c += "  " + hvx_eltwise.clamp_call(dst, sizes[i]) + "\n"
             decl.append(d)
             reads += r
             data.append(b)
@@ -231,13 +266,14 @@ def build(net, x: np.ndarray, mode: str = "ours", machine=None, solve_s: float =
         else:
             ph, pw, pc = net.shape(ly.src[0])
             c = "  " + hvx_eltwise.pool_call(src, dst, ph * pw, pc, ly.q["m"], ly.q["post"]) + "\n"
-        calls.append(f"  so_pk[{i}] = so_c20();\n{c}")
+        calls.append(f"  so_pk[{i}] = so_c20();\n{_far(c)}")
     calls.append(f"  so_pk[{n}] = so_c20();\n")
     head = "typedef int vi __attribute__((vector_size(128)));\n"
     if mode != "plain":
         from . import requant
         head += requant.HVX_BASE.replace("LANES", "32") + requant.HELPERS
     head += (hvx_eltwise.PLAIN if mode == "plain" else hvx_eltwise.C) + "\n".join(COUNTERS) + "\n"
+    head += FAR
     head += f"""static unsigned so_pk[{n + 1}];
 static inline __attribute__((always_inline)) unsigned so_c20(void) {{
   register unsigned r0 __asm__("r0"); __asm__ volatile(".word 0x6a14c000" : "=r"(r0) :: "memory"); return r0; }}

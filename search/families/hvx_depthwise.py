@@ -106,14 +106,16 @@ def _tmp(load_text: str, consumers: list[str], tag: str) -> list[vliw.Instr]:
     return out
 
 
-def requant_drain() -> list[vliw.Instr]:
+def requant_drain(relu: int = 0) -> list[vliw.Instr]:
     """The requantize of an output pixel pair to int8 and its one store: per pixel
     + bias (even, odd channels), rounding shift by ``pre`` packing words to halfwords in
     channel order (the even/odd halves interleave), the Q15 multiply rounded; then the two
     pixels dealt by halfwords so that the rounding shift by ``post`` packing to bytes
     leaves pixel A's 64 bytes before pixel B's. Bias and multiplier vectors are .tmp loads
     at r1 (right after the weights). After the first shifts everything lives in pixel B's
-    registers: the next iteration's pixel A multiplies while the chain finishes."""
+    registers: the next iteration's pixel A multiplies while the chain finishes. ``relu``
+    (ReLU6 fused into the epilogue): ``vmax`` of the bytes by a zero vector, a .tmp load at
+    r1+#3, before the store (the upper bound 6 is the int8 saturation)."""
     (a0, a1), (b0, b1) = (ACC_REG, ACC_REG + 1), (ACC_REG + 2, ACC_REG + 3)
     out = _tmp(f"{TMP}.tmp = vmem(r1+#0)", [f"v{a0}.w = vadd(v{a0}.w,{TMP}.w)", f"v{b0}.w = vadd(v{b0}.w,{TMP}.w)"], "rq0")
     out += _tmp(f"{TMP}.tmp = vmem(r1+#1)", [f"v{a1}.w = vadd(v{a1}.w,{TMP}.w)", f"v{b1}.w = vadd(v{b1}.w,{TMP}.w)"], "rq1")
@@ -122,17 +124,18 @@ def requant_drain() -> list[vliw.Instr]:
     for k, x in enumerate((b1, b0)):
         out += _tmp(f"{TMP}.tmp = vmem(r1+#2)", [f"v{x}.h = vmpy(v{x}.h,{TMP}.h):<<1:rnd:sat"], f"rq{2 + k}")
     out += [vliw.classify(f"v{b1}:{b0} = vdeal(v{b0},v{b1},{DEAL_REG})"),
-            vliw.classify(f"v{b0}.b = vasr(v{b1}.h,v{b0}.h,{POST_REG}):rnd:sat"),
-            replace(vliw.classify(f"vmem({OUT_REG}+#0) = v{b0}"), region="out"),
+            vliw.classify(f"v{b0}.b = vasr(v{b1}.h,v{b0}.h,{POST_REG}):rnd:sat")]
+    if relu: out += _tmp(f"{TMP}.tmp = vmem(r1+#3)", [f"v{b0}.b = vmax(v{b0}.b,{TMP}.b)"], "relu")
+    out += [replace(vliw.classify(f"vmem({OUT_REG}+#0) = v{b0}"), region="out"),
             vliw.classify(f"{OUT_REG} = add({OUT_REG},#{2 * C})")]
     return out
 
 
-def drain(u: int, early: int = 0, requant: int = 0) -> list[vliw.Instr]:
+def drain(u: int, early: int = 0, requant: int = 0, relu: int = 0) -> list[vliw.Instr]:
     """Channel order back (vshuff by words; with ``early`` the last output's only) and the
     stores of the previous iteration's accumulators, then the output pointer steps; with
-    ``requant`` the int8 epilogue instead."""
-    if requant: return requant_drain()
+    ``requant`` the int8 epilogue instead (``relu``: with the clamp fused)."""
+    if requant: return requant_drain(relu)
     out: list[vliw.Instr] = []
     for o in range(u):
         a = ACC_REG + 2 * o
@@ -167,11 +170,13 @@ def iterations(g: dict[str, int], u: int) -> tuple[int, int, bool]:
 def blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
     """The straight blocks of one row, in emission order (the loop body once)."""
     s, w, u, e, rq = g["stride"], g["w"], p["unroll"], p["early"], g.get("requant", 0)
+    if g.get("relu") and not rq: raise ValueError("relu fuses into the requantize epilogue only")
+    relu = g.get("relu", 0)
     n, middle, last = iterations(g, u)
     out = {"prologue": [vliw.classify(t) for t in row_prologue(g, min(1, g["oh"] - 1))], "first": compute(s, u, 0, w, e)}
-    if middle: out["body"] = drain(u, e, rq) + compute(s, u, u, w, e)
-    if last: out["last"] = drain(u, e, rq) + compute(s, u, (n - 1) * u, w, e)
-    out["epilogue"] = drain(u, e, rq)
+    if middle: out["body"] = drain(u, e, rq, relu) + compute(s, u, u, w, e)
+    if last: out["last"] = drain(u, e, rq, relu) + compute(s, u, (n - 1) * u, w, e)
+    out["epilogue"] = drain(u, e, rq, relu)
     return out
 
 

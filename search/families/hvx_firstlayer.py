@@ -174,14 +174,16 @@ def _tmp(load_text: str, consumers: list[str], tag: str) -> list[vliw.Instr]:
     return out
 
 
-def requant_drain() -> list[vliw.Instr]:
+def requant_drain(relu: int = 0) -> list[vliw.Instr]:
     """Four output pixels (A, B of the first pair, C, D of the second) requantized to int8
     and stored as one vector: + bias; words to halfwords by a rounding shift of (C, A) and
     (D, B) (lanes interleave: A0 C0 A1 C1 ..); the Q15 multiply by the per-channel
     multipliers prepacked in that interleave; halfwords to bytes of (BD, AC): A0 B0 C0 D0
     A1 ..; two byte deals leave A, B, C, D contiguous. Bias and multipliers: .tmp loads at
     r1. Everything after the first shifts lives in the second pair's registers, so the
-    first pair of the next iteration can start while the rest of the chain runs."""
+    first pair of the next iteration can start while the rest of the chain runs. ``relu``
+    (ReLU6 fused): ``vmax`` of the bytes by a zero vector (a .tmp load at r1+#2) before the
+    deals (the upper bound 6 is the int8 saturation)."""
     (a, b), (c, d) = ACC
     out = []
     for k, (x, y) in enumerate(((a, b), (c, d))):
@@ -189,7 +191,9 @@ def requant_drain() -> list[vliw.Instr]:
     out += [_i(f"v{c}.h = vasr(v{c}.w,v{a}.w,{PRE_REG}):rnd:sat"), _i(f"v{d}.h = vasr(v{d}.w,v{b}.w,{PRE_REG}):rnd:sat")]
     for k, x in enumerate((c, d)):
         out += _tmp("v31.tmp = vmem(r1+#1)", [f"v{x}.h = vmpy(v{x}.h,v31.h):<<1:rnd:sat"], f"rqm{k}")
-    out += [_i(f"v{c}.b = vasr(v{d}.h,v{c}.h,{POST_REG}):rnd:sat"), _i(f"v{c}.b = vdeal(v{c}.b)"), _i(f"v{c}.b = vdeal(v{c}.b)"),
+    out += [_i(f"v{c}.b = vasr(v{d}.h,v{c}.h,{POST_REG}):rnd:sat")]
+    if relu: out += _tmp("v31.tmp = vmem(r1+#2)", [f"v{c}.b = vmax(v{c}.b,v31.b)"], "relu")
+    out += [_i(f"v{c}.b = vdeal(v{c}.b)"), _i(f"v{c}.b = vdeal(v{c}.b)"),
             _i(f"vmem({OUT}+#0) = v{c}", "out"), _i(f"{OUT} = add({OUT},#128)")]
     return out
 
@@ -200,7 +204,7 @@ def requant_blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.
     back to back): one block of both pairs and the epilogue is too large for the packer's
     time budget."""
     pipe = p["pipeline"]
-    drain = requant_drain()
+    drain = requant_drain(g.get("relu", 0))
     out = {"first": pair(p, True, 0, 1), "first2": pair(p, False, 1, 1) + ([] if pipe else drain)}
     if g["ow"] // 4 > 1:
         out["body"] = (drain if pipe else []) + pair(p, False, 0, 1)
@@ -237,6 +241,7 @@ def blocks(g: dict[str, int], p: dict[str, int]) -> dict[str, list[vliw.Instr]]:
     out = {"pro_a": [_i(t) for t in prologue_a(g, ref)], "pass_a": pass_a(p["pre"]),
            "pro_b": [_i(t) for t in prologue_b(g, p)], "pass_b": pass_b(p["pre"]),
            "pro_main": [_i(t) for t in prologue_main(g, ref, p)] + (_tload(p, 0) if p["tload"] else [])}
+    if g.get("relu") and not g.get("requant"): raise ValueError("relu fuses into the requantize epilogue only")
     return {**out, **(requant_blocks(g, p) if g.get("requant") else main_blocks(g, p))}
 
 

@@ -72,6 +72,15 @@ def test_small_network_one_binary_bit_exact():
     assert 0 <= r.totals[0] - sum(r.packets) <= 4 * len(net.layers)    # the layers add up to the total (less the reads)
     fams = {r.choices[i]["family"] for i in r.choices}
     assert fams == {"hvx_firstlayer", "hvx_depthwise", "hvx_gemm"}
+    for i, c in r.choices.items():   # the fusion planner: each ReLU6 layer's epilogue the cheaper priced option
+        if net.layers[i].relu:
+            priced = {e: v for e, v in c["priced"].items() if v is not None}
+            assert c["epilogue"] == min(priced, key=priced.get)
+        else:
+            assert c["epilogue"] == "none"
+        if c["epilogue"] == "fused":   # the template's packets, as packed, are what qemu counted (+ the call)
+            assert abs(r.packets[i] - c["modeled_packets"]) <= 0.02 * c["modeled_packets"] + 16, net.layers[i].name
+    assert {r.choices[i]["family"] for i in r.choices if r.choices[i]["epilogue"] == "fused"} == fams
     plain = hn.run(net, x, "plain")
     assert not isinstance(plain, tools.Failure), str(plain)
     assert all(np.array_equal(g, w) for g, w in zip(plain.outputs, want))
@@ -82,3 +91,47 @@ def test_network_refuses_what_it_cannot_run():
     with pytest.raises(ValueError): hn.build(dm.mobilenet_v2(small=True, variant="uint8"), np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(ValueError): hn.build(dm.mobilenet_v2(small=True), np.zeros((16, 16, 3), np.int8), mode="fast")
     with pytest.raises(ValueError): hn.kind(dm.Layer("x", "conv", (-1,), 16, 16, 5))
+
+
+def test_clamp_pass_packets_as_counted():
+    """The separate clamp pass a fusion is priced against: its packet line is what qemu counts."""
+    from superopt.backends.hexagon import requant
+    from superopt.backends.hexagon.render import COUNTERS
+    for vectors in (5, 8, 33):
+        n = 128 * vectors
+        src = "typedef int vi __attribute__((vector_size(128)));\n" + requant.HVX_BASE.replace("LANES", "32") + \
+            requant.HELPERS + ew.C + "\n".join(COUNTERS) + f"""
+static int8_t A[{n}] __attribute__((aligned(128)));
+int so_main(void) {{
+  if (so_read_all(A, {n})) return 3;
+  unsigned c0[3], c1[3], t[3];
+  so_counters(c0);
+  {ew.clamp_call("A", n)}
+  so_counters(c1);
+  for (int i = 0; i < 3; i++) t[i] = c1[i] - c0[i];
+  if (so_counters_out(t)) return 5;
+  return so_write_all(A, {n});
+}}"""
+        exe = tools.compile_program(src)
+        assert not isinstance(exe, tools.Failure), str(exe)
+        a = np.random.default_rng(vectors).integers(-128, 128, n).astype(np.int8)
+        r = tools.run_counted(exe, a.tobytes(), n)
+        assert not isinstance(r, tools.Failure), str(r)
+        assert np.array_equal(np.frombuffer(r[0], np.int8), np.maximum(a, 0))
+        assert r[1][0] == ew.clamp_packets(n)
+
+
+def test_fusion_refused_where_the_template_cannot_take_it():
+    from superopt.ir import hvx as tpl
+    from superopt.search.families import hvx as fam
+    net = dm.mobilenet_v2(small=True)
+    i = next(i for i, l in enumerate(net.layers) if l.name == "head")      # 128 columns: 4 blocks, no fused epilogue
+    g = dict(tpl.match(net.layer_kernel(i)))
+    p = {"rows": 4, "blocks": 4, "corr": 1, "unroll": 1, "fuse": 1, "late": 0}
+    assert not tpl.check(g, {**p, "fuse": 0}) and tpl.check({**g, "relu": 1}, p)
+    assert tpl.check({**g, "requant": 0, "relu": 1}, {**p, "blocks": 1, "fuse": 0})
+    c = hn.fuse_choice(fam, "hvx_gemm", g, [{**p, "fuse": 0}], 100, True)       # fused into the C requantize pass
+    assert c["priced"]["separate"] == fam.modeled_packets(g, {**p, "fuse": 0}) + 100
+    assert c["priced"]["fused"] == fam.modeled_packets({**g, "relu": 1}, {**p, "fuse": 0})
+    assert c["epilogue"] == min(c["priced"], key=c["priced"].get)
+    assert hn.fuse_choice(fam, "hvx_gemm", g, [{**p, "fuse": 0}], 100, False)["epilogue"] == "separate"
