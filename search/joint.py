@@ -139,13 +139,14 @@ class Problem:
 
 
 def formulate(kernel: Kernel, machine, tabs: list[Table], nest_family: str = "",
-              limit: int = z3opt.CHOICE_LIMITS[0]) -> Problem:
-    """One Z3 problem over ``tabs`` and, with ``nest_family``, the loop-nest model."""
+              limit: int = z3opt.CHOICE_LIMITS[0], deadline: float = math.inf) -> Problem:
+    """One Z3 problem over ``tabs`` and, with ``nest_family``, the loop-nest model (TimeoutError
+    when it is not built by ``deadline``)."""
     ctx = z3.Context()
     cons: list = []
     use, sel, terms = {}, {}, {}
     for i, tab in enumerate(tabs):
-        m = z3opt.Model(ctx, limit, prefix=f"f{i}_")
+        m = z3opt.Model(ctx, limit, prefix=f"f{i}_", deadline=deadline)
         bs = [z3.Bool(f"f{i}_r{r}", ctx) for r in range(len(tab.rows))]
         u = z3.Bool(f"use_{tab.family}", ctx)
         facts = {k: z3opt.Sym.choice(m, [(f[k], b) for f, b in zip(tab.facts, bs)]) for k in tab.facts[0]}
@@ -156,7 +157,7 @@ def formulate(kernel: Kernel, machine, tabs: list[Table], nest_family: str = "",
         use[tab.family], sel[tab.family], terms[tab.family] = u, bs, term
     nest = None
     if nest_family:
-        nest = z3opt.formulate(kernel, machine, ctx=ctx, limit=limit)
+        nest = z3opt.formulate(kernel, machine, ctx=ctx, limit=limit, deadline=deadline)
         use[nest_family], terms[nest_family] = z3.Bool(f"use_{nest_family}", ctx), nest.T.real()
         cons += nest.constraints
     T = z3.Real("T_joint", ctx)
@@ -165,11 +166,12 @@ def formulate(kernel: Kernel, machine, tabs: list[Table], nest_family: str = "",
     return Problem(ctx, cons, T, use, sel, {t.family: t for t in tabs}, nest, nest_family, terms)
 
 
-def formulate_linear(kernel: Kernel, machine, tabs: list[Table], nest_family: str = "") -> Problem:
+def formulate_linear(kernel: Kernel, machine, tabs: list[Table], nest_family: str = "",
+                     deadline: float = math.inf) -> Problem:
     """``formulate`` under the smallest table limit that keeps the model linear."""
     for lim in z3opt.CHOICE_LIMITS:
         try:
-            return formulate(kernel, machine, tabs, nest_family, lim)
+            return formulate(kernel, machine, tabs, nest_family, lim, deadline)
         except z3opt.NonlinearError:
             if lim == z3opt.CHOICE_LIMITS[-1]: raise
     raise AssertionError("unreachable")
@@ -244,9 +246,12 @@ def _z3_check(out: JointResult, kernel: Kernel, machine, tabs: list[Table], nest
         out.note = f"{out.rows} table rows > {MAX_ROWS}: no joint Z3 problem"
         return
     try:
-        P = formulate_linear(kernel, machine, tabs, nest_family)
+        P = formulate_linear(kernel, machine, tabs, nest_family, deadline)
     except z3opt.NonlinearError as e:
         out.note = f"z3 model not linear ({e})"
+        return
+    except TimeoutError:
+        out.note = "the z3 problem was not built before the deadline: the families' best"
         return
     found, finished = _below(P, out.modeled_s, deadline)
     if finished and found is None: out.proved_optimal, out.method = True, "z3 joint"
@@ -259,10 +264,13 @@ def _z3_check(out: JointResult, kernel: Kernel, machine, tabs: list[Table], nest
 
 def _below(P: Problem, t: float, deadline: float):
     """Is anything modeled faster than ``t``? ((family, schedule, time) | None, finished)."""
+    left = deadline - _time.monotonic()
+    if left <= 0: return None, False   # (an interrupt sent before the check starts is lost)
     s = z3.Solver(ctx=P.ctx)
+    if math.isfinite(left): s.set("timeout", max(1, int(left * 1000)))
     s.add(*P.constraints)
     s.add(P.T < z3opt._q(t / TIE, P.ctx))
-    timer = z3opt._interrupt(P.ctx, max(0.0, deadline - _time.monotonic())) if math.isfinite(deadline) else None
+    timer = z3opt._interrupt(P.ctx, left) if math.isfinite(left) else None
     try:
         r = s.check()
     finally:

@@ -54,11 +54,15 @@ def _q(v: float, ctx: z3.Context | None = None) -> z3.ArithRef:
 class Model:
     """Side constraints and fresh variables of one symbolic evaluation, in its own Z3
     context (so one solve can be interrupted without touching others). ``prefix`` starts the
-    names of its variables: two models may share a context (search/joint.py)."""
-    def __init__(self, ctx: z3.Context | None = None, limit: int = CHOICE_LIMITS[0], prefix: str = "") -> None:
+    names of its variables: two models may share a context (search/joint.py). ``deadline``
+    (monotonic seconds): building past it raises TimeoutError (a large loop nest's model takes
+    seconds to build, longer than a tight tuning budget leaves)."""
+    def __init__(self, ctx: z3.Context | None = None, limit: int = CHOICE_LIMITS[0], prefix: str = "",
+                 deadline: float = math.inf) -> None:
         self.ctx = ctx or z3.Context()
         self.limit = limit
         self.prefix = prefix
+        self.deadline = deadline
         self.side: list[z3.BoolRef] = []
         self.n = 0
 
@@ -93,6 +97,7 @@ class Sym:
 
     @staticmethod
     def choice(m: Model, pairs) -> "Sym":
+        if _time.monotonic() > m.deadline: raise TimeoutError("the z3 model was not built before the deadline")
         t: dict[float, list] = {}
         for v, c in pairs: t.setdefault(float(v), []).append(c)
         table = {v: m.name(cs[0] if len(cs) == 1 else z3.Or(*cs)) for v, cs in t.items()}
@@ -289,18 +294,19 @@ def _level_choice(m: Model, sp: Space, sel, a: int, level: Level) -> Sym:
 
 
 def formulate(kernel: Kernel, machine, sp: Space | None = None, ctx: z3.Context | None = None,
-              limit: int | None = None) -> Formulation:
+              limit: int | None = None, deadline: float = math.inf) -> Formulation:
     """The Z3 model of ``kernel``'s schedule choice on ``machine``. Without ``limit``,
-    the smallest table limit under which the model stays linear."""
+    the smallest table limit under which the model stays linear. Building past ``deadline``
+    raises TimeoutError."""
     if limit is None:
         for lim in CHOICE_LIMITS[:-1]:
             try:
-                return formulate(kernel, machine, sp, ctx, lim)
+                return formulate(kernel, machine, sp, ctx, lim, deadline)
             except NonlinearError:
                 pass
         limit = CHOICE_LIMITS[-1]
     sp = sp or build(kernel, machine)
-    m = Model(ctx, limit)
+    m = Model(ctx, limit, deadline=deadline)
     sel = [[z3.Bool(f"a{a}_{i}", m.ctx) for i in range(len(opts))] for a, opts in enumerate(sp.axis_options)]
     vec = {v: z3.Bool(f"vec{v}", m.ctx) for v in sp.vectors}
     wrk = {w: z3.Bool(f"w{w}", m.ctx) for w in sp.workers}
