@@ -23,6 +23,7 @@ STORAGE = {"float32": "float", "float16": "_Float16", "bfloat16": "uint16_t", "i
            "int32": "int32_t", "bool": "uint8_t", "float64": "double"}
 
 # scalar helpers every C renderer shares (bf16 rounding, floor div/mod, saturating float->int, NaN-propagating max)
+MAXF_NAN = "static inline float maxf_nan(float a, float b) { return (a != a || a > b) ? a : b; }\n"   # numpy's max: NaN propagates
 C_HELPERS = r"""static inline float bf16_to_f(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
 static inline uint16_t f_to_bf16(float f) {
   uint32_t u; memcpy(&u, &f, 4);
@@ -38,8 +39,7 @@ static inline long long f2i(float x) {
   if (x <= -4.6e18f) return -4611686018427387904LL;
   return (long long)x;
 }
-static inline float maxf_nan(float a, float b) { return (a != a || a > b) ? a : b; }
-/* float -> fp16 -> float rounding in integer ops (round to nearest even, overflow to inf,
+""" + MAXF_NAN + r"""/* float -> fp16 -> float rounding in integer ops (round to nearest even, overflow to inf,
    fp16 subnormals, NaN and inf kept): gcc 12 -O3 on AVX512-FP16 folded (float)(_Float16)x
    into a plain copy. */
 static inline float f16r(float f) {

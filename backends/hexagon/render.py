@@ -21,18 +21,23 @@ register and int8 lanes to byte vectors). What differs here:
 """
 from __future__ import annotations
 
-from ..cpu.render import C_HELPERS, CRenderer, STORAGE
+from ..cpu.render import C_HELPERS, MAXF_NAN, CRenderer, STORAGE
 from ...ir import dtype as dt
 from ...ir.dtype import DType
 from ...ir.node import Node, Ops, TRUE, const, substitute
 from ...ir.program import Assign, Loop, Program, Stmt, lane_stride, unrolled
 from . import requant
 
+# clang (LLVM 14) for Hexagon turns `a > b ? a : b` into sfmax, which returns the other operand
+# when one is NaN: with only `a`'s NaN tested first, max(1, NaN) came out 1 at -O2. Both tested
+# before the compare, the fold only ever sees numbers.
+HEX_MAXF_NAN = "static inline float maxf_nan(float a, float b) { return a != a ? a : b != b ? b : a > b ? a : b; }\n"
+
 PRELUDE = r"""
 #define NAN __builtin_nanf("")
 #define INFINITY __builtin_inff()
 #define memcpy __builtin_memcpy
-""" + C_HELPERS + r"""static inline int so_ld32(const void *p) { int v; __builtin_memcpy(&v, p, 4); return v; }
+""" + C_HELPERS.replace(MAXF_NAN, HEX_MAXF_NAN) + r"""static inline int so_ld32(const void *p) { int v; __builtin_memcpy(&v, p, 4); return v; }
 static inline int so_pack4(int a, int b, int c, int d) {
   return (int)(((unsigned)a & 255u) | (((unsigned)b & 255u) << 8) | (((unsigned)c & 255u) << 16) | ((unsigned)d << 24)); }
 """

@@ -49,3 +49,30 @@ def test_softmax_links_runs_and_verifies():
     k = Workload.make("softmax", M=8, N=96).kernel
     r = verify(k, hand_schedule(k, m), get("hexagon", m), seed=1)
     assert r.ok, r.reason
+
+
+def test_special_values_follow_numpy_on_hexagon():
+    """Issue 22 item 3 on the DSP's compiled code: a causal-masked softmax with NaN, +-inf,
+    a fully masked row, -0.0, denormals and values past exp2's clamps equals numpy under qemu;
+    so do exp2 and a max reduction of the same rows."""
+    from superopt import Tensor
+    from superopt.backends.base import Compiled
+    from superopt.ir.kernelize import kernelize
+    from superopt.ir.lower import lower
+    from superopt.verify import poison
+    from tests.backends.test_special_values import M, N, _np_softmax, _same, _special_rows
+    m = load("hexagon")
+    be = get("hexagon", m)
+    x = _special_rows()
+    t = Tensor.empty(M, N, name="x")
+    with np.errstate(all="ignore"):
+        cases = [(t.softmax(1), _np_softmax(x), 2e-4, 2e-6), (t.exp2(), np.exp2(x).astype(np.float64), 2e-6, 1e-44),
+                 (t.max(1), x.astype(np.float64).max(1), 0, 0)]
+    try:
+        for tensor, want, rtol, atol in cases:
+            k = kernelize(tensor.node)[0].kernel
+            c = be.compile(lower(k, hand_schedule(k, m), m))
+            assert isinstance(c, Compiled), c
+            _same(be.run(c, [x.reshape(-1)], poison(k.output)), want, rtol, atol)
+    finally:
+        be.close()
