@@ -2,11 +2,19 @@
 
 GotoBLAS/BLIS structure, every block size a compile-time constant from the schedule:
 
-    for batch:  for jc (NC columns):  for pc (KC depth):
-        pack B[pc:+KC, jc:+NC] into NR-wide panels      (threads share the packing)
-        for ic (MC rows, threads take whole blocks):
-            pack A[ic:+MC, pc:+KC] into MR-tall panels  (each thread its own buffer)
+    for each block t = (batch, jc of NC columns, pc of KC depth), in one phase:
+        MC row blocks of t, dealt to the workers as they come free:
+            pack A[ic:+MC, pc:+KC] into MR-tall panels  (each worker its own buffer)
             for jr (NR): for ir (MR): micro-kernel over KC
+        then B[pc:+KC, jc:+NC] of block t+1 into NR-wide panels, in the other buffer
+        (row groups shared by the workers)
+        one barrier
+
+B is double-buffered, so the packing of the next block needs no barrier of its own; a
+row-major B is packed by whole rows (contiguous reads), a B strided along N panel by panel.
+The barrier spins briefly and then yields the core (OpenMP's passive barrier sleeps in the
+kernel and wakes late); work items come from an atomic counter, so a worker whose core is
+shared takes fewer.
 
 The micro-kernel (``microkernel.py``, one copy shared with the convolution template)
 keeps an MR x NR tile of C in vector registers (NR/V vectors a row, V the ISA's fp32
@@ -28,6 +36,8 @@ _TEMPLATE = r"""
 #include <string.h>
 #include <time.h>
 #include <omp.h>
+#include <sched.h>
+#include <stdatomic.h>
 
 #define MR %(MR)d
 #define NR %(NR)d
@@ -54,22 +64,59 @@ _TEMPLATE = r"""
 
 /*MICRO*/
 
-static float *pack_b, *pack_a[WORKERS];
+static float *pack_b[2], *pack_a[WORKERS];  /* B double-buffered: block t+1 packs while block t computes */
 
 static void ensure_buffers(void) {
-  if (pack_b) return;
+  if (pack_b[0]) return;
   /* whole panels: the ragged last panel is zero-filled up to MR / NR */
-  pack_b = aligned_alloc(64, sizeof(float) * (size_t)KC * (((NC + NR - 1) / NR) * NR));
+  for (int i = 0; i < 2; i++) pack_b[i] = aligned_alloc(64, sizeof(float) * (size_t)KC * (((NC + NR - 1) / NR) * NR));
   for (int t = 0; t < WORKERS; t++) pack_a[t] = aligned_alloc(64, sizeof(float) * (size_t)KC * (((MC + MR - 1) / MR) * MR));
 }
 
-/* B[pc:+kc, jc+j0:+NR] -> one panel, k-major rows of NR (zero past column nc) */
-static void pack_b_panel(const float* restrict b, float* restrict dst, long kc, long nr) {
-  for (long p = 0; p < kc; p++) {
+/* the (batch, jc, pc) blocks in order; one is packed (B) while the one before it computes */
+#define NJC ((N + NC - 1) / NC)
+#define NPC ((K + KC - 1) / KC)
+#define NBLOCKS (BATCH * NJC * NPC)
+#define MBLOCKS ((M + MC - 1) / MC)
+#define ROWS 16  /* k rows of B a packing item copies (row-wise packing of a row-major B) */
+typedef struct { long bt, jc, nc, pc, kc; } block_t;
+
+static block_t block(long t) {
+  block_t q;
+  q.pc = t %% NPC * KC; q.jc = t / NPC %% NJC * NC; q.bt = t / (NPC * NJC);
+  q.nc = MIN(NC, N - q.jc); q.kc = MIN(KC, K - q.pc);
+  return q;
+}
+
+/* B packing items of a block: row groups where B's rows are contiguous, else whole panels */
+static long pack_items(block_t q) { return B_CS == 1 ? (q.kc + ROWS - 1) / ROWS : (q.nc + NR - 1) / NR; }
+
+/* rows [p0, p1) of B[pc:+kc, jc:+nc] into all panels: contiguous reads of whole rows (a
+   panel-by-panel copy reads NR floats a row at B's row stride, which keeps few lines live) */
+static void pack_b_rows(const float* restrict b, float* restrict dst, long kc, long nc, long p0, long p1) {
+  long full = nc / NR, rem = nc - full * NR;
+  for (long p = p0; p < p1; p++) {
     const float* src = b + p * B_RS;
-    if (nr == NR && B_CS == 1) memcpy(dst + p * NR, src, sizeof(float) * NR);
-    else for (long j = 0; j < NR; j++) dst[p * NR + j] = j < nr ? src[j * B_CS] : 0.0f;
+    for (long q = 0; q < full; q++) memcpy(dst + q * kc * NR + p * NR, src + q * NR, sizeof(float) * NR);
+    if (rem) {
+      float* d = dst + full * kc * NR + p * NR;
+      for (long j = 0; j < NR; j++) d[j] = j < rem ? src[full * NR + j] : 0.0f;
+    }
   }
+}
+
+/* B[pc:+kc, jc+j0:+NR] -> one panel, k-major rows of NR (zero past column nr): B strided along N */
+static void pack_b_panel(const float* restrict b, float* restrict dst, long kc, long nr) {
+  for (long p = 0; p < kc; p++)
+    for (long j = 0; j < NR; j++) dst[p * NR + j] = j < nr ? b[p * B_RS + j * B_CS] : 0.0f;
+}
+
+static void pack_b_item(const float* restrict b, long t, long i) {
+  block_t q = block(t);
+  const float* src = b + q.bt * B_B + q.pc * B_RS + q.jc * B_CS;
+  float* dst = pack_b[t & 1];
+  if (B_CS == 1) pack_b_rows(src, dst, q.kc, q.nc, i * ROWS, MIN(q.kc, (i + 1) * ROWS));
+  else pack_b_panel(src + i * NR * B_CS, dst + i * q.kc * NR, q.kc, MIN(NR, q.nc - i * NR));
 }
 
 /* A[ic+i0:+MR, pc:+kc] -> one panel, k-major columns of MR (zero past row mr) */
@@ -84,34 +131,57 @@ static void pack_a_panel(const float* restrict a, float* restrict dst, long kc, 
   }
 }
 
+/* one MC block of block t: pack its A, then every micro-tile against the packed B */
+static void compute_item(const float* restrict a, float* restrict c, float* restrict pa, long t, long ib) {
+  block_t q = block(t);
+  const float* ab = a + q.bt * A_B; float* cb = c + q.bt * C_B;
+  const float* pb = pack_b[t & 1];
+  long ic = ib * MC, mc = MIN(MC, M - ic);
+  for (long ir = 0; ir < mc; ir += MR)
+    pack_a_panel(ab + (ic + ir) * A_RS + q.pc * A_CS, pa + ir * q.kc, q.kc, MIN(MR, mc - ir));
+  for (long jr = 0; jr < q.nc; jr += NR)
+    for (long ir = 0; ir < mc; ir += MR)
+      micro(q.kc, pa + ir * q.kc, pb + (jr / NR) * q.kc * NR, cb + (ic + ir) * C_RS + (q.jc + jr) * C_CS,
+            q.pc == 0, MIN(MR, mc - ir), MIN(NR, q.nc - jr));
+}
+
+/* a sense-reversing barrier that spins briefly, then yields the core (a waiter on a shared
+   machine gives way to whoever runs there; OpenMP's passive barrier sleeps in the kernel and
+   is woken late) */
+static atomic_int bar_count, bar_sense;
+
+static void barrier(int nt, int* sense) {
+  *sense = !*sense;
+  if (atomic_fetch_add(&bar_count, 1) == nt - 1) {
+    atomic_store(&bar_count, 0);
+    atomic_store(&bar_sense, *sense);
+  } else {
+    for (int spins = 0; atomic_load(&bar_sense) != *sense; spins++)
+      if (spins < 256) __builtin_ia32_pause(); else sched_yield();
+  }
+}
+
+/* phase t (from -1): the MC blocks of block t, then the B packing items of block t+1 (packed
+   last, it is still warm in L2 when block t+1 starts; a worker done early packs while the
+   other finishes), dealt as workers come free (one counter a phase, a ring of 3: phase t+1's
+   is reset during phase t, when no worker can still be on it); one barrier between phases */
+static atomic_long next_item[3];
+
 static void gemm(const float* restrict a, const float* restrict b, float* restrict c, int workers) {
+  for (int i = 0; i < 3; i++) atomic_store(&next_item[i], 0);
+  atomic_store(&bar_count, 0); atomic_store(&bar_sense, 0);
   #pragma omp parallel num_threads(workers) if(workers > 1)
   {
-    int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    int tid = omp_get_thread_num(), nt = omp_get_num_threads(), sense = 0;
     float* pa = pack_a[tid];
-    for (long bt = 0; bt < BATCH; bt++) {
-      const float* ab = a + bt * A_B; const float* bb = b + bt * B_B; float* cb = c + bt * C_B;
-      for (long jc = 0; jc < N; jc += NC) {
-        long nc = MIN(NC, N - jc);
-        for (long pc = 0; pc < K; pc += KC) {
-          long kc = MIN(KC, K - pc);
-          long npanels = (nc + NR - 1) / NR;
-          for (long q = tid; q < npanels; q += nt)
-            pack_b_panel(bb + pc * B_RS + (jc + q * NR) * B_CS, pack_b + q * kc * NR, kc, MIN(NR, nc - q * NR));
-          #pragma omp barrier
-          long mblocks = (M + MC - 1) / MC;
-          for (long ib = tid; ib < mblocks; ib += nt) {
-            long ic = ib * MC, mc = MIN(MC, M - ic);
-            for (long ir = 0; ir < mc; ir += MR)
-              pack_a_panel(ab + (ic + ir) * A_RS + pc * A_CS, pa + ir * kc, kc, MIN(MR, mc - ir));
-            for (long jr = 0; jr < nc; jr += NR)
-              for (long ir = 0; ir < mc; ir += MR)
-                micro(kc, pa + ir * kc, pack_b + (jr / NR) * kc * NR, cb + (ic + ir) * C_RS + (jc + jr) * C_CS,
-                      pc == 0, MIN(MR, mc - ir), MIN(NR, nc - jr));
-          }
-          #pragma omp barrier  /* the B panel is repacked next */
-        }
+    for (long t = -1; t < NBLOCKS; t++) {
+      if (tid == 0) atomic_store(&next_item[(t + 2) %% 3], 0);
+      long npack = t + 1 < NBLOCKS ? pack_items(block(t + 1)) : 0, ncomp = t >= 0 ? MBLOCKS : 0;
+      for (long i; (i = atomic_fetch_add_explicit(&next_item[(t + 1) %% 3], 1, memory_order_relaxed)) < npack + ncomp;) {
+        if (i < ncomp) compute_item(a, c, pa, t, i);
+        else pack_b_item(b, t + 1, i - ncomp);
       }
+      if (t + 1 < NBLOCKS && nt > 1) barrier(nt, &sense);  /* after the last phase the region's end joins */
     }
   }
 }

@@ -30,6 +30,12 @@ static inline __attribute__((always_inline)) void micro(long kc, const float* re
   for (int i = 0; i < MR; i++)
     #pragma GCC unroll 8
     for (int j = 0; j < NV; j++) acc[i][j] = (vf){0};
+  if (C_CS == 1)  /* C's tile towards L2 under the k loop: it was last touched a KC step (a whole pass over C) ago */
+    for (long i = 0; i < mr; i++) {
+      #pragma GCC unroll 8
+      for (int j = 0; j < NR; j += 16) __builtin_prefetch(c + i * C_RS + j, 1, 2);
+      __builtin_prefetch(c + i * C_RS + NR - 1, 1, 2);
+    }
   for (long p = 0; p < kc; p++) {
 #if PF > 0
     __builtin_prefetch(ap + PF * MR, 0, 3);
