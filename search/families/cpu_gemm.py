@@ -5,16 +5,18 @@ PF and the workers. The space comes from the host's cache sizes (sysfs) and ISA 
 width, registers). The cost model prices one call as
 
     max(FMA time of the padded tiles at the micro-kernel's efficiency,
-        bytes each cache level serves / its bandwidth)  + barriers
+        bytes each cache level serves / its bandwidth)
+    + bytes packed / the packing bandwidth + barriers
 
-per worker (the busiest one: whole MC blocks are dealt round-robin). Bytes per level
-after reuse (BLIS analysis): the KC x NR micro-panel of B is reused from L1 across the
-MR rows, the MC x KC block of A from L2 across the NC/NR micro-panels, the KC x NC panel
-of B from L3 across the MC blocks; each operand is read from memory and packed once per
-outer block, C is read and written once per KC step. A block that overflows its level
-is served by the next one. The micro-kernel's efficiency: MR*NR/V FMAs a k step against
-NR/V loads and MR broadcasts (load ports), the FMA latency hidden only with enough
-independent accumulators, and a spill penalty past the registers the compiler keeps.
+per worker (the busiest one: MC blocks go to workers as they come free, ceil(blocks /
+workers) of them on even cores). Bytes per level after reuse (BLIS analysis): the KC x NR
+micro-panel of B is reused from L1 across the MR rows, the MC x KC block of A from L2
+across the NC/NR micro-panels, the KC x NC panel of B from L3 across the MC blocks; each
+operand is read from memory and packed once per outer block, C is read and written once
+per KC step. A block that overflows its level is served by the next one. The micro-
+kernel's efficiency: MR*NR/V FMAs a k step against NR/V loads and MR broadcasts (load
+ports), the FMA latency hidden only with enough independent accumulators, and a spill
+penalty past the registers the compiler keeps.
 ``MODEL`` holds the constants (cycles, ports, bandwidths in bytes a cycle); ``superopt
 calibrate`` fits some of them to timed GEMMs and ``constants(machine)`` applies that fit.
 
@@ -43,7 +45,8 @@ MODEL = {
     "spill_cost": 0.08,      # fraction of time lost per register past spill_regs
     "l2_bw": 64.0,           # bytes a cycle per core from L2
     "l3_bw": 24.0,           # bytes a cycle per core from L3
-    "barrier_s": 2e-6,       # one OpenMP barrier
+    "barrier_s": 2e-6,       # one barrier between workers
+    "pack_bw": 10.0,         # bytes a cycle per core a packing copy moves (read + written; sources mostly from L3)
     "fill": 0.5,             # fraction of a cache level a block may use
     "overlap": 0.75,         # fraction of the shorter of compute and cache traffic hidden under the longer
     "fma_eff": 1.0,          # fraction of the port-bound FMA rate the compiled micro-kernel reaches
@@ -221,10 +224,14 @@ def model(g: dict[str, int], p: dict[str, int], machine, P: dict[str, float] | N
     # memory: A packed once per NC block, B once, C read + written once per KC step
     mem = b * (rows * k * 4 * 2 * -(-n // nc) + k * n * 4 * 2 / w + rows * n * 4 * 2 * -(-k // kc))
     mem_s = mem / dram
-    barriers = b * -(-n // nc) * -(-k // kc) * 2 * (MODEL["barrier_s"] if w > 1 else 0.0)
+    # the packing copies run on the cores between micro-kernels, not under their FMAs: the busiest
+    # worker's A once per NC block, its share of B (zero-filled to whole panels) once
+    pack_s = b * (rows * k * -(-n // nc) + k * n_pad / w) * 4 * 2 / (MODEL["pack_bw"] * hz)
+    # one barrier a (jc, pc) block (B is double-buffered: the next block packs in this one's phase) and the first
+    barriers = (b * -(-n // nc) * -(-k // kc) + 1) * (MODEL["barrier_s"] if w > 1 else 0.0)
     pf = 0.97 if p["PF"] and not l2_ok else 1.0            # prefetching helps only A that misses L2
     traffic = max((a_s + b_s + b3_s) * pf, mem_s)
-    return max(fma_s, traffic) + (1 - MODEL["overlap"]) * min(fma_s, traffic) + barriers + 1e-6
+    return max(fma_s, traffic) + (1 - MODEL["overlap"]) * min(fma_s, traffic) + pack_s + barriers + 1e-6
 
 
 FAMILY = CPUGemm()
