@@ -8,13 +8,13 @@ GotoBLAS/BLIS structure, every block size a compile-time constant from the sched
             for jr (NR): for ir (MR): micro-kernel over KC
         then B[pc:+KC, jc:+NC] of block t+1 into NR-wide panels, in the other buffer
         (row groups shared by the workers)
-        one barrier
+        on to block t+1 once every item of this phase is done
 
-B is double-buffered, so the packing of the next block needs no barrier of its own; a
+B is double-buffered, so the packing of the next block needs no wait of its own; a
 row-major B is packed by whole rows (contiguous reads), a B strided along N panel by panel.
-The barrier spins briefly and then yields the core (OpenMP's passive barrier sleeps in the
-kernel and wakes late); work items come from an atomic counter, so a worker whose core is
-shared takes fewer.
+Work items come from an atomic counter a phase, so a worker whose core is shared takes
+fewer, and a worker waits only for items in flight (never at a barrier for a worker that
+has not started).
 
 The micro-kernel (``microkernel.py``, one copy shared with the convolution template)
 keeps an MR x NR tile of C in vector registers (NR/V vectors a row, V the ISA's fp32
@@ -145,43 +145,36 @@ static void compute_item(const float* restrict a, float* restrict c, float* rest
             q.pc == 0, MIN(MR, mc - ir), MIN(NR, q.nc - jr));
 }
 
-/* a sense-reversing barrier that spins briefly, then yields the core (a waiter on a shared
-   machine gives way to whoever runs there; OpenMP's passive barrier sleeps in the kernel and
-   is woken late) */
-static atomic_int bar_count, bar_sense;
-
-static void barrier(int nt, int* sense) {
-  *sense = !*sense;
-  if (atomic_fetch_add(&bar_count, 1) == nt - 1) {
-    atomic_store(&bar_count, 0);
-    atomic_store(&bar_sense, *sense);
-  } else {
-    for (int spins = 0; atomic_load(&bar_sense) != *sense; spins++)
-      if (spins < 256) __builtin_ia32_pause(); else sched_yield();
-  }
-}
-
 /* phase t (from -1): the MC blocks of block t, then the B packing items of block t+1 (packed
    last, it is still warm in L2 when block t+1 starts; a worker done early packs while the
-   other finishes), dealt as workers come free (one counter a phase, a ring of 3: phase t+1's
-   is reset during phase t, when no worker can still be on it); one barrier between phases */
-static atomic_long next_item[3];
+   other finishes), dealt as workers come free from the phase's counter. A worker moves on
+   once every item of the phase is done (phase t+1 reads B(t+1) and overwrites B(t)'s buffer):
+   it waits for items in flight, never for a worker that has none (one whose core is taken
+   runs through the finished phases when it starts). The wait spins briefly, then yields the
+   core: OpenMP's passive barrier sleeps in the kernel and wakes late. */
+static atomic_long next_item[NBLOCKS + 1], done_items[NBLOCKS + 1];
+
+static void wait_done(const atomic_long* done, long total) {
+  for (int spins = 0; atomic_load_explicit(done, memory_order_acquire) < total; spins++)
+    if (spins < 256) __builtin_ia32_pause(); else sched_yield();
+}
 
 static void gemm(const float* restrict a, const float* restrict b, float* restrict c, int workers) {
-  for (int i = 0; i < 3; i++) atomic_store(&next_item[i], 0);
-  atomic_store(&bar_count, 0); atomic_store(&bar_sense, 0);
+  for (long t = 0; t <= NBLOCKS; t++) {  /* no worker runs: the region starts below */
+    atomic_store_explicit(&next_item[t], 0, memory_order_relaxed);
+    atomic_store_explicit(&done_items[t], 0, memory_order_relaxed);
+  }
   #pragma omp parallel num_threads(workers) if(workers > 1)
   {
-    int tid = omp_get_thread_num(), nt = omp_get_num_threads(), sense = 0;
-    float* pa = pack_a[tid];
+    float* pa = pack_a[omp_get_thread_num()];
     for (long t = -1; t < NBLOCKS; t++) {
-      if (tid == 0) atomic_store(&next_item[(t + 2) %% 3], 0);
-      long npack = t + 1 < NBLOCKS ? pack_items(block(t + 1)) : 0, ncomp = t >= 0 ? MBLOCKS : 0;
-      for (long i; (i = atomic_fetch_add_explicit(&next_item[(t + 1) %% 3], 1, memory_order_relaxed)) < npack + ncomp;) {
+      long npack = t + 1 < NBLOCKS ? pack_items(block(t + 1)) : 0, ncomp = t >= 0 ? MBLOCKS : 0, did = 0;
+      for (long i; (i = atomic_fetch_add_explicit(&next_item[t + 1], 1, memory_order_relaxed)) < npack + ncomp; did++) {
         if (i < ncomp) compute_item(a, c, pa, t, i);
         else pack_b_item(b, t + 1, i - ncomp);
       }
-      if (t + 1 < NBLOCKS && nt > 1) barrier(nt, &sense);  /* after the last phase the region's end joins */
+      if (did) atomic_fetch_add_explicit(&done_items[t + 1], did, memory_order_release);
+      if (t + 1 < NBLOCKS) wait_done(&done_items[t + 1], npack + ncomp);  /* after the last phase the region's end joins */
     }
   }
 }
