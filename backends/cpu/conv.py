@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ...ir.program import Native, Program
 
+from .affinity import PIN
 from .microkernel import MICRO, MICRO_INT8
 
 _TEMPLATE = r"""
@@ -251,15 +252,7 @@ static void pack_a_panel(const tx* restrict x, ta* restrict dst, long m0, long m
   }
 }
 
-/* this thread onto the tid-th CPU of ``allowed`` */
-static void pin_to(const cpu_set_t* allowed, int tid) {
-  for (int c = 0, seen = 0; c < CPU_SETSIZE; c++)
-    if (CPU_ISSET(c, allowed) && seen++ == tid) {
-      cpu_set_t one; CPU_ZERO(&one); CPU_SET(c, &one);
-      pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-      return;
-    }
-}
+/*PIN*/
 
 static void conv(const tx* restrict x, const tw* restrict w, tc* restrict c, int workers) {
   /* each worker on its own allowed CPU for the call: woken OpenMP threads are otherwise placed
@@ -330,7 +323,7 @@ def source(values: dict[str, int]) -> str:
     if missing: raise ValueError(f"cpu_conv: missing {', '.join(missing)}")
     micro = MICRO + "#define MICRO_CALL(kq, ap, bp, c, cp, first, mr, nr) micro(kq, ap, bp, c, first, mr, nr)\n" \
         if values["dtype"] == 0 else MICRO_INT8 + "#define MICRO_CALL micro_int8\n"
-    return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", micro)
+    return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", micro).replace("/*PIN*/", PIN)
 
 
 def render(p: Program) -> str:

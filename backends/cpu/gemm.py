@@ -29,14 +29,17 @@ from __future__ import annotations
 
 from ...ir.program import Native, Program
 
+from .affinity import PIN
 from .microkernel import MICRO
 
 _TEMPLATE = r"""
+#define _GNU_SOURCE  /* sched_getaffinity, pthread_setaffinity_np */
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <omp.h>
-#include <sched.h>
 #include <stdatomic.h>
 
 #define MR %(MR)d
@@ -159,13 +162,19 @@ static void wait_done(const atomic_long* done, long total) {
     if (spins < 256) __builtin_ia32_pause(); else sched_yield();
 }
 
+/*PIN*/
+
 static void gemm(const float* restrict a, const float* restrict b, float* restrict c, int workers) {
+  /* each worker on its own allowed CPU for the call (affinity.py says why) */
+  cpu_set_t allowed;
+  int pin = workers > 1 && sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) >= workers;
   for (long t = 0; t <= NBLOCKS; t++) {  /* no worker runs: the region starts below */
     atomic_store_explicit(&next_item[t], 0, memory_order_relaxed);
     atomic_store_explicit(&done_items[t], 0, memory_order_relaxed);
   }
   #pragma omp parallel num_threads(workers) if(workers > 1)
   {
+    if (pin) pin_to(&allowed, omp_get_thread_num());
     float* pa = pack_a[omp_get_thread_num()];
     for (long t = -1; t < NBLOCKS; t++) {
       long npack = t + 1 < NBLOCKS ? pack_items(block(t + 1)) : 0, ncomp = t >= 0 ? MBLOCKS : 0, did = 0;
@@ -177,6 +186,7 @@ static void gemm(const float* restrict a, const float* restrict b, float* restri
       if (t + 1 < NBLOCKS) wait_done(&done_items[t + 1], npack + ncomp);  /* after the last phase the region's end joins */
     }
   }
+  if (pin) sched_setaffinity(0, sizeof allowed, &allowed);  /* the calling thread free again */
 }
 
 int superopt_run(void** bufs, int workers) {
@@ -203,7 +213,7 @@ def source(values: dict[str, int]) -> str:
     """The C source for one geometry and decided parameters (every name in GEOMETRY and PARAMS)."""
     missing = [n for n in GEOMETRY + PARAMS if n not in values]
     if missing: raise ValueError(f"cpu_gemm: missing {', '.join(missing)}")
-    return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", MICRO)
+    return (_TEMPLATE % {n: int(values[n]) for n in GEOMETRY + PARAMS}).replace("/*MICRO*/", MICRO).replace("/*PIN*/", PIN)
 
 
 def render(p: Program) -> str:
