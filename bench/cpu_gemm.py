@@ -1,15 +1,18 @@
-"""fp32 GEMM: the packed cpu_gemm family against numpy (OpenBLAS) in the same run.
+"""fp32 GEMM: what `superopt tune` picks on the cpu backend against numpy (OpenBLAS) in the same run.
 
-For each size and thread count: the family's solver ranks its space under the cost model,
-the best few candidates are measured on the cpu backend, the fastest measured one is
-verified against numpy and timed against numpy interleaved (rounds alternate, medians).
-numpy runs in a child process after ours (OpenBLAS threads spin after a call and would take
-the cores from the backend's workers), single-thread with OPENBLAS_NUM_THREADS=1
-(threadpoolctl is not installed); OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the
-child's environment where the caller has them set.
-Verification: against float64 numpy, max error relative to the largest output.
+For each size and worker count the engine tunes the kernel as `superopt tune` does (every
+family that applies, the solvers' picks and the hand rules measured and verified, the
+fastest kept; ``--budget`` seconds, 10 by default); the single-worker rows tune for a
+machine of one core. The kept schedule is then verified against float64 numpy (max error
+relative to the largest output) and timed against numpy round by round (ours, then numpy,
+``--rounds`` times; medians). numpy runs in a child process that stays up for the whole run
+(OpenBLAS threads spin after a call and would take the cores from the backend's workers: a
+pause follows each of its rounds), single-thread with OPENBLAS_NUM_THREADS=1 (threadpoolctl
+is not installed); OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the child's
+environment where the caller has them set. Each row records the 1-minute load average
+before and after it: the host is shared.
 
-    python bench/cpu_gemm.py [--sizes 512,1000,1024,2048] [--rounds 7] [--top 4] [--out bench/results/cpu-gemm.json]
+    python bench/cpu_gemm.py [--sizes 512,1000,1024,2048] [--threads 2,1] [--rounds 15] [--budget 10] [--out bench/results/cpu-gemm.json]
 """
 from __future__ import annotations
 
@@ -28,100 +31,136 @@ import numpy as np
 from superopt import Tensor
 from superopt.backends.base import Failure
 from superopt.backends.cpu import CPUBackend
+from superopt.engine.tuner import tune
 from superopt.ir.lower import lower
-from superopt.search.families.cpu_gemm import FAMILY, caches
+from superopt.search.families.cpu_gemm import caches
 from superopt.search.machine import load
 
-_NUMPY_CHILD = r"""
+_NUMPY_SERVER = r"""
 import sys, time, json, numpy as np
-n, rounds = int(sys.argv[1]), int(sys.argv[2])
-rng = np.random.default_rng(0)
-a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-for _ in range(2): a @ b
-iters = max(1, int(0.05 / max(1e-6, (lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()))))
-out = []
-for _ in range(rounds):
+rng, ops = np.random.default_rng(0), {}
+for line in sys.stdin:
+    n = int(line)
+    if n not in ops:
+        a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+        for _ in range(2): a @ b
+        t = time.perf_counter(); a @ b
+        ops[n] = (a, b, max(1, int(0.05 / max(1e-6, time.perf_counter() - t))))
+    a, b, iters = ops[n]
     t = time.perf_counter()
     for _ in range(iters): a @ b
-    out.append((time.perf_counter() - t) / iters)
-print(json.dumps(out))
+    print(json.dumps((time.perf_counter() - t) / iters), flush=True)
 """
 
 UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")   # a caller's presets would hold OpenBLAS to other kernels
+SPIN_S = 0.2   # OpenBLAS's idle threads spin about 2^28 cycles after a call before they sleep
 
 
-def numpy_child(n: int, rounds: int, workers: int) -> list[float]:
-    """Seconds per a @ b, ``rounds`` batches, in a fresh process (OpenBLAS default threads
-    for all cores, OPENBLAS_NUM_THREADS=1 for one)."""
-    env = {k: v for k, v in os.environ.items() if k not in UNSET}   # OpenBLAS's own defaults, never presets
-    if workers == 1: env["OPENBLAS_NUM_THREADS"] = "1"
-    r = subprocess.run([sys.executable, "-c", _NUMPY_CHILD, str(n), str(rounds)], env=env, capture_output=True,
-                       text=True, check=True)
-    return json.loads(r.stdout)
+class Numpy:
+    """numpy's a @ b timed in a child process on request: one round of >= 50 ms a call
+    (OpenBLAS default threads for all cores, OPENBLAS_NUM_THREADS=1 for one)."""
+
+    def __init__(self, workers: int):
+        env = {k: v for k, v in os.environ.items() if k not in UNSET}   # OpenBLAS's own defaults, never presets
+        if workers == 1: env["OPENBLAS_NUM_THREADS"] = "1"
+        self.proc = subprocess.Popen([sys.executable, "-c", _NUMPY_SERVER], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def round(self, n: int) -> float:
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line: raise RuntimeError(f"the numpy child exited ({self.proc.wait()})")
+        time.sleep(SPIN_S)   # its threads idle before ours run
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
 
 
-def one(be: CPUBackend, machine, n: int, workers: int, rounds: int, top: int) -> dict:
+def one(machine, n: int, workers: int, rounds: int, budget_s: float, numpy_: Numpy) -> dict:
     m = dataclasses.replace(machine, cores=workers, flops_fp32=machine.flops_fp32 * workers / machine.cores)
+    load0 = os.getloadavg()[0]
     k = (Tensor.empty(n, n, name="a") @ Tensor.empty(n, n, name="b")).schedule()[0].kernel
-    t0 = time.perf_counter()
-    solved = FAMILY.solve(k, m, timeout_s=10, top=top)
-    cands = [c for c in solved.candidates if dict(c.schedule.params)["workers"] == workers]
-    rng = np.random.default_rng(0)
-    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-    ins, out = [a.reshape(-1), b.reshape(-1)], np.full(n * n, np.nan, np.float32)
-    measured = []
-    for c in cands:
-        comp = be.compile(lower(k, c.schedule, m))
-        if isinstance(comp, Failure): raise RuntimeError(f"{c.schedule}: {comp}")
-        t = be.time(comp, ins, out, runs=3, min_s=0.05)
-        measured.append((t.median_s, c, comp))
-    tune_s = time.perf_counter() - t0
-    best_s, best, comp = min(measured, key=lambda x: x[0])
-    # numpy runs in a child process after ours: OpenBLAS threads spin after a call, and a
-    # spinning thread in this process would take the cores the backend's workers need
-    ours = [be.time(comp, ins, out, runs=1, min_s=0.05).median_s for _ in range(rounds)]
-    theirs = numpy_child(n, rounds, workers)
-    got = be.run(comp, ins, np.full(n * n, np.nan, np.float32)).reshape(n, n)
-    want = a.astype(np.float64) @ b.astype(np.float64)
-    err = float(np.abs(got - want).max() / np.abs(want).max())
-    if not err < 1e-5: raise RuntimeError(f"n={n}: wrong result (max rel err {err:.2e})")
+    be = CPUBackend(m, timeout_s=120)
+    try:
+        r = tune(k, backend=be, budget_s=budget_s)
+        if not r.verified: raise RuntimeError(f"n={n}: tune kept an unverified schedule ({r.reason})")
+        comp = be.compile(lower(k, r.schedule, m))
+        if isinstance(comp, Failure): raise RuntimeError(f"{r.schedule}: {comp}")
+        rng = np.random.default_rng(0)
+        a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+        ins, out = [a.reshape(-1), b.reshape(-1)], np.full(n * n, np.nan, np.float32)
+        got = be.run(comp, ins, out).reshape(n, n)
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        if not err < 1e-5: raise RuntimeError(f"n={n}: wrong result (max rel err {err:.2e})")
+        ours, theirs = [], []
+        for _ in range(rounds):   # interleaved: a burst of load lands on both
+            t = be.time(comp, ins, out, runs=1, min_s=0.05)
+            if isinstance(t, Failure): raise RuntimeError(f"n={n}: {t}")
+            ours.append(t.median_s)
+            theirs.append(numpy_.round(n))
+    finally:
+        be.close()
     o, t = statistics.median(ours), statistics.median(theirs)
+    fam = next((f for f in r.families if f.get("family") == r.family), {})
     return {"n": n, "workers": workers, "superopt_us": round(o * 1e6, 1), "numpy_us": round(t * 1e6, 1),
             "ratio_vs_numpy": round(t / o, 3), "gflops": round(2 * n ** 3 / o / 1e9, 1), "max_rel_err": err,
-            "params": dict(best.schedule.params), "modeled_us": round(best.modeled_s * 1e6, 1),
-            "model_rank_of_best": [c for _, c, _ in measured].index(best),
-            "candidates_us": [round(s * 1e6, 1) for s, _, _ in measured], "solve_s": round(solved.solve_s, 3),
-            "proved_optimal": solved.proved_optimal, "tune_s": round(tune_s, 2),
+            "family": r.family, "method": r.method, "params": dict(r.schedule.params),
+            "modeled_us": round(r.modeled_s * 1e6, 1) if r.modeled_s else None,
+            "proved_optimal": fam.get("proved_optimal"), "tune_s": round(r.tuning_s, 2),
+            "tried": [{"family": x.family, "method": x.method, "us": round(x.time_s * 1e6, 1) if x.time_s else None,
+                       "params": dict(x.schedule.params) if x.schedule.params else None} for x in r.tried],
+            "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
             "superopt_samples_us": [round(x * 1e6, 1) for x in ours], "numpy_samples_us": [round(x * 1e6, 1) for x in theirs]}
+
+
+def markdown(doc: dict) -> str:
+    """The results as a table (what bench/README.md quotes)."""
+    rows = ["| fp32 GEMM | workers | superopt µs | numpy µs | × numpy | GFLOP/s | pick (MR×NR, blocks) | tune s | load |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        p = r["params"]
+        pick = f"{p['MR']}×{p['NR']} MC{p['MC']} KC{p['KC']} NC{p['NC']}" if r["family"] == "cpu_gemm" else r["family"]
+        rows.append(f"| {r['n']}³ | {r['workers']} | {r['superopt_us']:.0f} | {r['numpy_us']:.0f} | {r['ratio_vs_numpy']:.2f}× | "
+                    f"{r['gflops']:.0f} | {pick} | {r['tune_s']:.1f} | {r['load_1min'][0]:.1f}–{r['load_1min'][1]:.1f} |")
+    return (f"`{doc['command']}` ({doc['date']}, {doc['cores']} cores; {doc['note']}). × numpy = numpy's time / ours.\n\n"
+            + "\n".join(rows) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="512,1000,1024,2048")
     ap.add_argument("--threads", default="2,1", help="worker counts (the first: all cores)")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--top", type=int, default=4)
-    ap.add_argument("--out", default="")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--budget", type=float, default=10.0, help="superopt tune's budget a kernel, seconds")
+    ap.add_argument("--out", default="", help="JSON file (a .md beside it gets the table)")
     args = ap.parse_args()
     machine = load("cpu")
-    be = CPUBackend(machine, timeout_s=120)
     rows = []
-    try:
-        for w in (int(x) for x in args.threads.split(",")):
+    for w in (min(int(x), machine.cores) for x in args.threads.split(",")):
+        numpy_ = Numpy(w)
+        try:
             for n in (int(x) for x in args.sizes.split(",")):
-                r = one(be, machine, n, min(w, machine.cores), args.rounds, args.top)
+                r = one(machine, n, w, args.rounds, args.budget, numpy_)
                 print(f"{n:5d}^3 workers {r['workers']}: superopt {r['superopt_us']:9.1f} us  numpy {r['numpy_us']:9.1f} us  "
-                      f"x{r['ratio_vs_numpy']:.2f}  ({r['gflops']} GFLOP/s, {r['params']}, tune {r['tune_s']} s)", flush=True)
+                      f"x{r['ratio_vs_numpy']:.2f}  ({r['gflops']} GFLOP/s, {r['family']} {r['params']}, tune {r['tune_s']} s, "
+                      f"load {r['load_1min']})", flush=True)
                 rows.append(r)
-    finally:
-        be.close()
+        finally:
+            numpy_.close()
     doc = {"command": "python bench/cpu_gemm.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "cpu": platform.processor() or platform.machine(), "cores": machine.cores, "simd_bytes": machine.simd_bytes,
            "caches": caches(), "numpy": np.__version__,
-           "note": "numpy in a child process after ours (OpenBLAS defaults; single-thread: OPENBLAS_NUM_THREADS=1); medians of rounds of >= 50 ms",
+           "note": "tuned by the engine as `superopt tune` (budget per kernel as given); ours and numpy alternate round by round "
+                   "(numpy in a child process, OpenBLAS defaults; single-thread: OPENBLAS_NUM_THREADS=1); medians of rounds of "
+                   ">= 50 ms; shared host, the 1-minute load average before-after each row",
            "results": rows}
     if args.out:
         with open(args.out, "w") as f: json.dump(doc, f, indent=1)
+        with open(os.path.splitext(args.out)[0] + ".md", "w") as f: f.write(markdown(doc))
 
 
 if __name__ == "__main__":
