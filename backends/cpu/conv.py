@@ -16,11 +16,18 @@ per run; a run touching the border goes element by element. Both packings are in
 timed call (the filter is an input of the kernel, not a constant), the filter once per
 (NC, KC) block, the input once per (MC, KC) block and NC block. Output pixels are one
 linear run per image (C's row stride ``o_m``), c_out strided by ``o_k``.
+
+A 1x1 fp32 convolution of stride 1 without padding is rendered by the GEMM template instead
+(``render``; search/families/cpu_conv.as_gemm maps its geometry): with NCHW its pixels are
+C's contiguous axis, which the GEMM stores as vector rows (this template, pixels as M, would
+write every tile through the local tile, column by column).
 """
 from __future__ import annotations
 
 from ...ir.program import Native, Program
+from ...search.families.cpu_conv import as_gemm
 
+from . import gemm
 from .affinity import PIN
 from .microkernel import MICRO, MICRO_INT8
 
@@ -327,6 +334,10 @@ def source(values: dict[str, int]) -> str:
 
 
 def render(p: Program) -> str:
+    """The convolution's C; a 1x1 convolution that is a plain GEMM (``as_gemm``) through the
+    GEMM template, which its family prices."""
     (st,) = p.body
     assert isinstance(st, Native) and st.family == "cpu_conv"
-    return source(dict(st.params + st.geometry))
+    g, params = dict(st.geometry), dict(st.params)
+    if (mm := as_gemm(g)) is not None: return gemm.source({**mm, **params})
+    return source({**g, **params})
