@@ -72,3 +72,19 @@ def test_non_gemm_refused_at_lowering():
     kern = (Tensor.empty(16, 16, name="a") + Tensor.empty(16, 16, name="b")).schedule()[0].kernel
     with pytest.raises(LoweringError, match="not a sum"):
         lower(kern, dataclasses.replace(schedule(kern, MR=4, NR=LANES, V=LANES, MC=8, KC=8, NC=LANES, PF=0, workers=1)), CPU)
+
+
+@pytest.mark.parametrize("tb", [False, True])
+def test_many_blocks_double_buffered_b(be, tb):
+    """Batch x NC x KC blocks well past the two B buffers (3 x 4 x 12 of them), B packed by
+    rows (row-major) or by panels (transposed), both workers taking items as they come free."""
+    batch, m, n, k = 3, 70, 4 * 2 * LANES - 5, 90
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((batch, m, k), dtype=np.float32)
+    b = rng.standard_normal((batch, n, k) if tb else (batch, k, n), dtype=np.float32)
+    tb_ = Tensor.empty(*b.shape, name="b")
+    kern = (Tensor.empty(*a.shape, name="a") @ (tb_.transpose(-1, -2) if tb else tb_)).schedule()[-1].kernel
+    for _ in range(3):  # each call re-runs every phase's hand-over between the workers
+        got = _run(be, kern, [a, b], MR=6, NR=2 * LANES, V=LANES, MC=12, KC=8, NC=2 * LANES, PF=0, workers=min(2, CPU.cores))
+        want = a.astype(np.float64) @ (b.swapaxes(-1, -2) if tb else b).astype(np.float64)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
