@@ -9,8 +9,10 @@ kernel, no mask buffer). Timing: CUDA events, L2 flushed before each launch, the
 torch's SDPA in fp32 on the same inputs (max |error| / max |reference|). TFLOP/s count
 4 B H S^2 D flops (half of it causal), FlashAttention's convention; FlashAttention-3's 606-740 TF
 on the H100 are *published* figures (the paper: 606 average bf16 D = 128, 740 fp16), printed
-beside ours for scale, not measured here. Our causal kernel computes every key tile (masked
-ones included): it does the full 4 B H S^2 D of work.
+beside ours for scale, not measured here. Our causal kernel skips the key tiles above the
+diagonal (neither loaded nor computed; only the diagonal tiles evaluate the mask: the logit's
+key band, ir/attention.py), so it does about half the 4 B H S^2 D of work, and its TFLOP/s
+count the half, as FlashAttention's do.
 
     python bench/gpu_attention.py --out DIR [--reps 20] [--only bert,s2048] [--budget 280]
 

@@ -44,7 +44,7 @@ from . import dtype as dt
 from .graph import shape
 from .kernel import Buffer, Kernel
 from .kernelize import Step, _build, _build_epilogue, _narrowed, _NoFuse, _through, inner_reductions
-from .node import Node, Ops, axis_stride, const, substitute, toposort, var
+from .node import TRUE, Node, Ops, _linear, all_of, alu, axis_stride, const, lt, substitute, toposort, var
 
 LOG2E = 1 / math.log(2)
 
@@ -75,8 +75,114 @@ class Geometry:
         idx, rows, width = {"q": (self.q, self.sq, self.d), "k": (self.k, self.sk, self.d), "v": (self.v, self.sk, self.dv)}[which]
         return _rows_ok(idx, self.batch + (rows,), width)
 
+    @property
+    def band(self) -> "KeyBand": return key_band(self.logit, len(self.batch))
+
 
 SCORE = Node(Ops.REG, dt.float32, (const(0, dt.int32),), "attention_score")   # stands for S[i, j] in ``logit``
+
+
+# ---- the keys a query row can see: the logit's affine -inf mask ------------------------------
+Bound = tuple[int, int]   # (u, h): the line u*i + h over query rows i
+
+
+@dataclass(frozen=True)
+class KeyBand:
+    """The part of the logit's ``-inf`` mask that is affine in the query row i and key j (a
+    causal ``j <= i``, a sliding window ``j > i - w``, a fixed length ``j < n``): a key is
+    visible only where ``j >= u*i + h`` for every (u, h) in ``lower`` and ``j < u*i + h`` for
+    every one in ``upper``. ``inside`` is the logit where all of them hold (those conjuncts
+    dropped, the rest of the mask kept): what a tile entirely inside the band computes. Key
+    tiles entirely outside the band for every row of a query block are neither loaded nor
+    computed; only the tiles the band's edges cross evaluate the mask."""
+    lower: tuple[Bound, ...]
+    upper: tuple[Bound, ...]
+    inside: Node
+
+    @property
+    def trivial(self) -> bool: return not self.lower and not self.upper
+
+    def tiles(self, i0, bm: int, bn: int, ktiles: int):
+        """(lo, full_lo, full_hi, hi) for the query block of rows [i0, i0 + bm): key tiles
+        outside [lo, hi) hold no visible key of any of its rows, tiles in [full_lo, full_hi)
+        only visible ones (lo <= full_lo <= full_hi <= hi). ``i0`` an int or an index Node
+        (the same formula gives the lowering's loop bounds and the cost model's counts)."""
+        i1, top = i0 + (bm - 1), ktiles * bn
+        ends = lambda u, h: (u * i0 + h, u * i1 + h) if u >= 0 else (u * i1 + h, u * i0 + h)  # noqa: E731 (min, max) over rows
+        lo_j = _fold(_max, [ends(u, h)[0] for u, h in self.lower], 0)         # below it: no row sees a key
+        full_lo_j = _fold(_max, [ends(u, h)[1] for u, h in self.lower], 0)    # from it: every row sees every key
+        hi_j = _fold(_min, [ends(u, h)[1] for u, h in self.upper], top)
+        full_hi_j = _fold(_min, [ends(u, h)[0] for u, h in self.upper], top)
+        clamp = lambda x: _min(_max(x, 0), top)  # noqa: E731 (non-negative before dividing: floor = truncation)
+        lo, hi = clamp(lo_j) // bn, (clamp(hi_j) + (bn - 1)) // bn
+        hi = _max(hi, lo)
+        full_lo = _min(_max((clamp(full_lo_j) + (bn - 1)) // bn, lo), hi)
+        full_hi = _min(_max(clamp(full_hi_j) // bn, full_lo), hi)
+        return lo, full_lo, full_hi, hi
+
+
+def _max(a, b):
+    if isinstance(a, Node) or isinstance(b, Node):
+        a, b = (x if isinstance(x, Node) else const(x, dt.int32) for x in (a, b))
+        return alu(Ops.MAX, a, b)
+    return max(a, b)
+
+
+def _min(a, b):
+    if isinstance(a, Node) or isinstance(b, Node):
+        a, b = (x if isinstance(x, Node) else const(x, dt.int32) for x in (a, b))
+        return alu(Ops.WHERE, lt(a, b), a, b)
+    return min(a, b)
+
+
+def _fold(f, xs: list, empty):
+    return functools.reduce(f, xs) if xs else empty
+
+
+def _conjuncts(c: Node) -> list[Node]:
+    if c.op is Ops.AND and c.dtype is dt.bool_: return _conjuncts(c.src[0]) + _conjuncts(c.src[1])
+    return [c]
+
+
+def _affine(c: Node, nb: int) -> tuple[str, Bound] | None:
+    """("lower" | "upper", (u, h)) where condition ``c`` is ``j >= u*i + h`` / ``j < u*i + h``
+    over the query row i = VAR nb and key j = VAR nb+1 alone; else None."""
+    neg = c.op is Ops.CMPNE and c.src[1] is TRUE
+    if neg: c = c.src[0]
+    if c.op is not Ops.CMPLT or not c.src[0].dtype.is_int: return None
+    terms, k = _linear(c.src[0] - c.src[1])          # c: f < 0 with f = cj*j + ci*i + k
+    ci = cj = 0
+    for t, coef in terms.items():
+        if t.op is not Ops.VAR or t.arg[0] not in (nb, nb + 1): return None
+        if t.arg[0] == nb: ci = coef
+        else: cj = coef
+    if neg: ci, cj, k = -ci, -cj, -k - 1           # not (f < 0)  <=>  -f - 1 < 0 (integers)
+    if cj == 1: return "upper", (-ci, -k)          # j < -ci*i - k
+    if cj == -1: return "lower", (ci, k + 1)       # j > ci*i + k
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def key_band(logit: Node, nb: int) -> KeyBand:
+    """The logit's affine key band (``KeyBand``): read from a top-level ``where(cond, x, -inf)``
+    whose condition is a conjunction (or from ``where(cond, -inf, x)`` with one comparison)."""
+    none = KeyBand((), (), logit)
+    if logit.op is not Ops.WHERE: return none
+    c, a, b = logit.src
+    if b.op is Ops.CONST and b.arg == float("-inf"): x, conds = a, _conjuncts(c)
+    elif a.op is Ops.CONST and a.arg == float("-inf"):
+        x, conds = b, [Node(Ops.CMPNE, dt.bool_, (c, TRUE)) if c.op is Ops.CMPLT else c]
+        if c.op is not Ops.CMPLT: return none
+    else: return none
+    got: dict[str, list[Bound]] = {"lower": [], "upper": []}
+    rest = []
+    for cj in conds:
+        f = _affine(cj, nb)
+        if f is None: rest.append(cj)
+        else: got[f[0]].append(f[1])
+    if not got["lower"] and not got["upper"]: return none
+    inside = x if not rest else alu(Ops.WHERE, all_of(rest), x, const(float("-inf"), logit.dtype))
+    return KeyBand(tuple(got["lower"]), tuple(got["upper"]), inside)
 
 
 @dataclass(frozen=True, eq=False)

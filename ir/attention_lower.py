@@ -30,7 +30,7 @@ import math
 from . import dtype as dt
 from .attention import LOG2E, SCORE, AttentionKernel
 from .node import Node, Ops, TRUE, alu, const, lt, special, substitute, var
-from .program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, Loop, Mma, Program, Reg, Shared, SharedCopy,
+from .program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared, SharedCopy,
                       SharedStore, Stmt, Store)
 
 OVERHEAD_REGS = 64          # addresses, loop state, temporaries: search/tc_cost.py's allowance for mma.sync tiles
@@ -60,6 +60,13 @@ def registers(g, p: dict[str, int]) -> int:
     return mt * (g.d // 4 + bn // 2 + bn // 4 + g.dv // 2 + 12) + 8 + OVERHEAD_REGS
 
 
+def tile_ranges(g, p: dict[str, int]) -> list[tuple[int, int, int, int]]:
+    """Per query tile (in row order), ``KeyBand.tiles``: the key tiles its block visits
+    [lo, hi) and the unmasked ones [full_lo, full_hi) among them."""
+    bm, bn = p["block_m"], p["block_n"]
+    return [g.band.tiles(t * bm, bm, bn, g.sk // bn) for t in range(g.sq // bm)]
+
+
 def check(kernel, p: dict[str, int], machine) -> list[str]:
     """Every reason ``p`` cannot run ``kernel`` on ``machine`` (analytic counts)."""
     g, errs = kernel.geometry, []
@@ -82,6 +89,7 @@ def check(kernel, p: dict[str, int], machine) -> list[str]:
     return errs
 
 
+def _node(x: Node | int) -> Node: return x if isinstance(x, Node) else const(x, dt.int32)
 def _reg(name: str, i: int, d: dt.DType = dt.float32) -> Node: return Node(Ops.REG, d, (const(i, dt.int32),), name)
 def _f(x: float) -> Node: return const(x, dt.float32)
 
@@ -95,6 +103,7 @@ class _Lower:
     def __init__(self, k: AttentionKernel, p: dict[str, int]):
         self.k, self.g = k, k.geometry
         g = self.g
+        self.p = p
         self.bm, self.bn, self.w, self.st = p["block_m"], p["block_n"], p["warps"], p["stages"]
         self.mt = self.bm // self.w // 16
         self.threads = WARP * self.w
@@ -104,12 +113,16 @@ class _Lower:
         self.block, self.thread = special("block", self.blocks), special("thread", self.threads)
         self.warp, lane = self.thread // WARP, self.thread % WARP
         self.g8, self.t4, self.jm, self.r8 = lane // 4, lane % 4, lane // 8, lane % 8
-        self.i0 = (self.block % self.qtiles) * self.bm
+        self.band = g.band
+        # heaviest query tiles first (a causal band): the last wave's blocks are the short ones
+        counts = [r[3] - r[0] for r in tile_ranges(g, p)]
+        qt = self.block % self.qtiles
+        self.qt = qt * -1 + (self.qtiles - 1) if counts[-1] > counts[0] else qt
+        self.i0 = self.qt * self.bm
         bh, self.bvars = self.block // self.qtiles, {}
         for a in reversed(range(len(g.batch))):   # the batch coordinates, row-major
             self.bvars[var(a, g.batch[a])] = bh % g.batch[a]
             bh = bh // g.batch[a]
-        self.kt = special("kt", self.ktiles)
         self.instr = f"mma.m16n8k16.{'bf16' if self.dtype is dt.bfloat16 else 'f16'}.f32"
 
     # ---- indices -------------------------------------------------------------------
@@ -155,8 +168,11 @@ class _Lower:
         return out
 
     # ---- one key tile ----------------------------------------------------------------
-    def tile(self, stage: Node) -> list[Stmt]:
+    def tile(self, stage: Node, kt: Node, masked: bool) -> list[Stmt]:
+        """Key tile ``kt`` from shared stage ``stage``; ``masked``: the band's edge crosses it
+        (the whole logit), else every key is visible to every row (the band's inside)."""
         g, bn, mt = self.g, self.bn, self.mt
+        logit = g.logit if masked else self.band.inside
         ns, out = bn // 8, []
         sidx = lambda mi, nt, c: (mi * ns + nt) * 4 + c  # noqa: E731
         out += [Assign(S_, const(i, dt.int32), _f(0.0)) for i in range(mt * ns * 4)]
@@ -169,13 +185,13 @@ class _Lower:
                     out.append(Mma(self.instr, S_, sidx(mi, 2 * np_, 0), QA, a_off, KB, 0))
                     out.append(Mma(self.instr, S_, sidx(mi, 2 * np_ + 1, 0), QA, a_off, KB, 4))
         # the graph's logit, element by element (global row i, key j)
-        j0 = self.kt * bn
+        j0 = kt * bn
         for mi in range(mt):
             for nt in range(ns):
                 for c in range(4):
                     i = self.i0 + self.row_local(mi, c // 2)
                     j = j0 + (nt * 8 + c % 2) + self.t4 * 2
-                    x = self.at(substitute(g.logit, {SCORE: _reg(S_, sidx(mi, nt, c))}), i, j, g.sq, g.sk)
+                    x = self.at(substitute(logit, {SCORE: _reg(S_, sidx(mi, nt, c))}), i, j, g.sq, g.sk)
                     out.append(Assign(S_, const(sidx(mi, nt, c), dt.int32), x))
         # row max: partial per thread -> red -> the row's 4 partials
         for mi in range(mt):
@@ -258,19 +274,35 @@ class _Lower:
         init += [Assign(L_, const(r, dt.int32), _f(0.0)) for r in range(mt * 2)]
         init += [Assign(O_, const(i, dt.int32), _f(0.0)) for i in range(mt * (g.dv // 8) * 4)]
         qcopy = self.copies(SQ, bm, g.d, g.q, self.i0, g.sq, g.slots[0], zero, TRUE, S > 1)
+        lo, full_lo, full_hi, hi = (_node(x) for x in self.band.tiles(self.i0, bm, bn, self.ktiles))
+        n = hi - lo                      # key tiles this block visits, in order: position p is tile lo + p
         if S == 1:
-            body = qcopy + [Barrier()] + self.q_frags() + init + \
-                [Loop(self.kt, tuple(self.kv_copies(self.kt, zero) + [Barrier()] + self.tile(zero) + [Barrier()]))]
+            body = qcopy + [Barrier()] + self.q_frags() + init
+            def step(p: Node, masked: bool) -> tuple[list[Stmt], list[Stmt], list[Stmt]]:
+                return [], self.kv_copies(lo + p, zero) + [Barrier()] + self.tile(zero, lo + p, masked) + [Barrier()], []
         else:
-            pro = qcopy + [CopyCommit()]
-            for t in range(S - 1):
-                if t < self.ktiles: pro += self.kv_copies(const(t, dt.int32), const(t, dt.int32))
-                pro.append(CopyCommit())
-            pro += [CopyWait(S - 1), Barrier()] + self.q_frags()
-            nxt = self.kt + (S - 1)
-            loop = [CopyWait(S - 2), Barrier()] + self.tile(self.kt % S) + \
-                self.kv_copies(nxt, nxt % S, lt(nxt, self.ktiles)) + [CopyCommit()]
-            body = pro + init + [Loop(self.kt, tuple(loop))]
+            body = qcopy + [CopyCommit()]
+            for t in range(S - 1):       # positions 0 .. S-2 ahead (a copy past the block's last tile reads nothing)
+                if t < self.ktiles: body += self.kv_copies(lo + t, const(t, dt.int32), lt(const(t, dt.int32), n))
+                body.append(CopyCommit())
+            body += [CopyWait(S - 1), Barrier()] + self.q_frags() + init
+            # wait and commit stay outside a skipped tile's condition, so every block commits the
+            # same groups (a skipped iteration commits an empty one: later waits only wait longer)
+            def step(p: Node, masked: bool) -> tuple[list[Stmt], list[Stmt], list[Stmt]]:
+                nxt = p + (S - 1)
+                work = [Barrier()] + self.tile(p % S, lo + p, masked) + self.kv_copies(lo + nxt, nxt % S, lt(nxt, n))
+                return [CopyWait(S - 2)], work, [CopyCommit()]
+        # three segments: the band's lower edge (masked), its inside (unmasked), its upper edge (masked)
+        bounds = (_node(0), full_lo - lo, full_hi - lo, n)
+        ranges = tile_ranges(g, self.p)
+        for seg in range(3):
+            size = max(r[seg + 1] - r[seg] for r in ranges)   # the longest over the blocks
+            if size == 0: continue
+            v = special(f"kt{seg}", size)
+            pre, work, post = step(bounds[seg] + v, seg != 1)
+            if any(r[seg + 1] - r[seg] != size for r in ranges):   # block-dependent: skip past its own count
+                work = [If(lt(v, bounds[seg + 1] - bounds[seg]), tuple(work))]
+            body.append(Loop(v, tuple(pre + work + post)))
         body += self.epilogue()
         return Program(f"{self.k.name}_attention", self.k.inputs, self.k.output, self.blocks, self.threads, 1, 1,
                        tuple(decl + body), self.k, None)

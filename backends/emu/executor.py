@@ -2,11 +2,13 @@
 system would see.
 
 All threads of the executed blocks run each statement together, vectorized as arrays of
-shape ``(blocks, threads, lanes)``; ``If`` masks threads off. Warps are ``WARP`` (NVIDIA's 32)
-consecutive threads of a block; every evaluation of a load or shared access is one instruction per
-warp (one per lane too when the lanes are not one contiguous vector). Values follow the
-reference interpreter (floats in float64, rounded where the program casts or writes a
-register, shared buffer or output), so results match ``ir.interpret.run_kernel`` up to
+shape ``(blocks, threads, lanes)``; ``If`` masks threads off (one whose condition every thread
+of a block takes alike, such as a block's own trip count, may hold barriers and warp-wide
+statements: blocks are independent). Warps are ``WARP`` (NVIDIA's 32) consecutive threads of a
+block; every evaluation of a load or shared access is one instruction per warp (one per lane
+too when the lanes are not one contiguous vector). Values follow the reference interpreter
+(floats in float64, rounded where the program casts or writes a register, shared buffer or
+output), so results match ``ir.interpret.run_kernel`` up to
 summation order. Because threads run in lockstep a missing barrier would go unnoticed, so
 shared memory remembers which thread wrote each element since the last barrier and
 counts every cross-thread read/write in between as a race.
@@ -106,6 +108,12 @@ class _Run:
         x = x.reshape(B, self.warps, WARP, L)
         if per_lane: return x.transpose(0, 1, 3, 2).reshape(-1, WARP)
         return x.reshape(B * self.warps, WARP * L)
+
+    def whole_blocks(self, mask: np.ndarray) -> bool:
+        """Every block runs with all its threads or none (blocks are independent: a block
+        past its own trip count skips what the others run)."""
+        m = self.full(mask)[..., 0]
+        return bool(np.all(m.all(axis=1) | ~m.any(axis=1)))
 
     def active_warps(self, mask: np.ndarray) -> int:
         return int(self.warp_rows(self.full(mask), False).any(axis=1).sum())
@@ -262,12 +270,15 @@ class _Run:
                 yield from self.block(s.body, mask)
             self.env.pop(s.var, None)
         elif isinstance(s, If):
-            if any(isinstance(x, Barrier) and not x.threads for x in walk(s.body)): raise EmuError("barrier inside a conditional")
             cond = self.eval(s.cond, mask).astype(bool)
             if cond.ndim == 3 and cond.shape[2] > 1 and not (cond == cond[..., :1]).all():
                 raise EmuError(f"If condition depends on the lane: {s.cond}")
             self.c.count("branch", self.active_warps(mask))
             sub = mask & (cond[..., :1] if cond.ndim == 3 else cond)
+            # a block-uniform condition (a block's own trip count) may hold barriers and warp-wide
+            # statements: every thread of a block takes it or none does
+            if not self.whole_blocks(sub) and any(isinstance(x, Barrier) and not x.threads for x in walk(s.body)):
+                raise EmuError("barrier inside a conditional that splits a block")
             if np.any(sub): yield from self.block(s.body, sub)
         elif isinstance(s, Roles):
             self.roles(s, mask)
@@ -322,7 +333,7 @@ class _Run:
         # blocks run side by side: one whose threads all skip it (a persistent block past its last tile) is not at it
         if s.threads and np.any((reached != s.threads) & (reached != 0)):
             raise EmuError(f"named barrier of {s.threads} threads reached by {sorted(set(reached.tolist()))} of a block")
-        if not s.threads and not np.all(mask): raise EmuError("barrier reached by only some threads of a block")
+        if not s.threads and not self.whole_blocks(mask): raise EmuError("barrier reached by only some threads of a block")
         for w in self.writer.values(): w.fill(-1)
         self.c.count("bar", self.active_warps(mask))
 
@@ -468,7 +479,7 @@ class _Run:
         return np.broadcast_to(x, (B, T, 1)).reshape(B, T // WARP, WARP)
 
     def frag_load(self, s: FragLoad, mask: np.ndarray) -> None:
-        if not np.all(mask): raise EmuError("ldmatrix executed by only part of a block")
+        if not self.whole_blocks(mask): raise EmuError("ldmatrix executed by only part of a block")
         buf = self.shared[s.shared]
         ok = self.full(mask)
         row = self._index(self.eval(s.row, mask), ok, buf.shape[1] - 7, f"ldmatrix from {s.shared}")
@@ -488,14 +499,15 @@ class _Run:
                 out[s.offset - s.offset + 2 * j + e] = np.take_along_axis(buf, idx.reshape(B, -1), axis=1).reshape(B, W, WARP)
         rd = np.stack(idx_all, -1).reshape(B, -1)
         wr = np.take_along_axis(self.writer[s.shared], rd, axis=1).reshape(B, self.shape[1], -1)
-        self.c.races += int(np.count_nonzero((wr >= 0) & (wr != self.tid[..., :1])))
+        self.c.races += int(np.count_nonzero((wr >= 0) & (wr != self.tid[..., :1]) & ok))
         r = self.regs[s.name]
         if s.offset + 8 > r.shape[0]: raise EmuError(f"fragment {s.name}[{s.offset}:+8] out of bounds")
-        r[s.offset:s.offset + 8] = cast_values(out.reshape(8, B, -1, 1), self.reg_dt[s.name])
-        self.c.count("ldmatrix", B * W)
+        new = cast_values(out.reshape(8, B, -1, 1), self.reg_dt[s.name])
+        r[s.offset:s.offset + 8] = np.where(ok, new, r[s.offset:s.offset + 8])
+        self.c.count("ldmatrix", self.active_warps(mask))
 
     def mma(self, s: Mma, mask: np.ndarray) -> None:
-        if not np.all(mask): raise EmuError("mma executed by only part of a block")
+        if not self.whole_blocks(mask): raise EmuError("mma executed by only part of a block")
         a = np.stack([self.warp_view(self.regs[s.a][s.a_off + i]) for i in range(8)], -1)   # (B, W, WARP, 8)
         b = np.stack([self.warp_view(self.regs[s.b][s.b_off + i]) for i in range(4)], -1)
         c = np.stack([self.warp_view(self.regs[s.d][s.d_off + i]) for i in range(4)], -1)
@@ -510,9 +522,10 @@ class _Run:
         D = A @ Bm + C
         d = D[:, :, g + 8 * (ic // 2), 2 * t + ic % 2]                        # (B, W, WARP, 4)
         r = self.regs[s.d]
+        ok = self.full(mask)
         for i in range(4):
-            r[s.d_off + i] = cast_values(d[..., i].reshape(B, -1, 1), self.reg_dt[s.d])
-        self.c.count("mma", B * W)
+            r[s.d_off + i] = np.where(ok, cast_values(d[..., i].reshape(B, -1, 1), self.reg_dt[s.d]), r[s.d_off + i])
+        self.c.count("mma", self.active_warps(mask))
 
 
 def run_program(p: Program, inputs: list[np.ndarray], max_blocks: int = 64, blocks: np.ndarray | None = None) -> EmuResult:

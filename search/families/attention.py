@@ -10,12 +10,15 @@ optimum must agree (the space is small enough to cover: the optimum is proved un
 
 Cost (``attention_time``, one formula in the generic arithmetic of search/cost.py: floats,
 numpy arrays over the whole space, Z3 terms): per SM, its blocks (waves over the SMs, at most
-``resident`` at once by registers, shared memory and threads) each run ``sk / block_n`` key
-tiles of
+``resident`` at once by registers, shared memory and threads) each run the key tiles the
+logit's band lets it see (``KeyBand`` of ir/attention.py: all ``sk / block_n`` without one;
+about half under a causal mask, those above the diagonal neither loaded nor computed: the
+mean over the query tiles, and at least the heaviest block's count on one SM), each tile
   - tensor work: 2 block_m x block_n x (d + dv) flops at the mma.sync rate (tc_cost's sm_90
     share of the tensor peak), of which the SM's resident warps use tc_share;
   - softmax work: per score element the logit, two exponentials (``OP_WEIGHT``), max, sum and
-    the rescale of the accumulator rows, at the fp32 lane rate;
+    the rescale of the accumulator rows, at the fp32 lane rate; the band's comparisons only on
+    the tiles its edges cross;
   - the exposed copy latency of a tile (tc_cost.LATENCY_S) not covered by the stages ahead
     and the other resident blocks, and three block-wide barriers;
 against DRAM (compulsory bytes), L2 (K and V re-read by every query block) and shared memory
@@ -58,12 +61,23 @@ def facts(kernel, p: dict[str, int], machine) -> dict[str, float]:
     smem = al.shared_bytes(g, p)
     resident = min(machine.regs_per_sm // (threads * regs), machine.smem_per_sm // max(1, smem),
                    machine.max_threads_per_sm // threads, machine.max_blocks_per_sm)
-    logit_ops = sum(1 for n in g.logit.toposort() if n.op not in (Ops.CONST, Ops.REG, Ops.LOAD) and n.dtype.is_float)
+    ranges = al.tile_ranges(g, p)
+    visits = [hi - lo for lo, _, _, hi in ranges]
+    masked = [(full_lo - lo) + (hi - full_hi) for lo, full_lo, full_hi, hi in ranges]
+    inside = _elementwise_ops(g.band.inside)
     return {"bm": float(p["block_m"]), "bn": float(p["block_n"]), "warps": float(p["warps"]),
             "stages": float(p["stages"]), "blocks": float(g.heads * (g.sq // p["block_m"])),
-            "tiles": float(g.sk // p["block_n"]), "d": float(g.d), "dv": float(g.dv),
-            "resident": float(max(1, resident)), "elem_ops": float(logit_ops + 2 * OP_WEIGHT[Ops.EXP2] + 4),
+            "visits": float(np.mean(visits)), "max_visits": float(max(visits)), "masked": float(np.mean(masked)),
+            "d": float(g.d), "dv": float(g.dv),
+            "resident": float(max(1, resident)), "elem_ops": float(inside + 2 * OP_WEIGHT[Ops.EXP2] + 4),
+            "mask_ops": float(_elementwise_ops(g.logit) - inside),
             "min_bytes": float(kernel.min_bytes), "itemsize": float(kernel.inputs[g.slots[0]].dtype.itemsize)}
+
+
+def _elementwise_ops(logit) -> int:
+    """Float and comparison operations of a logit expression, per score element."""
+    return sum(1 for n in logit.toposort() if n.op not in (Ops.CONST, Ops.REG, Ops.LOAD, Ops.VAR)
+               and (n.dtype.is_float or n.dtype.kind == "b"))
 
 
 def attention_time(B, f: dict, machine):
@@ -79,10 +93,12 @@ def attention_time(B, f: dict, machine):
     step = mma / tc_share(r * f["warps"], B) + soft
     ahead = f["stages"] - 1.0
     exposed = B.max(0.0, LATENCY_S - (ahead + (r - 1.0) * B.max(1.0, ahead + 1.0)) * step)
-    compute = per_sm * f["tiles"] * (step + 3.0 * BARRIER_S / r)
-    stall = per_sm * f["tiles"] * exposed
+    tiles = B.max(per_sm * f["visits"], f["max_visits"])    # key tiles an SM runs (the heaviest block at least)
+    mask = per_sm * f["masked"] * f["bm"] * f["bn"] * f["mask_ops"] / fp_rate   # the band's edge tiles evaluate the mask
+    compute = tiles * (step + 3.0 * BARRIER_S / r) + mask
+    stall = tiles * exposed
     dram = f["min_bytes"] / machine.dram_bw
-    kv = f["blocks"] * f["tiles"] * f["bn"] * (f["d"] + f["dv"]) * f["itemsize"]
+    kv = f["blocks"] * f["visits"] * f["bn"] * (f["d"] + f["dv"]) * f["itemsize"]
     l2 = kv / (L2_PER_DRAM * machine.dram_bw)
     smem = kv * f["warps"] / (machine.smem_bw or machine.dram_bw)
     return machine.launch_s + B.max(B.max(B.max(compute, dram), l2), smem) + stall

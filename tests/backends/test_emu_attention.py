@@ -92,6 +92,67 @@ def test_arange_causal_mask():
     check(r, (e / e.sum(-1, keepdims=True)) @ arr["v"].astype(np.float64))
 
 
+def banded(heads: int, s: int, d: int, cond):
+    """The fused kernel of an attention masked by ``cond(i, j)`` written with ``arange`` (the
+    key band of ir/attention.py), its inputs, and the float64 numpy reference (a row that sees
+    no key: NaN, as numpy's softmax of a row of -inf)."""
+    arr = {n: RNG.standard_normal((heads, s, d)).astype(np.float16) for n in "qkv"}
+    q, k, v = (Tensor(arr[n], dtype=dt.float16, name=n) for n in "qkv")
+    i, j = Tensor.arange(s).reshape(s, 1).expand(s, s), Tensor.arange(s).reshape(1, s).expand(s, s)
+    x = (q @ k.transpose(-1, -2)) * (1.0 / d ** 0.5)
+    x = cond(i, j).where(x, Tensor.full(x.shape, float("-inf"), dt.float16))
+    kern = kernelize(out := (x.softmax(-1) @ v).node, plan=fused_plan(out, default_plan(out)))[0].kernel
+    vis = np.asarray(cond(np.arange(s)[:, None], np.arange(s)[None, :]), bool) & np.ones((s, s), bool)
+    sc = np.where(vis, arr["q"].astype(np.float64) @ arr["k"].astype(np.float64).transpose(0, 2, 1) / d ** 0.5, -np.inf)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(sc - sc.max(-1, keepdims=True))
+        ref = (e / e.sum(-1, keepdims=True)) @ arr["v"].astype(np.float64)
+    return kern, arr, ref, vis
+
+
+def visited_mma(kern, p: dict, vis: np.ndarray) -> int:
+    """Warp mma instructions when exactly the key tiles holding a visible key (for some row of
+    the query block) are computed: what skipping the rest costs."""
+    g, bm, bn = kern.geometry, p["block_m"], p["block_n"]
+    s = vis.shape[0]
+    tiles = vis.reshape(s // bm, bm, s // bn, bn).any(axis=(1, 3)).sum()
+    per_tile = (bm // 16) * 2 * (bn // 16) * (g.d + g.dv) // 16   # m16 tiles x n8 pairs x k16 steps, both products
+    return int(tiles * per_tile * g.heads)
+
+
+@pytest.mark.parametrize("d, params", [(64, {"block_m": 64, "block_n": 32, "warps": 4, "stages": 2}),
+                                       (64, {"block_m": 32, "block_n": 64, "warps": 2, "stages": 3}),   # a tile wider than the block
+                                       (64, {"block_m": 128, "block_n": 32, "warps": 4, "stages": 3}),  # two m16 tiles a warp
+                                       (128, {"block_m": 64, "block_n": 64, "warps": 4, "stages": 1})])  # synchronous copies
+def test_causal_key_tiles_above_the_diagonal_are_skipped(d, params):
+    """``j <= i``: the key tiles above the diagonal are neither loaded nor computed (the
+    emulator's mma count is exactly the visited tiles', about half), only the diagonal tiles
+    evaluate the mask, and the result is numpy's."""
+    kern, arr, ref, vis = banded(2, 256, d, lambda i, j: j <= i)
+    p, r = run(kern, arr, schedule_of(params))
+    check(r, ref)
+    assert r.counters.instructions["mma"] == visited_mma(kern, params, vis)
+    bm, bn, s = params["block_m"], params["block_n"], 256
+    frac = (max(bm, bn) + s) / (2 * s)   # the visited share of the key tiles: the lower triangle plus the diagonal tiles
+    assert r.counters.instructions["mma"] == visited_mma(kern, params, np.ones_like(vis)) * frac
+    kv_bytes = 2 * (s // bm) * s * 2 * d * 2         # K and V tiles of every block of both heads, all tiles visited
+    q_and_out = 2 * 2 * s * d * 2
+    assert r.counters.global_bytes == q_and_out + kv_bytes * frac   # the skipped tiles are not loaded either
+
+
+@pytest.mark.parametrize("cond", [lambda i, j: j < i,                       # strictly causal: row 0 sees no key (NaN)
+                                  lambda i, j: (j <= i) & (j > i - 40),     # a sliding window: both edges masked
+                                  lambda i, j: j < i - 64,                  # the first query block sees nothing at all
+                                  lambda i, j: j < 100])                    # a fixed key length
+def test_key_bands_match_numpy(cond):
+    params = {"block_m": 32, "block_n": 32, "warps": 2, "stages": 2}
+    kern, arr, ref, vis = banded(1, 128, 64, cond)
+    assert not kern.geometry.band.trivial
+    _, r = run(kern, arr, schedule_of(params))
+    check(r, ref)
+    assert r.counters.instructions["mma"] == visited_mma(kern, params, vis)
+
+
 def test_padding_mask_and_fully_masked_row():
     """Keys 0..79 of head 1 masked (its first 64-key tile fully masked: the running max is -inf
     there and the weights must be 0, not NaN), plus query row 5 of every head masked entirely:
@@ -201,8 +262,11 @@ def test_cuda_source_parses(tmp_path):
 
 @pytest.mark.skipif(_nvrtc() is None and shutil.which("nvcc") is None, reason="neither cuda-python's NVRTC nor nvcc is installed")
 @pytest.mark.parametrize("d", [64, 128])
-def test_cuda_source_compiles_for_sm90a(d, tmp_path):
-    kern, _, _ = attention(1, 128, d, causal(128))
+@pytest.mark.parametrize("mask", ["buffer", "band"])
+def test_cuda_source_compiles_for_sm90a(d, mask, tmp_path):
+    """A causal mask as a buffer (every tile masked) and as ``arange`` comparisons (tiles above the
+    diagonal skipped by a block-uniform branch, the diagonal ones masked), under the hand rule."""
+    kern = attention(1, 128, d, causal(128))[0] if mask == "buffer" else banded(1, 256, d, lambda i, j: j <= i)[0]
     src, _ = render(lower(kern, FAMILY.hand(kern, H100), H100))
     nvrtc = _nvrtc()
     if nvrtc is None:   # nvcc: the same source through the offline compiler, no spills allowed either way

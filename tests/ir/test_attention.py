@@ -14,7 +14,7 @@ from superopt.ir import context
 from superopt.ir import dtype as dt
 from superopt.ir.attention import AttentionKernel, fused_plan
 from superopt.ir.kernelize import default_plan, kernelize
-from superopt.ir.node import Ops, render
+from superopt.ir.node import Ops, const, render
 from superopt.ir.tensor import Tensor
 
 RNG = np.random.default_rng(3)
@@ -132,3 +132,69 @@ def test_json_round_trip_and_bad_input():
     d["kernels"] = [d["kernels"][0]] * 3
     with pytest.raises(ValueError):
         AttentionKernel.from_dict(d)
+
+
+def banded(s: int, cond, masked_where_true: bool = False):
+    """The fused kernel of a (2, s, 16) attention masked to -inf by ``cond(i, j)`` (arange tensors)."""
+    q, k, v = t("q", 2, s, 16), t("k", 2, s, 16), t("v", 2, s, 16)
+    i = Tensor.arange(s).reshape(s, 1).expand(s, s)
+    j = Tensor.arange(s).reshape(1, s).expand(s, s)
+    x = (q @ k.transpose(-1, -2)) * 0.25
+    ninf = Tensor.full(x.shape, float("-inf"), dt.float16)
+    x = cond(i, j).where(ninf, x) if masked_where_true else cond(i, j).where(x, ninf)
+    return fused(x.softmax(-1) @ v)[0].kernel
+
+
+@pytest.mark.parametrize("cond, masked_where_true, lower, upper", [
+    (lambda i, j: j <= i, False, (), ((1, 1),)),                   # causal, as ~(j > i)
+    (lambda i, j: j < i + 1, False, (), ((1, 1),)),
+    (lambda i, j: i >= j, False, (), ((1, 1),)),
+    (lambda i, j: j > i, True, (), ((1, 1),)),                     # where(j > i, -inf, x)
+    (lambda i, j: j < i, False, (), ((1, 0),)),                    # strictly causal: row 0 sees nothing
+    (lambda i, j: (j <= i) & (j > i - 16), False, ((1, -15),), ((1, 1),)),   # a sliding window
+    (lambda i, j: j < 40, False, (), ((0, 40),)),                  # a fixed length
+])
+def test_key_band_read_from_the_mask(cond, masked_where_true, lower, upper):
+    g = banded(64, cond, masked_where_true).geometry
+    assert (g.band.lower, g.band.upper) == (lower, upper)
+    assert render(g.band.inside) == "(attention_score[0]*0.25)"   # inside the band: the mask is gone
+
+
+def test_key_band_keeps_what_is_not_affine():
+    """A buffer mask stays in the logit everywhere (no band); a band and a buffer mask: the
+    buffer's part stays inside the band."""
+    q, k, v, m = t("q", 2, 64, 16), t("k", 2, 64, 16), t("v", 2, 64, 16), t("m", 64, 64)
+    g = fused(((q @ k.transpose(-1, -2)) + m).softmax(-1) @ v)[0].kernel.geometry
+    assert g.band.trivial and g.band.inside is g.logit
+    i = Tensor.arange(64).reshape(64, 1).expand(64, 64)
+    j = Tensor.arange(64).reshape(1, 64).expand(64, 64)
+    x = (q @ k.transpose(-1, -2)) * 0.25
+    x = ((j <= i) & (m < 1.0)).where(x, Tensor.full(x.shape, float("-inf"), dt.float16))
+    g = fused(x.softmax(-1) @ v)[0].kernel.geometry
+    assert g.band.upper == ((1, 1),) and any(n.op is Ops.LOAD for n in g.band.inside.toposort())
+
+
+@pytest.mark.parametrize("lower, upper", [((), ((1, 1),)), ((), ((1, 0),)), (((1, -15),), ((1, 1),)), ((), ((0, 40),)),
+                                          (((1, 1),), ()), ((), ((1, -70),)), (((-1, 100),), ((2, 3),)), (((0, 8),), ((1, 9),))])
+@pytest.mark.parametrize("bm, bn", [(64, 32), (32, 64), (16, 16), (128, 32)])
+def test_band_tiles_against_every_element(lower, upper, bm, bn):
+    """Tiles outside [lo, hi) hold no visible key of any row of the block, tiles in
+    [full_lo, full_hi) only visible ones; with one bound the ranges are exact (the first and
+    last visited tiles see a key, every tile wholly visible is counted unmasked)."""
+    from superopt.ir.attention import KeyBand
+    s = 256
+    band = KeyBand(lower, upper, const(0.0, dt.float32))
+    i, j = np.arange(s)[:, None], np.arange(s)[None, :]
+    vis = np.ones((s, s), bool)
+    for u, h in lower: vis &= j >= u * i + h
+    for u, h in upper: vis &= j < u * i + h
+    for t0 in range(0, s, bm):
+        lo, full_lo, full_hi, hi = band.tiles(t0, bm, bn, s // bn)
+        assert 0 <= lo <= full_lo <= full_hi <= hi <= s // bn
+        per_tile = vis[t0:t0 + bm].reshape(bm, s // bn, bn)
+        seen = per_tile.any(axis=(0, 2))
+        assert not seen[:lo].any() and not seen[hi:].any()
+        assert per_tile[:, full_lo:full_hi].all()
+        if len(lower) + len(upper) == 1:
+            assert lo == hi or (seen[lo] and seen[hi - 1])
+            assert per_tile.all(axis=(0, 2)).sum() == full_hi - full_lo

@@ -94,3 +94,28 @@ def test_planner_does_not_fuse_what_no_family_runs():
     kinds = lambda out, m: [s.kernel.kind for s in plan(out.node, m, timeout_s=1.0).steps]  # noqa: E731
     assert "attention" not in kinds(graph(2, 64, 64, dt.float32), H100)
     assert "attention" not in kinds(graph(2, 64, 64), BUILTIN["hexagon"])
+
+
+def causal_kernel(heads: int, s: int, d: int):
+    q, k, v = (Tensor.empty(heads, s, d, dtype=dt.float16, name=n) for n in "qkv")
+    i, j = Tensor.arange(s).reshape(s, 1).expand(s, s), Tensor.arange(s).reshape(1, s).expand(s, s)
+    x = (q @ k.transpose(-1, -2)) * (d ** -0.5)
+    out = (j <= i).where(x, Tensor.full(x.shape, float("-inf"), dt.float16)).softmax(-1) @ v
+    return kernelize(out.node, plan=fused_plan(out.node, default_plan(out.node)))[0].kernel
+
+
+def test_causal_skipped_tiles_are_priced():
+    """A causal band: the model counts the visited key tiles (the lower triangle and the diagonal,
+    (block_m + S) / 2S of them where block_n divides block_m), the mask only on the diagonal
+    tiles; the causal kernel is modeled at a bit over half the dense one, and Z3 agrees."""
+    dense, causal = kernel(32, 2048, 128), causal_kernel(32, 2048, 128)
+    p = {"block_m": 64, "block_n": 64, "warps": 4, "stages": 2}
+    fd, fc = facts(dense, p, H100), facts(causal, p, H100)
+    assert fd["visits"] == fd["max_visits"] == 2048 / 64 and fd["masked"] == 0
+    assert fc["visits"] == 2048 / 64 * (64 + 2048) / (2 * 2048) and fc["max_visits"] == 2048 / 64
+    assert fc["masked"] == 1 and fc["mask_ops"] > 0 and fc["elem_ops"] == fd["elem_ops"]
+    ratio = FAMILY.cost(causal, schedule_of(p), H100) / FAMILY.cost(dense, schedule_of(p), H100)
+    assert 0.5 < ratio < 0.6
+    sol = FAMILY.solve(causal, H100, 20.0)
+    assert sol.proved_optimal and sol.detail["z3_agrees"]
+    assert sol.candidates[0].modeled_s < FAMILY.solve(dense, H100, 20.0).candidates[0].modeled_s * 0.6
