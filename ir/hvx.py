@@ -375,5 +375,11 @@ def check(geometry: dict[str, int], params: dict[str, int], machine=None) -> lis
         if (r * j) % 4: errs.append("fuse: rows x blocks is whole groups of 4 vectors (128 output bytes)")
         if nv + 2 * j > HVX_REGS: errs.append("fuse: no registers for the bias and multiplier vectors")
         if geometry.get("relu") and nv + 2 * j + 1 > HVX_REGS: errs.append("fuse: no register for ReLU6's zero vector")
+        if geometry.get("add") and nv + 2 * j + 2 > HVX_REGS: errs.append("fuse: no registers for the add's multiplier splats")
     if geometry.get("relu") and not geometry["requant"]: errs.append("relu: ReLU6 fuses into a requantize only")
+    if geometry.get("add"):   # the residual add with requantize (geometry add_s, add_ma, add_mb)
+        if not params["fuse"]: errs.append("add: the residual add fuses into the fused requantize epilogue only")
+        if geometry.get("relu"): errs.append("add: a fused residual add takes no ReLU6")
+        if not (1 <= geometry["add_ma"] <= 127 and 1 <= geometry["add_mb"] <= 127 and 1 <= geometry["add_s"] <= 15):
+            errs.append("add: multipliers 1..127 (the halfword sum exact), shift 1..15")
     return errs

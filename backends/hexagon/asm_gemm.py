@@ -2,7 +2,7 @@
 ``search/families/hvx.py`` emitted as HVX assembly with the packets its packer chose.
 
 ``emit(g, params)`` writes ``hvx_kernel(r0 = activations, r1 = packed weights, r2 = output,
-r3 = corrections, r4 = requantize constants)``: every tile's prologue, segments (a ``loop0``
+r3 = corrections, r4 = requantize constants[, r5 = a fused residual add's other operand])``: every tile's prologue, segments (a ``loop0``
 hardware loop each) and epilogue, one ``{ ... }`` packet per packet of the model, closed by
 ``:endloop0``.
 
@@ -53,6 +53,11 @@ def emit(g: dict[str, int], p: dict[str, int]) -> str:
         if g.get("relu"):   # the fused ReLU6's zero vector
             z = fam.zero_reg(p["rows"], p["blocks"], p["unroll"])
             lines.append(f"{{ v{z} = vxor(v{z},v{z}) }}")
+        if g.get("add"):    # a fused residual add: its pointer (r5) kept in the frame, the multipliers' splats
+            sa, sb = fam.add_regs(p["rows"], p["blocks"], p["unroll"])
+            lines += [f"{{ memw(r29+#{fam.ADD_SLOT}) = r5 }}",
+                      f"{{ r28 = ##{g['add_ma'] * 0x01010101} }}", f"{{ v{sa} = vsplat(r28) }}",
+                      f"{{ r28 = ##{g['add_mb'] * 0x01010101} }}", f"{{ v{sb} = vsplat(r28) }}"]
     label = 0
     for m0, n0 in fam.tiles(g, p):
         st = fam.tile_streams(g, p, m0, n0)

@@ -83,6 +83,17 @@ def clamp_packets(n: int) -> int:
     return (24 if q == 1 else 16 + 9 * q) + (4 + r if r else 0)
 
 
+def add_packets(n: int) -> int:
+    """Packets of the separate add + requantize pass over ``n`` bytes (what a fusion into the
+    producing conv's epilogue is priced against), as clang schedules ``so_add_rq``: a loop
+    unrolled by 8 vectors in 32 packets a trip, 18 of call and set-up; a remainder of 4 packets
+    a vector (19 alone, 4 more after the main loop). qemu's c20 reads exactly this at 1..17,
+    24, 32, 33, 40, 64, 100 and 144 vectors."""
+    q, r = divmod(-(-n // 128), 8)
+    if q == 0: return 19 + 4 * r
+    return 18 + 32 * q + (4 + 4 * r if r else 0)
+
+
 def clamp_call(x: str, n: int) -> str: return f"so_clamp0({x}, {n});"
 
 

@@ -50,13 +50,24 @@ def _family(name: str):
 _CHOICES: dict = {}
 
 
+def residual_consumer(net, i: int) -> int | None:
+    """The add layer that is conv layer i's only consumer, as its second operand (the
+    residual add after a linear 1x1 project): what can fuse into i's epilogue; else None."""
+    users = [k for k, ly in enumerate(net.layers) if i in ly.src]
+    if len(users) != 1 or net.layers[i].relu or kind(net.layers[i]) != "hvx_gemm": return None
+    a = net.layers[users[0]]
+    return users[0] if a.op == "add" and a.src[1] == i and a.src[0] != i else None
+
+
 def choose(net, i: int, mode: str, machine, timeout_s: float = 30.0) -> dict:
     """(family, geometry, params, modeled packets, epilogue) of conv layer i: the solver's pick or
     the hand rule. The geometry is the matcher's, with the network's calibrated requantize
-    shifts. A ReLU6 layer (``mode="ours"``): each of the solver's top points priced with the
-    clamp fused into its epilogue (``relu`` in the geometry: the template's packets, packed) and
-    with the separate clamp pass (its packets plus ``hvx_eltwise.clamp_packets``); the cheapest
-    wins and is emitted as decided. The hand rule keeps the separate pass."""
+    shifts. A layer followed by a separate pass that its epilogue can take (``mode="ours"``):
+    ReLU6, or the residual add with requantize of ``residual_consumer``: each of the solver's
+    top points priced with the pass fused into its epilogue (the pass in the geometry: the
+    template's packets, packed) and with the separate pass (its packets plus
+    ``hvx_eltwise.clamp_packets`` / ``add_packets``, as qemu counts them); the cheapest wins and
+    is emitted as decided. The hand rule keeps the separate pass."""
     from ...search.machine import load
     ly = net.layers[i]
     fname = kind(ly)
@@ -64,7 +75,8 @@ def choose(net, i: int, mode: str, machine, timeout_s: float = 30.0) -> dict:
     k = net.layer_kernel(i)
     g = dict(fam.tpl.match(k))
     g.update(pre=ly.q["pre"], post=ly.q["post"])
-    key = (fname, mode, ly.relu, tuple(sorted(g.items())))
+    add = residual_consumer(net, i)
+    key = (fname, mode, ly.relu, add is not None and tuple(sorted(net.layers[add].q.items())), tuple(sorted(g.items())))
     if key not in _CHOICES:
         m = machine or load("hexagon")
         if mode == "ours":   # a large layer's first pricing can outlast the budget: grant it more once
@@ -74,26 +86,36 @@ def choose(net, i: int, mode: str, machine, timeout_s: float = 30.0) -> dict:
             points = [dict(c.schedule.params) for c in sol.candidates]
         else:
             points = [dict(fam.FAMILY.hand(k, m).params)]
-        clamp = hvx_eltwise.clamp_packets(int(np.prod(net.shape(i)))) if ly.relu else 0
-        _CHOICES[key] = fuse_choice(fam, fname, g, points, clamp, ly.relu and mode == "ours")
+        n = int(np.prod(net.shape(i)))
+        if add is not None:
+            q = net.layers[add].q
+            _CHOICES[key] = fuse_choice(fam, fname, g, points, hvx_eltwise.add_packets(n), mode == "ours",
+                                        {"add": 1, "add_ma": q["ma"], "add_mb": q["mb"], "add_s": q["s"]}, add)
+        else:
+            clamp = hvx_eltwise.clamp_packets(n) if ly.relu else 0
+            _CHOICES[key] = fuse_choice(fam, fname, g, points, clamp, ly.relu and mode == "ours")
     return _CHOICES[key]
 
 
-def fuse_choice(fam, fname: str, g: dict, points: list[dict], clamp: int, may_fuse: bool) -> dict:
-    """The cheapest of ``points`` under the packet model, each with a separate clamp pass of
-    ``clamp`` packets (0: no ReLU6) or, where ``may_fuse`` and the template takes it, the clamp
-    fused into its epilogue."""
+def fuse_choice(fam, fname: str, g: dict, points: list[dict], sep: int, may_fuse: bool,
+                fused: dict | None = None, into: int | None = None) -> dict:
+    """The cheapest of ``points`` under the packet model, each followed by the separate pass of
+    ``sep`` packets (0: none) or, where ``may_fuse`` and the template takes it, with that pass
+    fused into its epilogue: the geometry updated by ``fused`` (default ReLU6: relu 1). ``into``:
+    the layer whose output a fused epilogue writes (the add's), recorded in the choice."""
+    fused = fused or {"relu": 1}
     options = []
     for p in points:
-        options.append((int(fam.modeled_packets(g, p)) + clamp, "separate" if clamp else "none", g, p))
-        gr = {**g, "relu": 1}
-        if may_fuse and clamp and not fam.tpl.check(gr, p):
-            options.append((int(fam.modeled_packets(gr, p)), "fused", gr, p))
+        options.append((int(fam.modeled_packets(g, p)) + sep, "separate" if sep else "none", g, p))
+        gf = {**g, **fused}
+        if may_fuse and sep and not fam.tpl.check(gf, p):
+            options.append((int(fam.modeled_packets(gf, p)), "fused", gf, p))
     total, epi, geo, p = min(options, key=lambda o: o[0])
     alt = {e: t for t, e, _, q in options if q == p}
     return {"family": fname, "geometry": geo, "params": p, "modeled_packets": int(fam.modeled_packets(geo, p)),
-            "epilogue": epi, "clamp_packets": clamp if epi == "separate" else 0,
-            "priced": {"fused": alt.get("fused"), "separate": alt.get("separate")} if clamp else {}}
+            "epilogue": epi, "pass": "add" if "add" in fused else "relu", "into": into if epi == "fused" else None,
+            "pass_packets": sep if epi == "separate" else 0,
+            "priced": {"fused": alt.get("fused"), "separate": alt.get("separate")} if sep else {}}
 
 
 def _rename(text: str, names: list[str], prefix: str) -> str:
@@ -112,6 +134,7 @@ class Program:
     stdin: bytes
     out_sizes: list[int]
     choices: dict = field(default_factory=dict)   # layer index -> choose()
+    absent: set = field(default_factory=set)      # layers whose output is never stored (fused into a consumer's)
 
 
 # A whole network's code (every tile and row emitted straight) outgrows a direct call's
@@ -130,14 +153,14 @@ def _buf(i: int) -> str: return "X_img" if i < 0 else f"X{i}"
 
 
 # ---- per-layer code of the HVX binary ------------------------------------------------------
-def _gemm(i: int, c: dict, src: str, dst: str, q: dict) -> tuple[str, str, bytes]:
+def _gemm(i: int, c: dict, src: str, dst: str, q: dict, res: str = "0") -> tuple[str, str, bytes, list[str]]:
     g, p = c["geometry"], c["params"]
     text = asm_gemm.emit(g, p)
     asm = _rename(text, [asm_gemm.ENTRY] + sorted(set(re.findall(r"\.Lk\d+", text))), f"L{i}_")
     jj = asm_gemm.interleave(p)
     packed = asm_gemm.prepack(g, q["w"].reshape(-1), jj)
     decl = [f'__asm__("{_esc(asm)}");',
-            f"void L{i}_{asm_gemm.ENTRY}(const void *, const uint8_t *, int32_t *, const int32_t *, const int32_t *);",
+            f"void L{i}_{asm_gemm.ENTRY}(const void *, const uint8_t *, int32_t *, const int32_t *, const int32_t *, const int8_t *);",
             f"static uint8_t L{i}_bp[{packed.size + 256}] __attribute__((aligned(128)));"]
     reads = [f"so_read_all(L{i}_bp, {packed.size})"]
     data = packed.tobytes()
@@ -168,7 +191,7 @@ def _gemm(i: int, c: dict, src: str, dst: str, q: dict) -> tuple[str, str, bytes
                 + ("    v = Q6_Vb_vmax_VbVb(v, Q6_V_vzero());   /* ReLU6 fused into this pass */\n" if g.get("relu") else "")
                 + f"    so_vstore_masked({dst} + p * {n} + nb * 32, v, so_first(32), 32);\n  }}\n")
     call = (f"  L{i}_so_corr();\n" if p["corr"] else "") + \
-        f"  L{i}_{asm_gemm.ENTRY}({src}, L{i}_bp, {out}, {corr}, {qp});\n" + post
+        f"  L{i}_{asm_gemm.ENTRY}({src}, L{i}_bp, {out}, {corr}, {qp}, {res});\n" + post
     return "\n".join(decl) + "\n", call, data, reads
 
 
@@ -249,15 +272,25 @@ def build(net, x: np.ndarray, mode: str = "ours", machine=None, solve_s: float =
     zero = max(net.shape(i)[1] * net.shape(i)[2] for i in range(-1, n)) + 1024
     decl.append(f"static int8_t so_zero[{zero}] __attribute__((aligned(128)));")
     calls, reads, data, choices = [], [f"so_read_all(X_img, {x.size})"], [x.astype(np.int8).tobytes()], {}
+    absent: set[int] = set()
+    done: set[int] = set()     # add layers computed in their producer's epilogue
     for i, ly in enumerate(net.layers):
         src, dst = _buf(ly.src[0]), _buf(i)
-        if ly.op == "conv":
+        if i in done:
+            c = ""
+        elif ly.op == "conv":
             if mode == "plain":
                 d, c, b, r = _plain_conv(i, net, src, dst, ly.q)
             else:
                 choices[i] = ch = choose(net, i, mode, machine, solve_s)
-                d, c, b, r = {"hvx_gemm": _gemm, "hvx_depthwise": _dw, "hvx_firstlayer": _fl}[ch["family"]](i, ch, src, dst, ly.q)
-                if ch["epilogue"] == "separate": c += "  " + hvx_eltwise.clamp_call(dst, sizes[i]) + "\n"
+                if ch["into"] is not None:   # the residual add in this conv's epilogue: it writes the add's output
+                    a = ch["into"]
+                    absent.add(i)
+                    done.add(a)
+                    d, c, b, r = _gemm(i, ch, src, _buf(a), ly.q, _buf(net.layers[a].src[0]))
+                else:
+                    d, c, b, r = {"hvx_gemm": _gemm, "hvx_depthwise": _dw, "hvx_firstlayer": _fl}[ch["family"]](i, ch, src, dst, ly.q)
+                if ch["epilogue"] == "separate" and ch["pass"] == "relu": c += "  " + hvx_eltwise.clamp_call(dst, sizes[i]) + "\n"
             decl.append(d)
             reads += r
             data.append(b)
@@ -301,12 +334,12 @@ int so_main(void) {{
   return 0;
 }}
 """
-    return Program(head + "\n".join(decl) + "\n" + main, b"".join(data), sizes, choices)
+    return Program(head + "\n".join(decl) + "\n" + main, b"".join(data), sizes, choices, absent)
 
 
 @dataclass
 class Run:
-    outputs: list[np.ndarray]
+    outputs: list[np.ndarray | None]   # None: a layer fused into its consumer's epilogue (never stored)
     packets: list[int]            # per layer (c20 deltas)
     totals: tuple[int, int, int]  # packets, instructions, HVX instructions of the whole network
     choices: dict
@@ -324,6 +357,6 @@ def run(net, x: np.ndarray, mode: str = "ours", machine=None, timeout: float = 6
     if counts is None or m is None: return tools.Failure("launch", "the network printed no counters")
     outs, off = [], 0
     for i, s in enumerate(prog.out_sizes):
-        outs.append(np.frombuffer(data[off:off + s], np.int8).reshape(net.shape(i)))
+        outs.append(None if i in prog.absent else np.frombuffer(data[off:off + s], np.int8).reshape(net.shape(i)))
         off += s
     return Run(outs, [int(v) for v in m.group(1).split()], counts, prog.choices)

@@ -49,12 +49,13 @@ ROWS, BLOCKS = tuple(range(1, 12)), (1, 2, 3, 4)
 PACK_TIMEOUT_S = 0.5   # per stream; an unproved packing makes the result unproved, never wrong
 
 
-def frame_packets(p: dict[str, int], relu: int = 0) -> int:
+def frame_packets(p: dict[str, int], relu: int = 0, add: int = 0) -> int:
     """The emitted function's frame (backends/hexagon/asm_gemm.emit): allocframe, six
     callee-saved pair stores, six restores, dealloc_return, and with the in-loop correction the
     0x80 constant and its splat: one packet each; the fused requantize's bias/multiplier loads
-    and with a fused ReLU6 the zeroing of its zero vector."""
-    fused = 2 * p["blocks"] + (1 if relu else 0) if p["fuse"] else 0
+    and with a fused ReLU6 the zeroing of its zero vector; with a fused residual add the
+    residual pointer's save in the frame and the two multipliers' constants and splats."""
+    fused = 2 * p["blocks"] + (1 if relu else 0) + (5 if add else 0) if p["fuse"] else 0
     return 14 + (2 if p["corr"] == 0 else 0) + fused
 
 
@@ -169,16 +170,32 @@ def zero_reg(r: int, j: int, u: int) -> int:
     return r * j + u * j + 2 * j
 
 
-def epilogue_fused(r: int, j: int, u: int, base: int, pre: int, post: int, relu: int = 0) -> list[str]:
+def add_regs(r: int, j: int, u: int) -> tuple[int, int]:
+    """Splats of a fused residual add's two multipliers (the conv's, the residual's): the
+    registers after the bias and multipliers (a fused add takes no ReLU6)."""
+    return r * j + u * j + 2 * j, r * j + u * j + 2 * j + 1
+
+
+ADD_SLOT = 48   # the residual pointer (the kernel's sixth argument, r5) in the frame, past the six saves
+
+
+def epilogue_fused(r: int, j: int, u: int, base: int, pre: int, post: int, relu: int = 0,
+                   add: tuple[int, int] | None = None) -> list[str]:
     """int32 -> int8 in the tile (``kernels.builders.requantize``, HVX as
     ``backends/hexagon/requant.HELPERS``, four vectors at once): + bias; rounding shift by
     ``pre`` saturated to halfwords, pairing vectors (a, a+2) and (a+1, a+3); Q15 multiply;
     rounding shift by ``post`` saturated to bytes (bytes 4i..4i+3: the four vectors' lane i);
     two byte deals put the four vectors' 32 bytes in order: 128 output bytes, one store.
     ``relu`` (ReLU6 fused): ``vmax`` by the zero vector before the deals (the upper bound 6 is
-    the int8 saturation)."""
+    the int8 saturation). ``add`` = (the shift s, 0): the residual add with requantize fused
+    (``kernels.dsp_models``: sat8((conv * mb + res * ma + 2^(s-1)) >> s)): the residual's 128
+    bytes at the same offset (its pointer from the frame), ``vmpy`` of the bytes by the splat of
+    mb into a halfword pair (the two accumulators the packing freed), ``+= vmpy`` of the residual
+    by the splat of ma, ``vasr`` by s rounded and saturated back to bytes in order, one store."""
     bias, mult = qregs(r, j, u)
     out = [f"r4 = #{pre}", f"r5 = #{post}", f"r6 = add(r2,##{base})"]
+    if add:   # r7: the add's shift (vasr's Rt is r0..r7); r8: the residual at this tile
+        out += [f"r7 = #{add[0]}", f"r8 = memw(r29+#{ADD_SLOT})", f"r8 = add(r8,##{base})"]
     out += [f"v{c}.w = vadd(v{c}.w,v{bias[c % j]}.w)" for c in range(r * j)]
     for t in range(r * j // 4):
         a = [4 * t + k for k in range(4)]
@@ -187,8 +204,12 @@ def epilogue_fused(r: int, j: int, u: int, base: int, pre: int, post: int, relu:
                 f"v{a[1]}.h = vmpy(v{a[1]}.h,v{mult[a[1] % j]}.h):<<1:rnd:sat",
                 f"v{a[0]}.b = vasr(v{a[1]}.h,v{a[0]}.h,r5):rnd:sat"]
         if relu: out.append(f"v{a[0]}.b = vmax(v{a[0]}.b,v{zero_reg(r, j, u)}.b)")
-        out += [f"v{a[0]}.b = vdeal(v{a[0]}.b)",
-                f"v{a[0]}.b = vdeal(v{a[0]}.b)", f"vmem(r6+#{t}) = v{a[0]}"]
+        out += [f"v{a[0]}.b = vdeal(v{a[0]}.b)", f"v{a[0]}.b = vdeal(v{a[0]}.b)"]
+        if add:
+            sa, sb = add_regs(r, j, u)
+            out += [f"v{a[1]} = vmem(r8+#{t})", f"v{a[3]}:{a[2]}.h = vmpy(v{a[0]}.b,v{sb}.b)",
+                    f"v{a[3]}:{a[2]}.h += vmpy(v{a[1]}.b,v{sa}.b)", f"v{a[0]}.b = vasr(v{a[3]}.h,v{a[2]}.h,r7):rnd:sat"]
+        out.append(f"vmem(r6+#{t}) = v{a[0]}")
     return out
 
 
@@ -295,7 +316,8 @@ def tile_streams(g: dict[str, int], p: dict[str, int], m0: int, n0: int) -> dict
     return {"pro": prologue_pre(r, j, u, n0 // (tpl.LANES * j) * groups * j * 128, cw, late),
             "seg0": segment_pre(r, u, offs, row_offset(g, m0), 0, trips(g, u), "L"),
             "seg": segment_pre(r, u, offs, None, delta(g, u), trips(g, u), "L"), "body": body_pre(r, j, u, offs, late),
-            "epi": epilogue_fused(r, j, u, m0 * g["n"], g["pre"], g["post"], g.get("relu", 0)) if p["fuse"] else
+            "epi": epilogue_fused(r, j, u, m0 * g["n"], g["pre"], g["post"], g.get("relu", 0),
+                                  (g["add_s"], 0) if g.get("add") else None) if p["fuse"] else
             epilogue_pre(r, j, g["c_rs"], (m0 * g["c_rs"] + n0) * 4)}
 
 
@@ -347,7 +369,7 @@ def requant_packets(g: dict[str, int], p: dict[str, int]) -> int:
 
 
 def modeled_packets(g: dict[str, int], p: dict[str, int]) -> int:
-    total = frame_packets(p, g.get("relu", 0)) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
+    total = frame_packets(p, g.get("relu", 0), g.get("add", 0)) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
     for m0, n0 in tiles(g, p):
         n = {k: len(packets(v)) for k, v in tile_streams(g, p, m0, n0).items()}
         total += n["pro"] + n["seg0"] + (g["kh"] - 1) * n["seg"] + g["kh"] * trips(g, p["unroll"]) * n["body"] + n["epi"]
@@ -446,7 +468,7 @@ def stream_bound(texts: list[str]) -> int:
 def point_bound(g: dict[str, int], p: dict[str, int]) -> int:
     """``modeled_packets`` with every packing not proved minimal replaced by its stream's bound."""
     def n(t: list[str]) -> int: return len(packets(t)) if proved(t) else min(len(packets(t)), stream_bound(t))
-    total = frame_packets(p, g.get("relu", 0)) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
+    total = frame_packets(p, g.get("relu", 0), g.get("add", 0)) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
     for m0, n0 in tiles(g, p):
         c = {k: n(v) for k, v in tile_streams(g, p, m0, n0).items()}
         total += c["pro"] + c["seg0"] + (g["kh"] - 1) * c["seg"] + g["kh"] * trips(g, p["unroll"]) * c["body"] + c["epi"]
@@ -456,7 +478,7 @@ def point_bound(g: dict[str, int], p: dict[str, int]) -> int:
 def lower_bound(g: dict[str, int], p: dict[str, int]) -> int:
     """Packets no packing of the point's streams can beat: ``modeled_packets`` with every
     stream at its resource bound (``stream_bound``; no Z3)."""
-    total = frame_packets(p, g.get("relu", 0)) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
+    total = frame_packets(p, g.get("relu", 0), g.get("add", 0)) + pad_packets(g) + (corr_packets(g) if p["corr"] else 0) + requant_packets(g, p)
     for m0, n0 in tiles(g, p):
         c = {k: _bound(_canonical(v)) for k, v in tile_streams(g, p, m0, n0).items()}
         total += c["pro"] + c["seg0"] + (g["kh"] - 1) * c["seg"] + g["kh"] * trips(g, p["unroll"]) * c["body"] + c["epi"]

@@ -66,14 +66,19 @@ def test_small_network_one_binary_bit_exact():
     want = dm.forward(net, x)
     r = hn.run(net, x, "ours", solve_s=10.0)
     assert not isinstance(r, tools.Failure), str(r)
-    for ly, got, ref in zip(net.layers, r.outputs, want):
-        assert np.array_equal(got, ref), ly.name
-    assert len(r.packets) == len(net.layers) and all(p > 0 for p in r.packets)
+    into = {c["into"]: i for i, c in r.choices.items() if c["into"] is not None}   # add -> the conv computing it
+    for i, (ly, got, ref) in enumerate(zip(net.layers, r.outputs, want)):
+        if got is None: assert i in into.values(), ly.name   # only a conv whose residual add is fused stores nothing
+        else: assert np.array_equal(got, ref), ly.name
+    assert r.outputs[-1] is not None
+    assert len(r.packets) == len(net.layers) and all(p > 0 for i, p in enumerate(r.packets) if i not in into)
+    assert all(r.packets[a] <= 2 for a in into)                        # a fused add runs no code of its own
     assert 0 <= r.totals[0] - sum(r.packets) <= 4 * len(net.layers)    # the layers add up to the total (less the reads)
     fams = {r.choices[i]["family"] for i in r.choices}
     assert fams == {"hvx_firstlayer", "hvx_depthwise", "hvx_gemm"}
-    for i, c in r.choices.items():   # the fusion planner: each ReLU6 layer's epilogue the cheaper priced option
-        if net.layers[i].relu:
+    for i, c in r.choices.items():   # the fusion planner: each ReLU6 / residual add epilogue the cheaper priced option
+        if net.layers[i].relu or hn.residual_consumer(net, i) is not None:
+            assert c["pass"] == ("relu" if net.layers[i].relu else "add")
             priced = {e: v for e, v in c["priced"].items() if v is not None}
             assert c["epilogue"] == min(priced, key=priced.get)
         else:
@@ -81,6 +86,7 @@ def test_small_network_one_binary_bit_exact():
         if c["epilogue"] == "fused":   # the template's packets, as packed, are what qemu counted (+ the call)
             assert abs(r.packets[i] - c["modeled_packets"]) <= 0.02 * c["modeled_packets"] + 16, net.layers[i].name
     assert {r.choices[i]["family"] for i in r.choices if r.choices[i]["epilogue"] == "fused"} == fams
+    assert [r.choices[i]["pass"] for i in into.values()] == ["add"]      # the small net's one residual add, fused
     plain = hn.run(net, x, "plain")
     assert not isinstance(plain, tools.Failure), str(plain)
     assert all(np.array_equal(g, w) for g, w in zip(plain.outputs, want))
@@ -135,3 +141,47 @@ def test_fusion_refused_where_the_template_cannot_take_it():
     assert c["priced"]["fused"] == fam.modeled_packets({**g, "relu": 1}, {**p, "fuse": 0})
     assert c["epilogue"] == min(c["priced"], key=c["priced"].get)
     assert hn.fuse_choice(fam, "hvx_gemm", g, [{**p, "fuse": 0}], 100, False)["epilogue"] == "separate"
+
+
+def test_add_pass_packets_as_counted():
+    """The separate add + requantize pass a fusion into the project's epilogue is priced against."""
+    from superopt.backends.hexagon import requant
+    from superopt.backends.hexagon.render import COUNTERS
+    for vectors in (3, 8, 13, 33):
+        n = 128 * vectors
+        src = "typedef int vi __attribute__((vector_size(128)));\n" + requant.HVX_BASE.replace("LANES", "32") + \
+            requant.HELPERS + ew.C + "\n".join(COUNTERS) + f"""
+static int8_t A[{n}] __attribute__((aligned(128))), B[{n}] __attribute__((aligned(128))), O[{n}] __attribute__((aligned(128)));
+int so_main(void) {{
+  if (so_read_all(A, {n}) || so_read_all(B, {n})) return 3;
+  unsigned c0[3], c1[3], t[3];
+  so_counters(c0);
+  {ew.add_call("A", "B", "O", n, 100, 90, 7)}
+  so_counters(c1);
+  for (int i = 0; i < 3; i++) t[i] = c1[i] - c0[i];
+  if (so_counters_out(t)) return 5;
+  return so_write_all(O, {n});
+}}"""
+        exe = tools.compile_program(src)
+        assert not isinstance(exe, tools.Failure), str(exe)
+        ab = np.random.default_rng(vectors).integers(-128, 128, 2 * n).astype(np.int8)
+        r = tools.run_counted(exe, ab.tobytes(), n)
+        assert not isinstance(r, tools.Failure), str(r)
+        a, b = ab[:n].astype(np.int64), ab[n:].astype(np.int64)
+        assert np.array_equal(np.frombuffer(r[0], np.int8), np.clip((a * 100 + b * 90 + 64) >> 7, -128, 127))
+        assert r[1][0] == ew.add_packets(n)
+
+
+def test_residual_add_fusion_refused_where_the_template_cannot_take_it():
+    from superopt.ir import hvx as tpl
+    net = dm.mobilenet_v2(small=True)
+    i = next(i for i, l in enumerate(net.layers) if l.name == "b0_project")
+    assert hn.residual_consumer(net, i) == i + 1 and net.layers[i + 1].op == "add"
+    assert hn.residual_consumer(net, i - 1) is None and hn.residual_consumer(net, i + 2) is None
+    g = dict(tpl.match(net.layer_kernel(i)))
+    add = {"add": 1, "add_ma": 100, "add_mb": 90, "add_s": 7}
+    p = {"rows": 8, "blocks": 1, "corr": 1, "unroll": 2, "fuse": 1, "late": 1}
+    assert not tpl.check({**g, **add}, p)
+    assert tpl.check({**g, **add}, {**p, "fuse": 0})                   # the C requantize pass takes no add
+    assert tpl.check({**g, **add, "relu": 1}, p)
+    assert tpl.check({**g, **add, "add_ma": 128}, p)                   # the halfword sum would not be exact
