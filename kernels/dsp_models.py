@@ -223,4 +223,34 @@ def forward(net: Net, x: np.ndarray) -> list[np.ndarray]:
     return outs
 
 
+def lazy(net: Net, x: np.ndarray):
+    """The int8 network as a lazy ``Tensor`` graph over the same weights (what ``superopt
+    capture`` records: bench/models/dsp_mobilenetv2.py): each conv the library's qconv2d
+    (``builders.requantize`` of the int32 conv) and ReLU6 as max(q, 0), the add and the pool in
+    the integer definitions above. Its output is ``forward(net, x)[-1]`` bit for bit."""
+    from ..ir import dtypes
+    from ..ir.tensor import Tensor
+    from .builders import requantize
+    if net.variant != "int8": raise ValueError("the lazy graph is the int8 variant (symmetric activations)")
+    i8, i32 = dtypes.int8, dtypes.int32
+    img = Tensor(x[None], dtype=i8, name=f"{net.name}_image")
+    outs: list = []
+    for ly in net.layers:
+        q = ly.q
+        a = img if ly.src[0] < 0 else outs[ly.src[0]]
+        if ly.op == "conv":
+            acc = a.conv2d(Tensor(q["w"], dtype=i8, name=f"{net.name}_{ly.name}_w"), ly.stride, ly.pad, ly.groups, "nhwc")
+            y = requantize(acc, Tensor(q["bias"], dtype=i32, name=f"{net.name}_{ly.name}_bias"),
+                           Tensor(q["mult"], dtype=i32, name=f"{net.name}_{ly.name}_mult"), q["pre"], q["post"])
+            y = y.maximum(0) if ly.relu else y
+        elif ly.op == "add":
+            b = outs[ly.src[1]]
+            y = ((a.cast(i32) * q["ma"] + b.cast(i32) * q["mb"] + (1 << (q["s"] - 1))) >> q["s"]).maximum(-128).minimum(127).cast(i8)
+        else:
+            z = ((a.cast(i32).sum((1, 2), keepdim=True) * q["m"] * 2 + (1 << 15)) >> 16).maximum(-32768).minimum(32767)
+            y = ((z + (1 << (q["post"] - 1))) >> q["post"]).maximum(-128).minimum(127).cast(i8)
+        outs.append(y)
+    return outs[-1]
+
+
 NETS = {"mobilenet_v2": mobilenet_v2, "openpilot_stack": openpilot_stack}
