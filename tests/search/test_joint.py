@@ -26,9 +26,19 @@ def _families(k):
     return fam.applicable(k, H100)
 
 
+_TABLES: dict[int, list] = {}
+
+
+def _tables(k) -> list:
+    """The kernel's tables, built once for the module (HGEMM's mma rows take seconds: each
+    tile's layouts are solved)."""
+    if id(k) not in _TABLES: _TABLES[id(k)] = joint.tables(k, H100, _families(k))
+    return _TABLES[id(k)]
+
+
 @pytest.mark.parametrize("k", [HGEMM, SGEMM], ids=["hgemm", "sgemm"])
 def test_z3_terms_and_numpy_equal_the_float_model_row_by_row(k):
-    tabs = joint.tables(k, H100, _families(k))
+    tabs = _tables(k)
     assert {t.family for t in tabs} == ({"mma", "wgmma"} if k is HGEMM else {"staged"})
     P = joint.formulate_linear(k, H100, tabs)
     by_name = {f.name: f for f in _families(k)}
@@ -46,7 +56,7 @@ def test_z3_terms_and_numpy_equal_the_float_model_row_by_row(k):
 
 def test_mma_layouts_are_decisions_priced_by_their_conflicts():
     """Each tile has rows for its plain and its solved layouts; conflicts cost wavefronts."""
-    tab = next(t for t in joint.tables(HGEMM, H100, _families(HGEMM)) if t.family == "mma")
+    tab = next(t for t in _tables(HGEMM) if t.family == "mma")
     ways = {(f["ways_a"], f["ways_b"]) for f in tab.facts}
     assert (1.0, 1.0) in ways and any(a > 1 or b > 1 for a, b in ways)
     ts = tab.times(H100)
@@ -64,7 +74,7 @@ def test_nothing_in_any_family_is_below_the_least_time_and_the_proof_bites(k):
     a bound above it a schedule whose Z3 time is the family's float model."""
     nest = z3opt.solve(k, H100, top_k=1, timeout_s=20, tensor_core=False, method="exhaustive")
     assert nest.proved_optimal
-    tabs = joint.tables(k, H100, _families(k))
+    tabs = _tables(k)
     least = _least(k, tabs, nest)
     P = joint.formulate_linear(k, H100, tabs, "simt")
     assert joint._below(P, least, math.inf) == (None, True)
