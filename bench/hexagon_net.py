@@ -44,7 +44,9 @@ def measure(net, x, want, mode: str, clock: float, solve_s: float) -> dict:
         if i in fused_by: row["computed_in"] = net.layers[fused_by[i]].name
         if i in r.choices:
             c = r.choices[i]
-            row.update(family=c["family"], params=c["params"], modeled_packets=c["modeled_packets"] + c["pass_packets"],
+            # a separate clamp runs in the conv's row; a separate add is its own layer's row
+            row.update(family=c["family"], params=c["params"],
+                       modeled_packets=c["modeled_packets"] + (c["pass_packets"] if c["pass"] == "relu" else 0),
                        epilogue=c["epilogue"], **({"fuses": c["pass"], f"priced_{c['pass']}": c["priced"]} if c["priced"] else {}))
         layers.append(row)
     total = r.totals[0]
