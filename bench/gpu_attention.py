@@ -32,6 +32,7 @@ import numpy as np
 
 from superopt.ir import dtype as dt
 from superopt.ir.attention import fused_plan
+from superopt.ir.attention_lower import registers
 from superopt.ir.kernelize import default_plan, kernelize
 from superopt.ir.lower import lower
 from superopt.ir.tensor import Tensor
@@ -121,6 +122,7 @@ def main(argv=None) -> int:
                 r = ours(be, kern, sch, xs, args.reps)
                 r["params"] = dict(sch.params)
                 r["modeled_s"] = FAMILY.cost(kern, sch, m)
+                r["modeled_registers"] = registers(kern.geometry, dict(sch.params))   # beside the compiled count
                 if r.get("ok"):
                     got = r.pop("out").astype(np.float64).reshape(ref.shape)
                     r["rel_err"] = float(np.max(np.abs(got - ref)) / max(1e-30, np.max(np.abs(ref))))

@@ -33,7 +33,11 @@ from .node import Node, Ops, TRUE, alu, const, lt, special, substitute, var
 from .program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared, SharedCopy,
                       SharedStore, Stmt, Store)
 
-OVERHEAD_REGS = 64          # addresses, loop state, temporaries: search/tc_cost.py's allowance for mma.sync tiles
+# ptxas (CUDA 13.0, sm_90a, -v) beyond the live fragments and statistics: addresses, loop state and
+# temporaries, 24 plus one per 8 head-dim columns (the fragment addresses of Q, K, V rows). Fitted
+# on 48 configurations (head dims 64/128, 1-8 warps, 1-2 m16 tiles a warp, 16-128 key tiles, 1-3
+# stages, dense and causal): mean |error| 12, the estimate 3 below to 32 above ptxas's count.
+OVERHEAD_REGS = 24
 PAD = 8                     # elements of padding per shared row (16 bytes)
 WARP = 32
 NEG_INF = float("-inf")
@@ -53,11 +57,19 @@ def shared_bytes(g, p: dict[str, int], itemsize: int = 2) -> int:
 
 
 def registers(g, p: dict[str, int]) -> int:
-    """32-bit registers a thread holds live (fragments, accumulators, row statistics) plus
-    a fixed allowance for addresses and temporaries."""
+    """32-bit registers a thread uses: the live fragments of each of its m16 tiles (Q: d/4, the
+    scores: bn/2, P packed: bn/4, the output: dv/2, the row statistics: 12) plus ptxas's
+    allowance for addresses and temporaries (``OVERHEAD_REGS``)."""
     mt = p["block_m"] // p["warps"] // 16
     bn = p["block_n"]
-    return mt * (g.d // 4 + bn // 2 + bn // 4 + g.dv // 2 + 12) + 8 + OVERHEAD_REGS
+    return mt * (g.d // 4 + bn // 2 + bn // 4 + g.dv // 2 + 12) + OVERHEAD_REGS + g.d // 8
+
+
+def blocks_by_registers(regs: int, warps: int, machine) -> int:
+    """Blocks an SM holds by its register file: a warp's registers are allocated in units of
+    256 (8 a thread), and a block needs all its warps resident."""
+    per_warp = -(-min(regs, machine.max_regs_per_thread) // 8) * 8 * machine.warp
+    return machine.regs_per_sm // per_warp // warps
 
 
 def tile_ranges(g, p: dict[str, int]) -> list[tuple[int, int, int, int]]:

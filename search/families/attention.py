@@ -3,10 +3,15 @@
 Space: ``block_m`` (query rows a block: 16 or 32 a warp), ``block_n`` (keys a tile), ``warps``,
 ``stages`` (1: synchronous K/V copies, 2-3: cp.async pipeline). Legality: the lowering's own
 analytic counts (``ir/attention_lower.check``: shared memory, registers a thread, tile and
-copy divisibility, 16-byte aligned rows). wgmma with a TMA producer warp is a later variant.
+copy divisibility, 16-byte aligned rows). Registers a thread are ``attention_lower.registers``
+(live fragments plus ptxas's allowance, fitted to ptxas -v: a point over 255 would spill and is
+refused); the blocks an SM holds by them (``blocks_by_registers``: 256-register warp
+allocation) bound ``resident`` with shared memory and threads. wgmma with a TMA producer warp
+is a later variant.
 
 ``solve`` evaluates the whole space at once (numpy) and poses the same formula to Z3, whose
-optimum must agree (the space is small enough to cover: the optimum is proved under the model).
+optimum must agree (the space is small enough to cover: the optimum is proved under the model;
+Z3 descends by satisfiability checks, each bounding the next below the model it found).
 
 Cost (``attention_time``, one formula in the generic arithmetic of search/cost.py: floats,
 numpy arrays over the whole space, Z3 terms): per SM, its blocks (waves over the SMs, at most
@@ -57,9 +62,9 @@ def facts(kernel, p: dict[str, int], machine) -> dict[str, float]:
     """What ``attention_time`` needs of parameters ``p`` (counts, no lowering)."""
     g = kernel.geometry
     threads = 32 * p["warps"]
-    regs = min(machine.max_regs_per_thread, al.registers(g, p))
+    regs = al.registers(g, p)
     smem = al.shared_bytes(g, p)
-    resident = min(machine.regs_per_sm // (threads * regs), machine.smem_per_sm // max(1, smem),
+    resident = min(al.blocks_by_registers(regs, p["warps"], machine), machine.smem_per_sm // max(1, smem),
                    machine.max_threads_per_sm // threads, machine.max_blocks_per_sm)
     ranges = al.tile_ranges(g, p)
     visits = [hi - lo for lo, _, _, hi in ranges]
@@ -71,7 +76,7 @@ def facts(kernel, p: dict[str, int], machine) -> dict[str, float]:
             "d": float(g.d), "dv": float(g.dv),
             "resident": float(max(1, resident)), "elem_ops": float(inside + 2 * OP_WEIGHT[Ops.EXP2] + 4),
             "mask_ops": float(_elementwise_ops(g.logit) - inside),
-            "min_bytes": float(kernel.min_bytes), "itemsize": float(kernel.inputs[g.slots[0]].dtype.itemsize)}
+            "regs": float(regs), "min_bytes": float(kernel.min_bytes), "itemsize": float(kernel.inputs[g.slots[0]].dtype.itemsize)}
 
 
 def _elementwise_ops(logit) -> int:
@@ -107,21 +112,29 @@ def attention_time(B, f: dict, machine):
 def z3_optimum(kernel, points: list[dict[str, int]], machine, timeout_s: float) -> tuple[int, float] | None:
     """The point index minimizing ``attention_time`` posed to Z3 (each fact a finite choice
     over the points, the formula evaluated as Z3 terms), and its modeled seconds; None when
-    Z3 gives no model in ``timeout_s``."""
+    Z3 gives no answer in ``timeout_s``. Descent by satisfiability: each model found bounds the
+    next check strictly below its time, until none is (unsat: the optimum is proved). Each
+    check takes milliseconds where ``z3.Optimize`` on the same terms ran past a minute."""
     import z3
     from ..z3opt import Model, Sym, Z3Ops
+    deadline = _time.monotonic() + timeout_s
     m = Model()
     pick = z3.Int("point", m.ctx)
     fs = [facts(kernel, p, machine) for p in points]
     conds = [pick == i for i in range(len(points))]
     t = attention_time(Z3Ops(m), {k: Sym.choice(m, [(f[k], c) for f, c in zip(fs, conds)]) for k in fs[0]}, machine)
-    opt = z3.Optimize(ctx=m.ctx)
-    opt.set(timeout=max(1, int(timeout_s * 1000)))
-    opt.add(z3.Or(*conds), *m.side)
-    opt.minimize(t.real())
-    if opt.check() != z3.sat: return None
-    i = opt.model().eval(pick).as_long()
-    return i, float(attention_time(NUMERIC, fs[i], machine))
+    sol = z3.Solver(ctx=m.ctx)
+    sol.add(z3.Or(*conds), *m.side)
+    best: tuple[int, float] | None = None
+    while (left := deadline - _time.monotonic()) > 0:
+        sol.set(timeout=max(1, int(left * 1000)))
+        got = sol.check()
+        if got == z3.unsat: return best
+        if got != z3.sat: return None
+        i = sol.model().eval(pick).as_long()
+        best = (i, float(attention_time(NUMERIC, fs[i], machine)))
+        sol.add(t.real() < m.q(best[1] * (1 - 1e-12)))
+    return None
 
 
 class Attention:

@@ -6,11 +6,16 @@ fp16 attention on the H100 (its model: faster than the three kernels), but not w
 can run the fused kernel (fp32 inputs, the CPU)."""
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+
 import numpy as np
+import pytest
 
 from superopt.ir import dtype as dt
 from superopt.ir.attention import fused_plan
-from superopt.ir.attention_lower import shared_bytes
+from superopt.ir.attention_lower import blocks_by_registers, registers, shared_bytes
 from superopt.ir.kernelize import default_plan, kernelize
 from superopt.ir.lower import lower
 from superopt.ir.program import Shared
@@ -119,3 +124,61 @@ def test_causal_skipped_tiles_are_priced():
     sol = FAMILY.solve(causal, H100, 20.0)
     assert sol.proved_optimal and sol.detail["z3_agrees"]
     assert sol.candidates[0].modeled_s < FAMILY.solve(dense, H100, 20.0).candidates[0].modeled_s * 0.6
+
+
+def test_blocks_by_registers():
+    """A warp's registers come in units of 256 (8 a thread); a block needs all its warps."""
+    assert blocks_by_registers(176, 4, H100) == 2      # 65536 / (176 * 32) = 11 warps
+    assert blocks_by_registers(128, 4, H100) == 4
+    assert blocks_by_registers(250, 4, H100) == 2      # rounded to 256 a thread: 8 warps
+    assert blocks_by_registers(169, 1, H100) == 11     # rounded to 176: 11 warps (unrounded, 12)
+    k = kernel(2, 512, 128)
+    p = {"block_m": 64, "block_n": 128, "warps": 4, "stages": 1}
+    assert facts(k, p, H100)["regs"] == registers(k.geometry, p) and facts(k, p, H100)["resident"] == 2
+
+
+def ptxas(kern, p: dict, tmp_path) -> tuple[int, int]:
+    """(registers a thread, spill store bytes) that ptxas reports for the kernel's CUDA source."""
+    from superopt.backends.cuda.render import render
+    from superopt.ir.attention_lower import _Lower
+    src, _ = render(_Lower(kern, p).program())   # the program as lowered, legal under the model or not
+    (tmp_path / "a.cu").write_text(src)
+    r = subprocess.run(["nvcc", "-arch=sm_90a", "-cubin", "-std=c++17", "-Xptxas", "-v", "-o", str(tmp_path / "a.cubin"),
+                        str(tmp_path / "a.cu")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    regs, spill = re.search(r"Used (\d+) registers", r.stderr), re.search(r"(\d+) bytes spill stores", r.stderr)
+    return int(regs.group(1)), int(spill.group(1))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc for ptxas's register count")
+@pytest.mark.parametrize("d, p", [(64, {"block_m": 64, "block_n": 64, "warps": 4, "stages": 2}),     # the hand rule
+                                  (128, {"block_m": 64, "block_n": 128, "warps": 4, "stages": 1}),   # near the limit
+                                  (64, {"block_m": 128, "block_n": 32, "warps": 4, "stages": 3}),    # two m16 tiles a warp
+                                  (128, {"block_m": 32, "block_n": 32, "warps": 2, "stages": 3})])
+def test_register_estimate_against_ptxas(d, p, tmp_path):
+    """The model's registers a thread against ptxas -v: never more than 8 below (the solver must
+    not take a spilling point for a legal one), at most 36 above; no spills where it is legal."""
+    k = kernel(2, 256, d)
+    model, (got, spill) = registers(k.geometry, p), ptxas(k, p, tmp_path)
+    assert got - 8 <= model <= got + 36, (model, got)
+    assert model <= H100.max_regs_per_thread and spill == 0
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc for ptxas's register count")
+def test_points_the_model_refuses_for_registers_spill(tmp_path):
+    k = kernel(2, 256, 128)
+    p = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 2}   # two m16 tiles a warp at head dim 128
+    assert any("registers" in e for e in FAMILY.legal(k, schedule_of(p), H100))
+    got, spill = ptxas(k, p, tmp_path)
+    assert got == H100.max_regs_per_thread and spill > 0
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc for ptxas's register count")
+@pytest.mark.parametrize("heads, s, d, causal", [(256, 512, 64, True), (128, 2048, 128, False)])
+def test_solver_pick_does_not_spill(heads, s, d, causal, tmp_path):
+    """What the solver picks for BERT-large causal and S = 2048, D = 128 compiles without spills,
+    its register count as modeled."""
+    k = causal_kernel(heads, s, d) if causal else kernel(heads, s, d)
+    p = dict(FAMILY.solve(k, H100, 10.0).candidates[0].schedule.params)
+    got, spill = ptxas(k, p, tmp_path)
+    assert spill == 0 and got - 8 <= registers(k.geometry, p) <= got + 36
