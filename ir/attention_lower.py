@@ -1,5 +1,5 @@
 """Lowering of a fused attention (``ir/attention.py``) under a ``Schedule(family="attention")``
-to a ``Program`` of mma.sync statements (FlashAttention-2's structure).
+to a ``Program`` of mma.sync or wgmma statements (FlashAttention-2's structure).
 
 Parameters (``Schedule.params``): ``block_m`` query rows a block, ``block_n`` keys a tile,
 ``warps`` (each owns ``block_m / warps`` rows, 16 or 32: one or two m16 tiles), ``stages``
@@ -22,16 +22,35 @@ Shared tiles are row-major with rows padded by 16 bytes: ldmatrix's 8 rows of 16
 8 different 4-bank groups, and a quarter warp's 16-byte copies fill one 128-byte row span,
 so neither conflicts; ``red`` is written 32 consecutive words a warp and read as 8 distinct
 words (4 banks apart) broadcast to a row's 4 threads.
+
+Key band (``KeyBand`` of ir/attention.py, e.g. a causal ``j <= i``): a block visits only the
+key tiles [lo, hi) that hold a key one of its rows sees, in three loops: the band's lower
+edge, its inside (the logit without the band's comparisons) and its upper edge (the whole
+logit). A loop runs the longest count over the blocks; a block past its own count skips the
+tile under a block-uniform ``If`` (no copy, no product), while the cp.async waits and commits
+stay outside it (every block commits the same groups; an empty one only makes later waits
+wait longer). Query tiles run heaviest first (block 0 takes the last rows).
+
+``wgmma`` (1): both products are warpgroup MMAs (ir/wgmma.py) from shared memory; a warpgroup
+owns 64 rows. Q, K, V are copied into the descriptors' swizzled panels (a quarter warp's
+copies fill one 128-byte panel row: no conflicts), the scores land in the same accumulator
+layout as mma.sync's, the softmax is unchanged, and P is stored (16-bit) to its own shared
+tile, which with V feeds O += P V. Each product: wgmma.fence, one wgmma a 16-deep step,
+commit, wait for none in flight; a ``SharedFence`` before the barrier that publishes the
+landed K/V copies and before the one that publishes P. Every buffer is whole 1024-byte
+atoms, so the swizzle the descriptors assume holds at every buffer's start.
 """
 from __future__ import annotations
 
 import math
 
 from . import dtype as dt
+from . import wgmma as wg
 from .attention import LOG2E, SCORE, AttentionKernel
 from .node import Node, Ops, TRUE, alu, const, lt, special, substitute, var
 from .program import (Assign, Barrier, CopyCommit, CopyWait, FragLoad, If, Loop, Mma, Program, Reg, Shared, SharedCopy,
-                      SharedStore, Stmt, Store)
+                      SharedFence, SharedStore, Stmt, Store, Wgmma, WgmmaCommit, WgmmaFence, WgmmaWait)
+from .tensorcore import Operand
 
 # ptxas (CUDA 13.0, sm_90a, -v) beyond the live fragments and statistics: addresses, loop state and
 # temporaries, 24 plus one per 8 head-dim columns (the fragment addresses of Q, K, V rows). Fitted
@@ -41,27 +60,49 @@ OVERHEAD_REGS = 24
 PAD = 8                     # elements of padding per shared row (16 bytes)
 WARP = 32
 NEG_INF = float("-inf")
-SQ, SK, SV, RED = "sq_tile", "sk_tile", "sv_tile", "red"
+SQ, SK, SV, SP, RED = "sq_tile", "sk_tile", "sv_tile", "sp_tile", "red"
 QA, KB, VB, S_, PA, O_ = "qa", "kb", "vb", "s", "pa", "o"
 M_, MN, MS, AL, L_, LI = "m", "mnew", "msafe", "alpha", "l", "linv"
 
 
 def params_of(schedule) -> dict[str, int]:
-    return {k: schedule.param(k) for k in ("block_m", "block_n", "warps", "stages")}
+    p = {k: schedule.param(k) for k in ("block_m", "block_n", "warps", "stages")}
+    if schedule.param("wgmma", 0): p["wgmma"] = 1
+    return p
+
+
+def sizes(g, p: dict[str, int]) -> dict[str, int]:
+    """Elements of each shared buffer. mma.sync: rows padded by ``PAD``. wgmma: the
+    descriptors' swizzled panels (ir/wgmma.py), every buffer a whole number of 1024-byte
+    atoms (so the emulator's and the renderer's layouts agree), P's tile besides."""
+    bm, bn, st = p["block_m"], p["block_n"], p["stages"]
+    if not p.get("wgmma"):
+        return {SQ: bm * (g.d + PAD), SK: st * bn * (g.d + PAD), SV: st * bn * (g.dv + PAD), RED: bm * 4}
+    atoms = lambda rows, width: wg.stage_bytes(rows, width) // 2  # noqa: E731 (16-bit elements)
+    return {SQ: atoms(bm, g.d), SK: st * atoms(bn, g.d), SV: st * atoms(bn, g.dv), SP: atoms(bm, bn),
+            RED: -(-bm * 16 // wg.ATOM_ALIGN) * wg.ATOM_ALIGN // 4}
 
 
 def shared_bytes(g, p: dict[str, int], itemsize: int = 2) -> int:
-    """Shared memory a block declares: the Q tile, ``stages`` K and V tiles, ``red``."""
-    bm, bn, st = p["block_m"], p["block_n"], p["stages"]
-    return (bm * (g.d + PAD) + st * bn * (g.d + PAD) + st * bn * (g.dv + PAD)) * itemsize + bm * 4 * 4
+    """Shared memory a block declares: the Q tile, ``stages`` K and V tiles, ``red`` (and
+    with wgmma P's tile)."""
+    return sum(n * (4 if name == RED else itemsize) for name, n in sizes(g, p).items())
 
 
 def registers(g, p: dict[str, int]) -> int:
     """32-bit registers a thread uses: the live fragments of each of its m16 tiles (Q: d/4, the
     scores: bn/2, P packed: bn/4, the output: dv/2, the row statistics: 12) plus ptxas's
-    allowance for addresses and temporaries (``OVERHEAD_REGS``)."""
+    allowance for addresses and temporaries (``OVERHEAD_REGS``). wgmma reads Q and P from
+    shared memory: the scores, the output and the statistics stay, with P's conversions
+    (bn/4), 24 more a second warpgroup, and with synchronous copies (1 stage) one a 16-byte
+    copy of a K/V tile, which ptxas keeps in flight (ptxas on 18 points, 112-240: this 4 to 31
+    above)."""
     mt = p["block_m"] // p["warps"] // 16
     bn = p["block_n"]
+    if p.get("wgmma"):
+        sync = bn * (g.d + g.dv) // 8 // (WARP * p["warps"]) if p["stages"] == 1 else 0
+        return (bn // 2 + bn // 4 + g.dv // 2 + 12 + OVERHEAD_REGS + g.d // 8 + 24 * (p["warps"] // wg.WARPS_PER_GROUP - 1)
+                + sync)
     return mt * (g.d // 4 + bn // 2 + bn // 4 + g.dv // 2 + 12) + OVERHEAD_REGS + g.d // 8
 
 
@@ -84,6 +125,12 @@ def check(kernel, p: dict[str, int], machine) -> list[str]:
     g, errs = kernel.geometry, []
     bm, bn, w, st = p["block_m"], p["block_n"], p["warps"], p["stages"]
     if not machine.has("mma.sync"): errs.append(f"{machine.name} has no mma.sync")
+    if p.get("wgmma"):
+        if not machine.has("wgmma"): errs.append(f"{machine.name} has no wgmma")
+        if w % wg.WARPS_PER_GROUP or bm != 16 * w: errs.append(f"wgmma: block_m {bm} / warps {w}: whole warpgroups of 64 rows")
+        for what, width in (("head dim", g.d), ("value head dim", g.dv), ("key tile", bn)):
+            if width % 64: errs.append(f"wgmma: {what} {width} is not whole 128-byte swizzled panels")
+        if bn > 256 or g.dv > 256: errs.append("wgmma: N over 256")
     if kernel.inputs[g.slots[0]].dtype not in (dt.float16, dt.bfloat16): errs.append("Q, K, V must be 16-bit floats")
     if len({kernel.inputs[s].dtype for s in g.slots}) != 1: errs.append("Q, K and V differ in dtype")
     if g.d % 16 or g.dv % 16 or g.d > 256 or g.dv > 256: errs.append(f"head dims {g.d}/{g.dv} must be multiples of 16 up to 256")
@@ -96,9 +143,15 @@ def check(kernel, p: dict[str, int], machine) -> list[str]:
         if rows * width // 8 % threads: errs.append(f"{what} tile's 16-byte copies ({rows * width // 8}) do not split over {threads} threads")
     for name in ("q", "k", "v"):
         if (why := g.rows_ok(name)) is not None: errs.append(f"{name.upper()}: {why}")
-    if shared_bytes(g, p) > machine.smem_per_block: errs.append(f"shared memory {shared_bytes(g, p)} B over {machine.smem_per_block}")
+    smem = shared_bytes(g, p) + (wg.ATOM_ALIGN if p.get("wgmma") else 0)   # the renderer aligns wgmma's base up
+    if smem > machine.smem_per_block: errs.append(f"shared memory {smem} B over {machine.smem_per_block}")
     if registers(g, p) > machine.max_regs_per_thread: errs.append(f"about {registers(g, p)} registers a thread (over {machine.max_regs_per_thread})")
     return errs
+
+
+def _orient(k_major: bool) -> Operand:
+    """A wgmma operand of that orientation (the descriptor reads nothing else of it)."""
+    return Operand(-1, TRUE, -1, k_major)
 
 
 def _node(x: Node | int) -> Node: return x if isinstance(x, Node) else const(x, dt.int32)
@@ -135,7 +188,11 @@ class _Lower:
         for a in reversed(range(len(g.batch))):   # the batch coordinates, row-major
             self.bvars[var(a, g.batch[a])] = bh % g.batch[a]
             bh = bh // g.batch[a]
-        self.instr = f"mma.m16n8k16.{'bf16' if self.dtype is dt.bfloat16 else 'f16'}.f32"
+        ab = 'bf16' if self.dtype is dt.bfloat16 else 'f16'
+        self.wgmma = bool(p.get("wgmma"))
+        self.instr = f"wgmma.m64nNk16.{ab}.f32" if self.wgmma else f"mma.m16n8k16.{ab}.f32"
+        self.size = sizes(g, p)
+        self.stage = {SK: self.size[SK] // self.st, SV: self.size[SV] // self.st}   # elements a pipeline stage
 
     # ---- indices -------------------------------------------------------------------
     def at(self, idx: Node, row: Node, col: Node, rows: int, cols: int) -> Node:
@@ -147,6 +204,11 @@ class _Lower:
         return self.warp * (16 * self.mt) + (mi * 16 + 8 * h) + self.g8
 
     # ---- copies --------------------------------------------------------------------
+    def offset(self, row, col, rows: int, width: int):
+        """Element offset of tile element (row, col) in its buffer (one stage): rows padded by
+        ``PAD`` for ldmatrix, or wgmma's swizzled panels."""
+        return wg.smem_offset(row, col, rows, width) if self.wgmma else row * (width + PAD) + col
+
     def copies(self, name: str, rows: int, width: int, idx: Node, row0: Node, nrows: int, slot: int, base: Node,
                valid: Node = TRUE, async_: bool = False) -> list[Stmt]:
         per_row, out = width // 8, []
@@ -154,14 +216,14 @@ class _Lower:
             q = self.thread + c * self.threads
             row, col = q // per_row, (q % per_row) * 8
             src = self.at(idx, row0 + row, col, nrows, width)
-            out.append(SharedCopy(name, base + row * (width + PAD) + col, slot, src, 8, valid, async_))
+            out.append(SharedCopy(name, base + self.offset(row, col, rows, width), slot, src, 8, valid, async_))
         return out
 
     def kv_copies(self, kt: Node, stage: Node, valid: Node = TRUE) -> list[Stmt]:
         g, bn = self.g, self.bn
         a = self.st > 1
-        return (self.copies(SK, bn, g.d, g.k, kt * bn, g.sk, g.slots[1], stage * (bn * (g.d + PAD)), valid, a)
-                + self.copies(SV, bn, g.dv, g.v, kt * bn, g.sk, g.slots[2], stage * (bn * (g.dv + PAD)), valid, a))
+        return (self.copies(SK, bn, g.d, g.k, kt * bn, g.sk, g.slots[1], stage * self.stage[SK], valid, a)
+                + self.copies(SV, bn, g.dv, g.v, kt * bn, g.sk, g.slots[2], stage * self.stage[SV], valid, a))
 
     # ---- fragments -----------------------------------------------------------------
     def frag_addr(self, r0: Node | int, c0: int, width: int, row_hi_first: bool) -> Node:
@@ -185,17 +247,9 @@ class _Lower:
         (the whole logit), else every key is visible to every row (the band's inside)."""
         g, bn, mt = self.g, self.bn, self.mt
         logit = g.logit if masked else self.band.inside
-        ns, out = bn // 8, []
-        sidx = lambda mi, nt, c: (mi * ns + nt) * 4 + c  # noqa: E731
-        out += [Assign(S_, const(i, dt.int32), _f(0.0)) for i in range(mt * ns * 4)]
-        kbase = stage * (bn * (g.d + PAD))
-        for kk in range(g.d // 16):
-            for np_ in range(bn // 16):
-                out.append(FragLoad(KB, 0, SK, kbase + self.frag_addr(np_ * 16, kk * 16, g.d, False)))
-                for mi in range(mt):
-                    a_off = (mi * (g.d // 16) + kk) * 8
-                    out.append(Mma(self.instr, S_, sidx(mi, 2 * np_, 0), QA, a_off, KB, 0))
-                    out.append(Mma(self.instr, S_, sidx(mi, 2 * np_ + 1, 0), QA, a_off, KB, 4))
+        ns = bn // 8
+        sidx = lambda mi, nt, c: (mi * ns + nt) * 4 + c  # noqa: E731 (mma.sync's and wgmma's accumulator layout alike)
+        out = self.scores_wgmma(stage) if self.wgmma else self.scores_mma(stage)
         # the graph's logit, element by element (global row i, key j)
         j0 = kt * bn
         for mi in range(mt):
@@ -236,12 +290,37 @@ class _Lower:
                 for c in range(4):
                     oi = (mi * (g.dv // 8) + nt) * 4 + c
                     out.append(Assign(O_, const(oi, dt.int32), _reg(O_, oi) * _reg(AL, mi * 2 + c // 2)))
+            if self.wgmma:   # P to its shared tile (wgmma's A operand), row-major in swizzled panels
+                for nt in range(ns):
+                    for c in range(4):
+                        col = nt * 8 + self.t4 * 2 + c % 2
+                        pv = Node(Ops.CAST, self.dtype, (_reg(S_, sidx(mi, nt, c)),))
+                        out.append(SharedStore(SP, self.offset(self.row_local(mi, c // 2), col, self.bm, bn), pv))
+                continue
             # P in mma's A layout: chunk kc = key n-tiles 2kc, 2kc+1
             for kc in range(bn // 16):
                 for e in range(8):
                     pv = _reg(S_, sidx(mi, 2 * kc + e // 4, e % 4))
                     out.append(Assign(PA, const((mi * (bn // 16) + kc) * 8 + e, dt.int32), Node(Ops.CAST, self.dtype, (pv,))))
-        vbase = stage * (bn * (g.dv + PAD))
+        return out + (self.pv_wgmma(stage) if self.wgmma else self.pv_mma(stage))
+
+    # ---- the two products ------------------------------------------------------------
+    def scores_mma(self, stage: Node) -> list[Stmt]:
+        g, bn, mt, ns = self.g, self.bn, self.mt, self.bn // 8
+        out: list[Stmt] = [Assign(S_, const(i, dt.int32), _f(0.0)) for i in range(mt * ns * 4)]
+        kbase = stage * self.stage[SK]
+        for kk in range(g.d // 16):
+            for np_ in range(bn // 16):
+                out.append(FragLoad(KB, 0, SK, kbase + self.frag_addr(np_ * 16, kk * 16, g.d, False)))
+                for mi in range(mt):
+                    a_off = (mi * (g.d // 16) + kk) * 8
+                    out.append(Mma(self.instr, S_, (mi * ns + 2 * np_) * 4, QA, a_off, KB, 0))
+                    out.append(Mma(self.instr, S_, (mi * ns + 2 * np_ + 1) * 4, QA, a_off, KB, 4))
+        return out
+
+    def pv_mma(self, stage: Node) -> list[Stmt]:
+        g, bn, mt, out = self.g, self.bn, self.mt, []
+        vbase = stage * self.stage[SV]
         for kc in range(bn // 16):
             for dp in range(g.dv // 16):
                 out.append(FragLoad(VB, 0, SV, vbase + self.frag_addr(kc * 16, dp * 16, g.dv, True), trans=True))
@@ -251,6 +330,31 @@ class _Lower:
                     out.append(Mma(self.instr, O_, o0, PA, a_off, VB, 0))
                     out.append(Mma(self.instr, O_, o0 + 4, PA, a_off, VB, 4))
         return out
+
+    def wgmma_product(self, n: int, d: str, a: str, a_rows: int, a_width: int, b: str, b_base: Node, b_rows: int,
+                      b_width: int, b_kmajor: bool, first_zeroes: bool) -> list[Stmt]:
+        """D (this warpgroup's 64 rows x n) (+)= A B over A's width, 16 deep a wgmma: A row-major
+        in shared (its rows from the warpgroup's first), B ``b_kmajor`` (stored [k][n]) or not
+        ([n][k]); then wait for them (the softmax reads the scores, the next tile rescales O)."""
+        opa, opb = _orient(False), _orient(b_kmajor)
+        da, db = wg.operand_desc(opa, a_rows, a_width), wg.operand_desc(opb, b_rows, b_width)
+        r0 = (self.warp // wg.WARPS_PER_GROUP) * wg.WG_M
+        out: list[Stmt] = [WgmmaFence()]
+        for kk in range(0, a_width, wg.WG_K):
+            out.append(Wgmma(self.instr, n, d, 0, a, wg.operand_start(opa, a_rows, a_width, r0, kk), da.fields, da.trans,
+                             b, b_base + wg.operand_start(opb, b_rows, b_width, 0, kk), db.fields, db.trans,
+                             scale_d=not (first_zeroes and kk == 0)))
+        return out + [WgmmaCommit(), WgmmaWait(0)]
+
+    def scores_wgmma(self, stage: Node) -> list[Stmt]:
+        g, bn = self.g, self.bn
+        return self.wgmma_product(bn, S_, SQ, self.bm, g.d, SK, stage * self.stage[SK], bn, g.d, False, True)
+
+    def pv_wgmma(self, stage: Node) -> list[Stmt]:
+        """P's stores published to wgmma's proxy and to the warpgroup, then O += P V."""
+        g, bn = self.g, self.bn
+        return [SharedFence(), Barrier()] + \
+            self.wgmma_product(g.dv, O_, SP, self.bm, bn, SV, stage * self.stage[SV], bn, g.dv, True, False)
 
     # ---- the program -----------------------------------------------------------------------
     def epilogue(self) -> list[Stmt]:
@@ -276,33 +380,38 @@ class _Lower:
     def program(self) -> Program:
         g, bm, bn, mt, S = self.g, self.bm, self.bn, self.mt, self.st
         zero = const(0, dt.int32)
-        decl: list[Stmt] = [Shared(SQ, self.dtype, bm * (g.d + PAD)), Shared(SK, self.dtype, S * bn * (g.d + PAD)),
-                            Shared(SV, self.dtype, S * bn * (g.dv + PAD)), Shared(RED, dt.float32, bm * 4),
-                            Reg(QA, self.dtype, mt * (g.d // 16) * 8), Reg(KB, self.dtype, 8), Reg(VB, self.dtype, 8),
-                            Reg(S_, dt.float32, mt * (bn // 8) * 4), Reg(PA, self.dtype, mt * (bn // 16) * 8),
-                            Reg(O_, dt.float32, mt * (g.dv // 8) * 4)]
+        sz = self.size
+        decl: list[Stmt] = [Shared(SQ, self.dtype, sz[SQ]), Shared(SK, self.dtype, sz[SK]), Shared(SV, self.dtype, sz[SV])]
+        if self.wgmma: decl.append(Shared(SP, self.dtype, sz[SP]))
+        decl += [Shared(RED, dt.float32, sz[RED]), Reg(S_, dt.float32, mt * (bn // 8) * 4), Reg(O_, dt.float32, mt * (g.dv // 8) * 4)]
+        if not self.wgmma:
+            decl += [Reg(QA, self.dtype, mt * (g.d // 16) * 8), Reg(KB, self.dtype, 8), Reg(VB, self.dtype, 8),
+                     Reg(PA, self.dtype, mt * (bn // 16) * 8)]
         decl += [Reg(n, dt.float32, mt * 2) for n in (M_, MN, MS, AL, L_, LI)]
         init = [Assign(M_, const(r, dt.int32), _f(NEG_INF)) for r in range(mt * 2)]
         init += [Assign(L_, const(r, dt.int32), _f(0.0)) for r in range(mt * 2)]
         init += [Assign(O_, const(i, dt.int32), _f(0.0)) for i in range(mt * (g.dv // 8) * 4)]
         qcopy = self.copies(SQ, bm, g.d, g.q, self.i0, g.sq, g.slots[0], zero, TRUE, S > 1)
+        qfrags = [] if self.wgmma else self.q_frags()   # wgmma reads Q from shared memory
+        fence = [SharedFence()] if self.wgmma else []   # the landed copies, visible to wgmma's proxy
         lo, full_lo, full_hi, hi = (_node(x) for x in self.band.tiles(self.i0, bm, bn, self.ktiles))
         n = hi - lo                      # key tiles this block visits, in order: position p is tile lo + p
         if S == 1:
-            body = qcopy + [Barrier()] + self.q_frags() + init
+            body = qcopy + [Barrier()] + qfrags + init
             def step(p: Node, masked: bool) -> tuple[list[Stmt], list[Stmt], list[Stmt]]:
-                return [], self.kv_copies(lo + p, zero) + [Barrier()] + self.tile(zero, lo + p, masked) + [Barrier()], []
+                work = self.kv_copies(lo + p, zero) + fence + [Barrier()] + self.tile(zero, lo + p, masked) + [Barrier()]
+                return [], work, []
         else:
             body = qcopy + [CopyCommit()]
             for t in range(S - 1):       # positions 0 .. S-2 ahead (a copy past the block's last tile reads nothing)
                 if t < self.ktiles: body += self.kv_copies(lo + t, const(t, dt.int32), lt(const(t, dt.int32), n))
                 body.append(CopyCommit())
-            body += [CopyWait(S - 1), Barrier()] + self.q_frags() + init
+            body += [CopyWait(S - 1), Barrier()] + qfrags + init
             # wait and commit stay outside a skipped tile's condition, so every block commits the
             # same groups (a skipped iteration commits an empty one: later waits only wait longer)
             def step(p: Node, masked: bool) -> tuple[list[Stmt], list[Stmt], list[Stmt]]:
                 nxt = p + (S - 1)
-                work = [Barrier()] + self.tile(p % S, lo + p, masked) + self.kv_copies(lo + nxt, nxt % S, lt(nxt, n))
+                work = fence + [Barrier()] + self.tile(p % S, lo + p, masked) + self.kv_copies(lo + nxt, nxt % S, lt(nxt, n))
                 return [CopyWait(S - 2)], work, [CopyCommit()]
         # three segments: the band's lower edge (masked), its inside (unmasked), its upper edge (masked)
         bounds = (_node(0), full_lo - lo, full_hi - lo, n)

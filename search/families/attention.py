@@ -1,4 +1,4 @@
-"""Fused attention (``ir/attention.py``) with mma.sync: the schedule family ``attention``.
+"""Fused attention (``ir/attention.py``) with mma.sync or wgmma: the schedule family ``attention``.
 
 Space: ``block_m`` (query rows a block: 16 or 32 a warp), ``block_n`` (keys a tile), ``warps``,
 ``stages`` (1: synchronous K/V copies, 2-3: cp.async pipeline). Legality: the lowering's own
@@ -6,8 +6,11 @@ analytic counts (``ir/attention_lower.check``: shared memory, registers a thread
 copy divisibility, 16-byte aligned rows). Registers a thread are ``attention_lower.registers``
 (live fragments plus ptxas's allowance, fitted to ptxas -v: a point over 255 would spill and is
 refused); the blocks an SM holds by them (``blocks_by_registers``: 256-register warp
-allocation) bound ``resident`` with shared memory and threads. wgmma with a TMA producer warp
-is a later variant.
+allocation) bound ``resident`` with shared memory and threads. ``wgmma`` (1; absent: 0) runs
+both products as Hopper warpgroup MMAs from shared memory (Q, K, V in the descriptors'
+swizzled panels, P written to shared memory by the softmax) instead of mma.sync from
+registers: whole warpgroups of 64 rows, 64-wide panels (TMA copies and a producer warp are a
+later variant).
 
 ``solve`` evaluates the whole space at once (numpy) and poses the same formula to Z3, whose
 optimum must agree (the space is small enough to cover: the optimum is proved under the model;
@@ -20,15 +23,18 @@ logit's band lets it see (``KeyBand`` of ir/attention.py: all ``sk / block_n`` w
 about half under a causal mask, those above the diagonal neither loaded nor computed: the
 mean over the query tiles, and at least the heaviest block's count on one SM), each tile
   - tensor work: 2 block_m x block_n x (d + dv) flops at the mma.sync rate (tc_cost's sm_90
-    share of the tensor peak), of which the SM's resident warps use tc_share;
+    share of the tensor peak) or wgmma's (the whole peak), of which the SM's resident warps use
+    tc_share;
   - softmax work: per score element the logit, two exponentials (``OP_WEIGHT``), max, sum and
     the rescale of the accumulator rows, at the fp32 lane rate; the band's comparisons only on
     the tiles its edges cross;
   - the exposed copy latency of a tile (tc_cost.LATENCY_S) not covered by the stages ahead
     and the other resident blocks, and three block-wide barriers;
 against DRAM (compulsory bytes), L2 (K and V re-read by every query block) and shared memory
-(every warp reads the whole K and V tile through ldmatrix; the padded layouts are conflict
-free, so one wavefront per 128 bytes). Time = launch + max(compute, DRAM, L2, shared) + stall.
+(mma.sync: every warp reads the whole K and V tile through ldmatrix; wgmma: each warpgroup
+reads its Q rows, K and V, and writes and reads its P rows; the padded and swizzled layouts
+are conflict free, so one wavefront per 128 bytes).
+Time = launch + max(compute, DRAM, L2, shared) + stall.
 The hand rule: 64 query rows (4 warps of 16), 64-key tiles, 2 stages — FlashAttention-2's
 forward tile for head dim 64 and 128 on sm_80+.
 """
@@ -50,6 +56,7 @@ from ..tc_cost import L2_PER_DRAM, LATENCY_S, MMA_SYNC_SM90, tc_share
 from . import Candidate, Solved
 
 BLOCK_M, BLOCK_N, WARPS, STAGES = (16, 32, 64, 128), (16, 32, 64, 128), (1, 2, 4, 8), (1, 2, 3)
+WGMMA = (0, 1)           # the two products by mma.sync (Q, P in registers) or by wgmma (Q, P in shared memory)
 BARRIER_S = 40e-9        # one block-wide barrier with its pipeline drain, estimate (not calibrated)
 HAND = {"block_m": 64, "block_n": 64, "warps": 4, "stages": 2}
 
@@ -76,7 +83,7 @@ def facts(kernel, p: dict[str, int], machine) -> dict[str, float]:
             "d": float(g.d), "dv": float(g.dv),
             "resident": float(max(1, resident)), "elem_ops": float(inside + 2 * OP_WEIGHT[Ops.EXP2] + 4),
             "mask_ops": float(_elementwise_ops(g.logit) - inside),
-            "regs": float(regs), "min_bytes": float(kernel.min_bytes), "itemsize": float(kernel.inputs[g.slots[0]].dtype.itemsize)}
+            "wgmma": float(p.get("wgmma", 0)), "regs": float(regs), "min_bytes": float(kernel.min_bytes), "itemsize": float(kernel.inputs[g.slots[0]].dtype.itemsize)}
 
 
 def _elementwise_ops(logit) -> int:
@@ -89,7 +96,7 @@ def attention_time(B, f: dict, machine):
     """Modeled seconds (see the module docstring) in arithmetic ``B``."""
     cores = float(machine.cores)
     tc_rate = (machine.flops_tc_fp16 or 16 * machine.flops_fp32) / machine.cores
-    if machine.sm >= 90: tc_rate *= MMA_SYNC_SM90
+    if machine.sm >= 90: tc_rate = tc_rate * (MMA_SYNC_SM90 + f["wgmma"] * (1.0 - MMA_SYNC_SM90))   # wgmma: the whole peak
     fp_rate = machine.flops_fp32 / machine.cores
     per_sm = B.ceil(f["blocks"] / cores)
     r = B.max(1.0, B.min(per_sm, f["resident"]))
@@ -105,7 +112,12 @@ def attention_time(B, f: dict, machine):
     dram = f["min_bytes"] / machine.dram_bw
     kv = f["blocks"] * f["visits"] * f["bn"] * (f["d"] + f["dv"]) * f["itemsize"]
     l2 = kv / (L2_PER_DRAM * machine.dram_bw)
-    smem = kv * f["warps"] / (machine.smem_bw or machine.dram_bw)
+    # shared reads a tile: mma.sync, every warp reads all of K and V (ldmatrix); wgmma, each
+    # warpgroup reads its Q rows, K and V, and writes and reads its P rows
+    tile_el = f["bn"] * (f["d"] + f["dv"])
+    wg_el = f["bm"] * f["d"] + f["warps"] / 4.0 * tile_el + 2.0 * f["bm"] * f["bn"]
+    per_tile = tile_el * f["warps"] + f["wgmma"] * (wg_el - tile_el * f["warps"])
+    smem = f["blocks"] * f["visits"] * per_tile * f["itemsize"] / (machine.smem_bw or machine.dram_bw)
     return machine.launch_s + B.max(B.max(B.max(compute, dram), l2), smem) + stall
 
 
@@ -146,8 +158,8 @@ class Attention:
     def points(self, kernel, machine) -> list[dict[str, int]]:
         """Every legal parameter point."""
         out = []
-        for bm, bn, w, st in itertools.product(BLOCK_M, BLOCK_N, WARPS, STAGES):
-            p = {"block_m": bm, "block_n": bn, "warps": w, "stages": st}
+        for bm, bn, w, st, wgm in itertools.product(BLOCK_M, BLOCK_N, WARPS, STAGES, WGMMA):
+            p = {"block_m": bm, "block_n": bn, "warps": w, "stages": st, **({"wgmma": 1} if wgm else {})}
             if not al.check(kernel, p, machine): out.append(p)
         return out
 

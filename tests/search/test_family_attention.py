@@ -154,7 +154,9 @@ def ptxas(kern, p: dict, tmp_path) -> tuple[int, int]:
 @pytest.mark.parametrize("d, p", [(64, {"block_m": 64, "block_n": 64, "warps": 4, "stages": 2}),     # the hand rule
                                   (128, {"block_m": 64, "block_n": 128, "warps": 4, "stages": 1}),   # near the limit
                                   (64, {"block_m": 128, "block_n": 32, "warps": 4, "stages": 3}),    # two m16 tiles a warp
-                                  (128, {"block_m": 32, "block_n": 32, "warps": 2, "stages": 3})])
+                                  (128, {"block_m": 32, "block_n": 32, "warps": 2, "stages": 3}),
+                                  (128, {"block_m": 64, "block_n": 128, "warps": 4, "stages": 1, "wgmma": 1}),
+                                  (64, {"block_m": 128, "block_n": 64, "warps": 8, "stages": 3, "wgmma": 1})])
 def test_register_estimate_against_ptxas(d, p, tmp_path):
     """The model's registers a thread against ptxas -v: never more than 8 below (the solver must
     not take a spilling point for a legal one), at most 36 above; no spills where it is legal."""
@@ -174,7 +176,7 @@ def test_points_the_model_refuses_for_registers_spill(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc for ptxas's register count")
-@pytest.mark.parametrize("heads, s, d, causal", [(256, 512, 64, True), (128, 2048, 128, False)])
+@pytest.mark.parametrize("heads, s, d, causal", [(256, 512, 64, True), (32, 2048, 128, False)])
 def test_solver_pick_does_not_spill(heads, s, d, causal, tmp_path):
     """What the solver picks for BERT-large causal and S = 2048, D = 128 compiles without spills,
     its register count as modeled."""
@@ -182,3 +184,19 @@ def test_solver_pick_does_not_spill(heads, s, d, causal, tmp_path):
     p = dict(FAMILY.solve(k, H100, 10.0).candidates[0].schedule.params)
     got, spill = ptxas(k, p, tmp_path)
     assert spill == 0 and got - 8 <= registers(k.geometry, p) <= got + 36
+
+
+def test_family_chooses_mma_sync_or_wgmma():
+    """Both variants are in the space where the target has wgmma, only mma.sync where it has
+    not; wgmma's products run at the whole tensor peak (mma.sync at tc_cost's sm_90 share),
+    so the same tiles are modeled faster by wgmma on this long sequence."""
+    from dataclasses import replace
+    k = kernel(16, 2048, 128)
+    pts = FAMILY.points(k, H100)
+    assert {p.get("wgmma", 0) for p in pts} == {0, 1}
+    no_wg = replace(H100, capabilities=H100.capabilities - {"wgmma"})
+    assert FAMILY.points(k, no_wg) and all("wgmma" not in p for p in FAMILY.points(k, no_wg))
+    p = {"block_m": 64, "block_n": 64, "warps": 4, "stages": 2}
+    assert FAMILY.legal(k, schedule_of({**p, "wgmma": 1}), no_wg) and not FAMILY.legal(k, schedule_of({**p, "wgmma": 1}), H100)
+    assert FAMILY.cost(k, schedule_of({**p, "wgmma": 1}), H100) < FAMILY.cost(k, schedule_of(p), H100)
+    assert any("whole warpgroups" in e for e in FAMILY.legal(k, schedule_of({**p, "warps": 2, "block_m": 32, "wgmma": 1}), H100))
