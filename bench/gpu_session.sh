@@ -108,7 +108,7 @@ gputests)   # only the tests that run on the device (a short stage for a session
   # the staged SIMT test (28 compiles) last: it is the slowest
   $TPY -m pytest -q -rs -p no:cacheprovider tests/backends/test_cuda.py tests/backends/test_row_schedules.py \
     tests/backends/test_emu_wgmma.py tests/backends/test_emu_tma.py tests/backends/test_emu_ws.py tests/backends/test_emu_conv_wgmma.py tests/backends/test_emu_relayout.py \
-    tests/backends/test_emu_tensorcore_conv.py tests/backends/test_special_values.py tests/backends/test_emu_staged.py \
+    tests/backends/test_emu_tensorcore_conv.py tests/backends/test_special_values_cuda.py tests/backends/test_emu_staged.py \
     -k "(cuda or gpu or illegal or hang) and not compiles and not render and not legal_and_right_on_emu and not spells" -v --tb=short 2>&1 | tee "$OUT/tests.txt" | tail -15
   ;;
 ws-check)   # warp-specialized wgmma on the GPU (tests), then every wgmma variant of four fp16 GEMMs (WGMMA=ws: those only; WS_ONLY: other workloads)
