@@ -6,17 +6,18 @@ width, registers). The cost model prices one call as
 
     max(FMA time of the padded tiles at the micro-kernel's efficiency,
         bytes each cache level serves / its bandwidth)
-    + bytes packed / the packing bandwidth + barriers
+    + bytes packed / the packing bandwidth + waits between blocks
 
 per worker (the busiest one: MC blocks go to workers as they come free, ceil(blocks /
 workers) of them on even cores). Bytes per level after reuse (BLIS analysis): the KC x NR
 micro-panel of B is reused from L1 across the MR rows, the MC x KC block of A from L2
-across the NC/NR micro-panels, the KC x NC panel of B from L3 across the MC blocks; each
-operand is read from memory and packed once per outer block, C is read and written once
-per KC step. A block that overflows its level is served by the next one. The micro-
-kernel's efficiency: MR*NR/V FMAs a k step against NR/V loads and MR broadcasts (load
-ports), the FMA latency hidden only with enough independent accumulators, and a spill
-penalty past the registers the compiler keeps.
+across the NC/NR micro-panels, the KC x NC panel of B from L3 (L2 where it fits its share
+there) across the MC blocks; each operand is read from memory and packed once per outer
+block, C is read and written once per KC step. A block that overflows its level is served
+by the next one. The micro-kernel's efficiency: MR*NR/V FMAs a k step against NR/V loads
+and MR broadcasts (load ports), the FMA latency hidden only with enough independent
+accumulators, a spill penalty past the registers the compiler keeps, and a stall where the
+B panel overflows its share of L2.
 ``MODEL`` holds the constants (cycles, ports, bandwidths in bytes a cycle); ``superopt
 calibrate`` fits some of them to timed GEMMs and ``constants(machine)`` applies that fit.
 
@@ -46,6 +47,11 @@ MODEL = {
     "l2_bw": 64.0,           # bytes a cycle per core from L2
     "l3_bw": 24.0,           # bytes a cycle per core from L3
     "barrier_s": 2e-6,       # one barrier between workers
+    "panel_stall": 0.1,      # fraction of FMA time lost where the KC x NC panel of B overflows its share of L2
+                             # (its micro-panels then come from L3 into the micro-kernel; measured on a 2-core
+                             # AVX-512 host with 2 MB L2s, CPU time: 1024^3 2 workers KC 256 NC 1024 (a 1 MB panel)
+                             # 6% faster than KC 384 (1.5 MB), 15% than KC 512 (2 MB); 2048^3 1 worker NC 1024
+                             # 7-9% faster than KC 192 NC 2048 (1.5 MB) and KC 256 NC 2048 (2 MB))
     "pack_bw": 10.0,         # bytes a cycle per core a packing copy moves (read + written; sources mostly from L3)
     "fill": 0.5,             # fraction of a cache level a block may use
     "overlap": 0.75,         # fraction of the shorter of compute and cache traffic hidden under the longer
@@ -206,7 +212,8 @@ def model(g: dict[str, int], p: dict[str, int], machine, P: dict[str, float] | N
     rows_pad = -(-rows // mr) * mr
     n_pad = -(-n // nr) * nr
     peak = MODEL["fma_ports"] * lanes * hz                 # FMAs a second per core
-    fma_s = b * rows_pad * n_pad * k / (peak * efficiency(mr, nr, lanes, MODEL))
+    panel_l2 = kc * nc * 4 <= fill * c[2]   # the B panel in its share of L2 (the next one is packed beside it)
+    fma_s = b * rows_pad * n_pad * k / (peak * efficiency(mr, nr, lanes, MODEL)) * (1 + (0 if panel_l2 else MODEL["panel_stall"]))
     # bytes each level serves to the busiest worker
     a_l2 = b * rows * k * 4 * (n_pad / nr)                 # the A block, once per micro-panel of B
     l1_ok = (kc * nr + mr * kc) * 4 <= fill * c[1] * 2     # B micro-panel + A micro-panel in L1
@@ -220,7 +227,8 @@ def model(g: dict[str, int], p: dict[str, int], machine, P: dict[str, float] | N
     a_s = a_l2 / (l2_bw if l2_ok else l3_bw if l3_ok else dram)
     # the B panel is packed once per (jc, pc) and read from L3 by each MC block
     b_l3 = b * mblocks / w * k * n_pad * 4
-    b3_s = b_l3 / (l3_bw if l3_ok else dram)
+    # ... from L2 where it fits its share there
+    b3_s = b_l3 / (l2_bw if panel_l2 else l3_bw if l3_ok else dram)
     # memory: A packed once per NC block, B once, C read + written once per KC step
     mem = b * (rows * k * 4 * 2 * -(-n // nc) + k * n * 4 * 2 / w + rows * n * 4 * 2 * -(-k // kc))
     mem_s = mem / dram
