@@ -16,8 +16,8 @@ there) across the MC blocks; each operand is read from memory and packed once pe
 block, C is read and written once per KC step. A block that overflows its level is served
 by the next one. The micro-kernel's efficiency: MR*NR/V FMAs a k step against NR/V loads
 and MR broadcasts (load ports), the FMA latency hidden only with enough independent
-accumulators, a spill penalty past the registers the compiler keeps, and a stall where the
-B panel overflows its share of L2.
+accumulators, a spill penalty past the registers the compiler keeps, and stalls where the B
+micro-panel overflows L1 and the B panel its share of L2.
 ``MODEL`` holds the constants (cycles, ports, bandwidths in bytes a cycle); ``superopt
 calibrate`` fits some of them to timed GEMMs and ``constants(machine)`` applies that fit.
 
@@ -52,6 +52,9 @@ MODEL = {
                              # AVX-512 host with 2 MB L2s, CPU time: 1024^3 2 workers KC 256 NC 1024 (a 1 MB panel)
                              # 6% faster than KC 384 (1.5 MB), 15% than KC 512 (2 MB); 2048^3 1 worker NC 1024
                              # 7-9% faster than KC 192 NC 2048 (1.5 MB) and KC 256 NC 2048 (2 MB))
+    "micro_stall": 0.05,     # fraction of FMA time lost where the KC x NR micro-panel of B and the A one overflow
+                             # L1 (its loads then come from L2; measured, CPU time: 512^3 2 workers KC 256 (40 KB)
+                             # 5% faster than KC 512 (80 KB) on a 48 KB L1)
     "pack_bw": 10.0,         # bytes a cycle per core a packing copy moves (read + written; sources mostly from L3)
     "fill": 0.5,             # fraction of a cache level a block may use
     "overlap": 0.75,         # fraction of the shorter of compute and cache traffic hidden under the longer
@@ -213,10 +216,11 @@ def model(g: dict[str, int], p: dict[str, int], machine, P: dict[str, float] | N
     n_pad = -(-n // nr) * nr
     peak = MODEL["fma_ports"] * lanes * hz                 # FMAs a second per core
     panel_l2 = kc * nc * 4 <= fill * c[2]   # the B panel in its share of L2 (the next one is packed beside it)
-    fma_s = b * rows_pad * n_pad * k / (peak * efficiency(mr, nr, lanes, MODEL)) * (1 + (0 if panel_l2 else MODEL["panel_stall"]))
+    l1_ok = (kc * nr + mr * kc) * 4 <= fill * c[1] * 2     # B micro-panel + A micro-panel in L1
+    stall = (0 if panel_l2 else MODEL["panel_stall"]) + (0 if l1_ok else MODEL["micro_stall"])
+    fma_s = b * rows_pad * n_pad * k / (peak * efficiency(mr, nr, lanes, MODEL)) * (1 + stall)
     # bytes each level serves to the busiest worker
     a_l2 = b * rows * k * 4 * (n_pad / nr)                 # the A block, once per micro-panel of B
-    l1_ok = (kc * nr + mr * kc) * 4 <= fill * c[1] * 2     # B micro-panel + A micro-panel in L1
     l2_ok = mc * kc * 4 <= fill * c[2] * 2
     l3_ok = kc * nc * 4 * 1 <= fill * c.get(3, c[2]) * 2
     l2_bw, l3_bw = MODEL["l2_bw"] * hz, MODEL["l3_bw"] * hz
