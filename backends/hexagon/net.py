@@ -118,11 +118,15 @@ def fuse_choice(fam, fname: str, g: dict, points: list[dict], sep: int, may_fuse
             "priced": {"fused": alt.get("fused"), "separate": alt.get("separate")} if sep else {}}
 
 
+_TOKEN = re.compile(r"(?<![\w.])\.?[A-Za-z_]\w*")   # a whole symbol or label (.Lk12, hvx_kernel, g_corr)
+
+
 def _rename(text: str, names: list[str], prefix: str) -> str:
-    for n in names:   # a local label stays local (.L...), a symbol gets the layer's prefix
-        new = "." + prefix + n[1:] if n.startswith(".") else prefix + n
-        text = re.sub(rf"(?<![\w.]){re.escape(n)}(?!\w)", new, text)
-    return text
+    """Every whole occurrence of ``names`` renamed for the layer: a local label stays local
+    (.L...), a symbol gets the layer's prefix. One pass over the text: a 192x192 layer's code
+    emitted straight holds thousands of loop labels (one regex pass per name was quadratic)."""
+    table = {n: "." + prefix + n[1:] if n.startswith(".") else prefix + n for n in names}
+    return _TOKEN.sub(lambda m: table.get(m.group(0), m.group(0)), text)
 
 
 def _esc(asm: str) -> str: return asm.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n\"\n\"")
