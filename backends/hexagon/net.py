@@ -6,7 +6,8 @@ hand rule (``"hand"``): the 3->32 stride-2 first layer ``hvx_firstlayer``, the 6
 depthwise 3x3 ``hvx_depthwise``, every 1x1 convolution and the fully connected layer (a 1x1
 convolution of the pooled 1x1 map) ``hvx_gemm``. Their assembly is emitted as the standalone
 templates emit it, with the symbol and labels renamed per layer. ReLU6, the residual add and
-the average pool are ``hvx_eltwise``. ``mode="plain"`` is the same network as plain C loops
+the average pool are ``hvx_eltwise``; ReLU6 and a 1x1 project's residual add fuse into the
+conv's epilogue where the packet model prices that below the separate pass (``choose``). ``mode="plain"`` is the same network as plain C loops
 (``clang --target=hexagon -mhvx -O2``, tinygrad's route to the DSP).
 
 Weights are packed once on the host (the numpy twins of the templates' packers), read from
