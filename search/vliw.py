@@ -50,6 +50,8 @@ from pathlib import Path
 
 import z3
 
+from . import vliw_list
+
 SLOTS = 4
 MAX_SOLVE = 64   # instructions per block handed to Z3; larger blocks are packed window by window
 UNITS = ("ld", "st", "mpy0", "mpy1", "shift", "xlane")
@@ -506,30 +508,131 @@ def _lower_bound(instrs: list[Instr]) -> int:
 
 
 def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None) -> PackResult:
-    """Fewest packets (cycles) for one straight pass through the block. ``upper``: the
-    cycles of a known feasible schedule (clang's, replayed); the search is a bisection
-    below it, and an inconclusive solver answer keeps the bound unproved. At the cycles
-    found, the packing with the fewest non-empty packets is kept (``issued``)."""
+    """Fewest packets (cycles) for one straight pass through the block. A list schedule
+    (``vliw_list``) gives a feasible packing first; one Z3 model up to its length
+    (``_Packer``, reused between checks) is asked one packet below the best known, then
+    bisects between the lower bound and it, so an optimal list schedule costs one (unsat)
+    check. ``upper``: the cycles of a known feasible schedule (clang's, replayed); the list
+    schedule replaces it only when faster. An inconclusive solver answer keeps the bound
+    unproved. At the cycles found, the packing with the fewest non-empty packets is kept
+    (``issued``)."""
     t0 = time.perf_counter()
     n = len(instrs)
     deps = dependences(instrs, loop=False)
     lo = max(_lower_bound(instrs), _critical_path(n, deps))
     hi = upper if upper is not None else 2 * sum(max(1, d.latency) for d in deps) + n + 1
     best, asg, proved = hi, [], True
-    if upper is not None and n > MAX_SOLVE: lo, proved = best, False  # too big for the solver: keep clang's
-    while lo < best:
-        mid = (lo + best - 1) // 2 if upper is not None else lo
-        r, a = _pack_check(instrs, deps, mid, timeout_s)
-        if r == z3.sat:
-            best, asg = mid, a
-        elif r == z3.unsat:
-            lo = mid + 1
-        else:
-            proved = False
-            lo = mid + 1
-        if upper is None and r == z3.sat: break
-    if asg: asg = _fewest_issued(instrs, deps, best, asg, timeout_s)
+    greedy = list_schedule(instrs, deps)
+    if greedy and max(greedy) + 1 < best: best, asg = max(greedy) + 1, greedy
+    if upper is not None and n > MAX_SOLVE: lo, proved = best, False  # too big for the solver: keep the bound
+    if lo < best and not asg:   # no packing known: climb (or bisect below ``upper``) with one model per count
+        while lo < best:
+            mid = (lo + best - 1) // 2 if upper is not None else lo
+            r, a = _pack_check(instrs, deps, mid, timeout_s)
+            if r == z3.sat: best, asg = max(a) + 1, a
+            else: proved, lo = proved and r == z3.unsat, mid + 1
+            if upper is None and r == z3.sat: break
+    solver = _Packer(instrs, deps, best, timeout_s) if asg and (lo < best or len(set(asg)) > _lower_bound(instrs)) else None
+    if solver is not None and lo < best:
+        best, asg, ok = _descend(lo, best, asg, lambda p: solver.check(p), lambda a: max(a) + 1)
+        proved &= ok
+    if solver is not None:
+        _, asg, _ = _descend(_lower_bound(instrs), len(set(asg)), asg, lambda k: solver.check(best, k), lambda a: len(set(a)))
     return PackResult(best, len(set(asg)) if asg else -1, asg, proved, time.perf_counter() - t0)
+
+
+def _descend(lo: int, best: int, asg: list[int], check, measure) -> tuple[int, list[int], bool]:
+    """The least k in [lo, best] that ``check(k)`` (a solver answer, a witness) accepts,
+    ``best`` being known feasible with ``asg``: first just below ``best`` (a good upper bound
+    is usually optimal or close), then bisection. Feasibility is monotone in k; a witness
+    may be better than asked (``measure``). Returns (k, witness, every answer conclusive)."""
+    first, proved = True, True
+    while lo < best:
+        mid = best - 1 if first else (lo + best - 1) // 2
+        first = False
+        r, a = check(mid)
+        if r == z3.sat:
+            best, asg = min(mid, measure(a)), a
+        else:
+            proved &= r == z3.unsat
+            lo = mid + 1
+    return best, asg, proved
+
+
+class _Packer:
+    """One Z3 model of the straight schedule over ``horizon`` packets, checked under
+    assumptions (at most ``p`` packets, at most ``k`` of them issued) so that what the
+    solver learns in one check carries to the next and the model is built once."""
+
+    def __init__(self, instrs: list[Instr], deps: list[Dep], horizon: int, timeout_s: float):
+        n = len(instrs)
+        self.cyc = [z3.Int(f"c{i}") for i in range(n)]
+        self.length = z3.Int("packets")
+        s = self.solver = z3.Solver()
+        s.set("timeout", int(timeout_s * 1000))
+        asap, tail = _windows(n, deps)
+        c, P = self.cyc, self.length
+        s.add(P <= horizon)
+        s.add([z3.And(c[i] >= asap[i], c[i] < P - tail[i]) for i in range(n)])  # ASAP/ALAP windows prune the search
+        s.add(_resource_constraints(instrs, c, horizon))
+        for d in deps: s.add(c[d.dst] == c[d.src] if d.same else c[d.dst] >= c[d.src] + d.latency)
+        s.add([c[i] == P - 1 for i in range(n) if instrs[i].branch])
+        self.used = [z3.Or([x == q for x in c]) for q in range(horizon)]
+        self.lits: dict[tuple[str, int], z3.BoolRef] = {}
+
+    def _lit(self, kind: str, v: int) -> z3.BoolRef:
+        """The assumption literal for "at most ``v`` packets" / "at most ``v`` issued"."""
+        if (kind, v) not in self.lits:
+            b = self.lits[(kind, v)] = z3.Bool(f"{kind}{v}")
+            self.solver.add(z3.Implies(b, self.length <= v if kind == "p" else z3.PbLe([(u, 1) for u in self.used], v)))
+        return self.lits[(kind, v)]
+
+    def check(self, p: int, max_issued: int | None = None):
+        lits = [self._lit("p", p)] + ([self._lit("k", max_issued)] if max_issued is not None else [])
+        r = self.solver.check(*lits)
+        return r, ([self.solver.model().eval(x, model_completion=True).as_long() for x in self.cyc] if r == z3.sat else [])
+
+
+def _slot_demands(ins: Instr) -> tuple[tuple[int, ...], ...]:
+    """The slots one instruction takes: an unaligned vector access slot 0 and slot 1 (blocked),
+    a constant extender any one more."""
+    c = ins.iclass
+    own = ((0,), (1,)) if c.noslot1 else (c.slots,)
+    return own + (tuple(range(SLOTS)),) * (ins.words - 1)
+
+
+def _edges(deps: list[Dep]) -> list[tuple[int, int, int, bool]]:
+    return [(d.src, d.dst, d.latency, d.same) for d in deps if d.distance == 0]
+
+
+def feasible(instrs: list[Instr], deps: list[Dep], asg: list[int]) -> bool:
+    """Does the packet assignment meet the model ``_pack_check`` states: every dependence,
+    branches in the last packet, slots and units of every packet?"""
+    if len(asg) != len(instrs) or any(a < 0 for a in asg): return False
+    for s, d, lat, same in _edges(deps):
+        if asg[d] != asg[s] if same else asg[d] < asg[s] + lat: return False
+    if any(ins.branch and asg[i] != max(asg) for i, ins in enumerate(instrs)): return False
+    packets: dict[int, list[int]] = {}
+    for i, a in enumerate(asg): packets.setdefault(a, []).append(i)
+    return all(vliw_list.fits([_slot_demands(instrs[i]) for i in mem], [instrs[i].iclass.units for i in mem], SLOTS)
+               for mem in packets.values())
+
+
+def list_schedule(instrs: list[Instr], deps: list[Dep]) -> list[int]:
+    """A feasible packing by greedy list scheduling (two priorities: longest latency path to
+    the block's end, then program order; the shorter, then fewer issued packets kept);
+    empty where neither meets the model."""
+    n = len(instrs)
+    if not n: return []
+    _, tail = _windows(n, deps)
+    demands = [_slot_demands(i) for i in instrs]
+    alts = [i.iclass.units for i in instrs]
+    edges, branch = _edges(deps), [i.branch for i in instrs]
+    found = []
+    for prio in (tail, [0] * n):
+        a = vliw_list.schedule(demands, alts, edges, branch, SLOTS, prio)
+        if a is not None and feasible(instrs, deps, a): found.append(a)
+    return min(found, key=lambda a: (max(a), len(set(a)))) if found else []
 
 
 def _fewest_issued(instrs: list[Instr], deps: list[Dep], p: int, asg: list[int], timeout_s: float) -> list[int]:
