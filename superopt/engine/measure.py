@@ -7,6 +7,8 @@ model the result states (``extra["time_model"]``):
 - ``emu``: the GPU emulator's counters of one run (``EMU_MODEL``)."""
 from __future__ import annotations
 
+import time
+
 from typing import Callable, Sequence
 
 import numpy as np
@@ -49,12 +51,19 @@ def time_on(backend, compiled: Compiled, flat: Sequence[np.ndarray], out: np.nda
     return Timing(t, (t,), {"counters": c.to_dict(), "time_model": EMU_MODEL})
 
 
+MIN_RUNS = 3   # the fewest timed runs a median is taken of
+
+
 def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int | None = None,
             runs: int = 15, inputs: list | None = None, family: str = "",
-            step: Callable[[str], None] | None = None) -> Result:
+            step: Callable[[str], None] | None = None, time_allowance_s: float | None = None) -> Result:
     """Verify on ``inputs`` (default: fresh random ones), then time on them (median of ``runs``
     runs). Never raises for a bad candidate: the result says why it failed. ``step(what)``
-    hears of each stage as it starts: "compile", "verify", "time" (progress)."""
+    hears of each stage as it starts: "compile", "verify", "time" (progress).
+    ``time_allowance_s``: the seconds the timing may take; the verification's runs (one per
+    input set) tell a run's seconds, and fewer runs (at least ``MIN_RUNS``) are timed where
+    ``runs`` would not fit: a slow schedule (a 2048^3 loop nest runs 0.4 s) must not spend a
+    tuning budget on its own median."""
     step = step or (lambda what: None)
     m = Result(kernel, backend.name, schedule, method, False, family=family)
     step("compile")
@@ -74,9 +83,13 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
     rng = np.random.default_rng(seed)
     inputs = verify.random_inputs(kernel, rng) if inputs is None else inputs
     step("verify")
+    t0 = time.monotonic()
     v = verify.verify_compiled(kernel, compiled, backend, rng, inputs)
     m.verified, m.reason, m.rel_err = v.ok, v.reason, v.rel_err
     if not v.ok: return m
+    if time_allowance_s is not None:   # (verify's wall includes its comparisons: a run is overestimated)
+        per_run = (time.monotonic() - t0) / max(1, len(inputs))
+        runs = max(MIN_RUNS, min(runs, int(time_allowance_s / max(per_run, 1e-9)) - 2))   # 2 warm-up runs
     step(f"time ({runs} runs)")
     t = time_on(backend, compiled, [a.reshape(-1) for a in inputs], verify.poison(kernel.output), runs=runs)
     if not hasattr(t, "median_s"):

@@ -80,12 +80,20 @@ class Run:
         t0 = time.monotonic()
         who = f" ({family or method})"
         step = lambda what: self.progress(self.done, self.total, f"{self.phase}: {what}{who}")  # noqa: E731
-        m = measure(self.kernel, s, self.be, method, runs=self._runs(), inputs=self.inputs, family=family, step=step)
+        m = measure(self.kernel, s, self.be, method, runs=self._runs(), inputs=self.inputs, family=family, step=step,
+                    time_allowance_s=self._allowance_s())
         self.walls.append(time.monotonic() - t0)
         m.modeled_s = modeled_s
         self.tried.append(Tried(s, method, family, modeled_s, m.verified, m.measured_s if m.verified else None,
                                 len(m.samples), "" if m.verified else m.reason))
         return m
+
+    def _allowance_s(self) -> float | None:
+        """The timing's share of the time left (None without a deadline): a third for the
+        first measurement (the hand rules'), else an equal share for each still to come."""
+        if self.deadline is None: return None
+        share = 3 if not self.tried else max(1, (self.total or 1) - self.done)
+        return max(0.0, self.left_s()) / share
 
     def measure_in_budget(self, s: Schedule, method: str, family: str = "", modeled_s: float | None = None) -> Result | None:
         """``measure``, or None (counted in ``skipped``) when the deadline leaves no time for it."""

@@ -46,3 +46,16 @@ def test_a_small_budget_holds_within_the_measurement_in_flight(tmp_path, capsys)
     assert d["verified"] and d["time_s"] <= d["baseline_s"]
     assert d["time_s"] == min([t["time_s"] for t in measured if t["time_s"]] + [d["baseline_s"]])
     assert np.isfinite(d["gflops"]) and d["gflops"] > 0
+
+
+def test_a_measurement_times_only_what_its_allowance_holds(cpu_backend):
+    """The verification's runs tell a run's seconds: with no time allowed the median is of the
+    fewest runs (MIN_RUNS), without an allowance of all ``runs``."""
+    from superopt.engine.measure import MIN_RUNS, measure
+    from superopt.search.hand import hand_schedule
+    k = Workload.make("matmul", M=96, N=80, K=64).kernels[0]
+    s = hand_schedule(k, cpu_backend.machine)
+    tight = measure(k, s, cpu_backend, "hand", seed=0, runs=15, time_allowance_s=0.0)
+    free = measure(k, s, cpu_backend, "hand", seed=0, runs=15)
+    assert tight.verified and free.verified
+    assert len(tight.samples) == MIN_RUNS and len(free.samples) == 15
