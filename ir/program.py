@@ -35,7 +35,9 @@ Statements: ``Loop`` (serial, or ``unroll=True``: fully unrolled by the backend,
 ``unrolled``), ``If``, ``Reg``/``Assign`` (per-thread register arrays: register tiles
 from UPCAST are separate elements with constant indices), ``Store`` (global output
 write), ``Shared``/``SharedStore``/``Barrier`` (block-shared memory; ``Barrier`` is
-``__syncthreads``: every thread of the block reaches it, never inside ``If``). ``lower``
+``__syncthreads``: every thread of the block reaches it, so it sits inside an ``If`` only
+where the condition is the same for every thread of a block, e.g. the fused attention's
+causal key-tile bound). ``lower``
 puts every ``Shared`` declaration at the top of ``body`` (allocated once per block).
 
 Reductions split across threads (THREAD level on a reduce axis) are lowered explicitly
