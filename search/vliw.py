@@ -50,7 +50,7 @@ from pathlib import Path
 
 import z3
 
-from . import vliw_list
+from . import vliw_bounds, vliw_list
 
 SLOTS = 4
 MAX_SOLVE = 64   # instructions per block handed to Z3; larger blocks are packed window by window
@@ -461,13 +461,16 @@ class PackResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _resource_constraints(instrs: list[Instr], res: list, nres: int) -> list:
+def _resource_constraints(instrs: list[Instr], res: list, nres: int, windows: list[range] | None = None) -> list:
     """Per packet (``res[i]`` = the packet, or the packet modulo II): slots form a matching
     (Hall's condition over every slot subset) and each HVX unit serves at most one
-    instruction (alternatives are chosen by Bool variables)."""
+    instruction (alternatives are chosen by Bool variables). ``windows``: the packets each
+    instruction is otherwise confined to (the terms of the others would be false; leaving
+    them out keeps the model small)."""
     cons = []
     n = len(instrs)
-    at = [[res[i] == r for r in range(nres)] for i in range(n)]
+    win = windows or [range(nres)] * n
+    at = [{r: res[i] == r for r in win[i]} for i in range(n)]
     # slot demands: an unaligned vector access needs slot 0 and blocks slot 1
     items = []
     for i, ins in enumerate(instrs):
@@ -487,10 +490,10 @@ def _resource_constraints(instrs: list[Instr], res: list, nres: int) -> list:
         use.append({u: z3.Or([ch[k] for k, a in enumerate(alts) if u in a]) for u in UNITS if any(u in a for a in alts)})
     for r in range(nres):
         for sub in subsets:
-            terms = [at[i][r] for i, sl in items if set(sl) <= set(sub)]
+            terms = [at[i][r] for i, sl in items if r in at[i] and set(sl) <= set(sub)]
             if len(terms) > len(sub): cons.append(z3.PbLe([(t, 1) for t in terms], len(sub)))
         for u in UNITS:
-            terms = [at[i][r] if use[i][u] is True else z3.And(at[i][r], use[i][u]) for i in range(n) if u in use[i]]
+            terms = [at[i][r] if use[i][u] is True else z3.And(at[i][r], use[i][u]) for i in range(n) if u in use[i] and r in at[i]]
             if len(terms) > 1: cons.append(z3.PbLe([(t, 1) for t in terms], 1))
     return cons
 
@@ -507,6 +510,72 @@ def _lower_bound(instrs: list[Instr]) -> int:
     return max(lb, 1)
 
 
+def _end_packet_bound(instrs: list[Instr], deps: list[Dep], cap: int = 4096) -> int:
+    """A lower bound on packets, and on issued ones, from the first and the last non-empty
+    packet: the last holds a set closed under 0-latency successors (a successor cannot
+    issue earlier, nor later than the last), the first one closed under 0-latency
+    predecessors, and the rest needs ``_lower_bound`` packets more. The least over every
+    such set that fits one packet (at most ``cap`` sets a side; more and that side is
+    skipped) bounds both. It proves what the solver finds hard: 16 multiplies filling 8
+    packets two by two leave no room beside the last two for their own loads."""
+    n = len(instrs)
+    if not n: return 0
+    demands = [_slot_demands(i) for i in instrs]
+    bound = 0
+    for last in (True, False):
+        near: list[set[int]] = [set() for _ in range(n)]   # must share the packet (or come after / before it)
+        barred = [False] * n                                # a latency >= 1 neighbour on that side: cannot be there
+        for d in deps:
+            if d.distance: continue
+            a, b = (d.src, d.dst) if last else (d.dst, d.src)
+            if d.latency > 0: barred[a] = True
+            else: near[a].add(b)
+            if d.same: near[b].add(a)
+        closures = []
+        for i in range(n):
+            c, todo = {i}, [i]
+            while todo and len(c) <= SLOTS:
+                for j in near[todo.pop()] - c: c.add(j); todo.append(j)
+            if len(c) <= SLOTS and not any(barred[j] for j in c): closures.append(frozenset(c))
+        sets = _fitting_unions(sorted(set(closures), key=sorted), instrs, demands, cap)
+        if sets is None or not sets: continue
+        memo: dict[tuple, int] = {}
+        side = None
+        for sset in sets:
+            key = tuple(sorted((instrs[i].cls, instrs[i].words) for i in sset))
+            if key not in memo: memo[key] = 1 + _lower_bound([x for k, x in enumerate(instrs) if k not in sset]) if len(sset) < n else 1
+            side = memo[key] if side is None else min(side, memo[key])
+        bound = max(bound, side or 0)
+    return bound
+
+
+def _slot_time_bound(instrs: list[Instr], deps: list[Dep], start: int, limit: int) -> int:
+    """Packets needed by slot capacity over time (``vliw_bounds``), from the block's first
+    packets (releases: earliest packets) and from its last ones (releases: packets that
+    must follow), at least ``start``; checked up to ``limit``."""
+    asap, tail = _windows(len(instrs), deps)
+    out = start
+    for rel in (asap, tail):
+        dem = [(sl, rel[i]) for i, ins in enumerate(instrs) for sl in _slot_demands(ins)]
+        out = max(out, vliw_bounds.packets_needed(dem, SLOTS, start, limit))
+    return out
+
+
+def _fitting_unions(closures: list[frozenset], instrs: list[Instr], demands: list, cap: int) -> set[frozenset] | None:
+    """Every union of the closed sets that fits one packet (None past ``cap`` of them)."""
+    out: set[frozenset] = set()
+
+    def grow(start: int, cur: frozenset) -> bool:
+        for k in range(start, len(closures)):
+            u = cur | closures[k]
+            if u == cur or len(u) > SLOTS or u in out: continue
+            if not vliw_list.fits([demands[i] for i in u], [instrs[i].iclass.units for i in u], SLOTS): continue
+            out.add(u)
+            if len(out) > cap or not grow(k + 1, u): return False
+        return True
+    return out if grow(0, frozenset()) else None
+
+
 def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None) -> PackResult:
     """Fewest packets (cycles) for one straight pass through the block. A list schedule
     (``vliw_list``) gives a feasible packing first; one Z3 model up to its length
@@ -519,11 +588,16 @@ def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None)
     t0 = time.perf_counter()
     n = len(instrs)
     deps = dependences(instrs, loop=False)
-    lo = max(_lower_bound(instrs), _critical_path(n, deps))
+    floor = _lower_bound(instrs)   # of packets and of issued ones
+    lo = max(floor, _critical_path(n, deps))
     hi = upper if upper is not None else 2 * sum(max(1, d.latency) for d in deps) + n + 1
     best, asg, proved = hi, [], True
     greedy = list_schedule(instrs, deps)
     if greedy and max(greedy) + 1 < best: best, asg = max(greedy) + 1, greedy
+    if asg and (lo < best or len(set(asg)) > floor):   # stronger bounds, where the list schedule may not be optimal
+        floor = max(floor, _end_packet_bound(instrs, deps))
+        lo = max(lo, floor)
+        if lo < best: lo = _slot_time_bound(instrs, deps, lo, best)
     if upper is not None and n > MAX_SOLVE: lo, proved = best, False  # too big for the solver: keep the bound
     if lo < best and not asg:   # no packing known: climb (or bisect below ``upper``) with one model per count
         while lo < best:
@@ -532,12 +606,12 @@ def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None)
             if r == z3.sat: best, asg = max(a) + 1, a
             else: proved, lo = proved and r == z3.unsat, mid + 1
             if upper is None and r == z3.sat: break
-    solver = _Packer(instrs, deps, best, timeout_s) if asg and (lo < best or len(set(asg)) > _lower_bound(instrs)) else None
+    solver = _Packer(instrs, deps, best, timeout_s) if asg and (lo < best or len(set(asg)) > floor) else None
     if solver is not None and lo < best:
         best, asg, ok = _descend(lo, best, asg, lambda p: solver.check(p), lambda a: max(a) + 1)
         proved &= ok
     if solver is not None:
-        _, asg, _ = _descend(_lower_bound(instrs), len(set(asg)), asg, lambda k: solver.check(best, k), lambda a: len(set(a)))
+        _, asg, _ = _descend(floor, len(set(asg)), asg, lambda k: solver.check(best, k), lambda a: len(set(a)))
     return PackResult(best, len(set(asg)) if asg else -1, asg, proved, time.perf_counter() - t0)
 
 
@@ -574,18 +648,26 @@ class _Packer:
         c, P = self.cyc, self.length
         s.add(P <= horizon)
         s.add([z3.And(c[i] >= asap[i], c[i] < P - tail[i]) for i in range(n)])  # ASAP/ALAP windows prune the search
-        s.add(_resource_constraints(instrs, c, horizon))
+        self.windows = [range(asap[i], horizon - tail[i]) for i in range(n)]
+        s.add(_resource_constraints(instrs, c, horizon, self.windows))
         for d in deps: s.add(c[d.dst] == c[d.src] if d.same else c[d.dst] >= c[d.src] + d.latency)
         s.add([c[i] == P - 1 for i in range(n) if instrs[i].branch])
-        self.used = [z3.Or([x == q for x in c]) for q in range(horizon)]
+        self.horizon = horizon
         self.lits: dict[tuple[str, int], z3.BoolRef] = {}
 
     def _lit(self, kind: str, v: int) -> z3.BoolRef:
         """The assumption literal for "at most ``v`` packets" / "at most ``v`` issued"."""
         if (kind, v) not in self.lits:
             b = self.lits[(kind, v)] = z3.Bool(f"{kind}{v}")
-            self.solver.add(z3.Implies(b, self.length <= v if kind == "p" else z3.PbLe([(u, 1) for u in self.used], v)))
+            self.solver.add(z3.Implies(b, self.length <= v if kind == "p" else z3.PbLe([(u, 1) for u in self._used()], v)))
         return self.lits[(kind, v)]
+
+    def _used(self) -> list:
+        """Per packet: does it hold an instruction (built once, for the first issued bound)."""
+        if not hasattr(self, "used"):
+            self.used = [z3.Or([x == q for x, w in zip(self.cyc, self.windows) if q in w] or [z3.BoolVal(False)])
+                         for q in range(self.horizon)]
+        return self.used
 
     def check(self, p: int, max_issued: int | None = None):
         lits = [self._lit("p", p)] + ([self._lit("k", max_issued)] if max_issued is not None else [])
