@@ -42,6 +42,7 @@ same model so both are measured with one ruler.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import re
 import time
@@ -461,6 +462,15 @@ class PackResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _at_most(terms: list, k: int) -> z3.BoolRef:
+    """``z3.PbLe`` with unit coefficients over Bool terms, without its per-term coercion
+    (the packet model states thousands of these; building them dominated small solves)."""
+    ctx = terms[0].ctx
+    args = (z3.Ast * len(terms))(*(t.as_ast() for t in terms))
+    ones = (ctypes.c_int * len(terms))(*([1] * len(terms)))
+    return z3.BoolRef(z3.Z3_mk_pble(ctx.ref(), len(terms), args, ones, k), ctx)
+
+
 def _resource_constraints(instrs: list[Instr], res: list, nres: int, windows: list[range] | None = None) -> list:
     """Per packet (``res[i]`` = the packet, or the packet modulo II): slots form a matching
     (Hall's condition over every slot subset) and each HVX unit serves at most one
@@ -477,7 +487,7 @@ def _resource_constraints(instrs: list[Instr], res: list, nres: int, windows: li
         c = ins.iclass
         items += [(i, (0,)), (i, (1,))] if c.noslot1 else [(i, c.slots)]
         items += [(i, tuple(range(SLOTS)))] * (ins.words - 1)
-    subsets = [tuple(k for k in range(SLOTS) if m >> k & 1) for m in range(1, 1 << SLOTS)]
+    subsets = sorted((tuple(k for k in range(SLOTS) if m >> k & 1) for m in range(1, 1 << SLOTS)), key=len)
     # unit usage: fixed for single-alternative classes, chosen otherwise
     use: list[dict[str, object]] = []
     for i, ins in enumerate(instrs):
@@ -489,12 +499,15 @@ def _resource_constraints(instrs: list[Instr], res: list, nres: int, windows: li
         cons.append(z3.PbEq([(c, 1) for c in ch], 1))
         use.append({u: z3.Or([ch[k] for k, a in enumerate(alts) if u in a]) for u in UNITS if any(u in a for a in alts)})
     for r in range(nres):
+        stated: set[tuple] = set()   # subsets are in increasing size: the same terms again are implied
         for sub in subsets:
-            terms = [at[i][r] for i, sl in items if r in at[i] and set(sl) <= set(sub)]
-            if len(terms) > len(sub): cons.append(z3.PbLe([(t, 1) for t in terms], len(sub)))
+            idx = tuple(k for k, (i, sl) in enumerate(items) if r in at[i] and set(sl) <= set(sub))
+            if len(idx) <= len(sub) or idx in stated: continue
+            stated.add(idx)
+            cons.append(_at_most([at[items[k][0]][r] for k in idx], len(sub)))
         for u in UNITS:
             terms = [at[i][r] if use[i][u] is True else z3.And(at[i][r], use[i][u]) for i in range(n) if u in use[i] and r in at[i]]
-            if len(terms) > 1: cons.append(z3.PbLe([(t, 1) for t in terms], 1))
+            if len(terms) > 1: cons.append(_at_most(terms, 1))
     return cons
 
 
@@ -617,20 +630,15 @@ def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None)
 
 def _descend(lo: int, best: int, asg: list[int], check, measure) -> tuple[int, list[int], bool]:
     """The least k in [lo, best] that ``check(k)`` (a solver answer, a witness) accepts,
-    ``best`` being known feasible with ``asg``: first just below ``best`` (a good upper bound
-    is usually optimal or close), then bisection. Feasibility is monotone in k; a witness
-    may be better than asked (``measure``). Returns (k, witness, every answer conclusive)."""
-    first, proved = True, True
+    ``best`` being known feasible with ``asg``: asked one below the best known until refused
+    (the list schedule is optimal or a few packets off, a feasible check is cheap and its
+    witness may be better than asked, ``measure``; refusals are the costly answers, and this
+    asks one). Feasibility is monotone in k. Returns (k, witness, every answer conclusive)."""
     while lo < best:
-        mid = best - 1 if first else (lo + best - 1) // 2
-        first = False
-        r, a = check(mid)
-        if r == z3.sat:
-            best, asg = min(mid, measure(a)), a
-        else:
-            proved &= r == z3.unsat
-            lo = mid + 1
-    return best, asg, proved
+        r, a = check(best - 1)
+        if r != z3.sat: return best, asg, r == z3.unsat
+        best, asg = min(best - 1, measure(a)), a
+    return best, asg, True
 
 
 class _Packer:

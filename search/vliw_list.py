@@ -11,6 +11,7 @@ resource rule, shared with the packer's feasibility check.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import product
 from typing import Iterable, Sequence
 
@@ -23,11 +24,16 @@ def fits(demands: Iterable[Demands], alts: Iterable[Alternatives], slots: int) -
     """Can one packet hold these instructions? Slots: Hall's condition over every slot
     subset (the same inequalities the Z3 model states); units: some choice of one
     alternative each uses every unit at most once."""
-    flat = [d for ds in demands for d in ds]
+    return _fits(tuple(sorted(zip(map(tuple, demands), map(tuple, alts)))), slots)
+
+
+@lru_cache(maxsize=1 << 16)   # a pure function of the packet's instruction kinds, asked again and again
+def _fits(kinds: tuple[tuple[Demands, Alternatives], ...], slots: int) -> bool:
+    flat = [d for ds, _ in kinds for d in ds]
     for m in range(1, 1 << slots):
         sub = {k for k in range(slots) if m >> k & 1}
         if sum(1 for d in flat if set(d) <= sub) > len(sub): return False
-    choices = [a for a in alts if a != ((),)]
+    choices = [a for _, a in kinds if a != ((),)]
     for pick in product(*choices):
         units = [u for a in pick for u in a]
         if len(units) == len(set(units)): return True
