@@ -591,13 +591,14 @@ def _fitting_unions(closures: list[frozenset], instrs: list[Instr], demands: lis
 
 def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None) -> PackResult:
     """Fewest packets (cycles) for one straight pass through the block. A list schedule
-    (``vliw_list``) gives a feasible packing first; one Z3 model up to its length
-    (``_Packer``, reused between checks) is asked one packet below the best known, then
-    bisects between the lower bound and it, so an optimal list schedule costs one (unsat)
-    check. ``upper``: the cycles of a known feasible schedule (clang's, replayed); the list
-    schedule replaces it only when faster. An inconclusive solver answer keeps the bound
-    unproved. At the cycles found, the packing with the fewest non-empty packets is kept
-    (``issued``)."""
+    (``vliw_list``) gives a feasible packing first, and lower bounds (resources, critical
+    path, the first/last packet, slot capacity over time) the floor; one Z3 model up to the
+    list schedule's length (``_Packer``, reused between checks under assumptions) is asked
+    one packet below the best known until it refuses, so an optimal list schedule costs one
+    (unsat) check. ``upper``: the cycles of a known feasible schedule (clang's, replayed);
+    the list schedule replaces it only when faster. An inconclusive solver answer keeps the
+    bound unproved. At the cycles found, the packing with the fewest non-empty packets is
+    kept (``issued``), searched the same way."""
     t0 = time.perf_counter()
     n = len(instrs)
     deps = dependences(instrs, loop=False)
@@ -607,11 +608,12 @@ def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None)
     best, asg, proved = hi, [], True
     greedy = list_schedule(instrs, deps)
     if greedy and max(greedy) + 1 < best: best, asg = max(greedy) + 1, greedy
-    if asg and (lo < best or len(set(asg)) > floor):   # stronger bounds, where the list schedule may not be optimal
+    big = upper is not None and n > MAX_SOLVE   # too big for the solver: keep the best known
+    if asg and not big and (lo < best or len(set(asg)) > floor):   # stronger bounds, where the list schedule may not be optimal
         floor = max(floor, _end_packet_bound(instrs, deps))
         lo = max(lo, floor)
         if lo < best: lo = _slot_time_bound(instrs, deps, lo, best)
-    if upper is not None and n > MAX_SOLVE: lo, proved = best, False  # too big for the solver: keep the bound
+    if big: lo, proved = best, False
     if lo < best and not asg:   # no packing known: climb (or bisect below ``upper``) with one model per count
         while lo < best:
             mid = (lo + best - 1) // 2 if upper is not None else lo
@@ -619,7 +621,7 @@ def pack(instrs: list[Instr], timeout_s: float = 10.0, upper: int | None = None)
             if r == z3.sat: best, asg = max(a) + 1, a
             else: proved, lo = proved and r == z3.unsat, mid + 1
             if upper is None and r == z3.sat: break
-    solver = _Packer(instrs, deps, best, timeout_s) if asg and (lo < best or len(set(asg)) > floor) else None
+    solver = _Packer(instrs, deps, best, timeout_s) if asg and not big and (lo < best or len(set(asg)) > floor) else None
     if solver is not None and lo < best:
         best, asg, ok = _descend(lo, best, asg, lambda p: solver.check(p), lambda a: max(a) + 1)
         proved &= ok
@@ -723,19 +725,6 @@ def list_schedule(instrs: list[Instr], deps: list[Dep]) -> list[int]:
         a = vliw_list.schedule(demands, alts, edges, branch, SLOTS, prio)
         if a is not None and feasible(instrs, deps, a): found.append(a)
     return min(found, key=lambda a: (max(a), len(set(a)))) if found else []
-
-
-def _fewest_issued(instrs: list[Instr], deps: list[Dep], p: int, asg: list[int], timeout_s: float) -> list[int]:
-    """At ``p`` cycles, the schedule with the fewest non-empty packets (bisection; an
-    inconclusive answer keeps the best found): among equally fast packings, the one that
-    issues fewest packets (stall cycles are empty packets)."""
-    lo, issued = _lower_bound(instrs), len(set(asg))
-    while lo < issued:
-        k = (lo + issued - 1) // 2
-        r, a = _pack_check(instrs, deps, p, timeout_s, max_issued=k)
-        if r == z3.sat: asg, issued = a, len(set(a))
-        else: lo = k + 1
-    return asg
 
 
 def pack_windows(packets: list[list[Instr]], timeout_s: float = 10.0, window: int = MAX_SOLVE) -> tuple[list[list[Instr]], bool]:
