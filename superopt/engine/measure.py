@@ -61,7 +61,7 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
     runs). Never raises for a bad candidate: the result says why it failed. ``step(what)``
     hears of each stage as it starts: "compile", "verify", "time" (progress).
     ``time_allowance_s``: the seconds the timing may take; the verification's runs (one per
-    input set) tell a run's seconds, and fewer runs (at least ``MIN_RUNS``) are timed where
+    input set checked) tell a run's seconds, and fewer runs (at least ``MIN_RUNS``) are timed where
     ``runs`` would not fit: a slow schedule (a 2048^3 loop nest runs 0.4 s) must not spend a
     tuning budget on its own median."""
     step = step or (lambda what: None)
@@ -88,7 +88,7 @@ def measure(kernel: Kernel, schedule: Schedule, backend, method: str, seed: int 
     m.verified, m.reason, m.rel_err = v.ok, v.reason, v.rel_err
     if not v.ok: return m
     if time_allowance_s is not None:   # (verify's wall includes its comparisons: a run is overestimated)
-        per_run = (time.monotonic() - t0) / max(1, len(inputs))
+        per_run = (time.monotonic() - t0) / (1 + len(v.special))   # one run on each input set checked
         runs = max(MIN_RUNS, min(runs, int(time_allowance_s / max(per_run, 1e-9)) - 2))   # 2 warm-up runs
     step(f"time ({runs} runs)")
     t = time_on(backend, compiled, [a.reshape(-1) for a in inputs], verify.poison(kernel.output), runs=runs)
