@@ -99,30 +99,39 @@ def test_network_refuses_what_it_cannot_run():
     with pytest.raises(ValueError): hn.kind(dm.Layer("x", "conv", (-1,), 16, 16, 5))
 
 
-def test_clamp_pass_packets_as_counted():
-    """The separate clamp pass a fusion is priced against: its packet line is what qemu counts."""
+def _counted_pass(call: str, ins: list[str], out: str, n: int, data: np.ndarray) -> tuple[bytes, list]:
+    """One elementwise pass (``call``, C) over int8 buffers of ``n`` bytes under qemu: ``ins`` read
+    from ``data`` in order, ``out`` written back; (output bytes, qemu's counters of the call alone)."""
     from superopt.backends.hexagon import requant
     from superopt.backends.hexagon.render import COUNTERS
-    for vectors in (5, 8, 33):
-        n = 128 * vectors
-        src = "typedef int vi __attribute__((vector_size(128)));\n" + requant.HVX_BASE.replace("LANES", "32") + \
-            requant.HELPERS + ew.C + "\n".join(COUNTERS) + f"""
-static int8_t A[{n}] __attribute__((aligned(128)));
+    decl = ", ".join(f"{b}[{n}] __attribute__((aligned(128)))" for b in dict.fromkeys(ins + [out]))
+    reads = " || ".join(f"so_read_all({b}, {n})" for b in ins)
+    src = "typedef int vi __attribute__((vector_size(128)));\n" + requant.HVX_BASE.replace("LANES", "32") + \
+        requant.HELPERS + ew.C + "\n".join(COUNTERS) + f"""
+static int8_t {decl};
 int so_main(void) {{
-  if (so_read_all(A, {n})) return 3;
+  if ({reads}) return 3;
   unsigned c0[3], c1[3], t[3];
   so_counters(c0);
-  {ew.clamp_call("A", n)}
+  {call}
   so_counters(c1);
   for (int i = 0; i < 3; i++) t[i] = c1[i] - c0[i];
   if (so_counters_out(t)) return 5;
-  return so_write_all(A, {n});
+  return so_write_all({out}, {n});
 }}"""
-        exe = tools.compile_program(src)
-        assert not isinstance(exe, tools.Failure), str(exe)
+    exe = tools.compile_program(src)
+    assert not isinstance(exe, tools.Failure), str(exe)
+    r = tools.run_counted(exe, data.tobytes(), n)
+    assert not isinstance(r, tools.Failure), str(r)
+    return r
+
+
+def test_clamp_pass_packets_as_counted():
+    """The separate clamp pass a fusion is priced against: its packet line is what qemu counts."""
+    for vectors in (5, 8, 33):
+        n = 128 * vectors
         a = np.random.default_rng(vectors).integers(-128, 128, n).astype(np.int8)
-        r = tools.run_counted(exe, a.tobytes(), n)
-        assert not isinstance(r, tools.Failure), str(r)
+        r = _counted_pass(ew.clamp_call("A", n), ["A"], "A", n, a)
         assert np.array_equal(np.frombuffer(r[0], np.int8), np.maximum(a, 0))
         assert r[1][0] == ew.clamp_packets(n)
 
@@ -145,28 +154,10 @@ def test_fusion_refused_where_the_template_cannot_take_it():
 
 def test_add_pass_packets_as_counted():
     """The separate add + requantize pass a fusion into the project's epilogue is priced against."""
-    from superopt.backends.hexagon import requant
-    from superopt.backends.hexagon.render import COUNTERS
     for vectors in (3, 8, 13, 33):
         n = 128 * vectors
-        src = "typedef int vi __attribute__((vector_size(128)));\n" + requant.HVX_BASE.replace("LANES", "32") + \
-            requant.HELPERS + ew.C + "\n".join(COUNTERS) + f"""
-static int8_t A[{n}] __attribute__((aligned(128))), B[{n}] __attribute__((aligned(128))), O[{n}] __attribute__((aligned(128)));
-int so_main(void) {{
-  if (so_read_all(A, {n}) || so_read_all(B, {n})) return 3;
-  unsigned c0[3], c1[3], t[3];
-  so_counters(c0);
-  {ew.add_call("A", "B", "O", n, 100, 90, 7)}
-  so_counters(c1);
-  for (int i = 0; i < 3; i++) t[i] = c1[i] - c0[i];
-  if (so_counters_out(t)) return 5;
-  return so_write_all(O, {n});
-}}"""
-        exe = tools.compile_program(src)
-        assert not isinstance(exe, tools.Failure), str(exe)
         ab = np.random.default_rng(vectors).integers(-128, 128, 2 * n).astype(np.int8)
-        r = tools.run_counted(exe, ab.tobytes(), n)
-        assert not isinstance(r, tools.Failure), str(r)
+        r = _counted_pass(ew.add_call("A", "B", "O", n, 100, 90, 7), ["A", "B"], "O", n, ab)
         a, b = ab[:n].astype(np.int64), ab[n:].astype(np.int64)
         assert np.array_equal(np.frombuffer(r[0], np.int8), np.clip((a * 100 + b * 90 + 64) >> 7, -128, 127))
         assert r[1][0] == ew.add_packets(n)
