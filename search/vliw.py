@@ -482,11 +482,7 @@ def _resource_constraints(instrs: list[Instr], res: list, nres: int, windows: li
     win = windows or [range(nres)] * n
     at = [{r: res[i] == r for r in win[i]} for i in range(n)]
     # slot demands: an unaligned vector access needs slot 0 and blocks slot 1
-    items = []
-    for i, ins in enumerate(instrs):
-        c = ins.iclass
-        items += [(i, (0,)), (i, (1,))] if c.noslot1 else [(i, c.slots)]
-        items += [(i, tuple(range(SLOTS)))] * (ins.words - 1)
+    items = [(i, d) for i, ins in enumerate(instrs) for d in _slot_demands(ins)]
     subsets = sorted((tuple(k for k in range(SLOTS) if m >> k & 1) for m in range(1, 1 << SLOTS)), key=len)
     # unit usage: fixed for single-alternative classes, chosen otherwise
     use: list[dict[str, object]] = []
